@@ -1,0 +1,345 @@
+/**
+ * Plain TypeScript shapes of the most used etcd messages, as grpc handlers receive them
+ * (field names as in the .proto, int64/uint64 as decimal strings, bytes as Uint8Array/Buffer).
+ * Outgoing objects may omit fields that hold their default value.
+ */
+
+/** RangeRequest.SortOrder values. */
+export const SortOrder = { NONE: 0, ASCEND: 1, DESCEND: 2 } as const;
+/** RangeRequest.SortTarget values. */
+export const SortTarget = { KEY: 0, VERSION: 1, CREATE: 2, MOD: 3, VALUE: 4 } as const;
+/** Compare.CompareResult values. */
+export const CompareResult = { EQUAL: 0, GREATER: 1, LESS: 2, NOT_EQUAL: 3 } as const;
+/** Compare.CompareTarget values. */
+export const CompareTarget = { VERSION: 0, CREATE: 1, MOD: 2, VALUE: 3, LEASE: 4 } as const;
+/** WatchCreateRequest.FilterType values. */
+export const FilterType = { NOPUT: 0, NODELETE: 1 } as const;
+/** mvccpb.Event.EventType values. */
+export const EventType = { PUT: 0, DELETE: 1 } as const;
+/** AlarmType values. */
+export const AlarmType = { NONE: 0, NOSPACE: 1, CORRUPT: 2 } as const;
+/** AlarmRequest.AlarmAction values. */
+export const AlarmAction = { GET: 0, ACTIVATE: 1, DEACTIVATE: 2 } as const;
+/** authpb.Permission.Type values. */
+export const PermissionType = { READ: 0, WRITE: 1, READWRITE: 2 } as const;
+/** grpc.health.v1.HealthCheckResponse.ServingStatus values. */
+export const ServingStatus = { UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } as const;
+
+/** Numeric value type of one of the enum objects above. */
+export type EnumValue<T> = T[keyof T];
+
+/** etcdserverpb.ResponseHeader. */
+export interface ResponseHeader {
+  cluster_id: string;
+  member_id: string;
+  revision: string;
+  raft_term: string;
+}
+
+/** mvccpb.KeyValue. */
+export interface KeyValue {
+  key: Uint8Array;
+  create_revision: string;
+  mod_revision: string;
+  version: string;
+  value: Uint8Array;
+  lease: string;
+}
+
+/** mvccpb.Event. */
+export interface Event {
+  type: EnumValue<typeof EventType>;
+  kv: KeyValue | null;
+  prev_kv: KeyValue | null;
+}
+
+/** etcdserverpb.RangeRequest. */
+export interface RangeRequest {
+  key: Uint8Array;
+  range_end: Uint8Array;
+  limit: string;
+  revision: string;
+  sort_order: EnumValue<typeof SortOrder>;
+  sort_target: EnumValue<typeof SortTarget>;
+  serializable: boolean;
+  keys_only: boolean;
+  count_only: boolean;
+  min_mod_revision: string;
+  max_mod_revision: string;
+  min_create_revision: string;
+  max_create_revision: string;
+}
+
+/** etcdserverpb.RangeResponse. */
+export interface RangeResponse {
+  header: ResponseHeader | null;
+  kvs: KeyValue[];
+  more: boolean;
+  count: string;
+}
+
+/** etcdserverpb.PutRequest. */
+export interface PutRequest {
+  key: Uint8Array;
+  value: Uint8Array;
+  lease: string;
+  prev_kv: boolean;
+  ignore_value: boolean;
+  ignore_lease: boolean;
+}
+
+/** etcdserverpb.PutResponse. */
+export interface PutResponse {
+  header: ResponseHeader | null;
+  prev_kv: KeyValue | null;
+}
+
+/** etcdserverpb.DeleteRangeRequest. */
+export interface DeleteRangeRequest {
+  key: Uint8Array;
+  range_end: Uint8Array;
+  prev_kv: boolean;
+}
+
+/** etcdserverpb.DeleteRangeResponse. */
+export interface DeleteRangeResponse {
+  header: ResponseHeader | null;
+  deleted: string;
+  prev_kvs: KeyValue[];
+}
+
+/** etcdserverpb.Compare; `target_union` names the oneof member that is set. */
+export interface Compare {
+  result: EnumValue<typeof CompareResult>;
+  target: EnumValue<typeof CompareTarget>;
+  key: Uint8Array;
+  target_union?: "version" | "create_revision" | "mod_revision" | "value" | "lease";
+  version?: string;
+  create_revision?: string;
+  mod_revision?: string;
+  value?: Uint8Array;
+  lease?: string;
+  range_end: Uint8Array;
+}
+
+/** etcdserverpb.RequestOp; `request` names the oneof member that is set. */
+export interface RequestOp {
+  request?: "request_range" | "request_put" | "request_delete_range" | "request_txn";
+  request_range?: RangeRequest;
+  request_put?: PutRequest;
+  request_delete_range?: DeleteRangeRequest;
+  request_txn?: TxnRequest;
+}
+
+/** etcdserverpb.ResponseOp; `response` names the oneof member that is set. */
+export interface ResponseOp {
+  response?: "response_range" | "response_put" | "response_delete_range" | "response_txn";
+  response_range?: RangeResponse;
+  response_put?: PutResponse;
+  response_delete_range?: DeleteRangeResponse;
+  response_txn?: TxnResponse;
+}
+
+/** etcdserverpb.TxnRequest. */
+export interface TxnRequest {
+  compare: Compare[];
+  success: RequestOp[];
+  failure: RequestOp[];
+}
+
+/** etcdserverpb.TxnResponse. */
+export interface TxnResponse {
+  header: ResponseHeader | null;
+  succeeded: boolean;
+  responses: ResponseOp[];
+}
+
+/** etcdserverpb.CompactionRequest. */
+export interface CompactionRequest {
+  revision: string;
+  physical: boolean;
+}
+
+/** etcdserverpb.CompactionResponse. */
+export interface CompactionResponse {
+  header: ResponseHeader | null;
+}
+
+/** etcdserverpb.WatchCreateRequest. */
+export interface WatchCreateRequest {
+  key: Uint8Array;
+  range_end: Uint8Array;
+  start_revision: string;
+  progress_notify: boolean;
+  filters: EnumValue<typeof FilterType>[];
+  prev_kv: boolean;
+  watch_id: string;
+  fragment: boolean;
+}
+
+/** etcdserverpb.WatchCancelRequest. */
+export interface WatchCancelRequest {
+  watch_id: string;
+}
+
+/** etcdserverpb.WatchRequest; `request_union` names the oneof member that is set. */
+export interface WatchRequest {
+  request_union?: "create_request" | "cancel_request" | "progress_request";
+  create_request?: WatchCreateRequest;
+  cancel_request?: WatchCancelRequest;
+  progress_request?: Record<string, never>;
+}
+
+/** etcdserverpb.WatchResponse. */
+export interface WatchResponse {
+  header: ResponseHeader | null;
+  watch_id: string;
+  created: boolean;
+  canceled: boolean;
+  compact_revision: string;
+  cancel_reason: string;
+  fragment: boolean;
+  events: Event[];
+}
+
+/** etcdserverpb.LeaseGrantRequest. */
+export interface LeaseGrantRequest {
+  TTL: string;
+  ID: string;
+}
+
+/** etcdserverpb.LeaseGrantResponse. */
+export interface LeaseGrantResponse {
+  header: ResponseHeader | null;
+  ID: string;
+  TTL: string;
+  error: string;
+}
+
+/** etcdserverpb.LeaseRevokeRequest. */
+export interface LeaseRevokeRequest {
+  ID: string;
+}
+
+/** etcdserverpb.LeaseRevokeResponse. */
+export interface LeaseRevokeResponse {
+  header: ResponseHeader | null;
+}
+
+/** etcdserverpb.LeaseCheckpoint. */
+export interface LeaseCheckpoint {
+  ID: string;
+  remaining_TTL: string;
+}
+
+/** etcdserverpb.LeaseCheckpointRequest. */
+export interface LeaseCheckpointRequest {
+  checkpoints: LeaseCheckpoint[];
+}
+
+/** etcdserverpb.LeaseKeepAliveRequest. */
+export interface LeaseKeepAliveRequest {
+  ID: string;
+}
+
+/** etcdserverpb.LeaseKeepAliveResponse. */
+export interface LeaseKeepAliveResponse {
+  header: ResponseHeader | null;
+  ID: string;
+  TTL: string;
+}
+
+/** etcdserverpb.LeaseTimeToLiveRequest. */
+export interface LeaseTimeToLiveRequest {
+  ID: string;
+  keys: boolean;
+}
+
+/** etcdserverpb.LeaseTimeToLiveResponse. */
+export interface LeaseTimeToLiveResponse {
+  header: ResponseHeader | null;
+  ID: string;
+  TTL: string;
+  grantedTTL: string;
+  keys: Uint8Array[];
+}
+
+/** etcdserverpb.LeaseLeasesRequest. */
+export type LeaseLeasesRequest = Record<string, never>;
+
+/** etcdserverpb.LeaseStatus. */
+export interface LeaseStatus {
+  ID: string;
+}
+
+/** etcdserverpb.LeaseLeasesResponse. */
+export interface LeaseLeasesResponse {
+  header: ResponseHeader | null;
+  leases: LeaseStatus[];
+}
+
+/** etcdserverpb.Member. */
+export interface Member {
+  ID: string;
+  name: string;
+  peerURLs: string[];
+  clientURLs: string[];
+  isLearner: boolean;
+}
+
+/** etcdserverpb.StatusResponse. */
+export interface StatusResponse {
+  header: ResponseHeader | null;
+  version: string;
+  dbSize: string;
+  leader: string;
+  raftIndex: string;
+  raftTerm: string;
+  raftAppliedIndex: string;
+  errors: string[];
+  dbSizeInUse: string;
+  isLearner: boolean;
+  storageVersion: string;
+  dbSizeQuota: string;
+}
+
+/** etcdserverpb.AlarmRequest. */
+export interface AlarmRequest {
+  action: EnumValue<typeof AlarmAction>;
+  memberID: string;
+  alarm: EnumValue<typeof AlarmType>;
+}
+
+/** etcdserverpb.AlarmMember. */
+export interface AlarmMember {
+  memberID: string;
+  alarm: EnumValue<typeof AlarmType>;
+}
+
+/** etcdserverpb.AlarmResponse. */
+export interface AlarmResponse {
+  header: ResponseHeader | null;
+  alarms: AlarmMember[];
+}
+
+/** egpb.Request: one replicated log entry; `op` names the oneof member that is set. */
+export interface InternalRequestShape {
+  id: string;
+  op?:
+    | "put"
+    | "delete_range"
+    | "txn"
+    | "compaction"
+    | "lease_grant"
+    | "lease_revoke"
+    | "alarm"
+    | "lease_checkpoint";
+  put?: PutRequest;
+  delete_range?: DeleteRangeRequest;
+  txn?: TxnRequest;
+  compaction?: CompactionRequest;
+  lease_grant?: LeaseGrantRequest;
+  lease_revoke?: LeaseRevokeRequest;
+  alarm?: AlarmRequest;
+  lease_checkpoint?: LeaseCheckpointRequest;
+}

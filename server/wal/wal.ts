@@ -1,0 +1,569 @@
+/**
+ * Write-ahead log for the replicated (Raft) log: entries, hard state, snapshot marks and opaque metadata,
+ * appended to segment files and made durable with one fdatasync per batch (group commit).
+ *
+ * On-disk record: [u32 payloadLen][u32 crc][payload][zero padding to a multiple of 8], little endian.
+ * `payload` starts with a record-type byte. `crc` is crc32 (zlib polynomial) of the payload, seeded with the
+ * previous record's crc, so the chain runs through every record of every segment. Each segment begins with a
+ * segment record (magic, seq, first index, the crc it continues from), followed by metadata, hard state and the
+ * newest snapshot mark, so older segments can be deleted without losing any of them.
+ * Segment files are named `<seq>-<firstIndex>.wal` (16 hex digits each) and are created via a tmp file + rename.
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import zlib from "node:zlib";
+
+/** One Raft log entry. `type`: 0 normal, 1 conf change. */
+export interface Entry {
+  index: number;
+  term: number;
+  type: number;
+  data: Uint8Array;
+}
+
+/** Raft hard state; `vote` is a member id as a decimal string ("0" = none). */
+export interface HardState {
+  term: number;
+  vote: string;
+  commit: number;
+}
+
+/** Position of a snapshot in the log. */
+export interface SnapshotMark {
+  index: number;
+  term: number;
+}
+
+/** What replay recovered from the log directory. */
+export interface WalContents {
+  hardState: HardState;
+  entries: Entry[];
+  snapshot: SnapshotMark | null;
+  metadata: Uint8Array | null;
+}
+
+/** A WAL record that cannot be a torn write: the log must not be opened. */
+export class WalCorruptError extends Error {
+  file: string;
+  offset: number;
+  constructor(file: string, offset: number, why: string) {
+    super(`wal: corrupt record in ${file} at offset ${offset}: ${why}`);
+    this.name = "WalCorruptError";
+    this.file = file;
+    this.offset = offset;
+  }
+}
+
+/** Options of {@link Wal.open}. */
+export interface WalOptions {
+  /** Roll over to a new segment once the current one reaches this size (default 64 MiB). */
+  segmentBytes?: number;
+  /** Receives notable events such as torn-tail truncation (default: console.error). */
+  log?: (msg: string) => void;
+  /** Index of the snapshot the caller restored; replay returns entries after it. */
+  snapshotIndex?: number;
+  /** Opaque bytes stored at the head of every segment (used when the log is created). */
+  metadata?: Uint8Array;
+}
+
+const REC_SEGMENT = 1;
+const REC_METADATA = 2;
+const REC_ENTRY = 3;
+const REC_HARDSTATE = 4;
+const REC_SNAPSHOT = 5;
+const MAGIC = 0x57414c31; // "WAL1"
+const HEADER = 8;
+const SEGMENT_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.wal$/;
+const TWO32 = 2 ** 32;
+
+const crc32 = (data: Uint8Array, seed: number): number => zlib.crc32(data, seed);
+const padLen = (len: number): number => len + ((8 - (len % 8)) % 8);
+const hex16 = (n: number): string => n.toString(16).padStart(16, "0");
+const segmentName = (seq: number, firstIndex: number): string => `${hex16(seq)}-${hex16(firstIndex)}.wal`;
+
+function putU64(v: DataView, off: number, n: number): void {
+  v.setUint32(off, Math.floor(n / TWO32), true);
+  v.setUint32(off + 4, n >>> 0, true);
+}
+
+function getU64(v: DataView, off: number): number {
+  return v.getUint32(off, true) * TWO32 + v.getUint32(off + 4, true);
+}
+
+function encodeEntry(e: Entry): Uint8Array {
+  const p = new Uint8Array(18 + e.data.length);
+  const v = new DataView(p.buffer);
+  p[0] = REC_ENTRY;
+  putU64(v, 1, e.index);
+  putU64(v, 9, e.term);
+  p[17] = e.type;
+  p.set(e.data, 18);
+  return p;
+}
+
+function encodeHardState(hs: HardState): Uint8Array {
+  const p = new Uint8Array(25);
+  const v = new DataView(p.buffer);
+  p[0] = REC_HARDSTATE;
+  putU64(v, 1, hs.term);
+  v.setBigUint64(9, BigInt(hs.vote), true);
+  putU64(v, 17, hs.commit);
+  return p;
+}
+
+function encodeMark(m: SnapshotMark): Uint8Array {
+  const p = new Uint8Array(17);
+  const v = new DataView(p.buffer);
+  p[0] = REC_SNAPSHOT;
+  putU64(v, 1, m.index);
+  putU64(v, 9, m.term);
+  return p;
+}
+
+function encodeSegment(prevCrc: number, seq: number, firstIndex: number): Uint8Array {
+  const p = new Uint8Array(25);
+  const v = new DataView(p.buffer);
+  p[0] = REC_SEGMENT;
+  v.setUint32(1, prevCrc, true);
+  v.setUint32(5, MAGIC, true);
+  putU64(v, 9, seq);
+  putU64(v, 17, firstIndex);
+  return p;
+}
+
+function encodeMetadata(md: Uint8Array): Uint8Array {
+  const p = new Uint8Array(1 + md.length);
+  p[0] = REC_METADATA;
+  p.set(md, 1);
+  return p;
+}
+
+/** Frames payloads into one buffer, continuing the crc chain from `crc`. */
+function frame(payloads: Uint8Array[], crc: number): { buf: Uint8Array; crc: number } {
+  let total = 0;
+  for (const p of payloads) total += HEADER + padLen(p.length);
+  const buf = new Uint8Array(total);
+  const v = new DataView(buf.buffer);
+  let off = 0;
+  for (const p of payloads) {
+    crc = crc32(p, crc);
+    v.setUint32(off, p.length, true);
+    v.setUint32(off + 4, crc, true);
+    buf.set(p, off + HEADER);
+    off += HEADER + padLen(p.length);
+  }
+  return { buf, crc };
+}
+
+type ReadResult = { ok: true; payload: Uint8Array; crc: number; end: number } | { ok: false; why: string };
+
+/** Reads and verifies the record at `off`; `seed` null means "first record of a segment" (seed is inside it). */
+function readRecord(buf: Uint8Array, v: DataView, off: number, seed: number | null): ReadResult {
+  if (off + HEADER > buf.length) return { ok: false, why: "short record header" };
+  const len = v.getUint32(off, true);
+  if (len === 0) return { ok: false, why: "zero record length" };
+  const end = off + HEADER + padLen(len);
+  if (end > buf.length) return { ok: false, why: `record length ${len} runs past end of file` };
+  const payload = buf.subarray(off + HEADER, off + HEADER + len);
+  if (seed === null) {
+    if (len < 5) return { ok: false, why: "segment record too short" };
+    seed = v.getUint32(off + HEADER + 1, true);
+  }
+  const crc = v.getUint32(off + 4, true);
+  if (crc32(payload, seed) !== crc) return { ok: false, why: "crc mismatch" };
+  return { ok: true, payload, crc, end };
+}
+
+/** Whether valid records follow a bad record at `off`, i.e. the damage is not a torn tail. */
+function validDataAfter(buf: Uint8Array, v: DataView, off: number): boolean {
+  const chainsFrom = (p: number, seed: number): boolean => readRecord(buf, v, p, seed).ok;
+  // The record right after the bad one, if its length field is intact, chains from the bad record's crc.
+  if (off + HEADER <= buf.length) {
+    const len = v.getUint32(off, true);
+    const next = off + HEADER + padLen(len);
+    if (len > 0 && next < buf.length && chainsFrom(next, v.getUint32(off + 4, true))) return true;
+  }
+  // Otherwise look for any two consecutive records that chain together.
+  for (let p = off + HEADER; p + 2 * HEADER <= buf.length; p += 8) {
+    const len = v.getUint32(p, true);
+    if (len === 0) continue;
+    const q = p + HEADER + padLen(len);
+    if (q + HEADER > buf.length) continue;
+    if (chainsFrom(q, v.getUint32(p + 4, true))) return true;
+  }
+  return false;
+}
+
+interface Segment {
+  seq: number;
+  firstIndex: number;
+  file: string;
+}
+
+interface Waiter {
+  target: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/** Write-ahead log with group commit. Create with {@link Wal.open}. */
+export class Wal {
+  /** Number of fdatasync calls made for appended data (segment creation not counted). */
+  syncCount = 0;
+
+  private fh: fs.FileHandle;
+  private pos: number;
+  private crc: number;
+  private segments: Segment[];
+  private pending: Uint8Array[] = [];
+  private pendingHardState: HardState | null = null;
+  private pendingMark: SnapshotMark | null = null;
+  private appendSeq = 0;
+  private durableSeq = 0;
+  private appendedLastIndex: number;
+  private written: { hardState: HardState; mark: SnapshotMark | null; lastIndex: number };
+  private waiters: Waiter[] = [];
+  private flushing = false;
+  private failed: unknown = null;
+  private closed = false;
+
+  private constructor(
+    private dir: string,
+    private metadata: Uint8Array | null,
+    private segmentBytes: number,
+    private log: (msg: string) => void,
+    state: { fh: fs.FileHandle; pos: number; crc: number; segments: Segment[]; hardState: HardState },
+    mark: SnapshotMark | null,
+    lastIndex: number,
+  ) {
+    this.fh = state.fh;
+    this.pos = state.pos;
+    this.crc = state.crc;
+    this.segments = state.segments;
+    this.appendedLastIndex = lastIndex;
+    this.written = { hardState: state.hardState, mark, lastIndex };
+  }
+
+  /**
+   * Creates `dir` if missing (writing `metadata` into the first segment), or opens and replays it.
+   * Returned entries are those after `snapshotIndex` (default: the newest snapshot mark in the log);
+   * an entry whose index is <= an earlier one replaces the tail from that index (Raft log truncation).
+   * A torn record at the very end of the last segment is truncated; any other damage throws {@link WalCorruptError}.
+   */
+  static async open(dir: string, opts: WalOptions = {}): Promise<{ wal: Wal; contents: WalContents }> {
+    const log = opts.log ?? ((m: string) => console.error(m));
+    const segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
+    await fs.mkdir(dir, { recursive: true });
+    const names = (await fs.readdir(dir)).sort();
+    for (const n of names) if (n.endsWith(".wal.tmp")) await fs.rm(path.join(dir, n), { force: true });
+    const segNames = names.filter((n) => SEGMENT_RE.test(n));
+
+    if (segNames.length === 0) {
+      const hardState: HardState = { term: 0, vote: "0", commit: 0 };
+      const base = opts.snapshotIndex ?? 0;
+      const mark = base > 0 ? { index: base, term: 0 } : null;
+      const wal = new Wal(dir, opts.metadata ?? null, segmentBytes, log, {
+        fh: null as unknown as fs.FileHandle,
+        pos: 0,
+        crc: 0,
+        segments: [],
+        hardState,
+      }, null, base);
+      await wal.createSegment(1, base + 1, 0);
+      return { wal, contents: { hardState: { ...hardState }, entries: [], snapshot: mark && null, metadata: wal.metadata } };
+    }
+
+    const r = await replay(dir, segNames, opts.snapshotIndex, log);
+    const last = r.segments[r.segments.length - 1];
+    const fh = await fs.open(last.file, "r+");
+    try {
+      if (r.truncateAt !== null) {
+        await fh.truncate(r.truncateAt);
+        await fh.datasync();
+      }
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    const wal = new Wal(
+      dir,
+      r.metadata,
+      segmentBytes,
+      log,
+      { fh, pos: r.end, crc: r.crc, segments: r.segments, hardState: r.hardState },
+      r.newestMark,
+      r.lastIndex,
+    );
+    return {
+      wal,
+      contents: { hardState: { ...r.hardState }, entries: r.entries, snapshot: r.snapshot, metadata: r.metadata },
+    };
+  }
+
+  /** Buffers entries (and optionally a new HardState) for the next sync; cheap and synchronous. */
+  append(entries: Entry[], hardState?: HardState): void {
+    this.checkUsable();
+    for (const e of entries) {
+      this.pending.push(encodeEntry(e));
+      this.appendedLastIndex = e.index;
+    }
+    if (hardState) {
+      this.pending.push(encodeHardState(hardState));
+      this.pendingHardState = { ...hardState };
+    }
+    this.appendSeq++;
+  }
+
+  /** Records that a snapshot at (index, term) exists; durable after the next sync. */
+  markSnapshot(mark: SnapshotMark): void {
+    this.checkUsable();
+    this.pending.push(encodeMark(mark));
+    this.pendingMark = { ...mark };
+    if (mark.index > this.appendedLastIndex) this.appendedLastIndex = mark.index;
+    this.appendSeq++;
+  }
+
+  /**
+   * Writes everything appended so far with one write and one fdatasync. Callers arriving while a sync is in
+   * flight share the next single write+fdatasync (group commit). Resolves once the caller's data is durable.
+   */
+  sync(): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    const target = this.appendSeq;
+    if (this.durableSeq >= target) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ target, resolve, reject });
+      if (!this.flushing) this.flushLoop();
+    });
+  }
+
+  /** Deletes whole segment files that only hold entries below `index` (call after a snapshot at `index`). */
+  async releaseBefore(index: number): Promise<void> {
+    let n = 0;
+    // segment i holds live entries below segments[i + 1].firstIndex; the last segment is never released.
+    while (n + 1 < this.segments.length && this.segments[n + 1].firstIndex <= index) n++;
+    if (n === 0) return;
+    const gone = this.segments.splice(0, n);
+    for (const s of gone) await fs.rm(s.file, { force: true });
+    await syncDir(this.dir);
+  }
+
+  /** Syncs whatever is pending and closes the current segment file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.failed) await this.sync();
+    } finally {
+      this.closed = true;
+      await this.fh.close();
+    }
+  }
+
+  private checkUsable(): void {
+    if (this.closed) throw new Error("wal: closed");
+    if (this.failed) throw this.failed;
+  }
+
+  private async flushLoop(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.waiters.length > 0) {
+        const upto = this.appendSeq;
+        await this.writeBatch();
+        this.durableSeq = upto;
+        const still: Waiter[] = [];
+        for (const w of this.waiters) if (w.target <= upto) w.resolve();
+        else still.push(w);
+        this.waiters = still;
+      }
+    } catch (e) {
+      // A failed write or fdatasync leaves the file in an unknown state: refuse all further use.
+      this.failed = e instanceof Error ? e : new Error(String(e));
+      for (const w of this.waiters) w.reject(this.failed);
+      this.waiters = [];
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async writeBatch(): Promise<void> {
+    if (this.pos >= this.segmentBytes) {
+      const cur = this.segments[this.segments.length - 1];
+      await this.createSegment(cur.seq + 1, this.written.lastIndex + 1, this.crc);
+    }
+    const payloads = this.pending;
+    this.pending = [];
+    if (this.pendingHardState) this.written.hardState = this.pendingHardState;
+    if (this.pendingMark) this.written.mark = this.pendingMark;
+    this.pendingHardState = null;
+    this.pendingMark = null;
+    this.written.lastIndex = this.appendedLastIndex;
+    const { buf, crc } = frame(payloads, this.crc);
+    await writeAll(this.fh, buf, this.pos);
+    this.pos += buf.length;
+    this.crc = crc;
+    await this.fh.datasync();
+    this.syncCount++;
+  }
+
+  /** Creates a segment via tmp file + rename, with the current durable state at its head, and makes it current. */
+  private async createSegment(seq: number, firstIndex: number, prevCrc: number): Promise<void> {
+    const name = segmentName(seq, firstIndex);
+    const file = path.join(this.dir, name);
+    const head = [encodeSegment(prevCrc, seq, firstIndex)];
+    if (this.metadata) head.push(encodeMetadata(this.metadata));
+    head.push(encodeHardState(this.written.hardState));
+    if (this.written.mark) head.push(encodeMark(this.written.mark));
+    const { buf, crc } = frame(head, prevCrc);
+    const fh = await fs.open(file + ".tmp", "w+");
+    try {
+      await writeAll(fh, buf, 0);
+      await fh.datasync();
+      await fs.rename(file + ".tmp", file);
+      await syncDir(this.dir);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    const old = this.fh;
+    this.fh = fh;
+    this.pos = buf.length;
+    this.crc = crc;
+    this.segments.push({ seq, firstIndex, file });
+    if (old) await old.close();
+  }
+}
+
+async function writeAll(fh: fs.FileHandle, buf: Uint8Array, pos: number): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
+    off += bytesWritten;
+  }
+}
+
+/** fsyncs a directory so that created, renamed or deleted entries are durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const d = await fs.open(dir, "r");
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+interface ReplayResult {
+  segments: Segment[];
+  entries: Entry[];
+  hardState: HardState;
+  metadata: Uint8Array | null;
+  snapshot: SnapshotMark | null;
+  newestMark: SnapshotMark | null;
+  lastIndex: number;
+  crc: number;
+  end: number;
+  truncateAt: number | null;
+}
+
+async function replay(
+  dir: string,
+  segNames: string[],
+  snapshotIndex: number | undefined,
+  log: (m: string) => void,
+): Promise<ReplayResult> {
+  const segments: Segment[] = [];
+  let hardState: HardState = { term: 0, vote: "0", commit: 0 };
+  let metadata: Uint8Array | null = null;
+  const marks: SnapshotMark[] = [];
+  // Raw entry records in log order; resolved against the snapshot base after all marks are known.
+  const raw: { e: Entry; file: string; off: number }[] = [];
+  let lastIndex = 0;
+  let crc = 0;
+  let end = 0;
+  let truncateAt: number | null = null;
+
+  for (let i = 0; i < segNames.length; i++) {
+    const m = SEGMENT_RE.exec(segNames[i])!;
+    const seq = parseInt(m[1], 16);
+    const firstIndex = parseInt(m[2], 16);
+    const file = path.join(dir, segNames[i]);
+    const isLast = i === segNames.length - 1;
+    if (i > 0 && seq !== segments[i - 1].seq + 1) {
+      throw new WalCorruptError(file, 0, `segment sequence ${seq} does not follow ${segments[i - 1].seq}`);
+    }
+    segments.push({ seq, firstIndex, file });
+    const buf = new Uint8Array(await fs.readFile(file));
+    const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    let off = 0;
+    while (off < buf.length) {
+      const r = readRecord(buf, v, off, off === 0 ? null : crc);
+      if (!r.ok) {
+        if (off === 0 || !isLast) throw new WalCorruptError(file, off, r.why);
+        if (validDataAfter(buf, v, off)) throw new WalCorruptError(file, off, `${r.why}, followed by valid records`);
+        log(`wal: truncated torn record at ${file}:${off} (${r.why}, ${buf.length - off} bytes dropped)`);
+        truncateAt = off;
+        break;
+      }
+      const p = r.payload;
+      const pv = new DataView(p.buffer, p.byteOffset, p.byteLength);
+      const bad = (why: string) => new WalCorruptError(file, off, why);
+      switch (p[0]) {
+        case REC_SEGMENT: {
+          if (off !== 0 || p.length !== 25 || pv.getUint32(5, true) !== MAGIC) throw bad("bad segment record");
+          if (getU64(pv, 9) !== seq || getU64(pv, 17) !== firstIndex) throw bad("segment record does not match name");
+          if (i > 0 && pv.getUint32(1, true) !== crc) throw bad("crc chain broken between segments");
+          lastIndex = Math.max(lastIndex, firstIndex - 1);
+          break;
+        }
+        case REC_METADATA:
+          metadata = p.slice(1);
+          break;
+        case REC_ENTRY: {
+          if (p.length < 18) throw bad("short entry record");
+          const e = { index: getU64(pv, 1), term: getU64(pv, 9), type: p[17], data: p.slice(18) };
+          raw.push({ e, file, off });
+          lastIndex = e.index;
+          break;
+        }
+        case REC_HARDSTATE:
+          if (p.length !== 25) throw bad("bad hard state record");
+          hardState = { term: getU64(pv, 1), vote: pv.getBigUint64(9, true).toString(), commit: getU64(pv, 17) };
+          break;
+        case REC_SNAPSHOT: {
+          if (p.length !== 17) throw bad("bad snapshot record");
+          const mark = { index: getU64(pv, 1), term: getU64(pv, 9) };
+          marks.push(mark);
+          lastIndex = Math.max(lastIndex, mark.index);
+          break;
+        }
+        default:
+          throw bad(`unknown record type ${p[0]}`);
+      }
+      if (off === 0 && p[0] !== REC_SEGMENT) throw bad("segment does not start with a segment record");
+      crc = r.crc;
+      off = r.end;
+    }
+    end = off;
+  }
+
+  const newestMark = marks.length ? marks[marks.length - 1] : null;
+  let snapshot: SnapshotMark | null = newestMark;
+  let base = newestMark?.index ?? 0;
+  if (snapshotIndex !== undefined) {
+    base = snapshotIndex;
+    snapshot = marks.findLast((mk) => mk.index === snapshotIndex) ?? null;
+    if (!snapshot && snapshotIndex > 0) log(`wal: no snapshot mark for index ${snapshotIndex} in ${dir}`);
+  }
+  const entries: Entry[] = [];
+  for (const { e, file, off } of raw) {
+    if (e.index <= base) {
+      entries.length = 0; // a truncation below the snapshot: everything after it is superseded
+      continue;
+    }
+    const next = entries.length ? entries[entries.length - 1].index + 1 : base + 1;
+    if (e.index > next) throw new WalCorruptError(file, off, `entry ${e.index} leaves a gap (expected ${next})`);
+    if (e.index < next) entries.length -= next - e.index;
+    entries.push(e);
+  }
+  return { segments, entries, hardState, metadata, snapshot, newestMark, lastIndex, crc, end, truncateAt };
+}
