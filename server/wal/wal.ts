@@ -261,16 +261,23 @@ export class Wal {
     if (segNames.length === 0) {
       const hardState: HardState = { term: 0, vote: "0", commit: 0 };
       const base = opts.snapshotIndex ?? 0;
-      const mark = base > 0 ? { index: base, term: 0 } : null;
-      const wal = new Wal(dir, opts.metadata ?? null, segmentBytes, log, {
-        fh: null as unknown as fs.FileHandle,
-        pos: 0,
-        crc: 0,
-        segments: [],
-        hardState,
-      }, null, base);
+      const wal = new Wal(
+        dir,
+        opts.metadata ?? null,
+        segmentBytes,
+        log,
+        {
+          fh: null as unknown as fs.FileHandle,
+          pos: 0,
+          crc: 0,
+          segments: [],
+          hardState,
+        },
+        null,
+        base,
+      );
       await wal.createSegment(1, base + 1, 0);
-      return { wal, contents: { hardState: { ...hardState }, entries: [], snapshot: mark && null, metadata: wal.metadata } };
+      return { wal, contents: { hardState: { ...hardState }, entries: [], snapshot: null, metadata: wal.metadata } };
     }
 
     const r = await replay(dir, segNames, opts.snapshotIndex, log);
@@ -303,6 +310,7 @@ export class Wal {
   /** Buffers entries (and optionally a new HardState) for the next sync; cheap and synchronous. */
   append(entries: Entry[], hardState?: HardState): void {
     this.checkUsable();
+    if (entries.length === 0 && !hardState) return;
     for (const e of entries) {
       this.pending.push(encodeEntry(e));
       this.appendedLastIndex = e.index;
@@ -372,8 +380,10 @@ export class Wal {
         await this.writeBatch();
         this.durableSeq = upto;
         const still: Waiter[] = [];
-        for (const w of this.waiters) if (w.target <= upto) w.resolve();
-        else still.push(w);
+        for (const w of this.waiters) {
+          if (w.target <= upto) w.resolve();
+          else still.push(w);
+        }
         this.waiters = still;
       }
     } catch (e) {
@@ -507,6 +517,7 @@ async function replay(
       const p = r.payload;
       const pv = new DataView(p.buffer, p.byteOffset, p.byteLength);
       const bad = (why: string) => new WalCorruptError(file, off, why);
+      if (off === 0 && p[0] !== REC_SEGMENT) throw bad("segment does not start with a segment record");
       switch (p[0]) {
         case REC_SEGMENT: {
           if (off !== 0 || p.length !== 25 || pv.getUint32(5, true) !== MAGIC) throw bad("bad segment record");
@@ -539,7 +550,6 @@ async function replay(
         default:
           throw bad(`unknown record type ${p[0]}`);
       }
-      if (off === 0 && p[0] !== REC_SEGMENT) throw bad("segment does not start with a segment record");
       crc = r.crc;
       off = r.end;
     }

@@ -1,0 +1,337 @@
+/**
+ * The apply layer: executes one committed log entry (an egpb.Request) against the MVCC store and the lessor and
+ * produces the client's response. It is deterministic: every member applying the same entries reaches the same
+ * state, and an entry that fails (e.g. a put on an unknown lease) fails identically everywhere.
+ * Read-only requests (Range) also go through `range` here so that top-level reads and reads in a Txn share one path.
+ */
+import { Buffer } from "node:buffer";
+import { Errors } from "../errors.ts";
+import { leaseId, type Lessor } from "../lease/lessor.ts";
+import { rangeEndOf, toBKey } from "../mvcc/keys.ts";
+import { type KeyValue, type MvccStore, type WriteTxn } from "../mvcc/store.ts";
+import {
+  AlarmAction,
+  AlarmType,
+  type Compare,
+  CompareResult,
+  CompareTarget,
+  type InternalRequestShape,
+  type PutRequest,
+  type RangeRequest,
+  type RequestOp,
+  SortOrder,
+  SortTarget,
+  type TxnRequest,
+} from "../../proto/mod.ts";
+
+/** etcdserverpb.ResponseHeader as sent. */
+export interface Header {
+  cluster_id: string;
+  member_id: string;
+  revision: number;
+  raft_term: string;
+}
+
+/** A raised alarm. */
+export interface Alarm {
+  memberID: string;
+  alarm: number;
+}
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+const num = (s: string | number | undefined): number => (s === undefined ? 0 : Number(s));
+
+/** Applies requests to the state machine made of store, lessor and alarms. */
+export class Applier {
+  alarms: Alarm[] = [];
+
+  constructor(
+    readonly store: MvccStore,
+    readonly lessor: Lessor,
+    readonly header: (rev: number) => Header,
+    public memberId: string,
+    /** quota in bytes; 0 = none */
+    readonly quotaBytes: number,
+  ) {}
+
+  /** Whether the NOSPACE alarm is raised (writes that add data are refused). */
+  get noSpace(): boolean {
+    return this.alarms.some((a) => a.alarm === AlarmType.NOSPACE);
+  }
+
+  /** Applies a committed entry; returns the response or throws the EtcdError to send. */
+  apply(req: InternalRequestShape): Obj {
+    switch (req.op) {
+      case "put":
+        return this.#write((t) => this.#put(t, req.put!));
+      case "delete_range":
+        return this.#write((t) => this.#deleteRange(t, req.delete_range!));
+      case "txn":
+        return this.#write((t) => this.#txn(t, req.txn!));
+      case "compaction": {
+        this.store.compact(num(req.compaction!.revision));
+        return { header: this.header(this.store.currentRev) };
+      }
+      case "lease_grant": {
+        const g = req.lease_grant!;
+        this.#checkQuota(64);
+        const l = this.lessor.grant(leaseId(g.ID), num(g.TTL));
+        return { header: this.header(this.store.currentRev), ID: l.id, TTL: l.ttl, error: "" };
+      }
+      case "lease_revoke":
+        return this.#write((t) => this.#revoke(t, leaseId(req.lease_revoke!.ID)));
+      case "alarm":
+        return this.#alarm(req.alarm as unknown as Obj);
+      case "lease_checkpoint":
+        return { header: this.header(this.store.currentRev) };
+      default:
+        throw new Error(`apply: unknown request ${JSON.stringify(req.op)}`);
+    }
+  }
+
+  #write(fn: (t: WriteTxn) => Obj): Obj {
+    const t = this.store.write();
+    let resp: Obj;
+    try {
+      resp = fn(t);
+    } finally {
+      // A request fails before it changes anything; committing an empty txn is a no-op.
+      t.end();
+    }
+    resp.header = this.header(this.store.currentRev);
+    return resp;
+  }
+
+  #checkQuota(addBytes: number): void {
+    if (this.noSpace) throw Errors.noSpace();
+    if (this.quotaBytes > 0 && this.store.sizeBytes + addBytes > this.quotaBytes) {
+      this.#raise(AlarmType.NOSPACE);
+      throw Errors.noSpace();
+    }
+  }
+
+  #raise(alarm: number): void {
+    if (!this.alarms.some((a) => a.alarm === alarm && a.memberID === this.memberId)) {
+      this.alarms.push({ memberID: this.memberId, alarm });
+    }
+  }
+
+  /** Range at the store's latest state (or inside a write txn), applying etcd's sort, filter and limit rules. */
+  range(r: RangeRequest, t?: WriteTxn): Obj {
+    const key = toBKey(r.key);
+    const end = rangeEndOf(r.range_end);
+    const limit = num(r.limit);
+    const sortOrder = r.sort_order ?? SortOrder.NONE;
+    const sortTarget = r.sort_target ?? SortTarget.KEY;
+    const filtered = num(r.min_mod_revision) || num(r.max_mod_revision) || num(r.min_create_revision) ||
+      num(r.max_create_revision);
+    const fetchAll = sortOrder !== SortOrder.NONE || filtered;
+    const opts = { rev: num(r.revision), limit: fetchAll || limit <= 0 ? 0 : limit + 1, countOnly: r.count_only };
+    const res = t ? t.range(key, end, opts) : this.store.range(key, end, opts);
+    let kvs = res.kvs;
+    if (filtered) {
+      const minMod = num(r.min_mod_revision), maxMod = num(r.max_mod_revision);
+      const minCr = num(r.min_create_revision), maxCr = num(r.max_create_revision);
+      kvs = kvs.filter((kv) =>
+        !(minMod > 0 && kv.mod_revision < minMod) && !(maxMod > 0 && kv.mod_revision > maxMod) &&
+        !(minCr > 0 && kv.create_revision < minCr) && !(maxCr > 0 && kv.create_revision > maxCr)
+      );
+    }
+    let order = sortOrder;
+    if (sortTarget !== SortTarget.KEY && order === SortOrder.NONE) order = SortOrder.ASCEND;
+    if (order !== SortOrder.NONE) kvs = sortKvs(kvs === res.kvs ? kvs.slice() : kvs, sortTarget, order);
+    let more = false;
+    if (limit > 0 && kvs.length > limit) {
+      kvs = kvs.slice(0, limit);
+      more = true;
+    }
+    if (r.keys_only) {
+      kvs = kvs.map((kv) => ({ ...kv, value: EMPTY }));
+    }
+    return { header: this.header(res.rev), kvs, more, count: res.count };
+  }
+
+  #put(t: WriteTxn, p: PutRequest): Obj {
+    const key = toBKey(p.key);
+    this.#checkPut(t, p);
+    const prevLive = t.get(key);
+    const value = p.ignore_value ? prevLive!.value : asBuffer(p.value);
+    const lease = p.ignore_lease ? prevLive!.lease : leaseId(p.lease);
+    this.#checkQuota(key.length + value.length + 64);
+    const { prev } = t.put(key, value, lease);
+    if (prev && prev.lease !== "0" && prev.lease !== lease) this.lessor.detach(prev.lease, key);
+    this.lessor.attach(lease, key);
+    const resp: Obj = {};
+    if (p.prev_kv && prev) resp.prev_kv = prev;
+    return resp;
+  }
+
+  /** State-dependent checks of a put, made before any change of the request is applied. */
+  #checkPut(t: WriteTxn, p: PutRequest): void {
+    if (p.ignore_value || p.ignore_lease) {
+      if (!t.get(toBKey(p.key))) throw Errors.keyNotFound();
+    }
+    const lease = p.ignore_lease ? "0" : leaseId(p.lease);
+    if (lease !== "0" && !this.lessor.get(lease)) throw Errors.leaseNotFound();
+  }
+
+  #deleteRange(t: WriteTxn, d: { key: Uint8Array; range_end: Uint8Array; prev_kv: boolean }): Obj {
+    const deleted = t.deleteRange(toBKey(d.key), rangeEndOf(d.range_end));
+    for (const kv of deleted) this.lessor.detach(kv.lease, toBKey(kv.key));
+    const resp: Obj = { deleted: deleted.length };
+    if (d.prev_kv) resp.prev_kvs = deleted;
+    return resp;
+  }
+
+  #txn(t: WriteTxn, txn: TxnRequest): Obj {
+    const ok = txn.compare.every((c) => this.#compare(t, c));
+    const ops = ok ? txn.success : txn.failure;
+    this.#checkOps(t, ops);
+    const responses: Obj[] = [];
+    for (const op of ops) {
+      switch (op.request) {
+        case "request_range":
+          responses.push({ response_range: this.range(op.request_range!, t) });
+          break;
+        case "request_put":
+          responses.push({ response_put: this.#put(t, op.request_put!) });
+          break;
+        case "request_delete_range":
+          responses.push({ response_delete_range: this.#deleteRange(t, op.request_delete_range!) });
+          break;
+        case "request_txn":
+          responses.push({ response_txn: this.#txn(t, op.request_txn!) });
+          break;
+      }
+    }
+    return { succeeded: ok, responses };
+  }
+
+  /** Validates the puts a txn branch would make (recursively) before executing any of it. */
+  #checkOps(t: WriteTxn, ops: RequestOp[]): void {
+    for (const op of ops) {
+      if (op.request === "request_put") this.#checkPut(t, op.request_put!);
+      else if (op.request === "request_range") {
+        const rev = num(op.request_range!.revision);
+        if (rev > 0 && rev > this.store.currentRev) throw Errors.futureRev();
+        if (rev > 0 && rev < this.store.compactRev) throw Errors.compacted();
+      } else if (op.request === "request_txn") {
+        const n = op.request_txn!;
+        this.#checkOps(t, n.compare.every((c) => this.#compare(t, c)) ? n.success : n.failure);
+      }
+    }
+  }
+
+  #compare(t: WriteTxn, c: Compare): boolean {
+    const key = toBKey(c.key);
+    const end = rangeEndOf(c.range_end);
+    let kvs: KeyValue[];
+    if (end === "") {
+      const kv = t.get(key);
+      kvs = kv ? [kv] : [];
+    } else {
+      kvs = t.range(key, end).kvs;
+    }
+    if (kvs.length === 0) {
+      if (c.target === CompareTarget.VALUE) return false;
+      return compareOne(c, ZERO_KV);
+    }
+    return kvs.every((kv) => compareOne(c, kv));
+  }
+
+  #revoke(t: WriteTxn, id: string): Obj {
+    const keys = this.lessor.revoke(id);
+    for (const k of keys) {
+      if (t.get(k)) t.deleteRange(k, "");
+    }
+    return {};
+  }
+
+  #alarm(a: Obj): Obj {
+    const action = a.action ?? AlarmAction.GET;
+    const member = leaseId(a.memberID);
+    const kind = a.alarm ?? AlarmType.NONE;
+    const pick = (x: Alarm) =>
+      (member === "0" || x.memberID === member) && (kind === AlarmType.NONE || x.alarm === kind);
+    if (action === AlarmAction.ACTIVATE && kind !== AlarmType.NONE) {
+      if (!this.alarms.some((x) => x.memberID === member && x.alarm === kind)) {
+        this.alarms.push({ memberID: member, alarm: kind });
+      }
+      return { header: this.header(this.store.currentRev), alarms: [{ memberID: member, alarm: kind }] };
+    }
+    if (action === AlarmAction.DEACTIVATE) {
+      const gone = this.alarms.filter(pick);
+      this.alarms = this.alarms.filter((x) => !pick(x));
+      return { header: this.header(this.store.currentRev), alarms: gone };
+    }
+    return { header: this.header(this.store.currentRev), alarms: this.alarms.filter(pick) };
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const ZERO_KV: KeyValue = { key: EMPTY, create_revision: 0, mod_revision: 0, version: 0, value: EMPTY, lease: "0" };
+
+function asBuffer(b: Uint8Array | undefined): Buffer {
+  if (!b) return EMPTY;
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function cmpResult(result: number, d: number): boolean {
+  switch (result) {
+    case CompareResult.EQUAL:
+      return d === 0;
+    case CompareResult.GREATER:
+      return d > 0;
+    case CompareResult.LESS:
+      return d < 0;
+    case CompareResult.NOT_EQUAL:
+      return d !== 0;
+  }
+  return false;
+}
+
+function cmpBig(a: bigint, b: bigint): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function compareOne(c: Compare, kv: KeyValue): boolean {
+  switch (c.target) {
+    case CompareTarget.VERSION:
+      return cmpResult(c.result, cmpBig(BigInt(kv.version), BigInt(c.version ?? 0)));
+    case CompareTarget.CREATE:
+      return cmpResult(c.result, cmpBig(BigInt(kv.create_revision), BigInt(c.create_revision ?? 0)));
+    case CompareTarget.MOD:
+      return cmpResult(c.result, cmpBig(BigInt(kv.mod_revision), BigInt(c.mod_revision ?? 0)));
+    case CompareTarget.VALUE:
+      return cmpResult(c.result, Buffer.compare(kv.value, asBuffer(c.value)));
+    case CompareTarget.LEASE:
+      return cmpResult(c.result, cmpBig(BigInt(kv.lease), BigInt(c.lease ?? 0)));
+  }
+  return false;
+}
+
+function sortKvs(kvs: KeyValue[], target: number, order: number): KeyValue[] {
+  const sign = order === SortOrder.DESCEND ? -1 : 1;
+  const keyOf = (kv: KeyValue): number | Buffer => {
+    switch (target) {
+      case SortTarget.VERSION:
+        return kv.version;
+      case SortTarget.CREATE:
+        return kv.create_revision;
+      case SortTarget.MOD:
+        return kv.mod_revision;
+      case SortTarget.VALUE:
+        return kv.value;
+      default:
+        return kv.key;
+    }
+  };
+  // stable sort; ties keep key order, as etcd's stable sort does
+  return kvs.sort((a, b) => {
+    const x = keyOf(a), y = keyOf(b);
+    const d = typeof x === "number" ? x - (y as number) : Buffer.compare(x, y as Buffer);
+    return sign * d;
+  });
+}

@@ -1,0 +1,142 @@
+/**
+ * The etcd-compatible member: opens its storage, serves the etcd v3 gRPC API on every client URL and on the peer
+ * URLs (as etcd ≤ 3.5 does), expires leases, runs auto-compaction, and logs the readiness lines etcd prints.
+ */
+import * as grpc from "@grpc/grpc-js";
+import path from "node:path";
+import { Node } from "../node/node.ts";
+import { WatchHub } from "../watch/watch_stream.ts";
+import { addEtcdServices, type MemberInfo } from "../grpc/services.ts";
+import { type EtcdConfig, securityFlags } from "./flags.ts";
+import { clusterIdOf, hexId, memberIdOf } from "./ids.ts";
+import { startAutoCompaction } from "./compactor.ts";
+import type { Logger } from "./log.ts";
+
+/** The version this server reports (the etcd API level it implements). */
+export const SERVER_VERSION = "3.4.23";
+
+/** A running member. */
+export interface EtcdServer {
+  node: Node;
+  memberId: string;
+  clusterId: string;
+  stop(): Promise<void>;
+}
+
+/** grpc-js bind address for a URL such as http://localhost:2379. */
+function bindAddress(u: string): string {
+  const x = new URL(u);
+  const host = x.hostname.startsWith("[") ? x.hostname : x.hostname;
+  return `${host}:${x.port || (x.protocol === "https:" ? "443" : "80")}`;
+}
+
+/** Starts a member; resolves once it serves clients. */
+export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServer> {
+  for (const f of securityFlags(cfg)) {
+    log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
+  }
+  const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
+  if (other.length > 0) log.info("embed", `accepted without effect: ${other.map((f) => `--${f}`).join(" ")}`);
+  if (cfg.initialCluster.size > 1) {
+    throw new Error(
+      `a cluster of ${cfg.initialCluster.size} members needs Raft replication, which this version does not have yet`,
+    );
+  }
+
+  const token = cfg.initialClusterToken;
+  const ids = [...cfg.initialCluster].map(([name, urls]) => ({ name, id: memberIdOf(urls, token) }));
+  const memberId = ids.find((m) => m.name === cfg.name)!.id;
+  const clusterId = clusterIdOf(ids.map((m) => m.id));
+  const memberDir = path.join(cfg.dataDir, "member");
+  const node = await Node.open({
+    snapDir: path.join(memberDir, "snap"),
+    walDir: cfg.walDir || path.join(memberDir, "wal"),
+    clusterId,
+    memberId,
+    snapshotCount: cfg.snapshotCount,
+    minLeaseTTL: Math.ceil((1.5 * cfg.electionMs) / 1000),
+    quotaBytes: cfg.quotaBackendBytes,
+    maxRequestBytes: cfg.maxRequestBytes,
+    log: (m) => log.info("etcdserver", m),
+  });
+  log.info(
+    "etcdserver",
+    `starting member ${hexId(node.memberId)} in cluster ${hexId(node.clusterId)} at revision ${node.store.currentRev}`,
+  );
+
+  const self: MemberInfo = {
+    ID: node.memberId,
+    name: cfg.name,
+    peerURLs: cfg.initialAdvertisePeerUrls,
+    clientURLs: cfg.advertiseClientUrls,
+    isLearner: false,
+  };
+  const hub = new WatchHub(node.store, (rev) => node.header(rev), cfg.maxRequestBytes, 10 * 60 * 1000);
+  let leaseSeq = 0n;
+  const leasePrefix = (BigInt(node.memberId) & 0xffffn) << 48n;
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": cfg.maxRequestBytes + 512 * 1024,
+    "grpc.max_send_message_length": 2 ** 31 - 1,
+    "grpc.max_concurrent_streams": 2 ** 31 - 1,
+  });
+  addEtcdServices(server, {
+    node,
+    hub,
+    self,
+    members: () => [self],
+    maxTxnOps: cfg.maxTxnOps,
+    version: SERVER_VERSION,
+    quotaBytes: cfg.quotaBackendBytes,
+    nextLeaseId: () => {
+      // etcd-style IDs: member prefix, then milliseconds and a counter; always a positive int64
+      const id = (leasePrefix | ((BigInt(Date.now()) & 0xffffffffffn) << 8n)) + leaseSeq++;
+      return (id & 0x7fffffffffffffffn).toString();
+    },
+    log: (m) => log.info("v3rpc", m),
+  });
+
+  const addrs = [...new Set([...cfg.listenClientUrls, ...cfg.listenPeerUrls].map(bindAddress))];
+  for (const addr of addrs) {
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  for (const u of cfg.listenPeerUrls) log.info("embed", `listening for peers on ${u}`);
+  for (const u of cfg.listenClientUrls) log.info("embed", `listening for client requests on ${u}`);
+
+  // Only the leader expires leases; a single voter always leads.
+  const revoking = new Set<string>();
+  const expiry = setInterval(() => {
+    for (const id of node.lessor.expired()) {
+      if (revoking.has(id)) continue;
+      revoking.add(id);
+      node.propose({ op: "lease_revoke", lease_revoke: { ID: id } } as never)
+        .catch(() => {})
+        .finally(() => revoking.delete(id));
+    }
+  }, 250);
+  const stopCompaction = startAutoCompaction(node, cfg.autoCompactionMode, cfg.autoCompactionRetention, log);
+
+  log.info("etcdserver", `${hexId(node.memberId)} became leader at term ${node.term}`);
+  log.info("etcdserver/membership", `set the initial cluster version to 3.4`);
+  log.info("etcdserver/api", `enabled capabilities for version 3.4`);
+  log.info(
+    "etcdserver",
+    `published {Name:${cfg.name} ClientURLs:[${cfg.advertiseClientUrls.join(" ")}]} to cluster ${
+      hexId(node.clusterId)
+    }`,
+  );
+  log.info("embed", `ready to serve client requests`);
+
+  return {
+    node,
+    memberId: node.memberId,
+    clusterId: node.clusterId,
+    stop: async () => {
+      clearInterval(expiry);
+      stopCompaction();
+      server.forceShutdown();
+      await node.close();
+    },
+  };
+}

@@ -1,0 +1,337 @@
+/**
+ * The etcd v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance, Auth, grpc.health.v1) on top of a member.
+ * Each handler checks the request, proposes writes to the log or reads the applied state, and answers with etcd's
+ * response shapes and errors.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { Code, Errors, EtcdError } from "../errors.ts";
+import { leaseId } from "../lease/lessor.ts";
+import type { Node } from "../node/node.ts";
+import type { WatchHub } from "../watch/watch_stream.ts";
+import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
+import {
+  AlarmAction,
+  AuthService,
+  ClusterService,
+  HealthService,
+  KVService,
+  LeaseService,
+  MaintenanceService,
+  WatchService,
+} from "../../proto/mod.ts";
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+// deno-lint-ignore no-explicit-any
+type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void;
+
+/** A member as listed by Cluster.MemberList. */
+export interface MemberInfo {
+  ID: string;
+  name: string;
+  peerURLs: string[];
+  clientURLs: string[];
+  isLearner: boolean;
+}
+
+/** What the services need from the member they serve. */
+export interface ServiceContext {
+  node: Node;
+  hub: WatchHub;
+  self: MemberInfo;
+  members: () => MemberInfo[];
+  maxTxnOps: number;
+  version: string;
+  quotaBytes: number;
+  /** server-picked lease IDs */
+  nextLeaseId: () => string;
+  log: (msg: string) => void;
+}
+
+/** Turns any thrown value into a gRPC error for the client. */
+function toServiceError(err: unknown): grpc.ServiceError {
+  if (err instanceof EtcdError) {
+    return Object.assign(new Error(err.message), {
+      code: err.code,
+      details: err.message,
+      metadata: new grpc.Metadata(),
+    });
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return Object.assign(new Error(msg), { code: Code.INTERNAL, details: msg, metadata: new grpc.Metadata() });
+}
+
+/** Wraps an async handler into a grpc-js unary handler. */
+function unary(fn: (req: Obj, call: grpc.ServerUnaryCall<Obj, Obj>) => Obj | Promise<Obj>): Unary {
+  return (call, cb) => {
+    let p: Obj | Promise<Obj>;
+    try {
+      p = fn(call.request, call);
+    } catch (err) {
+      cb(toServiceError(err), null);
+      return;
+    }
+    if (p instanceof Promise) p.then((r) => cb(null, r), (err) => cb(toServiceError(err), null));
+    else cb(null, p);
+  };
+}
+
+function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  const { node } = ctx;
+  return {
+    Range: unary(async (r) => {
+      checkRange(r as never);
+      if (!r.serializable) await node.readIndex();
+      return node.applier.range(r as never);
+    }),
+    Put: unary((r) => {
+      checkPut(r as never);
+      return node.propose({ op: "put", put: r } as never);
+    }),
+    DeleteRange: unary((r) => {
+      checkDelete(r as never);
+      return node.propose({ op: "delete_range", delete_range: r } as never);
+    }),
+    Txn: unary(async (r) => {
+      checkTxn(r as never, ctx.maxTxnOps);
+      if (!hasWrites(r)) {
+        // read-only txns are served like reads (etcd does the same)
+        await node.readIndex();
+        return node.applier.apply({ op: "txn", txn: r } as never);
+      }
+      return node.propose({ op: "txn", txn: r } as never);
+    }),
+    Compact: unary(async (r) => {
+      const rev = Number(r.revision);
+      const store = node.store;
+      if (rev <= store.compactRev) throw Errors.compacted();
+      if (rev > store.currentRev) throw Errors.futureRev();
+      return await node.propose({ op: "compaction", compaction: r } as never);
+    }),
+  };
+}
+
+function hasWrites(t: Obj): boolean {
+  for (const op of [...t.success, ...t.failure]) {
+    if (op.request === "request_put" || op.request === "request_delete_range") return true;
+    if (op.request === "request_txn" && hasWrites(op.request_txn)) return true;
+  }
+  return false;
+}
+
+function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  return {
+    Watch: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
+      const stream = ctx.hub.open({ send: (resp) => call.write(resp) });
+      call.on("drain", () => stream.drained());
+      call.on("data", (req: Obj) => {
+        try {
+          stream.handle(req as never);
+        } catch (err) {
+          ctx.log(`watch: request failed: ${err}`);
+        }
+      });
+      const done = () => stream.close();
+      call.on("end", () => {
+        done();
+        call.end();
+      });
+      call.on("error", done);
+      call.on("close", done);
+      call.on("cancelled", done);
+    },
+  };
+}
+
+function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  const { node } = ctx;
+  const header = () => node.header(node.store.currentRev);
+  return {
+    LeaseGrant: unary((r) => {
+      const id = leaseId(r.ID) === "0" ? ctx.nextLeaseId() : leaseId(r.ID);
+      node.lessor.checkGrant(id, Number(r.TTL));
+      if (node.applier.noSpace) throw Errors.noSpace();
+      return node.propose({ op: "lease_grant", lease_grant: { TTL: r.TTL, ID: id } } as never);
+    }),
+    LeaseRevoke: unary((r) => {
+      const id = leaseId(r.ID);
+      if (!node.lessor.get(id)) throw Errors.leaseNotFound();
+      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id } } as never);
+    }),
+    LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
+      call.on("data", async (r: Obj) => {
+        try {
+          await node.readIndex();
+          const id = leaseId(r.ID);
+          const ttl = node.lessor.renew(id);
+          call.write({ header: header(), ID: id, TTL: ttl });
+        } catch (err) {
+          call.destroy(toServiceError(err));
+        }
+      });
+      call.on("end", () => call.end());
+      call.on("error", () => {});
+    },
+    LeaseTimeToLive: unary(async (r) => {
+      await node.readIndex();
+      const id = leaseId(r.ID);
+      const l = node.lessor.get(id);
+      // etcd answers an unknown lease with TTL -1 and an empty header
+      if (!l) return { header: {}, ID: id, TTL: -1, grantedTTL: 0, keys: [] };
+      const keys = r.keys ? [...l.keys].sort().map((k) => Buffer.from(k, "latin1")) : [];
+      return { header: header(), ID: id, TTL: node.lessor.remaining(id), grantedTTL: l.ttl, keys };
+    }),
+    LeaseLeases: unary(async () => {
+      await node.readIndex();
+      return { header: header(), leases: [...node.lessor.leases.keys()].map((ID) => ({ ID })) };
+    }),
+  };
+}
+
+function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  const { node } = ctx;
+  const header = () => node.header(node.store.currentRev);
+  const notYet = () =>
+    new EtcdError(
+      Code.UNAVAILABLE,
+      "etcdserver: membership changes need Raft replication, which this server version does not have yet",
+    );
+  return {
+    MemberList: unary(() => ({ header: header(), members: ctx.members() })),
+    MemberAdd: unary((r) => {
+      const urls: string[] = r.peerURLs ?? [];
+      if (urls.length === 0 || urls.some((u) => !validUrl(u))) throw Errors.memberBadURLs();
+      if (ctx.members().some((m) => m.peerURLs.some((u) => urls.includes(u)))) throw Errors.peerURLExists();
+      throw notYet();
+    }),
+    MemberRemove: unary((r) => {
+      const id = leaseId(r.ID);
+      if (!ctx.members().some((m) => m.ID === id)) throw Errors.memberNotFound();
+      // removing the only voter would leave no quorum
+      throw Errors.notEnoughStartedMembers();
+    }),
+    MemberUpdate: unary((r) => {
+      const id = leaseId(r.ID);
+      const m = ctx.members().find((x) => x.ID === id);
+      if (!m) throw Errors.memberNotFound();
+      const urls: string[] = r.peerURLs ?? [];
+      if (urls.length === 0 || urls.some((u) => !validUrl(u))) throw Errors.memberBadURLs();
+      throw notYet();
+    }),
+    MemberPromote: unary((r) => {
+      const id = leaseId(r.ID);
+      const m = ctx.members().find((x) => x.ID === id);
+      if (!m) throw Errors.memberNotFound();
+      if (!m.isLearner) throw Errors.memberNotLearner();
+      throw notYet();
+    }),
+  };
+}
+
+function validUrl(u: string): boolean {
+  try {
+    const x = new URL(u);
+    return (x.protocol === "http:" || x.protocol === "https:") && x.port !== "" && x.pathname === "/";
+  } catch {
+    return false;
+  }
+}
+
+function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  const { node } = ctx;
+  const header = () => node.header(node.store.currentRev);
+  return {
+    Alarm: unary((r) => {
+      if ((r.action ?? AlarmAction.GET) === AlarmAction.GET) {
+        return node.applier.apply({ op: "alarm", alarm: r } as never);
+      }
+      return node.propose({ op: "alarm", alarm: r } as never);
+    }),
+    Status: unary(() => ({
+      header: header(),
+      version: ctx.version,
+      dbSize: node.store.sizeBytes,
+      leader: ctx.self.ID,
+      raftIndex: node.lastIndex,
+      raftTerm: node.term,
+      raftAppliedIndex: node.appliedIndex,
+      errors: node.applier.alarms.map((a) => `memberID:${a.memberID} alarm:${a.alarm === 1 ? "NOSPACE" : "CORRUPT"} `),
+      dbSizeInUse: node.store.sizeBytes,
+      isLearner: false,
+      dbSizeQuota: ctx.quotaBytes,
+    })),
+    Defragment: unary(async () => {
+      // Our store has no free pages to reclaim; a snapshot compacts the WAL instead.
+      await node.snapshotNow();
+      return { header: header() };
+    }),
+    Hash: unary(() => ({ header: header(), hash: node.store.hashKV(0).hash })),
+    HashKV: unary((r) => {
+      const h = node.store.hashKV(Number(r.revision ?? 0));
+      return { header: header(), hash: h.hash, compact_revision: h.compactRev, hash_revision: h.rev };
+    }),
+    Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
+      // etcdctl expects the snapshot body to be whole 512-byte blocks (as bbolt files are); the state codec ignores
+      // the zero padding after its end marker.
+      const state = node.encodeState();
+      const blob = Buffer.alloc(Math.ceil(state.length / 4096) * 4096);
+      blob.set(state);
+      const sha = createHash("sha256").update(blob).digest();
+      const CHUNK = 32 * 1024;
+      let off = 0;
+      const pump = () => {
+        while (off < blob.length) {
+          const end = Math.min(off + CHUNK, blob.length);
+          const ok = call.write({
+            header: header(),
+            remaining_bytes: blob.length - end + sha.length,
+            blob: blob.subarray(off, end),
+          });
+          off = end;
+          if (!ok) {
+            call.once("drain", pump);
+            return;
+          }
+        }
+        call.write({ header: header(), remaining_bytes: 0, blob: sha });
+        call.end();
+      };
+      pump();
+    },
+    MoveLeader: unary((r) => {
+      const target = leaseId(r.targetID);
+      if (target === ctx.self.ID) return { header: header() };
+      if (!ctx.members().some((m) => m.ID === target)) {
+        throw new EtcdError(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee");
+      }
+      throw Errors.timeout();
+    }),
+  };
+}
+
+function auth(): grpc.UntypedServiceImplementation {
+  const disabled: Unary = (_call, cb) => cb(toServiceError(Errors.authNotEnabled()), null);
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const name of Object.keys(AuthService)) impl[name] = disabled;
+  impl.AuthStatus = (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { enabled: false, authRevision: 0 });
+  return impl;
+}
+
+function health(): grpc.UntypedServiceImplementation {
+  return {
+    Check: (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { status: 1 }),
+  };
+}
+
+/** Registers every etcd service on a grpc-js server. */
+export function addEtcdServices(server: grpc.Server, ctx: ServiceContext): void {
+  server.addService(KVService, kv(ctx));
+  server.addService(WatchService, watch(ctx));
+  server.addService(LeaseService, lease(ctx));
+  server.addService(ClusterService, cluster(ctx));
+  server.addService(MaintenanceService, maintenance(ctx));
+  server.addService(AuthService, auth());
+  server.addService(HealthService, health());
+}

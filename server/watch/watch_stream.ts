@@ -1,0 +1,267 @@
+/**
+ * Watch: one bidirectional stream carries many watchers. Each watcher delivers, in revision order, every event of its
+ * key range from its start revision on, never splitting a revision across responses (except with `fragment`), never
+ * skipping or repeating one.
+ *
+ * A watcher is either synced (it receives events as revisions commit) or catching up (it replays from the store's
+ * history). A watcher falls back to catching up when its stream's send buffer is full, and returns to synced once
+ * it has replayed up to the current revision; that is how slow consumers lose nothing. A watcher whose next
+ * revision has been compacted away is canceled with compact_revision set.
+ */
+import { type BKey, inRange, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
+import { DELETE, type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
+import { FilterType, type WatchRequest } from "../../proto/mod.ts";
+import type { Header } from "../apply/applier.ts";
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+/** What a watch stream needs from the transport. */
+export interface WatchSink {
+  /** Sends one WatchResponse; returns false when the send buffer is full (call `drained` later). */
+  send(resp: Obj): boolean;
+}
+
+interface Watcher {
+  id: number;
+  key: BKey;
+  end: RangeEnd;
+  noPut: boolean;
+  noDelete: boolean;
+  prevKv: boolean;
+  fragment: boolean;
+  progressNotify: boolean;
+  /** next revision this watcher has to deliver */
+  nextRev: number;
+  synced: boolean;
+  /** whether anything was sent since the last progress notification */
+  active: boolean;
+}
+
+const COMPACTED_REASON = "mvcc: required revision has been compacted";
+/** Revisions replayed per catch-up step (etcd replays up to 1000 revisions per batch). */
+const CATCHUP_REVS = 1000;
+
+/** Shared by all streams of a member: routes committed events to synced watchers. */
+export class WatchHub {
+  #streams = new Set<WatchStream>();
+
+  constructor(
+    readonly store: MvccStore,
+    readonly header: (rev: number) => Header,
+    /** responses larger than this are split when the watcher asked for fragments */
+    readonly maxResponseBytes: number,
+    progressIntervalMs: number,
+  ) {
+    store.onCommit((events, rev) => {
+      if (this.#streams.size === 0) return;
+      const keys = events.map((ev) => toBKey(ev.kv.key));
+      for (const s of this.#streams) s.onCommit(events, keys, rev);
+    });
+    const t = setInterval(() => {
+      for (const s of this.#streams) s.progressTick();
+    }, progressIntervalMs);
+    Deno.unrefTimer(t);
+  }
+
+  /** Opens a stream bound to a transport sink. */
+  open(sink: WatchSink): WatchStream {
+    const s = new WatchStream(this, sink);
+    this.#streams.add(s);
+    return s;
+  }
+
+  /** @internal */
+  _closed(s: WatchStream): void {
+    this.#streams.delete(s);
+  }
+
+  /** Number of watchers over all streams. */
+  get watcherCount(): number {
+    let n = 0;
+    for (const s of this.#streams) n += s.size;
+    return n;
+  }
+}
+
+/** The watchers of one gRPC Watch call. */
+export class WatchStream {
+  #watchers = new Map<number, Watcher>();
+  #nextId = 0;
+  #congested = false;
+  #closed = false;
+
+  constructor(readonly hub: WatchHub, readonly sink: WatchSink) {}
+
+  get size(): number {
+    return this.#watchers.size;
+  }
+
+  /** Handles one WatchRequest from the client. */
+  handle(req: WatchRequest): void {
+    if (this.#closed) return;
+    const r = req as unknown as Obj;
+    if (r.create_request) this.#create(r.create_request);
+    else if (r.cancel_request) this.#cancel(Number(r.cancel_request.watch_id));
+    else if (r.progress_request) this.#progress();
+  }
+
+  #create(c: Obj): void {
+    const store = this.hub.store;
+    let id = Number(c.watch_id ?? 0);
+    if (id !== 0 && this.#watchers.has(id)) {
+      this.#send({
+        header: this.hub.header(store.currentRev),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream",
+      });
+      return;
+    }
+    if (id === 0) {
+      while (this.#watchers.has(this.#nextId)) this.#nextId++;
+      id = this.#nextId++;
+    }
+    const filters: number[] = c.filters ?? [];
+    const start = Number(c.start_revision ?? 0);
+    const w: Watcher = {
+      id,
+      key: toBKey(c.key),
+      end: rangeEndOf(c.range_end),
+      noPut: filters.includes(FilterType.NOPUT),
+      noDelete: filters.includes(FilterType.NODELETE),
+      prevKv: !!c.prev_kv,
+      fragment: !!c.fragment,
+      progressNotify: !!c.progress_notify,
+      nextRev: start > 0 ? start : store.currentRev + 1,
+      synced: !(start > 0 && start <= store.currentRev),
+      active: false,
+    };
+    this.#watchers.set(id, w);
+    this.#send({ header: this.hub.header(store.currentRev), watch_id: id, created: true });
+    if (start < 0) w.nextRev = 0;
+    if (!w.synced || start < 0) this.#catchUp(w);
+  }
+
+  #cancel(id: number): void {
+    if (!this.#watchers.delete(id)) return;
+    this.#send({ header: this.hub.header(this.hub.store.currentRev), watch_id: id, canceled: true });
+  }
+
+  #progress(): void {
+    // A progress header promises that every event up to its revision was delivered to every watcher.
+    let rev = this.hub.store.currentRev;
+    for (const w of this.#watchers.values()) if (!w.synced) rev = Math.min(rev, w.nextRev - 1);
+    this.#send({ header: this.hub.header(rev), watch_id: -1 });
+  }
+
+  /** Periodic progress notifications to idle synced watchers that asked for them. */
+  progressTick(): void {
+    if (this.#congested) return;
+    const rev = this.hub.store.currentRev;
+    for (const w of this.#watchers.values()) {
+      if (!w.progressNotify || !w.synced) continue;
+      if (!w.active) this.#send({ header: this.hub.header(rev), watch_id: w.id });
+      w.active = false;
+    }
+  }
+
+  /** Called by the hub when a revision commits. */
+  onCommit(events: StoreEvent[], keys: BKey[], rev: number): void {
+    for (const w of this.#watchers.values()) {
+      if (!w.synced) continue;
+      if (this.#congested) {
+        w.synced = false; // resumes from history when the stream drains
+        continue;
+      }
+      const evs = this.#matching(w, events, keys);
+      w.nextRev = rev + 1;
+      if (evs.length > 0) this.#deliver(w, evs, rev);
+    }
+  }
+
+  /** The transport's send buffer has room again: let watchers that fell behind catch up. */
+  drained(): void {
+    this.#congested = false;
+    for (const w of [...this.#watchers.values()]) {
+      if (this.#congested) return;
+      if (!w.synced) this.#catchUp(w);
+    }
+  }
+
+  /** Stops all watchers of the stream (client went away). */
+  close(): void {
+    this.#closed = true;
+    this.#watchers.clear();
+    this.hub._closed(this);
+  }
+
+  #catchUp(w: Watcher): void {
+    const store = this.hub.store;
+    while (!this.#congested && this.#watchers.get(w.id) === w) {
+      if (w.nextRev < store.compactRev || w.nextRev <= 0) {
+        this.#watchers.delete(w.id);
+        this.#send({
+          header: this.hub.header(store.currentRev),
+          watch_id: w.id,
+          canceled: true,
+          compact_revision: store.compactRev,
+          cancel_reason: COMPACTED_REASON,
+        });
+        return;
+      }
+      const batch = store.eventsSince(w.nextRev, CATCHUP_REVS);
+      if (batch.length === 0) {
+        w.nextRev = store.currentRev + 1;
+        w.synced = true;
+        return;
+      }
+      const last = batch[batch.length - 1].kv.mod_revision;
+      const evs = this.#matching(w, batch, batch.map((ev) => toBKey(ev.kv.key)));
+      w.nextRev = last + 1;
+      if (evs.length > 0) this.#deliver(w, evs, last);
+    }
+  }
+
+  #matching(w: Watcher, events: StoreEvent[], keys: BKey[]): Obj[] {
+    const out: Obj[] = [];
+    for (let i = 0; i < events.length; i++) {
+      const ev = events[i];
+      if (ev.type === PUT ? w.noPut : w.noDelete) continue;
+      if (!inRange(keys[i], w.key, w.end)) continue;
+      const e: Obj = { type: ev.type === DELETE ? 1 : 0, kv: ev.kv };
+      if (w.prevKv && ev.prev) e.prev_kv = ev.prev;
+      out.push(e);
+    }
+    return out;
+  }
+
+  #deliver(w: Watcher, events: Obj[], rev: number): void {
+    w.active = true;
+    const header = this.hub.header(rev);
+    if (!w.fragment) {
+      this.#send({ header, watch_id: w.id, events });
+      return;
+    }
+    const limit = this.hub.maxResponseBytes;
+    let chunk: Obj[] = [];
+    let size = 0;
+    for (const e of events) {
+      const sz = e.kv.key.length + e.kv.value.length + (e.prev_kv ? e.prev_kv.key.length + e.prev_kv.value.length : 0);
+      if (chunk.length > 0 && size + sz > limit) {
+        this.#send({ header, watch_id: w.id, events: chunk, fragment: true });
+        chunk = [];
+        size = 0;
+      }
+      chunk.push(e);
+      size += sz;
+    }
+    this.#send({ header, watch_id: w.id, events: chunk });
+  }
+
+  #send(resp: Obj): void {
+    if (this.#closed) return;
+    if (!this.sink.send(resp)) this.#congested = true;
+  }
+}
