@@ -1,0 +1,85 @@
+/** Specification tests for snapshot files (server/snap/snapshotter.ts). */
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
+
+async function tempDir(): Promise<string> {
+  return await fs.mkdtemp(path.join(os.tmpdir(), "snap-test-"));
+}
+
+function snap(index: number, term: number, size = 1000): Snapshot {
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (index + i * 13) & 0xff;
+  return { index, term, data };
+}
+
+Deno.test("snap: an empty or missing directory has no snapshot", async () => {
+  const dir = await tempDir();
+  assert.equal(await new Snapshotter(dir).loadNewest(), null);
+  assert.equal(await new Snapshotter(path.join(dir, "missing")).loadNewest(), null);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: save then loadNewest returns the newest snapshot with exact binary data", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(path.join(dir, "snap")); // created on first save
+  await s.save(snap(10, 1));
+  await s.save(snap(2 ** 40 + 5, 3, 0)); // large index, empty data
+  await s.save(snap(20, 2, 100_000));
+  const got = await new Snapshotter(path.join(dir, "snap")).loadNewest();
+  assert.deepEqual(got, snap(2 ** 40 + 5, 3, 0));
+  const names = await fs.readdir(path.join(dir, "snap"));
+  assert.ok(!names.some((n) => n.endsWith(".tmp")), `leftover tmp file in ${names}`);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: only the newest `keep` snapshots are kept", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir, { keep: 3 });
+  for (let i = 1; i <= 7; i++) await s.save(snap(i * 100, 1, 10));
+  const names = (await fs.readdir(dir)).sort();
+  assert.deepEqual(names.map((n) => parseInt(n.slice(17, 33), 16)), [500, 600, 700]);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: a corrupt newest snapshot is renamed *.broken and the next older one is loaded", async () => {
+  const dir = await tempDir();
+  const logs: string[] = [];
+  const s = new Snapshotter(dir, { log: (m) => logs.push(m) });
+  await s.save(snap(100, 1));
+  await s.save(snap(200, 2));
+  await s.save(snap(300, 2));
+  const names = (await fs.readdir(dir)).sort();
+  const newest = path.join(dir, names[2]);
+  const middle = path.join(dir, names[1]);
+  const buf = await fs.readFile(newest);
+  buf[500] ^= 1; // bit flip in the data
+  await fs.writeFile(newest, buf);
+  await fs.truncate(middle, 30); // torn/short file
+
+  assert.deepEqual(await s.loadNewest(), snap(100, 1));
+  assert.equal(logs.length, 2);
+  assert.ok(logs[0].includes(newest) && logs[0].includes("crc mismatch"), logs[0]);
+  assert.ok(logs[1].includes(middle), logs[1]);
+  const after = (await fs.readdir(dir)).sort();
+  assert.deepEqual(after, [names[0], `${names[1]}.broken`, `${names[2]}.broken`]);
+  // broken files are no longer considered
+  logs.length = 0;
+  assert.deepEqual(await s.loadNewest(), snap(100, 1));
+  assert.deepEqual(logs, []);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: a file whose contents do not match its name is rejected; stale tmp files are removed", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir, { log: () => {} });
+  await s.save(snap(5, 1));
+  const [name] = await fs.readdir(dir);
+  await fs.copyFile(path.join(dir, name), path.join(dir, "0000000000000009-0000000000000009.snap"));
+  await fs.writeFile(path.join(dir, "0000000000000009-0000000000000010.snap.tmp"), "partial");
+  assert.deepEqual(await s.loadNewest(), snap(5, 1));
+  assert.deepEqual((await fs.readdir(dir)).sort(), [name, "0000000000000009-0000000000000009.snap.broken"]);
+  await fs.rm(dir, { recursive: true });
+});
