@@ -150,7 +150,8 @@ export class Applier {
     if (r.keys_only) {
       kvs = kvs.map((kv) => ({ ...kv, value: EMPTY }));
     }
-    return { header: this.header(res.rev), kvs, more, count: res.count };
+    // inside a txn etcd's inner headers carry only the revision
+    return { header: t ? { revision: res.rev } : this.header(res.rev), kvs, more, count: res.count };
   }
 
   #put(t: WriteTxn, p: PutRequest): Obj {
@@ -163,7 +164,7 @@ export class Applier {
     const { prev } = t.put(key, value, lease);
     if (prev && prev.lease !== "0" && prev.lease !== lease) this.lessor.detach(prev.lease, key);
     this.lessor.attach(lease, key);
-    const resp: Obj = {};
+    const resp: Obj = { header: { revision: t.rev } };
     if (p.prev_kv && prev) resp.prev_kv = prev;
     return resp;
   }
@@ -180,7 +181,7 @@ export class Applier {
   #deleteRange(t: WriteTxn, d: { key: Uint8Array; range_end: Uint8Array; prev_kv: boolean }): Obj {
     const deleted = t.deleteRange(toBKey(d.key), rangeEndOf(d.range_end));
     for (const kv of deleted) this.lessor.detach(kv.lease, toBKey(kv.key));
-    const resp: Obj = { deleted: deleted.length };
+    const resp: Obj = { header: { revision: t.latestRev }, deleted: deleted.length };
     if (d.prev_kv) resp.prev_kvs = deleted;
     return resp;
   }
@@ -206,7 +207,7 @@ export class Applier {
           break;
       }
     }
-    return { succeeded: ok, responses };
+    return { header: {}, succeeded: ok, responses };
   }
 
   /** Validates the puts a txn branch would make (recursively) before executing any of it. */

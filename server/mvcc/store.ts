@@ -109,10 +109,10 @@ export class MvccStore {
     return rev;
   }
 
-  /** Reads [key, end) at a revision. */
+  /** Reads [key, end) at a revision; the result's `rev` is the current revision (as etcd reports it). */
   range(key: BKey, end: RangeEnd, opts: RangeOptions = {}): RangeResult {
     const rev = this.checkRev(opts.rev ?? 0);
-    return this.#rangeAt(key, end, rev, opts.limit ?? 0, opts.countOnly ?? false);
+    return { ...this.#rangeAt(key, end, rev, opts.limit ?? 0, opts.countOnly ?? false), rev: this.currentRev };
   }
 
   #rangeAt(key: BKey, end: RangeEnd, rev: number, limit: number, countOnly: boolean): RangeResult {
@@ -309,8 +309,8 @@ export class WriteTxn {
     const rev = opts.rev && opts.rev > 0 ? opts.rev : latest;
     if (rev > latest) throw Errors.futureRev();
     if (rev < s.compactRev) throw Errors.compacted();
-    const r = s._rangeRaw(key, end, rev, opts.limit ?? 0, opts.countOnly ?? false);
-    return { ...r, rev: s.currentRev };
+    // like etcd, the result carries the txn's latest revision, not the revision read at
+    return { ...s._rangeRaw(key, end, rev, opts.limit ?? 0, opts.countOnly ?? false), rev: latest };
   }
 
   /** The current record of a key (including this txn's changes), or null. */
@@ -354,6 +354,11 @@ export class WriteTxn {
       this.events.push(ev);
     }
     return kvs;
+  }
+
+  /** The revision a read inside this txn reports: the txn's own revision once it changed something. */
+  get latestRev(): number {
+    return this.events.length > 0 ? this.rev : this.#store.currentRev;
   }
 
   /** Commits: the revision advances by one if anything changed. Returns the store revision after the txn. */
