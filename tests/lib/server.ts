@@ -78,6 +78,9 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     }
     await status;
     await pumps;
+    // SERVER_LOG=<file> keeps every test server's output for debugging
+    const keep = Deno.env.get("SERVER_LOG");
+    if (keep) await Deno.writeTextFile(keep, `=== ${name} ${args.join(" ")}\n${out}\n`, { append: true });
   };
   const server: RunningServer = {
     name,

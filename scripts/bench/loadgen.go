@@ -1,0 +1,696 @@
+// Command loadgen is this project's load generator for etcd v3-compatible servers (used by scripts/bench.ts).
+// It drives one workload against the given endpoints and prints one JSON line with the result:
+//
+//	{"op":"put","clients":16,"conns":16,"requests":52000,"seconds":5.0,"rps":10400,"p50_ms":1.4,"p99_ms":4.5,"errors":0}
+//
+// Build (offline, Debian's etcd 3.4 Go sources):
+//
+//	GO111MODULE=off GOPATH=$CACHE/gopath:/usr/share/gocode GOPROXY=off GOFLAGS= GOCACHE=$CACHE/gocache \
+//	  go build -o $CACHE/loadgen scripts/bench/loadgen.go
+//
+// Ops: put, range, range-serializable, txn-put, lease-grant, lease-keepalive, watch, ping. --warmup applies to the
+// closed-loop ops (all but watch and ping).
+// N clients (goroutines, each with one request in flight) share C gRPC connections (default min(N, 16)).
+// watch: W watchers on one key prefix spread over S watch streams; P puts from a separate connection are fanned out
+// to every watcher (phase 1: events/s delivered); then a rate-limited phase measures put-to-event latency.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/clientv3"
+	pb "go.etcd.io/etcd/etcdserver/etcdserverpb"
+)
+
+type result struct {
+	Op       string  `json:"op"`
+	Clients  int     `json:"clients"`
+	Conns    int     `json:"conns"`
+	Requests int64   `json:"requests"`
+	Seconds  float64 `json:"seconds"`
+	RPS      float64 `json:"rps"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Errors   int64   `json:"errors"`
+	Error    string  `json:"error,omitempty"`
+	// watch only
+	Watchers   int   `json:"watchers,omitempty"`
+	Streams    int   `json:"streams,omitempty"`
+	Puts       int   `json:"puts,omitempty"`
+	LatSamples int64 `json:"lat_samples,omitempty"`
+	// loadgen's own CPU (user+sys) per request over the measured interval, µs
+	ClientCPU float64 `json:"client_cpu_us,omitempty"`
+}
+
+var (
+	endpoints  = flag.String("endpoints", "127.0.0.1:2379", "comma-separated client endpoints")
+	op         = flag.String("op", "put", "put|range|range-serializable|txn-put|lease-grant|lease-keepalive|watch|ping")
+	clients    = flag.Int("clients", 1, "concurrent clients (one request in flight each); for watch: put clients")
+	conns      = flag.Int("conns", 0, "gRPC connections shared by the clients (default min(clients, 16))")
+	duration   = flag.Duration("duration", 5*time.Second, "measured run time (ignored when --total > 0)")
+	total      = flag.Int64("total", 0, "stop after this many requests instead of --duration")
+	warmup     = flag.Duration("warmup", 0, "unmeasured warm-up with the same workload before measuring")
+	keySize    = flag.Int("key-size", 8, "key size in bytes")
+	valSize    = flag.Int("val-size", 256, "value size in bytes")
+	keySpace   = flag.Int("key-space", 100000, "number of distinct keys")
+	rangeKeys  = flag.Int("range-keys", 1000, "range ops: keys written before measuring and then read at random")
+	reqTimeout = flag.Duration("req-timeout", 10*time.Second, "per-request timeout")
+	dialTO     = flag.Duration("dial-timeout", 5*time.Second, "connection timeout")
+	marks      = flag.Bool("marks", false, "print '#start' and '#end' lines when the measured interval starts and ends")
+	timeout    = flag.Duration("timeout", 0, "hard limit for the whole run (default warmup+duration+60s)")
+	watchers   = flag.Int("watchers", 1000, "watch: number of watchers (all on one key prefix)")
+	streams    = flag.Int("streams", 10, "watch: number of watch streams the watchers are spread over")
+	puts       = flag.Int("puts", 2000, "watch: puts fanned out to every watcher (throughput phase)")
+	latPuts    = flag.Int("lat-puts", 200, "watch: puts in the latency phase (0 = skip)")
+	latRate    = flag.Float64("lat-rate", 100, "watch: puts per second in the latency phase")
+	watchMax   = flag.Duration("watch-max", 60*time.Second, "watch: give up waiting for a phase's events after this")
+)
+
+var (
+	firstErr   atomic.Value
+	errCount   int64
+	value      string
+	keys       []string
+	watchPrfx  = "bench-watch/"
+	printMu    sync.Mutex
+	printed    bool
+	cpuStart   time.Duration
+	cpuUsed    time.Duration
+	dialConfig = func(eps []string) clientv3.Config {
+		return clientv3.Config{Endpoints: eps, DialTimeout: *dialTO, DialKeepAliveTime: 30 * time.Second}
+	}
+)
+
+// mark prints a phase marker so that the caller can sample the server's CPU time around the measured interval.
+func mark(what string) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		t := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		if what == "start" {
+			cpuStart = t
+		} else {
+			cpuUsed = t - cpuStart
+		}
+	}
+	if *marks {
+		printMu.Lock()
+		fmt.Println("#" + what)
+		printMu.Unlock()
+	}
+}
+
+func noteErr(err error) {
+	atomic.AddInt64(&errCount, 1)
+	if firstErr.Load() == nil {
+		firstErr.Store(err.Error())
+	}
+}
+
+func emit(r result) {
+	printMu.Lock()
+	defer printMu.Unlock()
+	if printed {
+		return
+	}
+	printed = true
+	r.Errors = atomic.LoadInt64(&errCount)
+	if r.Requests > 0 && cpuUsed > 0 {
+		r.ClientCPU = float64(cpuUsed.Nanoseconds()) / 1e3 / float64(r.Requests)
+	}
+	if r.Error == "" {
+		if e, ok := firstErr.Load().(string); ok {
+			r.Error = e
+		}
+	}
+	b, _ := json.Marshal(r)
+	fmt.Println(string(b))
+}
+
+func fail(r result, err error) {
+	noteErr(err)
+	r.Error = err.Error()
+	emit(r)
+	os.Exit(1)
+}
+
+func main() {
+	flag.Parse()
+	eps := strings.Split(*endpoints, ",")
+	n := *clients
+	if n < 1 {
+		n = 1
+	}
+	c := *conns
+	if c <= 0 {
+		c = n
+		if c > 16 {
+			c = 16
+		}
+	}
+	if *op == "watch" {
+		c = *conns
+		if c <= 0 {
+			c = *streams
+			if c > 16 {
+				c = 16
+			}
+		}
+	}
+	base := result{Op: *op, Clients: n, Conns: c}
+	limit := *timeout
+	if limit <= 0 {
+		limit = *warmup + *duration + 60*time.Second
+		if *op == "watch" {
+			limit = 2**watchMax + 60*time.Second
+		}
+	}
+	time.AfterFunc(limit, func() {
+		fail(base, fmt.Errorf("loadgen: hard timeout after %v", limit))
+	})
+
+	value = makeValue(*valSize)
+	ks := *keySpace
+	if ks < 1 {
+		ks = 1
+	}
+	keys = make([]string, ks)
+	for i := range keys {
+		k := fmt.Sprintf("%0*x", *keySize, i)
+		if len(k) > *keySize && *keySize > 0 {
+			k = k[len(k)-*keySize:]
+		}
+		keys[i] = k
+	}
+
+	cls := make([]*clientv3.Client, c)
+	for i := range cls {
+		cl, err := clientv3.New(dialConfig(eps))
+		if err != nil {
+			fail(base, fmt.Errorf("connect %s: %w", *endpoints, err))
+		}
+		cls[i] = cl
+	}
+
+	switch *op {
+	case "ping":
+		ctx, cancel := context.WithTimeout(context.Background(), *reqTimeout)
+		_, err := cls[0].Get(ctx, "bench-ping")
+		cancel()
+		if err != nil {
+			fail(base, err)
+		}
+		emit(base)
+	case "watch":
+		runWatch(base, cls, eps)
+	default:
+		runClosedLoop(base, cls, n)
+	}
+	os.Exit(0)
+}
+
+func makeValue(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	r := rand.New(rand.NewSource(1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = letters[r.Intn(len(letters))]
+	}
+	return string(b)
+}
+
+// worker issues one kind of request, one at a time; it returns the number of requests done, their latencies
+// (only while recording), and stops when next() returns false.
+type worker func(ctx context.Context, cl *clientv3.Client, id int, next func() bool, record func(time.Duration))
+
+func unary(do func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error) worker {
+	return func(ctx context.Context, cl *clientv3.Client, id int, next func() bool, record func(time.Duration)) {
+		r := rand.New(rand.NewSource(time.Now().UnixNano() + int64(id)*7919))
+		for next() {
+			rctx, cancel := context.WithTimeout(ctx, *reqTimeout)
+			t := time.Now()
+			err := do(rctx, cl, r)
+			d := time.Since(t)
+			cancel()
+			if err != nil {
+				noteErr(err)
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			record(d)
+		}
+	}
+}
+
+// keepAliveWorker sends LeaseKeepAlive requests on its own stream, one in flight, as etcd's own client would renew.
+func keepAliveWorker(leases []clientv3.LeaseID) worker {
+	return func(ctx context.Context, cl *clientv3.Client, id int, next func() bool, record func(time.Duration)) {
+		lc := pb.NewLeaseClient(cl.ActiveConnection())
+		lease := int64(leases[id%len(leases)])
+		// each stream lives in its own child context so that a broken one can be torn down; ctx ends them all
+		var stream pb.Lease_LeaseKeepAliveClient
+		stop := func() {}
+		defer func() { stop() }()
+		for next() {
+			if stream == nil {
+				s, cancel, err := openKeepAlive(ctx, lc)
+				if err != nil {
+					noteErr(err)
+					if ctx.Err() != nil {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				stream, stop = s, cancel
+			}
+			t := time.Now()
+			err := stream.Send(&pb.LeaseKeepAliveRequest{ID: lease})
+			var resp *pb.LeaseKeepAliveResponse
+			if err == nil {
+				resp, err = stream.Recv()
+			}
+			if err == nil && resp.TTL <= 0 {
+				err = fmt.Errorf("keepalive: lease %x not found (TTL %d)", lease, resp.TTL)
+			}
+			if err != nil {
+				noteErr(err)
+				if ctx.Err() != nil {
+					return
+				}
+				stop()
+				stream, stop = nil, func() {}
+				continue
+			}
+			record(time.Since(t))
+		}
+	}
+}
+
+func openKeepAlive(ctx context.Context, lc pb.LeaseClient) (pb.Lease_LeaseKeepAliveClient, context.CancelFunc, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	s, err := lc.LeaseKeepAlive(sctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return s, cancel, nil
+}
+
+func runClosedLoop(base result, cls []*clientv3.Client, n int) {
+	var w worker
+	switch *op {
+	case "put":
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			_, err := cl.Put(ctx, keys[r.Intn(len(keys))], value)
+			return err
+		})
+	case "range", "range-serializable":
+		nk := *rangeKeys
+		if nk > len(keys) {
+			nk = len(keys)
+		}
+		if nk < 1 {
+			nk = 1
+		}
+		if err := populate(cls, keys[:nk]); err != nil {
+			fail(base, fmt.Errorf("populate: %w", err))
+		}
+		var opts []clientv3.OpOption
+		if *op == "range-serializable" {
+			opts = append(opts, clientv3.WithSerializable())
+		}
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			resp, err := cl.Get(ctx, keys[r.Intn(nk)], opts...)
+			if err == nil && len(resp.Kvs) != 1 {
+				err = errors.New("range: key not found")
+			}
+			return err
+		})
+	case "txn-put":
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			_, err := cl.Txn(ctx).Then(clientv3.OpPut(keys[r.Intn(len(keys))], value)).Commit()
+			return err
+		})
+	case "lease-grant":
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			_, err := cl.Grant(ctx, 300)
+			return err
+		})
+	case "lease-keepalive":
+		leases := make([]clientv3.LeaseID, n)
+		for i := range leases {
+			ctx, cancel := context.WithTimeout(context.Background(), *reqTimeout)
+			resp, err := cls[i%len(cls)].Grant(ctx, 300)
+			cancel()
+			if err != nil {
+				fail(base, fmt.Errorf("lease grant: %w", err))
+			}
+			leases[i] = resp.ID
+		}
+		w = keepAliveWorker(leases)
+	default:
+		fail(base, fmt.Errorf("unknown op %q", *op))
+	}
+
+	if *warmup > 0 {
+		runPhase(cls, n, w, *warmup, 0, false)
+		atomic.StoreInt64(&errCount, 0)
+		firstErr = atomic.Value{}
+	}
+	mark("start")
+	lats, secs := runPhase(cls, n, w, *duration, *total, true)
+	mark("end")
+	r := base
+	r.Requests = int64(len(lats))
+	r.Seconds = secs
+	if secs > 0 {
+		r.RPS = float64(r.Requests) / secs
+	}
+	r.P50, r.P99 = percentiles(lats)
+	emit(r)
+}
+
+// runPhase runs n workers for d (or until total requests are done) and returns all latencies and the wall time.
+func runPhase(cls []*clientv3.Client, n int, w worker, d time.Duration, tot int64, rec bool) ([]time.Duration, float64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	deadline := start.Add(d)
+	var issued int64
+	next := func() bool {
+		if tot > 0 {
+			return atomic.AddInt64(&issued, 1) <= tot
+		}
+		return time.Now().Before(deadline)
+	}
+	per := make([][]time.Duration, n)
+	var wg sync.WaitGroup
+	var lastEnd int64
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			var mine []time.Duration
+			record := func(d time.Duration) {
+				if rec {
+					mine = append(mine, d)
+				}
+			}
+			w(ctx, cls[i%len(cls)], i, next, record)
+			per[i] = mine
+			end := time.Since(start).Nanoseconds()
+			for {
+				old := atomic.LoadInt64(&lastEnd)
+				if end <= old || atomic.CompareAndSwapInt64(&lastEnd, old, end) {
+					break
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	var all []time.Duration
+	for _, p := range per {
+		all = append(all, p...)
+	}
+	return all, float64(lastEnd) / 1e9
+}
+
+func percentiles(l []time.Duration) (float64, float64) {
+	if len(l) == 0 {
+		return 0, 0
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	at := func(q float64) float64 {
+		i := int(q * float64(len(l)))
+		if i >= len(l) {
+			i = len(l) - 1
+		}
+		return float64(l[i].Microseconds()) / 1000
+	}
+	return at(0.50), at(0.99)
+}
+
+func populate(cls []*clientv3.Client, ks []string) error {
+	var wg sync.WaitGroup
+	var ferr atomic.Value
+	ch := make(chan string)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func(cl *clientv3.Client) {
+			defer wg.Done()
+			for k := range ch {
+				ctx, cancel := context.WithTimeout(context.Background(), *reqTimeout)
+				_, err := cl.Put(ctx, k, value)
+				cancel()
+				if err != nil {
+					ferr.Store(err)
+				}
+			}
+		}(cls[i%len(cls)])
+	}
+	for _, k := range ks {
+		ch <- k
+	}
+	close(ch)
+	wg.Wait()
+	if e, ok := ferr.Load().(error); ok {
+		return e
+	}
+	return nil
+}
+
+// watchValue encodes the phase and the send time into a value of the configured size.
+func watchValue(phase byte, t time.Time) string {
+	s := string(phase) + strconv.FormatInt(t.UnixNano(), 10) + "|"
+	if len(s) < len(value) {
+		s += value[len(s):]
+	}
+	return s
+}
+
+func parseWatchValue(v []byte) (byte, int64) {
+	if len(v) < 2 {
+		return 0, 0
+	}
+	end := 1
+	for end < len(v) && v[end] != '|' {
+		end++
+	}
+	ns, err := strconv.ParseInt(string(v[1:end]), 10, 64)
+	if err != nil {
+		return 0, 0
+	}
+	return v[0], ns
+}
+
+func runWatch(base result, cls []*clientv3.Client, eps []string) {
+	W, S := *watchers, *streams
+	if S < 1 {
+		S = 1
+	}
+	if S > W {
+		S = W
+	}
+	base.Clients, base.Watchers, base.Streams, base.Puts = W, W, S, *puts
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	prefixEnd := []byte(watchPrfx)
+	prefixEnd[len(prefixEnd)-1]++
+
+	var events, created, latCount int64
+	var lastEvent int64 // unix nanos of the latest event received
+	lats := make([][]time.Duration, S)
+	var latMu sync.Mutex
+	ready := make(chan struct{})
+	var readyOnce sync.Once
+	for s := 0; s < S; s++ {
+		per := W / S
+		if s < W%S {
+			per++
+		}
+		wc := pb.NewWatchClient(cls[s%len(cls)].ActiveConnection())
+		st, err := wc.Watch(ctx)
+		if err != nil {
+			fail(base, fmt.Errorf("watch stream: %w", err))
+		}
+		go func(s int, st pb.Watch_WatchClient) {
+			var mine []time.Duration
+			defer func() {
+				latMu.Lock()
+				lats[s] = mine
+				latMu.Unlock()
+			}()
+			for {
+				resp, err := st.Recv()
+				if err != nil {
+					if ctx.Err() == nil {
+						noteErr(fmt.Errorf("watch recv: %w", err))
+					}
+					return
+				}
+				now := time.Now().UnixNano()
+				if resp.Created {
+					if atomic.AddInt64(&created, 1) == int64(W) {
+						readyOnce.Do(func() { close(ready) })
+					}
+				}
+				if resp.Canceled {
+					noteErr(fmt.Errorf("watch canceled: %s", resp.CancelReason))
+				}
+				if resp.CompactRevision != 0 {
+					noteErr(fmt.Errorf("watch compacted at %d", resp.CompactRevision))
+				}
+				if len(resp.Events) == 0 {
+					continue
+				}
+				sampled := false
+				for _, ev := range resp.Events {
+					if ph, ns := parseWatchValue(ev.Kv.Value); ph == 'L' && ns > 0 {
+						mine = append(mine, time.Duration(now-ns))
+						sampled = true
+					}
+				}
+				if sampled {
+					latMu.Lock()
+					lats[s] = mine
+					latMu.Unlock()
+					atomic.AddInt64(&latCount, int64(len(resp.Events)))
+				}
+				atomic.AddInt64(&events, int64(len(resp.Events)))
+				atomic.StoreInt64(&lastEvent, now)
+			}
+		}(s, st)
+		for i := 0; i < per; i++ {
+			req := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+				Key: []byte(watchPrfx), RangeEnd: prefixEnd,
+			}}}
+			if err := st.Send(req); err != nil {
+				fail(base, fmt.Errorf("watch create: %w", err))
+			}
+		}
+	}
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		fail(base, fmt.Errorf("only %d of %d watchers created after 30s", atomic.LoadInt64(&created), W))
+	}
+
+	// The putter uses its own connection, as another client would.
+	pc, err := clientv3.New(dialConfig(eps))
+	if err != nil {
+		fail(base, fmt.Errorf("connect putter: %w", err))
+	}
+	putters := *clients
+	if putters < 1 {
+		putters = 1
+	}
+	// doPuts issues count puts (stopping early at the watch-max deadline) and returns how many succeeded.
+	doPuts := func(count int, phase byte, rate float64) int64 {
+		var idx, done int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		deadline := start.Add(*watchMax)
+		for p := 0; p < putters; p++ {
+			wg.Add(1)
+			go func(p int) {
+				defer wg.Done()
+				r := rand.New(rand.NewSource(int64(p) + 1))
+				for {
+					i := atomic.AddInt64(&idx, 1) - 1
+					if i >= int64(count) || time.Now().After(deadline) {
+						return
+					}
+					if rate > 0 {
+						at := start.Add(time.Duration(float64(i) / rate * 1e9))
+						if d := time.Until(at); d > 0 {
+							time.Sleep(d)
+						}
+					}
+					rctx, c := context.WithTimeout(ctx, *reqTimeout)
+					_, err := pc.Put(rctx, watchPrfx+keys[r.Intn(len(keys))], watchValue(phase, time.Now()))
+					c()
+					if err != nil {
+						noteErr(fmt.Errorf("put: %w", err))
+					} else {
+						atomic.AddInt64(&done, 1)
+					}
+				}
+			}(p)
+		}
+		wg.Wait()
+		if n := atomic.LoadInt64(&done); n < int64(count) {
+			noteErr(fmt.Errorf("watch: only %d of %d puts done within %v", n, count, *watchMax))
+		}
+		return atomic.LoadInt64(&done)
+	}
+	// waitFor waits until the event counter reaches want, or no event arrived for 10 s, or max passed.
+	waitFor := func(counter *int64, want int64, max time.Duration) bool {
+		deadline := time.Now().Add(max)
+		for {
+			if atomic.LoadInt64(counter) >= want {
+				return true
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
+			last := atomic.LoadInt64(&lastEvent)
+			if last > 0 && time.Since(time.Unix(0, last)) > 10*time.Second {
+				return false
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+
+	// Phase 1: throughput of fan-out.
+	mark("start")
+	t0 := time.Now()
+	atomic.StoreInt64(&lastEvent, t0.UnixNano())
+	want := doPuts(*puts, 'T', 0) * int64(W)
+	if !waitFor(&events, want, *watchMax) {
+		noteErr(fmt.Errorf("watch: %d of %d events delivered", atomic.LoadInt64(&events), want))
+	}
+	mark("end")
+	got := atomic.LoadInt64(&events)
+	secs := float64(atomic.LoadInt64(&lastEvent)-t0.UnixNano()) / 1e9
+	r := base
+	r.Requests = got
+	r.Seconds = secs
+	if secs > 0 {
+		r.RPS = float64(got) / secs
+	}
+
+	// Phase 2: put-to-event latency at a modest put rate.
+	if *latPuts > 0 {
+		before := atomic.LoadInt64(&events)
+		putters = 1
+		lwant := doPuts(*latPuts, 'L', *latRate) * int64(W)
+		if !waitFor(&latCount, lwant, *watchMax) {
+			noteErr(fmt.Errorf("watch latency phase: %d of %d events delivered", atomic.LoadInt64(&events)-before, lwant))
+		}
+		latMu.Lock()
+		var all []time.Duration
+		for _, l := range lats {
+			all = append(all, l...)
+		}
+		latMu.Unlock()
+		r.LatSamples = int64(len(all))
+		r.P50, r.P99 = percentiles(all)
+	}
+	emit(r)
+	cancel()
+}
