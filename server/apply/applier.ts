@@ -32,6 +32,14 @@ export interface Header {
   raft_term: string;
 }
 
+/** A RangeResponse as produced (inner txn responses carry a header with only the revision). */
+export interface RangeOut {
+  header: Header | { revision: number };
+  kvs: KeyValue[];
+  more: boolean;
+  count: number;
+}
+
 /** A raised alarm. */
 export interface Alarm {
   memberID: string;
@@ -119,7 +127,7 @@ export class Applier {
   }
 
   /** Range at the store's latest state (or inside a write txn), applying etcd's sort, filter and limit rules. */
-  range(r: RangeRequest, t?: WriteTxn): Obj {
+  range(r: RangeRequest, t?: WriteTxn): RangeOut {
     const key = toBKey(r.key);
     const end = rangeEndOf(r.range_end);
     const limit = num(r.limit);

@@ -1,0 +1,973 @@
+/**
+ * A lean cleartext HTTP/2 server connection (h2c with prior knowledge, RFC 9113) over a node:net socket.
+ *
+ * It implements what a gRPC server needs: the connection preface, SETTINGS, PING, GOAWAY, RST_STREAM, WINDOW_UPDATE,
+ * HEADERS/CONTINUATION (HPACK), DATA with padding, PRIORITY (ignored) and flow control in both directions. Any
+ * :authority is accepted. Peer mistakes become stream or connection errors (RST_STREAM / GOAWAY), never exceptions
+ * that escape to the process.
+ *
+ * Performance: every frame produced for a connection during one turn of the event loop is copied into one output
+ * buffer and handed to the socket with a single write (flushed from setImmediate), so the responses of many
+ * concurrent calls coalesce into few TCP segments.
+ */
+import { Buffer } from "node:buffer";
+import type { Socket } from "node:net";
+import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+
+/** HTTP/2 error codes (RFC 9113 section 7). */
+export const ErrorCode = {
+  NO_ERROR: 0x0,
+  PROTOCOL_ERROR: 0x1,
+  INTERNAL_ERROR: 0x2,
+  FLOW_CONTROL_ERROR: 0x3,
+  SETTINGS_TIMEOUT: 0x4,
+  STREAM_CLOSED: 0x5,
+  FRAME_SIZE_ERROR: 0x6,
+  REFUSED_STREAM: 0x7,
+  CANCEL: 0x8,
+  COMPRESSION_ERROR: 0x9,
+  CONNECT_ERROR: 0xa,
+  ENHANCE_YOUR_CALM: 0xb,
+  INADEQUATE_SECURITY: 0xc,
+  HTTP_1_1_REQUIRED: 0xd,
+} as const;
+
+/** Passed to `onReset` when the connection itself went away (socket closed or connection error). */
+export const CONNECTION_LOST = -1;
+
+/** The client connection preface. */
+export const PREFACE: Uint8Array = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+const DATA = 0x0;
+const HEADERS = 0x1;
+const PRIORITY = 0x2;
+const RST_STREAM = 0x3;
+const SETTINGS = 0x4;
+const PUSH_PROMISE = 0x5;
+const PING = 0x6;
+const GOAWAY = 0x7;
+const WINDOW_UPDATE = 0x8;
+const CONTINUATION = 0x9;
+
+const FLAG_END_STREAM = 0x1;
+const FLAG_ACK = 0x1;
+const FLAG_END_HEADERS = 0x4;
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+
+const SETTINGS_HEADER_TABLE_SIZE = 0x1;
+const SETTINGS_ENABLE_PUSH = 0x2;
+const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
+const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
+const SETTINGS_MAX_FRAME_SIZE = 0x5;
+const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
+
+const MAX_WINDOW = 0x7fffffff;
+const DEFAULT_WINDOW = 65535;
+const DEFAULT_FRAME_SIZE = 16384;
+/** We read frames of up to this size (the protocol default; we do not raise it). */
+const LOCAL_MAX_FRAME_SIZE = 16384;
+/** Pause reading from a peer that does not read our output once this much is buffered in the socket. */
+const SOCKET_HIGH_WATER = 8 << 20;
+
+/** Options of a server connection. */
+export interface Http2ConnectionOptions {
+  /** Called for each new request stream once its headers are complete. Set the stream's callbacks here. */
+  onStream: (stream: Http2Stream) => void;
+  /** Per-stream receive window we advertise (default 1 MiB). */
+  initialWindowSize?: number;
+  /** Connection receive window (default 16 MiB). */
+  connectionWindowSize?: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS (default 1,000,000). */
+  maxConcurrentStreams?: number;
+  /** Largest accepted header list (default 1 MiB). */
+  maxHeaderListSize?: number;
+  /** Called once when the connection is gone (socket closed). */
+  onClose?: () => void;
+}
+
+/** A request stream as seen by the server. */
+export class Http2Stream {
+  /** Request headers, flat [name, value, ...] (pseudo-headers included). */
+  readonly headers: string[];
+  /** Called with each DATA payload; the view is only valid during the call. */
+  onData: ((chunk: Uint8Array) => void) | null = null;
+  /** The client half-closed the stream (END_STREAM). */
+  onEnd: (() => void) | null = null;
+  /** The stream was reset by the peer (its error code) or the connection was lost (CONNECTION_LOST). */
+  onReset: ((code: number) => void) | null = null;
+  /** Queued output went out after write() returned false. */
+  onDrain: (() => void) | null = null;
+
+  /** @internal */ sendWindow: number;
+  /** @internal */ recvWindow: number;
+  /** @internal */ recvUnacked = 0;
+  /** @internal */ remoteClosed = false;
+  /** @internal */ localClosed = false;
+  /** @internal */ gone = false;
+  /** @internal */ queue: Uint8Array[] = [];
+  /** @internal */ queueOffset = 0;
+  /** @internal */ queued = 0;
+  /** @internal */ queueEnd = false;
+  /** @internal */ queueTrailers: string[] | null = null;
+  /** @internal */ needDrain = false;
+
+  constructor(
+    readonly id: number,
+    private readonly conn: Http2ServerConnection,
+    headers: string[],
+    sendWindow: number,
+    recvWindow: number,
+  ) {
+    this.headers = headers;
+    this.sendWindow = sendWindow;
+    this.recvWindow = recvWindow;
+  }
+
+  /** The first value of a request header. */
+  header(name: string): string | undefined {
+    const h = this.headers;
+    for (let i = 0; i < h.length; i += 2) if (h[i] === name) return h[i + 1];
+    return undefined;
+  }
+
+  /** Whether the stream is finished (both sides closed or reset). */
+  get closed(): boolean {
+    return this.gone;
+  }
+
+  /** Bytes waiting for flow-control window. */
+  get bufferedBytes(): number {
+    return this.queued;
+  }
+
+  /** The socket peer as "address:port". */
+  get peer(): string {
+    return this.conn.peer;
+  }
+
+  /** Sends response headers (flat list, ":status" first); `end` closes our side right away. */
+  respond(fields: string[], end = false): void {
+    if (this.localClosed || this.gone) return;
+    this.conn.sendHeaders(this, fields, end);
+  }
+
+  /**
+   * Sends `head` (optional, small) followed by `body` as DATA. Returns false when the data had to wait for the
+   * peer's flow-control window or the socket is backed up; `onDrain` fires once it went out.
+   */
+  write(body: Uint8Array, head: Uint8Array | null = null, end = false): boolean {
+    if (this.localClosed || this.gone) return false;
+    return this.conn.sendData(this, body, head, end);
+  }
+
+  /** Closes our side: with trailers (a HEADERS frame) or an empty DATA frame. */
+  end(trailers: string[] | null = null): void {
+    if (this.localClosed || this.gone) return;
+    if (trailers) this.conn.sendTrailers(this, trailers);
+    else this.conn.sendData(this, new Uint8Array(0), null, true);
+  }
+
+  /** Aborts the stream with RST_STREAM. */
+  reset(code: number = ErrorCode.CANCEL): void {
+    if (this.gone) return;
+    this.conn.resetStream(this, code);
+  }
+}
+
+/** One HTTP/2 server connection over a socket. */
+export class Http2ServerConnection {
+  readonly peer: string;
+  private readonly streams = new Map<number, Http2Stream>();
+  private readonly decoder: HpackDecoder;
+  private readonly encoder = new HpackEncoder();
+  private readonly opts: Required<Omit<Http2ConnectionOptions, "onClose">> & { onClose?: () => void };
+
+  // input state
+  private prefaceLeft = PREFACE.length;
+  private gotSettings = false;
+  private inChunks: Uint8Array[] = [];
+  private inLen = 0;
+  private inNeed = 9;
+  private contStream = 0;
+  private contEnd = false;
+  private contChunks: Uint8Array[] = [];
+  private contLen = 0;
+  private lastStreamId = 0;
+
+  // flow control
+  private peerInitialWindow = DEFAULT_WINDOW;
+  private peerMaxFrame = DEFAULT_FRAME_SIZE;
+  private connSendWindow = DEFAULT_WINDOW;
+  private connRecvWindow: number;
+  private connRecvUnacked = 0;
+  private readonly blocked = new Set<Http2Stream>();
+
+  // output state
+  private out: Buffer = Buffer.alloc(0);
+  private outLen = 0;
+  private flushScheduled = false;
+  private socketBlocked = false;
+  private readonly drainWaiters = new Set<Http2Stream>();
+
+  private goawaySent = false;
+  private dead = false;
+  private closedNotified = false;
+
+  constructor(private readonly socket: Socket, options: Http2ConnectionOptions) {
+    this.opts = {
+      initialWindowSize: Math.min(options.initialWindowSize ?? 1 << 20, MAX_WINDOW),
+      connectionWindowSize: Math.min(options.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
+      maxConcurrentStreams: options.maxConcurrentStreams ?? 1_000_000,
+      maxHeaderListSize: options.maxHeaderListSize ?? 1 << 20,
+      onStream: options.onStream,
+      onClose: options.onClose,
+    };
+    this.peer = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`;
+    this.decoder = new HpackDecoder(4096, this.opts.maxHeaderListSize);
+    this.connRecvWindow = this.opts.connectionWindowSize;
+    socket.setNoDelay?.(true);
+    socket.on("data", (chunk: Buffer) => this.onSocketData(chunk));
+    socket.on("error", () => this.onSocketGone());
+    socket.on("close", () => this.onSocketGone());
+    socket.on("drain", () => this.onSocketDrain());
+
+    // our SETTINGS and the connection window, sent right away
+    const s = this.frame(18, SETTINGS, 0, 0);
+    this.u16(s, SETTINGS_MAX_CONCURRENT_STREAMS);
+    this.u32(s + 2, this.opts.maxConcurrentStreams);
+    this.u16(s + 6, SETTINGS_INITIAL_WINDOW_SIZE);
+    this.u32(s + 8, this.opts.initialWindowSize);
+    this.u16(s + 12, SETTINGS_MAX_HEADER_LIST_SIZE);
+    this.u32(s + 14, this.opts.maxHeaderListSize);
+    if (this.opts.connectionWindowSize > DEFAULT_WINDOW) {
+      this.windowUpdate(0, this.opts.connectionWindowSize - DEFAULT_WINDOW);
+    }
+    this.scheduleFlush();
+  }
+
+  /** Feeds bytes already read from the socket (e.g. by protocol sniffing) before the socket's own data. */
+  feed(bytes: Uint8Array): void {
+    if (bytes.length > 0) this.onSocketData(bytes);
+  }
+
+  /** Number of open streams. */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
+  /** Whether the connection is closed or closing after an error. */
+  get isDead(): boolean {
+    return this.dead;
+  }
+
+  /** Graceful shutdown: GOAWAY(NO_ERROR), refuse new streams, close once the open ones finish. */
+  shutdown(): void {
+    if (this.dead) return;
+    if (!this.goawaySent) this.sendGoaway(ErrorCode.NO_ERROR, "");
+    this.flush();
+    if (this.streams.size === 0) this.closeSocket();
+  }
+
+  /** Closes the connection now: every open stream sees onReset(CONNECTION_LOST). */
+  destroy(): void {
+    if (!this.dead && !this.goawaySent) {
+      this.sendGoaway(ErrorCode.NO_ERROR, "");
+      this.flush();
+    }
+    this.dead = true;
+    this.failStreams();
+    this.socket.destroy();
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // input
+
+  private onSocketData(chunk: Uint8Array): void {
+    if (this.dead) return;
+    try {
+      this.consume(chunk);
+    } catch (err) {
+      this.connectionError(ErrorCode.INTERNAL_ERROR, `internal error: ${err instanceof Error ? err.message : err}`);
+    }
+    if (this.outLen > 0) this.scheduleFlush();
+  }
+
+  private consume(chunk: Uint8Array): void {
+    let buf: Uint8Array;
+    if (this.inLen > 0) {
+      this.inChunks.push(chunk);
+      this.inLen += chunk.length;
+      if (this.inLen < this.inNeed) return;
+      buf = Buffer.concat(this.inChunks, this.inLen);
+      this.inChunks = [];
+      this.inLen = 0;
+    } else {
+      buf = chunk;
+    }
+    let pos = 0;
+    if (this.prefaceLeft > 0) {
+      const off = PREFACE.length - this.prefaceLeft;
+      const n = Math.min(this.prefaceLeft, buf.length);
+      for (let i = 0; i < n; i++) {
+        if (buf[i] !== PREFACE[off + i]) {
+          this.connectionError(ErrorCode.PROTOCOL_ERROR, "invalid connection preface");
+          return;
+        }
+      }
+      this.prefaceLeft -= n;
+      pos = n;
+    }
+    const end = buf.length;
+    while (end - pos >= 9) {
+      const len = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
+      if (len > LOCAL_MAX_FRAME_SIZE) {
+        this.connectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${len} bytes exceeds ${LOCAL_MAX_FRAME_SIZE}`);
+        return;
+      }
+      if (end - pos - 9 < len) {
+        this.inNeed = 9 + len;
+        break;
+      }
+      const type = buf[pos + 3];
+      const flags = buf[pos + 4];
+      const sid = ((buf[pos + 5] & 0x7f) << 24 | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8]) >>> 0;
+      this.frameIn(type, flags, sid, buf, pos + 9, pos + 9 + len);
+      if (this.dead) return;
+      pos += 9 + len;
+    }
+    if (pos < end) {
+      if (end - pos < 9) this.inNeed = 9;
+      // keep a private copy: the socket may reuse its buffers
+      const rest = Buffer.allocUnsafe(end - pos);
+      rest.set(buf.subarray(pos, end));
+      this.inChunks.push(rest);
+      this.inLen = rest.length;
+    }
+  }
+
+  private frameIn(type: number, flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (!this.gotSettings) {
+      if (type !== SETTINGS || (flags & FLAG_ACK) !== 0) {
+        this.connectionError(ErrorCode.PROTOCOL_ERROR, "first frame must be SETTINGS");
+        return;
+      }
+      this.gotSettings = true;
+    }
+    if (this.contStream !== 0 && type !== CONTINUATION) {
+      this.connectionError(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
+      return;
+    }
+    switch (type) {
+      case DATA:
+        return this.dataIn(flags, sid, buf, start, end);
+      case HEADERS:
+        return this.headersIn(flags, sid, buf, start, end);
+      case PRIORITY:
+        if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
+        if (end - start !== 5) return this.streamError(sid, ErrorCode.FRAME_SIZE_ERROR);
+        return;
+      case RST_STREAM:
+        return this.rstIn(sid, buf, start, end);
+      case SETTINGS:
+        return this.settingsIn(flags, sid, buf, start, end);
+      case PUSH_PROMISE:
+        return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
+      case PING:
+        if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
+        if (end - start !== 8) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "PING length");
+        if ((flags & FLAG_ACK) === 0) {
+          const p = this.frame(8, PING, FLAG_ACK, 0);
+          this.out.set(buf.subarray(start, end), p);
+        }
+        return;
+      case GOAWAY:
+        if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
+        if (end - start < 8) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY length");
+        // the client will not open more streams; the open ones run to completion
+        return;
+      case WINDOW_UPDATE:
+        return this.windowUpdateIn(sid, buf, start, end);
+      case CONTINUATION:
+        return this.continuationIn(flags, sid, buf, start, end);
+      default:
+        return; // unknown frame types are ignored
+    }
+  }
+
+  private dataIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
+    const len = end - start;
+    this.connRecvWindow -= len;
+    if (this.connRecvWindow < 0) {
+      return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded");
+    }
+    this.connRecvUnacked += len;
+    if (this.connRecvUnacked >= this.opts.connectionWindowSize >> 2) {
+      this.windowUpdate(0, this.connRecvUnacked);
+      this.connRecvWindow += this.connRecvUnacked;
+      this.connRecvUnacked = 0;
+    }
+    let p = start;
+    let e = end;
+    if (flags & FLAG_PADDED) {
+      if (len < 1) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA padding");
+      const pad = buf[p++];
+      if (pad > e - p) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA padding exceeds payload");
+      e -= pad;
+    }
+    const s = this.streams.get(sid);
+    if (!s) {
+      if (sid > this.lastStreamId) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+      return; // a stream we already closed or reset: ignore
+    }
+    if (s.remoteClosed) return this.streamError(sid, ErrorCode.STREAM_CLOSED);
+    s.recvWindow -= len;
+    if (s.recvWindow < 0) return this.streamError(sid, ErrorCode.FLOW_CONTROL_ERROR);
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (endStream) s.remoteClosed = true;
+    if (e > p && s.onData) this.callback(s, () => s.onData!(buf.subarray(p, e)));
+    if (s.gone) return;
+    if (endStream) {
+      if (s.onEnd) this.callback(s, s.onEnd);
+      this.maybeFinish(s);
+    } else {
+      s.recvUnacked += len;
+      if (s.recvUnacked >= this.opts.initialWindowSize >> 1) {
+        this.windowUpdate(sid, s.recvUnacked);
+        s.recvWindow += s.recvUnacked;
+        s.recvUnacked = 0;
+      }
+    }
+  }
+
+  private headersIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
+    let p = start;
+    let e = end;
+    if (flags & FLAG_PADDED) {
+      if (e - p < 1) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS padding");
+      const pad = buf[p++];
+      if (pad > e - p) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS padding exceeds payload");
+      e -= pad;
+    }
+    if (flags & FLAG_PRIORITY) {
+      if (e - p < 5) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority");
+      p += 5;
+    }
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (flags & FLAG_END_HEADERS) {
+      this.headerBlock(sid, endStream, buf.subarray(p, e));
+    } else {
+      this.contStream = sid;
+      this.contEnd = endStream;
+      this.contChunks = [Buffer.from(buf.subarray(p, e))];
+      this.contLen = e - p;
+    }
+  }
+
+  private continuationIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (this.contStream === 0 || sid !== this.contStream) {
+      return this.connectionError(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
+    }
+    this.contChunks.push(Buffer.from(buf.subarray(start, end)));
+    this.contLen += end - start;
+    if (this.contLen > this.opts.maxHeaderListSize + 65536) {
+      return this.connectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    }
+    if (flags & FLAG_END_HEADERS) {
+      const block = Buffer.concat(this.contChunks, this.contLen);
+      this.contStream = 0;
+      this.contChunks = [];
+      this.contLen = 0;
+      this.headerBlock(sid, this.contEnd, block);
+    }
+  }
+
+  private headerBlock(sid: number, endStream: boolean, block: Uint8Array): void {
+    let fields: string[];
+    try {
+      fields = this.decoder.decode(block);
+    } catch (err) {
+      if (err instanceof HpackError) {
+        return this.connectionError(ErrorCode.COMPRESSION_ERROR, `header decoding failed: ${err.message}`);
+      }
+      throw err;
+    }
+    const existing = this.streams.get(sid);
+    if (existing) {
+      // trailers
+      if (existing.remoteClosed) return this.streamError(sid, ErrorCode.STREAM_CLOSED);
+      if (!endStream) return this.streamError(sid, ErrorCode.PROTOCOL_ERROR);
+      existing.remoteClosed = true;
+      if (existing.onEnd) this.callback(existing, existing.onEnd);
+      this.maybeFinish(existing);
+      return;
+    }
+    if ((sid & 1) === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client");
+    if (sid <= this.lastStreamId) return; // headers for a stream already closed: ignore
+    this.lastStreamId = sid;
+    if (this.goawaySent || this.streams.size >= this.opts.maxConcurrentStreams) {
+      return this.streamError(sid, ErrorCode.REFUSED_STREAM);
+    }
+    if (!validRequestHeaders(fields)) return this.streamError(sid, ErrorCode.PROTOCOL_ERROR);
+    const s = new Http2Stream(sid, this, fields, this.peerInitialWindow, this.opts.initialWindowSize);
+    this.streams.set(sid, s);
+    if (endStream) s.remoteClosed = true;
+    try {
+      this.opts.onStream(s);
+    } catch {
+      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
+      return;
+    }
+    if (endStream && !s.gone) {
+      if (s.onEnd) this.callback(s, s.onEnd);
+      this.maybeFinish(s);
+    }
+  }
+
+  private rstIn(sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
+    if (end - start !== 4) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM length");
+    const s = this.streams.get(sid);
+    if (!s) {
+      if (sid > this.lastStreamId) {
+        return this.connectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
+      }
+      return;
+    }
+    const code = ((buf[start] << 24) | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]) >>> 0;
+    this.forget(s);
+    if (s.onReset) this.callback(s, () => s.onReset!(code));
+  }
+
+  private settingsIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+    if (flags & FLAG_ACK) {
+      if (end !== start) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload");
+      return;
+    }
+    if ((end - start) % 6 !== 0) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
+    let windowDelta = 0;
+    for (let p = start; p < end; p += 6) {
+      const id = (buf[p] << 8) | buf[p + 1];
+      const v = ((buf[p + 2] << 24) | (buf[p + 3] << 16) | (buf[p + 4] << 8) | buf[p + 5]) >>> 0;
+      switch (id) {
+        case SETTINGS_HEADER_TABLE_SIZE:
+          this.encoder.setPeerTableSize(v);
+          break;
+        case SETTINGS_ENABLE_PUSH:
+          if (v > 1) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH must be 0 or 1");
+          break;
+        case SETTINGS_INITIAL_WINDOW_SIZE:
+          if (v > MAX_WINDOW) {
+            return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
+          }
+          windowDelta += v - this.peerInitialWindow;
+          this.peerInitialWindow = v;
+          break;
+        case SETTINGS_MAX_FRAME_SIZE:
+          if (v < DEFAULT_FRAME_SIZE || v > 0xffffff) {
+            return this.connectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+          }
+          this.peerMaxFrame = v;
+          break;
+        default:
+          break; // MAX_CONCURRENT_STREAMS (we push nothing), MAX_HEADER_LIST_SIZE, unknown: ignored
+      }
+    }
+    this.frame(0, SETTINGS, FLAG_ACK, 0);
+    if (windowDelta !== 0) {
+      for (const s of this.streams.values()) {
+        s.sendWindow += windowDelta;
+        if (s.sendWindow > MAX_WINDOW) {
+          this.streamError(s.id, ErrorCode.FLOW_CONTROL_ERROR);
+        }
+      }
+      if (windowDelta > 0) this.resumeBlocked();
+    }
+  }
+
+  private windowUpdateIn(sid: number, buf: Uint8Array, start: number, end: number): void {
+    if (end - start !== 4) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
+    const inc = ((buf[start] & 0x7f) << 24 | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]) >>> 0;
+    if (sid === 0) {
+      if (inc === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
+      this.connSendWindow += inc;
+      if (this.connSendWindow > MAX_WINDOW) {
+        return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
+      }
+      this.resumeBlocked();
+      return;
+    }
+    const s = this.streams.get(sid);
+    if (!s) {
+      if (sid > this.lastStreamId) {
+        return this.connectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
+      }
+      return;
+    }
+    if (inc === 0) return this.streamError(sid, ErrorCode.PROTOCOL_ERROR);
+    s.sendWindow += inc;
+    if (s.sendWindow > MAX_WINDOW) return this.streamError(sid, ErrorCode.FLOW_CONTROL_ERROR);
+    if (s.queued > 0 || s.queueEnd) {
+      this.pump(s);
+      this.afterPump(s);
+    }
+  }
+
+  /** Runs an application callback; a throwing callback resets its stream instead of breaking the connection. */
+  private callback(s: Http2Stream, fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // output
+
+  /** @internal */
+  sendHeaders(s: Http2Stream, fields: string[], end: boolean): void {
+    this.headersOut(s.id, fields, end);
+    if (end) this.localDone(s);
+    this.scheduleFlush();
+  }
+
+  /** @internal */
+  sendTrailers(s: Http2Stream, fields: string[]): void {
+    if (s.queued > 0) {
+      s.queueEnd = true;
+      s.queueTrailers = fields;
+      return;
+    }
+    this.headersOut(s.id, fields, true);
+    this.localDone(s);
+    this.scheduleFlush();
+  }
+
+  /** @internal */
+  sendData(s: Http2Stream, body: Uint8Array, head: Uint8Array | null, end: boolean): boolean {
+    const hl = head ? head.length : 0;
+    const total = hl + body.length;
+    if (s.queued === 0 && !s.queueEnd) {
+      const allowed = Math.min(s.sendWindow, this.connSendWindow);
+      if (total <= allowed && total <= this.peerMaxFrame) {
+        // fast path: one frame straight into the output buffer
+        const p = this.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
+        if (head) this.out.set(head, p);
+        this.out.set(body, p + hl);
+        s.sendWindow -= total;
+        this.connSendWindow -= total;
+        if (end) this.localDone(s);
+        this.scheduleFlush();
+        return !this.socketBlocked || this.wantDrain(s);
+      }
+    }
+    let data = body;
+    if (head && hl > 0) {
+      data = Buffer.allocUnsafe(total);
+      data.set(head, 0);
+      data.set(body, hl);
+    }
+    if (data.length > 0) {
+      s.queue.push(data);
+      s.queued += data.length;
+    }
+    if (end) s.queueEnd = true;
+    this.pump(s);
+    this.scheduleFlush();
+    if (s.queued > 0 || s.queueEnd) {
+      this.blocked.add(s);
+      return this.wantDrain(s);
+    }
+    if (s.localClosed) return true;
+    return !this.socketBlocked || this.wantDrain(s);
+  }
+
+  private wantDrain(s: Http2Stream): false {
+    s.needDrain = true;
+    if (this.socketBlocked) this.drainWaiters.add(s);
+    return false;
+  }
+
+  /** Sends as much of a stream's queue as the windows allow; finishes the stream when its end went out. */
+  private pump(s: Http2Stream): void {
+    while (s.queued > 0) {
+      const allowed = Math.min(s.sendWindow, this.connSendWindow, this.peerMaxFrame);
+      if (allowed <= 0) return;
+      const chunk = s.queue[0];
+      const avail = chunk.length - s.queueOffset;
+      const n = Math.min(avail, allowed);
+      const last = n === s.queued && s.queueEnd && !s.queueTrailers;
+      const p = this.frame(n, DATA, last ? FLAG_END_STREAM : 0, s.id);
+      this.out.set(chunk.subarray(s.queueOffset, s.queueOffset + n), p);
+      s.sendWindow -= n;
+      this.connSendWindow -= n;
+      s.queued -= n;
+      if (n === avail) {
+        s.queue.shift();
+        s.queueOffset = 0;
+      } else {
+        s.queueOffset += n;
+      }
+      if (last) {
+        s.queueEnd = false;
+        this.localDone(s);
+        return;
+      }
+    }
+    if (s.queueEnd) {
+      s.queueEnd = false;
+      if (s.queueTrailers) {
+        this.headersOut(s.id, s.queueTrailers, true);
+        s.queueTrailers = null;
+      } else {
+        this.frame(0, DATA, FLAG_END_STREAM, s.id);
+      }
+      this.localDone(s);
+    }
+  }
+
+  private afterPump(s: Http2Stream): void {
+    if (s.queued === 0 && !s.queueEnd) {
+      this.blocked.delete(s);
+      if (s.needDrain && !this.socketBlocked && !s.gone) {
+        s.needDrain = false;
+        if (s.onDrain) this.callback(s, s.onDrain);
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  private resumeBlocked(): void {
+    if (this.blocked.size === 0) return;
+    const list = [...this.blocked];
+    for (const s of list) {
+      if (this.connSendWindow <= 0) break;
+      if (s.gone) {
+        this.blocked.delete(s);
+        continue;
+      }
+      this.pump(s);
+    }
+    for (const s of list) this.afterPump(s);
+  }
+
+  /** @internal */
+  resetStream(s: Http2Stream, code: number): void {
+    if (s.gone) return;
+    this.rst(s.id, code);
+    this.forget(s);
+    this.scheduleFlush();
+  }
+
+  private localDone(s: Http2Stream): void {
+    s.localClosed = true;
+    if (!s.remoteClosed) {
+      // the response is complete: tell the client to stop sending (RFC 9113 8.1)
+      this.rst(s.id, ErrorCode.NO_ERROR);
+    }
+    this.forget(s);
+  }
+
+  private maybeFinish(s: Http2Stream): void {
+    if (s.localClosed && s.remoteClosed) this.forget(s);
+  }
+
+  private forget(s: Http2Stream): void {
+    if (s.gone) return;
+    s.gone = true;
+    this.streams.delete(s.id);
+    this.blocked.delete(s);
+    this.drainWaiters.delete(s);
+    s.queue.length = 0;
+    s.queued = 0;
+    if (this.goawaySent && this.streams.size === 0 && !this.dead) {
+      this.flush();
+      this.closeSocket();
+    }
+  }
+
+  private streamError(sid: number, code: number): void {
+    const s = this.streams.get(sid);
+    this.rst(sid, code);
+    if (s) {
+      this.forget(s);
+      if (s.onReset) this.callback(s, () => s.onReset!(code));
+    }
+  }
+
+  private connectionError(code: number, message: string): void {
+    if (this.dead) return;
+    this.sendGoaway(code, message);
+    this.flush();
+    this.dead = true;
+    this.failStreams();
+    this.closeSocket();
+  }
+
+  private failStreams(): void {
+    const list = [...this.streams.values()];
+    for (const s of list) {
+      this.forget(s);
+      if (s.onReset) this.callback(s, () => s.onReset!(CONNECTION_LOST));
+    }
+  }
+
+  private sendGoaway(code: number, message: string): void {
+    this.goawaySent = true;
+    const debug = Buffer.from(message.slice(0, 256), "utf8");
+    const p = this.frame(8 + debug.length, GOAWAY, 0, 0);
+    this.u32(p, this.lastStreamId);
+    this.u32(p + 4, code);
+    this.out.set(debug, p + 8);
+  }
+
+  private closeSocket(): void {
+    this.dead = true;
+    this.socket.end();
+    const t = setTimeout(() => this.socket.destroy(), 2000);
+    (t as unknown as { unref?: () => void }).unref?.();
+  }
+
+  private onSocketGone(): void {
+    if (this.closedNotified) return;
+    this.closedNotified = true;
+    this.dead = true;
+    this.failStreams();
+    try {
+      this.opts.onClose?.();
+    } catch { /* ignore */ }
+  }
+
+  private onSocketDrain(): void {
+    if (!this.socketBlocked) return;
+    this.socketBlocked = false;
+    this.socket.resume();
+    const list = [...this.drainWaiters];
+    this.drainWaiters.clear();
+    for (const s of list) {
+      if (s.gone || s.queued > 0 || s.queueEnd || !s.needDrain) continue;
+      s.needDrain = false;
+      if (s.onDrain) this.callback(s, s.onDrain);
+    }
+  }
+
+  private headersOut(sid: number, fields: string[], end: boolean): void {
+    const block = this.encoder.encode(fields);
+    const max = this.peerMaxFrame;
+    if (block.length <= max) {
+      const p = this.frame(block.length, HEADERS, FLAG_END_HEADERS | (end ? FLAG_END_STREAM : 0), sid);
+      this.out.set(block, p);
+      return;
+    }
+    let off = 0;
+    let first = true;
+    while (off < block.length) {
+      const n = Math.min(max, block.length - off);
+      const lastPart = off + n === block.length;
+      const type = first ? HEADERS : CONTINUATION;
+      const flags = (lastPart ? FLAG_END_HEADERS : 0) | (first && end ? FLAG_END_STREAM : 0);
+      const p = this.frame(n, type, flags, sid);
+      this.out.set(block.subarray(off, off + n), p);
+      off += n;
+      first = false;
+    }
+  }
+
+  private rst(sid: number, code: number): void {
+    const p = this.frame(4, RST_STREAM, 0, sid);
+    this.u32(p, code);
+  }
+
+  private windowUpdate(sid: number, inc: number): void {
+    const p = this.frame(4, WINDOW_UPDATE, 0, sid);
+    this.u32(p, inc);
+  }
+
+  /** Appends a frame header for a payload of `len` bytes and returns where the payload goes. */
+  private frame(len: number, type: number, flags: number, sid: number): number {
+    const need = this.outLen + 9 + len;
+    if (need > this.out.length) {
+      const nb = Buffer.allocUnsafe(Math.max(need, this.out.length * 2, 16384));
+      if (this.outLen > 0) nb.set(this.out.subarray(0, this.outLen));
+      this.out = nb;
+    }
+    const o = this.out;
+    let p = this.outLen;
+    o[p++] = len >>> 16;
+    o[p++] = (len >>> 8) & 0xff;
+    o[p++] = len & 0xff;
+    o[p++] = type;
+    o[p++] = flags;
+    o[p++] = (sid >>> 24) & 0x7f;
+    o[p++] = (sid >>> 16) & 0xff;
+    o[p++] = (sid >>> 8) & 0xff;
+    o[p++] = sid & 0xff;
+    this.outLen = p + len;
+    return p;
+  }
+
+  private u16(p: number, v: number): void {
+    this.out[p] = v >>> 8;
+    this.out[p + 1] = v & 0xff;
+  }
+
+  private u32(p: number, v: number): void {
+    const o = this.out;
+    o[p] = v >>> 24;
+    o[p + 1] = (v >>> 16) & 0xff;
+    o[p + 2] = (v >>> 8) & 0xff;
+    o[p + 3] = v & 0xff;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.outLen === 0) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushNow);
+  }
+
+  private readonly flushNow = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  /** Writes everything gathered so far with one socket write. */
+  private flush(): void {
+    if (this.outLen === 0) return;
+    const chunk = this.out.subarray(0, this.outLen);
+    const cap = this.out.length;
+    this.outLen = 0;
+    // the socket keeps `chunk` until it is sent: start a fresh buffer of similar size
+    this.out = Buffer.allocUnsafe(Math.min(Math.max(cap, 16384), 1 << 20));
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    this.socket.write(chunk);
+    if (!this.socketBlocked && this.socket.writableLength > SOCKET_HIGH_WATER) {
+      this.socketBlocked = true;
+      this.socket.pause();
+    }
+  }
+}
+
+/** Minimal request header checks: the pseudo-headers a server needs, lower-case names, pseudo-headers first. */
+function validRequestHeaders(f: string[]): boolean {
+  let method = false;
+  let path = false;
+  let regular = false;
+  for (let i = 0; i < f.length; i += 2) {
+    const n = f[i];
+    if (n.charCodeAt(0) === 58 /* : */) {
+      if (regular) return false;
+      if (n === ":method") method = true;
+      else if (n === ":path") path = f[i + 1] !== "";
+      else if (n !== ":scheme" && n !== ":authority") return false;
+    } else {
+      regular = true;
+      if (n !== n.toLowerCase()) return false;
+      if (n === "connection") return false;
+    }
+  }
+  return method && path;
+}

@@ -1,0 +1,215 @@
+/** The MVCC store and the apply layer, as specifications of etcd's data model. */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { MvccStore } from "../server/mvcc/store.ts";
+import { prefixEnd, toBKey } from "../server/mvcc/keys.ts";
+import { Applier } from "../server/apply/applier.ts";
+import { Lessor } from "../server/lease/lessor.ts";
+import { decodeState, encodeState } from "../server/apply/state_codec.ts";
+import { EtcdError } from "../server/errors.ts";
+
+const b = (s: string) => Buffer.from(s, "latin1");
+
+function setup(quota = 0) {
+  const store = new MvccStore();
+  let now = 0;
+  const lessor = new Lessor(2, () => now);
+  const applier = new Applier(
+    store,
+    lessor,
+    (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "1" }),
+    "2",
+    quota,
+  );
+  // deno-lint-ignore no-explicit-any
+  const apply = (req: any) => applier.apply(req);
+  const put = (k: string, v: string, extra = {}) =>
+    apply({ op: "put", put: { key: b(k), value: b(v), lease: "0", ...extra } });
+  const del = (k: string, end = "", extra = {}) =>
+    apply({ op: "delete_range", delete_range: { key: b(k), range_end: b(end), ...extra } });
+  // deno-lint-ignore no-explicit-any
+  const range = (k: string, end = "", extra: any = {}) => applier.range({ key: b(k), range_end: b(end), ...extra });
+  return { store, lessor, applier, apply, put, del, range, advance: (ms: number) => (now += ms) };
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof EtcdError) return e.message;
+    throw e;
+  }
+  return "no error";
+}
+
+Deno.test("revisions start at 1 and every change adds exactly one", () => {
+  const { store, put, del } = setup();
+  assert.equal(store.currentRev, 1);
+  assert.equal(put("a", "1").header.revision, 2);
+  assert.equal(put("a", "2").header.revision, 3);
+  assert.equal(del("a").header.revision, 4);
+  assert.equal(del("a").header.revision, 4, "deleting nothing creates no revision");
+});
+
+Deno.test("create/mod revision and version follow etcd; a delete resets the version", () => {
+  const { put, del, range } = setup();
+  put("k", "1");
+  put("k", "2");
+  let kv = range("k").kvs[0];
+  assert.deepEqual([kv.create_revision, kv.mod_revision, kv.version], [2, 3, 2]);
+  del("k");
+  put("k", "3");
+  kv = range("k").kvs[0];
+  assert.deepEqual([kv.create_revision, kv.mod_revision, kv.version], [5, 5, 1]);
+});
+
+Deno.test("reads at past revisions, compaction and future revisions", () => {
+  const { store, put, range, apply } = setup();
+  for (const v of ["a", "b", "c"]) put("k", v); // revs 2, 3, 4
+  assert.equal(range("k", "", { revision: 2 }).kvs[0].value.toString(), "a");
+  assert.equal(range("k", "", { revision: 2 }).header.revision, 4, "the header carries the current revision");
+  apply({ op: "compaction", compaction: { revision: "3" } });
+  assert.equal(code(() => range("k", "", { revision: 2 })), "etcdserver: mvcc: required revision has been compacted");
+  assert.equal(range("k", "", { revision: 3 }).kvs[0].value.toString(), "b", "the compaction revision stays readable");
+  assert.equal(code(() => range("k", "", { revision: 9 })), "etcdserver: mvcc: required revision is a future revision");
+  assert.equal(code(() => store.compact(3)), "etcdserver: mvcc: required revision has been compacted");
+});
+
+Deno.test("range_end rules: single key, prefix, from-key with \\0, and all keys", () => {
+  const { put, range } = setup();
+  for (const k of ["a", "ab", "abc", "b", "\u00ff"]) put(k, k);
+  assert.deepEqual(range("ab").kvs.map((kv) => kv.key.toString("latin1")), ["ab"]);
+  const pe = Buffer.from(prefixEnd(b("ab"))).toString("latin1");
+  assert.deepEqual(range("ab", pe).kvs.map((kv) => kv.key.toString("latin1")), ["ab", "abc"]);
+  assert.deepEqual(range("b", "\0").kvs.map((kv) => kv.key.toString("latin1")), ["b", "\u00ff"]);
+  assert.equal(range("\0", "\0").count, 5);
+  assert.equal(range("b", "a").count, 0, "an end before the key is an empty range");
+});
+
+Deno.test("limit, count, more, sort and filters", () => {
+  const { put, range } = setup();
+  put("k1", "c"); // 2
+  put("k2", "a"); // 3
+  put("k3", "b"); // 4
+  put("k1", "d"); // 5
+  let r = range("k", "l", { limit: 2 });
+  assert.deepEqual([r.kvs.length, r.count, r.more], [2, 3, true]);
+  r = range("k", "l", { sort_order: 2, sort_target: 0 });
+  assert.deepEqual(r.kvs.map((kv) => kv.key.toString()), ["k3", "k2", "k1"]);
+  r = range("k", "l", { sort_target: 4 }); // by value, ascending by default for non-key targets
+  assert.deepEqual(r.kvs.map((kv) => kv.value.toString()), ["a", "b", "d"]);
+  r = range("k", "l", { min_mod_revision: "4" });
+  assert.deepEqual(r.kvs.map((kv) => kv.key.toString()), ["k1", "k3"]);
+  assert.equal(r.count, 3, "count ignores filters");
+  r = range("k", "l", { count_only: true });
+  assert.deepEqual([r.kvs.length, r.count], [0, 3]);
+  r = range("k", "l", { keys_only: true });
+  assert.equal(r.kvs[0].value.length, 0);
+});
+
+Deno.test("put options: prev_kv, ignore_value, ignore_lease with etcd's errors", () => {
+  const { put } = setup();
+  assert.equal(code(() => put("x", "", { ignore_value: true })), "etcdserver: key not found");
+  put("x", "1");
+  assert.equal(put("x", "2", { prev_kv: true }).prev_kv.value.toString(), "1");
+  put("x", "", { ignore_value: true });
+  assert.equal(code(() => put("x", "v", { lease: "77" })), "etcdserver: requested lease not found");
+});
+
+Deno.test("txn: compares, branches, reads of own writes, missing keys and nested txns", () => {
+  const { apply, put, range, store } = setup();
+  put("a", "1"); // 2
+  const txn = (compare: unknown[], success: unknown[], failure: unknown[] = []) =>
+    apply({ op: "txn", txn: { compare, success, failure } });
+  const r = txn(
+    [{ key: b("a"), target: 3, result: 0, value: b("1"), range_end: b("") }],
+    [
+      { request: "request_put", request_put: { key: b("a"), value: b("2"), lease: "0" } },
+      { request: "request_range", request_range: { key: b("a"), range_end: b("") } },
+    ],
+  );
+  assert.equal(r.succeeded, true);
+  assert.equal(r.header.revision, 3);
+  assert.equal(r.responses[1].response_range.kvs[0].value.toString(), "2", "a txn reads its own writes");
+  assert.deepEqual(r.responses[0].response_put.header, { revision: 3 });
+  // a value compare against a missing key always fails; version of a missing key is 0
+  assert.equal(txn([{ key: b("nope"), target: 3, result: 3, value: b("x"), range_end: b("") }], []).succeeded, false);
+  assert.equal(txn([{ key: b("nope"), target: 0, result: 0, version: "0", range_end: b("") }], []).succeeded, true);
+  assert.equal(store.currentRev, 3, "txns without writes create no revision");
+  const nested = txn([], [{
+    request: "request_txn",
+    request_txn: {
+      compare: [],
+      success: [{ request: "request_put", request_put: { key: b("n"), value: b("1") } }],
+      failure: [],
+    },
+  }]);
+  assert.equal(nested.header.revision, 4);
+  assert.equal(range("n").kvs[0].mod_revision, 4);
+});
+
+Deno.test("leases: attach keys, revoke deletes them in one revision, expiry is reported", () => {
+  const { apply, put, range, lessor, store, advance } = setup();
+  apply({ op: "lease_grant", lease_grant: { ID: "100", TTL: "1" } });
+  assert.equal(lessor.get("100")!.ttl, 2, "TTL is raised to the minimum");
+  put("l1", "x", { lease: "100" });
+  put("l2", "y", { lease: "100" });
+  const rev = store.currentRev;
+  advance(2500);
+  assert.deepEqual(lessor.expired(), ["100"]);
+  apply({ op: "lease_revoke", lease_revoke: { ID: "100" } });
+  assert.equal(store.currentRev, rev + 1);
+  assert.equal(range("l", "m").count, 0);
+  assert.equal(
+    code(() => apply({ op: "lease_revoke", lease_revoke: { ID: "100" } })),
+    "etcdserver: requested lease not found",
+  );
+});
+
+Deno.test("quota: a write over the quota raises NOSPACE; reads and deletes still work", () => {
+  const { put, del, range, applier } = setup(1000);
+  put("a", "x".repeat(500));
+  assert.equal(code(() => put("b", "x".repeat(600))), "etcdserver: mvcc: database space exceeded");
+  assert.equal(applier.noSpace, true);
+  assert.equal(code(() => put("c", "small")), "etcdserver: mvcc: database space exceeded");
+  assert.equal(range("a").count, 1);
+  del("a");
+});
+
+Deno.test("compaction frees superseded versions and the history", () => {
+  const { store, put, del } = setup();
+  for (let i = 0; i < 100; i++) put("k", "v".repeat(100));
+  put("gone", "x");
+  del("gone");
+  const before = store.sizeBytes;
+  store.compact(store.currentRev);
+  assert.ok(store.sizeBytes < before / 50, `${store.sizeBytes} < ${before / 50}`);
+  assert.ok(store.eventsSince(0).length <= 1, "only the compaction revision itself stays in the history");
+  assert.equal(store.range(toBKey(b("k")), "").count, 1);
+  assert.equal(store.range(toBKey(b("gone")), "").count, 0);
+});
+
+Deno.test("the state codec round-trips versions, history, leases, alarms and the compaction point", () => {
+  const s = setup();
+  s.apply({ op: "lease_grant", lease_grant: { ID: "7587862072459722555", TTL: "30" } });
+  s.put("a", "1");
+  s.put("a", "2", { lease: "7587862072459722555" });
+  s.put("bin\u0000\u00ff", "\u0001");
+  s.del("bin\u0000\u00ff");
+  s.apply({ op: "compaction", compaction: { revision: "3" } });
+  s.put("z", "last");
+  const blob = encodeState({ appliedIndex: 42, term: 3 }, s.store, s.lessor, s.applier.alarms);
+  const t = setup();
+  const meta = decodeState(blob, t.store, t.lessor, t.applier.alarms);
+  assert.deepEqual(meta, { appliedIndex: 42, term: 3 });
+  assert.equal(t.store.currentRev, s.store.currentRev);
+  assert.equal(t.store.compactRev, 3);
+  assert.deepEqual(t.range("\0", "\0"), s.range("\0", "\0"));
+  assert.deepEqual(t.range("a", "", { revision: 3 }).kvs, s.range("a", "", { revision: 3 }).kvs);
+  assert.deepEqual(
+    t.store.eventsSince(3).map((e) => [e.type, e.kv.mod_revision]),
+    s.store.eventsSince(3).map((e) => [e.type, e.kv.mod_revision]),
+  );
+  assert.deepEqual([...t.lessor.get("7587862072459722555")!.keys], ["a"]);
+  assert.equal(t.store.hashKV(0).hash, s.store.hashKV(0).hash);
+});
