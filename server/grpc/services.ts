@@ -10,6 +10,7 @@ import { Code, Errors, EtcdError } from "../errors.ts";
 import { leaseId } from "../lease/lessor.ts";
 import type { Node } from "../node/node.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
+import { encodeEtcdSnapshot, etcdSnapshotInput } from "../snapshot/etcd_backend.ts";
 import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
 import {
   AlarmAction,
@@ -273,11 +274,9 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       return { header: header(), hash: h.hash, compact_revision: h.compactRev, hash_revision: h.rev };
     }),
     Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
-      // etcdctl expects the snapshot body to be whole 512-byte blocks (as bbolt files are); the state codec ignores
-      // the zero padding after its end marker.
-      const state = node.encodeState();
-      const blob = Buffer.alloc(Math.ceil(state.length / 4096) * 4096);
-      blob.set(state);
+      // The snapshot is a bbolt database file with etcd 3.4's bucket layout, so `etcdctl snapshot status` reads it
+      // and `etcdctl snapshot restore` turns it into a data dir the real etcd starts from.
+      const blob = Buffer.from(encodeEtcdSnapshot(etcdSnapshotInput(node)));
       const sha = createHash("sha256").update(blob).digest();
       const CHUNK = 32 * 1024;
       let off = 0;

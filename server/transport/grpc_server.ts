@@ -13,7 +13,14 @@ import { EventEmitter } from "node:events";
 import http from "node:http";
 import net from "node:net";
 import zlib from "node:zlib";
-import { CONNECTION_LOST, ErrorCode, Http2ServerConnection, type Http2Stream, PREFACE } from "./http2.ts";
+import {
+  CONNECTION_LOST,
+  ErrorCode,
+  Http2ServerConnection,
+  type Http2Stream,
+  PREFACE,
+  type StreamHandler,
+} from "./http2.ts";
 
 /** gRPC status codes. */
 export const Status = {
@@ -210,8 +217,9 @@ interface MethodEntry {
   kind: number;
 }
 
-const RESPONSE_HEADERS = [":status", "200", "content-type", "application/grpc"];
-const OK_TRAILERS = ["grpc-status", "0"];
+// frozen: the HPACK encoder caches their encodings
+const RESPONSE_HEADERS = Object.freeze([":status", "200", "content-type", "application/grpc"]) as string[];
+const OK_TRAILERS = Object.freeze(["grpc-status", "0"]) as string[];
 const MESSAGE_PREFIX = new Uint8Array(5);
 
 /**
@@ -219,7 +227,7 @@ const MESSAGE_PREFIX = new Uint8Array(5);
  * `metadata`, `cancelled`, `getPeer()`, `write()`, `end()`, `destroy()`, and the events 'data', 'end', 'drain',
  * 'cancelled', 'close', 'error'.
  */
-export class ServerCall extends EventEmitter {
+export class ServerCall extends EventEmitter implements StreamHandler {
   /** The request message (unary and server-streaming calls). */
   request: unknown = undefined;
   /** Whether the client cancelled the call (or the connection was lost). */
@@ -399,17 +407,17 @@ export class ServerCall extends EventEmitter {
         }
         if (n - p >= len) {
           // whole message in this chunk: copy it out (the chunk belongs to the socket)
-          const msg = Buffer.allocUnsafeSlow(len);
-          msg.set(chunk.subarray(p, p + len));
+          const msg = Buffer.allocUnsafe(len);
+          msg.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, len));
           p += len;
           this.message(msg);
         } else {
-          this.body = Buffer.allocUnsafeSlow(len);
+          this.body = Buffer.allocUnsafe(len);
           this.bodyPos = 0;
         }
       } else {
         const take = Math.min(n - p, this.body.length - this.bodyPos);
-        this.body.set(chunk.subarray(p, p + take), this.bodyPos);
+        this.body.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, take), this.bodyPos);
         this.bodyPos += take;
         p += take;
         if (this.bodyPos === this.body.length) {
@@ -491,7 +499,11 @@ export class ServerCall extends EventEmitter {
       if (!this.gotRequest) this.finish(Status.INTERNAL, "grpc: received no request message");
       return;
     }
-    this.emit("end");
+    // Like grpc-js (which decodes messages asynchronously), 'end' comes after the work the last messages started
+    // in promise continuations: handlers that answer after an `await` still get to write before end().
+    setImmediate(() => {
+      if (!this.cancelled) this.emit("end");
+    });
   }
 
   /** @internal the stream was reset by the client or the connection was lost. */
@@ -716,10 +728,7 @@ export class GrpcServer {
       return;
     }
     const call = new ServerCall(s, entry, this.maxLen, encoding);
-    s.onData = (chunk) => call.onData(chunk);
-    s.onEnd = () => call.onEnd();
-    s.onReset = (code) => call.onReset(code);
-    s.onDrain = () => call.onDrain();
+    s.handler = call;
     if (entry.kind === KIND_BIDI || entry.kind === KIND_CLIENT_STREAM) call.invoke();
   }
 

@@ -324,18 +324,41 @@ export class HpackEncoder {
   private size = 0;
   private maxSize = 4096;
   private pendingUpdate = -1;
+  /** Bumped whenever the table changes, which may change how a field list encodes. */
+  private version = 0;
+  /** Encodings of frozen (constant) field lists, valid while `version` is unchanged. */
+  private readonly cache = new Map<string[], { version: number; bytes: Uint8Array }>();
 
   /** Applies the peer's SETTINGS_HEADER_TABLE_SIZE (our encoder uses at most 4096 bytes of it). */
   setPeerTableSize(n: number): void {
     const want = Math.min(n, 4096);
     if (want === this.maxSize) return;
     this.maxSize = want;
+    this.version++;
     this.evict(0);
     this.pendingUpdate = this.pendingUpdate < 0 ? want : Math.min(this.pendingUpdate, want);
   }
 
-  /** Encodes a flat [name, value, ...] list; names must be lower case. */
+  /**
+   * Encodes a flat [name, value, ...] list; names must be lower case. The encoding of a frozen list is cached
+   * (for the constant response headers and trailers of every call).
+   */
   encode(fields: string[]): Uint8Array {
+    if (Object.isFrozen(fields)) {
+      const c = this.cache.get(fields);
+      if (c && c.version === this.version && this.pendingUpdate < 0) return c.bytes;
+      const v = this.version;
+      const pending = this.pendingUpdate >= 0;
+      const bytes = this.encodeFields(fields);
+      if (!pending && v === this.version && this.cache.size < 64) {
+        this.cache.set(fields, { version: v, bytes: bytes.slice() });
+      }
+      return bytes;
+    }
+    return this.encodeFields(fields);
+  }
+
+  private encodeFields(fields: string[]): Uint8Array {
     this.pos = 0;
     if (this.pendingUpdate >= 0) {
       // announce the smallest size we went through, then the final one (RFC 7541 4.2)
@@ -376,6 +399,7 @@ export class HpackEncoder {
   private insert(key: string, size: number): void {
     this.evict(size);
     const abs = this.inserted++;
+    this.version++;
     this.entries.push({ key, size, abs });
     this.byKey.set(key, abs);
     this.size += size;
@@ -417,11 +441,22 @@ export class HpackEncoder {
   }
 
   private writeString(s: string): void {
+    for (let i = 0; i < s.length; i++) {
+      if (s.charCodeAt(i) > 0xff) {
+        // not latin1: send the UTF-8 bytes
+        const u = new TextEncoder().encode(s);
+        this.writeInt(0, 7, u.length);
+        this.ensure(u.length);
+        this.buf.set(u, this.pos);
+        this.pos += u.length;
+        return;
+      }
+    }
     this.writeInt(0, 7, s.length);
     this.ensure(s.length);
     const b = this.buf;
     let p = this.pos;
-    for (let i = 0; i < s.length; i++) b[p++] = s.charCodeAt(i) & 0xff;
+    for (let i = 0; i < s.length; i++) b[p++] = s.charCodeAt(i);
     this.pos = p;
   }
 }

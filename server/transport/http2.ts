@@ -63,6 +63,7 @@ const SETTINGS_MAX_FRAME_SIZE = 0x5;
 const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
 
 const MAX_WINDOW = 0x7fffffff;
+const EMPTY = Buffer.alloc(0);
 const DEFAULT_WINDOW = 65535;
 const DEFAULT_FRAME_SIZE = 16384;
 /** We read frames of up to this size (the protocol default; we do not raise it). */
@@ -86,18 +87,24 @@ export interface Http2ConnectionOptions {
   onClose?: () => void;
 }
 
+/** What the application gets told about a stream. A throwing method resets that stream (INTERNAL_ERROR). */
+export interface StreamHandler {
+  /** A DATA payload; the view is only valid during the call. */
+  onData(chunk: Uint8Array): void;
+  /** The client half-closed the stream (END_STREAM). */
+  onEnd(): void;
+  /** The stream was reset by the peer (its error code) or the connection was lost (CONNECTION_LOST). */
+  onReset(code: number): void;
+  /** Queued output went out after write() returned false. */
+  onDrain(): void;
+}
+
 /** A request stream as seen by the server. */
 export class Http2Stream {
   /** Request headers, flat [name, value, ...] (pseudo-headers included). */
   readonly headers: string[];
-  /** Called with each DATA payload; the view is only valid during the call. */
-  onData: ((chunk: Uint8Array) => void) | null = null;
-  /** The client half-closed the stream (END_STREAM). */
-  onEnd: (() => void) | null = null;
-  /** The stream was reset by the peer (its error code) or the connection was lost (CONNECTION_LOST). */
-  onReset: ((code: number) => void) | null = null;
-  /** Queued output went out after write() returned false. */
-  onDrain: (() => void) | null = null;
+  /** Receives the stream's events; set it in `onStream`. */
+  handler: StreamHandler | null = null;
 
   /** @internal */ sendWindow: number;
   /** @internal */ recvWindow: number;
@@ -154,7 +161,7 @@ export class Http2Stream {
 
   /**
    * Sends `head` (optional, small) followed by `body` as DATA. Returns false when the data had to wait for the
-   * peer's flow-control window or the socket is backed up; `onDrain` fires once it went out.
+   * peer's flow-control window or the socket is backed up; `handler.onDrain` fires once it went out.
    */
   write(body: Uint8Array, head: Uint8Array | null = null, end = false): boolean {
     if (this.localClosed || this.gone) return false;
@@ -204,8 +211,10 @@ export class Http2ServerConnection {
   private readonly blocked = new Set<Http2Stream>();
 
   // output state
-  private out: Buffer = Buffer.alloc(0);
+  private out: Buffer = EMPTY;
   private outLen = 0;
+  /** A previous output buffer the socket is done with, reused for the next batch. */
+  private spare: Buffer | null = null;
   private flushScheduled = false;
   private socketBlocked = false;
   private readonly drainWaiters = new Set<Http2Stream>();
@@ -426,10 +435,10 @@ export class Http2ServerConnection {
     if (s.recvWindow < 0) return this.streamError(sid, ErrorCode.FLOW_CONTROL_ERROR);
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     if (endStream) s.remoteClosed = true;
-    if (e > p && s.onData) this.callback(s, () => s.onData!(buf.subarray(p, e)));
+    if (e > p) this.emitData(s, new Uint8Array(buf.buffer, buf.byteOffset + p, e - p));
     if (s.gone) return;
     if (endStream) {
-      if (s.onEnd) this.callback(s, s.onEnd);
+      this.emitEnd(s);
       this.maybeFinish(s);
     } else {
       s.recvUnacked += len;
@@ -500,7 +509,7 @@ export class Http2ServerConnection {
       if (existing.remoteClosed) return this.streamError(sid, ErrorCode.STREAM_CLOSED);
       if (!endStream) return this.streamError(sid, ErrorCode.PROTOCOL_ERROR);
       existing.remoteClosed = true;
-      if (existing.onEnd) this.callback(existing, existing.onEnd);
+      this.emitEnd(existing);
       this.maybeFinish(existing);
       return;
     }
@@ -521,7 +530,7 @@ export class Http2ServerConnection {
       return;
     }
     if (endStream && !s.gone) {
-      if (s.onEnd) this.callback(s, s.onEnd);
+      this.emitEnd(s);
       this.maybeFinish(s);
     }
   }
@@ -538,7 +547,7 @@ export class Http2ServerConnection {
     }
     const code = ((buf[start] << 24) | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]) >>> 0;
     this.forget(s);
-    if (s.onReset) this.callback(s, () => s.onReset!(code));
+    this.emitReset(s, code);
   }
 
   private settingsIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
@@ -616,10 +625,37 @@ export class Http2ServerConnection {
     }
   }
 
-  /** Runs an application callback; a throwing callback resets its stream instead of breaking the connection. */
-  private callback(s: Http2Stream, fn: () => void): void {
+  // Application callbacks: a throwing handler resets its stream instead of breaking the connection.
+
+  private emitData(s: Http2Stream, chunk: Uint8Array): void {
+    if (!s.handler) return;
     try {
-      fn();
+      s.handler.onData(chunk);
+    } catch {
+      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
+    }
+  }
+
+  private emitEnd(s: Http2Stream): void {
+    if (!s.handler) return;
+    try {
+      s.handler.onEnd();
+    } catch {
+      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
+    }
+  }
+
+  private emitReset(s: Http2Stream, code: number): void {
+    if (!s.handler) return;
+    try {
+      s.handler.onReset(code);
+    } catch { /* the stream is gone already */ }
+  }
+
+  private emitDrain(s: Http2Stream): void {
+    if (!s.handler) return;
+    try {
+      s.handler.onDrain();
     } catch {
       if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
     }
@@ -735,7 +771,7 @@ export class Http2ServerConnection {
       this.blocked.delete(s);
       if (s.needDrain && !this.socketBlocked && !s.gone) {
         s.needDrain = false;
-        if (s.onDrain) this.callback(s, s.onDrain);
+        this.emitDrain(s);
       }
     }
     this.scheduleFlush();
@@ -795,7 +831,7 @@ export class Http2ServerConnection {
     this.rst(sid, code);
     if (s) {
       this.forget(s);
-      if (s.onReset) this.callback(s, () => s.onReset!(code));
+      this.emitReset(s, code);
     }
   }
 
@@ -812,7 +848,7 @@ export class Http2ServerConnection {
     const list = [...this.streams.values()];
     for (const s of list) {
       this.forget(s);
-      if (s.onReset) this.callback(s, () => s.onReset!(CONNECTION_LOST));
+      this.emitReset(s, CONNECTION_LOST);
     }
   }
 
@@ -851,7 +887,7 @@ export class Http2ServerConnection {
     for (const s of list) {
       if (s.gone || s.queued > 0 || s.queueEnd || !s.needDrain) continue;
       s.needDrain = false;
-      if (s.onDrain) this.callback(s, s.onDrain);
+      this.emitDrain(s);
     }
   }
 
@@ -891,7 +927,11 @@ export class Http2ServerConnection {
   private frame(len: number, type: number, flags: number, sid: number): number {
     const need = this.outLen + 9 + len;
     if (need > this.out.length) {
-      const nb = Buffer.allocUnsafe(Math.max(need, this.out.length * 2, 16384));
+      let nb: Buffer;
+      if (this.outLen === 0 && this.spare && this.spare.length >= need) {
+        nb = this.spare;
+        this.spare = null;
+      } else nb = Buffer.allocUnsafe(Math.max(need, this.out.length * 2, 16384));
       if (this.outLen > 0) nb.set(this.out.subarray(0, this.outLen));
       this.out = nb;
     }
@@ -937,13 +977,15 @@ export class Http2ServerConnection {
   /** Writes everything gathered so far with one socket write. */
   private flush(): void {
     if (this.outLen === 0) return;
-    const chunk = this.out.subarray(0, this.outLen);
-    const cap = this.out.length;
+    const full = this.out;
+    const chunk = full.subarray(0, this.outLen);
     this.outLen = 0;
-    // the socket keeps `chunk` until it is sent: start a fresh buffer of similar size
-    this.out = Buffer.allocUnsafe(Math.min(Math.max(cap, 16384), 1 << 20));
+    // the socket keeps `chunk` until it is written: the next batch goes to the spare buffer or a new one
+    this.out = EMPTY;
     if (this.socket.destroyed || this.socket.writableEnded) return;
-    this.socket.write(chunk);
+    this.socket.write(chunk, () => {
+      if (this.spare === null && full.length <= 1 << 20) this.spare = full;
+    });
     if (!this.socketBlocked && this.socket.writableLength > SOCKET_HIGH_WATER) {
       this.socketBlocked = true;
       this.socket.pause();

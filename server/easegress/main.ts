@@ -1,0 +1,133 @@
+/**
+ * `easegress-server`: options → cluster (blocks until usable) → system controllers in the store → admin API
+ * (`cmd/server.go`). SIGTERM/SIGINT close the API, the cluster client and the embedded server, then exit 0.
+ */
+import path from "node:path";
+import { flagUsages, OptionError, type Options, parseOptions } from "./options.ts";
+import { Cluster, FatalClusterError, layout } from "./cluster.ts";
+import { newEtcdLogger, newLogger } from "./log.ts";
+import { goJsonStringify, newSpec, SYSTEM_CONTROLLERS, systemControllerSpec } from "./objects.ts";
+import { startApiServer } from "../api/server.ts";
+
+/** The release this implementation follows. */
+export const RELEASE = "v2.11.0";
+
+async function initServerDir(opt: Options): Promise<void> {
+  for (const d of [opt.AbsHomeDir, opt.AbsDataDir, opt.AbsWALDir, opt.AbsLogDir]) {
+    if (d) await Deno.mkdir(d, { recursive: true });
+  }
+}
+
+/** Writes the four system controllers' specs and the initial objects if their names are absent. */
+async function initObjects(cls: Cluster, opt: Options, log: ReturnType<typeof newLogger>): Promise<void> {
+  for (const kind of SYSTEM_CONTROLLERS) {
+    const spec = systemControllerSpec(kind);
+    if ((await cls.get(layout.configObjectKey(spec.name))) === undefined) {
+      await cls.put(layout.configObjectKey(spec.name), goJsonStringify(spec.json));
+    }
+    log.info(`create ${spec.name}`);
+  }
+  for (const f of opt.InitialObjectConfigFiles ?? []) {
+    try {
+      const spec = newSpec(await Deno.readTextFile(path.resolve(opt.AbsHomeDir, f)), true);
+      if ((await cls.get(layout.configObjectKey(spec.name))) === undefined) {
+        await cls.put(layout.configObjectKey(spec.name), goJsonStringify(spec.json));
+        log.info(`initial object ${spec.name} created`);
+      }
+    } catch (err) {
+      log.error(`failed to create initial object from ${f}: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** Runs the server until a signal stops it. */
+export async function runServer(args: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseOptions({ args });
+  } catch (err) {
+    if (err instanceof OptionError) {
+      console.error(err.message);
+      Deno.exit(1);
+    }
+    throw err;
+  }
+  const { opt } = parsed;
+  if (opt.ShowVersion) {
+    console.log(`Easegress ${RELEASE}`);
+    Deno.exit(0);
+  }
+  if (opt.ShowHelp) {
+    console.log(flagUsages());
+    Deno.exit(0);
+  }
+  for (const n of parsed.notices) Deno.stdout.writeSync(new TextEncoder().encode(n));
+  if (opt.ShowConfig) Deno.stdout.writeSync(new TextEncoder().encode(parsed.yaml));
+
+  try {
+    await initServerDir(opt);
+  } catch (err) {
+    console.error(`failed to init env: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+  const log = newLogger({ logDir: opt.AbsLogDir, debug: opt.Debug });
+  const etcdLog = newEtcdLogger({ logDir: opt.AbsLogDir });
+  log.info(`Easegress release: ${RELEASE}, repo: easegress-ts, commit: unknown`);
+
+  const pidFile = path.join(opt.AbsHomeDir, "easegress.pid");
+  if (opt.SignalUpgrade) {
+    try {
+      const pid = Number((await Deno.readTextFile(pidFile)).trim());
+      Deno.kill(pid, "SIGUSR2");
+      log.info("graceful upgrade signal sent");
+      Deno.exit(0);
+    } catch (err) {
+      log.error(`failed to read pidfile: ${(err as Error).message}`);
+      Deno.exit(1);
+    }
+  }
+  try {
+    await Deno.writeTextFile(pidFile, `${Deno.pid}`);
+  } catch (err) {
+    log.error(`write pidfile failed: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+
+  let cls: Cluster;
+  try {
+    cls = await Cluster.start(opt, log, etcdLog);
+  } catch (err) {
+    if (err instanceof FatalClusterError) {
+      console.error(`panic: ${err.message}`);
+      Deno.exit(2);
+    }
+    log.error(`new cluster failed: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+  try {
+    await initObjects(cls, opt, log);
+  } catch (err) {
+    console.error(`panic: ${(err as Error).message}`);
+    Deno.exit(2);
+  }
+  let api;
+  try {
+    api = await startApiServer(opt, cls, log);
+  } catch (err) {
+    log.error(`start api server failed: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    log.info("received signal, shutting down");
+    await api.close().catch(() => {});
+    await cls.close().catch(() => {});
+    log.info("server stopped");
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", shutdown);
+  Deno.addSignalListener("SIGINT", shutdown);
+}
