@@ -21,8 +21,6 @@ const NOT_YET: Record<string, Record<string, string>> = {
     TestCtlV3EndpointStatus: "starts a 3-member cluster: needs Raft replication (issue 3)",
     TestCtlV3EndpointHashKV: "starts a 3-member cluster: needs Raft replication (issue 3)",
     TestCtlV3Alarm: "curls GET /health over HTTP/1.1 on the client port: needs the own HTTP/2+HTTP/1.1 listener",
-    TestCtlV3Snapshot: "runs `etcdctl snapshot status`, which opens the snapshot as a bbolt database file",
-    TestCtlV3SnapshotStatusBeforeRestore: "runs `etcdctl snapshot status` and `snapshot restore` (bbolt format)",
   },
 };
 
