@@ -1709,7 +1709,8 @@ export const descriptor = {
                 "lease_grant",
                 "lease_revoke",
                 "alarm",
-                "lease_checkpoint"
+                "lease_checkpoint",
+                "member_attributes"
               ]
             }
           },
@@ -1749,6 +1750,75 @@ export const descriptor = {
             "lease_checkpoint": {
               "type": "etcdserverpb.LeaseCheckpointRequest",
               "id": 10
+            },
+            "member_attributes": {
+              "type": "MemberAttributes",
+              "id": 11
+            }
+          }
+        },
+        "MemberAttributes": {
+          "fields": {
+            "member_id": {
+              "type": "uint64",
+              "id": 1
+            },
+            "name": {
+              "type": "string",
+              "id": 2
+            },
+            "client_urls": {
+              "rule": "repeated",
+              "type": "string",
+              "id": 3
+            }
+          }
+        },
+        "RaftFrame": {
+          "fields": {
+            "data": {
+              "type": "bytes",
+              "id": 1
+            }
+          }
+        },
+        "RaftAck": {
+          "fields": {}
+        },
+        "LeaseQuery": {
+          "fields": {
+            "id": {
+              "type": "int64",
+              "id": 1
+            },
+            "renew": {
+              "type": "bool",
+              "id": 2
+            }
+          }
+        },
+        "LeaseAnswer": {
+          "fields": {
+            "ttl": {
+              "type": "int64",
+              "id": 1
+            },
+            "granted_ttl": {
+              "type": "int64",
+              "id": 2
+            }
+          }
+        },
+        "Raft": {
+          "methods": {
+            "Send": {
+              "requestType": "RaftFrame",
+              "requestStream": true,
+              "responseType": "RaftAck"
+            },
+            "Lease": {
+              "requestType": "LeaseQuery",
+              "responseType": "LeaseAnswer"
             }
           }
         }

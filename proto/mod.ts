@@ -39,6 +39,8 @@ export const ClusterService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Clus
 export const MaintenanceService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Maintenance.service;
 /** Auth service definition. */
 export const AuthService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Auth.service;
+/** egpb.Raft: the peer service among primaries. */
+export const RaftService: grpc.ServiceDefinition = grpcRoot.egpb.Raft.service;
 /** grpc.health.v1.Health service definition. */
 export const HealthService: grpc.ServiceDefinition = grpcRoot.grpc.health.v1.Health.service;
 

@@ -333,7 +333,8 @@ export interface InternalRequestShape {
     | "lease_grant"
     | "lease_revoke"
     | "alarm"
-    | "lease_checkpoint";
+    | "lease_checkpoint"
+    | "member_attributes";
   put?: PutRequest;
   delete_range?: DeleteRangeRequest;
   txn?: TxnRequest;
@@ -342,4 +343,12 @@ export interface InternalRequestShape {
   lease_revoke?: LeaseRevokeRequest;
   alarm?: AlarmRequest;
   lease_checkpoint?: LeaseCheckpointRequest;
+  member_attributes?: MemberAttributes;
+}
+
+/** egpb.MemberAttributes: a member's name and client URLs, published once it started. */
+export interface MemberAttributes {
+  member_id: string;
+  name: string;
+  client_urls: string[];
 }

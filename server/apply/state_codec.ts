@@ -2,100 +2,38 @@
  * Serializes the whole applied state (MVCC versions and history, leases, alarms, applied index) into one byte blob:
  * the payload of store snapshots on disk and of Maintenance.Snapshot.
  */
-import { Buffer } from "node:buffer";
+import { BinaryReader, BinaryWriter } from "../util/binary.ts";
+import type { Members } from "../membership/members.ts";
+import type { ConfState } from "../raft/types.ts";
 import type { Alarm } from "./applier.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import { toBKey } from "../mvcc/keys.ts";
 import { isTombstone, type KeyValue, type MvccStore } from "../mvcc/store.ts";
 
-const MAGIC = 0x45475331; // "EGS1"
+const MAGIC = 0x45475332; // "EGS2"
 
 /** What a state blob holds besides the store contents. */
 export interface StateMeta {
   appliedIndex: number;
   term: number;
-}
-
-class Writer {
-  buf = Buffer.allocUnsafe(1 << 16);
-  pos = 0;
-  #room(n: number) {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const b = Buffer.allocUnsafe(size);
-    this.buf.copy(b, 0, 0, this.pos);
-    this.buf = b;
-  }
-  u8(v: number) {
-    this.#room(1);
-    this.buf[this.pos++] = v;
-  }
-  u32(v: number) {
-    this.#room(4);
-    this.buf.writeUInt32LE(v, this.pos);
-    this.pos += 4;
-  }
-  f64(v: number) {
-    this.#room(8);
-    this.buf.writeDoubleLE(v, this.pos);
-    this.pos += 8;
-  }
-  bytes(b: Uint8Array) {
-    this.u32(b.length);
-    this.#room(b.length);
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
-  }
-  str(s: string) {
-    this.bytes(Buffer.from(s, "utf8"));
-  }
-  done(): Uint8Array {
-    return this.buf.subarray(0, this.pos);
-  }
-}
-
-class Reader {
-  pos = 0;
-  constructor(readonly buf: Buffer) {}
-  #need(n: number) {
-    if (this.pos + n > this.buf.length) throw new Error(`state snapshot truncated at offset ${this.pos}`);
-  }
-  u8(): number {
-    this.#need(1);
-    return this.buf[this.pos++];
-  }
-  u32(): number {
-    this.#need(4);
-    const v = this.buf.readUInt32LE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  f64(): number {
-    this.#need(8);
-    const v = this.buf.readDoubleLE(this.pos);
-    this.pos += 8;
-    return v;
-  }
-  bytes(): Buffer {
-    const n = this.u32();
-    this.#need(n);
-    // copy so the record does not pin the whole snapshot buffer
-    const b = Buffer.from(this.buf.subarray(this.pos, this.pos + n));
-    this.pos += n;
-    return b;
-  }
-  str(): string {
-    return this.bytes().toString("utf8");
-  }
+  /** Raft membership at appliedIndex */
+  confState: ConfState;
 }
 
 /** Encodes the state machine. */
-export function encodeState(meta: StateMeta, store: MvccStore, lessor: Lessor, alarms: Alarm[]): Uint8Array {
-  const w = new Writer();
+export function encodeState(
+  meta: StateMeta,
+  store: MvccStore,
+  lessor: Lessor,
+  alarms: Alarm[],
+  members: Members,
+): Uint8Array {
+  const w = new BinaryWriter(1 << 16);
   w.u32(MAGIC);
   w.f64(meta.appliedIndex);
   w.f64(meta.term);
+  w.str(JSON.stringify(meta.confState));
+  w.str(JSON.stringify(members.toJSON()));
   w.f64(store.currentRev);
   w.f64(store.compactRev);
   w.u32(lessor.leases.size);
@@ -122,10 +60,17 @@ export function encodeState(meta: StateMeta, store: MvccStore, lessor: Lessor, a
 }
 
 /** Decodes a state blob into the given (emptied) store, lessor and alarm list; returns its meta. */
-export function decodeState(data: Uint8Array, store: MvccStore, lessor: Lessor, alarms: Alarm[]): StateMeta {
-  const r = new Reader(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+export function decodeState(
+  data: Uint8Array,
+  store: MvccStore,
+  lessor: Lessor,
+  alarms: Alarm[],
+  members: Members,
+): StateMeta {
+  const r = new BinaryReader(data, "state snapshot");
   if (r.u32() !== MAGIC) throw new Error("state snapshot: bad magic");
-  const meta = { appliedIndex: r.f64(), term: r.f64() };
+  const meta: StateMeta = { appliedIndex: r.f64(), term: r.f64(), confState: JSON.parse(r.str()) };
+  members.restore(JSON.parse(r.str()));
   const currentRev = r.f64();
   const compactRev = r.f64();
   lessor.clear();

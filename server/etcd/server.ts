@@ -6,7 +6,8 @@ import * as grpc from "@grpc/grpc-js";
 import path from "node:path";
 import { Node } from "../node/node.ts";
 import { WatchHub } from "../watch/watch_stream.ts";
-import { addEtcdServices, type MemberInfo } from "../grpc/services.ts";
+import { addEtcdServices } from "../grpc/services.ts";
+import type { Member } from "../membership/members.ts";
 import { type EtcdConfig, securityFlags } from "./flags.ts";
 import { clusterIdOf, hexId, memberIdOf } from "./ids.ts";
 import { startAutoCompaction } from "./compactor.ts";
@@ -37,26 +38,31 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   }
   const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
   if (other.length > 0) log.info("embed", `accepted without effect: ${other.map((f) => `--${f}`).join(" ")}`);
-  if (cfg.initialCluster.size > 1) {
-    throw new Error(
-      `a cluster of ${cfg.initialCluster.size} members needs Raft replication, which this version does not have yet`,
-    );
-  }
-
   const token = cfg.initialClusterToken;
   const ids = [...cfg.initialCluster].map(([name, urls]) => ({ name, id: memberIdOf(urls, token) }));
   const memberId = ids.find((m) => m.name === cfg.name)!.id;
   const clusterId = clusterIdOf(ids.map((m) => m.id));
   const memberDir = path.join(cfg.dataDir, "member");
+  const initialMembers: Member[] = ids.map(({ name, id }) => ({
+    ID: id,
+    name: name === cfg.name ? name : "",
+    peerURLs: cfg.initialCluster.get(name)!,
+    clientURLs: name === cfg.name ? cfg.advertiseClientUrls : [],
+    isLearner: false,
+  }));
   const node = await Node.open({
     snapDir: path.join(memberDir, "snap"),
     walDir: cfg.walDir || path.join(memberDir, "wal"),
     clusterId,
     memberId,
+    initialMembers,
+    newCluster: cfg.initialClusterState === "new",
     snapshotCount: cfg.snapshotCount,
     minLeaseTTL: Math.ceil((1.5 * cfg.electionMs) / 1000),
     quotaBytes: cfg.quotaBackendBytes,
     maxRequestBytes: cfg.maxRequestBytes,
+    heartbeatMs: cfg.heartbeatMs,
+    electionMs: cfg.electionMs,
     log: (m) => log.info("etcdserver", m),
   });
   log.info(
@@ -64,13 +70,6 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     `starting member ${hexId(node.memberId)} in cluster ${hexId(node.clusterId)} at revision ${node.store.currentRev}`,
   );
 
-  const self: MemberInfo = {
-    ID: node.memberId,
-    name: cfg.name,
-    peerURLs: cfg.initialAdvertisePeerUrls,
-    clientURLs: cfg.advertiseClientUrls,
-    isLearner: false,
-  };
   const hub = new WatchHub(node.store, (rev) => node.header(rev), cfg.maxRequestBytes, 10 * 60 * 1000);
   let leaseSeq = 0n;
   const leasePrefix = (BigInt(node.memberId) & 0xffffn) << 48n;
@@ -82,8 +81,6 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   addEtcdServices(server, {
     node,
     hub,
-    self,
-    members: () => [self],
     maxTxnOps: cfg.maxTxnOps,
     version: SERVER_VERSION,
     quotaBytes: cfg.quotaBackendBytes,
@@ -104,9 +101,18 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   for (const u of cfg.listenPeerUrls) log.info("embed", `listening for peers on ${u}`);
   for (const u of cfg.listenClientUrls) log.info("embed", `listening for client requests on ${u}`);
 
-  // Only the leader expires leases; a single voter always leads.
+  await node.start();
+  node.onRestore = () => hub.resync();
+  let stopped = false;
+  node.onRemoved = () => {
+    log.warn("etcdserver", "the member has been permanently removed from the cluster; shutting down");
+    Deno.exit(0);
+  };
+
+  // Only the leader expires leases.
   const revoking = new Set<string>();
   const expiry = setInterval(() => {
+    if (!node.isLeader) return;
     for (const id of node.lessor.expired()) {
       if (revoking.has(id)) continue;
       revoking.add(id);
@@ -117,9 +123,33 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   }, 250);
   const stopCompaction = startAutoCompaction(node, cfg.autoCompactionMode, cfg.autoCompactionRetention, log);
 
-  log.info("etcdserver", `${hexId(node.memberId)} became leader at term ${node.term}`);
+  // Like etcd, report ready only once the cluster has a leader and this member has published its attributes.
+  while (!stopped) {
+    try {
+      await node.waitForLeader(60_000);
+      break;
+    } catch {
+      log.warn("etcdserver", "no leader yet; waiting for the other members of the cluster");
+    }
+  }
   log.info("etcdserver/membership", `set the initial cluster version to 3.4`);
   log.info("etcdserver/api", `enabled capabilities for version 3.4`);
+  const publish = async () => {
+    for (;;) {
+      try {
+        await node.propose({
+          op: "member_attributes",
+          member_attributes: { member_id: node.memberId, name: cfg.name, client_urls: cfg.advertiseClientUrls },
+        } as never);
+        return;
+      } catch (err) {
+        if (stopped) return;
+        log.warn("etcdserver", `failed to publish local member to cluster (${(err as Error).message}); retrying`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  await publish();
   log.info(
     "etcdserver",
     `published {Name:${cfg.name} ClientURLs:[${cfg.advertiseClientUrls.join(" ")}]} to cluster ${
@@ -133,6 +163,7 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     memberId: node.memberId,
     clusterId: node.clusterId,
     stop: async () => {
+      stopped = true;
       clearInterval(expiry);
       stopCompaction();
       server.forceShutdown();

@@ -8,7 +8,9 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { leaseId } from "../lease/lessor.ts";
-import type { Node } from "../node/node.ts";
+import { Node } from "../node/node.ts";
+import { ConfChangeType } from "../raft/types.ts";
+import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
 import { encodeEtcdSnapshot, etcdSnapshotInput } from "../snapshot/etcd_backend.ts";
 import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
@@ -20,6 +22,7 @@ import {
   KVService,
   LeaseService,
   MaintenanceService,
+  RaftService,
   WatchService,
 } from "../../proto/mod.ts";
 
@@ -28,21 +31,10 @@ type Obj = Record<string, any>;
 // deno-lint-ignore no-explicit-any
 type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void;
 
-/** A member as listed by Cluster.MemberList. */
-export interface MemberInfo {
-  ID: string;
-  name: string;
-  peerURLs: string[];
-  clientURLs: string[];
-  isLearner: boolean;
-}
-
 /** What the services need from the member they serve. */
 export interface ServiceContext {
   node: Node;
   hub: WatchHub;
-  self: MemberInfo;
-  members: () => MemberInfo[];
   maxTxnOps: number;
   version: string;
   quotaBytes: number;
@@ -164,9 +156,8 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
       call.on("data", async (r: Obj) => {
         try {
-          await node.readIndex();
           const id = leaseId(r.ID);
-          const ttl = node.lessor.renew(id);
+          const { ttl } = await node.lease(id, true);
           call.write({ header: header(), ID: id, TTL: ttl });
         } catch (err) {
           call.destroy(toServiceError(err));
@@ -181,8 +172,9 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const l = node.lessor.get(id);
       // etcd answers an unknown lease with TTL -1 and an empty header
       if (!l) return { header: {}, ID: id, TTL: -1, grantedTTL: 0, keys: [] };
+      const { ttl } = await node.lease(id, false);
       const keys = r.keys ? [...l.keys].sort().map((k) => Buffer.from(k, "latin1")) : [];
-      return { header: header(), ID: id, TTL: node.lessor.remaining(id), grantedTTL: l.ttl, keys };
+      return { header: header(), ID: id, TTL: Math.max(ttl, 0), grantedTTL: l.ttl, keys };
     }),
     LeaseLeases: unary(async () => {
       await node.readIndex();
@@ -194,39 +186,81 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
 function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
-  const notYet = () =>
-    new EtcdError(
-      Code.UNAVAILABLE,
-      "etcdserver: membership changes need Raft replication, which this server version does not have yet",
-    );
+  const members = () => node.members.list();
+  const checkURLs = (urls: string[], except?: string) => {
+    if (urls.length === 0 || urls.some((u) => !validUrl(u))) throw Errors.memberBadURLs();
+    if (members().some((m) => m.ID !== except && m.peerURLs.some((u) => urls.includes(u)))) {
+      throw Errors.peerURLExists();
+    }
+  };
+  const started = (m: { name: string }) => m.name !== "";
   return {
-    MemberList: unary(() => ({ header: header(), members: ctx.members() })),
-    MemberAdd: unary((r) => {
+    MemberList: unary(() => ({ header: header(), members: members() })),
+    MemberAdd: unary(async (r) => {
       const urls: string[] = r.peerURLs ?? [];
-      if (urls.length === 0 || urls.some((u) => !validUrl(u))) throw Errors.memberBadURLs();
-      if (ctx.members().some((m) => m.peerURLs.some((u) => urls.includes(u)))) throw Errors.peerURLExists();
-      throw notYet();
+      checkURLs(urls);
+      const isLearner = !!r.isLearner;
+      const voters = members().filter((m) => !m.isLearner);
+      if (isLearner) {
+        if (members().filter((m) => m.isLearner).length >= 1) {
+          throw new EtcdError(Code.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster");
+        }
+      } else {
+        // etcd's strict reconfiguration check: the new quorum must be reachable by the members already started
+        const nstarted = voters.filter(started).length;
+        const nmembers = voters.length + 1;
+        if (!(nstarted === 1 && nmembers === 2) && nstarted < Math.floor(nmembers / 2) + 1) {
+          throw Errors.notEnoughStartedMembers();
+        }
+      }
+      const id = memberIdOf(urls, `${Date.now()}`);
+      if (node.members.has(id) || node.members.removed.has(id)) throw Errors.memberExists();
+      await node.proposeConfChange(
+        Node.confChange(isLearner ? ConfChangeType.AddLearnerNode : ConfChangeType.AddNode, id, {
+          ID: id,
+          peerURLs: urls,
+          isLearner,
+        }),
+      );
+      const m = node.members.get(id)!;
+      return { header: header(), member: m, members: members() };
     }),
-    MemberRemove: unary((r) => {
+    MemberRemove: unary(async (r) => {
       const id = leaseId(r.ID);
-      if (!ctx.members().some((m) => m.ID === id)) throw Errors.memberNotFound();
-      // removing the only voter would leave no quorum
-      throw Errors.notEnoughStartedMembers();
-    }),
-    MemberUpdate: unary((r) => {
-      const id = leaseId(r.ID);
-      const m = ctx.members().find((x) => x.ID === id);
+      const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
-      const urls: string[] = r.peerURLs ?? [];
-      if (urls.length === 0 || urls.some((u) => !validUrl(u))) throw Errors.memberBadURLs();
-      throw notYet();
+      if (!m.isLearner) {
+        const voters = members().filter((x) => !x.isLearner);
+        const nstarted = voters.filter((x) => x.ID !== id && started(x)).length;
+        const quorum = Math.floor((voters.length - 1) / 2) + 1;
+        if (voters.length - 1 === 0 || nstarted < quorum) throw Errors.notEnoughStartedMembers();
+      }
+      await node.proposeConfChange(Node.confChange(ConfChangeType.RemoveNode, id));
+      return { header: header(), members: members() };
     }),
-    MemberPromote: unary((r) => {
+    MemberUpdate: unary(async (r) => {
       const id = leaseId(r.ID);
-      const m = ctx.members().find((x) => x.ID === id);
+      if (!node.members.get(id)) throw Errors.memberNotFound();
+      const urls: string[] = r.peerURLs ?? [];
+      checkURLs(urls, id);
+      await node.proposeConfChange(Node.confChange(ConfChangeType.UpdateNode, id, { peerURLs: urls }));
+      return { header: header(), members: members() };
+    }),
+    MemberPromote: unary(async (r) => {
+      const id = leaseId(r.ID);
+      const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
       if (!m.isLearner) throw Errors.memberNotLearner();
-      throw notYet();
+      if (!node.learnerInSync(id)) {
+        throw new EtcdError(
+          Code.FAILED_PRECONDITION,
+          "etcdserver: can only promote a learner member which is in sync with leader",
+        );
+      }
+      await node.proposeConfChange(
+        Node.confChange(ConfChangeType.AddNode, id, { ID: id, peerURLs: m.peerURLs, isLearner: false }),
+      );
+      return { header: header(), members: members() };
     }),
   };
 }
@@ -254,13 +288,13 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       header: header(),
       version: ctx.version,
       dbSize: node.store.sizeBytes,
-      leader: ctx.self.ID,
+      leader: node.leader,
       raftIndex: node.lastIndex,
       raftTerm: node.term,
       raftAppliedIndex: node.appliedIndex,
       errors: node.applier.alarms.map((a) => `memberID:${a.memberID} alarm:${a.alarm === 1 ? "NOSPACE" : "CORRUPT"} `),
       dbSizeInUse: node.store.sizeBytes,
-      isLearner: false,
+      isLearner: node.members.get(node.memberId)?.isLearner ?? false,
       dbSizeQuota: ctx.quotaBytes,
     })),
     Defragment: unary(async () => {
@@ -299,13 +333,13 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       };
       pump();
     },
-    MoveLeader: unary((r) => {
+    MoveLeader: unary(async (r) => {
       const target = leaseId(r.targetID);
-      if (target === ctx.self.ID) return { header: header() };
-      if (!ctx.members().some((m) => m.ID === target)) {
-        throw new EtcdError(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee");
-      }
-      throw Errors.timeout();
+      if (!node.isLeader) throw Errors.notLeader();
+      const m = node.members.get(target);
+      if (!m || m.isLearner) throw new EtcdError(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee");
+      if (target !== node.memberId) await node.transferLeadership(target);
+      return { header: header() };
     }),
   };
 }
@@ -333,4 +367,5 @@ export function addEtcdServices(server: grpc.Server, ctx: ServiceContext): void 
   server.addService(MaintenanceService, maintenance(ctx));
   server.addService(AuthService, auth());
   server.addService(HealthService, health());
+  server.addService(RaftService, ctx.node.transport.service());
 }

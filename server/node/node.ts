@@ -1,23 +1,43 @@
 /**
- * The member's write pipeline: proposal → log entry → durable append (group-committed fdatasync) → apply → reply.
+ * A member's replicated state machine: the Raft core, its durable log (WAL + snapshots), the peer transport and the
+ * apply loop around the MVCC store.
  *
- * This is the single-voter form of the replicated log: with one member, an entry is committed as soon as it is on
- * this member's disk. The Raft node of a multi-member cluster keeps the same surface (`propose`, `readIndex`,
- * recovery from snapshot + WAL), so the gRPC layer and the apply layer do not change when replication arrives.
+ * The write path: `propose` → Raft entry (forwarded to the leader by followers) → Ready → the leader sends appends
+ * while it writes its own copy → WAL append + one fdatasync for everything in the Ready (group commit) → commit by a
+ * majority → apply to the store → the waiting caller gets its response. Linearizable reads go through ReadIndex,
+ * batched: one round confirms leadership for every read that arrived before it.
+ * A single-member cluster runs the same path; its entries commit as soon as they are on its own disk.
  */
 import { Applier } from "../apply/applier.ts";
 import { decodeState, encodeState } from "../apply/state_codec.ts";
+import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
+import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
+import { PeerTransport } from "../peer/transport.ts";
+import { hostPort } from "../peer/transport.ts";
+import { MemoryStorage } from "../raft/log.ts";
+import { RaftNode } from "../raft/raft.ts";
+import {
+  type ConfChange,
+  ConfChangeType,
+  decodeConfChange,
+  type Entry,
+  EntryType,
+  type Message,
+  ProposalDroppedError,
+  type ReadState,
+  type Snapshot,
+  type SoftState,
+} from "../raft/types.ts";
 import { Snapshotter } from "../snap/snapshotter.ts";
-import { type Entry, Wal } from "../wal/wal.ts";
+import { Wal } from "../wal/wal.ts";
 import { decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
-import { Errors } from "../errors.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
 
-/** Configuration of a member's storage and identity. */
+/** Configuration of a member's storage, identity and timing. */
 export interface NodeConfig {
   /** where snapshots live: <data-dir>/member/snap */
   snapDir: string;
@@ -25,94 +45,164 @@ export interface NodeConfig {
   walDir: string;
   clusterId: string;
   memberId: string;
+  /** members known from the command line: the founding members of a new cluster, or the cluster being joined */
+  initialMembers: Member[];
+  /** bootstrap a new cluster when the data dir is empty (--initial-cluster-state new) */
+  newCluster: boolean;
   /** take a snapshot and release old WAL segments every this many applied entries */
   snapshotCount: number;
   minLeaseTTL: number;
   quotaBytes: number;
   /** entries larger than this are refused with "request is too large" */
   maxRequestBytes: number;
+  heartbeatMs: number;
+  electionMs: number;
   log: (msg: string) => void;
 }
 
-interface Pending {
-  index: number;
-  req: InternalRequestShape;
+interface Waiter {
   resolve: (r: Obj) => void;
   reject: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
 }
+
+/** Entries a leader keeps in memory after a snapshot so slow followers can catch up without one. */
+const CATCH_UP_ENTRIES = 5000;
 
 /** One member's log, state machine and proposal pipeline. */
 export class Node {
   readonly store = new MvccStore();
   readonly lessor: Lessor;
   readonly applier: Applier;
-  term = 1;
+  readonly members = new Members();
+  readonly storage = new MemoryStorage();
+  raft!: RaftNode;
+  transport!: PeerTransport;
   appliedIndex = 0;
-  /** Set when the member is starting up or stopped: proposals are refused. */
+  /** Set when the member is stopped: proposals are refused. */
   stopped = false;
+  /** Called when this member has been removed from the cluster. */
+  onRemoved: () => void = () => {};
+  /** Called when a snapshot from the leader replaced the whole state (watchers must resynchronize). */
+  onRestore: () => void = () => {};
 
   #wal!: Wal;
   #snap: Snapshotter;
-  #lastIndex = 0;
   #snapIndex = 0;
-  #queue: Pending[] = [];
-  #flushing = false;
-  #snapshotting = false;
   #cfg: NodeConfig;
+  #proposals = new Map<string, Waiter>();
+  #reqSeq = 0n;
+  #reqPrefix: bigint;
+  #processing = false;
+  #processScheduled = false;
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #leaderWaiters: Array<() => void> = [];
+  /** reads waiting for the next ReadIndex round */
+  #readQueue: Waiter[] = [];
+  /** reads of the round in flight, by context */
+  #readRounds = new Map<string, { waiters: Waiter[]; sentAt: number }>();
+  /** reads confirmed by a ReadIndex, waiting for the applied index to reach it */
+  #readsToServe: Array<{ index: number; waiters: Waiter[] }> = [];
+  #readSeq = 0;
+  #snapshotting = false;
+  #lastLeader = "0";
 
   private constructor(cfg: NodeConfig) {
     this.#cfg = cfg;
     this.lessor = new Lessor(cfg.minLeaseTTL);
     this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev), cfg.memberId, cfg.quotaBytes);
     this.#snap = new Snapshotter(cfg.snapDir, { log: cfg.log });
+    this.#reqPrefix = (BigInt(cfg.memberId) & 0xffffn) << 48n | (BigInt(Date.now()) & 0xffffffffffn) << 8n;
   }
 
-  /** Opens (or creates) the member's storage and replays it into the state machine. */
+  /** Opens (or creates) the member's storage; the state machine is rebuilt from the newest snapshot, and Raft then
+   * re-delivers the committed entries after it. */
   static async open(cfg: NodeConfig): Promise<Node> {
     const n = new Node(cfg);
     await Deno.mkdir(cfg.snapDir, { recursive: true });
     const snap = await n.#snap.loadNewest();
     if (snap) {
-      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms);
+      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members);
       n.appliedIndex = meta.appliedIndex;
       n.#snapIndex = snap.index;
-      n.term = Math.max(n.term, snap.term);
+      n.storage.applySnapshot({
+        metadata: { index: snap.index, term: snap.term, confState: meta.confState },
+        data: snap.data,
+      });
       cfg.log(`recovered store from snapshot at index ${snap.index} (revision ${n.store.currentRev})`);
     }
     const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
-    const { wal, contents } = await Wal.open(cfg.walDir, {
-      log: cfg.log,
-      snapshotIndex: snap?.index ?? 0,
-      metadata,
-    });
+    const { wal, contents } = await Wal.open(cfg.walDir, { log: cfg.log, snapshotIndex: snap?.index ?? 0, metadata });
     n.#wal = wal;
+    const restarted = contents.metadata !== null &&
+      (contents.hardState.term > 0 || contents.entries.length > 0 || !!snap);
     if (contents.metadata) {
       // An existing member keeps the identity it was created with, whatever the flags say now.
       const meta = JSON.parse(new TextDecoder().decode(contents.metadata));
+      if (restarted && (meta.clusterId !== cfg.clusterId || meta.memberId !== cfg.memberId)) {
+        cfg.log(`using the identity in the data dir: member ${meta.memberId} of cluster ${meta.clusterId}`);
+      }
       cfg.clusterId = meta.clusterId;
       cfg.memberId = meta.memberId;
       n.applier.memberId = meta.memberId;
     }
-    n.term = Math.max(n.term, contents.hardState.term || 1);
-    let replayed = 0;
-    for (const e of contents.entries) {
-      if (e.index <= n.appliedIndex) continue;
-      n.#applyEntry(e.index, decodeInternal(e.data));
-      replayed++;
+    if (contents.hardState.term > 0) n.storage.setHardState(contents.hardState);
+    n.storage.append(contents.entries.filter((e) => e.index > (snap?.index ?? 0)));
+    if (!snap) { for (const m of cfg.initialMembers) if (!n.members.has(m.ID)) n.members.add(m); }
+    const voters = cfg.initialMembers.filter((m) => !m.isLearner).map((m) => m.ID);
+    const fresh = n.storage.lastIndex() === 0 && !snap;
+    n.raft = new RaftNode({
+      id: cfg.memberId,
+      storage: n.storage,
+      random: Math.random,
+      electionTick: Math.max(2, Math.round(cfg.electionMs / cfg.heartbeatMs)),
+      heartbeatTick: 1,
+      preVote: true,
+      checkQuorum: true,
+      maxInflightMsgs: 256,
+      maxSizePerMsg: 1 << 20,
+      maxUncommittedBytes: 64 << 20,
+      applied: n.appliedIndex,
+      bootstrap: fresh && cfg.newCluster ? voters : undefined,
+    });
+    n.transport = new PeerTransport({
+      selfId: cfg.memberId,
+      clusterId: cfg.clusterId,
+      addressOf: (id) => {
+        const m = n.members.get(id) ?? cfg.initialMembers.find((x) => x.ID === id);
+        return m && m.peerURLs.length > 0 ? hostPort(m.peerURLs[0]) : undefined;
+      },
+      receive: (msgs) => n.#receive(msgs),
+      unreachable: (id) => n.raft.reportUnreachable(id),
+      snapshotSent: (id, ok) => {
+        n.raft.reportSnapshot(id, ok);
+        n.#schedule();
+      },
+      lease: (id, renew) => n.leaseAsLeader(id, renew),
+      log: cfg.log,
+    });
+    if (contents.entries.length > 0 || snap) {
+      cfg.log(
+        `log holds entries up to ${n.storage.lastIndex()} (commit ${contents.hardState.commit}, term ${contents.hardState.term})`,
+      );
     }
-    n.#lastIndex = Math.max(n.appliedIndex, contents.entries.at(-1)?.index ?? 0);
-    if (contents.hardState.term === 0) {
-      wal.append([], { term: n.term, vote: cfg.memberId, commit: n.#lastIndex });
-      await wal.sync();
-    }
-    if (replayed > 0) cfg.log(`replayed ${replayed} WAL entries (applied index ${n.appliedIndex})`);
-    n.lessor.extendAll();
     return n;
   }
 
-  /** The ResponseHeader for a response at store revision `rev`. */
-  header(rev: number): { cluster_id: string; member_id: string; revision: number; raft_term: string } {
-    return { cluster_id: this.#cfg.clusterId, member_id: this.#cfg.memberId, revision: rev, raft_term: `${this.term}` };
+  /** Starts the clock and the Raft loop. */
+  async start(): Promise<void> {
+    await this.#process();
+    this.#ticker = setInterval(() => {
+      this.raft.tick();
+      this.#retryReads();
+      this.#schedule();
+    }, this.#cfg.heartbeatMs);
+    // A lone voter need not wait an election timeout to lead.
+    const cs = this.raft.confState();
+    if (cs.voters.length === 1 && cs.voters[0] === this.memberId && !this.raft.isLeader) {
+      this.raft.campaign();
+      this.#schedule();
+    }
   }
 
   /** This member's ID (decimal uint64). */
@@ -125,103 +215,422 @@ export class Node {
     return this.#cfg.clusterId;
   }
 
-  /** Index of the last entry in the log. */
-  get lastIndex(): number {
-    return this.#lastIndex;
+  /** Current Raft term. */
+  get term(): number {
+    return this.raft.term;
   }
 
-  /** Appends a request to the log; resolves with its response once it is durable and applied. */
-  propose(req: InternalRequestShape): Promise<Obj> {
-    if (this.stopped) return Promise.reject(Errors.stopped());
-    const data = encodeInternal(req);
-    if (data.length > this.#cfg.maxRequestBytes) return Promise.reject(Errors.requestTooLarge());
-    const index = ++this.#lastIndex;
-    const entry: Entry = { index, term: this.term, type: 0, data };
-    this.#wal.append([entry]);
+  /** Index of the last entry in the log. */
+  get lastIndex(): number {
+    return this.raft.log.lastIndex();
+  }
+
+  /** The leader's ID, "0" when unknown. */
+  get leader(): string {
+    return this.raft.lead;
+  }
+
+  get isLeader(): boolean {
+    return this.raft.isLeader;
+  }
+
+  /** The ResponseHeader for a response at store revision `rev`. */
+  header(rev: number): { cluster_id: string; member_id: string; revision: number; raft_term: string } {
+    return { cluster_id: this.#cfg.clusterId, member_id: this.#cfg.memberId, revision: rev, raft_term: `${this.term}` };
+  }
+
+  /** Resolves once a leader is known (immediately if one is), or rejects after `ms`. */
+  waitForLeader(ms: number): Promise<void> {
+    if (this.raft.lead !== "0") return Promise.resolve();
     return new Promise((resolve, reject) => {
-      this.#queue.push({ index, req, resolve, reject });
-      if (!this.#flushing) {
-        this.#flushing = true;
-        queueMicrotask(() => this.#flush());
-      }
+      const t = setTimeout(() => {
+        this.#leaderWaiters = this.#leaderWaiters.filter((w) => w !== done);
+        reject(Errors.noLeader());
+      }, ms);
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.#leaderWaiters.push(done);
     });
   }
 
-  /** Resolves when a linearizable read may be served from the local state (at once for a single voter). */
+  get #requestTimeout(): number {
+    return 5000 + 2 * this.#cfg.electionMs;
+  }
+
+  #nextId(): string {
+    return (this.#reqPrefix + this.#reqSeq++).toString();
+  }
+
+  #waiter(map: Map<string, Waiter>, id: string, resolve: (r: Obj) => void, reject: (e: unknown) => void): Waiter {
+    const w: Waiter = {
+      resolve,
+      reject,
+      timer: setTimeout(() => {
+        map.delete(id);
+        reject(this.raft.lead === "0" ? Errors.noLeader() : Errors.timeout());
+      }, this.#requestTimeout),
+    };
+    map.set(id, w);
+    return w;
+  }
+
+  /** Proposes a request; resolves with its response once it is committed and applied here. */
+  async propose(req: InternalRequestShape): Promise<Obj> {
+    if (this.stopped) throw Errors.stopped();
+    const id = this.#nextId();
+    const data = encodeInternal({ ...req, id });
+    if (data.length > this.#cfg.maxRequestBytes) throw Errors.requestTooLarge();
+    if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
+    return new Promise((resolve, reject) => {
+      const w = this.#waiter(this.#proposals, id, resolve, reject);
+      try {
+        this.raft.propose(data);
+      } catch (err) {
+        clearTimeout(w.timer);
+        this.#proposals.delete(id);
+        reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
+        return;
+      }
+      this.#schedule();
+    });
+  }
+
+  /** Proposes a membership change; resolves with the member list once it is applied here. */
+  async proposeConfChange(cc: ConfChange): Promise<Obj> {
+    if (this.stopped) throw Errors.stopped();
+    if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
+    const id = this.#nextId();
+    return new Promise((resolve, reject) => {
+      const w = this.#waiter(this.#proposals, id, resolve, reject);
+      try {
+        this.raft.proposeConfChange({ ...cc, id });
+      } catch (err) {
+        clearTimeout(w.timer);
+        this.#proposals.delete(id);
+        reject(
+          err instanceof ProposalDroppedError
+            ? Errors.noLeader()
+            : new EtcdError(Code.FAILED_PRECONDITION, `etcdserver: ${(err as Error).message}`),
+        );
+        return;
+      }
+      this.#schedule();
+    });
+  }
+
+  /** Resolves when a linearizable read may be served from the local state. */
   readIndex(): Promise<void> {
     if (this.stopped) return Promise.reject(Errors.stopped());
-    return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        resolve: () => resolve(),
+        reject,
+        timer: setTimeout(() => {
+          w.resolve = () => {};
+          reject(this.raft.lead === "0" ? Errors.noLeader() : Errors.timeout());
+        }, this.#requestTimeout),
+      };
+      this.#readQueue.push(w);
+      if (this.#readRounds.size === 0) this.#startReadRound();
+    });
   }
 
-  async #flush(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const batch = this.#queue;
-      this.#queue = [];
+  #startReadRound(): void {
+    if (this.#readQueue.length === 0 || this.raft.lead === "0") return;
+    const waiters = this.#readQueue;
+    this.#readQueue = [];
+    const ctx = `${this.memberId}/${++this.#readSeq}`;
+    this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
+    this.raft.readIndex(new TextEncoder().encode(ctx));
+    this.#schedule();
+  }
+
+  /** Re-issues read rounds that got no answer (lost messages, leader change): etcd retries every 500 ms. */
+  #retryReads(): void {
+    const now = performance.now();
+    for (const [ctx, round] of this.#readRounds) {
+      if (now - round.sentAt < 500) continue;
+      this.#readRounds.delete(ctx);
+      this.#readQueue.unshift(...round.waiters);
+    }
+    if (this.#readRounds.size === 0) this.#startReadRound();
+  }
+
+  #onReadState(rs: ReadState): void {
+    const ctx = new TextDecoder().decode(rs.ctx);
+    const round = this.#readRounds.get(ctx);
+    if (!round) return;
+    this.#readRounds.delete(ctx);
+    this.#readsToServe.push({ index: rs.index, waiters: round.waiters });
+    this.#startReadRound();
+  }
+
+  #serveReads(): void {
+    if (this.#readsToServe.length === 0) return;
+    const rest: Array<{ index: number; waiters: Waiter[] }> = [];
+    for (const r of this.#readsToServe) {
+      if (r.index > this.appliedIndex) {
+        rest.push(r);
+        continue;
+      }
+      for (const w of r.waiters) {
+        clearTimeout(w.timer);
+        w.resolve({});
+      }
+    }
+    this.#readsToServe = rest;
+  }
+
+  /** Lease keep-alive/TTL as the leader answers it (followers ask the leader through the peer transport). */
+  leaseAsLeader(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }> {
+    if (!this.raft.isLeader) return Promise.reject(Errors.notLeader());
+    const l = this.lessor.get(id);
+    if (!l) return Promise.resolve({ ttl: renew ? 0 : -1, granted_ttl: 0 });
+    if (renew) return Promise.resolve({ ttl: this.lessor.renew(id), granted_ttl: l.ttl });
+    return Promise.resolve({ ttl: this.lessor.remaining(id), granted_ttl: l.ttl });
+  }
+
+  /** Keep-alive or TTL question, answered by the leader wherever it is asked. */
+  async lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }> {
+    if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
+    if (this.raft.isLeader) return this.leaseAsLeader(id, renew);
+    return await this.transport.askLease(this.raft.lead, id, renew);
+  }
+
+  /** Whether a learner has caught up enough to be promoted (etcd: within 10 % of the leader's log). */
+  learnerInSync(id: string): boolean {
+    if (!this.raft.isLeader) throw Errors.notLeader();
+    const p = this.raft.status().progress?.[id];
+    if (!p) return false;
+    return p.match >= this.raft.log.committed * 0.9;
+  }
+
+  /** Hands leadership to another voter; resolves once it leads (or rejects on timeout). */
+  async transferLeadership(to: string): Promise<void> {
+    if (!this.raft.isLeader) throw Errors.notLeader();
+    this.raft.transferLeader(to);
+    this.#schedule();
+    const deadline = Date.now() + 2 * this.#cfg.electionMs + 1000;
+    while (this.raft.lead !== to) {
+      if (Date.now() > deadline) throw Errors.timeout();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  #receive(msgs: Message[]): void {
+    for (const m of msgs) {
+      if (m.to !== this.memberId) continue;
       try {
-        await this.#wal.sync();
+        this.raft.step(m);
       } catch (err) {
-        // A failed fdatasync leaves the log in an unknown state: stop rather than acknowledge anything.
-        this.#cfg.log(`fatal: WAL sync failed: ${err}`);
-        for (const p of batch) p.reject(Errors.stopped());
-        this.stopped = true;
-        Deno.exit(1);
-      }
-      for (const p of batch) {
-        try {
-          p.resolve(this.#applyEntry(p.index, p.req));
-        } catch (err) {
-          p.reject(err);
-        }
+        this.#cfg.log(`raft: dropped ${m.type} from ${m.from}: ${err}`);
       }
     }
-    this.#flushing = false;
-    this.#maybeSnapshot();
+    this.#schedule();
   }
 
-  #applyEntry(index: number, req: InternalRequestShape): Obj {
-    this.appliedIndex = index;
+  #schedule(): void {
+    if (this.#processScheduled) return;
+    this.#processScheduled = true;
+    queueMicrotask(() => {
+      this.#processScheduled = false;
+      this.#process().catch((err) => this.#fatal(err));
+    });
+  }
+
+  #fatal(err: unknown): never {
+    this.#cfg.log(`fatal: ${err instanceof Error ? err.stack ?? err.message : err}`);
+    Deno.exit(1);
+  }
+
+  /** Drains Readies one at a time, in the order the Raft core requires (see server/raft/README.md). */
+  async #process(): Promise<void> {
+    if (this.#processing || this.stopped) return;
+    this.#processing = true;
     try {
-      return this.applier.apply(req);
-    } catch (err) {
-      if (err instanceof Error && err.name !== "EtcdError") this.#cfg.log(`apply of entry ${index} failed: ${err}`);
-      throw err;
+      while (this.raft.hasReady()) {
+        const rd = this.raft.ready();
+        if (rd.softState) this.#onSoftState(rd.softState);
+        if (rd.preSyncMessages.length > 0) this.transport.send(rd.preSyncMessages);
+        if (rd.snapshot) await this.#persistSnapshot(rd.snapshot);
+        if (rd.entries.length > 0 || rd.hardState) this.#wal.append(rd.entries, rd.hardState);
+        if (rd.mustSync) await this.#wal.sync();
+        if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
+        this.storage.append(rd.entries);
+        if (rd.hardState) this.storage.setHardState(rd.hardState);
+        if (rd.messages.length > 0) this.transport.send(rd.messages);
+        if (rd.snapshot) this.#restore(rd.snapshot);
+        for (const e of rd.committedEntries) this.#applyEntry(e);
+        for (const rs of rd.readStates) this.#onReadState(rs);
+        this.raft.advance(rd);
+        this.#serveReads();
+        this.#maybeSnapshot();
+      }
+    } finally {
+      this.#processing = false;
     }
+  }
+
+  #onSoftState(s: SoftState): void {
+    if (s.lead !== this.#lastLeader) {
+      this.#cfg.log(
+        s.lead === "0"
+          ? `lost the leader at term ${this.term}`
+          : `leader is ${BigInt(s.lead).toString(16)} at term ${this.term}`,
+      );
+      this.#lastLeader = s.lead;
+    }
+    if (s.role === "leader") this.lessor.extendAll(); // a new leader restarts every lease's clock, as etcd does
+    if (s.lead !== "0") {
+      const ws = this.#leaderWaiters;
+      this.#leaderWaiters = [];
+      for (const w of ws) w();
+      this.#startReadRound();
+    }
+  }
+
+  #applyEntry(e: Entry): void {
+    if (e.index <= this.appliedIndex) return;
+    this.appliedIndex = e.index;
+    if (e.type === EntryType.ConfChange) return this.#applyConfChange(decodeConfChange(e.data));
+    if (e.data.length === 0) return; // a new leader's empty entry
+    let req: InternalRequestShape;
+    try {
+      req = decodeInternal(e.data);
+    } catch (err) {
+      this.#fatal(new Error(`entry ${e.index} cannot be decoded: ${err}`));
+    }
+    const w = this.#proposals.get(req.id);
+    if (w) {
+      this.#proposals.delete(req.id);
+      clearTimeout(w.timer);
+    }
+    try {
+      let resp: Obj;
+      if (req.op === "member_attributes") {
+        const a = req.member_attributes!;
+        this.members.publish(a.member_id, a.name, a.client_urls);
+        resp = {};
+      } else {
+        resp = this.applier.apply(req);
+      }
+      w?.resolve(resp);
+    } catch (err) {
+      if (!(err instanceof EtcdError)) this.#cfg.log(`apply of entry ${e.index} failed: ${err}`);
+      w?.reject(err);
+    }
+  }
+
+  #applyConfChange(cc: ConfChange): void {
+    const w = cc.id ? this.#proposals.get(cc.id) : undefined;
+    if (w) {
+      this.#proposals.delete(cc.id!);
+      clearTimeout(w.timer);
+    }
+    const ctx: Partial<MemberContext> = cc.context && cc.context.length > 0
+      ? JSON.parse(new TextDecoder().decode(cc.context))
+      : {};
+    const known = this.#cfg.initialMembers.find((m) => m.ID === cc.nodeId);
+    switch (cc.type) {
+      case ConfChangeType.AddNode:
+      case ConfChangeType.AddLearnerNode:
+        this.members.add({
+          ID: cc.nodeId,
+          name: known?.name ?? "",
+          peerURLs: ctx.peerURLs ?? known?.peerURLs ?? [],
+          clientURLs: known && cc.nodeId === this.memberId ? known.clientURLs : [],
+          isLearner: cc.type === ConfChangeType.AddLearnerNode,
+        });
+        break;
+      case ConfChangeType.RemoveNode:
+        this.members.remove(cc.nodeId);
+        this.transport.drop(cc.nodeId);
+        break;
+      case ConfChangeType.UpdateNode:
+        if (ctx.peerURLs) this.members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
+        break;
+    }
+    this.raft.applyConfChange(cc);
+    w?.resolve({ members: this.members.list() });
+    if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === this.memberId) {
+      this.#cfg.log("this member has been permanently removed from the cluster");
+      queueMicrotask(() => this.onRemoved());
+    }
+  }
+
+  /** Encodes a conf change for a MemberAdd/Update request. */
+  static confChange(type: number, nodeId: string, ctx?: MemberContext | { peerURLs: string[] }): ConfChange {
+    return {
+      type: type as ConfChange["type"],
+      nodeId,
+      context: ctx ? new TextEncoder().encode(JSON.stringify(ctx)) : undefined,
+    };
+  }
+
+  async #persistSnapshot(s: Snapshot): Promise<void> {
+    await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data });
+    this.#wal.markSnapshot({ index: s.metadata.index, term: s.metadata.term });
+  }
+
+  /** Replaces the state machine with a snapshot received from the leader. */
+  #restore(s: Snapshot): void {
+    decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members);
+    this.appliedIndex = s.metadata.index;
+    this.#snapIndex = s.metadata.index;
+    this.#cfg.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
+    this.onRestore();
   }
 
   #maybeSnapshot(): void {
     if (this.#snapshotting || this.appliedIndex - this.#snapIndex < this.#cfg.snapshotCount) return;
-    this.#snapshotting = true;
-    this.snapshotNow().catch((err) => this.#cfg.log(`snapshot failed: ${err}`)).finally(() => {
-      this.#snapshotting = false;
-    });
+    this.snapshotNow().catch((err) => this.#cfg.log(`snapshot failed: ${err}`));
   }
 
-  /** Encodes the applied state (synchronously, so it is consistent) and saves it; then releases older WAL. */
+  /** Snapshots the applied state (encoded synchronously, so it is consistent), then releases older log. */
   async snapshotNow(): Promise<void> {
-    const index = this.appliedIndex;
-    const data = this.encodeState();
-    await this.#snap.save({ index, term: this.term, data });
-    this.#wal.markSnapshot({ index, term: this.term });
-    await this.#wal.sync();
-    this.#snapIndex = index;
-    await this.#wal.releaseBefore(index);
-    this.#cfg.log(`saved snapshot at index ${index} (${data.length} bytes)`);
+    if (this.#snapshotting || this.appliedIndex <= this.#snapIndex) return;
+    this.#snapshotting = true;
+    try {
+      const index = this.appliedIndex;
+      const data = this.encodeState();
+      const snap = this.storage.createSnapshot(index, this.raft.confState(), data);
+      await this.#snap.save({ index, term: snap.metadata.term, data });
+      this.#wal.markSnapshot({ index, term: snap.metadata.term });
+      await this.#wal.sync();
+      this.#snapIndex = index;
+      const compactTo = index - CATCH_UP_ENTRIES;
+      if (compactTo > this.storage.firstIndex()) this.storage.compact(compactTo);
+      await this.#wal.releaseBefore(index);
+      this.#cfg.log(`saved snapshot at index ${index} (${data.length} bytes)`);
+    } finally {
+      this.#snapshotting = false;
+    }
   }
 
-  /** The applied state as one blob (for snapshots and Maintenance.Snapshot). */
+  /** The applied state as one blob (snapshots, and what a new member receives). */
   encodeState(): Uint8Array {
     return encodeState(
-      { appliedIndex: this.appliedIndex, term: this.term },
+      { appliedIndex: this.appliedIndex, term: this.term, confState: this.raft.confState() },
       this.store,
       this.lessor,
       this.applier.alarms,
+      this.members,
     );
   }
 
-  /** Waits for in-flight proposals, then closes the log. */
+  /** Stops the clock, fails waiting requests and closes the log. */
   async close(): Promise<void> {
     this.stopped = true;
-    while (this.#flushing) await new Promise((r) => setTimeout(r, 5));
+    clearInterval(this.#ticker);
+    while (this.#processing) await new Promise((r) => setTimeout(r, 5));
+    for (const w of this.#proposals.values()) {
+      clearTimeout(w.timer);
+      w.reject(Errors.stopped());
+    }
+    this.#proposals.clear();
+    this.transport.stop();
     await this.#wal.close();
   }
 }

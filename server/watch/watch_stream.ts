@@ -76,6 +76,12 @@ export class WatchHub {
     this.#streams.delete(s);
   }
 
+  /** The store was replaced by a snapshot: every watcher catches up from the new history (or is canceled as
+   * compacted when its next revision is gone). */
+  resync(): void {
+    for (const s of this.#streams) s.resync();
+  }
+
   /** Number of watchers over all streams. */
   get watcherCount(): number {
     let n = 0;
@@ -188,6 +194,12 @@ export class WatchStream {
       if (this.#congested) return;
       if (!w.synced) this.#catchUp(w);
     }
+  }
+
+  /** Moves every watcher to catching up from the store's history. */
+  resync(): void {
+    for (const w of this.#watchers.values()) w.synced = false;
+    this.drained();
   }
 
   /** Stops all watchers of the stream (client went away). */
