@@ -20,8 +20,19 @@ import { freePorts } from "../../tests/lib/ports.ts";
 // deno-lint-ignore no-explicit-any
 type Any = any;
 
-const header = { cluster_id: "14841639068965178418", member_id: "10276657743932975437", revision: "42", raft_term: "2" };
-const kv = { key: Buffer.from("foo"), value: Buffer.from("bar"), create_revision: "2", mod_revision: "42", version: "7" };
+const header = {
+  cluster_id: "14841639068965178418",
+  member_id: "10276657743932975437",
+  revision: "42",
+  raft_term: "2",
+};
+const kv = {
+  key: Buffer.from("foo"),
+  value: Buffer.from("bar"),
+  create_revision: "2",
+  mod_revision: "42",
+  version: "7",
+};
 
 function handlers(): Record<string, Any> {
   return {
@@ -51,8 +62,7 @@ async function serve(impl: string, port: number): Promise<void> {
 async function load(port: number, inflight: number, seconds: number): Promise<void> {
   const client = new grpcRoot.etcdserverpb.KV(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   const req = { key: Buffer.from("foo"), serializable: true };
-  const call = () =>
-    new Promise<void>((res, rej) => client.Range(req, (e: Error | null) => (e ? rej(e) : res())));
+  const call = () => new Promise<void>((res, rej) => client.Range(req, (e: Error | null) => (e ? rej(e) : res())));
   // warm-up
   const warmEnd = performance.now() + 1000;
   await Promise.all(Array.from({ length: inflight }, async () => {
@@ -74,8 +84,14 @@ async function load(port: number, inflight: number, seconds: number): Promise<vo
 }
 
 const clockTicks = 100;
+/** CPU seconds (user+sys) of a live process; NaN once it is gone. */
 function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  let stat: string;
+  try {
+    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  } catch {
+    return NaN;
+  }
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) / clockTicks; // utime, stime
 }
@@ -173,7 +189,10 @@ async function measure(impl: string, client: string, inflight: number, seconds: 
     const cpu1 = cpuSeconds(srv.pid);
     await lg.status;
     lg = undefined;
-    if (!result) throw new Error("no result from the load generator");
+    if (!result || Number.isNaN(cpu1)) {
+      console.error(`${impl}: the server process died or the load generator failed (no result)`);
+      return { impl, client, rps: NaN, cpuUs: NaN, cpuPct: NaN };
+    }
     const cpu = cpu1 - cpu0;
     return {
       impl,
@@ -232,11 +251,14 @@ async function main(): Promise<void> {
   console.log("|---|---|---|---|");
   for (const client of clients) {
     for (const impl of ["grpcjs", "ours"]) {
-      const sel = rows.filter((x) => x.impl === impl && x.client === client);
+      const all = rows.filter((x) => x.impl === impl && x.client === client);
+      const sel = all.filter((x) => !Number.isNaN(x.rps));
+      const crashed = all.length - sel.length;
       const rps = sel.reduce((a, x) => a + x.rps, 0) / sel.length;
       const cpu = sel.reduce((a, x) => a + x.cpuUs, 0) / sel.length;
       const name = impl === "ours" ? "GrpcServer (server/transport)" : "@grpc/grpc-js Server";
-      console.log(`| ${name} | ${client} | ${rps.toFixed(0)} | ${cpu.toFixed(1)} |`);
+      const note = crashed > 0 ? ` (server crashed in ${crashed} of ${all.length} runs)` : "";
+      console.log(`| ${name} | ${client} | ${rps.toFixed(0)}${note} | ${cpu.toFixed(1)} |`);
     }
   }
 }

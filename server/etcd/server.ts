@@ -2,7 +2,8 @@
  * The etcd-compatible member: opens its storage, serves the etcd v3 gRPC API on every client URL and on the peer
  * URLs (as etcd ≤ 3.5 does), expires leases, runs auto-compaction, and logs the readiness lines etcd prints.
  */
-import * as grpc from "@grpc/grpc-js";
+import { GrpcServer } from "../transport/grpc_server.ts";
+import { httpEndpoints } from "./http.ts";
 import path from "node:path";
 import { Node } from "../node/node.ts";
 import { WatchHub } from "../watch/watch_stream.ts";
@@ -73,11 +74,9 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   const hub = new WatchHub(node.store, (rev) => node.header(rev), cfg.maxRequestBytes, 10 * 60 * 1000);
   let leaseSeq = 0n;
   const leasePrefix = (BigInt(node.memberId) & 0xffffn) << 48n;
-  const server = new grpc.Server({
-    "grpc.max_receive_message_length": cfg.maxRequestBytes + 512 * 1024,
-    "grpc.max_send_message_length": 2 ** 31 - 1,
-    "grpc.max_concurrent_streams": 2 ** 31 - 1,
-  });
+  // etcd accepts gRPC messages up to the request limit plus 512 KiB of framing
+  const server = new GrpcServer({ maxReceiveMessageLength: cfg.maxRequestBytes + 512 * 1024 });
+  server.setHttp1Handler(httpEndpoints(node, SERVER_VERSION));
   addEtcdServices(server, {
     node,
     hub,
@@ -95,7 +94,7 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   const addrs = [...new Set([...cfg.listenClientUrls, ...cfg.listenPeerUrls].map(bindAddress))];
   for (const addr of addrs) {
     await new Promise<void>((resolve, reject) => {
-      server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+      server.bindAsync(addr, null, (err) => (err ? reject(err) : resolve()));
     });
   }
   for (const u of cfg.listenPeerUrls) log.info("embed", `listening for peers on ${u}`);

@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { leaseId } from "../lease/lessor.ts";
 import { Node } from "../node/node.ts";
+import type { GrpcServer } from "../transport/grpc_server.ts";
 import { ConfChangeType } from "../raft/types.ts";
 import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
@@ -359,7 +360,7 @@ function health(): grpc.UntypedServiceImplementation {
 }
 
 /** Registers every etcd service on a grpc-js server. */
-export function addEtcdServices(server: grpc.Server, ctx: ServiceContext): void {
+export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
   server.addService(KVService, kv(ctx));
   server.addService(WatchService, watch(ctx));
   server.addService(LeaseService, lease(ctx));
