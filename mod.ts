@@ -1,17 +1,32 @@
 /**
  * The single executable's entry point. Subcommands:
  *   etcd     a drop-in etcd server that takes etcd's own flags
- * (the Easegress `server` and `egctl` subcommands come next)
+ *   server   easegress-server: one Easegress cluster member (primary or secondary), with its admin API
+ *   egctl    the Easegress admin CLI
+ * An executable named `easegress-server` runs `server` and one named `egctl` runs `egctl` (argv[0] rule), so one
+ * binary can be installed under both names.
  */
 import { FlagError, parseEtcdFlags } from "./server/etcd/flags.ts";
 import { startEtcd } from "./server/etcd/server.ts";
 import { stderrLogger } from "./server/etcd/log.ts";
+import path from "node:path";
+import process from "node:process";
 
 const USAGE = `usage: easegress <command> [flags]
 
 commands:
   etcd [etcd flags]   run a drop-in etcd v3 server (see --help of etcd for the flags)
+  server [flags]      run an Easegress member (easegress-server; see server --help)
+  egctl [command]     the Easegress admin CLI (see egctl --help)
 `;
+
+/** The command an executable's own name selects: `egctl` or `easegress-server`, else none. */
+function commandOfExecutable(): string | undefined {
+  const names = [process.argv0, Deno.execPath()].map((p) => path.basename(p ?? "").replace(/\.exe$/, ""));
+  if (names.includes("egctl")) return "egctl";
+  if (names.includes("easegress-server")) return "server";
+  return undefined;
+}
 
 async function runEtcd(args: string[]): Promise<void> {
   let cfg;
@@ -44,11 +59,22 @@ async function runEtcd(args: string[]): Promise<void> {
 }
 
 if (import.meta.main) {
-  const [cmd, ...rest] = Deno.args;
+  const byName = commandOfExecutable();
+  const [cmd, ...rest] = byName ? [byName, ...Deno.args] : Deno.args;
   switch (cmd) {
     case "etcd":
       await runEtcd(rest);
       break;
+    case "server": {
+      const { runServer } = await import("./server/easegress/main.ts");
+      await runServer(rest);
+      break;
+    }
+    case "egctl": {
+      const { egctl } = await import("./cli/egctl.ts");
+      Deno.exit(await egctl(rest));
+      break;
+    }
     case "-h":
     case "--help":
     case "help":

@@ -7,6 +7,7 @@ import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { decodeState, encodeState } from "../server/apply/state_codec.ts";
 import { EtcdError } from "../server/errors.ts";
+import { Members } from "../server/membership/members.ts";
 
 const b = (s: string) => Buffer.from(s, "latin1");
 
@@ -198,10 +199,15 @@ Deno.test("the state codec round-trips versions, history, leases, alarms and the
   s.del("bin\u0000\u00ff");
   s.apply({ op: "compaction", compaction: { revision: "3" } });
   s.put("z", "last");
-  const blob = encodeState({ appliedIndex: 42, term: 3 }, s.store, s.lessor, s.applier.alarms);
+  const members = new Members();
+  members.add({ ID: "11", name: "m1", peerURLs: ["http://127.0.0.1:1"], clientURLs: [], isLearner: false });
+  const confState = { voters: ["11"], learners: [] };
+  const blob = encodeState({ appliedIndex: 42, term: 3, confState }, s.store, s.lessor, s.applier.alarms, members);
   const t = setup();
-  const meta = decodeState(blob, t.store, t.lessor, t.applier.alarms);
-  assert.deepEqual(meta, { appliedIndex: 42, term: 3 });
+  const restored = new Members();
+  const meta = decodeState(blob, t.store, t.lessor, t.applier.alarms, restored);
+  assert.deepEqual(meta, { appliedIndex: 42, term: 3, confState });
+  assert.deepEqual(restored.list(), members.list());
   assert.equal(t.store.currentRev, s.store.currentRev);
   assert.equal(t.store.compactRev, 3);
   assert.deepEqual(t.range("\0", "\0"), s.range("\0", "\0"));

@@ -55,17 +55,36 @@ export interface MemberStatus {
 }
 
 /**
- * Raft state of the embedded server as Easegress reports it (`State` prefix trimmed): Leader, Follower, Candidate or
- * PreCandidate. The replicated server exposes `raftState()`; a server without it is a single voter, always Leader.
+ * Raft state of the embedded server as Easegress reports it (etcd's `State` prefix trimmed): Leader, Follower,
+ * Candidate or PreCandidate. Contract with the replicated server: it exposes `raftState()` (on the EtcdServer or on
+ * its `node`) returning one of those names, with or without the `State` prefix. A server without it is a single
+ * voter, which always leads.
  */
 export function etcdRaftState(server: EtcdServer): string {
-  const s = server as EtcdServer & { raftState?: () => string; node: { raftState?: () => string } };
-  const raw = typeof s.raftState === "function"
-    ? s.raftState()
-    : typeof s.node?.raftState === "function"
-    ? s.node.raftState()
-    : "Leader";
-  return raw.replace(/^State/, "");
+  type WithState = { raftState?: () => string; raft?: { status?: () => { role?: unknown } } };
+  const s = server as EtcdServer & WithState;
+  const node = server.node as unknown as WithState | undefined;
+  if (typeof s.raftState === "function") return String(s.raftState()).replace(/^State/, "");
+  if (typeof node?.raftState === "function") return String(node.raftState()).replace(/^State/, "");
+  // the Raft core's status().role ("leader", "follower", "candidate", "preCandidate")
+  const role = typeof node?.raft?.status === "function" ? node.raft.status().role : undefined;
+  if (typeof role === "string") {
+    const r = role.replace(/^State/i, "").replace(/[-_ ]/g, "").toLowerCase();
+    const names: Record<string, string> = {
+      leader: "Leader",
+      follower: "Follower",
+      candidate: "Candidate",
+      precandidate: "PreCandidate",
+    };
+    if (names[r]) return names[r];
+  }
+  return "Leader";
+}
+
+/** When the embedded server started (its `startTime` if it has one, else when startEtcd was called). */
+function etcdStartTime(server: EtcdServer, fallback: Date): Date {
+  const t = (server as EtcdServer & { startTime?: Date }).startTime;
+  return t instanceof Date ? t : fallback;
 }
 
 /** The embedded etcd configuration of a primary (`CreateStaticClusterEtcdConfig`). */
@@ -288,7 +307,17 @@ export class Cluster {
         await this.client.leaseKeepAliveOnce(id);
       } catch (err) {
         this.#log.error(`keep alive for lease ${id ? hexId(id) : "0"} failed: ${(err as Error).message}`);
-        await this.#grantNewLease().catch((e) => this.#log.error(`grant new lease failed: ${(e as Error).message}`));
+        try {
+          await this.#grantNewLease();
+        } catch (e) {
+          this.#log.error(`grant new lease failed: ${(e as Error).message}`);
+          return;
+        }
+        // Unlike Go, move what hung on the old lease over at once: re-publish the status under the new lease and
+        // revoke the old one, so that a later purge (which revokes the lease named in /leases/<name>) removes
+        // everything of this member.
+        await this.syncStatus().catch(() => {});
+        if (id) await this.client.leaseRevoke(id).catch(() => {});
       }
     };
     this.#leaseBusy = run().finally(() => (this.#leaseBusy = undefined));
@@ -323,7 +352,7 @@ export class Cluster {
     if (this.opt.ClusterRole === "primary" && this.#server) {
       status.etcd = {
         id: hexId(this.#server.memberId),
-        startTime: rfc3339(this.#serverStart),
+        startTime: rfc3339(etcdStartTime(this.#server, this.#serverStart ?? new Date())),
         state: etcdRaftState(this.#server),
       };
     }

@@ -31,6 +31,15 @@ const INT_RE = /^[-+]?(0|[1-9][0-9_]*)$|^[-+]?0b[01_]+$|^[-+]?0o?[0-7_]+$|^[-+]?
 const FLOAT_RE =
   /^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$/;
 const BASE60_RE = /^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$/;
+/** Control characters (other than tab and newline when `allowTabNl`). */
+function hasControl(s: string, allowTabNl = false): boolean {
+  for (const ch of s) {
+    const c = ch.charCodeAt(0);
+    if ((c < 0x20 && !(allowTabNl && (c === 9 || c === 10))) || c === 0x7f) return true;
+  }
+  return false;
+}
+
 const TIMESTAMP_RE =
   /^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::?[0-9]{2})?))?)?$/;
 
@@ -44,7 +53,7 @@ function plainAllowed(s: string): boolean {
   if (s === "") return false;
   if (s.startsWith("---") || s.startsWith("...")) return false;
   if (/^\s|\s$/.test(s)) return false;
-  if (/[\x00-\x08\x0b-\x1f\x7f]/.test(s)) return false;
+  if (hasControl(s, true)) return false;
   const first = s[0];
   if (",[]{}#&*!|>'\"%@`".includes(first)) return false;
   if ((first === "-" || first === "?" || first === ":") && (s.length === 1 || s[1] === " ")) return false;
@@ -72,7 +81,7 @@ export function scalarString(s: string): string {
   const canPlain = !resolvesToNonString(s) && !BASE60_RE.test(s) && !OLD_BOOLS.has(s);
   if (!canPlain) return doubleQuote(s);
   if (plainAllowed(s)) return s;
-  if (/[\x00-\x1f\x7f]/.test(s) || /^\s|\s$/.test(s) && s.trim() === "") return doubleQuote(s);
+  if (hasControl(s) || (/^\s|\s$/.test(s) && s.trim() === "")) return doubleQuote(s);
   return `'${s.replaceAll("'", "''")}'`;
 }
 
@@ -95,47 +104,50 @@ function isEmptyCollection(v: Value): string | undefined {
   return undefined;
 }
 
-function literal(s: string, indent: string): string {
+function literal(s: string, indent: number): string {
   const chomp = s.endsWith("\n") ? (s.endsWith("\n\n") ? "+" : "") : "-";
   const body = s.endsWith("\n") ? s.slice(0, -1) : s;
   const ind = /^\s/.test(body) ? "4" : "";
-  return `|${ind}${chomp}\n` + body.split("\n").map((l) => (l === "" ? "" : indent + l)).join("\n") + "\n";
+  const pad = " ".repeat(indent);
+  return `|${ind}${chomp}\n` + body.split("\n").map((l) => (l === "" ? "" : pad + l)).join("\n") + "\n";
 }
 
-const SPACES = "    ";
+/** yaml.v3's increase_indent outside a sequence item: the next multiple of 4. */
+const align = (indent: number) => 4 * Math.floor((indent + 4) / 4);
 
-function emit(v: Value, indent: string, sortKeys: boolean, out: string[]): void {
+/**
+ * Emits a block collection whose lines start at column `indent`; `first` is what the first line starts with when it
+ * continues a `- ` of the parent sequence (the parent already wrote the indentation).
+ */
+function emit(v: Value, indent: number, sortKeys: boolean, out: string[], continued: boolean): void {
+  const pad = (first: boolean) => (first && continued ? "" : " ".repeat(indent));
   if (Array.isArray(v)) {
-    for (const item of v) {
+    v.forEach((item, i) => {
+      const lead = `${pad(i === 0)}- `;
       const sc = scalar(item) ?? isEmptyCollection(item);
-      if (sc !== undefined) {
-        out.push(`${indent}- ${sc}\n`);
-      } else if (typeof item === "string") {
-        out.push(`${indent}- ${literal(item, indent + SPACES)}`);
-      } else {
-        // nested block: first line continues after "- "
-        const sub: string[] = [];
-        emit(item, indent + "  ", sortKeys, sub);
-        const text = sub.join("");
-        out.push(`${indent}- ${text.slice(indent.length + 2)}`);
+      if (sc !== undefined) out.push(`${lead}${sc}\n`);
+      else if (typeof item === "string") out.push(`${lead}${literal(item, align(indent))}`);
+      else {
+        out.push(lead);
+        emit(item, indent + 2, sortKeys, out, true);
       }
-    }
+    });
     return;
   }
   const obj = v as Record<string, Value>;
   const keys = Object.keys(obj);
   if (sortKeys) keys.sort();
-  for (const k of keys) {
+  keys.forEach((k, i) => {
     const val = obj[k];
-    const key = scalar(k) ?? doubleQuote(k);
+    const key = `${pad(i === 0)}${scalar(k) ?? doubleQuote(k)}:`;
     const sc = scalar(val) ?? isEmptyCollection(val);
-    if (sc !== undefined) out.push(`${indent}${key}: ${sc}\n`);
-    else if (typeof val === "string") out.push(`${indent}${key}: ${literal(val, indent + SPACES)}`);
+    if (sc !== undefined) out.push(`${key} ${sc}\n`);
+    else if (typeof val === "string") out.push(`${key} ${literal(val, align(indent))}`);
     else {
-      out.push(`${indent}${key}:\n`);
-      emit(val, indent + SPACES, sortKeys, out);
+      out.push(`${key}\n`);
+      emit(val, align(indent), sortKeys, out, false);
     }
-  }
+  });
 }
 
 /** Marshals a JSON-like value to YAML text (ends with a newline). */
@@ -143,8 +155,8 @@ export function toGoYaml(v: Value, opts: { sortKeys?: boolean } = {}): string {
   const sortKeys = opts.sortKeys ?? true;
   const sc = scalar(v) ?? isEmptyCollection(v);
   if (sc !== undefined) return sc + "\n";
-  if (typeof v === "string") return literal(v, SPACES);
+  if (typeof v === "string") return literal(v, 4);
   const out: string[] = [];
-  emit(v, "", sortKeys, out);
+  emit(v, 0, sortKeys, out, false);
   return out.join("");
 }

@@ -72,11 +72,12 @@ function jsonTypeError(field: string, v: unknown, goType: string): SpecError {
 function want(obj: Obj, field: string, type: "boolean" | "string" | "number" | "array" | "object", goType: string) {
   const v = obj[field];
   if (v === undefined || v === null) return;
+  const actual: string = typeof v;
   const ok = type === "array"
     ? Array.isArray(v)
     : type === "object"
-    ? typeof v === "object" && !Array.isArray(v)
-    : typeof v === type;
+    ? actual === "object" && !Array.isArray(v)
+    : actual === type;
   if (!ok) throw jsonTypeError(field, v, goType);
 }
 

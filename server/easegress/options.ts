@@ -596,7 +596,7 @@ export interface ParseSource {
 
 /** Go's url.Parse is lenient; these are the inputs it rejects. */
 function goUrlParse(u: string): void {
-  if (/[\x00-\x1f\x7f]/.test(u)) {
+  if ([...u].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)) {
     throw new Error(`parse ${JSON.stringify(u)}: net/url: invalid control character in URL`);
   }
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(u);

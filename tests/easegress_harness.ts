@@ -1,0 +1,252 @@
+/**
+ * Test harness for the Easegress member and egctl: starts `mod.ts server` processes on loopback with free ports,
+ * runs `mod.ts egctl`, and starts real etcd 3.4 processes (/usr/bin/etcd) for the standalone-etcd tests.
+ * Every process is killed by the test that started it (try/finally).
+ */
+import { freePorts } from "./lib/ports.ts";
+
+const repo = new URL("../", import.meta.url).pathname;
+const MOD = `${repo}mod.ts`;
+
+/** A running process with its collected output. */
+export interface Proc {
+  output(): string;
+  exited(): boolean;
+  status: Promise<Deno.CommandStatus>;
+  kill(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function spawn(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string>; tag: string }): Proc {
+  const proc = new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    env: opts.env,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let out = "";
+  let exited = false;
+  const status = proc.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    const dec = new TextDecoder();
+    for await (const c of s) out += dec.decode(c, { stream: true });
+  };
+  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
+  const kill = async (sig: Deno.Signal) => {
+    if (!exited) {
+      try {
+        proc.kill(sig);
+      } catch { /* gone */ }
+    }
+    await status;
+    await pumps;
+    const keep = Deno.env.get("SERVER_LOG");
+    if (keep) await Deno.writeTextFile(keep, `=== ${opts.tag} ${args.join(" ")}\n${out}\n`, { append: true });
+  };
+  return {
+    output: () => out,
+    exited: () => exited,
+    status,
+    kill: () => kill("SIGKILL"),
+    stop: async () => {
+      const t = setTimeout(() => !exited && proc.kill("SIGKILL"), 5000);
+      await kill("SIGTERM");
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Waits until `pred` holds, polling. */
+export async function waitFor(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 20000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** An Easegress member process. */
+export interface Member extends Proc {
+  name: string;
+  apiAddr: string;
+  home: string;
+  args: string[];
+}
+
+/** Starts `easegress-server` with these flags in `home` (created if needed); waits for the API unless told not to. */
+export async function startMember(
+  name: string,
+  args: string[],
+  opts: { home?: string; wait?: boolean; env?: Record<string, string>; apiAddr?: string } = {},
+): Promise<Member> {
+  const home = opts.home ?? await Deno.makeTempDir({ prefix: `eg-${name}-` });
+  await Deno.mkdir(home, { recursive: true });
+  const p = spawn(Deno.execPath(), ["run", "-A", "--no-check", MOD, "server", ...args], {
+    cwd: home,
+    env: opts.env,
+    tag: name,
+  });
+  const apiAddr = opts.apiAddr ?? /--api-addr[= ](\S+)/.exec(args.join(" "))?.[1] ?? "localhost:2381";
+  const m: Member = { ...p, name, apiAddr, home, args };
+  if (opts.wait ?? true) {
+    try {
+      await waitFor(`${name} api server`, () => {
+        if (p.exited()) throw new Error(`${name} exited:\n${p.output()}`);
+        return p.output().includes("api server running in");
+      }, 30000);
+    } catch (err) {
+      await p.kill();
+      throw err;
+    }
+  }
+  return m;
+}
+
+/** Ports of a primary. */
+export interface PrimaryPorts {
+  client: number;
+  peer: number;
+  api: number;
+}
+
+/** Free ports for `n` members (client, peer, api each). */
+export async function memberPorts(n: number): Promise<PrimaryPorts[]> {
+  const ps = await freePorts(3 * n);
+  return Array.from({ length: n }, (_, i) => ({ client: ps[3 * i], peer: ps[3 * i + 1], api: ps[3 * i + 2] }));
+}
+
+/** Command-line flags of a primary on loopback. */
+export function primaryArgs(name: string, p: PrimaryPorts, extra: string[] = []): string[] {
+  return [
+    "--name",
+    name,
+    "--api-addr",
+    `127.0.0.1:${p.api}`,
+    "--listen-client-urls",
+    `http://127.0.0.1:${p.client}`,
+    "--advertise-client-urls",
+    `http://127.0.0.1:${p.client}`,
+    "--listen-peer-urls",
+    `http://127.0.0.1:${p.peer}`,
+    "--initial-advertise-peer-urls",
+    `http://127.0.0.1:${p.peer}`,
+    ...extra,
+  ];
+}
+
+/** Result of one egctl run. */
+export interface EgctlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `egctl` (mod.ts egctl) as a process. */
+export async function egctl(args: string[], stdin?: string, cwd?: string): Promise<EgctlResult> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", MOD, "egctl", ...args],
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    cwd,
+  });
+  const child = cmd.spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const r = await child.output();
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+/** Runs egctl and fails unless it exits 0; returns stdout. */
+export async function egctlOk(args: string[], stdin?: string): Promise<string> {
+  const r = await egctl(args, stdin);
+  if (r.code !== 0) throw new Error(`egctl ${args.join(" ")} exited ${r.code}:\n${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+/**
+ * Matches `actual` byte for byte against `template`, where `{N}` stands for a run of digits (ages, heartbeats) and
+ * `{*}` for any text within one line (timestamps, IDs). Returns the `{N}` numbers in order.
+ */
+export function matchTemplate(actual: string, template: string): number[] {
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const re = new RegExp(
+    "^" + template.split("{N}").map((part) => part.split("{*}").map(esc).join("(?:[^\\n]*)")).join("(\\d+)") + "$",
+  );
+  const m = re.exec(actual);
+  if (!m) {
+    throw new Error(
+      `output does not match the expected format\n--- expected (template) ---\n${
+        JSON.stringify(template)
+      }\n--- actual ---\n${JSON.stringify(actual)}`,
+    );
+  }
+  return m.slice(1).map(Number);
+}
+
+/** A real etcd 3.4 member process. */
+export interface EtcdProc extends Proc {
+  name: string;
+  clientUrl: string;
+  peerUrl: string;
+}
+
+/** Starts a 3-member (or n-member) cluster of the real etcd on loopback; resolves when all are ready. */
+export async function startRealEtcdCluster(n = 3): Promise<EtcdProc[]> {
+  const ports = await freePorts(2 * n);
+  const names = Array.from({ length: n }, (_, i) => `etcd-${i + 1}`);
+  const peer = (i: number) => `http://127.0.0.1:${ports[2 * i + 1]}`;
+  const client = (i: number) => `http://127.0.0.1:${ports[2 * i]}`;
+  const initial = names.map((nm, i) => `${nm}=${peer(i)}`).join(",");
+  const procs: EtcdProc[] = [];
+  for (let i = 0; i < n; i++) {
+    const dir = await Deno.makeTempDir({ prefix: `realetcd-${i}-` });
+    const p = spawn("/usr/bin/etcd", [
+      "--name",
+      names[i],
+      "--data-dir",
+      dir,
+      "--listen-client-urls",
+      client(i),
+      "--advertise-client-urls",
+      client(i),
+      "--listen-peer-urls",
+      peer(i),
+      "--initial-advertise-peer-urls",
+      peer(i),
+      "--initial-cluster",
+      initial,
+      "--initial-cluster-token",
+      "eg-real-etcd",
+      "--initial-cluster-state",
+      "new",
+    ], { tag: names[i], env: { ETCD_UNSUPPORTED_ARCH: "" } });
+    procs.push({ ...p, name: names[i], clientUrl: client(i), peerUrl: peer(i) });
+  }
+  try {
+    await waitFor(
+      "real etcd cluster",
+      () => procs.every((p) => /ready to serve client requests|serving insecure client requests/.test(p.output())),
+      30000,
+    );
+  } catch (err) {
+    for (const p of procs) await p.kill();
+    throw new Error(`${(err as Error).message}\n${procs.map((p) => p.output()).join("\n")}`);
+  }
+  return procs;
+}
+
+/** GET on a member's admin API. */
+export async function apiGet(addr: string, path: string): Promise<{ status: number; body: string; headers: Headers }> {
+  const r = await fetch(`http://${addr}/apis/v2${path}`);
+  return { status: r.status, body: await r.text(), headers: r.headers };
+}
