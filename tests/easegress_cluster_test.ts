@@ -332,7 +332,6 @@ Deno.test({
 
 Deno.test({
   name: "tutorial with 3 primaries (same --initial-cluster and --cluster-name) + a secondary; leader failover",
-  ignore: true, // needs Raft (issue 3)
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -406,7 +405,6 @@ Deno.test({
 
 Deno.test({
   name: "tutorial with 3 primaries from YAML config files (eg_primary_of3.yaml) + a secondary (eg_secondary.yaml)",
-  ignore: true, // needs Raft (issue 3)
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {

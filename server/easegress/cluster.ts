@@ -61,30 +61,7 @@ export interface MemberStatus {
  * voter, which always leads.
  */
 export function etcdRaftState(server: EtcdServer): string {
-  type WithState = { raftState?: () => string; raft?: { status?: () => { role?: unknown } } };
-  const s = server as EtcdServer & WithState;
-  const node = server.node as unknown as WithState | undefined;
-  if (typeof s.raftState === "function") return String(s.raftState()).replace(/^State/, "");
-  if (typeof node?.raftState === "function") return String(node.raftState()).replace(/^State/, "");
-  // the Raft core's status().role ("leader", "follower", "candidate", "preCandidate")
-  const role = typeof node?.raft?.status === "function" ? node.raft.status().role : undefined;
-  if (typeof role === "string") {
-    const r = role.replace(/^State/i, "").replace(/[-_ ]/g, "").toLowerCase();
-    const names: Record<string, string> = {
-      leader: "Leader",
-      follower: "Follower",
-      candidate: "Candidate",
-      precandidate: "PreCandidate",
-    };
-    if (names[r]) return names[r];
-  }
-  return "Leader";
-}
-
-/** When the embedded server started (its `startTime` if it has one, else when startEtcd was called). */
-function etcdStartTime(server: EtcdServer, fallback: Date): Date {
-  const t = (server as EtcdServer & { startTime?: Date }).startTime;
-  return t instanceof Date ? t : fallback;
+  return server.node.raftState();
 }
 
 /** The embedded etcd configuration of a primary (`CreateStaticClusterEtcdConfig`). */
@@ -132,7 +109,6 @@ export class Cluster {
   #log: EgLogger;
   #etcdLog: Logger;
   #server?: EtcdServer;
-  #serverStart?: Date;
   #client?: EtcdClient;
   #lease?: string;
   #timers: ReturnType<typeof setInterval>[] = [];
@@ -202,13 +178,11 @@ export class Cluster {
           [...cfg.initialCluster].map(([n, u]) => `${n}=${u.join(",")}`).join(",")
         } cluster-state: ${cfg.initialClusterState} force-new-cluster: ${this.opt.ForceNewCluster}`,
       );
-      const started = new Date();
       try {
         this.#server = await startEtcd(cfg, this.#etcdLog);
       } catch (err) {
         throw new Error(`start server failed: ${(err as Error).message}`);
       }
-      this.#serverStart = started;
       await this.#getClient();
       if (isNewCluster) await this.#client!.put(layout.clusterNameKey, this.opt.ClusterName);
       this.#log.info("server is ready");
@@ -352,7 +326,7 @@ export class Cluster {
     if (this.opt.ClusterRole === "primary" && this.#server) {
       status.etcd = {
         id: hexId(this.#server.memberId),
-        startTime: rfc3339(etcdStartTime(this.#server, this.#serverStart ?? new Date())),
+        startTime: rfc3339(this.#server.startTime),
         state: etcdRaftState(this.#server),
       };
     }

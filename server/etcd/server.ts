@@ -20,6 +20,8 @@ export const SERVER_VERSION = "3.4.23";
 /** A running member. */
 export interface EtcdServer {
   node: Node;
+  /** when this member started */
+  startTime: Date;
   memberId: string;
   clusterId: string;
   stop(): Promise<void>;
@@ -34,6 +36,7 @@ function bindAddress(u: string): string {
 
 /** Starts a member; resolves once it serves clients. */
 export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServer> {
+  const startTime = new Date();
   for (const f of securityFlags(cfg)) {
     log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
   }
@@ -159,6 +162,7 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
 
   return {
     node,
+    startTime,
     memberId: node.memberId,
     clusterId: node.clusterId,
     stop: async () => {

@@ -234,6 +234,17 @@ export class Node {
     return this.raft.isLeader;
   }
 
+  /** The Raft role in etcd's words (as Easegress shows it): Leader, Follower, Candidate or PreCandidate. */
+  raftState(): "Leader" | "Follower" | "Candidate" | "PreCandidate" {
+    const names = {
+      leader: "Leader",
+      follower: "Follower",
+      candidate: "Candidate",
+      preCandidate: "PreCandidate",
+    } as const;
+    return names[this.raft.role];
+  }
+
   /** The ResponseHeader for a response at store revision `rev`. */
   header(rev: number): { cluster_id: string; member_id: string; revision: number; raft_term: string } {
     return { cluster_id: this.#cfg.clusterId, member_id: this.#cfg.memberId, revision: rev, raft_term: `${this.term}` };
