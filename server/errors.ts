@@ -3,26 +3,10 @@
  * the message string (see ../shared/reference/etcd-api.md §2.2).
  */
 
-/** gRPC status codes used by the server. */
-export const Code = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-} as const;
+import { Status } from "./transport/grpc_server.ts";
+
+/** gRPC status codes (the transport's table). */
+export const Code = Status;
 
 /** An error with a gRPC code and the message etcd sends for it. */
 export class EtcdError extends Error {

@@ -13,20 +13,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import zlib from "node:zlib";
 
-/** One Raft log entry. `type`: 0 normal, 1 conf change. */
-export interface Entry {
-  index: number;
-  term: number;
-  type: number;
-  data: Uint8Array;
-}
-
-/** Raft hard state; `vote` is a member id as a decimal string ("0" = none). */
-export interface HardState {
-  term: number;
-  vote: string;
-  commit: number;
-}
+import type { Entry, HardState } from "../raft/types.ts";
+export type { Entry, HardState };
 
 /** Position of a snapshot in the log. */
 export interface SnapshotMark {
