@@ -6,28 +6,50 @@
  *                                [--members 1]
  *
  * --rows picks rows by id (always run in the table's order): put1 put16 put256 range16 rangeser16 txn16 keepalive16
- * watch, plus grant16 (lease grant, not run by default). --rounds N repeats both sides in alternating order (etcd,
- * ours, ours, etcd, ...) and reports the mean per row: the machine is shared and noisy, a single run can be off by
- * 20-30 %. --members N > 1 is reserved for multi-member clusters (not implemented yet).
+ * watch failover, plus grant16 (lease grant, not run by default). --rounds N repeats both sides in alternating order
+ * (etcd, ours, ours, etcd, ...) and reports the mean per row: the machine is shared and noisy, a single run can be off
+ * by 20-30 %.
+ *
+ * --members N (N >= 3; default 1) runs each side as an N-member cluster on loopback (one --initial-cluster, distinct
+ * ports, data dirs side by side under BENCH_CACHE), first etcd's, then, after it stopped, ours. Every row's clients
+ * are spread over all members' client URLs, as etcd's `benchmark --endpoints` does (so "put" is etcd's "put, all
+ * members", not "to leader"). CPU per request and peak RSS are summed over the members (RSS also shown per member).
+ * Multi-member runs add the "failover" row (default on): 8 writers on all members, the leader (found through
+ * Maintenance.Status) is SIGKILLed, and the row reports the milliseconds from the kill to the completion of the first
+ * successful put issued after it; BENCH_FAILOVER_KILLS times (default 3), the killed member restarted on its data dir
+ * and caught up (its applied index reaches the leader's commit index) between kills. Lower is better, so that row's
+ * ratio is etcd/ours (above 1 = ours recovers faster). With 3 members the defaults are 4 s per row and 1000 watch
+ * puts, so that the whole run stays under about 4 minutes.
  *
  * Environment:
- *   BENCH_SECONDS  measured seconds per row (default 5)      BENCH_WARMUP  unmeasured warm-up seconds per row (0.5)
+ *   BENCH_SECONDS  measured seconds per row (default 5; 4 with --members > 1)
+ *   BENCH_WARMUP   unmeasured warm-up seconds per row (0.5)
  *   BENCH_ETCD     reference server (default /usr/bin/etcd)  BENCH_OURS    our server (default <repo>/scripts/etcd)
  *   BENCH_CACHE    loadgen binary, Go caches, data dirs (default /var/tmp/eg-bench)
- *   BENCH_WATCH_PUTS  puts fanned out to the 1000 watchers (default 2000)
+ *   BENCH_WATCH_PUTS  puts fanned out to the 1000 watchers (default 2000; 1000 with --members > 1)
+ *   BENCH_FAILOVER_KILLS  leader kills of the failover row (default 3)
  *
- * Each server runs single-member on free ports with its data dir under BENCH_CACHE, never both at once. Prints a table
- * of req/s, ratio, p50/p99 latency and server CPU per request, and the servers' peak RSS (VmHWM of the real server
- * process, not of a wrapper shell).
+ * Each server (or cluster) runs on free ports with its data dirs under BENCH_CACHE, never both at once. Prints a table
+ * of req/s, ratio, p50/p99 latency and server CPU per request, the servers' peak RSS (VmHWM of the real server
+ * processes, not of wrapper shells) and the load average before and after.
  */
 import { freePorts } from "../tests/lib/ports.ts";
 
 const repo = new URL("../", import.meta.url).pathname;
 const env = (k: string) => Deno.env.get(k) || undefined;
 const cacheDir = env("BENCH_CACHE") ?? "/var/tmp/eg-bench";
-const seconds = Number(env("BENCH_SECONDS") ?? 5);
+/** --members, parsed before anything else because it changes the defaults below */
+const membersArg = (() => {
+  const i = Deno.args.findIndex((a) => a === "--members" || a.startsWith("--members="));
+  if (i < 0) return 1;
+  const v = Number(Deno.args[i].includes("=") ? Deno.args[i].split("=")[1] : Deno.args[i + 1]);
+  return Number.isInteger(v) && v >= 1 ? v : 1;
+})();
+const multi = membersArg > 1;
+const seconds = Number(env("BENCH_SECONDS") ?? (multi ? 4 : 5));
 const warmup = Number(env("BENCH_WARMUP") ?? 0.5);
-const watchPuts = Number(env("BENCH_WATCH_PUTS") ?? 2000);
+const watchPuts = Number(env("BENCH_WATCH_PUTS") ?? (multi ? 1000 : 2000));
+const failoverKills = Math.max(1, Math.floor(Number(env("BENCH_FAILOVER_KILLS") ?? 3) || 3));
 const loadgenSrc = `${repo}scripts/bench/loadgen.go`;
 
 interface RowDef {
@@ -37,6 +59,8 @@ interface RowDef {
   /** unit of the throughput column */
   unit?: string;
   defaultRow: boolean;
+  /** only in multi-member runs */
+  cluster?: boolean;
 }
 
 const rowDefs: RowDef[] = [
@@ -65,6 +89,14 @@ const rowDefs: RowDef[] = [
     unit: "events/s; p50/p99 = put→event",
     defaultRow: true,
   },
+  {
+    id: "failover",
+    label: "failover: kill -9 leader, ms ↓",
+    args: [],
+    unit: "ms from the kill to the first write; ratio = etcd/ours",
+    defaultRow: true,
+    cluster: true,
+  },
 ];
 
 interface RowResult {
@@ -78,6 +110,8 @@ interface RowResult {
   firstError?: string;
   /** server CPU (user+sys, whole process tree) per request over the measured interval, µs */
   cpuUs?: number;
+  /** failover row: ms from each kill to the first successful write issued after it */
+  attempts?: number[];
   raw?: unknown;
 }
 
@@ -85,8 +119,10 @@ interface SideResult {
   name: string;
   binary: string;
   rows: Map<string, RowResult>;
-  /** summed VmHWM of the server's (non-shell) processes, KiB */
+  /** summed VmHWM of the server's (non-shell) processes, KiB; summed over the members of a cluster */
   peakRssKb?: number;
+  /** per member (a restarted member: the maximum over its incarnations), KiB */
+  memberRssKb?: number[];
   startError?: string;
 }
 
@@ -243,122 +279,298 @@ async function buildLoadgen(): Promise<string> {
 // ---------------------------------------------------------------------------------------------------------------
 // servers
 
-interface Server {
-  pid: number;
-  endpoint: string;
-  exited(): boolean;
-  exitInfo(): string;
-  tail(): string;
-  stop(): Promise<void>;
-}
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function startServer(binary: string, name: string, loadgen: string): Promise<Server> {
-  const [cp, pp] = await freePorts(2);
-  const dataDir = await Deno.makeTempDir({ dir: cacheDir, prefix: `data-${name}-` });
-  tempDirs.add(dataDir);
-  const clientUrl = `http://127.0.0.1:${cp}`;
-  const peerUrl = `http://127.0.0.1:${pp}`;
-  const args = [
-    "--name",
-    "bench",
-    "--data-dir",
-    `${dataDir}/data`,
-    "--listen-client-urls",
-    clientUrl,
-    "--advertise-client-urls",
-    clientUrl,
-    "--listen-peer-urls",
-    peerUrl,
-    "--initial-advertise-peer-urls",
-    peerUrl,
-    "--initial-cluster",
-    `bench=${peerUrl}`,
-  ];
-  const proc = new Deno.Command(binary, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
-  children.add(proc);
-  serverPids.add(proc.pid);
-  let log = "";
-  let published = false;
-  let done = false;
-  let exitStatus: Deno.CommandStatus | undefined;
-  const status = proc.status.then((s) => {
-    done = true;
-    exitStatus = s;
-    children.delete(proc);
-    return s;
-  });
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    for await (const chunk of stream) {
-      log += dec.decode(chunk, { stream: true });
-      if (!published && log.includes("published")) published = true;
-      if (log.length > 65536) log = log.slice(-32768);
-    }
-  };
-  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]).catch(() => {});
-  const server: Server = {
-    pid: proc.pid,
-    endpoint: `127.0.0.1:${cp}`,
-    exited: () => done,
-    exitInfo: () =>
-      exitStatus ? `exit code ${exitStatus.code}${exitStatus.signal ? ` (${exitStatus.signal})` : ""}` : "running",
-    tail: () => log.trim().split("\n").slice(-5).join("\n"),
-    stop: async () => {
-      const pids = treePids(proc.pid);
-      for (const p of pids.reverse()) {
-        try {
-          Deno.kill(p, "SIGTERM");
-        } catch { /* gone */ }
+/** Wall-clock time in Unix microseconds (the load generator's time base for the failover row). */
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+/** One server process: one incarnation of a member. */
+class ServerProc {
+  readonly pid: number;
+  readonly status: Promise<Deno.CommandStatus>;
+  readonly pumps: Promise<unknown>;
+  log = "";
+  published = false;
+  done = false;
+  exitStatus?: Deno.CommandStatus;
+  /** VmHWM per pid of this incarnation's process tree (wrapper shells excluded), KiB */
+  readonly rss = new Map<number, number>();
+
+  constructor(binary: string, args: string[]) {
+    if (interrupted) throw new Error("interrupted");
+    const proc = new Deno.Command(binary, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
+    children.add(proc);
+    serverPids.add(proc.pid);
+    this.pid = proc.pid;
+    this.status = proc.status.then((s) => {
+      this.done = true;
+      this.exitStatus = s;
+      children.delete(proc);
+      return s;
+    });
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      const dec = new TextDecoder();
+      for await (const chunk of stream) {
+        this.log += dec.decode(chunk, { stream: true });
+        if (!this.published && this.log.includes("published")) this.published = true;
+        if (this.log.length > 65536) this.log = this.log.slice(-32768);
       }
-      const t = setTimeout(() => {
-        for (const p of pids) {
-          try {
-            Deno.kill(p, "SIGKILL");
-          } catch { /* gone */ }
-        }
-      }, 5000);
-      await status;
-      clearTimeout(t);
+    };
+    this.pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]).catch(() => {});
+  }
+
+  exitInfo(): string {
+    const s = this.exitStatus;
+    return s ? `exit code ${s.code}${s.signal ? ` (${s.signal})` : ""}` : "running";
+  }
+
+  tail(): string {
+    return this.log.trim().split("\n").slice(-5).join("\n");
+  }
+
+  sampleRss() {
+    if (this.done) return;
+    for (const [p, kb] of peakRss(this.pid)) this.rss.set(p, Math.max(this.rss.get(p) ?? 0, kb));
+  }
+
+  rssKb(): number {
+    return [...this.rss.values()].reduce((a, b) => a + b, 0);
+  }
+
+  /** SIGKILL the whole tree at once; returns the wall-clock time of the kill (Unix µs). */
+  kill9(): number {
+    const pids = treePids(this.pid).reverse();
+    const t = nowUs();
+    for (const p of pids) {
+      try {
+        Deno.kill(p, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    return t;
+  }
+
+  async stop() {
+    const pids = treePids(this.pid);
+    for (const p of [...pids].reverse()) {
+      try {
+        Deno.kill(p, "SIGTERM");
+      } catch { /* gone */ }
+    }
+    const t = setTimeout(() => {
       for (const p of pids) {
         try {
-          Deno.kill(p, "SIGKILL"); // leftovers of a non-exec wrapper
+          Deno.kill(p, "SIGKILL");
         } catch { /* gone */ }
       }
-      await pumps;
-      serverPids.delete(proc.pid);
-      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-      tempDirs.delete(dataDir);
-    },
-  };
-  // Ready when it printed "published" (as etcd does) and answers a request; a server that answers without the log
-  // line is accepted after 30 s.
+    }, 5000);
+    await this.status;
+    clearTimeout(t);
+    for (const p of pids) {
+      try {
+        Deno.kill(p, "SIGKILL"); // leftovers of a non-exec wrapper
+      } catch { /* gone */ }
+    }
+    await this.pumps;
+    serverPids.delete(this.pid);
+  }
+}
+
+interface Member {
+  name: string;
+  /** host:port of its client URL */
+  endpoint: string;
+  args(state: "new" | "existing"): string[];
+  proc: ServerProc;
+  /** peak RSS of earlier incarnations (the member was killed and restarted), KiB */
+  earlierRssKb: number;
+}
+
+const memberRssKb = (m: Member) => Math.max(m.earlierRssKb, m.proc.rssKb());
+
+/** What the load generator's `status` op reports per endpoint (IDs in hex). */
+interface MemberStatus {
+  endpoint: string;
+  id?: string;
+  leader?: string;
+  raft_term?: number;
+  raft_index?: number;
+  applied_index?: number;
+  error?: string;
+}
+
+/** Something the load generator can run against: its endpoints and the servers' CPU time. */
+interface Target {
+  endpoints: string;
+  cpu(): number;
+}
+
+class Cluster implements Target {
+  constructor(
+    readonly binary: string,
+    readonly members: Member[],
+    readonly baseDir: string,
+  ) {}
+
+  get endpoints(): string {
+    return this.members.map((m) => m.endpoint).join(",");
+  }
+
+  /** user+sys CPU seconds of all live members */
+  cpu(): number {
+    return this.members.reduce((a, m) => a + (m.proc.done ? 0 : treeCpu(m.proc.pid)), 0);
+  }
+
+  sampleRss() {
+    for (const m of this.members) m.proc.sampleRss();
+  }
+
+  dead(): Member | undefined {
+    return this.members.find((m) => m.proc.done);
+  }
+
+  /** "server died (...)" for a single member, "member m2 died (...)" in a cluster */
+  diedReason(m: Member): string {
+    return `${this.members.length > 1 ? `member ${m.name}` : "server"} died (${m.proc.exitInfo()}): ${m.proc.tail()}`;
+  }
+
+  async stop() {
+    await Promise.all(this.members.map((m) => m.proc.stop()));
+    await Deno.remove(this.baseDir, { recursive: true }).catch(() => {});
+    tempDirs.delete(this.baseDir);
+  }
+}
+
+/** Maintenance.Status of each endpoint through the load generator (undefined if it could not run). */
+async function memberStatus(loadgen: string, endpoints: string): Promise<MemberStatus[] | undefined> {
+  const r = await runLoadgen(loadgen, { endpoints, cpu: () => 0 }, [
+    "--op",
+    "status",
+    "--dial-timeout",
+    "1s",
+    "--req-timeout",
+    "1s",
+  ], 20000);
+  const members = (r.raw as { members?: MemberStatus[] } | undefined)?.members;
+  return Array.isArray(members) ? members : undefined;
+}
+
+/** The leader's ID if every member answered and all name the same leader. */
+function agreedLeader(st: MemberStatus[] | undefined): string | undefined {
+  if (!st?.length || st.some((m) => m.error || !m.leader || m.leader === "0")) return undefined;
+  return st.every((m) => m.leader === st[0].leader) ? st[0].leader : undefined;
+}
+
+/**
+ * Starts `size` members with one --initial-cluster on loopback (a single member keeps the name "bench"), data dirs
+ * side by side under BENCH_CACHE. Ready when every member printed "published" (as etcd does) and the cluster answers
+ * a request (and, with several members, all of them agree on a leader); a member that answers without the log line
+ * is accepted after 30 s.
+ */
+async function startCluster(binary: string, name: string, size: number, loadgen: string): Promise<Cluster> {
+  const ports = await freePorts(2 * size);
+  const baseDir = await Deno.makeTempDir({ dir: cacheDir, prefix: `data-${name}-` });
+  tempDirs.add(baseDir);
+  const names = size === 1 ? ["bench"] : Array.from({ length: size }, (_, i) => `m${i + 1}`);
+  const clientUrl = (i: number) => `http://127.0.0.1:${ports[2 * i]}`;
+  const peerUrl = (i: number) => `http://127.0.0.1:${ports[2 * i + 1]}`;
+  const initialCluster = names.map((n, i) => `${n}=${peerUrl(i)}`).join(",");
+  const members: Member[] = names.map((n, i) => {
+    const args = (state: "new" | "existing") => [
+      "--name",
+      n,
+      "--data-dir",
+      size === 1 ? `${baseDir}/data` : `${baseDir}/${n}`,
+      "--listen-client-urls",
+      clientUrl(i),
+      "--advertise-client-urls",
+      clientUrl(i),
+      "--listen-peer-urls",
+      peerUrl(i),
+      "--initial-advertise-peer-urls",
+      peerUrl(i),
+      "--initial-cluster",
+      initialCluster,
+      ...(size === 1 ? [] : ["--initial-cluster-token", `bench-${name}-${Deno.pid}`, "--initial-cluster-state", state]),
+    ];
+    return {
+      name: n,
+      endpoint: `127.0.0.1:${ports[2 * i]}`,
+      args,
+      proc: new ServerProc(binary, args("new")),
+      earlierRssKb: 0,
+    };
+  });
+  const cluster = new Cluster(binary, members, baseDir);
+  const who = (m: Member) => (size > 1 ? `${m.name} ` : "");
   const started = Date.now();
   let lastPing = 0;
   while (true) {
-    if (done) {
-      await pumps;
-      throw new Error(`exited before it was ready (${server.exitInfo()}): ${server.tail() || "(no output)"}`);
+    const dead = cluster.dead();
+    if (dead) {
+      await dead.proc.pumps;
+      const msg = `${who(dead)}exited before it was ready (${dead.proc.exitInfo()}): ${
+        dead.proc.tail() || "(no output)"
+      }`;
+      await cluster.stop();
+      throw new Error(msg);
     }
     const waited = Date.now() - started;
     if (waited > 60000) {
-      await server.stop();
-      throw new Error(`not ready after 60 s: ${server.tail() || "(no output)"}`);
+      const m = members.find((m) => !m.proc.published) ?? members[0];
+      await cluster.stop();
+      throw new Error(`${who(m)}not ready after 60 s: ${m.proc.tail() || "(no output)"}`);
     }
-    if ((published || waited > 30000) && Date.now() - lastPing > 1000) {
+    if (members.every((m) => m.proc.published || waited > 30000) && Date.now() - lastPing > 1000) {
       lastPing = Date.now();
-      const r = await runLoadgen(loadgen, server, ["--op", "ping", "--dial-timeout", "2s", "--req-timeout", "2s"]);
-      if (r.ok) return server;
+      const agreed = size === 1 || agreedLeader(await memberStatus(loadgen, cluster.endpoints)) !== undefined;
+      if (agreed) {
+        const r = await runLoadgen(loadgen, cluster, ["--op", "ping", "--dial-timeout", "2s", "--req-timeout", "2s"]);
+        if (r.ok) return cluster;
+      }
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
+  }
+}
+
+/**
+ * Restarts a killed member on its data dir (--initial-cluster-state existing) and waits until it published itself,
+ * all members agree on a leader and its applied index reached the leader's committed index.
+ */
+async function restartMember(loadgen: string, cluster: Cluster, m: Member, timeoutMs = 60000) {
+  await m.proc.status;
+  m.earlierRssKb = memberRssKb(m);
+  serverPids.delete(m.proc.pid);
+  m.proc = new ServerProc(cluster.binary, m.args("existing"));
+  const started = Date.now();
+  while (!m.proc.published) {
+    if (m.proc.done) {
+      await m.proc.pumps;
+      throw new Error(`restarted ${m.name} exited (${m.proc.exitInfo()}): ${m.proc.tail() || "(no output)"}`);
+    }
+    if (Date.now() - started > timeoutMs) throw new Error(`restarted ${m.name} not ready: ${m.proc.tail()}`);
+    await sleep(20);
+  }
+  while (true) {
+    const st = await memberStatus(loadgen, cluster.endpoints);
+    const lead = agreedLeader(st);
+    const leader = st?.find((s) => s.id === lead);
+    const mine = st?.find((s) => s.endpoint === m.endpoint);
+    if (leader && mine && (mine.applied_index ?? 0) >= (leader.raft_index ?? Infinity)) return;
+    if (m.proc.done) throw new Error(`restarted ${m.name} exited (${m.proc.exitInfo()}): ${m.proc.tail()}`);
+    if (Date.now() - started > timeoutMs) {
+      throw new Error(`restarted ${m.name} did not catch up within ${timeoutMs / 1000} s: ${JSON.stringify(st)}`);
+    }
+    await sleep(200);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // rows
 
-async function runLoadgen(loadgen: string, server: Server, args: string[], hardMs = 60000): Promise<RowResult> {
+async function runLoadgen(loadgen: string, target: Target, args: string[], hardMs = 60000): Promise<RowResult> {
+  if (interrupted) return { ok: false, reason: "interrupted" };
   const proc = new Deno.Command(loadgen, {
-    args: ["--endpoints", server.endpoint, "--marks", ...args],
+    args: ["--endpoints", target.endpoints, "--marks", ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -381,8 +593,8 @@ async function runLoadgen(loadgen: string, server: Server, args: string[], hardM
       while ((i = buf.indexOf("\n")) >= 0) {
         const line = buf.slice(0, i).trim();
         buf = buf.slice(i + 1);
-        if (line === "#start") cpuStart = treeCpu(server.pid);
-        else if (line === "#end") cpuEnd = treeCpu(server.pid);
+        if (line === "#start") cpuStart = target.cpu();
+        else if (line === "#end") cpuEnd = target.cpu();
         else if (line) out = line;
       }
     }
@@ -408,8 +620,9 @@ async function runLoadgen(loadgen: string, server: Server, args: string[], hardM
   }
   const requests = Number(j.requests ?? 0);
   const errors = Number(j.errors ?? 0);
+  const control = j.op === "ping" || j.op === "status";
   const res: RowResult = {
-    ok: status.code === 0 && (requests > 0 || j.op === "ping") && !(j.op === "ping" && errors > 0),
+    ok: status.code === 0 && (requests > 0 || control) && !(j.op === "ping" && errors > 0),
     rps: Number(j.rps ?? 0),
     p50: Number(j.p50_ms ?? 0),
     p99: Number(j.p99_ms ?? 0),
@@ -440,50 +653,217 @@ function commonArgs(): string[] {
   ];
 }
 
+const failoverWriters = 8;
+const failoverTimeoutMs = 250;
+
+interface FailoverAttempt {
+  ms?: number;
+  /** first put of any issue time completed after the kill */
+  firstAnyMs?: number;
+  killed?: Member;
+  newLeader?: string;
+  reason?: string;
+  raw?: unknown;
+}
+
+/**
+ * One kill: the load generator runs the writers and names the leader; we SIGKILL that member's process tree and
+ * hand the load generator the kill's wall-clock time; it reports when the first put issued after it completed.
+ */
+async function failoverAttempt(loadgen: string, cluster: Cluster): Promise<FailoverAttempt> {
+  if (interrupted) return { reason: "interrupted" };
+  const proc = new Deno.Command(loadgen, {
+    args: [
+      "--endpoints",
+      cluster.endpoints,
+      "--op",
+      "failover",
+      "--clients",
+      String(failoverWriters),
+      "--warmup",
+      "1s",
+      "--req-timeout",
+      `${failoverTimeoutMs}ms`,
+      "--failover-max",
+      "20s",
+      "--key-size",
+      "8",
+      "--val-size",
+      "256",
+      "--key-space",
+      "100000",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  children.add(proc);
+  const killer = setTimeout(() => {
+    try {
+      proc.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 90000);
+  const stdin = proc.stdin.getWriter();
+  const res: FailoverAttempt = {};
+  let out = "";
+  let err = "";
+  const readOut = (async () => {
+    const dec = new TextDecoder();
+    let buf = "";
+    for await (const chunk of proc.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        const m = line.match(/^#leader (\S+)/);
+        if (m) {
+          const victim = cluster.members.find((x) => x.endpoint === m[1]);
+          if (!victim) {
+            await stdin.write(new TextEncoder().encode("abort\n")).catch(() => {});
+            continue;
+          }
+          cluster.sampleRss();
+          const t = victim.proc.kill9();
+          res.killed = victim;
+          await stdin.write(new TextEncoder().encode(`${t}\n`)).catch(() => {});
+        } else if (line) out = line;
+      }
+    }
+    if (buf.trim()) out = buf.trim();
+  })();
+  const readErr = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of proc.stderr) {
+      err += dec.decode(chunk, { stream: true });
+      if (err.length > 16384) err = err.slice(-8192);
+    }
+  })();
+  const status = await proc.status;
+  await Promise.all([readOut, readErr]).catch(() => {});
+  await stdin.close().catch(() => {});
+  clearTimeout(killer);
+  children.delete(proc);
+  if (res.killed) await res.killed.proc.status;
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(out);
+  } catch {
+    res.reason = `exit ${status.code}${status.signal ? ` (${status.signal})` : ""}: ${
+      (err.trim().split("\n").pop() ?? "").slice(0, 200) || "(no output)"
+    }`;
+    return res;
+  }
+  res.raw = j;
+  if (status.code === 0 && Number(j.failover_ms) > 0) {
+    res.ms = Number(j.failover_ms);
+    res.firstAnyMs = Number(j.first_any_ms);
+    res.newLeader = cluster.members.find((x) => x.endpoint === j.new_leader)?.name;
+  } else res.reason = String(j.error ?? `exit ${status.code}`);
+  return res;
+}
+
+/** The failover row: `failoverKills` kills of the current leader, the killed member restarted and caught up between. */
+async function failoverRow(name: string, loadgen: string, cluster: Cluster): Promise<RowResult> {
+  const ms: number[] = [];
+  const raws: unknown[] = [];
+  let failed = 0;
+  let firstError: string | undefined;
+  for (let a = 0; a < failoverKills && !interrupted; a++) {
+    const dead = cluster.dead();
+    if (dead) {
+      const t0 = Date.now();
+      try {
+        await restartMember(loadgen, cluster, dead);
+      } catch (e) {
+        firstError ??= String(e instanceof Error ? e.message : e);
+        failed += failoverKills - a;
+        break;
+      }
+      console.error(
+        `[${name}] failover: restarted ${dead.name}, caught up in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+      const other = cluster.dead();
+      if (other) {
+        firstError ??= cluster.diedReason(other);
+        failed += failoverKills - a;
+        break;
+      }
+    }
+    const r = await failoverAttempt(loadgen, cluster);
+    if (interrupted) break;
+    raws.push(r.raw);
+    const victim = r.killed ? `killed leader ${r.killed.name}` : "no kill";
+    if (r.ms !== undefined) {
+      ms.push(r.ms);
+      console.error(
+        `[${name}] failover ${a + 1}/${failoverKills}: ${victim}; first write issued after the kill done after ` +
+          `${r.ms.toFixed(0)} ms (any write: ${r.firstAnyMs?.toFixed(0)} ms), new leader ${r.newLeader ?? "?"}`,
+      );
+    } else {
+      failed++;
+      firstError ??= r.reason;
+      console.error(`[${name}] failover ${a + 1}/${failoverKills}: ${victim}; failed: ${r.reason}`);
+      if (!r.killed) break;
+    }
+  }
+  const res: RowResult = { ok: ms.length > 0, attempts: ms, errors: failed, firstError, raw: raws };
+  if (!res.ok) res.reason = firstError ?? "no kill measured";
+  return res;
+}
+
 async function benchSide(
   name: string,
   binary: string,
   rows: RowDef[],
   loadgen: string,
+  size: number,
 ): Promise<SideResult> {
   const side: SideResult = { name, binary, rows: new Map() };
   const failAll = (reason: string) => {
     for (const r of rows) if (!side.rows.has(r.id)) side.rows.set(r.id, { ok: false, reason });
   };
-  console.error(`[${name}] starting ${binary}`);
-  let server: Server;
+  console.error(`[${name}] starting ${size > 1 ? `${size} members of ` : ""}${binary}`);
+  const t0 = Date.now();
+  let cluster: Cluster;
   try {
-    server = await startServer(binary, name, loadgen);
+    cluster = await startCluster(binary, name, size, loadgen);
   } catch (e) {
     side.startError = `failed to start: ${e instanceof Error ? e.message : e}`;
     console.error(`[${name}] ${side.startError}`);
     failAll(side.startError);
     return side;
   }
-  const rss = new Map<number, number>();
-  const sampleRss = () => {
-    for (const [p, kb] of peakRss(server.pid)) rss.set(p, Math.max(rss.get(p) ?? 0, kb));
-  };
   try {
     for (const row of rows) {
-      if (server.exited()) {
-        failAll(`server died (${server.exitInfo()}): ${server.tail()}`);
+      const dead = cluster.dead();
+      if (dead) {
+        failAll(cluster.diedReason(dead));
         break;
       }
-      const hardMs = (row.id === "watch" ? 200 : seconds + warmup + 60) * 1000 + 10000;
       let res: RowResult;
+      if (row.id === "failover") {
+        res = await failoverRow(name, loadgen, cluster);
+        side.rows.set(row.id, res);
+        if (!res.ok) console.error(`[${name}] failover: failed: ${res.reason}`);
+        if (interrupted) break;
+        cluster.sampleRss();
+        continue;
+      }
+      const hardMs = (row.id === "watch" ? 200 : seconds + warmup + 60) * 1000 + 10000;
       try {
-        res = await runLoadgen(loadgen, server, [...row.args, ...commonArgs()], hardMs);
+        res = await runLoadgen(loadgen, cluster, [...row.args, ...commonArgs()], hardMs);
       } catch (e) {
         res = { ok: false, reason: String(e) };
       }
-      if ((!res.ok || res.errors) && server.exited()) {
+      const died = cluster.dead();
+      if ((!res.ok || res.errors) && died) {
         res.ok = false;
-        res.reason = `server died (${server.exitInfo()}): ${server.tail()}`;
+        res.reason = cluster.diedReason(died);
       }
       side.rows.set(row.id, res);
       if (interrupted) break;
-      if (!server.exited()) sampleRss();
+      cluster.sampleRss();
       console.error(
         `[${name}] ${row.id}: ` +
           (res.ok
@@ -492,30 +872,51 @@ async function benchSide(
             : `failed: ${res.reason}`),
       );
     }
-    if (!server.exited()) sampleRss();
-    if (rss.size) side.peakRssKb = [...rss.values()].reduce((a, b) => a + b, 0);
+    cluster.sampleRss();
+    const perMember = cluster.members.map(memberRssKb);
+    if (perMember.some((kb) => kb > 0)) {
+      side.peakRssKb = perMember.reduce((a, b) => a + b, 0);
+      side.memberRssKb = perMember;
+    }
   } finally {
-    await server.stop();
+    await cluster.stop();
   }
+  console.error(`[${name}] done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   return side;
 }
 
-/** Mean of the successful runs of each row (a row failed in every run stays failed); peak RSS is the maximum. */
+const mean = (xs: (number | undefined)[]) => {
+  const v = xs.filter((x): x is number => x !== undefined);
+  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+};
+
+/**
+ * Mean of the successful runs of each row (a row failed in every run stays failed); peak RSS is the maximum, per
+ * member too; failover attempts of all runs are pooled.
+ */
 function combine(sides: SideResult[]): SideResult | undefined {
   if (sides.length <= 1) return sides[0];
   const out: SideResult = { name: sides[0].name, binary: sides[0].binary, rows: new Map() };
   const rss = sides.map((s) => s.peakRssKb).filter((x): x is number => x !== undefined);
   if (rss.length) out.peakRssKb = Math.max(...rss);
+  const per = sides.map((s) => s.memberRssKb).filter((x): x is number[] => x !== undefined);
+  if (per.length) out.memberRssKb = per[0].map((_, i) => Math.max(...per.map((p) => p[i] ?? 0)));
   out.startError = sides.find((s) => s.startError)?.startError;
-  const mean = (xs: (number | undefined)[]) => {
-    const v = xs.filter((x): x is number => x !== undefined);
-    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
-  };
   for (const id of sides[0].rows.keys()) {
     const all = sides.map((s) => s.rows.get(id)).filter((r): r is RowResult => !!r);
     const good = all.filter((r) => r.ok);
     if (!good.length) {
       out.rows.set(id, all[0]);
+      continue;
+    }
+    if (id === "failover") {
+      out.rows.set(id, {
+        ok: true,
+        attempts: good.flatMap((r) => r.attempts ?? []),
+        errors: all.reduce((a, r) => a + (r.errors ?? 0), 0),
+        firstError: all.find((r) => r.firstError)?.firstError ?? all.find((r) => !r.ok)?.reason,
+        raw: all.map((r) => r.raw),
+      });
       continue;
     }
     out.rows.set(id, {
@@ -546,7 +947,22 @@ function fmtLat(r?: RowResult): string {
   return `${f(r.p50!)} / ${f(r.p99!)}`;
 }
 
-function printTable(rows: RowDef[], rounds: number, etcd?: SideResult, ours?: SideResult) {
+function fmtMs(x: number): string {
+  return x >= 100 ? x.toFixed(0) : x.toFixed(1);
+}
+
+function loadAvg(): string {
+  return readText("/proc/loadavg")?.split(" ").slice(0, 3).join(" ") ?? "?";
+}
+
+function printTable(
+  rows: RowDef[],
+  rounds: number,
+  size: number,
+  etcd?: SideResult,
+  ours?: SideResult,
+  load?: { before: string; after: string },
+) {
   const notes: string[] = [];
   const cell = (side: SideResult | undefined, r: RowDef): string => {
     if (!side) return "-";
@@ -556,7 +972,14 @@ function printTable(rows: RowDef[], rounds: number, etcd?: SideResult, ours?: Si
       notes.push(`[${side.name} ${r.id}] failed: ${(res.reason ?? "").replace(/\s+/g, " ").slice(0, 300)}`);
       return "failed";
     }
-    if (res.errors) notes.push(`[${side.name} ${r.id}] ${res.errors} errors, first: ${res.firstError}`);
+    if (res.errors) {
+      notes.push(
+        r.id === "failover"
+          ? `[${side.name} failover] ${res.errors} of the kills failed, first: ${res.firstError}`
+          : `[${side.name} ${r.id}] ${res.errors} errors, first: ${res.firstError}`,
+      );
+    }
+    if (r.id === "failover") return `${fmtMs(mean(res.attempts!)!)} ms` + (res.errors ? "*" : "");
     return fmtNum(res.rps!) + (res.errors ? "*" : "");
   };
   const header = [
@@ -572,6 +995,22 @@ function printTable(rows: RowDef[], rounds: number, etcd?: SideResult, ours?: Si
   const table: string[][] = [header];
   for (const r of rows) {
     const e = etcd?.rows.get(r.id), o = ours?.rows.get(r.id);
+    if (r.id === "failover") {
+      const em = e?.ok ? mean(e.attempts!) : undefined, om = o?.ok ? mean(o.attempts!) : undefined;
+      const minMax = (x?: RowResult) =>
+        x?.ok ? `${fmtMs(Math.min(...x.attempts!))} / ${fmtMs(Math.max(...x.attempts!))}` : "-";
+      table.push([
+        `failover ms, kill -9 leader (${failoverKills}×)`,
+        cell(etcd, r),
+        cell(ours, r),
+        em !== undefined && om !== undefined && om > 0 ? `${(em / om).toFixed(2)} e/o` : "-",
+        minMax(e),
+        minMax(o),
+        "-",
+        "-",
+      ]);
+      continue;
+    }
     const ratio = e?.ok && o?.ok && e.rps! > 0 ? (o.rps! / e.rps!).toFixed(2) : "-";
     table.push([
       r.label,
@@ -584,11 +1023,11 @@ function printTable(rows: RowDef[], rounds: number, etcd?: SideResult, ours?: Si
       o?.cpuUs !== undefined ? o.cpuUs.toFixed(r.id === "watch" ? 2 : 0) : "-",
     ]);
   }
-  const mb = (s?: SideResult) => s?.peakRssKb !== undefined ? `${(s.peakRssKb / 1024).toFixed(1)} MB` : "-";
+  const mb = (kb?: number) => kb !== undefined ? `${(kb / 1024).toFixed(1)} MB` : "-";
   table.push([
-    "peak RSS (VmHWM)",
-    mb(etcd),
-    mb(ours),
+    size > 1 ? `peak RSS (VmHWM), sum of ${size}` : "peak RSS (VmHWM)",
+    mb(etcd?.peakRssKb),
+    mb(ours?.peakRssKb),
     etcd?.peakRssKb && ours?.peakRssKb ? (ours.peakRssKb / etcd.peakRssKb).toFixed(2) : "-",
     "",
     "",
@@ -605,8 +1044,34 @@ function printTable(rows: RowDef[], rounds: number, etcd?: SideResult, ours?: Si
     `\n${
       rounds > 1 ? `mean of ${rounds} rounds; ` : ""
     }${seconds} s per row (+${warmup} s warm-up), 8 B keys, 256 B values; watch: events/s delivered to 1000 watchers` +
-      ` on 10 streams, latency = put→event at 100 puts/s; cpu = server user+sys CPU per request (per event for watch).`,
+      ` on 10 streams, latency = put→event at 100 puts/s; cpu = server user+sys CPU per request (per event for watch)` +
+      (size > 1 ? `, summed over the members.` : "."),
   );
+  if (size > 1) {
+    console.log(
+      `${size}-member clusters on 127.0.0.1, one after the other; every row's clients are spread over all members'` +
+        ` client URLs (etcd's "all members", not "to leader").`,
+    );
+  }
+  if (rows.some((r) => r.id === "failover")) {
+    const per = (s?: SideResult) => {
+      const r = s?.rows.get("failover");
+      return r?.ok ? r.attempts!.map((x) => x.toFixed(0)).join(", ") + " ms" : "-";
+    };
+    console.log(
+      `failover: ${failoverWriters} writers on all members (per-request timeouts ${failoverTimeoutMs}-${
+        2 * failoverTimeoutMs
+      } ms), the leader (from Maintenance.Status) is SIGKILLed; ms = kill → completion of the first successful put` +
+        ` issued after the kill, mean of the kills (min / max in the p50/p99 columns); lower is better, so the ratio` +
+        ` is etcd/ours ("e/o", > 1 = ours recovers faster). The killed member is restarted and caught up between` +
+        ` kills. Per kill: etcd ${per(etcd)}; ours ${per(ours)}.`,
+    );
+  }
+  if (size > 1) {
+    const per = (s?: SideResult) => s?.memberRssKb?.map((kb, i) => `m${i + 1} ${mb(kb)}`).join(", ") ?? "-";
+    console.log(`peak RSS per member: etcd ${per(etcd)}; ours ${per(ours)}.`);
+  }
+  if (load) console.log(`load average (1/5/15 min): ${load.before} before, ${load.after} after.`);
   if (etcd) console.log(`etcd: ${etcd.binary}`);
   if (ours) console.log(`ours: ${ours.binary}`);
   if (notes.length) console.log("\n" + notes.join("\n"));
@@ -632,7 +1097,8 @@ function parseArgs(argv: string[]) {
     else if (k === "-h" || k === "--help") {
       console.log(
         "usage: deno run -A scripts/bench.ts [--only etcd|ours] [--rows " + rowDefs.map((r) => r.id).join(",") +
-          "] [--rounds N] [--json FILE] [--members N]\nenv: BENCH_SECONDS BENCH_WARMUP BENCH_ETCD BENCH_OURS BENCH_CACHE BENCH_WATCH_PUTS",
+          "] [--rounds N] [--json FILE] [--members N]\nenv: BENCH_SECONDS BENCH_WARMUP BENCH_ETCD BENCH_OURS" +
+          " BENCH_CACHE BENCH_WATCH_PUTS BENCH_FAILOVER_KILLS",
       );
       Deno.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -648,20 +1114,25 @@ async function main(): Promise<number> {
     console.error(String(e instanceof Error ? e.message : e));
     return 2;
   }
-  if (opts.members !== 1) {
-    console.log(`--members ${opts.members}: not implemented yet (only single-member runs are supported)`);
-    return 1;
+  if (!Number.isInteger(opts.members) || opts.members < 1 || opts.members === 2) {
+    console.error(`--members must be 1 or at least 3 (a cluster that survives the loss of its leader)`);
+    return 2;
   }
   if (opts.only && opts.only !== "etcd" && opts.only !== "ours") {
     console.error(`--only must be etcd or ours`);
     return 2;
   }
-  let rows = rowDefs.filter((r) => r.defaultRow);
+  const size = opts.members;
+  let rows = rowDefs.filter((r) => r.defaultRow && (!r.cluster || size > 1));
   if (opts.rows) {
     const want = opts.rows.split(",").map((s) => s.trim()).filter(Boolean);
     const unknown = want.filter((w) => !rowDefs.some((r) => r.id === w));
     if (unknown.length) {
       console.error(`unknown rows ${unknown.join(",")}; available: ${rowDefs.map((r) => r.id).join(",")}`);
+      return 2;
+    }
+    if (size === 1 && want.some((w) => rowDefs.find((r) => r.id === w)?.cluster)) {
+      console.error(`the failover row needs --members 3 or more`);
       return 2;
     }
     rows = rowDefs.filter((r) => want.includes(r.id));
@@ -677,6 +1148,9 @@ async function main(): Promise<number> {
     return 1;
   }
 
+  const loadBefore = loadAvg();
+  const t0 = Date.now();
+  console.error(`load average ${loadBefore}`);
   // rounds > 1 alternate the order (etcd, ours, ours, etcd, ...) so that drift in the machine's load hits both sides
   const runs: Record<string, SideResult[]> = { etcd: [], ours: [] };
   for (let round = 0; round < opts.rounds && !interrupted; round++) {
@@ -685,24 +1159,39 @@ async function main(): Promise<number> {
       if (opts.only && opts.only !== name) continue;
       if (interrupted) break;
       if (opts.rounds > 1) console.error(`round ${round + 1}/${opts.rounds}`);
-      runs[name].push(await benchSide(name, name === "etcd" ? etcdBin : oursBin, rows, loadgen));
+      runs[name].push(await benchSide(name, name === "etcd" ? etcdBin : oursBin, rows, loadgen, size));
     }
   }
   const etcd = combine(runs.etcd);
   const ours = combine(runs.ours);
+  const load = { before: loadBefore, after: loadAvg() };
+  console.error(`done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   console.log("");
-  printTable(rows, opts.rounds, etcd, ours);
+  printTable(rows, opts.rounds, size, etcd, ours, load);
   if (opts.json) {
     const dump = (s?: SideResult) =>
       s && {
         binary: s.binary,
         peakRssKb: s.peakRssKb,
+        memberRssKb: s.memberRssKb,
         startError: s.startError,
         rows: Object.fromEntries([...s.rows].map(([k, v]) => [k, { ...v }])),
       };
     await Deno.writeTextFile(
       opts.json,
-      JSON.stringify({ seconds, warmup, date: new Date().toISOString(), etcd: dump(etcd), ours: dump(ours) }, null, 2),
+      JSON.stringify(
+        {
+          seconds,
+          warmup,
+          members: size,
+          loadavg: load,
+          date: new Date().toISOString(),
+          etcd: dump(etcd),
+          ours: dump(ours),
+        },
+        null,
+        2,
+      ),
     );
   }
   return 0;

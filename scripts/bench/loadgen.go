@@ -8,14 +8,21 @@
 //	GO111MODULE=off GOPATH=$CACHE/gopath:/usr/share/gocode GOPROXY=off GOFLAGS= GOCACHE=$CACHE/gocache \
 //	  go build -o $CACHE/loadgen scripts/bench/loadgen.go
 //
-// Ops: put, range, range-serializable, txn-put, lease-grant, lease-keepalive, watch, ping. --warmup applies to the
-// closed-loop ops (all but watch and ping).
+// Ops: put, range, range-serializable, txn-put, lease-grant, lease-keepalive, watch, ping, status, failover. --warmup
+// applies to the closed-loop ops (all but watch and ping) and to failover.
 // N clients (goroutines, each with one request in flight) share C gRPC connections (default min(N, 16)).
 // watch: W watchers on one key prefix spread over S watch streams; P puts from a separate connection are fanned out
 // to every watcher (phase 1: events/s delivered); then a rate-limited phase measures put-to-event latency.
+// status: Maintenance.Status of every endpoint on its own connection ("members": one entry per endpoint, IDs in hex).
+// failover: N writers (one put in flight each, per-request timeouts staggered from --req-timeout to twice that, so
+// that they do not all time out at once) write for --warmup; then the leader is found through Maintenance.Status and
+// printed as "#leader <endpoint> <member id>". The caller kills it and writes the kill's wall-clock time (Unix
+// microseconds) as one line on stdin. failover_ms = from the kill to the completion of the first successful put that
+// was issued after the kill; first_any_ms counts any put completed after the kill (including ones issued before).
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,11 +60,28 @@ type result struct {
 	LatSamples int64 `json:"lat_samples,omitempty"`
 	// loadgen's own CPU (user+sys) per request over the measured interval, µs
 	ClientCPU float64 `json:"client_cpu_us,omitempty"`
+	// status only
+	Members []memberStatus `json:"members,omitempty"`
+	// failover only
+	Leader     string  `json:"leader,omitempty"`
+	NewLeader  string  `json:"new_leader,omitempty"`
+	FailoverMs float64 `json:"failover_ms,omitempty"`
+	FirstAnyMs float64 `json:"first_any_ms,omitempty"`
+}
+
+type memberStatus struct {
+	Endpoint     string `json:"endpoint"`
+	ID           string `json:"id,omitempty"`
+	Leader       string `json:"leader,omitempty"`
+	RaftTerm     uint64 `json:"raft_term,omitempty"`
+	RaftIndex    uint64 `json:"raft_index,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	Error        string `json:"error,omitempty"`
 }
 
 var (
 	endpoints  = flag.String("endpoints", "127.0.0.1:2379", "comma-separated client endpoints")
-	op         = flag.String("op", "put", "put|range|range-serializable|txn-put|lease-grant|lease-keepalive|watch|ping")
+	op         = flag.String("op", "put", "put|range|...|watch|ping|status|failover (see the package comment)")
 	clients    = flag.Int("clients", 1, "concurrent clients (one request in flight each); for watch: put clients")
 	conns      = flag.Int("conns", 0, "gRPC connections shared by the clients (default min(clients, 16))")
 	duration   = flag.Duration("duration", 5*time.Second, "measured run time (ignored when --total > 0)")
@@ -77,6 +101,7 @@ var (
 	latPuts    = flag.Int("lat-puts", 200, "watch: puts in the latency phase (0 = skip)")
 	latRate    = flag.Float64("lat-rate", 100, "watch: puts per second in the latency phase")
 	watchMax   = flag.Duration("watch-max", 60*time.Second, "watch: give up waiting for a phase's events after this")
+	failMax    = flag.Duration("failover-max", 20*time.Second, "failover: give up waiting for a write after the kill")
 )
 
 var (
@@ -176,6 +201,12 @@ func main() {
 		if *op == "watch" {
 			limit = 2**watchMax + 60*time.Second
 		}
+		if *op == "failover" {
+			limit = *warmup + *failMax + 120*time.Second
+		}
+		if *op == "status" {
+			limit = *dialTO + *reqTimeout + 10*time.Second
+		}
 	}
 	time.AfterFunc(limit, func() {
 		fail(base, fmt.Errorf("loadgen: hard timeout after %v", limit))
@@ -193,6 +224,13 @@ func main() {
 			k = k[len(k)-*keySize:]
 		}
 		keys[i] = k
+	}
+
+	if *op == "status" {
+		r := base
+		r.Members = statusAll(eps)
+		emit(r)
+		os.Exit(0)
 	}
 
 	cls := make([]*clientv3.Client, c)
@@ -215,6 +253,8 @@ func main() {
 		emit(base)
 	case "watch":
 		runWatch(base, cls, eps)
+	case "failover":
+		runFailover(base, cls, eps, n)
 	default:
 		runClosedLoop(base, cls, n)
 	}
@@ -693,4 +733,166 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 	}
 	emit(r)
 	cancel()
+}
+
+// statusAll asks every endpoint for Maintenance.Status on its own connection, concurrently.
+func statusAll(eps []string) []memberStatus {
+	out := make([]memberStatus, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Add(1)
+		go func(i int, ep string) {
+			defer wg.Done()
+			out[i].Endpoint = ep
+			cl, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: *dialTO})
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), *reqTimeout)
+			defer cancel()
+			resp, err := pb.NewMaintenanceClient(cl.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			out[i].ID = strconv.FormatUint(resp.Header.MemberId, 16)
+			out[i].Leader = strconv.FormatUint(resp.Leader, 16)
+			out[i].RaftTerm = resp.RaftTerm
+			out[i].RaftIndex = resp.RaftIndex
+			out[i].AppliedIndex = resp.RaftAppliedIndex
+		}(i, ep)
+	}
+	wg.Wait()
+	return out
+}
+
+// leaderOf returns the endpoint and ID of the member that reports itself as the leader, if every answering member
+// (at least a majority) names the same leader.
+func leaderOf(ms []memberStatus) (string, string) {
+	lead, ep, answered := "", "", 0
+	for _, m := range ms {
+		if m.Error != "" {
+			continue
+		}
+		answered++
+		if m.Leader == "" || m.Leader == "0" || (lead != "" && m.Leader != lead) {
+			return "", ""
+		}
+		lead = m.Leader
+		if m.ID == m.Leader {
+			ep = m.Endpoint
+		}
+	}
+	if answered*2 <= len(ms) || ep == "" {
+		return "", ""
+	}
+	return ep, lead
+}
+
+func runFailover(base result, cls []*clientv3.Client, eps []string, n int) {
+	type rec struct{ issue, done int64 }
+	var mu sync.Mutex
+	var recs []rec
+	var armed int64 // recording starts when the leader is announced (Unix ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			cl := cls[i%len(cls)]
+			r := rand.New(rand.NewSource(time.Now().UnixNano() + int64(i)*7919))
+			to := *reqTimeout + time.Duration(i)**reqTimeout/time.Duration(n)
+			for ctx.Err() == nil {
+				rctx, c := context.WithTimeout(ctx, to)
+				t := time.Now().UnixNano()
+				_, err := cl.Put(rctx, keys[r.Intn(len(keys))], value)
+				d := time.Now().UnixNano()
+				c()
+				if err != nil {
+					if ctx.Err() == nil {
+						noteErr(err)
+						time.Sleep(2 * time.Millisecond) // no hot loop while the cluster has no leader
+					}
+					continue
+				}
+				if a := atomic.LoadInt64(&armed); a > 0 && d >= a {
+					mu.Lock()
+					recs = append(recs, rec{t, d})
+					mu.Unlock()
+				}
+			}
+		}(i)
+	}
+	stopAll := func() {
+		cancel()
+		wg.Wait()
+	}
+	time.Sleep(*warmup)
+	var leaderEp, leaderID string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if leaderEp, leaderID = leaderOf(statusAll(eps)); leaderEp != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			stopAll()
+			fail(base, errors.New("failover: no agreed leader within 30s"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := base
+	r.Leader = leaderEp
+	atomic.StoreInt64(&armed, time.Now().UnixNano())
+	atomic.StoreInt64(&errCount, 0)
+	firstErr = atomic.Value{}
+	printMu.Lock()
+	fmt.Printf("#leader %s %s\n", leaderEp, leaderID)
+	printMu.Unlock()
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	us, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if perr != nil {
+		stopAll()
+		fail(r, fmt.Errorf("failover: no kill time on stdin (%q, %v)", line, err))
+	}
+	kill := us * 1000
+	deadline := time.Now().Add(*failMax)
+	for {
+		first, anyDone := int64(0), int64(0)
+		mu.Lock()
+		for _, x := range recs {
+			if x.done < kill {
+				continue
+			}
+			if anyDone == 0 || x.done < anyDone {
+				anyDone = x.done
+			}
+			if x.issue >= kill && (first == 0 || x.done < first) {
+				first = x.done
+			}
+		}
+		r.Requests = int64(len(recs))
+		mu.Unlock()
+		if first > 0 {
+			r.FailoverMs = float64(first-kill) / 1e6
+			r.FirstAnyMs = float64(anyDone-kill) / 1e6
+			break
+		}
+		if time.Now().After(deadline) {
+			stopAll()
+			fail(r, fmt.Errorf("failover: no successful write within %v of the kill", *failMax))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stopAll()
+	var live []string
+	for _, ep := range eps {
+		if ep != leaderEp {
+			live = append(live, ep)
+		}
+	}
+	r.NewLeader, _ = leaderOf(statusAll(live))
+	emit(r)
 }
