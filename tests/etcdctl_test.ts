@@ -7,7 +7,9 @@ import { startServer } from "./lib/server.ts";
 import { etcdctl, etcdctlOk, etcdctlSpawn, parseJson } from "./lib/etcdctl.ts";
 
 const b64 = (s: string) => btoa(s);
+/** etcdctl prints lease IDs as %016x and member IDs as %x (no padding). */
 const hex = (id: string | number) => BigInt(id).toString(16).padStart(16, "0");
+const memberHex = (id: string | number) => BigInt(id).toString(16);
 
 Deno.test("etcdctl 3.4 client compatibility", async (t) => {
   const srv = await startServer();
@@ -359,7 +361,7 @@ Deno.test("etcdctl 3.4 client compatibility", async (t) => {
       assert.deepEqual(m.peerURLs, [srv.peerUrl]);
       assert.deepEqual(m.clientURLs, [srv.clientUrl]);
       assert.equal(m.isLearner, undefined);
-      const mid = hex(m.ID);
+      const mid = memberHex(m.ID);
       assert.equal(await ctl("member", "list"), `${mid}, started, default, ${srv.peerUrl}, ${srv.clientUrl}, false\n`);
 
       const r = await rev();

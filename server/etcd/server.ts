@@ -7,6 +7,7 @@ import { httpEndpoints } from "./http.ts";
 import path from "node:path";
 import { Node } from "../node/node.ts";
 import { WatchHub } from "../watch/watch_stream.ts";
+import { HeaderEncoder } from "../watch/encode.ts";
 import { addEtcdServices } from "../grpc/services.ts";
 import type { Member } from "../membership/members.ts";
 import { type EtcdConfig, securityFlags } from "./flags.ts";
@@ -74,7 +75,14 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     `starting member ${hexId(node.memberId)} in cluster ${hexId(node.clusterId)} at revision ${node.store.currentRev}`,
   );
 
-  const hub = new WatchHub(node.store, (rev) => node.header(rev), cfg.maxRequestBytes, 10 * 60 * 1000);
+  const hub = new WatchHub(
+    node.store,
+    (rev) => node.header(rev),
+    new HeaderEncoder(node.clusterId, node.memberId),
+    () => node.term,
+    cfg.maxRequestBytes,
+    10 * 60 * 1000,
+  );
   let leaseSeq = 0n;
   const leasePrefix = (BigInt(node.memberId) & 0xffffn) << 48n;
   // etcd accepts gRPC messages up to the request limit plus 512 KiB of framing

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { leaseId } from "../lease/lessor.ts";
 import { Node } from "../node/node.ts";
-import type { GrpcServer } from "../transport/grpc_server.ts";
+import { type GrpcServer, PreEncoded } from "../transport/grpc_server.ts";
 import { ConfChangeType } from "../raft/types.ts";
 import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
@@ -118,7 +118,10 @@ function hasWrites(t: Obj): boolean {
 function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   return {
     Watch: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
-      const stream = ctx.hub.open({ send: (resp) => call.write(resp) });
+      const stream = ctx.hub.open({
+        send: (resp) => call.write(resp),
+        sendEncoded: (bytes) => call.write(new PreEncoded(bytes)),
+      });
       call.on("drain", () => stream.drained());
       call.on("data", (req: Obj) => {
         try {

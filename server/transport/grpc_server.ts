@@ -43,6 +43,12 @@ export const Status = {
   UNAUTHENTICATED: 16,
 } as const;
 
+/** A response message the caller has already serialized: written as is (used for watch fan-out, where one event's
+ * bytes go to many watchers). */
+export class PreEncoded {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
 /** One method of a proto-loader / grpc-js service definition. */
 export interface MethodDefinition {
   path: string;
@@ -292,7 +298,7 @@ export class ServerCall extends EventEmitter implements StreamHandler {
     }
     let payload: Uint8Array;
     try {
-      payload = this.method.def.responseSerialize(msg);
+      payload = msg instanceof PreEncoded ? msg.bytes : this.method.def.responseSerialize(msg);
     } catch (err) {
       this.finish(Status.INTERNAL, `Failed to serialize response: ${(err as Error)?.message ?? err}`);
       if (cb) queueMicrotask(() => cb(err as Error));

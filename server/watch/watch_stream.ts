@@ -9,7 +9,8 @@
  * revision has been compacted away is canceled with compact_revision set.
  */
 import { type BKey, inRange, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
-import { DELETE, type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
+import { type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
+import { encodeEvent, encodeWatchEvents, type HeaderEncoder } from "./encode.ts";
 import { FilterType, type WatchRequest } from "../../proto/mod.ts";
 import type { Header } from "../apply/applier.ts";
 
@@ -20,6 +21,8 @@ type Obj = Record<string, any>;
 export interface WatchSink {
   /** Sends one WatchResponse; returns false when the send buffer is full (call `drained` later). */
   send(resp: Obj): boolean;
+  /** Sends one WatchResponse already encoded as protobuf bytes; same return value. */
+  sendEncoded(bytes: Uint8Array): boolean;
 }
 
 interface Watcher {
@@ -46,9 +49,15 @@ const CATCHUP_REVS = 1000;
 export class WatchHub {
   #streams = new Set<WatchStream>();
 
+  #headerRev = -1;
+  #headerTerm = -1;
+  #headerBytes: Uint8Array = new Uint8Array(0);
+
   constructor(
     readonly store: MvccStore,
     readonly header: (rev: number) => Header,
+    readonly headerEncoder: HeaderEncoder,
+    readonly term: () => number,
     /** responses larger than this are split when the watcher asked for fragments */
     readonly maxResponseBytes: number,
     progressIntervalMs: number,
@@ -62,6 +71,17 @@ export class WatchHub {
       for (const s of this.#streams) s.progressTick();
     }, progressIntervalMs);
     Deno.unrefTimer(t);
+  }
+
+  /** The encoded ResponseHeader at a revision (cached: a commit's responses share it). */
+  headerBytes(rev: number): Uint8Array {
+    const term = this.term();
+    if (rev !== this.#headerRev || term !== this.#headerTerm) {
+      this.#headerBytes = this.headerEncoder.encode(rev, term);
+      this.#headerRev = rev;
+      this.#headerTerm = term;
+    }
+    return this.#headerBytes;
   }
 
   /** Opens a stream bound to a transport sink. */
@@ -236,40 +256,44 @@ export class WatchStream {
     }
   }
 
-  #matching(w: Watcher, events: StoreEvent[], keys: BKey[]): Obj[] {
-    const out: Obj[] = [];
+  /** The encoded events of a batch this watcher wants. */
+  #matching(w: Watcher, events: StoreEvent[], keys: BKey[]): Uint8Array[] {
+    const out: Uint8Array[] = [];
     for (let i = 0; i < events.length; i++) {
       const ev = events[i];
       if (ev.type === PUT ? w.noPut : w.noDelete) continue;
       if (!inRange(keys[i], w.key, w.end)) continue;
-      const e: Obj = { type: ev.type === DELETE ? 1 : 0, kv: ev.kv };
-      if (w.prevKv && ev.prev) e.prev_kv = ev.prev;
-      out.push(e);
+      out.push(encodeEvent(ev, w.prevKv));
     }
     return out;
   }
 
-  #deliver(w: Watcher, events: Obj[], rev: number): void {
+  #deliver(w: Watcher, events: Uint8Array[], rev: number): void {
     w.active = true;
-    const header = this.hub.header(rev);
+    const header = this.hub.headerBytes(rev);
     if (!w.fragment) {
-      this.#send({ header, watch_id: w.id, events });
+      this.#sendEncoded(encodeWatchEvents(header, w.id, events, false));
       return;
     }
+    // with fragment, responses larger than the request limit are split between events
     const limit = this.hub.maxResponseBytes;
-    let chunk: Obj[] = [];
+    let chunk: Uint8Array[] = [];
     let size = 0;
     for (const e of events) {
-      const sz = e.kv.key.length + e.kv.value.length + (e.prev_kv ? e.prev_kv.key.length + e.prev_kv.value.length : 0);
-      if (chunk.length > 0 && size + sz > limit) {
-        this.#send({ header, watch_id: w.id, events: chunk, fragment: true });
+      if (chunk.length > 0 && size + e.length > limit) {
+        this.#sendEncoded(encodeWatchEvents(header, w.id, chunk, true));
         chunk = [];
         size = 0;
       }
       chunk.push(e);
-      size += sz;
+      size += e.length;
     }
-    this.#send({ header, watch_id: w.id, events: chunk });
+    this.#sendEncoded(encodeWatchEvents(header, w.id, chunk, false));
+  }
+
+  #sendEncoded(bytes: Uint8Array): void {
+    if (this.#closed) return;
+    if (!this.sink.sendEncoded(bytes)) this.#congested = true;
   }
 
   #send(resp: Obj): void {

@@ -1,0 +1,144 @@
+/**
+ * Hand-written protobuf encoding of the watch hot path: a WatchResponse carrying events. One event is delivered to
+ * many watchers, so its mvccpb.Event bytes are encoded once (cached on the event) and each watcher's response is a
+ * concatenation of a header, its watch ID and those bytes. Field numbers are etcd's (proto/etcdserverpb/rpc.proto,
+ * proto/mvccpb/kv.proto); tests/watch_encode_test.ts checks the output against protobufjs.
+ */
+import type { KeyValue, StoreEvent } from "../mvcc/store.ts";
+
+/** Length of the varint encoding of a non-negative integer below 2^53. */
+function varintLen(n: number): number {
+  let len = 1;
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+function putVarint(buf: Uint8Array, pos: number, n: number): number {
+  while (n >= 128) {
+    buf[pos++] = (n % 128) | 128;
+    n = Math.floor(n / 128);
+  }
+  buf[pos++] = n;
+  return pos;
+}
+
+/** Varint bytes of a 64-bit value given as a decimal string (two's complement for negatives). */
+function varint64(dec: string): Uint8Array {
+  let v = BigInt.asUintN(64, BigInt(dec));
+  const out: number[] = [];
+  while (v >= 128n) {
+    out.push(Number(v & 127n) | 128);
+    v >>= 7n;
+  }
+  out.push(Number(v));
+  return Uint8Array.from(out);
+}
+
+/** Builds a message from (field, value) parts; sizes are computed first and one buffer is filled. */
+class Msg {
+  #parts: Array<[number, number | Uint8Array, boolean]> = [];
+  #size = 0;
+
+  /** A varint field; omitted when 0 (proto3). */
+  int(field: number, n: number): this {
+    if (n === 0) return this;
+    this.#parts.push([field, n, false]);
+    this.#size += varintLen(field << 3) + varintLen(n);
+    return this;
+  }
+
+  /** A varint field whose bytes are already encoded. */
+  rawVarint(field: number, bytes: Uint8Array): this {
+    this.#parts.push([field, bytes, true]);
+    this.#size += varintLen(field << 3) + bytes.length;
+    return this;
+  }
+
+  /** A length-delimited field; omitted when empty unless `always`. */
+  bytes(field: number, b: Uint8Array, always = false): this {
+    if (b.length === 0 && !always) return this;
+    this.#parts.push([field, b, false]);
+    this.#size += varintLen((field << 3) | 2) + varintLen(b.length) + b.length;
+    return this;
+  }
+
+  done(): Uint8Array {
+    const out = new Uint8Array(this.#size);
+    let pos = 0;
+    for (const [field, v, raw] of this.#parts) {
+      if (typeof v === "number") {
+        pos = putVarint(out, pos, field << 3);
+        pos = putVarint(out, pos, v);
+      } else if (raw) {
+        pos = putVarint(out, pos, field << 3);
+        out.set(v, pos);
+        pos += v.length;
+      } else {
+        pos = putVarint(out, pos, (field << 3) | 2);
+        pos = putVarint(out, pos, v.length);
+        out.set(v, pos);
+        pos += v.length;
+      }
+    }
+    return out;
+  }
+}
+
+function encodeKv(kv: KeyValue): Uint8Array {
+  const m = new Msg().bytes(1, kv.key).int(2, kv.create_revision).int(3, kv.mod_revision).int(4, kv.version)
+    .bytes(5, kv.value);
+  if (kv.lease !== "0") m.rawVarint(6, varint64(kv.lease));
+  return m.done();
+}
+
+/** Cached encodings of an event: without and with its previous key-value. */
+interface Encoded {
+  plain?: Uint8Array;
+  withPrev?: Uint8Array;
+}
+const cache = new WeakMap<StoreEvent, Encoded>();
+
+/** mvccpb.Event bytes of a store event (encoded once per event and flavour). */
+export function encodeEvent(ev: StoreEvent, prevKv: boolean): Uint8Array {
+  let c = cache.get(ev);
+  if (!c) cache.set(ev, c = {});
+  const withPrev = prevKv && ev.prev !== null;
+  if (withPrev) {
+    return c.withPrev ??= new Msg().int(1, ev.type).bytes(2, encodeKv(ev.kv), true).bytes(3, encodeKv(ev.prev!), true)
+      .done();
+  }
+  return c.plain ??= new Msg().int(1, ev.type).bytes(2, encodeKv(ev.kv), true).done();
+}
+
+/** Encodes etcdserverpb.ResponseHeader; the ID parts are fixed per member. */
+export class HeaderEncoder {
+  #cluster: Uint8Array;
+  #member: Uint8Array;
+
+  constructor(clusterId: string, memberId: string) {
+    this.#cluster = varint64(clusterId);
+    this.#member = varint64(memberId);
+  }
+
+  encode(revision: number, raftTerm: number): Uint8Array {
+    return new Msg().rawVarint(1, this.#cluster).rawVarint(2, this.#member).int(3, revision).int(4, raftTerm).done();
+  }
+}
+
+/** etcdserverpb.WatchResponse with events (and the fragment flag). */
+export function encodeWatchEvents(
+  header: Uint8Array,
+  watchId: number,
+  events: Uint8Array[],
+  fragment: boolean,
+): Uint8Array {
+  const m = new Msg().bytes(1, header, true);
+  if (watchId >= 0) m.int(2, watchId);
+  else m.rawVarint(2, varint64(`${watchId}`));
+  m.int(7, fragment ? 1 : 0);
+  for (const e of events) m.bytes(11, e, true);
+  return m.done();
+}

@@ -1,0 +1,1069 @@
+/**
+ * Deterministic simulation of a Raft cluster in one process: simulated clock, network and disks, a tiny KV state
+ * machine, clients recording a history, and a nemesis (loss, delay, reordering, duplication, partitions, crashes
+ * that lose unsynced writes, membership changes, leader transfers, snapshots). Everything random comes from one
+ * seeded PRNG, so a run is reproducible from its seed.
+ *
+ * Safety invariants are checked after every step (one event = one step):
+ *  - election safety: at most one leader per term;
+ *  - log matching: an (index, term) pair always names the same entry, preceded by the same term;
+ *  - leader completeness: a new leader holds every entry applied anywhere so far;
+ *  - state machine safety: no index is ever applied with different entries on different members, and snapshots
+ *    taken at the same index are identical;
+ *  - acknowledged writes are applied (a client only hears "ok" after its member applied the write).
+ * After the fault phase, faults stop and the cluster must make progress again (liveness).
+ */
+import {
+  bytesEqual,
+  ConfChangeType,
+  decodeConfChange,
+  emptyHardState,
+  type Entry,
+  EntryType,
+  type HardState,
+  MemoryStorage,
+  type Message,
+  RaftNode,
+  type Ready,
+  type Snapshot,
+} from "../../server/raft/mod.ts";
+import { EventHeap } from "./heap.ts";
+import { Prng } from "./prng.ts";
+
+/** One client operation as recorded for the linearizability checker. */
+export interface HistoryOp {
+  client: number;
+  op: "put" | "get";
+  key: string;
+  /** put: the (unique) value written; get: the value read (null = absent / not known) */
+  value: string | null;
+  invokeStep: number;
+  returnStep: number;
+  outcome: "ok" | "fail" | "unknown";
+}
+
+export interface SimParams {
+  members: number;
+  lossRate: number;
+  dupRate: number;
+  longDelayRate: number;
+  baseLatency: number;
+  jitter: number;
+  syncLatency: number;
+  nemesisEvery: number;
+  snapshotEvery: number;
+  snapshotKeep: number;
+  maxSizePerMsg: number;
+  maxInflightMsgs: number;
+  maxUncommittedBytes: number;
+  clients: number;
+  keys: number;
+  tornWrites: boolean;
+  /** crashed members come back within tens of milliseconds */
+  fastRestarts: boolean;
+}
+
+export interface SimOptions {
+  seed: number;
+  /** events in the fault phase (default 4000) */
+  steps?: number;
+  /** events allowed for recovery after faults stop (default 6000) */
+  livenessSteps?: number;
+  /** keep a trace of the last events for failure reports (default 300) */
+  traceSize?: number;
+  /** replace individual parameters (for tests) */
+  params?: Partial<SimParams>;
+}
+
+export interface SimResult {
+  seed: number;
+  steps: number;
+  params: SimParams;
+  history: HistoryOp[];
+  stats: Record<string, number>;
+}
+
+/** A broken invariant (or lost liveness), with what is needed to debug it. */
+export class SimFailure extends Error {
+  seed: number;
+  step: number;
+  history: HistoryOp[];
+  trace: string[];
+  params: SimParams;
+  constructor(seed: number, step: number, why: string, history: HistoryOp[], trace: string[], params: SimParams) {
+    super(`seed ${seed}: step ${step}: ${why}`);
+    this.name = "SimFailure";
+    this.seed = seed;
+    this.step = step;
+    this.history = history;
+    this.trace = trace;
+    this.params = params;
+  }
+}
+
+const TICK_MS = 10;
+const OP_TIMEOUT_MS = 400;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+// ------------------------------------------------------------------------------------------ disk
+
+type DiskOp =
+  | { kind: "snap"; snap: Snapshot }
+  | { kind: "entries"; entries: Entry[] }
+  | { kind: "hs"; hs: HardState };
+
+/** A member's disk: what survives a crash is what was synced, plus (with torn writes) a prefix of the rest. */
+class SimDisk {
+  hs: HardState = emptyHardState();
+  snap: Snapshot | null = null;
+  entries: Entry[] = [];
+  pending: DiskOp[] = [];
+
+  write(op: DiskOp): void {
+    this.pending.push(op);
+  }
+
+  sync(): void {
+    for (const op of this.pending) this.#apply(op);
+    this.pending = [];
+  }
+
+  crash(rng: Prng, torn: boolean): void {
+    const keep = torn ? rng.int(this.pending.length + 1) : 0;
+    for (let i = 0; i < keep; i++) this.#apply(this.pending[i]);
+    this.pending = [];
+  }
+
+  /** A snapshot taken locally from applied state: written and synced at once, older entries dropped. */
+  saveLocalSnapshot(snap: Snapshot, compactTo: number): void {
+    this.snap = snap;
+    this.entries = this.entries.filter((e) => e.index > compactTo);
+  }
+
+  #apply(op: DiskOp): void {
+    switch (op.kind) {
+      case "snap":
+        if (!this.snap || op.snap.metadata.index > this.snap.metadata.index) {
+          this.snap = op.snap;
+          this.entries = [];
+        }
+        break;
+      case "hs":
+        this.hs = { ...op.hs };
+        break;
+      case "entries": {
+        const ents = op.entries;
+        if (ents.length === 0) break;
+        const first = ents[0].index;
+        if (this.entries.length > 0) {
+          const base = this.entries[0].index;
+          const last = base + this.entries.length - 1;
+          if (first <= last) this.entries.length = Math.max(0, first - base);
+          else if (first > last + 1) throw new Error(`disk: gap appending ${first} after ${last}`);
+        }
+        const snapIndex = this.snap?.metadata.index ?? 0;
+        for (const e of ents) if (e.index > snapIndex) this.entries.push(e);
+        break;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ KV state machine
+
+interface PutCmd {
+  id: string;
+  k: string;
+  v: string;
+}
+
+class Kv {
+  data = new Map<string, string>();
+  seen = new Set<string>();
+
+  /** Applies a put once (a duplicated proposal is a no-op); returns whether it took effect. */
+  apply(cmd: PutCmd): boolean {
+    if (this.seen.has(cmd.id)) return false;
+    this.seen.add(cmd.id);
+    this.data.set(cmd.k, cmd.v);
+    return true;
+  }
+
+  serialize(): string {
+    return JSON.stringify({
+      d: [...this.data].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+      s: [...this.seen].sort(),
+    });
+  }
+
+  static restore(s: string): Kv {
+    const kv = new Kv();
+    const o = JSON.parse(s);
+    for (const [k, v] of o.d) kv.data.set(k, v);
+    for (const id of o.s) kv.seen.add(id);
+    return kv;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ members
+
+interface PendingOp {
+  rec: HistoryOp;
+  id: string;
+  node: SimNode;
+  deadline: number;
+  done: boolean;
+  /** get: read index once known */
+  readIndex: number;
+}
+
+class SimNode {
+  readonly id: string;
+  alive = false;
+  removed = false;
+  incarnation = 0;
+  disk = new SimDisk();
+  storage!: MemoryStorage;
+  raft!: RaftNode;
+  kv = new Kv();
+  pendingReady: Ready | null = null;
+  lastSnapIndex = 0;
+  prevRole = "follower";
+  prevTerm = 0;
+  /** puts waiting to be applied here, by op id */
+  puts = new Map<string, PendingOp>();
+  /** gets waiting for their read index, by ctx */
+  gets = new Map<string, PendingOp>();
+  /** gets with a read index, waiting for the applied index to reach it */
+  readsWaiting: PendingOp[] = [];
+
+  constructor(id: string) {
+    this.id = id;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ events
+
+const EV_TICK = 0;
+const EV_MSG = 1;
+const EV_SYNC = 2;
+const EV_CLIENT = 3;
+const EV_NEMESIS = 4;
+const EV_RESTART = 5;
+const EV_STOP = 6;
+const EV_TIMEOUT = 7;
+const EV_SNAPREPORT = 8;
+
+class SimEvent {
+  time: number;
+  seq: number;
+  kind: number;
+  node: SimNode | null;
+  inc: number;
+  msg: Message | null;
+  client: number;
+  op: PendingOp | null;
+  flag: boolean;
+  constructor(time: number, seq: number, kind: number) {
+    this.time = time;
+    this.seq = seq;
+    this.kind = kind;
+    this.node = null;
+    this.inc = 0;
+    this.msg = null;
+    this.client = -1;
+    this.op = null;
+    this.flag = false;
+  }
+}
+
+const KIND_NAMES = ["tick", "msg", "sync", "client", "nemesis", "restart", "stop", "timeout", "snapreport"];
+
+/** Picks the parameters of a run from its seed. */
+export function paramsFor(rng: Prng): SimParams {
+  return {
+    members: rng.pick([3, 5]),
+    lossRate: rng.pick([0, 0.01, 0.05, 0.15]),
+    dupRate: rng.pick([0, 0.01, 0.05]),
+    longDelayRate: rng.pick([0, 0.01, 0.05]),
+    baseLatency: rng.range(1, 3),
+    jitter: rng.pick([0, 2, 8]),
+    syncLatency: rng.pick([0, 1, 3, 12]),
+    nemesisEvery: rng.pick([15, 50, 150, 400]),
+    snapshotEvery: rng.pick([5, 20, 100]),
+    snapshotKeep: rng.pick([0, 3, 30]),
+    maxSizePerMsg: rng.pick([60, 300, 1 << 20]),
+    maxInflightMsgs: rng.pick([1, 4, 256]),
+    maxUncommittedBytes: rng.pick([0, 0, 400]),
+    clients: rng.range(2, 4),
+    keys: rng.range(1, 4),
+    tornWrites: rng.chance(0.5),
+    fastRestarts: rng.chance(0.5),
+  };
+}
+
+/** One simulated cluster run. */
+export class Simulation {
+  readonly seed: number;
+  readonly rng: Prng;
+  readonly params: SimParams;
+  readonly nodes = new Map<string, SimNode>();
+  readonly history: HistoryOp[] = [];
+  readonly stats: Record<string, number> = {
+    msgs: 0,
+    dropped: 0,
+    crashes: 0,
+    elections: 0,
+    snapshotsSent: 0,
+    snapshotsTaken: 0,
+    confChanges: 0,
+    transfers: 0,
+    partitions: 0,
+    opsOk: 0,
+    opsFail: 0,
+    opsUnknown: 0,
+    maxCommit: 0,
+  };
+
+  #heap = new EventHeap<SimEvent>();
+  #seq = 0;
+  #now = 0;
+  #step = 0;
+  #nextId: number;
+  #faults = true;
+  /** blocked[from] = set of destinations */
+  #blocked = new Map<string, Set<string>>();
+  #clientSeq: number[] = [];
+  #trace: (string | SimEvent)[] = [];
+  #traceSize: number;
+
+  // invariant registries
+  #leaderOfTerm = new Map<number, string>();
+  #entryReg = new Map<string, { data: Uint8Array; prevTerm: number; type: number }>();
+  #applied: ({ term: number; data: Uint8Array } | undefined)[] = [];
+  #maxApplied = 0;
+  #snapReg = new Map<number, string>();
+
+  constructor(opts: SimOptions) {
+    this.seed = opts.seed >>> 0;
+    this.rng = new Prng(this.seed);
+    this.params = { ...paramsFor(this.rng), ...opts.params };
+    this.#traceSize = opts.traceSize ?? 300;
+    const ids: string[] = [];
+    for (let i = 1; i <= this.params.members; i++) ids.push(String(i));
+    this.#nextId = this.params.members + 1;
+    for (const id of ids) {
+      const n = new SimNode(id);
+      this.nodes.set(id, n);
+      this.#start(n, ids);
+    }
+    for (let c = 0; c < this.params.clients; c++) {
+      this.#clientSeq.push(0);
+      this.#schedule(EV_CLIENT, this.rng.range(50, 150)).client = c;
+    }
+    this.#schedule(EV_NEMESIS, this.params.nemesisEvery + this.rng.int(this.params.nemesisEvery));
+  }
+
+  get now(): number {
+    return this.#now;
+  }
+
+  get step(): number {
+    return this.#step;
+  }
+
+  // ---------------------------------------------------------------- run
+
+  /** Runs the fault phase, then the recovery phase; throws SimFailure on any violation. */
+  run(steps = 4000, livenessSteps = 6000): SimResult {
+    try {
+      this.#runPhase(steps);
+      this.#healAll();
+      this.#recover(livenessSteps);
+      this.#finishOps();
+      this.#checkAckedWrites();
+    } catch (err) {
+      if (err instanceof SimFailure) throw err;
+      throw this.#failure(`exception: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    }
+    return { seed: this.seed, steps: this.#step, params: this.params, history: this.history, stats: this.stats };
+  }
+
+  #runPhase(steps: number): void {
+    const end = this.#step + steps;
+    while (this.#step < end) this.#one();
+  }
+
+  #one(): void {
+    const ev = this.#heap.pop();
+    if (!ev) throw this.#failure("event queue ran dry");
+    this.#step++;
+    this.#now = ev.time;
+    if (this.#traceSize > 0) {
+      this.#trace.push(ev);
+      if (this.#trace.length > this.#traceSize) this.#trace.shift();
+    }
+    this.#handle(ev);
+    this.#checkLeaders();
+  }
+
+  /** Faults stop; all crashed members restart; the cluster must elect a leader and commit a fresh write. */
+  #recover(budget: number): void {
+    this.#faults = false;
+    const end = this.#step + budget;
+    let probe: PendingOp | null = null;
+    let probeDoneAt = -1;
+    while (this.#step < end) {
+      this.#one();
+      if ((this.#step & 31) !== 0) continue;
+      if (!probe || (probe.done && probe.rec.outcome !== "ok")) {
+        const leader = this.#leader();
+        if (leader) probe = this.#startPut(-1, leader, "probe");
+        continue;
+      }
+      if (probe.done && probe.rec.outcome === "ok") {
+        if (probeDoneAt < 0) probeDoneAt = this.#step;
+        // Every live member must catch up to the probe write.
+        const target = this.#maxApplied;
+        let converged = true;
+        for (const n of this.nodes.values()) {
+          if (n.alive && !n.removed && n.raft.log.applied < target) converged = false;
+        }
+        if (converged) return;
+      }
+    }
+    const st = [...this.nodes.values()].filter((n) => n.alive).map((n) => {
+      const s = n.raft.status();
+      return `${n.id}:${s.role}/t${s.term}/c${s.commit}/a${s.applied}/l${s.lastIndex}/lead${s.lead}` +
+        `/v[${s.voters}]/l[${s.learners}]` + (s.progress ? JSON.stringify(s.progress) : "");
+    });
+    throw this.#failure(`liveness: no progress after faults stopped (probe ${probe?.rec.outcome ?? "none"}) ${st}`);
+  }
+
+  // ---------------------------------------------------------------- scheduling
+
+  #schedule(kind: number, delay: number): SimEvent {
+    const ev = new SimEvent(this.#now + delay, this.#seq++, kind);
+    this.#heap.push(ev);
+    return ev;
+  }
+
+  #handle(ev: SimEvent): void {
+    switch (ev.kind) {
+      case EV_TICK: {
+        const n = ev.node!;
+        if (!n.alive || ev.inc !== n.incarnation) return;
+        n.raft.tick();
+        this.#drive(n);
+        const tick = this.#schedule(EV_TICK, TICK_MS + (this.params.jitter > 0 ? this.rng.range(-1, 1) : 0));
+        tick.node = n;
+        tick.inc = n.incarnation;
+        return;
+      }
+      case EV_MSG:
+        this.#deliver(ev);
+        return;
+      case EV_SYNC: {
+        const n = ev.node!;
+        if (!n.alive || ev.inc !== n.incarnation) return;
+        this.#completeSync(n);
+        return;
+      }
+      case EV_CLIENT:
+        this.#clientOp(ev.client);
+        return;
+      case EV_NEMESIS:
+        if (!this.#faults) return;
+        this.#nemesis();
+        this.#schedule(EV_NEMESIS, this.params.nemesisEvery + this.rng.int(this.params.nemesisEvery));
+        return;
+      case EV_RESTART: {
+        const n = ev.node!;
+        if (n.alive || n.removed) return;
+        this.#start(n, null);
+        return;
+      }
+      case EV_STOP: {
+        const n = ev.node!;
+        if (n.alive) this.#crash(n);
+        return;
+      }
+      case EV_TIMEOUT: {
+        const op = ev.op!;
+        if (op.done) return;
+        // A put may still take effect later; a read that did not return did nothing.
+        this.#finish(op, op.rec.op === "put" ? "unknown" : "fail", null);
+        return;
+      }
+      case EV_SNAPREPORT: {
+        const n = ev.node!;
+        if (!n.alive || ev.inc !== n.incarnation) return;
+        n.raft.reportSnapshot(ev.msg!.to, ev.flag);
+        this.#drive(n);
+        return;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- members
+
+  #start(n: SimNode, bootstrap: string[] | null): void {
+    n.incarnation++;
+    n.alive = true;
+    n.pendingReady = null;
+    const storage = new MemoryStorage();
+    const d = n.disk;
+    if (d.snap) storage.applySnapshot(d.snap);
+    storage.setHardState(d.hs);
+    storage.append(d.entries);
+    n.storage = storage;
+    n.kv = d.snap ? Kv.restore(dec.decode(d.snap.data)) : new Kv();
+    n.lastSnapIndex = d.snap?.metadata.index ?? 0;
+    const rng = this.rng.fork();
+    n.raft = new RaftNode({
+      id: n.id,
+      storage,
+      random: () => rng.next(),
+      electionTick: 10,
+      heartbeatTick: 1,
+      preVote: true,
+      checkQuorum: true,
+      maxSizePerMsg: this.params.maxSizePerMsg,
+      maxInflightMsgs: this.params.maxInflightMsgs,
+      maxUncommittedBytes: this.params.maxUncommittedBytes,
+      applied: d.snap?.metadata.index ?? 0,
+      bootstrap: bootstrap ?? undefined,
+    });
+    n.prevRole = n.raft.role;
+    n.prevTerm = n.raft.term;
+    const tick = this.#schedule(EV_TICK, this.rng.range(1, TICK_MS));
+    tick.node = n;
+    tick.inc = n.incarnation;
+    this.#drive(n);
+  }
+
+  #crash(n: SimNode): void {
+    this.stats.crashes++;
+    n.alive = false;
+    n.pendingReady = null;
+    n.disk.crash(this.rng, this.params.tornWrites);
+    for (const op of n.puts.values()) this.#finish(op, "unknown", null);
+    for (const op of n.gets.values()) this.#finish(op, "fail", null);
+    for (const op of n.readsWaiting) this.#finish(op, "fail", null);
+    n.puts.clear();
+    n.gets.clear();
+    n.readsWaiting = [];
+    if (!n.removed && this.#faults) {
+      const down = this.params.fastRestarts ? this.rng.range(5, 60) : this.rng.range(10, 600);
+      this.#schedule(EV_RESTART, down).node = n;
+    }
+  }
+
+  /** Takes the next Ready if the member's disk is idle: sends what may go early, starts the write. */
+  #drive(n: SimNode): void {
+    if (!n.alive || n.pendingReady !== null || !n.raft.hasReady()) return;
+    const rd = n.raft.ready();
+    n.pendingReady = rd;
+    this.#checkReady(n, rd);
+    for (const m of rd.preSyncMessages) this.#send(n, m);
+    if (rd.snapshot) n.disk.write({ kind: "snap", snap: rd.snapshot });
+    if (rd.entries.length > 0) n.disk.write({ kind: "entries", entries: rd.entries });
+    if (rd.hardState) n.disk.write({ kind: "hs", hs: rd.hardState });
+    const ev = this.#schedule(EV_SYNC, this.params.syncLatency > 0 ? this.rng.range(0, this.params.syncLatency) : 0);
+    ev.node = n;
+    ev.inc = n.incarnation;
+  }
+
+  /** The write of the outstanding Ready is durable: send, apply, advance. */
+  #completeSync(n: SimNode): void {
+    const rd = n.pendingReady;
+    if (!rd) return;
+    n.disk.sync();
+    if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
+    n.storage.append(rd.entries);
+    if (rd.hardState) n.storage.setHardState(rd.hardState);
+    for (const m of rd.messages) this.#send(n, m);
+    if (rd.snapshot) this.#applySnapshot(n, rd.snapshot);
+    for (const e of rd.committedEntries) this.#applyEntry(n, e);
+    for (const rs of rd.readStates) {
+      const key = dec.decode(rs.ctx);
+      const op = n.gets.get(key);
+      if (!op) continue;
+      n.gets.delete(key);
+      op.readIndex = rs.index;
+      n.readsWaiting.push(op);
+    }
+    this.#serveReads(n);
+    n.pendingReady = null;
+    n.raft.advance(rd);
+    this.#maybeSnapshot(n);
+    this.#drive(n);
+  }
+
+  #applySnapshot(n: SimNode, s: Snapshot): void {
+    const idx = s.metadata.index;
+    const known = this.#applied[idx];
+    if (known && known.term !== s.metadata.term) {
+      throw this.#failure(
+        `member ${n.id} installed snapshot ${idx}/${s.metadata.term}, applied term there is ${known.term}`,
+      );
+    }
+    this.#checkSnapshotData(n, idx, dec.decode(s.data));
+    n.kv = Kv.restore(dec.decode(s.data));
+    n.lastSnapIndex = idx;
+  }
+
+  #applyEntry(n: SimNode, e: Entry): void {
+    const known = this.#applied[e.index];
+    if (known) {
+      if (known.term !== e.term || !bytesEqual(known.data, e.data)) {
+        throw this.#failure(
+          `state machine safety: member ${n.id} applied ${e.index}/${e.term}, others applied ${e.index}/${known.term}`,
+        );
+      }
+    } else {
+      this.#applied[e.index] = { term: e.term, data: e.data };
+      if (e.index > this.#maxApplied) this.#maxApplied = e.index;
+      if (e.index > this.stats.maxCommit) this.stats.maxCommit = e.index;
+    }
+    if (e.type === EntryType.ConfChange) {
+      const cc = decodeConfChange(e.data);
+      n.raft.applyConfChange(cc);
+      this.#onConfChangeApplied(n, cc.type, cc.nodeId);
+      return;
+    }
+    if (e.data.length === 0) return;
+    const cmd = JSON.parse(dec.decode(e.data)) as PutCmd;
+    n.kv.apply(cmd);
+    const op = n.puts.get(cmd.id);
+    if (op) {
+      n.puts.delete(cmd.id);
+      this.#finish(op, "ok", null);
+    }
+  }
+
+  #serveReads(n: SimNode): void {
+    if (n.readsWaiting.length === 0) return;
+    const applied = n.raft.log.applied;
+    const rest: PendingOp[] = [];
+    for (const op of n.readsWaiting) {
+      if (op.done) continue;
+      if (op.readIndex <= applied) this.#finish(op, "ok", n.kv.data.get(op.rec.key) ?? null);
+      else rest.push(op);
+    }
+    n.readsWaiting = rest;
+  }
+
+  #maybeSnapshot(n: SimNode): void {
+    const applied = n.raft.log.applied;
+    if (applied - n.lastSnapIndex < this.params.snapshotEvery) return;
+    const data = n.kv.serialize();
+    this.#checkSnapshotData(n, applied, data);
+    const snap = n.storage.createSnapshot(applied, n.raft.confState(), enc.encode(data));
+    const compactTo = Math.max(0, applied - this.params.snapshotKeep);
+    if (compactTo >= n.storage.firstIndex()) n.storage.compact(compactTo);
+    n.disk.saveLocalSnapshot(snap, compactTo);
+    n.lastSnapIndex = applied;
+    this.stats.snapshotsTaken++;
+  }
+
+  #onConfChangeApplied(_by: SimNode, type: number, id: string): void {
+    if (type === ConfChangeType.AddNode || type === ConfChangeType.AddLearnerNode) {
+      if (!this.nodes.has(id)) {
+        const n = new SimNode(id);
+        this.nodes.set(id, n);
+        this.#start(n, null);
+      }
+    } else if (type === ConfChangeType.RemoveNode) {
+      const n = this.nodes.get(id);
+      if (n && !n.removed) {
+        // Its peers stop talking to it; it shuts down soon after (as an etcd member does).
+        n.removed = true;
+        this.#schedule(EV_STOP, this.rng.range(0, 50)).node = n;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- network
+
+  #send(from: SimNode, m: Message): void {
+    this.stats.msgs++;
+    const to = this.nodes.get(m.to);
+    const blocked = this.#blocked.get(m.from)?.has(m.to) ?? false;
+    if (!to || blocked || (this.#faults && this.rng.chance(this.params.lossRate))) {
+      this.stats.dropped++;
+      if (m.type === "Snap") this.#reportSnap(from, m, false, 0);
+      else if (blocked && m.type === "App") from.raft.reportUnreachable(m.to);
+      return;
+    }
+    if (m.type === "Snap") this.stats.snapshotsSent++;
+    let delay = this.params.baseLatency + (this.params.jitter > 0 ? this.rng.int(this.params.jitter + 1) : 0);
+    if (this.#faults && this.params.longDelayRate > 0 && this.rng.chance(this.params.longDelayRate)) {
+      delay += this.rng.range(20, 300);
+    }
+    const ev = this.#schedule(EV_MSG, delay);
+    ev.msg = m;
+    ev.node = from;
+    ev.inc = from.incarnation;
+    if (this.params.dupRate > 0 && this.rng.chance(this.params.dupRate)) {
+      const dup = this.#schedule(EV_MSG, delay + this.rng.range(0, 50));
+      dup.msg = m;
+      dup.node = from;
+      dup.inc = from.incarnation;
+      dup.flag = true; // a duplicate: no snapshot report
+    }
+  }
+
+  #reportSnap(from: SimNode, m: Message, ok: boolean, delay: number): void {
+    const ev = this.#schedule(EV_SNAPREPORT, delay);
+    ev.node = from;
+    ev.inc = from.incarnation;
+    ev.msg = m;
+    ev.flag = ok;
+  }
+
+  #deliver(ev: SimEvent): void {
+    const m = ev.msg!;
+    const to = this.nodes.get(m.to);
+    const ok = to !== undefined && to.alive;
+    if (m.type === "Snap" && !ev.flag) this.#reportSnap(ev.node!, m, ok, 0);
+    if (!ok) return;
+    to.raft.step(m);
+    this.#drive(to);
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  #clientOp(c: number): void {
+    const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
+    if (live.length === 0) {
+      this.#schedule(EV_CLIENT, 20).client = c;
+      return;
+    }
+    const n = this.rng.pick(live);
+    const key = `k${this.rng.int(this.params.keys)}`;
+    if (this.rng.chance(0.6)) this.#startPut(c, n, key);
+    else this.#startGet(c, n, key);
+  }
+
+  #startPut(c: number, n: SimNode, key: string): PendingOp {
+    const seq = c >= 0 ? ++this.#clientSeq[c] : ++this.#nextProbe;
+    const id = `${c}-${seq}`;
+    const value = `v${c}.${seq}`;
+    const rec: HistoryOp = {
+      client: c,
+      op: "put",
+      key,
+      value,
+      invokeStep: this.#step,
+      returnStep: -1,
+      outcome: "unknown",
+    };
+    const op: PendingOp = { rec, id, node: n, deadline: this.#now + OP_TIMEOUT_MS, done: false, readIndex: 0 };
+    this.history.push(rec);
+    try {
+      n.raft.propose(enc.encode(JSON.stringify({ id, k: key, v: value } satisfies PutCmd)));
+    } catch {
+      this.#finish(op, "fail", null);
+      return op;
+    }
+    n.puts.set(id, op);
+    this.#schedule(EV_TIMEOUT, OP_TIMEOUT_MS).op = op;
+    this.#drive(n);
+    return op;
+  }
+
+  #nextProbe = 0;
+
+  #startGet(c: number, n: SimNode, key: string): void {
+    const seq = ++this.#clientSeq[c];
+    const ctx = `r${c}-${seq}`;
+    const rec: HistoryOp = {
+      client: c,
+      op: "get",
+      key,
+      value: null,
+      invokeStep: this.#step,
+      returnStep: -1,
+      outcome: "unknown",
+    };
+    const op: PendingOp = { rec, id: ctx, node: n, deadline: this.#now + OP_TIMEOUT_MS, done: false, readIndex: 0 };
+    this.history.push(rec);
+    try {
+      n.raft.readIndex(enc.encode(ctx));
+    } catch {
+      this.#finish(op, "fail", null);
+      return;
+    }
+    n.gets.set(ctx, op);
+    this.#schedule(EV_TIMEOUT, OP_TIMEOUT_MS).op = op;
+    this.#drive(n);
+  }
+
+  #finish(op: PendingOp, outcome: HistoryOp["outcome"], value: string | null): void {
+    if (op.done) return;
+    op.done = true;
+    op.rec.outcome = outcome;
+    op.rec.returnStep = this.#step;
+    if (op.rec.op === "get" && outcome === "ok") op.rec.value = value;
+    if (outcome === "ok") this.stats.opsOk++;
+    else if (outcome === "fail") this.stats.opsFail++;
+    else this.stats.opsUnknown++;
+    op.node.puts.delete(op.id);
+    op.node.gets.delete(op.id);
+    const c = op.rec.client;
+    if (c >= 0 && this.#faults) {
+      // Think time, then the next operation (at a later step, so real-time order is unambiguous).
+      this.#schedule(EV_CLIENT, 1 + this.rng.int(20)).client = c;
+    } else if (c >= 0) {
+      this.#schedule(EV_CLIENT, 5 + this.rng.int(40)).client = c;
+    }
+  }
+
+  /** Operations still open at the end have an unknown outcome (puts) or did nothing (gets). */
+  #finishOps(): void {
+    for (const n of this.nodes.values()) {
+      for (const op of [...n.puts.values()]) this.#finish(op, "unknown", null);
+      for (const op of [...n.gets.values()]) this.#finish(op, "fail", null);
+      for (const op of n.readsWaiting) this.#finish(op, "fail", null);
+    }
+    for (const rec of this.history) {
+      if (rec.returnStep < 0) {
+        rec.returnStep = this.#step;
+        rec.outcome = rec.op === "put" ? "unknown" : "fail";
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- nemesis
+
+  #leader(): SimNode | null {
+    let best: SimNode | null = null;
+    for (const n of this.nodes.values()) {
+      if (n.alive && n.raft.isLeader && (!best || n.raft.term > best.raft.term)) best = n;
+    }
+    return best;
+  }
+
+  #block(from: string, to: string): void {
+    let s = this.#blocked.get(from);
+    if (!s) this.#blocked.set(from, s = new Set());
+    s.add(to);
+  }
+
+  #nemesis(): void {
+    const r = this.rng.next();
+    const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
+    const ids = [...this.nodes.values()].filter((n) => !n.removed).map((n) => n.id);
+    const leader = this.#leader();
+    if (r < 0.2) {
+      this.#blocked.clear();
+    } else if (r < 0.35) {
+      // symmetric split
+      this.stats.partitions++;
+      this.#blocked.clear();
+      const side = new Set(ids.filter(() => this.rng.chance(0.5)));
+      for (const a of ids) for (const b of ids) if (side.has(a) !== side.has(b)) this.#block(a, b);
+    } else if (r < 0.45) {
+      // isolate the leader
+      if (!leader) return;
+      this.stats.partitions++;
+      this.#blocked.clear();
+      for (const b of ids) {
+        if (b === leader.id) continue;
+        this.#block(leader.id, b);
+        this.#block(b, leader.id);
+      }
+    } else if (r < 0.5) {
+      // the leader and one follower on one side (the leader keeps a minority and can append but not commit)
+      if (!leader) return;
+      this.stats.partitions++;
+      this.#blocked.clear();
+      const mate = this.rng.pick(ids.filter((i) => i !== leader.id));
+      const side = new Set([leader.id, mate]);
+      for (const a of ids) for (const b of ids) if (side.has(a) !== side.has(b)) this.#block(a, b);
+    } else if (r < 0.55) {
+      // asymmetric: one member can only send, or only receive
+      this.stats.partitions++;
+      this.#blocked.clear();
+      const x = this.rng.pick(ids);
+      const outgoing = this.rng.chance(0.5);
+      for (const b of ids) {
+        if (b === x) continue;
+        if (outgoing) this.#block(x, b);
+        else this.#block(b, x);
+      }
+    } else if (r < 0.63) {
+      if (live.length > 0) this.#crash(this.rng.pick(live));
+    } else if (r < 0.7) {
+      // the leader, most likely with writes in flight (sometimes with a follower at the same moment)
+      if (leader) {
+        this.#crash(leader);
+        if (this.rng.chance(0.3)) {
+          const others = live.filter((n) => n !== leader);
+          if (others.length > 0) this.#crash(this.rng.pick(others));
+        }
+      }
+    } else if (r < 0.77) {
+      if (!leader) return;
+      const st = leader.raft.status();
+      const others = st.voters.filter((v) => v !== leader.id);
+      if (others.length === 0) return;
+      this.stats.transfers++;
+      leader.raft.transferLeader(this.rng.pick(others));
+      this.#drive(leader);
+    } else if (r < 0.92) {
+      this.#membership(leader);
+    }
+    // else: quiet period
+  }
+
+  #membership(leader: SimNode | null): void {
+    if (!leader) return;
+    const cs = leader.raft.confState();
+    const maxVoters = this.params.members === 3 ? 5 : 7;
+    const choices: (() => { type: ConfChangeType; nodeId: string })[] = [];
+    if (cs.learners.length > 0) {
+      const l = this.rng.pick(cs.learners);
+      choices.push(() => ({ type: ConfChangeType.AddNode, nodeId: l }));
+      choices.push(() => ({ type: ConfChangeType.RemoveNode, nodeId: l }));
+    } else if (cs.voters.length < maxVoters) {
+      choices.push(() => ({ type: ConfChangeType.AddLearnerNode, nodeId: String(this.#nextId) }));
+    }
+    if (cs.voters.length > 3) {
+      const v = this.rng.pick(cs.voters);
+      choices.push(() => ({ type: ConfChangeType.RemoveNode, nodeId: v }));
+    }
+    choices.push(() => ({ type: ConfChangeType.UpdateNode, nodeId: this.rng.pick(cs.voters) }));
+    const cc = this.rng.pick(choices)();
+    try {
+      leader.raft.proposeConfChange(cc);
+    } catch {
+      return;
+    }
+    if (cc.type === ConfChangeType.AddLearnerNode) this.#nextId++;
+    this.stats.confChanges++;
+    this.#drive(leader);
+  }
+
+  #healAll(): void {
+    this.#blocked.clear();
+    for (const n of this.nodes.values()) {
+      if (!n.alive && !n.removed) this.#start(n, null);
+    }
+  }
+
+  // ---------------------------------------------------------------- invariants
+
+  /** Election safety and leader completeness, checked after every step. */
+  #checkLeaders(): void {
+    for (const n of this.nodes.values()) {
+      if (!n.alive) continue;
+      const r = n.raft;
+      const role = r.role;
+      const term = r.term;
+      if (term < n.prevTerm) throw this.#failure(`member ${n.id} term went back ${n.prevTerm} -> ${term}`);
+      if (role === "leader" && (n.prevRole !== "leader" || n.prevTerm !== term)) {
+        this.stats.elections++;
+        const other = this.#leaderOfTerm.get(term);
+        if (other !== undefined && other !== n.id) {
+          throw this.#failure(`election safety: ${other} and ${n.id} both leaders of term ${term}`);
+        }
+        this.#leaderOfTerm.set(term, n.id);
+        this.#checkCompleteness(n);
+      }
+      n.prevRole = role;
+      n.prevTerm = term;
+    }
+  }
+
+  #checkCompleteness(n: SimNode): void {
+    const log = n.raft.log;
+    const last = log.lastIndex();
+    if (last < this.#maxApplied) {
+      throw this.#failure(
+        `leader completeness: leader ${n.id} (term ${n.raft.term}) ends at ${last}, ` +
+          `but ${this.#maxApplied} was applied`,
+      );
+    }
+    const first = log.firstIndex();
+    for (let i = Math.max(1, first - 1); i <= this.#maxApplied; i++) {
+      const a = this.#applied[i];
+      if (!a) continue;
+      const t = log.term(i);
+      if (t !== a.term) {
+        throw this.#failure(
+          `leader completeness: leader ${n.id} (term ${n.raft.term}) has term ${t} at ${i}, ` +
+            `applied entry there has term ${a.term}`,
+        );
+      }
+    }
+  }
+
+  /** Log matching: every entry entering a log is consistent with every other log's entry at (index, term). */
+  #checkReady(n: SimNode, rd: Ready): void {
+    const log = n.raft.log;
+    for (const e of rd.entries) {
+      const key = `${e.index}:${e.term}`;
+      const prevTerm = e.index > 1 ? log.term(e.index - 1) ?? -1 : 0;
+      const reg = this.#entryReg.get(key);
+      if (!reg) {
+        this.#entryReg.set(key, { data: e.data, prevTerm, type: e.type });
+      } else if (reg.prevTerm !== prevTerm && prevTerm !== -1 && reg.prevTerm !== -1) {
+        throw this.#failure(
+          `log matching: ${n.id} has ${key} after term ${prevTerm}, another log after ${reg.prevTerm}`,
+        );
+      } else if (reg.type !== e.type || !bytesEqual(reg.data, e.data)) {
+        throw this.#failure(`log matching: ${n.id} has different content at ${key}`);
+      }
+    }
+    const hs = rd.hardState;
+    if (hs && hs.commit > log.lastIndex()) {
+      throw this.#failure(`member ${n.id} would persist commit ${hs.commit} beyond last index ${log.lastIndex()}`);
+    }
+  }
+
+  #checkSnapshotData(n: SimNode, index: number, data: string): void {
+    const known = this.#snapReg.get(index);
+    if (known === undefined) this.#snapReg.set(index, data);
+    else if (known !== data) throw this.#failure(`state machine safety: ${n.id}'s state at ${index} differs`);
+  }
+
+  /** Every write acknowledged as ok is in the applied log. */
+  #checkAckedWrites(): void {
+    const appliedIds = new Set<string>();
+    for (const a of this.#applied) {
+      if (!a || a.data.length === 0) continue;
+      const s = dec.decode(a.data);
+      if (s.startsWith("{")) appliedIds.add((JSON.parse(s) as PutCmd).id);
+    }
+    for (const rec of this.history) {
+      if (rec.op !== "put" || rec.outcome !== "ok") continue;
+      const [c, seq] = rec.value!.slice(1).split(".");
+      if (!appliedIds.has(`${c}-${seq}`)) throw this.#failure(`acknowledged write ${rec.value} is not in the log`);
+    }
+  }
+
+  #failure(why: string): SimFailure {
+    const trace = this.#trace.map((t) => {
+      if (typeof t === "string") return t;
+      const m = t.msg;
+      const what = m
+        ? `${m.type} ${m.from}->${m.to} t${m.term} i${m.index} lt${m.logTerm} c${m.commit} n${m.entries.length}` +
+          (m.reject ? ` reject hint${m.rejectHint}` : "")
+        : t.node
+        ? `node ${t.node.id}`
+        : t.client >= 0
+        ? `client ${t.client}`
+        : "";
+      return `@${t.time} ${KIND_NAMES[t.kind]} ${what}`;
+    });
+    return new SimFailure(this.seed, this.#step, why, this.history, trace, this.params);
+  }
+}
+
+/** Convenience: one run with the given options. */
+export function runSimulation(opts: SimOptions): SimResult {
+  return new Simulation(opts).run(opts.steps ?? 4000, opts.livenessSteps ?? 6000);
+}
