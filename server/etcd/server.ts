@@ -2,6 +2,9 @@
  * The etcd-compatible member: opens its storage, serves the etcd v3 gRPC API on every client URL and on the peer
  * URLs (as etcd ≤ 3.5 does), expires leases, runs auto-compaction, and logs the readiness lines etcd prints.
  */
+import * as grpc from "@grpc/grpc-js";
+import { grpcRoot } from "../../proto/mod.ts";
+import { hostPort } from "../peer/transport.ts";
 import { GrpcServer } from "../transport/grpc_server.ts";
 import { httpEndpoints } from "./http.ts";
 import path from "node:path";
@@ -17,6 +20,86 @@ import type { Logger } from "./log.ts";
 
 /** The version this server reports (the etcd API level it implements). */
 export const SERVER_VERSION = "3.4.23";
+
+/** Who this member is and which members it knows of before it has a log. */
+interface Identity {
+  clusterId: string;
+  memberId: string;
+  initialMembers: Member[];
+}
+
+/** A new cluster: every ID follows from --initial-cluster and the token, as in etcd. */
+function identityFromFlags(cfg: EtcdConfig): Identity {
+  const ids = [...cfg.initialCluster].map(([name, urls]) => ({ name, id: memberIdOf(urls, cfg.initialClusterToken) }));
+  return {
+    memberId: ids.find((m) => m.name === cfg.name)!.id,
+    clusterId: clusterIdOf(ids.map((m) => m.id)),
+    initialMembers: ids.map(({ name, id }) => ({
+      ID: id,
+      name: name === cfg.name ? name : "",
+      peerURLs: cfg.initialCluster.get(name)!,
+      clientURLs: name === cfg.name ? cfg.advertiseClientUrls : [],
+      isLearner: false,
+    })),
+  };
+}
+
+async function hasWal(dir: string): Promise<boolean> {
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".wal")) return true;
+  } catch { /* no dir yet */ }
+  return false;
+}
+
+/**
+ * Asks the other members listed in --initial-cluster (on their peer URLs, which serve the client API too) for the
+ * member list, and finds this member by its advertised peer URLs — it must have been added with MemberAdd first.
+ */
+async function discoverCluster(cfg: EtcdConfig, log: Logger): Promise<Identity> {
+  const mine = new Set(cfg.initialAdvertisePeerUrls);
+  const peers = [...cfg.initialCluster].filter(([name]) => name !== cfg.name).flatMap(([, urls]) => urls);
+  const deadline = Date.now() + 30_000;
+  let lastErr = "no other member in --initial-cluster";
+  while (Date.now() < deadline) {
+    for (const url of peers) {
+      try {
+        const resp = await memberList(hostPort(url));
+        const members: Member[] = resp.members.map((m: Record<string, unknown>) => ({
+          ID: String(m.ID),
+          name: String(m.name ?? ""),
+          peerURLs: (m.peerURLs as string[]) ?? [],
+          clientURLs: (m.clientURLs as string[]) ?? [],
+          isLearner: !!m.isLearner,
+        }));
+        const me = members.find((m) => m.peerURLs.some((u) => mine.has(u)));
+        if (!me) {
+          throw new Error(
+            `this member (peer URLs ${[...mine].join(",")}) is not in the cluster's member list: add it with ` +
+              "`etcdctl member add` first",
+          );
+        }
+        log.info("etcdserver", `joining cluster ${hexId(resp.header.cluster_id)} as member ${hexId(me.ID)}`);
+        return { clusterId: String(resp.header.cluster_id), memberId: me.ID, initialMembers: members };
+      } catch (err) {
+        lastErr = `${url}: ${(err as Error).message}`;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`cannot join the existing cluster: ${lastErr}`);
+}
+
+// deno-lint-ignore no-explicit-any
+function memberList(addr: string): Promise<any> {
+  const client = new grpcRoot.etcdserverpb.Cluster(addr, grpc.credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    client.MemberList({}, { deadline: Date.now() + 2000 }, (err: Error | null, resp: unknown) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(resp);
+    });
+  });
+}
 
 /** A running member. */
 export interface EtcdServer {
@@ -43,21 +126,19 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
   }
   const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
   if (other.length > 0) log.info("embed", `accepted without effect: ${other.map((f) => `--${f}`).join(" ")}`);
-  const token = cfg.initialClusterToken;
-  const ids = [...cfg.initialCluster].map(([name, urls]) => ({ name, id: memberIdOf(urls, token) }));
-  const memberId = ids.find((m) => m.name === cfg.name)!.id;
-  const clusterId = clusterIdOf(ids.map((m) => m.id));
   const memberDir = path.join(cfg.dataDir, "member");
-  const initialMembers: Member[] = ids.map(({ name, id }) => ({
-    ID: id,
-    name: name === cfg.name ? name : "",
-    peerURLs: cfg.initialCluster.get(name)!,
-    clientURLs: name === cfg.name ? cfg.advertiseClientUrls : [],
-    isLearner: false,
-  }));
+  const walDir = cfg.walDir || path.join(memberDir, "wal");
+  let identity: Identity;
+  if (cfg.initialClusterState === "existing" && !(await hasWal(walDir))) {
+    // joining a running cluster: its members tell us the cluster ID and the ID we were added under
+    identity = await discoverCluster(cfg, log);
+  } else {
+    identity = identityFromFlags(cfg);
+  }
+  const { clusterId, memberId, initialMembers } = identity;
   const node = await Node.open({
     snapDir: path.join(memberDir, "snap"),
-    walDir: cfg.walDir || path.join(memberDir, "wal"),
+    walDir,
     clusterId,
     memberId,
     initialMembers,
@@ -177,6 +258,16 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
       stopped = true;
       clearInterval(expiry);
       stopCompaction();
+      // A leader that stops gracefully hands over first, so the cluster does not wait an election timeout.
+      const heir = node.isLeader ? node.bestTransferee() : undefined;
+      if (heir) {
+        try {
+          await node.transferLeadership(heir);
+          log.info("etcdserver", `leadership transferred to ${hexId(heir)} before stopping`);
+        } catch (err) {
+          log.warn("etcdserver", `leadership transfer before stopping failed: ${(err as Error).message}`);
+        }
+      }
       server.forceShutdown();
       await node.close();
     },

@@ -418,6 +418,21 @@ export class Node {
     return p.match >= this.raft.log.committed * 0.9;
   }
 
+  /** The voter (other than this leader) with the most replicated log, if any. */
+  bestTransferee(): string | undefined {
+    const progress = this.raft.status().progress ?? {};
+    let best: string | undefined, match = -1;
+    for (const id of this.raft.confState().voters) {
+      if (id === this.memberId) continue;
+      const p = progress[id];
+      if (p && p.recentActive && p.match > match) {
+        best = id;
+        match = p.match;
+      }
+    }
+    return best;
+  }
+
   /** Hands leadership to another voter; resolves once it leads (or rejects on timeout). */
   async transferLeadership(to: string): Promise<void> {
     if (!this.raft.isLeader) throw Errors.notLeader();

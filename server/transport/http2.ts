@@ -13,63 +13,44 @@
 import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+import {
+  ByteQueue,
+  CONTINUATION,
+  DATA,
+  DEFAULT_FRAME_SIZE,
+  DEFAULT_WINDOW,
+  ErrorCode,
+  FLAG_ACK,
+  FLAG_END_HEADERS,
+  FLAG_END_STREAM,
+  FLAG_PADDED,
+  FLAG_PRIORITY,
+  FrameReader,
+  FrameWriter,
+  GOAWAY,
+  HEADERS,
+  MAX_WINDOW,
+  PING,
+  PREFACE,
+  PRIORITY,
+  PUSH_PROMISE,
+  readU31,
+  readU32,
+  RST_STREAM,
+  SETTINGS,
+  SETTINGS_ENABLE_PUSH,
+  SETTINGS_HEADER_TABLE_SIZE,
+  SETTINGS_INITIAL_WINDOW_SIZE,
+  SETTINGS_MAX_CONCURRENT_STREAMS,
+  SETTINGS_MAX_FRAME_SIZE,
+  SETTINGS_MAX_HEADER_LIST_SIZE,
+  WINDOW_UPDATE,
+} from "./h2frames.ts";
 
-/** HTTP/2 error codes (RFC 9113 section 7). */
-export const ErrorCode = {
-  NO_ERROR: 0x0,
-  PROTOCOL_ERROR: 0x1,
-  INTERNAL_ERROR: 0x2,
-  FLOW_CONTROL_ERROR: 0x3,
-  SETTINGS_TIMEOUT: 0x4,
-  STREAM_CLOSED: 0x5,
-  FRAME_SIZE_ERROR: 0x6,
-  REFUSED_STREAM: 0x7,
-  CANCEL: 0x8,
-  COMPRESSION_ERROR: 0x9,
-  CONNECT_ERROR: 0xa,
-  ENHANCE_YOUR_CALM: 0xb,
-  INADEQUATE_SECURITY: 0xc,
-  HTTP_1_1_REQUIRED: 0xd,
-} as const;
+export { ErrorCode, PREFACE };
 
 /** Passed to `onReset` when the connection itself went away (socket closed or connection error). */
 export const CONNECTION_LOST = -1;
-
-/** The client connection preface. */
-export const PREFACE: Uint8Array = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-
-const DATA = 0x0;
-const HEADERS = 0x1;
-const PRIORITY = 0x2;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const PUSH_PROMISE = 0x5;
-const PING = 0x6;
-const GOAWAY = 0x7;
-const WINDOW_UPDATE = 0x8;
-const CONTINUATION = 0x9;
-
-const FLAG_END_STREAM = 0x1;
-const FLAG_ACK = 0x1;
-const FLAG_END_HEADERS = 0x4;
-const FLAG_PADDED = 0x8;
-const FLAG_PRIORITY = 0x20;
-
-const SETTINGS_HEADER_TABLE_SIZE = 0x1;
-const SETTINGS_ENABLE_PUSH = 0x2;
-const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
-const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
-const SETTINGS_MAX_FRAME_SIZE = 0x5;
-const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
-
-const MAX_WINDOW = 0x7fffffff;
-const EMPTY = Buffer.alloc(0);
-const DEFAULT_WINDOW = 65535;
-const DEFAULT_FRAME_SIZE = 16384;
-/** We read frames of up to this size (the protocol default; we do not raise it). */
-const LOCAL_MAX_FRAME_SIZE = 16384;
-/** Pause reading from a peer that does not read our output once this much is buffered in the socket. */
-const SOCKET_HIGH_WATER = 8 << 20;
 
 /** Options of a server connection. */
 export interface Http2ConnectionOptions {
@@ -112,9 +93,7 @@ export class Http2Stream {
   /** @internal */ remoteClosed = false;
   /** @internal */ localClosed = false;
   /** @internal */ gone = false;
-  /** @internal */ queue: Uint8Array[] = [];
-  /** @internal */ queueOffset = 0;
-  /** @internal */ queued = 0;
+  /** @internal */ readonly queue = new ByteQueue();
   /** @internal */ queueEnd = false;
   /** @internal */ queueTrailers: string[] | null = null;
   /** @internal */ needDrain = false;
@@ -145,7 +124,7 @@ export class Http2Stream {
 
   /** Bytes waiting for flow-control window. */
   get bufferedBytes(): number {
-    return this.queued;
+    return this.queue.bytes;
   }
 
   /** The socket peer as "address:port". */
@@ -193,9 +172,7 @@ export class Http2ServerConnection {
   // input state
   private prefaceLeft = PREFACE.length;
   private gotSettings = false;
-  private inChunks: Uint8Array[] = [];
-  private inLen = 0;
-  private inNeed = 9;
+  private readonly reader = new FrameReader();
   private contStream = 0;
   private contEnd = false;
   private contChunks: Uint8Array[] = [];
@@ -211,12 +188,7 @@ export class Http2ServerConnection {
   private readonly blocked = new Set<Http2Stream>();
 
   // output state
-  private out: Buffer = EMPTY;
-  private outLen = 0;
-  /** A previous output buffer the socket is done with, reused for the next batch. */
-  private spare: Buffer | null = null;
-  private flushScheduled = false;
-  private socketBlocked = false;
+  private readonly w: FrameWriter;
   private readonly drainWaiters = new Set<Http2Stream>();
 
   private goawaySent = false;
@@ -235,6 +207,7 @@ export class Http2ServerConnection {
     this.peer = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`;
     this.decoder = new HpackDecoder(4096, this.opts.maxHeaderListSize);
     this.connRecvWindow = this.opts.connectionWindowSize;
+    this.w = new FrameWriter(socket, () => socket.pause());
     socket.setNoDelay?.(true);
     socket.on("data", (chunk: Buffer) => this.onSocketData(chunk));
     socket.on("error", () => this.onSocketGone());
@@ -242,17 +215,17 @@ export class Http2ServerConnection {
     socket.on("drain", () => this.onSocketDrain());
 
     // our SETTINGS and the connection window, sent right away
-    const s = this.frame(18, SETTINGS, 0, 0);
-    this.u16(s, SETTINGS_MAX_CONCURRENT_STREAMS);
-    this.u32(s + 2, this.opts.maxConcurrentStreams);
-    this.u16(s + 6, SETTINGS_INITIAL_WINDOW_SIZE);
-    this.u32(s + 8, this.opts.initialWindowSize);
-    this.u16(s + 12, SETTINGS_MAX_HEADER_LIST_SIZE);
-    this.u32(s + 14, this.opts.maxHeaderListSize);
+    const s = this.w.frame(18, SETTINGS, 0, 0);
+    this.w.u16(s, SETTINGS_MAX_CONCURRENT_STREAMS);
+    this.w.u32(s + 2, this.opts.maxConcurrentStreams);
+    this.w.u16(s + 6, SETTINGS_INITIAL_WINDOW_SIZE);
+    this.w.u32(s + 8, this.opts.initialWindowSize);
+    this.w.u16(s + 12, SETTINGS_MAX_HEADER_LIST_SIZE);
+    this.w.u32(s + 14, this.opts.maxHeaderListSize);
     if (this.opts.connectionWindowSize > DEFAULT_WINDOW) {
-      this.windowUpdate(0, this.opts.connectionWindowSize - DEFAULT_WINDOW);
+      this.w.windowUpdate(0, this.opts.connectionWindowSize - DEFAULT_WINDOW);
     }
-    this.scheduleFlush();
+    this.w.schedule();
   }
 
   /** Feeds bytes already read from the socket (e.g. by protocol sniffing) before the socket's own data. */
@@ -274,16 +247,16 @@ export class Http2ServerConnection {
   shutdown(): void {
     if (this.dead) return;
     if (!this.goawaySent) this.sendGoaway(ErrorCode.NO_ERROR, "");
-    this.flush();
+    this.w.flush();
     if (this.streams.size === 0) this.closeSocket();
   }
 
-  /** Closes the connection now: every open stream sees onReset(CONNECTION_LOST). */
+  /**
+   * Closes the connection now: every open stream sees onReset(CONNECTION_LOST). No GOAWAY is sent first (the RFC
+   * only recommends it): Deno 2.9.6's HTTP/2 client, used by grpc-js on Deno, can crash the client process when a
+   * GOAWAY arrives on an idle connection (tests/fixtures/cluster_goaway_repro.ts), while a closed socket is safe.
+   */
   destroy(): void {
-    if (!this.dead && !this.goawaySent) {
-      this.sendGoaway(ErrorCode.NO_ERROR, "");
-      this.flush();
-    }
     this.dead = true;
     this.failStreams();
     this.socket.destroy();
@@ -299,22 +272,11 @@ export class Http2ServerConnection {
     } catch (err) {
       this.connectionError(ErrorCode.INTERNAL_ERROR, `internal error: ${err instanceof Error ? err.message : err}`);
     }
-    if (this.outLen > 0) this.scheduleFlush();
+    if (this.w.len > 0) this.w.schedule();
   }
 
   private consume(chunk: Uint8Array): void {
-    let buf: Uint8Array;
-    if (this.inLen > 0) {
-      this.inChunks.push(chunk);
-      this.inLen += chunk.length;
-      if (this.inLen < this.inNeed) return;
-      buf = Buffer.concat(this.inChunks, this.inLen);
-      this.inChunks = [];
-      this.inLen = 0;
-    } else {
-      buf = chunk;
-    }
-    let pos = 0;
+    let buf = chunk;
     if (this.prefaceLeft > 0) {
       const off = PREFACE.length - this.prefaceLeft;
       const n = Math.min(this.prefaceLeft, buf.length);
@@ -325,35 +287,16 @@ export class Http2ServerConnection {
         }
       }
       this.prefaceLeft -= n;
-      pos = n;
+      if (n === buf.length) return;
+      buf = buf.subarray(n);
     }
-    const end = buf.length;
-    while (end - pos >= 9) {
-      const len = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
-      if (len > LOCAL_MAX_FRAME_SIZE) {
-        this.connectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${len} bytes exceeds ${LOCAL_MAX_FRAME_SIZE}`);
-        return;
-      }
-      if (end - pos - 9 < len) {
-        this.inNeed = 9 + len;
-        break;
-      }
-      const type = buf[pos + 3];
-      const flags = buf[pos + 4];
-      const sid = ((buf[pos + 5] & 0x7f) << 24 | (buf[pos + 6] << 16) | (buf[pos + 7] << 8) | buf[pos + 8]) >>> 0;
-      this.frameIn(type, flags, sid, buf, pos + 9, pos + 9 + len);
-      if (this.dead) return;
-      pos += 9 + len;
-    }
-    if (pos < end) {
-      if (end - pos < 9) this.inNeed = 9;
-      // keep a private copy: the socket may reuse its buffers
-      const rest = Buffer.allocUnsafe(end - pos);
-      rest.set(buf.subarray(pos, end));
-      this.inChunks.push(rest);
-      this.inLen = rest.length;
-    }
+    const err = this.reader.feed(buf, this.onFrame, this.isDeadNow);
+    if (err) this.connectionError(ErrorCode.FRAME_SIZE_ERROR, err);
   }
+
+  private readonly onFrame = (type: number, flags: number, sid: number, buf: Uint8Array, s: number, e: number) =>
+    this.frameIn(type, flags, sid, buf, s, e);
+  private readonly isDeadNow = (): boolean => this.dead;
 
   private frameIn(type: number, flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
     if (!this.gotSettings) {
@@ -386,8 +329,8 @@ export class Http2ServerConnection {
         if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
         if (end - start !== 8) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "PING length");
         if ((flags & FLAG_ACK) === 0) {
-          const p = this.frame(8, PING, FLAG_ACK, 0);
-          this.out.set(buf.subarray(start, end), p);
+          const p = this.w.frame(8, PING, FLAG_ACK, 0);
+          this.w.out.set(buf.subarray(start, end), p);
         }
         return;
       case GOAWAY:
@@ -413,7 +356,7 @@ export class Http2ServerConnection {
     }
     this.connRecvUnacked += len;
     if (this.connRecvUnacked >= this.opts.connectionWindowSize >> 2) {
-      this.windowUpdate(0, this.connRecvUnacked);
+      this.w.windowUpdate(0, this.connRecvUnacked);
       this.connRecvWindow += this.connRecvUnacked;
       this.connRecvUnacked = 0;
     }
@@ -443,7 +386,7 @@ export class Http2ServerConnection {
     } else {
       s.recvUnacked += len;
       if (s.recvUnacked >= this.opts.initialWindowSize >> 1) {
-        this.windowUpdate(sid, s.recvUnacked);
+        this.w.windowUpdate(sid, s.recvUnacked);
         s.recvWindow += s.recvUnacked;
         s.recvUnacked = 0;
       }
@@ -545,7 +488,7 @@ export class Http2ServerConnection {
       }
       return;
     }
-    const code = ((buf[start] << 24) | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]) >>> 0;
+    const code = readU32(buf, start);
     this.forget(s);
     this.emitReset(s, code);
   }
@@ -560,7 +503,7 @@ export class Http2ServerConnection {
     let windowDelta = 0;
     for (let p = start; p < end; p += 6) {
       const id = (buf[p] << 8) | buf[p + 1];
-      const v = ((buf[p + 2] << 24) | (buf[p + 3] << 16) | (buf[p + 4] << 8) | buf[p + 5]) >>> 0;
+      const v = readU32(buf, p + 2);
       switch (id) {
         case SETTINGS_HEADER_TABLE_SIZE:
           this.encoder.setPeerTableSize(v);
@@ -585,7 +528,7 @@ export class Http2ServerConnection {
           break; // MAX_CONCURRENT_STREAMS (we push nothing), MAX_HEADER_LIST_SIZE, unknown: ignored
       }
     }
-    this.frame(0, SETTINGS, FLAG_ACK, 0);
+    this.w.frame(0, SETTINGS, FLAG_ACK, 0);
     if (windowDelta !== 0) {
       for (const s of this.streams.values()) {
         s.sendWindow += windowDelta;
@@ -599,7 +542,7 @@ export class Http2ServerConnection {
 
   private windowUpdateIn(sid: number, buf: Uint8Array, start: number, end: number): void {
     if (end - start !== 4) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
-    const inc = ((buf[start] & 0x7f) << 24 | (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]) >>> 0;
+    const inc = readU31(buf, start);
     if (sid === 0) {
       if (inc === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
       this.connSendWindow += inc;
@@ -619,7 +562,7 @@ export class Http2ServerConnection {
     if (inc === 0) return this.streamError(sid, ErrorCode.PROTOCOL_ERROR);
     s.sendWindow += inc;
     if (s.sendWindow > MAX_WINDOW) return this.streamError(sid, ErrorCode.FLOW_CONTROL_ERROR);
-    if (s.queued > 0 || s.queueEnd) {
+    if (s.queue.bytes > 0 || s.queueEnd) {
       this.pump(s);
       this.afterPump(s);
     }
@@ -668,37 +611,37 @@ export class Http2ServerConnection {
   sendHeaders(s: Http2Stream, fields: string[], end: boolean): void {
     this.headersOut(s.id, fields, end);
     if (end) this.localDone(s);
-    this.scheduleFlush();
+    this.w.schedule();
   }
 
   /** @internal */
   sendTrailers(s: Http2Stream, fields: string[]): void {
-    if (s.queued > 0) {
+    if (s.queue.bytes > 0) {
       s.queueEnd = true;
       s.queueTrailers = fields;
       return;
     }
     this.headersOut(s.id, fields, true);
     this.localDone(s);
-    this.scheduleFlush();
+    this.w.schedule();
   }
 
   /** @internal */
   sendData(s: Http2Stream, body: Uint8Array, head: Uint8Array | null, end: boolean): boolean {
     const hl = head ? head.length : 0;
     const total = hl + body.length;
-    if (s.queued === 0 && !s.queueEnd) {
+    if (s.queue.bytes === 0 && !s.queueEnd) {
       const allowed = Math.min(s.sendWindow, this.connSendWindow);
       if (total <= allowed && total <= this.peerMaxFrame) {
         // fast path: one frame straight into the output buffer
-        const p = this.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
-        if (head) this.out.set(head, p);
-        this.out.set(body, p + hl);
+        const p = this.w.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
+        if (head) this.w.out.set(head, p);
+        this.w.out.set(body, p + hl);
         s.sendWindow -= total;
         this.connSendWindow -= total;
         if (end) this.localDone(s);
-        this.scheduleFlush();
-        return !this.socketBlocked || this.wantDrain(s);
+        this.w.schedule();
+        return !this.w.blocked || this.wantDrain(s);
       }
     }
     let data = body;
@@ -707,47 +650,35 @@ export class Http2ServerConnection {
       data.set(head, 0);
       data.set(body, hl);
     }
-    if (data.length > 0) {
-      s.queue.push(data);
-      s.queued += data.length;
-    }
+    s.queue.push(data);
     if (end) s.queueEnd = true;
     this.pump(s);
-    this.scheduleFlush();
-    if (s.queued > 0 || s.queueEnd) {
+    this.w.schedule();
+    if (s.queue.bytes > 0 || s.queueEnd) {
       this.blocked.add(s);
       return this.wantDrain(s);
     }
     if (s.localClosed) return true;
-    return !this.socketBlocked || this.wantDrain(s);
+    return !this.w.blocked || this.wantDrain(s);
   }
 
   private wantDrain(s: Http2Stream): false {
     s.needDrain = true;
-    if (this.socketBlocked) this.drainWaiters.add(s);
+    if (this.w.blocked) this.drainWaiters.add(s);
     return false;
   }
 
   /** Sends as much of a stream's queue as the windows allow; finishes the stream when its end went out. */
   private pump(s: Http2Stream): void {
-    while (s.queued > 0) {
+    while (s.queue.bytes > 0) {
       const allowed = Math.min(s.sendWindow, this.connSendWindow, this.peerMaxFrame);
       if (allowed <= 0) return;
-      const chunk = s.queue[0];
-      const avail = chunk.length - s.queueOffset;
-      const n = Math.min(avail, allowed);
-      const last = n === s.queued && s.queueEnd && !s.queueTrailers;
-      const p = this.frame(n, DATA, last ? FLAG_END_STREAM : 0, s.id);
-      this.out.set(chunk.subarray(s.queueOffset, s.queueOffset + n), p);
+      const n = Math.min(s.queue.bytes, allowed);
+      const last = n === s.queue.bytes && s.queueEnd && !s.queueTrailers;
+      const p = this.w.frame(n, DATA, last ? FLAG_END_STREAM : 0, s.id);
+      s.queue.copyTo(this.w.out, p, n);
       s.sendWindow -= n;
       this.connSendWindow -= n;
-      s.queued -= n;
-      if (n === avail) {
-        s.queue.shift();
-        s.queueOffset = 0;
-      } else {
-        s.queueOffset += n;
-      }
       if (last) {
         s.queueEnd = false;
         this.localDone(s);
@@ -760,21 +691,21 @@ export class Http2ServerConnection {
         this.headersOut(s.id, s.queueTrailers, true);
         s.queueTrailers = null;
       } else {
-        this.frame(0, DATA, FLAG_END_STREAM, s.id);
+        this.w.frame(0, DATA, FLAG_END_STREAM, s.id);
       }
       this.localDone(s);
     }
   }
 
   private afterPump(s: Http2Stream): void {
-    if (s.queued === 0 && !s.queueEnd) {
+    if (s.queue.bytes === 0 && !s.queueEnd) {
       this.blocked.delete(s);
-      if (s.needDrain && !this.socketBlocked && !s.gone) {
+      if (s.needDrain && !this.w.blocked && !s.gone) {
         s.needDrain = false;
         this.emitDrain(s);
       }
     }
-    this.scheduleFlush();
+    this.w.schedule();
   }
 
   private resumeBlocked(): void {
@@ -794,16 +725,16 @@ export class Http2ServerConnection {
   /** @internal */
   resetStream(s: Http2Stream, code: number): void {
     if (s.gone) return;
-    this.rst(s.id, code);
+    this.w.rst(s.id, code);
     this.forget(s);
-    this.scheduleFlush();
+    this.w.schedule();
   }
 
   private localDone(s: Http2Stream): void {
     s.localClosed = true;
     if (!s.remoteClosed) {
       // the response is complete: tell the client to stop sending (RFC 9113 8.1)
-      this.rst(s.id, ErrorCode.NO_ERROR);
+      this.w.rst(s.id, ErrorCode.NO_ERROR);
     }
     this.forget(s);
   }
@@ -818,17 +749,16 @@ export class Http2ServerConnection {
     this.streams.delete(s.id);
     this.blocked.delete(s);
     this.drainWaiters.delete(s);
-    s.queue.length = 0;
-    s.queued = 0;
+    s.queue.clear();
     if (this.goawaySent && this.streams.size === 0 && !this.dead) {
-      this.flush();
+      this.w.flush();
       this.closeSocket();
     }
   }
 
   private streamError(sid: number, code: number): void {
     const s = this.streams.get(sid);
-    this.rst(sid, code);
+    this.w.rst(sid, code);
     if (s) {
       this.forget(s);
       this.emitReset(s, code);
@@ -838,7 +768,7 @@ export class Http2ServerConnection {
   private connectionError(code: number, message: string): void {
     if (this.dead) return;
     this.sendGoaway(code, message);
-    this.flush();
+    this.w.flush();
     this.dead = true;
     this.failStreams();
     this.closeSocket();
@@ -854,11 +784,7 @@ export class Http2ServerConnection {
 
   private sendGoaway(code: number, message: string): void {
     this.goawaySent = true;
-    const debug = Buffer.from(message.slice(0, 256), "utf8");
-    const p = this.frame(8 + debug.length, GOAWAY, 0, 0);
-    this.u32(p, this.lastStreamId);
-    this.u32(p + 4, code);
-    this.out.set(debug, p + 8);
+    this.w.goaway(this.lastStreamId, code, message);
   }
 
   private closeSocket(): void {
@@ -879,13 +805,13 @@ export class Http2ServerConnection {
   }
 
   private onSocketDrain(): void {
-    if (!this.socketBlocked) return;
-    this.socketBlocked = false;
+    if (!this.w.blocked) return;
+    this.w.blocked = false;
     this.socket.resume();
     const list = [...this.drainWaiters];
     this.drainWaiters.clear();
     for (const s of list) {
-      if (s.gone || s.queued > 0 || s.queueEnd || !s.needDrain) continue;
+      if (s.gone || s.queue.bytes > 0 || s.queueEnd || !s.needDrain) continue;
       s.needDrain = false;
       this.emitDrain(s);
     }
@@ -895,8 +821,8 @@ export class Http2ServerConnection {
     const block = this.encoder.encode(fields);
     const max = this.peerMaxFrame;
     if (block.length <= max) {
-      const p = this.frame(block.length, HEADERS, FLAG_END_HEADERS | (end ? FLAG_END_STREAM : 0), sid);
-      this.out.set(block, p);
+      const p = this.w.frame(block.length, HEADERS, FLAG_END_HEADERS | (end ? FLAG_END_STREAM : 0), sid);
+      this.w.out.set(block, p);
       return;
     }
     let off = 0;
@@ -906,89 +832,10 @@ export class Http2ServerConnection {
       const lastPart = off + n === block.length;
       const type = first ? HEADERS : CONTINUATION;
       const flags = (lastPart ? FLAG_END_HEADERS : 0) | (first && end ? FLAG_END_STREAM : 0);
-      const p = this.frame(n, type, flags, sid);
-      this.out.set(block.subarray(off, off + n), p);
+      const p = this.w.frame(n, type, flags, sid);
+      this.w.out.set(block.subarray(off, off + n), p);
       off += n;
       first = false;
-    }
-  }
-
-  private rst(sid: number, code: number): void {
-    const p = this.frame(4, RST_STREAM, 0, sid);
-    this.u32(p, code);
-  }
-
-  private windowUpdate(sid: number, inc: number): void {
-    const p = this.frame(4, WINDOW_UPDATE, 0, sid);
-    this.u32(p, inc);
-  }
-
-  /** Appends a frame header for a payload of `len` bytes and returns where the payload goes. */
-  private frame(len: number, type: number, flags: number, sid: number): number {
-    const need = this.outLen + 9 + len;
-    if (need > this.out.length) {
-      let nb: Buffer;
-      if (this.outLen === 0 && this.spare && this.spare.length >= need) {
-        nb = this.spare;
-        this.spare = null;
-      } else nb = Buffer.allocUnsafe(Math.max(need, this.out.length * 2, 16384));
-      if (this.outLen > 0) nb.set(this.out.subarray(0, this.outLen));
-      this.out = nb;
-    }
-    const o = this.out;
-    let p = this.outLen;
-    o[p++] = len >>> 16;
-    o[p++] = (len >>> 8) & 0xff;
-    o[p++] = len & 0xff;
-    o[p++] = type;
-    o[p++] = flags;
-    o[p++] = (sid >>> 24) & 0x7f;
-    o[p++] = (sid >>> 16) & 0xff;
-    o[p++] = (sid >>> 8) & 0xff;
-    o[p++] = sid & 0xff;
-    this.outLen = p + len;
-    return p;
-  }
-
-  private u16(p: number, v: number): void {
-    this.out[p] = v >>> 8;
-    this.out[p + 1] = v & 0xff;
-  }
-
-  private u32(p: number, v: number): void {
-    const o = this.out;
-    o[p] = v >>> 24;
-    o[p + 1] = (v >>> 16) & 0xff;
-    o[p + 2] = (v >>> 8) & 0xff;
-    o[p + 3] = v & 0xff;
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled || this.outLen === 0) return;
-    this.flushScheduled = true;
-    setImmediate(this.flushNow);
-  }
-
-  private readonly flushNow = (): void => {
-    this.flushScheduled = false;
-    this.flush();
-  };
-
-  /** Writes everything gathered so far with one socket write. */
-  private flush(): void {
-    if (this.outLen === 0) return;
-    const full = this.out;
-    const chunk = full.subarray(0, this.outLen);
-    this.outLen = 0;
-    // the socket keeps `chunk` until it is written: the next batch goes to the spare buffer or a new one
-    this.out = EMPTY;
-    if (this.socket.destroyed || this.socket.writableEnded) return;
-    this.socket.write(chunk, () => {
-      if (this.spare === null && full.length <= 1 << 20) this.spare = full;
-    });
-    if (!this.socketBlocked && this.socket.writableLength > SOCKET_HIGH_WATER) {
-      this.socketBlocked = true;
-      this.socket.pause();
     }
   }
 }
