@@ -1,11 +1,16 @@
 /**
  * The peer transport among primaries: Raft messages travel as frames on one long-lived gRPC client stream per peer
  * (`egpb.Raft/Send`), served on the peer URLs next to the etcd client API. Messages are batched per event-loop turn
- * into one frame. A broken stream drops what it held (Raft retransmits) and is re-dialed on the next send.
- * Every call carries the sender's cluster ID; a member of another cluster is refused with a clear error.
+ * into one frame. A broken stream drops what it held (Raft retransmits) and is re-dialed on the next send (after a
+ * short backoff when the peer could not be reached). Every call carries the sender's cluster ID; a member of another
+ * cluster is refused with a clear error.
+ *
+ * The sending side uses our own HTTP/2 client (server/transport/http2_client.ts): all frames of one event-loop turn go
+ * out in one socket write. The receiving side is a grpc-js-shaped service served by our GrpcServer.
  */
-import * as grpc from "@grpc/grpc-js";
-import { grpcRoot } from "../../proto/mod.ts";
+import type * as grpc from "@grpc/grpc-js";
+import { RaftService } from "../../proto/mod.ts";
+import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
 import type { Message } from "../raft/types.ts";
 import { decodeMessages, encodeMessages } from "./codec.ts";
 
@@ -38,13 +43,28 @@ export function hostPort(url: string): string {
   return `${u.hostname}:${u.port || "80"}`;
 }
 
+const SEND_PATH = "/egpb.Raft/Send";
+const LEASE_PATH = "/egpb.Raft/Lease";
+/** Frames are dropped (Raft retransmits) while this much waits for a peer that does not read (flow control). */
+const MAX_BUFFERED = 32 << 20;
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 1000;
+
+// proto-loader's serializers of the service definition: the same encoding grpc-js used
+const serializeFrame = RaftService.Send.requestSerialize as (v: Obj) => Uint8Array;
+const serializeLeaseQuery = RaftService.Lease.requestSerialize as (v: Obj) => Uint8Array;
+const deserializeLeaseAnswer = RaftService.Lease.responseDeserialize as (b: Uint8Array) => Obj;
+
 class PeerLink {
-  #client: Obj | null = null;
-  #call: grpc.ClientWritableStream<Obj> | null = null;
+  #client: GrpcClient | null = null;
+  #call: GrpcClientStream | null = null;
   #queue: Message[] = [];
   #scheduled = false;
   #addr = "";
   #warned = false;
+  /** no dial before this time (the last connection attempt failed) */
+  #retryAt = 0;
+  #backoff = MIN_BACKOFF_MS;
 
   constructor(readonly id: string, readonly hooks: PeerHooks) {}
 
@@ -60,26 +80,33 @@ class PeerLink {
     }
   }
 
-  client(): Obj | null {
+  /** The connection to the peer: reused while it is open, else a new one (unless backing off). */
+  client(): GrpcClient | null {
     const addr = this.hooks.addressOf(this.id);
     if (!addr) return null;
-    if (this.#client && addr === this.#addr) return this.#client;
+    if (this.#client && addr === this.#addr && !this.#client.closed) return this.#client;
+    if (addr === this.#addr && Date.now() < this.#retryAt) return null;
     this.close();
     this.#addr = addr;
-    this.#client = new grpcRoot.egpb.Raft(addr, grpc.credentials.createInsecure(), {
-      "grpc.max_send_message_length": -1,
-      "grpc.max_receive_message_length": -1,
-      "grpc.initial_reconnect_backoff_ms": 100,
-      "grpc.max_reconnect_backoff_ms": 1000,
+    const client = new GrpcClient(addr, { maxReceiveMessageLength: 64 << 20 });
+    let connected = false;
+    client.once("connect", () => connected = true);
+    client.on("close", () => {
+      if (this.#client === client) this.#client = null;
+      if (connected) {
+        this.#backoff = MIN_BACKOFF_MS;
+        this.#retryAt = 0;
+      } else {
+        this.#retryAt = Date.now() + this.#backoff;
+        this.#backoff = Math.min(this.#backoff * 2, MAX_BACKOFF_MS);
+      }
     });
-    return this.#client;
+    this.#client = client;
+    return client;
   }
 
-  metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    md.set(CLUSTER_HEADER, this.hooks.clusterId);
-    md.set(FROM_HEADER, this.hooks.selfId);
-    return md;
+  metadata(): Record<string, string> {
+    return { [CLUSTER_HEADER]: this.hooks.clusterId, [FROM_HEADER]: this.hooks.selfId };
   }
 
   #flush(): void {
@@ -88,30 +115,38 @@ class PeerLink {
     this.#queue = [];
     if (msgs.length === 0) return;
     const call = this.#stream();
-    if (!call) {
+    if (!call || call.bufferedBytes > MAX_BUFFERED) {
       this.hooks.unreachable(this.id);
       for (const m of msgs) if (m.type === "Snap") this.hooks.snapshotSent(this.id, false);
       return;
     }
-    const snaps = msgs.filter((m) => m.type === "Snap");
-    call.write({ data: encodeMessages(msgs) }, (err: unknown) => {
-      for (const _ of snaps) this.hooks.snapshotSent(this.id, !err);
-    });
+    const bytes = serializeFrame({ data: encodeMessages(msgs) });
+    let snaps = 0;
+    for (const m of msgs) if (m.type === "Snap") snaps++;
+    if (snaps === 0) call.write(bytes);
+    else {
+      call.write(bytes, (err) => {
+        for (let i = 0; i < snaps; i++) this.hooks.snapshotSent(this.id, !err);
+      });
+    }
   }
 
-  #stream(): grpc.ClientWritableStream<Obj> | null {
-    if (this.#call) return this.#call;
+  #stream(): GrpcClientStream | null {
+    if (this.#call && !this.#call.closed) return this.#call;
+    this.#call = null;
     const client = this.client();
     if (!client) return null;
-    const call: grpc.ClientWritableStream<Obj> = client.Send(this.metadata(), (err: grpc.ServiceError | null) => {
-      if (this.#call === call) this.#call = null;
-      if (err && err.code === grpc.status.FAILED_PRECONDITION) {
+    const call = client.clientStream(SEND_PATH, this.metadata());
+    call.on("error", (err: GrpcError) => {
+      if (err.code === Status.FAILED_PRECONDITION) {
         if (!this.#warned) this.hooks.log(`peer ${this.id} refused us: ${err.details}`);
         this.#warned = true;
       }
-      if (err) this.hooks.unreachable(this.id);
+      this.hooks.unreachable(this.id);
     });
-    call.on("error", () => {});
+    call.on("close", () => {
+      if (this.#call === call) this.#call = null;
+    });
     this.#call = call;
     return call;
   }
@@ -150,12 +185,14 @@ export class PeerTransport {
       this.#links.set(leader, link);
     }
     const client = link.client();
-    if (!client) return Promise.reject(new Error(`no address for leader ${leader}`));
-    return new Promise((resolve, reject) => {
-      client.Lease({ id, renew }, link!.metadata(), { deadline: Date.now() + 3000 }, (err: unknown, r: Obj) => {
-        if (err) reject(err);
-        else resolve({ ttl: Number(r.ttl), granted_ttl: Number(r.granted_ttl) });
-      });
+    if (!client) {
+      if (!this.hooks.addressOf(leader)) return Promise.reject(new Error(`no address for leader ${leader}`));
+      return Promise.reject(new GrpcError(Status.UNAVAILABLE, `leader ${leader} is unreachable`));
+    }
+    const req = serializeLeaseQuery({ id, renew });
+    return client.unary(LEASE_PATH, req, link.metadata(), 3000).then((bytes) => {
+      const r = deserializeLeaseAnswer(bytes);
+      return { ttl: Number(r.ttl), granted_ttl: Number(r.granted_ttl) };
     });
   }
 
@@ -185,7 +222,7 @@ export class PeerTransport {
         const bad = this.#check(call.metadata);
         if (bad) {
           this.hooks.log(`refused peer ${call.metadata.get(FROM_HEADER)[0] ?? "?"}: ${bad}`);
-          cb({ code: grpc.status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
+          cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
           return;
         }
         call.on("data", (f: Obj) => {
@@ -203,11 +240,10 @@ export class PeerTransport {
       },
       Lease: (call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
         const bad = this.#check(call.metadata);
-        if (bad) return cb({ code: grpc.status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
+        if (bad) return cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
         this.hooks.lease(String(call.request.id), !!call.request.renew).then(
           (a) => cb(null, a),
-          (err) =>
-            cb({ code: grpc.status.UNAVAILABLE, details: String(err?.message ?? err) } as grpc.ServiceError, null),
+          (err) => cb({ code: Status.UNAVAILABLE, details: String(err?.message ?? err) } as grpc.ServiceError, null),
         );
       },
     };

@@ -1,0 +1,328 @@
+/**
+ * HTTP/2 framing shared by the server (http2.ts) and client (http2_client.ts) connections: protocol constants, a
+ * frame reader that reassembles frames from socket chunks, and a frame writer that gathers every frame produced during
+ * one event-loop turn into one buffer and hands it to the socket with a single write.
+ */
+import { Buffer } from "node:buffer";
+import type { Socket } from "node:net";
+
+/** HTTP/2 error codes (RFC 9113 section 7). */
+export const ErrorCode = {
+  NO_ERROR: 0x0,
+  PROTOCOL_ERROR: 0x1,
+  INTERNAL_ERROR: 0x2,
+  FLOW_CONTROL_ERROR: 0x3,
+  SETTINGS_TIMEOUT: 0x4,
+  STREAM_CLOSED: 0x5,
+  FRAME_SIZE_ERROR: 0x6,
+  REFUSED_STREAM: 0x7,
+  CANCEL: 0x8,
+  COMPRESSION_ERROR: 0x9,
+  CONNECT_ERROR: 0xa,
+  ENHANCE_YOUR_CALM: 0xb,
+  INADEQUATE_SECURITY: 0xc,
+  HTTP_1_1_REQUIRED: 0xd,
+} as const;
+
+/** The client connection preface. */
+export const PREFACE: Uint8Array = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+export const DATA = 0x0;
+export const HEADERS = 0x1;
+export const PRIORITY = 0x2;
+export const RST_STREAM = 0x3;
+export const SETTINGS = 0x4;
+export const PUSH_PROMISE = 0x5;
+export const PING = 0x6;
+export const GOAWAY = 0x7;
+export const WINDOW_UPDATE = 0x8;
+export const CONTINUATION = 0x9;
+
+export const FLAG_END_STREAM = 0x1;
+export const FLAG_ACK = 0x1;
+export const FLAG_END_HEADERS = 0x4;
+export const FLAG_PADDED = 0x8;
+export const FLAG_PRIORITY = 0x20;
+
+export const SETTINGS_HEADER_TABLE_SIZE = 0x1;
+export const SETTINGS_ENABLE_PUSH = 0x2;
+export const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
+export const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
+export const SETTINGS_MAX_FRAME_SIZE = 0x5;
+export const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
+
+export const MAX_WINDOW = 0x7fffffff;
+export const DEFAULT_WINDOW = 65535;
+export const DEFAULT_FRAME_SIZE = 16384;
+/** We read frames of up to this size (the protocol default; we do not raise it). */
+export const LOCAL_MAX_FRAME_SIZE = 16384;
+/** Stop reading from a peer that does not read our output once this much is buffered in the socket. */
+export const SOCKET_HIGH_WATER = 8 << 20;
+
+const EMPTY = Buffer.alloc(0);
+
+/** Big-endian u32 at `p`. */
+export function readU32(buf: Uint8Array, p: number): number {
+  return ((buf[p] << 24) | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]) >>> 0;
+}
+
+/** Big-endian u31 at `p` (the reserved top bit cleared), as in stream ids and window increments. */
+export function readU31(buf: Uint8Array, p: number): number {
+  return ((buf[p] & 0x7f) << 24 | (buf[p + 1] << 16) | (buf[p + 2] << 8) | buf[p + 3]) >>> 0;
+}
+
+/** Called for each complete frame; the payload is buf[start, end), valid only during the call. */
+export type FrameHandler = (
+  type: number,
+  flags: number,
+  sid: number,
+  buf: Uint8Array,
+  start: number,
+  end: number,
+) => void;
+
+/** Reassembles frames from socket chunks. */
+export class FrameReader {
+  private chunks: Uint8Array[] = [];
+  private len = 0;
+  private need = 9;
+
+  constructor(private readonly maxFrameSize: number = LOCAL_MAX_FRAME_SIZE) {}
+
+  /**
+   * Feeds socket bytes and calls `onFrame` for every complete frame. `stop()` is asked after each frame (e.g. the
+   * connection died). Returns an error message for an oversized frame (a connection error), else null.
+   */
+  feed(chunk: Uint8Array, onFrame: FrameHandler, stop: () => boolean): string | null {
+    let buf: Uint8Array;
+    if (this.len > 0) {
+      this.chunks.push(chunk);
+      this.len += chunk.length;
+      if (this.len < this.need) return null;
+      buf = Buffer.concat(this.chunks, this.len);
+      this.chunks = [];
+      this.len = 0;
+    } else {
+      buf = chunk;
+    }
+    let pos = 0;
+    const end = buf.length;
+    while (end - pos >= 9) {
+      const len = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
+      if (len > this.maxFrameSize) return `frame of ${len} bytes exceeds ${this.maxFrameSize}`;
+      if (end - pos - 9 < len) {
+        this.need = 9 + len;
+        break;
+      }
+      onFrame(buf[pos + 3], buf[pos + 4], readU31(buf, pos + 5), buf, pos + 9, pos + 9 + len);
+      if (stop()) return null;
+      pos += 9 + len;
+    }
+    if (pos < end) {
+      if (end - pos < 9) this.need = 9;
+      // keep a private copy: the socket may reuse its buffers
+      const rest = Buffer.allocUnsafe(end - pos);
+      rest.set(buf.subarray(pos, end));
+      this.chunks.push(rest);
+      this.len = rest.length;
+    }
+    return null;
+  }
+}
+
+/**
+ * Gathers outgoing frames in one buffer and writes them with one socket write, flushed from setImmediate (so all
+ * frames of one event-loop turn coalesce). `out` is the current buffer: write a frame's payload at the offset
+ * `frame()` returned.
+ */
+export class FrameWriter {
+  out: Buffer = EMPTY;
+  len = 0;
+  /** The socket holds more than SOCKET_HIGH_WATER unwritten bytes (reset by the owner on 'drain'). */
+  blocked = false;
+  /** A previous output buffer the socket is done with, reused for the next batch. */
+  private spare: Buffer | null = null;
+  private scheduled = false;
+
+  /** Callbacks waiting for the batch being gathered to be written. */
+  private waiting: ((err: Error | null) => void)[] = [];
+  /** Callback lists of batches handed to the socket and not yet reported written. */
+  private readonly inFlight = new Set<((err: Error | null) => void)[]>();
+
+  /** @param onBlocked called when a flush leaves the socket backed up (e.g. to pause reading) */
+  constructor(
+    private readonly socket: Socket,
+    private readonly onBlocked: () => void = () => {},
+  ) {}
+
+  /** Makes room for `n` more bytes in `out` and returns where they go. */
+  private reserve(n: number): number {
+    const need = this.len + n;
+    if (need > this.out.length) {
+      let nb: Buffer;
+      if (this.len === 0 && this.spare && this.spare.length >= need) {
+        nb = this.spare;
+        this.spare = null;
+      } else nb = Buffer.allocUnsafe(Math.max(need, this.out.length * 2, 16384));
+      if (this.len > 0) nb.set(this.out.subarray(0, this.len));
+      this.out = nb;
+    }
+    const p = this.len;
+    this.len = need;
+    return p;
+  }
+
+  /** Appends raw bytes (the client connection preface). */
+  raw(bytes: Uint8Array): void {
+    const p = this.reserve(bytes.length); // may replace `out`
+    this.out.set(bytes, p);
+  }
+
+  /** Appends a frame header for a payload of `len` bytes and returns where the payload goes in `out`. */
+  frame(len: number, type: number, flags: number, sid: number): number {
+    let p = this.reserve(9 + len);
+    const o = this.out;
+    o[p++] = len >>> 16;
+    o[p++] = (len >>> 8) & 0xff;
+    o[p++] = len & 0xff;
+    o[p++] = type;
+    o[p++] = flags;
+    o[p++] = (sid >>> 24) & 0x7f;
+    o[p++] = (sid >>> 16) & 0xff;
+    o[p++] = (sid >>> 8) & 0xff;
+    o[p++] = sid & 0xff;
+    return p;
+  }
+
+  u16(p: number, v: number): void {
+    this.out[p] = v >>> 8;
+    this.out[p + 1] = v & 0xff;
+  }
+
+  u32(p: number, v: number): void {
+    const o = this.out;
+    o[p] = v >>> 24;
+    o[p + 1] = (v >>> 16) & 0xff;
+    o[p + 2] = (v >>> 8) & 0xff;
+    o[p + 3] = v & 0xff;
+  }
+
+  /** RST_STREAM. */
+  rst(sid: number, code: number): void {
+    this.u32(this.frame(4, RST_STREAM, 0, sid), code);
+  }
+
+  /** WINDOW_UPDATE. */
+  windowUpdate(sid: number, inc: number): void {
+    this.u32(this.frame(4, WINDOW_UPDATE, 0, sid), inc);
+  }
+
+  /** GOAWAY with a debug message. */
+  goaway(lastStreamId: number, code: number, message: string): void {
+    const debug = Buffer.from(message.slice(0, 256), "utf8");
+    const p = this.frame(8 + debug.length, GOAWAY, 0, 0);
+    this.u32(p, lastStreamId);
+    this.u32(p + 4, code);
+    this.out.set(debug, p + 8);
+  }
+
+  /** Calls `cb` once the frames gathered so far were written to the socket (or failed to be). */
+  whenWritten(cb: (err: Error | null) => void): void {
+    this.waiting.push(cb);
+  }
+
+  /** Fails every write callback not yet called (the socket closed). */
+  failPending(err: Error): void {
+    const lists = [this.waiting, ...this.inFlight];
+    this.waiting = [];
+    this.inFlight.clear();
+    for (const l of lists) for (const cb of l) cb(err);
+  }
+
+  /** Flushes from setImmediate (once per turn). */
+  schedule(): void {
+    if (this.scheduled || this.len === 0) return;
+    this.scheduled = true;
+    setImmediate(this.flushNow);
+  }
+
+  private readonly flushNow = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+
+  /** Writes everything gathered so far with one socket write. Returns false when nothing was written. */
+  flush(): boolean {
+    if (this.len === 0) return false;
+    const full = this.out;
+    const chunk = full.subarray(0, this.len);
+    this.len = 0;
+    // the socket keeps `chunk` until it is written: the next batch goes to the spare buffer or a new one
+    this.out = EMPTY;
+    const cbs = this.waiting.length > 0 ? this.waiting : null;
+    if (cbs) this.waiting = [];
+    if (this.socket.destroyed || this.socket.writableEnded) {
+      if (cbs) { for (const cb of cbs) cb(new Error("socket closed")); }
+      return false;
+    }
+    if (cbs) this.inFlight.add(cbs);
+    this.socket.write(chunk, (err?: Error | null) => {
+      if (this.spare === null && full.length <= 1 << 20) this.spare = full;
+      if (cbs && this.inFlight.delete(cbs)) { for (const cb of cbs) cb(err ?? null); }
+    });
+    if (!this.blocked && this.socket.writableLength > SOCKET_HIGH_WATER) {
+      this.blocked = true;
+      this.onBlocked();
+    }
+    return true;
+  }
+}
+
+/** A FIFO of byte chunks waiting for flow-control window; frames are cut from it across chunk boundaries. */
+export class ByteQueue {
+  private items: Uint8Array[] = [];
+  private head = 0;
+  private offset = 0;
+  /** Bytes queued. */
+  bytes = 0;
+
+  /** Appends a chunk (kept by reference: pass a private copy). */
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.items.push(chunk);
+    this.bytes += chunk.length;
+  }
+
+  /** Moves the first `n` (<= bytes) queued bytes to dst[pos...]. */
+  copyTo(dst: Uint8Array, pos: number, n: number): void {
+    this.bytes -= n;
+    while (n > 0) {
+      const c = this.items[this.head];
+      const avail = c.length - this.offset;
+      const k = avail < n ? avail : n;
+      dst.set(k === c.length ? c : c.subarray(this.offset, this.offset + k), pos);
+      pos += k;
+      n -= k;
+      if (k === avail) {
+        this.head++;
+        this.offset = 0;
+      } else this.offset += k;
+    }
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      // drop consumed entries without an O(n) shift per chunk
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Drops everything. */
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+    this.offset = 0;
+    this.bytes = 0;
+  }
+}
