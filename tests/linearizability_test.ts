@@ -349,7 +349,7 @@ Deno.test("linearizability: concurrent writes observed in inconsistent orders", 
     get(4, "k", "b", 5, 6),
     get(4, "k", "a", 7, 8),
   ]);
-  assert.ok(r.ops!.length <= 5, r.explanation);
+  assert.ok(r.ops!.length <= 5, r.explanation ?? "");
   // after both writes completed everybody must agree on the final value
   assertNotLin([...writes, get(3, "k", "a", 11, 12), get(4, "k", "b", 11, 12)]);
 });
@@ -462,7 +462,7 @@ Deno.test("linearizability: failure explanation and minimisation", () => {
   const r = assertNotLin(h);
   assert.equal(r.minimal, true);
   // the minimal failing sub-history: put v10 < put v11 (or later) < stale get v10
-  assert.equal(r.ops!.length, 3, r.explanation);
+  assert.equal(r.ops!.length, 3, r.explanation ?? "");
   assert.ok(r.ops!.some((o) => o.kind === "get" && o.result === "v10" && o.client === 7));
   assert.equal(checkLinearizable(r.ops!).ok, false);
   // without the overwriting put, or without the stale get, it is fine (without the first put the get reads a value
@@ -585,7 +585,7 @@ Deno.test("linearizability: agrees with a brute-force oracle on small random his
     else {
       nonLin++;
       // the reported sub-history is part of the history and itself non-linearizable
-      assert.equal(bruteForce(got.ops!), false, got.explanation);
+      assert.equal(bruteForce(got.ops!), false, got.explanation ?? "");
       assert.ok(got.ops!.every((o) => h.includes(o)));
       assert.equal(got.minimal, true);
     }
@@ -630,7 +630,7 @@ Deno.test("linearizability: agrees with a plain memoized search on medium random
     if (expect) lin++;
     else {
       nonLin++;
-      assert.equal(referenceCheck(got.ops!), false, got.explanation);
+      assert.equal(referenceCheck(got.ops!), false, got.explanation ?? "");
     }
   }
   console.log(`reference cross-check: ${lin} linearizable, ${nonLin} not`);
@@ -701,7 +701,7 @@ Deno.test("linearizability: performance, 10 keys x 2000 ops, 10 concurrent clien
   const t0 = performance.now();
   const r = checkLinearizable(h);
   const ms = performance.now() - t0;
-  assert.equal(r.ok, true, r.reason);
+  assert.equal(r.ok, true, r.reason ?? "");
   console.log(`checked ${h.length} ops / ${r.stats.keys} keys in ${ms.toFixed(0)} ms, ${r.stats.states} states`);
 
   const bad = injectStaleRead(h, rng(1))!;
