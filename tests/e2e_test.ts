@@ -8,33 +8,17 @@ import assert from "node:assert/strict";
 
 const repo = new URL("../", import.meta.url).pathname;
 const enabled = Deno.env.get("E2E") === "1";
-/** etcd's e2e groups (see shared/tools/etcd-e2e.sh) plus single tests given as Go test regexes. */
-const GROUPS = ["kv", "watch", "lease", "maintenance", "cluster", "^TestCtlV3MoveLeaderScenarios$/Insecure"];
-
-/**
- * Tests of these groups that cannot pass yet, with the reason. Each is skipped by name (and printed), so every other
- * test of the group must pass. Remove an entry as soon as the feature lands.
- */
-const NOT_YET: Record<string, Record<string, string>> = {
-  cluster: {
-    TestCtlV3MoveLeaderScenarios: "its Secure subtests need client TLS (not implemented); the Insecure ones run below",
-  },
-};
+/** etcd's e2e groups (see shared/tools/etcd-e2e.sh). */
+const GROUPS = ["kv", "watch", "lease", "maintenance", "cluster"];
 
 for (const group of GROUPS) {
   Deno.test({
     name: enabled ? `e2e: etcd 3.4 etcdctl suite, group ${group}` : `e2e: group ${group} (skipped: set E2E=1 to run)`,
     ignore: !enabled,
     async fn() {
-      const skip = NOT_YET[group] ?? {};
-      for (const [name, why] of Object.entries(skip)) console.log(`not run yet: ${name}: ${why}`);
-      const env: Record<string, string> = {};
-      if (Object.keys(skip).length > 0) env[`E2E_SKIP_${group.toUpperCase()}`] = `^(${Object.keys(skip).join("|")})$`;
-      // the single-test entries are regexes, not group names
       const { code, stdout, stderr } = await new Deno.Command("bash", {
         args: [`${repo}scripts/e2e.sh`, group],
         cwd: repo,
-        env,
         stdin: "null",
         stdout: "piped",
         stderr: "piped",

@@ -54,12 +54,7 @@ export interface MemberStatus {
   etcd?: EtcdStatus;
 }
 
-/**
- * Raft state of the embedded server as Easegress reports it (etcd's `State` prefix trimmed): Leader, Follower,
- * Candidate or PreCandidate. Contract with the replicated server: it exposes `raftState()` (on the EtcdServer or on
- * its `node`) returning one of those names, with or without the `State` prefix. A server without it is a single
- * voter, which always leads.
- */
+/** Raft state of the embedded server as Easegress reports it: Leader, Follower, Candidate or PreCandidate. */
 export function etcdRaftState(server: EtcdServer): string {
   return server.node.raftState();
 }
@@ -87,6 +82,8 @@ export function etcdConfigOf(opt: Options): EtcdConfig {
     electionMs: 1000,
     autoCompactionMode: "revision",
     autoCompactionRetention: "10",
+    clientTls: null,
+    peerTls: null,
     ignored: [],
   };
 }

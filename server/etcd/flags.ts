@@ -25,8 +25,20 @@ export interface EtcdConfig {
   electionMs: number;
   autoCompactionMode: "periodic" | "revision";
   autoCompactionRetention: string;
+  /** TLS of the client listeners (https client URLs), when --cert-file/--key-file are given */
+  clientTls: TlsFiles | null;
+  /** TLS among primaries (https peer URLs), when --peer-cert-file/--peer-key-file are given */
+  peerTls: TlsFiles | null;
   /** flags given that are accepted but have no effect yet */
   ignored: string[];
+}
+
+/** Certificate files of one side (client or peer) and whether client certificates are required. */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+  trustedCaFile: string;
+  clientCertAuth: boolean;
 }
 
 /** Thrown for a bad command line; the message is what etcd would print. */
@@ -51,17 +63,17 @@ const VALUE_FLAGS = new Set([
   "election-timeout",
   "auto-compaction-mode",
   "auto-compaction-retention",
+  "cert-file",
+  "key-file",
+  "trusted-ca-file",
+  "peer-cert-file",
+  "peer-key-file",
+  "peer-trusted-ca-file",
 ]);
 
 /** etcd flags accepted without effect (TLS, auth, logging, metrics, tuning we do not have yet). */
 const IGNORED_VALUE_FLAGS = new Set([
-  "cert-file",
-  "key-file",
-  "trusted-ca-file",
   "client-crl-file",
-  "peer-cert-file",
-  "peer-key-file",
-  "peer-trusted-ca-file",
   "peer-crl-file",
   "peer-cert-allowed-cn",
   "peer-cert-allowed-hostname",
@@ -130,19 +142,8 @@ const BOOL_FLAGS = new Set([
   "enable-log-rotation",
 ]);
 
-/** Flags whose only effect would be security: we say so loudly. */
-const SECURITY_FLAGS = new Set([
-  "cert-file",
-  "key-file",
-  "trusted-ca-file",
-  "client-cert-auth",
-  "auto-tls",
-  "peer-auto-tls",
-  "peer-cert-file",
-  "peer-key-file",
-  "peer-client-cert-auth",
-  "auth-token",
-]);
+/** Security flags we accept but do not implement yet: we say so loudly. */
+const SECURITY_FLAGS = new Set(["auto-tls", "peer-auto-tls", "auth-token", "client-crl-file", "peer-crl-file"]);
 
 function urls(v: string, flag: string): string[] {
   const out = v.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
@@ -183,6 +184,7 @@ export function parseInitialCluster(v: string): Map<string, string[]> {
 /** Parses etcd's flags (both -flag and --flag, `--flag value` and `--flag=value`). */
 export function parseEtcdFlags(args: string[]): EtcdConfig {
   const given = new Map<string, string>();
+  const bools = new Map<string, boolean>();
   const ignored: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -195,7 +197,9 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
       if (value !== undefined && !["true", "false", "1", "0"].includes(value)) {
         throw new FlagError(`invalid boolean value "${value}" for -${name}`);
       }
-      ignored.push(name);
+      const on = value === undefined || value === "true" || value === "1";
+      if (name === "client-cert-auth" || name === "peer-client-cert-auth") bools.set(name, on);
+      else ignored.push(name);
       continue;
     }
     if (!VALUE_FLAGS.has(name) && !IGNORED_VALUE_FLAGS.has(name)) {
@@ -242,6 +246,20 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
     electionMs: int(get("election-timeout", "1000"), "election-timeout"),
     autoCompactionMode: mode,
     autoCompactionRetention: get("auto-compaction-retention", "0"),
+    clientTls: tlsFiles(
+      given.get("cert-file"),
+      given.get("key-file"),
+      given.get("trusted-ca-file"),
+      bools.get("client-cert-auth") ?? false,
+      "",
+    ),
+    peerTls: tlsFiles(
+      given.get("peer-cert-file"),
+      given.get("peer-key-file"),
+      given.get("peer-trusted-ca-file"),
+      bools.get("peer-client-cert-auth") ?? false,
+      "peer-",
+    ),
     ignored,
   };
   if (!cfg.initialCluster.has(name)) {
@@ -256,6 +274,18 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
   }
   if (cfg.snapshotCount <= 0) throw new FlagError(`invalid value for flag -snapshot-count: must be positive`);
   return cfg;
+}
+
+function tlsFiles(
+  cert: string | undefined,
+  key: string | undefined,
+  ca: string | undefined,
+  clientCertAuth: boolean,
+  prefix: string,
+): TlsFiles | null {
+  if (!cert && !key) return null;
+  if (!cert || !key) throw new FlagError(`--${prefix}cert-file and --${prefix}key-file must be given together`);
+  return { certFile: cert, keyFile: key, trustedCaFile: ca ?? "", clientCertAuth };
 }
 
 /** Names of given flags that only matter for TLS/auth, which we do not implement yet. */

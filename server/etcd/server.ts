@@ -13,7 +13,8 @@ import { WatchHub } from "../watch/watch_stream.ts";
 import { HeaderEncoder } from "../watch/encode.ts";
 import { addEtcdServices } from "../grpc/services.ts";
 import type { Member } from "../membership/members.ts";
-import { type EtcdConfig, securityFlags } from "./flags.ts";
+import { type EtcdConfig, securityFlags, type TlsFiles } from "./flags.ts";
+import tls from "node:tls";
 import { clusterIdOf, hexId, memberIdOf } from "./ids.ts";
 import { startAutoCompaction } from "./compactor.ts";
 import type { Logger } from "./log.ts";
@@ -63,7 +64,7 @@ async function discoverCluster(cfg: EtcdConfig, log: Logger): Promise<Identity> 
   while (Date.now() < deadline) {
     for (const url of peers) {
       try {
-        const resp = await memberList(hostPort(url));
+        const resp = await memberList(hostPort(url), url.startsWith("https:") ? cfg.peerTls : null);
         const members: Member[] = resp.members.map((m: Record<string, unknown>) => ({
           ID: String(m.ID),
           name: String(m.name ?? ""),
@@ -90,8 +91,15 @@ async function discoverCluster(cfg: EtcdConfig, log: Logger): Promise<Identity> 
 }
 
 // deno-lint-ignore no-explicit-any
-function memberList(addr: string): Promise<any> {
-  const client = new grpcRoot.etcdserverpb.Cluster(addr, grpc.credentials.createInsecure());
+function memberList(addr: string, files: TlsFiles | null): Promise<any> {
+  const creds = files
+    ? grpc.credentials.createSsl(
+      files.trustedCaFile ? Deno.readFileSync(files.trustedCaFile) as never : null,
+      Deno.readFileSync(files.keyFile) as never,
+      Deno.readFileSync(files.certFile) as never,
+    )
+    : grpc.credentials.createInsecure();
+  const client = new grpcRoot.etcdserverpb.Cluster(addr, creds);
   return new Promise((resolve, reject) => {
     client.MemberList({}, { deadline: Date.now() + 2000 }, (err: Error | null, resp: unknown) => {
       client.close();
@@ -109,6 +117,33 @@ export interface EtcdServer {
   memberId: string;
   clusterId: string;
   stop(): Promise<void>;
+}
+
+/** Server TLS options from certificate files (null when none are configured). */
+function tlsServerOptions(files: TlsFiles | null): tls.TlsOptions | undefined {
+  if (!files) return undefined;
+  return {
+    cert: Deno.readTextFileSync(files.certFile),
+    key: Deno.readTextFileSync(files.keyFile),
+    ca: files.trustedCaFile ? Deno.readTextFileSync(files.trustedCaFile) : undefined,
+    requestCert: files.clientCertAuth,
+    rejectUnauthorized: files.clientCertAuth,
+  };
+}
+
+/** Client TLS options for dialing peers over https (our certificate and the CA that signs theirs). */
+function tlsClientOptions(files: TlsFiles | null): tls.ConnectionOptions | undefined {
+  if (!files) return undefined;
+  return {
+    cert: Deno.readTextFileSync(files.certFile),
+    key: Deno.readTextFileSync(files.keyFile),
+    ca: files.trustedCaFile ? Deno.readTextFileSync(files.trustedCaFile) : undefined,
+  };
+}
+
+function splitAddress(addr: string): [string, number] {
+  const i = addr.lastIndexOf(":");
+  return [addr.slice(0, i), Number(addr.slice(i + 1))];
 }
 
 /** grpc-js bind address for a URL such as http://localhost:2379. */
@@ -149,6 +184,9 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     maxRequestBytes: cfg.maxRequestBytes,
     heartbeatMs: cfg.heartbeatMs,
     electionMs: cfg.electionMs,
+    peerTls: cfg.initialAdvertisePeerUrls.some((u) => u.startsWith("https:"))
+      ? tlsClientOptions(cfg.peerTls)
+      : undefined,
     log: (m) => log.info("etcdserver", m),
   });
   log.info(
@@ -183,12 +221,21 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     log: (m) => log.info("v3rpc", m),
   });
 
-  const addrs = [...new Set([...cfg.listenClientUrls, ...cfg.listenPeerUrls].map(bindAddress))];
-  for (const addr of addrs) {
-    await new Promise<void>((resolve, reject) => {
-      server.bindAsync(addr, null, (err) => (err ? reject(err) : resolve()));
-    });
-  }
+  // https URLs get TLS with the side's certificate files (etcd's --cert-file / --peer-cert-file)
+  const bound = new Set<string>();
+  const bind = async (url: string, files: TlsFiles | null) => {
+    const addr = bindAddress(url);
+    if (bound.has(addr)) return;
+    bound.add(addr);
+    const secure = new URL(url).protocol === "https:" ? tlsServerOptions(files) : undefined;
+    if (new URL(url).protocol === "https:" && !secure) {
+      log.warn("embed", `${url}: no certificate files given (auto TLS is not implemented); serving plaintext`);
+    }
+    const [host, port] = splitAddress(addr);
+    await server.listen(host, port, secure);
+  };
+  for (const u of cfg.listenClientUrls) await bind(u, cfg.clientTls);
+  for (const u of cfg.listenPeerUrls) await bind(u, cfg.peerTls);
   for (const u of cfg.listenPeerUrls) log.info("embed", `listening for peers on ${u}`);
   for (const u of cfg.listenClientUrls) log.info("embed", `listening for client requests on ${u}`);
 

@@ -8,6 +8,7 @@
  * batched: one round confirms leadership for every read that arrived before it.
  * A single-member cluster runs the same path; its entries commit as soon as they are on its own disk.
  */
+import type tls from "node:tls";
 import { Applier } from "../apply/applier.ts";
 import { decodeState, encodeState } from "../apply/state_codec.ts";
 import { Code, Errors, EtcdError } from "../errors.ts";
@@ -57,6 +58,8 @@ export interface NodeConfig {
   maxRequestBytes: number;
   heartbeatMs: number;
   electionMs: number;
+  /** TLS for dialing peers (https peer URLs); plaintext when absent */
+  peerTls?: tls.ConnectionOptions;
   log: (msg: string) => void;
 }
 
@@ -168,6 +171,7 @@ export class Node {
     n.transport = new PeerTransport({
       selfId: cfg.memberId,
       clusterId: cfg.clusterId,
+      tls: cfg.peerTls,
       addressOf: (id) => {
         const m = n.members.get(id) ?? cfg.initialMembers.find((x) => x.ID === id);
         return m && m.peerURLs.length > 0 ? hostPort(m.peerURLs[0]) : undefined;

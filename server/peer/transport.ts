@@ -9,6 +9,7 @@
  * out in one socket write. The receiving side is a grpc-js-shaped service served by our GrpcServer.
  */
 import type * as grpc from "@grpc/grpc-js";
+import type tls from "node:tls";
 import { RaftService } from "../../proto/mod.ts";
 import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
 import type { Message } from "../raft/types.ts";
@@ -26,6 +27,8 @@ const FROM_HEADER = "eg-from";
 export interface PeerHooks {
   selfId: string;
   clusterId: string;
+  /** TLS options for dialing peers; plaintext when absent */
+  tls?: tls.ConnectionOptions;
   /** "host:port" of a member's first peer URL, if known */
   addressOf(id: string): string | undefined;
   /** messages received from peers */
@@ -88,7 +91,7 @@ class PeerLink {
     if (addr === this.#addr && Date.now() < this.#retryAt) return null;
     this.close();
     this.#addr = addr;
-    const client = new GrpcClient(addr, { maxReceiveMessageLength: 64 << 20 });
+    const client = new GrpcClient(addr, { maxReceiveMessageLength: 64 << 20, tls: this.hooks.tls });
     let connected = false;
     client.once("connect", () => connected = true);
     client.on("close", () => {

@@ -12,6 +12,7 @@ import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import net from "node:net";
+import tls from "node:tls";
 import zlib from "node:zlib";
 import {
   CONNECTION_LOST,
@@ -538,7 +539,7 @@ function splitHostPort(addr: string): [string, number] {
 export class GrpcServer {
   private readonly methods = new Map<string, MethodEntry>();
   private readonly services = new Set<string>();
-  private readonly listeners: net.Server[] = [];
+  private readonly listeners: Array<net.Server | tls.Server> = [];
   private readonly sockets = new Set<net.Socket>();
   private readonly conns = new Set<Http2ServerConnection>();
   private readonly maxLen: number;
@@ -590,17 +591,17 @@ export class GrpcServer {
    * Listens on host:port; resolves with the bound port. "localhost" binds 127.0.0.1 and ::1 (when available),
    * IPv6 hosts may be given in brackets.
    */
-  async listen(host: string, port: number): Promise<number> {
+  async listen(host: string, port: number, secure?: tls.TlsOptions): Promise<number> {
     let h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
     if (h === "") h = "0.0.0.0";
     if (h === "localhost") {
-      const p = await this.listenOne("127.0.0.1", port);
+      const p = await this.listenOne("127.0.0.1", port, secure);
       try {
-        await this.listenOne("::1", p);
+        await this.listenOne("::1", p, secure);
       } catch { /* no IPv6 loopback */ }
       return p;
     }
-    return await this.listenOne(h, port);
+    return await this.listenOne(h, port, secure);
   }
 
   /** grpc-js-compatible bind: "host:port" (credentials ignored; plaintext only). */
@@ -619,9 +620,12 @@ export class GrpcServer {
   /** No-op (grpc-js compatibility). */
   start(): void {}
 
-  private listenOne(host: string, port: number): Promise<number> {
+  /** One listener; with `secure`, TLS (ALPN h2 or http/1.1) in front of the same protocol sniffing. */
+  private listenOne(host: string, port: number, secure?: tls.TlsOptions): Promise<number> {
     return new Promise((resolve, reject) => {
-      const srv = net.createServer((sock) => this.accept(sock));
+      const srv = secure
+        ? tls.createServer({ ...secure, ALPNProtocols: ["h2", "http/1.1"] }, (sock) => this.accept(sock))
+        : net.createServer((sock) => this.accept(sock));
       const onError = (err: Error) => reject(err);
       srv.once("error", onError);
       srv.listen({ host, port, ipv6Only: host.includes(":") && host !== "::" ? true : undefined }, () => {

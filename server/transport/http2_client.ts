@@ -15,6 +15,7 @@
 import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import tls from "node:tls";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
 import {
   ByteQueue,
@@ -80,6 +81,8 @@ export interface Http2ClientOptions {
   connectionWindowSize?: number;
   /** Largest accepted response header list (default 1 MiB). */
   maxHeaderListSize?: number;
+  /** Connect with TLS (ALPN "h2") using these options (CA, client certificate); plaintext h2c when absent. */
+  tls?: tls.ConnectionOptions;
   /** Called once the socket connected. */
   onConnect?: () => void;
   /** Called once when the connection is gone (socket closed). */
@@ -218,7 +221,10 @@ export class Http2ClientConnection {
 
   /** Connects to host:port. */
   static connect(host: string, port: number, opts: Http2ClientOptions = {}): Http2ClientConnection {
-    return new Http2ClientConnection(net.connect({ host, port }), opts);
+    const socket = opts.tls
+      ? tls.connect({ ...opts.tls, host, port, ALPNProtocols: ["h2"], servername: net.isIP(host) ? undefined : host })
+      : net.connect({ host, port });
+    return new Http2ClientConnection(socket, opts);
   }
 
   /** Whether the connection is closed, failed or draining after GOAWAY: no new streams. */
