@@ -10,6 +10,7 @@
  * Segment files are named `<seq>-<firstIndex>.wal` (16 hex digits each) and are created via a tmp file + rename.
  */
 import fs from "node:fs/promises";
+import fsSync from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
 
@@ -397,7 +398,9 @@ export class Wal {
     this.pendingMark = null;
     this.written.lastIndex = this.appendedLastIndex;
     const { buf, crc } = frame(payloads, this.crc);
-    await writeAll(this.fh, buf, this.pos);
+    // The write only copies into the page cache, so it is done synchronously; the fdatasync is the slow part and
+    // runs off the event loop.
+    writeAllSync(this.fh.fd, buf, this.pos);
     this.pos += buf.length;
     this.crc = crc;
     await this.fh.datasync();
@@ -438,6 +441,11 @@ async function writeAll(fh: fs.FileHandle, buf: Uint8Array, pos: number): Promis
     const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
     off += bytesWritten;
   }
+}
+
+function writeAllSync(fd: number, buf: Uint8Array, pos: number): void {
+  let off = 0;
+  while (off < buf.length) off += fsSync.writeSync(fd, buf, off, buf.length - off, pos + off);
 }
 
 /** fsyncs a directory so that created, renamed or deleted entries are durable. */
