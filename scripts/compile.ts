@@ -15,7 +15,18 @@ const only = Deno.args[0];
 let failed = 0;
 for (const [target, name] of targets) {
   if (only && !target.includes(only)) continue;
-  const args = ["compile", "-A", "--no-check", "--target", target, "--output", `dist/${name}`, "mod.ts"];
+  const args = [
+    "compile",
+    "-A",
+    "--no-check",
+    // a small young generation keeps peak memory down at no measurable cost in throughput (see README)
+    "--v8-flags=--max-semi-space-size=2",
+    "--target",
+    target,
+    "--output",
+    `dist/${name}`,
+    "mod.ts",
+  ];
   console.log(`deno ${args.join(" ")}`);
   const { code } = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).output();
   if (code !== 0) {
