@@ -1785,6 +1785,18 @@ export const descriptor = {
         "RaftAck": {
           "fields": {}
         },
+        "SnapshotChunk": {
+          "fields": {
+            "message": {
+              "type": "bytes",
+              "id": 1
+            },
+            "data": {
+              "type": "bytes",
+              "id": 2
+            }
+          }
+        },
         "LeaseQuery": {
           "fields": {
             "id": {
@@ -1813,6 +1825,11 @@ export const descriptor = {
           "methods": {
             "Send": {
               "requestType": "RaftFrame",
+              "requestStream": true,
+              "responseType": "RaftAck"
+            },
+            "Snapshot": {
+              "requestType": "SnapshotChunk",
               "requestStream": true,
               "responseType": "RaftAck"
             },

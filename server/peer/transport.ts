@@ -10,6 +10,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type tls from "node:tls";
+import { Buffer } from "node:buffer";
 import { RaftService } from "../../proto/mod.ts";
 import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
 import type { Message } from "../raft/types.ts";
@@ -47,6 +48,9 @@ export function hostPort(url: string): string {
 }
 
 const SEND_PATH = "/egpb.Raft/Send";
+const SNAPSHOT_PATH = "/egpb.Raft/Snapshot";
+/** Snapshot data travels in pieces of this size, each written when the stream has room. */
+const SNAPSHOT_CHUNK = 1 << 20;
 const LEASE_PATH = "/egpb.Raft/Lease";
 /** Frames are dropped (Raft retransmits) while this much waits for a peer that does not read (flow control). */
 const MAX_BUFFERED = 32 << 20;
@@ -55,6 +59,7 @@ const MAX_BACKOFF_MS = 1000;
 
 // proto-loader's serializers of the service definition: the same encoding grpc-js used
 const serializeFrame = RaftService.Send.requestSerialize as (v: Obj) => Uint8Array;
+const serializeChunk = RaftService.Snapshot.requestSerialize as (v: Obj) => Uint8Array;
 const serializeLeaseQuery = RaftService.Lease.requestSerialize as (v: Obj) => Uint8Array;
 const deserializeLeaseAnswer = RaftService.Lease.responseDeserialize as (b: Uint8Array) => Obj;
 
@@ -123,15 +128,41 @@ class PeerLink {
       for (const m of msgs) if (m.type === "Snap") this.hooks.snapshotSent(this.id, false);
       return;
     }
-    const bytes = serializeFrame({ data: encodeMessages(msgs) });
-    let snaps = 0;
-    for (const m of msgs) if (m.type === "Snap") snaps++;
-    if (snaps === 0) call.write(bytes);
-    else {
-      call.write(bytes, (err) => {
-        for (let i = 0; i < snaps; i++) this.hooks.snapshotSent(this.id, !err);
-      });
-    }
+    const snaps = msgs.filter((m) => m.type === "Snap");
+    const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
+    if (rest.length > 0) call.write(serializeFrame({ data: encodeMessages(rest) }));
+    for (const m of snaps) this.#sendSnapshot(m);
+  }
+
+  /** Streams a Snap message on its own call: the message, then its data in chunks under flow control. */
+  #sendSnapshot(m: Message): void {
+    const client = this.client();
+    if (!client) return this.hooks.snapshotSent(this.id, false);
+    const data = m.snapshot!.data;
+    const call = client.clientStream(SNAPSHOT_PATH, this.metadata());
+    let settled = false;
+    const settle = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      if (!ok) this.hooks.log(`sending the snapshot at ${m.snapshot!.metadata.index} to ${this.id} failed`);
+      this.hooks.snapshotSent(this.id, ok);
+    };
+    call.on("response", () => settle(true));
+    call.on("error", () => settle(false));
+    call.on("close", () => settle(false));
+    const head = { ...m, snapshot: { metadata: m.snapshot!.metadata, data: new Uint8Array(0) } };
+    call.write(serializeChunk({ message: encodeMessages([head]) }));
+    let off = 0;
+    const pump = () => {
+      while (off < data.length) {
+        const end = Math.min(off + SNAPSHOT_CHUNK, data.length);
+        const room = call.write(serializeChunk({ data: data.subarray(off, end) }));
+        off = end;
+        if (!room) return void call.once("drain", pump);
+      }
+      call.end();
+    };
+    pump();
   }
 
   #stream(): GrpcClientStream | null {
@@ -239,6 +270,30 @@ export class PeerTransport {
           this.hooks.receive(msgs);
         });
         call.on("end", () => cb(null, {}));
+        call.on("error", () => {});
+      },
+      Snapshot: (call: grpc.ServerReadableStream<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
+        const bad = this.#check(call.metadata);
+        if (bad) return cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
+        let head: Message | null = null;
+        const parts: Uint8Array[] = [];
+        call.on("data", (c: Obj) => {
+          if (!head) {
+            try {
+              head = decodeMessages(c.message)[0] ?? null;
+            } catch (err) {
+              this.hooks.log(`bad snapshot header from peer: ${err}`);
+            }
+          } else if (c.data?.length) parts.push(c.data);
+        });
+        call.on("end", () => {
+          if (!head?.snapshot) {
+            return cb({ code: Status.INVALID_ARGUMENT, details: "snapshot without header" } as grpc.ServiceError, null);
+          }
+          head.snapshot.data = Buffer.concat(parts);
+          this.hooks.receive([head]);
+          cb(null, {});
+        });
         call.on("error", () => {});
       },
       Lease: (call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
