@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { prefixEnd, toBKey } from "../server/mvcc/keys.ts";
+import { SortedKeys } from "../server/mvcc/sorted_keys.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { decodeState, encodeState } from "../server/apply/state_codec.ts";
@@ -218,4 +219,29 @@ Deno.test("the state codec round-trips versions, history, leases, alarms and the
   );
   assert.deepEqual([...t.lessor.get("7587862072459722555")!.keys], ["a"]);
   assert.equal(t.store.hashKV(0).hash, s.store.hashKV(0).hash);
+});
+
+Deno.test("the key index stays sorted through random inserts, deletes and filters (against a reference)", () => {
+  const idx = new SortedKeys();
+  const ref = new Set<string>();
+  let seed = 12345;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let step = 0; step < 20000; step++) {
+    const k = String.fromCharCode(97 + rand(26)) + rand(3000).toString(36);
+    if (rand(3) === 0) {
+      idx.delete(k);
+      ref.delete(k);
+    } else {
+      idx.insert(k);
+      ref.add(k);
+    }
+    if (step % 5000 === 4999) {
+      idx.filterOut((x) => x.endsWith("7"));
+      for (const x of [...ref]) if (x.endsWith("7")) ref.delete(x);
+    }
+  }
+  const sorted = [...ref].sort();
+  assert.equal(idx.size, sorted.length);
+  assert.deepEqual([...idx.range("", null)], sorted);
+  assert.deepEqual([...idx.range("m", "p")], sorted.filter((k) => k >= "m" && k < "p"));
 });

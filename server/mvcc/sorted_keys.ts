@@ -1,21 +1,29 @@
-/** An ordered set of store keys with binary search; the key index of the MVCC store. */
+/**
+ * An ordered set of store keys: the key index of the MVCC store. Keys live in sorted chunks of at most CHUNK keys
+ * (a two-level B-tree), so an insert or delete moves at most one chunk's worth of memory however many keys exist.
+ */
 import type { BKey } from "./keys.ts";
 
-/** Sorted array of distinct keys. Inserts and deletes move memory (fast for up to millions of keys). */
+const CHUNK = 512;
+
+/** Sorted set of distinct keys. */
 export class SortedKeys {
-  #keys: BKey[] = [];
+  /** non-empty sorted chunks; every key of chunk i is below every key of chunk i+1 */
+  #chunks: BKey[][] = [];
+  #size = 0;
 
   get size(): number {
-    return this.#keys.length;
+    return this.#size;
   }
 
-  /** Index of the first key >= k. */
-  lowerBound(k: BKey): number {
-    const a = this.#keys;
-    let lo = 0, hi = a.length;
+  /** Index of the chunk that holds (or would hold) k. */
+  #chunkOf(k: BKey): number {
+    const c = this.#chunks;
+    let lo = 0, hi = c.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (a[mid] < k) lo = mid + 1;
+      const last = c[mid][c[mid].length - 1];
+      if (last < k) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -23,33 +31,70 @@ export class SortedKeys {
 
   /** Adds k if absent. */
   insert(k: BKey): void {
-    const a = this.#keys;
-    if (a.length === 0 || a[a.length - 1] < k) {
-      a.push(k);
+    if (this.#chunks.length === 0) {
+      this.#chunks.push([k]);
+      this.#size = 1;
       return;
     }
-    const i = this.lowerBound(k);
-    if (a[i] !== k) a.splice(i, 0, k);
+    const ci = this.#chunkOf(k);
+    const chunk = this.#chunks[ci];
+    const i = lowerBound(chunk, k);
+    if (chunk[i] === k) return;
+    if (i === chunk.length) chunk.push(k);
+    else chunk.splice(i, 0, k);
+    this.#size++;
+    if (chunk.length > CHUNK) this.#chunks.splice(ci + 1, 0, chunk.splice(CHUNK / 2));
   }
 
   /** Removes k if present. */
   delete(k: BKey): void {
-    const i = this.lowerBound(k);
-    if (this.#keys[i] === k) this.#keys.splice(i, 1);
+    if (this.#chunks.length === 0) return;
+    const ci = this.#chunkOf(k);
+    const chunk = this.#chunks[ci];
+    const i = lowerBound(chunk, k);
+    if (chunk[i] !== k) return;
+    chunk.splice(i, 1);
+    this.#size--;
+    if (chunk.length === 0) this.#chunks.splice(ci, 1);
   }
 
   /** Keys in [from, end); end null means no upper bound. */
   *range(from: BKey, end: BKey | null): Generator<BKey> {
-    const a = this.#keys;
-    for (let i = this.lowerBound(from); i < a.length; i++) {
-      const k = a[i];
-      if (end !== null && k >= end) return;
-      yield k;
+    const c = this.#chunks;
+    if (c.length === 0) return;
+    let ci = this.#chunkOf(from);
+    let i = lowerBound(c[ci], from);
+    for (; ci < c.length; ci++, i = 0) {
+      const chunk = c[ci];
+      for (; i < chunk.length; i++) {
+        const k = chunk[i];
+        if (end !== null && k >= end) return;
+        yield k;
+      }
     }
   }
 
   /** Removes every key for which `drop` returns true, in one pass. */
   filterOut(drop: (k: BKey) => boolean): void {
-    this.#keys = this.#keys.filter((k) => !drop(k));
+    const kept: BKey[][] = [];
+    let size = 0;
+    for (const chunk of this.#chunks) {
+      const rest = chunk.filter((k) => !drop(k));
+      if (rest.length > 0) kept.push(rest);
+      size += rest.length;
+    }
+    this.#chunks = kept;
+    this.#size = size;
   }
+}
+
+/** Index of the first key >= k in a sorted array. */
+function lowerBound(a: BKey[], k: BKey): number {
+  let lo = 0, hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid] < k) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
