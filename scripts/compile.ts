@@ -19,7 +19,7 @@ for (const [target, name] of targets) {
     "compile",
     "-A",
     "--no-check",
-    // a small young generation keeps peak memory down at no measurable cost in throughput (see README)
+    // a small young generation keeps peak memory down at no measurable cost in throughput
     "--v8-flags=--max-semi-space-size=2",
     "--target",
     target,
