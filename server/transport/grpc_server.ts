@@ -14,6 +14,7 @@ import http from "node:http";
 import net from "node:net";
 import tls from "node:tls";
 import zlib from "node:zlib";
+import { Status } from "./grpc_status.ts";
 import {
   CONNECTION_LOST,
   ErrorCode,
@@ -23,26 +24,7 @@ import {
   type StreamHandler,
 } from "./http2.ts";
 
-/** gRPC status codes. */
-export const Status = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-} as const;
+export { Status } from "./grpc_status.ts";
 
 /** A response message the caller has already serialized: written as is (used for watch fan-out, where one event's
  * bytes go to many watchers). */

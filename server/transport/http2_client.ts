@@ -17,6 +17,7 @@ import { EventEmitter } from "node:events";
 import net from "node:net";
 import tls from "node:tls";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+import { Status, STATUS_NAME } from "./grpc_status.ts";
 import {
   ByteQueue,
   CONTINUATION,
@@ -817,29 +818,7 @@ export class Http2ClientConnection {
 // ----------------------------------------------------------------------------------------------------------------
 // gRPC
 
-/** gRPC status codes. */
-export const Status = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-} as const;
-
-const STATUS_NAME: string[] = [];
-for (const [k, v] of Object.entries(Status)) STATUS_NAME[v] = k;
+export { Status } from "./grpc_status.ts";
 
 /** A failed call: `code` is the gRPC status, `details` the server's grpc-message; message as grpc-js words it. */
 export class GrpcError extends Error {
