@@ -322,7 +322,7 @@ export class WriteTxn {
   put(key: BKey, value: Buffer, lease: string): { kv: KeyValue; prev: KeyValue | null } {
     const prev = this.#store._latest(key);
     const kv: KeyValue = {
-      key: fromBKey(key),
+      key: prev ? prev.key : fromBKey(key), // versions of a key share one key buffer
       create_revision: prev ? prev.create_revision : this.rev,
       mod_revision: this.rev,
       version: prev ? prev.version + 1 : 1,
