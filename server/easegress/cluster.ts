@@ -82,6 +82,7 @@ export function etcdConfigOf(opt: Options): EtcdConfig {
     electionMs: 1000,
     autoCompactionMode: "revision",
     autoCompactionRetention: "10",
+    watchProgressNotifyMs: 10 * 60 * 1000,
     clientTls: null,
     peerTls: null,
     ignored: [],

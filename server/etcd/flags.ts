@@ -25,6 +25,8 @@ export interface EtcdConfig {
   electionMs: number;
   autoCompactionMode: "periodic" | "revision";
   autoCompactionRetention: string;
+  /** how often idle watchers that asked for progress notifications get one, ms */
+  watchProgressNotifyMs: number;
   /** TLS of the client listeners (https client URLs), when --cert-file/--key-file are given */
   clientTls: TlsFiles | null;
   /** TLS among primaries (https peer URLs), when --peer-cert-file/--peer-key-file are given */
@@ -69,6 +71,7 @@ const VALUE_FLAGS = new Set([
   "peer-cert-file",
   "peer-key-file",
   "peer-trusted-ca-file",
+  "experimental-watch-progress-notify-interval",
 ]);
 
 /** etcd flags accepted without effect (TLS, auth, logging, metrics, tuning we do not have yet). */
@@ -115,7 +118,6 @@ const IGNORED_VALUE_FLAGS = new Set([
   "experimental-backend-bbolt-freelist-type",
   "experimental-compaction-batch-limit",
   "experimental-peer-skip-client-san-verification",
-  "experimental-watch-progress-notify-interval",
   "experimental-warning-apply-duration",
   "tls-min-version",
   "tls-max-version",
@@ -246,6 +248,8 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
     electionMs: int(get("election-timeout", "1000"), "election-timeout"),
     autoCompactionMode: mode,
     autoCompactionRetention: get("auto-compaction-retention", "0"),
+    watchProgressNotifyMs: goDuration(get("experimental-watch-progress-notify-interval", "10m"),
+      "experimental-watch-progress-notify-interval"),
     clientTls: tlsFiles(
       given.get("cert-file"),
       given.get("key-file"),
@@ -274,6 +278,16 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
   }
   if (cfg.snapshotCount <= 0) throw new FlagError(`invalid value for flag -snapshot-count: must be positive`);
   return cfg;
+}
+
+/** Parses a Go duration such as "10m", "1.5s", "100ms" or "1h30m" into milliseconds. */
+export function goDuration(v: string, flag: string): number {
+  const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== v) {
+    throw new FlagError(`invalid value "${v}" for flag -${flag}: parse error`);
+  }
+  return parts.reduce((ms, p) => ms + Number(p[1]) * unit[p[2]], 0);
 }
 
 function tlsFiles(

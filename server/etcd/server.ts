@@ -200,7 +200,7 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     new HeaderEncoder(node.clusterId, node.memberId),
     () => node.term,
     cfg.maxRequestBytes,
-    10 * 60 * 1000,
+    Math.max(100, cfg.watchProgressNotifyMs), // etcd's minimum is 100 ms
   );
   let leaseSeq = 0n;
   const leasePrefix = (BigInt(node.memberId) & 0xffffn) << 48n;

@@ -89,3 +89,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "watch: progress_notify sends empty bookmarks to an idle watcher at the configured interval",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const srv = await startServer({ extraArgs: ["--experimental-watch-progress-notify-interval", "200ms"] });
+    const kv = new grpcRoot.etcdserverpb.KV(srv.endpoint, grpc.credentials.createInsecure());
+    const watchClient = new grpcRoot.etcdserverpb.Watch(srv.endpoint, grpc.credentials.createInsecure());
+    const call = watchClient.Watch();
+    try {
+      const put = () =>
+        new Promise<Obj>((resolve, reject) =>
+          kv.Put(
+            { key: Buffer.from("bookmark"), value: Buffer.from("v") },
+            (e: Error | null, r: Obj) => e ? reject(e) : resolve(r),
+          )
+        );
+      const rev = Number((await put()).header.revision);
+      const got: Obj[] = [];
+      call.on("data", (r: Obj) => got.push(r));
+      call.on("error", () => {});
+      call.write({
+        create_request: { key: Buffer.from("idle/"), range_end: Buffer.from("idle0"), progress_notify: true },
+      });
+      await new Promise((r) => setTimeout(r, 1500));
+      const bookmarks = got.filter((r) => !r.created && !r.canceled && (r.events ?? []).length === 0);
+      assert.ok(bookmarks.length >= 2, `expected periodic progress notifications, got ${bookmarks.length}`);
+      for (const b of bookmarks) {
+        assert.equal(Number(b.watch_id), Number(got[0].watch_id));
+        assert.ok(Number(b.header.revision) >= rev, "a bookmark carries the current revision");
+      }
+    } finally {
+      call.cancel();
+      kv.close();
+      watchClient.close();
+      await srv.stop();
+    }
+  },
+});
