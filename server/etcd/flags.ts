@@ -248,8 +248,10 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
     electionMs: int(get("election-timeout", "1000"), "election-timeout"),
     autoCompactionMode: mode,
     autoCompactionRetention: get("auto-compaction-retention", "0"),
-    watchProgressNotifyMs: goDuration(get("experimental-watch-progress-notify-interval", "10m"),
-      "experimental-watch-progress-notify-interval"),
+    watchProgressNotifyMs: goDuration(
+      get("experimental-watch-progress-notify-interval", "10m"),
+      "experimental-watch-progress-notify-interval",
+    ),
     clientTls: tlsFiles(
       given.get("cert-file"),
       given.get("key-file"),
