@@ -326,3 +326,124 @@ export class ByteQueue {
     this.bytes = 0;
   }
 }
+
+/** A connection error found while reading a frame: the code to send in GOAWAY and why. */
+export class H2Error {
+  constructor(readonly code: number, readonly message: string) {}
+}
+
+/** Payload of a DATA or HEADERS frame with padding (and, for HEADERS, the priority block) removed. */
+export function framePayload(
+  what: "DATA" | "HEADERS",
+  flags: number,
+  buf: Uint8Array,
+  start: number,
+  end: number,
+): [number, number] | H2Error {
+  let p = start;
+  let e = end;
+  if (flags & FLAG_PADDED) {
+    if (e - p < 1) return new H2Error(ErrorCode.PROTOCOL_ERROR, `${what} padding`);
+    const pad = buf[p++];
+    if (pad > e - p) return new H2Error(ErrorCode.PROTOCOL_ERROR, `${what} padding exceeds payload`);
+    e -= pad;
+  }
+  if (what === "HEADERS" && flags & FLAG_PRIORITY) {
+    if (e - p < 5) return new H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority");
+    p += 5;
+  }
+  return [p, e];
+}
+
+/** A complete header block and the stream it belongs to. */
+export interface HeaderBlock {
+  sid: number;
+  endStream: boolean;
+  block: Uint8Array;
+}
+
+/** Joins a HEADERS frame and its CONTINUATION frames into one header block. */
+export class HeaderBlockAssembler {
+  /** Stream whose header block is still open (0 when none): only its CONTINUATION may come next. */
+  pending = 0;
+  #endStream = false;
+  #chunks: Uint8Array[] = [];
+  #len = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** A HEADERS frame: the block if it is complete, null if CONTINUATION frames follow. */
+  headers(flags: number, sid: number, buf: Uint8Array, start: number, end: number): HeaderBlock | null | H2Error {
+    if (sid === 0) return new H2Error(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
+    const range = framePayload("HEADERS", flags, buf, start, end);
+    if (range instanceof H2Error) return range;
+    const [p, e] = range;
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (flags & FLAG_END_HEADERS) return { sid, endStream, block: buf.subarray(p, e) };
+    this.pending = sid;
+    this.#endStream = endStream;
+    this.#chunks = [Buffer.from(buf.subarray(p, e))];
+    this.#len = e - p;
+    return null;
+  }
+
+  /** A CONTINUATION frame: the block once END_HEADERS arrives, else null. */
+  continuation(flags: number, sid: number, buf: Uint8Array, start: number, end: number): HeaderBlock | null | H2Error {
+    if (this.pending === 0 || sid !== this.pending) {
+      return new H2Error(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
+    }
+    this.#chunks.push(Buffer.from(buf.subarray(start, end)));
+    this.#len += end - start;
+    if (this.#len > this.maxBytes + 65536) return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    if (!(flags & FLAG_END_HEADERS)) return null;
+    const block = Buffer.concat(this.#chunks, this.#len);
+    this.pending = 0;
+    this.#chunks = [];
+    this.#len = 0;
+    return { sid, endStream: this.#endStream, block };
+  }
+}
+
+/** The (id, value) pairs of a SETTINGS frame, in order, with the values RFC 9113 forbids rejected. */
+export function parseSettings(buf: Uint8Array, start: number, end: number): Array<[number, number]> | H2Error {
+  if ((end - start) % 6 !== 0) return new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
+  const out: Array<[number, number]> = [];
+  for (let p = start; p < end; p += 6) {
+    const id = (buf[p] << 8) | buf[p + 1];
+    const v = readU32(buf, p + 2);
+    if (id === SETTINGS_ENABLE_PUSH && v > 1) {
+      return new H2Error(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH must be 0 or 1");
+    }
+    if (id === SETTINGS_INITIAL_WINDOW_SIZE && v > MAX_WINDOW) {
+      return new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
+    }
+    if (id === SETTINGS_MAX_FRAME_SIZE && (v < DEFAULT_FRAME_SIZE || v > 0xffffff)) {
+      return new H2Error(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+    }
+    out.push([id, v]);
+  }
+  return out;
+}
+
+/** The connection-level receive window: consumes DATA lengths and says when to send a WINDOW_UPDATE. */
+export class ReceiveWindow {
+  #window: number;
+  #unacked = 0;
+
+  /** `size`: the window we advertise; an update is sent once a quarter of it was consumed. */
+  constructor(private readonly size: number) {
+    this.#window = size;
+  }
+
+  /** Accounts for `len` received bytes; returns the increment to advertise now (0: none), or an error. */
+  consume(len: number): number | H2Error {
+    this.#window -= len;
+    if (this.#window < 0) return new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded");
+    this.#unacked += len;
+    if (this.#unacked < this.size >> 2) return 0;
+    const inc = this.#unacked;
+    this.#window += inc;
+    this.#unacked = 0;
+    return inc;
+  }
+}

@@ -28,19 +28,23 @@ import {
   FLAG_ACK,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
-  FLAG_PADDED,
-  FLAG_PRIORITY,
+  framePayload,
   FrameReader,
   FrameWriter,
   GOAWAY,
+  H2Error,
+  type HeaderBlock,
+  HeaderBlockAssembler,
   HEADERS,
   MAX_WINDOW,
+  parseSettings,
   PING,
   PREFACE,
   PRIORITY,
   PUSH_PROMISE,
   readU31,
   readU32,
+  ReceiveWindow,
   RST_STREAM,
   SETTINGS,
   SETTINGS_ENABLE_PUSH,
@@ -48,7 +52,6 @@ import {
   SETTINGS_INITIAL_WINDOW_SIZE,
   SETTINGS_MAX_CONCURRENT_STREAMS,
   SETTINGS_MAX_FRAME_SIZE,
-  SETTINGS_MAX_HEADER_LIST_SIZE,
   WINDOW_UPDATE,
 } from "./h2frames.ts";
 
@@ -168,17 +171,13 @@ export class Http2ClientConnection {
   private readonly connWindow: number;
   private nextStreamId = 1;
 
-  private contStream = 0;
-  private contEnd = false;
-  private contChunks: Uint8Array[] = [];
-  private contLen = 0;
+  private readonly blocks: HeaderBlockAssembler;
 
   private peerInitialWindow = DEFAULT_WINDOW;
   private peerMaxFrame = DEFAULT_FRAME_SIZE;
   private peerMaxStreams = Infinity;
   private connSendWindow = DEFAULT_WINDOW;
-  private connRecvWindow: number;
-  private connRecvUnacked = 0;
+  private readonly recvWindow: ReceiveWindow;
   private readonly blocked = new Set<Http2ClientStream>();
   private readonly drainWaiters = new Set<Http2ClientStream>();
 
@@ -191,7 +190,8 @@ export class Http2ClientConnection {
   constructor(private readonly socket: net.Socket, private readonly opts: Http2ClientOptions = {}) {
     this.initialWindow = Math.min(opts.initialWindowSize ?? 1 << 20, MAX_WINDOW);
     this.connWindow = Math.min(opts.connectionWindowSize ?? 16 << 20, MAX_WINDOW);
-    this.connRecvWindow = this.connWindow;
+    this.recvWindow = new ReceiveWindow(this.connWindow);
+    this.blocks = new HeaderBlockAssembler(opts.maxHeaderListSize ?? 1 << 20);
     this.decoder = new HpackDecoder(4096, opts.maxHeaderListSize ?? 1 << 20);
     this.w = new FrameWriter(socket);
     socket.setNoDelay?.(true);
@@ -297,7 +297,7 @@ export class Http2ClientConnection {
   private readonly isDeadNow = (): boolean => this.dead;
 
   private frameIn(type: number, flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (this.contStream !== 0 && type !== CONTINUATION) {
+    if (this.blocks.pending !== 0 && type !== CONTINUATION) {
       return this.connectionError(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
     }
     switch (type) {
@@ -336,24 +336,12 @@ export class Http2ClientConnection {
   private dataIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
     if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
     const len = end - start;
-    this.connRecvWindow -= len;
-    if (this.connRecvWindow < 0) {
-      return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded");
-    }
-    this.connRecvUnacked += len;
-    if (this.connRecvUnacked >= this.connWindow >> 2) {
-      this.w.windowUpdate(0, this.connRecvUnacked);
-      this.connRecvWindow += this.connRecvUnacked;
-      this.connRecvUnacked = 0;
-    }
-    let p = start;
-    let e = end;
-    if (flags & FLAG_PADDED) {
-      if (len < 1) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA padding");
-      const pad = buf[p++];
-      if (pad > e - p) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA padding exceeds payload");
-      e -= pad;
-    }
+    const inc = this.recvWindow.consume(len);
+    if (inc instanceof H2Error) return this.connectionError(inc.code, inc.message);
+    if (inc > 0) this.w.windowUpdate(0, inc);
+    const range = framePayload("DATA", flags, buf, start, end);
+    if (range instanceof H2Error) return this.connectionError(range.code, range.message);
+    const [p, e] = range;
     const s = this.streams.get(sid);
     if (!s) {
       if (sid >= this.nextStreamId) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
@@ -380,46 +368,16 @@ export class Http2ClientConnection {
   }
 
   private headersIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
-    let p = start;
-    let e = end;
-    if (flags & FLAG_PADDED) {
-      if (e - p < 1) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS padding");
-      const pad = buf[p++];
-      if (pad > e - p) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS padding exceeds payload");
-      e -= pad;
-    }
-    if (flags & FLAG_PRIORITY) {
-      if (e - p < 5) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority");
-      p += 5;
-    }
-    const endStream = (flags & FLAG_END_STREAM) !== 0;
-    if (flags & FLAG_END_HEADERS) {
-      this.headerBlock(sid, endStream, buf.subarray(p, e));
-    } else {
-      this.contStream = sid;
-      this.contEnd = endStream;
-      this.contChunks = [Buffer.from(buf.subarray(p, e))];
-      this.contLen = e - p;
-    }
+    this.blockIn(this.blocks.headers(flags, sid, buf, start, end));
   }
 
   private continuationIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (this.contStream === 0 || sid !== this.contStream) {
-      return this.connectionError(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
-    }
-    this.contChunks.push(Buffer.from(buf.subarray(start, end)));
-    this.contLen += end - start;
-    if (this.contLen > (this.opts.maxHeaderListSize ?? 1 << 20) + 65536) {
-      return this.connectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
-    }
-    if (flags & FLAG_END_HEADERS) {
-      const block = Buffer.concat(this.contChunks, this.contLen);
-      this.contStream = 0;
-      this.contChunks = [];
-      this.contLen = 0;
-      this.headerBlock(sid, this.contEnd, block);
-    }
+    this.blockIn(this.blocks.continuation(flags, sid, buf, start, end));
+  }
+
+  private blockIn(r: HeaderBlock | null | H2Error): void {
+    if (r instanceof H2Error) return this.connectionError(r.code, r.message);
+    if (r) this.headerBlock(r.sid, r.endStream, r.block);
   }
 
   private headerBlock(sid: number, endStream: boolean, block: Uint8Array): void {
@@ -466,36 +424,23 @@ export class Http2ClientConnection {
       if (end !== start) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload");
       return;
     }
-    if ((end - start) % 6 !== 0) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
+    const settings = parseSettings(buf, start, end);
+    if (settings instanceof H2Error) return this.connectionError(settings.code, settings.message);
     let windowDelta = 0;
-    for (let p = start; p < end; p += 6) {
-      const id = (buf[p] << 8) | buf[p + 1];
-      const v = readU32(buf, p + 2);
+    for (const [id, v] of settings) {
       switch (id) {
         case SETTINGS_HEADER_TABLE_SIZE:
           this.encoder.setPeerTableSize(v);
-          break;
-        case SETTINGS_ENABLE_PUSH:
-          if (v > 1) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH must be 0 or 1");
           break;
         case SETTINGS_MAX_CONCURRENT_STREAMS:
           this.peerMaxStreams = v;
           break;
         case SETTINGS_INITIAL_WINDOW_SIZE:
-          if (v > MAX_WINDOW) {
-            return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
-          }
           windowDelta += v - this.peerInitialWindow;
           this.peerInitialWindow = v;
           break;
         case SETTINGS_MAX_FRAME_SIZE:
-          if (v < DEFAULT_FRAME_SIZE || v > 0xffffff) {
-            return this.connectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
-          }
           this.peerMaxFrame = v;
-          break;
-        case SETTINGS_MAX_HEADER_LIST_SIZE:
-        default:
           break;
       }
     }
