@@ -54,8 +54,8 @@ Deno.test("wal: append, sync and reopen round-trips entries, binary data, hard s
   assert.deepEqual(contents.entries, []);
   assert.deepEqual(contents.hardState, { term: 0, vote: "0", commit: 0 });
   wal.append(entries, hs);
-  await wal.sync();
-  await wal.close();
+  wal.sync();
+  wal.close();
 
   const r = await reopen(dir);
   assert.deepEqual(r.contents.entries, entries);
@@ -65,31 +65,27 @@ Deno.test("wal: append, sync and reopen round-trips entries, binary data, hard s
   assert.deepEqual(r.logs, []);
   // appending after reopen continues the log and its crc chain
   r.wal.append([ent(4, 2)]);
-  await r.wal.close();
+  r.wal.close();
   const r2 = await reopen(dir);
   assert.deepEqual(r2.contents.entries.map((e) => e.index), [1, 2, 3, 4]);
-  await r2.wal.close();
+  r2.wal.close();
   await fs.rm(dir, { recursive: true });
 });
 
-Deno.test("wal: concurrent sync() callers are group-committed into far fewer fdatasyncs", async () => {
+Deno.test("wal: everything appended between two syncs shares one fdatasync", async () => {
   const dir = await tempDir();
   const { wal } = await Wal.open(dir);
   const callers = 500;
-  await Promise.all(Array.from({ length: callers }, (_, i) => {
-    wal.append([ent(i + 1)]);
-    return wal.sync();
-  }));
-  assert.ok(wal.syncCount <= 2, `expected ≤2 fdatasyncs for ${callers} callers, got ${wal.syncCount}`);
+  for (let i = 0; i < callers; i++) wal.append([ent(i + 1)], { term: 1, vote: "1", commit: i });
+  wal.sync();
+  assert.equal(wal.syncCount, 1);
   // a sync with nothing new to write does not touch the disk
-  await wal.sync();
-  const before = wal.syncCount;
-  await wal.sync();
-  assert.equal(wal.syncCount, before);
-  await wal.close();
+  wal.sync();
+  assert.equal(wal.syncCount, 1);
+  wal.close();
   const r = await reopen(dir);
   assert.equal(r.contents.entries.length, callers);
-  await r.wal.close();
+  r.wal.close();
   await fs.rm(dir, { recursive: true });
 });
 
@@ -99,27 +95,27 @@ Deno.test("wal: segments roll over; releaseBefore deletes only segments wholly b
   const { wal } = await Wal.open(dir, { segmentBytes: 4096, metadata });
   for (let i = 1; i <= 500; i += 10) {
     wal.append(range(i, i + 9), { term: 1, vote: "9", commit: i + 9 });
-    await wal.sync();
+    wal.sync();
   }
   const files = await segmentFiles(dir);
   assert.ok(files.length >= 10, `expected many segments, got ${files.length}`);
   assert.match(path.basename(files[0]), /^0000000000000001-0000000000000001\.wal$/);
 
   wal.markSnapshot({ index: 300, term: 1 });
-  await wal.sync();
+  wal.sync();
   await wal.releaseBefore(300);
   const left = await segmentFiles(dir);
   assert.ok(left.length < files.length / 2, `release kept ${left.length} of ${files.length}`);
   const firstIndexLeft = parseInt(path.basename(left[0]).slice(17, 33), 16);
   assert.ok(firstIndexLeft <= 301, `first kept segment starts at ${firstIndexLeft}`);
-  await wal.close();
+  wal.close();
 
   const r = await reopen(dir, { snapshotIndex: 300 });
   assert.deepEqual(r.contents.entries, range(301, 500));
   assert.deepEqual(r.contents.snapshot, { index: 300, term: 1 });
   assert.deepEqual(r.contents.metadata, metadata); // every segment carries the metadata
   assert.deepEqual(r.contents.hardState, { term: 1, vote: "9", commit: 500 });
-  await r.wal.close();
+  r.wal.close();
   // without the released prefix, replaying from index 0 would leave a gap: refuse
   await assert.rejects(Wal.open(dir, { snapshotIndex: 0, log: () => {} }), WalCorruptError);
   await fs.rm(dir, { recursive: true });
@@ -129,16 +125,16 @@ Deno.test("wal: an entry with an index <= an earlier one replaces the tail (Raft
   const dir = await tempDir();
   const { wal } = await Wal.open(dir, { segmentBytes: 2048 });
   wal.append(range(1, 40, 1));
-  await wal.sync();
+  wal.sync();
   wal.append(range(10, 12, 2)); // leader change: 10.. replaced, 13..40 dropped
-  await wal.sync();
+  wal.sync();
   wal.append(range(13, 14, 2));
   wal.append(range(5, 6, 3)); // truncation across a segment boundary
-  await wal.close();
+  wal.close();
   const r = await reopen(dir);
   assert.deepEqual(r.contents.entries, [...range(1, 4, 1), ...range(5, 6, 3)]);
   r.wal.append(range(7, 8, 3));
-  await r.wal.close();
+  r.wal.close();
   const r2 = await reopen(dir);
   assert.deepEqual(r2.contents.entries.map((e) => `${e.index}/${e.term}`), [
     ..."1234".split("").map((i) => `${i}/1`),
@@ -147,7 +143,7 @@ Deno.test("wal: an entry with an index <= an earlier one replaces the tail (Raft
     "7/3",
     "8/3",
   ]);
-  await r2.wal.close();
+  r2.wal.close();
   await fs.rm(dir, { recursive: true });
 });
 
@@ -156,9 +152,9 @@ Deno.test("wal: a torn last record is truncated at every cut point and all earli
   const { wal } = await Wal.open(dir);
   for (let i = 1; i <= 5; i++) {
     wal.append([ent(i)]);
-    await wal.sync();
+    wal.sync();
   }
-  await wal.close();
+  wal.close();
   const [file] = await segmentFiles(dir);
   const full = await fs.readFile(file);
   const offsets = await recordOffsets(file);
@@ -174,11 +170,11 @@ Deno.test("wal: a torn last record is truncated at every cut point and all earli
     assert.equal((await fs.stat(file)).size, lastOff);
     // the log is usable afterwards: append index 5 again and find it on the next open
     r.wal.append([ent(5)]);
-    await r.wal.close();
+    r.wal.close();
     const r2 = await reopen(dir);
     assert.deepEqual(r2.contents.entries, range(1, 5));
     assert.deepEqual(r2.logs, []);
-    await r2.wal.close();
+    r2.wal.close();
   }
   await fs.rm(dir, { recursive: true });
 });
@@ -187,7 +183,7 @@ Deno.test("wal: zeros or garbage after the last good record are a torn tail", as
   const dir = await tempDir();
   const { wal } = await Wal.open(dir);
   wal.append(range(1, 3));
-  await wal.close();
+  wal.close();
   const [file] = await segmentFiles(dir);
   const good = await fs.readFile(file);
   const garbage = new Uint8Array(333);
@@ -197,7 +193,7 @@ Deno.test("wal: zeros or garbage after the last good record are a torn tail", as
     const r = await reopen(dir);
     assert.deepEqual(r.contents.entries, range(1, 3));
     assert.ok(r.logs.some((l) => l.includes(`truncated torn record at ${file}:${good.length}`)));
-    await r.wal.close();
+    r.wal.close();
     assert.equal((await fs.stat(file)).size, good.length);
   }
   await fs.rm(dir, { recursive: true });
@@ -208,9 +204,9 @@ Deno.test("wal: corruption followed by valid records stops the open with file an
   const { wal } = await Wal.open(dir);
   for (let i = 1; i <= 10; i++) {
     wal.append([ent(i)]);
-    await wal.sync();
+    wal.sync();
   }
-  await wal.close();
+  wal.close();
   const [file] = await segmentFiles(dir);
   const good = await fs.readFile(file);
   const offsets = await recordOffsets(file);
@@ -240,9 +236,9 @@ Deno.test("wal: any bad record in a non-last segment is corruption, even at its 
   const { wal } = await Wal.open(dir, { segmentBytes: 1024 });
   for (let i = 1; i <= 40; i++) {
     wal.append([ent(i)]);
-    await wal.sync();
+    wal.sync();
   }
-  await wal.close();
+  wal.close();
   const files = await segmentFiles(dir);
   assert.ok(files.length >= 3);
   const offsets = await recordOffsets(files[0]);
@@ -263,18 +259,18 @@ Deno.test("wal: the latest hard state wins, across segments and releases", async
   const { wal } = await Wal.open(dir, { segmentBytes: 512 });
   for (let t = 1; t <= 30; t++) {
     wal.append([ent(t, t)], { term: t, vote: String(t % 3), commit: t - 1 });
-    await wal.sync();
+    wal.sync();
   }
   wal.append([], { term: 31, vote: "0", commit: 30 }); // hard state alone
   wal.markSnapshot({ index: 30, term: 30 });
-  await wal.sync();
+  wal.sync();
   await wal.releaseBefore(30);
-  await wal.close();
+  wal.close();
   const r = await reopen(dir);
   assert.deepEqual(r.contents.hardState, { term: 31, vote: "0", commit: 30 });
   assert.deepEqual(r.contents.snapshot, { index: 30, term: 30 });
   assert.deepEqual(r.contents.entries, []);
-  await r.wal.close();
+  r.wal.close();
   await fs.rm(dir, { recursive: true });
 });
 
@@ -285,30 +281,30 @@ Deno.test("wal: replay starts after the snapshot index the caller restored", asy
   wal.markSnapshot({ index: 10, term: 1 });
   wal.append(range(21, 30));
   wal.markSnapshot({ index: 25, term: 1 });
-  await wal.close();
+  wal.close();
 
   const newest = await reopen(dir); // default: newest mark
   assert.deepEqual(newest.contents.snapshot, { index: 25, term: 1 });
   assert.deepEqual(newest.contents.entries, range(26, 30));
-  await newest.wal.close();
+  newest.wal.close();
 
   const older = await reopen(dir, { snapshotIndex: 10 }); // e.g. snapshot 25's file was corrupt
   assert.deepEqual(older.contents.snapshot, { index: 10, term: 1 });
   assert.deepEqual(older.contents.entries, range(11, 30));
-  await older.wal.close();
+  older.wal.close();
 
   const none = await reopen(dir, { snapshotIndex: 0 });
   assert.deepEqual(none.contents.entries, range(1, 30));
-  await none.wal.close();
+  none.wal.close();
 
   // a follower that installed a snapshot ahead of its log continues after the snapshot
   const f = await reopen(dir);
   f.wal.markSnapshot({ index: 100, term: 4 });
   f.wal.append([ent(101, 4), ent(102, 4)]);
-  await f.wal.close();
+  f.wal.close();
   const f2 = await reopen(dir);
   assert.deepEqual(f2.contents.entries, [ent(101, 4), ent(102, 4)]);
-  await f2.wal.close();
+  f2.wal.close();
   await fs.rm(dir, { recursive: true });
 });
 
@@ -351,7 +347,7 @@ Deno.test("wal: acknowledged appends survive SIGKILL of the writer process", asy
       assert.deepEqual(e.data, dataFor(i));
     }
     r.contents.entries.forEach((e, k) => assert.equal(e.index, k + 1));
-    await r.wal.close();
+    r.wal.close();
   }
   assert.ok(acked.size > rounds * 10, `only ${acked.size} acknowledged`);
   console.log(`crash test: ${rounds} SIGKILLs, ${acked.size} acknowledged entries all recovered`);

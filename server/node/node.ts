@@ -483,10 +483,14 @@ export class Node {
       while (this.raft.hasReady()) {
         const rd = this.raft.ready();
         if (rd.softState) this.#onSoftState(rd.softState);
-        if (rd.preSyncMessages.length > 0) this.transport.send(rd.preSyncMessages);
+        if (rd.preSyncMessages.length > 0) {
+          // appends go out before this member writes its own copy, so followers persist in parallel
+          this.transport.send(rd.preSyncMessages);
+          this.transport.flush();
+        }
         if (rd.snapshot) await this.#persistSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#wal.append(rd.entries, rd.hardState);
-        if (rd.mustSync) await this.#wal.sync();
+        if (rd.mustSync) this.#wal.sync();
         if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
@@ -628,7 +632,7 @@ export class Node {
       const snap = this.storage.createSnapshot(index, this.raft.confState(), data);
       await this.#snap.save({ index, term: snap.metadata.term, data });
       this.#wal.markSnapshot({ index, term: snap.metadata.term });
-      await this.#wal.sync();
+      this.#wal.sync();
       this.#snapIndex = index;
       const compactTo = index - CATCH_UP_ENTRIES;
       if (compactTo > this.storage.firstIndex()) this.storage.compact(compactTo);
@@ -661,6 +665,6 @@ export class Node {
     }
     this.#proposals.clear();
     this.transport.stop();
-    await this.#wal.close();
+    this.#wal.close();
   }
 }

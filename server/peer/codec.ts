@@ -65,7 +65,7 @@ export function encodeMessages(msgs: Message[]): Uint8Array {
     w.f64(m.logTerm);
     w.f64(m.index);
     w.f64(m.commit);
-    w.u8(m.reject ? 1 : 0);
+    w.u8((m.reject ? 1 : 0) | (m.commitOnly ? 2 : 0));
     w.f64(m.rejectHint);
     w.optBytes(m.context);
     writeEntries(w, m.entries);
@@ -82,15 +82,19 @@ export function decodeMessages(data: Uint8Array): Message[] {
   for (let i = 0; i < n; i++) {
     const type = TYPES[r.u8()];
     if (!type) throw new Error("raft frame: unknown message type");
+    const from = r.str(), to = r.str();
+    const term = r.f64(), logTerm = r.f64(), index = r.f64(), commit = r.f64();
+    const flags = r.u8();
     out.push({
       type,
-      from: r.str(),
-      to: r.str(),
-      term: r.f64(),
-      logTerm: r.f64(),
-      index: r.f64(),
-      commit: r.f64(),
-      reject: r.u8() === 1,
+      from,
+      to,
+      term,
+      logTerm,
+      index,
+      commit,
+      reject: (flags & 1) !== 0,
+      commitOnly: (flags & 2) !== 0,
       rejectHint: r.f64(),
       context: r.optBytes(),
       entries: readEntries(r),

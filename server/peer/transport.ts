@@ -117,6 +117,11 @@ class PeerLink {
     return { [CLUSTER_HEADER]: this.hooks.clusterId, [FROM_HEADER]: this.hooks.selfId };
   }
 
+  /** Writes the queued messages now, if any. */
+  flush(): void {
+    if (this.#queue.length > 0) this.#flush();
+  }
+
   #flush(): void {
     this.#scheduled = false;
     const msgs = this.#queue;
@@ -130,7 +135,10 @@ class PeerLink {
     }
     const snaps = msgs.filter((m) => m.type === "Snap");
     const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
-    if (rest.length > 0) call.write(serializeFrame({ data: encodeMessages(rest) }));
+    if (rest.length > 0) {
+      call.write(serializeFrame({ data: encodeMessages(rest) }));
+      call.flush();
+    }
     for (const m of snaps) this.#sendSnapshot(m);
   }
 
@@ -199,7 +207,12 @@ export class PeerTransport {
 
   constructor(readonly hooks: PeerHooks) {}
 
-  /** Queues messages for their recipients. */
+  /** Writes every queued message to its peer's socket now (instead of at the end of the event-loop turn). */
+  flush(): void {
+    for (const l of this.#links.values()) l.flush();
+  }
+
+  /** Queues messages for their recipients (written at the end of the turn, or by `flush`). */
   send(msgs: Message[]): void {
     for (const m of msgs) {
       let link = this.#links.get(m.to);

@@ -71,6 +71,8 @@ export class Progress {
   recentActive = false;
   /** probe state: an append was sent and no reply has come back yet */
   probeSent = false;
+  /** the highest commit index sent to this member in an append */
+  sentCommit = 0;
   readonly inflights: Inflights;
   isLearner: boolean;
 

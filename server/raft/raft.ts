@@ -119,6 +119,8 @@ export class RaftNode {
   readonly #tracker: Tracker;
   readonly #votes = new Map<string, boolean>();
   #msgs: Message[] = [];
+  /** a leader's appends to every follower are due (sent when the next Ready is taken, see #flushBcast) */
+  #bcastPending = false;
   #readStates: ReadState[] = [];
 
   readonly #electionTimeout: number;
@@ -379,6 +381,7 @@ export class RaftNode {
   /** Whether `ready()` has anything to hand out (always false while a Ready awaits `advance`). */
   hasReady(): boolean {
     if (this.#readyOutstanding) return false;
+    if (this.#bcastPending && this.#role === "leader") return true;
     if (this.#lead !== this.#prevSoft.lead || this.#role !== this.#prevSoft.role) return true;
     if (
       this.#term !== this.#prevHard.term || this.#vote !== this.#prevHard.vote ||
@@ -392,6 +395,7 @@ export class RaftNode {
   /** Takes what must be persisted, sent and applied. Call `advance(ready)` before the next `ready()`. */
   ready(): Ready {
     invariant(!this.#readyOutstanding, () => "ready() called again before advance()");
+    this.#flushBcast();
     this.#readyOutstanding = true;
     const hs = this.hardState();
     const rd: Ready = {
@@ -414,7 +418,7 @@ export class RaftNode {
     // A leader's appends may overtake its own write once its vote for this term is durable (it can never lead
     // this term again after a crash, so nobody can see different entries of this term at the same index).
     const early = this.#prevHard.term === this.#term && this.#prevHard.vote === this.id;
-    for (const m of this.#msgs) {
+    for (const m of coalesce(this.#msgs)) {
       if (early && m.term === this.#term && (m.type === "App" || m.type === "Heartbeat" || m.type === "Snap")) {
         rd.preSyncMessages.push(m);
       } else {
@@ -820,7 +824,7 @@ export class RaftNode {
     }
     const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
-      this.#send(message({ type: "AppResp", to: m.from, index: lastNew }));
+      if (!m.commitOnly) this.#send(message({ type: "AppResp", to: m.from, index: lastNew }));
       return;
     }
     // Hint: our last index at or below the probe whose term is not newer than the leader's entry there, so
@@ -976,8 +980,11 @@ export class RaftNode {
     this.#send(message({ type: "TimeoutNow", to }));
   }
 
-  /** Sends the next append (or a snapshot) to `to`; returns whether a message was sent. */
-  #sendAppend(to: string, sendIfEmpty: boolean): boolean {
+  /**
+   * Sends the next append (or a snapshot) to `to`; returns whether a message was sent. `commitOnly`: an append
+   * without entries is only a commit notice (see Message.commitOnly).
+   */
+  #sendAppend(to: string, sendIfEmpty: boolean, commitOnly = false): boolean {
     const pr = this.#tracker.progress.get(to);
     if (!pr || to === this.id || pr.isPaused()) return false;
     const prevIndex = pr.next - 1;
@@ -1014,7 +1021,9 @@ export class RaftNode {
       logTerm: prevTerm,
       entries: ents,
       commit: this.log.committed,
+      commitOnly: commitOnly && ents.length === 0 && pr.state === "replicate",
     }));
+    if (this.log.committed > pr.sentCommit) pr.sentCommit = this.log.committed;
     if (ents.length > 0) {
       if (pr.state === "replicate") {
         const last = ents[ents.length - 1].index;
@@ -1027,8 +1036,29 @@ export class RaftNode {
     return true;
   }
 
+  /**
+   * Appends to every follower are due: new entries, or a commit index they have not been sent. They are sent once,
+   * when the next Ready is taken, so that every proposal and acknowledgement stepped before it shares one append per
+   * follower (instead of one append per proposal and one commit notice per acknowledgement).
+   */
   #bcastAppend(): void {
-    for (const id of this.#tracker.progress.keys()) if (id !== this.id) this.#sendAppend(id, true);
+    this.#bcastPending = true;
+  }
+
+  #flushBcast(): void {
+    if (!this.#bcastPending) return;
+    this.#bcastPending = false;
+    if (this.#role !== "leader") return;
+    for (const [id, pr] of this.#tracker.progress) {
+      if (id === this.id) continue;
+      if (pr.next <= this.log.lastIndex() || pr.state !== "replicate") {
+        // new entries (or a probe): fill the in-flight window, or at least tell the commit index
+        if (!this.#sendAppend(id, pr.sentCommit < this.log.committed || pr.state !== "replicate")) continue;
+        while (this.#sendAppend(id, false)) { /* fill the in-flight window */ }
+      } else if (pr.sentCommit < this.log.committed) {
+        this.#sendAppend(id, true, true);
+      }
+    }
   }
 
   #bcastHeartbeat(ctx: Uint8Array | null): void {
@@ -1078,4 +1108,43 @@ export class RaftNode {
     }
     this.#msgs.push(m);
   }
+}
+
+/**
+ * Merges messages of one Ready that say nothing the last of them does not: forwarded proposals to the same leader
+ * become one proposal (entries in order), and of the accepting append responses to the same member in the same term
+ * only the one acknowledging the most is kept (the leader only moves its view of the member forward). Rejections
+ * and every other message are kept as they are, in order.
+ */
+export function coalesce(msgs: Message[]): Message[] {
+  if (msgs.length < 2) return msgs;
+  const out: (Message | null)[] = [];
+  const props = new Map<string, Message>();
+  const acks = new Map<string, number>();
+  let dropped = false;
+  for (const m of msgs) {
+    if (m.type === "Prop") {
+      const first = props.get(m.to);
+      if (first) {
+        first.entries = first.entries.concat(m.entries);
+        continue;
+      }
+      const copy = { ...m, entries: m.entries };
+      props.set(m.to, copy);
+      out.push(copy);
+      continue;
+    }
+    if (m.type === "AppResp" && !m.reject) {
+      const key = `${m.to}/${m.term}`;
+      const at = acks.get(key);
+      if (at !== undefined) {
+        if (out[at]!.index >= m.index) continue;
+        out[at] = null; // superseded: the later, larger acknowledgement goes out in its own place
+        dropped = true;
+      }
+      acks.set(key, out.length);
+    }
+    out.push(m);
+  }
+  return dropped ? out.filter((m): m is Message => m !== null) : out as Message[];
 }

@@ -115,6 +115,11 @@ export interface Message {
   rejectHint: number;
   /** Heartbeat(Resp)/ReadIndex(Resp): read request context; Vote: TRANSFER_CONTEXT for a forced election */
   context: Uint8Array | null;
+  /**
+   * App without entries that only carries a new commit index to a follower in replicate state: accepting it needs
+   * no AppResp (the appends that carried the entries are acknowledged on their own); a rejection is still answered.
+   */
+  commitOnly: boolean;
 }
 
 /** Builds a message, filling every field that is not given. */
@@ -132,6 +137,7 @@ export function message(m: Partial<Message> & { type: MessageType }): Message {
     reject: m.reject ?? false,
     rejectHint: m.rejectHint ?? 0,
     context: m.context ?? null,
+    commitOnly: m.commitOnly ?? false,
   };
 }
 

@@ -58,6 +58,8 @@ export const DEFAULT_FRAME_SIZE = 16384;
 export const LOCAL_MAX_FRAME_SIZE = 16384;
 /** Stop reading from a peer that does not read our output once this much is buffered in the socket. */
 export const SOCKET_HIGH_WATER = 8 << 20;
+/** How long a deferred frame (a PING ACK) may wait for other output to go out with. */
+const DEFERRED_FLUSH_MS = 5;
 
 const EMPTY = Buffer.alloc(0);
 
@@ -143,6 +145,9 @@ export class FrameWriter {
   /** A previous output buffer the socket is done with, reused for the next batch. */
   private spare: Buffer | null = null;
   private scheduled = false;
+  /** `out[0, deferredLen)` holds only frames that may wait for the next write (see deferredFrame) */
+  private deferredLen = 0;
+  private deferredTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Callbacks waiting for the batch being gathered to be written. */
   private waiting: ((err: Error | null) => void)[] = [];
@@ -194,6 +199,17 @@ export class FrameWriter {
     return p;
   }
 
+  /**
+   * Like `frame()`, for a frame that may wait for the next write instead of costing a write of its own (a PING ACK
+   * rides with the response the client is waiting for). It goes out at the latest after DEFERRED_FLUSH_MS.
+   */
+  deferredFrame(len: number, type: number, flags: number, sid: number): number {
+    const allDeferred = this.deferredLen === this.len;
+    const p = this.frame(len, type, flags, sid);
+    if (allDeferred) this.deferredLen = this.len;
+    return p;
+  }
+
   u16(p: number, v: number): void {
     this.out[p] = v >>> 8;
     this.out[p + 1] = v & 0xff;
@@ -239,9 +255,13 @@ export class FrameWriter {
     for (const l of lists) for (const cb of l) cb(err);
   }
 
-  /** Flushes from setImmediate (once per turn). */
+  /** Flushes from setImmediate (once per turn), or within DEFERRED_FLUSH_MS when only deferred frames wait. */
   schedule(): void {
     if (this.scheduled || this.len === 0) return;
+    if (this.len === this.deferredLen) {
+      this.deferredTimer ??= setTimeout(this.flushNow, DEFERRED_FLUSH_MS);
+      return;
+    }
     this.scheduled = true;
     setImmediate(this.flushNow);
   }
@@ -253,6 +273,11 @@ export class FrameWriter {
 
   /** Writes everything gathered so far with one socket write. Returns false when nothing was written. */
   flush(): boolean {
+    this.deferredLen = 0;
+    if (this.deferredTimer !== undefined) {
+      clearTimeout(this.deferredTimer);
+      this.deferredTimer = undefined;
+    }
     if (this.len === 0) return false;
     const full = this.out;
     const chunk = full.subarray(0, this.len);

@@ -329,7 +329,8 @@ export class Http2ServerConnection {
         if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
         if (end - start !== 8) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "PING length");
         if ((flags & FLAG_ACK) === 0) {
-          const p = this.w.frame(8, PING, FLAG_ACK, 0);
+          // gRPC clients ping with nearly every request (bandwidth probing): the ACK goes out with the response
+          const p = this.w.deferredFrame(8, PING, FLAG_ACK, 0);
           this.w.out.set(buf.subarray(start, end), p);
         }
         return;

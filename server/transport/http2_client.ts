@@ -147,6 +147,11 @@ export class Http2ClientStream {
     return this.conn.sendData(this, body, head, end, cb);
   }
 
+  /** Writes the frames gathered on the connection now rather than at the end of the event-loop turn. */
+  flush(): void {
+    this.conn.flushNow();
+  }
+
   /** Closes our side (an empty END_STREAM DATA frame once the queued data went out). */
   end(): void {
     if (this.localClosed || this.gone || this.queueEnd) return;
@@ -573,6 +578,11 @@ export class Http2ClientConnection {
     }
     if (s.localClosed) return true;
     return !this.w.blocked || this.wantDrain(s);
+  }
+
+  /** @internal Writes the gathered frames now (a caller that knows its batch is complete). */
+  flushNow(): void {
+    if (!this.dead) this.w.flush();
   }
 
   private wantDrain(s: Http2ClientStream): false {
@@ -1038,6 +1048,11 @@ export class GrpcClientStream extends EventEmitter {
     p[3] = (n >>> 8) & 0xff;
     p[4] = n & 0xff;
     return s.write(bytes, p, false, cb);
+  }
+
+  /** Hands what was written so far to the socket now instead of at the end of the event-loop turn. */
+  flush(): void {
+    if (!this.closed) this.stream?.flush();
   }
 
   /** Half-closes the call: the server answers with its response and status. */
