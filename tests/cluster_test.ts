@@ -481,7 +481,13 @@ async function addServeRemove(c: Cluster, m: ClusterMember, learner: boolean, la
     assert.equal(listed?.name, m.name, `${m.name} did not publish its name`);
     assert.deepEqual(listed?.clientURLs, [m.clientUrl], `${m.name} did not publish its client URL`);
 
-    await ctl(eps, ["member", "remove", id]);
+    // Like a member add, a remove is refused ("unhealthy cluster") until the member has been connected for 5 s.
+    await until(`member remove ${id}`, 20000, async () => {
+      const r = await etcdctl(eps, ["member", "remove", id]);
+      if (r.code === 0) return true;
+      if (/unhealthy cluster/.test(r.stderr)) return false;
+      throw new Error(`member remove failed: ${r.stdout}${r.stderr}`);
+    }, 500);
     const remaining = await memberList(eps);
     assert.equal(remaining.length, 3, `member list after remove: ${JSON.stringify(remaining)}`);
     assert.ok(!remaining.some((x) => x.ID === id), `${id} still listed after remove`);
@@ -514,7 +520,28 @@ Deno.test({
       if (!ok) return;
       const m5 = await c.newMember("m5");
       extra.push(m5);
-      await t.step("voter: add, start, catch up, remove", () => addServeRemove(c, m5, false, "voter"));
+      const ok2 = await t.step("voter: add, start, catch up, remove", () => addServeRemove(c, m5, false, "voter"));
+      if (!ok2) return;
+      await t.step(
+        "strict reconfiguration check: with a voter down, refused unless it removes the down one",
+        async () => {
+          const [m1, m2, m3] = c.members;
+          await c.memberIds();
+          await c.kill(m3);
+          // m1 notices at once: its connection to m3 closed
+          let r = await etcdctl(m1.endpoint, ["member", "add", "m6", "--peer-urls=http://127.0.0.1:1"]);
+          assert.notEqual(r.code, 0, `member add with a voter down succeeded: ${r.stdout}`);
+          assert.match(r.stderr, /etcdserver: unhealthy cluster/);
+          r = await etcdctl(m1.endpoint, ["member", "remove", BigInt(m2.id).toString(16)]);
+          assert.notEqual(r.code, 0, `removing a live voter with another one down succeeded: ${r.stdout}`);
+          assert.match(r.stderr, /etcdserver: unhealthy cluster/);
+          await ctl(m1.endpoint, ["member", "remove", BigInt(m3.id).toString(16)]);
+          assert.equal((await memberList(m1.endpoint)).length, 2);
+          console.log(
+            "  (e) strict reconfig: add and remove refused with 'unhealthy cluster'; the down member removed",
+          );
+        },
+      );
     } catch (e) {
       console.log(c.logs());
       for (const m of extra) console.log(`----- ${m.name} -----\n${m.output().slice(-3000)}`);

@@ -78,6 +78,7 @@ export function etcdConfigOf(opt: Options): EtcdConfig {
     quotaBackendBytes: 8 * 1024 * 1024 * 1024,
     maxRequestBytes: 10 * 1024 * 1024,
     maxTxnOps: 10240,
+    strictReconfigCheck: true,
     heartbeatMs: 100,
     electionMs: 1000,
     autoCompactionMode: "revision",

@@ -17,6 +17,7 @@ import { type EtcdConfig, securityFlags, type TlsFiles } from "./flags.ts";
 import tls from "node:tls";
 import { clusterIdOf, hexId, memberIdOf } from "./ids.ts";
 import { startAutoCompaction } from "./compactor.ts";
+import { applyAutoTls } from "./autotls.ts";
 import type { Logger } from "./log.ts";
 
 /** The version this server reports (the etcd API level it implements). */
@@ -97,6 +98,7 @@ function memberList(addr: string, files: TlsFiles | null): Promise<any> {
       files.trustedCaFile ? Deno.readFileSync(files.trustedCaFile) as never : null,
       Deno.readFileSync(files.keyFile) as never,
       Deno.readFileSync(files.certFile) as never,
+      files.selfCert ? { rejectUnauthorized: false } : undefined,
     )
     : grpc.credentials.createInsecure();
   const client = new grpcRoot.etcdserverpb.Cluster(addr, creds);
@@ -138,6 +140,8 @@ function tlsClientOptions(files: TlsFiles | null): tls.ConnectionOptions | undef
     cert: Deno.readTextFileSync(files.certFile),
     key: Deno.readTextFileSync(files.keyFile),
     ca: files.trustedCaFile ? Deno.readTextFileSync(files.trustedCaFile) : undefined,
+    // auto TLS: the other members' certificates are self-signed too (etcd sets InsecureSkipVerify)
+    ...(files.selfCert ? { rejectUnauthorized: false } : {}),
   };
 }
 
@@ -154,8 +158,10 @@ function bindAddress(u: string): string {
 }
 
 /** Starts a member; resolves once it serves clients. */
-export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServer> {
+export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdServer> {
   const startTime = new Date();
+  // --auto-tls / --peer-auto-tls: self-signed certificates under <data-dir>/fixtures, before anything dials or listens
+  const cfg = await applyAutoTls(flags, log);
   for (const f of securityFlags(cfg)) {
     log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
   }
@@ -211,6 +217,7 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     node,
     hub,
     maxTxnOps: cfg.maxTxnOps,
+    strictReconfigCheck: cfg.strictReconfigCheck,
     version: SERVER_VERSION,
     quotaBytes: cfg.quotaBackendBytes,
     nextLeaseId: () => {
@@ -229,7 +236,7 @@ export async function startEtcd(cfg: EtcdConfig, log: Logger): Promise<EtcdServe
     bound.add(addr);
     const secure = new URL(url).protocol === "https:" ? tlsServerOptions(files) : undefined;
     if (new URL(url).protocol === "https:" && !secure) {
-      log.warn("embed", `${url}: no certificate files given (auto TLS is not implemented); serving plaintext`);
+      log.warn("embed", `${url}: no certificate files given (nor --auto-tls / --peer-auto-tls); serving plaintext`);
     }
     const [host, port] = splitAddress(addr);
     await server.listen(host, port, secure);

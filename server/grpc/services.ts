@@ -27,6 +27,9 @@ import {
   WatchService,
 } from "../../proto/mod.ts";
 
+/** How long a peer must have been connected to count for a reconfiguration (etcd's HealthInterval). */
+const HEALTH_INTERVAL_MS = 5000;
+
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
 // deno-lint-ignore no-explicit-any
@@ -37,6 +40,8 @@ export interface ServiceContext {
   node: Node;
   hub: WatchHub;
   maxTxnOps: number;
+  /** --strict-reconfig-check: refuse membership changes the connected members could not survive */
+  strictReconfigCheck: boolean;
   version: string;
   quotaBytes: number;
   /** server-picked lease IDs */
@@ -209,12 +214,16 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
         if (members().filter((m) => m.isLearner).length >= 1) {
           throw new EtcdError(Code.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster");
         }
-      } else {
-        // etcd's strict reconfiguration check: the new quorum must be reachable by the members already started
+      } else if (ctx.strictReconfigCheck) {
+        // etcd's strict reconfiguration check: the new quorum must be reachable by the members already started...
         const nstarted = voters.filter(started).length;
         const nmembers = voters.length + 1;
         if (!(nstarted === 1 && nmembers === 2) && nstarted < Math.floor(nmembers / 2) + 1) {
           throw Errors.notEnoughStartedMembers();
+        }
+        // ...and this member must have been connected to every voter for a while
+        if (node.connectedFor(voters.map((m) => m.ID), HEALTH_INTERVAL_MS) !== voters.length) {
+          throw Errors.unhealthyCluster();
         }
       }
       const id = memberIdOf(urls, `${Date.now()}`);
@@ -233,11 +242,17 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const id = leaseId(r.ID);
       const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
-      if (!m.isLearner) {
+      if (!m.isLearner && ctx.strictReconfigCheck) {
         const voters = members().filter((x) => !x.isLearner);
         const nstarted = voters.filter((x) => x.ID !== id && started(x)).length;
         const quorum = Math.floor((voters.length - 1) / 2) + 1;
         if (voters.length - 1 === 0 || nstarted < quorum) throw Errors.notEnoughStartedMembers();
+        // removing a member that is down takes nothing from the active quorum; otherwise the members this one has
+        // been connected to for a while, less the removed one, must still be a quorum of the remaining voters
+        if (id === node.memberId || node.peerConnected(id)) {
+          const active = node.connectedFor(voters.map((x) => x.ID), HEALTH_INTERVAL_MS);
+          if (active - 1 < quorum) throw Errors.unhealthyCluster();
+        }
       }
       await node.proposeConfChange(Node.confChange(ConfChangeType.RemoveNode, id));
       return { header: header(), members: members() };

@@ -69,6 +69,14 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/**
+ * After the connection to the leader broke, a follower campaigns after LEADER_LOST_MIN_MS plus a random share of
+ * LEADER_LOST_SPREAD_MS: the others see the same broken connection within milliseconds, and the spread keeps two
+ * followers from splitting the vote.
+ */
+const LEADER_LOST_MIN_MS = 20;
+const LEADER_LOST_SPREAD_MS = 200;
+
 /** Entries a leader keeps in memory after a snapshot so slow followers can catch up without one. */
 const CATCH_UP_ENTRIES = 5000;
 
@@ -178,6 +186,7 @@ export class Node {
       },
       receive: (msgs) => n.#receive(msgs),
       unreachable: (id) => n.raft.reportUnreachable(id),
+      disconnected: (id) => n.#leaderDisconnected(id),
       snapshotSent: (id, ok) => {
         n.raft.reportSnapshot(id, ok);
         n.#schedule();
@@ -197,6 +206,7 @@ export class Node {
   async start(): Promise<void> {
     await this.#process();
     this.#ticker = setInterval(() => {
+      this.transport.keepConnected(this.members.list().map((m) => m.ID));
       this.raft.tick();
       this.#retryReads();
       this.#schedule();
@@ -414,6 +424,25 @@ export class Node {
     return await this.transport.askLease(this.raft.lead, id, renew);
   }
 
+  /**
+   * How many of `ids` this member has been connected to for at least `ms` (itself included): etcd's view of which
+   * members a reconfiguration can count on.
+   */
+  connectedFor(ids: string[], ms: number): number {
+    const since = Date.now() - ms;
+    let n = 0;
+    for (const id of ids) {
+      const t = this.transport.activeSince(id);
+      if (id === this.memberId || (t > 0 && t <= since)) n++;
+    }
+    return n;
+  }
+
+  /** Whether the connection to member `id` is up. */
+  peerConnected(id: string): boolean {
+    return this.transport.activeSince(id) > 0;
+  }
+
   /** Whether a learner has caught up enough to be promoted (etcd: within 10 % of the leader's log). */
   learnerInSync(id: string): boolean {
     if (!this.raft.isLeader) throw Errors.notLeader();
@@ -447,6 +476,25 @@ export class Node {
       if (Date.now() > deadline) throw Errors.timeout();
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+
+  /**
+   * The connection to our leader broke. When its process died (kill -9, crash), the kernel closed its sockets and
+   * every follower sees this at once: they stop following it (so they grant each other's votes without waiting for
+   * its lease to run out) and one campaigns after a short random delay, instead of all waiting a full election
+   * timeout. If the leader is in fact alive, the others still follow it and refuse the pre-vote; nothing changes.
+   */
+  #leaderDisconnected(id: string): void {
+    if (this.stopped || id !== this.raft.lead || this.raft.isLeader) return;
+    this.#cfg.log(`lost the connection to the leader ${BigInt(id).toString(16)}`);
+    this.raft.forgetLeader();
+    this.#schedule();
+    const delay = LEADER_LOST_MIN_MS + Math.random() * LEADER_LOST_SPREAD_MS;
+    setTimeout(() => {
+      if (this.stopped || this.raft.lead !== "0" || this.raft.role !== "follower") return;
+      this.raft.campaign();
+      this.#schedule();
+    }, delay);
   }
 
   #receive(msgs: Message[]): void {

@@ -35,6 +35,8 @@ export interface PeerHooks {
   /** messages received from peers */
   receive(msgs: Message[]): void;
   unreachable(id: string): void;
+  /** an established connection to a peer was closed by the other side or broke (not by us) */
+  disconnected(id: string): void;
   snapshotSent(id: string, ok: boolean): void;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
@@ -73,8 +75,15 @@ class PeerLink {
   /** no dial before this time (the last connection attempt failed) */
   #retryAt = 0;
   #backoff = MIN_BACKOFF_MS;
+  /** When the current connection to the peer came up (Date.now()); 0 while there is none or the peer refused us. */
+  activeSince = 0;
 
   constructor(readonly id: string, readonly hooks: PeerHooks) {}
+
+  /** Opens the connection and the message stream if they are not open (unless backing off after a failure). */
+  keepConnected(): void {
+    this.#stream();
+  }
 
   send(m: Message): void {
     if (this.#queue.length >= MAX_QUEUE) {
@@ -98,9 +107,16 @@ class PeerLink {
     this.#addr = addr;
     const client = new GrpcClient(addr, { maxReceiveMessageLength: 64 << 20, tls: this.hooks.tls });
     let connected = false;
-    client.once("connect", () => connected = true);
+    client.once("connect", () => {
+      connected = true;
+      if (this.#client === client) this.activeSince = Date.now();
+    });
     client.on("close", () => {
-      if (this.#client === client) this.#client = null;
+      if (this.#client === client) {
+        this.#client = null;
+        this.activeSince = 0;
+        if (connected) this.hooks.disconnected(this.id);
+      }
       if (connected) {
         this.#backoff = MIN_BACKOFF_MS;
         this.#retryAt = 0;
@@ -183,6 +199,7 @@ class PeerLink {
       if (err.code === Status.FAILED_PRECONDITION) {
         if (!this.#warned) this.hooks.log(`peer ${this.id} refused us: ${err.details}`);
         this.#warned = true;
+        this.activeSince = 0;
       }
       this.hooks.unreachable(this.id);
     });
@@ -198,6 +215,7 @@ class PeerLink {
     this.#call = null;
     this.#client?.close();
     this.#client = null;
+    this.activeSince = 0;
   }
 }
 
@@ -207,6 +225,28 @@ export class PeerTransport {
 
   constructor(readonly hooks: PeerHooks) {}
 
+  /**
+   * Keeps a connection open to each of `ids` (dialing those that are down), as etcd keeps a stream to every peer
+   * whether or not Raft has something to send it: `activeSince` then tells how long each peer has been reachable.
+   */
+  keepConnected(ids: Iterable<string>): void {
+    for (const id of ids) if (id !== this.hooks.selfId) this.#link(id).keepConnected();
+  }
+
+  /** When the connection to member `id` came up (Date.now()); 0 if it is down. */
+  activeSince(id: string): number {
+    return this.#links.get(id)?.activeSince ?? 0;
+  }
+
+  #link(id: string): PeerLink {
+    let link = this.#links.get(id);
+    if (!link) {
+      link = new PeerLink(id, this.hooks);
+      this.#links.set(id, link);
+    }
+    return link;
+  }
+
   /** Writes every queued message to its peer's socket now (instead of at the end of the event-loop turn). */
   flush(): void {
     for (const l of this.#links.values()) l.flush();
@@ -214,23 +254,12 @@ export class PeerTransport {
 
   /** Queues messages for their recipients (written at the end of the turn, or by `flush`). */
   send(msgs: Message[]): void {
-    for (const m of msgs) {
-      let link = this.#links.get(m.to);
-      if (!link) {
-        link = new PeerLink(m.to, this.hooks);
-        this.#links.set(m.to, link);
-      }
-      link.send(m);
-    }
+    for (const m of msgs) this.#link(m.to).send(m);
   }
 
   /** Asks the leader about a lease (keep-alives and TTL questions on followers go to the leader). */
   askLease(leader: string, id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }> {
-    let link = this.#links.get(leader);
-    if (!link) {
-      link = new PeerLink(leader, this.hooks);
-      this.#links.set(leader, link);
-    }
+    const link = this.#link(leader);
     const client = link.client();
     if (!client) {
       if (!this.hooks.addressOf(leader)) return Promise.reject(new Error(`no address for leader ${leader}`));

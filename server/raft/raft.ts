@@ -277,6 +277,17 @@ export class RaftNode {
   }
 
   /**
+   * A follower learns that its leader is gone (say, the leader's process closed its connections): it stops
+   * following it, so it no longer refuses (pre-)votes because of the leader's lease. It does not campaign by
+   * itself; whoever calls this may call `campaign()` next. A leader that is in fact alive is simply followed again
+   * on its next message.
+   */
+  forgetLeader(): void {
+    if (this.#role !== "follower" || this.#lead === NONE) return;
+    this.#lead = NONE;
+  }
+
+  /**
    * Proposes one or more normal entries (a batch becomes consecutive entries of one append). On a follower the
    * batch is forwarded to the leader. Throws ProposalDroppedError when it cannot be accepted.
    */

@@ -7,7 +7,9 @@
  * Safety invariants are checked after every step (one event = one step):
  *  - election safety: at most one leader per term;
  *  - log matching: an (index, term) pair always names the same entry, preceded by the same term;
- *  - leader completeness: a new leader holds every entry applied anywhere so far;
+ *  - leader completeness: a new leader of term T holds every entry of an earlier term applied anywhere so far (a
+ *    leader of an old term can still win its election late, e.g. through a delayed vote, after a later term
+ *    committed entries; it holds none of them and can commit nothing);
  *  - state machine safety: no index is ever applied with different entries on different members, and snapshots
  *    taken at the same index are identical;
  *  - acknowledged writes are applied (a client only hears "ok" after its member applied the write).
@@ -61,6 +63,11 @@ export interface SimParams {
   tornWrites: boolean;
   /** crashed members come back within tens of milliseconds */
   fastRestarts: boolean;
+  /**
+   * members are told when the connection to their leader broke (its process died, or spuriously while it lives):
+   * they forget the leader and campaign after a short random delay, as server/node/node.ts does
+   */
+  leaderLostNotices: boolean;
 }
 
 export interface SimOptions {
@@ -254,6 +261,8 @@ const EV_RESTART = 5;
 const EV_STOP = 6;
 const EV_TIMEOUT = 7;
 const EV_SNAPREPORT = 8;
+const EV_LEADER_LOST = 9;
+const EV_CAMPAIGN = 10;
 
 class SimEvent {
   time: number;
@@ -265,6 +274,8 @@ class SimEvent {
   client: number;
   op: PendingOp | null;
   flag: boolean;
+  /** EV_LEADER_LOST: the leader whose connection broke */
+  about = "";
   constructor(time: number, seq: number, kind: number) {
     this.time = time;
     this.seq = seq;
@@ -278,7 +289,19 @@ class SimEvent {
   }
 }
 
-const KIND_NAMES = ["tick", "msg", "sync", "client", "nemesis", "restart", "stop", "timeout", "snapreport"];
+const KIND_NAMES = [
+  "tick",
+  "msg",
+  "sync",
+  "client",
+  "nemesis",
+  "restart",
+  "stop",
+  "timeout",
+  "snapreport",
+  "leaderlost",
+  "campaign",
+];
 
 /** Picks the parameters of a run from its seed. */
 export function paramsFor(rng: Prng): SimParams {
@@ -300,6 +323,7 @@ export function paramsFor(rng: Prng): SimParams {
     keys: rng.range(1, 4),
     tornWrites: rng.chance(0.5),
     fastRestarts: rng.chance(0.5),
+    leaderLostNotices: rng.chance(0.5),
   };
 }
 
@@ -503,7 +527,32 @@ export class Simulation {
         this.#drive(n);
         return;
       }
+      case EV_LEADER_LOST: {
+        const n = ev.node!;
+        if (!n.alive || ev.inc !== n.incarnation || n.raft.lead !== ev.about) return;
+        n.raft.forgetLeader();
+        this.#drive(n);
+        const c = this.#schedule(EV_CAMPAIGN, this.rng.range(2, 22));
+        c.node = n;
+        c.inc = n.incarnation;
+        return;
+      }
+      case EV_CAMPAIGN: {
+        const n = ev.node!;
+        if (!n.alive || ev.inc !== n.incarnation || n.raft.lead !== "0" || n.raft.role !== "follower") return;
+        n.raft.campaign();
+        this.#drive(n);
+        return;
+      }
     }
+  }
+
+  /** Tells `n` that its connection to `leader` broke, after `delay`. */
+  #noticeLeaderLost(n: SimNode, leader: string, delay: number): void {
+    const ev = this.#schedule(EV_LEADER_LOST, delay);
+    ev.node = n;
+    ev.inc = n.incarnation;
+    ev.about = leader;
   }
 
   // ---------------------------------------------------------------- members
@@ -554,6 +603,11 @@ export class Simulation {
     n.puts.clear();
     n.gets.clear();
     n.readsWaiting = [];
+    if (this.params.leaderLostNotices) {
+      for (const m of this.nodes.values()) {
+        if (m !== n && m.alive && m.raft.lead === n.id) this.#noticeLeaderLost(m, n.id, this.rng.range(0, 3));
+      }
+    }
     if (!n.removed && this.#faults) {
       const down = this.params.fastRestarts ? this.rng.range(5, 60) : this.rng.range(10, 600);
       this.#schedule(EV_RESTART, down).node = n;
@@ -915,6 +969,10 @@ export class Simulation {
       this.#drive(leader);
     } else if (r < 0.92) {
       this.#membership(leader);
+    } else if (r < 0.95 && this.params.leaderLostNotices && leader) {
+      // a follower's connection to a leader that is alive breaks: it must not disrupt the cluster for long
+      const followers = live.filter((n) => n !== leader && n.raft.lead === leader.id);
+      if (followers.length > 0) this.#noticeLeaderLost(this.rng.pick(followers), leader.id, 0);
     }
     // else: quiet period
   }
@@ -981,14 +1039,17 @@ export class Simulation {
   #checkCompleteness(n: SimNode): void {
     const log = n.raft.log;
     const last = log.lastIndex();
-    if (last < this.#maxApplied) {
+    // applied entries are in log order, so their terms never decrease: those of earlier terms form a prefix
+    let upto = this.#maxApplied;
+    while (upto > 0 && (this.#applied[upto]?.term ?? 0) >= n.raft.term) upto--;
+    if (last < upto) {
       throw this.#failure(
         `leader completeness: leader ${n.id} (term ${n.raft.term}) ends at ${last}, ` +
-          `but ${this.#maxApplied} was applied`,
+          `but ${upto} (of an earlier term) was applied`,
       );
     }
     const first = log.firstIndex();
-    for (let i = Math.max(1, first - 1); i <= this.#maxApplied; i++) {
+    for (let i = Math.max(1, first - 1); i <= upto; i++) {
       const a = this.#applied[i];
       if (!a) continue;
       const t = log.term(i);
