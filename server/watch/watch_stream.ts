@@ -45,9 +45,18 @@ const COMPACTED_REASON = "mvcc: required revision has been compacted";
 /** Revisions replayed per catch-up step (etcd replays up to 1000 revisions per batch). */
 const CATCHUP_REVS = 1000;
 
-/** Shared by all streams of a member: routes committed events to synced watchers. */
+/**
+ * Shared by all streams of a member: routes committed events to synced watchers.
+ *
+ * The fan-out runs after the responses of the turn in which the revisions committed: a put's response does not wait
+ * for its events to be encoded and queued for a thousand watchers (etcd hands events to watcher goroutines the same
+ * way). Watchers see the same events in the same order; `deliveredRev` is how far the fan-out has got.
+ */
 export class WatchHub {
   #streams = new Set<WatchStream>();
+  /** commits not yet fanned out, oldest first */
+  #pending: { events: StoreEvent[]; keys: BKey[]; rev: number }[] = [];
+  #fanOutScheduled = false;
 
   #headerRev = -1;
   #headerTerm = -1;
@@ -64,14 +73,29 @@ export class WatchHub {
   ) {
     store.onCommit((events, rev) => {
       if (this.#streams.size === 0) return;
-      const keys = events.map((ev) => toBKey(ev.kv.key));
-      for (const s of this.#streams) s.onCommit(events, keys, rev);
+      this.#pending.push({ events, keys: events.map((ev) => toBKey(ev.kv.key)), rev });
+      if (this.#fanOutScheduled) return;
+      this.#fanOutScheduled = true;
+      // Responses are written from setImmediate; an immediate queued by an immediate runs after them.
+      setImmediate(() => setImmediate(this.#fanOut));
     });
     const t = setInterval(() => {
       for (const s of this.#streams) s.progressTick();
     }, progressIntervalMs);
     Deno.unrefTimer(t);
   }
+
+  /** Every event up to this revision has been handed to the synced watchers. */
+  get deliveredRev(): number {
+    return this.#pending.length > 0 ? this.#pending[0].rev - 1 : this.store.currentRev;
+  }
+
+  readonly #fanOut = (): void => {
+    this.#fanOutScheduled = false;
+    const pending = this.#pending;
+    this.#pending = [];
+    for (const c of pending) for (const s of this.#streams) s.onCommit(c.events, c.keys, c.rev);
+  };
 
   /** The encoded ResponseHeader at a revision (cached: a commit's responses share it). */
   headerBytes(rev: number): Uint8Array {
@@ -99,6 +123,7 @@ export class WatchHub {
   /** The store was replaced by a snapshot: every watcher catches up from the new history (or is canceled as
    * compacted when its next revision is gone). */
   resync(): void {
+    this.#pending = []; // the watchers catch up from the new history instead
     for (const s of this.#streams) s.resync();
   }
 
@@ -177,7 +202,7 @@ export class WatchStream {
 
   #progress(): void {
     // A progress header promises that every event up to its revision was delivered to every watcher.
-    let rev = this.hub.store.currentRev;
+    let rev = this.hub.deliveredRev;
     for (const w of this.#watchers.values()) if (!w.synced) rev = Math.min(rev, w.nextRev - 1);
     this.#send({ header: this.hub.header(rev), watch_id: -1 });
   }
@@ -185,7 +210,7 @@ export class WatchStream {
   /** Periodic progress notifications to idle synced watchers that asked for them. */
   progressTick(): void {
     if (this.#congested) return;
-    const rev = this.hub.store.currentRev;
+    const rev = this.hub.deliveredRev;
     for (const w of this.#watchers.values()) {
       if (!w.progressNotify || !w.synced) continue;
       if (!w.active) this.#send({ header: this.hub.header(rev), watch_id: w.id });
@@ -196,7 +221,8 @@ export class WatchStream {
   /** Called by the hub when a revision commits. */
   onCommit(events: StoreEvent[], keys: BKey[], rev: number): void {
     for (const w of this.#watchers.values()) {
-      if (!w.synced) continue;
+      // not synced, or already past it (created after the commit, or caught up from history meanwhile)
+      if (!w.synced || rev < w.nextRev) continue;
       if (this.#congested) {
         w.synced = false; // resumes from history when the stream drains
         continue;
