@@ -384,6 +384,99 @@ Deno.test("replication: pipelining is bounded by the in-flight window", () => {
   assert.equal(r.status().progress![f].inflight, 2);
 });
 
+Deno.test("batching: proposals and acknowledgements stepped before a Ready share one append per follower", () => {
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  const fs = ["1", "2", "3"].filter((i) => i !== l);
+  const r = net.get(l).raft;
+  // three proposals, one of them forwarded by a follower: a single append to each follower carries all three
+  net.get(fs[0]).raft.propose(enc.encode("via follower"));
+  const frd = net.get(fs[0]).raft.ready();
+  const props = frd.messages.filter((m) => m.type === "Prop");
+  net.get(fs[0]).raft.advance(frd);
+  r.propose(enc.encode("a"));
+  r.propose(enc.encode("b"));
+  for (const m of props) r.step(m);
+  let rd = r.ready();
+  let apps = [...rd.preSyncMessages, ...rd.messages].filter((m) => m.type === "App");
+  assert.deepEqual(apps.map((m) => m.to).sort(), [...fs].sort(), "one append per follower");
+  assert.ok(apps.every((m) => m.entries.length === 3), "each carries the three proposals");
+  net.get(l).storage.append(rd.entries);
+  r.advance(rd);
+  // both followers acknowledge: one commit notice per follower, not one per acknowledgement
+  for (const app of apps) net.get(app.to).raft.step(app);
+  for (const f of fs) {
+    const frd2 = net.get(f).raft.ready();
+    net.get(f).storage.append(frd2.entries);
+    for (const m of frd2.messages) if (m.type === "AppResp") r.step(m);
+    net.get(f).raft.advance(frd2);
+  }
+  rd = r.ready();
+  apps = [...rd.preSyncMessages, ...rd.messages].filter((m) => m.type === "App");
+  assert.equal(rd.committedEntries.length, 3);
+  assert.deepEqual(apps.map((m) => m.to).sort(), [...fs].sort(), "one commit notice per follower");
+  assert.ok(apps.every((m) => m.commitOnly && m.entries.length === 0 && m.commit === r.status().commit));
+  r.advance(rd);
+  // a follower takes the commit notice without answering it
+  const f0 = net.get(fs[0]).raft;
+  f0.step(apps.find((m) => m.to === fs[0])!);
+  const frd3 = f0.ready();
+  assert.equal(f0.status().commit, r.status().commit);
+  assert.equal(frd3.messages.filter((m) => m.type === "AppResp").length, 0, "no reply to a commit notice");
+  f0.advance(frd3);
+});
+
+Deno.test("batching: a commit notice that does not match the follower's log is answered with a rejection", () => {
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  const f = ["1", "2", "3"].find((i) => i !== l)!;
+  const lr = net.get(l).raft;
+  const notice = message({
+    type: "App",
+    from: l,
+    to: f,
+    term: lr.term,
+    index: lr.log.lastIndex() + 5,
+    logTerm: lr.term,
+    commit: lr.status().commit,
+    commitOnly: true,
+  });
+  const fr = net.get(f).raft;
+  fr.step(notice);
+  const rd = fr.ready();
+  const resp = rd.messages.filter((m) => m.type === "AppResp");
+  assert.equal(resp.length, 1);
+  assert.ok(resp[0].reject, "a mismatch is always answered, so the leader can repair the follower's log");
+  fr.advance(rd);
+});
+
+Deno.test("forgetLeader: a follower that lost its leader grants votes at once; a live leader is followed again", () => {
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  const [a, b] = ["1", "2", "3"].filter((i) => i !== l);
+  // the leader dies: both followers are told (their connections to it closed) and one campaigns right away,
+  // long before an election timeout passed
+  net.drop = (m) => m.from === l || m.to === l;
+  net.get(a).raft.forgetLeader();
+  net.get(b).raft.forgetLeader();
+  net.get(a).raft.campaign();
+  net.settle();
+  assert.equal(net.get(a).raft.isLeader, true, "elected without waiting for the old leader's lease");
+  // a follower told spuriously (its leader is alive): the others refuse its pre-vote and it follows the leader again
+  net.heal();
+  net.tick(2);
+  const leader = net.leaders()[0];
+  const other = ["1", "2", "3"].find((i) => i !== leader && net.get(i).raft.lead === leader)!;
+  const term = net.get(leader).raft.term;
+  net.get(other).raft.forgetLeader();
+  net.get(other).raft.campaign();
+  net.settle();
+  net.tick(1);
+  assert.deepEqual(net.leaders(), [leader], "the live leader keeps leading");
+  assert.equal(net.get(leader).raft.term, term, "no term was lost");
+  assert.equal(net.get(other).raft.lead, leader);
+});
+
 Deno.test("replication: a follower that lost appends is repaired via probe after a rejection", () => {
   const net = new Net(["1", "2", "3"]);
   const l = net.elect();
