@@ -3,7 +3,8 @@
  * gRPC client on top of it (`GrpcClient`): client-streaming calls and unary calls whose messages are already-serialized
  * protobuf bytes.
  *
- * Shares the frame reader/writer with the server connection (h2frames.ts) and HPACK with it (hpack.ts). Flow control
+ * Shares the frame handling, stream bookkeeping and send machinery with the server connection (h2connection.ts,
+ * over h2frames.ts and hpack.ts); this file adds opening streams, the client's stream-id rules and GOAWAY. Flow control
  * both ways: the server's SETTINGS (initial window, max frame size, header table size) and WINDOW_UPDATEs are
  * respected, our receive windows are replenished as data is consumed. Every frame produced during one turn of the
  * event loop goes out in one socket write.
@@ -16,56 +17,24 @@ import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import tls from "node:tls";
-import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
 import { Status, STATUS_NAME } from "./grpc_status.ts";
+import { CONNECTION_LOST, H2Connection, H2Stream, type H2StreamHandler } from "./h2connection.ts";
 import {
-  ByteQueue,
-  CONTINUATION,
-  DATA,
-  DEFAULT_FRAME_SIZE,
-  DEFAULT_WINDOW,
   ErrorCode,
-  FLAG_ACK,
-  FLAG_END_HEADERS,
-  FLAG_END_STREAM,
-  framePayload,
-  FrameReader,
-  FrameWriter,
-  GOAWAY,
-  H2Error,
-  type HeaderBlock,
-  HeaderBlockAssembler,
-  HEADERS,
   MAX_WINDOW,
-  parseSettings,
-  PING,
   PREFACE,
-  PRIORITY,
-  PUSH_PROMISE,
   readU31,
   readU32,
-  ReceiveWindow,
-  RST_STREAM,
-  SETTINGS,
   SETTINGS_ENABLE_PUSH,
-  SETTINGS_HEADER_TABLE_SIZE,
   SETTINGS_INITIAL_WINDOW_SIZE,
-  SETTINGS_MAX_CONCURRENT_STREAMS,
-  SETTINGS_MAX_FRAME_SIZE,
-  WINDOW_UPDATE,
 } from "./h2frames.ts";
 
-export { ErrorCode };
-
-/** Passed to `onReset` when the connection itself went away (socket closed, connection error). */
-export const CONNECTION_LOST = -1;
+export { CONNECTION_LOST, ErrorCode };
 
 /** What a client stream's owner gets told. A throwing callback resets that stream (INTERNAL_ERROR). */
-export interface ClientStreamHandler {
+export interface ClientStreamHandler extends H2StreamHandler {
   /** A response header block: the headers, or trailers (`endStream`). */
   onHeaders(fields: string[], endStream: boolean): void;
-  /** A DATA payload; the view is only valid during the call. */
-  onData(chunk: Uint8Array): void;
   /** The server closed its side with an END_STREAM DATA frame (not with trailers). */
   onEnd(): void;
   /**
@@ -73,8 +42,6 @@ export interface ClientStreamHandler {
    * the connection was lost (CONNECTION_LOST).
    */
   onReset(code: number): void;
-  /** Queued output went out after write() returned false. */
-  onDrain(): void;
 }
 
 /** Options of a client connection. */
@@ -96,42 +63,21 @@ export interface Http2ClientOptions {
 }
 
 /** One request stream. */
-export class Http2ClientStream {
-  /** @internal */ sendWindow: number;
-  /** @internal */ recvWindow: number;
-  /** @internal */ recvUnacked = 0;
-  /** @internal */ remoteClosed = false;
-  /** @internal */ localClosed = false;
-  /** @internal */ gone = false;
-  /** @internal */ gotHeaders = false;
-  /** @internal */ readonly queue = new ByteQueue();
-  /** @internal */ queueEnd = false;
-  /** @internal */ needDrain = false;
-  /** @internal bytes framed so far (write callbacks fire once their message's end was framed and written) */
-  framed = 0;
-  /** @internal bytes accepted by write() so far */
+export class Http2ClientStream extends H2Stream {
+  /** @internal bytes accepted by write() so far (those not in `queue` were framed) */
   accepted = 0;
-  /** @internal */ writeCbs: { at: number; cb: (err: Error | null) => void }[] = [];
+  /** @internal write callbacks, each due once the bytes up to `at` were framed and written */
+  writeCbs: { at: number; cb: (err: Error | null) => void }[] = [];
+  declare protected readonly conn: Http2ClientConnection;
 
   constructor(
-    readonly id: number,
-    private readonly conn: Http2ClientConnection,
+    id: number,
+    conn: Http2ClientConnection,
     readonly handler: ClientStreamHandler,
     sendWindow: number,
     recvWindow: number,
   ) {
-    this.sendWindow = sendWindow;
-    this.recvWindow = recvWindow;
-  }
-
-  /** Whether the stream is finished (both sides closed or reset). */
-  get closed(): boolean {
-    return this.gone;
-  }
-
-  /** Bytes waiting for flow-control window. */
-  get bufferedBytes(): number {
-    return this.queue.bytes;
+    super(id, conn, sendWindow, recvWindow, false);
   }
 
   /**
@@ -157,72 +103,33 @@ export class Http2ClientStream {
     if (this.localClosed || this.gone || this.queueEnd) return;
     this.conn.sendData(this, new Uint8Array(0), null, true);
   }
-
-  /** Aborts the stream with RST_STREAM (no handler callback). */
-  reset(code: number = ErrorCode.CANCEL): void {
-    if (this.gone) return;
-    this.conn.resetStream(this, code);
-  }
 }
 
 /** One HTTP/2 client connection. */
-export class Http2ClientConnection {
-  private readonly streams = new Map<number, Http2ClientStream>();
-  private readonly decoder: HpackDecoder;
-  private readonly encoder = new HpackEncoder();
-  private readonly reader = new FrameReader();
-  private readonly w: FrameWriter;
-  private readonly initialWindow: number;
-  private readonly connWindow: number;
+export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
   private nextStreamId = 1;
-
-  private readonly blocks: HeaderBlockAssembler;
-
-  private peerInitialWindow = DEFAULT_WINDOW;
-  private peerMaxFrame = DEFAULT_FRAME_SIZE;
-  private peerMaxStreams = Infinity;
-  private connSendWindow = DEFAULT_WINDOW;
-  private readonly recvWindow: ReceiveWindow;
-  private readonly blocked = new Set<Http2ClientStream>();
-  private readonly drainWaiters = new Set<Http2ClientStream>();
-
-  private goawayReceived = false;
-  private dead = false;
-  private closedNotified = false;
   private connected = false;
-  private lastError = "";
 
-  constructor(private readonly socket: net.Socket, private readonly opts: Http2ClientOptions = {}) {
-    this.initialWindow = Math.min(opts.initialWindowSize ?? 1 << 20, MAX_WINDOW);
-    this.connWindow = Math.min(opts.connectionWindowSize ?? 16 << 20, MAX_WINDOW);
-    this.recvWindow = new ReceiveWindow(this.connWindow);
-    this.blocks = new HeaderBlockAssembler(opts.maxHeaderListSize ?? 1 << 20);
-    this.decoder = new HpackDecoder(4096, opts.maxHeaderListSize ?? 1 << 20);
-    this.w = new FrameWriter(socket);
-    socket.setNoDelay?.(true);
+  constructor(socket: net.Socket, private readonly opts: Http2ClientOptions = {}) {
+    super(socket, {
+      initialWindow: Math.min(opts.initialWindowSize ?? 1 << 20, MAX_WINDOW),
+      connectionWindow: Math.min(opts.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
+      maxHeaderListSize: opts.maxHeaderListSize ?? 1 << 20,
+      settingsFirst: false,
+      pauseWhenBlocked: false,
+      deferPingAck: false,
+      copyQueuedData: true,
+      pushPromiseError: "PUSH_PROMISE although push is disabled",
+    });
     socket.on("connect", () => {
       this.connected = true;
       try {
         this.opts.onConnect?.();
       } catch { /* ignore */ }
     });
-    socket.on("data", (chunk: Buffer) => this.onSocketData(chunk));
-    socket.on("error", (err: Error) => {
-      this.lastError = err?.message ?? String(err);
-      this.onSocketGone();
-    });
-    socket.on("close", () => this.onSocketGone());
-    socket.on("drain", () => this.onSocketDrain());
-
     // preface, SETTINGS and the connection window: buffered by the socket until it connects
     this.w.raw(PREFACE);
-    const s = this.w.frame(12, SETTINGS, 0, 0);
-    this.w.u16(s, SETTINGS_ENABLE_PUSH);
-    this.w.u32(s + 2, 0);
-    this.w.u16(s + 6, SETTINGS_INITIAL_WINDOW_SIZE);
-    this.w.u32(s + 8, this.initialWindow);
-    if (this.connWindow > DEFAULT_WINDOW) this.w.windowUpdate(0, this.connWindow - DEFAULT_WINDOW);
-    this.w.schedule();
+    this.sendSettings([SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, this.initialWindow]);
   }
 
   /** Connects to host:port. */
@@ -235,12 +142,7 @@ export class Http2ClientConnection {
 
   /** Whether the connection is closed, failed or draining after GOAWAY: no new streams. */
   get isClosed(): boolean {
-    return this.dead || this.goawayReceived;
-  }
-
-  /** Number of open streams. */
-  get streamCount(): number {
-    return this.streams.size;
+    return this.dead || this.goingAway;
   }
 
   /**
@@ -262,7 +164,7 @@ export class Http2ClientConnection {
   /** Graceful close: no new streams; the socket closes once the open ones finish. */
   close(): void {
     if (this.dead) return;
-    this.goawayReceived = true; // refuse new streams from now on
+    this.goingAway = true; // refuse new streams from now on
     if (this.streams.size === 0) this.closeSocket();
   }
 
@@ -286,193 +188,40 @@ export class Http2ClientConnection {
   // ------------------------------------------------------------------------------------------------------------
   // input
 
-  private onSocketData(chunk: Uint8Array): void {
-    if (this.dead) return;
-    try {
-      const err = this.reader.feed(chunk, this.onFrame, this.isDeadNow);
-      if (err) this.connectionError(ErrorCode.FRAME_SIZE_ERROR, err);
-    } catch (err) {
-      this.connectionError(ErrorCode.INTERNAL_ERROR, `internal error: ${err instanceof Error ? err.message : err}`);
-    }
-    if (this.w.len > 0) this.w.schedule();
+  protected isIdle(sid: number): boolean {
+    return sid >= this.nextStreamId;
   }
 
-  private readonly onFrame = (type: number, flags: number, sid: number, buf: Uint8Array, s: number, e: number) =>
-    this.frameIn(type, flags, sid, buf, s, e);
-  private readonly isDeadNow = (): boolean => this.dead;
-
-  private frameIn(type: number, flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (this.blocks.pending !== 0 && type !== CONTINUATION) {
-      return this.connectionError(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
-    }
-    switch (type) {
-      case DATA:
-        return this.dataIn(flags, sid, buf, start, end);
-      case HEADERS:
-        return this.headersIn(flags, sid, buf, start, end);
-      case PRIORITY:
-        if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        return;
-      case RST_STREAM:
-        return this.rstIn(sid, buf, start, end);
-      case SETTINGS:
-        return this.settingsIn(flags, sid, buf, start, end);
-      case PUSH_PROMISE:
-        return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE although push is disabled");
-      case PING:
-        if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
-        if (end - start !== 8) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "PING length");
-        if ((flags & FLAG_ACK) === 0) {
-          const p = this.w.frame(8, PING, FLAG_ACK, 0); // may replace w.out
-          this.w.out.set(buf.subarray(start, end), p);
-        }
-        return;
-      case GOAWAY:
-        return this.goawayIn(sid, buf, start, end);
-      case WINDOW_UPDATE:
-        return this.windowUpdateIn(sid, buf, start, end);
-      case CONTINUATION:
-        return this.continuationIn(flags, sid, buf, start, end);
-      default:
-        return; // unknown frame types are ignored
-    }
-  }
-
-  private dataIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
-    const len = end - start;
-    const inc = this.recvWindow.consume(len);
-    if (inc instanceof H2Error) return this.connectionError(inc.code, inc.message);
-    if (inc > 0) this.w.windowUpdate(0, inc);
-    const range = framePayload("DATA", flags, buf, start, end);
-    if (range instanceof H2Error) return this.connectionError(range.code, range.message);
-    const [p, e] = range;
-    const s = this.streams.get(sid);
-    if (!s) {
-      if (sid >= this.nextStreamId) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
-      return; // a stream we already closed or reset: ignore
-    }
-    if (!s.gotHeaders) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
-    s.recvWindow -= len;
-    if (s.recvWindow < 0) return this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
-    const endStream = (flags & FLAG_END_STREAM) !== 0;
-    if (endStream) s.remoteClosed = true;
-    if (e > p) this.emit(s, 0, new Uint8Array(buf.buffer, buf.byteOffset + p, e - p));
-    if (s.gone) return;
-    if (endStream) {
-      this.emit(s, 1, null);
-      this.remoteDone(s);
-    } else {
-      s.recvUnacked += len;
-      if (s.recvUnacked >= this.initialWindow >> 1) {
-        this.w.windowUpdate(sid, s.recvUnacked);
-        s.recvWindow += s.recvUnacked;
-        s.recvUnacked = 0;
-      }
-    }
-  }
-
-  private headersIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    this.blockIn(this.blocks.headers(flags, sid, buf, start, end));
-  }
-
-  private continuationIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    this.blockIn(this.blocks.continuation(flags, sid, buf, start, end));
-  }
-
-  private blockIn(r: HeaderBlock | null | H2Error): void {
-    if (r instanceof H2Error) return this.connectionError(r.code, r.message);
-    if (r) this.headerBlock(r.sid, r.endStream, r.block);
-  }
-
-  private headerBlock(sid: number, endStream: boolean, block: Uint8Array): void {
-    let fields: string[];
-    try {
-      // decoded even for streams we forgot: the HPACK table must stay in sync
-      fields = this.decoder.decode(block);
-    } catch (err) {
-      if (err instanceof HpackError) {
-        return this.connectionError(ErrorCode.COMPRESSION_ERROR, `header decoding failed: ${err.message}`);
-      }
-      throw err;
-    }
+  protected headersIn(sid: number, endStream: boolean, fields: string[]): void {
     if ((sid & 1) === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on a server stream");
     const s = this.streams.get(sid);
     if (!s) {
-      if (sid >= this.nextStreamId) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on an idle stream");
+      if (this.isIdle(sid)) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on an idle stream");
       return;
     }
     if (s.gotHeaders && !endStream) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
     s.gotHeaders = true;
     if (endStream) s.remoteClosed = true;
-    this.emitHeaders(s, fields, endStream);
+    try {
+      s.handler.onHeaders(fields, endStream);
+    } catch {
+      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
+    }
     if (endStream && !s.gone) this.remoteDone(s);
   }
 
-  private rstIn(sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (sid === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
-    if (end - start !== 4) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM length");
-    const s = this.streams.get(sid);
-    if (!s) {
-      if (sid >= this.nextStreamId) {
-        return this.connectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
-      }
-      return;
-    }
-    this.forget(s, new Error("stream reset by the server"));
-    this.emit(s, 2, null, readU32(buf, start));
-  }
-
-  private settingsIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if (flags & FLAG_ACK) {
-      if (end !== start) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload");
-      return;
-    }
-    const settings = parseSettings(buf, start, end);
-    if (settings instanceof H2Error) return this.connectionError(settings.code, settings.message);
-    let windowDelta = 0;
-    for (const [id, v] of settings) {
-      switch (id) {
-        case SETTINGS_HEADER_TABLE_SIZE:
-          this.encoder.setPeerTableSize(v);
-          break;
-        case SETTINGS_MAX_CONCURRENT_STREAMS:
-          this.peerMaxStreams = v;
-          break;
-        case SETTINGS_INITIAL_WINDOW_SIZE:
-          windowDelta += v - this.peerInitialWindow;
-          this.peerInitialWindow = v;
-          break;
-        case SETTINGS_MAX_FRAME_SIZE:
-          this.peerMaxFrame = v;
-          break;
-      }
-    }
-    this.w.frame(0, SETTINGS, FLAG_ACK, 0);
-    if (windowDelta !== 0) {
-      for (const s of [...this.streams.values()]) {
-        s.sendWindow += windowDelta;
-        if (s.sendWindow > MAX_WINDOW) this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
-      }
-      if (windowDelta > 0) this.resumeBlocked();
-    }
-  }
-
-  private goawayIn(sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (sid !== 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
-    if (end - start < 8) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY length");
+  protected goawayIn(buf: Uint8Array, start: number, end: number): void {
     const last = readU31(buf, start);
     const code = readU32(buf, start + 4);
     const debug = Buffer.from(buf.subarray(start + 8, end)).toString("utf8");
-    const first = !this.goawayReceived;
-    this.goawayReceived = true;
+    const first = !this.goingAway;
+    this.goingAway = true;
     if (debug && !this.lastError) this.lastError = `server sent GOAWAY: ${debug}`;
     // streams the server never processed are refused; the others run to completion
     for (const s of [...this.streams.values()]) {
       if (s.id > last) {
-        this.forget(s, new Error("stream refused by GOAWAY"));
-        this.emit(s, 2, null, ErrorCode.REFUSED_STREAM);
+        this.forget(s, "stream refused by GOAWAY");
+        this.emitReset(s, ErrorCode.REFUSED_STREAM);
       }
     }
     if (first) {
@@ -483,101 +232,20 @@ export class Http2ClientConnection {
     if (this.streams.size === 0 && !this.dead) this.closeSocket();
   }
 
-  private windowUpdateIn(sid: number, buf: Uint8Array, start: number, end: number): void {
-    if (end - start !== 4) return this.connectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
-    const inc = readU31(buf, start);
-    if (sid === 0) {
-      if (inc === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-      this.connSendWindow += inc;
-      if (this.connSendWindow > MAX_WINDOW) {
-        return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
-      }
-      this.resumeBlocked();
-      return;
-    }
-    const s = this.streams.get(sid);
-    if (!s) return; // a closed stream (or one the server updates late): ignore
-    if (inc === 0) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
-    s.sendWindow += inc;
-    if (s.sendWindow > MAX_WINDOW) return this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
-    if (s.queue.bytes > 0 || s.queueEnd) {
-      this.pump(s);
-      this.afterPump(s);
-    }
-  }
-
-  // Application callbacks: a throwing handler resets its stream instead of breaking the connection.
-
-  private emitHeaders(s: Http2ClientStream, fields: string[], end: boolean): void {
-    try {
-      s.handler.onHeaders(fields, end);
-    } catch {
-      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
-    }
-  }
-
-  /** what: 0 data, 1 end, 2 reset, 3 drain */
-  private emit(s: Http2ClientStream, what: number, chunk: Uint8Array | null, code = 0): void {
-    try {
-      if (what === 0) s.handler.onData(chunk!);
-      else if (what === 1) s.handler.onEnd();
-      else if (what === 2) s.handler.onReset(code);
-      else s.handler.onDrain();
-    } catch {
-      if (!s.gone) this.resetStream(s, ErrorCode.INTERNAL_ERROR);
-    }
-  }
-
   // ------------------------------------------------------------------------------------------------------------
   // output
 
-  /** @internal */
-  sendData(
+  /** @internal `cb` runs once these bytes were written to the socket (with an error if the stream died first). */
+  override sendData(
     s: Http2ClientStream,
     body: Uint8Array,
     head: Uint8Array | null,
     end: boolean,
     cb?: (err: Error | null) => void,
   ): boolean {
-    const hl = head ? head.length : 0;
-    const total = hl + body.length;
-    s.accepted += total;
+    s.accepted += (head ? head.length : 0) + body.length;
     if (cb) s.writeCbs.push({ at: s.accepted, cb });
-    if (s.queue.bytes === 0 && !s.queueEnd) {
-      const allowed = Math.min(s.sendWindow, this.connSendWindow);
-      if (total <= allowed && total <= this.peerMaxFrame) {
-        // fast path: one frame straight into the output buffer
-        const p = this.w.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
-        if (head) this.w.out.set(head, p);
-        this.w.out.set(body, p + hl);
-        s.sendWindow -= total;
-        this.connSendWindow -= total;
-        s.framed += total;
-        if (cb) this.settleWrites(s);
-        if (end) this.localDone(s);
-        this.w.schedule();
-        return !this.w.blocked || this.wantDrain(s);
-      }
-    }
-    let data = body;
-    if (head && hl > 0) {
-      data = Buffer.allocUnsafe(total);
-      data.set(head, 0);
-      data.set(body, hl);
-    } else if (total > 0) {
-      // the caller may reuse its buffer once write() returned
-      data = Buffer.from(body);
-    }
-    s.queue.push(data);
-    if (end) s.queueEnd = true;
-    this.pump(s);
-    this.w.schedule();
-    if (s.queue.bytes > 0 || s.queueEnd) {
-      this.blocked.add(s);
-      return this.wantDrain(s);
-    }
-    if (s.localClosed) return true;
-    return !this.w.blocked || this.wantDrain(s);
+    return super.sendData(s, body, head, end);
   }
 
   /** @internal Writes the gathered frames now (a caller that knows its batch is complete). */
@@ -585,188 +253,53 @@ export class Http2ClientConnection {
     if (!this.dead) this.w.flush();
   }
 
-  private wantDrain(s: Http2ClientStream): false {
-    s.needDrain = true;
-    if (this.w.blocked) this.drainWaiters.add(s);
-    return false;
-  }
-
   /** Hands the callbacks of fully framed writes to the writer (they fire once the batch was written). */
-  private settleWrites(s: Http2ClientStream): void {
+  protected override dataFramed(s: Http2ClientStream): void {
     const cbs = s.writeCbs;
+    if (cbs.length === 0) return;
+    const framed = s.accepted - s.queue.bytes;
     let i = 0;
-    while (i < cbs.length && cbs[i].at <= s.framed) this.w.whenWritten(cbs[i++].cb);
+    while (i < cbs.length && cbs[i].at <= framed) this.w.whenWritten(cbs[i++].cb);
     if (i > 0) cbs.splice(0, i);
   }
 
-  /** Sends as much of a stream's queue as the windows allow; sends END_STREAM once the queue is empty. */
-  private pump(s: Http2ClientStream): void {
-    while (s.queue.bytes > 0) {
-      const allowed = Math.min(s.sendWindow, this.connSendWindow, this.peerMaxFrame);
-      if (allowed <= 0) break;
-      const n = Math.min(s.queue.bytes, allowed);
-      const last = n === s.queue.bytes && s.queueEnd;
-      const p = this.w.frame(n, DATA, last ? FLAG_END_STREAM : 0, s.id);
-      s.queue.copyTo(this.w.out, p, n);
-      s.sendWindow -= n;
-      this.connSendWindow -= n;
-      s.framed += n;
-      if (last) {
-        s.queueEnd = false;
-        this.settleWrites(s);
-        this.localDone(s);
-        return;
-      }
-    }
-    if (s.writeCbs.length > 0) this.settleWrites(s);
-    if (s.queue.bytes === 0 && s.queueEnd) {
-      s.queueEnd = false;
-      this.w.frame(0, DATA, FLAG_END_STREAM, s.id);
-      this.localDone(s);
-    }
-  }
-
-  private afterPump(s: Http2ClientStream): void {
-    if (s.queue.bytes === 0 && !s.queueEnd) {
-      this.blocked.delete(s);
-      if (s.needDrain && !this.w.blocked && !s.gone) {
-        s.needDrain = false;
-        this.emit(s, 3, null);
-      }
-    }
-    this.w.schedule();
-  }
-
-  private resumeBlocked(): void {
-    if (this.blocked.size === 0) return;
-    const list = [...this.blocked];
-    for (const s of list) {
-      if (this.connSendWindow <= 0) break;
-      if (s.gone) {
-        this.blocked.delete(s);
-        continue;
-      }
-      this.pump(s);
-    }
-    for (const s of list) this.afterPump(s);
-  }
-
-  /** @internal */
-  resetStream(s: Http2ClientStream, code: number): void {
-    if (s.gone) return;
-    this.w.rst(s.id, code);
-    this.forget(s, new Error("stream reset"));
-    this.w.schedule();
-  }
-
-  private localDone(s: Http2ClientStream): void {
+  protected localDone(s: Http2ClientStream): void {
     s.localClosed = true;
     if (s.remoteClosed) this.forget(s, null);
   }
 
-  private remoteDone(s: Http2ClientStream): void {
+  protected remoteDone(s: Http2ClientStream): void {
     if (s.localClosed) return this.forget(s, null);
     // the response is complete while we were still sending: abort our side (RFC 9113 8.1)
     this.w.rst(s.id, ErrorCode.CANCEL);
-    this.forget(s, new Error("the server finished the call"));
+    this.forget(s, "the server finished the call");
     this.w.schedule();
   }
 
-  private forget(s: Http2ClientStream, err: Error | null): void {
-    if (s.gone) return;
-    s.gone = true;
-    this.streams.delete(s.id);
-    this.blocked.delete(s);
-    this.drainWaiters.delete(s);
-    s.queue.clear();
+  /** Fails the write callbacks still waiting. */
+  protected override streamGone(s: Http2ClientStream, why: string | null): void {
     const cbs = s.writeCbs;
+    if (cbs.length === 0) return;
     s.writeCbs = [];
-    for (const c of cbs) {
-      const e = err ?? new Error("stream closed");
-      queueMicrotask(() => c.cb(e));
-    }
-    if (this.goawayReceived && this.streams.size === 0 && !this.dead) {
-      this.w.flush();
-      this.closeSocket();
-    }
+    const e = new Error(why ?? "stream closed");
+    for (const c of cbs) queueMicrotask(() => c.cb(e));
   }
 
-  private streamError(s: Http2ClientStream, code: number): void {
-    this.w.rst(s.id, code);
-    this.forget(s, new Error("stream error"));
-    this.emit(s, 2, null, code);
+  protected override onSocketError(err: Error): void {
+    this.lastError = err?.message ?? String(err);
+    this.onSocketGone();
   }
 
-  private connectionError(code: number, message: string): void {
-    if (this.dead) return;
-    if (!this.lastError) this.lastError = message;
-    this.w.goaway(0, code, message);
-    this.w.flush();
-    this.dead = true;
-    this.failStreams();
-    this.closeSocket();
-  }
-
-  private failStreams(): void {
-    const list = [...this.streams.values()];
-    const err = new Error(this.lastError || "connection lost");
-    for (const s of list) {
-      this.forget(s, err);
-      this.emit(s, 2, null, CONNECTION_LOST);
-    }
-  }
-
-  private closeSocket(): void {
-    this.dead = true;
-    this.socket.end();
-    const t = setTimeout(() => this.socket.destroy(), 2000);
-    (t as unknown as { unref?: () => void }).unref?.();
-  }
-
-  private onSocketGone(): void {
-    if (this.closedNotified) return;
-    this.closedNotified = true;
-    this.dead = true;
+  protected override onSocketGone(): void {
     if (!this.lastError) this.lastError = this.connected ? "connection closed" : "connection failed";
-    this.failStreams();
+    super.onSocketGone();
+  }
+
+  protected notifyClosed(): void {
     this.w.failPending(new Error(this.lastError));
     try {
       this.opts.onClose?.(this.lastError);
     } catch { /* ignore */ }
-  }
-
-  private onSocketDrain(): void {
-    if (!this.w.blocked) return;
-    this.w.blocked = false;
-    const list = [...this.drainWaiters];
-    this.drainWaiters.clear();
-    for (const s of list) {
-      if (s.gone || s.queue.bytes > 0 || s.queueEnd || !s.needDrain) continue;
-      s.needDrain = false;
-      this.emit(s, 3, null);
-    }
-  }
-
-  private headersOut(sid: number, fields: string[], end: boolean): void {
-    const block = this.encoder.encode(fields);
-    const max = this.peerMaxFrame;
-    if (block.length <= max) {
-      const p = this.w.frame(block.length, HEADERS, FLAG_END_HEADERS | (end ? FLAG_END_STREAM : 0), sid);
-      this.w.out.set(block, p);
-      return;
-    }
-    let off = 0;
-    let first = true;
-    while (off < block.length) {
-      const n = Math.min(max, block.length - off);
-      const lastPart = off + n === block.length;
-      const type = first ? HEADERS : CONTINUATION;
-      const flags = (lastPart ? FLAG_END_HEADERS : 0) | (first && end ? FLAG_END_STREAM : 0);
-      const p = this.w.frame(n, type, flags, sid); // may replace w.out
-      this.w.out.set(block.subarray(off, off + n), p);
-      off += n;
-      first = false;
-    }
   }
 }
 
