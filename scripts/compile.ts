@@ -20,7 +20,7 @@ for (const [target, name] of targets) {
     "-A",
     "--no-check",
     // a small young generation keeps peak memory down at no measurable cost in throughput
-    "--v8-flags=--max-semi-space-size=2",
+    "--v8-flags=--max-semi-space-size=2,--heap-growing-percent=100",
     "--target",
     target,
     "--output",

@@ -165,7 +165,7 @@ export class Applier {
   #put(t: WriteTxn, p: PutRequest): Obj {
     const key = toBKey(p.key);
     this.#checkPut(t, p);
-    const prevLive = t.get(key);
+    const prevLive = p.ignore_value || p.ignore_lease ? t.get(key) : null;
     const value = p.ignore_value ? prevLive!.value : asBuffer(p.value);
     const lease = p.ignore_lease ? prevLive!.lease : leaseId(p.lease);
     this.#checkQuota(key.length + value.length + 64);

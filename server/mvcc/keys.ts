@@ -7,15 +7,23 @@ import { Buffer } from "node:buffer";
 /** A key as held by the store: one char per byte. */
 export type BKey = string;
 
+/** Up to this many bytes are converted char by char (faster than Buffer's latin1 codec for short strings). */
+const SHORT = 1024;
+
 /** Bytes → store key. */
 export function toBKey(bytes: Uint8Array | undefined | null): BKey {
   if (!bytes || bytes.length === 0) return "";
+  if (bytes.length <= SHORT) return String.fromCharCode.apply(null, bytes as unknown as number[]);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 }
 
-/** Store key → bytes. */
+/** Store key → bytes (a new Buffer). */
 export function fromBKey(key: BKey): Buffer {
-  return Buffer.from(key, "latin1");
+  const n = key.length;
+  if (n > SHORT) return Buffer.from(key, "latin1");
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = key.charCodeAt(i);
+  return b;
 }
 
 /**

@@ -1,15 +1,18 @@
 /**
  * An ordered set of store keys: the key index of the MVCC store. Keys live in sorted chunks of at most CHUNK keys
  * (a two-level B-tree), so an insert or delete moves at most one chunk's worth of memory however many keys exist.
+ * Each key carries a number (the store's key id), held in chunks parallel to the keys.
  */
 import type { BKey } from "./keys.ts";
 
 const CHUNK = 512;
 
-/** Sorted set of distinct keys. */
+/** Sorted set of distinct keys, each with a number. */
 export class SortedKeys {
   /** non-empty sorted chunks; every key of chunk i is below every key of chunk i+1 */
   #chunks: BKey[][] = [];
+  /** the numbers of the keys, chunk by chunk */
+  #vals: number[][] = [];
   #size = 0;
 
   get size(): number {
@@ -29,21 +32,30 @@ export class SortedKeys {
     return lo;
   }
 
-  /** Adds k if absent. */
-  insert(k: BKey): void {
+  /** Adds k (with number v) if absent. */
+  insert(k: BKey, v = 0): void {
     if (this.#chunks.length === 0) {
       this.#chunks.push([k]);
+      this.#vals.push([v]);
       this.#size = 1;
       return;
     }
     const ci = this.#chunkOf(k);
-    const chunk = this.#chunks[ci];
+    const chunk = this.#chunks[ci], vals = this.#vals[ci];
     const i = lowerBound(chunk, k);
     if (chunk[i] === k) return;
-    if (i === chunk.length) chunk.push(k);
-    else chunk.splice(i, 0, k);
+    if (i === chunk.length) {
+      chunk.push(k);
+      vals.push(v);
+    } else {
+      chunk.splice(i, 0, k);
+      vals.splice(i, 0, v);
+    }
     this.#size++;
-    if (chunk.length > CHUNK) this.#chunks.splice(ci + 1, 0, chunk.splice(CHUNK / 2));
+    if (chunk.length > CHUNK) {
+      this.#chunks.splice(ci + 1, 0, chunk.splice(CHUNK / 2));
+      this.#vals.splice(ci + 1, 0, vals.splice(CHUNK / 2));
+    }
   }
 
   /** Removes k if present. */
@@ -54,8 +66,12 @@ export class SortedKeys {
     const i = lowerBound(chunk, k);
     if (chunk[i] !== k) return;
     chunk.splice(i, 1);
+    this.#vals[ci].splice(i, 1);
     this.#size--;
-    if (chunk.length === 0) this.#chunks.splice(ci, 1);
+    if (chunk.length === 0) {
+      this.#chunks.splice(ci, 1);
+      this.#vals.splice(ci, 1);
+    }
   }
 
   /** Keys in [from, end); end null means no upper bound. */
@@ -74,16 +90,43 @@ export class SortedKeys {
     }
   }
 
+  /** Calls fn(number, key) for the keys in [from, end) in order (end null: no upper bound). */
+  forEach(from: BKey, end: BKey | null, fn: (v: number, k: BKey) => void): void {
+    const c = this.#chunks;
+    if (c.length === 0) return;
+    let ci = this.#chunkOf(from);
+    let i = lowerBound(c[ci], from);
+    for (; ci < c.length; ci++, i = 0) {
+      const chunk = c[ci], vals = this.#vals[ci];
+      for (; i < chunk.length; i++) {
+        const k = chunk[i];
+        if (end !== null && k >= end) return;
+        fn(vals[i], k);
+      }
+    }
+  }
+
   /** Removes every key for which `drop` returns true, in one pass. */
   filterOut(drop: (k: BKey) => boolean): void {
     const kept: BKey[][] = [];
+    const keptVals: number[][] = [];
     let size = 0;
-    for (const chunk of this.#chunks) {
-      const rest = chunk.filter((k) => !drop(k));
-      if (rest.length > 0) kept.push(rest);
+    for (let ci = 0; ci < this.#chunks.length; ci++) {
+      const chunk = this.#chunks[ci], vals = this.#vals[ci];
+      const rest: BKey[] = [], restVals: number[] = [];
+      for (let i = 0; i < chunk.length; i++) {
+        if (drop(chunk[i])) continue;
+        rest.push(chunk[i]);
+        restVals.push(vals[i]);
+      }
+      if (rest.length > 0) {
+        kept.push(rest);
+        keptVals.push(restVals);
+      }
       size += rest.length;
     }
     this.#chunks = kept;
+    this.#vals = keptVals;
     this.#size = size;
   }
 }

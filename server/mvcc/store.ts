@@ -2,9 +2,14 @@
  * The multi-version key-value store: every change gets a revision, old versions stay readable until compacted,
  * and every change is an event in the history that watchers replay from.
  *
- * Shape: a sorted key index (SortedKeys) over per-key version lists, plus the revision-ordered event history since
- * the compaction point. Records are held in their wire shape (mvccpb.KeyValue with keepCase names) so reads need no
- * conversion. The store is driven by the apply layer only; it performs no I/O.
+ * Shape: a sorted key index (SortedKeys) over a table of records, one per version, in revision order (the table is
+ * also the history). Each key points at its newest record and each record at the key's previous one, so a key's
+ * versions are a chain. The table is columnar (typed-array pages, no object per version): a version costs ~56 bytes
+ * plus its value, which is not copied but referenced as (ArrayBuffer, offset, length): a slice of the Raft log arena
+ * the value arrived in, or of the snapshot blob the state codec last wrote or read (see state_codec.ts). Compaction
+ * copies the live values out of buffers that are mostly dead. Reads build mvccpb.KeyValue objects (keepCase names)
+ * on demand; the history's events are built when read (watch catch-up) and the recent ones memoized.
+ * The store is driven by the apply layer only; it performs no I/O.
  */
 import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
@@ -56,23 +61,79 @@ export function isTombstone(kv: KeyValue): boolean {
   return kv.create_revision === 0;
 }
 
-/** The version of a key visible at `rev` in a list sorted by mod_revision, or null. */
-function visibleAt(versions: KeyValue[], rev: number): KeyValue | null {
-  let lo = 0, hi = versions.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (versions[mid].mod_revision <= rev) lo = mid + 1;
-    else hi = mid;
-  }
-  if (lo === 0) return null;
-  const kv = versions[lo - 1];
-  return isTombstone(kv) ? null : kv;
+// ---------------------------------------------------------------------------------------------------------------
+// The record table
+
+const PAGE_BITS = 11;
+const PAGE = 1 << PAGE_BITS;
+const MASK = PAGE - 1;
+/** float64 columns: revisions, version and the value's byte offset (exact integers up to 2^53) */
+const F_MOD = 0, F_CREATE = 1, F_VER = 2, F_OFF = 3, NF = 4;
+/** int32 columns: key id, previous record of the key (-1 none), lease id, value buffer id (-1 empty), length, flags */
+const I_KEY = 0, I_PREV = 1, I_LEASE = 2, I_BUF = 3, I_LEN = 4, I_FLAGS = 5, NI = 6;
+/**
+ * Flag of a record that is held for the history only, not as a version of its key: a tombstone at the compaction
+ * revision, an older record of the same key at that revision, or the predecessor of the key's event at that revision
+ * (its `prev`). Versions are what reads, hashKV, dump's base part and sizeBytes see.
+ */
+const HISTORY_ONLY = 1;
+
+class Page {
+  readonly f = new Float64Array(PAGE * NF);
+  readonly i = new Int32Array(PAGE * NI);
 }
 
-/** Approximate bytes a record occupies, for the size quota and Status.dbSize. */
-function sizeOf(kv: KeyValue): number {
-  return kv.key.length + kv.value.length + 64;
+/** Records in pages of PAGE, addressed by index. */
+class Table {
+  pages: Page[] = [];
+  length = 0;
+
+  push(): number {
+    const idx = this.length++;
+    if ((idx >>> PAGE_BITS) === this.pages.length) this.pages.push(new Page());
+    return idx;
+  }
+
+  /** Drops the records from `n` on (and the pages no longer used). */
+  truncate(n: number): void {
+    this.length = n;
+    this.pages.length = (n + MASK) >>> PAGE_BITS;
+  }
+
+  f(idx: number, col: number): number {
+    return this.pages[idx >>> PAGE_BITS].f[(idx & MASK) * NF + col];
+  }
+
+  setF(idx: number, col: number, v: number): void {
+    this.pages[idx >>> PAGE_BITS].f[(idx & MASK) * NF + col] = v;
+  }
+
+  i(idx: number, col: number): number {
+    return this.pages[idx >>> PAGE_BITS].i[(idx & MASK) * NI + col];
+  }
+
+  setI(idx: number, col: number, v: number): void {
+    this.pages[idx >>> PAGE_BITS].i[(idx & MASK) * NI + col] = v;
+  }
+
+  /** Copies record `from` over record `to`. */
+  move(from: number, to: number): void {
+    if (from === to) return;
+    const a = this.pages[from >>> PAGE_BITS], b = this.pages[to >>> PAGE_BITS];
+    const fa = (from & MASK) * NF, fb = (to & MASK) * NF, ia = (from & MASK) * NI, ib = (to & MASK) * NI;
+    for (let c = 0; c < NF; c++) b.f[fb + c] = a.f[fa + c];
+    for (let c = 0; c < NI; c++) b.i[ib + c] = a.i[ia + c];
+  }
 }
+
+/** Record bytes counted against the quota (Status.dbSize): key + value + 64, as before. */
+const OVERHEAD = 64;
+
+/** Events built for history readers (watch catch-up) are kept for reuse (their encodings are cached on them). */
+const EVENT_MEMO = 4096;
+
+/** A value buffer below this size, or used by live values for at least a quarter, is never repacked. */
+const REPACK_MIN_BYTES = 8192;
 
 /** The MVCC store. */
 export class MvccStore {
@@ -84,9 +145,20 @@ export class MvccStore {
   sizeBytes = 0;
 
   #index = new SortedKeys();
-  #versions = new Map<BKey, KeyValue[]>();
-  /** Events in revision order, every event with revision >= max(compactRev, 1). */
-  #history: StoreEvent[] = [];
+  #t = new Table();
+  /** index of the first record of the history (every record from it on has revision >= max(compactRev, 1)) */
+  #histStart = 0;
+  /** key → key id; an id stays the same while its key has records (the index carries it too) */
+  #keyIds = new Map<BKey, number>();
+  #keyStr: BKey[] = [];
+  /** newest record of each key id; -1 for a free id */
+  #latest: number[] = [];
+  #freeKeyIds: number[] = [];
+  #leaseIds = new Map<string, number>([["0", 0]]);
+  #leaseStr: string[] = ["0"];
+  #bufIds = new Map<ArrayBufferLike, number>();
+  #bufs: ArrayBufferLike[] = [];
+  #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
 
   /** Registers a listener called synchronously after each revision is committed. */
@@ -97,8 +169,13 @@ export class MvccStore {
   /** Number of keys that currently exist. */
   get keyCount(): number {
     let n = 0;
-    for (const v of this.#versions.values()) if (!isTombstone(v[v.length - 1])) n++;
+    for (const idx of this.#latest) if (idx >= 0 && this.#t.f(idx, F_CREATE) !== 0) n++;
     return n;
+  }
+
+  /** Number of records held (versions and history), for diagnostics. */
+  get recordCount(): number {
+    return this.#t.length;
   }
 
   /** Checks a read revision against the compaction point and the current revision. */
@@ -119,22 +196,127 @@ export class MvccStore {
     const kvs: KeyValue[] = [];
     let count = 0;
     if (end === "") {
-      const v = this.#versions.get(key);
-      const kv = v ? visibleAt(v, rev) : null;
-      if (kv) {
+      const kid = this.#keyIds.get(key);
+      const idx = kid === undefined ? -1 : this.#visible(kid, rev);
+      if (idx >= 0) {
         count = 1;
-        if (!countOnly) kvs.push(kv);
+        if (!countOnly) kvs.push(this.#kv(idx));
       }
       return { kvs, count, rev };
     }
     if (end !== null && end <= key) return { kvs, count, rev };
-    for (const k of this.#index.range(key, end)) {
-      const kv = visibleAt(this.#versions.get(k)!, rev);
-      if (!kv) continue;
+    this.#index.forEach(key, end, (kid) => {
+      const idx = this.#visible(kid, rev);
+      if (idx < 0) return;
       count++;
-      if (!countOnly && (limit <= 0 || kvs.length < limit)) kvs.push(kv);
-    }
+      if (!countOnly && (limit <= 0 || kvs.length < limit)) kvs.push(this.#kv(idx));
+    });
     return { kvs, count, rev };
+  }
+
+  /** The record of key id `kid` visible at `rev`, or -1 (none, or a tombstone). */
+  #visible(kid: number, rev: number): number {
+    const pages = this.#t.pages;
+    let idx = this.#latest[kid];
+    while (idx >= 0) {
+      const p = pages[idx >>> PAGE_BITS], j = idx & MASK;
+      if (p.f[j * NF + F_MOD] <= rev) {
+        if (p.f[j * NF + F_CREATE] === 0 || (p.i[j * NI + I_FLAGS] & HISTORY_ONLY) !== 0) return -1;
+        return idx;
+      }
+      idx = p.i[j * NI + I_PREV];
+    }
+    return -1;
+  }
+
+  /** The record as an mvccpb.KeyValue (a new object). */
+  #kv(idx: number, key?: Buffer): KeyValue {
+    const p = this.#t.pages[idx >>> PAGE_BITS];
+    const f = (idx & MASK) * NF, i = (idx & MASK) * NI;
+    const b = p.i[i + I_BUF];
+    return {
+      key: key ?? fromBKey(this.#keyStr[p.i[i + I_KEY]]),
+      create_revision: p.f[f + F_CREATE],
+      mod_revision: p.f[f + F_MOD],
+      version: p.f[f + F_VER],
+      value: b < 0 ? EMPTY : Buffer.from(this.#bufs[b], p.f[f + F_OFF], p.i[i + I_LEN]),
+      lease: this.#leaseStr[p.i[i + I_LEASE]],
+    };
+  }
+
+  /** The event of history record `idx` (a new object unless memoized). */
+  #event(idx: number, key?: Buffer): StoreEvent {
+    const t = this.#t;
+    const k = key ?? fromBKey(this.#keyStr[t.i(idx, I_KEY)]);
+    const p = t.i(idx, I_PREV);
+    return {
+      type: t.f(idx, F_CREATE) === 0 ? DELETE : PUT,
+      kv: this.#kv(idx, k),
+      prev: p >= 0 && t.f(p, F_CREATE) !== 0 ? this.#kv(p, k) : null,
+    };
+  }
+
+  #keyId(k: BKey): number {
+    let kid = this.#keyIds.get(k);
+    if (kid === undefined) {
+      kid = this.#freeKeyIds.pop();
+      if (kid === undefined) {
+        kid = this.#keyStr.length;
+        this.#keyStr.push(k);
+        this.#latest.push(-1);
+      } else this.#keyStr[kid] = k;
+      this.#keyIds.set(k, kid);
+      this.#index.insert(k, kid);
+    }
+    return kid;
+  }
+
+  #leaseId(lease: string): number {
+    let id = this.#leaseIds.get(lease);
+    if (id === undefined) {
+      id = this.#leaseStr.length;
+      this.#leaseStr.push(lease);
+      this.#leaseIds.set(lease, id);
+    }
+    return id;
+  }
+
+  #bufId(ab: ArrayBufferLike): number {
+    let id = this.#bufIds.get(ab);
+    if (id === undefined) {
+      id = this.#bufs.length;
+      this.#bufs.push(ab);
+      this.#bufIds.set(ab, id);
+    }
+    return id;
+  }
+
+  /** Appends a record as the newest of its key; returns its index. */
+  #append(
+    kid: number,
+    create: number,
+    mod: number,
+    version: number,
+    lease: string,
+    buf: ArrayBufferLike | null,
+    off: number,
+    len: number,
+  ): number {
+    const t = this.#t;
+    const idx = t.push();
+    t.setF(idx, F_MOD, mod);
+    t.setF(idx, F_CREATE, create);
+    t.setF(idx, F_VER, version);
+    t.setF(idx, F_OFF, len > 0 ? off : 0);
+    t.setI(idx, I_KEY, kid);
+    t.setI(idx, I_PREV, this.#latest[kid]);
+    t.setI(idx, I_LEASE, lease === "0" ? 0 : this.#leaseId(lease));
+    t.setI(idx, I_BUF, len > 0 ? this.#bufId(buf!) : -1);
+    t.setI(idx, I_LEN, len);
+    t.setI(idx, I_FLAGS, 0);
+    this.#latest[kid] = idx;
+    this.sizeBytes += this.#keyStr[kid].length + len + OVERHEAD;
+    return idx;
   }
 
   /** Starts a write transaction: all its changes share one revision, committed by `end()`. */
@@ -142,25 +324,56 @@ export class MvccStore {
     return new WriteTxn(this);
   }
 
-  /** @internal applies one change (used by WriteTxn). */
-  _apply(ev: StoreEvent): void {
-    const k = toBKey(ev.kv.key);
-    let list = this.#versions.get(k);
-    if (!list) {
-      list = [];
-      this.#versions.set(k, list);
-      this.#index.insert(k);
-    }
-    list.push(ev.kv);
-    this.sizeBytes += sizeOf(ev.kv);
+  /** @internal the newest record of a key including uncommitted changes of a txn, if not a tombstone. */
+  _latest(k: BKey): KeyValue | null {
+    const kid = this.#keyIds.get(k);
+    if (kid === undefined) return null;
+    const idx = this.#latest[kid];
+    return idx < 0 || this.#t.f(idx, F_CREATE) === 0 ? null : this.#kv(idx);
   }
 
-  /** @internal the visible record of a key at the latest state, including uncommitted changes of a txn. */
-  _latest(k: BKey): KeyValue | null {
-    const list = this.#versions.get(k);
-    if (!list) return null;
-    const kv = list[list.length - 1];
-    return isTombstone(kv) ? null : kv;
+  /** @internal a put at revision `rev` (used by WriteTxn). */
+  _put(k: BKey, value: Buffer, lease: string, rev: number): StoreEvent {
+    const kid = this.#keyId(k);
+    const t = this.#t;
+    const p = this.#latest[kid];
+    const live = p >= 0 && t.f(p, F_CREATE) !== 0;
+    const key = fromBKey(k);
+    const prev = live ? this.#kv(p, key) : null;
+    const create = prev ? prev.create_revision : rev;
+    const version = prev ? prev.version + 1 : 1;
+    this.#append(kid, create, rev, version, lease, value.buffer, value.byteOffset, value.length);
+    const kv: KeyValue = { key, create_revision: create, mod_revision: rev, version, value, lease };
+    return { type: PUT, kv, prev };
+  }
+
+  /** @internal deletes the live keys of [key, end) at revision `rev` (used by WriteTxn). */
+  _deleteRange(key: BKey, end: RangeEnd, rev: number): StoreEvent[] {
+    const kids: number[] = [];
+    if (end === "") {
+      const kid = this.#keyIds.get(key);
+      if (kid !== undefined) kids.push(kid);
+    } else if (end === null || end > key) {
+      this.#index.forEach(key, end, (kid) => kids.push(kid));
+    }
+    const events: StoreEvent[] = [];
+    const t = this.#t;
+    for (const kid of kids) {
+      const p = this.#latest[kid];
+      if (p < 0 || t.f(p, F_CREATE) === 0) continue;
+      const prev = this.#kv(p);
+      this.#append(kid, 0, rev, 0, "0", null, 0, 0);
+      const kv: KeyValue = {
+        key: prev.key,
+        create_revision: 0,
+        mod_revision: rev,
+        version: 0,
+        value: EMPTY,
+        lease: "0",
+      };
+      events.push({ type: DELETE, kv, prev });
+    }
+    return events;
   }
 
   /** @internal reads at rev including a txn's own writes. */
@@ -172,31 +385,44 @@ export class MvccStore {
   _commit(events: StoreEvent[]): void {
     if (events.length === 0) return;
     this.currentRev++;
-    for (const ev of events) this.#history.push(ev);
     for (const fn of this.#listeners) fn(events, this.currentRev);
   }
 
   /** Events with revision >= from (up to `max` revisions' worth, whole revisions only). */
   eventsSince(from: number, maxRevs = Infinity): StoreEvent[] {
-    const h = this.#history;
-    let lo = 0, hi = h.length;
+    const t = this.#t;
+    let lo = this.#histStart, hi = t.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (h[mid].kv.mod_revision < from) lo = mid + 1;
+      if (t.f(mid, F_MOD) < from) lo = mid + 1;
       else hi = mid;
     }
-    if (maxRevs === Infinity) return h.slice(lo);
     const out: StoreEvent[] = [];
     let revs = 0, last = -1;
-    for (let i = lo; i < h.length; i++) {
-      const r = h[i].kv.mod_revision;
+    for (let i = lo; i < t.length; i++) {
+      const r = t.f(i, F_MOD);
+      if (r > this.currentRev) break; // a txn being applied
       if (r !== last) {
         if (++revs > maxRevs) break;
         last = r;
       }
-      out.push(h[i]);
+      let ev = this.#memo.get(i);
+      if (!ev) {
+        ev = this.#event(i);
+        if (this.#memo.size >= EVENT_MEMO) this.#trimMemo();
+        this.#memo.set(i, ev);
+      }
+      out.push(ev);
     }
     return out;
+  }
+
+  #trimMemo(): void {
+    let drop = this.#memo.size - EVENT_MEMO / 2;
+    for (const i of this.#memo.keys()) {
+      if (drop-- <= 0) break;
+      this.#memo.delete(i);
+    }
   }
 
   /**
@@ -207,32 +433,151 @@ export class MvccStore {
     if (rev <= this.compactRev) throw Errors.compacted();
     if (rev > this.currentRev) throw Errors.futureRev();
     this.compactRev = rev;
-    const emptied: BKey[] = [];
-    for (const [k, list] of this.#versions) {
-      // index of the newest version <= rev
-      let keep = -1;
-      for (let i = list.length - 1; i >= 0; i--) {
-        if (list[i].mod_revision <= rev) {
-          keep = i;
+    this.#memo.clear();
+    const t = this.#t;
+    const n = t.length;
+    // 0: dropped, 1: kept as a version, 2: kept for the history only
+    const mark = new Uint8Array(n);
+    for (let kid = 0; kid < this.#latest.length; kid++) {
+      let idx = this.#latest[kid];
+      let atRev = false; // a record of this key at exactly `rev` was seen: it is the newest version <= rev
+      while (idx >= 0) {
+        const m = t.f(idx, F_MOD);
+        const tomb = t.f(idx, F_CREATE) === 0;
+        const historyOnly = (t.i(idx, I_FLAGS) & HISTORY_ONLY) !== 0;
+        if (m > rev) {
+          mark[idx] = historyOnly ? 2 : 1;
+        } else if (m === rev) {
+          mark[idx] = atRev || tomb || historyOnly ? 2 : 1;
+          atRev = true;
+        } else {
+          // the newest version < rev: kept as the key's base version unless a tombstone, or, when the key has an
+          // event at `rev`, kept as that event's previous record
+          if (!tomb && !historyOnly) mark[idx] = atRev ? 2 : 1;
+          else if (!tomb && atRev) mark[idx] = 2;
           break;
         }
+        idx = t.i(idx, I_PREV);
       }
-      if (keep < 0) continue;
-      let from = keep;
-      if (isTombstone(list[keep])) from = keep + 1;
-      if (from === 0) continue;
-      for (let i = 0; i < from; i++) this.sizeBytes -= sizeOf(list[i]);
-      list.splice(0, from);
-      if (list.length === 0) emptied.push(k);
     }
-    for (const k of emptied) this.#versions.delete(k);
-    if (emptied.length > 0) {
-      const gone = new Set(emptied);
-      this.#index.filterOut((k) => gone.has(k));
+    // squeeze the kept records down in place (order is kept), renumbering leases and value buffers
+    const keyStr = this.#keyStr, latest = this.#latest;
+    const remap = new Int32Array(n);
+    const leaseMap = new Map<number, number>([[0, 0]]);
+    const leaseStr = ["0"];
+    const bufMap = new Int32Array(this.#bufs.length).fill(-1);
+    const bufs: ArrayBufferLike[] = [];
+    const bufLive: number[] = [];
+    let w = 0, histStart = -1;
+    for (let idx = 0; idx < n; idx++) {
+      const m = mark[idx];
+      const kid = t.i(idx, I_KEY);
+      if (m !== 1 && (t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) {
+        this.sizeBytes -= keyStr[kid].length + t.i(idx, I_LEN) + OVERHEAD;
+      }
+      if (m === 0) {
+        remap[idx] = -1;
+        if (latest[kid] === idx) latest[kid] = -2; // the key has no record left
+        continue;
+      }
+      const p = t.i(idx, I_PREV);
+      t.move(idx, w);
+      t.setI(w, I_PREV, p >= 0 ? remap[p] : -1);
+      t.setI(w, I_FLAGS, m === 2 ? HISTORY_ONLY : 0);
+      if (latest[kid] === idx) latest[kid] = w;
+      const l = t.i(w, I_LEASE);
+      let nl = leaseMap.get(l);
+      if (nl === undefined) {
+        leaseMap.set(l, nl = leaseStr.length);
+        leaseStr.push(this.#leaseStr[l]);
+      }
+      t.setI(w, I_LEASE, nl);
+      const b = t.i(w, I_BUF);
+      if (b >= 0) {
+        if (bufMap[b] < 0) {
+          bufMap[b] = bufs.length;
+          bufs.push(this.#bufs[b]);
+          bufLive.push(0);
+        }
+        t.setI(w, I_BUF, bufMap[b]);
+        bufLive[bufMap[b]] += t.i(w, I_LEN);
+      }
+      if (histStart < 0 && t.f(w, F_MOD) >= rev) histStart = w;
+      remap[idx] = w++;
     }
-    let cut = 0;
-    while (cut < this.#history.length && this.#history[cut].kv.mod_revision < rev) cut++;
-    if (cut > 0) this.#history = this.#history.slice(cut);
+    t.truncate(w);
+    this.#histStart = histStart < 0 ? w : histStart;
+    // free the ids of the keys left without records
+    const gone = new Set<BKey>();
+    for (let kid = 0; kid < latest.length; kid++) {
+      if (latest[kid] !== -2) continue;
+      gone.add(keyStr[kid]);
+      this.#keyIds.delete(keyStr[kid]);
+      keyStr[kid] = "";
+      latest[kid] = -1;
+      this.#freeKeyIds.push(kid);
+    }
+    if (gone.size > 0) this.#index.filterOut((k) => gone.has(k));
+    this.#leaseStr = leaseStr;
+    this.#leaseIds = new Map(leaseStr.map((s, i) => [s, i]));
+    this.#setBufs(this.#repack(bufs, bufLive));
+  }
+
+  /**
+   * Copies the values that live in mostly-dead buffers (e.g. a Raft log arena chunk most of whose values were
+   * compacted away) into one new buffer, so the old ones can be freed. Returns the new buffer table.
+   */
+  #repack(bufs: ArrayBufferLike[], live: number[]): ArrayBufferLike[] {
+    let total = 0;
+    const moved = new Uint8Array(bufs.length);
+    for (let b = 0; b < bufs.length; b++) {
+      if (bufs[b].byteLength >= REPACK_MIN_BYTES && live[b] * 4 < bufs[b].byteLength) {
+        moved[b] = 1;
+        total += live[b];
+      }
+    }
+    if (total === 0) return bufs;
+    const packed = new Uint8Array(total);
+    const out: ArrayBufferLike[] = [];
+    const map = new Int32Array(bufs.length);
+    for (let b = 0; b < bufs.length; b++) {
+      if (moved[b]) continue;
+      map[b] = out.length;
+      out.push(bufs[b]);
+    }
+    const packedId = out.length;
+    out.push(packed.buffer);
+    const t = this.#t;
+    let pos = 0;
+    for (let idx = 0; idx < t.length; idx++) {
+      const b = t.i(idx, I_BUF);
+      if (b < 0) continue;
+      if (!moved[b]) {
+        t.setI(idx, I_BUF, map[b]);
+        continue;
+      }
+      const len = t.i(idx, I_LEN);
+      packed.set(new Uint8Array(bufs[b], t.f(idx, F_OFF), len), pos);
+      t.setI(idx, I_BUF, packedId);
+      t.setF(idx, F_OFF, pos);
+      pos += len;
+    }
+    return out;
+  }
+
+  #setBufs(bufs: ArrayBufferLike[]): void {
+    this.#bufs = bufs;
+    this.#bufIds = new Map(bufs.map((b, i) => [b, i]));
+  }
+
+  /** Records of key id `kid` that are versions, oldest first. */
+  #versionsOf(kid: number): number[] {
+    const t = this.#t;
+    const out: number[] = [];
+    for (let idx = this.#latest[kid]; idx >= 0; idx = t.i(idx, I_PREV)) {
+      if ((t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) out.push(idx);
+    }
+    return out.reverse();
   }
 
   /**
@@ -240,48 +585,174 @@ export class MvccStore {
    * the history in revision order. Feeding them to `restore` rebuilds an identical store.
    */
   *dump(): Generator<KeyValue> {
-    const start = this.#history.length > 0 ? this.#history[0].kv.mod_revision : Infinity;
-    for (const k of this.#index.range("", null)) {
-      for (const kv of this.#versions.get(k)!) if (kv.mod_revision < start) yield kv;
+    for (const r of this.dumpRecords()) {
+      yield this.#kv(r);
     }
-    for (const ev of this.#history) yield ev.kv;
+  }
+
+  /** @internal `dump()` as record handles (read them with `record`). */
+  *dumpRecords(): Generator<number> {
+    const t = this.#t, hs = this.#histStart;
+    if (hs > 0) {
+      for (const k of this.#index.range("", null)) {
+        for (const idx of this.#versionsOf(this.#keyIds.get(k)!)) if (idx < hs) yield idx;
+      }
+    }
+    for (let i = hs; i < t.length; i++) {
+      if (t.f(i, F_MOD) > this.currentRev) break;
+      yield i;
+    }
+  }
+
+  /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
+  record(idx: number): {
+    key: BKey;
+    create: number;
+    mod: number;
+    version: number;
+    lease: string;
+    value: Uint8Array;
+  } {
+    const t = this.#t;
+    const b = t.i(idx, I_BUF);
+    return {
+      key: this.#keyStr[t.i(idx, I_KEY)],
+      create: t.f(idx, F_CREATE),
+      mod: t.f(idx, F_MOD),
+      version: t.f(idx, F_VER),
+      lease: this.#leaseStr[t.i(idx, I_LEASE)],
+      value: b < 0 ? EMPTY : new Uint8Array(this.#bufs[b], t.f(idx, F_OFF), t.i(idx, I_LEN)),
+    };
+  }
+
+  /**
+   * @internal points the value of record `idx` (from `dumpRecords`) at a copy of the same bytes at `off` in `buf`:
+   * the state codec moves the values into the snapshot blob it writes, so that the Raft log arena chunks they came
+   * from can be freed once the log is compacted. Call `_moveDone(buf)` after the last one.
+   */
+  _moveValue(idx: number, buf: ArrayBufferLike, off: number): void {
+    const t = this.#t;
+    if (t.i(idx, I_BUF) < 0) return;
+    t.setI(idx, I_BUF, this.#bufId(buf));
+    t.setF(idx, F_OFF, off);
+  }
+
+  /**
+   * @internal after `_moveValue` calls into `buf`: the values not moved (records a dump leaves out: the previous
+   * records of the events at the compaction revision) are copied into one new buffer, so that no other buffer is
+   * referenced any more.
+   */
+  _moveDone(buf: ArrayBufferLike): void {
+    const t = this.#t;
+    const target = this.#bufId(buf);
+    let rest = 0;
+    for (let idx = 0; idx < t.length; idx++) {
+      const b = t.i(idx, I_BUF);
+      if (b >= 0 && b !== target) rest += t.i(idx, I_LEN);
+    }
+    const bufs: ArrayBufferLike[] = [buf];
+    if (rest > 0) {
+      const other = new Uint8Array(rest);
+      let pos = 0;
+      for (let idx = 0; idx < t.length; idx++) {
+        const b = t.i(idx, I_BUF);
+        if (b < 0 || b === target) continue;
+        const len = t.i(idx, I_LEN);
+        other.set(new Uint8Array(this.#bufs[b], t.f(idx, F_OFF), len), pos);
+        t.setF(idx, F_OFF, pos);
+        pos += len;
+      }
+      bufs.push(other.buffer);
+    }
+    for (let idx = 0; idx < t.length; idx++) {
+      const b = t.i(idx, I_BUF);
+      if (b >= 0) t.setI(idx, I_BUF, b === target ? 0 : 1);
+    }
+    this.#setBufs(bufs);
+    this.#memo.clear(); // its events hold views of the old buffers
   }
 
   /** Rebuilds the store from `dump()` output. */
   restore(currentRev: number, compactRev: number, records: Iterable<KeyValue>): void {
+    this._restoreBegin(currentRev, compactRev);
+    for (const kv of records) {
+      const v = kv.value;
+      this._restoreAdd(
+        toBKey(kv.key),
+        kv.create_revision,
+        kv.mod_revision,
+        kv.version,
+        kv.lease,
+        v.buffer,
+        v.byteOffset,
+        v.length,
+      );
+    }
+  }
+
+  /** @internal empties the store for `_restoreAdd` (restore without KeyValue objects). */
+  _restoreBegin(currentRev: number, compactRev: number): void {
     this.#index = new SortedKeys();
-    this.#versions.clear();
-    this.#history = [];
+    this.#t = new Table();
+    this.#histStart = 0;
+    this.#keyIds = new Map();
+    this.#keyStr = [];
+    this.#latest = [];
+    this.#freeKeyIds = [];
+    this.#leaseIds = new Map([["0", 0]]);
+    this.#leaseStr = ["0"];
+    this.#setBufs([]);
+    this.#memo.clear();
     this.sizeBytes = 0;
     this.currentRev = currentRev;
     this.compactRev = compactRev;
-    for (const kv of records) {
-      const k = toBKey(kv.key);
-      const prev = this._latest(k);
-      this._apply({ type: isTombstone(kv) ? DELETE : PUT, kv, prev });
-      if (kv.mod_revision >= compactRev) {
-        this.#history.push({ type: isTombstone(kv) ? DELETE : PUT, kv, prev });
-      }
+  }
+
+  /** @internal adds the next record of a `dump()`; the value is referenced, not copied. */
+  _restoreAdd(
+    key: BKey,
+    create: number,
+    mod: number,
+    version: number,
+    lease: string,
+    buf: ArrayBufferLike,
+    off: number,
+    len: number,
+  ): void {
+    const idx = this.#append(this.#keyId(key), create, mod, version, lease, buf, off, len);
+    if (idx === this.#histStart && mod < this.compactRev) this.#histStart++;
+  }
+
+  /** Live keys that are attached to a lease, with the lease ID. */
+  *leasedKeys(): Generator<[BKey, string]> {
+    const t = this.#t;
+    for (let kid = 0; kid < this.#latest.length; kid++) {
+      const idx = this.#latest[kid];
+      if (idx < 0 || t.f(idx, F_CREATE) === 0 || t.i(idx, I_LEASE) === 0) continue;
+      yield [this.#keyStr[kid], this.#leaseStr[t.i(idx, I_LEASE)]];
     }
   }
 
   /** A digest of all versions in (compactRev, rev], comparable between members; plus the revision it covers. */
   hashKV(rev: number): { hash: number; rev: number; compactRev: number } {
     const at = rev <= 0 ? this.currentRev : this.checkRev(rev);
+    const t = this.#t;
     let h = 0x811c9dc5;
     const mix = (n: number) => {
       h ^= n & 0xff;
       h = Math.imul(h, 0x01000193);
     };
     for (const k of this.#index.range("", null)) {
-      for (const kv of this.#versions.get(k)!) {
-        if (kv.mod_revision > at) break;
-        for (const b of kv.key) mix(b);
-        for (const b of kv.value) mix(b);
-        mix(kv.mod_revision);
-        mix(kv.mod_revision >>> 8);
-        mix(kv.mod_revision >>> 16);
-        mix(kv.version);
+      for (const idx of this.#versionsOf(this.#keyIds.get(k)!)) {
+        const mod = t.f(idx, F_MOD);
+        if (mod > at) break;
+        for (let i = 0; i < k.length; i++) mix(k.charCodeAt(i));
+        const b = t.i(idx, I_BUF);
+        if (b >= 0) { for (const x of new Uint8Array(this.#bufs[b], t.f(idx, F_OFF), t.i(idx, I_LEN))) mix(x); }
+        mix(mod);
+        mix(mod >>> 8);
+        mix(mod >>> 16);
+        mix(t.f(idx, F_VER));
       }
     }
     return { hash: h >>> 0, rev: at, compactRev: this.compactRev };
@@ -320,40 +791,16 @@ export class WriteTxn {
 
   /** Sets a key; returns the record it replaced. */
   put(key: BKey, value: Buffer, lease: string): { kv: KeyValue; prev: KeyValue | null } {
-    const prev = this.#store._latest(key);
-    const kv: KeyValue = {
-      key: prev ? prev.key : fromBKey(key), // versions of a key share one key buffer
-      create_revision: prev ? prev.create_revision : this.rev,
-      mod_revision: this.rev,
-      version: prev ? prev.version + 1 : 1,
-      value,
-      lease,
-    };
-    const ev: StoreEvent = { type: PUT, kv, prev };
-    this.#store._apply(ev);
+    const ev = this.#store._put(key, value, lease, this.rev);
     this.events.push(ev);
-    return { kv, prev };
+    return ev;
   }
 
   /** Deletes the live keys in [key, end); returns the deleted records in key order. */
   deleteRange(key: BKey, end: RangeEnd): KeyValue[] {
-    const s = this.#store;
-    const latest = this.events.length > 0 ? this.rev : s.currentRev;
-    const { kvs } = s._rangeRaw(key, end, latest, 0, false);
-    for (const prev of kvs) {
-      const kv: KeyValue = {
-        key: prev.key,
-        create_revision: 0,
-        mod_revision: this.rev,
-        version: 0,
-        value: EMPTY,
-        lease: "0",
-      };
-      const ev: StoreEvent = { type: DELETE, kv, prev };
-      s._apply(ev);
-      this.events.push(ev);
-    }
-    return kvs;
+    const evs = this.#store._deleteRange(key, end, this.rev);
+    for (const ev of evs) this.events.push(ev);
+    return evs.map((ev) => ev.prev!);
   }
 
   /** The revision a read inside this txn reports: the txn's own revision once it changed something. */

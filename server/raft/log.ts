@@ -50,12 +50,44 @@ export function limitSize(ents: Entry[], maxBytes: number): Entry[] {
   return n === ents.length ? ents : ents.slice(0, n);
 }
 
-/** A Storage held in memory: a snapshot plus the entries after it. */
+/** Entries per page of MemoryStorage's columns. */
+const LOG_PAGE = 1024;
+/** Entry data is copied into arena chunks of this size, so it holds no share of some larger, unrelated buffer. */
+const ARENA_CHUNK = 64 * 1024;
+/** Entry data of at least this size gets a buffer of its own. */
+const OWN_BUFFER = ARENA_CHUNK / 4;
+const NO_DATA = new Uint8Array(0);
+
+/** Columns of LOG_PAGE consecutive entries; the data of entry j is bufs[j] [offs[j], offs[j] + lens[j]). */
+class LogPage {
+  readonly terms = new Float64Array(LOG_PAGE);
+  readonly offs = new Uint32Array(LOG_PAGE);
+  readonly lens = new Uint32Array(LOG_PAGE);
+  readonly types = new Uint8Array(LOG_PAGE);
+  readonly bufs: Array<ArrayBufferLike | undefined> = new Array(LOG_PAGE);
+}
+
+/**
+ * A Storage held in memory: a snapshot plus the entries after it.
+ *
+ * Entries are held in columns (no object per entry) and their data in arena chunks: `append` copies each entry's
+ * data into the arena (unless it is large and owns its buffer) and points the given entry's `data` at the copy (same
+ * bytes), so that what the application decodes from a committed entry — e.g. the values the MVCC store keeps —
+ * shares the arena instead of pinning the (pooled, network or file) buffer the entry arrived in. `entries()`
+ * returns new Entry objects whose data are views into the arena.
+ */
 export class MemoryStorage implements Storage {
   #hardState: HardState = emptyHardState();
   #snapshot: Snapshot = emptySnapshot();
-  /** ents[0] is a placeholder carrying the snapshot's index and term. */
-  #ents: Entry[] = [{ index: 0, term: 0, type: 0, data: new Uint8Array(0) }];
+  /** index and term of the entry before the first one held (the snapshot's, or the last compacted one) */
+  #offset = 0;
+  #offsetTerm = 0;
+  #last = 0;
+  #pages: LogPage[] = [];
+  /** page number (index / LOG_PAGE) of #pages[0] */
+  #firstPage = 0;
+  #chunk: Uint8Array | null = null;
+  #chunkPos = 0;
 
   initialState(): { hardState: HardState; confState: ConfState } {
     return { hardState: { ...this.#hardState }, confState: this.#snapshot.metadata.confState };
@@ -70,37 +102,72 @@ export class MemoryStorage implements Storage {
   }
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
-    const offset = this.#ents[0].index;
-    if (lo <= offset) throw new CompactedError();
-    if (hi > this.lastIndex() + 1) throw new UnavailableError();
-    if (this.#ents.length === 1) throw new UnavailableError();
-    return limitSize(this.#ents.slice(lo - offset, hi - offset), maxBytes);
+    if (lo <= this.#offset) throw new CompactedError();
+    if (hi > this.#last + 1) throw new UnavailableError();
+    if (this.#last === this.#offset) throw new UnavailableError();
+    if (lo >= hi) return [];
+    // as limitSize: at least one entry, then while the total stays within maxBytes
+    let n = 1;
+    let size = this.#len(lo) + 16;
+    while (lo + n < hi) {
+      size += this.#len(lo + n) + 16;
+      if (size > maxBytes) break;
+      n++;
+    }
+    const out: Entry[] = new Array(n);
+    for (let k = 0; k < n; k++) {
+      const i = lo + k;
+      const p = this.#page(i), j = i % LOG_PAGE;
+      const len = p.lens[j];
+      out[k] = {
+        index: i,
+        term: p.terms[j],
+        type: p.types[j],
+        data: len === 0 ? NO_DATA : new Uint8Array(p.bufs[j]!, p.offs[j], len),
+      };
+    }
+    return out;
+  }
+
+  #page(i: number): LogPage {
+    return this.#pages[Math.floor(i / LOG_PAGE) - this.#firstPage];
+  }
+
+  #len(i: number): number {
+    return this.#page(i).lens[i % LOG_PAGE];
   }
 
   term(i: number): number {
-    const offset = this.#ents[0].index;
-    if (i < offset) throw new CompactedError();
-    if (i - offset >= this.#ents.length) throw new UnavailableError();
-    return this.#ents[i - offset].term;
+    if (i < this.#offset) throw new CompactedError();
+    if (i > this.#last) throw new UnavailableError();
+    if (i === this.#offset) return this.#offsetTerm;
+    return this.#page(i).terms[i % LOG_PAGE];
   }
 
   firstIndex(): number {
-    return this.#ents[0].index + 1;
+    return this.#offset + 1;
   }
 
   lastIndex(): number {
-    return this.#ents[0].index + this.#ents.length - 1;
+    return this.#last;
   }
 
   snapshot(): Snapshot {
     return this.#snapshot;
   }
 
+  /** Number of entries held. */
+  get length(): number {
+    return this.#last - this.#offset;
+  }
+
   /** Replaces the whole content with a snapshot (received from the leader). Older snapshots are ignored. */
   applySnapshot(snap: Snapshot): void {
     if (snap.metadata.index <= this.#snapshot.metadata.index) return;
     this.#snapshot = snap;
-    this.#ents = [{ index: snap.metadata.index, term: snap.metadata.term, type: 0, data: new Uint8Array(0) }];
+    this.#offset = this.#last = snap.metadata.index;
+    this.#offsetTerm = snap.metadata.term;
+    this.#pages = [];
   }
 
   /** Records a snapshot of the applied state at index i (≤ last index); entries are kept until `compact`. */
@@ -108,9 +175,8 @@ export class MemoryStorage implements Storage {
     const cur = this.#snapshot.metadata.index;
     if (i <= cur) throw new SnapshotTemporarilyUnavailableError();
     invariant(i <= this.lastIndex(), () => `snapshot ${i} is out of bound lastindex(${this.lastIndex()})`);
-    const offset = this.#ents[0].index;
     this.#snapshot = {
-      metadata: { index: i, term: this.#ents[i - offset].term, confState: structuredClone(confState) },
+      metadata: { index: i, term: this.term(i), confState: structuredClone(confState) },
       data,
     };
     return this.#snapshot;
@@ -118,28 +184,86 @@ export class MemoryStorage implements Storage {
 
   /** Discards entries up to and including `compactIndex` (which must be ≤ last index). */
   compact(compactIndex: number): void {
-    const offset = this.#ents[0].index;
-    if (compactIndex <= offset) return;
+    if (compactIndex <= this.#offset) return;
     invariant(compactIndex <= this.lastIndex(), () => `compact ${compactIndex} beyond last ${this.lastIndex()}`);
-    const i = compactIndex - offset;
-    const head = { index: this.#ents[i].index, term: this.#ents[i].term, type: 0, data: new Uint8Array(0) };
-    this.#ents = [head, ...this.#ents.slice(i + 1)];
+    this.#offsetTerm = this.term(compactIndex);
+    this.#offset = compactIndex;
+    const first = Math.floor((compactIndex + 1) / LOG_PAGE);
+    if (first > this.#firstPage) {
+      this.#pages.splice(0, first - this.#firstPage);
+      this.#firstPage = first;
+    }
+    // let go of the data of the compacted entries that share the first page with kept ones
+    const p = this.#pages[0];
+    if (p && this.#firstPage * LOG_PAGE <= compactIndex) {
+      for (let j = 0; j <= compactIndex % LOG_PAGE; j++) p.bufs[j] = undefined;
+    }
   }
 
-  /** Appends entries, replacing any existing ones from the first new index on (entries below `firstIndex` are skipped). */
+  /**
+   * Appends entries, replacing any existing ones from the first new index on (entries below `firstIndex` are skipped).
+   * The appended entries' `data` are re-pointed at the arena copies (same bytes).
+   */
   append(entries: Entry[]): void {
     if (entries.length === 0) return;
     const first = this.firstIndex();
     const last = entries[entries.length - 1].index;
     if (last < first) return;
     if (first > entries[0].index) entries = entries.slice(first - entries[0].index);
-    const offset = entries[0].index - this.#ents[0].index;
-    invariant(
-      offset <= this.#ents.length,
-      () => `missing log entry [last: ${this.lastIndex()}, append at: ${entries[0].index}]`,
-    );
-    if (offset < this.#ents.length) this.#ents.length = offset;
-    for (const e of entries) this.#ents.push(e);
+    const at = entries[0].index;
+    invariant(at <= this.#last + 1, () => `missing log entry [last: ${this.lastIndex()}, append at: ${at}]`);
+    if (at <= this.#last) this.#truncate(at - 1);
+    for (const e of entries) this.#push(e);
+  }
+
+  /** Drops the entries after `last` (> offset - 1). */
+  #truncate(last: number): void {
+    this.#last = last;
+    const keep = last > this.#offset ? Math.floor(last / LOG_PAGE) - this.#firstPage + 1 : 0;
+    if (this.#pages.length > keep) this.#pages.length = keep;
+    const p = this.#pages[keep - 1];
+    if (p) { for (let j = last % LOG_PAGE + 1; j < LOG_PAGE; j++) p.bufs[j] = undefined; }
+  }
+
+  #push(e: Entry): void {
+    const i = ++this.#last;
+    const pn = Math.floor(i / LOG_PAGE);
+    if (this.#pages.length === 0) this.#firstPage = pn;
+    while (pn - this.#firstPage >= this.#pages.length) this.#pages.push(new LogPage());
+    const p = this.#pages[pn - this.#firstPage], j = i % LOG_PAGE;
+    p.terms[j] = e.term;
+    p.types[j] = e.type;
+    const d = e.data;
+    const len = d.length;
+    p.lens[j] = len;
+    if (len === 0) {
+      p.bufs[j] = undefined;
+      p.offs[j] = 0;
+      return;
+    }
+    let copy: Uint8Array;
+    if (len >= OWN_BUFFER) {
+      if (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) {
+        // a large entry that owns its buffer: nothing to gain from a copy
+        p.bufs[j] = d.buffer;
+        p.offs[j] = 0;
+        return;
+      }
+      copy = new Uint8Array(d); // a copy (Buffer#slice would be a view)
+    } else {
+      // small data always goes to the arena, even when it has a buffer of its own (as WAL replay gives): a buffer
+      // per entry costs more in ArrayBuffer bookkeeping than the entry's bytes
+      if (this.#chunk === null || this.#chunkPos + len > ARENA_CHUNK) {
+        this.#chunk = new Uint8Array(ARENA_CHUNK);
+        this.#chunkPos = 0;
+      }
+      copy = this.#chunk.subarray(this.#chunkPos, this.#chunkPos + len);
+      copy.set(d);
+      this.#chunkPos += len;
+    }
+    p.bufs[j] = copy.buffer;
+    p.offs[j] = copy.byteOffset;
+    e.data = copy;
   }
 }
 
