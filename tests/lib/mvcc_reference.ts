@@ -8,50 +8,18 @@ import { Errors } from "../../server/errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "../../server/mvcc/keys.ts";
 import { SortedKeys } from "../../server/mvcc/sorted_keys.ts";
 
-/** mvccpb.KeyValue as stored and sent. A tombstone has create_revision 0 (as in etcd's DELETE events). */
-export interface KeyValue {
-  key: Buffer;
-  create_revision: number;
-  mod_revision: number;
-  version: number;
-  value: Buffer;
-  /** lease ID as a decimal string, "0" for none */
-  lease: string;
-}
-
-/** mvccpb.Event.EventType */
-export const PUT = 0, DELETE = 1;
-
-/** One change: the new record (a tombstone for DELETE) and the record it replaced, if any. */
-export interface StoreEvent {
-  type: typeof PUT | typeof DELETE;
-  kv: KeyValue;
-  prev: KeyValue | null;
-}
-
-/** Options of a read. */
-export interface RangeOptions {
-  /** revision to read at; <= 0 means the latest */
-  rev?: number;
-  /** maximum number of kvs returned; 0 = all */
-  limit?: number;
-  /** count only, return no kvs */
-  countOnly?: boolean;
-}
-
-/** Result of a read: the records (key order), total matching count and the revision read at. */
-export interface RangeResult {
-  kvs: KeyValue[];
-  count: number;
-  rev: number;
-}
+import {
+  DELETE,
+  isTombstone,
+  type KeyValue,
+  PUT,
+  type RangeOptions,
+  type RangeResult,
+  type StoreEvent,
+} from "../../server/mvcc/store.ts";
+export { DELETE, type KeyValue, PUT, type RangeOptions, type RangeResult, type StoreEvent };
 
 const EMPTY = Buffer.alloc(0);
-
-/** Whether a record is a deletion marker. */
-export function isTombstone(kv: KeyValue): boolean {
-  return kv.create_revision === 0;
-}
 
 /** The version of a key visible at `rev` in a list sorted by mod_revision, or null. */
 function visibleAt(versions: KeyValue[], rev: number): KeyValue | null {
