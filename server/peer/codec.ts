@@ -33,7 +33,8 @@ function writeEntries(w: BinaryWriter, entries: Entry[]): void {
 function readEntries(r: BinaryReader): Entry[] {
   const n = r.u32();
   const out: Entry[] = new Array(n);
-  for (let i = 0; i < n; i++) out[i] = { index: r.f64(), term: r.f64(), type: r.u8(), data: r.bytes() };
+  // views into the frame: MemoryStorage.append copies entry data into its own arenas
+  for (let i = 0; i < n; i++) out[i] = { index: r.f64(), term: r.f64(), type: r.u8(), data: r.view() };
   return out;
 }
 

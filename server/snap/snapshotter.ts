@@ -34,25 +34,29 @@ export class Snapshotter {
   /** Atomically writes `snap` (tmp file, crc, fdatasync, rename, dir fsync), then deletes files beyond `keep`. */
   async save(snap: Snapshot): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    const buf = new Uint8Array(HEAD + snap.data.length + 4);
-    const v = new DataView(buf.buffer);
+    // header, data and crc are written in pieces: no second copy of a possibly large state
+    const head = new Uint8Array(HEAD);
+    const v = new DataView(head.buffer);
     v.setUint32(0, MAGIC, true);
     v.setUint32(4, Math.floor(snap.index / TWO32), true);
     v.setUint32(8, snap.index >>> 0, true);
     v.setUint32(12, Math.floor(snap.term / TWO32), true);
     v.setUint32(16, snap.term >>> 0, true);
     v.setUint32(20, snap.data.length, true);
-    buf.set(snap.data, HEAD);
-    v.setUint32(HEAD + snap.data.length, zlib.crc32(buf.subarray(0, HEAD + snap.data.length)), true);
+    const tail = new Uint8Array(4);
+    new DataView(tail.buffer).setUint32(0, zlib.crc32(snap.data, zlib.crc32(head)), true);
 
     const file = path.join(this.dir, `${hex16(snap.term)}-${hex16(snap.index)}.snap`);
-    const fh = await fs.open(file + ".tmp", "w");
+    const fh = await Deno.open(file + ".tmp", { write: true, create: true, truncate: true });
     try {
-      let off = 0;
-      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, off)).bytesWritten;
-      await fh.datasync();
+      await writeAll(fh, head);
+      for (let off = 0; off < snap.data.length; off += WRITE_PIECE) {
+        await writeAll(fh, snap.data.subarray(off, Math.min(off + WRITE_PIECE, snap.data.length)));
+      }
+      await writeAll(fh, tail);
+      await fh.syncData();
     } finally {
-      await fh.close();
+      fh.close();
     }
     await fs.rename(file + ".tmp", file);
     await this.syncDir();
@@ -77,7 +81,7 @@ export class Snapshotter {
     }
     for (const n of names.reverse()) {
       const file = path.join(this.dir, n);
-      const buf = new Uint8Array(await fs.readFile(file));
+      const buf = await Deno.readFile(file);
       const why = verify(buf, n);
       if (why === null) {
         const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -85,7 +89,7 @@ export class Snapshotter {
         return {
           index: v.getUint32(4, true) * TWO32 + v.getUint32(8, true),
           term: v.getUint32(12, true) * TWO32 + v.getUint32(16, true),
-          data: buf.slice(HEAD, HEAD + len),
+          data: buf.subarray(HEAD, HEAD + len),
         };
       }
       await fs.rename(file, file + ".broken");
@@ -127,4 +131,12 @@ function verify(buf: Uint8Array, name: string): string | null {
   const term = v.getUint32(12, true) * TWO32 + v.getUint32(16, true);
   if (parseInt(m[1], 16) !== term || parseInt(m[2], 16) !== index) return "contents do not match file name";
   return null;
+}
+
+/** Snapshots are written in pieces of this size. */
+const WRITE_PIECE = 1 << 20;
+
+async function writeAll(fh: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await fh.write(bytes.subarray(off));
 }

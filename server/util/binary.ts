@@ -109,6 +109,15 @@ export class BinaryReader {
     return b;
   }
 
+  /** A view of the next byte string (it keeps the whole input alive while it is referenced). */
+  view(): Uint8Array {
+    const n = this.u32();
+    this.#need(n);
+    const b = this.#buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return b;
+  }
+
   optBytes(): Buffer | null {
     const n = this.u32();
     if (n === 0xffffffff) return null;

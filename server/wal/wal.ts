@@ -469,7 +469,7 @@ async function replay(
       throw new WalCorruptError(file, 0, `segment sequence ${seq} does not follow ${segments[i - 1].seq}`);
     }
     segments.push({ seq, firstIndex, file });
-    const buf = new Uint8Array(await fs.readFile(file));
+    const buf = await Deno.readFile(file);
     const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     let off = 0;
     while (off < buf.length) {
@@ -498,7 +498,8 @@ async function replay(
           break;
         case REC_ENTRY: {
           if (p.length < 18) throw bad("short entry record");
-          const e = { index: getU64(pv, 1), term: getU64(pv, 9), type: p[17], data: p.slice(18) };
+          // a view: MemoryStorage.append copies entry data into its own arenas
+          const e = { index: getU64(pv, 1), term: getU64(pv, 9), type: p[17], data: p.subarray(18) };
           raw.push({ e, file, off });
           lastIndex = e.index;
           break;
