@@ -12,6 +12,7 @@ import { ReferenceStore } from "./lib/mvcc_reference.ts";
 import { decodeState, encodeState } from "../server/apply/state_codec.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { Members } from "../server/membership/members.ts";
+import { Prng } from "./sim/prng.ts";
 
 type Store = MvccStore | ReferenceStore;
 
@@ -19,18 +20,6 @@ const norm = (kv: KeyValue | null) =>
   kv &&
   [kv.key.toString("latin1"), kv.create_revision, kv.mod_revision, kv.version, kv.value.toString("latin1"), kv.lease];
 const normEvents = (evs: StoreEvent[]) => evs.map((e) => [e.type, norm(e.kv), norm(e.prev)]);
-
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return (n: number) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
 
 /** Values as slices of shared buffers (like values decoded from the Raft log's arena), some empty. */
 function valueMaker(rand: (n: number) => number) {
@@ -103,7 +92,8 @@ function randomTxn(rand: (n: number) => number, value: () => Buffer) {
 }
 
 function run(seed: number, steps: number) {
-  const rand = rng(seed);
+  const prng = new Prng(seed);
+  const rand = (n: number) => prng.int(n);
   const { make: value, scribble } = valueMaker(rand);
   let a = new MvccStore();
   let b = new ReferenceStore();

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { MemoryStorage } from "../server/raft/log.ts";
 import { CompactedError, type Entry, type Snapshot, UnavailableError } from "../server/raft/types.ts";
+import { Prng } from "./sim/prng.ts";
 
 /** The model: ents[0] is a placeholder carrying the snapshot's index and term (as the storage used to be). */
 class Model {
@@ -62,18 +63,6 @@ class Model {
   }
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return (n: number) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
-
 /** What a call returns, or the class of error it throws. */
 function outcome<T>(fn: () => T): T | string {
   try {
@@ -92,7 +81,8 @@ const view = (ents: Entry[] | string) =>
 
 Deno.test("MemoryStorage matches the array model through random appends, compactions, snapshots and reads", () => {
   for (let seed = 1; seed <= 10; seed++) {
-    const rand = rng(seed);
+    const prng = new Prng(seed);
+    const rand = (n: number) => prng.int(n);
     const s = new MemoryStorage();
     const m = new Model();
     let term = 1;
