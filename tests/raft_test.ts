@@ -491,6 +491,46 @@ Deno.test("replication: a follower that lost appends is repaired via probe after
   assert.deepEqual(normalData(net.get(f)), ["e0", "e1", "e2", "e3"]);
 });
 
+Deno.test("read index: a member whose appends are held back is resent to once per heartbeat interval, not once per read round", () => {
+  // Regression (partition test): a healed member answered thousands of buffered read-round heartbeats at once, and the
+  // leader built a full-size probe for each answer, which kept it too busy to lead.
+  const net = new Net(["1", "2", "3"], { maxInflightMsgs: 4 });
+  const l = net.elect();
+  const f = ["1", "2", "3"].find((i) => i !== l)!;
+  const leader = net.get(l).raft;
+  let apps = 0;
+  net.drop = (m) => m.to === f && m.type === "App" && ++apps > 0;
+  const rounds = (n: number, tag: string) => {
+    for (let i = 0; i < n; i++) {
+      leader.readIndex(enc.encode(`${tag}${i}`));
+      net.settle();
+    }
+  };
+  for (let i = 0; i < 8; i++) {
+    leader.propose(enc.encode(`e${i}`));
+    net.settle();
+  }
+  assert.equal(leader.status().progress?.[f]?.state, "replicate");
+  // The window is full: 50 read rounds answered by f let the leader resend to it at most once.
+  apps = 0;
+  rounds(50, "a");
+  assert.ok(apps <= 1, `${apps} appends for 50 read rounds (replicate state, window full)`);
+  // Probe state: the same.
+  leader.reportUnreachable(f);
+  assert.equal(leader.status().progress?.[f]?.state, "probe");
+  apps = 0;
+  rounds(50, "b");
+  assert.ok(apps <= 1, `${apps} appends for 50 read rounds (probe state)`);
+  // Each heartbeat interval allows one more.
+  apps = 0;
+  net.tick(3);
+  assert.ok(apps >= 1 && apps <= 3, `${apps} appends in 3 heartbeat intervals`);
+  assert.equal(net.get(l).readStates.length, 100, "every read round was served by the quorum");
+  net.heal();
+  net.tick(3);
+  assert.deepEqual(normalData(net.get(f)), ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
+});
+
 Deno.test("proposals: followers forward to the leader; without a leader proposing throws", () => {
   const net = new Net(["1", "2", "3"]);
   assert.throws(() => net.get("2").raft.propose(enc.encode("x")), ProposalDroppedError);

@@ -71,6 +71,12 @@ export class Progress {
   recentActive = false;
   /** probe state: an append was sent and no reply has come back yet */
   probeSent = false;
+  /**
+   * Set at each of the leader's heartbeat intervals: the next heartbeat response from this member may unblock its held
+   * back appends (resend a probe, free a slot of a full window). Read-index rounds send heartbeats far more often,
+   * and a resend per answer would repeat a full-size append for every round.
+   */
+  resendDue = false;
   /** the highest commit index sent to this member in an append */
   sentCommit = 0;
   readonly inflights: Inflights;

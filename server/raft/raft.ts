@@ -611,6 +611,7 @@ export class RaftNode {
     }
     if (this.#heartbeatElapsed >= this.#heartbeatTimeout) {
       this.#heartbeatElapsed = 0;
+      for (const pr of this.#tracker.progress.values()) pr.resendDue = true;
       this.#bcastHeartbeat(null);
     }
   }
@@ -741,9 +742,13 @@ export class RaftNode {
 
   #handleHeartbeatResp(m: Message, pr: Progress): void {
     pr.recentActive = true;
-    pr.probeSent = false;
-    if (pr.state === "replicate" && pr.inflights.full()) pr.inflights.freeFirstOne();
-    if (pr.match < this.log.lastIndex()) this.#sendAppend(m.from, true);
+    if (pr.resendDue) {
+      // The member is reachable: appends held back by a lost probe or a full window go out again.
+      pr.resendDue = false;
+      pr.probeSent = false;
+      if (pr.state === "replicate" && pr.inflights.full()) pr.inflights.freeFirstOne();
+      if (pr.match < this.log.lastIndex()) this.#sendAppend(m.from, true);
+    }
     if (!m.context || m.context.length === 0) return;
     const acks = this.#readOnly.recvAck(m.from, m.context);
     if (!acks) return;
