@@ -567,21 +567,28 @@ async function restartMember(loadgen: string, cluster: Cluster, m: Member, timeo
 // ---------------------------------------------------------------------------------------------------------------
 // rows
 
-async function runLoadgen(loadgen: string, target: Target, args: string[], hardMs = 60000): Promise<RowResult> {
-  if (interrupted) return { ok: false, reason: "interrupted" };
-  const proc = new Deno.Command(loadgen, {
-    args: ["--endpoints", target.endpoints, "--marks", ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+/** What a load generator run left: its exit status, its last stdout line that was not a mark, and its stderr tail. */
+interface LoadgenExit {
+  status: Deno.CommandStatus;
+  out: string;
+  err: string;
+}
+
+/**
+ * Waits for a spawned load generator, SIGKILLing it after `hardMs`: every non-empty stdout line goes to `onMark`,
+ * which returns true when it handled the line (a mark such as "#start"); the last other line is returned as `out`.
+ */
+async function superviseLoadgen(
+  proc: Deno.ChildProcess,
+  hardMs: number,
+  onMark: (line: string) => boolean | Promise<boolean>,
+): Promise<LoadgenExit> {
   children.add(proc);
   const killer = setTimeout(() => {
     try {
       proc.kill("SIGKILL");
     } catch { /* gone */ }
   }, hardMs);
-  let cpuStart: number | undefined, cpuEnd: number | undefined;
   let out = "";
   let err = "";
   const readOut = (async () => {
@@ -593,9 +600,7 @@ async function runLoadgen(loadgen: string, target: Target, args: string[], hardM
       while ((i = buf.indexOf("\n")) >= 0) {
         const line = buf.slice(0, i).trim();
         buf = buf.slice(i + 1);
-        if (line === "#start") cpuStart = target.cpu();
-        else if (line === "#end") cpuEnd = target.cpu();
-        else if (line) out = line;
+        if (line && !(await onMark(line))) out = line;
       }
     }
     if (buf.trim()) out = buf.trim();
@@ -611,12 +616,35 @@ async function runLoadgen(loadgen: string, target: Target, args: string[], hardM
   await Promise.all([readOut, readErr]).catch(() => {});
   clearTimeout(killer);
   children.delete(proc);
+  return { status, out, err };
+}
+
+/** The last line of a load generator's stderr, for a failure reason. */
+function lastErrorLine(err: string): string {
+  return (err.trim().split("\n").pop() ?? "").slice(0, 200) || "(no output)";
+}
+
+async function runLoadgen(loadgen: string, target: Target, args: string[], hardMs = 60000): Promise<RowResult> {
+  if (interrupted) return { ok: false, reason: "interrupted" };
+  const proc = new Deno.Command(loadgen, {
+    args: ["--endpoints", target.endpoints, "--marks", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let cpuStart: number | undefined, cpuEnd: number | undefined;
+  const { status, out, err } = await superviseLoadgen(proc, hardMs, (line) => {
+    if (line === "#start") cpuStart = target.cpu();
+    else if (line === "#end") cpuEnd = target.cpu();
+    else return false;
+    return true;
+  });
   let j: Record<string, unknown>;
   try {
     j = JSON.parse(out);
   } catch {
     const why = status.signal === "SIGKILL" ? `load generator killed after ${hardMs / 1000} s` : `exit ${status.code}`;
-    return { ok: false, reason: `${why}: ${(err.trim().split("\n").pop() ?? "").slice(0, 200) || "(no output)"}` };
+    return { ok: false, reason: `${why}: ${lastErrorLine(err)}` };
   }
   const requests = Number(j.requests ?? 0);
   const errors = Number(j.errors ?? 0);
@@ -638,19 +666,11 @@ async function runLoadgen(loadgen: string, target: Target, args: string[], hardM
   return res;
 }
 
+/** Key and value sizes and the key space of every row, the failover row included. */
+const keyArgs = ["--key-size", "8", "--val-size", "256", "--key-space", "100000"];
+
 function commonArgs(): string[] {
-  return [
-    "--duration",
-    `${seconds}s`,
-    "--warmup",
-    `${warmup}s`,
-    "--key-size",
-    "8",
-    "--val-size",
-    "256",
-    "--key-space",
-    "100000",
-  ];
+  return ["--duration", `${seconds}s`, "--warmup", `${warmup}s`, ...keyArgs];
 }
 
 const failoverWriters = 8;
@@ -686,72 +706,35 @@ async function failoverAttempt(loadgen: string, cluster: Cluster): Promise<Failo
       `${failoverTimeoutMs}ms`,
       "--failover-max",
       "20s",
-      "--key-size",
-      "8",
-      "--val-size",
-      "256",
-      "--key-space",
-      "100000",
+      ...keyArgs,
     ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  children.add(proc);
-  const killer = setTimeout(() => {
-    try {
-      proc.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 90000);
   const stdin = proc.stdin.getWriter();
   const res: FailoverAttempt = {};
-  let out = "";
-  let err = "";
-  const readOut = (async () => {
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of proc.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i).trim();
-        buf = buf.slice(i + 1);
-        const m = line.match(/^#leader (\S+)/);
-        if (m) {
-          const victim = cluster.members.find((x) => x.endpoint === m[1]);
-          if (!victim) {
-            await stdin.write(new TextEncoder().encode("abort\n")).catch(() => {});
-            continue;
-          }
-          cluster.sampleRss();
-          const t = victim.proc.kill9();
-          res.killed = victim;
-          await stdin.write(new TextEncoder().encode(`${t}\n`)).catch(() => {});
-        } else if (line) out = line;
-      }
+  const { status, out, err } = await superviseLoadgen(proc, 90000, async (line) => {
+    const m = line.match(/^#leader (\S+)/);
+    if (!m) return false;
+    const victim = cluster.members.find((x) => x.endpoint === m[1]);
+    if (!victim) {
+      await stdin.write(new TextEncoder().encode("abort\n")).catch(() => {});
+      return true;
     }
-    if (buf.trim()) out = buf.trim();
-  })();
-  const readErr = (async () => {
-    const dec = new TextDecoder();
-    for await (const chunk of proc.stderr) {
-      err += dec.decode(chunk, { stream: true });
-      if (err.length > 16384) err = err.slice(-8192);
-    }
-  })();
-  const status = await proc.status;
-  await Promise.all([readOut, readErr]).catch(() => {});
+    cluster.sampleRss();
+    const t = victim.proc.kill9();
+    res.killed = victim;
+    await stdin.write(new TextEncoder().encode(`${t}\n`)).catch(() => {});
+    return true;
+  });
   await stdin.close().catch(() => {});
-  clearTimeout(killer);
-  children.delete(proc);
   if (res.killed) await res.killed.proc.status;
   let j: Record<string, unknown>;
   try {
     j = JSON.parse(out);
   } catch {
-    res.reason = `exit ${status.code}${status.signal ? ` (${status.signal})` : ""}: ${
-      (err.trim().split("\n").pop() ?? "").slice(0, 200) || "(no output)"
-    }`;
+    res.reason = `exit ${status.code}${status.signal ? ` (${status.signal})` : ""}: ${lastErrorLine(err)}`;
     return res;
   }
   res.raw = j;

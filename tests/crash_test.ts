@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { grpcRoot } from "../proto/mod.ts";
+import { prng } from "./lib/prng.ts";
 import { type RunningServer, serverBinary, startServer } from "./lib/server.ts";
 
 const ROUNDS = 5;
@@ -18,18 +19,6 @@ const IN_FLIGHT = 16;
 const KILL_MIN_MS = 200;
 const KILL_MAX_MS = 1500;
 const CALL_TIMEOUT_MS = 10_000;
-
-/** mulberry32: small deterministic PRNG returning floats in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // deno-lint-ignore no-explicit-any
 type KVClient = any;

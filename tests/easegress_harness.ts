@@ -4,62 +4,12 @@
  * Every process is killed by the test that started it (try/finally).
  */
 import { freePorts } from "./lib/ports.ts";
+import { type Proc, spawnProcess } from "./lib/process.ts";
+
+export type { Proc };
 
 const repo = new URL("../", import.meta.url).pathname;
 const MOD = `${repo}mod.ts`;
-
-/** A running process with its collected output. */
-export interface Proc {
-  output(): string;
-  exited(): boolean;
-  status: Promise<Deno.CommandStatus>;
-  kill(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-function spawn(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string>; tag: string }): Proc {
-  const proc = new Deno.Command(cmd, {
-    args,
-    cwd: opts.cwd,
-    env: opts.env,
-    stdout: "piped",
-    stderr: "piped",
-    stdin: "null",
-  }).spawn();
-  let out = "";
-  let exited = false;
-  const status = proc.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    for await (const c of s) out += dec.decode(c, { stream: true });
-  };
-  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
-  const kill = async (sig: Deno.Signal) => {
-    if (!exited) {
-      try {
-        proc.kill(sig);
-      } catch { /* gone */ }
-    }
-    await status;
-    await pumps;
-    const keep = Deno.env.get("SERVER_LOG");
-    if (keep) await Deno.writeTextFile(keep, `=== ${opts.tag} ${args.join(" ")}\n${out}\n`, { append: true });
-  };
-  return {
-    output: () => out,
-    exited: () => exited,
-    status,
-    kill: () => kill("SIGKILL"),
-    stop: async () => {
-      const t = setTimeout(() => !exited && proc.kill("SIGKILL"), 5000);
-      await kill("SIGTERM");
-      clearTimeout(t);
-    },
-  };
-}
 
 /** Waits until `pred` holds, polling. */
 export async function waitFor(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 20000): Promise<void> {
@@ -86,7 +36,7 @@ export async function startMember(
 ): Promise<Member> {
   const home = opts.home ?? await Deno.makeTempDir({ prefix: `eg-${name}-` });
   await Deno.mkdir(home, { recursive: true });
-  const p = spawn(Deno.execPath(), ["run", "-A", "--no-check", MOD, "server", ...args], {
+  const p = spawnProcess(Deno.execPath(), ["run", "-A", "--no-check", MOD, "server", ...args], {
     cwd: home,
     env: opts.env,
     tag: name,
@@ -105,6 +55,26 @@ export async function startMember(
     }
   }
   return m;
+}
+
+/**
+ * Registers a test that starts member processes: `fn` pushes each member it starts onto `procs`, and all of them are
+ * killed when it ends, pass or fail. The op and resource sanitizers are off, as for any test with child processes.
+ */
+export function memberTest(name: string, fn: (procs: Member[], t: Deno.TestContext) => Promise<void>): void {
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async (t) => {
+      const procs: Member[] = [];
+      try {
+        await fn(procs, t);
+      } finally {
+        for (const p of procs) await p.kill();
+      }
+    },
+  });
 }
 
 /** Ports of a primary. */
@@ -210,7 +180,7 @@ export async function startRealEtcdCluster(n = 3): Promise<EtcdProc[]> {
   const procs: EtcdProc[] = [];
   for (let i = 0; i < n; i++) {
     const dir = await Deno.makeTempDir({ prefix: `realetcd-${i}-` });
-    const p = spawn("/usr/bin/etcd", [
+    const p = spawnProcess("/usr/bin/etcd", [
       "--name",
       names[i],
       "--data-dir",

@@ -10,8 +10,8 @@ import {
   egctl,
   egctlOk,
   matchTemplate,
-  type Member,
   memberPorts,
+  memberTest,
   primaryArgs,
   startMember,
   waitFor,
@@ -51,133 +51,128 @@ Deno.test("egctl output helpers: tabwriter, json.Indent, yaml.v3", () => {
   );
 });
 
-Deno.test({
-  name: "egctl against a member: every format byte for byte",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    const [p1] = await memberPorts(1);
-    const [a4] = await freePorts(1);
-    const procs: Member[] = [];
-    const home = await Deno.makeTempDir({ prefix: "eg-egctl-" });
-    const dataDir = "data-directory-with-a-rather-long-name-for-the-cut";
-    try {
-      const m1 = await startMember(
-        "machine-1",
-        primaryArgs("machine-1", p1, ["--cluster-name", "eg-test", "--labels", "team=gw", "--data-dir", dataDir]),
-        { home },
-      );
-      procs.push(m1);
-      const m4 = await startMember("machine-4", [
-        "--name",
-        "machine-4",
-        "--cluster-name",
-        "eg-test",
-        "--cluster-role",
-        "secondary",
-        "--api-addr",
-        `127.0.0.1:${a4}`,
-        "--primary-listen-peer-urls",
-        `http://127.0.0.1:${p1.peer}`,
-      ]);
-      procs.push(m4);
-      const s = ["--server", m1.apiAddr];
-      await waitFor(
-        "heartbeats",
-        async () => JSON.parse((await apiGet(m1.apiAddr, "/status/members")).body).length === 2,
-      );
-      const memberTable = line(["NAME", 2], ["ROLE", 2], ["AGE", 2], ["STATE", 1], ["API-ADDR", 2], ["HEARTBEAT", 1]) +
-        line(["machine-1", 1], ["primary", 2], ["{N}s", 2], ["Leader", 1], [m1.apiAddr, 2], ["{N}s ago", 2]) +
-        line(["machine-4", 1], ["secondary", 1], ["unknown", 2], ["", 1], [m4.apiAddr, 2], ["{N}s ago", 2]);
+memberTest("egctl against a member: every format byte for byte", async (procs, t) => {
+  const [p1] = await memberPorts(1);
+  const [a4] = await freePorts(1);
+  const home = await Deno.makeTempDir({ prefix: "eg-egctl-" });
+  const dataDir = "data-directory-with-a-rather-long-name-for-the-cut";
+  const m1 = await startMember(
+    "machine-1",
+    primaryArgs("machine-1", p1, ["--cluster-name", "eg-test", "--labels", "team=gw", "--data-dir", dataDir]),
+    { home },
+  );
+  procs.push(m1);
+  const m4 = await startMember("machine-4", [
+    "--name",
+    "machine-4",
+    "--cluster-name",
+    "eg-test",
+    "--cluster-role",
+    "secondary",
+    "--api-addr",
+    `127.0.0.1:${a4}`,
+    "--primary-listen-peer-urls",
+    `http://127.0.0.1:${p1.peer}`,
+  ]);
+  procs.push(m4);
+  const s = ["--server", m1.apiAddr];
+  await waitFor(
+    "heartbeats",
+    async () => JSON.parse((await apiGet(m1.apiAddr, "/status/members")).body).length === 2,
+  );
+  const memberTable = line(["NAME", 2], ["ROLE", 2], ["AGE", 2], ["STATE", 1], ["API-ADDR", 2], ["HEARTBEAT", 1]) +
+    line(["machine-1", 1], ["primary", 2], ["{N}s", 2], ["Leader", 1], [m1.apiAddr, 2], ["{N}s ago", 2]) +
+    line(["machine-4", 1], ["secondary", 1], ["unknown", 2], ["", 1], [m4.apiAddr, 2], ["{N}s ago", 2]);
+  /** `get all`: the system controllers, then `objectRows` (the user's objects), members and custom data kinds. */
+  const getAll = (objectRows = "") =>
+    line(["NAME", 4], ["KIND", 4], ["AGE", 2]) +
+    line(["RawConfigTrafficController", 1], ["RawConfigTrafficController", 1], ["unknown", 2]) +
+    line(["ServiceRegistry", 3], ["ServiceRegistry", 3], ["unknown", 2]) +
+    line(["StatusSyncController", 2], ["StatusSyncController", 2], ["unknown", 2]) +
+    line(["TrafficController", 2], ["TrafficController", 2], ["unknown", 2]) +
+    objectRows +
+    "\n" + memberTable + "\n" +
+    line(["NAME", 1], ["ID-FIELD", 1], ["JSON-SCHEMA", 1], ["DATA-NUM", 1]) + "\n";
 
-      await t.step("health, all three formats; prefix matching; connection errors", async () => {
-        assert.equal(await egctlOk([...s, "health"]), "OK\n");
-        assert.equal(await egctlOk([...s, "health", "-o", "json"]), `{\n  "message": "OK"\n}`);
-        assert.equal(await egctlOk([...s, "-o", "yaml", "health"]), "message: OK\n");
-        assert.equal(await egctlOk([...s, "heal"]), "OK\n");
-        const [dead] = await freePorts(1);
-        assert.deepEqual(await egctl(["--server", `127.0.0.1:${dead}`, "health"]), {
-          code: 1,
-          stdout: "",
-          stderr:
-            `Error: Get "http://127.0.0.1:${dead}/apis/v2/healthz": dial tcp 127.0.0.1:${dead}: connect: connection refused\n`,
-        });
-        assert.deepEqual(await egctl([...s, "-o", "xml", "get", "member"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: unsupported output format: xml, only support (yaml, json and default)\n",
-        });
-      });
+  await t.step("health, all three formats; prefix matching; connection errors", async () => {
+    assert.equal(await egctlOk([...s, "health"]), "OK\n");
+    assert.equal(await egctlOk([...s, "health", "-o", "json"]), `{\n  "message": "OK"\n}`);
+    assert.equal(await egctlOk([...s, "-o", "yaml", "health"]), "message: OK\n");
+    assert.equal(await egctlOk([...s, "heal"]), "OK\n");
+    const [dead] = await freePorts(1);
+    assert.deepEqual(await egctl(["--server", `127.0.0.1:${dead}`, "health"]), {
+      code: 1,
+      stdout: "",
+      stderr:
+        `Error: Get "http://127.0.0.1:${dead}/apis/v2/healthz": dial tcp 127.0.0.1:${dead}: connect: connection refused\n`,
+    });
+    assert.deepEqual(await egctl([...s, "-o", "xml", "get", "member"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: unsupported output format: xml, only support (yaml, json and default)\n",
+    });
+  });
 
-      await t.step("api-resources", async () => {
-        const a = "create,apply,delete,get,describe";
-        assert.equal(
-          await egctlOk([...s, "api-resources"]),
-          line(["NAME", 4], ["ALIASES", 5], ["CATEGORY", 2], ["KIND", 5], ["ACTION", 5]) +
-            line(["httpserver", 3], ["hs,httpservers", 4], ["TrafficGate", 2], ["HTTPServer", 4], [a, 1]) +
-            line(["pipeline", 3], ["pl,pipelines", 4], ["Pipeline", 2], ["Pipeline", 4], [a, 1]) +
-            line(
-              ["rawconfigtrafficcontroller", 1],
-              ["rctc,rawconfigtrafficcontroller", 2],
-              ["SystemController", 1],
-              ["RawConfigTrafficController", 2],
-              [a, 1],
-            ) +
-            line(["serviceregistry", 3], ["sr,serviceregistry", 3], ["SystemController", 1], ["ServiceRegistry", 4], [
-              a,
-              1,
-            ]) +
-            line(
-              ["statussynccontroller", 2],
-              ["ssc,statussynccontroller", 2],
-              ["SystemController", 1],
-              ["StatusSyncController", 3],
-              [a, 1],
-            ) +
-            line(["trafficcontroller", 2], ["tc,trafficcontroller", 3], ["SystemController", 1], [
-              "TrafficController",
-              3,
-            ], [a, 1]) +
-            line(["customdatakind", 3], ["customdatakinds,cdk", 3], ["CustomDataKind", 2], [a, 1]) +
-            line(["customdata", 3], ["customdatas,cd", 4], ["CustomData", 2], [a, 1]) +
-            line(["member", 4], ["m,mem,members", 4], ["Member", 3], ["delete,get,describe", 3]),
-        );
-      });
+  await t.step("api-resources", async () => {
+    const a = "create,apply,delete,get,describe";
+    assert.equal(
+      await egctlOk([...s, "api-resources"]),
+      line(["NAME", 4], ["ALIASES", 5], ["CATEGORY", 2], ["KIND", 5], ["ACTION", 5]) +
+        line(["httpserver", 3], ["hs,httpservers", 4], ["TrafficGate", 2], ["HTTPServer", 4], [a, 1]) +
+        line(["pipeline", 3], ["pl,pipelines", 4], ["Pipeline", 2], ["Pipeline", 4], [a, 1]) +
+        line(
+          ["rawconfigtrafficcontroller", 1],
+          ["rctc,rawconfigtrafficcontroller", 2],
+          ["SystemController", 1],
+          ["RawConfigTrafficController", 2],
+          [a, 1],
+        ) +
+        line(["serviceregistry", 3], ["sr,serviceregistry", 3], ["SystemController", 1], ["ServiceRegistry", 4], [
+          a,
+          1,
+        ]) +
+        line(
+          ["statussynccontroller", 2],
+          ["ssc,statussynccontroller", 2],
+          ["SystemController", 1],
+          ["StatusSyncController", 3],
+          [a, 1],
+        ) +
+        line(["trafficcontroller", 2], ["tc,trafficcontroller", 3], ["SystemController", 1], [
+          "TrafficController",
+          3,
+        ], [a, 1]) +
+        line(["customdatakind", 3], ["customdatakinds,cdk", 3], ["CustomDataKind", 2], [a, 1]) +
+        line(["customdata", 3], ["customdatas,cd", 4], ["CustomData", 2], [a, 1]) +
+        line(["member", 4], ["m,mem,members", 4], ["Member", 3], ["delete,get,describe", 3]),
+    );
+  });
 
-      await t.step("get member (table, -o json, -o yaml), get all on a fresh cluster", async () => {
-        const v = matchTemplate(await egctlOk([...s, "get", "member"]), memberTable);
-        assert.ok(v[1] < 10 && v[2] < 10);
-        matchTemplate(await egctlOk([...s, "get", "members"]), memberTable);
-        const json = await egctlOk([...s, "get", "m", "-o", "json"]);
-        assert.ok(json.startsWith(`[\n  {\n    "options": {\n      "ShowVersion": false,\n`), json.slice(0, 80));
-        assert.ok(json.endsWith(`\n    "lastHeartbeatTime": "${JSON.parse(json)[1].lastHeartbeatTime}"\n  }\n]`));
-        assert.equal(JSON.parse(json).length, 2);
-        const yaml = await egctlOk([...s, "get", "member", "-o", "yaml"]);
-        matchTemplate(
-          yaml.split("  options:\n")[0],
-          `- etcd:\n    id: {*}\n    startTime: "{*}"\n    state: Leader\n  lastHeartbeatTime: "{*}"\n`,
-        );
-        assert.ok(yaml.includes(`\n  options:\n    APIAddr: ${m1.apiAddr}\n    AbsDataDir: `));
-        assert.ok(yaml.includes(`\n    Labels:\n        team: gw\n`));
-        assert.ok(yaml.includes(`\n- lastHeartbeatTime: "`));
-        matchTemplate(
-          await egctlOk([...s, "get", "all"]),
-          line(["NAME", 4], ["KIND", 4], ["AGE", 2]) +
-            line(["RawConfigTrafficController", 1], ["RawConfigTrafficController", 1], ["unknown", 2]) +
-            line(["ServiceRegistry", 3], ["ServiceRegistry", 3], ["unknown", 2]) +
-            line(["StatusSyncController", 2], ["StatusSyncController", 2], ["unknown", 2]) +
-            line(["TrafficController", 2], ["TrafficController", 2], ["unknown", 2]) +
-            "\n" + memberTable + "\n" +
-            line(["NAME", 1], ["ID-FIELD", 1], ["JSON-SCHEMA", 1], ["DATA-NUM", 1]) + "\n",
-        );
-      });
+  await t.step("get member (table, -o json, -o yaml), get all on a fresh cluster", async () => {
+    const v = matchTemplate(await egctlOk([...s, "get", "member"]), memberTable);
+    assert.ok(v[1] < 10 && v[2] < 10);
+    matchTemplate(await egctlOk([...s, "get", "members"]), memberTable);
+    const json = await egctlOk([...s, "get", "m", "-o", "json"]);
+    assert.ok(json.startsWith(`[\n  {\n    "options": {\n      "ShowVersion": false,\n`), json.slice(0, 80));
+    assert.ok(json.endsWith(`\n    "lastHeartbeatTime": "${JSON.parse(json)[1].lastHeartbeatTime}"\n  }\n]`));
+    assert.equal(JSON.parse(json).length, 2);
+    const yaml = await egctlOk([...s, "get", "member", "-o", "yaml"]);
+    matchTemplate(
+      yaml.split("  options:\n")[0],
+      `- etcd:\n    id: {*}\n    startTime: "{*}"\n    state: Leader\n  lastHeartbeatTime: "{*}"\n`,
+    );
+    assert.ok(yaml.includes(`\n  options:\n    APIAddr: ${m1.apiAddr}\n    AbsDataDir: `));
+    assert.ok(yaml.includes(`\n    Labels:\n        team: gw\n`));
+    assert.ok(yaml.includes(`\n- lastHeartbeatTime: "`));
+    matchTemplate(await egctlOk([...s, "get", "all"]), getAll());
+  });
 
-      await t.step("describe member: primary and secondary", async () => {
-        const cut = (x: string) => (x.length < 50 ? x : x.slice(0, 50) + "...");
-        const out = await egctlOk([...s, "describe", "member", "machine-1"]);
-        matchTemplate(
-          out,
-          `Name: machine-1
+  await t.step("describe member: primary and secondary", async () => {
+    const cut = (x: string) => (x.length < 50 ? x : x.slice(0, 50) + "...");
+    const out = await egctlOk([...s, "describe", "member", "machine-1"]);
+    matchTemplate(
+      out,
+      `Name: machine-1
 LastHeartbeatTime: "{*}"
 
 Etcd:
@@ -236,41 +231,41 @@ TLS: false
 UseStandaloneEtcd: false
 WALDir: ""
 `,
-        );
-        // -v prints long values whole
-        assert.ok((await egctlOk([...s, "describe", "member", "machine-1", "-v"])).includes(`DataDir: ${dataDir}\n`));
-        const sec = await egctlOk([...s, "describe", "member", "machine-4"]);
-        assert.match(sec, /^Name: machine-4\nLastHeartbeatTime: "[^"]+"\n\nEtcd: null\n\nAPIAddr: 127\.0\.0\.1:\d+\n/);
-        const both = await egctlOk([...s, "describe", "member"]);
-        assert.equal(both.split("\n\n---\n\n").length, 2);
-        assert.deepEqual(await egctl([...s, "describe", "member", "nope"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: describe Member nope failed, member nope not found\n",
-        });
-      });
+    );
+    // -v prints long values whole
+    assert.ok((await egctlOk([...s, "describe", "member", "machine-1", "-v"])).includes(`DataDir: ${dataDir}\n`));
+    const sec = await egctlOk([...s, "describe", "member", "machine-4"]);
+    assert.match(sec, /^Name: machine-4\nLastHeartbeatTime: "[^"]+"\n\nEtcd: null\n\nAPIAddr: 127\.0\.0\.1:\d+\n/);
+    const both = await egctlOk([...s, "describe", "member"]);
+    assert.equal(both.split("\n\n---\n\n").length, 2);
+    assert.deepEqual(await egctl([...s, "describe", "member", "nope"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: describe Member nope failed, member nope not found\n",
+    });
+  });
 
-      await t.step("create / get / describe objects", async () => {
-        assert.equal(
-          await egctlOk([...s, "create", "-f", `${fixtures}eg_hello.yaml`]),
-          "create HTTPServer server-demo successfully\ncreate Pipeline pipeline-demo successfully\n",
-        );
-        assert.deepEqual(await egctl([...s, "create", "-f", `${fixtures}eg_hello.yaml`]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: create HTTPServer server-demo failed, 409: conflict name: server-demo\n",
-        });
-        matchTemplate(
-          await egctlOk([...s, "get", "httpserver"]),
-          line(["NAME", 2], ["KIND", 2], ["AGE", 1]) + line(["server-demo", 1], ["HTTPServer", 1], ["{N}s", 1]),
-        );
-        matchTemplate(
-          await egctlOk([...s, "get", "pl", "pipeline-demo"]),
-          line(["NAME", 2], ["KIND", 2], ["AGE", 1]) + line(["pipeline-demo", 1], ["Pipeline", 1], ["{N}s", 1]),
-        );
-        matchTemplate(
-          await egctlOk([...s, "get", "hs", "server-demo", "-o", "json"]),
-          `{
+  await t.step("create / get / describe objects", async () => {
+    assert.equal(
+      await egctlOk([...s, "create", "-f", `${fixtures}eg_hello.yaml`]),
+      "create HTTPServer server-demo successfully\ncreate Pipeline pipeline-demo successfully\n",
+    );
+    assert.deepEqual(await egctl([...s, "create", "-f", `${fixtures}eg_hello.yaml`]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: create HTTPServer server-demo failed, 409: conflict name: server-demo\n",
+    });
+    matchTemplate(
+      await egctlOk([...s, "get", "httpserver"]),
+      line(["NAME", 2], ["KIND", 2], ["AGE", 1]) + line(["server-demo", 1], ["HTTPServer", 1], ["{N}s", 1]),
+    );
+    matchTemplate(
+      await egctlOk([...s, "get", "pl", "pipeline-demo"]),
+      line(["NAME", 2], ["KIND", 2], ["AGE", 1]) + line(["pipeline-demo", 1], ["Pipeline", 1], ["{N}s", 1]),
+    );
+    matchTemplate(
+      await egctlOk([...s, "get", "hs", "server-demo", "-o", "json"]),
+      `{
   "createdAt": "{*}",
   "https": false,
   "keepAlive": true,
@@ -294,10 +289,10 @@ WALDir: ""
   ],
   "version": "easegress.megaease.com/v2"
 }`,
-        );
-        matchTemplate(
-          await egctlOk([...s, "get", "httpservers", "-o", "yaml"]),
-          `- createdAt: "{*}"
+    );
+    matchTemplate(
+      await egctlOk([...s, "get", "httpservers", "-o", "yaml"]),
+      `- createdAt: "{*}"
   https: false
   keepAlive: true
   keepAliveTimeout: 60s
@@ -313,10 +308,10 @@ WALDir: ""
           pathPrefix: /pipeline
   version: easegress.megaease.com/v2
 `,
-        );
-        matchTemplate(
-          await egctlOk([...s, "get", "pipeline", "pipeline-demo", "-o", "yaml"]),
-          `createdAt: "{*}"
+    );
+    matchTemplate(
+      await egctlOk([...s, "get", "pipeline", "pipeline-demo", "-o", "yaml"]),
+      `createdAt: "{*}"
 filters:
     - kind: Proxy
       name: proxy
@@ -335,10 +330,10 @@ labels:
 name: pipeline-demo
 version: easegress.megaease.com/v2
 `,
-        );
-        matchTemplate(
-          await egctlOk([...s, "describe", "httpserver", "server-demo"]),
-          `=====================
+    );
+    matchTemplate(
+      await egctlOk([...s, "describe", "httpserver", "server-demo"]),
+      `=====================
 In Namespace default:
 =====================
 Name: server-demo
@@ -361,159 +356,149 @@ Port: 10080
 
 AllStatus: null
 `,
-        );
-        matchTemplate(
-          await egctlOk([...s, "get", "all"]),
-          line(["NAME", 4], ["KIND", 4], ["AGE", 2]) +
-            line(["RawConfigTrafficController", 1], ["RawConfigTrafficController", 1], ["unknown", 2]) +
-            line(["ServiceRegistry", 3], ["ServiceRegistry", 3], ["unknown", 2]) +
-            line(["StatusSyncController", 2], ["StatusSyncController", 2], ["unknown", 2]) +
-            line(["TrafficController", 2], ["TrafficController", 2], ["unknown", 2]) +
-            line(["pipeline-demo", 3], ["Pipeline", 3], ["{N}s", 2]) +
-            line(["server-demo", 3], ["HTTPServer", 3], ["{N}s", 2]) +
-            "\n" + memberTable + "\n" +
-            line(["NAME", 1], ["ID-FIELD", 1], ["JSON-SCHEMA", 1], ["DATA-NUM", 1]) + "\n",
-        );
-        assert.equal(await egctlOk([...s, "get", "pipeline", "-o", "json"]).then((x) => JSON.parse(x).length), 1);
-      });
+    );
+    matchTemplate(
+      await egctlOk([...s, "get", "all"]),
+      getAll(
+        line(["pipeline-demo", 3], ["Pipeline", 3], ["{N}s", 2]) +
+          line(["server-demo", 3], ["HTTPServer", 3], ["{N}s", 2]),
+      ),
+    );
+    assert.equal(await egctlOk([...s, "get", "pipeline", "-o", "json"]).then((x) => JSON.parse(x).length), 1);
+  });
 
-      await t.step("apply from stdin, delete, and their errors", async () => {
-        const hello = (await Deno.readTextFile(`${fixtures}eg_hello.yaml`)).replace("port: 10080", "port: 10081");
-        assert.equal(
-          await egctlOk([...s, "apply", "-f", "-"], "---\n" + hello + "\n---\n"),
-          "update HTTPServer server-demo successfully\nupdate Pipeline pipeline-demo successfully\n",
-        );
-        assert.equal(JSON.parse(await egctlOk([...s, "get", "hs", "server-demo", "-o", "json"])).port, 10081);
-        const bad = await egctl([...s, "apply", "-f", "-"], "kind: HTTPServer\nname: bad\nhttps: false\n");
-        assert.equal(bad.code, 1);
-        assert.equal(
-          bad.stderr,
-          `Error: create HTTPServer bad failed, 400: {"jsonschemaErrs":["jsonschema: '/port' does not validate with ` +
-            `https://json-schema.org/draft/2020-12/schema#/properties/port/minimum: must be >= 1 but found 0"]}\n`,
-        );
-        assert.deepEqual(await egctl([...s, "create", "-f", "-"], "name: x\nport: 1\n"), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: kind is empty: name: x\nport: 1\n\n",
-        });
-        assert.deepEqual(await egctl([...s, "create", "-f", "-"], "name: x\nkind: Nope\n"), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: create Nope x failed, 400: kind Nope not found\n",
-        });
-        assert.deepEqual(await egctl([...s, "create"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: yaml file is required\n",
-        });
-        assert.deepEqual(await egctl([...s, "create", "-f", "/nonexistent.yaml"]), {
-          code: 1,
-          stdout: "",
-          stderr:
-            "Error: Create a resource from a file or from stdin. failed: open /nonexistent.yaml: no such file or directory\n",
-        });
-        assert.deepEqual(await egctl([...s, "delete", "httpserver", "nosuch"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: delete HTTPServer nosuch failed, no such HTTPServer nosuch\n",
-        });
-        assert.deepEqual(await egctl([...s, "delete", "tc", "TrafficController"]), {
-          code: 1,
-          stdout: "",
-          stderr:
-            "Error: delete TrafficController TrafficController failed, 400: can't delete system controller object\n",
-        });
-        assert.deepEqual(await egctl([...s, "delete", "httpserver"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: invalid arguments\n",
-        });
-        assert.deepEqual(await egctl([...s, "delete", "foo", "x"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: invalid resource for foo, unknown resource: foo\n",
-        });
-        assert.deepEqual(await egctl([...s, "get", "foo"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: unknown resource: foo\n",
-        });
-        assert.deepEqual(await egctl([...s, "get"]), { code: 1, stdout: "", stderr: "Error: no resource specified\n" });
-        assert.deepEqual(await egctl([...s, "get", "hs", "nope"]), {
-          code: 1,
-          stdout: "",
-          stderr: "Error: get HTTPServer nope failed, 404: not found\n",
-        });
-        assert.equal(
-          await egctlOk([...s, "delete", "pipeline", "pipeline-demo"]),
-          "delete Pipeline pipeline-demo successfully\n",
-        );
-        assert.equal(await egctlOk([...s, "delete", "hs", "--all"]), "delete HTTPServer server-demo successfully\n");
-        assert.equal(await egctlOk([...s, "get", "pipeline", "-o", "json"]), "null");
-        assert.equal(await egctlOk([...s, "get", "hs"]), line(["NAME", 1], ["KIND", 1], ["AGE", 1]));
-      });
+  await t.step("apply from stdin, delete, and their errors", async () => {
+    const hello = (await Deno.readTextFile(`${fixtures}eg_hello.yaml`)).replace("port: 10080", "port: 10081");
+    assert.equal(
+      await egctlOk([...s, "apply", "-f", "-"], "---\n" + hello + "\n---\n"),
+      "update HTTPServer server-demo successfully\nupdate Pipeline pipeline-demo successfully\n",
+    );
+    assert.equal(JSON.parse(await egctlOk([...s, "get", "hs", "server-demo", "-o", "json"])).port, 10081);
+    const bad = await egctl([...s, "apply", "-f", "-"], "kind: HTTPServer\nname: bad\nhttps: false\n");
+    assert.equal(bad.code, 1);
+    assert.equal(
+      bad.stderr,
+      `Error: create HTTPServer bad failed, 400: {"jsonschemaErrs":["jsonschema: '/port' does not validate with ` +
+        `https://json-schema.org/draft/2020-12/schema#/properties/port/minimum: must be >= 1 but found 0"]}\n`,
+    );
+    assert.deepEqual(await egctl([...s, "create", "-f", "-"], "name: x\nport: 1\n"), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: kind is empty: name: x\nport: 1\n\n",
+    });
+    assert.deepEqual(await egctl([...s, "create", "-f", "-"], "name: x\nkind: Nope\n"), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: create Nope x failed, 400: kind Nope not found\n",
+    });
+    assert.deepEqual(await egctl([...s, "create"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: yaml file is required\n",
+    });
+    assert.deepEqual(await egctl([...s, "create", "-f", "/nonexistent.yaml"]), {
+      code: 1,
+      stdout: "",
+      stderr:
+        "Error: Create a resource from a file or from stdin. failed: open /nonexistent.yaml: no such file or directory\n",
+    });
+    assert.deepEqual(await egctl([...s, "delete", "httpserver", "nosuch"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: delete HTTPServer nosuch failed, no such HTTPServer nosuch\n",
+    });
+    assert.deepEqual(await egctl([...s, "delete", "tc", "TrafficController"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: delete TrafficController TrafficController failed, 400: can't delete system controller object\n",
+    });
+    assert.deepEqual(await egctl([...s, "delete", "httpserver"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: invalid arguments\n",
+    });
+    assert.deepEqual(await egctl([...s, "delete", "foo", "x"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: invalid resource for foo, unknown resource: foo\n",
+    });
+    assert.deepEqual(await egctl([...s, "get", "foo"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: unknown resource: foo\n",
+    });
+    assert.deepEqual(await egctl([...s, "get"]), { code: 1, stdout: "", stderr: "Error: no resource specified\n" });
+    assert.deepEqual(await egctl([...s, "get", "hs", "nope"]), {
+      code: 1,
+      stdout: "",
+      stderr: "Error: get HTTPServer nope failed, 404: not found\n",
+    });
+    assert.equal(
+      await egctlOk([...s, "delete", "pipeline", "pipeline-demo"]),
+      "delete Pipeline pipeline-demo successfully\n",
+    );
+    assert.equal(await egctlOk([...s, "delete", "hs", "--all"]), "delete HTTPServer server-demo successfully\n");
+    assert.equal(await egctlOk([...s, "get", "pipeline", "-o", "json"]), "null");
+    assert.equal(await egctlOk([...s, "get", "hs"]), line(["NAME", 1], ["KIND", 1], ["AGE", 1]));
+  });
 
-      await t.step("admin API: status codes, error bodies, X-Config-Version, v1 alias, YAML/JSON bodies", async () => {
-        const base = `http://${m1.apiAddr}`;
-        const v0 = Number((await apiGet(m1.apiAddr, "/healthz")).headers.get("x-config-version"));
-        assert.equal(v0, 6); // 2 creates, 2 updates, 2 deletes
-        const post = await fetch(`${base}/apis/v2/objects`, {
-          method: "POST",
-          body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock" }] }),
-        });
-        assert.equal(post.status, 201);
-        assert.equal(await post.text(), "");
-        assert.equal(post.headers.get("x-config-version"), "7");
-        const dup = await fetch(`${base}/apis/v1/objects/`, {
-          method: "POST",
-          body: "kind: Pipeline\nname: pj\nfilters: []\n",
-        });
-        assert.equal(dup.status, 409);
-        assert.equal(await dup.text(), `{"code":409,"message":"conflict name: pj"}`);
-        const put = await fetch(`${base}/apis/v2/objects/other`, {
-          method: "PUT",
-          body: "kind: Pipeline\nname: pj\nfilters: []\n",
-        });
-        assert.equal(put.status, 400);
-        assert.equal(await put.text(), `{"code":400,"message":"inconsistent name in url and spec "}`);
-        const kind = await fetch(`${base}/apis/v2/objects/pj`, {
-          method: "PUT",
-          body: "kind: HTTPServer\nname: pj\nport: 1\nhttps: false\n",
-        });
-        assert.equal(await kind.text(), `{"code":400,"message":"different kinds: Pipeline, HTTPServer"}`);
-        const nf = await apiGet(m1.apiAddr, "/objects/nope");
-        assert.deepEqual([nf.status, nf.body], [404, `{"code":404,"message":"not found"}`]);
-        const del = await fetch(`${base}/apis/v2/objects/pj`, { method: "DELETE" });
-        assert.deepEqual([del.status, await del.text(), del.headers.get("x-config-version")], [200, "", "8"]);
-        assert.deepEqual(await (await fetch(`${base}/apis/v2/object-kinds`)).json(), [
-          "HTTPServer",
-          "Pipeline",
-          "RawConfigTrafficController",
-          "ServiceRegistry",
-          "StatusSyncController",
-          "TrafficController",
-        ]);
-        const cdk = await apiGet(m1.apiAddr, "/customdatakinds");
-        assert.deepEqual([cdk.body, cdk.headers.get("content-type")], ["[]", "application/json"]);
-        const members = await apiGet(m1.apiAddr, "/status/members");
-        assert.equal(members.headers.get("content-type"), "text/plain; charset=utf-8");
-        const sys = await fetch(`${base}/apis/v2/objects/TrafficController`, {
-          headers: { Accept: "application/yaml" },
-        });
-        assert.equal(sys.headers.get("content-type"), "text/x-yaml");
-        assert.equal(
-          await sys.text(),
-          "kind: TrafficController\nlabels:\n    easegress/owner: user-api\nname: TrafficController\nversion: easegress.megaease.com/v2\n",
-        );
-        const purge = await fetch(`${base}/apis/v2/status/members/nobody`, { method: "DELETE" });
-        assert.deepEqual([purge.status, await purge.text()], [404, `{"code":404,"message":"not found"}`]);
-        const unknown = await fetch(`${base}/apis/v2/nothing-here`);
-        assert.deepEqual([unknown.status, await unknown.text()], [404, "404 page not found\n"]);
-      });
-    } finally {
-      for (const p of procs) await p.kill();
-    }
-  },
+  await t.step("admin API: status codes, error bodies, X-Config-Version, v1 alias, YAML/JSON bodies", async () => {
+    const base = `http://${m1.apiAddr}`;
+    const v0 = Number((await apiGet(m1.apiAddr, "/healthz")).headers.get("x-config-version"));
+    assert.equal(v0, 6); // 2 creates, 2 updates, 2 deletes
+    const post = await fetch(`${base}/apis/v2/objects`, {
+      method: "POST",
+      body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock" }] }),
+    });
+    assert.equal(post.status, 201);
+    assert.equal(await post.text(), "");
+    assert.equal(post.headers.get("x-config-version"), "7");
+    const dup = await fetch(`${base}/apis/v1/objects/`, {
+      method: "POST",
+      body: "kind: Pipeline\nname: pj\nfilters: []\n",
+    });
+    assert.equal(dup.status, 409);
+    assert.equal(await dup.text(), `{"code":409,"message":"conflict name: pj"}`);
+    const put = await fetch(`${base}/apis/v2/objects/other`, {
+      method: "PUT",
+      body: "kind: Pipeline\nname: pj\nfilters: []\n",
+    });
+    assert.equal(put.status, 400);
+    assert.equal(await put.text(), `{"code":400,"message":"inconsistent name in url and spec "}`);
+    const kind = await fetch(`${base}/apis/v2/objects/pj`, {
+      method: "PUT",
+      body: "kind: HTTPServer\nname: pj\nport: 1\nhttps: false\n",
+    });
+    assert.equal(await kind.text(), `{"code":400,"message":"different kinds: Pipeline, HTTPServer"}`);
+    const nf = await apiGet(m1.apiAddr, "/objects/nope");
+    assert.deepEqual([nf.status, nf.body], [404, `{"code":404,"message":"not found"}`]);
+    const del = await fetch(`${base}/apis/v2/objects/pj`, { method: "DELETE" });
+    assert.deepEqual([del.status, await del.text(), del.headers.get("x-config-version")], [200, "", "8"]);
+    assert.deepEqual(await (await fetch(`${base}/apis/v2/object-kinds`)).json(), [
+      "HTTPServer",
+      "Pipeline",
+      "RawConfigTrafficController",
+      "ServiceRegistry",
+      "StatusSyncController",
+      "TrafficController",
+    ]);
+    const cdk = await apiGet(m1.apiAddr, "/customdatakinds");
+    assert.deepEqual([cdk.body, cdk.headers.get("content-type")], ["[]", "application/json"]);
+    const members = await apiGet(m1.apiAddr, "/status/members");
+    assert.equal(members.headers.get("content-type"), "text/plain; charset=utf-8");
+    const sys = await fetch(`${base}/apis/v2/objects/TrafficController`, {
+      headers: { Accept: "application/yaml" },
+    });
+    assert.equal(sys.headers.get("content-type"), "text/x-yaml");
+    assert.equal(
+      await sys.text(),
+      "kind: TrafficController\nlabels:\n    easegress/owner: user-api\nname: TrafficController\nversion: easegress.megaease.com/v2\n",
+    );
+    const purge = await fetch(`${base}/apis/v2/status/members/nobody`, { method: "DELETE" });
+    assert.deepEqual([purge.status, await purge.text()], [404, `{"code":404,"message":"not found"}`]);
+    const unknown = await fetch(`${base}/apis/v2/nothing-here`);
+    assert.deepEqual([unknown.status, await unknown.text()], [404, "404 page not found\n"]);
+  });
 });
 
 Deno.test("argv[0] rule: the executable named egctl runs egctl, easegress-server runs the server", async () => {

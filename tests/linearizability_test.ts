@@ -1,6 +1,7 @@
 /** Tests for the linearizability checker in tests/lib/linearizability.ts. */
 import assert from "node:assert/strict";
 import { checkLinearizable, formatHistory, formatOp, HistoryRecorder, type Op } from "./lib/linearizability.ts";
+import { prng } from "./lib/prng.ts";
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -47,16 +48,35 @@ function assertNotLin(h: Op[], msg?: string) {
   return r;
 }
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/**
+ * The ops of `history` that may take effect (not failed ones, not reads of unknown outcome), grouped by key in
+ * order of first appearance: the input of both oracles below.
+ */
+function opsByKey(history: Op[]): Op[][] {
+  const byKey = new Map<string, Op[]>();
+  for (const o of history) {
+    if (o.outcome === "fail" || (o.kind === "get" && o.outcome === "unknown")) continue;
+    if (!byKey.has(o.key)) byKey.set(o.key, []);
+    byKey.get(o.key)!.push(o);
+  }
+  return [...byKey.values()];
+}
+
+/**
+ * The register model, straight from the definition: the value after `o` takes effect on `state`, or undefined when it
+ * cannot take effect there (a read of another value, a known delete or cas result that contradicts `state`).
+ */
+function applyOp(o: Op, state: string | null): string | null | undefined {
+  const known = o.outcome === "ok";
+  if (o.kind === "get") return state === o.result ? state : undefined;
+  if (o.kind === "put") return o.value as string;
+  if (o.kind === "delete") {
+    if (known && typeof o.result === "boolean" && o.result !== (state !== null)) return undefined;
+    return null;
+  }
+  const match = state === o.expected;
+  if (known && o.result !== match) return undefined;
+  return match ? o.value ?? null : state;
 }
 
 /**
@@ -64,14 +84,7 @@ function rng(seed: number): () => number {
  * real-time-respecting order, running the register model. Only for small histories.
  */
 function bruteForce(history: Op[]): boolean {
-  const byKey = new Map<string, Op[]>();
-  for (const o of history) {
-    if (o.outcome === "fail" || (o.kind === "get" && o.outcome === "unknown")) continue;
-    if (!byKey.has(o.key)) byKey.set(o.key, []);
-    byKey.get(o.key)!.push(o);
-  }
-  for (const ops of byKey.values()) if (!bruteKey(ops)) return false;
-  return true;
+  return opsByKey(history).every((ops) => bruteKey(ops));
 }
 function bruteKey(ops: Op[]): boolean {
   const end = (o: Op) => (o.outcome === "unknown" ? Infinity : o.return);
@@ -91,20 +104,8 @@ function bruteKey(ops: Op[]): boolean {
           if (j !== i && incl[j] && !used[j] && end(ops[j]) < ops[i].invoke) ready = false;
         }
         if (!ready) continue;
-        const o = ops[i];
-        let next: string | null = state;
-        const known = o.outcome === "ok";
-        if (o.kind === "get") {
-          if (state !== o.result) continue;
-        } else if (o.kind === "put") next = o.value as string;
-        else if (o.kind === "delete") {
-          if (known && typeof o.result === "boolean" && o.result !== (state !== null)) continue;
-          next = null;
-        } else {
-          const match = state === o.expected;
-          if (known && o.result !== match) continue;
-          if (match) next = o.value ?? null;
-        }
+        const next = applyOp(ops[i], state);
+        if (next === undefined) continue;
         used[i] = true;
         const ok = dfs(next, count + 1);
         used[i] = false;
@@ -119,13 +120,7 @@ function bruteKey(ops: Op[]): boolean {
 
 /** Reference: plain memoized search over (set of ops taken, value), straight from the definition. */
 function referenceCheck(history: Op[]): boolean {
-  const byKey = new Map<string, Op[]>();
-  for (const o of history) {
-    if (o.outcome === "fail" || (o.kind === "get" && o.outcome === "unknown")) continue;
-    if (!byKey.has(o.key)) byKey.set(o.key, []);
-    byKey.get(o.key)!.push(o);
-  }
-  for (const ops of byKey.values()) {
+  for (const ops of opsByKey(history)) {
     const n = ops.length;
     const end = (o: Op) => (o.outcome === "unknown" ? Infinity : o.return);
     const required = ops.reduce((m, o, i) => (o.outcome === "ok" ? m | (1n << BigInt(i)) : m), 0n);
@@ -142,20 +137,8 @@ function referenceCheck(history: Op[]): boolean {
           if (!(mask & (1n << BigInt(j))) && ops[j].outcome === "ok" && end(ops[j]) < ops[i].invoke) ready = false;
         }
         if (!ready) continue;
-        const o = ops[i];
-        const known = o.outcome === "ok";
-        let next = state;
-        if (o.kind === "get") {
-          if (state !== o.result) continue;
-        } else if (o.kind === "put") next = o.value as string;
-        else if (o.kind === "delete") {
-          if (known && typeof o.result === "boolean" && o.result !== (state !== null)) continue;
-          next = null;
-        } else {
-          const match = state === o.expected;
-          if (known && o.result !== match) continue;
-          if (match) next = o.value ?? null;
-        }
+        const next = applyOp(ops[i], state);
+        if (next === undefined) continue;
         if (dfs(mask | (1n << BigInt(i)), next)) return true;
       }
       return false;
@@ -185,7 +168,7 @@ interface SimOpts {
  * (unknown ops: at a random instant after invoke, or never; failed ops: never).
  */
 function simulate(seed: number, o: SimOpts): Op[] {
-  const r = rng(seed);
+  const r = prng(seed);
   const mix = o.mix ?? [5, 3, 1, 2];
   const msum = mix.reduce((a, b) => a + b, 0);
   const maxDelay = o.maxDelay ?? 10;
@@ -530,7 +513,7 @@ Deno.test("linearizability: formatting and HistoryRecorder", () => {
 // Randomised
 
 Deno.test("linearizability: agrees with a brute-force oracle on small random histories", () => {
-  const r = rng(12345);
+  const r = prng(12345);
   let lin = 0, nonLin = 0;
   const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
   for (let iter = 0; iter < 3000; iter++) {
@@ -595,7 +578,7 @@ Deno.test("linearizability: agrees with a brute-force oracle on small random his
 });
 
 Deno.test("linearizability: agrees with a plain memoized search on medium random histories", () => {
-  const r = rng(777);
+  const r = prng(777);
   const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
   let lin = 0, nonLin = 0;
   for (let iter = 0; iter < 800; iter++) {
@@ -667,7 +650,7 @@ Deno.test("linearizability: simulated linearizable histories are all accepted", 
 });
 
 Deno.test("linearizability: injected stale / reversed reads are rejected", () => {
-  const r = rng(99);
+  const r = prng(99);
   let stale = 0, reversed = 0;
   for (let seed = 0; seed < 150; seed++) {
     const h = simulate(5000 + seed, {
@@ -704,7 +687,7 @@ Deno.test("linearizability: performance, 10 keys x 2000 ops, 10 concurrent clien
   assert.equal(r.ok, true, r.reason ?? "");
   console.log(`checked ${h.length} ops / ${r.stats.keys} keys in ${ms.toFixed(0)} ms, ${r.stats.states} states`);
 
-  const bad = injectStaleRead(h, rng(1))!;
+  const bad = injectStaleRead(h, prng(1))!;
   const t1 = performance.now();
   const rb = checkLinearizable(bad);
   const ms2 = performance.now() - t1;

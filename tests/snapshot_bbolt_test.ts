@@ -24,6 +24,7 @@ import {
 } from "../server/snapshot/etcd_backend.ts";
 import { etcdctl, etcdctlOk, parseJson } from "./lib/etcdctl.ts";
 import { freePorts } from "./lib/ports.ts";
+import { spawnProcess } from "./lib/process.ts";
 import { startServer } from "./lib/server.ts";
 
 const ETCD = Deno.env.get("ETCD_REFERENCE") ?? "/usr/bin/etcd";
@@ -157,63 +158,32 @@ async function restoreAndStart(file: string, dir: string): Promise<RealEtcd> {
     "--initial-advertise-peer-urls",
     peer,
   ]);
-  const proc = new Deno.Command(ETCD, {
-    args: [
-      "--name",
-      "n1",
-      "--data-dir",
-      dataDir,
-      "--listen-client-urls",
-      client,
-      "--advertise-client-urls",
-      client,
-      "--listen-peer-urls",
-      peer,
-      "--initial-advertise-peer-urls",
-      peer,
-      "--initial-cluster",
-      `n1=${peer}`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    stdin: "null",
-  }).spawn();
-  let out = "";
-  let exited = false;
-  const status = proc.status.then((st) => {
-    exited = true;
-    return st;
-  });
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    for await (const chunk of stream) out += dec.decode(chunk, { stream: true });
-  };
-  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
-  const stop = async () => {
-    if (!exited) {
-      try {
-        proc.kill("SIGTERM");
-      } catch { /* gone */ }
-    }
-    const timer = setTimeout(() => {
-      try {
-        proc.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 5000);
-    await status;
-    clearTimeout(timer);
-    await pumps;
-  };
+  const etcd = spawnProcess(ETCD, [
+    "--name",
+    "n1",
+    "--data-dir",
+    dataDir,
+    "--listen-client-urls",
+    client,
+    "--advertise-client-urls",
+    client,
+    "--listen-peer-urls",
+    peer,
+    "--initial-advertise-peer-urls",
+    peer,
+    "--initial-cluster",
+    `n1=${peer}`,
+  ], { tag: "etcd on the restored data dir" });
   const endpoint = `127.0.0.1:${cp}`;
   const deadline = Date.now() + 20000;
-  while (!out.includes("ready to serve client requests")) {
-    if (exited || Date.now() > deadline) {
-      await stop();
-      throw new Error(`etcd did not start on the restored data dir:\n${out}`);
+  while (!etcd.output().includes("ready to serve client requests")) {
+    if (etcd.exited() || Date.now() > deadline) {
+      await etcd.stop();
+      throw new Error(`etcd did not start on the restored data dir:\n${etcd.output()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { endpoint, stop, output: () => out };
+  return { endpoint, stop: etcd.stop, output: etcd.output };
 }
 
 // deno-lint-ignore no-explicit-any

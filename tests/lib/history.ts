@@ -16,6 +16,9 @@
  */
 import { errorText, EtcdClient, sleep } from "./cluster.ts";
 import { checkLinearizable, type CheckResult, HistoryRecorder, type Op, type OpKind } from "./linearizability.ts";
+import { prng } from "./prng.ts";
+
+export { prng };
 
 export interface WorkloadOptions {
   /** host:port of the members; client i starts on endpoints[i % n] */
@@ -56,18 +59,6 @@ export interface HistorySummary {
   byKind: Record<string, { ok: number; fail: number; unknown: number }>;
   /** error text → count */
   errors: Record<string, number>;
-}
-
-/** mulberry32: small deterministic PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Runs the clients until stop(); the history is in `recorder`. */

@@ -1,0 +1,16 @@
+/**
+ * mulberry32, the small seeded generator of the history workloads and of tests that replay a printed seed (the
+ * deterministic simulator has its own, tests/sim/prng.ts).
+ */
+
+/** mulberry32: small deterministic PRNG returning floats in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
