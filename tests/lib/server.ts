@@ -3,6 +3,7 @@
  * ETCD_SERVER=/usr/bin/etcd is set, so every client test can also be run against the reference implementation.
  */
 import { freePorts } from "./ports.ts";
+import { spawnProcess } from "./process.ts";
 
 const repo = new URL("../../", import.meta.url).pathname;
 
@@ -58,50 +59,24 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     `${name}=${peerUrl}`,
     ...(opts.extraArgs ?? []),
   ];
-  const proc = new Deno.Command(serverBinary, { args, stdout: "piped", stderr: "piped", stdin: "null" }).spawn();
-  let out = "";
-  let exited = false;
-  const status = proc.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    for await (const chunk of stream) out += dec.decode(chunk, { stream: true });
-  };
-  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
-  const kill = async (sig: Deno.Signal) => {
-    if (!exited) {
-      try {
-        proc.kill(sig);
-      } catch { /* already gone */ }
-    }
-    await status;
-    await pumps;
-    // SERVER_LOG=<file> keeps every test server's output for debugging
-    const keep = Deno.env.get("SERVER_LOG");
-    if (keep) await Deno.writeTextFile(keep, `=== ${name} ${args.join(" ")}\n${out}\n`, { append: true });
-  };
+  // SERVER_LOG=<file> keeps every test server's output for debugging (spawnProcess appends it on kill/stop)
+  const proc = spawnProcess(serverBinary, args, { tag: name });
   const server: RunningServer = {
     name,
     clientUrl,
     peerUrl,
     endpoint: `127.0.0.1:${cp}`,
     dataDir,
-    output: () => out,
-    kill: () => kill("SIGKILL"),
-    stop: async () => {
-      const t = setTimeout(() => !exited && proc.kill("SIGKILL"), 5000);
-      await kill("SIGTERM");
-      clearTimeout(t);
-    },
+    output: proc.output,
+    kill: proc.kill,
+    stop: proc.stop,
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 30000);
-  while (!/published/.test(out)) {
-    if (exited) throw new Error(`server exited before it was ready:\n${out}`);
+  while (!/published/.test(proc.output())) {
+    if (proc.exited()) throw new Error(`server exited before it was ready:\n${proc.output()}`);
     if (Date.now() > deadline) {
       await server.kill();
-      throw new Error(`server not ready after ${opts.timeoutMs ?? 30000} ms:\n${out}`);
+      throw new Error(`server not ready after ${opts.timeoutMs ?? 30000} ms:\n${proc.output()}`);
     }
     await new Promise((r) => setTimeout(r, 20));
   }
