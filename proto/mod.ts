@@ -1,9 +1,8 @@
 /**
- * The protobuf wire contract: gRPC service definitions for grpc-js and codecs for internal log entries.
- * This is the only module the rest of the code should import from proto/.
+ * The protobuf wire contract: gRPC service definitions and codecs for internal log entries, built with protobufjs
+ * from the generated descriptor. The server does not load grpc-js: grpc-js clients are in proto/grpc_js.ts.
+ * This is the only module the server code should import from proto/.
  */
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import { Buffer } from "node:buffer";
 import { descriptor } from "./descriptor.ts";
@@ -12,40 +11,79 @@ import type { InternalRequestShape } from "./types.ts";
 
 export * from "./types.ts";
 
-/** Conversion options shared by the gRPC layer and the internal codec (keep them identical). */
+/**
+ * How messages convert to and from plain objects, everywhere (gRPC requests and responses, internal entries):
+ * field names as in the .proto, int64 as decimal strings, enums as numbers, defaults filled, the oneof name set.
+ */
 export const CONVERSION = { keepCase: true, longs: String, enums: Number, defaults: true, oneofs: true } as const;
 
-/** proto-loader package definition built from the generated descriptor. */
-export const packageDefinition: protoLoader.PackageDefinition = protoLoader.fromJSON(
-  descriptor as unknown as protobuf.INamespace,
-  CONVERSION,
-);
-
-// deno-lint-ignore no-explicit-any
-type Loose = any;
-
-/** grpc-js object tree (e.g. `grpcRoot.etcdserverpb.KV`), typed loosely. */
-export const grpcRoot: Loose = grpc.loadPackageDefinition(packageDefinition);
-
-/** Service definitions usable with `grpc.Server.addService`. */
-export const KVService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.KV.service;
-/** Watch service definition. */
-export const WatchService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Watch.service;
-/** Lease service definition. */
-export const LeaseService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Lease.service;
-/** Cluster service definition. */
-export const ClusterService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Cluster.service;
-/** Maintenance service definition. */
-export const MaintenanceService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Maintenance.service;
-/** Auth service definition. */
-export const AuthService: grpc.ServiceDefinition = grpcRoot.etcdserverpb.Auth.service;
-/** egpb.Raft: the peer service among primaries. */
-export const RaftService: grpc.ServiceDefinition = grpcRoot.egpb.Raft.service;
-/** grpc.health.v1.Health service definition. */
-export const HealthService: grpc.ServiceDefinition = grpcRoot.grpc.health.v1.Health.service;
-
-/** protobufjs reflection root of every message (for internal encoding). */
+/** protobufjs reflection root of every message and service. */
 export const pbRoot: protobuf.Root = protobuf.Root.fromJSON(descriptor as unknown as protobuf.INamespace);
+pbRoot.resolveAll();
+
+/** One RPC of a service, in the shape grpc-js (addService, client constructors) and our GrpcServer take. */
+export interface MethodDefinition {
+  /** "/package.Service/Method" */
+  path: string;
+  requestStream: boolean;
+  responseStream: boolean;
+  /** lowerCamelCase name (grpc-js also accepts handlers under it) */
+  originalName: string;
+  requestSerialize: (value: unknown) => Buffer;
+  requestDeserialize: (bytes: Uint8Array) => unknown;
+  responseSerialize: (value: unknown) => Buffer;
+  responseDeserialize: (bytes: Uint8Array) => unknown;
+}
+
+/** Method name → definition. */
+export type ServiceDefinition = Record<string, MethodDefinition>;
+
+/** protobufjs encodes into a Buffer where one exists (as here); grpc-js requires one. */
+const asBuffer = (b: Uint8Array): Buffer => Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+function codec(type: protobuf.Type) {
+  return {
+    serialize: (value: unknown) => asBuffer(type.encode(type.fromObject(value as Record<string, unknown>)).finish()),
+    // Decoding from a Buffer makes protobufjs slice bytes fields as Buffers, as grpc-js hands them to handlers.
+    deserialize: (bytes: Uint8Array) => type.toObject(type.decode(bytes), CONVERSION),
+  };
+}
+
+function serviceDefinition(name: string): ServiceDefinition {
+  const def: ServiceDefinition = {};
+  for (const m of pbRoot.lookupService(name).methodsArray) {
+    const req = codec(m.resolvedRequestType!);
+    const res = codec(m.resolvedResponseType!);
+    def[m.name] = {
+      path: `/${name}/${m.name}`,
+      requestStream: !!m.requestStream,
+      responseStream: !!m.responseStream,
+      originalName: m.name[0].toLowerCase() + m.name.slice(1),
+      requestSerialize: req.serialize,
+      requestDeserialize: req.deserialize,
+      responseSerialize: res.serialize,
+      responseDeserialize: res.deserialize,
+    };
+  }
+  return def;
+}
+
+/** etcdserverpb.KV */
+export const KVService: ServiceDefinition = serviceDefinition("etcdserverpb.KV");
+/** etcdserverpb.Watch */
+export const WatchService: ServiceDefinition = serviceDefinition("etcdserverpb.Watch");
+/** etcdserverpb.Lease */
+export const LeaseService: ServiceDefinition = serviceDefinition("etcdserverpb.Lease");
+/** etcdserverpb.Cluster */
+export const ClusterService: ServiceDefinition = serviceDefinition("etcdserverpb.Cluster");
+/** etcdserverpb.Maintenance */
+export const MaintenanceService: ServiceDefinition = serviceDefinition("etcdserverpb.Maintenance");
+/** etcdserverpb.Auth */
+export const AuthService: ServiceDefinition = serviceDefinition("etcdserverpb.Auth");
+/** egpb.Raft: the peer service among primaries. */
+export const RaftService: ServiceDefinition = serviceDefinition("egpb.Raft");
+/** grpc.health.v1.Health */
+export const HealthService: ServiceDefinition = serviceDefinition("grpc.health.v1.Health");
 
 /** egpb.Request: the payload of one replicated log entry. */
 export const InternalRequest: protobuf.Type = pbRoot.lookupType("egpb.Request");

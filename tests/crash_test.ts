@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
-import { grpcRoot } from "../proto/mod.ts";
+import { grpcRoot } from "../proto/grpc_js.ts";
 import { prng } from "./lib/prng.ts";
 import { type RunningServer, serverBinary, startServer } from "./lib/server.ts";
 

@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 import { DESCRIPTOR_FILE, renderDescriptor } from "../scripts/gen_descriptor.ts";
-import { decodeInternal, encodeInternal, grpcRoot, KVService, pbRoot, type RangeRequest } from "../proto/mod.ts";
+import { decodeInternal, encodeInternal, KVService, pbRoot, type RangeRequest } from "../proto/mod.ts";
+import { grpcRoot } from "../proto/grpc_js.ts";
 import { freePorts } from "./lib/ports.ts";
 
 Deno.test("proto/descriptor.ts is up to date with proto/**/*.proto", () => {

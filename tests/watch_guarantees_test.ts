@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { grpcRoot } from "../proto/mod.ts";
+import { grpcRoot } from "../proto/grpc_js.ts";
 import { startServer } from "./lib/server.ts";
 
 // deno-lint-ignore no-explicit-any

@@ -14,7 +14,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { GrpcServer } from "../../server/transport/grpc_server.ts";
-import { grpcRoot, KVService } from "../../proto/mod.ts";
+import { grpcRoot } from "../../proto/grpc_js.ts";
+import { KVService } from "../../proto/mod.ts";
 import { freePorts } from "../../tests/lib/ports.ts";
 
 // deno-lint-ignore no-explicit-any

@@ -2,10 +2,10 @@
  * The etcd-compatible member: opens its storage, serves the etcd v3 gRPC API on every client URL and on the peer
  * URLs (as etcd ≤ 3.5 does), expires leases, runs auto-compaction, and logs the readiness lines etcd prints.
  */
-import * as grpc from "@grpc/grpc-js";
-import { grpcRoot } from "../../proto/mod.ts";
+import { ClusterService } from "../../proto/mod.ts";
 import { hostPort } from "../peer/transport.ts";
 import { GrpcServer } from "../transport/grpc_server.ts";
+import { GrpcClient } from "../transport/http2_client.ts";
 import { httpEndpoints } from "./http.ts";
 import path from "node:path";
 import { Node } from "../node/node.ts";
@@ -91,24 +91,16 @@ async function discoverCluster(cfg: EtcdConfig, log: Logger): Promise<Identity> 
   throw new Error(`cannot join the existing cluster: ${lastErr}`);
 }
 
+/** Asks a member (at its peer URL) for the member list: how a member started with `existing` learns its cluster. */
 // deno-lint-ignore no-explicit-any
-function memberList(addr: string, files: TlsFiles | null): Promise<any> {
-  const creds = files
-    ? grpc.credentials.createSsl(
-      files.trustedCaFile ? Deno.readFileSync(files.trustedCaFile) as never : null,
-      Deno.readFileSync(files.keyFile) as never,
-      Deno.readFileSync(files.certFile) as never,
-      files.selfCert ? { rejectUnauthorized: false } : undefined,
-    )
-    : grpc.credentials.createInsecure();
-  const client = new grpcRoot.etcdserverpb.Cluster(addr, creds);
-  return new Promise((resolve, reject) => {
-    client.MemberList({}, { deadline: Date.now() + 2000 }, (err: Error | null, resp: unknown) => {
-      client.close();
-      if (err) reject(err);
-      else resolve(resp);
-    });
-  });
+async function memberList(addr: string, files: TlsFiles | null): Promise<any> {
+  const client = new GrpcClient(addr, { tls: tlsClientOptions(files) });
+  try {
+    const rpc = ClusterService.MemberList;
+    return rpc.responseDeserialize(await client.unary(rpc.path, rpc.requestSerialize({}), undefined, 2000));
+  } finally {
+    client.destroy();
+  }
 }
 
 /** A running member. */

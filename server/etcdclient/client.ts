@@ -9,7 +9,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { grpcRoot } from "../../proto/mod.ts";
+import { grpcRoot } from "../../proto/grpc_js.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;

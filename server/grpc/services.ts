@@ -3,7 +3,7 @@
  * Each handler checks the request, proposes writes to the log or reads the applied state, and answers with etcd's
  * response shapes and errors.
  */
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { Code, Errors, EtcdError } from "../errors.ts";
@@ -49,17 +49,12 @@ export interface ServiceContext {
   log: (msg: string) => void;
 }
 
-/** Turns any thrown value into a gRPC error for the client. */
+/** Turns any thrown value into a gRPC error for the client (no custom trailers: GrpcServer needs no metadata). */
 function toServiceError(err: unknown): grpc.ServiceError {
-  if (err instanceof EtcdError) {
-    return Object.assign(new Error(err.message), {
-      code: err.code,
-      details: err.message,
-      metadata: new grpc.Metadata(),
-    });
-  }
-  const msg = err instanceof Error ? err.message : String(err);
-  return Object.assign(new Error(msg), { code: Code.INTERNAL, details: msg, metadata: new grpc.Metadata() });
+  const [code, details] = err instanceof EtcdError
+    ? [err.code, err.message]
+    : [Code.INTERNAL, err instanceof Error ? err.message : String(err)];
+  return Object.assign(new Error(details), { code, details }) as unknown as grpc.ServiceError;
 }
 
 /** Wraps an async handler into a grpc-js unary handler. */

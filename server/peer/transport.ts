@@ -59,10 +59,10 @@ const MAX_BUFFERED = 32 << 20;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 1000;
 
-// proto-loader's serializers of the service definition: the same encoding grpc-js used
-const serializeFrame = RaftService.Send.requestSerialize as (v: Obj) => Uint8Array;
-const serializeChunk = RaftService.Snapshot.requestSerialize as (v: Obj) => Uint8Array;
-const serializeLeaseQuery = RaftService.Lease.requestSerialize as (v: Obj) => Uint8Array;
+// the service definition's codecs (proto/mod.ts)
+const serializeFrame = RaftService.Send.requestSerialize;
+const serializeChunk = RaftService.Snapshot.requestSerialize;
+const serializeLeaseQuery = RaftService.Lease.requestSerialize;
 const deserializeLeaseAnswer = RaftService.Lease.responseDeserialize as (b: Uint8Array) => Obj;
 
 class PeerLink {

@@ -1,6 +1,6 @@
 /**
  * A gRPC server on our own HTTP/2 transport, a drop-in for the parts of @grpc/grpc-js's Server the etcd services
- * use: `addService(def, impl)` with proto-loader service definitions and grpc-js handler shapes (unary
+ * use: `addService(def, impl)` with grpc-js-shaped service definitions (proto/mod.ts) and handler shapes (unary
  * `(call, callback)`, server-streaming `(call)`, bidi `(call)` as an EventEmitter), `listen`/`bindAsync`, `close`,
  * `forceShutdown`.
  *
@@ -32,7 +32,7 @@ export class PreEncoded {
   constructor(readonly bytes: Uint8Array) {}
 }
 
-/** One method of a proto-loader / grpc-js service definition. */
+/** One method of a grpc-js-shaped service definition (as proto/mod.ts builds them). */
 export interface MethodDefinition {
   path: string;
   requestStream: boolean;

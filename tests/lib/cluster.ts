@@ -16,7 +16,7 @@
  */
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
-import { grpcRoot } from "../../proto/mod.ts";
+import { grpcRoot } from "../../proto/grpc_js.ts";
 import { freePorts } from "./ports.ts";
 import { serverBinary } from "./server.ts";
 import { decodeHistory, type HistorySummary, type RecordedOp, type WorkloadOptions } from "./history.ts";
