@@ -51,14 +51,17 @@ Deno.test("wal: append, sync and reopen round-trips entries, binary data, hard s
   const entries = [ent(1, 1, binary), ent(2, 1, new Uint8Array(0), 1), ent(3, 2, new Uint8Array([0, 0, 0]))];
   const hs = { term: 2, vote: "18446744073709551615", commit: 2 }; // max u64 member id survives
   const { wal, contents } = await Wal.open(dir, { metadata });
-  assert.deepEqual(contents.entries, []);
+  assert.deepEqual(contents.entries.slice(), []);
   assert.deepEqual(contents.hardState, { term: 0, vote: "0", commit: 0 });
   wal.append(entries, hs);
   wal.sync();
   wal.close();
 
   const r = await reopen(dir);
-  assert.deepEqual(r.contents.entries, entries);
+  assert.deepEqual(r.contents.entries.slice(), entries);
+  assert.deepEqual([...r.contents.entries], entries, "iterable");
+  assert.deepEqual(r.contents.entries.slice(1, 2), [entries[1]], "a range");
+  assert.deepEqual(r.contents.entries.slice(2, 99), [entries[2]], "a range past the end");
   assert.deepEqual(r.contents.hardState, hs);
   assert.deepEqual(r.contents.metadata, metadata);
   assert.equal(r.contents.snapshot, null);
@@ -67,7 +70,7 @@ Deno.test("wal: append, sync and reopen round-trips entries, binary data, hard s
   r.wal.append([ent(4, 2)]);
   r.wal.close();
   const r2 = await reopen(dir);
-  assert.deepEqual(r2.contents.entries.map((e) => e.index), [1, 2, 3, 4]);
+  assert.deepEqual(r2.contents.entries.slice().map((e) => e.index), [1, 2, 3, 4]);
   r2.wal.close();
   await fs.rm(dir, { recursive: true });
 });
@@ -111,7 +114,7 @@ Deno.test("wal: segments roll over; releaseBefore deletes only segments wholly b
   wal.close();
 
   const r = await reopen(dir, { snapshotIndex: 300 });
-  assert.deepEqual(r.contents.entries, range(301, 500));
+  assert.deepEqual(r.contents.entries.slice(), range(301, 500));
   assert.deepEqual(r.contents.snapshot, { index: 300, term: 1 });
   assert.deepEqual(r.contents.metadata, metadata); // every segment carries the metadata
   assert.deepEqual(r.contents.hardState, { term: 1, vote: "9", commit: 500 });
@@ -132,11 +135,11 @@ Deno.test("wal: an entry with an index <= an earlier one replaces the tail (Raft
   wal.append(range(5, 6, 3)); // truncation across a segment boundary
   wal.close();
   const r = await reopen(dir);
-  assert.deepEqual(r.contents.entries, [...range(1, 4, 1), ...range(5, 6, 3)]);
+  assert.deepEqual(r.contents.entries.slice(), [...range(1, 4, 1), ...range(5, 6, 3)]);
   r.wal.append(range(7, 8, 3));
   r.wal.close();
   const r2 = await reopen(dir);
-  assert.deepEqual(r2.contents.entries.map((e) => `${e.index}/${e.term}`), [
+  assert.deepEqual(r2.contents.entries.slice().map((e) => `${e.index}/${e.term}`), [
     ..."1234".split("").map((i) => `${i}/1`),
     "5/3",
     "6/3",
@@ -164,7 +167,7 @@ Deno.test("wal: a torn last record is truncated at every cut point and all earli
   for (let cut = lastOff; cut < full.length; cut++) {
     await fs.writeFile(file, full.subarray(0, cut));
     const r = await reopen(dir);
-    assert.deepEqual(r.contents.entries, range(1, 4), `cut at ${cut}`);
+    assert.deepEqual(r.contents.entries.slice(), range(1, 4), `cut at ${cut}`);
     if (cut === lastOff) assert.deepEqual(r.logs, []);
     else assert.ok(r.logs.some((l) => l.includes(`wal: truncated torn record at ${file}:${lastOff}`)), `cut ${cut}`);
     assert.equal((await fs.stat(file)).size, lastOff);
@@ -172,7 +175,7 @@ Deno.test("wal: a torn last record is truncated at every cut point and all earli
     r.wal.append([ent(5)]);
     r.wal.close();
     const r2 = await reopen(dir);
-    assert.deepEqual(r2.contents.entries, range(1, 5));
+    assert.deepEqual(r2.contents.entries.slice(), range(1, 5));
     assert.deepEqual(r2.logs, []);
     r2.wal.close();
   }
@@ -191,7 +194,7 @@ Deno.test("wal: zeros or garbage after the last good record are a torn tail", as
   for (const tail of [new Uint8Array(4096), garbage]) {
     await fs.writeFile(file, new Uint8Array([...good, ...tail]));
     const r = await reopen(dir);
-    assert.deepEqual(r.contents.entries, range(1, 3));
+    assert.deepEqual(r.contents.entries.slice(), range(1, 3));
     assert.ok(r.logs.some((l) => l.includes(`truncated torn record at ${file}:${good.length}`)));
     r.wal.close();
     assert.equal((await fs.stat(file)).size, good.length);
@@ -269,7 +272,7 @@ Deno.test("wal: the latest hard state wins, across segments and releases", async
   const r = await reopen(dir);
   assert.deepEqual(r.contents.hardState, { term: 31, vote: "0", commit: 30 });
   assert.deepEqual(r.contents.snapshot, { index: 30, term: 30 });
-  assert.deepEqual(r.contents.entries, []);
+  assert.deepEqual(r.contents.entries.slice(), []);
   r.wal.close();
   await fs.rm(dir, { recursive: true });
 });
@@ -285,16 +288,16 @@ Deno.test("wal: replay starts after the snapshot index the caller restored", asy
 
   const newest = await reopen(dir); // default: newest mark
   assert.deepEqual(newest.contents.snapshot, { index: 25, term: 1 });
-  assert.deepEqual(newest.contents.entries, range(26, 30));
+  assert.deepEqual(newest.contents.entries.slice(), range(26, 30));
   newest.wal.close();
 
   const older = await reopen(dir, { snapshotIndex: 10 }); // e.g. snapshot 25's file was corrupt
   assert.deepEqual(older.contents.snapshot, { index: 10, term: 1 });
-  assert.deepEqual(older.contents.entries, range(11, 30));
+  assert.deepEqual(older.contents.entries.slice(), range(11, 30));
   older.wal.close();
 
   const none = await reopen(dir, { snapshotIndex: 0 });
-  assert.deepEqual(none.contents.entries, range(1, 30));
+  assert.deepEqual(none.contents.entries.slice(), range(1, 30));
   none.wal.close();
 
   // a follower that installed a snapshot ahead of its log continues after the snapshot
@@ -303,7 +306,7 @@ Deno.test("wal: replay starts after the snapshot index the caller restored", asy
   f.wal.append([ent(101, 4), ent(102, 4)]);
   f.wal.close();
   const f2 = await reopen(dir);
-  assert.deepEqual(f2.contents.entries, [ent(101, 4), ent(102, 4)]);
+  assert.deepEqual(f2.contents.entries.slice(), [ent(101, 4), ent(102, 4)]);
   f2.wal.close();
   await fs.rm(dir, { recursive: true });
 });
@@ -340,13 +343,13 @@ Deno.test("wal: acknowledged appends survive SIGKILL of the writer process", asy
     assert.ok(roundAcks > 0, `round ${round} acknowledged nothing`);
 
     const r = await reopen(dir);
-    const byIndex = new Map(r.contents.entries.map((e) => [e.index, e]));
+    const byIndex = new Map(r.contents.entries.slice().map((e) => [e.index, e]));
     for (const i of acked) {
       const e = byIndex.get(i);
       assert.ok(e, `acknowledged index ${i} lost after SIGKILL in round ${round}`);
       assert.deepEqual(e.data, dataFor(i));
     }
-    r.contents.entries.forEach((e, k) => assert.equal(e.index, k + 1));
+    r.contents.entries.slice().forEach((e, k) => assert.equal(e.index, k + 1));
     r.wal.close();
   }
   assert.ok(acked.size > rounds * 10, `only ${acked.size} acknowledged`);

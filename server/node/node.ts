@@ -77,6 +77,9 @@ interface Waiter {
 const LEADER_LOST_MIN_MS = 20;
 const LEADER_LOST_SPREAD_MS = 200;
 
+/** Replayed WAL entries are handed to the Raft log this many at a time. */
+const REPLAY_PIECE = 4096;
+
 /** Entries a leader keeps in memory after a snapshot so slow followers can catch up without one. */
 const CATCH_UP_ENTRIES = 5000;
 
@@ -158,7 +161,10 @@ export class Node {
       n.applier.memberId = meta.memberId;
     }
     if (contents.hardState.term > 0) n.storage.setHardState(contents.hardState);
-    n.storage.append(contents.entries.filter((e) => e.index > (snap?.index ?? 0)));
+    // in pieces, so that the replayed log is never held as one Entry object per entry (MemoryStorage copies the data)
+    for (let i = 0; i < contents.entries.length; i += REPLAY_PIECE) {
+      n.storage.append(contents.entries.slice(i, i + REPLAY_PIECE));
+    }
     if (!snap) { for (const m of cfg.initialMembers) if (!n.members.has(m.ID)) n.members.add(m); }
     const voters = cfg.initialMembers.filter((m) => !m.isLearner).map((m) => m.ID);
     const fresh = n.storage.lastIndex() === 0 && !snap;

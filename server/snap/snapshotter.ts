@@ -6,6 +6,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import zlib from "node:zlib";
+import { readWholeFile } from "../util/files.ts";
 
 /** A state-machine snapshot at a log position. */
 export interface Snapshot {
@@ -81,7 +82,7 @@ export class Snapshotter {
     }
     for (const n of names.reverse()) {
       const file = path.join(this.dir, n);
-      const buf = await Deno.readFile(file);
+      const buf = await readWholeFile(file);
       const why = verify(buf, n);
       if (why === null) {
         const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);

@@ -12,6 +12,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import zlib from "node:zlib";
+import { readWholeFile } from "../util/files.ts";
 
 import type { Entry, HardState } from "../raft/types.ts";
 export type { Entry, HardState };
@@ -25,7 +26,8 @@ export interface SnapshotMark {
 /** What replay recovered from the log directory. */
 export interface WalContents {
   hardState: HardState;
-  entries: Entry[];
+  /** The entries after the snapshot index, in log order. */
+  entries: ReplayedEntries;
   snapshot: SnapshotMark | null;
   metadata: Uint8Array | null;
 }
@@ -258,7 +260,15 @@ export class Wal {
         base,
       );
       wal.createSegment(1, base + 1, 0);
-      return { wal, contents: { hardState: { ...hardState }, entries: [], snapshot: null, metadata: wal.metadata } };
+      return {
+        wal,
+        contents: {
+          hardState: { ...hardState },
+          entries: ReplayedEntries.EMPTY,
+          snapshot: null,
+          metadata: wal.metadata,
+        },
+      };
     }
 
     const r = await replay(dir, segNames, opts.snapshotIndex, log);
@@ -429,9 +439,91 @@ function syncDirSync(dir: string): void {
   }
 }
 
+/** Growable columns describing entry records: index, term, type, and where the data is (segment, offset, length). */
+class EntryColumns {
+  n = 0;
+  index = new Float64Array(0);
+  term = new Float64Array(0);
+  type = new Uint8Array(0);
+  seg = new Uint32Array(0);
+  /** where the data starts in the segment's bytes, and its length */
+  off = new Uint32Array(0);
+  len = new Uint32Array(0);
+  /** where the record starts (for error messages) */
+  rec = new Uint32Array(0);
+
+  push(index: number, term: number, type: number, seg: number, off: number, len: number, rec: number): void {
+    if (this.n === this.index.length) this.#grow(Math.max(1024, this.n * 2));
+    const i = this.n++;
+    this.index[i] = index;
+    this.term[i] = term;
+    this.type[i] = type;
+    this.seg[i] = seg;
+    this.off[i] = off;
+    this.len[i] = len;
+    this.rec[i] = rec;
+  }
+
+  #grow(cap: number): void {
+    const grow = <T extends Float64Array | Uint32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+      const b = make(cap);
+      b.set(a);
+      return b;
+    };
+    this.index = grow(this.index, (n) => new Float64Array(n));
+    this.term = grow(this.term, (n) => new Float64Array(n));
+    this.type = grow(this.type, (n) => new Uint8Array(n));
+    this.seg = grow(this.seg, (n) => new Uint32Array(n));
+    this.off = grow(this.off, (n) => new Uint32Array(n));
+    this.len = grow(this.len, (n) => new Uint32Array(n));
+    this.rec = grow(this.rec, (n) => new Uint32Array(n));
+  }
+}
+
+/**
+ * Replayed entries without an object per entry: their positions in the segments' bytes, in typed columns. `slice`
+ * makes Entry objects (data: views into those bytes) for a range, so a caller can take a large log in pieces and let
+ * each go (a replayed 100k-entry log held as Entry objects cost about 290 B of heap per entry).
+ */
+export class ReplayedEntries implements Iterable<Entry> {
+  static readonly EMPTY = new ReplayedEntries([], new EntryColumns(), new Int32Array(0));
+
+  constructor(
+    private readonly bufs: Uint8Array[],
+    private readonly cols: EntryColumns,
+    /** rows of `cols`, in log order */
+    private readonly rows: Int32Array,
+  ) {}
+
+  get length(): number {
+    return this.rows.length;
+  }
+
+  /** Entries [from, to) (default: all) as Entry objects. */
+  slice(from = 0, to = this.length): Entry[] {
+    to = Math.min(to, this.length);
+    const out: Entry[] = [];
+    for (let k = Math.max(0, from); k < to; k++) {
+      const r = this.rows[k], c = this.cols;
+      const off = c.off[r];
+      out.push({
+        index: c.index[r],
+        term: c.term[r],
+        type: c.type[r],
+        data: this.bufs[c.seg[r]].subarray(off, off + c.len[r]),
+      });
+    }
+    return out;
+  }
+
+  *[Symbol.iterator](): Iterator<Entry> {
+    for (let k = 0; k < this.length; k += 1024) yield* this.slice(k, k + 1024);
+  }
+}
+
 interface ReplayResult {
   segments: Segment[];
-  entries: Entry[];
+  entries: ReplayedEntries;
   hardState: HardState;
   metadata: Uint8Array | null;
   snapshot: SnapshotMark | null;
@@ -452,8 +544,9 @@ async function replay(
   let hardState: HardState = { term: 0, vote: "0", commit: 0 };
   let metadata: Uint8Array | null = null;
   const marks: SnapshotMark[] = [];
-  // Raw entry records in log order; resolved against the snapshot base after all marks are known.
-  const raw: { e: Entry; file: string; off: number }[] = [];
+  // Entry records in log order; resolved against the snapshot base after all marks are known.
+  const bufs: Uint8Array[] = [];
+  const cols = new EntryColumns();
   let lastIndex = 0;
   let crc = 0;
   let end = 0;
@@ -469,7 +562,8 @@ async function replay(
       throw new WalCorruptError(file, 0, `segment sequence ${seq} does not follow ${segments[i - 1].seq}`);
     }
     segments.push({ seq, firstIndex, file });
-    const buf = await Deno.readFile(file);
+    const buf = await readWholeFile(file);
+    bufs.push(buf);
     const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     let off = 0;
     while (off < buf.length) {
@@ -498,10 +592,8 @@ async function replay(
           break;
         case REC_ENTRY: {
           if (p.length < 18) throw bad("short entry record");
-          // a view: MemoryStorage.append copies entry data into its own arenas
-          const e = { index: getU64(pv, 1), term: getU64(pv, 9), type: p[17], data: p.subarray(18) };
-          raw.push({ e, file, off });
-          lastIndex = e.index;
+          lastIndex = getU64(pv, 1);
+          cols.push(lastIndex, getU64(pv, 9), p[17], i, p.byteOffset - buf.byteOffset + 18, p.length - 18, off);
           break;
         }
         case REC_HARDSTATE:
@@ -532,16 +624,26 @@ async function replay(
     snapshot = marks.findLast((mk) => mk.index === snapshotIndex) ?? null;
     if (!snapshot && snapshotIndex > 0) log(`wal: no snapshot mark for index ${snapshotIndex} in ${dir}`);
   }
-  const entries: Entry[] = [];
-  for (const { e, file, off } of raw) {
-    if (e.index <= base) {
-      entries.length = 0; // a truncation below the snapshot: everything after it is superseded
+  // the surviving rows: a later entry at an index <= an earlier one's replaces the tail from there
+  const rows = new Int32Array(cols.n);
+  let n = 0;
+  for (let r = 0; r < cols.n; r++) {
+    const index = cols.index[r];
+    if (index <= base) {
+      n = 0; // a truncation below the snapshot: everything after it is superseded
       continue;
     }
-    const next = entries.length ? entries[entries.length - 1].index + 1 : base + 1;
-    if (e.index > next) throw new WalCorruptError(file, off, `entry ${e.index} leaves a gap (expected ${next})`);
-    if (e.index < next) entries.length -= next - e.index;
-    entries.push(e);
+    const next = n > 0 ? cols.index[rows[n - 1]] + 1 : base + 1;
+    if (index > next) {
+      throw new WalCorruptError(
+        segments[cols.seg[r]].file,
+        cols.rec[r],
+        `entry ${index} leaves a gap (expected ${next})`,
+      );
+    }
+    if (index < next) n -= next - index;
+    rows[n++] = r;
   }
+  const entries = new ReplayedEntries(bufs, cols, rows.slice(0, n));
   return { segments, entries, hardState, metadata, snapshot, newestMark, lastIndex, crc, end, truncateAt };
 }
