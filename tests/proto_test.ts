@@ -163,3 +163,29 @@ Deno.test("grpc-js KV.Range end to end with int64 as decimal strings", async () 
     server.forceShutdown();
   }
 });
+
+Deno.test("the server's static import graph loads no grpc-js (it costs each member about 5 MB)", async () => {
+  // grpc-js is for tests and the Easegress etcd client (proto/grpc_js.ts, imported dynamically via `mod.ts server`)
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("../mod.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const info = JSON.parse(new TextDecoder().decode(out.stdout));
+  type Dep = { code?: { specifier?: string }; isDynamic?: boolean };
+  const deps = new Map<string, Dep[]>(
+    info.modules.map((m: { specifier: string; dependencies?: Dep[] }) => [m.specifier, m.dependencies ?? []]),
+  );
+  const seen = new Set<string>();
+  const todo: string[] = [...info.roots];
+  while (todo.length > 0) {
+    const s = todo.pop()!;
+    if (seen.has(s)) continue;
+    seen.add(s);
+    for (const d of deps.get(s) ?? []) if (!d.isDynamic && d.code?.specifier) todo.push(d.code.specifier);
+  }
+  const npm = [...seen].filter((s) => s.startsWith("npm:")).sort();
+  assert.ok(seen.size > 30, `only ${seen.size} modules found: ${[...seen].slice(0, 5)}`);
+  assert.deepEqual(npm.map((s) => s.replace(/@[\d.]+$/, "")), ["npm:protobufjs"]);
+});
