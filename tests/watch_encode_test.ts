@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { pbRoot } from "../proto/mod.ts";
-import { encodeEvent, encodeWatchEvents, HeaderEncoder } from "../server/watch/encode.ts";
+import { encodeEvent, encodeWatchEvents, eventFields, HeaderEncoder, watchEventsHead } from "../server/watch/encode.ts";
 import type { StoreEvent } from "../server/mvcc/store.ts";
 
 const WatchResponse = pbRoot.lookupType("etcdserverpb.WatchResponse");
@@ -50,4 +50,35 @@ Deno.test("watch responses: header, watch id, events with and without prev_kv, l
   assert.equal(plain.watch_id, "0");
   assert.equal(plain.events[0].prev_kv, null);
   assert.equal(decode(encodeWatchEvents(header, -1, [], false)).watch_id, "-1");
+});
+
+Deno.test("watch responses in two parts (per-watcher head + shared event fields) equal the one-piece encoding", () => {
+  const ev = (i: number): StoreEvent => ({
+    type: 0,
+    kv: {
+      key: Buffer.from(`key${i}`),
+      create_revision: i,
+      mod_revision: 2 ** 33 + i,
+      version: 1,
+      value: Buffer.alloc(100 * i, i),
+      lease: "0",
+    },
+    prev: null,
+  });
+  const header = new HeaderEncoder("14841639068965178418", "10276657743932975437").encode(2 ** 33, 2);
+  for (const ids of [0, 1, 127, 128, 300000, -1]) {
+    for (const n of [1, 2, 5]) {
+      const events = Array.from({ length: n }, (_, i) => encodeEvent(ev(i), false));
+      const fields = eventFields(events);
+      const head = watchEventsHead(header, ids, fields.length);
+      const whole = encodeWatchEvents(header, ids, events, false);
+      const framed = new Uint8Array(5 + whole.length);
+      new DataView(framed.buffer).setUint32(1, whole.length);
+      framed.set(whole, 5);
+      assert.deepEqual(Buffer.concat([head, fields]), Buffer.from(framed), `watch id ${ids}, ${n} events`);
+    }
+  }
+  // one event's fields are shared by every watcher that gets it
+  const one = [encodeEvent(ev(1), false)];
+  assert.equal(eventFields(one), eventFields([one[0]]));
 });

@@ -296,6 +296,20 @@ export class ServerCall extends EventEmitter implements StreamHandler {
     return ok;
   }
 
+  /**
+   * Sends one message given in two parts: `head`, which starts with the 5-byte gRPC message prefix (for the whole
+   * message), and `body`, the rest. Both go straight into the frame (no third buffer); `body` may be shared between
+   * calls, it is never modified. False when the caller should wait for 'drain'.
+   */
+  writeFramed(head: Uint8Array, body: Uint8Array): boolean {
+    if (this.finished) return false;
+    if (!this.headersSent) {
+      this.headersSent = true;
+      this.stream.respond(RESPONSE_HEADERS);
+    }
+    return this.stream.write(body, head, false);
+  }
+
   /** Ends a streaming call with status OK (optionally with trailing metadata). */
   end(md?: unknown): void {
     if (this.finished) return;

@@ -142,3 +142,47 @@ export function encodeWatchEvents(
   for (const e of events) m.bytes(11, e, true);
   return m.done();
 }
+
+const eventFieldCache = new WeakMap<Uint8Array, Uint8Array>();
+
+/**
+ * The `events` fields (11) of a WatchResponse carrying these encoded events, in order. For one event the bytes are
+ * cached on it: every watcher that gets the same event shares them.
+ */
+export function eventFields(events: Uint8Array[]): Uint8Array {
+  if (events.length === 1) {
+    const e = events[0];
+    let f = eventFieldCache.get(e);
+    if (!f) eventFieldCache.set(e, f = new Msg().bytes(11, e, true).done());
+    return f;
+  }
+  const m = new Msg();
+  for (const e of events) m.bytes(11, e, true);
+  return m.done();
+}
+
+/**
+ * The first part of a gRPC message carrying a WatchResponse of events that is not a fragment: the 5-byte gRPC
+ * prefix, the header and the watch ID. Followed by `eventFields(events)` (`fieldsLength` bytes), it is byte for byte
+ * the prefix plus `encodeWatchEvents(header, watchId, events, false)`; small, so each watcher's costs little.
+ */
+export function watchEventsHead(header: Uint8Array, watchId: number, fieldsLength: number): Uint8Array {
+  const id = watchId >= 0 ? null : varint64(`${watchId}`);
+  const idLen = watchId === 0 ? 0 : 1 + (id ? id.length : varintLen(watchId));
+  const msgLen = 1 + varintLen(header.length) + header.length + idLen + fieldsLength;
+  const out = new Uint8Array(5 + msgLen - fieldsLength);
+  out[1] = msgLen >>> 24;
+  out[2] = (msgLen >>> 16) & 0xff;
+  out[3] = (msgLen >>> 8) & 0xff;
+  out[4] = msgLen & 0xff;
+  out[5] = (1 << 3) | 2;
+  let pos = putVarint(out, 6, header.length);
+  out.set(header, pos);
+  pos += header.length;
+  if (watchId !== 0) {
+    out[pos++] = 2 << 3;
+    if (id) out.set(id, pos);
+    else putVarint(out, pos, watchId);
+  }
+  return out;
+}

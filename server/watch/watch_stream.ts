@@ -10,7 +10,7 @@
  */
 import { type BKey, inRange, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import { type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
-import { encodeEvent, encodeWatchEvents, type HeaderEncoder } from "./encode.ts";
+import { encodeEvent, encodeWatchEvents, eventFields, type HeaderEncoder, watchEventsHead } from "./encode.ts";
 import { FilterType, type WatchRequest } from "../../proto/mod.ts";
 import type { Header } from "../apply/applier.ts";
 
@@ -23,6 +23,8 @@ export interface WatchSink {
   send(resp: Obj): boolean;
   /** Sends one WatchResponse already encoded as protobuf bytes; same return value. */
   sendEncoded(bytes: Uint8Array): boolean;
+  /** Sends one gRPC message given as `head` (starting with the 5-byte gRPC prefix) and `body`; same return value. */
+  sendFramed(head: Uint8Array, body: Uint8Array): boolean;
 }
 
 interface Watcher {
@@ -298,7 +300,9 @@ export class WatchStream {
     w.active = true;
     const header = this.hub.headerBytes(rev);
     if (!w.fragment) {
-      this.#sendEncoded(encodeWatchEvents(header, w.id, events, false));
+      if (this.#closed) return;
+      const fields = eventFields(events);
+      if (!this.sink.sendFramed(watchEventsHead(header, w.id, fields.length), fields)) this.#congested = true;
       return;
     }
     // with fragment, responses larger than the request limit are split between events
