@@ -2,12 +2,21 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { pbRoot } from "../proto/mod.ts";
-import { encodeEvent, encodeWatchEvents, eventFields, HeaderEncoder, watchEventsHead } from "../server/watch/encode.ts";
+import { encodeEvent, eventFields, HeaderEncoder, watchEventsHead } from "../server/watch/encode.ts";
 import type { StoreEvent } from "../server/mvcc/store.ts";
 
 const WatchResponse = pbRoot.lookupType("etcdserverpb.WatchResponse");
 const decode = (b: Uint8Array) =>
   WatchResponse.toObject(WatchResponse.decode(b), { longs: String, defaults: true, bytes: Buffer });
+
+/** A response as sent (head + shared event fields), checked to be one well-framed gRPC message; returns its body. */
+function encodeWatchEvents(header: Uint8Array, watchId: number, events: Uint8Array[], fragment: boolean): Uint8Array {
+  const fields = eventFields(events);
+  const framed = Buffer.concat([watchEventsHead(header, watchId, fields.length, fragment), fields]);
+  assert.equal(framed[0], 0, "not compressed");
+  assert.equal(framed.readUInt32BE(1), framed.length - 5, "gRPC length prefix");
+  return framed.subarray(5);
+}
 
 Deno.test("watch responses: header, watch id, events with and without prev_kv, leases, fragments", () => {
   const bin = Buffer.from([0, 1, 127, 128, 255]);
@@ -52,7 +61,7 @@ Deno.test("watch responses: header, watch id, events with and without prev_kv, l
   assert.equal(decode(encodeWatchEvents(header, -1, [], false)).watch_id, "-1");
 });
 
-Deno.test("watch responses in two parts (per-watcher head + shared event fields) equal the one-piece encoding", () => {
+Deno.test("watch responses: watch IDs of every varint size, 1 to 5 events, fragments; one event's fields are shared", () => {
   const ev = (i: number): StoreEvent => ({
     type: 0,
     kv: {
@@ -66,19 +75,25 @@ Deno.test("watch responses in two parts (per-watcher head + shared event fields)
     prev: null,
   });
   const header = new HeaderEncoder("14841639068965178418", "10276657743932975437").encode(2 ** 33, 2);
-  for (const ids of [0, 1, 127, 128, 300000, -1]) {
+  for (const id of [0, 1, 127, 128, 300000, -1]) {
     for (const n of [1, 2, 5]) {
-      const events = Array.from({ length: n }, (_, i) => encodeEvent(ev(i), false));
-      const fields = eventFields(events);
-      const head = watchEventsHead(header, ids, fields.length);
-      const whole = encodeWatchEvents(header, ids, events, false);
-      const framed = new Uint8Array(5 + whole.length);
-      new DataView(framed.buffer).setUint32(1, whole.length);
-      framed.set(whole, 5);
-      assert.deepEqual(Buffer.concat([head, fields]), Buffer.from(framed), `watch id ${ids}, ${n} events`);
+      for (const fragment of [false, true]) {
+        const r = decode(
+          encodeWatchEvents(header, id, Array.from({ length: n }, (_, i) => encodeEvent(ev(i), false)), fragment),
+        );
+        const what = `watch id ${id}, ${n} events, fragment ${fragment}`;
+        assert.equal(r.watch_id, String(id), what);
+        assert.equal(r.fragment, fragment, what);
+        assert.equal(r.header.revision, String(2 ** 33), what);
+        assert.deepEqual(
+          r.events.map((e: { kv: { mod_revision: string } }) => e.kv.mod_revision),
+          Array.from({ length: n }, (_, i) => String(2 ** 33 + i)),
+          what,
+        );
+        assert.equal(r.events[n - 1].kv.value.length, 100 * (n - 1), what);
+      }
     }
   }
-  // one event's fields are shared by every watcher that gets it
   const one = [encodeEvent(ev(1), false)];
   assert.equal(eventFields(one), eventFields([one[0]]));
 });

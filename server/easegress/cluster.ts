@@ -16,6 +16,7 @@ import type { Logger } from "../etcd/log.ts";
 import { type Options, optionsJson, peerUrls } from "./options.ts";
 import { parseGoDuration, rfc3339 } from "./gotime.ts";
 import type { EgLogger } from "./log.ts";
+import { pathExists } from "../util/files.ts";
 
 /** Heartbeat period (fixed in Easegress). */
 export const HEARTBEAT_INTERVAL_MS = 5000;
@@ -90,15 +91,6 @@ export function etcdConfigOf(opt: Options): EtcdConfig {
   };
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One member's view of the cluster. */
@@ -169,7 +161,7 @@ export class Cluster {
         throw new FatalClusterError(`couldn't find local name "${cfg.name}" in the initial cluster configuration`);
       }
       const walDir = cfg.walDir || path.join(cfg.dataDir, "member", "wal");
-      const isNewCluster = cfg.initialClusterState === "new" && !(await exists(walDir));
+      const isNewCluster = cfg.initialClusterState === "new" && !(await pathExists(walDir));
       this.#log.info(
         `etcd config: advertise-client-urls: [${cfg.advertiseClientUrls.join(" ")}] advertise-peer-urls: [${
           cfg.initialAdvertisePeerUrls.join(" ")

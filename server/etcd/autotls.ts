@@ -7,6 +7,7 @@ import path from "node:path";
 import net from "node:net";
 import type { EtcdConfig, TlsFiles } from "./flags.ts";
 import type { Logger } from "./log.ts";
+import { pathExists } from "../util/files.ts";
 
 // --- a minimal ASN.1 DER encoder -------------------------------------------------------------------------------------
 
@@ -139,15 +140,6 @@ export async function selfSignedCert(
   return { certPem: pem("CERTIFICATE", cert), keyPem: pem("PRIVATE KEY", pkcs8) };
 }
 
-async function exists(file: string): Promise<boolean> {
-  try {
-    await Deno.stat(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * etcd's transport.SelfCert: `dir`/cert.pem and `dir`/key.pem, created for the hosts of `urls` unless both files
  * already exist (then they are reused as they are). The key is written with mode 0600.
@@ -155,7 +147,7 @@ async function exists(file: string): Promise<boolean> {
 export async function selfCert(dir: string, urls: string[]): Promise<{ certFile: string; keyFile: string }> {
   const certFile = path.join(dir, "cert.pem");
   const keyFile = path.join(dir, "key.pem");
-  if (await exists(certFile) && await exists(keyFile)) return { certFile, keyFile };
+  if (await pathExists(certFile) && await pathExists(keyFile)) return { certFile, keyFile };
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const hosts = urls.map((u) => new URL(u).hostname.replace(/^\[(.*)\]$/, "$1"));
   const { certPem, keyPem } = await selfSignedCert(hosts);

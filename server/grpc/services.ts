@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { leaseId } from "../lease/lessor.ts";
 import { Node } from "../node/node.ts";
-import { type GrpcServer, PreEncoded, type ServerCall } from "../transport/grpc_server.ts";
+import type { GrpcServer, ServerCall } from "../transport/grpc_server.ts";
 import { ConfChangeType } from "../raft/types.ts";
 import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
@@ -120,7 +120,6 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     Watch: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
       const stream = ctx.hub.open({
         send: (resp) => call.write(resp),
-        sendEncoded: (bytes) => call.write(new PreEncoded(bytes)),
         sendFramed: (head, body) => (call as unknown as ServerCall).writeFramed(head, body),
       });
       call.on("drain", () => stream.drained());

@@ -135,6 +135,28 @@ const EVENT_MEMO = 4096;
 /** A value buffer below this size, or used by live values for at least a quarter, is never repacked. */
 const REPACK_MIN_BYTES = 8192;
 
+/** Values numbered in order of first use, so that the record table stores a number instead. */
+class Interned<T> {
+  readonly values: T[];
+  readonly #ids: Map<T, number>;
+
+  constructor(values: T[]) {
+    this.values = values;
+    this.#ids = new Map(values.map((v, i) => [v, i]));
+  }
+
+  /** The number of `v` (given one on first use). */
+  id(v: T): number {
+    let id = this.#ids.get(v);
+    if (id === undefined) {
+      id = this.values.length;
+      this.values.push(v);
+      this.#ids.set(v, id);
+    }
+    return id;
+  }
+}
+
 /** The MVCC store. */
 export class MvccStore {
   /** Latest committed revision; 1 for an empty store. */
@@ -154,10 +176,10 @@ export class MvccStore {
   /** newest record of each key id; -1 for a free id */
   #latest: number[] = [];
   #freeKeyIds: number[] = [];
-  #leaseIds = new Map<string, number>([["0", 0]]);
-  #leaseStr: string[] = ["0"];
-  #bufIds = new Map<ArrayBufferLike, number>();
-  #bufs: ArrayBufferLike[] = [];
+  /** lease IDs of records (id 0 is no lease) */
+  #leases = new Interned(["0"]);
+  /** buffers the values live in */
+  #bufs = new Interned<ArrayBufferLike>([]);
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
 
@@ -239,8 +261,8 @@ export class MvccStore {
       create_revision: p.f[f + F_CREATE],
       mod_revision: p.f[f + F_MOD],
       version: p.f[f + F_VER],
-      value: b < 0 ? EMPTY : Buffer.from(this.#bufs[b], p.f[f + F_OFF], p.i[i + I_LEN]),
-      lease: this.#leaseStr[p.i[i + I_LEASE]],
+      value: b < 0 ? EMPTY : Buffer.from(this.#bufs.values[b], p.f[f + F_OFF], p.i[i + I_LEN]),
+      lease: this.#leases.values[p.i[i + I_LEASE]],
     };
   }
 
@@ -271,26 +293,6 @@ export class MvccStore {
     return kid;
   }
 
-  #leaseId(lease: string): number {
-    let id = this.#leaseIds.get(lease);
-    if (id === undefined) {
-      id = this.#leaseStr.length;
-      this.#leaseStr.push(lease);
-      this.#leaseIds.set(lease, id);
-    }
-    return id;
-  }
-
-  #bufId(ab: ArrayBufferLike): number {
-    let id = this.#bufIds.get(ab);
-    if (id === undefined) {
-      id = this.#bufs.length;
-      this.#bufs.push(ab);
-      this.#bufIds.set(ab, id);
-    }
-    return id;
-  }
-
   /** Appends a record as the newest of its key; returns its index. */
   #append(
     kid: number,
@@ -310,8 +312,8 @@ export class MvccStore {
     t.setF(idx, F_OFF, len > 0 ? off : 0);
     t.setI(idx, I_KEY, kid);
     t.setI(idx, I_PREV, this.#latest[kid]);
-    t.setI(idx, I_LEASE, lease === "0" ? 0 : this.#leaseId(lease));
-    t.setI(idx, I_BUF, len > 0 ? this.#bufId(buf!) : -1);
+    t.setI(idx, I_LEASE, lease === "0" ? 0 : this.#leases.id(lease));
+    t.setI(idx, I_BUF, len > 0 ? this.#bufs.id(buf!) : -1);
     t.setI(idx, I_LEN, len);
     t.setI(idx, I_FLAGS, 0);
     this.#latest[kid] = idx;
@@ -463,9 +465,8 @@ export class MvccStore {
     // squeeze the kept records down in place (order is kept), renumbering leases and value buffers
     const keyStr = this.#keyStr, latest = this.#latest;
     const remap = new Int32Array(n);
-    const leaseMap = new Map<number, number>([[0, 0]]);
-    const leaseStr = ["0"];
-    const bufMap = new Int32Array(this.#bufs.length).fill(-1);
+    const leases = new Interned(["0"]);
+    const bufMap = new Int32Array(this.#bufs.values.length).fill(-1);
     const bufs: ArrayBufferLike[] = [];
     const bufLive: number[] = [];
     let w = 0, histStart = -1;
@@ -485,18 +486,12 @@ export class MvccStore {
       t.setI(w, I_PREV, p >= 0 ? remap[p] : -1);
       t.setI(w, I_FLAGS, m === 2 ? HISTORY_ONLY : 0);
       if (latest[kid] === idx) latest[kid] = w;
-      const l = t.i(w, I_LEASE);
-      let nl = leaseMap.get(l);
-      if (nl === undefined) {
-        leaseMap.set(l, nl = leaseStr.length);
-        leaseStr.push(this.#leaseStr[l]);
-      }
-      t.setI(w, I_LEASE, nl);
+      t.setI(w, I_LEASE, leases.id(this.#leases.values[t.i(w, I_LEASE)]));
       const b = t.i(w, I_BUF);
       if (b >= 0) {
         if (bufMap[b] < 0) {
           bufMap[b] = bufs.length;
-          bufs.push(this.#bufs[b]);
+          bufs.push(this.#bufs.values[b]);
           bufLive.push(0);
         }
         t.setI(w, I_BUF, bufMap[b]);
@@ -518,9 +513,8 @@ export class MvccStore {
       this.#freeKeyIds.push(kid);
     }
     if (gone.size > 0) this.#index.filterOut((k) => gone.has(k));
-    this.#leaseStr = leaseStr;
-    this.#leaseIds = new Map(leaseStr.map((s, i) => [s, i]));
-    this.#setBufs(this.#repack(bufs, bufLive));
+    this.#leases = leases;
+    this.#bufs = new Interned(this.#repack(bufs, bufLive));
   }
 
   /**
@@ -563,11 +557,6 @@ export class MvccStore {
       pos += len;
     }
     return out;
-  }
-
-  #setBufs(bufs: ArrayBufferLike[]): void {
-    this.#bufs = bufs;
-    this.#bufIds = new Map(bufs.map((b, i) => [b, i]));
   }
 
   /** Records of key id `kid` that are versions, oldest first. */
@@ -620,8 +609,8 @@ export class MvccStore {
       create: t.f(idx, F_CREATE),
       mod: t.f(idx, F_MOD),
       version: t.f(idx, F_VER),
-      lease: this.#leaseStr[t.i(idx, I_LEASE)],
-      value: b < 0 ? EMPTY : new Uint8Array(this.#bufs[b], t.f(idx, F_OFF), t.i(idx, I_LEN)),
+      lease: this.#leases.values[t.i(idx, I_LEASE)],
+      value: b < 0 ? EMPTY : new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), t.i(idx, I_LEN)),
     };
   }
 
@@ -633,7 +622,7 @@ export class MvccStore {
   _moveValue(idx: number, buf: ArrayBufferLike, off: number): void {
     const t = this.#t;
     if (t.i(idx, I_BUF) < 0) return;
-    t.setI(idx, I_BUF, this.#bufId(buf));
+    t.setI(idx, I_BUF, this.#bufs.id(buf));
     t.setF(idx, F_OFF, off);
   }
 
@@ -644,7 +633,7 @@ export class MvccStore {
    */
   _moveDone(buf: ArrayBufferLike): void {
     const t = this.#t;
-    const target = this.#bufId(buf);
+    const target = this.#bufs.id(buf);
     let rest = 0;
     for (let idx = 0; idx < t.length; idx++) {
       const b = t.i(idx, I_BUF);
@@ -658,7 +647,7 @@ export class MvccStore {
         const b = t.i(idx, I_BUF);
         if (b < 0 || b === target) continue;
         const len = t.i(idx, I_LEN);
-        other.set(new Uint8Array(this.#bufs[b], t.f(idx, F_OFF), len), pos);
+        other.set(new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), len), pos);
         t.setF(idx, F_OFF, pos);
         pos += len;
       }
@@ -668,7 +657,7 @@ export class MvccStore {
       const b = t.i(idx, I_BUF);
       if (b >= 0) t.setI(idx, I_BUF, b === target ? 0 : 1);
     }
-    this.#setBufs(bufs);
+    this.#bufs = new Interned(bufs);
     this.#memo.clear(); // its events hold views of the old buffers
   }
 
@@ -699,9 +688,8 @@ export class MvccStore {
     this.#keyStr = [];
     this.#latest = [];
     this.#freeKeyIds = [];
-    this.#leaseIds = new Map([["0", 0]]);
-    this.#leaseStr = ["0"];
-    this.#setBufs([]);
+    this.#leases = new Interned(["0"]);
+    this.#bufs = new Interned<ArrayBufferLike>([]);
     this.#memo.clear();
     this.sizeBytes = 0;
     this.currentRev = currentRev;
@@ -729,7 +717,7 @@ export class MvccStore {
     for (let kid = 0; kid < this.#latest.length; kid++) {
       const idx = this.#latest[kid];
       if (idx < 0 || t.f(idx, F_CREATE) === 0 || t.i(idx, I_LEASE) === 0) continue;
-      yield [this.#keyStr[kid], this.#leaseStr[t.i(idx, I_LEASE)]];
+      yield [this.#keyStr[kid], this.#leases.values[t.i(idx, I_LEASE)]];
     }
   }
 
@@ -748,7 +736,7 @@ export class MvccStore {
         if (mod > at) break;
         for (let i = 0; i < k.length; i++) mix(k.charCodeAt(i));
         const b = t.i(idx, I_BUF);
-        if (b >= 0) { for (const x of new Uint8Array(this.#bufs[b], t.f(idx, F_OFF), t.i(idx, I_LEN))) mix(x); }
+        if (b >= 0) { for (const x of new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), t.i(idx, I_LEN))) mix(x); }
         mix(mod);
         mix(mod >>> 8);
         mix(mod >>> 16);

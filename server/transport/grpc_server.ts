@@ -26,12 +26,6 @@ import {
 
 export { Status } from "./grpc_status.ts";
 
-/** A response message the caller has already serialized: written as is (used for watch fan-out, where one event's
- * bytes go to many watchers). */
-export class PreEncoded {
-  constructor(readonly bytes: Uint8Array) {}
-}
-
 /** One method of a grpc-js-shaped service definition (as proto/mod.ts builds them). */
 export interface MethodDefinition {
   path: string;
@@ -266,6 +260,13 @@ export class ServerCall extends EventEmitter implements StreamHandler {
     return Infinity;
   }
 
+  /** Sends the plain response headers unless they went out already. */
+  private sendHeadersOnce(): void {
+    if (this.headersSent) return;
+    this.headersSent = true;
+    this.stream.respond(RESPONSE_HEADERS);
+  }
+
   /** Sends the response headers now, with custom metadata. */
   sendMetadata(md: unknown): void {
     if (this.headersSent || this.finished) return;
@@ -281,16 +282,13 @@ export class ServerCall extends EventEmitter implements StreamHandler {
     }
     let payload: Uint8Array;
     try {
-      payload = msg instanceof PreEncoded ? msg.bytes : this.method.def.responseSerialize(msg);
+      payload = this.method.def.responseSerialize(msg);
     } catch (err) {
       this.finish(Status.INTERNAL, `Failed to serialize response: ${(err as Error)?.message ?? err}`);
       if (cb) queueMicrotask(() => cb(err as Error));
       return false;
     }
-    if (!this.headersSent) {
-      this.headersSent = true;
-      this.stream.respond(RESPONSE_HEADERS);
-    }
+    this.sendHeadersOnce();
     const ok = this.sendMessage(payload, false);
     if (cb) queueMicrotask(() => cb());
     return ok;
@@ -303,10 +301,7 @@ export class ServerCall extends EventEmitter implements StreamHandler {
    */
   writeFramed(head: Uint8Array, body: Uint8Array): boolean {
     if (this.finished) return false;
-    if (!this.headersSent) {
-      this.headersSent = true;
-      this.stream.respond(RESPONSE_HEADERS);
-    }
+    this.sendHeadersOnce();
     return this.stream.write(body, head, false);
   }
 
@@ -343,10 +338,7 @@ export class ServerCall extends EventEmitter implements StreamHandler {
       this.finish(Status.INTERNAL, `Failed to serialize response: ${(e as Error)?.message ?? e}`);
       return;
     }
-    if (!this.headersSent) {
-      this.headersSent = true;
-      this.stream.respond(RESPONSE_HEADERS);
-    }
+    this.sendHeadersOnce();
     this.sendMessage(payload, false);
     this.finish(Status.OK, "");
   };

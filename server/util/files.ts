@@ -1,4 +1,4 @@
-/** File helpers shared by the WAL and the snapshotter. */
+/** File helpers shared by the server's modules. */
 
 /**
  * A file's bytes in one buffer of exactly its size. (Deno.readFile gathers a large file in pieces and then copies
@@ -17,5 +17,15 @@ export async function readWholeFile(file: string): Promise<Uint8Array> {
     return off === buf.length ? buf : buf.subarray(0, off);
   } finally {
     fh.close();
+  }
+}
+
+/** Whether a file or directory exists at `path`. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -128,21 +128,6 @@ export class HeaderEncoder {
   }
 }
 
-/** etcdserverpb.WatchResponse with events (and the fragment flag). */
-export function encodeWatchEvents(
-  header: Uint8Array,
-  watchId: number,
-  events: Uint8Array[],
-  fragment: boolean,
-): Uint8Array {
-  const m = new Msg().bytes(1, header, true);
-  if (watchId >= 0) m.int(2, watchId);
-  else m.rawVarint(2, varint64(`${watchId}`));
-  m.int(7, fragment ? 1 : 0);
-  for (const e of events) m.bytes(11, e, true);
-  return m.done();
-}
-
 const eventFieldCache = new WeakMap<Uint8Array, Uint8Array>();
 
 /**
@@ -162,14 +147,19 @@ export function eventFields(events: Uint8Array[]): Uint8Array {
 }
 
 /**
- * The first part of a gRPC message carrying a WatchResponse of events that is not a fragment: the 5-byte gRPC
- * prefix, the header and the watch ID. Followed by `eventFields(events)` (`fieldsLength` bytes), it is byte for byte
- * the prefix plus `encodeWatchEvents(header, watchId, events, false)`; small, so each watcher's costs little.
+ * The first part of a gRPC message carrying an etcdserverpb.WatchResponse with events: the 5-byte gRPC prefix, the
+ * header, the watch ID and the fragment flag. `eventFields(events)` (`fieldsLength` bytes) is the rest. Small, so
+ * each watcher's response costs little while the event bytes are shared.
  */
-export function watchEventsHead(header: Uint8Array, watchId: number, fieldsLength: number): Uint8Array {
+export function watchEventsHead(
+  header: Uint8Array,
+  watchId: number,
+  fieldsLength: number,
+  fragment: boolean,
+): Uint8Array {
   const id = watchId >= 0 ? null : varint64(`${watchId}`);
   const idLen = watchId === 0 ? 0 : 1 + (id ? id.length : varintLen(watchId));
-  const msgLen = 1 + varintLen(header.length) + header.length + idLen + fieldsLength;
+  const msgLen = 1 + varintLen(header.length) + header.length + idLen + (fragment ? 2 : 0) + fieldsLength;
   const out = new Uint8Array(5 + msgLen - fieldsLength);
   out[1] = msgLen >>> 24;
   out[2] = (msgLen >>> 16) & 0xff;
@@ -181,8 +171,14 @@ export function watchEventsHead(header: Uint8Array, watchId: number, fieldsLengt
   pos += header.length;
   if (watchId !== 0) {
     out[pos++] = 2 << 3;
-    if (id) out.set(id, pos);
-    else putVarint(out, pos, watchId);
+    if (id) {
+      out.set(id, pos);
+      pos += id.length;
+    } else pos = putVarint(out, pos, watchId);
+  }
+  if (fragment) {
+    out[pos++] = 7 << 3;
+    out[pos] = 1;
   }
   return out;
 }

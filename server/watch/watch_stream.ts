@@ -10,7 +10,7 @@
  */
 import { type BKey, inRange, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import { type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
-import { encodeEvent, encodeWatchEvents, eventFields, type HeaderEncoder, watchEventsHead } from "./encode.ts";
+import { encodeEvent, eventFields, type HeaderEncoder, watchEventsHead } from "./encode.ts";
 import { FilterType, type WatchRequest } from "../../proto/mod.ts";
 import type { Header } from "../apply/applier.ts";
 
@@ -21,8 +21,6 @@ type Obj = Record<string, any>;
 export interface WatchSink {
   /** Sends one WatchResponse; returns false when the send buffer is full (call `drained` later). */
   send(resp: Obj): boolean;
-  /** Sends one WatchResponse already encoded as protobuf bytes; same return value. */
-  sendEncoded(bytes: Uint8Array): boolean;
   /** Sends one gRPC message given as `head` (starting with the 5-byte gRPC prefix) and `body`; same return value. */
   sendFramed(head: Uint8Array, body: Uint8Array): boolean;
 }
@@ -300,9 +298,7 @@ export class WatchStream {
     w.active = true;
     const header = this.hub.headerBytes(rev);
     if (!w.fragment) {
-      if (this.#closed) return;
-      const fields = eventFields(events);
-      if (!this.sink.sendFramed(watchEventsHead(header, w.id, fields.length), fields)) this.#congested = true;
+      this.#sendEvents(header, w.id, events, false);
       return;
     }
     // with fragment, responses larger than the request limit are split between events
@@ -311,19 +307,23 @@ export class WatchStream {
     let size = 0;
     for (const e of events) {
       if (chunk.length > 0 && size + e.length > limit) {
-        this.#sendEncoded(encodeWatchEvents(header, w.id, chunk, true));
+        this.#sendEvents(header, w.id, chunk, true);
         chunk = [];
         size = 0;
       }
       chunk.push(e);
       size += e.length;
     }
-    this.#sendEncoded(encodeWatchEvents(header, w.id, chunk, false));
+    this.#sendEvents(header, w.id, chunk, false);
   }
 
-  #sendEncoded(bytes: Uint8Array): void {
+  /** One response with events: a small head of its own plus the event fields other watchers share. */
+  #sendEvents(header: Uint8Array, watchId: number, events: Uint8Array[], fragment: boolean): void {
     if (this.#closed) return;
-    if (!this.sink.sendEncoded(bytes)) this.#congested = true;
+    const fields = eventFields(events);
+    if (!this.sink.sendFramed(watchEventsHead(header, watchId, fields.length, fragment), fields)) {
+      this.#congested = true;
+    }
   }
 
   #send(resp: Obj): void {
