@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Entry, Wal, WalCorruptError } from "../server/wal/wal.ts";
+import { type Entry, PREALLOCATE_BYTES, Wal, WalCorruptError } from "../server/wal/wal.ts";
 import { dataFor } from "./fixtures/wal_writer.ts";
 
 async function tempDir(): Promise<string> {
@@ -182,7 +182,51 @@ Deno.test("wal: a torn last record is truncated at every cut point and all earli
   await fs.rm(dir, { recursive: true });
 });
 
-Deno.test("wal: zeros or garbage after the last good record are a torn tail", async () => {
+Deno.test("wal: the current segment grows in preallocated steps, so most syncs do not change its size", async () => {
+  const dir = await tempDir();
+  const { wal } = await Wal.open(dir);
+  const [file] = await segmentFiles(dir);
+  const sizes = new Set<number>();
+  for (let i = 1; i <= 200; i++) {
+    wal.append([ent(i)]);
+    wal.sync();
+    sizes.add((await fs.stat(file)).size);
+  }
+  assert.deepEqual([...sizes], [PREALLOCATE_BYTES]);
+  wal.close(); // a clean close drops the zeros
+  const offsets = await recordOffsets(file);
+  const buf = await fs.readFile(file);
+  const lastLen = buf.readUInt32LE(offsets[offsets.length - 1]);
+  assert.equal((await fs.stat(file)).size, offsets[offsets.length - 1] + 8 + lastLen + ((8 - (lastLen % 8)) % 8));
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("wal: zeros after the last record are the preallocated end, in any segment; writing resumes there", async () => {
+  const dir = await tempDir();
+  const { wal } = await Wal.open(dir, { segmentBytes: 1024 });
+  for (let i = 1; i <= 12; i++) {
+    wal.append([ent(i)]);
+    wal.sync();
+  }
+  wal.close();
+  const files = await segmentFiles(dir);
+  assert.ok(files.length >= 2);
+  // as a crash leaves them: zeros after every segment's records (the older ones' were not trimmed yet)
+  for (const f of files) await fs.appendFile(f, new Uint8Array(PREALLOCATE_BYTES - 40));
+  const r = await reopen(dir);
+  assert.deepEqual(r.contents.entries.slice(), range(1, 12));
+  assert.deepEqual(r.logs, []);
+  r.wal.append([ent(13)]);
+  r.wal.sync();
+  const r2 = await reopen(dir); // the zeros still follow the new record: the writer has not closed
+  assert.deepEqual(r2.contents.entries.slice(), range(1, 13));
+  assert.deepEqual(r2.logs, []);
+  r2.wal.close();
+  r.wal.close();
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("wal: garbage after the last good record is a torn tail, even with zeros after it", async () => {
   const dir = await tempDir();
   const { wal } = await Wal.open(dir);
   wal.append(range(1, 3));
@@ -191,7 +235,8 @@ Deno.test("wal: zeros or garbage after the last good record are a torn tail", as
   const good = await fs.readFile(file);
   const garbage = new Uint8Array(333);
   for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 97 + 13) & 0xff;
-  for (const tail of [new Uint8Array(4096), garbage]) {
+  const zeros = new Uint8Array(4096);
+  for (const tail of [garbage, new Uint8Array([...zeros.subarray(0, 8), ...garbage, ...zeros])]) {
     await fs.writeFile(file, new Uint8Array([...good, ...tail]));
     const r = await reopen(dir);
     assert.deepEqual(r.contents.entries.slice(), range(1, 3));

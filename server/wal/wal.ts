@@ -8,6 +8,8 @@
  * segment record (magic, seq, first index, the crc it continues from), followed by metadata, hard state and the
  * newest snapshot mark, so older segments can be deleted without losing any of them.
  * Segment files are named `<seq>-<firstIndex>.wal` (16 hex digits each) and are created via a tmp file + rename.
+ * The current segment is extended with zeros ahead of the writes ({@link PREALLOCATE_BYTES} at a time), so a segment's
+ * records end where only zeros remain.
  */
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -65,6 +67,14 @@ const MAGIC = 0x57414c31; // "WAL1"
 const HEADER = 8;
 const SEGMENT_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.wal$/;
 const TWO32 = 2 ** 32;
+
+/**
+ * The current segment grows in steps of this many zero bytes ahead of the writes. An fdatasync that must also record
+ * a new file size costs about a third more than one that only flushes data (3 writers appending 360-byte records in
+ * lockstep on ext4: p50 89–93 µs against 61–76 µs), and every batch would change the size; etcd preallocates its
+ * segments for the same reason. A step rather than a whole segment keeps the zeros that replay reads small.
+ */
+export const PREALLOCATE_BYTES = 1 << 20;
 
 const crc32 = (data: Uint8Array, seed: number): number => zlib.crc32(data, seed);
 const padLen = (len: number): number => len + ((8 - (len % 8)) % 8);
@@ -164,6 +174,12 @@ function readRecord(buf: Uint8Array, v: DataView, off: number, seed: number | nu
   return { ok: true, payload, crc, end };
 }
 
+/** Whether only zeros remain from `off`: the clean end of a preallocated segment. */
+function zeroTail(buf: Uint8Array, off: number): boolean {
+  for (let i = off; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
 /** Whether valid records follow a bad record at `off`, i.e. the damage is not a torn tail. */
 function validDataAfter(buf: Uint8Array, v: DataView, off: number): boolean {
   const chainsFrom = (p: number, seed: number): boolean => readRecord(buf, v, p, seed).ok;
@@ -200,6 +216,8 @@ export class Wal {
 
   private fh: Deno.FsFile;
   private pos: number;
+  /** length of the current segment file: `pos` plus the zeros preallocated after it */
+  private allocated: number;
   private crc: number;
   private segments: Segment[];
   private pending: Uint8Array[] = [];
@@ -215,12 +233,13 @@ export class Wal {
     private metadata: Uint8Array | null,
     private segmentBytes: number,
     private log: (msg: string) => void,
-    state: { fh: Deno.FsFile; pos: number; crc: number; segments: Segment[]; hardState: HardState },
+    state: { fh: Deno.FsFile; pos: number; allocated: number; crc: number; segments: Segment[]; hardState: HardState },
     mark: SnapshotMark | null,
     lastIndex: number,
   ) {
     this.fh = state.fh;
     this.pos = state.pos;
+    this.allocated = state.allocated;
     this.crc = state.crc;
     this.segments = state.segments;
     this.appendedLastIndex = lastIndex;
@@ -252,6 +271,7 @@ export class Wal {
         {
           fh: null as unknown as Deno.FsFile,
           pos: 0,
+          allocated: 0,
           crc: 0,
           segments: [],
           hardState,
@@ -274,10 +294,14 @@ export class Wal {
     const r = await replay(dir, segNames, opts.snapshotIndex, log);
     const last = r.segments[r.segments.length - 1];
     const fh = await Deno.open(last.file, { read: true, write: true });
+    let allocated: number;
     try {
       if (r.truncateAt !== null) {
         await fh.truncate(r.truncateAt);
         await fh.syncData();
+        allocated = r.truncateAt;
+      } else {
+        allocated = (await fh.stat()).size;
       }
     } catch (e) {
       fh.close();
@@ -288,7 +312,7 @@ export class Wal {
       r.metadata,
       segmentBytes,
       log,
-      { fh, pos: r.end, crc: r.crc, segments: r.segments, hardState: r.hardState },
+      { fh, pos: r.end, allocated, crc: r.crc, segments: r.segments, hardState: r.hardState },
       r.newestMark,
       r.lastIndex,
     );
@@ -348,11 +372,14 @@ export class Wal {
     await syncDir(this.dir);
   }
 
-  /** Syncs whatever is pending and closes the current segment file. */
+  /** Syncs whatever is pending, drops the preallocated zeros and closes the current segment file. */
   close(): void {
     if (this.closed) return;
     try {
-      if (!this.failed) this.sync();
+      if (!this.failed) {
+        this.sync();
+        this.fh.truncateSync(this.pos);
+      }
     } finally {
       this.closed = true;
       this.fh.close();
@@ -377,6 +404,10 @@ export class Wal {
     this.pendingMark = null;
     this.written.lastIndex = this.appendedLastIndex;
     const { buf, crc } = frame(payloads, this.crc);
+    if (this.pos + buf.length > this.allocated) {
+      this.allocated = Math.ceil((this.pos + buf.length) / PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+      this.fh.truncateSync(this.allocated);
+    }
     writeAllSync(this.fh, buf, this.pos);
     this.pos += buf.length;
     this.crc = crc;
@@ -404,11 +435,19 @@ export class Wal {
       throw e;
     }
     const old = this.fh;
+    const oldEnd = this.pos;
     this.fh = fh;
     this.pos = buf.length;
+    this.allocated = buf.length;
     this.crc = crc;
     this.segments.push({ seq, firstIndex, file });
-    if (old) old.close();
+    if (old) {
+      try {
+        old.truncateSync(oldEnd); // its preallocated zeros (replay would skip them anyway)
+      } finally {
+        old.close();
+      }
+    }
   }
 }
 
@@ -569,6 +608,7 @@ async function replay(
     while (off < buf.length) {
       const r = readRecord(buf, v, off, off === 0 ? null : crc);
       if (!r.ok) {
+        if (off > 0 && zeroTail(buf, off)) break; // preallocated and never written
         if (off === 0 || !isLast) throw new WalCorruptError(file, off, r.why);
         if (validDataAfter(buf, v, off)) throw new WalCorruptError(file, off, `${r.why}, followed by valid records`);
         log(`wal: truncated torn record at ${file}:${off} (${r.why}, ${buf.length - off} bytes dropped)`);
