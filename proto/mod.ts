@@ -17,6 +17,13 @@ export * from "./types.ts";
  */
 export const CONVERSION = { keepCase: true, longs: String, enums: Number, defaults: true, oneofs: true } as const;
 
+// toObject with `defaults` makes a new empty Buffer for every absent bytes field of every message (each one an
+// off-heap allocation); a single shared empty Buffer serves them all: nothing can be written into it.
+const EMPTY_BYTES = Buffer.alloc(0);
+const newBuffer = protobuf.util.newBuffer;
+protobuf.util.newBuffer = (sizeOrArray?: number | number[]) =>
+  Array.isArray(sizeOrArray) && sizeOrArray.length === 0 ? EMPTY_BYTES : newBuffer(sizeOrArray);
+
 /** protobufjs reflection root of every message and service. */
 export const pbRoot: protobuf.Root = protobuf.Root.fromJSON(descriptor as unknown as protobuf.INamespace);
 pbRoot.resolveAll();

@@ -57,6 +57,55 @@ function readSnapshot(r: BinaryReader): Snapshot | null {
 /** Encodes messages into one frame. */
 export function encodeMessages(msgs: Message[]): Uint8Array {
   const w = new BinaryWriter();
+  writeMessages(w, msgs);
+  return w.done();
+}
+
+/** Room for an egpb.RaftFrame's head: the tag of field 1 and a length of up to 5 varint bytes. */
+const FRAME_HEAD_SPACE = 6;
+/** The reused frame buffer is dropped after a batch that grew it beyond this (a large catch-up append). */
+const FRAME_BUFFER_KEEP = 256 << 10;
+let frameWriter = new BinaryWriter();
+const frameHead = new Uint8Array(FRAME_HEAD_SPACE);
+
+/**
+ * The bytes of an egpb.RaftFrame (`bytes data = 1`, the peer stream's message) carrying `msgs`, exactly as protobuf
+ * encodes it, written into a reused buffer: a view, valid until the next call (the stream copies what it sends).
+ */
+export function encodeFrame(msgs: Message[]): Uint8Array {
+  const w = frameWriter;
+  w.reset(FRAME_HEAD_SPACE);
+  writeMessages(w, msgs);
+  let n = w.done().length - FRAME_HEAD_SPACE;
+  let h = 0;
+  frameHead[h++] = 0x0a; // field 1, length-delimited
+  while (n > 0x7f) {
+    frameHead[h++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  frameHead[h++] = n;
+  const frame = w.withHead(frameHead.subarray(0, h), FRAME_HEAD_SPACE);
+  if (w.capacity > FRAME_BUFFER_KEEP) frameWriter = new BinaryWriter();
+  return frame;
+}
+
+/** The messages of an egpb.RaftFrame's bytes (see {@link encodeFrame}); throws on malformed input. */
+export function decodeFrame(frame: Uint8Array): Message[] {
+  if (frame.length === 0) return []; // protobuf leaves out an empty field
+  if (frame[0] !== 0x0a) throw new Error("raft frame: expected field 1");
+  let n = 0, shift = 0, p = 1;
+  for (;;) {
+    if (p >= frame.length || shift > 28) throw new Error("raft frame: bad length");
+    const b = frame[p++];
+    n += (b & 0x7f) * 2 ** shift;
+    if (b < 0x80) break;
+    shift += 7;
+  }
+  if (p + n !== frame.length) throw new Error("raft frame: length does not match");
+  return decodeMessages(frame.subarray(p));
+}
+
+function writeMessages(w: BinaryWriter, msgs: Message[]): void {
   w.u32(msgs.length);
   for (const m of msgs) {
     w.u8(CODE.get(m.type)!);
@@ -72,7 +121,6 @@ export function encodeMessages(msgs: Message[]): Uint8Array {
     writeEntries(w, m.entries);
     writeSnapshot(w, m.snapshot);
   }
-  return w.done().slice();
 }
 
 /** Decodes a frame; throws on malformed input. */

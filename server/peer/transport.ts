@@ -11,10 +11,10 @@
 import type * as grpc from "@grpc/grpc-js";
 import type tls from "node:tls";
 import { Buffer } from "node:buffer";
-import { RaftService } from "../../proto/mod.ts";
+import { RaftService, type ServiceDefinition } from "../../proto/mod.ts";
 import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
 import type { Message } from "../raft/types.ts";
-import { decodeMessages, encodeMessages } from "./codec.ts";
+import { decodeFrame, decodeMessages, encodeFrame, encodeMessages } from "./codec.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -60,10 +60,15 @@ const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 1000;
 
 // the service definition's codecs (proto/mod.ts)
-const serializeFrame = RaftService.Send.requestSerialize;
 const serializeChunk = RaftService.Snapshot.requestSerialize;
 const serializeLeaseQuery = RaftService.Lease.requestSerialize;
 const deserializeLeaseAnswer = RaftService.Lease.responseDeserialize as (b: Uint8Array) => Obj;
+
+/** egpb.Raft as this server registers it: Send hands its handler each frame's bytes, for {@link decodeFrame}. */
+export const RaftPeerService: ServiceDefinition = {
+  ...RaftService,
+  Send: { ...RaftService.Send, requestDeserialize: (bytes: Uint8Array) => bytes },
+};
 
 class PeerLink {
   #client: GrpcClient | null = null;
@@ -152,7 +157,7 @@ class PeerLink {
     const snaps = msgs.filter((m) => m.type === "Snap");
     const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
     if (rest.length > 0) {
-      call.write(serializeFrame({ data: encodeMessages(rest) }));
+      call.write(encodeFrame(rest));
       call.flush();
     }
     for (const m of snaps) this.#sendSnapshot(m);
@@ -301,10 +306,10 @@ export class PeerTransport {
           cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
           return;
         }
-        call.on("data", (f: Obj) => {
+        call.on("data", (frame: Uint8Array) => {
           let msgs: Message[];
           try {
-            msgs = decodeMessages(f.data);
+            msgs = decodeFrame(frame);
           } catch (err) {
             this.hooks.log(`bad frame from peer: ${err}`);
             return;

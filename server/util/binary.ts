@@ -51,12 +51,34 @@ export class BinaryWriter {
   }
 
   str(s: string): void {
-    this.bytes(Buffer.from(s, "utf8"));
+    const n = Buffer.byteLength(s, "utf8");
+    this.u32(n);
+    this.#room(n);
+    this.#pos += this.#buf.write(s, this.#pos, n, "utf8");
   }
 
   /** The bytes written so far (a view, valid until the next write). */
   done(): Uint8Array {
     return this.#buf.subarray(0, this.#pos);
+  }
+
+  /** Size of the buffer (it only grows). */
+  get capacity(): number {
+    return this.#buf.length;
+  }
+
+  /** Starts over in the same buffer, leaving `space` bytes free at the start for {@link withHead}. */
+  reset(space = 0): void {
+    this.#pos = space;
+  }
+
+  /** The bytes written since reset(space), with `head` placed right before them in that space: a view. */
+  withHead(head: Uint8Array, space: number): Uint8Array {
+    if (head.length > space) throw new RangeError("head larger than the space left for it");
+    const start = space - head.length;
+    const b = this.#buf;
+    b.set(head, start);
+    return new Uint8Array(b.buffer, b.byteOffset + start, this.#pos - start); // plain: its slice() copies
   }
 }
 
@@ -128,6 +150,10 @@ export class BinaryReader {
   }
 
   str(): string {
-    return this.bytes().toString("utf8");
+    const n = this.u32();
+    this.#need(n);
+    const s = this.#buf.toString("utf8", this.#pos, this.#pos + n);
+    this.#pos += n;
+    return s;
   }
 }

@@ -90,69 +90,101 @@ function getU64(v: DataView, off: number): number {
   return v.getUint32(off, true) * TWO32 + v.getUint32(off + 4, true);
 }
 
-function encodeEntry(e: Entry): Uint8Array {
-  const p = new Uint8Array(18 + e.data.length);
-  const v = new DataView(p.buffer);
-  p[0] = REC_ENTRY;
-  putU64(v, 1, e.index);
-  putU64(v, 9, e.term);
-  p[17] = e.type;
-  p.set(e.data, 18);
-  return p;
-}
+/**
+ * Records framed in place in one reused buffer, [u32 len][u32 crc][payload][pad]: the payloads are written as records
+ * are added, the lengths and the crc chain when the batch is sealed (the chain's seed is known only then).
+ */
+class RecordBatch {
+  static readonly INITIAL = 64 << 10;
+  /** a buffer grown beyond this (a large catch-up batch) is not kept for the next batch */
+  static readonly KEEP = 1 << 20;
 
-function encodeHardState(hs: HardState): Uint8Array {
-  const p = new Uint8Array(25);
-  const v = new DataView(p.buffer);
-  p[0] = REC_HARDSTATE;
-  putU64(v, 1, hs.term);
-  v.setBigUint64(9, BigInt(hs.vote), true);
-  putU64(v, 17, hs.commit);
-  return p;
-}
+  buf = new Uint8Array(RecordBatch.INITIAL);
+  view = new DataView(this.buf.buffer);
+  length = 0;
+  /** [offset, payload length] of each record */
+  private recs: number[] = [];
 
-function encodeMark(m: SnapshotMark): Uint8Array {
-  const p = new Uint8Array(17);
-  const v = new DataView(p.buffer);
-  p[0] = REC_SNAPSHOT;
-  putU64(v, 1, m.index);
-  putU64(v, 9, m.term);
-  return p;
-}
-
-function encodeSegment(prevCrc: number, seq: number, firstIndex: number): Uint8Array {
-  const p = new Uint8Array(25);
-  const v = new DataView(p.buffer);
-  p[0] = REC_SEGMENT;
-  v.setUint32(1, prevCrc, true);
-  v.setUint32(5, MAGIC, true);
-  putU64(v, 9, seq);
-  putU64(v, 17, firstIndex);
-  return p;
-}
-
-function encodeMetadata(md: Uint8Array): Uint8Array {
-  const p = new Uint8Array(1 + md.length);
-  p[0] = REC_METADATA;
-  p.set(md, 1);
-  return p;
-}
-
-/** Frames payloads into one buffer, continuing the crc chain from `crc`. */
-function frame(payloads: Uint8Array[], crc: number): { buf: Uint8Array; crc: number } {
-  let total = 0;
-  for (const p of payloads) total += HEADER + padLen(p.length);
-  const buf = new Uint8Array(total);
-  const v = new DataView(buf.buffer);
-  let off = 0;
-  for (const p of payloads) {
-    crc = crc32(p, crc);
-    v.setUint32(off, p.length, true);
-    v.setUint32(off + 4, crc, true);
-    buf.set(p, off + HEADER);
-    off += HEADER + padLen(p.length);
+  get empty(): boolean {
+    return this.recs.length === 0;
   }
-  return { buf, crc };
+
+  /** Adds a record with an `n`-byte payload (zero padding included); returns where the payload goes. */
+  add(n: number): number {
+    const total = HEADER + padLen(n);
+    if (this.length + total > this.buf.length) {
+      let size = this.buf.length * 2;
+      while (size < this.length + total) size *= 2;
+      const b = new Uint8Array(size);
+      b.set(this.buf.subarray(0, this.length));
+      this.buf = b;
+      this.view = new DataView(b.buffer);
+    }
+    const off = this.length;
+    this.recs.push(off, n);
+    this.buf.fill(0, off + HEADER + n, off + total);
+    this.length += total;
+    return off + HEADER;
+  }
+
+  /** Fills in lengths and the crc chain from `crc`; returns the framed bytes (a view) and the chain's last crc. */
+  seal(crc: number): { bytes: Uint8Array; crc: number } {
+    for (let i = 0; i < this.recs.length; i += 2) {
+      const off = this.recs[i], n = this.recs[i + 1];
+      crc = crc32(this.buf.subarray(off + HEADER, off + HEADER + n), crc);
+      this.view.setUint32(off, n, true);
+      this.view.setUint32(off + 4, crc, true);
+    }
+    return { bytes: this.buf.subarray(0, this.length), crc };
+  }
+
+  clear(): void {
+    this.length = 0;
+    this.recs.length = 0;
+    if (this.buf.length > RecordBatch.KEEP) {
+      this.buf = new Uint8Array(RecordBatch.INITIAL);
+      this.view = new DataView(this.buf.buffer);
+    }
+  }
+}
+
+function addEntry(b: RecordBatch, e: Entry): void {
+  const p = b.add(18 + e.data.length);
+  b.buf[p] = REC_ENTRY;
+  putU64(b.view, p + 1, e.index);
+  putU64(b.view, p + 9, e.term);
+  b.buf[p + 17] = e.type;
+  b.buf.set(e.data, p + 18);
+}
+
+function addHardState(b: RecordBatch, hs: HardState): void {
+  const p = b.add(25);
+  b.buf[p] = REC_HARDSTATE;
+  putU64(b.view, p + 1, hs.term);
+  b.view.setBigUint64(p + 9, BigInt(hs.vote), true);
+  putU64(b.view, p + 17, hs.commit);
+}
+
+function addMark(b: RecordBatch, m: SnapshotMark): void {
+  const p = b.add(17);
+  b.buf[p] = REC_SNAPSHOT;
+  putU64(b.view, p + 1, m.index);
+  putU64(b.view, p + 9, m.term);
+}
+
+function addSegment(b: RecordBatch, prevCrc: number, seq: number, firstIndex: number): void {
+  const p = b.add(25);
+  b.buf[p] = REC_SEGMENT;
+  b.view.setUint32(p + 1, prevCrc, true);
+  b.view.setUint32(p + 5, MAGIC, true);
+  putU64(b.view, p + 9, seq);
+  putU64(b.view, p + 17, firstIndex);
+}
+
+function addMetadata(b: RecordBatch, md: Uint8Array): void {
+  const p = b.add(1 + md.length);
+  b.buf[p] = REC_METADATA;
+  b.buf.set(md, p + 1);
 }
 
 type ReadResult = { ok: true; payload: Uint8Array; crc: number; end: number } | { ok: false; why: string };
@@ -220,7 +252,7 @@ export class Wal {
   private allocated: number;
   private crc: number;
   private segments: Segment[];
-  private pending: Uint8Array[] = [];
+  private pending = new RecordBatch();
   private pendingHardState: HardState | null = null;
   private pendingMark: SnapshotMark | null = null;
   private appendedLastIndex: number;
@@ -327,11 +359,11 @@ export class Wal {
     this.checkUsable();
     if (entries.length === 0 && !hardState) return;
     for (const e of entries) {
-      this.pending.push(encodeEntry(e));
+      addEntry(this.pending, e);
       this.appendedLastIndex = e.index;
     }
     if (hardState) {
-      this.pending.push(encodeHardState(hardState));
+      addHardState(this.pending, hardState);
       this.pendingHardState = { ...hardState };
     }
   }
@@ -339,7 +371,7 @@ export class Wal {
   /** Records that a snapshot at (index, term) exists; durable after the next sync. */
   markSnapshot(mark: SnapshotMark): void {
     this.checkUsable();
-    this.pending.push(encodeMark(mark));
+    addMark(this.pending, mark);
     this.pendingMark = { ...mark };
     if (mark.index > this.appendedLastIndex) this.appendedLastIndex = mark.index;
   }
@@ -352,7 +384,7 @@ export class Wal {
    */
   sync(): void {
     this.checkUsable();
-    if (this.pending.length === 0) return;
+    if (this.pending.empty) return;
     try {
       this.writeBatch();
     } catch (e) {
@@ -396,19 +428,18 @@ export class Wal {
       const cur = this.segments[this.segments.length - 1];
       this.createSegment(cur.seq + 1, this.written.lastIndex + 1, this.crc);
     }
-    const payloads = this.pending;
-    this.pending = [];
     if (this.pendingHardState) this.written.hardState = this.pendingHardState;
     if (this.pendingMark) this.written.mark = this.pendingMark;
     this.pendingHardState = null;
     this.pendingMark = null;
     this.written.lastIndex = this.appendedLastIndex;
-    const { buf, crc } = frame(payloads, this.crc);
+    const { bytes: buf, crc } = this.pending.seal(this.crc);
     if (this.pos + buf.length > this.allocated) {
       this.allocated = Math.ceil((this.pos + buf.length) / PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
       this.fh.truncateSync(this.allocated);
     }
     writeAllSync(this.fh, buf, this.pos);
+    this.pending.clear();
     this.pos += buf.length;
     this.crc = crc;
     this.fh.syncDataSync();
@@ -419,11 +450,12 @@ export class Wal {
   private createSegment(seq: number, firstIndex: number, prevCrc: number): void {
     const name = segmentName(seq, firstIndex);
     const file = path.join(this.dir, name);
-    const head = [encodeSegment(prevCrc, seq, firstIndex)];
-    if (this.metadata) head.push(encodeMetadata(this.metadata));
-    head.push(encodeHardState(this.written.hardState));
-    if (this.written.mark) head.push(encodeMark(this.written.mark));
-    const { buf, crc } = frame(head, prevCrc);
+    const head = new RecordBatch();
+    addSegment(head, prevCrc, seq, firstIndex);
+    if (this.metadata) addMetadata(head, this.metadata);
+    addHardState(head, this.written.hardState);
+    if (this.written.mark) addMark(head, this.written.mark);
+    const { bytes: buf, crc } = head.seal(prevCrc);
     const fh = Deno.openSync(file + ".tmp", { read: true, write: true, create: true, truncate: true });
     try {
       writeAllSync(fh, buf, 0);
