@@ -182,6 +182,25 @@ Deno.test("wal: a torn last record is truncated at every cut point and all earli
   await fs.rm(dir, { recursive: true });
 });
 
+Deno.test("wal: release() hands the replayed segments' bytes back at once; the log stays usable", async () => {
+  const dir = await tempDir();
+  const { wal } = await Wal.open(dir);
+  wal.append(range(1, 50));
+  wal.close();
+  const r = await reopen(dir);
+  const copies = r.contents.entries.slice().map((e) => ({ ...e, data: e.data.slice() }));
+  const views = r.contents.entries.slice(0, 1);
+  r.contents.entries.release();
+  assert.equal(views[0].data.byteLength, 0, "the segment's buffer is detached, not left to the garbage collector");
+  assert.deepEqual(copies, range(1, 50));
+  r.wal.append([ent(51)]);
+  r.wal.close();
+  const r2 = await reopen(dir);
+  assert.deepEqual(r2.contents.entries.slice(), range(1, 51));
+  r2.wal.close();
+  await fs.rm(dir, { recursive: true });
+});
+
 Deno.test("wal: the current segment grows in preallocated steps, so most syncs do not change its size", async () => {
   const dir = await tempDir();
   const { wal } = await Wal.open(dir);

@@ -162,9 +162,9 @@ export class Node {
     }
     if (contents.hardState.term > 0) n.storage.setHardState(contents.hardState);
     // in pieces, so that the replayed log is never held as one Entry object per entry (MemoryStorage copies the data)
-    for (let i = 0; i < contents.entries.length; i += REPLAY_PIECE) {
-      n.storage.append(contents.entries.slice(i, i + REPLAY_PIECE));
-    }
+    const replayed = contents.entries.length;
+    for (let i = 0; i < replayed; i += REPLAY_PIECE) n.storage.append(contents.entries.slice(i, i + REPLAY_PIECE));
+    contents.entries.release(); // MemoryStorage holds copies
     if (!snap) { for (const m of cfg.initialMembers) if (!n.members.has(m.ID)) n.members.add(m); }
     const voters = cfg.initialMembers.filter((m) => !m.isLearner).map((m) => m.ID);
     const fresh = n.storage.lastIndex() === 0 && !snap;
@@ -200,7 +200,7 @@ export class Node {
       lease: (id, renew) => n.leaseAsLeader(id, renew),
       log: cfg.log,
     });
-    if (contents.entries.length > 0 || snap) {
+    if (replayed > 0 || snap) {
       cfg.log(
         `log holds entries up to ${n.storage.lastIndex()} (commit ${contents.hardState.commit}, term ${contents.hardState.term})`,
       );

@@ -4,7 +4,7 @@
  * A file's bytes in one buffer of exactly its size. (Deno.readFile gathers a large file in pieces and then copies
  * them into one buffer, briefly holding about twice its size: tens of MB at start-up for a WAL segment or snapshot.)
  */
-export async function readWholeFile(file: string): Promise<Uint8Array> {
+export async function readWholeFile(file: string): Promise<Uint8Array<ArrayBuffer>> {
   const fh = await Deno.open(file, { read: true });
   try {
     const buf = new Uint8Array((await fh.stat()).size);

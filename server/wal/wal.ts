@@ -560,7 +560,7 @@ export class ReplayedEntries implements Iterable<Entry> {
   static readonly EMPTY = new ReplayedEntries([], new EntryColumns(), new Int32Array(0));
 
   constructor(
-    private readonly bufs: Uint8Array[],
+    private readonly bufs: Uint8Array<ArrayBuffer>[],
     private readonly cols: EntryColumns,
     /** rows of `cols`, in log order */
     private readonly rows: Int32Array,
@@ -585,6 +585,15 @@ export class ReplayedEntries implements Iterable<Entry> {
       });
     }
     return out;
+  }
+
+  /**
+   * Returns the segments' bytes to the system now rather than at the next full garbage collection (which may come only
+   * after the replayed log was applied, with the bytes still held). Entries sliced earlier are invalid afterwards.
+   */
+  release(): void {
+    for (const b of this.bufs) if (b.byteLength > 0) b.buffer.transfer(0);
+    this.bufs.length = 0;
   }
 
   *[Symbol.iterator](): Iterator<Entry> {
@@ -616,7 +625,7 @@ async function replay(
   let metadata: Uint8Array | null = null;
   const marks: SnapshotMark[] = [];
   // Entry records in log order; resolved against the snapshot base after all marks are known.
-  const bufs: Uint8Array[] = [];
+  const bufs: Uint8Array<ArrayBuffer>[] = [];
   const cols = new EntryColumns();
   let lastIndex = 0;
   let crc = 0;
