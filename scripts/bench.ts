@@ -24,6 +24,10 @@
  * Environment:
  *   BENCH_SECONDS  measured seconds per row (default 5; 4 with --members > 1)
  *   BENCH_WARMUP   unmeasured warm-up seconds per row (0.5)
+ *   BENCH_WARMUP_PUTS  unmeasured puts (16 clients) each side's server or cluster serves before its first row
+ *                  (default 20000; 0 = none). The same work on both sides, so that the rows compare servers in steady
+ *                  state: V8 runs a function unoptimized for its first few thousand calls (etcd is compiled ahead of
+ *                  time), and "put, 1 client", the first row, used to be measured about a second after start.
  *   BENCH_ETCD     reference server (default /usr/bin/etcd)  BENCH_OURS    our server (default <repo>/scripts/etcd)
  *   BENCH_CACHE    loadgen binary, Go caches, data dirs (default /var/tmp/eg-bench)
  *   BENCH_WATCH_PUTS  puts fanned out to the 1000 watchers (default 2000; 1000 with --members > 1)
@@ -48,6 +52,7 @@ const membersArg = (() => {
 const multi = membersArg > 1;
 const seconds = Number(env("BENCH_SECONDS") ?? (multi ? 4 : 5));
 const warmup = Number(env("BENCH_WARMUP") ?? 0.5);
+const warmupPuts = Math.max(0, Math.floor(Number(env("BENCH_WARMUP_PUTS") ?? 20000)));
 const watchPuts = Number(env("BENCH_WATCH_PUTS") ?? (multi ? 1000 : 2000));
 const failoverKills = Math.max(1, Math.floor(Number(env("BENCH_FAILOVER_KILLS") ?? 3) || 3));
 const loadgenSrc = `${repo}scripts/bench/loadgen.go`;
@@ -818,6 +823,14 @@ async function benchSide(
     return side;
   }
   try {
+    if (warmupPuts > 0) {
+      const w = await runLoadgen(loadgen, cluster, [
+        ...["--op", "put", "--clients", "16", "--total", String(warmupPuts), "--warmup", "0s", ...keyArgs],
+      ]);
+      console.error(
+        `[${name}] warm-up: ${warmupPuts} puts${w.ok ? `, ${fmtNum(w.rps!)} req/s` : ` failed: ${w.reason}`}`,
+      );
+    }
     for (const row of rows) {
       const dead = cluster.dead();
       if (dead) {
@@ -1024,8 +1037,8 @@ function printTable(
   console.log("|" + widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":")).join("|") + "|");
   for (const row of table.slice(1)) console.log(line(row));
   console.log(
-    `\n${
-      rounds > 1 ? `mean of ${rounds} rounds; ` : ""
+    `\n${rounds > 1 ? `mean of ${rounds} rounds; ` : ""}${
+      warmupPuts > 0 ? `${warmupPuts} unmeasured puts (16 clients) before the first row; ` : ""
     }${seconds} s per row (+${warmup} s warm-up), 8 B keys, 256 B values; watch: events/s delivered to 1000 watchers` +
       ` on 10 streams, latency = put→event at 100 puts/s; cpu = server user+sys CPU per request (per event for watch)` +
       (size > 1 ? `, summed over the members.` : "."),
