@@ -37,6 +37,18 @@ async function recordOffsets(file: string): Promise<number[]> {
   return out;
 }
 
+/** A new log in a temp dir holding entries 1..n, each synced on its own, closed. */
+async function logOfSyncedEntries(n: number, opts: Parameters<typeof Wal.open>[1] = {}): Promise<string> {
+  const dir = await tempDir();
+  const { wal } = await Wal.open(dir, opts);
+  for (let i = 1; i <= n; i++) {
+    wal.append([ent(i)]);
+    wal.sync();
+  }
+  wal.close();
+  return dir;
+}
+
 async function reopen(dir: string, opts: Parameters<typeof Wal.open>[1] = {}) {
   const logs: string[] = [];
   const r = await Wal.open(dir, { log: (m) => logs.push(m), ...opts });
@@ -151,13 +163,7 @@ Deno.test("wal: an entry with an index <= an earlier one replaces the tail (Raft
 });
 
 Deno.test("wal: a torn last record is truncated at every cut point and all earlier records recover", async () => {
-  const dir = await tempDir();
-  const { wal } = await Wal.open(dir);
-  for (let i = 1; i <= 5; i++) {
-    wal.append([ent(i)]);
-    wal.sync();
-  }
-  wal.close();
+  const dir = await logOfSyncedEntries(5);
   const [file] = await segmentFiles(dir);
   const full = await fs.readFile(file);
   const offsets = await recordOffsets(file);
@@ -221,13 +227,7 @@ Deno.test("wal: the current segment grows in preallocated steps, so most syncs d
 });
 
 Deno.test("wal: zeros after the last record are the preallocated end, in any segment; writing resumes there", async () => {
-  const dir = await tempDir();
-  const { wal } = await Wal.open(dir, { segmentBytes: 1024 });
-  for (let i = 1; i <= 12; i++) {
-    wal.append([ent(i)]);
-    wal.sync();
-  }
-  wal.close();
+  const dir = await logOfSyncedEntries(12, { segmentBytes: 1024 });
   const files = await segmentFiles(dir);
   assert.ok(files.length >= 2);
   // as a crash leaves them: zeros after every segment's records (the older ones' were not trimmed yet)
@@ -267,13 +267,7 @@ Deno.test("wal: garbage after the last good record is a torn tail, even with zer
 });
 
 Deno.test("wal: corruption followed by valid records stops the open with file and offset", async () => {
-  const dir = await tempDir();
-  const { wal } = await Wal.open(dir);
-  for (let i = 1; i <= 10; i++) {
-    wal.append([ent(i)]);
-    wal.sync();
-  }
-  wal.close();
+  const dir = await logOfSyncedEntries(10);
   const [file] = await segmentFiles(dir);
   const good = await fs.readFile(file);
   const offsets = await recordOffsets(file);
@@ -299,13 +293,7 @@ Deno.test("wal: corruption followed by valid records stops the open with file an
 });
 
 Deno.test("wal: any bad record in a non-last segment is corruption, even at its end", async () => {
-  const dir = await tempDir();
-  const { wal } = await Wal.open(dir, { segmentBytes: 1024 });
-  for (let i = 1; i <= 40; i++) {
-    wal.append([ent(i)]);
-    wal.sync();
-  }
-  wal.close();
+  const dir = await logOfSyncedEntries(40, { segmentBytes: 1024 });
   const files = await segmentFiles(dir);
   assert.ok(files.length >= 3);
   const offsets = await recordOffsets(files[0]);
