@@ -474,8 +474,11 @@ export class Wal {
     this.crc = crc;
     this.segments.push({ seq, firstIndex, file });
     if (old) {
+      // drop the old segment's preallocated zeros: best effort, replay skips them anyway
       try {
-        old.truncateSync(oldEnd); // its preallocated zeros (replay would skip them anyway)
+        old.truncateSync(oldEnd);
+      } catch (e) {
+        this.log(`wal: could not trim the preallocated end of the previous segment: ${e}`);
       } finally {
         old.close();
       }
