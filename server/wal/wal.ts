@@ -410,11 +410,20 @@ export class Wal {
     try {
       if (!this.failed) {
         this.sync();
-        this.fh.truncateSync(this.pos);
+        this.trimTo(this.fh, this.pos);
       }
     } finally {
       this.closed = true;
       this.fh.close();
+    }
+  }
+
+  /** Drops a segment's preallocated zeros after `end`: best effort, replay skips them anyway. */
+  private trimTo(fh: Deno.FsFile, end: number): void {
+    try {
+      fh.truncateSync(end);
+    } catch (e) {
+      this.log(`wal: could not drop the preallocated zeros of a segment: ${e}`);
     }
   }
 
@@ -474,11 +483,8 @@ export class Wal {
     this.crc = crc;
     this.segments.push({ seq, firstIndex, file });
     if (old) {
-      // drop the old segment's preallocated zeros: best effort, replay skips them anyway
       try {
-        old.truncateSync(oldEnd);
-      } catch (e) {
-        this.log(`wal: could not trim the preallocated end of the previous segment: ${e}`);
+        this.trimTo(old, oldEnd);
       } finally {
         old.close();
       }
