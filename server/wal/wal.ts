@@ -71,7 +71,7 @@ const TWO32 = 2 ** 32;
 /**
  * The current segment grows in steps of this many zero bytes ahead of the writes. An fdatasync that must also record
  * a new file size costs about a third more than one that only flushes data (3 writers appending 360-byte records in
- * lockstep on ext4: p50 89–93 µs against 61–76 µs), and every batch would change the size; etcd preallocates its
+ * lockstep on ext4: p50 83–113 µs against 59–81 µs), and every batch would change the size; etcd preallocates its
  * segments for the same reason. A step rather than a whole segment keeps the zeros that replay reads small.
  */
 export const PREALLOCATE_BYTES = 1 << 20;
