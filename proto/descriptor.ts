@@ -1779,6 +1779,16 @@ export const descriptor = {
             "data": {
               "type": "bytes",
               "id": 1
+            },
+            "lease_queries": {
+              "rule": "repeated",
+              "type": "LeaseQuery",
+              "id": 2
+            },
+            "lease_answers": {
+              "rule": "repeated",
+              "type": "LeaseAnswer",
+              "id": 3
             }
           }
         },
@@ -1806,6 +1816,10 @@ export const descriptor = {
             "renew": {
               "type": "bool",
               "id": 2
+            },
+            "seq": {
+              "type": "uint64",
+              "id": 3
             }
           }
         },
@@ -1818,6 +1832,14 @@ export const descriptor = {
             "granted_ttl": {
               "type": "int64",
               "id": 2
+            },
+            "seq": {
+              "type": "uint64",
+              "id": 3
+            },
+            "error": {
+              "type": "string",
+              "id": 4
             }
           }
         },
@@ -1832,10 +1854,6 @@ export const descriptor = {
               "requestType": "SnapshotChunk",
               "requestStream": true,
               "responseType": "RaftAck"
-            },
-            "Lease": {
-              "requestType": "LeaseQuery",
-              "responseType": "LeaseAnswer"
             }
           }
         }

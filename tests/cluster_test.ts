@@ -551,3 +551,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster: lease keep-alives and TTL questions on followers are answered by the leader, also a new one",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const c = await Cluster.start({ size: 3 });
+    try {
+      const { leader } = await c.waitLeader();
+      const followers = c.members.filter((m) => m !== leader);
+      const granted = await ctl(followers[0].endpoint, ["lease", "grant", "30"]);
+      const id = /lease ([0-9a-f]+) granted with TTL\(30s\)/.exec(granted)?.[1];
+      assert.ok(id, granted);
+      // many at once through both followers: each question is matched to its own answer
+      const outs = await Promise.all(
+        Array.from({ length: 24 }, (_, i) => ctl(followers[i % 2].endpoint, ["lease", "keep-alive", "--once", id])),
+      );
+      for (const out of outs) assert.match(out, new RegExp(`lease ${id} keepalived with TTL\\(30\\)`));
+      assert.match(await ctl(followers[1].endpoint, ["lease", "timetolive", id]), /granted with TTL\(30s\)/);
+      // an unknown lease: the leader's answer says so (TTL 0), through a follower as through the leader
+      const unknown = await etcdctl(followers[0].endpoint, ["lease", "keep-alive", "--once", "1234abcd"]);
+      const direct = await etcdctl(leader.endpoint, ["lease", "keep-alive", "--once", "1234abcd"]);
+      assert.equal(unknown.code, direct.code, `${unknown.stdout}${unknown.stderr} vs ${direct.stdout}${direct.stderr}`);
+      assert.match(unknown.stdout + unknown.stderr, /expired or revoked|not found/);
+      // the leader dies: the survivors elect another, and it answers (it extended every lease when it took over)
+      await c.kill(leader);
+      const { leader: next } = await c.waitLeader({ among: followers, notId: leader.id });
+      const asker = followers.find((m) => m !== next)!;
+      await until("a keep-alive through the remaining follower", 10000, async () => {
+        const r = await etcdctl(asker.endpoint, ["lease", "keep-alive", "--once", id]);
+        return r.code === 0 && r.stdout.includes(`lease ${id} keepalived with TTL(30)`);
+      });
+    } catch (e) {
+      console.log(c.logs());
+      throw e;
+    } finally {
+      await c.destroy();
+    }
+  },
+});

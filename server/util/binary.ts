@@ -44,6 +44,13 @@ export class BinaryWriter {
     this.#pos += b.length;
   }
 
+  /** Bytes as they are, without a length. */
+  raw(b: Uint8Array): void {
+    this.#room(b.length);
+    this.#buf.set(b, this.#pos);
+    this.#pos += b.length;
+  }
+
   /** Bytes or null (a length of 0xffffffff marks null). */
   optBytes(b: Uint8Array | null): void {
     if (b === null) this.u32(0xffffffff);
