@@ -399,7 +399,7 @@ export class PeerTransport {
             return;
           }
           if (frame.msgs.length > 0) this.hooks.receive(frame.msgs);
-          if (from) for (const q of frame.queries) this.#answer(from, q);
+          if (from) { for (const q of frame.queries) this.#answer(from, q); }
           for (const a of frame.answers) this.#answered(from, a);
         });
         call.on("end", () => cb(null, {}));
