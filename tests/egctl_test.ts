@@ -381,58 +381,35 @@ AllStatus: null
       `Error: create HTTPServer bad failed, 400: {"jsonschemaErrs":["jsonschema: '/port' does not validate with ` +
         `https://json-schema.org/draft/2020-12/schema#/properties/port/minimum: must be >= 1 but found 0"]}\n`,
     );
-    assert.deepEqual(await egctl([...s, "create", "-f", "-"], "name: x\nport: 1\n"), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: kind is empty: name: x\nport: 1\n\n",
-    });
-    assert.deepEqual(await egctl([...s, "create", "-f", "-"], "name: x\nkind: Nope\n"), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: create Nope x failed, 400: kind Nope not found\n",
-    });
-    assert.deepEqual(await egctl([...s, "create"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: yaml file is required\n",
-    });
-    assert.deepEqual(await egctl([...s, "create", "-f", "/nonexistent.yaml"]), {
-      code: 1,
-      stdout: "",
-      stderr:
+    // commands that fail: exit code 1, nothing on stdout, egctl's error text on stderr
+    const failures: [string[], string | undefined, string][] = [
+      [["create", "-f", "-"], "name: x\nport: 1\n", "Error: kind is empty: name: x\nport: 1\n\n"],
+      [["create", "-f", "-"], "name: x\nkind: Nope\n", "Error: create Nope x failed, 400: kind Nope not found\n"],
+      [["create"], undefined, "Error: yaml file is required\n"],
+      [
+        ["create", "-f", "/nonexistent.yaml"],
+        undefined,
         "Error: Create a resource from a file or from stdin. failed: open /nonexistent.yaml: no such file or directory\n",
-    });
-    assert.deepEqual(await egctl([...s, "delete", "httpserver", "nosuch"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: delete HTTPServer nosuch failed, no such HTTPServer nosuch\n",
-    });
-    assert.deepEqual(await egctl([...s, "delete", "tc", "TrafficController"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: delete TrafficController TrafficController failed, 400: can't delete system controller object\n",
-    });
-    assert.deepEqual(await egctl([...s, "delete", "httpserver"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: invalid arguments\n",
-    });
-    assert.deepEqual(await egctl([...s, "delete", "foo", "x"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: invalid resource for foo, unknown resource: foo\n",
-    });
-    assert.deepEqual(await egctl([...s, "get", "foo"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: unknown resource: foo\n",
-    });
-    assert.deepEqual(await egctl([...s, "get"]), { code: 1, stdout: "", stderr: "Error: no resource specified\n" });
-    assert.deepEqual(await egctl([...s, "get", "hs", "nope"]), {
-      code: 1,
-      stdout: "",
-      stderr: "Error: get HTTPServer nope failed, 404: not found\n",
-    });
+      ],
+      [
+        ["delete", "httpserver", "nosuch"],
+        undefined,
+        "Error: delete HTTPServer nosuch failed, no such HTTPServer nosuch\n",
+      ],
+      [
+        ["delete", "tc", "TrafficController"],
+        undefined,
+        "Error: delete TrafficController TrafficController failed, 400: can't delete system controller object\n",
+      ],
+      [["delete", "httpserver"], undefined, "Error: invalid arguments\n"],
+      [["delete", "foo", "x"], undefined, "Error: invalid resource for foo, unknown resource: foo\n"],
+      [["get", "foo"], undefined, "Error: unknown resource: foo\n"],
+      [["get"], undefined, "Error: no resource specified\n"],
+      [["get", "hs", "nope"], undefined, "Error: get HTTPServer nope failed, 404: not found\n"],
+    ];
+    for (const [args, stdin, stderr] of failures) {
+      assert.deepEqual(await egctl([...s, ...args], stdin), { code: 1, stdout: "", stderr }, args.join(" "));
+    }
     assert.equal(
       await egctlOk([...s, "delete", "pipeline", "pipeline-demo"]),
       "delete Pipeline pipeline-demo successfully\n",
