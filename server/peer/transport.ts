@@ -327,27 +327,28 @@ export class PeerTransport {
     });
   }
 
+  /** Takes the waiter of question `seq` asked of `leader` (stopping its timer), if it still waits. */
+  #takeAsked(seq: number, leader: string): LeaseWaiter | undefined {
+    const w = this.#asked.get(seq);
+    if (!w || w.leader !== leader) return undefined;
+    this.#asked.delete(seq);
+    clearTimeout(w.timer);
+    return w;
+  }
+
   /** The leader's answer to one of our lease questions. */
   #answered(from: string, a: LeaseAnswer): void {
-    const w = this.#asked.get(a.seq);
-    if (!w || w.leader !== from) return;
-    this.#asked.delete(a.seq);
-    clearTimeout(w.timer);
+    const w = this.#takeAsked(a.seq, from);
+    if (!w) return;
     if (a.error) w.reject(new GrpcError(Status.UNAVAILABLE, a.error));
     else w.resolve({ ttl: a.ttl, granted_ttl: a.granted_ttl });
   }
 
   /** Lease questions to `peer` that cannot be answered any more: those given, or all (its connection closed). */
   #leaseLost(peer: string, queries?: LeaseQuery[]): void {
-    const seqs = queries
-      ? queries.map((q) => q.seq)
-      : [...this.#asked].filter(([, w]) => w.leader === peer).map(([seq]) => seq);
+    const seqs = queries ? queries.map((q) => q.seq) : [...this.#asked.keys()];
     for (const seq of seqs) {
-      const w = this.#asked.get(seq);
-      if (!w) continue;
-      this.#asked.delete(seq);
-      clearTimeout(w.timer);
-      w.reject(new GrpcError(Status.UNAVAILABLE, `leader ${peer} is unreachable`));
+      this.#takeAsked(seq, peer)?.reject(new GrpcError(Status.UNAVAILABLE, `leader ${peer} is unreachable`));
     }
   }
 

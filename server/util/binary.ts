@@ -39,9 +39,7 @@ export class BinaryWriter {
 
   bytes(b: Uint8Array): void {
     this.u32(b.length);
-    this.#room(b.length);
-    this.#buf.set(b, this.#pos);
-    this.#pos += b.length;
+    this.raw(b);
   }
 
   /** Bytes as they are, without a length. */
