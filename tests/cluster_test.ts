@@ -15,6 +15,10 @@
  *                     snapshot and serves the same data (same keys, revisions, HashKV).
  *   membership    (e) `etcdctl member add --learner`, start it with --initial-cluster-state existing, it catches up,
  *                     `member promote`, `member remove`; then the same with a member added as a voter.
+ *   leases        (f) keep-alives and TTL questions through followers are answered by the leader, also after it died.
+ *   timeout       (g) with both followers frozen (SIGSTOP), a put and a linearizable get on the leader fail with
+ *                     etcd's error once the request timeout (5 s + 2 election timeouts) has passed, not earlier and not
+ *                     only at the client's deadline; the cluster serves again once the followers resume.
  *
  * The PRNG seed of the history workload is printed; CLUSTER_SEED=<n> replays the same operation mix.
  */
@@ -587,6 +591,61 @@ Deno.test({
       console.log(c.logs());
       throw e;
     } finally {
+      await c.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: a write and a read the cluster cannot commit fail with etcd's error once the request timeout passed",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // request timeout = 5 s + 2 election timeouts (as etcd's): 6 s here
+    const c = await Cluster.start({ size: 3, heartbeatMs: 50, electionMs: 500 });
+    const followers: ClusterMember[] = [];
+    try {
+      const { leader } = await c.waitLeader();
+      const client = c.client(leader);
+      await client.put("before", "1");
+      followers.push(...c.members.filter((m) => m !== leader));
+      // frozen, not dead: their connections stay open, they just never answer
+      for (const f of followers) Deno.kill(f.pid!, "SIGSTOP");
+      const timed = async (what: string, op: () => Promise<unknown>) => {
+        const t0 = performance.now();
+        const err = await op().then(() => null, (e) => e);
+        const ms = performance.now() - t0;
+        assert.ok(err, `${what} succeeded without a quorum`);
+        assert.match(errorText(err), /etcdserver: (no leader|request timed out|leader changed)/, `${what}`);
+        return ms;
+      };
+      const [putMs, getMs] = await Promise.all([
+        timed("put", () => client.put("stuck", "2", 20000)),
+        timed("linearizable get", () => client.get("before", { timeoutMs: 20000 })),
+      ]);
+      console.log(
+        `without a quorum: put failed after ${putMs.toFixed(0)} ms, linearizable get after ${getMs.toFixed(0)}`,
+      );
+      // the server gave up, not the client (whose deadline is 20 s); the put waited for its whole request timeout
+      assert.ok(putMs < 12000, `put failed only after ${putMs} ms`);
+      assert.ok(getMs < 12000, `get failed only after ${getMs} ms`);
+      assert.ok(putMs > 5500, `put failed after ${putMs} ms, before its timeout`);
+      for (const f of followers.splice(0)) Deno.kill(f.pid!, "SIGCONT");
+      await c.waitLeader();
+      await until("a put once the others are back", 10000, async () => {
+        try {
+          await client.put("after", "3", 2000);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      assert.equal((await client.get("before")).value, "1");
+    } catch (e) {
+      console.log(c.logs());
+      throw e;
+    } finally {
+      for (const f of followers) Deno.kill(f.pid!, "SIGCONT");
       await c.destroy();
     }
   },

@@ -63,10 +63,17 @@ export interface NodeConfig {
   log: (msg: string) => void;
 }
 
+/**
+ * A request waiting for its entry to apply or its read to be confirmed. It fails once `deadline` (performance.now())
+ * has passed: the clock's tick looks for expired waiters, so that no request needs a timer of its own (setting one
+ * took about 10 µs of the 60 µs from a put's bytes on the leader to its first append on the wire).
+ */
 interface Waiter {
   resolve: (r: Obj) => void;
   reject: (e: unknown) => void;
-  timer: ReturnType<typeof setTimeout>;
+  deadline: number;
+  /** answered or failed (reads: a waiter stays in the read structures until they drop it) */
+  settled: boolean;
 }
 
 /**
@@ -104,6 +111,7 @@ export class Node {
   #snap: Snapshotter;
   #snapIndex = 0;
   #cfg: NodeConfig;
+  /** proposals waiting to be applied, by request ID, in the order they were made (so also by deadline) */
   #proposals = new Map<string, Waiter>();
   #reqSeq = 0n;
   #reqPrefix: bigint;
@@ -117,6 +125,8 @@ export class Node {
   #readRounds = new Map<string, { waiters: Waiter[]; sentAt: number }>();
   /** reads confirmed by a ReadIndex, waiting for the applied index to reach it */
   #readsToServe: Array<{ index: number; waiters: Waiter[] }> = [];
+  /** every read waiter not yet known to be settled, in arrival order (so also by deadline) */
+  #readDeadlines: Waiter[] = [];
   #readSeq = 0;
   #snapshotting = false;
   #lastLeader = "0";
@@ -214,6 +224,7 @@ export class Node {
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
       this.raft.tick();
+      this.#expireWaiters(performance.now());
       this.#retryReads();
       this.#schedule();
     }, this.#cfg.heartbeatMs);
@@ -294,17 +305,28 @@ export class Node {
     return (this.#reqPrefix + this.#reqSeq++).toString();
   }
 
-  #waiter(map: Map<string, Waiter>, id: string, resolve: (r: Obj) => void, reject: (e: unknown) => void): Waiter {
-    const w: Waiter = {
-      resolve,
-      reject,
-      timer: setTimeout(() => {
-        map.delete(id);
-        reject(this.raft.lead === "0" ? Errors.noLeader() : Errors.timeout());
-      }, this.#requestTimeout),
-    };
-    map.set(id, w);
-    return w;
+  #waiter(resolve: (r: Obj) => void, reject: (e: unknown) => void): Waiter {
+    return { resolve, reject, deadline: performance.now() + this.#requestTimeout, settled: false };
+  }
+
+  /** Fails the requests whose deadline has passed: "no leader" while none is known, else a timeout. */
+  #expireWaiters(now: number): void {
+    const failure = () => this.raft.lead === "0" ? Errors.noLeader() : Errors.timeout();
+    for (const [id, w] of this.#proposals) {
+      if (w.deadline > now) break;
+      this.#proposals.delete(id);
+      w.settled = true;
+      w.reject(failure());
+    }
+    const reads = this.#readDeadlines;
+    let keep = 0;
+    while (keep < reads.length && (reads[keep].settled || reads[keep].deadline <= now)) {
+      const w = reads[keep++];
+      if (w.settled) continue;
+      w.settled = true;
+      w.reject(failure());
+    }
+    if (keep > 0) this.#readDeadlines = reads.slice(keep);
   }
 
   /** Proposes a request; resolves with its response once it is committed and applied here. */
@@ -315,11 +337,10 @@ export class Node {
     if (data.length > this.#cfg.maxRequestBytes) throw Errors.requestTooLarge();
     if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
     return new Promise((resolve, reject) => {
-      const w = this.#waiter(this.#proposals, id, resolve, reject);
+      this.#proposals.set(id, this.#waiter(resolve, reject));
       try {
         this.raft.propose(data);
       } catch (err) {
-        clearTimeout(w.timer);
         this.#proposals.delete(id);
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
@@ -334,11 +355,10 @@ export class Node {
     if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
     const id = this.#nextId();
     return new Promise((resolve, reject) => {
-      const w = this.#waiter(this.#proposals, id, resolve, reject);
+      this.#proposals.set(id, this.#waiter(resolve, reject));
       try {
         this.raft.proposeConfChange({ ...cc, id });
       } catch (err) {
-        clearTimeout(w.timer);
         this.#proposals.delete(id);
         reject(
           err instanceof ProposalDroppedError
@@ -355,15 +375,9 @@ export class Node {
   readIndex(): Promise<void> {
     if (this.stopped) return Promise.reject(Errors.stopped());
     return new Promise((resolve, reject) => {
-      const w: Waiter = {
-        resolve: () => resolve(),
-        reject,
-        timer: setTimeout(() => {
-          w.resolve = () => {};
-          reject(this.raft.lead === "0" ? Errors.noLeader() : Errors.timeout());
-        }, this.#requestTimeout),
-      };
+      const w = this.#waiter(() => resolve(), reject);
       this.#readQueue.push(w);
+      this.#readDeadlines.push(w);
       if (this.#readRounds.size === 0) this.#startReadRound();
     });
   }
@@ -407,7 +421,8 @@ export class Node {
         continue;
       }
       for (const w of r.waiters) {
-        clearTimeout(w.timer);
+        if (w.settled) continue; // timed out meanwhile
+        w.settled = true;
         w.resolve({});
       }
     }
@@ -545,10 +560,14 @@ export class Node {
         if (rd.snapshot) await this.#persistSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#wal.append(rd.entries, rd.hardState);
         if (rd.mustSync) this.#wal.sync();
+        if (rd.messages.length > 0) {
+          // what waited for the disk (acks, votes) goes out at once, before this turn's applying
+          this.transport.send(rd.messages);
+          this.transport.flush();
+        }
         if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
-        if (rd.messages.length > 0) this.transport.send(rd.messages);
         if (rd.snapshot) this.#restore(rd.snapshot);
         for (const e of rd.committedEntries) this.#applyEntry(e);
         for (const rs of rd.readStates) this.#onReadState(rs);
@@ -590,11 +609,7 @@ export class Node {
     } catch (err) {
       this.#fatal(new Error(`entry ${e.index} cannot be decoded: ${err}`));
     }
-    const w = this.#proposals.get(req.id);
-    if (w) {
-      this.#proposals.delete(req.id);
-      clearTimeout(w.timer);
-    }
+    const w = this.#takeProposal(req.id);
     try {
       let resp: Obj;
       if (req.op === "member_attributes") {
@@ -611,12 +626,17 @@ export class Node {
     }
   }
 
+  /** The waiter of a proposal made here, if it still waits (it is then this caller's to settle). */
+  #takeProposal(id: string): Waiter | undefined {
+    const w = this.#proposals.get(id);
+    if (!w) return undefined;
+    this.#proposals.delete(id);
+    w.settled = true;
+    return w;
+  }
+
   #applyConfChange(cc: ConfChange): void {
-    const w = cc.id ? this.#proposals.get(cc.id) : undefined;
-    if (w) {
-      this.#proposals.delete(cc.id!);
-      clearTimeout(w.timer);
-    }
+    const w = cc.id ? this.#takeProposal(cc.id) : undefined;
     const ctx: Partial<MemberContext> = cc.context && cc.context.length > 0
       ? JSON.parse(new TextDecoder().decode(cc.context))
       : {};
@@ -713,11 +733,13 @@ export class Node {
     this.stopped = true;
     clearInterval(this.#ticker);
     while (this.#processing) await new Promise((r) => setTimeout(r, 5));
-    for (const w of this.#proposals.values()) {
-      clearTimeout(w.timer);
+    for (const w of [...this.#proposals.values(), ...this.#readDeadlines]) {
+      if (w.settled) continue;
+      w.settled = true;
       w.reject(Errors.stopped());
     }
     this.#proposals.clear();
+    this.#readDeadlines = [];
     this.transport.stop();
     this.#wal.close();
   }
