@@ -19,8 +19,9 @@ for (const [target, name] of targets) {
     "compile",
     "-A",
     "--no-check",
-    // a small young generation keeps peak memory down at no measurable cost in throughput
-    "--v8-flags=--max-semi-space-size=2,--heap-growing-percent=100",
+    // the V8 flags of scripts/etcd (explained there): a small young generation, a full collection once the old
+    // generation doubled, TurboFan after 600 calls
+    "--v8-flags=--max-semi-space-size=2,--heap-growing-percent=100,--invocation-count-for-turbofan=600",
     "--target",
     target,
     "--output",
