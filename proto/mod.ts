@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import { descriptor } from "./descriptor.ts";
 
 import type { InternalRequestShape } from "./types.ts";
+import { decodePutEntry, decodePutRequest, encodePutEntry, encodePutResponse } from "./put_codec.ts";
 
 export * from "./types.ts";
 
@@ -75,8 +76,14 @@ function serviceDefinition(name: string): ServiceDefinition {
   return def;
 }
 
-/** etcdserverpb.KV */
+/** etcdserverpb.KV (Put's request and response go through the hand-written codecs of put_codec.ts first) */
 export const KVService: ServiceDefinition = serviceDefinition("etcdserverpb.KV");
+{
+  const put = KVService.Put;
+  const decode = put.requestDeserialize, encode = put.responseSerialize;
+  put.requestDeserialize = (bytes: Uint8Array) => decodePutRequest(bytes, EMPTY_BYTES) ?? decode(bytes);
+  put.responseSerialize = (value: unknown) => encodePutResponse(value) ?? encode(value);
+}
 /** etcdserverpb.Watch */
 export const WatchService: ServiceDefinition = serviceDefinition("etcdserverpb.Watch");
 /** etcdserverpb.Lease */
@@ -97,7 +104,8 @@ export const InternalRequest: protobuf.Type = pbRoot.lookupType("egpb.Request");
 
 /** Encodes an egpb.Request given in the same plain-object shape grpc handlers receive. */
 export function encodeInternal(obj: object): Uint8Array {
-  return InternalRequest.encode(InternalRequest.fromObject(obj)).finish();
+  return encodePutEntry(obj as Record<string, unknown>) ??
+    InternalRequest.encode(InternalRequest.fromObject(obj)).finish();
 }
 
 /**
@@ -107,5 +115,6 @@ export function encodeInternal(obj: object): Uint8Array {
 export function decodeInternal(bytes: Uint8Array): InternalRequestShape {
   // Decoding from a Buffer makes protobufjs slice bytes fields as Buffers, as grpc-js does.
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return InternalRequest.toObject(InternalRequest.decode(buf), CONVERSION) as InternalRequestShape;
+  return decodePutEntry(buf, EMPTY_BYTES) ??
+    InternalRequest.toObject(InternalRequest.decode(buf), CONVERSION) as InternalRequestShape;
 }
