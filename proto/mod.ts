@@ -8,7 +8,6 @@ import { Buffer } from "node:buffer";
 import { descriptor } from "./descriptor.ts";
 
 import type { InternalRequestShape } from "./types.ts";
-import { decodePutEntry, decodePutRequest, encodePutEntry, encodePutResponse } from "./put_codec.ts";
 
 export * from "./types.ts";
 
@@ -76,14 +75,8 @@ function serviceDefinition(name: string): ServiceDefinition {
   return def;
 }
 
-/** etcdserverpb.KV (Put's request and response go through the hand-written codecs of put_codec.ts first) */
+/** etcdserverpb.KV */
 export const KVService: ServiceDefinition = serviceDefinition("etcdserverpb.KV");
-{
-  const put = KVService.Put;
-  const decode = put.requestDeserialize, encode = put.responseSerialize;
-  put.requestDeserialize = (bytes: Uint8Array) => decodePutRequest(bytes, EMPTY_BYTES) ?? decode(bytes);
-  put.responseSerialize = (value: unknown) => encodePutResponse(value) ?? encode(value);
-}
 /** etcdserverpb.Watch */
 export const WatchService: ServiceDefinition = serviceDefinition("etcdserverpb.Watch");
 /** etcdserverpb.Lease */
@@ -104,8 +97,7 @@ export const InternalRequest: protobuf.Type = pbRoot.lookupType("egpb.Request");
 
 /** Encodes an egpb.Request given in the same plain-object shape grpc handlers receive. */
 export function encodeInternal(obj: object): Uint8Array {
-  return encodePutEntry(obj as Record<string, unknown>) ??
-    InternalRequest.encode(InternalRequest.fromObject(obj)).finish();
+  return InternalRequest.encode(InternalRequest.fromObject(obj)).finish();
 }
 
 /**
@@ -115,6 +107,5 @@ export function encodeInternal(obj: object): Uint8Array {
 export function decodeInternal(bytes: Uint8Array): InternalRequestShape {
   // Decoding from a Buffer makes protobufjs slice bytes fields as Buffers, as grpc-js does.
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return decodePutEntry(buf, EMPTY_BYTES) ??
-    InternalRequest.toObject(InternalRequest.decode(buf), CONVERSION) as InternalRequestShape;
+  return InternalRequest.toObject(InternalRequest.decode(buf), CONVERSION) as InternalRequestShape;
 }
