@@ -13,6 +13,7 @@ import { KVService, LeaseService, MaintenanceService } from "../proto/mod.ts";
 import { grpcRoot } from "../proto/grpc_js.ts";
 import { GrpcServer, type ServerCall, Status } from "../server/transport/grpc_server.ts";
 import { HpackDecoder, HpackEncoder, huffmanDecode } from "../server/transport/hpack.ts";
+import { DATA, FLAG_END_STREAM, FrameWriter, WINDOW_UPDATE } from "../server/transport/h2frames.ts";
 import { freePorts } from "./lib/ports.ts";
 import { etcdctl, etcdctlBinary } from "./lib/etcdctl.ts";
 
@@ -250,6 +251,59 @@ function unary(client: Any, method: string, req: unknown, md?: grpc.Metadata): P
 // ---------------------------------------------------------------------------------------------------------------
 
 // grpc-js keeps channel timers and sockets that outlive client.close() by a tick.
+Deno.test("FrameWriter: a stream's DATA of one turn shares frames, within the frame size, until another frame", () => {
+  const written: Uint8Array[] = [];
+  const socket = {
+    destroyed: false,
+    writableEnded: false,
+    writableLength: 0,
+    write(chunk: Uint8Array, cb?: (err?: Error | null) => void) {
+      written.push(Uint8Array.from(chunk));
+      cb?.(null);
+      return true;
+    },
+  };
+  const w = new FrameWriter(socket as never);
+  const data = (sid: number, bytes: number[]) => {
+    const more = w.extendData(sid, bytes.length, 10);
+    const at = more >= 0 ? more : w.frame(bytes.length, DATA, 0, sid); // either may replace w.out
+    w.out.set(bytes, at);
+  };
+  /** [type, flags, stream, payload] of every frame in a written chunk */
+  const frames = (b: Uint8Array) => {
+    const out: Array<[number, number, number, number[]]> = [];
+    for (let p = 0; p < b.length;) {
+      const len = (b[p] << 16) | (b[p + 1] << 8) | b[p + 2];
+      const sid = ((b[p + 5] & 0x7f) << 24) | (b[p + 6] << 16) | (b[p + 7] << 8) | b[p + 8];
+      out.push([b[p + 3], b[p + 4], sid, [...b.subarray(p + 9, p + 9 + len)]]);
+      p += 9 + len;
+    }
+    return out;
+  };
+  data(1, [1, 2, 3]);
+  data(1, [4, 5]); // same stream: the same frame
+  data(3, [6]); // another stream: a frame of its own
+  data(3, [7, 8, 9, 10, 11, 12, 13, 14, 15]); // 1 + 9 = 10: still within the limit
+  data(3, [16]); // 11 would exceed it
+  w.windowUpdate(0, 5);
+  data(3, [17]); // after another frame: a new one
+  w.frame(1, DATA, FLAG_END_STREAM, 5);
+  assert.equal(w.extendData(5, 1, 10), -1); // a frame that ended its stream stays as it is
+  w.out[w.len - 1] = 18;
+  assert.ok(w.flush());
+  data(3, [19]); // nothing carries over a flush
+  w.flush();
+  assert.deepEqual(frames(written[0]), [
+    [DATA, 0, 1, [1, 2, 3, 4, 5]],
+    [DATA, 0, 3, [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]],
+    [DATA, 0, 3, [16]],
+    [WINDOW_UPDATE, 0, 0, [0, 0, 0, 5]],
+    [DATA, 0, 3, [17]],
+    [DATA, FLAG_END_STREAM, 5, [18]],
+  ]);
+  assert.deepEqual(frames(written[1]), [[DATA, 0, 3, [19]]]);
+});
+
 Deno.test({
   name: "GrpcServer with the @grpc/grpc-js client",
   sanitizeOps: false,

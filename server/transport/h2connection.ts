@@ -467,8 +467,9 @@ export abstract class H2Connection<S extends H2Stream> {
     if (s.queue.bytes === 0 && !s.queueEnd) {
       const allowed = Math.min(s.sendWindow, this.connSendWindow);
       if (total <= allowed && total <= this.peerMaxFrame) {
-        // fast path: one frame straight into the output buffer
-        const p = this.w.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
+        // fast path: straight into the output buffer, in the stream's last DATA frame if that is still open
+        const more = end ? -1 : this.w.extendData(s.id, total, this.peerMaxFrame);
+        const p = more >= 0 ? more : this.w.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
         if (head) this.w.out.set(head, p);
         this.w.out.set(body, p + hl);
         s.sendWindow -= total;
