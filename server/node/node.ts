@@ -224,7 +224,9 @@ export class Node {
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
       this.raft.tick();
-      this.#expireWaiters(performance.now());
+      const now = performance.now();
+      this.#expireWaiters(now);
+      this.transport.expire(now);
       this.#retryReads();
       this.#schedule();
     }, this.#cfg.heartbeatMs);

@@ -262,13 +262,14 @@ interface LeaseWaiter {
   leader: string;
   resolve: (a: { ttl: number; granted_ttl: number }) => void;
   reject: (e: unknown) => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** performance.now() after which {@link PeerTransport.expire} fails it (no timer per question) */
+  deadline: number;
 }
 
 /** Sends Raft messages to peers and serves the receiving side. */
 export class PeerTransport {
   #links = new Map<string, PeerLink>();
-  /** lease questions waiting for the leader's answer, by seq */
+  /** lease questions waiting for the leader's answer, by seq (in the order asked, so also by deadline) */
   #asked = new Map<number, LeaseWaiter>();
   #askSeq = 0;
 
@@ -318,21 +319,27 @@ export class PeerTransport {
     }
     const seq = ++this.#askSeq;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#asked.delete(seq);
-        reject(new GrpcError(Status.DEADLINE_EXCEEDED, `the leader ${leader} did not answer a lease question in time`));
-      }, LEASE_ANSWER_MS);
-      this.#asked.set(seq, { leader, resolve, reject, timer });
+      this.#asked.set(seq, { leader, resolve, reject, deadline: performance.now() + LEASE_ANSWER_MS });
       link.ask({ id, renew, seq });
     });
   }
 
-  /** Takes the waiter of question `seq` asked of `leader` (stopping its timer), if it still waits. */
+  /** Fails the lease questions whose answer is overdue; the member's clock calls it on every tick. */
+  expire(now: number): void {
+    for (const [seq, w] of this.#asked) {
+      if (w.deadline > now) break;
+      this.#asked.delete(seq);
+      w.reject(
+        new GrpcError(Status.DEADLINE_EXCEEDED, `the leader ${w.leader} did not answer a lease question in time`),
+      );
+    }
+  }
+
+  /** Takes the waiter of question `seq` asked of `leader`, if it still waits. */
   #takeAsked(seq: number, leader: string): LeaseWaiter | undefined {
     const w = this.#asked.get(seq);
     if (!w || w.leader !== leader) return undefined;
     this.#asked.delete(seq);
-    clearTimeout(w.timer);
     return w;
   }
 
@@ -370,6 +377,8 @@ export class PeerTransport {
   stop(): void {
     for (const l of this.#links.values()) l.close();
     this.#links.clear();
+    for (const w of this.#asked.values()) w.reject(new GrpcError(Status.UNAVAILABLE, "this member is stopping"));
+    this.#asked.clear();
   }
 
   #check(md: grpc.Metadata): string | null {
