@@ -17,9 +17,12 @@ import zlib from "node:zlib";
 import { Status } from "./grpc_status.ts";
 import {
   CONNECTION_LOST,
+  DEFAULT_TIMEOUTS,
+  type DeferredTask,
   ErrorCode,
   Http2ServerConnection,
   type Http2Stream,
+  type Http2Timeouts,
   PREFACE,
   type StreamHandler,
 } from "./http2.ts";
@@ -67,9 +70,39 @@ export interface GrpcServerOptions {
   initialWindowSize?: number;
   /** Connection receive window (default 16 MiB). */
   connectionWindowSize?: number;
-  /** SETTINGS_MAX_CONCURRENT_STREAMS (default 1,000,000). */
+  /** SETTINGS_MAX_CONCURRENT_STREAMS (default MAX_CONCURRENT_STREAMS of http2.ts). */
   maxConcurrentStreams?: number;
+  /** Open connections at most (default MAX_CONNECTIONS). */
+  maxConnections?: number;
+  /** Timeouts (default DEFAULT_SERVER_TIMEOUTS); tests shorten them. */
+  timeouts?: Partial<ServerTimeouts>;
 }
+
+/**
+ * Open connections one server accepts at a time; beyond it a new connection is closed at once. Without a limit an
+ * attacker's idle or half-open connections were bounded only by file descriptors. etcd and Go set none; 10,000 is
+ * far beyond what an etcd member's clients open and keeps the worst case (idle HTTP/2 connections) to about 1 GB.
+ */
+export const MAX_CONNECTIONS = 10_000;
+
+/** The HTTP/2 timeouts, plus those of the HTTP/1.1 requests served on the same port. */
+export interface ServerTimeouts extends Http2Timeouts {
+  /** A request head (HTTP/1.1) must be complete this long after the connection or the previous response. */
+  http1HeadersMs: number;
+  /** An HTTP/1.1 request must be answered (body read, response written) within this. */
+  http1RequestMs: number;
+}
+
+/**
+ * Trickled HTTP/1.1 headers (slowloris) kept a connection open for as long as the client liked: the head must be in
+ * within 10 s (Node allows 60 s, Go no limit by default; a real client sends it in one segment), and a request must
+ * be done within Node's default requestTimeout of 300 s.
+ */
+export const DEFAULT_SERVER_TIMEOUTS: Readonly<ServerTimeouts> = Object.freeze({
+  ...DEFAULT_TIMEOUTS,
+  http1HeadersMs: 10_000,
+  http1RequestMs: 300_000,
+});
 
 /** Request metadata: the non-pseudo request headers, `-bin` values base64-decoded. */
 export class Metadata {
@@ -204,13 +237,18 @@ interface MethodEntry {
 const RESPONSE_HEADERS = Object.freeze([":status", "200", "content-type", "application/grpc"]) as string[];
 const OK_TRAILERS = Object.freeze(["grpc-status", "0"]) as string[];
 const MESSAGE_PREFIX = new Uint8Array(5);
+/**
+ * What a message split over several DATA frames reserves first; the buffer then doubles as data arrives, up to the
+ * length its prefix declares. 2,000 streams that each declared 2 MB and sent 5 bytes once reserved 3.8 GB.
+ */
+export const RECEIVE_BUFFER_MIN = 16 << 10;
 
 /**
  * A server call, shaped like grpc-js's ServerUnaryCall / ServerWritableStream / ServerDuplexStream: `request`,
  * `metadata`, `cancelled`, `getPeer()`, `write()`, `end()`, `destroy()`, and the events 'data', 'end', 'drain',
  * 'cancelled', 'close', 'error'.
  */
-export class ServerCall extends EventEmitter implements StreamHandler {
+export class ServerCall extends EventEmitter implements StreamHandler, DeferredTask {
   /** The request message (unary and server-streaming calls). */
   request: unknown = undefined;
   /** Whether the client cancelled the call (or the connection was lost). */
@@ -223,8 +261,12 @@ export class ServerCall extends EventEmitter implements StreamHandler {
   // message reassembly
   private readonly hdr = new Uint8Array(5);
   private hdrPos = 0;
+  /** The message being received: grows with the data up to its declared length `bodyLen`. */
   private body: Buffer | null = null;
+  private bodyLen = 0;
   private bodyPos = 0;
+  /** A unary handler was started and has not answered yet. */
+  private answerPending = false;
   private compressed = false;
   private readonly encoding: string | undefined;
 
@@ -325,7 +367,11 @@ export class ServerCall extends EventEmitter implements StreamHandler {
 
   /** @internal */
   sendUnary = (err: unknown, value?: unknown): void => {
-    if (this.finished) return;
+    this.answerPending = false;
+    if (this.finished) {
+      this.stream.releaseSlot();
+      return;
+    }
     if (err) {
       const st = statusOf(err);
       this.finish(st.code, st.details, st.metadata);
@@ -407,15 +453,22 @@ export class ServerCall extends EventEmitter implements StreamHandler {
           p += len;
           this.message(msg);
         } else {
-          this.body = Buffer.allocUnsafe(len);
+          // the declared length is only a claim: reserve what arrived, grow as more does
+          this.body = Buffer.allocUnsafe(Math.min(len, Math.max(RECEIVE_BUFFER_MIN, 2 * (n - p))));
+          this.bodyLen = len;
           this.bodyPos = 0;
         }
       } else {
-        const take = Math.min(n - p, this.body.length - this.bodyPos);
+        const take = Math.min(n - p, this.bodyLen - this.bodyPos);
+        if (this.bodyPos + take > this.body.length) {
+          const grown = Buffer.allocUnsafe(Math.min(this.bodyLen, Math.max(2 * this.body.length, this.bodyPos + take)));
+          grown.set(this.body.subarray(0, this.bodyPos));
+          this.body = grown;
+        }
         this.body.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, take), this.bodyPos);
         this.bodyPos += take;
         p += take;
-        if (this.bodyPos === this.body.length) {
+        if (this.bodyPos === this.bodyLen) {
           const msg = this.body;
           this.body = null;
           this.message(msg);
@@ -465,19 +518,28 @@ export class ServerCall extends EventEmitter implements StreamHandler {
       }
       this.gotRequest = true;
       this.request = req;
-      this.invoke();
+      // started once the input in hand is processed: a reset that came with it cancels the call first
+      this.stream.afterInput(this);
     } else {
       this.emit("data", req);
     }
+  }
+
+  /** @internal starts a unary / server-streaming handler unless the call was cancelled meanwhile. */
+  runDeferred(): void {
+    if (!this.cancelled) this.invoke();
   }
 
   /** @internal runs the handler of a unary / server-streaming call, or of a streaming-request call at once. */
   invoke(): void {
     const h = this.method.handler!;
     try {
-      if (this.method.kind === KIND_UNARY || this.method.kind === KIND_CLIENT_STREAM) h(this, this.sendUnary);
-      else h(this);
+      if (this.method.kind === KIND_UNARY || this.method.kind === KIND_CLIENT_STREAM) {
+        this.answerPending = true;
+        h(this, this.sendUnary);
+      } else h(this);
     } catch (err) {
+      this.answerPending = false;
       this.finish(Status.UNKNOWN, `handler failed: ${(err as Error)?.message ?? err}`);
     }
   }
@@ -506,6 +568,8 @@ export class ServerCall extends EventEmitter implements StreamHandler {
     if (this.finished) return;
     this.finished = true;
     this.cancelled = true;
+    // a unary handler still at work (a proposed Put) keeps its stream's slot until it answers
+    if (this.answerPending) this.stream.holdSlot();
     this.emit("cancelled", "cancelled");
     if (this.listenerCount("close") > 0) this.emit("close");
   }
@@ -532,6 +596,11 @@ export class GrpcServer {
   private readonly conns = new Set<Http2ServerConnection>();
   private readonly maxLen: number;
   private readonly h2opts: GrpcServerOptions;
+  private readonly maxConnections: number;
+  private readonly timeouts: ServerTimeouts;
+  /** Sockets not yet HTTP/2 (protocol sniffing, HTTP/1.1) → when they are closed unless they progress. */
+  private readonly deadlines = new Map<net.Socket, number>();
+  private sweeper: ReturnType<typeof setInterval> | undefined;
   private http1Handler: Http1Handler = (_req, res) => {
     res.statusCode = 404;
     res.setHeader("content-type", "text/plain");
@@ -542,18 +611,37 @@ export class GrpcServer {
   constructor(options: GrpcServerOptions = {}) {
     this.maxLen = options.maxReceiveMessageLength ?? 4 * 1024 * 1024;
     this.h2opts = options;
-    this.http1 = http.createServer((req, res) => {
-      try {
-        this.http1Handler(req, res);
-      } catch {
-        if (!res.headersSent) res.statusCode = 500;
-        res.end();
-      }
-    });
-    this.http1.on("clientError", (_err: unknown, socket: net.Socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    this.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+    this.timeouts = { ...DEFAULT_SERVER_TIMEOUTS, ...options.timeouts };
+    this.http1 = http.createServer((req, res) => this.http1Request(req, res));
+    this.http1.on("clientError", (err: { code?: string }, socket: net.Socket) => {
+      // Go answers an oversized head with 431; every other malformed request (a Transfer-Encoding other than
+      // chunked, both Content-Length and Transfer-Encoding, ...) with 400
+      const status = err?.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
       else socket.destroy();
     });
+  }
+
+  private http1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket as net.Socket;
+    this.deadlines.set(socket, Date.now() + this.timeouts.http1RequestMs);
+    res.on("finish", () => {
+      if (this.deadlines.has(socket)) this.deadlines.set(socket, Date.now() + this.timeouts.http1HeadersMs);
+    });
+    const te = req.headers["transfer-encoding"];
+    if (te !== undefined && te.toLowerCase() !== "chunked") {
+      // as Go's net/http: the only transfer coding a server must understand is chunked (RFC 9112 6.1)
+      res.writeHead(501, { "content-type": "text/plain", connection: "close" });
+      res.end("unsupported transfer encoding\n");
+      return;
+    }
+    try {
+      this.http1Handler(req, res);
+    } catch {
+      if (!res.headersSent) res.statusCode = 500;
+      res.end();
+    }
   }
 
   /** Sets the handler for plain HTTP/1.1 requests on the same port. */
@@ -627,8 +715,17 @@ export class GrpcServer {
   }
 
   private accept(socket: net.Socket): void {
+    if (this.sockets.size >= this.maxConnections) {
+      socket.destroy();
+      return;
+    }
     this.sockets.add(socket);
-    socket.on("close", () => this.sockets.delete(socket));
+    this.deadlines.set(socket, Date.now() + this.timeouts.prefaceMs);
+    this.startSweeper();
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      this.deadlines.delete(socket);
+    });
     socket.on("error", () => {});
     let got: Buffer | null = null;
     const onData = (chunk: Buffer) => {
@@ -650,6 +747,7 @@ export class GrpcServer {
   }
 
   private toHttp1(socket: net.Socket, first: Buffer): void {
+    this.deadlines.set(socket, Date.now() + this.timeouts.http1HeadersMs);
     socket.pause();
     socket.unshift(first);
     this.http1.emit("connection", socket);
@@ -657,6 +755,7 @@ export class GrpcServer {
   }
 
   private toHttp2(socket: net.Socket, first: Buffer): void {
+    this.deadlines.delete(socket);
     const conn: Http2ServerConnection = new Http2ServerConnection(socket, {
       initialWindowSize: this.h2opts.initialWindowSize,
       connectionWindowSize: this.h2opts.connectionWindowSize,
@@ -730,6 +829,33 @@ export class GrpcServer {
     if (entry.kind === KIND_BIDI || entry.kind === KIND_CLIENT_STREAM) call.invoke();
   }
 
+  /** Checks every connection's deadlines about four times per shortest timeout (at most once a second). */
+  private startSweeper(): void {
+    if (this.sweeper !== undefined) return;
+    const t = this.timeouts;
+    const every = Math.max(10, Math.min(1000, t.prefaceMs / 4, t.settingsMs / 4, t.headerBlockMs / 4, t.idleMs / 4));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    (this.sweeper as unknown as { unref?: () => void }).unref?.();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [socket, deadline] of this.deadlines) {
+      if (now >= deadline) {
+        this.deadlines.delete(socket);
+        socket.destroy();
+      }
+    }
+    for (const c of this.conns) c.checkTimeouts(now, this.timeouts);
+    if (this.sockets.size === 0 && this.listeners.length === 0) this.stopSweeper();
+  }
+
+  private stopSweeper(): void {
+    if (this.sweeper === undefined) return;
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
   /** Stops accepting connections; open HTTP/2 connections get GOAWAY and close once their calls finish. */
   close(): Promise<void> {
     const closing = this.listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
@@ -752,6 +878,8 @@ export class GrpcServer {
     this.conns.clear();
     for (const s of [...this.sockets]) s.destroy();
     this.sockets.clear();
+    this.deadlines.clear();
+    this.stopSweeper();
     this.http1.closeAllConnections?.();
   }
 

@@ -414,14 +414,24 @@ export interface HeaderBlock {
   block: Uint8Array;
 }
 
+/**
+ * CONTINUATION frames accepted per header block: a flood of empty ones (2 M frames) once raised RSS by 800 MB. A
+ * block of the largest header list we accept needs 64 full frames of the default size; 128 leaves room for peers that
+ * cut blocks smaller.
+ */
+export const MAX_CONTINUATION_FRAMES = 128;
+
 /** Joins a HEADERS frame and its CONTINUATION frames into one header block. */
 export class HeaderBlockAssembler {
   /** Stream whose header block is still open (0 when none): only its CONTINUATION may come next. */
   pending = 0;
+  /** Header blocks begun with a HEADERS frame lacking END_HEADERS (tells a block's deadline from the next one's). */
+  started = 0;
   #endStream = false;
   #chunks: Uint8Array[] = [];
   #len = 0;
 
+  /** `maxBytes`: the largest header block accepted (its decoded list cannot be smaller than the block). */
   constructor(private readonly maxBytes: number) {}
 
   /** A HEADERS frame: the block if it is complete, null if CONTINUATION frames follow. */
@@ -433,6 +443,7 @@ export class HeaderBlockAssembler {
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     if (flags & FLAG_END_HEADERS) return { sid, endStream, block: buf.subarray(p, e) };
     this.pending = sid;
+    this.started++;
     this.#endStream = endStream;
     this.#chunks = [Buffer.from(buf.subarray(p, e))];
     this.#len = e - p;
@@ -444,9 +455,12 @@ export class HeaderBlockAssembler {
     if (this.pending === 0 || sid !== this.pending) {
       return new H2Error(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
     }
-    this.#chunks.push(Buffer.from(buf.subarray(start, end)));
+    if (this.#chunks.length > MAX_CONTINUATION_FRAMES) {
+      return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `more than ${MAX_CONTINUATION_FRAMES} CONTINUATION frames`);
+    }
     this.#len += end - start;
-    if (this.#len > this.maxBytes + 65536) return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    if (this.#len > this.maxBytes) return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    this.#chunks.push(Buffer.from(buf.subarray(start, end)));
     if (!(flags & FLAG_END_HEADERS)) return null;
     const block = Buffer.concat(this.#chunks, this.#len);
     this.pending = 0;

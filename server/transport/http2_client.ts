@@ -120,6 +120,8 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
       deferPingAck: false,
       copyQueuedData: true,
       pushPromiseError: "PUSH_PROMISE although push is disabled",
+      // our own requests: their callers decide how much to send
+      maxQueuedBytes: Infinity,
     });
     socket.on("connect", () => {
       this.connected = true;
