@@ -631,9 +631,11 @@ export class GrpcServer {
     });
     const te = req.headers["transfer-encoding"];
     if (te !== undefined && te.toLowerCase() !== "chunked") {
-      // as Go's net/http: the only transfer coding a server must understand is chunked (RFC 9112 6.1)
-      res.writeHead(501, { "content-type": "text/plain", connection: "close" });
-      res.end("unsupported transfer encoding\n");
+      // RFC 9112 6.3: chunked not the final coding ("xchunked") → 400; 6.1: another coding we do not know → 501
+      const codings = te.toLowerCase().split(",");
+      const chunkedLast = codings[codings.length - 1].trim() === "chunked";
+      res.writeHead(chunkedLast ? 501 : 400, { "content-type": "text/plain", connection: "close" });
+      res.end(chunkedLast ? "unsupported transfer encoding\n" : "bad Transfer-Encoding\n");
       return;
     }
     try {
