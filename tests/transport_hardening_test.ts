@@ -150,6 +150,29 @@ Deno.test({
         await othersServed();
       });
 
+      await t.step("0.9 MB of tiny indexed literals: answered, the table bounded, others served", async () => {
+        const base = memoryMb(pid).rss;
+        const c = await RawH2Conn.open(port);
+        // 7 requests, each with 25,000 one-letter fields added to the dynamic table (850 KB of header list each)
+        const fields: Buffer[] = [];
+        for (let i = 0; i < 25_000; i++) fields.push(Buffer.from([0x40, 1, 97 + (i % 26), 1, 48 + (i % 10)]));
+        const block = Buffer.concat([grpcRequestBlock("/etcdserverpb.KV/Range"), ...fields]);
+        for (let r = 0; r < 7; r++) {
+          const sid = 2 * r + 1;
+          for (let off = 0, first = true; off < block.length; off += 16384, first = false) {
+            const part = block.subarray(off, off + 16384);
+            const last = off + 16384 >= block.length;
+            await c.send(frame(first ? HEADERS : CONTINUATION, last ? END_HEADERS : 0, sid, part));
+          }
+          await c.send(frame(0, END_STREAM, sid, rangeRequest("other")));
+        }
+        assert.ok(await c.waitFor(() => c.headerStreams.size === 7), `answered ${c.headerStreams.size}`);
+        assert.equal(c.goaway, undefined);
+        rssWithin(base, 50, "tiny literals");
+        await othersServed();
+        c.close();
+      });
+
       await t.step("a CONTINUATION flood of 200,000 empty frames → GOAWAY ENHANCE_YOUR_CALM", async () => {
         const base = memoryMb(pid).rss;
         const c = await RawH2Conn.open(port);
@@ -184,7 +207,7 @@ Deno.test({
         }
         await c.send(Buffer.concat(out));
         // every response was answered somehow: queued (waiting for a window that never comes) or reset
-        assert.ok(await c.waitFor(() => c.resets.size >= 550), `streams reset: ${c.resets.size}`);
+        assert.ok(await c.waitFor(() => c.resets.size >= 550, 30_000), `streams reset: ${c.resets.size}`);
         assert.ok([...c.resets.values()].every((code) => code === ENHANCE_YOUR_CALM));
         await sleep(500);
         // the queue holds at most MAX_QUEUED_BYTES (32 MiB); the rest is garbage the collector has not returned yet
@@ -346,7 +369,11 @@ async function withGrpcServer(
       h.held.push(answer);
     },
   });
-  srv.setHttp1Handler((_req, res) => res.end("ok\n"));
+  // "/slow" answers after twice the header timeout: a request being handled is not cut off by it
+  srv.setHttp1Handler((req, res) => {
+    if (req.url === "/slow") setTimeout(() => res.end("slow\n"), 2 * FAST.http1HeadersMs);
+    else res.end("ok\n");
+  });
   const port = await srv.listen("127.0.0.1", 0);
   try {
     await fn(port, h, srv);
@@ -433,6 +460,8 @@ Deno.test({
             (await rawExchange(port, [Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n")], 500)).toString(),
             /^HTTP\/1\.1 200/,
           );
+          const slow = await rawExchange(port, [Buffer.from("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")], 2000);
+          assert.match(slow.toString(), /^HTTP\/1\.1 200[^]*slow/);
           await other.check();
         });
       } finally {

@@ -50,8 +50,8 @@ export const CONNECTION_LOST = -1;
 
 /**
  * Response bytes a connection may hold for a peer that does not read them (zero flow-control window, or a socket it
- * does not drain): 300 Range calls of 1 MB against a window of 0 once held 350 MB. A write that would go beyond it
- * resets its stream with ENHANCE_YOUR_CALM, unless nothing is queued yet (one large response always fits).
+ * does not drain): 300 Range calls of 1 MB against a window of 0 once held 350 MB. A write while this much is held
+ * resets its stream with ENHANCE_YOUR_CALM (a write below it is queued whatever its size: one large response fits).
  */
 export const MAX_QUEUED_BYTES = 32 << 20;
 
@@ -515,8 +515,7 @@ export abstract class H2Connection<S extends H2Stream> {
         return !this.w.blocked || this.wantDrain(s);
       }
     }
-    const backlog = this.queuedBytes + (this.w.blocked ? this.socket.writableLength : 0);
-    if (backlog > 0 && backlog + total > this.cfg.maxQueuedBytes) {
+    if (this.queuedBytes + (this.w.blocked ? this.socket.writableLength : 0) >= this.cfg.maxQueuedBytes) {
       this.resetStream(s, ErrorCode.ENHANCE_YOUR_CALM);
       queueMicrotask(() => this.emitReset(s, ErrorCode.ENHANCE_YOUR_CALM));
       return false;
