@@ -15,6 +15,7 @@ import net from "node:net";
 import tls from "node:tls";
 import zlib from "node:zlib";
 import { Status } from "./grpc_status.ts";
+import { ByteBudget } from "./h2connection.ts";
 import {
   CONNECTION_LOST,
   DEFAULT_TIMEOUTS,
@@ -84,6 +85,15 @@ export interface GrpcServerOptions {
  * far beyond what an etcd member's clients open and keeps the worst case (idle HTTP/2 connections) to about 1 GB.
  */
 export const MAX_CONNECTIONS = 10_000;
+
+/**
+ * Responses all of a server's connections may hold for clients that do not read them: MAX_QUEUED_BYTES per
+ * connection alone would let 100 such connections hold 3 GB. Beyond it, writes that would queue reset their stream.
+ */
+export const MAX_QUEUED_BYTES_TOTAL = 256 << 20;
+
+/** Request bytes in unfinished messages on all of a server's connections (see MAX_BUFFERED_REQUEST_BYTES). */
+export const MAX_BUFFERED_REQUEST_BYTES_TOTAL = 256 << 20;
 
 /** The HTTP/2 timeouts, plus those of the HTTP/1.1 requests served on the same port. */
 export interface ServerTimeouts extends Http2Timeouts {
@@ -404,6 +414,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   finish(code: number, details: string, md?: unknown): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropBody();
     const extra = md ? metadataFields(md) : EMPTY_METADATA_FIELDS;
     let trailers: string[];
     if (code === Status.OK && extra.length === 0) trailers = OK_TRAILERS;
@@ -454,27 +465,46 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
           this.message(msg);
         } else {
           // the declared length is only a claim: reserve what arrived, grow as more does
-          this.body = Buffer.allocUnsafe(Math.min(len, Math.max(RECEIVE_BUFFER_MIN, 2 * (n - p))));
           this.bodyLen = len;
           this.bodyPos = 0;
+          if (!this.growBody(Math.min(len, Math.max(RECEIVE_BUFFER_MIN, 2 * (n - p))))) return;
         }
       } else {
+        const body = this.body;
         const take = Math.min(n - p, this.bodyLen - this.bodyPos);
-        if (this.bodyPos + take > this.body.length) {
-          const grown = Buffer.allocUnsafe(Math.min(this.bodyLen, Math.max(2 * this.body.length, this.bodyPos + take)));
-          grown.set(this.body.subarray(0, this.bodyPos));
-          this.body = grown;
+        if (this.bodyPos + take > body.length) {
+          if (!this.growBody(Math.min(this.bodyLen, Math.max(2 * body.length, this.bodyPos + take)))) return;
         }
-        this.body.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, take), this.bodyPos);
+        this.body!.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, take), this.bodyPos);
         this.bodyPos += take;
         p += take;
         if (this.bodyPos === this.bodyLen) {
-          const msg = this.body;
-          this.body = null;
+          const msg = this.body!;
+          this.dropBody();
           this.message(msg);
         }
       }
     }
+  }
+
+  /** Replaces the partial message's buffer by one of `size` bytes (keeping its content); false: over budget. */
+  private growBody(size: number): boolean {
+    const old = this.body;
+    if (!this.stream.reserveReceive(size - (old ? old.length : 0))) {
+      this.finish(Status.RESOURCE_EXHAUSTED, "grpc: the server's receive buffers for this connection are full");
+      return false;
+    }
+    const grown = Buffer.allocUnsafe(size);
+    if (old) grown.set(old.subarray(0, this.bodyPos));
+    this.body = grown;
+    return true;
+  }
+
+  /** Forgets the partial message's buffer (complete, or the call is over). */
+  private dropBody(): void {
+    if (this.body === null) return;
+    this.stream.reserveReceive(-this.body.length);
+    this.body = null;
   }
 
   private message(raw: Buffer): void {
@@ -568,6 +598,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
     if (this.finished) return;
     this.finished = true;
     this.cancelled = true;
+    this.dropBody();
     // a unary handler still at work (a proposed Put) keeps its stream's slot until it answers
     if (this.answerPending) this.stream.holdSlot();
     this.emit("cancelled", "cancelled");
@@ -601,6 +632,8 @@ export class GrpcServer {
   /** Sockets not yet HTTP/2 (protocol sniffing, HTTP/1.1) → when they are closed unless they progress. */
   private readonly deadlines = new Map<net.Socket, number>();
   private sweeper: ReturnType<typeof setInterval> | undefined;
+  private readonly sharedQueue = new ByteBudget(MAX_QUEUED_BYTES_TOTAL);
+  private readonly sharedReceive = new ByteBudget(MAX_BUFFERED_REQUEST_BYTES_TOTAL);
   private http1Handler: Http1Handler = (_req, res) => {
     res.statusCode = 404;
     res.setHeader("content-type", "text/plain");
@@ -764,6 +797,8 @@ export class GrpcServer {
       maxConcurrentStreams: this.h2opts.maxConcurrentStreams,
       onStream: (s) => this.onStream(s),
       onClose: () => this.conns.delete(conn),
+      sharedQueue: this.sharedQueue,
+      sharedReceive: this.sharedReceive,
     });
     this.conns.add(conn);
     conn.feed(first);
@@ -835,7 +870,8 @@ export class GrpcServer {
   private startSweeper(): void {
     if (this.sweeper !== undefined) return;
     const t = this.timeouts;
-    const every = Math.max(10, Math.min(1000, t.prefaceMs / 4, t.settingsMs / 4, t.headerBlockMs / 4, t.idleMs / 4));
+    const shortest = Math.min(t.prefaceMs, t.settingsMs, t.headerBlockMs, t.sendStallMs, t.idleMs, t.http1HeadersMs);
+    const every = Math.max(10, Math.min(1000, shortest / 4));
     this.sweeper = setInterval(() => this.sweep(), every);
     (this.sweeper as unknown as { unref?: () => void }).unref?.();
   }

@@ -55,6 +55,17 @@ export const CONNECTION_LOST = -1;
  */
 export const MAX_QUEUED_BYTES = 32 << 20;
 
+/** A count of bytes held with its limit, shared by the connections of one server (see GrpcServer). */
+export class ByteBudget {
+  bytes = 0;
+  constructor(readonly max: number) {}
+
+  /** Whether the limit is reached. */
+  get exhausted(): boolean {
+    return this.bytes >= this.max;
+  }
+}
+
 /** What a stream's owner gets told. A throwing method resets that stream (INTERNAL_ERROR). */
 export interface H2StreamHandler {
   /** A DATA payload; the view is only valid during the call. */
@@ -135,6 +146,8 @@ export interface H2ConnectionConfig {
   pushPromiseError: string;
   /** Output held for a peer that does not read it, beyond which a write resets its stream (see MAX_QUEUED_BYTES). */
   maxQueuedBytes: number;
+  /** The same across connections (null: no shared limit). */
+  sharedQueue: ByteBudget | null;
 }
 
 /** One HTTP/2 connection over a socket: everything both ends do alike. */
@@ -163,6 +176,10 @@ export abstract class H2Connection<S extends H2Stream> {
   private readonly drainWaiters = new Set<S>();
   /** Bytes in the streams' queues (waiting for flow-control window). */
   private queuedBytes = 0;
+  /** Bumped whenever queued output moves (DATA cut from a queue, the socket drained): stall detection. */
+  private outputMoved = 0;
+  private stallWatched = -1;
+  private stallSince = 0;
   /** Input arrived since the owner last looked (idle detection without a clock read per chunk). */
   inputSeen = false;
   /** `blocks.started` and when it was first seen unfinished (header block deadline). */
@@ -515,7 +532,10 @@ export abstract class H2Connection<S extends H2Stream> {
         return !this.w.blocked || this.wantDrain(s);
       }
     }
-    if (this.queuedBytes + (this.w.blocked ? this.socket.writableLength : 0) >= this.cfg.maxQueuedBytes) {
+    if (
+      this.queuedBytes + (this.w.blocked ? this.socket.writableLength : 0) >= this.cfg.maxQueuedBytes ||
+      this.cfg.sharedQueue?.exhausted
+    ) {
       this.resetStream(s, ErrorCode.ENHANCE_YOUR_CALM);
       queueMicrotask(() => this.emitReset(s, ErrorCode.ENHANCE_YOUR_CALM));
       return false;
@@ -529,7 +549,7 @@ export abstract class H2Connection<S extends H2Stream> {
       data = Buffer.from(body);
     }
     s.queue.push(data);
-    this.queuedBytes += data.length;
+    this.queued(data.length);
     if (end) s.queueEnd = true;
     this.pump(s);
     this.w.schedule();
@@ -547,6 +567,28 @@ export abstract class H2Connection<S extends H2Stream> {
     return false;
   }
 
+  private queued(delta: number): void {
+    this.queuedBytes += delta;
+    if (this.cfg.sharedQueue) this.cfg.sharedQueue.bytes += delta;
+  }
+
+  /**
+   * Whether output has been waiting (queued for flow-control window, or in a socket the peer does not drain) without
+   * any of it moving for `timeoutMs`, as seen by calls at `now` from the owner's periodic sweep.
+   */
+  protected outputStalled(now: number, timeoutMs: number): boolean {
+    if (this.queuedBytes === 0 && !this.w.blocked) {
+      this.stallWatched = -1;
+      return false;
+    }
+    if (this.stallWatched !== this.outputMoved) {
+      this.stallWatched = this.outputMoved;
+      this.stallSince = now;
+      return false;
+    }
+    return now - this.stallSince >= timeoutMs;
+  }
+
   /** Sends as much of a stream's queue as the windows allow; then its end (trailers or END_STREAM) once empty. */
   private pump(s: S): void {
     while (s.queue.bytes > 0) {
@@ -556,7 +598,8 @@ export abstract class H2Connection<S extends H2Stream> {
       const last = n === s.queue.bytes && s.queueEnd && !s.queueTrailers;
       const p = this.w.frame(n, DATA, last ? FLAG_END_STREAM : 0, s.id);
       s.queue.copyTo(this.w.out, p, n);
-      this.queuedBytes -= n;
+      this.queued(-n);
+      this.outputMoved++;
       s.sendWindow -= n;
       this.connSendWindow -= n;
       if (last) {
@@ -619,7 +662,7 @@ export abstract class H2Connection<S extends H2Stream> {
     this.streams.delete(s.id);
     this.blocked.delete(s);
     this.drainWaiters.delete(s);
-    this.queuedBytes -= s.queue.bytes;
+    this.queued(-s.queue.bytes);
     s.queue.clear();
     this.streamGone(s, why);
     if (this.goingAway && this.streams.size === 0 && !this.dead) {
@@ -684,6 +727,7 @@ export abstract class H2Connection<S extends H2Stream> {
   }
 
   private onSocketDrain(): void {
+    this.outputMoved++;
     if (!this.w.blocked) return;
     this.w.blocked = false;
     if (this.cfg.pauseWhenBlocked) this.socket.resume();

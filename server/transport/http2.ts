@@ -14,7 +14,14 @@
  * adds the server's side: the preface, accepting request streams, stream-id rules and graceful shutdown.
  */
 import type { Socket } from "node:net";
-import { CONNECTION_LOST, H2Connection, H2Stream, type H2StreamHandler, MAX_QUEUED_BYTES } from "./h2connection.ts";
+import {
+  type ByteBudget,
+  CONNECTION_LOST,
+  H2Connection,
+  H2Stream,
+  type H2StreamHandler,
+  MAX_QUEUED_BYTES,
+} from "./h2connection.ts";
 import {
   ErrorCode,
   MAX_WINDOW,
@@ -43,6 +50,13 @@ export const RAPID_RESET_LIMIT = 1000;
 /** The window in which RAPID_RESET_LIMIT resets are allowed. */
 export const RAPID_RESET_WINDOW_MS = 10_000;
 
+/**
+ * Request bytes one connection may hold in unfinished messages (each grows with its data up to its declared length,
+ * at most the server's message limit): 1000 streams × a 2 MB message each, sent slowly, would otherwise hold 2 GB.
+ * A message that would go beyond it fails with RESOURCE_EXHAUSTED.
+ */
+export const MAX_BUFFERED_REQUEST_BYTES = 64 << 20;
+
 /** How long a server connection may take for each step, and how long it may sit idle (see DEFAULT_TIMEOUTS). */
 export interface Http2Timeouts {
   /** From accept until the client's 24-byte connection preface is complete (Go's prefaceTimeout: 10 s). */
@@ -51,6 +65,8 @@ export interface Http2Timeouts {
   settingsMs: number;
   /** A header block begun (HEADERS without END_HEADERS) must be complete within this. */
   headerBlockMs: number;
+  /** Output waiting for a client that reads none of it (zero window, undrained socket) for this long → GOAWAY. */
+  sendStallMs: number;
   /**
    * A connection with no open stream and no input for this long is closed (a plain close: Deno's HTTP/2 client can
    * crash on a GOAWAY that arrives on an idle connection). Open streams (watches) or client PINGs keep it alive.
@@ -59,8 +75,9 @@ export interface Http2Timeouts {
 }
 
 /**
- * Timeouts that stop connections that never finish their handshake, a header block, or ever do anything: a partial
- * preface, an HTTP/2 connection without SETTINGS and an idle connection were all still open after 130 s.
+ * Timeouts that stop connections that never finish their handshake, a header block, read nothing, or ever do
+ * anything: a partial preface, an HTTP/2 connection without SETTINGS and an idle connection were all still open after
+ * 130 s, and a client with a window of 0 held its queued responses for as long as it liked.
  * grpc-go closes idle connections never (MaxConnectionIdle) and Go's net/http not by default; 5 minutes leaves
  * clients that pause between calls their connection, and the connection limit bounds what idle ones can hold.
  */
@@ -68,6 +85,7 @@ export const DEFAULT_TIMEOUTS: Readonly<Http2Timeouts> = Object.freeze({
   prefaceMs: 10_000,
   settingsMs: 2_000,
   headerBlockMs: 10_000,
+  sendStallMs: 60_000,
   idleMs: 300_000,
 });
 
@@ -85,6 +103,10 @@ export interface Http2ConnectionOptions {
   maxHeaderListSize?: number;
   /** Called once when the connection is gone (socket closed). */
   onClose?: () => void;
+  /** Queued output of all the server's connections (see MAX_QUEUED_BYTES_TOTAL of grpc_server.ts). */
+  sharedQueue?: ByteBudget;
+  /** Request bytes buffered in unfinished messages on all the server's connections. */
+  sharedReceive?: ByteBudget;
 }
 
 /** Work deferred until the current socket input was processed (see Http2Stream.afterInput). */
@@ -155,6 +177,14 @@ export class Http2Stream extends H2Stream {
   }
 
   /**
+   * Accounts for `delta` more (or, negative, fewer) bytes of an unfinished request message; false (nothing
+   * accounted) when that would exceed MAX_BUFFERED_REQUEST_BYTES or the server-wide receive budget.
+   */
+  reserveReceive(delta: number): boolean {
+    return this.conn.reserveReceive(delta);
+  }
+
+  /**
    * Runs `task.runDeferred()` once the socket input being processed is through, so that a RST_STREAM arriving with
    * the request (rapid reset) cancels the call before its handler starts any work.
    */
@@ -170,7 +200,9 @@ export class Http2Stream extends H2Stream {
   }
 }
 
-type ServerOptions = Required<Omit<Http2ConnectionOptions, "onClose">> & { onClose?: () => void };
+type ServerOptions =
+  & Required<Omit<Http2ConnectionOptions, "onClose" | "sharedQueue" | "sharedReceive">>
+  & Pick<Http2ConnectionOptions, "onClose" | "sharedQueue" | "sharedReceive">;
 
 /** One HTTP/2 server connection over a socket. */
 export class Http2ServerConnection extends H2Connection<Http2Stream> {
@@ -181,6 +213,8 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
   lingering = 0;
   /** @internal tasks to run once the current input chunk is processed */
   deferred: DeferredTask[] = [];
+  /** Bytes of unfinished request messages (see MAX_BUFFERED_REQUEST_BYTES). */
+  private receiveBuffered = 0;
   /** Resets by the client within the current rapid-reset window, and when that window began. */
   private resets = 0;
   private resetWindowStart = 0;
@@ -197,6 +231,8 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       maxHeaderListSize: options.maxHeaderListSize ?? 1 << 20,
       onStream: options.onStream,
       onClose: options.onClose,
+      sharedQueue: options.sharedQueue,
+      sharedReceive: options.sharedReceive,
     };
     super(socket, {
       initialWindow: opts.initialWindowSize,
@@ -209,6 +245,7 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       copyQueuedData: false,
       pushPromiseError: "PUSH_PROMISE from a client",
       maxQueuedBytes: MAX_QUEUED_BYTES,
+      sharedQueue: options.sharedQueue ?? null,
     });
     this.opts = opts;
     this.peer = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`;
@@ -229,6 +266,18 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     const tasks = this.deferred;
     this.deferred = [];
     for (const t of tasks) t.runDeferred();
+  }
+
+  /** @internal see Http2Stream.reserveReceive */
+  reserveReceive(delta: number): boolean {
+    const shared = this.opts.sharedReceive;
+    if (delta > 0) {
+      if (this.receiveBuffered + delta > MAX_BUFFERED_REQUEST_BYTES) return false;
+      if (shared && shared.bytes + delta > shared.max) return false;
+    }
+    this.receiveBuffered += delta;
+    if (shared) shared.bytes += delta;
+    return true;
   }
 
   /** Feeds bytes already read from the socket (e.g. by protocol sniffing) before the socket's own data. */
@@ -261,6 +310,9 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     }
     if (this.headerBlockExpired(now, t.headerBlockMs)) {
       return this.connectionError(ErrorCode.PROTOCOL_ERROR, "header block not finished in time");
+    }
+    if (this.outputStalled(now, t.sendStallMs)) {
+      return this.connectionError(ErrorCode.ENHANCE_YOUR_CALM, "the client reads none of its responses");
     }
     if (this.inputSeen || this.streams.size > 0 || this.lingering > 0) {
       this.inputSeen = false;

@@ -122,6 +122,7 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
       pushPromiseError: "PUSH_PROMISE although push is disabled",
       // our own requests: their callers decide how much to send
       maxQueuedBytes: Infinity,
+      sharedQueue: null,
     });
     socket.on("connect", () => {
       this.connected = true;

@@ -8,6 +8,7 @@
  */
 import { Buffer } from "node:buffer";
 import net from "node:net";
+import { HpackDecoder } from "../../server/transport/hpack.ts";
 
 export const PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -118,6 +119,9 @@ export class RawH2Conn {
   readonly serverSettings = new Map<number, number>();
   /** Streams on which HEADERS arrived (responses and trailers). */
   readonly headerStreams = new Set<number>();
+  /** stream id → every header field the server sent on it, decoded ([name, value, ...]). */
+  readonly fields = new Map<number, string[]>();
+  private readonly decoder = new HpackDecoder();
   /** Bytes received in total. */
   received = 0;
   /** Whether the server closed the connection. */
@@ -176,6 +180,13 @@ export class RawH2Conn {
     return true;
   }
 
+  /** The grpc-status the server sent on stream `sid`, if any. */
+  grpcStatus(sid: number): number | undefined {
+    const f = this.fields.get(sid) ?? [];
+    for (let i = 0; i < f.length; i += 2) if (f[i] === "grpc-status") return Number(f[i + 1]);
+    return undefined;
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -193,8 +204,11 @@ export class RawH2Conn {
       this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
       if (type === 7) this.goaway ??= payload.readUInt32BE(4);
       else if (type === 3) this.resets.set(sid, payload.readUInt32BE(0));
-      else if (type === 1) this.headerStreams.add(sid);
-      else if (type === 4 && (flags & 1) === 0 && !this.sawSettings) {
+      else if (type === 1) {
+        // (the server sends no CONTINUATION for the small blocks these tests make it answer)
+        this.headerStreams.add(sid);
+        this.fields.set(sid, [...(this.fields.get(sid) ?? []), ...this.decoder.decode(payload)]);
+      } else if (type === 4 && (flags & 1) === 0 && !this.sawSettings) {
         this.sawSettings = true;
         for (let p = 0; p + 6 <= len; p += 6) {
           this.serverSettings.set(payload.readUInt16BE(p), payload.readUInt32BE(p + 2));
