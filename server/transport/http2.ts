@@ -300,7 +300,8 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
 
   /**
    * Enforces the timeouts; called by the owner's periodic sweep. Closes the connection when the client's SETTINGS
-   * is late, a header block stays unfinished, or it has been idle (no open stream, no input) for too long.
+   * is late, a header block stays unfinished, its output has not moved for too long, or it has been idle (no open
+   * stream, no input) for too long.
    */
   checkTimeouts(now: number, t: Http2Timeouts): void {
     if (this.dead) return;
