@@ -872,8 +872,9 @@ export class GrpcServer {
     const t = this.timeouts;
     const shortest = Math.min(t.prefaceMs, t.settingsMs, t.headerBlockMs, t.sendStallMs, t.idleMs, t.http1HeadersMs);
     const every = Math.max(10, Math.min(1000, shortest / 4));
-    this.sweeper = setInterval(() => this.sweep(), every);
-    (this.sweeper as unknown as { unref?: () => void }).unref?.();
+    const sweeper = setInterval(() => this.sweep(), every);
+    Deno.unrefTimer(sweeper);
+    this.sweeper = sweeper;
   }
 
   private sweep(): void {
@@ -900,7 +901,9 @@ export class GrpcServer {
     this.listeners.length = 0;
     for (const c of this.conns) c.shutdown();
     this.http1.closeIdleConnections?.();
-    return Promise.all(closing).then(() => {});
+    return Promise.all(closing).then(() => {
+      if (this.sockets.size === 0) this.stopSweeper();
+    });
   }
 
   /** grpc-js-compatible graceful shutdown. */
