@@ -65,7 +65,7 @@ export type Http1Handler = (req: http.IncomingMessage, res: http.ServerResponse)
 
 /** Options of a GrpcServer. */
 export interface GrpcServerOptions {
-  /** Largest accepted request message (default 4 MiB, as grpc-go). */
+  /** Largest accepted request message (default DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH). */
   maxReceiveMessageLength?: number;
   /** Per-stream receive window of the HTTP/2 connections (default 1 MiB). */
   initialWindowSize?: number;
@@ -78,6 +78,12 @@ export interface GrpcServerOptions {
   /** Timeouts (default DEFAULT_SERVER_TIMEOUTS); tests shorten them. */
   timeouts?: Partial<ServerTimeouts>;
 }
+
+/**
+ * Largest request message accepted unless the owner sets its own (etcd: --max-request-bytes + 512 KiB): grpc-go's
+ * default, 4 MiB. A larger one is refused with RESOURCE_EXHAUSTED when its length prefix arrives.
+ */
+export const DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 4 << 20;
 
 /**
  * Open connections one server accepts at a time; beyond it a new connection is closed at once. Without a limit an
@@ -642,7 +648,7 @@ export class GrpcServer {
   private readonly http1: http.Server;
 
   constructor(options: GrpcServerOptions = {}) {
-    this.maxLen = options.maxReceiveMessageLength ?? 4 * 1024 * 1024;
+    this.maxLen = options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH;
     this.h2opts = options;
     this.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
     this.timeouts = { ...DEFAULT_SERVER_TIMEOUTS, ...options.timeouts };

@@ -56,6 +56,12 @@ export const DEFAULT_WINDOW = 65535;
 export const DEFAULT_FRAME_SIZE = 16384;
 /** We read frames of up to this size (the protocol default; we do not raise it). */
 export const LOCAL_MAX_FRAME_SIZE = 16384;
+/**
+ * Largest header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 7541 does: name + value + 32 per
+ * field), and so the largest header block: Go's net/http DefaultMaxHeaderBytes. grpc-go allows 16 MiB; gRPC metadata
+ * is far below either, and a block is held whole until it ends.
+ */
+export const MAX_HEADER_LIST_SIZE = 1 << 20;
 /** Stop reading from a peer that does not read our output once this much is buffered in the socket. */
 export const SOCKET_HIGH_WATER = 8 << 20;
 /** How long a deferred frame (a PING ACK) may wait for other output to go out with. */

@@ -6,6 +6,8 @@
  * Header lists travel as flat string arrays: [name0, value0, name1, value1, ...].
  */
 
+import { MAX_HEADER_LIST_SIZE } from "./h2frames.ts";
+
 /** Thrown on any malformed header block; the connection answers with COMPRESSION_ERROR. */
 export class HpackError extends Error {}
 
@@ -226,7 +228,7 @@ export class HpackDecoder {
   /** Upper bound on the decoded header list (name+value+32 per field). */
   maxHeaderListSize: number;
 
-  constructor(maxTableSize = 4096, maxHeaderListSize = 1 << 20) {
+  constructor(maxTableSize = 4096, maxHeaderListSize = MAX_HEADER_LIST_SIZE) {
     this.maxAllowed = maxTableSize;
     this.maxSize = maxTableSize;
     this.maxHeaderListSize = maxHeaderListSize;

@@ -24,6 +24,7 @@ import {
 } from "./h2connection.ts";
 import {
   ErrorCode,
+  MAX_HEADER_LIST_SIZE,
   MAX_WINDOW,
   PREFACE,
   SETTINGS_INITIAL_WINDOW_SIZE,
@@ -99,7 +100,7 @@ export interface Http2ConnectionOptions {
   connectionWindowSize?: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS (default MAX_CONCURRENT_STREAMS). */
   maxConcurrentStreams?: number;
-  /** Largest accepted header list (default 1 MiB). */
+  /** Largest accepted header list (default MAX_HEADER_LIST_SIZE). */
   maxHeaderListSize?: number;
   /** Called once when the connection is gone (socket closed). */
   onClose?: () => void;
@@ -228,7 +229,7 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       initialWindowSize: Math.min(options.initialWindowSize ?? 1 << 20, MAX_WINDOW),
       connectionWindowSize: Math.min(options.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
       maxConcurrentStreams: options.maxConcurrentStreams ?? MAX_CONCURRENT_STREAMS,
-      maxHeaderListSize: options.maxHeaderListSize ?? 1 << 20,
+      maxHeaderListSize: options.maxHeaderListSize ?? MAX_HEADER_LIST_SIZE,
       onStream: options.onStream,
       onClose: options.onClose,
       sharedQueue: options.sharedQueue,

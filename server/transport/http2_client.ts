@@ -21,6 +21,7 @@ import { Status, STATUS_NAME } from "./grpc_status.ts";
 import { CONNECTION_LOST, H2Connection, H2Stream, type H2StreamHandler } from "./h2connection.ts";
 import {
   ErrorCode,
+  MAX_HEADER_LIST_SIZE,
   MAX_WINDOW,
   PREFACE,
   readU31,
@@ -114,7 +115,7 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
     super(socket, {
       initialWindow: Math.min(opts.initialWindowSize ?? 1 << 20, MAX_WINDOW),
       connectionWindow: Math.min(opts.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
-      maxHeaderListSize: opts.maxHeaderListSize ?? 1 << 20,
+      maxHeaderListSize: opts.maxHeaderListSize ?? MAX_HEADER_LIST_SIZE,
       settingsFirst: false,
       pauseWhenBlocked: false,
       deferPingAck: false,
