@@ -654,8 +654,8 @@ export class GrpcServer {
     this.timeouts = { ...DEFAULT_SERVER_TIMEOUTS, ...options.timeouts };
     this.http1 = http.createServer((req, res) => this.http1Request(req, res));
     this.http1.on("clientError", (err: { code?: string }, socket: net.Socket) => {
-      // Go answers an oversized head with 431; every other malformed request (a Transfer-Encoding other than
-      // chunked, both Content-Length and Transfer-Encoding, ...) with 400
+      // as Go: an oversized head → 431; any other request the parser refuses (both Content-Length and
+      // Transfer-Encoding, a malformed chunk, ...) → 400
       const status = err?.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
       if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
       else socket.destroy();
@@ -664,7 +664,7 @@ export class GrpcServer {
 
   private http1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
     const socket = req.socket as net.Socket;
-    this.deadlines.set(socket, Date.now() + this.timeouts.http1RequestMs);
+    if (this.deadlines.has(socket)) this.deadlines.set(socket, Date.now() + this.timeouts.http1RequestMs);
     res.on("finish", () => {
       if (this.deadlines.has(socket)) this.deadlines.set(socket, Date.now() + this.timeouts.http1HeadersMs);
     });
