@@ -440,6 +440,18 @@ Deno.test({
           );
           assert.ok(await c.waitFor(() => c.closed, FAST.sendStallMs + 3000), "closed");
           assert.equal(c.goaway, ENHANCE_YOUR_CALM);
+          // a client that reads slowly (a little window now and then) is left alone
+          const slow = await RawH2Conn.open(port, true, settingsFrame([[SETTINGS_INITIAL_WINDOW_SIZE, 0]]));
+          await slow.send(
+            Buffer.concat([frame(HEADERS, END_HEADERS, 1, call), frame(0, END_STREAM, 1, rangeRequest("k"))]),
+          );
+          const one = Buffer.from([0, 0, 0, 1]);
+          for (const started = Date.now(); Date.now() - started < FAST.sendStallMs * 3;) {
+            await slow.send(frame(8, 0, 1, one)); // WINDOW_UPDATE: one more byte
+            await sleep(100);
+          }
+          assert.ok(!slow.closed, "a slow reader keeps its connection");
+          slow.close();
           await other.check();
         });
         await t.step("an idle connection is closed; one that pings or has an open stream is not", async () => {

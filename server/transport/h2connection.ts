@@ -176,10 +176,14 @@ export abstract class H2Connection<S extends H2Stream> {
   private readonly drainWaiters = new Set<S>();
   /** Bytes in the streams' queues (waiting for flow-control window). */
   private queuedBytes = 0;
-  /** Bumped whenever queued output moves (DATA cut from a queue, the socket drained): stall detection. */
+  /**
+   * Bumped whenever output moves (DATA cut from a queue, the socket drained or shrank, the peer granted window):
+   * stall detection.
+   */
   private outputMoved = 0;
   private stallWatched = -1;
   private stallSince = 0;
+  private stallSocketBytes = 0;
   /** Input arrived since the owner last looked (idle detection without a clock read per chunk). */
   inputSeen = false;
   /** `blocks.started` and when it was first seen unfinished (header block deadline). */
@@ -434,6 +438,7 @@ export abstract class H2Connection<S extends H2Stream> {
     if (sid === 0) {
       if (inc === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
       this.connSendWindow += inc;
+      this.outputMoved++;
       if (this.connSendWindow > MAX_WINDOW) {
         return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
       }
@@ -447,6 +452,7 @@ export abstract class H2Connection<S extends H2Stream> {
     }
     if (inc === 0) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
     s.sendWindow += inc;
+    this.outputMoved++;
     if (s.sendWindow > MAX_WINDOW) return this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
     if (s.queue.bytes > 0 || s.queueEnd) {
       this.pump(s);
@@ -581,6 +587,9 @@ export abstract class H2Connection<S extends H2Stream> {
       this.stallWatched = -1;
       return false;
     }
+    const inSocket = this.socket.writableLength;
+    if (inSocket < this.stallSocketBytes) this.outputMoved++; // the peer is reading, if slowly
+    this.stallSocketBytes = inSocket;
     if (this.stallWatched !== this.outputMoved) {
       this.stallWatched = this.outputMoved;
       this.stallSince = now;
