@@ -746,8 +746,6 @@ export function filterResults(kind: string): string[] | undefined {
   return FILTER_KINDS[kind]?.results;
 }
 
-const META_VERSION = "easegress.megaease.com/v2";
-
 /** The message for a kind Easegress knows that this cluster does not run. */
 export const notSupported = (kind: string) => `kind ${kind} not supported`;
 
@@ -762,9 +760,5 @@ export function parseFilterSpec(raw: unknown): FilterSpec {
   const kind = FILTER_KINDS[meta.kind];
   if (!kind) throw new SpecError(`kind ${meta.kind} not found`);
   if (!kind.def) throw new SpecError(notSupported(meta.kind));
-  const def = kind.def;
-  return decodeAndValidate<FilterSpec>(
-    { ...def, defaults: () => ({ version: META_VERSION, ...def.defaults?.() }) },
-    raw,
-  );
+  return decodeAndValidate<FilterSpec>(kind.def, raw);
 }
