@@ -10,6 +10,31 @@ import { resolve } from "node:path";
 import { Buffer } from "node:buffer";
 import { errorMsg, successMsg } from "./print.ts";
 
+/** `egctl create httpproxy --help`. */
+export const HTTPPROXY_HELP = `Create an HTTPServer and one Pipeline per rule with a specific name
+
+Usage:
+  egctl create httpproxy NAME --port PORT --rule [HOST]/PATH[*]=ENDPOINT1,ENDPOINT2 [--rule ...] [flags]
+
+Examples:
+  # /bar to two endpoints, every path under /foo to a third
+  egctl create httpproxy demo --port 10080 \\
+    --rule="/bar=http://127.0.0.1:8080,http://127.0.0.1:8081" --rule="/foo*=http://127.0.0.1:8082"
+
+Flags:
+      --auto-cert                      Enable auto cert
+      --auto-cert-domain-name string   Auto cert domain name
+      --auto-cert-email string         Auto cert email
+      --ca-cert-file string            CA cert file
+      --cert-file stringArray          Cert file
+      --dns-provider stringArray       Auto cert DNS provider
+  -h, --help                           help for httpproxy
+      --key-file stringArray           Key file
+      --port int                       Port of HTTPServer (default -1)
+      --rule stringArray               Rule in format host/path=endpoint1,endpoint2; a path ending with '*' is a prefix
+      --tls                            Enable TLS
+`;
+
 /** The flags of `create httpproxy`, as cobra parses them. */
 export interface HTTPProxyFlags {
   port: number;

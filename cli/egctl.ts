@@ -8,7 +8,7 @@ import https from "node:https";
 import { Buffer } from "node:buffer";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { errorMsg, formatBody, Ordered, printMapInterface, successMsg, tabwrite } from "./print.ts";
-import { createHTTPProxy, extractHTTPProxyFlags, type HTTPProxyFlags } from "./create_httpproxy.ts";
+import { createHTTPProxy, extractHTTPProxyFlags, HTTPPROXY_HELP, type HTTPProxyFlags } from "./create_httpproxy.ts";
 import { durationMostSignificantUnit, parseRfc3339 } from "../server/easegress/gotime.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -788,11 +788,14 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
       }
       case "create":
         if (httpproxy) {
-          await createHTTPProxy(rest.slice(1), proxyFlags, {
-            request: (method, path, body) => client.request(method, path, body),
-            readFile: (p) => Deno.readFile(p),
-            print: (s) => io.stdout(s),
-          });
+          if (flags.help) io.stdout(HTTPPROXY_HELP);
+          else {
+            await createHTTPProxy(rest.slice(1), proxyFlags, {
+              request: (method, path, body) => client.request(method, path, body),
+              readFile: (p) => Deno.readFile(p),
+              print: (s) => io.stdout(s),
+            });
+          }
           break;
         }
         // falls through

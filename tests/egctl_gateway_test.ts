@@ -249,6 +249,9 @@ memberTest(
         }, args.join(" "));
       }
       assert.equal((await apiGet(m1.apiAddr, "/objects/demo2")).status, 404);
+      const help = await egctlOk([...s, "create", "httpproxy", "-h"]);
+      assert.match(help, /^Create an HTTPServer and one Pipeline per rule/);
+      assert.match(help, /--rule stringArray/);
       assert.deepEqual(await egctl([...s, "get", "hs", "--port", "1"]), {
         code: 1,
         stdout: "",
@@ -259,14 +262,14 @@ memberTest(
     await t.step(
       "describe: one status entry per member, from /status/objects/eg-traffic-default/<name>/<member>",
       async () => {
-        const status = (member: string, count: number) =>
+        const status = (count: number) =>
           JSON.stringify({
             spec: {},
             status: { name: "demo", health: "", state: "running", count, codes: { "200": count } },
             timestamp: 1760000000,
           });
-        await etcdPut(endpoint, "/status/objects/eg-traffic-default/demo/machine-1", status("machine-1", 3));
-        await etcdPut(endpoint, "/status/objects/eg-traffic-default/demo/machine-2", status("machine-2", 5));
+        await etcdPut(endpoint, "/status/objects/eg-traffic-default/demo/machine-1", status(3));
+        await etcdPut(endpoint, "/status/objects/eg-traffic-default/demo/machine-2", status(5));
         await etcdPut(
           endpoint,
           "/status/objects/eg-traffic-default/demo-0/machine-1",

@@ -33,10 +33,6 @@ function message(fn: () => unknown): string {
   throw new Error("no error");
 }
 
-/** A filter's validation error as the pipeline reports it. */
-const filterErr = (inner: Record<string, string[]>) =>
-  JSON.stringify({ generalErrs: [`*pipeline.Spec: filters: ${JSON.stringify(inner)}`] });
-
 Deno.test("HTTPServer: defaults, and the typed spec", () => {
   const s = parseHTTPServerSpec(y(`
 port: 10080
