@@ -141,6 +141,37 @@ Deno.test("HTTPServer: Easegress's messages", () => {
   }
 });
 
+Deno.test("HTTPServer: RadixTree patterns and rewrite targets are checked at create time", () => {
+  const radix = (path: string, rewriteTarget = "") =>
+    message(() =>
+      parseHTTPServerSpec({
+        port: 80,
+        routerKind: "RadixTree",
+        rules: [{ paths: [{ path, rewriteTarget, backend: "p" }] }],
+      })
+    );
+  const ok = (path: string, rewriteTarget = "") =>
+    parseHTTPServerSpec({
+      port: 80,
+      routerKind: "RadixTree",
+      rules: [{ paths: [{ path, rewriteTarget, backend: "p" }] }],
+    });
+  ok("/users/{id:[0-9]+}/files/*", "/f/{id}/{EG_WILDCARD}");
+  ok("/static/x", "/y");
+  const err = (m: string) => JSON.stringify({ generalErrs: [`*httpserver.Spec: rules[0].paths[0]: ${m}`] });
+  assert.equal(radix("/a/*/{id}"), err("wildcard '*' must be the last pattern in a route, otherwise use a '{param}'"));
+  assert.equal(
+    radix("/a/*/b"),
+    err("wildcard '*' must be the last value in a route. trim trailing text or use a '{param}' instead"),
+  );
+  assert.equal(radix("/a/{id/b"), err("route param closing delimiter '}' is missing"));
+  assert.equal(radix("/a/{id}/{id}"), err("routing pattern '/a/{id}/{id}' contains duplicate param key, 'id'"));
+  assert.equal(radix("/a/{id}", "/b/{name}"), err("artRouter RewriteTarget syntax error: /b/{name}"));
+  assert.equal(radix("/a/*", "/b/*"), err("artRouter RewriteTarget not support '*', please use {EG_WILDCARD}"));
+  // the Ordered router does not read these patterns
+  parseHTTPServerSpec({ port: 80, rules: [{ paths: [{ path: "/a/*/b", backend: "p" }] }] });
+});
+
 Deno.test("Pipeline: flow defaults to the filters in order; filters, policies typed with defaults", () => {
   const p = parsePipelineSpec(y(`
 filters:

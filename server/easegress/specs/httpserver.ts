@@ -13,6 +13,7 @@ import {
   mapOf,
   opt,
   ptr,
+  regexpError,
   req,
   STRING,
   STRING_MAP,
@@ -214,6 +215,85 @@ export function decodeBase64Pem(s: string): string {
   return s;
 }
 
+/** The catch-all's capture name in RadixTree rewrite targets. */
+export const RADIX_WILDCARD = "EG_WILDCARD";
+
+/** The capture names of a RadixTree pattern (`{name}`, `{name:regexp}`, a final `*`); throws what Easegress panics. */
+export function radixParamKeys(pattern: string): string[] {
+  const keys: string[] = [];
+  let pat = pattern;
+  for (;;) {
+    const ps = pat.indexOf("{"), ws = pat.indexOf("*");
+    if (ps < 0 && ws < 0) return keys;
+    if (ps >= 0 && ws >= 0 && ws < ps) {
+      throw new Error("wildcard '*' must be the last pattern in a route, otherwise use a '{param}'");
+    }
+    let key: string, pe: number;
+    if (ps >= 0) {
+      let depth = 0;
+      pe = ps;
+      for (let i = ps; i < pat.length; i++) {
+        if (pat[i] === "{") depth++;
+        else if (pat[i] === "}" && --depth === 0) {
+          pe = i;
+          break;
+        }
+      }
+      if (pe === ps) throw new Error("route param closing delimiter '}' is missing");
+      key = pat.slice(ps + 1, pe);
+      pe++;
+      const colon = key.indexOf(":");
+      if (colon >= 0) {
+        const e = regexpError(key.slice(colon + 1));
+        if (e) throw new Error(`invalid regexp pattern '${key.slice(colon + 1)}' in route param`);
+        key = key.slice(0, colon);
+      }
+    } else {
+      if (ws < pat.length - 1) {
+        throw new Error(
+          "wildcard '*' must be the last value in a route. trim trailing text or use a '{param}' instead",
+        );
+      }
+      key = RADIX_WILDCARD;
+      pe = pat.length;
+    }
+    if (keys.includes(key)) {
+      throw new Error(`routing pattern '${pattern}' contains duplicate param key, '${key}'`);
+    }
+    keys.push(key);
+    pat = pat.slice(pe);
+  }
+}
+
+/**
+ * The RadixTree router's checks of a path and its rewrite target. Easegress panics on these while loading the server
+ * (which then keeps its old routes); here they refuse the spec.
+ */
+function radixPathError(path: string, rewriteTarget: string): string | undefined {
+  try {
+    const keys = radixParamKeys(path);
+    if (rewriteTarget === "") return undefined;
+    if (rewriteTarget.includes("*")) return "artRouter RewriteTarget not support '*', please use {EG_WILDCARD}";
+    for (const k of radixParamKeys(rewriteTarget)) {
+      if (!keys.includes(k)) return `artRouter RewriteTarget syntax error: ${rewriteTarget}`;
+    }
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+function validateRadixTree(s: HTTPServerSpec): string | undefined {
+  if (s.routerKind !== "RadixTree") return undefined;
+  for (const [i, rule] of (s.rules ?? []).entries()) {
+    for (const [j, p] of (rule?.paths ?? []).entries()) {
+      const e = p ? radixPathError(p.path, p.rewriteTarget) : undefined;
+      if (e) return `rules[${i}].paths[${j}]: ${e}`;
+    }
+  }
+  return undefined;
+}
+
 function validateTLS(s: HTTPServerSpec): string | undefined {
   if (!s.https) return s.http3 ? "https is disabled when http3 enabled" : undefined;
   const certs = s.certs ?? {}, keys = s.keys ?? {};
@@ -269,7 +349,7 @@ export const HTTP_SERVER: StructDef = {
     globalFilter: opt(STRING),
     accessLogFormat: opt(STRING),
   },
-  validate: (s) => validateTLS(s as HTTPServerSpec),
+  validate: (s) => validateRadixTree(s as HTTPServerSpec) ?? validateTLS(s as HTTPServerSpec),
 };
 
 /** Parses an HTTPServer spec (the object's JSON, meta fields ignored); throws SpecError with Easegress's message. */
