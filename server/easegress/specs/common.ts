@@ -6,6 +6,9 @@
 import {
   arrayOf,
   BOOL,
+  decodeStructValue,
+  SpecError,
+  validateStruct,
   INT,
   INT64,
   mapOf,
@@ -39,6 +42,14 @@ export const META_FIELDS: StructDef["fields"] = {
 };
 
 export const META: StructDef = { go: "supervisor.MetaSpec", fields: META_FIELDS };
+
+/** The meta part of a filter or policy, checked first as Easegress checks it (name format, field types). */
+export function parseMeta(raw: unknown): MetaSpec {
+  const meta = decodeStructValue(META, raw);
+  const err = validateStruct(META, meta);
+  if (err !== undefined) throw new SpecError(err);
+  return meta as MetaSpec;
+}
 
 /** `{exact, prefix, regex, empty}`: the patterns are OR-ed; `empty` matches "" and excludes the others. */
 export interface StringMatcher {

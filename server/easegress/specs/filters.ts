@@ -8,7 +8,6 @@ import {
   arrayOf,
   BOOL,
   decodeAndValidate,
-  decodeStructValue,
   INT,
   INT64,
   mapOf,
@@ -24,10 +23,9 @@ import {
   type StructDef,
   UINT32,
   val,
-  validateStruct,
 } from "./schema.ts";
 import {
-  META,
+  parseMeta,
   META_FIELDS,
   type MetaSpec,
   SERVER_POOL,
@@ -754,9 +752,7 @@ export const notSupported = (kind: string) => `kind ${kind} not supported`;
  * Easegress gives (meta checked first, then the kind, then the kind's own spec).
  */
 export function parseFilterSpec(raw: unknown): FilterSpec {
-  const meta = decodeStructValue(META, raw);
-  const metaErr = validateStruct(META, meta);
-  if (metaErr !== undefined) throw new SpecError(metaErr);
+  const meta = parseMeta(raw);
   const kind = FILTER_KINDS[meta.kind];
   if (!kind) throw new SpecError(`kind ${meta.kind} not found`);
   if (!kind.def) throw new SpecError(notSupported(meta.kind));

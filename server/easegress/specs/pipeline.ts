@@ -8,7 +8,6 @@
 import {
   arrayOf,
   decodeAndValidate,
-  decodeStructValue,
   FLOAT,
   INT,
   type Obj,
@@ -22,9 +21,8 @@ import {
   UINT32,
   UINT8,
   val,
-  validateStruct,
 } from "./schema.ts";
-import { META, META_FIELDS, type MetaSpec } from "./common.ts";
+import { META_FIELDS, type MetaSpec, parseMeta } from "./common.ts";
 import { FILTER_KINDS, type FilterSpec, parseFilterSpec } from "./filters.ts";
 
 /** The built-in flow target that ends the pipeline. */
@@ -116,9 +114,7 @@ const POLICY_KINDS: Record<string, StructDef> = { Retry: RETRY, CircuitBreaker: 
 
 /** resilience.NewPolicy: a typed policy with defaults, or a SpecError. */
 export function parseResiliencePolicy(raw: unknown): ResiliencePolicy {
-  const meta = decodeStructValue(META, raw);
-  const metaErr = validateStruct(META, meta);
-  if (metaErr !== undefined) throw new SpecError(metaErr);
+  const meta = parseMeta(raw);
   const def = POLICY_KINDS[meta.kind];
   if (!def) throw new SpecError(`kind ${meta.kind} not found`);
   return decodeAndValidate<ResiliencePolicy>(def, raw);
