@@ -405,6 +405,36 @@ filters:
       }
       for (let i = 1; i <= 8; i++) assert.equal((await apiGet(m1.apiAddr, `/objects/bad${i}`)).status, 404);
       assert.equal((await apiGet(m1.apiAddr, "/objects")).headers.get("x-config-version"), version);
+      // filter metadata: what a flow may use
+      const kinds = JSON.parse((await apiGet(m1.apiAddr, "/metadata/objects/pipeline/filters")).body);
+      assert.deepEqual(kinds, [
+        "CORSAdaptor",
+        "DataBuilder",
+        "Fallback",
+        "HeaderToJSON",
+        "Mock",
+        "Proxy",
+        "RateLimiter",
+        "Redirector",
+        "RedirectorV2",
+        "RequestAdaptor",
+        "RequestBuilder",
+        "ResponseAdaptor",
+        "ResponseBuilder",
+        "ResultBuilder",
+        "Validator",
+        "WebSocketProxy",
+      ]);
+      const results = await apiGet(m1.apiAddr, "/metadata/objects/pipeline/filters/Proxy/results");
+      assert.deepEqual(JSON.parse(results.body), [
+        "internalError",
+        "clientError",
+        "serverError",
+        "failureCode",
+        "timeout",
+        "shortCircuited",
+      ]);
+      assert.equal((await apiGet(m1.apiAddr, "/metadata/objects/pipeline/filters/Kafka/results")).status, 404);
       // egctl shows the same message
       const r = await egctl(
         [...s, "create", "-f", "-"],

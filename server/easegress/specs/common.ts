@@ -7,20 +7,20 @@ import {
   arrayOf,
   BOOL,
   decodeStructValue,
-  SpecError,
-  validateStruct,
   INT,
   INT64,
   mapOf,
   opt,
   ptr,
   req,
+  SpecError,
   STRING,
   STRING_MAP,
   STRINGS,
   type StructDef,
   UINT32,
   val,
+  validateStruct,
 } from "./schema.ts";
 
 /** `name`, `kind` and the other meta fields every object, filter and resilience policy carries. */

@@ -25,9 +25,9 @@ import {
   val,
 } from "./schema.ts";
 import {
-  parseMeta,
   META_FIELDS,
   type MetaSpec,
+  parseMeta,
   SERVER_POOL,
   type ServerPoolSpec,
   STRING_MATCHER,
@@ -742,6 +742,11 @@ export const FILTER_KINDS: Record<string, FilterKind> = {
 /** The results a filter kind may return (for `jumpIf`); undefined for an unknown kind. */
 export function filterResults(kind: string): string[] | undefined {
   return FILTER_KINDS[kind]?.results;
+}
+
+/** The filter kinds this cluster runs, sorted. */
+export function runnableFilterKinds(): string[] {
+  return Object.keys(FILTER_KINDS).filter((k) => FILTER_KINDS[k].def).sort();
 }
 
 /** The message for a kind Easegress knows that this cluster does not run. */
