@@ -10,6 +10,7 @@ import {
   parseHTTPServerSpec,
   parsePipelineSpec,
   parseResiliencePolicy,
+  parseTrafficObject,
   type ProxySpec,
   type RateLimiterSpec,
   type RedirectorSpec,
@@ -424,6 +425,31 @@ Deno.test("objects: the stored form keeps the user's filter maps; other kinds re
     message(() => newSpec("kind: ServiceRegistry\nname: x\nsyncInterval: 5\n", false)),
     "json: cannot unmarshal number into Go struct field Spec.syncInterval of type string",
   );
+});
+
+Deno.test("stored objects read back as typed traffic objects", () => {
+  const hs = newSpec("kind: HTTPServer\nname: s\nport: 80\nrules: [{paths: [{pathPrefix: /, backend: p}]}]\n", true);
+  const obj = parseTrafficObject(JSON.stringify(hs.json));
+  assert.ok(obj?.kind === "HTTPServer");
+  assert.deepEqual([obj.name, obj.spec.port, obj.spec.keepAliveTimeout, obj.spec.rules![0].paths![0].backend], [
+    "s",
+    80,
+    "60s",
+    "p",
+  ]);
+  const pl = newSpec(
+    "kind: Pipeline\nname: p\nfilters: [{name: m, kind: Mock, rules: [{match: {}, code: 200}]}]\n",
+    true,
+  );
+  const p = parseTrafficObject(pl.json);
+  assert.ok(p?.kind === "Pipeline");
+  assert.deepEqual(p.spec.flow, [{ filter: "m", alias: "", namespace: "" }]);
+  assert.equal(p.spec.filters[0].kind, "Mock");
+  assert.equal(
+    parseTrafficObject(newSpec("kind: TrafficController\nname: TrafficController\n", false).json),
+    undefined,
+  );
+  assert.equal(message(() => parseTrafficObject("{")).startsWith("bad object JSON"), true);
 });
 
 Deno.test("base64 as Go's StdEncoding checks it", () => {

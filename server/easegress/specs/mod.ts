@@ -11,3 +11,5 @@ export type * from "./filters.ts";
 export { FILTER_KINDS, filterResults, parseFilterSpec } from "./filters.ts";
 export type * from "./pipeline.ts";
 export { END, parsePipelineSpec, parseResiliencePolicy } from "./pipeline.ts";
+export type * from "./traffic.ts";
+export { parseTrafficObject } from "./traffic.ts";
