@@ -412,6 +412,8 @@ Deno.test("objects: the stored form keeps the user's filter maps; other kinds re
   );
   // Easegress stores a pipeline's filters as written (the defaults apply when the pipeline is built)
   assert.deepEqual(spec.json.filters, [{ kind: "Proxy", name: "proxy", pools: [{ servers: [{ url: "http://a" }] }] }]);
+  const data = newSpec("kind: Pipeline\nname: p\nfilters: []\ndata: {a: null, b: [1, null]}\n", false);
+  assert.deepEqual(data.json.data, { a: null, b: [1, null] });
   const hs = newSpec(
     "kind: HTTPServer\nname: s\nport: 80\nrules:\n- paths: [{path: /a, backend: p, methods: [GET]}]\n",
     false,

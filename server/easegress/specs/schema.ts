@@ -186,8 +186,9 @@ function typeError(ctx: Ctx, what: string, t: GoType): SpecError {
 
 function decodeValue(raw: unknown, t: GoType, ctx: Ctx, current: unknown): unknown {
   if (raw === null || raw === undefined) {
-    // null leaves scalars and struct values alone and makes pointers, slices and maps nil
-    return t.t === "array" || t.t === "map" || (t.t === "struct" && t.ptr) || t.t === "any" ? undefined : current;
+    // null leaves scalars and struct values alone, makes pointers, slices and maps nil, and an interface{} null
+    if (t.t === "any") return null;
+    return t.t === "array" || t.t === "map" || (t.t === "struct" && t.ptr) ? undefined : current;
   }
   switch (t.t) {
     case "any":
