@@ -425,7 +425,7 @@ AllStatus: null
     assert.equal(v0, 6); // 2 creates, 2 updates, 2 deletes
     const post = await fetch(`${base}/apis/v2/objects`, {
       method: "POST",
-      body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock" }] }),
+      body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock", rules: [] }] }),
     });
     assert.equal(post.status, 201);
     assert.equal(await post.text(), "");
