@@ -719,3 +719,21 @@ Deno.test("ready/advance must alternate; a stale-term leader is told the current
   assert.ok(resp && resp.type === "AppResp" && resp.term === term, "a stale leader learns the newer term");
   fr.advance(rd);
 });
+
+Deno.test("bootstrap: the founding conf-change entries are in member-ID order, whatever order the members were given", () => {
+  const founded = (order: string[]) => {
+    const storage = new MemoryStorage();
+    const raft = new RaftNode({ id: "7", storage, random: () => 0.5, bootstrap: order });
+    const rd = raft.ready();
+    return rd.entries.map((e) => ({ index: e.index, term: e.term, type: e.type, data: [...e.data] }));
+  };
+  // IDs compare as numbers, not as strings: "10" > "9"
+  const expected = founded(["7", "9", "10", "18446744073709551615"]);
+  assert.deepEqual(
+    expected.map((e) => decodeConfChange(new Uint8Array(e.data)).nodeId),
+    ["7", "9", "10", "18446744073709551615"],
+  );
+  for (const order of [["10", "7", "18446744073709551615", "9"], ["18446744073709551615", "10", "9", "7"]]) {
+    assert.deepEqual(founded(order), expected, `given ${order.join(",")}`);
+  }
+});
