@@ -27,6 +27,7 @@ import {
   EntryType,
   type Message,
   ProposalDroppedError,
+  RaftInvariantError,
   type ReadState,
   type Snapshot,
   type SoftState,
@@ -223,7 +224,7 @@ export class Node {
     await this.#process();
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
-      this.raft.tick();
+      this.#raftCall("tick", () => this.raft.tick());
       const now = performance.now();
       this.#expireWaiters(now);
       this.transport.expire(now);
@@ -343,6 +344,7 @@ export class Node {
       try {
         this.raft.propose(data);
       } catch (err) {
+        this.#stopOnInvariant(err, "proposing");
         this.#proposals.delete(id);
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
@@ -361,6 +363,7 @@ export class Node {
       try {
         this.raft.proposeConfChange({ ...cc, id });
       } catch (err) {
+        this.#stopOnInvariant(err, "proposing a membership change");
         this.#proposals.delete(id);
         reject(
           err instanceof ProposalDroppedError
@@ -390,7 +393,7 @@ export class Node {
     this.#readQueue = [];
     const ctx = `${this.memberId}/${++this.#readSeq}`;
     this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
-    this.raft.readIndex(new TextEncoder().encode(ctx));
+    this.#raftCall("asking for a read index", () => this.raft.readIndex(new TextEncoder().encode(ctx)));
     this.#schedule();
   }
 
@@ -515,7 +518,7 @@ export class Node {
     const delay = LEADER_LOST_MIN_MS + Math.random() * LEADER_LOST_SPREAD_MS;
     setTimeout(() => {
       if (this.stopped || this.raft.lead !== "0" || this.raft.role !== "follower") return;
-      this.raft.campaign();
+      this.#raftCall("campaigning", () => this.raft.campaign());
       this.#schedule();
     }, delay);
   }
@@ -526,6 +529,7 @@ export class Node {
       try {
         this.raft.step(m);
       } catch (err) {
+        this.#stopOnInvariant(err, `stepping ${m.type} from ${m.from} (term ${m.term})`);
         this.#cfg.log(`raft: dropped ${m.type} from ${m.from}: ${err}`);
       }
     }
@@ -537,8 +541,32 @@ export class Node {
     this.#processScheduled = true;
     queueMicrotask(() => {
       this.#processScheduled = false;
-      this.#process().catch((err) => this.#fatal(err));
+      this.#process().catch((err) => {
+        this.#stopOnInvariant(err, "handling a Ready");
+        this.#fatal(err);
+      });
     });
+  }
+
+  /** Calls into the Raft core where nothing else catches: any error stops the member. */
+  #raftCall(what: string, call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.#stopOnInvariant(err, what);
+      this.#fatal(err);
+    }
+  }
+
+  /**
+   * A broken invariant of the Raft core (two leaders in a term, a conflict with a committed entry, a commit beyond the
+   * last index, ...) means this member's state can no longer be trusted: it stops, as etcd panics, wherever the error
+   * was raised (stepping a message, a tick, a proposal or the Ready loop).
+   */
+  #stopOnInvariant(err: unknown, what: string): void {
+    if (!(err instanceof RaftInvariantError)) return;
+    this.#cfg.log(`stopping this member: ${err.message} (while ${what}); its Raft state can no longer be trusted`);
+    this.#fatal(err);
   }
 
   #fatal(err: unknown): never {
