@@ -129,6 +129,11 @@ export class Node {
   /** every read waiter not yet known to be settled, in arrival order (so also by deadline) */
   #readDeadlines: Waiter[] = [];
   #readSeq = 0;
+  /**
+   * Unique to this process start: a leader may still hold a read round of this member's previous process under the
+   * same sequence number, and would answer the new round with that round's older index (a stale read).
+   */
+  readonly #readPrefix = crypto.randomUUID();
   #snapshotting = false;
   #lastLeader = "0";
 
@@ -391,7 +396,7 @@ export class Node {
     if (this.#readQueue.length === 0 || this.raft.lead === "0") return;
     const waiters = this.#readQueue;
     this.#readQueue = [];
-    const ctx = `${this.memberId}/${++this.#readSeq}`;
+    const ctx = `${this.memberId}/${this.#readPrefix}/${++this.#readSeq}`;
     this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
     this.#raftCall("asking for a read index", () => this.raft.readIndex(new TextEncoder().encode(ctx)));
     this.#schedule();
