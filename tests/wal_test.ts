@@ -4,7 +4,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type Entry, PREALLOCATE_BYTES, Wal, WalCorruptError } from "../server/wal/wal.ts";
-import { dataFor } from "./fixtures/wal_writer.ts";
+import { dataFor, writeUntilKilled } from "./fixtures/wal_writer.ts";
 
 async function tempDir(): Promise<string> {
   return await fs.mkdtemp(path.join(os.tmpdir(), "wal-test-"));
@@ -365,34 +365,12 @@ Deno.test("wal: replay starts after the snapshot index the caller restored", asy
 
 Deno.test("wal: acknowledged appends survive SIGKILL of the writer process", async () => {
   const dir = await tempDir();
-  const fixture = new URL("./fixtures/wal_writer.ts", import.meta.url).pathname;
   const acked = new Set<number>();
   const rounds = 6;
   for (let round = 0; round < rounds; round++) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", fixture, dir, "16"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let roundAcks = 0;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-      const lines = text.split("\n");
-      text = lines.pop()!; // only complete lines count as acknowledged
-      for (const l of lines) acked.add(Number(l));
-      roundAcks += lines.length;
-      if (roundAcks > 0 && timer === undefined) {
-        timer = setTimeout(() => child.kill("SIGKILL"), 20 + Math.random() * 300);
-      }
-    }
-    const status = await child.status;
-    assert.equal(status.signal, "SIGKILL");
-    assert.ok(roundAcks > 0, `round ${round} acknowledged nothing`);
+    const roundAcks = await writeUntilKilled(dir, 16, 20 + Math.random() * 300);
+    assert.ok(roundAcks.size > 0, `round ${round} acknowledged nothing`);
+    for (const i of roundAcks) acked.add(i);
 
     const r = await reopen(dir);
     const byIndex = new Map(r.contents.entries.slice().map((e) => [e.index, e]));

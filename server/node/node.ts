@@ -32,7 +32,7 @@ import {
   type Snapshot,
   type SoftState,
 } from "../raft/types.ts";
-import { Snapshotter } from "../snap/snapshotter.ts";
+import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal } from "../wal/wal.ts";
 import { decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
@@ -62,6 +62,8 @@ export interface NodeConfig {
   /** TLS for dialing peers (https peer URLs); plaintext when absent */
   peerTls?: tls.ConnectionOptions;
   log: (msg: string) => void;
+  /** --force-repair-wal: truncate the WAL at a damaged record instead of refusing to start */
+  forceRepairWal?: boolean;
 }
 
 /**
@@ -150,7 +152,20 @@ export class Node {
   static async open(cfg: NodeConfig): Promise<Node> {
     const n = new Node(cfg);
     await Deno.mkdir(cfg.snapDir, { recursive: true });
-    const snap = await n.#snap.loadNewest();
+    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
+    let chosen: SnapshotFile | null = null;
+    const { wal, contents } = await Wal.open(cfg.walDir, {
+      log: cfg.log,
+      metadata,
+      forceRepair: cfg.forceRepairWal,
+      // as etcd: the newest snapshot file the WAL records, at an index the WAL's hard state has committed
+      chooseSnapshot: async (marks, hs) => {
+        chosen = await n.#snap.loadNewest(marks.filter((m) => m.index <= hs.commit));
+        return chosen?.index ?? 0;
+      },
+    });
+    n.#wal = wal;
+    const snap = chosen as SnapshotFile | null;
     if (snap) {
       const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members);
       n.appliedIndex = meta.appliedIndex;
@@ -161,9 +176,6 @@ export class Node {
       });
       cfg.log(`recovered store from snapshot at index ${snap.index} (revision ${n.store.currentRev})`);
     }
-    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
-    const { wal, contents } = await Wal.open(cfg.walDir, { log: cfg.log, snapshotIndex: snap?.index ?? 0, metadata });
-    n.#wal = wal;
     const restarted = contents.metadata !== null &&
       (contents.hardState.term > 0 || contents.entries.length > 0 || !!snap);
     if (contents.metadata) {
