@@ -12,40 +12,20 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Entry, PREALLOCATE_BYTES, Wal, WalCorruptError } from "../server/wal/wal.ts";
+import { type Entry, Wal, WalCorruptError } from "../server/wal/wal.ts";
 import { dataFor, writeUntilKilled } from "./fixtures/wal_writer.ts";
-
-const PAGE = 4096;
-/** record type of a batch's first record (server/wal/wal.ts) */
-const REC_BATCH = 6;
-
-interface Rec {
-  off: number;
-  end: number;
-  type: number;
-}
-
-/** The records of a segment, from the documented framing [u32 len][u32 crc][payload][pad to 8]. */
-function records(buf: Uint8Array): Rec[] {
-  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const out: Rec[] = [];
-  for (let off = 0; off + 8 <= buf.length;) {
-    const len = v.getUint32(off, true);
-    if (len === 0) break;
-    const end = off + 8 + len + ((8 - (len % 8)) % 8);
-    out.push({ off, end, type: buf[off + 8] });
-    off = end;
-  }
-  return out;
-}
-
-/** The record that holds byte `at`. */
-const recordAt = (recs: Rec[], at: number): Rec => recs.find((r) => r.off <= at && at < r.end)!;
-
-async function lastSegment(dir: string): Promise<string> {
-  const names = (await fs.readdir(dir)).filter((n) => n.endsWith(".wal")).sort();
-  return path.join(dir, names[names.length - 1]);
-}
+import {
+  appendUnsyncedBatch,
+  crashLeftovers,
+  flip,
+  lastSegment,
+  nextPage,
+  PAGE,
+  REC_BATCH,
+  recordAt,
+  records,
+  zero,
+} from "./lib/wal_files.ts";
 
 /** The state every case starts from: a SIGKILLed writer's log plus `synced` batches appended and synced here. */
 interface Base {
@@ -72,44 +52,6 @@ async function prepareBase(): Promise<Base> {
   return { dir, acked, lastIndex: next - 1 };
 }
 
-/** A crash leaves the current segment's preallocated zeros after its records (a clean close trims them). */
-async function crashLeftovers(dir: string): Promise<void> {
-  const file = await lastSegment(dir);
-  const size = (await fs.stat(file)).size;
-  await fs.truncate(file, Math.ceil((size + 1) / PREALLOCATE_BYTES) * PREALLOCATE_BYTES);
-}
-
-/**
- * Appends one batch of 6 entries of 1.5 KB (about 2.3 pages) as the crash's last batch: written, its fdatasync taken
- * not to have returned, so none of it was acknowledged. Returns where it starts and ends in the last segment.
- */
-async function appendUnsyncedBatch(base: Base, dir: string): Promise<{ start: number; end: number }> {
-  const { wal } = await Wal.open(dir, { log: () => {} });
-  const batch: Entry[] = [];
-  for (let i = 1; i <= 6; i++) {
-    batch.push({ index: base.lastIndex + i, term: 1, type: 0, data: new Uint8Array(1500).fill(i) });
-  }
-  wal.append(batch, { term: 1, vote: "1", commit: base.lastIndex + 6 });
-  wal.sync();
-  wal.close();
-  await crashLeftovers(dir);
-  const recs = records(await fs.readFile(await lastSegment(dir)));
-  const start = recs.findLast((r) => r.type === REC_BATCH)!.off;
-  return { start, end: recs[recs.length - 1].end };
-}
-
-async function zero(file: string, from: number, to: number): Promise<void> {
-  const buf = new Uint8Array(await fs.readFile(file));
-  buf.fill(0, from, to);
-  await fs.writeFile(file, buf);
-}
-
-async function flip(file: string, at: number): Promise<void> {
-  const buf = new Uint8Array(await fs.readFile(file));
-  buf[at] ^= 0x40;
-  await fs.writeFile(file, buf);
-}
-
 type Outcome = { repairAt: number } | { refuseAt: number };
 
 interface Case {
@@ -118,13 +60,11 @@ interface Case {
   apply(base: Base, dir: string, file: string): Promise<Outcome>;
 }
 
-const nextPage = (off: number) => (Math.floor(off / PAGE) + 1) * PAGE;
-
 const CASES: Case[] = [
   {
     fault: "zeroed first page of the last batch (its later pages written)",
     async apply(base, dir, file) {
-      const { start } = await appendUnsyncedBatch(base, dir);
+      const { start } = await appendUnsyncedBatch(dir);
       await zero(file, start, nextPage(start));
       return { repairAt: start };
     },
@@ -132,7 +72,7 @@ const CASES: Case[] = [
   {
     fault: "zeroed middle page of the last batch",
     async apply(base, dir, file) {
-      const { start } = await appendUnsyncedBatch(base, dir);
+      const { start } = await appendUnsyncedBatch(dir);
       const page = nextPage(start);
       const recs = records(await fs.readFile(file));
       await zero(file, page, page + PAGE);
@@ -170,7 +110,7 @@ const CASES: Case[] = [
   {
     fault: "truncated header: the file ends inside a record header of the last batch",
     async apply(base, dir, file) {
-      const { start } = await appendUnsyncedBatch(base, dir);
+      const { start } = await appendUnsyncedBatch(dir);
       const third = records(await fs.readFile(file)).filter((r) => r.off >= start)[2];
       await fs.truncate(file, third.off + 5);
       return { repairAt: third.off };
@@ -179,7 +119,7 @@ const CASES: Case[] = [
   {
     fault: "zero tail: the last batch's final sectors never written",
     async apply(base, dir, file) {
-      const { end } = await appendUnsyncedBatch(base, dir);
+      const { end } = await appendUnsyncedBatch(dir);
       const from = end - 1024; // two sectors: the end of the last record
       const recs = records(await fs.readFile(file));
       await zero(file, from, end);

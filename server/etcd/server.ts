@@ -160,9 +160,8 @@ async function openNode(cfg: NodeConfig): Promise<Node> {
   } catch (err) {
     if (!(err instanceof WalCorruptError) || !err.repairable) throw err;
     throw new WalDamagedError(
-      `${err.message}. This is not a torn write, so the log is not cut there on its own; to truncate it at this ` +
-        `record (losing what follows; the segment is kept as ${path.basename(err.file)}.broken), start once with ` +
-        `--force-repair-wal`,
+      `${err.message}. The log is not cut there on its own: to truncate it at this record (losing what follows; ` +
+        `the segment is kept as ${path.basename(err.file)}.broken), start once with --force-repair-wal`,
     );
   }
 }
