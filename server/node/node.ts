@@ -410,7 +410,12 @@ export class Node {
     this.#readQueue = [];
     const ctx = `${this.memberId}/${this.#readPrefix}/${++this.#readSeq}`;
     this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
-    this.#raftCall("asking for a read index", () => this.raft.readIndex(new TextEncoder().encode(ctx)));
+    try {
+      this.raft.readIndex(new TextEncoder().encode(ctx));
+    } catch (err) {
+      this.#stopOnInvariant(err, "asking for a read index");
+      // no leader after all: the round is asked again by the tick, like a lost one (#retryReads)
+    }
     this.#schedule();
   }
 
