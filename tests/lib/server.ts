@@ -19,8 +19,6 @@ export interface RunningServer {
   dataDir: string;
   /** Everything the process printed so far (stdout and stderr). */
   output(): string;
-  /** Whether the process has exited (by itself or killed). */
-  exited(): boolean;
   /** How the process ended, once it did. */
   status: Promise<Deno.CommandStatus>;
   /** SIGKILL the process and wait for it to exit. */
@@ -72,7 +70,6 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     endpoint: `127.0.0.1:${cp}`,
     dataDir,
     output: proc.output,
-    exited: proc.exited,
     status: proc.status,
     kill: proc.kill,
     stop: proc.stop,
