@@ -150,7 +150,7 @@ function bindAddress(u: string): string {
   return `${host}:${x.port || (x.protocol === "https:" ? "443" : "80")}`;
 }
 
-/** A member's WAL is damaged (not a torn write): start-up refuses, naming the repair flag. */
+/** A member's WAL is damaged (not a torn write): start-up refuses, naming the repair flag when it can help. */
 export class WalDamagedError extends Error {}
 
 /** Node.open; a damaged WAL becomes a {@link WalDamagedError} that tells how to repair it. */
@@ -158,7 +158,8 @@ async function openNode(cfg: NodeConfig): Promise<Node> {
   try {
     return await Node.open(cfg);
   } catch (err) {
-    if (!(err instanceof WalCorruptError) || !err.repairable) throw err;
+    if (!(err instanceof WalCorruptError)) throw err;
+    if (!err.repairable) throw new WalDamagedError(err.message);
     throw new WalDamagedError(
       `${err.message}. The log is not cut there on its own: to truncate it at this record (losing what follows; ` +
         `the segment is kept as ${path.basename(err.file)}.broken), start once with --force-repair-wal`,

@@ -790,7 +790,7 @@ async function replay(
         }
         log(
           `wal: repaired a torn write at ${file}:${off} (${torn}); the last batch's fdatasync had not returned, so ` +
-            `nothing in it was acknowledged: truncated ${buf.length - off} bytes`,
+            `nothing in it was acknowledged: the segment is cut there`,
         );
         truncateAt = off;
         break;
