@@ -99,6 +99,15 @@ const CASES: Case[] = [
     },
   },
   {
+    fault: "flipped length of the last synced record (it then claims zeros after it)",
+    async apply(_base, _dir, file) {
+      const recs = records(await fs.readFile(file));
+      const last = recs[recs.length - 1];
+      await flip(file, last.off + 1); // +16 KiB: the record now ends in the zeros, which hold whole zero sectors
+      return { refuseAt: last.off };
+    },
+  },
+  {
     fault: "flipped byte in an earlier record",
     async apply(_base, _dir, file) {
       const recs = records(await fs.readFile(file));

@@ -7,16 +7,17 @@
  * previous record's crc, so the chain runs through every record of every segment. Each segment begins with a
  * segment record (magic, seq, first index, the crc it continues from), followed by metadata, hard state and the
  * newest snapshot mark, so older segments can be deleted without losing any of them. Each batch (one write and one
- * fdatasync) begins with a batch record holding the crc it continues from: like a segment record it can be verified
- * on its own, so replay can tell whether a later batch follows a damaged record.
+ * fdatasync) begins with a batch record holding the crc it continues from and the batch's length in bytes: like a
+ * segment record it can be verified on its own, so replay can tell whether a later batch follows a damaged record,
+ * and where the damaged record's batch ends.
  *
  * Recovery tells torn writes from corruption, as etcd does. Power loss in the middle of a batch leaves some of its
  * sectors unwritten (zeros: the segment was preallocated), in any order. A damaged record is torn when it lies in the
  * last batch (no batch record follows it: that batch's fdatasync never returned, so nothing in it was acknowledged)
- * and its unreadable part holds an all-zero 512-byte sector or is cut off by the end of the file; replay then
- * truncates the log there with a log line. Any other damage (a checksum mismatch without a zero sector, or damage in
- * a batch that a later batch follows) is {@link WalCorruptError}, naming file and offset; `forceRepair` truncates
- * there when the user asks for it.
+ * and its unreadable part (within its batch) holds an all-zero 512-byte sector or is cut off by the end of the file;
+ * replay then truncates the log there with a log line. Any other damage (a checksum mismatch without a zero sector, a
+ * length running past its batch, damage in a batch that a later batch follows) is {@link WalCorruptError}, naming
+ * file and offset; `forceRepair` truncates there when the user asks for it.
  * Segment files are named `<seq>-<firstIndex>.wal` (16 hex digits each) and are created via a tmp file + rename.
  * The current segment is extended with zeros ahead of the writes ({@link PREALLOCATE_BYTES} at a time), so a segment's
  * records end where only zeros remain.
@@ -87,6 +88,8 @@ const REC_ENTRY = 3;
 const REC_HARDSTATE = 4;
 const REC_SNAPSHOT = 5;
 const REC_BATCH = 6;
+/** payload of a batch record: type, u32 crc it continues from, u32 length of the batch in bytes */
+const BATCH_PAYLOAD = 9;
 const MAGIC = 0x57414c31; // "WAL1"
 const HEADER = 8;
 const SEGMENT_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.wal$/;
@@ -162,7 +165,10 @@ class RecordBatch {
   seal(crc: number): { bytes: Uint8Array; crc: number } {
     for (let i = 0; i < this.recs.length; i += 2) {
       const off = this.recs[i], n = this.recs[i + 1];
-      if (this.buf[off + HEADER] === REC_BATCH) this.view.setUint32(off + HEADER + 1, crc, true);
+      if (this.buf[off + HEADER] === REC_BATCH) {
+        this.view.setUint32(off + HEADER + 1, crc, true);
+        this.view.setUint32(off + HEADER + 5, this.length - off, true);
+      }
       crc = crc32(this.buf.subarray(off + HEADER, off + HEADER + n), crc);
       this.view.setUint32(off, n, true);
       this.view.setUint32(off + 4, crc, true);
@@ -204,9 +210,9 @@ function addMark(b: RecordBatch, m: SnapshotMark): void {
   putU64(b.view, p + 9, m.term);
 }
 
-/** The record a batch begins with: its payload holds the crc it continues from (filled in by `seal`). */
+/** The record a batch begins with: the crc it continues from and the batch's length (filled in by `seal`). */
 function addBatchStart(b: RecordBatch): void {
-  const p = b.add(5);
+  const p = b.add(BATCH_PAYLOAD);
   b.buf[p] = REC_BATCH;
 }
 
@@ -256,7 +262,9 @@ function zeroTail(buf: Uint8Array, off: number): boolean {
 /** Offset of the first batch record after `off` (it verifies on its own), or -1. */
 function batchAfter(buf: Uint8Array, v: DataView, off: number): number {
   for (let p = off + 8; p + HEADER + 8 <= buf.length; p += 8) {
-    if (v.getUint32(p, true) === 5 && buf[p + HEADER] === REC_BATCH && readRecord(buf, v, p, null).ok) return p;
+    if (v.getUint32(p, true) === BATCH_PAYLOAD && buf[p + HEADER] === REC_BATCH && readRecord(buf, v, p, null).ok) {
+      return p;
+    }
   }
   return -1;
 }
@@ -285,20 +293,35 @@ function holdsZeroSector(buf: Uint8Array, from: number, to: number): boolean {
 }
 
 /**
- * Why the bad record at `off` of the last segment is a torn write (the last batch, cut short by a crash before its
- * fdatasync returned), or null when it is corruption.
+ * Whether the bad record at `off` of the last segment is a torn write (the last batch, cut short by a crash before its
+ * fdatasync returned), and why. `batchEnd`: where the batch being read ends, as its batch record says (0: unknown,
+ * e.g. the damaged record is that batch record).
  */
-function tornWrite(buf: Uint8Array, v: DataView, off: number, why: string): string | null {
-  if (batchAfter(buf, v, off) >= 0) return null; // a later batch was written after this one was synced
-  if (off + HEADER > buf.length) return `${why}: the file ends inside the record header`;
+function tornWrite(buf: Uint8Array, v: DataView, off: number, batchEnd: number): { torn: boolean; why: string } {
+  const later = batchAfter(buf, v, off);
+  if (later >= 0) {
+    return {
+      torn: false,
+      why: `a later batch begins at offset ${later}, so this record had been synced: not a torn write`,
+    };
+  }
+  if (off + HEADER > buf.length) return { torn: true, why: "the file ends inside the record header" };
   const len = v.getUint32(off, true);
   const end = off + HEADER + padLen(len);
+  const limit = batchEnd > off ? batchEnd : Infinity;
+  if (len > 0 && end > limit) {
+    return { torn: false, why: `its length runs past the end of its batch at offset ${batchEnd}: not a torn write` };
+  }
   if (len > 0 && end > buf.length) {
-    return len <= MAX_TORN_RECORD_BYTES ? `${why}: the file ends inside the record` : null;
+    return len <= MAX_TORN_RECORD_BYTES
+      ? { torn: true, why: "the file ends inside the record" }
+      : { torn: false, why: `its length ${len} is not one a record can have: not a torn write` };
   }
   // a zero length: the header itself was not written; the unreadable part runs to where records resume
-  const to = len === 0 ? readableAfter(buf, v, off) : end;
-  return holdsZeroSector(buf, off, to) ? `${why}: an all-zero sector in bytes ${off}..${to}` : null;
+  const to = Math.min(len === 0 ? readableAfter(buf, v, off) : end, limit);
+  return holdsZeroSector(buf, off, to)
+    ? { torn: true, why: `an all-zero sector in bytes ${off}..${to}` }
+    : { torn: false, why: "no sector of it is unwritten (zeros): not a torn write" };
 }
 
 interface Segment {
@@ -772,27 +795,27 @@ async function replay(
     bufs.push(buf);
     const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     let off = 0;
+    /** where the batch being read ends, from its batch record */
+    let batchEnd = 0;
     while (off < buf.length) {
       const r = readRecord(buf, v, off, off === 0 ? null : crc);
       if (!r.ok) {
-        if (off > 0 && zeroTail(buf, off)) break; // preallocated and never written
-        if (off === 0 || !isLast) throw new WalCorruptError(file, off, r.why);
-        const torn = tornWrite(buf, v, off, r.why);
-        if (!torn) {
-          const later = batchAfter(buf, v, off);
-          throw new WalCorruptError(
-            file,
-            off,
-            later >= 0
-              ? `${r.why}; a later batch begins at offset ${later}, so this record had been synced`
-              : `${r.why}, and no sector of it is unwritten (zeros): not a torn write`,
+        const torn = (why: string) => {
+          log(
+            `wal: repaired a torn write at ${file}:${off} (${r.why}: ${why}); the last batch's fdatasync had not ` +
+              `returned, so nothing in it was acknowledged: the segment is cut there`,
           );
+          truncateAt = off;
+        };
+        if (off > 0 && zeroTail(buf, off)) {
+          // preallocated and never written; inside a batch, its last sectors were lost
+          if (isLast && off < batchEnd) torn(`the batch's bytes ${off}..${batchEnd} are all zeros`);
+          break;
         }
-        log(
-          `wal: repaired a torn write at ${file}:${off} (${torn}); the last batch's fdatasync had not returned, so ` +
-            `nothing in it was acknowledged: the segment is cut there`,
-        );
-        truncateAt = off;
+        if (off === 0 || !isLast) throw new WalCorruptError(file, off, r.why);
+        const t = tornWrite(buf, v, off, batchEnd);
+        if (!t.torn) throw new WalCorruptError(file, off, `${r.why}; ${t.why}`);
+        torn(t.why);
         break;
       }
       const p = r.payload;
@@ -821,7 +844,10 @@ async function replay(
           hardState = { term: getU64(pv, 1), vote: pv.getBigUint64(9, true).toString(), commit: getU64(pv, 17) };
           break;
         case REC_BATCH:
-          if (p.length !== 5 || pv.getUint32(1, true) !== crc) throw bad("batch record does not continue the chain");
+          if (p.length !== BATCH_PAYLOAD || pv.getUint32(1, true) !== crc) {
+            throw bad("batch record does not continue the chain");
+          }
+          batchEnd = off + pv.getUint32(5, true);
           break;
         case REC_SNAPSHOT: {
           if (p.length !== 17) throw bad("bad snapshot record");
