@@ -10,10 +10,10 @@
 import path from "node:path";
 import { EtcdClient, type KeyValue } from "../etcdclient/client.ts";
 import type { EtcdConfig } from "../etcd/flags.ts";
-import { type EtcdServer, startEtcd } from "../etcd/server.ts";
+import { type EtcdServer, startEtcd, WalDamagedError } from "../etcd/server.ts";
 import { hexId } from "../etcd/ids.ts";
 import type { Logger } from "../etcd/log.ts";
-import { type Options, optionsJson, peerUrls } from "./options.ts";
+import { type Options, optionsJson, peerUrls, type StoredOptions } from "./options.ts";
 import { parseGoDuration, rfc3339 } from "./gotime.ts";
 import type { EgLogger } from "./log.ts";
 import { pathExists } from "../util/files.ts";
@@ -49,7 +49,7 @@ export interface EtcdStatus {
 
 /** What /status/members/<name> holds. */
 export interface MemberStatus {
-  options: Options;
+  options: StoredOptions;
   lastHeartbeatTime: string;
   lastDefragTime?: string;
   etcd?: EtcdStatus;
@@ -87,6 +87,7 @@ export function etcdConfigOf(opt: Options): EtcdConfig {
     watchProgressNotifyMs: 10 * 60 * 1000,
     clientTls: null,
     peerTls: null,
+    forceRepairWal: opt.ForceRepairWAL,
     ignored: [],
   };
 }
@@ -172,6 +173,8 @@ export class Cluster {
       try {
         this.#server = await startEtcd(cfg, this.#etcdLog);
       } catch (err) {
+        // a damaged WAL stays damaged: no point retrying
+        if (err instanceof WalDamagedError) throw new FatalClusterError(`start server failed: ${err.message}`);
         throw new Error(`start server failed: ${(err as Error).message}`);
       }
       await this.#getClient();

@@ -37,6 +37,12 @@ export interface EtcdConfig {
   clientAutoTls?: boolean;
   /** --peer-auto-tls: a self-signed peer certificate when no --peer-cert-file/--peer-key-file are given */
   peerAutoTls?: boolean;
+  /**
+   * --force-repair-wal (ours, not etcd's): when start-up finds a damaged WAL record that is not a torn write, truncate
+   * the log there (keeping the old segment as `*.broken`) instead of refusing to start. What followed the damage is
+   * lost from this member's log: use it when the other members hold those entries, or to accept the loss.
+   */
+  forceRepairWal?: boolean;
   /** flags given that are accepted but have no effect yet */
   ignored: string[];
 }
@@ -133,6 +139,7 @@ const IGNORED_VALUE_FLAGS = new Set([
 
 const BOOL_FLAGS = new Set([
   "strict-reconfig-check",
+  "force-repair-wal",
   "enable-v2",
   "force-new-cluster",
   "auto-tls",
@@ -159,6 +166,7 @@ const PARSED_BOOL_FLAGS = new Set([
   "auto-tls",
   "peer-auto-tls",
   "strict-reconfig-check",
+  "force-repair-wal",
 ]);
 
 /** Security flags we accept but do not implement yet: we say so loudly. */
@@ -286,6 +294,7 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
     ),
     clientAutoTls: bools.get("auto-tls") ?? false,
     peerAutoTls: bools.get("peer-auto-tls") ?? false,
+    forceRepairWal: bools.get("force-repair-wal") ?? false,
     ignored,
   };
   if (!cfg.initialCluster.has(name)) {

@@ -8,7 +8,8 @@ import { GrpcServer } from "../transport/grpc_server.ts";
 import { GrpcClient } from "../transport/http2_client.ts";
 import { httpEndpoints } from "./http.ts";
 import path from "node:path";
-import { Node } from "../node/node.ts";
+import { Node, type NodeConfig } from "../node/node.ts";
+import { WalCorruptError } from "../wal/wal.ts";
 import { WatchHub } from "../watch/watch_stream.ts";
 import { HeaderEncoder } from "../watch/encode.ts";
 import { addEtcdServices } from "../grpc/services.ts";
@@ -149,6 +150,23 @@ function bindAddress(u: string): string {
   return `${host}:${x.port || (x.protocol === "https:" ? "443" : "80")}`;
 }
 
+/** A member's WAL is damaged (not a torn write): start-up refuses, naming the repair flag when it can help. */
+export class WalDamagedError extends Error {}
+
+/** Node.open; a damaged WAL becomes a {@link WalDamagedError} that tells how to repair it. */
+async function openNode(cfg: NodeConfig): Promise<Node> {
+  try {
+    return await Node.open(cfg);
+  } catch (err) {
+    if (!(err instanceof WalCorruptError)) throw err;
+    if (!err.repairable) throw new WalDamagedError(err.message);
+    throw new WalDamagedError(
+      `${err.message}. The log is not cut there on its own: to truncate it at this record (losing what follows; ` +
+        `the segment is kept as ${path.basename(err.file)}.broken), start once with --force-repair-wal`,
+    );
+  }
+}
+
 /** Starts a member; resolves once it serves clients. */
 export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdServer> {
   const startTime = new Date();
@@ -169,7 +187,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     identity = identityFromFlags(cfg);
   }
   const { clusterId, memberId, initialMembers } = identity;
-  const node = await Node.open({
+  const node = await openNode({
     snapDir: path.join(memberDir, "snap"),
     walDir,
     clusterId,
@@ -186,6 +204,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       ? tlsClientOptions(cfg.peerTls)
       : undefined,
     log: (m) => log.info("etcdserver", m),
+    forceRepairWal: cfg.forceRepairWal,
   });
   log.info(
     "etcdserver",

@@ -27,11 +27,12 @@ import {
   EntryType,
   type Message,
   ProposalDroppedError,
+  RaftInvariantError,
   type ReadState,
   type Snapshot,
   type SoftState,
 } from "../raft/types.ts";
-import { Snapshotter } from "../snap/snapshotter.ts";
+import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal } from "../wal/wal.ts";
 import { decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
@@ -61,6 +62,8 @@ export interface NodeConfig {
   /** TLS for dialing peers (https peer URLs); plaintext when absent */
   peerTls?: tls.ConnectionOptions;
   log: (msg: string) => void;
+  /** --force-repair-wal: truncate the WAL at a damaged record instead of refusing to start */
+  forceRepairWal?: boolean;
 }
 
 /**
@@ -128,6 +131,11 @@ export class Node {
   /** every read waiter not yet known to be settled, in arrival order (so also by deadline) */
   #readDeadlines: Waiter[] = [];
   #readSeq = 0;
+  /**
+   * Unique to this process start: a leader may still hold a read round of this member's previous process under the
+   * same sequence number, and would answer the new round with that round's older index (a stale read).
+   */
+  readonly #readPrefix = crypto.randomUUID();
   #snapshotting = false;
   #lastLeader = "0";
 
@@ -144,7 +152,20 @@ export class Node {
   static async open(cfg: NodeConfig): Promise<Node> {
     const n = new Node(cfg);
     await Deno.mkdir(cfg.snapDir, { recursive: true });
-    const snap = await n.#snap.loadNewest();
+    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
+    let chosen: SnapshotFile | null = null;
+    const { wal, contents } = await Wal.open(cfg.walDir, {
+      log: cfg.log,
+      metadata,
+      forceRepair: cfg.forceRepairWal,
+      // as etcd: the newest snapshot file the WAL records, at an index the WAL's hard state has committed
+      chooseSnapshot: async (marks, hs) => {
+        chosen = await n.#snap.loadNewest(marks.filter((m) => m.index <= hs.commit));
+        return chosen?.index ?? 0;
+      },
+    });
+    n.#wal = wal;
+    const snap = chosen as SnapshotFile | null;
     if (snap) {
       const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members);
       n.appliedIndex = meta.appliedIndex;
@@ -155,9 +176,6 @@ export class Node {
       });
       cfg.log(`recovered store from snapshot at index ${snap.index} (revision ${n.store.currentRev})`);
     }
-    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
-    const { wal, contents } = await Wal.open(cfg.walDir, { log: cfg.log, snapshotIndex: snap?.index ?? 0, metadata });
-    n.#wal = wal;
     const restarted = contents.metadata !== null &&
       (contents.hardState.term > 0 || contents.entries.length > 0 || !!snap);
     if (contents.metadata) {
@@ -223,7 +241,7 @@ export class Node {
     await this.#process();
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
-      this.raft.tick();
+      this.#raftCall("tick", () => this.raft.tick());
       const now = performance.now();
       this.#expireWaiters(now);
       this.transport.expire(now);
@@ -343,6 +361,7 @@ export class Node {
       try {
         this.raft.propose(data);
       } catch (err) {
+        this.#stopOnInvariant(err, "proposing");
         this.#proposals.delete(id);
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
@@ -361,6 +380,7 @@ export class Node {
       try {
         this.raft.proposeConfChange({ ...cc, id });
       } catch (err) {
+        this.#stopOnInvariant(err, "proposing a membership change");
         this.#proposals.delete(id);
         reject(
           err instanceof ProposalDroppedError
@@ -388,9 +408,14 @@ export class Node {
     if (this.#readQueue.length === 0 || this.raft.lead === "0") return;
     const waiters = this.#readQueue;
     this.#readQueue = [];
-    const ctx = `${this.memberId}/${++this.#readSeq}`;
+    const ctx = `${this.memberId}/${this.#readPrefix}/${++this.#readSeq}`;
     this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
-    this.raft.readIndex(new TextEncoder().encode(ctx));
+    try {
+      this.raft.readIndex(new TextEncoder().encode(ctx));
+    } catch (err) {
+      this.#stopOnInvariant(err, "asking for a read index");
+      // no leader after all: the round is asked again by the tick, like a lost one (#retryReads)
+    }
     this.#schedule();
   }
 
@@ -515,7 +540,7 @@ export class Node {
     const delay = LEADER_LOST_MIN_MS + Math.random() * LEADER_LOST_SPREAD_MS;
     setTimeout(() => {
       if (this.stopped || this.raft.lead !== "0" || this.raft.role !== "follower") return;
-      this.raft.campaign();
+      this.#raftCall("campaigning", () => this.raft.campaign());
       this.#schedule();
     }, delay);
   }
@@ -526,6 +551,7 @@ export class Node {
       try {
         this.raft.step(m);
       } catch (err) {
+        this.#stopOnInvariant(err, `stepping ${m.type} from ${m.from} (term ${m.term})`);
         this.#cfg.log(`raft: dropped ${m.type} from ${m.from}: ${err}`);
       }
     }
@@ -537,8 +563,32 @@ export class Node {
     this.#processScheduled = true;
     queueMicrotask(() => {
       this.#processScheduled = false;
-      this.#process().catch((err) => this.#fatal(err));
+      this.#process().catch((err) => {
+        this.#stopOnInvariant(err, "handling a Ready");
+        this.#fatal(err);
+      });
     });
+  }
+
+  /** Calls into the Raft core where nothing else catches: any error stops the member. */
+  #raftCall(what: string, call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.#stopOnInvariant(err, what);
+      this.#fatal(err);
+    }
+  }
+
+  /**
+   * A broken invariant of the Raft core (two leaders in a term, a conflict with a committed entry, a commit beyond the
+   * last index, ...) means this member's state can no longer be trusted: it stops, as etcd panics, wherever the error
+   * was raised (stepping a message, a tick, a proposal or the Ready loop).
+   */
+  #stopOnInvariant(err: unknown, what: string): void {
+    if (!(err instanceof RaftInvariantError)) return;
+    this.#cfg.log(`stopping this member: ${err.message} (while ${what}); its Raft state can no longer be trusted`);
+    this.#fatal(err);
   }
 
   #fatal(err: unknown): never {

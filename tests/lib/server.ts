@@ -19,6 +19,8 @@ export interface RunningServer {
   dataDir: string;
   /** Everything the process printed so far (stdout and stderr). */
   output(): string;
+  /** How the process ended, once it did. */
+  status: Promise<Deno.CommandStatus>;
   /** SIGKILL the process and wait for it to exit. */
   kill(): Promise<void>;
   /** SIGTERM, wait; SIGKILL after 5 s. */
@@ -68,6 +70,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     endpoint: `127.0.0.1:${cp}`,
     dataDir,
     output: proc.output,
+    status: proc.status,
     kill: proc.kill,
     stop: proc.stop,
   };
