@@ -47,7 +47,7 @@ export async function startMember(
     try {
       await waitFor(`${name} api server`, () => {
         if (p.exited()) throw new Error(`${name} exited:\n${p.output()}`);
-        return p.output().includes("api server running in");
+        return /api server (\(https\) )?running in/.test(p.output());
       }, 30000);
     } catch (err) {
       await p.kill();
