@@ -15,6 +15,8 @@
  */
 import assert from "node:assert/strict";
 import { Cluster, type ClusterMember, sleep } from "./lib/cluster.ts";
+import { freePorts } from "./lib/ports.ts";
+import { serverBinary } from "./lib/server.ts";
 import { ClusterService, MaintenanceService, RaftService } from "../proto/mod.ts";
 import { GrpcClient, type GrpcError, Status } from "../server/transport/http2_client.ts";
 import { encodeFrame, encodeMessages } from "../server/peer/codec.ts";
@@ -169,5 +171,40 @@ Deno.test("peer isolation: Raft only on peer URLs, only from members, snapshots 
     });
   } finally {
     await cluster.destroy();
+  }
+});
+
+Deno.test("a client URL on a peer URL's address is refused at start (the Raft service must not reach clients)", async () => {
+  const [port] = await freePorts(1);
+  const url = `http://127.0.0.1:${port}`;
+  const dir = await Deno.makeTempDir({ prefix: "peer-iso-" });
+  try {
+    const out = await new Deno.Command(serverBinary, {
+      args: [
+        "--name",
+        "solo",
+        "--data-dir",
+        dir,
+        "--listen-client-urls",
+        url,
+        "--advertise-client-urls",
+        url,
+        "--listen-peer-urls",
+        url,
+        "--initial-advertise-peer-urls",
+        url,
+        "--initial-cluster",
+        `solo=${url}`,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.notEqual(out.code, 0, text);
+    assert.match(text, /client and peer URLs must differ/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -233,15 +233,15 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   peerServer.addService(RaftPeerService, node.transport.service());
 
   // https URLs get TLS with the side's certificate files (etcd's --cert-file / --peer-cert-file)
-  const bound = new Map<string, string>();
+  const bound = new Map<string, { server: GrpcServer; url: string }>();
   const bind = async (server: GrpcServer, url: string, files: TlsFiles | null) => {
     const addr = bindAddress(url);
     const other = bound.get(addr);
-    if (other === url) return;
+    if (other?.server === server) return;
     if (other !== undefined) {
-      throw new Error(`${url} and ${other} are the same address: client and peer URLs must differ`);
+      throw new Error(`${url} and ${other.url} are the same address: client and peer URLs must differ`);
     }
-    bound.set(addr, url);
+    bound.set(addr, { server, url });
     const secure = new URL(url).protocol === "https:" ? tlsServerOptions(files) : undefined;
     if (new URL(url).protocol === "https:" && !secure) {
       log.warn("embed", `${url}: no certificate files given (nor --auto-tls / --peer-auto-tls); serving plaintext`);
