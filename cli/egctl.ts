@@ -282,6 +282,9 @@ class Client {
           detail = `dial tcp ${addr}:${err.port}: connect: connection refused`;
         } else if (err.code === "ECONNRESET" || /socket hang up/.test(err.message)) {
           detail = "EOF";
+        } else if (err.code?.startsWith("HPE_")) {
+          // not HTTP: e.g. the TLS alert an HTTPS server answers plaintext with
+          detail = "net/http: HTTP/1.x transport connection broken: malformed HTTP response";
         } else if (err.code === "ENOTFOUND" || err.code === "EAI_AGAIN") {
           detail = `dial tcp: lookup ${u.hostname}: no such host`;
         }
@@ -303,7 +306,21 @@ class Client {
       }
     }
     const url = this.url(p);
-    let resp = await this.raw(method, url, json);
+    let resp: { status: number; body: string };
+    try {
+      resp = await this.raw(method, url, json);
+    } catch (err) {
+      // An HTTPS admin API of ours answers plaintext with a TLS alert, not Go's 400 "Client sent an HTTP request to an
+      // HTTPS server" (Deno's TLS server cannot), so a bare host:port whose answer was not HTTP (or EOF) is tried over
+      // https; the request never reached a handler. If that fails too, the first error stands.
+      if (
+        !url.startsWith("http://") || /^http:\/\//.test(this.conn.server) ||
+        !/: (EOF|.*malformed HTTP response)$/.test((err as Error).message)
+      ) {
+        throw err;
+      }
+      resp = await this.raw(method, "https://" + url.slice(7), json).catch(() => Promise.reject(err));
+    }
     if (
       url.startsWith("http://") && resp.status === 400 &&
       resp.body.includes("Client sent an HTTP request to an HTTPS server")

@@ -4,7 +4,8 @@
  *
  *   egctl      with --ca-file (or --insecure-skip-verify) and -u user:password it works (get member, create -f, get);
  *              without credentials or with a wrong password it gets 401; without the CA it fails on the certificate;
- *              `http://` to the TLS port fails cleanly (an error, no hang) and the server keeps serving.
+ *              `http://` to the TLS port fails cleanly (an error, no hang) and the server keeps serving; a bare
+ *              host:port is retried over https.
  *   401        every endpoint, also unknown ones, answers 401 with `WWW-Authenticate: Basic realm=...` without
  *              credentials.
  *   CORS       a request with a foreign Origin gets no Access-Control-Allow-Origin.
@@ -193,9 +194,23 @@ cluster:
       });
 
       await t.step("plaintext to the TLS port fails cleanly and the server keeps serving", async () => {
-        const plain = await egctl(["--server", `127.0.0.1:${p.api}`, "-u", `${USER}:${PASSWORD}`, "get", "member"]);
+        const plain = await egctl(["--server", `http://127.0.0.1:${p.api}`, "-u", `${USER}:${PASSWORD}`, "health"]);
         assert.equal(plain.code, 1);
-        assert.match(plain.stderr, /Error: /);
+        assert.match(
+          plain.stderr,
+          /^Error: Get "http:\/\/127\.0\.0\.1:\d+\/apis\/v2\/healthz": .*(EOF|malformed HTTP response)\n$/,
+        );
+        // a bare host:port is tried over https after the plaintext attempt was closed (egctl's upgrade on demand)
+        const bare = await egctl([
+          "--server",
+          `127.0.0.1:${p.api}`,
+          "--ca-file",
+          certs.ca,
+          "-u",
+          `${USER}:${PASSWORD}`,
+          "health",
+        ]);
+        assert.equal(bare.code, 0, bare.stderr);
         await assert.rejects(fetch(`http://127.0.0.1:${p.api}/apis/v2/healthz`, { signal: AbortSignal.timeout(5000) }));
         const r = await fetch(`${base}/healthz`, { client, headers: { authorization: auth } });
         await r.body?.cancel();
