@@ -14,6 +14,8 @@
  *              Easegress's own egctl sends it, a body without Content-Type is taken.
  *   body       a declared 300 MB body gets 413 at once; a 64 MiB chunked body gets 413 after the limit and the
  *              member's RSS grows by less than 32 MiB.
+ *   mTLS       with `client-ca-file`, egctl gets in with --cert-file/--key-file of a certificate the CA signed, and
+ *              not without one.
  *   framing    `Transfer-Encoding: xchunked` (chunked not last, RFC 9112 §6.3) gets 400, `gzip, chunked` 501.
  */
 import assert from "node:assert/strict";
@@ -76,6 +78,41 @@ async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: 
     "san.ext",
   ], dir);
   return { ca: `${dir}/ca.pem`, cert: `${dir}/server.pem`, key: `${dir}/server.key` };
+}
+
+/** A client certificate (v3, extended key usage clientAuth) signed by the CA of {@link makeCerts}. */
+async function makeClientCert(dir: string): Promise<{ cert: string; key: string }> {
+  await run("openssl", [
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    "client.key",
+    "-out",
+    "client.csr",
+    "-subj",
+    "/CN=egctl-user",
+  ], dir);
+  await Deno.writeTextFile(`${dir}/client.ext`, "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n");
+  await run("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    "client.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "client.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "client.ext",
+  ], dir);
+  return { cert: `${dir}/client.pem`, key: `${dir}/client.key` };
 }
 
 /**
@@ -296,5 +333,45 @@ cluster:
     } finally {
       client.close();
     }
+  },
+);
+
+memberTest(
+  "admin API with client-ca-file: egctl with --cert-file/--key-file gets in, without a certificate not",
+  async (procs) => {
+    const home = await Deno.makeTempDir({ prefix: "eg-admin-mtls-" });
+    const certs = await makeCerts(home);
+    const mine = await makeClientCert(home);
+    const [p] = await memberPorts(1);
+    await Deno.writeTextFile(
+      `${home}/config.yaml`,
+      `name: mtls-1
+cluster-name: mtls-test
+cluster-role: primary
+api-addr: 127.0.0.1:${p.api}
+data-dir: ./data
+tls: true
+cert-file: ${certs.cert}
+key-file: ${certs.key}
+client-ca-file: ${certs.ca}
+cluster:
+  listen-peer-urls: [http://127.0.0.1:${p.peer}]
+  listen-client-urls: [http://127.0.0.1:${p.client}]
+  advertise-client-urls: [http://127.0.0.1:${p.client}]
+  initial-advertise-peer-urls: [http://127.0.0.1:${p.peer}]
+  initial-cluster:
+   - mtls-1: http://127.0.0.1:${p.peer}
+`,
+    );
+    procs.push(await startMember("mtls-1", ["-f", `${home}/config.yaml`], { home, apiAddr: `127.0.0.1:${p.api}` }));
+    const server = ["--server", `https://127.0.0.1:${p.api}`, "--ca-file", certs.ca];
+    const ok = await egctl([...server, "--cert-file", mine.cert, "--key-file", mine.key, "health"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const without = await egctl([...server, "health"]);
+    assert.equal(without.code, 1);
+    assert.match(without.stderr, /^Error: Get "https:\/\/127\.0\.0\.1:\d+\/apis\/v2\/healthz": /);
+    const half = await egctl([...server, "--cert-file", mine.cert, "health"]);
+    assert.equal(half.code, 1);
+    assert.match(half.stderr, /give both --cert-file and --key-file/);
   },
 );
