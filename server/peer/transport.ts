@@ -96,6 +96,8 @@ const MAX_BACKOFF_MS = 1000;
 
 // the service definition's codecs (proto/mod.ts)
 const serializeChunk = RaftService.Snapshot.requestSerialize;
+/** A refused sender retries on every tick: the same refusal is logged at most once in this many ms. */
+const REFUSAL_LOG_MS = 10_000;
 /** How long a follower waits for the leader's answer to a lease question. */
 const LEASE_ANSWER_MS = 3000;
 
@@ -304,6 +306,8 @@ export class PeerTransport {
   #links = new Map<string, PeerLink>();
   /** lease questions waiting for the leader's answer, by seq (in the order asked, so also by deadline) */
   #asked = new Map<number, LeaseWaiter>();
+  /** when each refusal line was last logged (performance.now()) */
+  #refusalsLogged = new Map<string, number>();
   #askSeq = 0;
 
   constructor(readonly hooks: PeerHooks) {}
@@ -438,9 +442,15 @@ export class PeerTransport {
     }
   }
 
-  /** Refuses a call, logging why (once per sender and reason would be nicer; refusals are rare). */
+  /** Refuses a call, logging why at most once per {@link REFUSAL_LOG_MS} for each reason (senders retry each tick). */
   #refuse(md: grpc.Metadata, err: grpc.ServiceError, cb: grpc.sendUnaryData<Obj>): void {
-    this.hooks.log(`refused peer ${md.get(FROM_HEADER)[0] ?? "?"}: ${err.details}`);
+    const line = `refused peer ${md.get(FROM_HEADER)[0] ?? "?"}: ${err.details}`;
+    const now = performance.now();
+    if ((this.#refusalsLogged.get(line) ?? -Infinity) + REFUSAL_LOG_MS <= now) {
+      if (this.#refusalsLogged.size >= 1000) this.#refusalsLogged.clear();
+      this.#refusalsLogged.set(line, now);
+      this.hooks.log(line);
+    }
     cb(err, null);
   }
 
