@@ -5,7 +5,7 @@
  *   egctl      with --ca-file (or --insecure-skip-verify) and -u user:password it works (get member, create -f, get);
  *              without credentials or with a wrong password it gets 401; without the CA it fails on the certificate;
  *              `http://` to the TLS port fails cleanly (an error, no hang) and the server keeps serving; a bare
- *              host:port is retried over https.
+ *              host:port is retried over https. The server, CA and user may come from the ~/.egctlrc context.
  *   401        every endpoint, also unknown ones, answers 401 with `WWW-Authenticate: Basic realm=...` without
  *              credentials.
  *   CORS       a request with a foreign Origin gets no Access-Control-Allow-Origin.
@@ -228,6 +228,38 @@ cluster:
         const unverified = await egctl([...server, "-u", `${USER}:${PASSWORD}`, "get", "member"]);
         assert.equal(unverified.code, 1);
         assert.match(unverified.stderr, /certificate|issuer|verify/i);
+      });
+
+      await t.step("egctl takes the server, CA and user of the current context in ~/.egctlrc", async () => {
+        const rcHome = `${home}/rc`;
+        await Deno.mkdir(rcHome);
+        await Deno.writeTextFile(
+          `${rcHome}/.egctlrc`,
+          `kind: Config
+clusters:
+- name: sec
+  cluster:
+    server: https://127.0.0.1:${p.api}
+    certificate-authority: ${certs.ca}
+users:
+- name: admin
+  user:
+    username: ${USER}
+    password: ${PASSWORD}
+contexts:
+- name: sec-admin
+  context:
+    cluster: sec
+    user: admin
+current-context: sec-admin
+`,
+        );
+        const r = await egctl(["get", "member"], undefined, undefined, { HOME: rcHome });
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /sec-1/);
+        // the flag wins over the context's user
+        const wrong = await egctl(["-u", `${USER}:nope`, "health"], undefined, undefined, { HOME: rcHome });
+        assert.match(wrong.stderr, /401: basic auth failed/);
       });
 
       await t.step("plaintext to the TLS port fails cleanly and the server keeps serving", async () => {
