@@ -7,7 +7,8 @@ import http from "node:http";
 import https from "node:https";
 import { Buffer } from "node:buffer";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
-import { formatBody, Ordered, printMapInterface, tabwrite } from "./print.ts";
+import { errorMsg, formatBody, Ordered, printMapInterface, successMsg, tabwrite } from "./print.ts";
+import { createHTTPProxy, extractHTTPProxyFlags, HTTPPROXY_HELP, type HTTPProxyFlags } from "./create_httpproxy.ts";
 import { durationMostSignificantUnit, parseRfc3339 } from "../server/easegress/gotime.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -372,10 +373,6 @@ function rcContext(io: EgctlIO): { cluster?: Obj; user?: Obj } {
     return {};
   }
 }
-
-const errorMsg = (action: string, err: unknown, ...values: string[]) =>
-  new Error(`${action} ${values.join(" ")} failed, ${(err as Error).message}`);
-const successMsg = (action: string, ...values: string[]) => `${action} ${values.join(" ")} successfully`;
 
 function age(t: unknown): string {
   const d = parseRfc3339(t);
@@ -815,8 +812,11 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
     return 1;
   };
   let parsed;
+  let proxyFlags: HTTPProxyFlags;
   try {
-    parsed = parseFlags(args);
+    const extracted = extractHTTPProxyFlags(args);
+    proxyFlags = extracted.flags;
+    parsed = parseFlags(extracted.rest);
   } catch (err) {
     return fail((err as Error).message);
   }
@@ -835,6 +835,8 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
     return fail(`unsupported output format: ${flags.output}, only support (yaml, json and default)`);
   }
   const rest = positional.slice(1);
+  const httpproxy = cmd === "create" && rest[0] === "httpproxy";
+  if (!httpproxy && proxyFlags.given.length > 0) return fail(`unknown flag: --${proxyFlags.given[0]}`);
   let client: Client;
   try {
     client = new Client(connection(flags, io));
@@ -865,6 +867,18 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
         break;
       }
       case "create":
+        if (httpproxy) {
+          if (flags.help) io.stdout(HTTPPROXY_HELP);
+          else {
+            await createHTTPProxy(rest.slice(1), proxyFlags, {
+              request: (method, path, body) => client.request(method, path, body),
+              readFile: (p) => Deno.readFile(p),
+              print: (s) => io.stdout(s),
+            });
+          }
+          break;
+        }
+        // falls through
       case "apply":
         if (flags.file === "") throw new Error("yaml file is required");
         await (cmd === "create" ? e.create() : e.apply());

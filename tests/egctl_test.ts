@@ -426,7 +426,7 @@ AllStatus: null
     const post = await fetch(`${base}/apis/v2/objects`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock" }] }),
+      body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock", rules: [] }] }),
     });
     assert.equal(post.status, 201);
     assert.equal(await post.text(), "");

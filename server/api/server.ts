@@ -29,6 +29,7 @@ import {
 } from "../easegress/objects.ts";
 import { DEFAULT_SPEC_VERSION, defaultSpecOf } from "../easegress/objects.ts";
 import { toGoYaml } from "../easegress/goyaml.ts";
+import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.ts";
 import { rfc3339 } from "../easegress/gotime.ts";
 import { type Options, splitHostPort } from "../easegress/options.ts";
 import type { EgLogger } from "../easegress/log.ts";
@@ -388,6 +389,16 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
       handler: async (c) => {
         const kvs = await cluster(cls.getPrefix(layout.customDataKindPrefix));
         writeBody(c, [...kvs.values()].map((v) => ({ ...JSON.parse(v), len: 0 })));
+      },
+    },
+    // filter metadata: the kinds this cluster runs, and the results a flow may jump on
+    { path: "/metadata/objects/pipeline/filters", method: "GET", handler: (c) => writeBody(c, runnableFilterKinds()) },
+    {
+      path: "/metadata/objects/pipeline/filters/{kind}/results",
+      method: "GET",
+      handler: (c) => {
+        if (!runnableFilterKinds().includes(c.params.kind)) throw new APIError(404, "not found");
+        writeBody(c, filterResults(c.params.kind));
       },
     },
   ];
