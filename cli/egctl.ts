@@ -113,6 +113,7 @@ interface Flags {
   forceTLS: boolean;
   insecure: boolean;
   caFile: string;
+  /** --cert-file/--key-file outside `create httpproxy` (argv has them taken out by extractHTTPProxyFlags) */
   certFile: string;
   keyFile: string;
   /** user:password for Basic auth */
@@ -137,8 +138,6 @@ const BOOL_FLAGS: Record<string, keyof Flags> = {
 const VALUE_FLAGS: Record<string, keyof Flags> = {
   server: "server",
   "ca-file": "caFile",
-  "cert-file": "certFile",
-  "key-file": "keyFile",
   user: "user",
   output: "output",
   file: "file",
@@ -836,7 +835,14 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
   }
   const rest = positional.slice(1);
   const httpproxy = cmd === "create" && rest[0] === "httpproxy";
-  if (!httpproxy && proxyFlags.given.length > 0) return fail(`unknown flag: --${proxyFlags.given[0]}`);
+  if (!httpproxy) {
+    // --cert-file/--key-file name egctl's client certificate, except in `create httpproxy` where they are the
+    // HTTPServer's (as in Easegress; its client certificate then comes from ~/.egctlrc)
+    const other = proxyFlags.given.find((f) => f !== "cert-file" && f !== "key-file");
+    if (other) return fail(`unknown flag: --${other}`);
+    flags.certFile = proxyFlags.certFiles.at(-1) ?? "";
+    flags.keyFile = proxyFlags.keyFiles.at(-1) ?? "";
+  }
   let client: Client;
   try {
     client = new Client(connection(flags, io));
