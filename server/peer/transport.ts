@@ -469,7 +469,8 @@ export class PeerTransport {
           if (this.hooks.standing(from) !== "member") {
             open = false;
             const again = this.#sender(call.metadata);
-            return void ("refuse" in again && this.#refuse(call.metadata, again.refuse, cb));
+            if ("refuse" in again) this.#refuse(call.metadata, again.refuse, cb);
+            return;
           }
           let frame: PeerFrame;
           try {
