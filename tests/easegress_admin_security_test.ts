@@ -19,100 +19,40 @@
  *   framing    `Transfer-Encoding: xchunked` (chunked not last, RFC 9112 §6.3) gets 400, `gzip, chunked` 501.
  */
 import assert from "node:assert/strict";
-import { egctl, memberPorts, memberTest, startMember, waitFor } from "./easegress_harness.ts";
+import { egctl, type Member, memberPorts, memberTest, startMember, waitFor } from "./easegress_harness.ts";
 
 const USER = "admin";
 const PASSWORD = "s3cret-pass";
 const ORIGIN = "http://evil.example";
 
-async function run(cmd: string, args: string[], cwd: string): Promise<void> {
-  const r = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+/** Runs openssl with the space-separated `args` in `dir`. */
+async function openssl(dir: string, args: string): Promise<void> {
+  const r = await new Deno.Command("openssl", { args: args.split(" "), cwd: dir, stdout: "piped", stderr: "piped" })
+    .output();
+  if (r.code !== 0) throw new Error(`openssl ${args}: ${new TextDecoder().decode(r.stderr)}`);
 }
 
 /** A CA and a server certificate for 127.0.0.1 / localhost signed by it. */
 async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=eg-test-ca",
-  ], dir);
-  await run("openssl", [
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-    "-subj",
-    "/CN=localhost",
-  ], dir);
-  await Deno.writeTextFile(`${dir}/san.ext`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "san.ext",
-  ], dir);
-  return { ca: `${dir}/ca.pem`, cert: `${dir}/server.pem`, key: `${dir}/server.key` };
+  await openssl(dir, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=eg-test-ca");
+  const server = await issue(dir, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
+  return { ca: `${dir}/ca.pem`, ...server };
 }
 
 /** A client certificate (v3, extended key usage clientAuth) signed by the CA of {@link makeCerts}. */
-async function makeClientCert(dir: string): Promise<{ cert: string; key: string }> {
-  await run("openssl", [
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "client.key",
-    "-out",
-    "client.csr",
-    "-subj",
-    "/CN=egctl-user",
-  ], dir);
-  await Deno.writeTextFile(`${dir}/client.ext`, "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n");
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    "client.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "client.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "client.ext",
-  ], dir);
-  return { cert: `${dir}/client.pem`, key: `${dir}/client.key` };
+function makeClientCert(dir: string): Promise<{ cert: string; key: string }> {
+  return issue(dir, "client", "egctl-user", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE");
+}
+
+/** A v3 certificate `<name>.pem` (key `<name>.key`) for `cn` with the extensions `ext`, signed by the CA in `dir`. */
+async function issue(dir: string, name: string, cn: string, ext: string): Promise<{ cert: string; key: string }> {
+  await openssl(dir, `req -newkey rsa:2048 -nodes -keyout ${name}.key -out ${name}.csr -subj /CN=${cn}`);
+  await Deno.writeTextFile(`${dir}/${name}.ext`, `${ext}\n`);
+  await openssl(
+    dir,
+    `x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out ${name}.pem -days 2 -extfile ${name}.ext`,
+  );
+  return { cert: `${dir}/${name}.pem`, key: `${dir}/${name}.key` };
 }
 
 /**
@@ -165,41 +105,50 @@ flow: []
 filters: []
 `;
 
-memberTest(
-  "admin API: TLS, basic auth, body limit, content types, no wildcard CORS; egctl with credentials",
-  async (procs, t) => {
-    const home = await Deno.makeTempDir({ prefix: "eg-admin-sec-" });
-    const certs = await makeCerts(home);
-    const caPem = await Deno.readTextFile(certs.ca);
-    const [p] = await memberPorts(1);
-    await Deno.writeTextFile(
-      `${home}/config.yaml`,
-      `name: sec-1
-cluster-name: sec-test
+/** Starts a one-primary cluster `name` in `home` whose admin API serves HTTPS with `certs`; `extra` adds config lines. */
+async function startTlsMember(
+  home: string,
+  name: string,
+  certs: { cert: string; key: string },
+  extra: string,
+): Promise<{ member: Member; api: number }> {
+  const [p] = await memberPorts(1);
+  await Deno.writeTextFile(
+    `${home}/config.yaml`,
+    `name: ${name}
+cluster-name: ${name}-cluster
 cluster-role: primary
 api-addr: 127.0.0.1:${p.api}
 data-dir: ./data
 tls: true
 cert-file: ${certs.cert}
 key-file: ${certs.key}
-basic-auth:
-  ${USER}: ${PASSWORD}
-cluster:
+${extra}cluster:
   listen-peer-urls: [http://127.0.0.1:${p.peer}]
   listen-client-urls: [http://127.0.0.1:${p.client}]
   advertise-client-urls: [http://127.0.0.1:${p.client}]
   initial-advertise-peer-urls: [http://127.0.0.1:${p.peer}]
   initial-cluster:
-   - sec-1: http://127.0.0.1:${p.peer}
+   - ${name}: http://127.0.0.1:${p.peer}
 `,
-    );
-    const m = await startMember("sec-1", ["-f", `${home}/config.yaml`], { home, apiAddr: `127.0.0.1:${p.api}` });
+  );
+  const member = await startMember(name, ["-f", `${home}/config.yaml`], { home, apiAddr: `127.0.0.1:${p.api}` });
+  return { member, api: p.api };
+}
+
+memberTest(
+  "admin API: TLS, basic auth, body limit, content types, no wildcard CORS; egctl with credentials",
+  async (procs, t) => {
+    const home = await Deno.makeTempDir({ prefix: "eg-admin-sec-" });
+    const certs = await makeCerts(home);
+    const caPem = await Deno.readTextFile(certs.ca);
+    const { member: m, api } = await startTlsMember(home, "sec-1", certs, `basic-auth:\n  ${USER}: ${PASSWORD}\n`);
     procs.push(m);
     assert.match(m.output(), /api server \(https\) running in/);
-    const base = `https://127.0.0.1:${p.api}/apis/v2`;
+    const base = `https://127.0.0.1:${api}/apis/v2`;
     const client = Deno.createHttpClient({ caCerts: [caPem] });
     const auth = "Basic " + btoa(`${USER}:${PASSWORD}`);
-    const server = ["--server", `https://127.0.0.1:${p.api}`];
+    const server = ["--server", `https://127.0.0.1:${api}`];
     try {
       await t.step("egctl with the CA and credentials works; without them it gets 401", async () => {
         // the member lists itself once its first heartbeat is stored
@@ -239,7 +188,7 @@ cluster:
 clusters:
 - name: sec
   cluster:
-    server: https://127.0.0.1:${p.api}
+    server: https://127.0.0.1:${api}
     certificate-authority: ${certs.ca}
 users:
 - name: admin
@@ -263,7 +212,7 @@ current-context: sec-admin
       });
 
       await t.step("plaintext to the TLS port fails cleanly and the server keeps serving", async () => {
-        const plain = await egctl(["--server", `http://127.0.0.1:${p.api}`, "-u", `${USER}:${PASSWORD}`, "health"]);
+        const plain = await egctl(["--server", `http://127.0.0.1:${api}`, "-u", `${USER}:${PASSWORD}`, "health"]);
         assert.equal(plain.code, 1);
         assert.match(
           plain.stderr,
@@ -272,7 +221,7 @@ current-context: sec-admin
         // a bare host:port is tried over https after the plaintext attempt was closed (egctl's upgrade on demand)
         const bare = await egctl([
           "--server",
-          `127.0.0.1:${p.api}`,
+          `127.0.0.1:${api}`,
           "--ca-file",
           certs.ca,
           "-u",
@@ -280,7 +229,7 @@ current-context: sec-admin
           "health",
         ]);
         assert.equal(bare.code, 0, bare.stderr);
-        await assert.rejects(fetch(`http://127.0.0.1:${p.api}/apis/v2/healthz`, { signal: AbortSignal.timeout(5000) }));
+        await assert.rejects(fetch(`http://127.0.0.1:${api}/apis/v2/healthz`, { signal: AbortSignal.timeout(5000) }));
         const r = await fetch(`${base}/healthz`, { client, headers: { authorization: auth } });
         await r.body?.cancel();
         assert.equal(r.status, 200);
@@ -336,7 +285,7 @@ current-context: sec-admin
         const head = (extra: string) =>
           `POST /apis/v2/objects HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\n` +
           `Content-Type: application/json\r\n${extra}\r\n`;
-        const declared = await rawTls(p.api, caPem, [head("Content-Length: 300000000\r\n"), "{".repeat(1000)]);
+        const declared = await rawTls(api, caPem, [head("Content-Length: 300000000\r\n"), "{".repeat(1000)]);
         assert.match(declared, /^HTTP\/1\.1 413 /);
         assert.match(declared, /request body too large/);
 
@@ -345,7 +294,7 @@ current-context: sec-admin
         const chunk = new TextEncoder().encode(`8000\r\n${"x".repeat(0x8000)}\r\n`);
         const parts: (string | Uint8Array)[] = [head("Transfer-Encoding: chunked\r\n")];
         for (let i = 0; i < 64 * 32; i++) parts.push(chunk);
-        const streamed = await rawTls(p.api, caPem, parts);
+        const streamed = await rawTls(api, caPem, parts);
         assert.match(streamed, /^HTTP\/1\.1 413 /);
         const grown = rssKiB(m.pid) - before;
         console.log(`member RSS growth after a 64 MiB chunked body: ${grown} KiB`);
@@ -359,8 +308,8 @@ current-context: sec-admin
         const req = (te: string) =>
           `POST /apis/v2/objects HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\n` +
           `Content-Type: application/json\r\nTransfer-Encoding: ${te}\r\n\r\n2\r\n{}\r\n0\r\n\r\n`;
-        assert.match(await rawTls(p.api, caPem, [req("xchunked")], 3000), /^HTTP\/1\.1 400 /);
-        assert.match(await rawTls(p.api, caPem, [req("gzip, chunked")], 3000), /^HTTP\/1\.1 501 /);
+        assert.match(await rawTls(api, caPem, [req("xchunked")], 3000), /^HTTP\/1\.1 400 /);
+        assert.match(await rawTls(api, caPem, [req("gzip, chunked")], 3000), /^HTTP\/1\.1 501 /);
       });
     } finally {
       client.close();
@@ -374,29 +323,9 @@ memberTest(
     const home = await Deno.makeTempDir({ prefix: "eg-admin-mtls-" });
     const certs = await makeCerts(home);
     const mine = await makeClientCert(home);
-    const [p] = await memberPorts(1);
-    await Deno.writeTextFile(
-      `${home}/config.yaml`,
-      `name: mtls-1
-cluster-name: mtls-test
-cluster-role: primary
-api-addr: 127.0.0.1:${p.api}
-data-dir: ./data
-tls: true
-cert-file: ${certs.cert}
-key-file: ${certs.key}
-client-ca-file: ${certs.ca}
-cluster:
-  listen-peer-urls: [http://127.0.0.1:${p.peer}]
-  listen-client-urls: [http://127.0.0.1:${p.client}]
-  advertise-client-urls: [http://127.0.0.1:${p.client}]
-  initial-advertise-peer-urls: [http://127.0.0.1:${p.peer}]
-  initial-cluster:
-   - mtls-1: http://127.0.0.1:${p.peer}
-`,
-    );
-    procs.push(await startMember("mtls-1", ["-f", `${home}/config.yaml`], { home, apiAddr: `127.0.0.1:${p.api}` }));
-    const server = ["--server", `https://127.0.0.1:${p.api}`, "--ca-file", certs.ca];
+    const { member, api } = await startTlsMember(home, "mtls-1", certs, `client-ca-file: ${certs.ca}\n`);
+    procs.push(member);
+    const server = ["--server", `https://127.0.0.1:${api}`, "--ca-file", certs.ca];
     const ok = await egctl([...server, "--cert-file", mine.cert, "--key-file", mine.key, "health"]);
     assert.equal(ok.code, 0, ok.stderr);
     const without = await egctl([...server, "health"]);
