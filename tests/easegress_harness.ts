@@ -47,7 +47,7 @@ export async function startMember(
     try {
       await waitFor(`${name} api server`, () => {
         if (p.exited()) throw new Error(`${name} exited:\n${p.output()}`);
-        return p.output().includes("api server running in");
+        return /api server (\(https\) )?running in/.test(p.output());
       }, 30000);
     } catch (err) {
       await p.kill();
@@ -116,14 +116,20 @@ export interface EgctlResult {
   stderr: string;
 }
 
-/** Runs `egctl` (mod.ts egctl) as a process. */
-export async function egctl(args: string[], stdin?: string, cwd?: string): Promise<EgctlResult> {
+/** Runs `egctl` (mod.ts egctl) as a process (with `env` added to this process's environment). */
+export async function egctl(
+  args: string[],
+  stdin?: string,
+  cwd?: string,
+  env?: Record<string, string>,
+): Promise<EgctlResult> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--no-check", MOD, "egctl", ...args],
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
     cwd,
+    env,
   });
   const child = cmd.spawn();
   if (stdin !== undefined) {

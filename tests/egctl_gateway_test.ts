@@ -364,7 +364,11 @@ filters:
 
     await t.step("the API refuses invalid specs with Easegress's message and stores nothing", async () => {
       const post = async (body: string) => {
-        const r = await fetch(`http://${m1.apiAddr}/apis/v2/objects`, { method: "POST", body });
+        const r = await fetch(`http://${m1.apiAddr}/apis/v2/objects`, {
+          method: "POST",
+          headers: { "content-type": "application/yaml" },
+          body,
+        });
         return { status: r.status, body: await r.text() };
       };
       const cases: [string, string][] = [

@@ -425,6 +425,7 @@ AllStatus: null
     assert.equal(v0, 6); // 2 creates, 2 updates, 2 deletes
     const post = await fetch(`${base}/apis/v2/objects`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ kind: "Pipeline", name: "pj", filters: [{ name: "m", kind: "Mock", rules: [] }] }),
     });
     assert.equal(post.status, 201);
@@ -432,18 +433,21 @@ AllStatus: null
     assert.equal(post.headers.get("x-config-version"), "7");
     const dup = await fetch(`${base}/apis/v1/objects/`, {
       method: "POST",
+      headers: { "content-type": "application/yaml" },
       body: "kind: Pipeline\nname: pj\nfilters: []\n",
     });
     assert.equal(dup.status, 409);
     assert.equal(await dup.text(), `{"code":409,"message":"conflict name: pj"}`);
     const put = await fetch(`${base}/apis/v2/objects/other`, {
       method: "PUT",
+      headers: { "content-type": "text/x-yaml" },
       body: "kind: Pipeline\nname: pj\nfilters: []\n",
     });
     assert.equal(put.status, 400);
     assert.equal(await put.text(), `{"code":400,"message":"inconsistent name in url and spec "}`);
     const kind = await fetch(`${base}/apis/v2/objects/pj`, {
       method: "PUT",
+      headers: { "content-type": "application/x-yaml" },
       body: "kind: HTTPServer\nname: pj\nport: 1\nhttps: false\n",
     });
     assert.equal(await kind.text(), `{"code":400,"message":"different kinds: Pipeline, HTTPServer"}`);

@@ -25,7 +25,6 @@ import {
   MaintenanceService,
   WatchService,
 } from "../../proto/mod.ts";
-import { RaftPeerService } from "../peer/transport.ts";
 
 /** How long a peer must have been connected to count for a reconfiguration (etcd's HealthInterval). */
 const HEALTH_INTERVAL_MS = 5000;
@@ -381,5 +380,4 @@ export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
   server.addService(MaintenanceService, maintenance(ctx));
   server.addService(AuthService, auth());
   server.addService(HealthService, health());
-  server.addService(RaftPeerService, ctx.node.transport.service());
 }

@@ -15,8 +15,7 @@ import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
-import { PeerTransport } from "../peer/transport.ts";
-import { hostPort } from "../peer/transport.ts";
+import { hostPort, PeerTransport, snapshotLimit } from "../peer/transport.ts";
 import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
@@ -226,6 +225,9 @@ export class Node {
         n.#schedule();
       },
       lease: (id, renew) => n.leaseAsLeader(id, renew),
+      standing: (id) => n.members.has(id) ? "member" : n.members.removed.has(id) ? "removed" : "unknown",
+      removed: () => n.onRemoved(),
+      maxSnapshotBytes: snapshotLimit(cfg.quotaBytes),
       log: cfg.log,
     });
     if (replayed > 0 || snap) {
