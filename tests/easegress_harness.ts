@@ -149,15 +149,26 @@ export async function egctlOk(args: string[], stdin?: string): Promise<string> {
   return r.stdout;
 }
 
+/** Seconds per unit of egctl's ages (Go durations shown by their most significant unit: 59s, 1m, 2h, 3d). */
+const AGE_UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
 /**
- * Matches `actual` byte for byte against `template`, where `{N}` stands for a run of digits (ages, heartbeats) and
- * `{*}` for any text within one line (timestamps, IDs). Returns the `{N}` numbers in order.
+ * Matches `actual` byte for byte against `template`, where `{N}` stands for a run of digits (heartbeats), `{AGE}` for
+ * an age as egctl prints it (`42s`, `1m`: on a loaded machine a member can be over a minute old), and `{*}` for any
+ * text within one line (timestamps, IDs). Returns the `{N}` and `{AGE}` values in order, ages in seconds (a lower
+ * bound for `1m` and longer).
  */
 export function matchTemplate(actual: string, template: string): number[] {
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  const re = new RegExp(
-    "^" + template.split("{N}").map((part) => part.split("{*}").map(esc).join("(?:[^\\n]*)")).join("(\\d+)") + "$",
-  );
+  const tokens = /\{N\}|\{AGE\}|\{\*\}/g;
+  let source = "^";
+  let last = 0;
+  for (const t of template.matchAll(tokens)) {
+    source += esc(template.slice(last, t.index));
+    source += t[0] === "{N}" ? "(\\d+)" : t[0] === "{AGE}" ? "(\\d+[smhd])" : "(?:[^\\n]*)";
+    last = t.index + t[0].length;
+  }
+  const re = new RegExp(source + esc(template.slice(last)) + "$");
   const m = re.exec(actual);
   if (!m) {
     throw new Error(
@@ -166,7 +177,7 @@ export function matchTemplate(actual: string, template: string): number[] {
       }\n--- actual ---\n${JSON.stringify(actual)}`,
     );
   }
-  return m.slice(1).map(Number);
+  return m.slice(1).map((v) => /[smhd]$/.test(v) ? Number(v.slice(0, -1)) * AGE_UNIT_SECONDS[v.at(-1)!] : Number(v));
 }
 
 /** A real etcd 3.4 member process. */

@@ -124,7 +124,7 @@ memberTest(
         matchTemplate(
           await egctlOk([...s, "get", "pipeline"]),
           line(["NAME", 1], ["KIND", 2], ["AGE", 1]) +
-            ["demo-0", "demo-1", "demo-2", "demo-3"].map((n) => line([n, 1], ["Pipeline", 1], ["{N}s", 1])).join(""),
+            ["demo-0", "demo-1", "demo-2", "demo-3"].map((n) => line([n, 1], ["Pipeline", 1], ["{AGE}", 1])).join(""),
         );
       },
     );
