@@ -14,6 +14,8 @@ import { etcdctl, etcdctlOk } from "./lib/etcdctl.ts";
 import { AuthStore } from "../server/auth/store.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import type { InternalRequestShape } from "../proto/mod.ts";
+import { EtcdClient, type WatchEvent } from "../server/etcdclient/client.ts";
+import { etcdUser } from "../server/easegress/cluster.ts";
 
 /** etcdctl as a user (or anonymous), expecting success. */
 const as = (ep: string, user: string | null) => (...args: string[]) =>
@@ -23,7 +25,10 @@ const as = (ep: string, user: string | null) => (...args: string[]) =>
 async function fails(ep: string, args: string[], message: string): Promise<void> {
   const r = await etcdctl(ep, args);
   assert.notEqual(r.code, 0, `etcdctl ${args.join(" ")} succeeded: ${r.stdout}`);
-  assert.ok(r.stderr.includes(message), `etcdctl ${args.join(" ")}: expected ${JSON.stringify(message)} in\n${r.stderr}`);
+  assert.ok(
+    r.stderr.includes(message),
+    `etcdctl ${args.join(" ")}: expected ${JSON.stringify(message)} in\n${r.stderr}`,
+  );
 }
 
 async function cleanup(srv: RunningServer): Promise<void> {
@@ -133,7 +138,11 @@ Deno.test("etcdctl user, role and auth commands; permissions enforced", async (t
       await fails(ep, ["user", "grant-role", "alice", "nope"], "etcdserver: role name not found");
       await fails(ep, ["user", "get", "nobody"], "etcdserver: user name not found");
       await fails(ep, ["user", "revoke-role", "alice", "root"], "etcdserver: role is not granted to the user");
-      await fails(ep, ["role", "revoke-permission", "app", "nokey"], "etcdserver: permission is not granted to the role");
+      await fails(
+        ep,
+        ["role", "revoke-permission", "app", "nokey"],
+        "etcdserver: permission is not granted to the role",
+      );
     });
     await t.step("auth enable: anonymous requests fail, users get what their roles grant", async () => {
       assert.equal(await anon("auth", "enable"), "Authentication Enabled\n");
@@ -151,7 +160,11 @@ Deno.test("etcdctl user, role and auth commands; permissions enforced", async (t
       // admin RPCs need the root role
       await fails(ep, ["--user", "alice:alicepw", "user", "list"], "etcdserver: permission denied");
       await fails(ep, ["--user", "alice:alicepw", "role", "add", "x"], "etcdserver: permission denied");
-      await fails(ep, ["--user", "alice:alicepw", "member", "add", "m", "--peer-urls", "http://127.0.0.1:1"], "permission denied");
+      await fails(
+        ep,
+        ["--user", "alice:alicepw", "member", "add", "m", "--peer-urls", "http://127.0.0.1:1"],
+        "permission denied",
+      );
       await fails(ep, ["--user", "alice:alicepw", "defrag"], "permission denied");
       // a user may read itself and its roles
       assert.equal(await alice("user", "get", "alice"), "User: alice\nRoles: app\n");
@@ -173,12 +186,19 @@ Deno.test("etcdctl user, role and auth commands; permissions enforced", async (t
     });
     await t.step("password change, role revoke and user delete take effect at once", async () => {
       // etcdctl reads the new password from stdin when not interactive
-      const pw = await etcdctl(ep, ["--user", "root:rootpw", "user", "passwd", "alice", "--interactive=false"], "newpw\n");
+      const pw = await etcdctl(
+        ep,
+        ["--user", "root:rootpw", "user", "passwd", "alice", "--interactive=false"],
+        "newpw\n",
+      );
       assert.equal(pw.code, 0, pw.stderr);
       assert.equal(pw.stdout, "Password updated\n");
       await fails(ep, ["--user", "alice:alicepw", "get", "config"], "authentication failed");
       assert.equal(await as(ep, "alice:newpw")("get", "config"), "config\nc\n");
-      assert.equal(await root("role", "revoke-permission", "app", "config"), "Permission of key config is revoked from role app\n");
+      assert.equal(
+        await root("role", "revoke-permission", "app", "config"),
+        "Permission of key config is revoked from role app\n",
+      );
       await fails(ep, ["--user", "alice:newpw", "get", "config"], "etcdserver: permission denied");
       assert.equal(await root("user", "revoke-role", "alice", "app"), "Role app is revoked from user alice\n");
       await fails(ep, ["--user", "alice:newpw", "get", "app/one"], "etcdserver: permission denied");
@@ -204,7 +224,11 @@ Deno.test("python3-etcd3: Authenticate, token metadata, permissions", async () =
     const [host, port] = srv.endpoint.split(":");
     const script = new URL("./clients/python_auth.py", import.meta.url).pathname;
     const ca = `${srv.dataDir}/fixtures/client/cert.pem`;
-    const out = await new Deno.Command("/usr/bin/python3", { args: [script, host, port, ca], stdout: "piped", stderr: "piped" })
+    const out = await new Deno.Command("/usr/bin/python3", {
+      args: [script, host, port, ca],
+      stdout: "piped",
+      stderr: "piped",
+    })
       .output();
     const dec = new TextDecoder();
     assert.equal(out.code, 0, `python_auth.py failed:\n${dec.decode(out.stderr)}${dec.decode(out.stdout)}`);
@@ -276,8 +300,13 @@ Deno.test("JWT tokens (--auth-token jwt,...,sign-method=RS256): claims, verifica
     await call(kv, "Put", { key: Buffer.from("app/jwt"), value: Buffer.from("1") }, token);
     await assert.rejects(call(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("1") }, token), /denied/);
     // a forged token (claims changed, signature kept) and an expired one are refused
-    const forged = `${head}.${Buffer.from(JSON.stringify({ ...claims, username: "root" })).toString("base64url")}.${sig}`;
-    await assert.rejects(call(kv, "Put", { key: Buffer.from("x"), value: Buffer.from("1") }, forged), /invalid auth token/);
+    const forged = `${head}.${
+      Buffer.from(JSON.stringify({ ...claims, username: "root" })).toString("base64url")
+    }.${sig}`;
+    await assert.rejects(
+      call(kv, "Put", { key: Buffer.from("x"), value: Buffer.from("1") }, forged),
+      /invalid auth token/,
+    );
     await new Promise((r) => setTimeout(r, 3100));
     await assert.rejects(call(kv, "Range", { key: Buffer.from("app/jwt") }, token), /invalid auth token/);
     // etcdctl authenticates per command and works with JWT
@@ -288,4 +317,54 @@ Deno.test("JWT tokens (--auth-token jwt,...,sign-method=RS256): claims, verifica
     await cleanup(srv);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "the member layer's etcd client: user and password, token metadata, re-authentication, watch",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    assert.deepEqual(etcdUser("eg:secret:x"), { username: "eg", password: "secret:x" });
+    assert.deepEqual(etcdUser(undefined), {});
+    const srv = await startServer();
+    const ep = srv.endpoint;
+    const clients: EtcdClient[] = [];
+    const connect = async (user?: string, password?: string) => {
+      const c = await EtcdClient.connect({ endpoints: [ep], requestTimeoutMs: 5000, username: user, password });
+      clients.push(c);
+      return c;
+    };
+    try {
+      await setUp(ep);
+      // a client made before auth is enabled goes without a token, then authenticates once it is refused
+      const early = await connect("alice", "alicepw");
+      await early.put("app/early", "1");
+      await as(ep, null)("auth", "enable");
+      await early.put("app/early", "2");
+      assert.equal((await early.get("app/early"))?.value, "2");
+
+      const alice = await connect("alice", "alicepw");
+      const seen: WatchEvent[] = [];
+      const w = alice.watch("app/", { prefix: true }, (events) => seen.push(...events));
+      await alice.put("app/w", "x");
+      await assert.rejects(alice.put("config", "x"), /permission denied/);
+      // auth switched off and on again voids every token: the client gets a new one and goes on
+      await as(ep, "root:rootpw")("auth", "disable");
+      await as(ep, null)("auth", "enable");
+      await alice.put("app/w", "y");
+      const deadline = Date.now() + 10_000;
+      while (seen.filter((e) => e.kv.key === "app/w").length < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(seen.filter((e) => e.kv.key === "app/w").map((e) => e.kv.value), ["x", "y"]);
+      w.close();
+
+      await assert.rejects(connect("alice", "wrong"), /authentication failed, invalid user ID or password/);
+      const anonymous = await connect();
+      await assert.rejects(anonymous.get("app/w"), /user name is empty/);
+    } finally {
+      for (const c of clients) c.close();
+      await cleanup(srv);
+    }
+  },
 });
