@@ -189,7 +189,8 @@ export class JwtTokens implements TokenProvider {
       if (header.alg !== this.opts.signMethod) return null;
       if (!this.#verify(Buffer.from(`${parts[0]}.${parts[1]}`), Buffer.from(parts[2], "base64url"))) return null;
       const claims = JSON.parse(Buffer.from(parts[1], "base64url").toString());
-      if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) return null;
+      // as Go's jwt: valid through the whole second of exp (exp is in whole seconds)
+      if (typeof claims.exp === "number" && Math.floor(Date.now() / 1000) > claims.exp) return null;
       if (typeof claims.username !== "string" || typeof claims.revision !== "number") return null;
       return { username: claims.username, revision: claims.revision };
     } catch {
