@@ -16,6 +16,8 @@ import { Lessor } from "../server/lease/lessor.ts";
 import type { InternalRequestShape } from "../proto/mod.ts";
 import { EtcdClient, type WatchEvent } from "../server/etcdclient/client.ts";
 import { etcdUser } from "../server/easegress/cluster.ts";
+import { apiGet, egctlOk, memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
+import { freePorts } from "./lib/ports.ts";
 
 /** etcdctl as a user (or anonymous), expecting success. */
 const as = (ep: string, user: string | null) => (...args: string[]) =>
@@ -368,4 +370,51 @@ Deno.test({
       await cleanup(srv);
     }
   },
+});
+
+memberTest("Easegress members with etcd auth on: the members' user from EASEGRESS_ETCD_USER", async (procs) => {
+  const [p] = await memberPorts(1);
+  const [secondaryApi] = await freePorts(1);
+  const env = { EASEGRESS_ETCD_USER: "eg:egpw" };
+  const ep = `127.0.0.1:${p.client}`;
+  const m1 = await startMember(
+    "m1",
+    primaryArgs("m1", p, ["--cluster-name", "auth-test", "--initial-cluster", `m1=http://127.0.0.1:${p.peer}`]),
+    { env },
+  );
+  procs.push(m1);
+  // the members' user gets the root role (members write under their own prefixes and read everything)
+  for (
+    const args of [["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["user", "add", "eg:egpw"]]
+  ) {
+    await etcdctlOk(ep, args);
+  }
+  await etcdctlOk(ep, ["user", "grant-role", "eg", "root"]);
+  assert.equal(await etcdctlOk(ep, ["auth", "enable"]), "Authentication Enabled\n");
+  await fails(ep, ["get", "", "--prefix"], "etcdserver: user name is empty");
+
+  // the primary's client, refused once for its missing token, authenticates and goes on
+  const fixture = new URL("./fixtures/eg_hello.yaml", import.meta.url).pathname;
+  assert.match(await egctlOk(["--server", m1.apiAddr, "apply", "-f", fixture]), /create HTTPServer server-demo/);
+  const s1 = await startMember("s1", [
+    "--name",
+    "s1",
+    "--cluster-name",
+    "auth-test",
+    "--cluster-role",
+    "secondary",
+    "--api-addr",
+    `127.0.0.1:${secondaryApi}`,
+    "--primary-listen-peer-urls",
+    `http://127.0.0.1:${p.peer}`,
+    "--state-flag",
+    "existing",
+  ], { env });
+  procs.push(s1);
+  await waitFor("both members with heartbeats", async () => {
+    const r = await apiGet(m1.apiAddr, "/status/members");
+    return r.status === 200 && (JSON.parse(r.body) as unknown[]).length === 2;
+  });
+  assert.match(await egctlOk(["--server", s1.apiAddr, "get", "httpserver"]), /server-demo/);
+  assert.match(await etcdctlOk(ep, ["--user", "root:rootpw", "get", "", "--prefix", "--keys-only"]), /server-demo/);
 });
