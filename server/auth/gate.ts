@@ -4,12 +4,15 @@
  * client's certificate — and the bcrypt work done before a request is proposed, so the log holds only hashes and
  * applying it is deterministic.
  */
-import bcrypt from "bcryptjs";
 import crypto from "node:crypto";
 import type { AuthHeader } from "../../proto/mod.ts";
 import { AuthErrors } from "./errors.ts";
 import type { AuthInfo, AuthStore } from "./store.ts";
 import type { TokenProvider } from "./tokens.ts";
+
+/** bcryptjs, loaded the first time a password is hashed or checked (members that never use auth do not load it). */
+let bcryptModule: Promise<typeof import("bcryptjs").default> | null = null;
+const bcrypt = () => (bcryptModule ??= import("bcryptjs").then((m) => m.default));
 
 /** etcd's default --bcrypt-cost. */
 export const DEFAULT_BCRYPT_COST = 10;
@@ -83,7 +86,7 @@ export class AuthGate {
 
   /** bcrypt hash of a password, with the configured cost (computed off the event loop's critical path). */
   hash(password: string): Promise<string> {
-    return bcrypt.hash(password, this.opts.bcryptCost);
+    return bcrypt().then((b) => b.hash(password, this.opts.bcryptCost));
   }
 
   /** etcd's CheckPassword: the auth revision the password was checked at, or the error to answer. */
@@ -95,7 +98,7 @@ export class AuthGate {
     const revision = this.store.revision;
     const mac = crypto.createHmac("sha256", this.#macKey).update(u.hash).update("\0").update(password).digest("hex");
     if (this.#verified.has(mac)) return revision;
-    if (!(await bcrypt.compare(password, u.hash))) throw AuthErrors.authFailed();
+    if (!(await (await bcrypt()).compare(password, u.hash))) throw AuthErrors.authFailed();
     if (this.#verified.size >= VERIFIED_CACHE_SIZE) this.#verified.delete(this.#verified.values().next().value!);
     this.#verified.add(mac);
     return revision;
