@@ -302,6 +302,24 @@ Deno.test("JWT tokens (--auth-token jwt,...,sign-method=RS256): claims, verifica
     assert.ok(crypto.verify("sha256", Buffer.from(`${head}.${body}`), publicKey, Buffer.from(sig, "base64url")));
     await call(kv, "Put", { key: Buffer.from("app/jwt"), value: Buffer.from("1") }, token);
     await assert.rejects(call(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("1") }, token), /denied/);
+    // a watch on keys the user may not read is created and canceled at once, with etcd's reason
+    const watch = new grpcRoot.etcdserverpb.Watch(srv.endpoint, grpc.credentials.createInsecure());
+    try {
+      const md = new grpc.Metadata();
+      md.set("token", token);
+      const stream = watch.Watch(md);
+      const first = new Promise<Record<string, unknown>>((resolve) => stream.on("data", resolve));
+      stream.on("error", () => {});
+      stream.write({ create_request: { key: Buffer.from("secret") } });
+      const resp = await first;
+      assert.equal(resp.created, true);
+      assert.equal(resp.canceled, true);
+      assert.equal(String(resp.watch_id), "-1");
+      assert.equal(resp.cancel_reason, "rpc error: code = PermissionDenied desc = etcdserver: permission denied");
+      stream.cancel();
+    } finally {
+      watch.close();
+    }
     // a forged token (claims changed, signature kept) and an expired one are refused
     const forged = `${head}.${
       Buffer.from(JSON.stringify({ ...claims, username: "root" })).toString("base64url")

@@ -1,5 +1,5 @@
 /** The auth errors etcd 3.4 sends clients (rpctypes), with their gRPC codes and exact messages. */
-import { Code, EtcdError } from "../errors.ts";
+import { Code, Errors, EtcdError } from "../errors.ts";
 
 const e = (code: number, msg: string) => new EtcdError(code, msg);
 
@@ -16,10 +16,10 @@ export const AuthErrors = {
   authFailed: () => e(Code.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password"),
   /** etcd has no gRPC mapping for this one: it reaches clients as Unknown with the auth package's text */
   noPasswordUser: () => e(Code.UNKNOWN, "auth: authentication failed, password was given for no password user"),
-  permissionDenied: () => e(Code.PERMISSION_DENIED, "etcdserver: permission denied"),
+  permissionDenied: Errors.permissionDenied,
   roleNotGranted: () => e(Code.FAILED_PRECONDITION, "etcdserver: role is not granted to the user"),
   permissionNotGranted: () => e(Code.FAILED_PRECONDITION, "etcdserver: permission is not granted to the role"),
-  authNotEnabled: () => e(Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
+  authNotEnabled: Errors.authNotEnabled,
   invalidAuthToken: () => e(Code.UNAUTHENTICATED, "etcdserver: invalid auth token"),
   invalidAuthMgmt: () => e(Code.INVALID_ARGUMENT, "etcdserver: invalid auth management"),
   authOldRevision: () => e(Code.INVALID_ARGUMENT, "etcdserver: revision of auth store is old"),

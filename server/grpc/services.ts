@@ -166,10 +166,22 @@ function watchPermitted(ctx: ServiceContext, call: grpc.ServerDuplexStream<Obj, 
       watch_id: -1,
       created: true,
       canceled: true,
-      cancel_reason: (err as Error).message,
+      cancel_reason: watchCancelReason(err),
     });
     return false;
   }
+}
+
+/** etcd's cancel reason: the text of a Go gRPC status error; anything but a token problem is "permission denied". */
+function watchCancelReason(err: unknown): string {
+  const e = err instanceof EtcdError ? err : Errors.permissionDenied();
+  const name = e.code === Code.UNAUTHENTICATED
+    ? "Unauthenticated"
+    : e.code === Code.INVALID_ARGUMENT
+    ? "InvalidArgument"
+    : "PermissionDenied";
+  const msg = name === "PermissionDenied" ? Errors.permissionDenied().message : e.message;
+  return `rpc error: code = ${name} desc = ${msg}`;
 }
 
 function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
