@@ -18,6 +18,7 @@ import { EtcdClient, type WatchEvent } from "../server/etcdclient/client.ts";
 import { etcdUser } from "../server/easegress/cluster.ts";
 import { apiGet, egctlOk, memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import { freePorts } from "./lib/ports.ts";
+import { Cluster } from "./lib/cluster.ts";
 
 /** etcdctl as a user (or anonymous), expecting success. */
 const as = (ep: string, user: string | null) => (...args: string[]) =>
@@ -435,4 +436,51 @@ memberTest("Easegress members with etcd auth on: the members' user from EASEGRES
   });
   assert.match(await egctlOk(["--server", s1.apiAddr, "get", "httpserver"]), /server-demo/);
   assert.match(await etcdctlOk(ep, ["--user", "root:rootpw", "get", "", "--prefix", "--keys-only"]), /server-demo/);
+});
+
+Deno.test({
+  name: "3 members: a simple token from one member is accepted by the others; auth changes reach every member",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const cluster = await Cluster.start({ size: 3 });
+    const [a, b, c] = cluster.members.map((m) => m.endpoint);
+    const clients: grpc.Client[] = [];
+    // deno-lint-ignore no-explicit-any
+    const call = (client: any, method: string, req: object, token: string): Promise<any> =>
+      new Promise((resolve, reject) => {
+        const md = new grpc.Metadata();
+        md.set("token", token);
+        client[method](req, md, (err: Error | null, resp: unknown) => (err ? reject(err) : resolve(resp)));
+      });
+    try {
+      await setUp(a);
+      await as(b, null)("auth", "enable");
+      const auth = new grpcRoot.etcdserverpb.Auth(a, grpc.credentials.createInsecure());
+      clients.push(auth);
+      const { token } = await new Promise<{ token: string }>((resolve, reject) =>
+        auth.Authenticate(
+          { name: "alice", password: "alicepw" },
+          (err: Error | null, r: { token: string }) => err ? reject(err) : resolve(r),
+        )
+      );
+      assert.match(token, /^[a-zA-Z]{16}\.\d+$/);
+      for (const [i, ep] of [a, b, c].entries()) {
+        const kv = new grpcRoot.etcdserverpb.KV(ep, grpc.credentials.createInsecure());
+        clients.push(kv);
+        await call(kv, "Put", { key: Buffer.from(`app/${i}`), value: Buffer.from("v") }, token);
+        const r = await call(kv, "Range", { key: Buffer.from("app/"), range_end: Buffer.from("app0") }, token);
+        assert.ok(r.kvs.length >= i + 1);
+        await assert.rejects(call(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("v") }, token), /denied/);
+      }
+      // a role revoked through member c is enforced by member a
+      await as(c, "root:rootpw")("user", "revoke-role", "alice", "app");
+      const kvA = new grpcRoot.etcdserverpb.KV(a, grpc.credentials.createInsecure());
+      clients.push(kvA);
+      await assert.rejects(call(kvA, "Put", { key: Buffer.from("app/x"), value: Buffer.from("v") }, token), /denied/);
+    } finally {
+      for (const cl of clients) cl.close();
+      await cluster.destroy();
+    }
+  },
 });
