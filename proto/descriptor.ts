@@ -1842,6 +1842,10 @@ export const descriptor = {
             "simple_token": {
               "type": "string",
               "id": 2
+            },
+            "issued_ms": {
+              "type": "int64",
+              "id": 3
             }
           }
         },

@@ -347,7 +347,7 @@ export interface InternalRequestShape {
   alarm?: AlarmRequest;
   lease_checkpoint?: LeaseCheckpointRequest;
   member_attributes?: MemberAttributes;
-  authenticate?: { name: string; simple_token: string };
+  authenticate?: { name: string; simple_token: string; issued_ms: string | number };
   auth_user_add?: {
     name: string;
     password?: string;

@@ -48,7 +48,7 @@ export class AuthGate {
 
   constructor(readonly store: AuthStore, readonly opts: AuthGateOptions) {
     this.tokens = opts.tokens;
-    store.assignToken = (user, rev, prefix) => this.tokens.assign(user, rev, prefix);
+    store.assignToken = (user, rev, prefix, issuedMs) => this.tokens.assign(user, rev, prefix, issuedMs);
     store.tokens = this.tokens;
   }
 

@@ -48,12 +48,16 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
       // etcd's optimistic loop: the password is checked against one auth revision; if users changed before the
       // token was made, check again
       for (;;) {
-        const checked = await auth.checkPassword(r.name ?? "", r.password ?? "");
+        const name = r.name ?? "";
+        const checked = await auth.checkPassword(name, r.password ?? "");
         const resp = await node.propose({
           op: "authenticate",
-          authenticate: { name: r.name ?? "", simple_token: auth.tokens.prefix() },
+          authenticate: { name, simple_token: auth.tokens.prefix(), issued_ms: Date.now() },
         } as InternalRequestShape);
-        if (checked === store.revision) return resp;
+        if (checked !== store.revision) continue;
+        // a JWT is signed here, by the member that answers, for the auth revision the password was checked at
+        if (!resp.token) resp.token = auth.tokens.sign(name, checked);
+        return resp;
       }
     }),
     UserAdd: unary(async (r, call) => {

@@ -60,8 +60,11 @@ export interface AuthState {
   roles: Role[];
 }
 
-/** Turns a successful Authenticate entry into this member's token for the user. */
-export type TokenAssigner = (username: string, revision: number, simpleToken: string) => string;
+/**
+ * Turns a successful Authenticate entry into this member's token for the user ("" when the token is made by the
+ * member that answers, as JWTs are).
+ */
+export type TokenAssigner = (username: string, revision: number, simpleToken: string, issuedMs: number) => string;
 
 /** Listens to changes that invalidate tokens. */
 export interface TokenInvalidation {
@@ -118,7 +121,7 @@ export class AuthStore {
         if (!this.enabled) throw AuthErrors.authNotEnabled();
         const u = this.users.get(a.name);
         if (!u || u.noPassword) throw AuthErrors.authFailed();
-        return { token: this.assignToken(a.name, this.revision, a.simple_token) };
+        return { token: this.assignToken(a.name, this.revision, a.simple_token, Number(a.issued_ms)) };
       }
       case "auth_user_add": {
         const r = req.auth_user_add!;

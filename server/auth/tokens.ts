@@ -15,6 +15,8 @@ import { goDuration } from "../etcd/flags.ts";
 export const DEFAULT_SIMPLE_TOKEN_TTL_S = 300;
 /** etcd's default JWT lifetime (ttl option). */
 export const DEFAULT_JWT_TTL_MS = 5 * 60_000;
+/** When this process started: Authenticate entries proposed before it are replayed ones, whose tokens died. */
+const PROCESS_START_MS = Date.now();
 /** Letters of a simple token's random part, and its length (etcd's). */
 const SIMPLE_TOKEN_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const SIMPLE_TOKEN_LENGTH = 16;
@@ -23,8 +25,13 @@ const SIMPLE_TOKEN_LENGTH = 16;
 export interface TokenProvider extends TokenInvalidation {
   /** The random part a member proposes with an Authenticate entry ("" when the provider needs none). */
   prefix(): string;
-  /** The token for a user that authenticated (called by every member when applying the entry). */
-  assign(username: string, revision: number, prefix: string): string;
+  /**
+   * Called by every member applying an Authenticate entry: the token it will accept for the user ("" when the
+   * answering member makes the token with `sign`).
+   */
+  assign(username: string, revision: number, prefix: string, issuedMs: number): string;
+  /** A self-contained token made by the member that answers Authenticate ("" when `assign` made it). */
+  sign(username: string, revision: number): string;
   /** Who a token belongs to; null when it is not (or no longer) valid. */
   info(token: string, currentRevision: number): AuthInfo | null;
   close(): void;
@@ -50,10 +57,15 @@ export class SimpleTokens implements TokenProvider {
     return s;
   }
 
-  assign(username: string, revision: number, prefix: string): string {
+  assign(username: string, revision: number, prefix: string, issuedMs: number): string {
     const token = `${prefix}.${revision}`;
-    this.#tokens.set(token, { user: username, expiry: Date.now() + this.ttlMs });
+    // simple tokens die with the process, as etcd's: an entry replayed at start-up brings none back
+    if (issuedMs >= PROCESS_START_MS) this.#tokens.set(token, { user: username, expiry: Date.now() + this.ttlMs });
     return token;
+  }
+
+  sign(): string {
+    return "";
   }
 
   info(token: string, currentRevision: number): AuthInfo | null {
@@ -141,7 +153,11 @@ export class JwtTokens implements TokenProvider {
     return "";
   }
 
-  assign(username: string, revision: number): string {
+  assign(): string {
+    return "";
+  }
+
+  sign(username: string, revision: number): string {
     if (!this.#priv) throw new Error("auth: token signing attempted with verify-only key");
     const exp = Math.floor((Date.now() + this.opts.ttlMs) / 1000);
     const body = `${this.#header}.${b64url(JSON.stringify({ exp, revision, username }))}`;
