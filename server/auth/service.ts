@@ -84,6 +84,7 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
     UserDelete: unary((r, call) => propose(call, { op: "auth_user_delete", auth_user_delete: { name: r.name } })),
     UserChangePassword: unary(async (r, call) => {
       admin(call);
+      if (!store.users.has(r.name)) throw AuthErrors.userNotFound(); // before the bcrypt work (the apply checks again)
       const hashedPassword = r.hashedPassword || await auth.hash(r.password ?? "");
       return propose(call, {
         op: "auth_user_change_password",
