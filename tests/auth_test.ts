@@ -34,6 +34,30 @@ async function fails(ep: string, args: string[], message: string): Promise<void>
   );
 }
 
+/** One unary gRPC call with grpc-js, with the token as `token` metadata when given. */
+// deno-lint-ignore no-explicit-any
+function rpc(client: any, method: string, req: object, token?: string): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const md = new grpc.Metadata();
+    if (token) md.set("token", token);
+    client[method](req, md, (err: Error | null, resp: unknown) => (err ? reject(err) : resolve(resp)));
+  });
+}
+
+/** grpc-js clients of one endpoint, closed together. */
+function grpcClients(endpoint: string) {
+  const creds = grpc.credentials.createInsecure();
+  const auth = new grpcRoot.etcdserverpb.Auth(endpoint, creds);
+  const kv = new grpcRoot.etcdserverpb.KV(endpoint, creds);
+  return {
+    auth,
+    kv,
+    /** alice's token, from Authenticate */
+    token: async (): Promise<string> => (await rpc(auth, "Authenticate", { name: "alice", password: "alicepw" })).token,
+    close: () => [auth, kv].forEach((c) => c.close()),
+  };
+}
+
 async function cleanup(srv: RunningServer): Promise<void> {
   await srv.stop();
   await Deno.remove(srv.dataDir, { recursive: true }).catch(() => {});
@@ -252,29 +276,22 @@ Deno.test("auth state survives a restart (WAL replay) and a snapshot", async () 
   try {
     await setUp(srv.endpoint);
     await as(srv.endpoint, null)("auth", "enable");
-    const token = async () => {
-      const auth = new grpcRoot.etcdserverpb.Auth(srv.endpoint, grpc.credentials.createInsecure());
+    /** a Range with the token, on a connection of the server as it now runs */
+    const range = async (t: string) => {
+      const g = grpcClients(srv.endpoint);
       try {
-        return await new Promise<string>((resolve, reject) =>
-          auth.Authenticate(
-            { name: "alice", password: "alicepw" },
-            (err: Error | null, r: { token: string }) => err ? reject(err) : resolve(r.token),
-          )
-        );
+        await rpc(g.kv, "Range", { key: Buffer.from("config") }, t);
       } finally {
-        auth.close();
+        g.close();
       }
     };
-    const range = (t: string) => {
-      const kv = new grpcRoot.etcdserverpb.KV(srv.endpoint, grpc.credentials.createInsecure());
-      const md = new grpc.Metadata();
-      md.set("token", t);
-      return new Promise<void>((resolve, reject) =>
-        kv.Range({ key: Buffer.from("config") }, md, (err: Error | null) => {
-          kv.close();
-          return err ? reject(err) : resolve();
-        })
-      );
+    const token = async () => {
+      const g = grpcClients(srv.endpoint);
+      try {
+        return await g.token();
+      } finally {
+        g.close();
+      }
     };
     const before = await token();
     await range(before);
@@ -310,19 +327,12 @@ Deno.test("JWT tokens (--auth-token jwt,...,sign-method=RS256): claims, verifica
   const srv = await startServer({
     extraArgs: ["--auth-token", `jwt,pub-key=${dir}/pub.pem,priv-key=${dir}/priv.pem,sign-method=RS256,ttl=2s`],
   });
-  const auth = new grpcRoot.etcdserverpb.Auth(srv.endpoint, grpc.credentials.createInsecure());
-  const kv = new grpcRoot.etcdserverpb.KV(srv.endpoint, grpc.credentials.createInsecure());
-  // deno-lint-ignore no-explicit-any
-  const call = (client: any, method: string, req: object, token?: string): Promise<any> =>
-    new Promise((resolve, reject) => {
-      const md = new grpc.Metadata();
-      if (token) md.set("token", token);
-      client[method](req, md, (err: Error | null, resp: unknown) => (err ? reject(err) : resolve(resp)));
-    });
+  const g = grpcClients(srv.endpoint);
+  const { kv } = g;
   try {
     await setUp(srv.endpoint);
     await as(srv.endpoint, null)("auth", "enable");
-    const { token } = await call(auth, "Authenticate", { name: "alice", password: "alicepw" });
+    const token = await g.token();
     const [head, body, sig] = token.split(".");
     assert.deepEqual(JSON.parse(Buffer.from(head, "base64url").toString()), { alg: "RS256", typ: "JWT" });
     const claims = JSON.parse(Buffer.from(body, "base64url").toString());
@@ -330,8 +340,8 @@ Deno.test("JWT tokens (--auth-token jwt,...,sign-method=RS256): claims, verifica
     const now = Date.now() / 1000;
     assert.ok(claims.exp > now - 1 && claims.exp <= now + 2, `exp ${claims.exp}, now ${now}`); // ttl=2s
     assert.ok(crypto.verify("sha256", Buffer.from(`${head}.${body}`), publicKey, Buffer.from(sig, "base64url")));
-    await call(kv, "Put", { key: Buffer.from("app/jwt"), value: Buffer.from("1") }, token);
-    await assert.rejects(call(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("1") }, token), /denied/);
+    await rpc(kv, "Put", { key: Buffer.from("app/jwt"), value: Buffer.from("1") }, token);
+    await assert.rejects(rpc(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("1") }, token), /denied/);
     // a watch on keys the user may not read is created and canceled at once, with etcd's reason
     const watch = new grpcRoot.etcdserverpb.Watch(srv.endpoint, grpc.credentials.createInsecure());
     try {
@@ -355,16 +365,15 @@ Deno.test("JWT tokens (--auth-token jwt,...,sign-method=RS256): claims, verifica
       Buffer.from(JSON.stringify({ ...claims, username: "root" })).toString("base64url")
     }.${sig}`;
     await assert.rejects(
-      call(kv, "Put", { key: Buffer.from("x"), value: Buffer.from("1") }, forged),
+      rpc(kv, "Put", { key: Buffer.from("x"), value: Buffer.from("1") }, forged),
       /invalid auth token/,
     );
     await new Promise((r) => setTimeout(r, 3100));
-    await assert.rejects(call(kv, "Range", { key: Buffer.from("app/jwt") }, token), /invalid auth token/);
+    await assert.rejects(rpc(kv, "Range", { key: Buffer.from("app/jwt") }, token), /invalid auth token/);
     // etcdctl authenticates per command and works with JWT
     assert.equal(await as(srv.endpoint, "alice:alicepw")("get", "app/jwt", "--print-value-only"), "1\n");
   } finally {
-    auth.close();
-    kv.close();
+    g.close();
     await cleanup(srv);
     await Deno.remove(dir, { recursive: true });
   }
@@ -474,41 +483,26 @@ Deno.test({
   fn: async () => {
     const cluster = await Cluster.start({ size: 3 });
     const [a, b, c] = cluster.members.map((m) => m.endpoint);
-    const clients: grpc.Client[] = [];
-    // deno-lint-ignore no-explicit-any
-    const call = (client: any, method: string, req: object, token: string): Promise<any> =>
-      new Promise((resolve, reject) => {
-        const md = new grpc.Metadata();
-        md.set("token", token);
-        client[method](req, md, (err: Error | null, resp: unknown) => (err ? reject(err) : resolve(resp)));
-      });
+    const clients = [a, b, c].map(grpcClients);
     try {
       await setUp(a);
       await as(b, null)("auth", "enable");
-      const auth = new grpcRoot.etcdserverpb.Auth(a, grpc.credentials.createInsecure());
-      clients.push(auth);
-      const { token } = await new Promise<{ token: string }>((resolve, reject) =>
-        auth.Authenticate(
-          { name: "alice", password: "alicepw" },
-          (err: Error | null, r: { token: string }) => err ? reject(err) : resolve(r),
-        )
-      );
+      const token = await clients[0].token();
       assert.match(token, /^[a-zA-Z]{16}\.\d+$/);
-      for (const [i, ep] of [a, b, c].entries()) {
-        const kv = new grpcRoot.etcdserverpb.KV(ep, grpc.credentials.createInsecure());
-        clients.push(kv);
-        await call(kv, "Put", { key: Buffer.from(`app/${i}`), value: Buffer.from("v") }, token);
-        const r = await call(kv, "Range", { key: Buffer.from("app/"), range_end: Buffer.from("app0") }, token);
+      for (const [i, { kv }] of clients.entries()) {
+        await rpc(kv, "Put", { key: Buffer.from(`app/${i}`), value: Buffer.from("v") }, token);
+        const r = await rpc(kv, "Range", { key: Buffer.from("app/"), range_end: Buffer.from("app0") }, token);
         assert.ok(r.kvs.length >= i + 1);
-        await assert.rejects(call(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("v") }, token), /denied/);
+        await assert.rejects(rpc(kv, "Put", { key: Buffer.from("config"), value: Buffer.from("v") }, token), /denied/);
       }
       // a role revoked through member c is enforced by member a
       await as(c, "root:rootpw")("user", "revoke-role", "alice", "app");
-      const kvA = new grpcRoot.etcdserverpb.KV(a, grpc.credentials.createInsecure());
-      clients.push(kvA);
-      await assert.rejects(call(kvA, "Put", { key: Buffer.from("app/x"), value: Buffer.from("v") }, token), /denied/);
+      await assert.rejects(
+        rpc(clients[0].kv, "Put", { key: Buffer.from("app/x"), value: Buffer.from("v") }, token),
+        /denied/,
+      );
     } finally {
-      for (const cl of clients) cl.close();
+      for (const g of clients) g.close();
       await cluster.destroy();
     }
   },
