@@ -6,6 +6,7 @@
  */
 import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
+import { AuthStore, isAuthOp } from "../auth/store.ts";
 import { leaseId, type Lessor } from "../lease/lessor.ts";
 import { rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import { type KeyValue, type MvccStore, type WriteTxn } from "../mvcc/store.ts";
@@ -54,6 +55,8 @@ const num = (s: string | number | undefined): number => (s === undefined ? 0 : N
 /** Applies requests to the state machine made of store, lessor and alarms. */
 export class Applier {
   alarms: Alarm[] = [];
+  /** users, roles and permissions (server/auth/) */
+  readonly auth: AuthStore = new AuthStore();
 
   constructor(
     readonly store: MvccStore,
@@ -71,6 +74,8 @@ export class Applier {
 
   /** Applies a committed entry; returns the response or throws the EtcdError to send. */
   apply(req: InternalRequestShape): Obj {
+    // requests made while auth is enabled carry their user; check it as etcd's authApplierV3 does
+    if (req.auth && this.auth.enabled) this.auth.checkRequest(req, this.lessor);
     switch (req.op) {
       case "put":
         return this.#write((t) => this.#put(t, req.put!));
@@ -95,6 +100,7 @@ export class Applier {
       case "lease_checkpoint":
         return { header: this.header(this.store.currentRev) };
       default:
+        if (isAuthOp(req.op)) return { header: this.header(this.store.currentRev), ...this.auth.apply(req) };
         throw new Error(`apply: unknown request ${JSON.stringify(req.op)}`);
     }
   }

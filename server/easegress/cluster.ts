@@ -202,6 +202,7 @@ export class Cluster {
         requestTimeoutMs: this.requestTimeoutMs,
         maxCallSendMsgSize: this.opt.Cluster.MaxCallSendMsgSize,
         autoSyncIntervalMs: AUTO_SYNC_INTERVAL_MS,
+        ...etcdUser(),
       });
     } catch (err) {
       throw new Error(`create client failed: ${(err as Error).message}`);
@@ -430,3 +431,13 @@ export class Cluster {
 
 /** A start-up error that must not be retried (Go panics). */
 export class FatalClusterError extends Error {}
+
+/**
+ * The etcd user the member's client authenticates as when the cluster has etcd auth enabled: EASEGRESS_ETCD_USER
+ * holds "name:password" (etcdctl's --user form). Easegress has no such option; this one is ours.
+ */
+export function etcdUser(env = Deno.env.get("EASEGRESS_ETCD_USER")): { username?: string; password?: string } {
+  if (!env) return {};
+  const i = env.indexOf(":");
+  return i < 0 ? { username: env, password: "" } : { username: env.slice(0, i), password: env.slice(i + 1) };
+}

@@ -43,6 +43,12 @@ export interface EtcdConfig {
    * lost from this member's log: use it when the other members hold those entries, or to accept the loss.
    */
   forceRepairWal?: boolean;
+  /** --auth-token: "simple" (default) or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=..." */
+  authToken?: string;
+  /** --auth-token-ttl: seconds a simple token lives after its last use (default 300) */
+  authTokenTtlS?: number;
+  /** --bcrypt-cost of password hashes (default 10) */
+  bcryptCost?: number;
   /** flags given that are accepted but have no effect yet */
   ignored: string[];
 }
@@ -86,6 +92,9 @@ const VALUE_FLAGS = new Set([
   "peer-key-file",
   "peer-trusted-ca-file",
   "experimental-watch-progress-notify-interval",
+  "auth-token",
+  "auth-token-ttl",
+  "bcrypt-cost",
 ]);
 
 /** etcd flags accepted without effect (TLS, auth, logging, metrics, tuning we do not have yet). */
@@ -95,9 +104,6 @@ const IGNORED_VALUE_FLAGS = new Set([
   "peer-cert-allowed-cn",
   "peer-cert-allowed-hostname",
   "cipher-suites",
-  "auth-token",
-  "auth-token-ttl",
-  "bcrypt-cost",
   "listen-metrics-urls",
   "metrics",
   "max-concurrent-streams",
@@ -170,7 +176,7 @@ const PARSED_BOOL_FLAGS = new Set([
 ]);
 
 /** Security flags we accept but do not implement yet: we say so loudly. */
-const SECURITY_FLAGS = new Set(["auth-token", "client-crl-file", "peer-crl-file"]);
+const SECURITY_FLAGS = new Set(["client-crl-file", "peer-crl-file"]);
 
 function urls(v: string, flag: string): string[] {
   const out = v.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
@@ -292,6 +298,9 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
       bools.get("peer-client-cert-auth") ?? false,
       "peer-",
     ),
+    authToken: get("auth-token", "simple"),
+    authTokenTtlS: int(get("auth-token-ttl", "300"), "auth-token-ttl"),
+    bcryptCost: int(get("bcrypt-cost", "10"), "bcrypt-cost"),
     clientAutoTls: bools.get("auto-tls") ?? false,
     peerAutoTls: bools.get("peer-auto-tls") ?? false,
     forceRepairWal: bools.get("force-repair-wal") ?? false,
@@ -306,6 +315,9 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
     throw new FlagError(
       `--election-timeout[${cfg.electionMs}ms] should be at least as 5 times as --heartbeat-interval[${cfg.heartbeatMs}ms]`,
     );
+  }
+  if (cfg.bcryptCost! < 4 || cfg.bcryptCost! > 31) {
+    throw new FlagError(`invalid bcrypt-cost ${cfg.bcryptCost}: it must be between 4 and 31`);
   }
   if (cfg.snapshotCount <= 0) throw new FlagError(`invalid value for flag -snapshot-count: must be positive`);
   return cfg;

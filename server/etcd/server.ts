@@ -21,6 +21,8 @@ import { clusterIdOf, hexId, memberIdOf } from "./ids.ts";
 import { startAutoCompaction } from "./compactor.ts";
 import { applyAutoTls } from "./autotls.ts";
 import type { Logger } from "./log.ts";
+import { AuthGate, DEFAULT_BCRYPT_COST } from "../auth/gate.ts";
+import { DEFAULT_SIMPLE_TOKEN_TTL_S, tokenProviderFromFlag } from "../auth/tokens.ts";
 
 /** The version this server reports (the etcd API level it implements). */
 export const SERVER_VERSION = "3.4.23";
@@ -185,6 +187,8 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   for (const f of securityFlags(cfg)) {
     log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
   }
+  // a bad --auth-token (unknown kind, unreadable key file) fails the start, as with etcd
+  const tokens = tokenProviderFromFlag(cfg.authToken ?? "simple", cfg.authTokenTtlS ?? DEFAULT_SIMPLE_TOKEN_TTL_S);
   const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
   if (other.length > 0) log.info("embed", `accepted without effect: ${other.map((f) => `--${f}`).join(" ")}`);
   const memberDir = path.join(cfg.dataDir, "member");
@@ -238,6 +242,11 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     strictReconfigCheck: cfg.strictReconfigCheck,
     version: SERVER_VERSION,
     quotaBytes: cfg.quotaBackendBytes,
+    auth: new AuthGate(node.applier.auth, {
+      tokens,
+      clientCertAuth: cfg.clientTls?.clientCertAuth ?? false,
+      bcryptCost: cfg.bcryptCost ?? DEFAULT_BCRYPT_COST,
+    }),
     nextLeaseId: () => {
       // etcd-style IDs: member prefix, then milliseconds and a counter; always a positive int64
       const id = (leasePrefix | ((BigInt(Date.now()) & 0xffffffffffn) << 8n)) + leaseSeq++;
@@ -351,6 +360,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       }
       clientServer.forceShutdown();
       peerServer.forceShutdown();
+      tokens.close();
       await node.close();
     },
   };

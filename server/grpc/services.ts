@@ -25,6 +25,8 @@ import {
   MaintenanceService,
   WatchService,
 } from "../../proto/mod.ts";
+import type { AuthGate } from "../auth/gate.ts";
+import { authService } from "../auth/service.ts";
 
 /** How long a peer must have been connected to count for a reconfiguration (etcd's HealthInterval). */
 const HEALTH_INTERVAL_MS = 5000;
@@ -43,6 +45,8 @@ export interface ServiceContext {
   strictReconfigCheck: boolean;
   version: string;
   quotaBytes: number;
+  /** who calls are made as, and the auth state (its `store.enabled` is the only check while auth is off) */
+  auth: AuthGate;
   /** server-picked lease IDs */
   nextLeaseId: () => string;
   log: (msg: string) => void;
@@ -72,29 +76,34 @@ function unary(fn: (req: Obj, call: grpc.ServerUnaryCall<Obj, Obj>) => Obj | Pro
 }
 
 function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
-  const { node } = ctx;
+  const { node, auth } = ctx;
+  const authState = auth.store;
   return {
-    Range: unary(async (r) => {
+    Range: unary(async (r, call) => {
       checkRange(r as never);
+      if (authState.enabled) authState.checkRead(auth.info(call), r);
       if (!r.serializable) await node.readIndex();
       return node.applier.range(r as never);
     }),
-    Put: unary((r) => {
+    Put: unary((r, call) => {
       checkPut(r as never);
+      if (authState.enabled) return node.propose({ op: "put", put: r, auth: auth.header(call) } as never);
       return node.propose({ op: "put", put: r } as never);
     }),
-    DeleteRange: unary((r) => {
+    DeleteRange: unary((r, call) => {
       checkDelete(r as never);
-      return node.propose({ op: "delete_range", delete_range: r } as never);
+      const who = authState.enabled ? auth.header(call) : undefined;
+      return node.propose({ op: "delete_range", delete_range: r, auth: who } as never);
     }),
-    Txn: unary(async (r) => {
+    Txn: unary(async (r, call) => {
       checkTxn(r as never, ctx.maxTxnOps);
+      const who = authState.enabled ? auth.header(call) : undefined;
       if (!hasWrites(r)) {
         // read-only txns are served like reads (etcd does the same)
         await node.readIndex();
-        return node.applier.apply({ op: "txn", txn: r } as never);
+        return node.applier.apply({ op: "txn", txn: r, auth: who } as never);
       }
-      return node.propose({ op: "txn", txn: r } as never);
+      return node.propose({ op: "txn", txn: r, auth: who } as never);
     }),
     Compact: unary(async (r) => {
       const rev = Number(r.revision);
@@ -124,6 +133,7 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       call.on("drain", () => stream.drained());
       call.on("data", (req: Obj) => {
         try {
+          if (ctx.auth.store.enabled && req.create_request && !watchPermitted(ctx, call, req.create_request)) return;
           stream.handle(req as never);
         } catch (err) {
           ctx.log(`watch: request failed: ${err}`);
@@ -141,6 +151,38 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   };
 }
 
+/**
+ * etcd's isWatchPermitted: a watch on keys the caller may not read is answered created-and-canceled with the reason
+ * (watch ID -1), and the stream goes on.
+ */
+function watchPermitted(ctx: ServiceContext, call: grpc.ServerDuplexStream<Obj, Obj>, c: Obj): boolean {
+  try {
+    ctx.auth.store.checkRead(ctx.auth.info(call), c);
+    return true;
+  } catch (err) {
+    call.write({
+      header: ctx.node.header(ctx.node.store.currentRev),
+      watch_id: -1,
+      created: true,
+      canceled: true,
+      cancel_reason: watchCancelReason(err),
+    });
+    return false;
+  }
+}
+
+/** etcd's cancel reason: the text of a Go gRPC status error; anything but a token problem is "permission denied". */
+function watchCancelReason(err: unknown): string {
+  const e = err instanceof EtcdError ? err : Errors.permissionDenied();
+  const name = e.code === Code.UNAUTHENTICATED
+    ? "Unauthenticated"
+    : e.code === Code.INVALID_ARGUMENT
+    ? "InvalidArgument"
+    : "PermissionDenied";
+  const msg = name === "PermissionDenied" ? Errors.permissionDenied().message : e.message;
+  return `rpc error: code = ${name} desc = ${msg}`;
+}
+
 function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
@@ -151,10 +193,11 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       if (node.applier.noSpace) throw Errors.noSpace();
       return node.propose({ op: "lease_grant", lease_grant: { TTL: r.TTL, ID: id } } as never);
     }),
-    LeaseRevoke: unary((r) => {
+    LeaseRevoke: unary((r, call) => {
       const id = leaseId(r.ID);
       if (!node.lessor.get(id)) throw Errors.leaseNotFound();
-      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id } } as never);
+      const who = ctx.auth.store.enabled ? ctx.auth.header(call) : undefined;
+      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id }, auth: who } as never);
     }),
     LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
       call.on("data", async (r: Obj) => {
@@ -199,7 +242,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const started = (m: { name: string }) => m.name !== "";
   return {
     MemberList: unary(() => ({ header: header(), members: members() })),
-    MemberAdd: unary(async (r) => {
+    MemberAdd: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const urls: string[] = r.peerURLs ?? [];
       checkURLs(urls);
       const isLearner = !!r.isLearner;
@@ -232,7 +276,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const m = node.members.get(id)!;
       return { header: header(), member: m, members: members() };
     }),
-    MemberRemove: unary(async (r) => {
+    MemberRemove: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
@@ -251,7 +296,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.RemoveNode, id));
       return { header: header(), members: members() };
     }),
-    MemberUpdate: unary(async (r) => {
+    MemberUpdate: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       if (!node.members.get(id)) throw Errors.memberNotFound();
       const urls: string[] = r.peerURLs ?? [];
@@ -259,7 +305,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.UpdateNode, id, { peerURLs: urls }));
       return { header: header(), members: members() };
     }),
-    MemberPromote: unary(async (r) => {
+    MemberPromote: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
@@ -310,17 +357,28 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       isLearner: node.members.get(node.memberId)?.isLearner ?? false,
       dbSizeQuota: ctx.quotaBytes,
     })),
-    Defragment: unary(async () => {
+    Defragment: unary(async (_r, call) => {
+      ctx.auth.checkAdmin(call);
       // Our store has no free pages to reclaim; a snapshot compacts the WAL instead.
       await node.snapshotNow();
       return { header: header() };
     }),
-    Hash: unary(() => ({ header: header(), hash: node.store.hashKV(0).hash })),
-    HashKV: unary((r) => {
+    Hash: unary((_r, call) => {
+      ctx.auth.checkAdmin(call);
+      return { header: header(), hash: node.store.hashKV(0).hash };
+    }),
+    HashKV: unary((r, call) => {
+      ctx.auth.checkAdmin(call);
       const h = node.store.hashKV(Number(r.revision ?? 0));
       return { header: header(), hash: h.hash, compact_revision: h.compactRev, hash_revision: h.rev };
     }),
     Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
+      try {
+        ctx.auth.checkAdmin(call);
+      } catch (err) {
+        call.destroy(toServiceError(err));
+        return;
+      }
       // The snapshot is a bbolt database file with etcd 3.4's bucket layout, so `etcdctl snapshot status` reads it
       // and `etcdctl snapshot restore` turns it into a data dir the real etcd starts from.
       const blob = Buffer.from(encodeEtcdSnapshot(etcdSnapshotInput(node)));
@@ -357,14 +415,6 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   };
 }
 
-function auth(): grpc.UntypedServiceImplementation {
-  const disabled: Unary = (_call, cb) => cb(toServiceError(Errors.authNotEnabled()), null);
-  const impl: grpc.UntypedServiceImplementation = {};
-  for (const name of Object.keys(AuthService)) impl[name] = disabled;
-  impl.AuthStatus = (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { enabled: false, authRevision: 0 });
-  return impl;
-}
-
 function health(): grpc.UntypedServiceImplementation {
   return {
     Check: (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { status: 1 }),
@@ -378,6 +428,6 @@ export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
   server.addService(LeaseService, lease(ctx));
   server.addService(ClusterService, cluster(ctx));
   server.addService(MaintenanceService, maintenance(ctx));
-  server.addService(AuthService, auth());
+  server.addService(AuthService, authService(ctx, unary));
   server.addService(HealthService, health());
 }

@@ -166,7 +166,7 @@ export class Node {
     n.#wal = wal;
     const snap = chosen as SnapshotFile | null;
     if (snap) {
-      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members);
+      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members, n.applier.auth);
       n.appliedIndex = meta.appliedIndex;
       n.#snapIndex = snap.index;
       n.storage.applySnapshot({
@@ -738,7 +738,7 @@ export class Node {
 
   /** Replaces the state machine with a snapshot received from the leader. */
   #restore(s: Snapshot): void {
-    decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members);
+    decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members, this.applier.auth);
     this.appliedIndex = s.metadata.index;
     this.#snapIndex = s.metadata.index;
     this.#cfg.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
@@ -779,6 +779,7 @@ export class Node {
       this.lessor,
       this.applier.alarms,
       this.members,
+      this.applier.auth,
     );
   }
 

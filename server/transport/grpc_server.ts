@@ -308,6 +308,11 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
     return this.stream.peer;
   }
 
+  /** The common name of the client's verified TLS certificate ("" without one). */
+  getPeerCommonName(): string {
+    return this.stream.peerCommonName;
+  }
+
   /** The method path, e.g. "/etcdserverpb.KV/Range". */
   getPath(): string {
     return this.method.def.path;

@@ -145,6 +145,11 @@ export class Http2Stream extends H2Stream {
     return this.conn.peer;
   }
 
+  /** The common name of the client's verified TLS certificate ("" without one). */
+  get peerCommonName(): string {
+    return this.conn.peerCommonName;
+  }
+
   /** Sends response headers (flat list, ":status" first); `end` closes our side right away. */
   respond(fields: string[], end = false): void {
     if (this.localClosed || this.gone) return;
@@ -208,6 +213,7 @@ type ServerOptions =
 /** One HTTP/2 server connection over a socket. */
 export class Http2ServerConnection extends H2Connection<Http2Stream> {
   readonly peer: string;
+  #peerCommonName: string | undefined;
   private readonly opts: ServerOptions;
   private prefaceLeft = PREFACE.length;
   /** @internal handlers still running for streams that were reset (they count against the stream limit) */
@@ -279,6 +285,22 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     this.receiveBuffered += delta;
     if (shared) shared.bytes += delta;
     return true;
+  }
+
+  /** The common name of the client's verified TLS certificate ("" without one), read once. */
+  get peerCommonName(): string {
+    if (this.#peerCommonName === undefined) {
+      const s = this.socket as Socket & {
+        authorized?: boolean;
+        getPeerCertificate?: () => { subject?: { CN?: string } };
+      };
+      let cn = "";
+      try {
+        if (s.authorized) cn = s.getPeerCertificate?.()?.subject?.CN ?? "";
+      } catch { /* not a TLS socket */ }
+      this.#peerCommonName = cn;
+    }
+    return this.#peerCommonName;
   }
 
   /** Feeds bytes already read from the socket (e.g. by protocol sniffing) before the socket's own data. */

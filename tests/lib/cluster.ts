@@ -33,6 +33,8 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 export interface MemberStatus {
   /** the answering member's ID (decimal) */
   memberId: string;
+  /** the cluster's ID (decimal) */
+  clusterId: string;
   /** the leader it knows ("0" = none) */
   leader: string;
   raftTerm: number;
@@ -170,6 +172,7 @@ export class EtcdClient {
     const r = await this.call<Loose>(this.maintenance, "Status", {}, timeoutMs, waitForReady);
     return {
       memberId: String(r.header.member_id),
+      clusterId: String(r.header.cluster_id),
       leader: String(r.leader),
       raftTerm: Number(r.raftTerm),
       raftIndex: Number(r.raftIndex),

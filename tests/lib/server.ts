@@ -33,6 +33,8 @@ export interface StartOptions {
   clientPort?: number;
   peerPort?: number;
   extraArgs?: string[];
+  /** serve clients on an https URL (give the certificate in extraArgs, e.g. --auto-tls) */
+  clientTls?: boolean;
   /** How long to wait for the "published" log line, ms (default 30000). */
   timeoutMs?: number;
 }
@@ -42,7 +44,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const name = opts.name ?? "default";
   const [cp, pp] = opts.clientPort && opts.peerPort ? [opts.clientPort, opts.peerPort] : await freePorts(2);
   const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "egtest-" });
-  const clientUrl = `http://127.0.0.1:${cp}`;
+  const clientUrl = `${opts.clientTls ? "https" : "http"}://127.0.0.1:${cp}`;
   const peerUrl = `http://127.0.0.1:${pp}`;
   const args = [
     "--name",
