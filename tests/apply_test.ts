@@ -12,6 +12,8 @@ import { EtcdError } from "../server/errors.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { Members } from "../server/membership/members.ts";
 import { MvccStore } from "../server/mvcc/store.ts";
+import { StateHasher } from "../server/mvcc/hash.ts";
+import zlib from "node:zlib";
 import { AlarmAction, AlarmType, type InternalRequestShape } from "../proto/mod.ts";
 
 const b = (s: string) => Buffer.from(s, "latin1");
@@ -174,4 +176,26 @@ Deno.test("HashKV follows etcd: revisions at or below the compaction point are r
   assert.equal(m.store.hashKV(0).compactRev, 3);
   assert.throws(() => m.store.hashKV(3), /compacted/);
   assert.throws(() => m.store.hashKV(9), /future/);
+});
+
+Deno.test("the state digest is a crc32 of length-delimited fields, however long they are", () => {
+  const key = "k".repeat(70_000), value = new Uint8Array(100_000).fill(7);
+  const f64 = (n: number) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setFloat64(0, n, true);
+    return b;
+  };
+  const parts = [
+    f64(key.length),
+    Buffer.from(key, "latin1"),
+    f64(2),
+    f64(3),
+    f64(1),
+    f64(1),
+    b("0"),
+    f64(value.length),
+    value,
+  ];
+  const expect = zlib.crc32(Buffer.concat(parts)) >>> 0;
+  assert.equal(new StateHasher().record(key, 2, 3, 1, "0", value).value, expect);
 });

