@@ -51,6 +51,9 @@ async function saveHistory(seed: number, history: HistoryOp[], extra: Record<str
   return file;
 }
 
+/** Totals of the fixed seeds' stats: the divergence check must have had something to check. */
+const covered: Record<string, number> = {};
+
 /** Runs one seed; returns a failure description or null. */
 async function runSeed(seed: number, verbose = false): Promise<string | null> {
   let result: SimResult;
@@ -67,6 +70,7 @@ async function runSeed(seed: number, verbose = false): Promise<string | null> {
     const file = await saveHistory(seed, result.history, { error: lin.reason, params: result.params });
     return `seed ${seed}: history is not linearizable: ${lin.reason}\n  history: ${file}\n${lin.explanation ?? ""}`;
   }
+  for (const [k, v] of Object.entries(result.stats)) covered[k] = (covered[k] ?? 0) + v;
   if (verbose) {
     console.log(`seed ${seed}: ok, ${result.steps} steps, linearizable=${lin.ok}`, result.stats, result.params);
   }
@@ -99,6 +103,14 @@ Deno.test({
       }
     }
     assert.deepEqual(failures, [], `failing seeds: ${failures.join(", ")}`);
+    // the runs hit the quota, raised and refused for want of space, and compared states many times
+    for (const what of ["noSpaceRefused", "alarmsRaised", "hashChecks", "snapshotsSent", "adminOps"]) {
+      assert.ok(covered[what] > 0, `no ${what} in any fixed seed`);
+    }
+    console.log(
+      `raft sim: fixed seeds compared states ${covered.hashChecks} times; ${covered.alarmsRaised} NOSPACE alarms ` +
+        `raised, ${covered.noSpaceRefused} writes refused for want of space`,
+    );
   },
 });
 
