@@ -15,11 +15,15 @@ import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
 import { encodeEtcdSnapshot, etcdSnapshotInput } from "../snapshot/etcd_backend.ts";
 import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
+import { requestCost } from "../apply/quota.ts";
+import { stateHash } from "../apply/state_hash.ts";
 import {
   AlarmAction,
+  type AlarmRequest,
   AuthService,
   ClusterService,
   HealthService,
+  type InternalRequestShape,
   KVService,
   LeaseService,
   MaintenanceService,
@@ -75,6 +79,17 @@ function unary(fn: (req: Obj, call: grpc.ServerUnaryCall<Obj, Obj>) => Obj | Pro
   };
 }
 
+/**
+ * Proposes a write, unless it does not fit this member's quota (etcd's quotaKVServer / quotaLeaseServer): then the
+ * member raises its NOSPACE alarm through the log and refuses the write without proposing it.
+ */
+function proposeWithinQuota(node: Node, req: InternalRequestShape): Promise<Obj> {
+  if (node.quota.available(node.store.sizeBytes, requestCost(req))) return node.propose(req);
+  return node.raiseNoSpace().then(() => {
+    throw Errors.noSpace();
+  });
+}
+
 function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node, auth } = ctx;
   const authState = auth.store;
@@ -87,8 +102,8 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     }),
     Put: unary((r, call) => {
       checkPut(r as never);
-      if (authState.enabled) return node.propose({ op: "put", put: r, auth: auth.header(call) } as never);
-      return node.propose({ op: "put", put: r } as never);
+      const req = authState.enabled ? { op: "put", put: r, auth: auth.header(call) } : { op: "put", put: r };
+      return proposeWithinQuota(node, req as never);
     }),
     DeleteRange: unary((r, call) => {
       checkDelete(r as never);
@@ -103,7 +118,7 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
         await node.readIndex();
         return node.applier.apply({ op: "txn", txn: r, auth: who } as never);
       }
-      return node.propose({ op: "txn", txn: r, auth: who } as never);
+      return proposeWithinQuota(node, { op: "txn", txn: r, auth: who } as never);
     }),
     Compact: unary(async (r) => {
       const rev = Number(r.revision);
@@ -190,8 +205,8 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     LeaseGrant: unary((r) => {
       const id = leaseId(r.ID) === "0" ? ctx.nextLeaseId() : leaseId(r.ID);
       node.lessor.checkGrant(id, Number(r.TTL));
-      if (node.applier.noSpace) throw Errors.noSpace();
-      return node.propose({ op: "lease_grant", lease_grant: { TTL: r.TTL, ID: id } } as never);
+      const TTL = String(node.lessor.grantTTL(Number(r.TTL)));
+      return proposeWithinQuota(node, { id: "", op: "lease_grant", lease_grant: { TTL, ID: id } });
     }),
     LeaseRevoke: unary((r, call) => {
       const id = leaseId(r.ID);
@@ -338,11 +353,16 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
   return {
-    Alarm: unary((r) => {
-      if ((r.action ?? AlarmAction.GET) === AlarmAction.GET) {
-        return node.applier.apply({ op: "alarm", alarm: r } as never);
-      }
-      return node.propose({ op: "alarm", alarm: r } as never);
+    Alarm: unary(async (r) => {
+      const alarm: AlarmRequest = {
+        action: r.action ?? AlarmAction.GET,
+        memberID: leaseId(r.memberID),
+        alarm: r.alarm ?? 0,
+      };
+      if (alarm.action !== AlarmAction.GET) return await node.propose({ id: "", op: "alarm", alarm });
+      // the list as of now, like every linearizable read (etcd sends even a GET through the log)
+      await node.readIndex();
+      return node.applier.apply({ id: "", op: "alarm", alarm });
     }),
     Status: unary(() => ({
       header: header(),
@@ -363,9 +383,11 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.snapshotNow();
       return { header: header() };
     }),
+    // the whole applied state (store with its history, leases, alarms, size): members at the same applied index
+    // must agree (etcd hashes its whole backend)
     Hash: unary((_r, call) => {
       ctx.auth.checkAdmin(call);
-      return { header: header(), hash: node.store.hashKV(0).hash };
+      return { header: header(), hash: stateHash(node.store, node.lessor, node.applier.alarms) };
     }),
     HashKV: unary((r, call) => {
       ctx.auth.checkAdmin(call);

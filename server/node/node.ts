@@ -10,6 +10,7 @@
  */
 import type tls from "node:tls";
 import { Applier } from "../apply/applier.ts";
+import { BackendQuota, requestCost } from "../apply/quota.ts";
 import { decodeState, encodeState } from "../apply/state_codec.ts";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
@@ -33,7 +34,7 @@ import {
 } from "../raft/types.ts";
 import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal } from "../wal/wal.ts";
-import { decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
+import { AlarmAction, AlarmType, decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -97,6 +98,8 @@ export class Node {
   readonly store = new MvccStore();
   readonly lessor: Lessor;
   readonly applier: Applier;
+  /** --quota-backend-bytes: checked before proposing a write, and after applying one (to raise NOSPACE) */
+  readonly quota: BackendQuota;
   readonly members = new Members();
   readonly storage = new MemoryStorage();
   raft!: RaftNode;
@@ -137,11 +140,13 @@ export class Node {
   readonly #readPrefix = crypto.randomUUID();
   #snapshotting = false;
   #lastLeader = "0";
+  #raisingNoSpace: Promise<void> | undefined;
 
   private constructor(cfg: NodeConfig) {
     this.#cfg = cfg;
     this.lessor = new Lessor(cfg.minLeaseTTL);
-    this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev), cfg.memberId, cfg.quotaBytes);
+    this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev));
+    this.quota = new BackendQuota(cfg.quotaBytes);
     this.#snap = new Snapshotter(cfg.snapDir, { log: cfg.log });
     this.#reqPrefix = (BigInt(cfg.memberId) & 0xffffn) << 48n | (BigInt(Date.now()) & 0xffffffffffn) << 8n;
   }
@@ -185,7 +190,6 @@ export class Node {
       }
       cfg.clusterId = meta.clusterId;
       cfg.memberId = meta.memberId;
-      n.applier.memberId = meta.memberId;
     }
     if (contents.hardState.term > 0) n.storage.setHardState(contents.hardState);
     // in pieces, so that the replayed log is never held as one Entry object per entry (MemoryStorage copies the data)
@@ -370,6 +374,20 @@ export class Node {
       }
       this.#schedule();
     });
+  }
+
+  /**
+   * Proposes this member's NOSPACE alarm, unless the alarm list already holds one or one is on its way; resolves
+   * once it is applied here (or failed: the next write over quota tries again).
+   */
+  async raiseNoSpace(): Promise<void> {
+    if (this.#raisingNoSpace || this.applier.noSpace) return await this.#raisingNoSpace;
+    const alarm = { action: AlarmAction.ACTIVATE, memberID: this.memberId, alarm: AlarmType.NOSPACE };
+    this.#raisingNoSpace = this.propose({ id: "", op: "alarm", alarm }).then(
+      () => this.#cfg.log(`raised the NOSPACE alarm: the store (${this.store.sizeBytes} bytes) is at the quota`),
+      (err) => this.#cfg.log(`raising the NOSPACE alarm failed: ${err}`),
+    ).finally(() => this.#raisingNoSpace = undefined);
+    return await this.#raisingNoSpace;
   }
 
   /** Proposes a membership change; resolves with the member list once it is applied here. */
@@ -671,7 +689,11 @@ export class Node {
         this.members.publish(a.member_id, a.name, a.client_urls);
         resp = {};
       } else {
+        const sizeBefore = this.store.sizeBytes;
         resp = this.applier.apply(req);
+        // as etcd's quota applier: a write that did not fit this member's quota was still applied (everywhere
+        // alike); this member then raises NOSPACE through the log
+        if (!this.quota.available(sizeBefore, requestCost(req))) queueMicrotask(() => void this.raiseNoSpace());
       }
       w?.resolve(resp);
     } catch (err) {
