@@ -63,7 +63,7 @@ interface Case {
 const CASES: Case[] = [
   {
     fault: "zeroed first page of the last batch (its later pages written)",
-    async apply(base, dir, file) {
+    async apply(_base, dir, file) {
       const { start } = await appendUnsyncedBatch(dir);
       await zero(file, start, nextPage(start));
       return { repairAt: start };
@@ -71,7 +71,7 @@ const CASES: Case[] = [
   },
   {
     fault: "zeroed middle page of the last batch",
-    async apply(base, dir, file) {
+    async apply(_base, dir, file) {
       const { start } = await appendUnsyncedBatch(dir);
       const page = nextPage(start);
       const recs = records(await fs.readFile(file));
@@ -118,7 +118,7 @@ const CASES: Case[] = [
   },
   {
     fault: "truncated header: the file ends inside a record header of the last batch",
-    async apply(base, dir, file) {
+    async apply(_base, dir, file) {
       const { start } = await appendUnsyncedBatch(dir);
       const third = records(await fs.readFile(file)).filter((r) => r.off >= start)[2];
       await fs.truncate(file, third.off + 5);
@@ -127,7 +127,7 @@ const CASES: Case[] = [
   },
   {
     fault: "zero tail: the last batch's final sectors never written",
-    async apply(base, dir, file) {
+    async apply(_base, dir, file) {
       const { end } = await appendUnsyncedBatch(dir);
       const from = end - 1024; // two sectors: the end of the last record
       const recs = records(await fs.readFile(file));
