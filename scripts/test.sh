@@ -5,8 +5,9 @@
 #   (default)    makes sure the Debian packages of scripts/test_deps.txt are present: the missing ones are installed
 #                with apt-get (as root, or through password-less `sudo -n`), each printed with the tests that need it;
 #                then runs `deno test -A --no-check=remote tests/`
-#   --quick      runs the files of scripts/test_quick.txt, checking and installing nothing; deno test may then run no
-#                executable but deno. RAFT_SIM_SECONDS defaults to 5 here (the full suite's default is 20).
+#   --quick      runs the files of scripts/test_quick.txt, checking and installing nothing, with --parallel (one file
+#                per core at a time); deno test may then run no executable but deno. RAFT_SIM_SECONDS defaults to 5
+#                here (the full suite's default is 20).
 #   --deps-only  checks and installs, runs no test
 # Test files or folders among the arguments (relative to the repository root) replace the default set; the other
 # arguments go to deno test: `deno task test --filter wal`, `deno task test tests/wal_test.ts`,
@@ -137,6 +138,6 @@ case $mode in
     export RAFT_SIM_SECONDS=${RAFT_SIM_SECONDS:-5}
     deno=$(command -v deno)
     exec deno test --allow-read --allow-write --allow-net --allow-env --allow-sys \
-      "--allow-run=deno,$deno,$(readlink -f "$deno")" --no-check=remote "${flags[@]}" "${targets[@]}"
+      "--allow-run=deno,$deno,$(readlink -f "$deno")" --no-check=remote --parallel "${flags[@]}" "${targets[@]}"
     ;;
 esac

@@ -270,6 +270,7 @@ runnerTest(
         "--allow-sys",
         `--allow-run=deno,${standIn},${standIn}`,
         "--no-check=remote",
+        "--parallel",
         "--filter",
         "raft",
         ...quick,
