@@ -5,8 +5,10 @@
  * file and the offset of the damaged record, until the user asks for the repair (`forceRepair`).
  *
  * The log is written by a real writer process (tests/fixtures/wal_writer.ts) that is SIGKILLed mid-stream; the test
- * then appends batches of its own: synced ones (acknowledged) and, for the torn cases, a last batch of several pages
- * whose fdatasync is taken not to have returned (its entries are not acknowledged).
+ * then appends batches of its own: a filler that makes the next batch begin on a page boundary, synced ones
+ * (acknowledged) of a fixed size, and, for the torn cases, a last batch of several pages whose fdatasync is taken not
+ * to have returned (its entries are not acknowledged). So where records lie against pages and sectors does not depend
+ * on how much the killed writer wrote, and every expected offset is computed from the bytes the fault changes.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
@@ -17,53 +19,91 @@ import { dataFor, writeUntilKilled } from "./fixtures/wal_writer.ts";
 import {
   appendUnsyncedBatch,
   crashLeftovers,
+  firstChanged,
   flip,
   lastSegment,
   nextPage,
   PAGE,
   REC_BATCH,
-  recordAt,
   records,
   zero,
 } from "./lib/wal_files.ts";
 
-/** The state every case starts from: a SIGKILLed writer's log plus `synced` batches appended and synced here. */
+/** A sector: the unit a torn write loses. */
+const SECTOR = 512;
+/** Bytes of records around an entry's data: batch record, entry header, hard state record. */
+const BATCH_RECORD = 24, ENTRY_OVERHEAD = 8 + 18, HARDSTATE_RECORD = 40;
+
+/** Acknowledged entries: index → data. */
+type Acked = Map<number, Uint8Array>;
+
+/** The state every case starts from: a SIGKILLed writer's log plus batches appended and synced here. */
 interface Base {
   dir: string;
-  acked: Set<number>;
+  acked: Acked;
   lastIndex: number;
+}
+
+/** Data of `len` bytes, none of them zero, for an entry this test appends. */
+function dataOf(index: number, len: number): Uint8Array {
+  return Uint8Array.from({ length: len }, (_, i) => 1 + (index * 31 + i * 7) % 255);
+}
+
+/** Appends and syncs one batch per item of `batches` (each the data lengths of its entries); they are acknowledged. */
+async function appendSynced(dir: string, acked: Acked, batches: number[][]): Promise<void> {
+  const { wal, contents } = await Wal.open(dir, { log: () => {} });
+  const n = contents.entries.length;
+  let next = n > 0 ? contents.entries.slice(n - 1)[0].index + 1 : 1;
+  contents.entries.release();
+  for (const lens of batches) {
+    const batch: Entry[] = lens.map((len) => ({ index: next, term: 1, type: 0, data: dataOf(next++, len) }));
+    wal.append(batch, { term: 1, vote: "1", commit: next - 1 });
+    wal.sync();
+    for (const e of batch) acked.set(e.index, e.data);
+  }
+  wal.close();
+  await crashLeftovers(dir);
+}
+
+/** The end of the last record of the last segment: where the next batch begins. */
+async function logEnd(dir: string): Promise<number> {
+  const recs = records(await fs.readFile(await lastSegment(dir)));
+  return recs[recs.length - 1].end;
+}
+
+/** Appends a synced batch of one entry, sized so that the next batch begins at offset `at` of a page. */
+async function alignTo(dir: string, acked: Acked, at = 0): Promise<void> {
+  const around = BATCH_RECORD + ENTRY_OVERHEAD + HARDSTATE_RECORD;
+  let len = (((at - (await logEnd(dir) + around)) % PAGE) + PAGE) % PAGE;
+  if (len < 8) len += PAGE;
+  await appendSynced(dir, acked, [[len]]);
+  assert.equal(await logEnd(dir) % PAGE, at);
 }
 
 async function prepareBase(): Promise<Base> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wal-faults-"));
-  const acked = await writeUntilKilled(dir, 8, 150);
-  const { wal, contents } = await Wal.open(dir, { log: () => {} });
-  let next = contents.entries.length > 0 ? contents.entries.slice(contents.entries.length - 1)[0].index + 1 : 1;
-  // 40 synced batches of 3 entries (about 20 KB): pages of acknowledged records at the end of the last segment
-  for (let b = 0; b < 40; b++) {
-    const batch: Entry[] = [];
-    for (let i = 0; i < 3; i++) batch.push({ index: next++, term: 1, type: 0, data: dataFor(next - 1) });
-    wal.append(batch, { term: 1, vote: "1", commit: next - 1 });
-    wal.sync();
-    for (const e of batch) acked.add(e.index);
-  }
-  wal.close();
-  await crashLeftovers(dir);
-  return { dir, acked, lastIndex: next - 1 };
+  const acked: Acked = new Map([...await writeUntilKilled(dir, 8, 150)].map((i) => [i, dataFor(i)]));
+  await alignTo(dir, acked);
+  // 40 synced batches of 3 entries (448 bytes each): pages of acknowledged records at the end of the last segment
+  await appendSynced(dir, acked, Array.from({ length: 40 }, () => [100, 100, 100]));
+  return { dir, acked, lastIndex: Math.max(...acked.keys()) };
 }
 
 type Outcome = { repairAt: number } | { refuseAt: number };
 
 interface Case {
   fault: string;
-  /** damages the log in `dir` (the base copied); returns the outcome start-up must reach */
-  apply(base: Base, dir: string, file: string): Promise<Outcome>;
+  /**
+   * damages the log in `dir` (the base copied), adding what it appends and syncs to `acked`; returns the outcome
+   * start-up must reach
+   */
+  apply(dir: string, file: string, acked: Acked): Promise<Outcome>;
 }
 
 const CASES: Case[] = [
   {
     fault: "zeroed first page of the last batch (its later pages written)",
-    async apply(_base, dir, file) {
+    async apply(dir, file) {
       const { start } = await appendUnsyncedBatch(dir);
       await zero(file, start, nextPage(start));
       return { repairAt: start };
@@ -71,27 +111,29 @@ const CASES: Case[] = [
   },
   {
     fault: "zeroed middle page of the last batch",
-    async apply(_base, dir, file) {
+    async apply(dir, file) {
       const { start } = await appendUnsyncedBatch(dir);
       const page = nextPage(start);
-      const recs = records(await fs.readFile(file));
+      const changed = firstChanged(await fs.readFile(file), page, page + PAGE);
       await zero(file, page, page + PAGE);
-      return { repairAt: recordAt(recs, page).off };
+      return { repairAt: changed.off };
     },
   },
   {
     fault: "zeroed page of synced batches that later batches follow",
-    async apply(_base, _dir, file) {
-      const recs = records(await fs.readFile(file));
+    async apply(_dir, file) {
+      const buf = await fs.readFile(file);
+      const recs = records(buf);
       const page = nextPage(recs[recs.length - 1].end - 3 * PAGE);
       assert.ok(page > 0 && recs.some((r) => r.off > page + PAGE && r.type === REC_BATCH));
+      const changed = firstChanged(buf, page, page + PAGE);
       await zero(file, page, page + PAGE);
-      return { refuseAt: recordAt(recs, page).off };
+      return { refuseAt: changed.off };
     },
   },
   {
     fault: "flipped byte in the last synced record (zeros after it)",
-    async apply(_base, _dir, file) {
+    async apply(_dir, file) {
       const recs = records(await fs.readFile(file));
       const last = recs[recs.length - 1];
       await flip(file, last.off + 12); // inside the body of any record (a short entry ends before +30)
@@ -99,8 +141,57 @@ const CASES: Case[] = [
     },
   },
   {
+    // Regression: its last sector piece held only zeros, which once counted as an unwritten sector: it was cut as torn.
+    fault: "flipped byte in the last synced record whose last sector holds only zeros it was written with",
+    async apply(dir, file, acked) {
+      await alignTo(dir, acked);
+      // batch record, entry of 430 bytes, hard state at +480: its last 8 bytes (commit's high byte, padding) at +512
+      await appendSynced(dir, acked, [[480 - BATCH_RECORD - ENTRY_OVERHEAD]]);
+      const buf = await fs.readFile(file);
+      const last = records(buf).at(-1)!;
+      assert.equal((last.off + 32) % SECTOR, 0);
+      assert.ok(buf.subarray(last.off + 32, last.end).every((b) => b === 0));
+      await flip(file, last.off + 12);
+      return { refuseAt: last.off };
+    },
+  },
+  {
+    // Regression: the batch record's last 8 bytes (zeros: the high byte of its length, the count of zero sectors,
+    // padding) in the next sector once counted as an unwritten sector: the whole acknowledged batch was cut as torn.
+    fault: "flipped byte in the batch record of the last synced batch, its last 8 bytes (zeros) in the next sector",
+    async apply(dir, file, acked) {
+      await alignTo(dir, acked, PAGE - 16);
+      await appendSynced(dir, acked, [[100]]);
+      const start = records(await fs.readFile(file)).findLast((r) => r.type === REC_BATCH)!.off;
+      assert.equal(start % PAGE, PAGE - 16);
+      await flip(file, start + 9);
+      return { refuseAt: start };
+    },
+  },
+  {
+    fault: "lost sector holding the last batch's batch record but for its header (in the sector before)",
+    async apply(dir, file, acked) {
+      await alignTo(dir, acked, PAGE - 8);
+      const { start } = await appendUnsyncedBatch(dir);
+      assert.equal(start % PAGE, PAGE - 8);
+      await zero(file, start + 8, start + 8 + SECTOR);
+      return { repairAt: start };
+    },
+  },
+  {
+    fault: "lost final sector of the last batch, which held only the last 16 bytes of its hard state record",
+    async apply(dir, file) {
+      const { end } = await appendUnsyncedBatch(dir);
+      const from = Math.floor((end - 1) / SECTOR) * SECTOR;
+      assert.equal(end - from, 16, "the unsynced batch begins on a sector boundary");
+      const changed = firstChanged(await fs.readFile(file), from, end);
+      await zero(file, from, end);
+      return { repairAt: changed.off };
+    },
+  },
+  {
     fault: "flipped length of the last synced record (it then claims zeros after it)",
-    async apply(_base, _dir, file) {
+    async apply(_dir, file) {
       const recs = records(await fs.readFile(file));
       const last = recs[recs.length - 1];
       await flip(file, last.off + 1); // +16 KiB: the record now ends in the zeros, which hold whole zero sectors
@@ -109,7 +200,7 @@ const CASES: Case[] = [
   },
   {
     fault: "flipped byte in an earlier record",
-    async apply(_base, _dir, file) {
+    async apply(_dir, file) {
       const recs = records(await fs.readFile(file));
       const earlier = recs[Math.floor(recs.length / 2)];
       await flip(file, earlier.off + 12);
@@ -118,7 +209,7 @@ const CASES: Case[] = [
   },
   {
     fault: "truncated header: the file ends inside a record header of the last batch",
-    async apply(_base, dir, file) {
+    async apply(dir, file) {
       const { start } = await appendUnsyncedBatch(dir);
       const third = records(await fs.readFile(file)).filter((r) => r.off >= start)[2];
       await fs.truncate(file, third.off + 5);
@@ -127,12 +218,12 @@ const CASES: Case[] = [
   },
   {
     fault: "zero tail: the last batch's final sectors never written",
-    async apply(_base, dir, file) {
+    async apply(dir, file) {
       const { end } = await appendUnsyncedBatch(dir);
-      const from = end - 1024; // two sectors: the end of the last record
-      const recs = records(await fs.readFile(file));
+      const from = (Math.floor((end - 1) / SECTOR) - 2) * SECTOR; // its last three sectors
+      const changed = firstChanged(await fs.readFile(file), from, end);
       await zero(file, from, end);
-      return { repairAt: recordAt(recs, from).off };
+      return { repairAt: changed.off };
     },
   },
   {
@@ -142,12 +233,12 @@ const CASES: Case[] = [
 ];
 
 /** Every acknowledged entry is in the log with its data. */
-function assertAcked(base: Base, entries: Entry[], label: string): void {
+function assertAcked(acked: Acked, entries: Entry[], label: string): void {
   const byIndex = new Map(entries.map((e) => [e.index, e]));
-  for (const i of base.acked) {
+  for (const [i, data] of acked) {
     const e = byIndex.get(i);
     assert.ok(e, `${label}: acknowledged entry ${i} lost`);
-    assert.deepEqual(e.data, dataFor(i), `${label}: data of entry ${i}`);
+    assert.deepEqual(e.data, data, `${label}: data of entry ${i}`);
   }
   entries.forEach((e, k) => assert.equal(e.index, k + 1, `${label}: entries are dense`));
 }
@@ -162,7 +253,8 @@ Deno.test("wal fault table: torn writes are repaired with a log line and lose no
         await fs.cp(base.dir, dir, { recursive: true });
         try {
           const file = await lastSegment(dir);
-          const expected = await c.apply(base, dir, file);
+          const acked = new Map(base.acked);
+          const expected = await c.apply(dir, file, acked);
           const logs: string[] = [];
           const opened: Awaited<ReturnType<typeof Wal.open>> | Error = await Wal.open(dir, {
             log: (m) => logs.push(m),
@@ -171,7 +263,7 @@ Deno.test("wal fault table: torn writes are repaired with a log line and lose no
             if (opened instanceof Error) assert.fail(`${c.fault}: expected a repair, got ${opened}`);
             const entries = opened.contents.entries.slice();
             opened.wal.close();
-            assertAcked(base, entries, c.fault);
+            assertAcked(acked, entries, c.fault);
             if (expected.repairAt < 0) {
               assert.deepEqual(logs, []);
             } else {
@@ -196,8 +288,8 @@ Deno.test("wal fault table: torn writes are repaired with a log line and lose no
             assert.ok(logs.some((l) => l.includes("repaired by request (--force-repair-wal)")), logs.join("\n"));
             assert.equal((await fs.stat(file)).size, expected.refuseAt);
             assert.ok((await fs.stat(`${file}.broken`)).isFile());
-            const kept = [...base.acked].filter((i) => i <= entries.length);
-            assertAcked({ ...base, acked: new Set(kept) }, entries, `${c.fault} (forced repair)`);
+            const kept = new Map([...acked].filter(([i]) => i <= entries.length));
+            assertAcked(kept, entries, `${c.fault} (forced repair)`);
           }
         } finally {
           await fs.rm(dir, { recursive: true, force: true });

@@ -7,17 +7,21 @@
  * previous record's crc, so the chain runs through every record of every segment. Each segment begins with a
  * segment record (magic, seq, first index, the crc it continues from), followed by metadata, hard state and the
  * newest snapshot mark, so older segments can be deleted without losing any of them. Each batch (one write and one
- * fdatasync) begins with a batch record holding the crc it continues from and the batch's length in bytes: like a
- * segment record it can be verified on its own, so replay can tell whether a later batch follows a damaged record,
- * and where the damaged record's batch ends.
+ * fdatasync) begins with a batch record holding the crc it continues from, the batch's length in bytes and how many
+ * of its sectors were written as all zeros: like a segment record it can be verified on its own, so replay can tell
+ * whether a later batch follows a damaged record, where the damaged record's batch ends, and whether a sector of that
+ * batch reads as zeros that was written with data.
  *
  * Recovery tells torn writes from corruption, as etcd does. Power loss in the middle of a batch leaves some of its
  * sectors unwritten (zeros: the segment was preallocated), in any order. A damaged record is torn when it lies in the
  * last batch (no batch record follows it: that batch's fdatasync never returned, so nothing in it was acknowledged)
- * and its unreadable part (within its batch) holds an all-zero 512-byte sector or is cut off by the end of the file;
- * replay then truncates the log there with a log line. Any other damage (a checksum mismatch without a zero sector, a
- * length running past its batch, damage in a batch that a later batch follows) is {@link WalCorruptError}, naming
- * file and offset; `forceRepair` truncates there when the user asks for it.
+ * and that batch has lost a sector: it holds more all-zero 512-byte sectors (counted within the batch) than its batch
+ * record says were written, it is cut off by the end of the file, or the batch record itself lies in an all-zero
+ * sector. Zeros that were written (the high bytes of a number, padding, zeros in an entry's data) are no such
+ * evidence: a checksum mismatch in the last synced record whose last sector holds only such zeros is corruption.
+ * Replay truncates a torn write with a log line. Any other damage (a checksum mismatch in a batch that lost no
+ * sector, a length running past its batch, damage in a batch that a later batch follows) is {@link WalCorruptError},
+ * naming file and offset; `forceRepair` truncates there when the user asks for it.
  * Segment files are named `<seq>-<firstIndex>.wal` (16 hex digits each) and are created via a tmp file + rename.
  * The current segment is extended with zeros ahead of the writes ({@link PREALLOCATE_BYTES} at a time), so a segment's
  * records end where only zeros remain.
@@ -88,19 +92,17 @@ const REC_ENTRY = 3;
 const REC_HARDSTATE = 4;
 const REC_SNAPSHOT = 5;
 const REC_BATCH = 6;
-/** payload of a batch record: type, u32 crc it continues from, u32 length of the batch in bytes */
-const BATCH_PAYLOAD = 9;
+/**
+ * payload of a batch record: type, u32 crc it continues from, u32 length of the batch in bytes, u32 number of the
+ * batch's sectors (the parts of 512-byte sectors of the file that the batch covers) written as all zeros
+ */
+const BATCH_PAYLOAD = 13;
 const MAGIC = 0x57414c31; // "WAL1"
 const HEADER = 8;
 const SEGMENT_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.wal$/;
 const TWO32 = 2 ** 32;
 /** The unit a disk writes atomically, at least: a torn write leaves whole sectors unwritten. */
 const SECTOR = 512;
-/**
- * No record written is this long (a request's entry is limited to --max-request-bytes, 1.5 MiB by default; etcd's
- * WAL refuses records over 10 MB): a record cut off by the end of the file that claims more is garbage, not torn.
- */
-const MAX_TORN_RECORD_BYTES = 64 << 20;
 
 /**
  * The current segment grows in steps of this many zero bytes ahead of the writes. An fdatasync that must also record
@@ -161,16 +163,24 @@ class RecordBatch {
     return off + HEADER;
   }
 
-  /** Fills in lengths and the crc chain from `crc`; returns the framed bytes (a view) and the chain's last crc. */
-  seal(crc: number): { bytes: Uint8Array; crc: number } {
+  /**
+   * Fills in lengths, the batch record and the crc chain from `crc`, for bytes that go to file offset `pos`; returns
+   * the framed bytes (a view) and the chain's last crc.
+   */
+  seal(crc: number, pos: number): { bytes: Uint8Array; crc: number } {
+    for (let i = 0; i < this.recs.length; i += 2) this.view.setUint32(this.recs[i], this.recs[i + 1], true);
+    // A record header lies in one sector, which then holds its non-zero length; a sector holding the batch record's
+    // fields holds its header or the next record's (a batch has a record after its batch record). So the crcs and
+    // those fields, filled in below, cannot change which sector pieces are all zeros: count them now.
+    const zeros = zeroSectors(this.buf, 0, this.length, pos);
     for (let i = 0; i < this.recs.length; i += 2) {
       const off = this.recs[i], n = this.recs[i + 1];
       if (this.buf[off + HEADER] === REC_BATCH) {
         this.view.setUint32(off + HEADER + 1, crc, true);
         this.view.setUint32(off + HEADER + 5, this.length - off, true);
+        this.view.setUint32(off + HEADER + 9, zeros, true);
       }
       crc = crc32(this.buf.subarray(off + HEADER, off + HEADER + n), crc);
-      this.view.setUint32(off, n, true);
       this.view.setUint32(off + 4, crc, true);
     }
     return { bytes: this.buf.subarray(0, this.length), crc };
@@ -269,35 +279,42 @@ function batchAfter(buf: Uint8Array, v: DataView, off: number): number {
   return -1;
 }
 
-/** Where readable records resume after a bad record at `off`: the first record a chained successor verifies. */
-function readableAfter(buf: Uint8Array, v: DataView, off: number): number {
-  for (let p = off + 8; p + 2 * HEADER <= buf.length; p += 8) {
-    const len = v.getUint32(p, true);
-    if (len === 0) continue;
-    const q = p + HEADER + padLen(len);
-    if (q + HEADER <= buf.length && readRecord(buf, v, q, v.getUint32(p + 4, true)).ok) return p;
-  }
-  return buf.length;
+/** The start of the sector after the one holding file offset `off`. */
+const nextSector = (off: number): number => (Math.floor(off / SECTOR) + 1) * SECTOR;
+
+/** Whether bytes [from, to) of `buf` are all zeros. */
+function allZero(buf: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (buf[i] !== 0) return false;
+  return true;
 }
 
-/** Whether [from, to), cut at sector boundaries, has a piece that is all zeros (a sector the disk never wrote). */
-function holdsZeroSector(buf: Uint8Array, from: number, to: number): boolean {
+/**
+ * How many pieces of bytes [from, to) of `buf`, cut where the file's sectors begin (`buf[0]` lies at file offset `pos`),
+ * are all zeros. Most pieces hold a non-zero byte near their start, so this reads little of a batch.
+ */
+function zeroSectors(buf: Uint8Array, from: number, to: number, pos = 0): number {
+  let n = 0;
   for (let lo = from; lo < to;) {
-    const hi = Math.min(to, (Math.floor(lo / SECTOR) + 1) * SECTOR);
-    let zero = true;
-    for (let i = lo; i < hi && zero; i++) zero = buf[i] === 0;
-    if (zero) return true;
+    const hi = Math.min(to, nextSector(pos + lo) - pos);
+    if (allZero(buf, lo, hi)) n++;
     lo = hi;
   }
-  return false;
+  return n;
+}
+
+/** A batch as its (verified) batch record describes it: bytes [start, end) of the segment. */
+interface Batch {
+  start: number;
+  end: number;
+  /** how many of its sector pieces were written as all zeros */
+  zeros: number;
 }
 
 /**
  * Whether the bad record at `off` of the last segment is a torn write (the last batch, cut short by a crash before its
- * fdatasync returned), and why. `batchEnd`: where the batch being read ends, as its batch record says (0: unknown,
- * e.g. the damaged record is that batch record).
+ * fdatasync returned), and why. `batch`: the batch the record lies in, or null when a batch record belongs at `off`.
  */
-function tornWrite(buf: Uint8Array, v: DataView, off: number, batchEnd: number): { torn: boolean; why: string } {
+function tornWrite(buf: Uint8Array, v: DataView, off: number, batch: Batch | null): { torn: boolean; why: string } {
   const later = batchAfter(buf, v, off);
   if (later >= 0) {
     return {
@@ -305,23 +322,37 @@ function tornWrite(buf: Uint8Array, v: DataView, off: number, batchEnd: number):
       why: `a later batch begins at offset ${later}, so this record had been synced: not a torn write`,
     };
   }
-  if (off + HEADER > buf.length) return { torn: true, why: "the file ends inside the record header" };
-  const len = v.getUint32(off, true);
-  const end = off + HEADER + padLen(len);
-  const limit = batchEnd > off ? batchEnd : Infinity;
-  if (len > 0 && end > limit) {
-    return { torn: false, why: `its length runs past the end of its batch at offset ${batchEnd}: not a torn write` };
+  if (batch === null) {
+    // the batch record itself: lost when the file ends in it or a sector holding it was not written. Each such sector
+    // holds a record header (the batch record's or the next record's), so it was written with data, not zeros.
+    if (off + HEADER + padLen(BATCH_PAYLOAD) > buf.length) return { torn: true, why: "the file ends inside it" };
+    for (let s = off; s < off + HEADER + padLen(BATCH_PAYLOAD); s = nextSector(s)) {
+      const to = Math.min(nextSector(s), buf.length);
+      if (allZero(buf, s, to)) return { torn: true, why: `the sector piece in bytes ${s}..${to} is all zeros` };
+    }
+    return { torn: false, why: "no sector of this batch record is unwritten (zeros): not a torn write" };
   }
-  if (len > 0 && end > buf.length) {
-    return len <= MAX_TORN_RECORD_BYTES
-      ? { torn: true, why: "the file ends inside the record" }
-      : { torn: false, why: `its length ${len} is not one a record can have: not a torn write` };
+  if (off + HEADER <= buf.length) {
+    const end = off + HEADER + padLen(v.getUint32(off, true));
+    if (end > batch.end) {
+      return { torn: false, why: `its length runs past the end of its batch at offset ${batch.end}: not a torn write` };
+    }
   }
-  // a zero length: the header itself was not written; the unreadable part runs to where records resume
-  const to = Math.min(len === 0 ? readableAfter(buf, v, off) : end, limit);
-  return holdsZeroSector(buf, off, to)
-    ? { torn: true, why: `an all-zero sector in bytes ${off}..${to}` }
-    : { torn: false, why: "no sector of it is unwritten (zeros): not a torn write" };
+  if (batch.end > buf.length) {
+    return { torn: true, why: `the file ends inside its batch (bytes ${batch.start}..${batch.end})` };
+  }
+  const zeros = zeroSectors(buf, batch.start, batch.end);
+  return zeros > batch.zeros
+    ? {
+      torn: true,
+      why: `${zeros - batch.zeros} sector(s) of its batch (bytes ${batch.start}..${batch.end}) hold zeros ` +
+        `that were written with data`,
+    }
+    : {
+      torn: false,
+      why: `its batch (bytes ${batch.start}..${batch.end}) lost no sector (all-zero sectors: ${zeros}, ` +
+        `as written): not a torn write`,
+    };
 }
 
 interface Segment {
@@ -552,7 +583,7 @@ export class Wal {
     this.pendingHardState = null;
     this.pendingMark = null;
     this.written.lastIndex = this.appendedLastIndex;
-    const { bytes: buf, crc } = this.pending.seal(this.crc);
+    const { bytes: buf, crc } = this.pending.seal(this.crc, this.pos);
     if (this.pos + buf.length > this.allocated) {
       this.allocated = Math.ceil((this.pos + buf.length) / PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
       this.fh.truncateSync(this.allocated);
@@ -574,7 +605,7 @@ export class Wal {
     if (this.metadata) addMetadata(head, this.metadata);
     addHardState(head, this.written.hardState);
     if (this.written.mark) addMark(head, this.written.mark);
-    const { bytes: buf, crc } = head.seal(prevCrc);
+    const { bytes: buf, crc } = head.seal(prevCrc, 0);
     const fh = Deno.openSync(file + ".tmp", { read: true, write: true, create: true, truncate: true });
     try {
       writeAllSync(fh, buf, 0);
@@ -795,8 +826,8 @@ async function replay(
     bufs.push(buf);
     const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     let off = 0;
-    /** where the batch being read ends, from its batch record */
-    let batchEnd = 0;
+    /** the batch being read, from its batch record */
+    let batch: Batch = { start: 0, end: 0, zeros: 0 };
     while (off < buf.length) {
       const r = readRecord(buf, v, off, off === 0 ? null : crc);
       if (!r.ok) {
@@ -809,11 +840,16 @@ async function replay(
         };
         if (off > 0 && zeroTail(buf, off)) {
           // preallocated and never written; inside a batch, its last sectors were lost
-          if (isLast && off < batchEnd) torn(`the batch's bytes ${off}..${batchEnd} are all zeros`);
+          if (off < batch.end) {
+            // inside a batch: its last sectors were lost, which only the last batch may have had
+            const why = `the batch's bytes ${off}..${batch.end} are all zeros`;
+            if (!isLast) throw new WalCorruptError(file, off, `${r.why}; ${why}, though a later segment follows`);
+            torn(why);
+          }
           break;
         }
         if (off === 0 || !isLast) throw new WalCorruptError(file, off, r.why);
-        const t = tornWrite(buf, v, off, batchEnd);
+        const t = tornWrite(buf, v, off, off < batch.end ? batch : null);
         if (!t.torn) throw new WalCorruptError(file, off, `${r.why}; ${t.why}`);
         torn(t.why);
         break;
@@ -844,10 +880,9 @@ async function replay(
           hardState = { term: getU64(pv, 1), vote: pv.getBigUint64(9, true).toString(), commit: getU64(pv, 17) };
           break;
         case REC_BATCH:
-          if (p.length !== BATCH_PAYLOAD || pv.getUint32(1, true) !== crc) {
-            throw bad("batch record does not continue the chain");
-          }
-          batchEnd = off + pv.getUint32(5, true);
+          if (p.length !== BATCH_PAYLOAD) throw bad("bad batch record");
+          if (pv.getUint32(1, true) !== crc) throw bad("batch record does not continue the chain");
+          batch = { start: off, end: off + pv.getUint32(5, true), zeros: pv.getUint32(9, true) };
           break;
         case REC_SNAPSHOT: {
           if (p.length !== 17) throw bad("bad snapshot record");

@@ -33,8 +33,17 @@ export function records(buf: Uint8Array): Rec[] {
   return out;
 }
 
-/** The record that holds byte `at`. */
-export const recordAt = (recs: Rec[], at: number): Rec => recs.find((r) => r.off <= at && at < r.end)!;
+/**
+ * The first record that zeroing bytes [from, to) of `buf` changes: a record's zeros (the high bytes of a number,
+ * padding) stay as they were, so the first record overlapping the range may be untouched.
+ */
+export function firstChanged(buf: Uint8Array, from: number, to: number): Rec {
+  const hit = records(buf).find((r) =>
+    r.end > from && r.off < to && buf.subarray(Math.max(r.off, from), Math.min(r.end, to)).some((b) => b !== 0)
+  );
+  if (!hit) throw new Error(`zeroing bytes ${from}..${to} changes no record`);
+  return hit;
+}
 
 /** The start of the page after the one holding `off`. */
 export const nextPage = (off: number): number => (Math.floor(off / PAGE) + 1) * PAGE;
