@@ -839,9 +839,9 @@ async function replay(
           truncateAt = off;
         };
         if (off > 0 && zeroTail(buf, off)) {
-          // preallocated and never written; inside a batch, its last sectors were lost
+          // preallocated and never written: the segment's end, unless a batch was cut short (its last sectors lost,
+          // which only the last batch may have had)
           if (off < batch.end) {
-            // inside a batch: its last sectors were lost, which only the last batch may have had
             const why = `the batch's bytes ${off}..${batch.end} are all zeros`;
             if (!isLast) throw new WalCorruptError(file, off, `${r.why}; ${why}, though a later segment follows`);
             torn(why);
