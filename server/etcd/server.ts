@@ -187,6 +187,13 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   for (const f of securityFlags(cfg)) {
     log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
   }
+  if ((cfg.peerCert?.allowedCn || cfg.peerCert?.allowedHostname) && !cfg.peerTls?.clientCertAuth) {
+    // as in etcd: without verified peer client certificates there is nothing to check
+    log.warn(
+      "embed",
+      "--peer-cert-allowed-cn / --peer-cert-allowed-hostname have no effect without --peer-client-cert-auth",
+    );
+  }
   // a bad --auth-token (unknown kind, unreadable key file) fails the start, as with etcd
   const tokens = tokenProviderFromFlag(cfg.authToken ?? "simple", cfg.authTokenTtlS ?? DEFAULT_SIMPLE_TOKEN_TTL_S);
   const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
@@ -217,6 +224,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     peerTls: cfg.initialAdvertisePeerUrls.some((u) => u.startsWith("https:"))
       ? tlsClientOptions(cfg.peerTls)
       : undefined,
+    peerCert: cfg.peerCert,
     log: (m) => log.info("etcdserver", m),
     forceRepairWal: cfg.forceRepairWal,
   });

@@ -17,6 +17,7 @@ import zlib from "node:zlib";
 import { Status } from "./grpc_status.ts";
 import { ByteBudget } from "./h2connection.ts";
 import {
+  type CertAltNames,
   CONNECTION_LOST,
   DEFAULT_TIMEOUTS,
   type DeferredTask,
@@ -311,6 +312,11 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   /** The common name of the client's verified TLS certificate ("" without one). */
   getPeerCommonName(): string {
     return this.stream.peerCommonName;
+  }
+
+  /** The DNS and IP subject alternative names of the client's verified TLS certificate (empty without one). */
+  getPeerAltNames(): CertAltNames {
+    return this.stream.peerAltNames;
   }
 
   /** The method path, e.g. "/etcdserverpb.KV/Range". */
