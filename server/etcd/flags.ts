@@ -144,7 +144,6 @@ const IGNORED_VALUE_FLAGS = new Set([
   "experimental-enable-v2v3",
   "experimental-backend-bbolt-freelist-type",
   "experimental-compaction-batch-limit",
-  "experimental-peer-skip-client-san-verification",
   "experimental-warning-apply-duration",
   "tls-min-version",
   "tls-max-version",
@@ -169,6 +168,8 @@ const BOOL_FLAGS = new Set([
   "socket-reuse-port",
   "socket-reuse-address",
   "unsafe-no-fsync",
+  // etcd checks a peer's address against its certificate's SANs unless this is set; we never do (README)
+  "experimental-peer-skip-client-san-verification",
   "enable-log-rotation",
 ]);
 

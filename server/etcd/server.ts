@@ -5,7 +5,8 @@
  */
 import { ClusterService } from "../../proto/mod.ts";
 import { hostPort, RaftPeerService } from "../peer/transport.ts";
-import { GrpcServer } from "../transport/grpc_server.ts";
+import { refuseByPolicy, verifiedCertificate } from "../peer/peer_cert.ts";
+import { GrpcServer, type ListenerTls } from "../transport/grpc_server.ts";
 import { GrpcClient } from "../transport/http2_client.ts";
 import { httpEndpoints } from "./http.ts";
 import path from "node:path";
@@ -117,10 +118,17 @@ export interface EtcdServer {
   stop(): Promise<void>;
 }
 
-/** Server TLS options from certificate files (null when none are configured). */
-function tlsServerOptions(files: TlsFiles | null): tls.TlsOptions | undefined {
+/**
+ * Server TLS options from certificate files (null when none are configured). `acceptClient` (peer listeners) refuses
+ * a connection once its verified client certificate was seen.
+ */
+function tlsServerOptions(
+  files: TlsFiles | null,
+  acceptClient?: (s: tls.TLSSocket) => boolean,
+): ListenerTls | undefined {
   if (!files) return undefined;
   return {
+    acceptClient,
     cert: Deno.readTextFileSync(files.certFile),
     key: Deno.readTextFileSync(files.keyFile),
     ca: files.trustedCaFile ? Deno.readTextFileSync(files.trustedCaFile) : undefined,
@@ -270,6 +278,14 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
 
   // https URLs get TLS with the side's certificate files (etcd's --cert-file / --peer-cert-file)
   const bound = new Map<string, { server: GrpcServer; url: string }>();
+  // --peer-cert-allowed-cn / --peer-cert-allowed-hostname: as etcd's handshake, a peer listener drops the connection
+  const peerPolicy = cfg.peerCert ?? {};
+  const acceptPeer = (sock: tls.TLSSocket) => {
+    const cert = verifiedCertificate(sock);
+    const why = cert && refuseByPolicy(cert, peerPolicy);
+    if (why) log.warn("embed", `rejected connection from ${sock.remoteAddress}:${sock.remotePort}: ${why}`);
+    return !why;
+  };
   const bind = async (server: GrpcServer, url: string, files: TlsFiles | null) => {
     const addr = bindAddress(url);
     const other = bound.get(addr);
@@ -278,7 +294,10 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       throw new Error(`${url} and ${other.url} are the same address: client and peer URLs must differ`);
     }
     bound.set(addr, { server, url });
-    const secure = new URL(url).protocol === "https:" ? tlsServerOptions(files) : undefined;
+    const peer = server === peerServer && (peerPolicy.allowedCn || peerPolicy.allowedHostname);
+    const secure = new URL(url).protocol === "https:"
+      ? tlsServerOptions(files, peer ? acceptPeer : undefined)
+      : undefined;
     if (new URL(url).protocol === "https:" && !secure) {
       log.warn("embed", `${url}: no certificate files given (nor --auto-tls / --peer-auto-tls); serving plaintext`);
     }

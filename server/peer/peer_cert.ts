@@ -9,7 +9,8 @@
  *   members lists every member's host and passes; a certificate without SANs is tied to no member and passes.
  */
 import { isIP } from "node:net";
-import type { CertAltNames } from "../transport/http2.ts";
+import type tls from "node:tls";
+import { type CertAltNames, parseAltNames } from "../transport/http2.ts";
 
 /** etcd's restrictions on peers' client certificates (at most one of the two is set). */
 export interface PeerCertPolicy {
@@ -50,6 +51,29 @@ export function certificateNamesHost(alt: CertAltNames, host: string): boolean {
   });
 }
 
+/** Why a verified client certificate breaks --peer-cert-allowed-cn / --peer-cert-allowed-hostname; null if it does not. */
+export function refuseByPolicy(cert: PeerCertificate, policy: PeerCertPolicy): string | null {
+  if (policy.allowedCn !== undefined && cert.commonName !== policy.allowedCn) {
+    return `its certificate's common name "${cert.commonName}" is not the allowed "${policy.allowedCn}"`;
+  }
+  if (policy.allowedHostname !== undefined && !certificateNamesHost(cert.altNames, policy.allowedHostname)) {
+    return `its certificate is not valid for the allowed host name "${policy.allowedHostname}"`;
+  }
+  return null;
+}
+
+/**
+ * The verified client certificate of a TLS connection to a peer listener; null when the handshake verified none (no
+ * --peer-client-cert-auth). The listener refuses connections whose certificate breaks the policy ({@link
+ * refuseByPolicy}), as etcd's handshake does, so no client API call on a peer URL gets through either.
+ */
+export function verifiedCertificate(socket: tls.TLSSocket): PeerCertificate | null {
+  if (!socket.authorized) return null;
+  const c = socket.getPeerCertificate();
+  if (!c || !c.subject) return null;
+  return { commonName: String(c.subject.CN ?? ""), altNames: parseAltNames(c.subjectaltname ?? "") };
+}
+
 /**
  * Why a peer stream from member `claimedId`, whose peer URLs are `peerURLs`, is refused given its client certificate;
  * null when it may proceed. Streams without a verified certificate (plaintext peer URLs, no --peer-client-cert-auth)
@@ -62,12 +86,8 @@ export function refusePeerCertificate(
   peerURLs: string[],
 ): string | null {
   if (!cert) return null;
-  if (policy.allowedCn !== undefined && cert.commonName !== policy.allowedCn) {
-    return `its certificate's common name "${cert.commonName}" is not the allowed "${policy.allowedCn}"`;
-  }
-  if (policy.allowedHostname !== undefined && !certificateNamesHost(cert.altNames, policy.allowedHostname)) {
-    return `its certificate is not valid for the allowed host name "${policy.allowedHostname}"`;
-  }
+  const broken = refuseByPolicy(cert, policy);
+  if (broken !== null) return broken;
   const { dns, ip } = cert.altNames;
   if (dns.length === 0 && ip.length === 0) return null;
   const hosts = peerURLs.map((u) => new URL(u).hostname);
