@@ -233,7 +233,7 @@ Deno.test("peer certificates: allowed CN, trusted CA, and a certificate speaks o
       assert.equal((await peerStatus(addr, files(follower.name))).header.member_id, leader.id);
       assert.match(
         leader.proc.output(),
-        /rejected connection from [\d.]+:\d+: its certificate's common name "intruder"/,
+        /rejected connection from [\d.]+:\d+: client certificate authentication failed: its certificate's common name "intruder"/,
       );
       await sleep(300);
       assert.equal((await leaderOf()).term, term);

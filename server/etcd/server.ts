@@ -283,7 +283,12 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   const acceptPeer = (sock: tls.TLSSocket) => {
     const cert = verifiedCertificate(sock);
     const why = cert && refuseByPolicy(cert, peerPolicy);
-    if (why) log.warn("embed", `rejected connection from ${sock.remoteAddress}:${sock.remotePort}: ${why}`);
+    if (why) {
+      log.warn(
+        "embed",
+        `rejected connection from ${sock.remoteAddress}:${sock.remotePort}: client certificate authentication failed: ${why}`,
+      );
+    }
     return !why;
   };
   const bind = async (server: GrpcServer, url: string, files: TlsFiles | null) => {
