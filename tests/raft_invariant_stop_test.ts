@@ -33,6 +33,7 @@ Deno.test({
         lease: () => Promise.reject(new Error("not a leader")),
         standing: () => "member",
         removed: () => {},
+        peerURLs: () => [],
         maxSnapshotBytes: 0,
         log: () => {},
       });

@@ -4,6 +4,8 @@
  * reported in the log; anything else is an error, as with etcd.
  */
 
+import type { PeerCertPolicy } from "../peer/peer_cert.ts";
+
 /** Parsed configuration of the etcd mode. */
 export interface EtcdConfig {
   name: string;
@@ -33,6 +35,11 @@ export interface EtcdConfig {
   clientTls: TlsFiles | null;
   /** TLS among primaries (https peer URLs), when --peer-cert-file/--peer-key-file are given */
   peerTls: TlsFiles | null;
+  /**
+   * --peer-cert-allowed-cn / --peer-cert-allowed-hostname (at most one): what a peer's client certificate must show
+   * under --peer-client-cert-auth (server/peer/peer_cert.ts)
+   */
+  peerCert?: PeerCertPolicy;
   /** --auto-tls: a self-signed client certificate when no --cert-file/--key-file are given */
   clientAutoTls?: boolean;
   /** --peer-auto-tls: a self-signed peer certificate when no --peer-cert-file/--peer-key-file are given */
@@ -91,6 +98,8 @@ const VALUE_FLAGS = new Set([
   "peer-cert-file",
   "peer-key-file",
   "peer-trusted-ca-file",
+  "peer-cert-allowed-cn",
+  "peer-cert-allowed-hostname",
   "experimental-watch-progress-notify-interval",
   "auth-token",
   "auth-token-ttl",
@@ -101,8 +110,6 @@ const VALUE_FLAGS = new Set([
 const IGNORED_VALUE_FLAGS = new Set([
   "client-crl-file",
   "peer-crl-file",
-  "peer-cert-allowed-cn",
-  "peer-cert-allowed-hostname",
   "cipher-suites",
   "listen-metrics-urls",
   "metrics",
@@ -137,7 +144,6 @@ const IGNORED_VALUE_FLAGS = new Set([
   "experimental-enable-v2v3",
   "experimental-backend-bbolt-freelist-type",
   "experimental-compaction-batch-limit",
-  "experimental-peer-skip-client-san-verification",
   "experimental-warning-apply-duration",
   "tls-min-version",
   "tls-max-version",
@@ -162,6 +168,8 @@ const BOOL_FLAGS = new Set([
   "socket-reuse-port",
   "socket-reuse-address",
   "unsafe-no-fsync",
+  // etcd checks a peer's address against its certificate's SANs unless this is set; we never do (README)
+  "experimental-peer-skip-client-san-verification",
   "enable-log-rotation",
 ]);
 
@@ -298,6 +306,7 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
       bools.get("peer-client-cert-auth") ?? false,
       "peer-",
     ),
+    peerCert: peerCertPolicy(given.get("peer-cert-allowed-cn"), given.get("peer-cert-allowed-hostname")),
     authToken: get("auth-token", "simple"),
     authTokenTtlS: int(get("auth-token-ttl", "300"), "auth-token-ttl"),
     bcryptCost: int(get("bcrypt-cost", "10"), "bcrypt-cost"),
@@ -343,6 +352,14 @@ function tlsFiles(
   if (!cert && !key) return null;
   if (!cert || !key) throw new FlagError(`--${prefix}cert-file and --${prefix}key-file must be given together`);
   return { certFile: cert, keyFile: key, trustedCaFile: ca ?? "", clientCertAuth };
+}
+
+/** --peer-cert-allowed-cn and --peer-cert-allowed-hostname; etcd refuses both at once. */
+function peerCertPolicy(cn: string | undefined, hostname: string | undefined): PeerCertPolicy {
+  if (cn && hostname) {
+    throw new FlagError(`AllowedCN and AllowedHostname are mutually exclusive (cn="${cn}", hostname="${hostname}")`);
+  }
+  return cn ? { allowedCn: cn } : hostname ? { allowedHostname: hostname } : {};
 }
 
 /** Names of given flags that only matter for TLS/auth, which we do not implement yet. */

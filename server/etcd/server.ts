@@ -5,7 +5,8 @@
  */
 import { ClusterService } from "../../proto/mod.ts";
 import { hostPort, RaftPeerService } from "../peer/transport.ts";
-import { GrpcServer } from "../transport/grpc_server.ts";
+import { refuseByPolicy, verifiedCertificate } from "../peer/peer_cert.ts";
+import { GrpcServer, type ListenerTls } from "../transport/grpc_server.ts";
 import { GrpcClient } from "../transport/http2_client.ts";
 import { httpEndpoints } from "./http.ts";
 import path from "node:path";
@@ -117,10 +118,17 @@ export interface EtcdServer {
   stop(): Promise<void>;
 }
 
-/** Server TLS options from certificate files (null when none are configured). */
-function tlsServerOptions(files: TlsFiles | null): tls.TlsOptions | undefined {
+/**
+ * Server TLS options from certificate files (null when none are configured). `acceptClient` (peer listeners) refuses
+ * a connection once its verified client certificate was seen.
+ */
+function tlsServerOptions(
+  files: TlsFiles | null,
+  acceptClient?: (s: tls.TLSSocket) => boolean,
+): ListenerTls | undefined {
   if (!files) return undefined;
   return {
+    acceptClient,
     cert: Deno.readTextFileSync(files.certFile),
     key: Deno.readTextFileSync(files.keyFile),
     ca: files.trustedCaFile ? Deno.readTextFileSync(files.trustedCaFile) : undefined,
@@ -187,6 +195,13 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   for (const f of securityFlags(cfg)) {
     log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
   }
+  if ((cfg.peerCert?.allowedCn || cfg.peerCert?.allowedHostname) && !cfg.peerTls?.clientCertAuth) {
+    // as in etcd: without verified peer client certificates there is nothing to check
+    log.warn(
+      "embed",
+      "--peer-cert-allowed-cn / --peer-cert-allowed-hostname have no effect without --peer-client-cert-auth",
+    );
+  }
   // a bad --auth-token (unknown kind, unreadable key file) fails the start, as with etcd
   const tokens = tokenProviderFromFlag(cfg.authToken ?? "simple", cfg.authTokenTtlS ?? DEFAULT_SIMPLE_TOKEN_TTL_S);
   const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
@@ -217,6 +232,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     peerTls: cfg.initialAdvertisePeerUrls.some((u) => u.startsWith("https:"))
       ? tlsClientOptions(cfg.peerTls)
       : undefined,
+    peerCert: cfg.peerCert,
     log: (m) => log.info("etcdserver", m),
     forceRepairWal: cfg.forceRepairWal,
   });
@@ -262,6 +278,19 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
 
   // https URLs get TLS with the side's certificate files (etcd's --cert-file / --peer-cert-file)
   const bound = new Map<string, { server: GrpcServer; url: string }>();
+  // --peer-cert-allowed-cn / --peer-cert-allowed-hostname: as etcd's handshake, a peer listener drops the connection
+  const peerPolicy = cfg.peerCert ?? {};
+  const acceptPeer = (sock: tls.TLSSocket) => {
+    const cert = verifiedCertificate(sock);
+    const why = cert && refuseByPolicy(cert, peerPolicy);
+    if (why) {
+      log.warn(
+        "embed",
+        `rejected connection from ${sock.remoteAddress}:${sock.remotePort}: client certificate authentication failed: ${why}`,
+      );
+    }
+    return !why;
+  };
   const bind = async (server: GrpcServer, url: string, files: TlsFiles | null) => {
     const addr = bindAddress(url);
     const other = bound.get(addr);
@@ -270,7 +299,10 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       throw new Error(`${url} and ${other.url} are the same address: client and peer URLs must differ`);
     }
     bound.set(addr, { server, url });
-    const secure = new URL(url).protocol === "https:" ? tlsServerOptions(files) : undefined;
+    const peer = server === peerServer && (peerPolicy.allowedCn || peerPolicy.allowedHostname);
+    const secure = new URL(url).protocol === "https:"
+      ? tlsServerOptions(files, peer ? acceptPeer : undefined)
+      : undefined;
     if (new URL(url).protocol === "https:" && !secure) {
       log.warn("embed", `${url}: no certificate files given (nor --auto-tls / --peer-auto-tls); serving plaintext`);
     }

@@ -17,6 +17,7 @@ import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
 import { hostPort, PeerTransport, snapshotLimit } from "../peer/transport.ts";
+import type { PeerCertPolicy } from "../peer/peer_cert.ts";
 import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
@@ -61,6 +62,8 @@ export interface NodeConfig {
   electionMs: number;
   /** TLS for dialing peers (https peer URLs); plaintext when absent */
   peerTls?: tls.ConnectionOptions;
+  /** --peer-cert-allowed-cn / --peer-cert-allowed-hostname (server/peer/peer_cert.ts) */
+  peerCert?: PeerCertPolicy;
   log: (msg: string) => void;
   /** --force-repair-wal: truncate the WAL at a damaged record instead of refusing to start */
   forceRepairWal?: boolean;
@@ -231,6 +234,8 @@ export class Node {
       lease: (id, renew) => n.leaseAsLeader(id, renew),
       standing: (id) => n.members.has(id) ? "member" : n.members.removed.has(id) ? "removed" : "unknown",
       removed: () => n.onRemoved(),
+      peerURLs: (id) => n.members.get(id)?.peerURLs ?? [],
+      peerCert: cfg.peerCert,
       maxSnapshotBytes: snapshotLimit(cfg.quotaBytes),
       log: cfg.log,
     });

@@ -11,13 +11,18 @@
  *
  * Who may send: a stream is refused unless its sender is a current member of this cluster, and a member removed from
  * the cluster is told so (it then stops, as etcd's removed members do). Inside a stream, only messages from the
- * stream's sender to this member are taken. An incoming snapshot is refused once it exceeds the backend quota.
+ * stream's sender to this member are taken. An incoming snapshot is refused once it exceeds the backend quota. A
+ * stream that came with a verified TLS client certificate (https peer URLs under --peer-client-cert-auth) must also
+ * pass the certificate rules of ./peer_cert.ts: etcd's allowed CN / host name, and a certificate with SANs must name a
+ * host of the claimed sender's peer URLs.
  */
 import type * as grpc from "@grpc/grpc-js";
 import type tls from "node:tls";
 import { Buffer } from "node:buffer";
 import { RaftService, type ServiceDefinition } from "../../proto/mod.ts";
 import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
+import type { CertAltNames } from "../transport/http2.ts";
+import { type PeerCertificate, type PeerCertPolicy, refusePeerCertificate } from "./peer_cert.ts";
 import type { Message } from "../raft/types.ts";
 import {
   decodeFrame,
@@ -57,9 +62,27 @@ export interface PeerHooks {
   standing(id: string): Standing;
   /** a peer told us this member was removed from the cluster */
   removed(): void;
+  /** the peer URLs of member `id` (a certificate with SANs must name one of their hosts) */
+  peerURLs(id: string): string[];
+  /** --peer-cert-allowed-cn / --peer-cert-allowed-hostname, checked on streams with a verified client certificate */
+  peerCert?: PeerCertPolicy;
   /** Largest snapshot accepted from a peer, in bytes ({@link snapshotLimit}). */
   maxSnapshotBytes: number;
   log(msg: string): void;
+}
+
+/** A peer call as our gRPC server hands it over: metadata and the TLS client certificate it came with. */
+type PeerCall = grpc.ServerReadableStream<Obj, Obj> & {
+  getPeerCommonName?: () => string;
+  getPeerAltNames?: () => CertAltNames;
+};
+
+/** The verified client certificate a call came with, or null (plaintext, or no certificate asked for). */
+function callCertificate(call: PeerCall): PeerCertificate | null {
+  const commonName = call.getPeerCommonName?.() ?? "";
+  const altNames = call.getPeerAltNames?.() ?? { dns: [], ip: [] };
+  if (commonName === "" && altNames.dns.length === 0 && altNames.ip.length === 0) return null;
+  return { commonName, altNames };
 }
 
 /** A sender's standing with this member. */
@@ -419,11 +442,12 @@ export class PeerTransport {
   }
 
   /**
-   * Who sent a call: its sender's ID when the sender belongs to this cluster and is a current member, else the error
-   * to refuse it with.
+   * Who sent a call: its sender's ID when the sender belongs to this cluster, is a current member and its client
+   * certificate (if any) may speak for it, else the error to refuse it with.
    */
-  #sender(md: grpc.Metadata): { from: string } | { refuse: grpc.ServiceError } {
+  #sender(call: PeerCall): { from: string } | { refuse: grpc.ServiceError } {
     const refuse = (code: number, details: string) => ({ refuse: { code, details } as grpc.ServiceError });
+    const md = call.metadata;
     const cid = String(md.get(CLUSTER_HEADER)[0] ?? "");
     const from = String(md.get(FROM_HEADER)[0] ?? "");
     if (cid !== this.hooks.clusterId) {
@@ -433,8 +457,15 @@ export class PeerTransport {
       );
     }
     switch (from && from !== this.hooks.selfId ? this.hooks.standing(from) : "unknown") {
-      case "member":
-        return { from };
+      case "member": {
+        const why = refusePeerCertificate(
+          callCertificate(call),
+          this.hooks.peerCert ?? {},
+          from,
+          this.hooks.peerURLs(from),
+        );
+        return why === null ? { from } : refuse(Status.PERMISSION_DENIED, `the sender ${from}: ${why}`);
+      }
       case "removed":
         return refuse(Status.PERMISSION_DENIED, ERR_MEMBER_REMOVED);
       default:
@@ -458,8 +489,8 @@ export class PeerTransport {
   service(): grpc.UntypedServiceImplementation {
     const self = this.hooks.selfId;
     return {
-      Send: (call: grpc.ServerReadableStream<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
-        const who = this.#sender(call.metadata);
+      Send: (call: PeerCall, cb: grpc.sendUnaryData<Obj>) => {
+        const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const { from } = who;
         let open = true;
@@ -468,7 +499,7 @@ export class PeerTransport {
           // a stream outlives its sender's membership: removed meanwhile, it is told so now
           if (this.hooks.standing(from) !== "member") {
             open = false;
-            const again = this.#sender(call.metadata);
+            const again = this.#sender(call);
             if ("refuse" in again) this.#refuse(call.metadata, again.refuse, cb);
             return;
           }
@@ -491,8 +522,8 @@ export class PeerTransport {
         call.on("end", () => open && cb(null, {}));
         call.on("error", () => {});
       },
-      Snapshot: (call: grpc.ServerReadableStream<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
-        const who = this.#sender(call.metadata);
+      Snapshot: (call: PeerCall, cb: grpc.sendUnaryData<Obj>) => {
+        const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const max = this.hooks.maxSnapshotBytes;
         let head: Message | null = null;

@@ -17,6 +17,7 @@ import zlib from "node:zlib";
 import { Status } from "./grpc_status.ts";
 import { ByteBudget } from "./h2connection.ts";
 import {
+  type CertAltNames,
   CONNECTION_LOST,
   DEFAULT_TIMEOUTS,
   type DeferredTask,
@@ -311,6 +312,11 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   /** The common name of the client's verified TLS certificate ("" without one). */
   getPeerCommonName(): string {
     return this.stream.peerCommonName;
+  }
+
+  /** The DNS and IP subject alternative names of the client's verified TLS certificate (empty without one). */
+  getPeerAltNames(): CertAltNames {
+    return this.stream.peerAltNames;
   }
 
   /** The method path, e.g. "/etcdserverpb.KV/Range". */
@@ -629,6 +635,12 @@ function splitHostPort(addr: string): [string, number] {
   return [m[1], Number(m[2])];
 }
 
+/** TLS of a listener: node:tls server options, and a last look at each client once its handshake is done. */
+export interface ListenerTls extends tls.TlsOptions {
+  /** false closes the connection before any byte is read (e.g. a client certificate etcd's allowed-CN rule refuses) */
+  acceptClient?: (socket: tls.TLSSocket) => boolean;
+}
+
 /** The gRPC server. */
 export class GrpcServer {
   private readonly methods = new Map<string, MethodEntry>();
@@ -713,7 +725,7 @@ export class GrpcServer {
    * Listens on host:port; resolves with the bound port. "localhost" binds 127.0.0.1 and ::1 (when available),
    * IPv6 hosts may be given in brackets.
    */
-  async listen(host: string, port: number, secure?: tls.TlsOptions): Promise<number> {
+  async listen(host: string, port: number, secure?: ListenerTls): Promise<number> {
     let h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
     if (h === "") h = "0.0.0.0";
     if (h === "localhost") {
@@ -743,10 +755,14 @@ export class GrpcServer {
   start(): void {}
 
   /** One listener; with `secure`, TLS (ALPN h2 or http/1.1) in front of the same protocol sniffing. */
-  private listenOne(host: string, port: number, secure?: tls.TlsOptions): Promise<number> {
+  private listenOne(host: string, port: number, secure?: ListenerTls): Promise<number> {
     return new Promise((resolve, reject) => {
+      const { acceptClient, ...options } = secure ?? {};
       const srv = secure
-        ? tls.createServer({ ...secure, ALPNProtocols: ["h2", "http/1.1"] }, (sock) => this.accept(sock))
+        ? tls.createServer({ ...options, ALPNProtocols: ["h2", "http/1.1"] }, (sock) => {
+          if (acceptClient && !acceptClient(sock)) sock.destroy();
+          else this.accept(sock);
+        })
         : net.createServer((sock) => this.accept(sock));
       const onError = (err: Error) => reject(err);
       srv.once("error", onError);

@@ -110,6 +110,32 @@ export interface Http2ConnectionOptions {
   sharedReceive?: ByteBudget;
 }
 
+/** The DNS and IP subject alternative names of a certificate, as the certificate spells them. */
+export interface CertAltNames {
+  dns: string[];
+  ip: string[];
+}
+
+/**
+ * Parses a certificate's `subjectaltname` as node:tls reports it: "DNS:a.example, IP Address:10.0.0.1, URI:..." (a
+ * value holding a comma or quote is JSON-quoted). Other kinds of name are skipped.
+ */
+export function parseAltNames(text: string): CertAltNames {
+  const out: CertAltNames = { dns: [], ip: [] };
+  for (const m of text.matchAll(/(?:^|, )(DNS|IP Address):("(?:[^"\\]|\\.)*"|[^,]*)/g)) {
+    let value = m[2];
+    if (value.startsWith('"')) {
+      try {
+        value = JSON.parse(value);
+      } catch {
+        continue;
+      }
+    }
+    (m[1] === "DNS" ? out.dns : out.ip).push(value);
+  }
+  return out;
+}
+
 /** Work deferred until the current socket input was processed (see Http2Stream.afterInput). */
 export interface DeferredTask {
   runDeferred(): void;
@@ -148,6 +174,11 @@ export class Http2Stream extends H2Stream {
   /** The common name of the client's verified TLS certificate ("" without one). */
   get peerCommonName(): string {
     return this.conn.peerCommonName;
+  }
+
+  /** The subject alternative names of the client's verified TLS certificate (empty without one). */
+  get peerAltNames(): CertAltNames {
+    return this.conn.peerAltNames;
   }
 
   /** Sends response headers (flat list, ":status" first); `end` closes our side right away. */
@@ -214,6 +245,7 @@ type ServerOptions =
 export class Http2ServerConnection extends H2Connection<Http2Stream> {
   readonly peer: string;
   #peerCommonName: string | undefined;
+  #peerAltNames: CertAltNames | undefined;
   private readonly opts: ServerOptions;
   private prefaceLeft = PREFACE.length;
   /** @internal handlers still running for streams that were reset (they count against the stream limit) */
@@ -285,6 +317,22 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     this.receiveBuffered += delta;
     if (shared) shared.bytes += delta;
     return true;
+  }
+
+  /** The subject alternative names (DNS and IP) of the client's verified TLS certificate, read once. */
+  get peerAltNames(): CertAltNames {
+    if (this.#peerAltNames === undefined) {
+      const s = this.socket as Socket & {
+        authorized?: boolean;
+        getPeerCertificate?: () => { subjectaltname?: string };
+      };
+      let text = "";
+      try {
+        if (s.authorized) text = s.getPeerCertificate?.()?.subjectaltname ?? "";
+      } catch { /* not a TLS socket */ }
+      this.#peerAltNames = parseAltNames(text);
+    }
+    return this.#peerAltNames;
   }
 
   /** The common name of the client's verified TLS certificate ("" without one), read once. */
