@@ -205,6 +205,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   // etcd accepts gRPC messages up to the request limit plus 512 KiB of framing
   const server = new GrpcServer({ maxReceiveMessageLength: cfg.maxRequestBytes + 512 * 1024 });
   server.setHttp1Handler(httpEndpoints(node, SERVER_VERSION));
+  server.instrument(node.metrics.grpc);
   addEtcdServices(server, {
     node,
     hub,

@@ -15,6 +15,7 @@ import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
+import { NodeMetrics } from "../metrics/node.ts";
 import { PeerTransport } from "../peer/transport.ts";
 import { hostPort } from "../peer/transport.ts";
 import { MemoryStorage } from "../raft/log.ts";
@@ -97,6 +98,8 @@ export class Node {
   readonly applier: Applier;
   readonly members = new Members();
   readonly storage = new MemoryStorage();
+  /** what /metrics shows of this member (server/metrics) */
+  readonly metrics = new NodeMetrics();
   raft!: RaftNode;
   transport!: PeerTransport;
   appliedIndex = 0;
@@ -208,6 +211,7 @@ export class Node {
         n.#schedule();
       },
       lease: (id, renew) => n.leaseAsLeader(id, renew),
+      stats: n.metrics,
       log: cfg.log,
     });
     if (replayed > 0 || snap) {
@@ -267,6 +271,11 @@ export class Node {
     return this.raft.isLeader;
   }
 
+  /** Proposals made here and not yet applied (etcd_server_proposals_pending). */
+  get pendingProposals(): number {
+    return this.#proposals.size;
+  }
+
   /** The Raft role in etcd's words (as Easegress shows it): Leader, Follower, Candidate or PreCandidate. */
   raftState(): "Leader" | "Follower" | "Candidate" | "PreCandidate" {
     const names = {
@@ -318,6 +327,7 @@ export class Node {
       if (w.deadline > now) break;
       this.#proposals.delete(id);
       w.settled = true;
+      this.metrics.proposalsFailed.inc();
       w.reject(failure());
     }
     const reads = this.#readDeadlines;
@@ -344,6 +354,7 @@ export class Node {
         this.raft.propose(data);
       } catch (err) {
         this.#proposals.delete(id);
+        this.metrics.proposalsFailed.inc();
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
       }
@@ -561,7 +572,11 @@ export class Node {
         }
         if (rd.snapshot) await this.#persistSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#wal.append(rd.entries, rd.hardState);
-        if (rd.mustSync) this.#wal.sync();
+        if (rd.mustSync) {
+          const start = performance.now();
+          this.#wal.sync();
+          this.metrics.walFsync.observe((performance.now() - start) / 1000);
+        }
         if (rd.messages.length > 0) {
           // what waited for the disk (acks, votes) goes out at once, before this turn's applying
           this.transport.send(rd.messages);
@@ -571,7 +586,17 @@ export class Node {
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
         if (rd.snapshot) this.#restore(rd.snapshot);
-        for (const e of rd.committedEntries) this.#applyEntry(e);
+        if (rd.committedEntries.length > 0) {
+          const start = performance.now();
+          let t = start;
+          for (const e of rd.committedEntries) {
+            this.#applyEntry(e);
+            const end = performance.now();
+            this.metrics.entryApplied(t, end);
+            t = end;
+          }
+          this.metrics.backendCommit.observe((t - start) / 1000);
+        }
         for (const rs of rd.readStates) this.#onReadState(rs);
         this.raft.advance(rd);
         this.#serveReads();
@@ -584,6 +609,7 @@ export class Node {
 
   #onSoftState(s: SoftState): void {
     if (s.lead !== this.#lastLeader) {
+      if (s.lead !== "0") this.metrics.leaderChanges.inc();
       this.#cfg.log(
         s.lead === "0"
           ? `lost the leader at term ${this.term}`
@@ -657,6 +683,7 @@ export class Node {
       case ConfChangeType.RemoveNode:
         this.members.remove(cc.nodeId);
         this.transport.drop(cc.nodeId);
+        this.metrics.dropPeer(cc.nodeId);
         break;
       case ConfChangeType.UpdateNode:
         if (ctx.peerURLs) this.members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
@@ -706,7 +733,9 @@ export class Node {
       const index = this.appliedIndex;
       const data = this.encodeState();
       const snap = this.storage.createSnapshot(index, this.raft.confState(), data);
+      const start = performance.now();
       await this.#snap.save({ index, term: snap.metadata.term, data });
+      this.metrics.snapshotSave.observe((performance.now() - start) / 1000);
       this.#wal.markSnapshot({ index, term: snap.metadata.term });
       this.#wal.sync();
       this.#snapIndex = index;

@@ -48,7 +48,17 @@ export interface PeerHooks {
   snapshotSent(id: string, ok: boolean): void;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
+  /** counts bytes per peer and times heartbeats (server/metrics) */
+  stats?: PeerStats;
   log(msg: string): void;
+}
+
+/** What the transport reports for /metrics: bytes per peer, and heartbeats for the round-trip time. */
+export interface PeerStats {
+  peerSent(to: string, bytes: number): void;
+  peerReceived(from: string, bytes: number): void;
+  heartbeatSent(to: string, now: number): void;
+  heartbeatAnswered(from: string, now: number): void;
 }
 
 /** Host:port of a URL such as http://10.0.0.1:2380. */
@@ -191,8 +201,10 @@ class PeerLink {
     const snaps = msgs.filter((m) => m.type === "Snap");
     const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
     if (rest.length > 0 || queries.length > 0 || answers.length > 0) {
-      call.write(encodeFrame(rest, queries, answers));
+      const frame = encodeFrame(rest, queries, answers);
+      call.write(frame);
       call.flush();
+      this.hooks.stats?.peerSent(this.id, frame.length);
     }
     for (const m of snaps) this.#sendSnapshot(m);
   }
@@ -220,6 +232,7 @@ class PeerLink {
       while (off < data.length) {
         const end = Math.min(off + SNAPSHOT_CHUNK, data.length);
         const room = call.write(serializeChunk({ data: data.subarray(off, end) }));
+        this.hooks.stats?.peerSent(this.id, end - off);
         off = end;
         if (!room) return void call.once("drain", pump);
       }
@@ -304,7 +317,11 @@ export class PeerTransport {
 
   /** Queues messages for their recipients (written at the end of the turn, or by `flush`). */
   send(msgs: Message[]): void {
-    for (const m of msgs) this.#link(m.to).send(m);
+    const stats = this.hooks.stats;
+    for (const m of msgs) {
+      if (stats && m.type === "Heartbeat") stats.heartbeatSent(m.to, performance.now());
+      this.#link(m.to).send(m);
+    }
   }
 
   /**
@@ -401,12 +418,19 @@ export class PeerTransport {
         }
         const from = String(call.metadata.get(FROM_HEADER)[0] ?? "");
         call.on("data", (bytes: Uint8Array) => {
+          const stats = this.hooks.stats;
+          if (stats && from) stats.peerReceived(from, bytes.length);
           let frame: PeerFrame;
           try {
             frame = decodeFrame(bytes);
           } catch (err) {
             this.hooks.log(`bad frame from peer: ${err}`);
             return;
+          }
+          if (stats) {
+            for (const m of frame.msgs) {
+              if (m.type === "HeartbeatResp") stats.heartbeatAnswered(m.from, performance.now());
+            }
           }
           if (frame.msgs.length > 0) this.hooks.receive(frame.msgs);
           if (from) { for (const q of frame.queries) this.#answer(from, q); }
@@ -420,7 +444,9 @@ export class PeerTransport {
         if (bad) return cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
         let head: Message | null = null;
         const parts: Uint8Array[] = [];
+        const from = String(call.metadata.get(FROM_HEADER)[0] ?? "");
         call.on("data", (c: Obj) => {
+          if (from && c.data?.length) this.hooks.stats?.peerReceived(from, c.data.length);
           if (!head) {
             try {
               head = decodeMessages(c.message)[0] ?? null;
