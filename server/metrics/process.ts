@@ -1,14 +1,12 @@
 /**
- * The process_* metrics every Prometheus client exports (Go's process collector), read from /proc/self on Linux:
- * CPU seconds, resident and virtual memory, open and maximum file descriptors, start time.
+ * The process_* metrics every Prometheus client exports (as Go's process collector does): CPU seconds, resident and virtual memory, open and maximum file descriptors, start time. CPU and resident memory
+ * come from the runtime; the others from /proc/self, and stay 0 where it cannot be read (another OS, or a process
+ * whose --allow-read does not cover /proc).
  */
+import process from "node:process";
 import type { Registry } from "./registry.ts";
 
-/** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on every Linux architecture Deno runs on). */
-const USER_HZ = 100;
-const PAGE_SIZE = 4096;
-
-/** Registers the process metrics; each scrape reads /proc/self (absent elsewhere: the values stay 0). */
+/** Registers the process metrics, refreshed at each scrape. */
 export function registerProcessMetrics(registry: Registry): void {
   const startSeconds = Date.now() / 1000 - performance.now() / 1000;
   const cpu = registry.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.");
@@ -23,13 +21,15 @@ export function registerProcessMetrics(registry: Registry): void {
   registry.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.").labels()
     .set(Math.round(startSeconds * 100) / 100);
   registry.onCollect(() => {
+    // these two need no file access
+    const cpuTime = process.cpuUsage();
+    cpu.labels().value = (cpuTime.user + cpuTime.system) / 1e6;
+    rss.labels().set(process.memoryUsage.rss());
     try {
       const stat = Deno.readTextFileSync("/proc/self/stat");
       // fields after the command name, which is in parentheses and may hold spaces
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      cpu.labels().value = (Number(f[11]) + Number(f[12])) / USER_HZ; // utime, stime, read from the kernel
       vsz.labels().set(Number(f[20]));
-      rss.labels().set(Number(f[21]) * PAGE_SIZE);
       let n = 0;
       for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
       fds.labels().set(n);
@@ -39,7 +39,7 @@ export function registerProcessMetrics(registry: Registry): void {
       const as = /^Max address space\s+(\S+)/m.exec(limits)?.[1];
       if (as) vmax.labels().set(as === "unlimited" ? 18446744073709552000 : Number(as));
     } catch {
-      // not Linux: leave the values as they are
+      // no /proc to read: these values stay as they are
     }
   });
 }
