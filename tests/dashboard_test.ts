@@ -8,6 +8,7 @@ import { freePorts } from "./lib/ports.ts";
 import { type Member, memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import type { ClusterView } from "../server/dashboard/view.ts";
 import { TrafficMetrics } from "../server/metrics/traffic.ts";
+import { parseMetrics, sampleValue } from "./lib/prometheus.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 
@@ -57,33 +58,6 @@ function memberRows(dom: string): Map<string, [string, string]> {
   return rows;
 }
 
-/** Parses exposition text with python3-prometheus-client; returns sample name → value for unlabelled samples. */
-async function parseMetrics(text: string): Promise<Map<string, number>> {
-  const script = `
-import sys, json
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for f in text_string_to_metric_families(sys.stdin.read()):
-    for s in f.samples:
-        key = s.name + (json.dumps(s.labels, sort_keys=True, separators=(",", ":")) if s.labels else "")
-        out[key] = s.value
-print(json.dumps(out))
-`;
-  const p = new Deno.Command("/usr/bin/python3", {
-    args: ["-c", script],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(text));
-  await w.close();
-  const out = await p.output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return new Map(Object.entries(JSON.parse(new TextDecoder().decode(out.stdout))));
-}
-
 Deno.test("gateway metrics: Easegress's httpserver_* series after known requests, parsed by prometheus_client", async () => {
   const t = new TrafficMetrics();
   t.member = { clusterName: "c", clusterRole: "primary", instanceName: "m1" };
@@ -91,27 +65,14 @@ Deno.test("gateway metrics: Easegress's httpserver_* series after known requests
   t.httpServer("demo").setHealthy(true);
   for (let i = 0; i < 10; i++) route.record(i < 7 ? 200 : 503, 30 + i, 100, 2000);
   const m = await parseMetrics(t.registry.render());
-  const l = (extra: Record<string, string> = {}) =>
-    JSON.stringify(
-      Object.fromEntries(
-        Object.entries({
-          backend: "demo-0",
-          clusterName: "c",
-          clusterRole: "primary",
-          instanceName: "m1",
-          kind: "HTTPServer",
-          name: "demo",
-          routerKind: "Ordered",
-          ...extra,
-        }).sort(),
-      ),
-    );
+  const labels = { name: "demo", kind: "HTTPServer", instanceName: "m1", routerKind: "Ordered", backend: "demo-0" };
   // prometheus_client names a counter's sample <family>_total
-  assert.equal(m.get(`httpserver_total_requests_total${l()}`), 10);
-  assert.equal(m.get(`httpserver_total_error_requests_total${l()}`), 3);
-  assert.equal(m.get(`httpserver_requests_duration_bucket${l({ le: "10" })}`), 0);
-  assert.equal(m.get(`httpserver_requests_duration_bucket${l({ le: "50" })}`), 10);
-  assert.equal(m.get(`httpserver_requests_duration_sum${l()}`), 345);
+  assert.equal(sampleValue(m, "httpserver_total_requests_total", labels), 10);
+  assert.equal(sampleValue(m, "httpserver_total_error_requests_total", labels), 3);
+  assert.equal(sampleValue(m, "httpserver_requests_duration_bucket", { ...labels, le: "10" }), 0);
+  assert.equal(sampleValue(m, "httpserver_requests_duration_bucket", { ...labels, le: "50" }), 10);
+  assert.equal(sampleValue(m, "httpserver_requests_duration_sum", labels), 345);
+  assert.equal(sampleValue(m, "httpserver_health", { name: "demo" }), 1);
 });
 
 memberTest(
@@ -164,8 +125,8 @@ memberTest(
 
     // /apis/v2/metrics: the store's etcd metrics on a primary (with the gateway's families), parsed by prometheus_client
     const pm = await parseMetrics(await (await fetch(`http://${primaries[0].apiAddr}/apis/v2/metrics`)).text());
-    assert.equal(pm.get("etcd_server_has_leader"), 1);
-    assert.ok((pm.get("etcd_server_proposals_committed_total") ?? 0) > 0);
+    assert.equal(sampleValue(pm, "etcd_server_has_leader"), 1);
+    assert.ok(sampleValue(pm, "etcd_server_proposals_committed_total") > 0);
     const sm = await (await fetch(`http://${secondary.apiAddr}/apis/v2/metrics`)).text();
     assert.ok(sm.includes("# TYPE httpserver_total_requests counter") && !sm.includes("etcd_server_has_leader"));
     await parseMetrics(sm);

@@ -4,9 +4,7 @@
  * a bad value stops the server with etcd's message.
  */
 import assert from "node:assert/strict";
-import { serverBinary, startServer } from "./lib/server.ts";
-import { spawnProcess } from "./lib/process.ts";
-import { freePorts } from "./lib/ports.ts";
+import { startServer } from "./lib/server.ts";
 import { zapTime } from "../server/etcd/zap.ts";
 
 /** zap's ISO 8601 time: milliseconds, then Z or the zone offset. */
@@ -46,45 +44,15 @@ Deno.test({
       await s.kill();
     }
     // the real etcd 3.4's lines start with the same keys and time format
-    const [cp, pp] = await freePorts(2);
-    const etcd = new Deno.Command("/usr/bin/etcd", {
-      args: [
-        "--logger",
-        "zap",
-        "--data-dir",
-        `${dir}/ref`,
-        "--listen-client-urls",
-        `http://127.0.0.1:${cp}`,
-        "--advertise-client-urls",
-        `http://127.0.0.1:${cp}`,
-        "--listen-peer-urls",
-        `http://127.0.0.1:${pp}`,
-        "--initial-advertise-peer-urls",
-        `http://127.0.0.1:${pp}`,
-        "--initial-cluster",
-        `default=http://127.0.0.1:${pp}`,
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    let text = "";
-    const dec = new TextDecoder();
-    const giveUp = setTimeout(() => etcd.kill("SIGKILL"), 20000);
-    for await (const c of etcd.stderr) {
-      text += dec.decode(c);
-      if (text.includes('"msg":"published local member to cluster through raft"')) break;
-    }
-    clearTimeout(giveUp);
-    try {
-      etcd.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await etcd.status;
-    const ref = jsonLines(text.slice(0, text.lastIndexOf("\n")));
+    const etcd = await startServer({ binary: "/usr/bin/etcd", extraArgs: ["--logger", "zap"] });
+    await etcd.kill();
+    const ref = jsonLines(etcd.output());
+    assert.ok(ref.length >= 5);
     for (const l of ref) {
       assert.deepEqual(Object.keys(l).slice(0, 2), ["level", "ts"]);
       assert.match(String(l.ts), ZAP_TS);
     }
-    assert.ok(ref.length >= 5);
+    await Deno.remove(etcd.dataDir, { recursive: true });
     await Deno.remove(dir, { recursive: true });
   },
 });
@@ -94,7 +62,6 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const [cp, pp] = await freePorts(2);
     const dir = await Deno.makeTempDir({ prefix: "zaplog-" });
     const bad = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", new URL("../mod.ts", import.meta.url).pathname, "etcd", "--logger", "json"],
@@ -104,35 +71,21 @@ Deno.test({
     assert.equal(bad.code, 1);
     assert.match(new TextDecoder().decode(bad.stderr), /unknown logger option "json"/);
     const file = `${dir}/warn.log`;
-    const u = (port: number) => `http://127.0.0.1:${port}`;
-    const p = spawnProcess(serverBinary, [
-      "--logger=zap",
-      "--log-level=warn",
-      `--log-outputs=${file},stderr`,
-      "--data-dir",
-      `${dir}/data`,
-      "--listen-client-urls",
-      u(cp),
-      "--advertise-client-urls",
-      u(cp),
-      "--listen-peer-urls",
-      u(pp),
-      "--initial-advertise-peer-urls",
-      u(pp),
-      "--initial-cluster",
-      `default=${u(pp)}`,
-    ], { tag: "warn-level" });
+    const s = await startServer({
+      extraArgs: ["--logger=zap", "--log-level=warn", `--log-outputs=${file},stderr`],
+      waitReady: false, // nothing at info level: no "published" line to wait for
+    });
     try {
       // it serves (its /health says so) and its log holds no info line ("published" is one)
       const deadline = Date.now() + 20000;
       for (;;) {
-        const ok = await fetch(`${u(cp)}/health`).then((r) => r.ok, () => false);
+        const ok = await fetch(`${s.clientUrl}/health`).then((r) => r.ok, () => false);
         if (ok) break;
-        assert.ok(Date.now() < deadline && !p.exited(), `server did not come up:\n${p.output()}`);
+        assert.ok(Date.now() < deadline, `server did not come up:\n${s.output()}`);
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {
-      await p.kill();
+      await s.kill();
     }
     const lines = jsonLines(await Deno.readTextFile(file).catch(() => ""));
     assert.ok(lines.every((l) => l.level !== "info"), JSON.stringify(lines));

@@ -9,69 +9,9 @@ const assert: (v: unknown, msg?: string) => asserts v = (v, msg) => nodeAssert.o
 const assertEquals = <T>(a: T, b: T, msg?: string) => nodeAssert.deepStrictEqual(a, b, msg ?? "not equal");
 import { Cluster } from "./lib/cluster.ts";
 import { etcdctlOk } from "./lib/etcdctl.ts";
-import { freePorts } from "./lib/ports.ts";
+import { parseMetrics, promtoolCheck, sampleValue } from "./lib/prometheus.ts";
+import { startServer } from "./lib/server.ts";
 import { exponentialBuckets, Registry } from "../server/metrics/registry.ts";
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-interface Parsed {
-  types: Record<string, string>;
-  samples: Sample[];
-}
-
-/** Parses exposition text with python3-prometheus-client's parser (Debian's, run by /usr/bin/python3). */
-async function parseWithPython(text: string): Promise<Parsed> {
-  const script = `
-import sys, json, math
-from prometheus_client.parser import text_string_to_metric_families
-types, samples = {}, []
-for f in text_string_to_metric_families(sys.stdin.read()):
-    types[f.name] = f.type
-    for s in f.samples:
-        v = s.value
-        samples.append({"name": s.name, "labels": s.labels, "value": v if math.isfinite(v) else str(v)})
-print(json.dumps({"types": types, "samples": samples}))
-`;
-  const p = new Deno.Command("/usr/bin/python3", {
-    args: ["-c", script],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(text));
-  await w.close();
-  const out = await p.output();
-  assert(out.success, `python parser failed: ${new TextDecoder().decode(out.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
-}
-
-/** promtool's verdict: exit code and the lint complaints (one per line). */
-async function promtool(text: string): Promise<{ code: number; complaints: string[] }> {
-  const p = new Deno.Command("promtool", {
-    args: ["check", "metrics"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(text));
-  await w.close();
-  const out = await p.output();
-  const all = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  return { code: out.code, complaints: all.split("\n").filter((l) => l.trim() !== "").sort() };
-}
-
-function value(p: Parsed, name: string, labels: Record<string, string> = {}): number {
-  const hits = p.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
-  assertEquals(hits.length, 1, `${name}${JSON.stringify(labels)}: ${hits.length} samples`);
-  return hits[0].value;
-}
 
 async function scrape(url: string): Promise<string> {
   const r = await fetch(`${url}/metrics`);
@@ -82,40 +22,12 @@ async function scrape(url: string): Promise<string> {
 
 /** The lint complaints promtool makes about the real etcd 3.4's own /metrics (its gauges named *_total). */
 async function etcdsOwnComplaints(): Promise<string[]> {
-  const [cp, pp] = await freePorts(2);
-  const dir = await Deno.makeTempDir({ prefix: "etcdref-" });
-  const proc = new Deno.Command("/usr/bin/etcd", {
-    args: [
-      "--data-dir",
-      dir,
-      "--listen-client-urls",
-      `http://127.0.0.1:${cp}`,
-      "--advertise-client-urls",
-      `http://127.0.0.1:${cp}`,
-      "--listen-peer-urls",
-      `http://127.0.0.1:${pp}`,
-      "--initial-advertise-peer-urls",
-      `http://127.0.0.1:${pp}`,
-      "--initial-cluster",
-      `default=http://127.0.0.1:${pp}`,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const etcd = await startServer({ binary: "/usr/bin/etcd" });
   try {
-    for (let i = 0;; i++) {
-      try {
-        const text = await scrape(`http://127.0.0.1:${cp}`);
-        if (text.includes("etcd_server_has_leader 1")) return (await promtool(text)).complaints;
-      } catch (e) {
-        if (i > 100) throw e;
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    return (await promtoolCheck(await scrape(etcd.clientUrl))).complaints;
   } finally {
-    proc.kill("SIGKILL");
-    await proc.status;
-    await Deno.remove(dir, { recursive: true });
+    await etcd.kill();
+    await Deno.remove(etcd.dataDir, { recursive: true });
   }
 }
 
@@ -137,10 +49,10 @@ Deno.test("registry: cumulative buckets, +Inf, sum and count; escaped label valu
       "g 0",
     ]
   ) assert(text.split("\n").includes(line), `missing ${line} in\n${text}`);
-  const parsed = await parseWithPython(text);
-  assertEquals(value(parsed, "c_total", { k: 'a"b\\c\nd' }), 2);
-  assertEquals(value(parsed, "x_seconds_sum"), 9.0045);
-  assertEquals((await promtool(text)).code, 0);
+  const parsed = await parseMetrics(text);
+  assertEquals(sampleValue(parsed, "c_total", { k: 'a"b\\c\nd' }), 2);
+  assertEquals(sampleValue(parsed, "x_seconds_sum"), 9.0045);
+  assertEquals((await promtoolCheck(text)).code, 0);
 });
 
 Deno.test({
@@ -158,12 +70,12 @@ Deno.test({
         throw new Error("no leader");
       };
       const leader = await leaderOf();
-      const before = await parseWithPython(await scrape(leader.clientUrl));
+      const before = await parseMetrics(await scrape(leader.clientUrl));
       const N = 25;
       for (let i = 0; i < N; i++) await etcdctlOk(leader.endpoint, ["put", `metrics-key-${i}`, `v${i}`]);
       await new Promise((r) => setTimeout(r, 300)); // a few heartbeats for the round-trip times
       const text = await scrape(leader.clientUrl);
-      const after = await parseWithPython(text);
+      const after = await parseMetrics(text);
 
       // types and buckets as etcd 3.4 declares them
       assertEquals(after.types["etcd_server_has_leader"], "gauge");
@@ -179,48 +91,49 @@ Deno.test({
       assertEquals(les("etcd_disk_backend_commit_duration_seconds"), exponentialBuckets(0.001, 2, 14));
 
       // values after N puts through the leader
-      assertEquals(value(after, "etcd_server_has_leader"), 1);
-      assertEquals(value(after, "etcd_server_is_leader"), 1);
-      assert(value(after, "etcd_server_leader_changes_seen_total") >= 1);
-      const committed = value(after, "etcd_server_proposals_committed_total");
-      assert(committed - value(before, "etcd_server_proposals_committed_total") >= N, "committed grew by N");
+      assertEquals(sampleValue(after, "etcd_server_has_leader"), 1);
+      assertEquals(sampleValue(after, "etcd_server_is_leader"), 1);
+      assert(sampleValue(after, "etcd_server_leader_changes_seen_total") >= 1);
+      const committed = sampleValue(after, "etcd_server_proposals_committed_total");
+      assert(committed - sampleValue(before, "etcd_server_proposals_committed_total") >= N, "committed grew by N");
       assert(
-        value(after, "etcd_server_proposals_applied_total") - value(before, "etcd_server_proposals_applied_total") >= N,
+        sampleValue(after, "etcd_server_proposals_applied_total") -
+            sampleValue(before, "etcd_server_proposals_applied_total") >= N,
       );
-      assertEquals(value(after, "etcd_server_proposals_pending"), 0);
-      assertEquals(value(after, "etcd_server_proposals_failed_total"), 0);
+      assertEquals(sampleValue(after, "etcd_server_proposals_pending"), 0);
+      assertEquals(sampleValue(after, "etcd_server_proposals_failed_total"), 0);
       const put = { grpc_type: "unary", grpc_service: "etcdserverpb.KV", grpc_method: "Put" };
-      assertEquals(value(after, "grpc_server_handled_total", { ...put, grpc_code: "OK" }), N);
-      assertEquals(value(after, "grpc_server_started_total", put), N);
-      assertEquals(value(after, "grpc_server_handled_total", { ...put, grpc_code: "Unavailable" }), 0);
-      assertEquals(value(after, "etcd_debugging_mvcc_keys_total"), N);
-      assert(value(after, "etcd_mvcc_db_total_size_in_bytes") > 0);
-      const fsyncs = value(after, "etcd_disk_wal_fsync_duration_seconds_count") -
-        value(before, "etcd_disk_wal_fsync_duration_seconds_count");
+      assertEquals(sampleValue(after, "grpc_server_handled_total", { ...put, grpc_code: "OK" }), N);
+      assertEquals(sampleValue(after, "grpc_server_started_total", put), N);
+      assertEquals(sampleValue(after, "grpc_server_handled_total", { ...put, grpc_code: "Unavailable" }), 0);
+      assertEquals(sampleValue(after, "etcd_debugging_mvcc_keys_total"), N);
+      assert(sampleValue(after, "etcd_mvcc_db_total_size_in_bytes") > 0);
+      const fsyncs = sampleValue(after, "etcd_disk_wal_fsync_duration_seconds_count") -
+        sampleValue(before, "etcd_disk_wal_fsync_duration_seconds_count");
       assert(fsyncs >= 1 && fsyncs <= N + 10, `fsyncs ${fsyncs}`);
-      assert(value(after, "etcd_disk_backend_commit_duration_seconds_count") > 0);
-      assert(value(after, "process_resident_memory_bytes") > 10e6);
-      assert(value(after, "process_open_fds") > 3);
-      assert(Math.abs(value(after, "process_start_time_seconds") - Date.now() / 1000) < 600);
+      assert(sampleValue(after, "etcd_disk_backend_commit_duration_seconds_count") > 0);
+      assert(sampleValue(after, "process_resident_memory_bytes") > 10e6);
+      assert(sampleValue(after, "process_open_fds") > 3);
+      assert(Math.abs(sampleValue(after, "process_start_time_seconds") - Date.now() / 1000) < 600);
       // both followers: bytes each way and round-trip times, labelled by hexadecimal member ID
       for (const m of c.members) {
         if (m === leader) continue;
         const hex = BigInt(m.id).toString(16);
-        assert(value(after, "etcd_network_peer_sent_bytes_total", { To: hex }) > 0, `sent to ${hex}`);
-        assert(value(after, "etcd_network_peer_received_bytes_total", { From: hex }) > 0, `received from ${hex}`);
-        const rtts = value(after, "etcd_network_peer_round_trip_time_seconds_count", { To: hex });
+        assert(sampleValue(after, "etcd_network_peer_sent_bytes_total", { To: hex }) > 0, `sent to ${hex}`);
+        assert(sampleValue(after, "etcd_network_peer_received_bytes_total", { From: hex }) > 0, `received from ${hex}`);
+        const rtts = sampleValue(after, "etcd_network_peer_round_trip_time_seconds_count", { To: hex });
         assert(rtts > 0, `round trips to ${hex}`);
-        assert(value(after, "etcd_network_peer_round_trip_time_seconds_sum", { To: hex }) / rtts < 1);
+        assert(sampleValue(after, "etcd_network_peer_round_trip_time_seconds_sum", { To: hex }) / rtts < 1);
       }
 
       // a follower serves the same families on its peer URL; it has applied the N puts too
       const follower = c.members.find((m) => m !== leader)!;
-      const peerSide = await parseWithPython(await scrape(follower.peerUrl));
-      assertEquals(value(peerSide, "etcd_server_is_leader"), 0);
-      assertEquals(value(peerSide, "etcd_debugging_mvcc_keys_total"), N);
+      const peerSide = await parseMetrics(await scrape(follower.peerUrl));
+      assertEquals(sampleValue(peerSide, "etcd_server_is_leader"), 0);
+      assertEquals(sampleValue(peerSide, "etcd_debugging_mvcc_keys_total"), N);
 
       // promtool parses it; its only lint complaints are the ones it makes about etcd's own names
-      const ours = await promtool(text);
+      const ours = await promtoolCheck(text);
       assert(ours.code === 0 || ours.code === 3, `promtool exit ${ours.code}: ${ours.complaints.join("\n")}`);
       const etcds = await etcdsOwnComplaints();
       for (const line of ours.complaints) {
