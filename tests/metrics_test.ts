@@ -106,6 +106,14 @@ Deno.test({
       assertEquals(sampleValue(after, "grpc_server_handled_total", { ...put, grpc_code: "OK" }), N);
       assertEquals(sampleValue(after, "grpc_server_started_total", put), N);
       assertEquals(sampleValue(after, "grpc_server_handled_total", { ...put, grpc_code: "Unavailable" }), 0);
+      // each put request carries its key and value; each response at least its header
+      const bytesIn = sampleValue(after, "etcd_network_client_grpc_received_bytes_total") -
+        sampleValue(before, "etcd_network_client_grpc_received_bytes_total");
+      assert(bytesIn >= N * "metrics-key-0v0".length, `received ${bytesIn} bytes`);
+      assert(
+        sampleValue(after, "etcd_network_client_grpc_sent_bytes_total") >
+          sampleValue(before, "etcd_network_client_grpc_sent_bytes_total") + N * 5,
+      );
       assertEquals(sampleValue(after, "etcd_debugging_mvcc_keys_total"), N);
       assert(sampleValue(after, "etcd_mvcc_db_total_size_in_bytes") > 0);
       const fsyncs = sampleValue(after, "etcd_disk_wal_fsync_duration_seconds_count") -

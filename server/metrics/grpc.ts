@@ -1,6 +1,7 @@
 /**
  * gRPC server metrics under go-grpc-prometheus's names and labels (what etcd 3.4 exports and etcd dashboards graph):
- * grpc_server_started_total, grpc_server_handled_total, grpc_server_msg_received_total, grpc_server_msg_sent_total.
+ * grpc_server_started_total, grpc_server_handled_total, grpc_server_msg_received_total, grpc_server_msg_sent_total;
+ * and etcd's etcd_network_client_grpc_{received,sent}_bytes_total (message bytes, the 5-byte gRPC prefix included).
  * Every method's series exist from registration on (handled: one per status code), as go-grpc-prometheus
  * pre-registers them, so rate() over a method that was never called reads 0 instead of nothing.
  */
@@ -38,8 +39,22 @@ export class MethodStats {
     handled: CounterChild[],
     readonly received: CounterChild,
     readonly sent: CounterChild,
+    readonly receivedBytes: CounterChild,
+    readonly sentBytes: CounterChild,
   ) {
     this.#handled = handled;
+  }
+
+  /** One request message of `bytes` (after its 5-byte prefix) arrived. */
+  messageIn(bytes: number): void {
+    this.received.value++;
+    this.receivedBytes.value += bytes + 5;
+  }
+
+  /** One response message of `bytes` (its 5-byte prefix included) left. */
+  messageOut(bytes: number): void {
+    this.sent.value++;
+    this.sentBytes.value += bytes;
   }
   /** Counts a finished call by its status code. */
   handled(code: number): void {
@@ -54,8 +69,20 @@ export class GrpcServerMetrics {
   readonly #received: Counter;
   readonly #sent: Counter;
   readonly #methods = new Map<string, MethodStats>();
+  /** etcd_network_client_grpc_received_bytes_total: request message bytes of every method */
+  readonly receivedBytes: CounterChild;
+  /** etcd_network_client_grpc_sent_bytes_total: response message bytes of every method */
+  readonly sentBytes: CounterChild;
 
   constructor(registry: Registry) {
+    this.receivedBytes = registry.counter(
+      "etcd_network_client_grpc_received_bytes_total",
+      "The total number of bytes received from grpc clients.",
+    ).labels();
+    this.sentBytes = registry.counter(
+      "etcd_network_client_grpc_sent_bytes_total",
+      "The total number of bytes sent to grpc clients.",
+    ).labels();
     const labels = ["grpc_type", "grpc_service", "grpc_method"];
     this.#started = registry.counter(
       "grpc_server_started_total",
@@ -90,6 +117,8 @@ export class GrpcServerMetrics {
       GRPC_CODE_NAMES.map((code) => this.#handled.labels(type, service, method, code)),
       this.#received.labels(type, service, method),
       this.#sent.labels(type, service, method),
+      this.receivedBytes,
+      this.sentBytes,
     );
     this.#methods.set(path, m);
     return m;

@@ -366,7 +366,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   writeFramed(head: Uint8Array, body: Uint8Array): boolean {
     if (this.finished) return false;
     this.sendHeadersOnce();
-    this.method.stats?.sent.inc();
+    this.method.stats?.messageOut(head.length + body.length);
     return this.stream.write(body, head, false);
   }
 
@@ -413,7 +413,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   };
 
   private sendMessage(payload: Uint8Array, end: boolean): boolean {
-    this.method.stats?.sent.inc();
+    this.method.stats?.messageOut(payload.length + 5);
     const n = payload.length;
     const p = MESSAGE_PREFIX;
     p[0] = 0;
@@ -555,7 +555,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
       this.finish(Status.INTERNAL, `grpc: error unmarshalling request: ${(err as Error)?.message ?? err}`);
       return;
     }
-    this.method.stats?.received.inc();
+    this.method.stats?.messageIn(bytes.length);
     const kind = this.method.kind;
     if (kind === KIND_UNARY || kind === KIND_SERVER_STREAM) {
       if (this.gotRequest) {
