@@ -12,6 +12,7 @@ import { etcdctlOk } from "./lib/etcdctl.ts";
 import { parseMetrics, promtoolCheck, sampleValue } from "./lib/prometheus.ts";
 import { startServer } from "./lib/server.ts";
 import { exponentialBuckets, Registry } from "../server/metrics/registry.ts";
+import { NodeMetrics, SLOW_APPLY_MS } from "../server/metrics/node.ts";
 
 async function scrape(url: string): Promise<string> {
   const r = await fetch(`${url}/metrics`);
@@ -53,6 +54,14 @@ Deno.test("registry: cumulative buckets, +Inf, sum and count; escaped label valu
   assertEquals(sampleValue(parsed, "c_total", { k: 'a"b\\c\nd' }), 2);
   assertEquals(sampleValue(parsed, "x_seconds_sum"), 9.0045);
   assertEquals((await promtoolCheck(text)).code, 0);
+});
+
+Deno.test("node metrics: an apply batch over 100 ms is a slow apply, and every batch is a backend commit", () => {
+  const m = new NodeMetrics();
+  m.batchApplied(3);
+  m.batchApplied(SLOW_APPLY_MS + 1);
+  assertEquals(m.slowApplies.value, 1);
+  assertEquals(m.backendCommit.count, 2);
 });
 
 Deno.test({
