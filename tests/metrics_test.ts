@@ -137,6 +137,7 @@ Deno.test({
         if (m === leader) continue;
         const hex = BigInt(m.id).toString(16);
         assert(sampleValue(after, "etcd_network_peer_sent_bytes_total", { To: hex }) > 0, `sent to ${hex}`);
+        assertEquals(sampleValue(after, "etcd_network_active_peers", { Remote: hex }), 1);
         assert(sampleValue(after, "etcd_network_peer_received_bytes_total", { From: hex }) > 0, `received from ${hex}`);
         const rtts = sampleValue(after, "etcd_network_peer_round_trip_time_seconds_count", { To: hex });
         assert(rtts > 0, `round trips to ${hex}`);

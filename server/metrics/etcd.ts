@@ -86,6 +86,13 @@ export function describeServer(node: Node, version: string): Registry {
   r.gauge("etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.", [
     "server_id",
   ]).labels(BigInt(node.memberId).toString(16)).set(1);
+  const self = BigInt(node.memberId).toString(16);
+  r.gauge("etcd_network_active_peers", "The current number of active peer connections.", ["Local", "Remote"], (g) => {
+    g.children.clear(); // members come and go
+    for (const m of node.members.list()) {
+      if (m.ID !== node.memberId) g.labels(self, BigInt(m.ID).toString(16)).set(node.peerConnected(m.ID) ? 1 : 0);
+    }
+  });
   registerProcessMetrics(r);
   return r;
 }
