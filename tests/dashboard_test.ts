@@ -161,3 +161,42 @@ memberTest(
     console.log(`dashboard screenshots: ${shots}/before.png ${shots}/after-leader-killed.png`);
   },
 );
+
+memberTest(
+  "dashboard and /apis/v2/metrics ask for the member's basic auth like the rest of the admin API",
+  async (procs) => {
+    const [p] = await memberPorts(1);
+    const home = await Deno.makeTempDir({ prefix: "eg-dash-auth-" });
+    const peer = `http://127.0.0.1:${p.peer}`, client = `http://127.0.0.1:${p.client}`;
+    await Deno.writeTextFile(
+      `${home}/eg.yaml`,
+      [
+        "name: machine-1",
+        "cluster-name: dash-auth",
+        "cluster-role: primary",
+        `api-addr: 127.0.0.1:${p.api}`,
+        "basic-auth:",
+        "  admin: s3cret",
+        "cluster:",
+        `  listen-peer-urls: [${peer}]`,
+        `  listen-client-urls: [${client}]`,
+        `  advertise-client-urls: [${client}]`,
+        `  initial-advertise-peer-urls: [${peer}]`,
+        "  initial-cluster:",
+        `    machine-1: ${peer}`,
+        "",
+      ].join("\n"),
+    );
+    const m = await startMember("machine-1", ["-f", `${home}/eg.yaml`], { home, apiAddr: `127.0.0.1:${p.api}` });
+    procs.push(m);
+    const auth = { Authorization: `Basic ${btoa("admin:s3cret")}` };
+    for (const path of ["/", "/dashboard", "/apis/v2/metrics", "/apis/v2/dashboard/cluster"]) {
+      const denied = await fetch(`http://${m.apiAddr}${path}`);
+      await denied.body?.cancel();
+      assert.equal(denied.status, 401, path);
+      const ok = await fetch(`http://${m.apiAddr}${path}`, { headers: auth });
+      await ok.body?.cancel();
+      assert.equal(ok.status, 200, path);
+    }
+  },
+);
