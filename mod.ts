@@ -8,7 +8,7 @@
  */
 import { FlagError, parseEtcdFlags } from "./server/etcd/flags.ts";
 import { startEtcd } from "./server/etcd/server.ts";
-import { stderrLogger } from "./server/etcd/log.ts";
+import { LogFlagError, newLogger, splitLogFlags } from "./server/etcd/zap.ts";
 import path from "node:path";
 import process from "node:process";
 
@@ -29,11 +29,13 @@ function commandOfExecutable(): string | undefined {
 }
 
 async function runEtcd(args: string[]): Promise<void> {
-  let cfg;
+  let cfg, log;
   try {
-    cfg = parseEtcdFlags(args);
+    const { opts, rest } = splitLogFlags(args);
+    log = newLogger(opts);
+    cfg = parseEtcdFlags(rest);
   } catch (err) {
-    if (err instanceof FlagError) {
+    if (err instanceof FlagError || err instanceof LogFlagError) {
       console.error(`etcd: ${err.message}`);
       Deno.exit(1);
     }
@@ -41,16 +43,16 @@ async function runEtcd(args: string[]): Promise<void> {
   }
   let server;
   try {
-    server = await startEtcd(cfg, stderrLogger);
+    server = await startEtcd(cfg, log);
   } catch (err) {
-    stderrLogger.error("etcdmain", err instanceof Error ? err.message : String(err));
+    log.error("etcdmain", err instanceof Error ? err.message : String(err));
     Deno.exit(1);
   }
   let stopping = false;
   const shutdown = async () => {
     if (stopping) return;
     stopping = true;
-    stderrLogger.info("etcdmain", "received signal, shutting down");
+    log.info("etcdmain", "received signal, shutting down");
     await server.stop();
     Deno.exit(0);
   };

@@ -61,6 +61,10 @@ Deno.test("deno bundle of mod.ts runs the server with access to nothing but its 
     const ep = `127.0.0.1:${cp}`;
     assert.equal(await etcdctlOk(ep, ["put", "bundled", "yes"]), "OK\n");
     assert.equal(await etcdctlOk(ep, ["get", "bundled", "--print-value-only"]), "yes\n");
+    // /metrics works without read access to /proc (CPU and memory come from the runtime)
+    const metrics = await (await fetch(`http://${ep}/metrics`)).text();
+    assert.match(metrics, /\netcd_server_has_leader 1\n/);
+    assert.match(metrics, /\nprocess_resident_memory_bytes [1-9]/);
     assert.doesNotMatch(log, /PermissionDenied|NotCapable|Requires read access/);
   } finally {
     proc.kill("SIGKILL");

@@ -33,6 +33,7 @@ import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.t
 import { rfc3339 } from "../easegress/gotime.ts";
 import { type Options, splitHostPort } from "../easegress/options.ts";
 import type { EgLogger } from "../easegress/log.ts";
+import { isOpsPath, opsHandler } from "../dashboard/routes.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -403,6 +404,7 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
     },
   ];
 
+  const ops = opsHandler(cls);
   const routes = entries.map((e) => {
     const names: string[] = [];
     const re = new RegExp(
@@ -429,6 +431,13 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
     const url = new URL(req.url ?? "/", "http://x");
     // StripSlashes
     let p = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
+    if (isOpsPath(p)) { // dashboard and metrics (server/dashboard): answered even while the store is unreachable
+      if (opt.BasicAuth && Object.keys(opt.BasicAuth).length > 0 && !basicAuthOk(req, opt.BasicAuth)) {
+        res.setHeader("WWW-Authenticate", `Basic realm="easegress-basic-auth"`);
+        return apiError(res, 401, "basic auth failed");
+      }
+      return await ops(p, req, res).catch((err) => apiError(res, 500, (err as Error).message));
+    }
     const started = Date.now();
     // read now: Deno's node:http may have detached the socket from the request by 'finish'
     const remote = req.socket?.remoteAddress;

@@ -1,4 +1,5 @@
-/** The server's log: one line per event on stderr, `<time> <level> | <component>: <message>` (etcd's capnslog shape). */
+/** The server's log: the interface every layer logs through (see zap.ts for the formats and etcd's logging flags). */
+import { newLogger } from "./zap.ts";
 
 /** Logging functions by level. */
 export interface Logger {
@@ -7,14 +8,5 @@ export interface Logger {
   error(component: string, msg: string): void;
 }
 
-function line(level: string, component: string, msg: string): void {
-  const t = new Date().toISOString().replace("T", " ").replace("Z", "");
-  console.error(`${t} ${level} | ${component}: ${msg}`);
-}
-
-/** A logger writing to stderr. */
-export const stderrLogger: Logger = {
-  info: (c, m) => line("I", c, m),
-  warn: (c, m) => line("W", c, m),
-  error: (c, m) => line("E", c, m),
-};
+/** etcd's default log: `<time> <L> | <component>: <message>` lines (capnslog's shape) on stderr. */
+export const stderrLogger: Logger = newLogger({ logger: "capnslog", level: "info", outputs: ["stderr"] });

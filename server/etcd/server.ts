@@ -183,6 +183,7 @@ function etcdApiServer(ctx: ServiceContext, maxRequestBytes: number): GrpcServer
   // etcd accepts gRPC messages up to the request limit plus 512 KiB of framing
   const server = new GrpcServer({ maxReceiveMessageLength: maxRequestBytes + 512 * 1024 });
   server.setHttp1Handler(httpEndpoints(ctx.node, SERVER_VERSION));
+  server.instrument(ctx.node.metrics.grpc);
   addEtcdServices(server, ctx);
   return server;
 }

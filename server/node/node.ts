@@ -18,6 +18,7 @@ import { type Member, type MemberContext, Members } from "../membership/members.
 import { MvccStore } from "../mvcc/store.ts";
 import { hostPort, PeerTransport, snapshotLimit } from "../peer/transport.ts";
 import type { PeerCertPolicy } from "../peer/peer_cert.ts";
+import { NodeMetrics } from "../metrics/node.ts";
 import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
@@ -105,6 +106,8 @@ export class Node {
   readonly quota: BackendQuota;
   readonly members = new Members();
   readonly storage = new MemoryStorage();
+  /** what /metrics shows of this member (server/metrics) */
+  readonly metrics = new NodeMetrics();
   raft!: RaftNode;
   transport!: PeerTransport;
   appliedIndex = 0;
@@ -237,6 +240,7 @@ export class Node {
       peerURLs: (id) => n.members.get(id)?.peerURLs ?? [],
       peerCert: cfg.peerCert,
       maxSnapshotBytes: snapshotLimit(cfg.quotaBytes),
+      stats: n.metrics,
       log: cfg.log,
     });
     if (replayed > 0 || snap) {
@@ -296,6 +300,11 @@ export class Node {
     return this.raft.isLeader;
   }
 
+  /** Proposals made here and not yet applied (etcd_server_proposals_pending). */
+  get pendingProposals(): number {
+    return this.#proposals.size;
+  }
+
   /** The Raft role in etcd's words (as Easegress shows it): Leader, Follower, Candidate or PreCandidate. */
   raftState(): "Leader" | "Follower" | "Candidate" | "PreCandidate" {
     const names = {
@@ -347,6 +356,7 @@ export class Node {
       if (w.deadline > now) break;
       this.#proposals.delete(id);
       w.settled = true;
+      this.metrics.proposalsFailed.inc();
       w.reject(failure());
     }
     const reads = this.#readDeadlines;
@@ -374,6 +384,7 @@ export class Node {
       } catch (err) {
         this.#stopOnInvariant(err, "proposing");
         this.#proposals.delete(id);
+        this.metrics.proposalsFailed.inc();
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
       }
@@ -636,7 +647,11 @@ export class Node {
         }
         if (rd.snapshot) await this.#persistSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#wal.append(rd.entries, rd.hardState);
-        if (rd.mustSync) this.#wal.sync();
+        if (rd.mustSync) {
+          const start = performance.now();
+          this.#wal.sync();
+          this.metrics.walFsync.observe((performance.now() - start) / 1000);
+        }
         if (rd.messages.length > 0) {
           // what waited for the disk (acks, votes) goes out at once, before this turn's applying
           this.transport.send(rd.messages);
@@ -646,7 +661,11 @@ export class Node {
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
         if (rd.snapshot) this.#restore(rd.snapshot);
-        for (const e of rd.committedEntries) this.#applyEntry(e);
+        if (rd.committedEntries.length > 0) {
+          const start = performance.now();
+          for (const e of rd.committedEntries) this.#applyEntry(e);
+          this.metrics.batchApplied(performance.now() - start);
+        }
         for (const rs of rd.readStates) this.#onReadState(rs);
         this.raft.advance(rd);
         this.#serveReads();
@@ -659,6 +678,7 @@ export class Node {
 
   #onSoftState(s: SoftState): void {
     if (s.lead !== this.#lastLeader) {
+      if (s.lead !== "0") this.metrics.leaderChanges.inc();
       this.#cfg.log(
         s.lead === "0"
           ? `lost the leader at term ${this.term}`
@@ -736,6 +756,7 @@ export class Node {
       case ConfChangeType.RemoveNode:
         this.members.remove(cc.nodeId);
         this.transport.drop(cc.nodeId);
+        this.metrics.dropPeer(cc.nodeId);
         break;
       case ConfChangeType.UpdateNode:
         if (ctx.peerURLs) this.members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
@@ -785,7 +806,9 @@ export class Node {
       const index = this.appliedIndex;
       const data = this.encodeState();
       const snap = this.storage.createSnapshot(index, this.raft.confState(), data);
+      const start = performance.now();
       await this.#snap.save({ index, term: snap.metadata.term, data });
+      this.metrics.snapshotSave.observe((performance.now() - start) / 1000);
       this.#wal.markSnapshot({ index, term: snap.metadata.term });
       this.#wal.sync();
       this.#snapIndex = index;

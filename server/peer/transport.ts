@@ -68,7 +68,17 @@ export interface PeerHooks {
   peerCert?: PeerCertPolicy;
   /** Largest snapshot accepted from a peer, in bytes ({@link snapshotLimit}). */
   maxSnapshotBytes: number;
+  /** counts bytes per peer and times heartbeats (server/metrics) */
+  stats?: PeerStats;
   log(msg: string): void;
+}
+
+/** What the transport reports for /metrics: bytes per peer, and heartbeats for the round-trip time. */
+export interface PeerStats {
+  peerSent(to: string, bytes: number): void;
+  peerReceived(from: string, bytes: number): void;
+  heartbeatSent(to: string, now: number): void;
+  heartbeatAnswered(from: string, now: number): void;
 }
 
 /** A peer call as our gRPC server hands it over: metadata and the TLS client certificate it came with. */
@@ -244,8 +254,10 @@ class PeerLink {
     const snaps = msgs.filter((m) => m.type === "Snap");
     const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
     if (rest.length > 0 || queries.length > 0 || answers.length > 0) {
-      call.write(encodeFrame(rest, queries, answers));
+      const frame = encodeFrame(rest, queries, answers);
+      call.write(frame);
       call.flush();
+      this.hooks.stats?.peerSent(this.id, frame.length);
     }
     for (const m of snaps) this.#sendSnapshot(m);
   }
@@ -273,6 +285,7 @@ class PeerLink {
       while (off < data.length) {
         const end = Math.min(off + SNAPSHOT_CHUNK, data.length);
         const room = call.write(serializeChunk({ data: data.subarray(off, end) }));
+        this.hooks.stats?.peerSent(this.id, end - off);
         off = end;
         if (!room) return void call.once("drain", pump);
       }
@@ -364,7 +377,11 @@ export class PeerTransport {
 
   /** Queues messages for their recipients (written at the end of the turn, or by `flush`). */
   send(msgs: Message[]): void {
-    for (const m of msgs) this.#link(m.to).send(m);
+    const stats = this.hooks.stats;
+    for (const m of msgs) {
+      if (stats && m.type === "Heartbeat") stats.heartbeatSent(m.to, performance.now());
+      this.#link(m.to).send(m);
+    }
   }
 
   /**
@@ -503,6 +520,7 @@ export class PeerTransport {
             if ("refuse" in again) this.#refuse(call.metadata, again.refuse, cb);
             return;
           }
+          this.hooks.stats?.peerReceived(from, bytes.length);
           let frame: PeerFrame;
           try {
             frame = decodeFrame(bytes);
@@ -514,6 +532,10 @@ export class PeerTransport {
           const msgs = frame.msgs.filter((m) => m.from === from && m.to === self);
           if (msgs.length < frame.msgs.length) {
             this.hooks.log(`dropped ${frame.msgs.length - msgs.length} message(s) from peer ${from} not from it to us`);
+          }
+          const stats = this.hooks.stats;
+          if (stats) {
+            for (const m of msgs) if (m.type === "HeartbeatResp") stats.heartbeatAnswered(m.from, performance.now());
           }
           if (msgs.length > 0) this.hooks.receive(msgs);
           for (const q of frame.queries) this.#answer(from, q);
@@ -532,6 +554,7 @@ export class PeerTransport {
         let refused = false;
         call.on("data", (c: Obj) => {
           if (refused) return;
+          if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
           if (!head) {
             try {
               head = decodeMessages(c.message)[0] ?? null;

@@ -8,6 +8,7 @@
  * node:http server whose request handler is settable (`setHttp1Handler`), as etcd serves /health, /version,
  * /metrics and the JSON gateway on its client port.
  */
+import type { GrpcServerMetrics, GrpcType, MethodStats } from "../metrics/grpc.ts";
 import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
 import http from "node:http";
@@ -248,7 +249,11 @@ interface MethodEntry {
   def: MethodDefinition;
   handler: AnyHandler | null;
   kind: number;
+  /** this method's counters, once the server is instrumented */
+  stats?: MethodStats;
 }
+
+const GRPC_TYPES: readonly GrpcType[] = ["unary", "server_stream", "client_stream", "bidi_stream"];
 
 // frozen: the HPACK encoder caches their encodings
 const RESPONSE_HEADERS = Object.freeze([":status", "200", "content-type", "application/grpc"]) as string[];
@@ -296,6 +301,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
     super();
     this.maxLen = maxLen;
     this.encoding = encoding;
+    method.stats?.started.inc();
   }
 
   /** Request metadata. */
@@ -371,6 +377,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   writeFramed(head: Uint8Array, body: Uint8Array): boolean {
     if (this.finished) return false;
     this.sendHeadersOnce();
+    this.method.stats?.messageOut(head.length + body.length);
     return this.stream.write(body, head, false);
   }
 
@@ -417,6 +424,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   };
 
   private sendMessage(payload: Uint8Array, end: boolean): boolean {
+    this.method.stats?.messageOut(payload.length + 5);
     const n = payload.length;
     const p = MESSAGE_PREFIX;
     p[0] = 0;
@@ -431,6 +439,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   finish(code: number, details: string, md?: unknown): void {
     if (this.finished) return;
     this.finished = true;
+    this.method.stats?.handled(code);
     this.dropBody();
     const extra = md ? metadataFields(md) : EMPTY_METADATA_FIELDS;
     let trailers: string[];
@@ -557,6 +566,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
       this.finish(Status.INTERNAL, `grpc: error unmarshalling request: ${(err as Error)?.message ?? err}`);
       return;
     }
+    this.method.stats?.messageIn(bytes.length);
     const kind = this.method.kind;
     if (kind === KIND_UNARY || kind === KIND_SERVER_STREAM) {
       if (this.gotRequest) {
@@ -614,6 +624,7 @@ export class ServerCall extends EventEmitter implements StreamHandler, DeferredT
   onReset(_code: number): void {
     if (this.finished) return;
     this.finished = true;
+    this.method.stats?.handled(Status.CANCELLED);
     this.cancelled = true;
     this.dropBody();
     // a unary handler still at work (a proposed Put) keeps its stream's slot until it answers
@@ -645,6 +656,7 @@ export interface ListenerTls extends tls.TlsOptions {
 export class GrpcServer {
   private readonly methods = new Map<string, MethodEntry>();
   private readonly services = new Set<string>();
+  private metrics: GrpcServerMetrics | undefined;
   private readonly listeners: Array<net.Server | tls.Server> = [];
   private readonly sockets = new Set<net.Socket>();
   private readonly conns = new Set<Http2ServerConnection>();
@@ -707,6 +719,12 @@ export class GrpcServer {
     this.http1Handler = handler;
   }
 
+  /** Counts every call of every registered method (now and later) in `metrics` (go-grpc-prometheus's series). */
+  instrument(metrics: GrpcServerMetrics): void {
+    this.metrics = metrics;
+    for (const e of this.methods.values()) e.stats = metrics.method(e.def.path, GRPC_TYPES[e.kind]);
+  }
+
   /** Registers a service (grpc-js style: handlers keyed by method name or originalName). */
   addService(def: ServiceDefinition, impl: ServiceImplementation): void {
     for (const [name, m] of Object.entries(def)) {
@@ -715,7 +733,8 @@ export class GrpcServer {
       const kind = m.requestStream
         ? (m.responseStream ? KIND_BIDI : KIND_CLIENT_STREAM)
         : (m.responseStream ? KIND_SERVER_STREAM : KIND_UNARY);
-      this.methods.set(m.path, { def: m, handler: typeof handler === "function" ? handler : null, kind });
+      const stats = this.metrics?.method(m.path, GRPC_TYPES[kind]);
+      this.methods.set(m.path, { def: m, handler: typeof handler === "function" ? handler : null, kind, stats });
       const slash = m.path.lastIndexOf("/");
       this.services.add(m.path.slice(1, slash));
     }

@@ -37,6 +37,10 @@ export interface StartOptions {
   clientTls?: boolean;
   /** How long to wait for the "published" log line, ms (default 30000). */
   timeoutMs?: number;
+  /** the executable (default: {@link serverBinary}), e.g. /usr/bin/etcd for the reference */
+  binary?: string;
+  /** wait for the "published" line (default true) */
+  waitReady?: boolean;
 }
 
 /** Starts a single-member server and resolves once it printed its "published" line (as etcd does when ready). */
@@ -64,7 +68,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     ...(opts.extraArgs ?? []),
   ];
   // SERVER_LOG=<file> keeps every test server's output for debugging (spawnProcess appends it on kill/stop)
-  const proc = spawnProcess(serverBinary, args, { tag: name });
+  const proc = spawnProcess(opts.binary ?? serverBinary, args, { tag: name });
   const server: RunningServer = {
     name,
     clientUrl,
@@ -77,7 +81,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     stop: proc.stop,
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 30000);
-  while (!/published/.test(proc.output())) {
+  while (opts.waitReady !== false && !/published/.test(proc.output())) {
     if (proc.exited()) throw new Error(`server exited before it was ready:\n${proc.output()}`);
     if (Date.now() > deadline) {
       await server.kill();

@@ -1,0 +1,173 @@
+/**
+ * The cluster as the dashboard shows it, in one JSON document (GET /apis/v2/dashboard/cluster): every member with its
+ * role, Raft state, heartbeat age and health; the leader; every object with each member's status and request rates.
+ *
+ * Member records (/status/members/<name>) are written every 5 s by each member and outlive it (their lease never
+ * expires, as in Easegress); the live membership and the leader come from the store itself (MemberList, Status), so a
+ * leader change shows at once and a dead member shows as such once its heartbeat is late.
+ */
+import { type Cluster, HEARTBEAT_INTERVAL_MS, layout, type MemberStatus } from "../easegress/cluster.ts";
+
+/** A member whose last heartbeat is older than this is shown as down (two heartbeats missed, plus slack). */
+export const STALE_HEARTBEAT_MS = 2 * HEARTBEAT_INTERVAL_MS + 2000;
+
+/** One member as the dashboard shows it. */
+export interface MemberView {
+  name: string;
+  /** "primary" or "secondary" */
+  role: string;
+  /** Leader, Follower, Learner for current primaries; Unreachable for one this member (a primary) has no
+   * connection to; Removed for one no longer in the store's membership; "-" for secondaries */
+  raftState: string;
+  /** hexadecimal member ID of a primary, "" for secondaries */
+  etcdId: string;
+  apiAddr: string;
+  lastHeartbeat: string;
+  heartbeatAgeMs: number;
+  healthy: boolean;
+}
+
+/** Request counters an object's status holds for one member (0 when the status has none). */
+export interface TrafficView {
+  count: number;
+  errCount: number;
+  /** requests/s, 1-minute rate */
+  m1: number;
+  /** errors/s, 1-minute rate */
+  m1Err: number;
+}
+
+/** One object with each member's status. */
+export interface ObjectView {
+  name: string;
+  kind: string;
+  /** member name → its status document's main fields */
+  members: Record<string, { state: string; error: string; traffic: TrafficView }>;
+}
+
+/** The whole document. */
+export interface ClusterView {
+  clusterName: string;
+  /** the member that answered */
+  self: string;
+  /** RFC 3339 time of the answer */
+  time: string;
+  leader: { id: string; name: string } | null;
+  raftTerm: number;
+  members: MemberView[];
+  objects: ObjectView[];
+  /** what could not be read (the store unreachable …); the rest is still filled in as far as it goes */
+  errors: string[];
+}
+
+function num(v: unknown): number {
+  return typeof v === "number" && Number.isFinite(v) ? v : 0;
+}
+
+/** Reads the view from the store, through this member's client. */
+export async function clusterView(cls: Cluster, now = Date.now()): Promise<ClusterView> {
+  const view: ClusterView = {
+    clusterName: cls.opt.ClusterName,
+    self: cls.opt.Name,
+    time: new Date(now).toISOString(),
+    leader: null,
+    raftTerm: 0,
+    members: [],
+    objects: [],
+    errors: [],
+  };
+  const [records, live, status, specs, statuses] = await Promise.allSettled([
+    cls.getPrefix(layout.statusMemberPrefix),
+    cls.client.memberList(),
+    cls.client.status(),
+    cls.getPrefix(layout.configObjectPrefix),
+    cls.getPrefix(layout.statusObjectsPrefix),
+  ]);
+  for (const r of [records, live, status, specs, statuses]) {
+    if (r.status === "rejected") view.errors.push(String((r.reason as Error)?.message ?? r.reason));
+  }
+  const liveMembers = live.status === "fulfilled" ? live.value : [];
+  const leaderId = status.status === "fulfilled" ? status.value.leader : "0";
+  if (status.status === "fulfilled") view.raftTerm = status.value.raftTerm;
+  const liveByHex = new Map(liveMembers.map((m) => [BigInt(m.id).toString(16), m]));
+  if (leaderId !== "0") {
+    const l = liveMembers.find((m) => m.id === leaderId);
+    view.leader = { id: BigInt(leaderId).toString(16), name: l?.name ?? "" };
+  }
+  if (records.status === "fulfilled") {
+    for (const v of records.value.values()) {
+      let s: MemberStatus;
+      try {
+        s = JSON.parse(v);
+      } catch {
+        continue;
+      }
+      const last = Date.parse(s.lastHeartbeatTime);
+      const age = Number.isFinite(last) ? Math.max(0, now - last) : Infinity;
+      const role = s.options?.ClusterRole ?? "";
+      let raftState = "-";
+      const etcdId = s.etcd?.id ?? "";
+      if (role === "primary") {
+        const m = liveByHex.get(etcdId);
+        if (live.status !== "fulfilled") raftState = s.etcd?.state ?? "";
+        else if (!m) raftState = "Removed";
+        else if (m.isLearner) raftState = "Learner";
+        else if (BigInt(m.id).toString(16) === view.leader?.id) raftState = "Leader";
+        else raftState = "Follower";
+      }
+      // a primary's peer connection to the others says at once when one died; the heartbeat takes up to 12 s
+      const node = cls.server?.node;
+      const peer = liveByHex.get(etcdId);
+      const cut = role === "primary" && node !== undefined && peer !== undefined && peer.id !== node.memberId &&
+        !node.peerConnected(peer.id);
+      if (cut && raftState !== "Leader") raftState = "Unreachable";
+      view.members.push({
+        name: s.options?.Name ?? "",
+        role,
+        raftState,
+        etcdId,
+        apiAddr: s.options?.APIAddr ?? "",
+        lastHeartbeat: s.lastHeartbeatTime,
+        heartbeatAgeMs: Number.isFinite(age) ? age : -1,
+        healthy: age <= STALE_HEARTBEAT_MS && !cut,
+      });
+    }
+  }
+  view.members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (specs.status === "fulfilled") {
+    const byName = new Map<string, ObjectView>();
+    for (const v of specs.value.values()) {
+      try {
+        const spec = JSON.parse(v);
+        if (typeof spec?.name !== "string") continue;
+        byName.set(spec.name, { name: spec.name, kind: String(spec.kind ?? ""), members: {} });
+      } catch {
+        // a value that is not a spec is not shown
+      }
+    }
+    if (statuses.status === "fulfilled") {
+      // /status/objects/<namespace>/<object>/<member>
+      for (const [k, v] of statuses.value) {
+        const parts = k.slice(layout.statusObjectsPrefix.length).split("/");
+        if (parts.length < 3) continue;
+        const obj = byName.get(parts[parts.length - 2]);
+        if (!obj) continue;
+        let st: Record<string, unknown>;
+        try {
+          st = JSON.parse(v);
+        } catch {
+          continue;
+        }
+        obj.members[parts[parts.length - 1]] = {
+          state: String(st.state ?? st.status ?? st.health ?? ""),
+          error: String(st.error ?? ""),
+          traffic: { count: num(st.count), errCount: num(st.errCount), m1: num(st.m1), m1Err: num(st.m1Err) },
+        };
+      }
+    }
+    view.objects = [...byName.values()].sort((a, b) =>
+      a.kind === b.kind ? (a.name < b.name ? -1 : 1) : a.kind < b.kind ? -1 : 1
+    );
+  }
+  return view;
+}
