@@ -1,0 +1,197 @@
+/**
+ * The request context a pipeline runs on (Easegress `pkg/context`): requests and responses per namespace, the data
+ * map and the tags of the access log. The HTTP server seeds `requests.DEFAULT`; only `responses.DEFAULT` is sent.
+ */
+import { HeaderList } from "./http1.ts";
+
+export const DEFAULT_NS = "DEFAULT";
+const EMPTY = new Uint8Array(0);
+
+/** An HTTP request as filters see it. */
+export class GwRequest {
+  method: string;
+  /** escaped path, without the query */
+  path: string;
+  /** raw query without "?" ("" when none) */
+  query: string;
+  proto: string;
+  host: string;
+  headers: HeaderList;
+  body: Uint8Array;
+  /** the client address (host part of RemoteAddr) */
+  remoteIp: string;
+  remoteAddr: string;
+  scheme: string;
+  #realIp: string | undefined;
+
+  constructor(
+    method: string,
+    target: string,
+    proto: string,
+    headers: HeaderList,
+    remoteIp: string,
+    remoteAddr: string,
+    scheme: string,
+  ) {
+    this.method = method;
+    const q = target.indexOf("?");
+    let path = q < 0 ? target : target.slice(0, q);
+    if (path.charCodeAt(0) !== 47) {
+      // absolute-form: http://host/path
+      const m = /^https?:\/\/[^/]*(\/.*)?$/i.exec(path);
+      path = m?.[1] ?? "/";
+    }
+    this.path = path;
+    this.query = q < 0 ? "" : target.slice(q + 1);
+    this.proto = proto;
+    this.headers = headers;
+    this.host = headers.get("host");
+    this.body = EMPTY;
+    this.remoteIp = remoteIp;
+    this.remoteAddr = remoteAddr;
+    this.scheme = scheme;
+  }
+
+  /** path + "?" + query, as sent upstream */
+  get requestUri(): string {
+    return this.query === "" ? this.path : this.path + "?" + this.query;
+  }
+
+  /** The host without its port. */
+  get hostname(): string {
+    return stripPort(this.host);
+  }
+
+  /** RealIP (tomasen/realip, computed once): first public X-Forwarded-For entry, else X-Real-Ip, else the peer. */
+  get realIp(): string {
+    if (this.#realIp !== undefined) return this.#realIp;
+    const xri = this.headers.get("x-real-ip");
+    const xff = this.headers.get("x-forwarded-for");
+    let ip = this.remoteIp;
+    if (xri !== "" || xff !== "") {
+      ip = xri;
+      for (const part of xff.split(",")) {
+        const p = part.trim();
+        if (isIp(p) && !isPrivateIp(p)) {
+          ip = p;
+          break;
+        }
+      }
+    }
+    return (this.#realIp = ip);
+  }
+
+  /** The value of a query parameter ("" when absent). */
+  queryParam(name: string): string {
+    if (this.query === "") return "";
+    for (const kv of this.query.split("&")) {
+      const eq = kv.indexOf("=");
+      const k = eq < 0 ? kv : kv.slice(0, eq);
+      if (safeDecode(k) === name) return eq < 0 ? "" : safeDecode(kv.slice(eq + 1));
+    }
+    return "";
+  }
+
+  /** The value of a cookie ("" when absent). */
+  cookie(name: string): string {
+    for (const c of this.headers.getAll("cookie")) {
+      for (const part of c.split(";")) {
+        const eq = part.indexOf("=");
+        if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+      }
+    }
+    return "";
+  }
+}
+
+/** An HTTP response as filters build it. */
+export class GwResponse {
+  status: number;
+  headers: HeaderList;
+  body: Uint8Array;
+
+  constructor(status = 200, headers = new HeaderList(), body: Uint8Array = EMPTY) {
+    this.status = status;
+    this.headers = headers;
+    this.body = body;
+  }
+}
+
+/** One request's context. */
+export class Context {
+  requests = new Map<string, GwRequest>();
+  responses = new Map<string, GwResponse>();
+  namespace = DEFAULT_NS;
+  data: Record<string, unknown> = {};
+  tags: string[] = [];
+  /** set when the client went away */
+  clientGone = false;
+  /** a WebSocket or other upgrade took the connection over */
+  hijacked = false;
+
+  constructor(req: GwRequest) {
+    this.requests.set(DEFAULT_NS, req);
+  }
+
+  /** The request of the active namespace. */
+  get request(): GwRequest {
+    return this.requests.get(this.namespace) ?? this.requests.get(DEFAULT_NS)!;
+  }
+
+  /** The response of the active namespace (undefined if none yet). */
+  get response(): GwResponse | undefined {
+    return this.responses.get(this.namespace);
+  }
+
+  set response(r: GwResponse | undefined) {
+    if (r === undefined) this.responses.delete(this.namespace);
+    else this.responses.set(this.namespace, r);
+  }
+
+  /** The output response of the active namespace, created empty (200) when missing. */
+  outputResponse(): GwResponse {
+    let r = this.responses.get(this.namespace);
+    if (r === undefined) this.responses.set(this.namespace, r = new GwResponse());
+    return r;
+  }
+
+  addTag(tag: string): void {
+    this.tags.push(tag);
+  }
+}
+
+/** `host:port` → `host` (IPv6 brackets removed). */
+export function stripPort(host: string): string {
+  if (host.charCodeAt(0) === 91) {
+    const e = host.indexOf("]");
+    return e < 0 ? host : host.slice(1, e);
+  }
+  const c = host.indexOf(":");
+  return c < 0 ? host : host.slice(0, c);
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, " "));
+  } catch {
+    return s;
+  }
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** Whether s is an IPv4 or IPv6 address. */
+export function isIp(s: string): boolean {
+  return IPV4.test(s) || (s.indexOf(":") >= 0 && /^[0-9a-fA-F:.]+$/.test(s));
+}
+
+function isPrivateIp(ip: string): boolean {
+  if (IPV4.test(ip)) {
+    const [a, b] = ip.split(".").map(Number);
+    return a === 127 || a === 10 || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168) ||
+      (a === 169 && b === 254);
+  }
+  const l = ip.toLowerCase();
+  return l === "::1" || l.startsWith("fc") || l.startsWith("fd") || l.startsWith("fe8") || l.startsWith("fe9") ||
+    l.startsWith("fea") || l.startsWith("feb");
+}

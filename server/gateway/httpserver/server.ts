@@ -1,0 +1,499 @@
+/**
+ * An HTTPServer object: its listener (TCP, or TLS), the HTTP/1.1 connection loop, limits and timeouts, routing, the
+ * pipeline hand-off by name and the response writing. The hot path per request: find the head end in the
+ * connection's buffer, parse it (http1.ts), route, read the body, run the pipeline, write head and body in one write.
+ *
+ * Live changes (rules, ipFilter, xForwardedFor, maxConnections...) swap the router and settings; open connections
+ * keep going. Other changes restart the listener. A port that cannot be bound puts the server in state `failed`,
+ * retried every 10 s.
+ */
+import { Buffer } from "node:buffer";
+import { Context, GwRequest, type GwResponse } from "../context.ts";
+import {
+  BodyKind,
+  ChunkedDecoder,
+  findHeadEnd,
+  httpDate,
+  HttpParseError,
+  MAX_HEAD_BYTES,
+  parseRequestHead,
+  STATUS_TEXT,
+} from "../http1.ts";
+import { encodeHead, writeAll } from "../filters/proxy/upstream.ts";
+import { parseGoDuration } from "../../easegress/gotime.ts";
+import type { Pipeline } from "../pipeline/pipeline.ts";
+import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
+import { type Route, Router } from "./router.ts";
+import { ServerStats } from "./stats.ts";
+import type { AccessLog } from "./accesslog.ts";
+import { expandVariables } from "./variables.ts";
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+/** A failed listen is retried this often (Easegress: 10 s). */
+export const LISTEN_RETRY_MS = 10_000;
+/** A request head must arrive completely within this long after its first byte (stops slowloris heads). */
+export const HEAD_READ_TIMEOUT_MS = 10_000;
+/** A graceful close waits this long for busy connections before closing them (Easegress: 30 s). */
+export const SHUTDOWN_GRACE_MS = 30_000;
+/** Default request body limit (clientMaxBodySize 0): 4 MiB. */
+export const DEFAULT_CLIENT_MAX_BODY = 4 * 1024 * 1024;
+/** The connection's read buffer starts this small (idle keep-alive connections stay cheap) and doubles as needed. */
+const INITIAL_BUFFER = 4096;
+/** Deadlines are checked this often. */
+const SWEEP_MS = 500;
+
+/** Fields Easegress applies without restarting the listener. */
+const LIVE_FIELDS = new Set(["rules", "ipFilter", "cacheSize", "xForwardedFor", "tracing", "maxConnections"]);
+
+/** Finds a pipeline by name at request time. */
+export type PipelineLookup = (name: string) => Pipeline | undefined;
+
+/** Response headers we write ourselves. */
+const SKIP_RESPONSE = new Set(["content-length", "transfer-encoding", "connection", "date", "keep-alive"]);
+const EMPTY = new Uint8Array(0);
+
+class ClientConn {
+  buf = new Uint8Array(INITIAL_BUFFER);
+  start = 0;
+  end = 0;
+  /** close when Date.now() passes it */
+  deadline = 0;
+  busy = false;
+  closed = false;
+  constructor(readonly conn: Deno.Conn, readonly remoteIp: string, readonly remoteAddr: string) {}
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+  }
+}
+
+interface Settings {
+  router: Router;
+  ipFilter: IpFilter | null;
+  xForwardedFor: boolean;
+  maxConnections: number;
+}
+
+function settingsOf(spec: Obj): Settings {
+  return {
+    router: new Router(spec.rules ?? [], String(spec.routerKind ?? "")),
+    ipFilter: ipFilterOf(spec.ipFilter),
+    xForwardedFor: spec.xForwardedFor === true,
+    maxConnections: Number(spec.maxConnections ?? 10240) || 10240,
+  };
+}
+
+/** Listener-level settings (a change restarts the listener). */
+interface ListenConfig {
+  hostname: string;
+  port: number;
+  tls: { cert: string; key: string } | null;
+  keepAlive: boolean;
+  keepAliveMs: number;
+  clientMaxBody: number;
+}
+
+function decodePem(s: string): string {
+  const t = s.trim();
+  if (t.startsWith("-----BEGIN")) return t;
+  return Buffer.from(t, "base64").toString("utf8");
+}
+
+function listenConfigOf(spec: Obj): ListenConfig {
+  const port = Number(spec.port ?? 0);
+  if (!(port >= 1 && port <= 65535)) throw new Error("port: must be greater than or equal to 1");
+  let tls: ListenConfig["tls"] = null;
+  if (spec.https === true) {
+    const pairs: [string, string][] = [];
+    if (spec.certBase64 && spec.keyBase64) pairs.push([decodePem(spec.certBase64), decodePem(spec.keyBase64)]);
+    for (const [k, c] of Object.entries((spec.certs ?? {}) as Record<string, string>)) {
+      const key = spec.keys?.[k];
+      if (!key) throw new Error(`certs ${k} hasn't secret corresponded to it`);
+      pairs.push([decodePem(c), decodePem(key)]);
+    }
+    if (pairs.length === 0) {
+      throw new Error("certBase64/keyBase64, certs/keys are both empty and autocert is disabled when https enabled");
+    }
+    tls = { cert: pairs[0][0], key: pairs[0][1] };
+  }
+  const cmbs = Number(spec.clientMaxBodySize ?? 0);
+  return {
+    hostname: String(spec.address ?? "") || "0.0.0.0",
+    port,
+    tls,
+    keepAlive: spec.keepAlive !== false,
+    keepAliveMs: spec.keepAliveTimeout ? parseGoDuration(String(spec.keepAliveTimeout)) : 60_000,
+    clientMaxBody: cmbs === 0 ? DEFAULT_CLIENT_MAX_BODY : cmbs < 0 ? -1 : cmbs,
+  };
+}
+
+/** A running HTTPServer. */
+export class HttpServer {
+  readonly name: string;
+  spec: Obj;
+  state: "running" | "failed" | "closed" = "failed";
+  error = "";
+  readonly stats = new ServerStats();
+  #settings: Settings;
+  #cfg: ListenConfig;
+  #listener: Deno.Listener | null = null;
+  #conns = new Set<ClientConn>();
+  #retryTimer?: ReturnType<typeof setTimeout>;
+  #sweepTimer?: ReturnType<typeof setInterval>;
+  #lookup: PipelineLookup;
+  #log: (msg: string) => void;
+  #accessLog: AccessLog | null;
+  #acceptWaiter: (() => void) | null = null;
+  #scheme: string;
+
+  /** Validates the spec and starts listening (or enters `failed` and retries). */
+  constructor(spec: Obj, lookup: PipelineLookup, log: (msg: string) => void, accessLog: AccessLog | null) {
+    this.name = spec.name;
+    this.spec = spec;
+    this.#cfg = listenConfigOf(spec);
+    this.#settings = settingsOf(spec);
+    this.#lookup = lookup;
+    this.#log = log;
+    this.#accessLog = accessLog;
+    this.#scheme = this.#cfg.tls ? "https" : "http";
+    this.#sweepTimer = setInterval(() => this.#sweep(), SWEEP_MS);
+    this.#start();
+  }
+
+  /** Whether replacing the spec with `next` can be done without restarting the listener. */
+  static isLiveChange(prev: Obj, next: Obj): boolean {
+    const keys = new Set([...Object.keys(prev), ...Object.keys(next)]);
+    for (const k of keys) {
+      if (LIVE_FIELDS.has(k)) continue;
+      if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) return false;
+    }
+    return true;
+  }
+
+  /** Applies a live change: new router and settings; open connections stay. */
+  updateLive(spec: Obj): void {
+    this.#settings = settingsOf(spec);
+    this.spec = spec;
+    this.#acceptWaiter?.();
+  }
+
+  #start(): void {
+    if (this.state === "closed") return;
+    const c = this.#cfg;
+    try {
+      this.#listener = c.tls
+        ? Deno.listenTls({
+          hostname: c.hostname,
+          port: c.port,
+          cert: c.tls.cert,
+          key: c.tls.key,
+          alpnProtocols: ["http/1.1"],
+        })
+        : Deno.listen({ hostname: c.hostname, port: c.port });
+      this.state = "running";
+      this.error = "";
+      this.#acceptLoop(this.#listener);
+    } catch (err) {
+      this.state = "failed";
+      this.error = `listen tcp ${c.hostname}:${c.port}: ${(err as Error).message}`;
+      this.#log(`httpserver ${this.name}: ${this.error}; retrying in ${LISTEN_RETRY_MS / 1000}s`);
+      this.#retryTimer = setTimeout(() => this.#start(), LISTEN_RETRY_MS);
+    }
+  }
+
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    while (true) {
+      while (this.#conns.size >= this.#settings.maxConnections) {
+        await new Promise<void>((r) => (this.#acceptWaiter = r));
+        this.#acceptWaiter = null;
+        if (this.#listener !== listener) return;
+      }
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#listener !== listener || this.state === "closed") return;
+        // EMFILE and the like: wait a little instead of spinning
+        this.#log(`httpserver ${this.name}: accept: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      const addr = conn.remoteAddr as Deno.NetAddr;
+      if (!this.#cfg.tls) (conn as Deno.TcpConn).setNoDelay(true);
+      const c = new ClientConn(
+        conn,
+        addr.hostname,
+        addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`,
+      );
+      this.#conns.add(c);
+      this.#serve(c).finally(() => {
+        c.close();
+        this.#conns.delete(c);
+        this.#acceptWaiter?.();
+      });
+    }
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const c of this.#conns) if (!c.busy && c.deadline > 0 && now > c.deadline) c.close();
+  }
+
+  /** Reads more bytes into the connection buffer; false at EOF. */
+  async #fill(c: ClientConn): Promise<boolean> {
+    if (c.end === c.buf.length) {
+      if (c.start > 0) {
+        c.buf.copyWithin(0, c.start, c.end);
+        c.end -= c.start;
+        c.start = 0;
+      } else {
+        const nb = new Uint8Array(c.buf.length * 2);
+        nb.set(c.buf);
+        c.buf = nb;
+      }
+    }
+    let n: number | null;
+    try {
+      n = await c.conn.read(c.buf.subarray(c.end));
+    } catch {
+      return false;
+    }
+    if (n === null) return false;
+    c.end += n;
+    return true;
+  }
+
+  async #serve(c: ClientConn): Promise<void> {
+    const cfg = this.#cfg;
+    while (!c.closed) {
+      // wait for a complete head
+      if (c.start === c.end) {
+        c.start = c.end = 0;
+        if (c.buf.length > INITIAL_BUFFER * 4) c.buf = new Uint8Array(INITIAL_BUFFER);
+      }
+      c.deadline = c.start === c.end ? Date.now() + cfg.keepAliveMs : Date.now() + HEAD_READ_TIMEOUT_MS;
+      let headEnd = findHeadEnd(c.buf, c.start, c.end);
+      let headStarted = c.start !== c.end;
+      while (headEnd < 0) {
+        if (c.end - c.start >= MAX_HEAD_BYTES) return this.#fail(c, 431);
+        const scanFrom = Math.max(c.start, c.end - 3);
+        if (!(await this.#fill(c))) return;
+        if (!headStarted) {
+          headStarted = true;
+          c.deadline = Date.now() + HEAD_READ_TIMEOUT_MS;
+        }
+        headEnd = findHeadEnd(c.buf, scanFrom, c.end);
+      }
+      if (headEnd - c.start > MAX_HEAD_BYTES) return this.#fail(c, 431);
+      const t0 = performance.now();
+      let head;
+      try {
+        head = parseRequestHead(c.buf, c.start, headEnd);
+      } catch (err) {
+        return this.#fail(c, err instanceof HttpParseError ? err.status : 400);
+      }
+      const reqBytes = headEnd - c.start;
+      c.start = headEnd;
+      const req = new GwRequest(
+        head.method,
+        head.target,
+        head.proto,
+        head.headers,
+        c.remoteIp,
+        c.remoteAddr,
+        this.#scheme,
+      );
+      const settings = this.#settings;
+      let status = 0;
+      let route: Route | null = null;
+      if (settings.ipFilter !== null && !settings.ipFilter.allow(req.realIp)) status = 403;
+      else {
+        const r = settings.router.search(req);
+        if (typeof r === "number") status = r;
+        else route = r;
+      }
+      // body
+      let limit = cfg.clientMaxBody;
+      if (route !== null && route.path.clientMaxBodySize !== 0) {
+        limit = route.path.clientMaxBodySize < 0 ? -1 : route.path.clientMaxBodySize;
+      }
+      let closeAfter = head.close || !cfg.keepAlive;
+      if (head.bodyKind !== BodyKind.None) {
+        if (head.headers.get("expect").toLowerCase() === "100-continue") {
+          if (head.bodyKind === BodyKind.Length && limit >= 0 && head.contentLength > limit) {
+            status = 413;
+            closeAfter = true;
+          } else await writeAll(c.conn, CONTINUE).catch(() => c.close());
+        }
+        if (status !== 413) {
+          const b = await this.#readBody(c, head.bodyKind, head.contentLength, limit);
+          if (typeof b === "number") {
+            if (b === 0) return; // EOF mid-body
+            status = b;
+            closeAfter = true;
+          } else req.body = b;
+        }
+      }
+      c.busy = true;
+      let resp: GwResponse | undefined;
+      let ctx: Context | null = null;
+      if (status === 0) {
+        const pipeline = this.#lookup(route!.path.backend);
+        if (pipeline === undefined) status = 503;
+        else {
+          if (route!.rewritten !== null) req.path = route!.rewritten;
+          if (settings.xForwardedFor) {
+            const xff = req.headers.get("x-forwarded-for");
+            const ip = req.realIp;
+            if (xff === "") req.headers.set("X-Forwarded-For", ip);
+            else if (!xff.includes(ip)) req.headers.set("X-Forwarded-For", xff + "," + ip);
+          }
+          const sh = route!.path.setHeaders;
+          for (let i = 0; i < sh.length; i++) {
+            const v = sh[i][1].includes("$") ? expandVariables(sh[i][1], req, route!.captures) : sh[i][1];
+            if (v === "") req.headers.del(sh[i][0]);
+            else req.headers.set(sh[i][0], v);
+          }
+          ctx = new Context(req);
+          try {
+            await pipeline.handle(ctx);
+          } catch (err) {
+            this.#log(`httpserver ${this.name}: pipeline ${pipeline.name}: ${(err as Error).stack ?? err}`);
+          }
+          if (ctx.hijacked) return;
+          resp = ctx.responses.get("DEFAULT");
+          if (resp === undefined) status = 503;
+        }
+      }
+      const respBytes = resp !== undefined
+        ? await this.#write(c, resp.status, resp, head.method, closeAfter)
+        : await this.#write(c, status, undefined, head.method, closeAfter);
+      const code = resp !== undefined ? resp.status : status;
+      const ms = performance.now() - t0;
+      this.stats.record(code, ms, reqBytes + req.body.length, respBytes);
+      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags);
+      c.busy = false;
+      if (closeAfter || respBytes < 0) return;
+    }
+  }
+
+  /** Reads a request body: the bytes, or 413 / 400, or 0 at EOF. */
+  async #readBody(c: ClientConn, kind: BodyKind, length: number, limit: number): Promise<Uint8Array | number> {
+    c.deadline = Date.now() + this.#cfg.keepAliveMs;
+    if (kind === BodyKind.Length) {
+      if (limit >= 0 && length > limit) return 413;
+      const have = c.end - c.start;
+      if (have >= length) {
+        const b = c.buf.slice(c.start, c.start + length);
+        c.start += length;
+        return b;
+      }
+      const body = new Uint8Array(length);
+      body.set(c.buf.subarray(c.start, c.end));
+      let got = have;
+      c.start = c.end = 0;
+      while (got < length) {
+        let n: number | null;
+        try {
+          n = await c.conn.read(body.subarray(got));
+        } catch {
+          n = null;
+        }
+        if (n === null) return 0;
+        got += n;
+        c.deadline = Date.now() + this.#cfg.keepAliveMs;
+      }
+      return body;
+    }
+    const dec = new ChunkedDecoder();
+    try {
+      while (true) {
+        c.start = dec.decode(c.buf, c.start, c.end, limit);
+        if (dec.done) return dec.body();
+        if (!(await this.#fill(c))) return 0;
+        c.deadline = Date.now() + this.#cfg.keepAliveMs;
+      }
+    } catch (err) {
+      return err instanceof HttpParseError ? err.status : 400;
+    }
+  }
+
+  /** Answers a malformed request and ends the connection. */
+  async #fail(c: ClientConn, status: number): Promise<void> {
+    c.busy = true;
+    await this.#write(c, status, undefined, "GET", true);
+    this.stats.record(status, 0, 0, 0);
+  }
+
+  /** Writes a response; returns the bytes written, or -1 when the connection broke. */
+  async #write(
+    c: ClientConn,
+    status: number,
+    resp: GwResponse | undefined,
+    method: string,
+    close: boolean,
+  ): Promise<number> {
+    const body = resp === undefined || method === "HEAD" ? EMPTY : resp.body;
+    let head = "HTTP/1.1 " + status + " " + (STATUS_TEXT[status] ?? "status code " + status) + "\r\n";
+    if (resp !== undefined) head += resp.headers.serialize(SKIP_RESPONSE);
+    if (status !== 204 && status !== 304 && !(status < 200)) {
+      head += "Content-Length: " + (resp === undefined ? 0 : resp.body.length) + "\r\n";
+    }
+    head += "Date: " + httpDate() + "\r\n";
+    if (close) head += "Connection: close\r\n";
+    head += "\r\n";
+    const h = encodeHead(head);
+    try {
+      if (body.length === 0) await writeAll(c.conn, h);
+      else if (body.length <= 16384) {
+        const out = new Uint8Array(h.length + body.length);
+        out.set(h);
+        out.set(body, h.length);
+        await writeAll(c.conn, out);
+      } else {
+        await writeAll(c.conn, h);
+        await writeAll(c.conn, body);
+      }
+    } catch {
+      return -1;
+    }
+    return h.length + body.length;
+  }
+
+  /** Status in Easegress's shape. */
+  status(): Obj {
+    return {
+      name: this.name,
+      health: this.error,
+      state: this.state,
+      ...(this.error ? { error: this.error } : {}),
+      ...this.stats.read(),
+    };
+  }
+
+  /** Stops listening, closes idle connections now and busy ones after the grace period. */
+  async close(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
+    this.state = "closed";
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#sweepTimer);
+    const l = this.#listener;
+    this.#listener = null;
+    try {
+      l?.close();
+    } catch { /* closed */ }
+    this.#acceptWaiter?.();
+    const deadline = Date.now() + graceMs;
+    while (this.#conns.size > 0 && Date.now() < deadline) {
+      for (const c of this.#conns) if (!c.busy) c.close();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const c of this.#conns) c.close();
+  }
+}
+
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
