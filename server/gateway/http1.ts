@@ -137,6 +137,8 @@ export function findHeadEnd(buf: Uint8Array, from: number, end: number): number 
     i = buf.indexOf(10, i);
     if (i < 0 || i >= end) return -1;
     if (i >= 3 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
+    // LF LF ends a head too (then refused as a bare LF), so that such a head does not wait for a timeout
+    if (i >= from + 1 && buf[i - 1] === 10) return i + 1;
     i++;
   }
 }
@@ -169,6 +171,7 @@ export interface ResponseHead {
 
 /** Splits head text into lines, refusing bare CR / LF; returns the lines without the final empty one. */
 function headLines(text: string): string[] {
+  if (!text.endsWith("\r\n\r\n")) throw new HttpParseError(400, "bare LF in head");
   const lines = text.split("\r\n");
   lines.length -= 2; // the head ends with CRLF CRLF: the last two entries are empty
   for (let i = 0; i < lines.length; i++) {
