@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 
-const assertEquals: <T>(actual: unknown, expected: T, message?: string) => asserts actual is T = assert.deepStrictEqual;
 import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import { type Backend, get, putObject, rawExchange, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
@@ -55,19 +54,19 @@ memberTest(
       const base = `http://127.0.0.1:${httpPort}`;
       // the server runs before its pipeline exists: 503 with an empty body
       await waitFor("server listening", async () => (await get(`${base}/pipeline`).catch(() => [0]))[0] === 503);
-      assertEquals(await get(`${base}/pipeline`), [503, ""]);
+      assert.deepStrictEqual(await get(`${base}/pipeline`), [503, ""]);
 
       await putObject(m.apiAddr, pipelineYaml(backends));
       await waitFor("pipeline", async () => (await get(`${base}/pipeline`))[0] === 200);
       const seen: string[] = [];
       for (let i = 0; i < 6; i++) {
         const [status, body] = await get(`${base}/pipeline/x?q=1`, { method: "POST", body: "Hello, Easegress" });
-        assertEquals(status, 200);
+        assert.deepStrictEqual(status, 200);
         seen.push(body);
       }
       // round robin: each backend twice, in turn, with method, path, query and body passed through
       for (const b of backends) {
-        assertEquals(
+        assert.deepStrictEqual(
           seen.filter((s) => s === `${b.name} POST /pipeline/x?q=1 Hello, Easegress`).length,
           2,
         );
@@ -75,11 +74,11 @@ memberTest(
       assert(seen[0] !== seen[1] && seen[1] !== seen[2] && seen[0] !== seen[2], seen.join("|"));
 
       // routing failures: no route 404, wrong method 405, body over the limits 413
-      assertEquals((await get(`${base}/nothing-here`))[0], 404);
-      assertEquals((await get(`${base}/only-post`))[0], 405);
-      assertEquals((await get(`${base}/only-post`, { method: "POST", body: "x" }))[0], 200);
-      assertEquals((await get(`${base}/big`, { method: "POST", body: "01234567890" }))[0], 413);
-      assertEquals((await get(`${base}/pipeline`, { method: "POST", body: "x".repeat(1025) }))[0], 413);
+      assert.deepStrictEqual((await get(`${base}/nothing-here`))[0], 404);
+      assert.deepStrictEqual((await get(`${base}/only-post`))[0], 405);
+      assert.deepStrictEqual((await get(`${base}/only-post`, { method: "POST", body: "x" }))[0], 200);
+      assert.deepStrictEqual((await get(`${base}/big`, { method: "POST", body: "01234567890" }))[0], 413);
+      assert.deepStrictEqual((await get(`${base}/pipeline`, { method: "POST", body: "x".repeat(1025) }))[0], 413);
 
       // status under /status/objects/eg-traffic-default/server-demo/gw1 in Easegress's shape
       await waitFor("status published", async () => {
@@ -91,7 +90,7 @@ memberTest(
 
       // all backends down: 503 (serverError)
       for (const b of backends) await b.stop();
-      assertEquals((await get(`${base}/pipeline`))[0], 503);
+      assert.deepStrictEqual((await get(`${base}/pipeline`))[0], 503);
     } finally {
       for (const b of backends) await b.stop().catch(() => {});
     }
@@ -134,7 +133,7 @@ memberTest("gateway: a member restarted without its store serves from running_ob
       "serving from the dump",
       async () => (await get(`${base}/pipeline/again`).catch(() => [0]))[0] === 200,
     );
-    assertEquals(await get(`${base}/pipeline/again`), [200, "only GET /pipeline/again"]);
+    assert.deepStrictEqual(await get(`${base}/pipeline/again`), [200, "only GET /pipeline/again"]);
   } finally {
     await backend.stop();
   }
@@ -187,15 +186,15 @@ memberTest(
       ];
       for (const [what, raw, status] of bad) {
         const rs = await rawExchange(httpPort, raw);
-        assertEquals(rs.length, 1, `${what}: ${JSON.stringify(rs)}`);
-        assertEquals(rs[0].status, status, what);
+        assert.deepStrictEqual(rs.length, 1, `${what}: ${JSON.stringify(rs)}`);
+        assert.deepStrictEqual(rs[0].status, status, what);
         assert(rs[0].closed, `${what}: connection left open`);
       }
       // a smuggled second request inside a body is never seen as a request
       const smuggle = "POST /pipeline HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n" +
         "0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
       const rs = await rawExchange(httpPort, smuggle);
-      assertEquals(rs.map((r) => r.status), [400]);
+      assert.deepStrictEqual(rs.map((r) => r.status), [400]);
 
       // a well-formed chunked body and keep-alive: two responses on one connection
       const two = await rawExchange(
@@ -203,22 +202,25 @@ memberTest(
         "POST /pipeline HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
           "GET /pipeline/2 HTTP/1.1\r\nHost: a\r\n\r\n",
       );
-      assertEquals(two.map((r) => [r.status, r.body]), [[200, "b POST /pipeline hello"], [200, "b GET /pipeline/2"]]);
+      assert.deepStrictEqual(two.map((r) => [r.status, r.body]), [[200, "b POST /pipeline hello"], [
+        200,
+        "b GET /pipeline/2",
+      ]]);
 
       // an oversized head: 431
       const huge = await rawExchange(
         httpPort,
         `GET /pipeline HTTP/1.1\r\nHost: a\r\nX-Big: ${"a".repeat(1100 * 1024)}\r\n\r\n`,
       );
-      assertEquals(huge[0]?.status, 431);
+      assert.deepStrictEqual(huge[0]?.status, 431);
       // an over-limit chunked body: 413
       const big = await rawExchange(
         httpPort,
         `POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n${"x".repeat(32)}\r\n0\r\n\r\n`,
       );
-      assertEquals(big[0]?.status, 413);
+      assert.deepStrictEqual(big[0]?.status, 413);
       // others were not affected
-      assertEquals((await get(`${base}/pipeline/ok`))[0], 200);
+      assert.deepStrictEqual((await get(`${base}/pipeline/ok`))[0], 200);
     } finally {
       await backend.stop();
     }
