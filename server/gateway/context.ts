@@ -128,6 +128,7 @@ export class Context {
   clientGone = false;
   /** a WebSocket or other upgrade took the connection over */
   hijacked = false;
+  #finish: (() => void)[] | null = null;
 
   constructor(req: GwRequest) {
     this.requests.set(DEFAULT_NS, req);
@@ -157,6 +158,19 @@ export class Context {
 
   addTag(tag: string): void {
     this.tags.push(tag);
+  }
+
+  /** Runs `fn` once the response was sent (or the request ended otherwise): releases what the response borrows. */
+  onFinish(fn: () => void): void {
+    (this.#finish ??= []).push(fn);
+  }
+
+  /** Called by the server after the response was written. */
+  finish(): void {
+    const f = this.#finish;
+    if (f === null) return;
+    this.#finish = null;
+    for (const fn of f) fn();
   }
 }
 

@@ -130,20 +130,28 @@ export class HttpParseError extends Error {
   }
 }
 
-/** Index just past the CRLFCRLF ending a head in buf[from, end), or -1 when not complete yet. */
+/**
+ * Index just past the CRLFCRLF (or the LF LF, refused later as a bare LF) ending a head in buf[from, end), or -1 when
+ * the head is not complete yet. A plain loop: heads are short, and a builtin call per line costs more.
+ */
 export function findHeadEnd(buf: Uint8Array, from: number, end: number): number {
-  let i = from;
-  while (true) {
-    i = buf.indexOf(10, i);
-    if (i < 0 || i >= end) return -1;
+  for (let i = from + 1; i < end; i++) {
+    if (buf[i] !== 10) continue;
+    if (buf[i - 1] === 10) return i + 1;
     if (i >= 3 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
-    // LF LF ends a head too (then refused as a bare LF), so that such a head does not wait for a timeout
-    if (i >= from + 1 && buf[i - 1] === 10) return i + 1;
-    i++;
   }
+  return -1;
 }
 
 const latin1 = new TextDecoder("latin1");
+const utf8 = new TextDecoder();
+
+/** Head bytes as text, one character per byte: UTF-8 decoding is the fast path for ASCII, latin1 the exact one. */
+export function headText(buf: Uint8Array, start: number, end: number): string {
+  const view = buf.subarray(start, end);
+  const s = utf8.decode(view);
+  return s.length === end - start ? s : latin1.decode(view);
+}
 
 /** A parsed request head. */
 export interface RequestHead {
@@ -238,7 +246,7 @@ function wantsClose(proto: string, headers: HeaderList): boolean {
 
 /** Parses a request head (buf[start, end) ends with CRLFCRLF). */
 export function parseRequestHead(buf: Uint8Array, start: number, end: number): RequestHead {
-  const lines = headLines(latin1.decode(buf.subarray(start, end)));
+  const lines = headLines(headText(buf, start, end));
   const rl = lines[0];
   const sp1 = rl.indexOf(" ");
   const sp2 = rl.indexOf(" ", sp1 + 1);
@@ -276,7 +284,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
 
 /** Parses a response head for a request with this method. */
 export function parseResponseHead(buf: Uint8Array, start: number, end: number, method: string): ResponseHead {
-  const lines = headLines(latin1.decode(buf.subarray(start, end)));
+  const lines = headLines(headText(buf, start, end));
   const sl = lines[0];
   if (!sl.startsWith("HTTP/1.") || sl.charCodeAt(8) !== 32) throw new HttpParseError(502, "malformed status line");
   const proto = sl.slice(0, 8);

@@ -19,7 +19,7 @@ import {
   parseRequestHead,
   STATUS_TEXT,
 } from "../http1.ts";
-import { encodeHead, writeAll } from "../filters/proxy/upstream.ts";
+import { encodeHead, encodeHeadInto, writeAll } from "../filters/proxy/upstream.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
 import type { Pipeline } from "../pipeline/pipeline.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
@@ -41,6 +41,8 @@ export const SHUTDOWN_GRACE_MS = 30_000;
 export const DEFAULT_CLIENT_MAX_BODY = 4 * 1024 * 1024;
 /** The connection's read buffer starts this small (idle keep-alive connections stay cheap) and doubles as needed. */
 const INITIAL_BUFFER = 4096;
+/** Responses up to this size are assembled in the connection's write buffer and sent in one write. */
+const MAX_WRITE_BUFFER = 32 * 1024;
 /** Deadlines are checked this often. */
 const SWEEP_MS = 500;
 
@@ -56,6 +58,8 @@ const EMPTY = new Uint8Array(0);
 
 class ClientConn {
   buf = new Uint8Array(INITIAL_BUFFER);
+  /** response bytes are assembled here (allocated at the first response) */
+  wbuf: Uint8Array | null = null;
   start = 0;
   end = 0;
   /** close when Date.now() passes it */
@@ -290,7 +294,7 @@ export class HttpServer {
         headEnd = findHeadEnd(c.buf, scanFrom, c.end);
       }
       if (headEnd - c.start > MAX_HEAD_BYTES) return this.#fail(c, 431);
-      const t0 = performance.now();
+      const t0 = Date.now();
       let head;
       try {
         head = parseRequestHead(c.buf, c.start, headEnd);
@@ -373,8 +377,9 @@ export class HttpServer {
       const respBytes = resp !== undefined
         ? await this.#write(c, resp.status, resp, head.method, closeAfter)
         : await this.#write(c, status, undefined, head.method, closeAfter);
+      ctx?.finish();
       const code = resp !== undefined ? resp.status : status;
-      const ms = performance.now() - t0;
+      const ms = Date.now() - t0;
       this.stats.record(code, ms, reqBytes + req.body.length, respBytes);
       this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags);
       c.busy = false;
@@ -447,22 +452,24 @@ export class HttpServer {
     head += "Date: " + httpDate() + "\r\n";
     if (close) head += "Connection: close\r\n";
     head += "\r\n";
-    const h = encodeHead(head);
+    const n = head.length + body.length;
     try {
-      if (body.length === 0) await writeAll(c.conn, h);
-      else if (body.length <= 16384) {
-        const out = new Uint8Array(h.length + body.length);
-        out.set(h);
-        out.set(body, h.length);
-        await writeAll(c.conn, out);
+      if (n <= MAX_WRITE_BUFFER) {
+        let w = c.wbuf;
+        if (w === null || w.length < n) {
+          c.wbuf = w = new Uint8Array(Math.max(INITIAL_BUFFER, 1 << (32 - Math.clz32(n))));
+        }
+        encodeHeadInto(head, w);
+        if (body.length > 0) w.set(body, head.length);
+        await writeAll(c.conn, w.subarray(0, n));
       } else {
-        await writeAll(c.conn, h);
+        await writeAll(c.conn, encodeHead(head));
         await writeAll(c.conn, body);
       }
     } catch {
       return -1;
     }
-    return h.length + body.length;
+    return n;
   }
 
   /** Status in Easegress's shape. */

@@ -6,7 +6,7 @@
 import { Buffer } from "node:buffer";
 import { parseGoDuration } from "../../../easegress/gotime.ts";
 import type { Server } from "./balancer.ts";
-import { encodeHead, Origin, type UpstreamTls } from "./upstream.ts";
+import { Origin, type UpstreamTls } from "./upstream.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -96,7 +96,8 @@ export class HealthChecker {
     }
     if (body.length > 0) head += `Content-Length: ${body.length}\r\n`;
     const text = `${method} ${uri} HTTP/1.1\r\nHost: ${host}\r\n${head}Connection: close\r\n\r\n`;
-    const resp = await origin.roundTrip(encodeHead(text), body, method, PROBE_MAX_BODY, this.timeoutMs);
+    const resp = await origin.roundTrip(text, body, method, PROBE_MAX_BODY, this.timeoutMs);
+    resp.release?.();
     origin.close();
     if (!this.#codes.some(([a, b]) => resp.status >= a && resp.status <= b)) return false;
     for (const h of (spec.match?.headers ?? []) as Obj[]) {

@@ -11,7 +11,6 @@ import type { CircuitBreaker, ResiliencePolicies, RetryPolicy } from "../../pipe
 import { fnv32a, LoadBalancer, type Server } from "./balancer.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import {
-  encodeHead,
   Origin,
   UpstreamError,
   UpstreamFailure,
@@ -266,7 +265,7 @@ export class ServerPool {
     head += "\r\n";
     let resp: UpstreamResponse;
     try {
-      resp = await this.#origin(server).roundTrip(encodeHead(head), body, req.method, this.#maxBody, this.#timeoutMs);
+      resp = await this.#origin(server).roundTrip(head, body, req.method, this.#maxBody, this.#timeoutMs);
     } catch (err) {
       if (ctx.clientGone) return this.#failStatus(ctx, "clientError", 499);
       const f = err instanceof UpstreamError ? err.failure : UpstreamFailure.Io;
@@ -275,6 +274,7 @@ export class ServerPool {
       ctx.addTag(`trace ${(err as Error).message}`);
       return this.#failStatus(ctx, "serverError", 503);
     }
+    if (resp.release !== null) ctx.onFinish(resp.release);
     const headers = stripHeaders(resp.headers);
     this.#cache?.store(req, resp.status, headers, resp.body);
     const out = setResponse(ctx, resp.status, headers, resp.body);

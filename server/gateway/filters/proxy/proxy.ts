@@ -90,7 +90,7 @@ class Proxy implements Filter {
   /** The mirror gets a copy of the request in a context of its own; its response is dropped. */
   #mirrorRequest(ctx: Context, mirror: ServerPool): void {
     const copy = new (ctx.constructor as typeof Context)(ctx.request);
-    mirror.handle(copy, this.#name).catch(() => {});
+    mirror.handle(copy, this.#name).catch(() => {}).finally(() => copy.finish());
   }
 
   #compress(ctx: Context): void {

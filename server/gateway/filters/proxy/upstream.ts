@@ -21,6 +21,8 @@ export const IDLE_CONN_TIMEOUT_MS = 90_000;
 /** Connecting to an upstream fails after this long (Go dialer timeout). */
 export const DIAL_TIMEOUT_MS = 30_000;
 const READ_CHUNK = 16 * 1024;
+/** Head and body of a request up to this size go out in one write from the connection's own buffer. */
+const WRITE_BUFFER = 16 * 1024;
 
 /** Why a round trip failed. */
 export const enum UpstreamFailure {
@@ -41,11 +43,15 @@ export class UpstreamError extends Error {
 export interface UpstreamResponse {
   status: number;
   headers: HeaderList;
+  /** may be a view of the connection's buffer: valid until `release` is called */
   body: Uint8Array;
+  /** returns the connection to the pool; null when it was already returned or closed */
+  release: (() => void) | null;
 }
 
 class UpstreamConn {
   buf = new Uint8Array(READ_CHUNK);
+  wbuf = new Uint8Array(WRITE_BUFFER);
   lastUsed = 0;
   closed = false;
   constructor(readonly conn: Deno.Conn) {}
@@ -134,7 +140,7 @@ export class Origin {
    * bytes (-1 = no limit). `timeoutMs` > 0 bounds the whole exchange.
    */
   async roundTrip(
-    head: Uint8Array,
+    head: string,
     body: Uint8Array,
     method: string,
     maxBody: number,
@@ -179,16 +185,19 @@ export class Origin {
 
   async #exchange(
     c: UpstreamConn,
-    head: Uint8Array,
+    head: string,
     body: Uint8Array,
     method: string,
     maxBody: number,
   ): Promise<UpstreamResponse> {
     const conn = c.conn;
-    if (body.length === 0) await writeAll(conn, head);
-    else if (body.length < 16384) await writeAll(conn, concat([head, body], head.length + body.length));
-    else {
-      await writeAll(conn, head);
+    const n = head.length + body.length;
+    if (n <= WRITE_BUFFER) {
+      encodeHeadInto(head, c.wbuf);
+      if (body.length > 0) c.wbuf.set(body, head.length);
+      await writeAll(conn, c.wbuf.subarray(0, n));
+    } else {
+      await writeAll(conn, encodeHead(head));
       await writeAll(conn, body);
     }
     let buf = c.buf;
@@ -233,8 +242,13 @@ export class Origin {
         if (maxBody >= 0 && len > maxBody) throw new UpstreamError(UpstreamFailure.TooLarge, "response body too large");
         const have = end - headEnd;
         if (have >= len) {
-          respBody = buf.slice(headEnd, headEnd + len);
+          respBody = buf.subarray(headEnd, headEnd + len);
           if (have > len) reusable = false;
+          else {
+            // the body stays a view of the buffer: the connection returns to the pool once it was sent
+            return { status: rh.status, headers: rh.headers, body: respBody, release: () => this.#release(c) };
+          }
+          respBody = respBody.slice();
         } else {
           respBody = new Uint8Array(len);
           respBody.set(buf.subarray(headEnd, end));
@@ -296,7 +310,7 @@ export class Origin {
     }
     if (reusable) this.#release(c);
     else this.#drop(c);
-    return { status: rh.status, headers: rh.headers, body: respBody };
+    return { status: rh.status, headers: rh.headers, body: respBody, release: null };
   }
 
   /** Closes idle connections; busy ones close when their exchange ends. */
@@ -318,11 +332,19 @@ export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void>
 
 const encoder = new TextEncoder();
 
-/** Encodes an HTTP head: ASCII through encodeInto, other characters as the latin1 bytes they were parsed from. */
+/**
+ * Writes an HTTP head into dst (which must hold head.length bytes): ASCII through encodeInto, other characters as the
+ * latin1 bytes they were parsed from.
+ */
+export function encodeHeadInto(s: string, dst: Uint8Array): void {
+  const r = encoder.encodeInto(s, dst);
+  if (r.read === s.length && r.written === s.length) return;
+  for (let i = 0; i < s.length; i++) dst[i] = s.charCodeAt(i) & 0xff;
+}
+
+/** An HTTP head as new bytes. */
 export function encodeHead(s: string): Uint8Array {
   const out = new Uint8Array(s.length);
-  const r = encoder.encodeInto(s, out);
-  if (r.read === s.length && r.written === s.length) return out;
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i) & 0xff;
+  encodeHeadInto(s, out);
   return out;
 }
