@@ -12,7 +12,9 @@ import { Context, GwRequest, type GwResponse } from "../context.ts";
 import {
   BodyKind,
   ChunkedDecoder,
+  concat,
   findHeadEnd,
+  HeaderList,
   httpDate,
   HttpParseError,
   MAX_HEAD_BYTES,
@@ -33,7 +35,10 @@ type Obj = Record<string, any>;
 
 /** A failed listen is retried this often (Easegress: 10 s). */
 export const LISTEN_RETRY_MS = 10_000;
-/** A request head must arrive completely within this long after its first byte (stops slowloris heads). */
+/**
+ * A request head must arrive completely within this long after its first byte, or keepAliveTimeout when shorter
+ * (stops slowloris heads).
+ */
 export const HEAD_READ_TIMEOUT_MS = 10_000;
 /** A graceful close waits this long for busy connections before closing them (Easegress: 30 s). */
 export const SHUTDOWN_GRACE_MS = 30_000;
@@ -136,6 +141,28 @@ function listenConfigOf(spec: Obj): ListenConfig {
   };
 }
 
+/** The server ipFilter, then the router: a route or the status to answer with. */
+function search(req: GwRequest, settings: Settings): Route | number {
+  if (settings.ipFilter !== null && !settings.ipFilter.allow(req.realIp)) return 403;
+  return settings.router.search(req);
+}
+
+/** Reads a stream up to `limit` bytes (-1 = no limit): the bytes, or 413 when over, 400 on a read error. */
+async function readLimited(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array | number> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of stream) {
+      size += chunk.length;
+      if (limit >= 0 && size > limit) return 413;
+      parts.push(chunk);
+    }
+  } catch {
+    return 400;
+  }
+  return concat(parts, size);
+}
+
 /** A running HTTPServer. */
 export class HttpServer {
   readonly name: string;
@@ -146,6 +173,7 @@ export class HttpServer {
   #settings: Settings;
   #cfg: ListenConfig;
   #listener: Deno.Listener | null = null;
+  #tlsServer: Deno.HttpServer | null = null;
   #conns = new Set<ClientConn>();
   #retryTimer?: ReturnType<typeof setTimeout>;
   #sweepTimer?: ReturnType<typeof setInterval>;
@@ -190,18 +218,24 @@ export class HttpServer {
     if (this.state === "closed") return;
     const c = this.#cfg;
     try {
-      this.#listener = c.tls
-        ? Deno.listenTls({
+      if (c.tls) {
+        this.#tlsServer = Deno.serve({
           hostname: c.hostname,
           port: c.port,
           cert: c.tls.cert,
           key: c.tls.key,
-          alpnProtocols: ["http/1.1"],
-        })
-        : Deno.listen({ hostname: c.hostname, port: c.port });
+          onListen() {},
+          onError: (err) => {
+            this.#log(`httpserver ${this.name}: ${(err as Error).message}`);
+            return new Response(null, { status: 500 });
+          },
+        }, (req, info) => this.#serveTls(req, info as Deno.ServeHandlerInfo<Deno.NetAddr>));
+      } else {
+        this.#listener = Deno.listen({ hostname: c.hostname, port: c.port });
+        this.#acceptLoop(this.#listener);
+      }
       this.state = "running";
       this.error = "";
-      this.#acceptLoop(this.#listener);
     } catch (err) {
       this.state = "failed";
       this.error = `listen tcp ${c.hostname}:${c.port}: ${(err as Error).message}`;
@@ -274,13 +308,14 @@ export class HttpServer {
 
   async #serve(c: ClientConn): Promise<void> {
     const cfg = this.#cfg;
+    const headTimeout = Math.min(HEAD_READ_TIMEOUT_MS, cfg.keepAliveMs);
     while (!c.closed) {
       // wait for a complete head
       if (c.start === c.end) {
         c.start = c.end = 0;
         if (c.buf.length > INITIAL_BUFFER * 4) c.buf = new Uint8Array(INITIAL_BUFFER);
       }
-      c.deadline = c.start === c.end ? Date.now() + cfg.keepAliveMs : Date.now() + HEAD_READ_TIMEOUT_MS;
+      c.deadline = c.start === c.end ? Date.now() + cfg.keepAliveMs : Date.now() + headTimeout;
       let headEnd = findHeadEnd(c.buf, c.start, c.end);
       let headStarted = c.start !== c.end;
       while (headEnd < 0) {
@@ -289,7 +324,7 @@ export class HttpServer {
         if (!(await this.#fill(c))) return;
         if (!headStarted) {
           headStarted = true;
-          c.deadline = Date.now() + HEAD_READ_TIMEOUT_MS;
+          c.deadline = Date.now() + headTimeout;
         }
         headEnd = findHeadEnd(c.buf, scanFrom, c.end);
       }
@@ -315,12 +350,9 @@ export class HttpServer {
       const settings = this.#settings;
       let status = 0;
       let route: Route | null = null;
-      if (settings.ipFilter !== null && !settings.ipFilter.allow(req.realIp)) status = 403;
-      else {
-        const r = settings.router.search(req);
-        if (typeof r === "number") status = r;
-        else route = r;
-      }
+      const found = search(req, settings);
+      if (typeof found === "number") status = found;
+      else route = found;
       // body
       let limit = cfg.clientMaxBody;
       if (route !== null && route.path.clientMaxBodySize !== 0) {
@@ -347,28 +379,10 @@ export class HttpServer {
       let resp: GwResponse | undefined;
       let ctx: Context | null = null;
       if (status === 0) {
-        const pipeline = this.#lookup(route!.path.backend);
-        if (pipeline === undefined) status = 503;
+        const r = await this.#dispatch(req, route!, settings);
+        if (typeof r === "number") status = r;
         else {
-          if (route!.rewritten !== null) req.path = route!.rewritten;
-          if (settings.xForwardedFor) {
-            const xff = req.headers.get("x-forwarded-for");
-            const ip = req.realIp;
-            if (xff === "") req.headers.set("X-Forwarded-For", ip);
-            else if (!xff.includes(ip)) req.headers.set("X-Forwarded-For", xff + "," + ip);
-          }
-          const sh = route!.path.setHeaders;
-          for (let i = 0; i < sh.length; i++) {
-            const v = sh[i][1].includes("$") ? expandVariables(sh[i][1], req, route!.captures) : sh[i][1];
-            if (v === "") req.headers.del(sh[i][0]);
-            else req.headers.set(sh[i][0], v);
-          }
-          ctx = new Context(req);
-          try {
-            await pipeline.handle(ctx);
-          } catch (err) {
-            this.#log(`httpserver ${this.name}: pipeline ${pipeline.name}: ${(err as Error).stack ?? err}`);
-          }
+          ctx = r;
           if (ctx.hijacked) return;
           resp = ctx.responses.get("DEFAULT");
           if (resp === undefined) status = 503;
@@ -385,6 +399,95 @@ export class HttpServer {
       c.busy = false;
       if (closeAfter || respBytes < 0) return;
     }
+  }
+
+  /**
+   * After routing and the body: finds the pipeline (503 when missing), applies rewriteTarget, X-Forwarded-For and
+   * setHeaders, and runs the pipeline. Returns the context (its DEFAULT response is the answer) or a status.
+   */
+  async #dispatch(req: GwRequest, route: Route, settings: Settings): Promise<Context | number> {
+    const pipeline = this.#lookup(route.path.backend);
+    if (pipeline === undefined) return 503;
+    if (route.rewritten !== null) req.path = route.rewritten;
+    if (settings.xForwardedFor) {
+      const xff = req.headers.get("x-forwarded-for");
+      const ip = req.realIp;
+      if (xff === "") req.headers.set("X-Forwarded-For", ip);
+      else if (!xff.includes(ip)) req.headers.set("X-Forwarded-For", xff + "," + ip);
+    }
+    const sh = route.path.setHeaders;
+    for (let i = 0; i < sh.length; i++) {
+      const v = sh[i][1].includes("$") ? expandVariables(sh[i][1], req, route.captures) : sh[i][1];
+      if (v === "") req.headers.del(sh[i][0]);
+      else req.headers.set(sh[i][0], v);
+    }
+    const ctx = new Context(req);
+    try {
+      await pipeline.handle(ctx);
+    } catch (err) {
+      this.#log(`httpserver ${this.name}: pipeline ${pipeline.name}: ${(err as Error).stack ?? err}`);
+    }
+    return ctx;
+  }
+
+  /** HTTPS (HTTP/2 by ALPN, or HTTP/1.1) through Deno.serve: the same routing and pipelines as the plain loop. */
+  async #serveTls(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> {
+    const t0 = Date.now();
+    const settings = this.#settings;
+    const url = new URL(request.url);
+    const headers = new HeaderList();
+    request.headers.forEach((v, k) => headers.add(k, v));
+    if (!headers.has("host")) headers.add("Host", url.host);
+    const ip = info.remoteAddr.hostname;
+    const req = new GwRequest(
+      request.method,
+      url.pathname + url.search,
+      "HTTP/1.1",
+      headers,
+      ip,
+      `${ip}:${info.remoteAddr.port}`,
+      "https",
+    );
+    let status = 0;
+    let ctx: Context | null = null;
+    let resp: GwResponse | undefined;
+    const found = search(req, settings);
+    if (typeof found === "number") status = found;
+    else {
+      let limit = this.#cfg.clientMaxBody;
+      if (found.path.clientMaxBodySize !== 0) {
+        limit = found.path.clientMaxBodySize < 0 ? -1 : found.path.clientMaxBodySize;
+      }
+      const declared = Number(request.headers.get("content-length") ?? 0);
+      if (limit >= 0 && declared > limit) status = 413;
+      else if (request.body) {
+        const b = await readLimited(request.body, limit);
+        if (typeof b === "number") status = b;
+        else req.body = b;
+      }
+      if (status === 0) {
+        const r = await this.#dispatch(req, found, settings);
+        if (typeof r === "number") status = r;
+        else {
+          ctx = r;
+          resp = ctx.responses.get("DEFAULT");
+          if (resp === undefined) status = 503;
+        }
+      }
+    }
+    const code = resp?.status ?? status;
+    const out = new Headers();
+    if (resp !== undefined) {
+      for (let i = 0; i < resp.headers.names.length; i++) {
+        if (!SKIP_RESPONSE.has(resp.headers.keys[i])) out.append(resp.headers.names[i], resp.headers.values[i]);
+      }
+    }
+    const body = resp !== undefined && resp.body.length > 0 && code !== 204 && code !== 304 ? resp.body.slice() : null;
+    ctx?.finish();
+    const ms = Date.now() - t0;
+    this.stats.record(code, ms, req.body.length, body?.length ?? 0);
+    this.#accessLog?.write(req, url.pathname + url.search, code, ms, req.body.length, body?.length ?? 0, ctx?.tags);
+    return new Response(body, { status: code, headers: out });
   }
 
   /** Reads a request body: the bytes, or 413 / 400, or 0 at EOF. */
@@ -494,6 +597,13 @@ export class HttpServer {
       l?.close();
     } catch { /* closed */ }
     this.#acceptWaiter?.();
+    const tls = this.#tlsServer;
+    this.#tlsServer = null;
+    if (tls) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([tls.shutdown(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
     const deadline = Date.now() + graceMs;
     while (this.#conns.size > 0 && Date.now() < deadline) {
       for (const c of this.#conns) if (!c.busy) c.close();

@@ -10,13 +10,7 @@ import { parseGoDuration } from "../../../easegress/gotime.ts";
 import type { CircuitBreaker, ResiliencePolicies, RetryPolicy } from "../../pipeline/resilience.ts";
 import { fnv32a, LoadBalancer, type Server } from "./balancer.ts";
 import { HealthChecker } from "./healthcheck.ts";
-import {
-  Origin,
-  UpstreamError,
-  UpstreamFailure,
-  type UpstreamResponse,
-  type UpstreamTls,
-} from "./upstream.ts";
+import { Origin, UpstreamError, UpstreamFailure, type UpstreamResponse, type UpstreamTls } from "./upstream.ts";
 import { MemoryCache } from "./memorycache.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -25,8 +19,8 @@ type Obj = Record<string, any>;
 /** Default request and response body limit: 4 MiB. */
 export const DEFAULT_MAX_BODY = 4 * 1024 * 1024;
 
-/** Request headers never copied into the upstream head (we write Host and Content-Length ourselves). */
-const SKIP_UPSTREAM = new Set([...HOP_BY_HOP, "host", "content-length"]);
+/** Request headers never copied into the upstream head (we write Host and Content-Length; the body is complete). */
+const SKIP_UPSTREAM = new Set([...HOP_BY_HOP, "host", "content-length", "expect"]);
 /** Response headers not kept from the upstream (we frame the body ourselves). */
 const SKIP_DOWNSTREAM = new Set([...HOP_BY_HOP, "content-length"]);
 
@@ -270,7 +264,10 @@ export class ServerPool {
       if (ctx.clientGone) return this.#failStatus(ctx, "clientError", 499);
       const f = err instanceof UpstreamError ? err.failure : UpstreamFailure.Io;
       if (f === UpstreamFailure.Timeout) return this.#failStatus(ctx, "timeout", 408);
-      if (f === UpstreamFailure.TooLarge) return this.#failStatus(ctx, "internalError", 500);
+      if (f === UpstreamFailure.TooLarge || f === UpstreamFailure.Body) {
+        ctx.addTag(`trace ${(err as Error).message}`);
+        return this.#failStatus(ctx, "internalError", 500);
+      }
       ctx.addTag(`trace ${(err as Error).message}`);
       return this.#failStatus(ctx, "serverError", 503);
     }

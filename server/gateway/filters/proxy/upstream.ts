@@ -14,6 +14,7 @@ import {
   HttpParseError,
   MAX_HEAD_BYTES,
   parseResponseHead,
+  type ResponseHead,
 } from "../../http1.ts";
 
 /** An idle upstream connection older than this is closed instead of reused (Go transport IdleConnTimeout). */
@@ -30,6 +31,8 @@ export const enum UpstreamFailure {
   Io = "io",
   Timeout = "timeout",
   TooLarge = "tooLarge",
+  /** the head arrived, the body did not (the upstream closed or broke mid-response) */
+  Body = "body",
   Protocol = "protocol",
 }
 
@@ -220,7 +223,7 @@ export class Origin {
       headEnd = findHeadEnd(buf, from, end);
       if (headEnd >= 0) {
         // 1xx interim responses (100 Continue) are skipped
-        if (buf[9] === 49 /* 1 */ && buf[10] !== 48 /* not 101 */) {
+        if (buf[9] === 49 /* 1xx */ && !(buf[10] === 48 && buf[11] === 49) /* but not 101 */) {
           buf.copyWithin(0, headEnd, end);
           end -= headEnd;
           headEnd = findHeadEnd(buf, 0, end);
@@ -230,6 +233,23 @@ export class Origin {
       }
     }
     const rh = parseResponseHead(buf, 0, headEnd, method);
+    try {
+      return await this.#readBody(c, rh, headEnd, end, maxBody);
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err;
+      throw new UpstreamError(UpstreamFailure.Body, `reading the response body: ${(err as Error).message}`);
+    }
+  }
+
+  async #readBody(
+    c: UpstreamConn,
+    rh: ResponseHead,
+    headEnd: number,
+    end: number,
+    maxBody: number,
+  ): Promise<UpstreamResponse> {
+    const conn = c.conn;
+    let buf = c.buf;
     let respBody: Uint8Array;
     let reusable = !rh.close;
     switch (rh.bodyKind) {
@@ -255,7 +275,7 @@ export class Origin {
           let got = have;
           while (got < len) {
             const n = await conn.read(respBody.subarray(got));
-            if (n === null) throw new UpstreamError(UpstreamFailure.Io, "unexpected EOF");
+            if (n === null) throw new UpstreamError(UpstreamFailure.Body, "unexpected EOF in the response body");
             got += n;
           }
         }
@@ -278,7 +298,7 @@ export class Origin {
               c.buf = buf = nb;
             }
             const n = await conn.read(buf.subarray(end));
-            if (n === null) throw new UpstreamError(UpstreamFailure.Io, "unexpected EOF");
+            if (n === null) throw new UpstreamError(UpstreamFailure.Body, "unexpected EOF in the response body");
             end += n;
           }
         } catch (err) {
