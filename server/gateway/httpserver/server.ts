@@ -51,8 +51,18 @@ const MAX_WRITE_BUFFER = 32 * 1024;
 /** Deadlines are checked this often. */
 const SWEEP_MS = 500;
 
-/** Fields Easegress applies without restarting the listener. */
-const LIVE_FIELDS = new Set(["rules", "ipFilter", "cacheSize", "xForwardedFor", "tracing", "maxConnections"]);
+/** Fields Easegress applies without restarting the listener (and the object's meta fields, which do not matter). */
+const LIVE_FIELDS = new Set([
+  "rules",
+  "ipFilter",
+  "cacheSize",
+  "xForwardedFor",
+  "tracing",
+  "maxConnections",
+  "createdAt",
+  "labels",
+  "version",
+]);
 
 /** Finds a pipeline by name at request time. */
 export type PipelineLookup = (name: string) => Pipeline | undefined;
