@@ -45,7 +45,7 @@ export const SHUTDOWN_GRACE_MS = 30_000;
 /** Default request body limit (clientMaxBodySize 0): 4 MiB. */
 export const DEFAULT_CLIENT_MAX_BODY = 4 * 1024 * 1024;
 /** The connection's read buffer starts this small (idle keep-alive connections stay cheap) and doubles as needed. */
-const INITIAL_BUFFER = 4096;
+const INITIAL_BUFFER = 1024;
 /** Responses up to this size are assembled in the connection's write buffer and sent in one write. */
 const MAX_WRITE_BUFFER = 32 * 1024;
 /** Deadlines are checked this often. */
@@ -570,7 +570,7 @@ export class HttpServer {
       if (n <= MAX_WRITE_BUFFER) {
         let w = c.wbuf;
         if (w === null || w.length < n) {
-          c.wbuf = w = new Uint8Array(Math.max(INITIAL_BUFFER, 1 << (32 - Math.clz32(n))));
+          c.wbuf = w = new Uint8Array(Math.max(512, 1 << (32 - Math.clz32(n))));
         }
         encodeHeadInto(head, w);
         if (body.length > 0) w.set(body, head.length);
