@@ -1,12 +1,30 @@
 /** Filter kinds by name. Adding a kind: its file under filters/ and one line here. */
 import type { FilterKind } from "./filter.ts";
+import { corsAdaptorKind } from "./corsadaptor.ts";
+import { fallbackKind } from "./fallback.ts";
+import { headerToJsonKind } from "./headertojson.ts";
 import { mockKind } from "./mock.ts";
 import { proxyKind } from "./proxy/proxy.ts";
+import { rateLimiterKind } from "./ratelimiter.ts";
+import { redirectorKind } from "./redirector.ts";
+import { requestAdaptorKind } from "./requestadaptor.ts";
+import { responseAdaptorKind } from "./responseadaptor.ts";
+import { validatorKind } from "./validator.ts";
 
-const KINDS = new Map<string, FilterKind>([
-  [proxyKind.kind, proxyKind],
-  [mockKind.kind, mockKind],
-]);
+const KINDS = new Map<string, FilterKind>(
+  [
+    proxyKind,
+    mockKind,
+    requestAdaptorKind,
+    responseAdaptorKind,
+    rateLimiterKind,
+    corsAdaptorKind,
+    validatorKind,
+    redirectorKind,
+    fallbackKind,
+    headerToJsonKind,
+  ].map((k) => [k.kind, k]),
+);
 
 /** The kind of that name, or undefined when this build does not run it. */
 export function filterKind(kind: string): FilterKind | undefined {

@@ -1,0 +1,84 @@
+/**
+ * RequestAdaptor (kind `RequestAdaptor`): method, path (replace / addPrefix / trimPrefix / regexpReplace), header
+ * (del, set, add), body, host, compress / decompress, in that order. Results `decompressFailed`, `compressFailed`.
+ * (`template` and `sign` are refused as not supported.)
+ */
+import type { Context } from "../context.ts";
+import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import { HeaderAdaptor } from "./headeradaptor.ts";
+import { compressBody, decompressBody } from "./gzip.ts";
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+/** Easegress's pathadaptor: the first non-empty rule applies. */
+export function pathAdaptor(spec: Obj | undefined): ((p: string) => string) | null {
+  if (!spec) return null;
+  if (spec.replace) return () => String(spec.replace);
+  if (spec.addPrefix) return (p) => String(spec.addPrefix) + p;
+  if (spec.trimPrefix) return (p) => (p.startsWith(spec.trimPrefix) ? p.slice(String(spec.trimPrefix).length) : p);
+  if (spec.regexpReplace?.regexp) {
+    const re = new RegExp(spec.regexpReplace.regexp, "g");
+    const to = String(spec.regexpReplace.replace ?? "").replace(/\$\{(\w+)\}/g, "$<$1>");
+    return (p) => p.replace(re, to);
+  }
+  return null;
+}
+
+class RequestAdaptor implements Filter {
+  #method: string;
+  #path: ((p: string) => string) | null;
+  #header: HeaderAdaptor;
+  #body: Uint8Array | null;
+  #host: string;
+  #compress: boolean;
+  #decompress: boolean;
+
+  constructor(spec: FilterSpec) {
+    if (spec.template) throw new Error("RequestAdaptor template is not supported");
+    if (spec.sign) throw new Error("RequestAdaptor sign is not supported");
+    for (const k of ["compress", "decompress"]) {
+      if (spec[k] && spec[k] !== "gzip") throw new Error(`${k}: only gzip is supported`);
+    }
+    if (spec.compress && spec.decompress) throw new Error("compress and decompress can't be set at the same time");
+    if (spec.decompress && spec.body) throw new Error("decompress can't be set with body");
+    this.#method = String(spec.method ?? "");
+    this.#path = pathAdaptor(spec.path);
+    this.#header = new HeaderAdaptor(spec.header);
+    this.#body = spec.body ? new TextEncoder().encode(String(spec.body)) : null;
+    this.#host = String(spec.host ?? "");
+    this.#compress = !!spec.compress;
+    this.#decompress = !!spec.decompress;
+  }
+
+  handle(ctx: Context): string {
+    const req = ctx.request;
+    if (this.#method !== "" && this.#method !== req.method) {
+      ctx.addTag(`requestAdaptor: method ${req.method} adapted to ${this.#method}`);
+      req.method = this.#method;
+    }
+    if (this.#path !== null) {
+      const p = this.#path(req.path);
+      if (p !== req.path) {
+        ctx.addTag(`requestAdaptor: path ${req.path} adapted to ${p}`);
+        req.path = p;
+      }
+    }
+    this.#header.apply(req.headers);
+    if (this.#body !== null) {
+      req.body = this.#body;
+      req.headers.del("Content-Encoding");
+    }
+    if (this.#host !== "") req.host = this.#host;
+    const setBody = (b: Uint8Array) => (req.body = b);
+    if (this.#compress && !compressBody(req.headers, req.body, setBody)) return "compressFailed";
+    if (this.#decompress && !decompressBody(req.headers, req.body, setBody)) return "decompressFailed";
+    return "";
+  }
+}
+
+export const requestAdaptorKind: FilterKind = {
+  kind: "RequestAdaptor",
+  results: ["decompressFailed", "compressFailed"],
+  create: (spec) => new RequestAdaptor(spec),
+};
