@@ -433,7 +433,8 @@ export class HttpServer {
     }
     const ctx = new Context(req);
     try {
-      await pipeline.handle(ctx);
+      const r = pipeline.handle(ctx);
+      if (typeof r !== "string") await r;
     } catch (err) {
       this.#log(`httpserver ${this.name}: pipeline ${pipeline.name}: ${(err as Error).stack ?? err}`);
     }

@@ -85,8 +85,19 @@ export class Pipeline {
   }
 
   /** Runs the flow; returns the last result. */
-  async handle(ctx: Context): Promise<string> {
+  handle(ctx: Context): string | Promise<string> {
     if (this.#data !== null) ctx.data.PIPELINE = this.#data;
+    const nodes = this.#nodes;
+    // one filter in the DEFAULT namespace and no jumps: its own result (or promise) is the flow's
+    if (
+      nodes.length === 1 && nodes[0].filter !== null && nodes[0].jumpIf === null && nodes[0].namespace === DEFAULT_NS
+    ) {
+      return nodes[0].filter.handle(ctx);
+    }
+    return this.#run(ctx);
+  }
+
+  async #run(ctx: Context): Promise<string> {
     let result = "";
     let next = "";
     const nodes = this.#nodes;

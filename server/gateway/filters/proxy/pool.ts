@@ -206,7 +206,16 @@ export class ServerPool {
   }
 
   /** Serves the request from this pool: the response goes to the active namespace. Returns the filter result. */
-  async handle(ctx: Context, proxyName: string): Promise<string> {
+  handle(ctx: Context, proxyName: string): Promise<string> {
+    // the common case without cache, breaker or retry: one attempt, no extra async frame
+    if (this.#cache === null && this.#breaker === null && this.#retry === null) {
+      this.stat.count++;
+      return this.#attempt(ctx, proxyName);
+    }
+    return this.#handleResilient(ctx, proxyName);
+  }
+
+  async #handleResilient(ctx: Context, proxyName: string): Promise<string> {
     const req = ctx.request;
     this.stat.count++;
     if (this.#cache !== null) {

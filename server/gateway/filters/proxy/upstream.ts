@@ -233,6 +233,18 @@ export class Origin {
       }
     }
     const rh = parseResponseHead(buf, 0, headEnd, method);
+    if (
+      rh.bodyKind === BodyKind.Length && end - headEnd === rh.contentLength && !rh.close &&
+      (maxBody < 0 || rh.contentLength <= maxBody)
+    ) {
+      // the whole body came with the head: it stays a view of the buffer until the response was sent
+      return {
+        status: rh.status,
+        headers: rh.headers,
+        body: buf.subarray(headEnd, end),
+        release: () => this.#release(c),
+      };
+    }
     try {
       return await this.#readBody(c, rh, headEnd, end, maxBody);
     } catch (err) {
@@ -344,10 +356,13 @@ export class Origin {
 /** The connection closed before the first response byte. */
 class StaleConnection extends Error {}
 
-/** Writes every byte. */
-export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(off === 0 ? data : data.subarray(off));
+/** Writes every byte (one write op in the common case, no extra async frame). */
+export function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  return conn.write(data).then((n) => (n < data.length ? writeRest(conn, data, n) : undefined));
+}
+
+async function writeRest(conn: Deno.Conn, data: Uint8Array, off: number): Promise<void> {
+  while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
 const encoder = new TextEncoder();
