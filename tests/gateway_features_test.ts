@@ -289,3 +289,115 @@ memberTest("gateway: slow clients, upstream closing mid-response, live rules cha
     await backend.stop();
   }
 });
+
+memberTest(
+  "gateway proxy: candidate pools, mirror, compression, memory cache, timeout 408, upstream Host, access log",
+  async (procs) => {
+    const [ports] = await memberPorts(1);
+    const [port] = await freePorts(1);
+    const logDir = await Deno.makeTempDir({ prefix: "gw-log-" });
+    // (with a log dir the member logs there, not to stdout: wait for its API instead of its log line)
+    const m = await startMember("gwp", primaryArgs("gwp", ports, ["--log-dir", logDir]), { wait: false });
+    procs.push(m);
+    await waitFor(
+      "api",
+      async () => (await get(`http://${m.apiAddr}/apis/v2/healthz`).catch(() => [0]))[0] === 200,
+      30000,
+    );
+    const main = await startBackend("main", (req) => new Response(`main host=${req.headers.get("host")}`));
+    const canary = await startBackend("canary");
+    const mirrored: string[] = [];
+    const mirror = await startBackend("mirror", (req) => {
+      mirrored.push(new URL(req.url).pathname);
+      return new Response("ignored");
+    });
+    const big = await startBackend(
+      "big",
+      () => new Response("z".repeat(5000), { headers: { "cache-control": "public" } }),
+    );
+    const slow = await startBackend("slow", async () => {
+      await new Promise((r) => setTimeout(r, 1500));
+      return new Response("late");
+    });
+    try {
+      await putObject(
+        m.apiAddr,
+        `kind: Pipeline\nname: routing\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n  pools:\n` +
+          `  - servers: [{url: ${main.url}}]\n` +
+          `  - servers: [{url: ${canary.url}}]\n    filter: {headers: {X-Canary: {exact: "1"}}}\n` +
+          `  mirrorPool:\n    servers: [{url: ${mirror.url}}]\n    filter: {headers: {X-Mirror: {exact: "1"}}}\n`,
+      );
+      await putObject(
+        m.apiAddr,
+        `kind: Pipeline\nname: hostname\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n  pools:\n` +
+          `  - servers: [{url: "http://localhost:${main.port}"}]\n`,
+      );
+      await putObject(
+        m.apiAddr,
+        `kind: Pipeline\nname: gzip\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n` +
+          `  compression: {minLength: 1000}\n  pools:\n  - servers: [{url: ${big.url}}]\n` +
+          `    memoryCache: {expiration: 10s, maxEntryBytes: 100000, codes: [200], methods: [GET]}\n`,
+      );
+      await putObject(
+        m.apiAddr,
+        `kind: Pipeline\nname: slow\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n  pools:\n` +
+          `  - servers: [{url: ${slow.url}}]\n    timeout: 300ms\n`,
+      );
+      const base = await serverOn(
+        m,
+        "proxying",
+        port,
+        ["routing", "hostname", "gzip", "slow"].map((p) => `  - {pathPrefix: /${p}, backend: ${p}}`).join("\n"),
+      );
+      await waitFor("proxying", async () => (await get(`${base}/routing`).catch(() => [0]))[0] === 200);
+
+      // an IP server keeps the client's Host; a hostname server gets its own
+      // (fetch cannot set Host: a raw request)
+      const viaIp = await rawExchange(port, "GET /routing HTTP/1.1\r\nHost: client.example\r\n\r\n");
+      assert.equal(viaIp[0]?.body, "main host=client.example");
+      assert.deepStrictEqual(await get(`${base}/hostname`), [200, `main host=localhost:${main.port}`]);
+      // the candidate pool takes requests its filter matches
+      assert.deepStrictEqual(await get(`${base}/routing/c`, { headers: { "x-canary": "1" } }), [
+        200,
+        "canary GET /routing/c",
+      ]);
+      // the mirror gets a copy; the client gets the main pool's answer
+      assert.deepStrictEqual(await get(`${base}/routing/m`, { headers: { "x-mirror": "1" } }), [
+        200,
+        "main host=127.0.0.1:" + port,
+      ]);
+      await waitFor("mirrored", () => mirrored.includes("/routing/m"), 5000);
+
+      // compression: gzip with Vary; the memory cache answers the second request without the upstream
+      // (the cache key has the Host: the same one fetch sends)
+      const raw = await rawExchange(
+        port,
+        `GET /gzip HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept-Encoding: gzip\r\n\r\n`,
+      );
+      assert.equal(raw[0].status, 200);
+      assert.match(raw[0].head, /Content-Encoding: gzip/i);
+      assert.match(raw[0].head, /Vary: Content-Encoding/i);
+      const hits = big.hits;
+      assert.equal((await get(`${base}/gzip`))[1], "z".repeat(5000)); // fetch gunzips
+      assert.equal(big.hits, hits);
+
+      // a pool timeout: 408
+      const t0 = Date.now();
+      assert.deepStrictEqual(await get(`${base}/slow`), [408, ""]);
+      assert(Date.now() - t0 < 1400, "timed out late");
+
+      // the access log (batched, flushed within a second)
+      await waitFor("access log", async () => {
+        try {
+          const log = await Deno.readTextFile(`${logDir}/filter_http_access.log`);
+          return / GET \/slow HTTP\/1\.1 408\] \[/.test(log);
+        } catch {
+          return false;
+        }
+      }, 5000);
+    } finally {
+      for (const b of [main, canary, mirror, big, slow]) await b.stop();
+      await Deno.remove(logDir, { recursive: true }).catch(() => {});
+    }
+  },
+);
