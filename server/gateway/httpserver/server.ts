@@ -21,7 +21,7 @@ import {
   parseRequestHead,
   STATUS_TEXT,
 } from "../http1.ts";
-import { encodeHead, encodeHeadInto, writeAll } from "../filters/proxy/upstream.ts";
+import { closeQuietly, encodeHead, encodeHeadInto, writeAll } from "../filters/proxy/upstream.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
 import type { Pipeline } from "../pipeline/pipeline.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
@@ -85,9 +85,7 @@ class ClientConn {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.conn.close();
-    } catch { /* already closed */ }
+    closeQuietly(this.conn);
   }
 }
 
@@ -604,9 +602,7 @@ export class HttpServer {
     clearInterval(this.#sweepTimer);
     const l = this.#listener;
     this.#listener = null;
-    try {
-      l?.close();
-    } catch { /* closed */ }
+    if (l) closeQuietly(l);
     this.#acceptWaiter?.();
     const tls = this.#tlsServer;
     this.#tlsServer = null;

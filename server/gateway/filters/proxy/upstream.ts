@@ -61,10 +61,15 @@ class UpstreamConn {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.conn.close();
-    } catch { /* already closed */ }
+    closeQuietly(this.conn);
   }
+}
+
+/** Closes a connection that may already be closed. */
+export function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
 }
 
 /** TLS settings of an origin (Proxy `mtls`, or none: then the upstream certificate is not verified). */
