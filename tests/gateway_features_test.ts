@@ -291,7 +291,7 @@ memberTest("gateway: slow clients, upstream closing mid-response, live rules cha
 });
 
 memberTest(
-  "gateway proxy: candidate pools, mirror, compression, memory cache, timeout 408, upstream Host, access log",
+  "gateway proxy: inline backendPool, candidate pools, mirror, compression, memory cache, timeout 408, upstream Host, access log",
   async (procs) => {
     const [ports] = await memberPorts(1);
     const [port] = await freePorts(1);
@@ -347,10 +347,13 @@ memberTest(
         m,
         "proxying",
         port,
-        ["routing", "hostname", "gzip", "slow"].map((p) => `  - {pathPrefix: /${p}, backend: ${p}}`).join("\n"),
+        ["routing", "hostname", "gzip", "slow"].map((p) => `  - {pathPrefix: /${p}, backend: ${p}}`).join("\n") +
+          `\n  - {pathPrefix: /inline, backendPool: {servers: [{url: ${canary.url}}], loadBalance: {policy: roundRobin}}}`,
       );
       await waitFor("proxying", async () => (await get(`${base}/routing`).catch(() => [0]))[0] === 200);
 
+      // an inline backendPool runs as a generated pipeline
+      assert.deepStrictEqual(await get(`${base}/inline/x`), [200, "canary GET /inline/x"]);
       // an IP server keeps the client's Host; a hostname server gets its own
       // (fetch cannot set Host: a raw request)
       const viaIp = await rawExchange(port, "GET /routing HTTP/1.1\r\nHost: client.example\r\n\r\n");

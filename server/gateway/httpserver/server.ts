@@ -23,7 +23,7 @@ import {
 } from "../http1.ts";
 import { closeQuietly, encodeHead, encodeHeadInto, writeAll } from "../filters/proxy/upstream.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
-import type { Pipeline } from "../pipeline/pipeline.ts";
+import { Pipeline } from "../pipeline/pipeline.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
 import { type Route, Router } from "./router.ts";
 import { ServerStats } from "./stats.ts";
@@ -91,18 +91,49 @@ class ClientConn {
 
 interface Settings {
   router: Router;
+  /** pipelines of inline backendPools by generated name */
+  generated: Map<string, Pipeline>;
   ipFilter: IpFilter | null;
   xForwardedFor: boolean;
   maxConnections: number;
 }
 
-function settingsOf(spec: Obj): Settings {
-  return {
-    router: new Router(spec.rules ?? [], String(spec.routerKind ?? "")),
-    ipFilter: ipFilterOf(spec.ipFilter),
-    xForwardedFor: spec.xForwardedFor === true,
-    maxConnections: Number(spec.maxConnections ?? 10240) || 10240,
-  };
+function settingsOf(spec: Obj, log: (msg: string) => void): Settings {
+  // a path's inline backendPool runs as a pipeline of its own, GENERATED-<server>-<rule>-<path> (Easegress writes
+  // such pipelines to the store; every member derives the same ones from the server's spec, so this one keeps them)
+  const generated = new Map<string, Pipeline>();
+  const rules = ((spec.rules ?? []) as Obj[]).map((r, ri) => ({
+    ...r,
+    paths: ((r.paths ?? []) as Obj[]).map((p, pi) => {
+      if (p.backend || !p.backendPool) return p;
+      const name = `GENERATED-${spec.name}-${ri}-${pi}`;
+      const pipelineSpec = {
+        name,
+        kind: "Pipeline",
+        flow: [{ filter: "proxy" }],
+        filters: [{ name: "proxy", kind: "Proxy", pools: [p.backendPool] }],
+      };
+      try {
+        generated.set(name, new Pipeline(pipelineSpec, log));
+      } catch (err) {
+        for (const g of generated.values()) g.close();
+        throw new Error(`backendPool of rules[${ri}].paths[${pi}]: ${(err as Error).message}`);
+      }
+      return { ...p, backend: name };
+    }),
+  }));
+  try {
+    return {
+      router: new Router(rules, String(spec.routerKind ?? "")),
+      ipFilter: ipFilterOf(spec.ipFilter),
+      xForwardedFor: spec.xForwardedFor === true,
+      maxConnections: Number(spec.maxConnections ?? 10240) || 10240,
+      generated,
+    };
+  } catch (err) {
+    for (const g of generated.values()) g.close();
+    throw err;
+  }
 }
 
 /** Listener-level settings (a change restarts the listener). */
@@ -196,7 +227,7 @@ export class HttpServer {
     this.name = spec.name;
     this.spec = spec;
     this.#cfg = listenConfigOf(spec);
-    this.#settings = settingsOf(spec);
+    this.#settings = settingsOf(spec, log);
     this.#lookup = lookup;
     this.#log = log;
     this.#accessLog = accessLog;
@@ -217,7 +248,9 @@ export class HttpServer {
 
   /** Applies a live change: new router and settings; open connections stay. */
   updateLive(spec: Obj): void {
-    this.#settings = settingsOf(spec);
+    const old = this.#settings;
+    this.#settings = settingsOf(spec, this.#log);
+    for (const g of old.generated.values()) g.close();
     this.spec = spec;
     this.#acceptWaiter?.();
   }
@@ -414,7 +447,7 @@ export class HttpServer {
    * setHeaders, and runs the pipeline. Returns the context (its DEFAULT response is the answer) or a status.
    */
   async #dispatch(req: GwRequest, route: Route, settings: Settings): Promise<Context | number> {
-    const pipeline = this.#lookup(route.path.backend);
+    const pipeline = settings.generated.get(route.path.backend) ?? this.#lookup(route.path.backend);
     if (pipeline === undefined) return 503;
     if (route.rewritten !== null) req.path = route.rewritten;
     if (settings.xForwardedFor) {
@@ -598,6 +631,7 @@ export class HttpServer {
   /** Stops listening, closes idle connections now and busy ones after the grace period. */
   async close(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
     this.state = "closed";
+    for (const g of this.#settings.generated.values()) g.close();
     clearTimeout(this.#retryTimer);
     clearInterval(this.#sweepTimer);
     const l = this.#listener;
