@@ -1,6 +1,7 @@
 /** Filter kinds by name. Adding a kind: its file under filters/ and one line here. */
 import type { FilterKind } from "./filter.ts";
 import { corsAdaptorKind } from "./corsadaptor.ts";
+import { dataBuilderKind } from "./databuilder.ts";
 import { fallbackKind } from "./fallback.ts";
 import { headerToJsonKind } from "./headertojson.ts";
 import { mockKind } from "./mock.ts";
@@ -8,7 +9,10 @@ import { proxyKind } from "./proxy/proxy.ts";
 import { rateLimiterKind } from "./ratelimiter.ts";
 import { redirectorKind } from "./redirector.ts";
 import { requestAdaptorKind } from "./requestadaptor.ts";
+import { requestBuilderKind } from "./requestbuilder.ts";
 import { responseAdaptorKind } from "./responseadaptor.ts";
+import { responseBuilderKind } from "./responsebuilder.ts";
+import { resultBuilderKind } from "./resultbuilder.ts";
 import { validatorKind } from "./validator.ts";
 
 const KINDS = new Map<string, FilterKind>(
@@ -23,6 +27,10 @@ const KINDS = new Map<string, FilterKind>(
     redirectorKind,
     fallbackKind,
     headerToJsonKind,
+    requestBuilderKind,
+    responseBuilderKind,
+    dataBuilderKind,
+    resultBuilderKind,
   ].map((k) => [k.kind, k]),
 );
 

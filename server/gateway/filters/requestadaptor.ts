@@ -1,12 +1,14 @@
 /**
  * RequestAdaptor (kind `RequestAdaptor`): method, path (replace / addPrefix / trimPrefix / regexpReplace), header
- * (del, set, add), body, host, compress / decompress, in that order. Results `decompressFailed`, `compressFailed`.
- * (`template` and `sign` are refused as not supported.)
+ * (del, set, add), body, host, compress / decompress, in that order. Results `decompressFailed`, `compressFailed`;
+ * `buildErr` when `template` (YAML with method/path/header/body/host, overriding the static fields) fails.
+ * (`sign` is refused as not supported.)
  */
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
 import { compressBody, decompressBody } from "./gzip.ts";
+import { asObject, BuilderTemplate } from "../template/builder.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -33,9 +35,10 @@ class RequestAdaptor implements Filter {
   #host: string;
   #compress: boolean;
   #decompress: boolean;
+  #template: BuilderTemplate | null;
 
   constructor(spec: FilterSpec) {
-    if (spec.template) throw new Error("RequestAdaptor template is not supported");
+    this.#template = spec.template ? new BuilderTemplate(spec) : null;
     if (spec.sign) throw new Error("RequestAdaptor sign is not supported");
     for (const k of ["compress", "decompress"]) {
       if (spec[k] && spec[k] !== "gzip") throw new Error(`${k}: only gzip is supported`);
@@ -53,23 +56,38 @@ class RequestAdaptor implements Filter {
 
   handle(ctx: Context): string {
     const req = ctx.request;
-    if (this.#method !== "" && this.#method !== req.method) {
-      ctx.addTag(`requestAdaptor: method ${req.method} adapted to ${this.#method}`);
-      req.method = this.#method;
+    let method = this.#method, path = this.#path, header = this.#header, body = this.#body, host = this.#host;
+    if (this.#template !== null) {
+      let t: Obj;
+      try {
+        t = asObject(this.#template.build(ctx));
+      } catch (e) {
+        ctx.addTag(`requestAdaptor: ${(e as Error).message}`);
+        return "buildErr";
+      }
+      if (t.method) method = String(t.method);
+      if (t.path) path = pathAdaptor(t.path);
+      if (t.header) header = new HeaderAdaptor(t.header);
+      if (t.body) body = new TextEncoder().encode(String(t.body));
+      if (t.host) host = String(t.host);
     }
-    if (this.#path !== null) {
-      const p = this.#path(req.path);
+    if (method !== "" && method !== req.method) {
+      ctx.addTag(`requestAdaptor: method ${req.method} adapted to ${method}`);
+      req.method = method;
+    }
+    if (path !== null) {
+      const p = path(req.path);
       if (p !== req.path) {
         ctx.addTag(`requestAdaptor: path ${req.path} adapted to ${p}`);
         req.path = p;
       }
     }
-    this.#header.apply(req.headers);
-    if (this.#body !== null) {
-      req.body = this.#body;
+    header.apply(req.headers);
+    if (body !== null) {
+      req.body = body;
       req.headers.del("Content-Encoding");
     }
-    if (this.#host !== "") req.host = this.#host;
+    if (host !== "") req.host = host;
     const setBody = (b: Uint8Array) => (req.body = b);
     if (this.#compress && !compressBody(req.headers, req.body, setBody)) return "compressFailed";
     if (this.#decompress && !decompressBody(req.headers, req.body, setBody)) return "decompressFailed";

@@ -1,20 +1,23 @@
 /**
  * ResponseAdaptor (kind `ResponseAdaptor`): header (del, set, add), body, compress / decompress of the response of
- * the active namespace. Results `responseNotFound`, `compressFailed`, `decompressFailed`. (`template` is refused.)
+ * the active namespace. Results `responseNotFound`, `compressFailed`, `decompressFailed`; `buildErr` when `template`
+ * (YAML with header/body, overriding the static fields) fails.
  */
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
 import { compressBody, decompressBody } from "./gzip.ts";
+import { asObject, BuilderTemplate } from "../template/builder.ts";
 
 class ResponseAdaptor implements Filter {
   #header: HeaderAdaptor;
   #body: Uint8Array | null;
   #compress: boolean;
   #decompress: boolean;
+  #template: BuilderTemplate | null;
 
   constructor(spec: FilterSpec) {
-    if (spec.template) throw new Error("ResponseAdaptor template is not supported");
+    this.#template = spec.template ? new BuilderTemplate(spec) : null;
     for (const k of ["compress", "decompress"]) {
       if (spec[k] && spec[k] !== "gzip") throw new Error(`${k}: only gzip is supported`);
     }
@@ -27,9 +30,21 @@ class ResponseAdaptor implements Filter {
   handle(ctx: Context): string {
     const resp = ctx.response;
     if (resp === undefined) return "responseNotFound";
-    this.#header.apply(resp.headers);
-    if (this.#body !== null) {
-      resp.body = this.#body;
+    let header = this.#header, body = this.#body;
+    if (this.#template !== null) {
+      let t: Record<string, unknown>;
+      try {
+        t = asObject(this.#template.build(ctx));
+      } catch (e) {
+        ctx.addTag(`responseAdaptor: ${(e as Error).message}`);
+        return "buildErr";
+      }
+      if (t.header) header = new HeaderAdaptor(t.header as Record<string, unknown>);
+      if (t.body) body = new TextEncoder().encode(String(t.body));
+    }
+    header.apply(resp.headers);
+    if (body !== null) {
+      resp.body = body;
       resp.headers.del("Content-Encoding");
     }
     const setBody = (b: Uint8Array) => (resp.body = b);

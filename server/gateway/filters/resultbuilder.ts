@@ -1,0 +1,42 @@
+/**
+ * ResultBuilder (kind `ResultBuilder`): renders `template` into a result for jumpIf. "" continues; `result0` …
+ * `result8` are returned as they are; anything else is `unknown`. Easegress checks the rendered text against the
+ * first ten entries of its sorted result list (`buildErr`, `result0` … `result8`), so `result9` comes back as
+ * `unknown` too, and so does it here.
+ */
+import type { Context } from "../context.ts";
+import { BuilderTemplate } from "../template/builder.ts";
+import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+
+const RESULTS = ["buildErr", ...Array.from({ length: 10 }, (_, i) => `result${i}`), "unknown"].sort();
+const RETURNED = new Set(RESULTS.slice(0, 10));
+
+class ResultBuilder implements Filter {
+  #template: BuilderTemplate;
+  #name: string;
+
+  constructor(spec: FilterSpec) {
+    if (!spec.template) throw new Error("template must be specified");
+    this.#name = spec.name;
+    this.#template = new BuilderTemplate(spec);
+  }
+
+  handle(ctx: Context): string {
+    let v: unknown;
+    try {
+      v = this.#template.build(ctx);
+    } catch (e) {
+      ctx.addTag(`resultBuilder(${this.#name}): ${(e as Error).message}`);
+      return "buildErr";
+    }
+    const result = v === null ? "" : String(v);
+    if (result === "") return "";
+    return RETURNED.has(result) ? result : "unknown";
+  }
+}
+
+export const resultBuilderKind: FilterKind = {
+  kind: "ResultBuilder",
+  results: RESULTS,
+  create: (spec) => new ResultBuilder(spec),
+};
