@@ -126,8 +126,13 @@ export class Context {
   tags: string[] = [];
   /** set when the client went away */
   clientGone = false;
-  /** a WebSocket or other upgrade took the connection over */
-  hijacked = false;
+  /**
+   * The client connection, for a request asking for a protocol upgrade (plain HTTP/1.1 only): `head` is the request
+   * head as received, `pending` the bytes the client sent after it.
+   */
+  upgrade: { conn: Deno.Conn; pending: Uint8Array } | null = null;
+  /** set by a filter that took the connection over (WebSocketProxy): the server waits for it, then closes */
+  hijacked: Promise<void> | null = null;
   #finish: (() => void)[] | null = null;
 
   constructor(req: GwRequest) {

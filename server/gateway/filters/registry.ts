@@ -10,6 +10,7 @@ import { redirectorKind } from "./redirector.ts";
 import { requestAdaptorKind } from "./requestadaptor.ts";
 import { responseAdaptorKind } from "./responseadaptor.ts";
 import { validatorKind } from "./validator.ts";
+import { webSocketProxyKind } from "./websocketproxy.ts";
 
 const KINDS = new Map<string, FilterKind>(
   [
@@ -23,6 +24,7 @@ const KINDS = new Map<string, FilterKind>(
     redirectorKind,
     fallbackKind,
     headerToJsonKind,
+    webSocketProxyKind,
   ].map((k) => [k.kind, k]),
 );
 
