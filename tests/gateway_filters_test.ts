@@ -1,6 +1,7 @@
 /**
  * Filters through a real member: flow with jumpIf and END, Mock, RequestAdaptor, ResponseAdaptor, RateLimiter,
- * Validator (headers, JWT), CORSAdaptor, Redirector, Fallback after a Proxy failureCode, HeaderToJSON; a pipeline with
+ * Validator (headers, JWT), CORSAdaptor, Redirector, Fallback after a Proxy failureCode, HeaderToJSON,
+ * WebSocketProxy (an echo); a pipeline with
  * an unknown kind is not run (503) and reports its error.
  */
 import assert from "node:assert/strict";
@@ -19,7 +20,7 @@ function jwt(claims: Record<string, unknown>, secret = "gateway-test-secret"): s
 }
 
 memberTest(
-  "gateway filters: jumpIf/END, Mock, adaptors, RateLimiter, Validator, CORS, Redirector, Fallback, HeaderToJSON",
+  "gateway filters: jumpIf/END, Mock, adaptors, RateLimiter, Validator, CORS, Redirector, Fallback, HeaderToJSON, WebSocket",
   async (procs) => {
     const [ports] = await memberPorts(1);
     const [port] = await freePorts(1);
@@ -35,6 +36,12 @@ memberTest(
       );
     });
     const failing = await startBackend("bad", () => new Response("oops", { status: 500 }));
+    const wsBackend = await startBackend("ws", (req) => {
+      const xff = req.headers.get("x-forwarded-for");
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (e) => socket.send(`echo ${e.data} (xff ${xff})`);
+      return response;
+    });
     const pipelines: [string, string][] = [
       [
         "mocked",
@@ -85,6 +92,7 @@ memberTest(
         `flow: [{filter: h}, {filter: proxy}]\nfilters:\n- {name: h, kind: HeaderToJSON, headerMap: [{header: X-User, json: user}]}\n` +
         `- {name: proxy, kind: Proxy, pools: [{servers: [{url: ${echo.url}}]}]}`,
       ],
+      ["ws", `filters:\n- {name: w, kind: WebSocketProxy, pools: [{servers: [{url: ${wsBackend.url}}]}]}`],
       ["unknown", `filters:\n- {name: k, kind: Kafka}`],
     ];
     try {
@@ -157,6 +165,17 @@ memberTest(
       // HeaderToJSON
       const h2j = await get(`${base}/h2j`, { method: "POST", body: '{"a":1}', headers: { "x-user": "bob" } });
       assert.deepStrictEqual(h2j, [200, 'POST /h2j x-added=null body={"a":1,"user":"bob"}']);
+
+      // WebSocketProxy: an echo through the gateway; a plain request is refused (400)
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/echo`);
+      const echoed = await new Promise<string>((resolve, reject) => {
+        ws.onopen = () => ws.send("hello");
+        ws.onmessage = (e) => resolve(String(e.data));
+        ws.onerror = () => reject(new Error("websocket error"));
+      });
+      ws.close();
+      assert.equal(echoed, "echo hello (xff 127.0.0.1)");
+      assert.equal((await get(`${base}/ws/plain`))[0], 400);
 
       // a pipeline whose filter kind does not run here: not created (503) and its status says why
       assert.equal((await get(`${base}/unknown`))[0], 503);

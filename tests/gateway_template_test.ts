@@ -284,7 +284,7 @@ Deno.test("template data: .req and .resp expose the Go http.Request / http.Respo
   const ctx = context();
   const resp = new GwResponse(201, new HeaderList(), new TextEncoder().encode("hello: yaml\nn: [1, 2]"));
   resp.headers.add("content-type", "text/plain");
-  ctx.responses.set("DEFAULT", resp);
+  ctx.response = resp;
   ctx.namespace = "ns1";
   const t = new Template(
     "d",
@@ -310,7 +310,7 @@ Deno.test("RequestBuilder: sourceNamespace shares the request; template renders 
   const ctx = context();
   ctx.namespace = "copy";
   assert.equal(await filter({ kind: "RequestBuilder", sourceNamespace: "DEFAULT" }).handle(ctx), "");
-  assert.equal(ctx.requests.get("copy"), ctx.requests.get("DEFAULT"));
+  assert.equal(ctx.requestIn("copy"), ctx.requestIn("DEFAULT"));
 
   ctx.namespace = "built";
   const built = filter({
@@ -319,7 +319,7 @@ Deno.test("RequestBuilder: sourceNamespace shares the request; template renders 
       "headers:\n  X-From: [{{.req.Host}}]\n  X-Two: [a, b]\nbody: '{{.req.Body}}'\n",
   });
   assert.equal(await built.handle(ctx), "");
-  const r = ctx.requests.get("built")!;
+  const r = ctx.requestIn("built")!;
   assert.equal(r.method, "POST");
   assert.equal(r.path, "/v2/api/x");
   assert.equal(r.query, "id=1");
@@ -335,7 +335,7 @@ Deno.test("RequestBuilder: sourceNamespace shares the request; template renders 
     template: "url: /upload\nformData:\n  f: {value: content, fileName: a.txt}\n",
   });
   assert.equal(await form.handle(ctx), "");
-  const fr = ctx.requests.get("form")!;
+  const fr = ctx.requestIn("form")!;
   assert.equal(fr.method, "GET");
   const boundary = /boundary=(\w+)/.exec(fr.headers.get("content-type"))![1];
   const text = new TextDecoder().decode(fr.body);
@@ -352,10 +352,12 @@ Deno.test("RequestBuilder: sourceNamespace shares the request; template renders 
 
 Deno.test("ResponseBuilder: statusCode 0 → 200, 200..599 only, headers and body; sourceNamespace copies", async () => {
   const ctx = context();
-  ctx.responses.set("up", new GwResponse(203, new HeaderList(), new TextEncoder().encode("up-body")));
+  ctx.namespace = "up";
+  ctx.response = new GwResponse(203, new HeaderList(), new TextEncoder().encode("up-body"));
+  ctx.namespace = "DEFAULT";
   assert.equal(await filter({ kind: "ResponseBuilder", sourceNamespace: "up" }).handle(ctx), "");
   assert.equal(ctx.response!.status, 203);
-  assert.notEqual(ctx.response, ctx.responses.get("up"));
+  assert.notEqual(ctx.response, ctx.responseIn("up"));
 
   const b = filter({
     kind: "ResponseBuilder",
@@ -402,7 +404,7 @@ Deno.test("RequestAdaptor and ResponseAdaptor templates override their static fi
       "path: {addPrefix: /pre}\nheader: {set: {X-Tpl: '{{.req.Method}}'}}",
   });
   assert.equal(await ra.handle(ctx), "");
-  const req = ctx.requests.get("DEFAULT")!;
+  const req = ctx.requestIn("DEFAULT")!;
   assert.equal(req.method, "PATCH");
   assert.equal(req.path, "/pre/api/x");
   assert.equal(req.headers.get("x-tpl"), "POST");

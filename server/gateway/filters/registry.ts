@@ -14,6 +14,7 @@ import { responseAdaptorKind } from "./responseadaptor.ts";
 import { responseBuilderKind } from "./responsebuilder.ts";
 import { resultBuilderKind } from "./resultbuilder.ts";
 import { validatorKind } from "./validator.ts";
+import { webSocketProxyKind } from "./websocketproxy.ts";
 
 const KINDS = new Map<string, FilterKind>(
   [
@@ -27,6 +28,7 @@ const KINDS = new Map<string, FilterKind>(
     redirectorKind,
     fallbackKind,
     headerToJsonKind,
+    webSocketProxyKind,
     requestBuilderKind,
     responseBuilderKind,
     dataBuilderKind,

@@ -43,9 +43,9 @@ class RequestBuilder implements Filter {
 
   handle(ctx: Context): string {
     if (this.#template === null) {
-      const src = ctx.requests.get(this.#source);
+      const src = ctx.requestIn(this.#source);
       if (src === undefined) return this.#fail(ctx, `no request in namespace ${this.#source}`);
-      ctx.requests.set(ctx.namespace, src);
+      ctx.setRequest(ctx.namespace, src);
       return "";
     }
     let spec: Record<string, unknown>;
@@ -69,7 +69,7 @@ class RequestBuilder implements Filter {
       req.body = encoder.encode(multipart(asObject(spec.formData), boundary));
       headers.set("Content-Type", `multipart/form-data; boundary=${boundary}`);
     }
-    ctx.requests.set(ctx.namespace, req);
+    ctx.setRequest(ctx.namespace, req);
     return "";
   }
 

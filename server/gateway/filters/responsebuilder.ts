@@ -29,7 +29,7 @@ class ResponseBuilder implements Filter {
 
   handle(ctx: Context): string {
     if (this.#template === null) {
-      const src = ctx.responses.get(this.#source);
+      const src = ctx.responseIn(this.#source);
       if (src === undefined) return this.#fail(ctx, `no response in namespace ${this.#source}`);
       ctx.response = new GwResponse(src.status, src.headers.clone(), src.body);
       return "";

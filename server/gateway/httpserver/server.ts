@@ -420,12 +420,19 @@ export class HttpServer {
       let resp: GwResponse | undefined;
       let ctx: Context | null = null;
       if (status === 0) {
-        const r = await this.#dispatch(req, route!, settings);
+        const upgrade = head.headers.has("upgrade") ? { conn: c.conn, pending: c.buf.slice(c.start, c.end) } : null;
+        const r = await this.#dispatch(req, route!, settings, upgrade);
         if (typeof r === "number") status = r;
         else {
           ctx = r;
-          if (ctx.hijacked) return;
-          resp = ctx.responses.get("DEFAULT");
+          if (ctx.hijacked !== null) {
+            c.busy = true;
+            await ctx.hijacked;
+            this.stats.record(101, Date.now() - t0, reqBytes, 0);
+            this.#accessLog?.write(req, head.target, 101, Date.now() - t0, reqBytes, 0, ctx.tags ?? undefined);
+            return;
+          }
+          resp = ctx.defaultResponse;
           if (resp === undefined) status = 503;
         }
       }
@@ -436,7 +443,7 @@ export class HttpServer {
       const code = resp !== undefined ? resp.status : status;
       const ms = Date.now() - t0;
       this.stats.record(code, ms, reqBytes + req.body.length, respBytes);
-      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags);
+      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags ?? undefined);
       c.busy = false;
       if (closeAfter || respBytes < 0) return;
     }
@@ -446,7 +453,12 @@ export class HttpServer {
    * After routing and the body: finds the pipeline (503 when missing), applies rewriteTarget, X-Forwarded-For and
    * setHeaders, and runs the pipeline. Returns the context (its DEFAULT response is the answer) or a status.
    */
-  async #dispatch(req: GwRequest, route: Route, settings: Settings): Promise<Context | number> {
+  async #dispatch(
+    req: GwRequest,
+    route: Route,
+    settings: Settings,
+    upgrade: Context["upgrade"] = null,
+  ): Promise<Context | number> {
     const pipeline = settings.generated.get(route.path.backend) ?? this.#lookup(route.path.backend);
     if (pipeline === undefined) return 503;
     if (route.rewritten !== null) req.path = route.rewritten;
@@ -463,6 +475,7 @@ export class HttpServer {
       else req.headers.set(sh[i][0], v);
     }
     const ctx = new Context(req);
+    ctx.upgrade = upgrade;
     try {
       const r = pipeline.handle(ctx);
       if (typeof r !== "string") await r;
@@ -512,7 +525,7 @@ export class HttpServer {
         if (typeof r === "number") status = r;
         else {
           ctx = r;
-          resp = ctx.responses.get("DEFAULT");
+          resp = ctx.defaultResponse;
           if (resp === undefined) status = 503;
         }
       }
@@ -528,7 +541,15 @@ export class HttpServer {
     ctx?.finish();
     const ms = Date.now() - t0;
     this.stats.record(code, ms, req.body.length, body?.length ?? 0);
-    this.#accessLog?.write(req, url.pathname + url.search, code, ms, req.body.length, body?.length ?? 0, ctx?.tags);
+    this.#accessLog?.write(
+      req,
+      url.pathname + url.search,
+      code,
+      ms,
+      req.body.length,
+      body?.length ?? 0,
+      ctx?.tags ?? undefined,
+    );
     return new Response(body, { status: code, headers: out });
   }
 

@@ -69,6 +69,12 @@ class UrlView implements GoStruct {
   String(): string {
     return this.Path + (this.RawQuery ? "?" + this.RawQuery : "");
   }
+  /** url.Values: name → values. */
+  Query(): Record<string, string[]> {
+    const q: Record<string, string[]> = {};
+    for (const [k, v] of new URLSearchParams(this.RawQuery)) (q[k] ??= []).push(v);
+    return q;
+  }
 }
 
 /** A request as templates see it (`*http.Request` plus the builder methods). */
@@ -172,9 +178,9 @@ export class ResponseView extends Payload implements GoStruct {
 /** The template data of a context. */
 export function templateData(ctx: Context): Record<string, unknown> {
   const requests: Record<string, RequestView> = {};
-  for (const [ns, r] of ctx.requests) requests[ns] = new RequestView(r);
+  for (const [ns, r] of ctx.requests()) requests[ns] = new RequestView(r);
   const responses: Record<string, ResponseView> = {};
-  for (const [ns, r] of ctx.responses) responses[ns] = new ResponseView(r);
+  for (const [ns, r] of ctx.responses()) responses[ns] = new ResponseView(r);
   return {
     req: requests[DEFAULT_NS] ?? null,
     resp: responses[DEFAULT_NS] ?? null,

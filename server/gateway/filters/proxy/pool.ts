@@ -105,7 +105,8 @@ class RequestMatcher {
   }
 }
 
-function parseServer(spec: Obj): Server {
+/** A pool's server entry. */
+export function parseServer(spec: Obj): Server {
   let u: URL;
   try {
     u = new URL(String(spec.url));
