@@ -32,7 +32,7 @@ memberTest("gateway builders: three-namespace merge, ResultBuilder with jumpIf, 
   const proxyFilters = [demo1, demo2, demo3].map((b, i) =>
     `- {name: proxy${i + 1}, kind: Proxy, pools: [{servers: [{url: ${b.url}}]}]}`
   ).join("\n");
-  const aggregate = (name: string, body: string) =>
+  const aggregate = (body: string) =>
     `flow:\n${copies}\n${proxies}\n- {filter: build}\nfilters:\n${copyFilters}\n${proxyFilters}\n` +
     `- name: build\n  kind: ResponseBuilder\n  template: |\n    statusCode: 200\n    headers: {Content-Type: [application/json]}\n` +
     `    body: '${body}'\n`;
@@ -40,11 +40,10 @@ memberTest("gateway builders: three-namespace merge, ResultBuilder with jumpIf, 
     [
       "merge",
       aggregate(
-        "merge",
         "{{mergeObject .responses.demo1.JSONBody .responses.demo2.JSONBody .responses.demo3.JSONBody | toRawJson}}",
       ),
     ],
-    ["array", aggregate("array", "[{{.responses.demo1.Body}}, {{.responses.demo2.Body}}, {{.responses.demo3.Body}}]")],
+    ["array", aggregate("[{{.responses.demo1.Body}}, {{.responses.demo2.Body}}, {{.responses.demo3.Body}}]")],
     [
       "branch",
       `flow:\n- {filter: decide, jumpIf: {result0: a, result1: b}}\n- {filter: dflt}\n- {filter: a}\n- {filter: b}\n` +
