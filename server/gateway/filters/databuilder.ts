@@ -3,7 +3,7 @@
  * under `dataKey` (read by later templates as `.data.<dataKey>`). Result `buildErr`.
  */
 import type { Context } from "../context.ts";
-import { BuilderTemplate } from "../template/builder.ts";
+import { buildErr, BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 
 class DataBuilder implements Filter {
@@ -24,8 +24,7 @@ class DataBuilder implements Filter {
       ctx.data[this.#key] = this.#template.build(ctx);
       return "";
     } catch (e) {
-      ctx.addTag(`dataBuilder(${this.#name}): ${(e as Error).message}`);
-      return "buildErr";
+      return buildErr(ctx, `dataBuilder(${this.#name})`, (e as Error).message);
     }
   }
 }

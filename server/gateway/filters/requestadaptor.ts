@@ -8,7 +8,7 @@ import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
 import { compressBody, decompressBody } from "./gzip.ts";
-import { asObject, BuilderTemplate } from "../template/builder.ts";
+import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -62,8 +62,7 @@ class RequestAdaptor implements Filter {
       try {
         t = asObject(this.#template.build(ctx));
       } catch (e) {
-        ctx.addTag(`requestAdaptor: ${(e as Error).message}`);
-        return "buildErr";
+        return buildErr(ctx, "requestAdaptor", (e as Error).message);
       }
       if (t.method) method = String(t.method);
       if (t.path) path = pathAdaptor(t.path);

@@ -6,7 +6,8 @@
 import type { Context } from "../context.ts";
 import { GwRequest } from "../context.ts";
 import { HeaderList } from "../http1.ts";
-import { asObject, BuilderTemplate, renderedHeaders } from "../template/builder.ts";
+import { asObject, buildErr, renderedHeaders, sourceOrTemplate } from "../template/builder.ts";
+import type { BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"]);
@@ -31,20 +32,14 @@ class RequestBuilder implements Filter {
   #name: string;
 
   constructor(spec: FilterSpec) {
-    const protocol = spec.protocol || "http";
-    if (protocol !== "http") throw new Error(`RequestBuilder protocol ${protocol} is not supported`);
-    this.#name = spec.name;
-    this.#source = String(spec.sourceNamespace ?? "");
-    if ((this.#source === "") === !spec.template) {
-      throw new Error("exactly one of sourceNamespace and template must be specified");
-    }
-    this.#template = this.#source === "" ? new BuilderTemplate(spec) : null;
+    ({ source: this.#source, template: this.#template } = sourceOrTemplate(spec));
+    this.#name = `requestBuilder(${spec.name})`;
   }
 
   handle(ctx: Context): string {
     if (this.#template === null) {
       const src = ctx.requestIn(this.#source);
-      if (src === undefined) return this.#fail(ctx, `no request in namespace ${this.#source}`);
+      if (src === undefined) return buildErr(ctx, this.#name, `no request in namespace ${this.#source}`);
       ctx.setRequest(ctx.namespace, src);
       return "";
     }
@@ -52,10 +47,10 @@ class RequestBuilder implements Filter {
     try {
       spec = asObject(this.#template.build(ctx));
     } catch (e) {
-      return this.#fail(ctx, (e as Error).message);
+      return buildErr(ctx, this.#name, (e as Error).message);
     }
     const method = String(spec.method || "GET").toUpperCase();
-    if (!METHODS.has(method)) return this.#fail(ctx, `invalid method ${method}`);
+    if (!METHODS.has(method)) return buildErr(ctx, this.#name, `invalid method ${method}`);
     const url = String(spec.url || "/");
     const headers = new HeaderList();
     for (const [k, v] of renderedHeaders(spec.headers)) headers.add(k, v);
@@ -71,11 +66,6 @@ class RequestBuilder implements Filter {
     }
     ctx.setRequest(ctx.namespace, req);
     return "";
-  }
-
-  #fail(ctx: Context, msg: string): string {
-    ctx.addTag(`requestBuilder(${this.#name}): ${msg}`);
-    return "buildErr";
   }
 }
 

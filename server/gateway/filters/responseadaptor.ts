@@ -7,7 +7,7 @@ import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
 import { compressBody, decompressBody } from "./gzip.ts";
-import { asObject, BuilderTemplate } from "../template/builder.ts";
+import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
 
 class ResponseAdaptor implements Filter {
   #header: HeaderAdaptor;
@@ -36,8 +36,7 @@ class ResponseAdaptor implements Filter {
       try {
         t = asObject(this.#template.build(ctx));
       } catch (e) {
-        ctx.addTag(`responseAdaptor: ${(e as Error).message}`);
-        return "buildErr";
+        return buildErr(ctx, "responseAdaptor", (e as Error).message);
       }
       if (t.header) header = new HeaderAdaptor(t.header as Record<string, unknown>);
       if (t.body) body = new TextEncoder().encode(String(t.body));

@@ -6,7 +6,8 @@
 import type { Context } from "../context.ts";
 import { GwResponse } from "../context.ts";
 import { HeaderList } from "../http1.ts";
-import { asObject, BuilderTemplate, renderedHeaders } from "../template/builder.ts";
+import { asObject, buildErr, renderedHeaders, sourceOrTemplate } from "../template/builder.ts";
+import type { BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 
 const encoder = new TextEncoder();
@@ -17,20 +18,14 @@ class ResponseBuilder implements Filter {
   #name: string;
 
   constructor(spec: FilterSpec) {
-    const protocol = spec.protocol || "http";
-    if (protocol !== "http") throw new Error(`ResponseBuilder protocol ${protocol} is not supported`);
-    this.#name = spec.name;
-    this.#source = String(spec.sourceNamespace ?? "");
-    if ((this.#source === "") === !spec.template) {
-      throw new Error("exactly one of sourceNamespace and template must be specified");
-    }
-    this.#template = this.#source === "" ? new BuilderTemplate(spec) : null;
+    ({ source: this.#source, template: this.#template } = sourceOrTemplate(spec));
+    this.#name = `responseBuilder(${spec.name})`;
   }
 
   handle(ctx: Context): string {
     if (this.#template === null) {
       const src = ctx.responseIn(this.#source);
-      if (src === undefined) return this.#fail(ctx, `no response in namespace ${this.#source}`);
+      if (src === undefined) return buildErr(ctx, this.#name, `no response in namespace ${this.#source}`);
       ctx.response = new GwResponse(src.status, src.headers.clone(), src.body);
       return "";
     }
@@ -38,23 +33,18 @@ class ResponseBuilder implements Filter {
     try {
       spec = asObject(this.#template.build(ctx));
     } catch (e) {
-      return this.#fail(ctx, (e as Error).message);
+      return buildErr(ctx, this.#name, (e as Error).message);
     }
     let status = Number(spec.statusCode ?? 0);
     if (status === 0) status = 200;
     if (!Number.isInteger(status) || status < 200 || status > 599) {
-      return this.#fail(ctx, `invalid status code ${spec.statusCode}`);
+      return buildErr(ctx, this.#name, `invalid status code ${spec.statusCode}`);
     }
     const headers = new HeaderList();
     for (const [k, v] of renderedHeaders(spec.headers)) headers.add(k, v);
     const body = spec.body === undefined || spec.body === null ? new Uint8Array(0) : encoder.encode(String(spec.body));
     ctx.response = new GwResponse(status, headers, body);
     return "";
-  }
-
-  #fail(ctx: Context, msg: string): string {
-    ctx.addTag(`responseBuilder(${this.#name}): ${msg}`);
-    return "buildErr";
   }
 }
 

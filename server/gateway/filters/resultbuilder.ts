@@ -5,7 +5,7 @@
  * `unknown` too, and so does it here.
  */
 import type { Context } from "../context.ts";
-import { BuilderTemplate } from "../template/builder.ts";
+import { buildErr, BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 
 const RESULTS = ["buildErr", ...Array.from({ length: 10 }, (_, i) => `result${i}`), "unknown"].sort();
@@ -26,8 +26,7 @@ class ResultBuilder implements Filter {
     try {
       v = this.#template.build(ctx);
     } catch (e) {
-      ctx.addTag(`resultBuilder(${this.#name}): ${(e as Error).message}`);
-      return "buildErr";
+      return buildErr(ctx, `resultBuilder(${this.#name})`, (e as Error).message);
     }
     const result = v === null ? "" : String(v);
     if (result === "") return "";

@@ -35,6 +35,23 @@ export class BuilderTemplate {
   }
 }
 
+/** The `sourceNamespace | template` choice of RequestBuilder and ResponseBuilder (protocol http only). */
+export function sourceOrTemplate(spec: FilterSpec): { source: string; template: BuilderTemplate | null } {
+  const protocol = spec.protocol || "http";
+  if (protocol !== "http") throw new Error(`${spec.kind} protocol ${protocol} is not supported`);
+  const source = String(spec.sourceNamespace ?? "");
+  if ((source === "") === !spec.template) {
+    throw new Error("exactly one of sourceNamespace and template must be specified");
+  }
+  return { source, template: source === "" ? new BuilderTemplate(spec) : null };
+}
+
+/** Tags the access log with why a builder failed and returns `buildErr`. */
+export function buildErr(ctx: Context, filter: string, msg: string): string {
+  ctx.addTag(`${filter}: ${msg}`);
+  return "buildErr";
+}
+
 /** `headers: map[string][]string` from a rendered spec (a single string is taken as one value). */
 export function renderedHeaders(v: unknown): [string, string][] {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return [];
