@@ -262,6 +262,8 @@ export function parse(
   let line = 1;
   const defs = new Map<string, Node[]>();
   let rangeDepth = 0;
+  /** variables in scope, checked at parse time as Go does */
+  let vars = ["$"];
   const fail = (msg: string): never => {
     throw new TemplateError(`template: ${name}:${line}: ${msg}`);
   };
@@ -316,6 +318,7 @@ export function parse(
 
   const parseControl = (kind: "if" | "with" | "range", l: number): Node => {
     if (kind === "range") rangeDepth++;
+    const mark = vars.length;
     const pipe = parsePipe(kind, true);
     const body = parseList(true);
     let elseList: Node[] | null = null;
@@ -333,6 +336,7 @@ export function parse(
       }
     }
     if (kind === "range") rangeDepth--;
+    vars.length = mark;
     return { t: kind, pipe, list: body.nodes, else: elseList, line: l };
   };
 
@@ -362,7 +366,10 @@ export function parse(
         if (n?.k !== "string") fail(`unexpected ${describe(n)} in ${kw} clause`);
         const dname = (n as { s: string }).s;
         const pipe = kw === "block" ? parsePipe("block", false) : (expectClose(), null);
+        const outer = vars;
+        vars = ["$"];
         const body = parseList(true);
+        vars = outer;
         if (body.stop !== "end") fail(`unexpected {{else}} in ${kw}`);
         defs.set(dname, body.nodes);
         return kw === "block" ? { t: "template", name: dname, pipe, line: l } : { t: "text", s: "" };
@@ -390,6 +397,7 @@ export function parse(
         pipe.assign = t3?.k === "assign";
       } else pos = save;
     } else pos = save;
+    for (const v of pipe.decl) if (pipe.assign && !vars.includes(v)) fail(`undefined variable "${v}"`);
     const endTok = "close";
     while (true) {
       const t = peekNonSpace();
@@ -405,6 +413,7 @@ export function parse(
       if (after?.k === "pipe") next();
     }
     if (pipe.cmds.length === 0) fail(`missing value for ${control ? context : "command"}`);
+    if (!pipe.assign) vars.push(...pipe.decl);
     for (let i = 1; i < pipe.cmds.length; i++) {
       const h = pipe.cmds[i].args[0];
       if (h.t !== "ident" && h.t !== "field" && h.t !== "chain" && h.t !== "var") {
@@ -458,6 +467,7 @@ export function parse(
       case "field":
         return { t: "field", names: [t.s, ...fieldsAfter()] };
       case "var":
+        if (!vars.includes(t.s)) fail(`undefined variable "${t.s}"`);
         return { t: "var", name: t.s, names: fieldsAfter() };
       case "ident":
         if (KEYWORDS.has(t.s)) fail(`unexpected <${t.s}> in command`);
