@@ -91,8 +91,10 @@ export class RequestView extends Payload implements GoStruct {
   get Method(): string {
     return this.#r.method;
   }
+  #url: UrlView | null = null;
+  #header: Record<string, string[]> | null = null;
   get URL(): UrlView {
-    return new UrlView(this.#r);
+    return (this.#url ??= new UrlView(this.#r));
   }
   get Proto(): string {
     return this.#r.proto;
@@ -104,7 +106,7 @@ export class RequestView extends Payload implements GoStruct {
     return Number(/HTTP\/\d\.(\d)/.exec(this.#r.proto)?.[1] ?? 1);
   }
   get Header(): Record<string, string[]> {
-    return headerMap(this.#r.headers);
+    return (this.#header ??= headerMap(this.#r.headers));
   }
   get ContentLength(): number {
     return this.#r.body.length;
@@ -175,7 +177,7 @@ export class ResponseView extends Payload implements GoStruct {
   }
 }
 
-/** The template data of a context. */
+/** The template data of a context (views are thin wrappers: building them per render is cheaper than lazy getters). */
 export function templateData(ctx: Context): Record<string, unknown> {
   const requests: Record<string, RequestView> = {};
   for (const [ns, r] of ctx.requests()) requests[ns] = new RequestView(r);
