@@ -41,7 +41,8 @@ table("fields, missing keys and Go's printing of values", [
   ["{{.a.b}}", "x"],
   ["{{.missing}}", "<no value>"],
   ["{{.missing.deeper}}", "<no value>"],
-  ["{{.nilv}}", "<nil>"],
+  // an action prints a nil interface as <no value>; print (fmt.Sprint) as <nil>
+  ["{{.nilv}} {{print .nilv}} {{.a.l}}", "<no value> <nil> [1 2 z]"],
   ["{{.a}}", "map[b:x f:1.5 l:[1 2 z] n:3 t:true]"],
   ["{{.m}}", "map[a:2 z:1]"],
   ["{{.list}}", "[b a c]"],
@@ -108,7 +109,7 @@ table("builtins: and/or short-circuit, not, comparisons, len, index", [
   ],
   ["{{eq .nilv nil}} {{eq .missing nil}}", "true true"],
   ['{{len .a.l}} {{len "héllo"}} {{len .m}}', "3 6 2"],
-  ['{{index .a.l 2}} {{index .m "a"}} {{index .m "q"}} {{index . "a" "b"}}', "z 2 <nil> x"],
+  ['{{index .a.l 2}} {{index .m "a"}} {{index .m "q"}} {{index . "a" "b"}}', "z 2 <no value> x"],
 ]);
 
 table("builtins: print, printf, println, html, js, urlquery", [
@@ -188,7 +189,7 @@ table("sprig: lists, dicts, JSON", [
     '{"a":2,"z":1} {"x":"\\u003cy\\u003e\\u0026"} {"x":"<y>&"} ["b","a","c"] null',
   ],
   ["{{toPrettyJson .m}}", '{\n  "a": 2,\n  "z": 1\n}'],
-  ['{{(fromJson .json).mega}} {{fromJson "bad"}}', "ease <nil>"],
+  ['{{(fromJson .json).mega}} {{fromJson "bad"}}', "ease <no value>"],
   ['{{dig "a" "b" "dflt" .}} {{dig "a" "q" "dflt" .}}', "x dflt"],
   [
     '{{typeOf .a.n}} {{typeOf .s}} {{typeOf .list}} {{kindOf .m}} {{kindIs "string" .s}}',
@@ -231,7 +232,6 @@ Deno.test("template: parse errors name the template and line, as Go's do", () =>
     ["{{/* x", /unclosed comment/],
     ["{{break}}", /\{\{break\}\} outside \{\{range\}\}/],
     ["{{1 | 2}}", /non executable command in pipeline stage 2/],
-    ["{{$u = 1}}", /undefined variable "\$u"/],
     ["{{$u}}", /undefined variable "\$u"/],
     ["{{if 1}}{{$v := 1}}{{end}}{{$v}}", /undefined variable "\$v"/],
     ['{{$w := 1}}{{define "d"}}{{$w}}{{end}}', /undefined variable "\$w"/],
@@ -247,7 +247,11 @@ Deno.test("template: parse errors name the template and line, as Go's do", () =>
 
 Deno.test("template: execution errors read like Go's", () => {
   throwsLike("{{.nilv.x}}", /^template: t:1: executing "t" at <\.nilv\.x>: nil pointer evaluating interface \{\}\.x$/);
-  throwsLike("{{.a.b.c}}", /can't evaluate field c in type string/);
+  throwsLike("{{.a.b.c}}", /can't evaluate field c in type interface \{\}/);
+  throwsLike("{{$u = 1}}", /undefined variable: \$u/);
+  throwsLike('{{printf "%s" nil}}{{.req.Method.x}}', /can't evaluate field x in type string/, {
+    req: templateData(context()).req,
+  });
   throwsLike("{{upper 1}}", /at <upper>: wrong type for value; expected string; got int/);
   throwsLike("{{upper .missing}}", /invalid value; expected string/);
   throwsLike("{{upper}}", /wrong number of args for upper: want 1 got 0/);
@@ -259,7 +263,7 @@ Deno.test("template: execution errors read like Go's", () => {
   throwsLike('{{fail "stop"}}', /error calling fail: stop/);
   throwsLike("{{. 1}}", /can't give argument to non-function \./);
   throwsLike("{{range .s}}{{end}}", /range can't iterate over hello world/);
-  throwsLike('{{template "none"}}', /no such template "none"/);
+  throwsLike('{{template "none"}}', /template "none" not defined/);
 });
 
 function context(method = "POST", target = "/api/x?q=1", body = '{"n":1}'): Context {

@@ -126,7 +126,7 @@ class State {
       case "template": {
         this.line = n.line;
         const body = this.parsed.defs.get(n.name);
-        if (body === undefined) this.fail(`no such template "${n.name}"`);
+        if (body === undefined) this.fail(`template "${n.name}" not defined`);
         if (++this.depth > MAX_DEPTH) this.fail(`exceeded maximum template depth (${MAX_DEPTH})`);
         const newDot = n.pipe ? this.pipe(dot, n.pipe) : undefined;
         const saved = this.vars;
@@ -249,14 +249,18 @@ class State {
   /** Evaluates `.a.b.c` from `recv`; the last name may be a method taking args (and the final value). */
   fieldChain(recv: unknown, names: string[], args: Arg[], final: unknown): unknown {
     let v = recv;
+    let ofStruct = false;
     for (let i = 0; i < names.length; i++) {
       const last = i === names.length - 1;
-      v = this.field(v, names[i], last ? args : [], last ? final : NO_FINAL);
+      const next = this.field(v, names[i], last ? args : [], last ? final : NO_FINAL, ofStruct);
+      ofStruct = isStruct(v);
+      v = next;
     }
     return v;
   }
 
-  field(recv: unknown, name: string, args: Arg[], final: unknown): unknown {
+  /** `ofStruct`: recv is a struct's field (its Go type is concrete); values from maps and slices are interface {}. */
+  field(recv: unknown, name: string, args: Arg[], final: unknown, ofStruct: boolean): unknown {
     if (recv === undefined) return undefined;
     const hasArgs = args.length > 1 || final !== NO_FINAL;
     if (recv === null) this.fail(`nil pointer evaluating interface {}.${name}`);
@@ -280,7 +284,7 @@ class State {
       if (recv instanceof Map) return recv.has(name) ? recv.get(name) : undefined;
       return Object.hasOwn(recv, name) ? recv[name] : undefined;
     }
-    return this.fail(`can't evaluate field ${name} in type ${goType(recv)}`);
+    return this.fail(`can't evaluate field ${name} in type ${ofStruct ? goType(recv) : "interface {}"}`);
   }
 
   arg(dot: unknown, a: Arg): unknown {

@@ -100,9 +100,9 @@ function eq(a: unknown, ...rest: unknown[]): boolean {
   for (const b of rest) {
     const kb = basicKind(b);
     if (ka === "nil" || kb === "nil") {
+      // a nil operand compares unequal to anything but nil, without an error
       if (ka === kb) return true;
-      if ((ka === "complex" && !isStruct(a)) || (kb === "complex" && !isStruct(b))) continue;
-      throw new Error("incompatible types for comparison");
+      continue;
     }
     if (ka === "complex" || kb === "complex") throw new Error("non-comparable type");
     if (ka !== kb) throw new Error("incompatible types for comparison");

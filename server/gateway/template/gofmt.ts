@@ -91,10 +91,9 @@ export function formatNumber(n: number): string {
   return formatFloat(n);
 }
 
-/** fmt's %v of one value. */
+/** fmt's %v of one value; `top`: as an action prints it (a nil interface is `<no value>` there too). */
 export function formatValue(v: unknown, top = true): string {
-  if (v === undefined) return top ? "<no value>" : "<nil>";
-  if (v === null) return "<nil>";
+  if (v === undefined || v === null) return top ? "<no value>" : "<nil>";
   switch (typeof v) {
     case "string":
       return v;
@@ -206,6 +205,7 @@ export function sprintf(format: string, args: unknown[]): string {
 
 function formatVerb(verb: string, a: unknown, prec: number, flags: string): string {
   const bad = () => `%!${verb}(${goType(a)}=${formatValue(a, false)})`;
+  if ((a === null || a === undefined) && verb !== "v" && verb !== "T") return `%!${verb}(<nil>)`;
   const plus = (s: string, n: number) => (flags.includes("+") && n >= 0 ? "+" + s : s);
   switch (verb) {
     case "v":

@@ -397,7 +397,6 @@ export function parse(
         pipe.assign = t3?.k === "assign";
       } else pos = save;
     } else pos = save;
-    for (const v of pipe.decl) if (pipe.assign && !vars.includes(v)) fail(`undefined variable "${v}"`);
     const endTok = "close";
     while (true) {
       const t = peekNonSpace();
