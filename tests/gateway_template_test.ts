@@ -313,6 +313,25 @@ Deno.test("template data: .req and .resp expose the Go http.Request / http.Respo
   );
 });
 
+Deno.test("template data: JSONBody numbers are json.Number (their text, a string kind), as Easegress decodes them", () => {
+  const data = templateData(context("POST", "/", '{"n":1.50,"big":12345678901234567890,"i":7}'));
+  const run = (src: string) => new Template("j", src, FUNCS).execute(data);
+  assert.equal(
+    run("{{.req.JSONBody.n}} {{.req.JSONBody.big}} {{.req.JSONBody}}"),
+    "1.50 12345678901234567890 map[big:12345678901234567890 i:7 n:1.50]",
+  );
+  assert.equal(run("{{.req.JSONBody | toRawJson}}"), '{"big":12345678901234567890,"i":7,"n":1.50}');
+  assert.equal(
+    run(
+      '{{eq .req.JSONBody.n "1.50"}} {{addf .req.JSONBody.n 1}} {{add .req.JSONBody.i 1}} {{typeOf .req.JSONBody.i}}',
+    ),
+    "true 2.5 8 json.Number",
+  );
+  assert.equal(run('{{printf "%v|%s|%d" .req.JSONBody.i .req.JSONBody.i .req.JSONBody.i}}'), "7|7|%!d(json.Number=7)");
+  assert.throws(() => run("{{eq .req.JSONBody.i 7}}"), /incompatible types for comparison/);
+  assert.throws(() => run("{{upper .req.JSONBody.i}}"), /wrong type for value; expected string; got json.Number/);
+});
+
 Deno.test("RequestBuilder: sourceNamespace shares the request; template renders method, url, headers, body, formData", async () => {
   const ctx = context();
   ctx.namespace = "copy";

@@ -10,6 +10,7 @@ import { DEFAULT_NS } from "../context.ts";
 import type { HeaderList } from "../http1.ts";
 import { STATUS_TEXT } from "../http1.ts";
 import type { GoStruct } from "./gofmt.ts";
+import { parseJsonNumbers } from "./gofmt.ts";
 import { canonicalHeaderKey } from "./funcs.ts";
 
 const decoder = new TextDecoder();
@@ -30,8 +31,9 @@ abstract class Payload {
   Body(): string {
     return decoder.decode(this.payload);
   }
+  /** The body as JSON, numbers as json.Number. */
   JSONBody(): unknown {
-    return JSON.parse(this.Body());
+    return parseJsonNumbers(this.Body());
   }
   YAMLBody(): unknown {
     return parseYaml(this.Body()) ?? null;

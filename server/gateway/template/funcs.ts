@@ -6,7 +6,19 @@
 import { createHash } from "node:crypto";
 import type { FuncMap, GoFunc } from "./exec.ts";
 import { truth } from "./exec.ts";
-import { formatValue, goJson, goKind, goQuote, goType, isMap, isStruct, sprint, sprintf, sprintln } from "./gofmt.ts";
+import {
+  formatValue,
+  goJson,
+  goKind,
+  goQuote,
+  goType,
+  isMap,
+  isStruct,
+  JsonNumber,
+  sprint,
+  sprintf,
+  sprintln,
+} from "./gofmt.ts";
 
 type Obj = Record<string, unknown>;
 
@@ -25,8 +37,14 @@ export function strval(v: unknown): string {
   return formatValue(v, false);
 }
 
+/** A json.Number as the number it writes, other values as they are. */
+function numeric(v: unknown): unknown {
+  return v instanceof JsonNumber ? Number(v.text) : v;
+}
+
 /** cast.ToInt64: numbers truncated, numeric strings parsed, bools 0/1, anything else 0. */
 export function toInt(v: unknown): number {
+  if (v instanceof JsonNumber) return /^-?\d+$/.test(v.text) ? Number(v.text) : 0;
   if (typeof v === "number") return Number.isFinite(v) ? Math.trunc(v) : 0;
   if (typeof v === "boolean") return v ? 1 : 0;
   if (typeof v === "string") {
@@ -40,6 +58,7 @@ export function toInt(v: unknown): number {
 
 /** cast.ToFloat64: numbers, numeric strings, bools 0/1, anything else 0. */
 export function toFloat(v: unknown): number {
+  v = numeric(v);
   if (typeof v === "number") return v;
   if (typeof v === "boolean") return v ? 1 : 0;
   if (typeof v === "string") {
@@ -51,6 +70,7 @@ export function toFloat(v: unknown): number {
 
 /** Easegress's float arithmetic operand: a number or a numeric string, else an error. */
 function floatOperand(v: unknown): number {
+  v = numeric(v);
   if (typeof v === "number") return v;
   if (typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v))) return Number(v);
   throw new Error(`unsupported type ${goType(v)}`);
@@ -88,16 +108,22 @@ function deepEqual(a: unknown, b: unknown): boolean {
 /** Go's basic-kind comparison for eq/ne/lt/…: numbers with numbers, strings with strings, bools with bools. */
 function basicKind(v: unknown): string {
   if (typeof v === "number") return "number";
-  if (typeof v === "string") return "string";
+  if (typeof v === "string" || v instanceof JsonNumber) return "string";
   if (typeof v === "boolean") return "bool";
   if (v === null || v === undefined) return "nil";
   return "complex";
 }
 
+/** A string-kind value's text (json.Number included). */
+function basicValue(v: unknown): unknown {
+  return v instanceof JsonNumber ? v.text : v;
+}
+
 function eq(a: unknown, ...rest: unknown[]): boolean {
   if (rest.length === 0) throw new Error("missing argument for comparison");
   const ka = basicKind(a);
-  for (const b of rest) {
+  a = basicValue(a);
+  for (let b of rest) {
     const kb = basicKind(b);
     if (ka === "nil" || kb === "nil") {
       // a nil operand compares unequal to anything but nil, without an error
@@ -106,6 +132,7 @@ function eq(a: unknown, ...rest: unknown[]): boolean {
     }
     if (ka === "complex" || kb === "complex") throw new Error("non-comparable type");
     if (ka !== kb) throw new Error("incompatible types for comparison");
+    b = basicValue(b);
     if (a === b) return true;
   }
   return false;
@@ -117,7 +144,7 @@ function lt(a: unknown, b: unknown): boolean {
     throw new Error("invalid type for comparison");
   }
   if (ka !== kb) throw new Error("incompatible types for comparison");
-  return (a as number) < (b as number);
+  return (basicValue(a) as number) < (basicValue(b) as number);
 }
 
 function index(item: unknown, ...keys: unknown[]): unknown {
@@ -141,6 +168,7 @@ function index(item: unknown, ...keys: unknown[]): unknown {
 }
 
 function len(v: unknown): number {
+  if (v instanceof JsonNumber) return v.text.length;
   if (typeof v === "string") return new TextEncoder().encode(v).length;
   if (Array.isArray(v) || v instanceof Uint8Array) return v.length;
   if (isMap(v)) return mapKeys(v).length;

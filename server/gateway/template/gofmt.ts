@@ -8,6 +8,20 @@
  * request and response objects, whose exported fields a template reads).
  */
 
+/**
+ * Go's json.Number: a JSON number kept as its text (Easegress decodes JSONBody with UseNumber). It is a string kind:
+ * it prints and encodes as written, compares with strings, and is refused where a Go string parameter is expected.
+ */
+export class JsonNumber {
+  constructor(readonly text: string) {}
+}
+
+/** JSON text → values, numbers as JsonNumber (json.Decoder.UseNumber). */
+export function parseJsonNumbers(text: string): unknown {
+  // deno-lint-ignore no-explicit-any
+  return JSON.parse(text, (_k, v, ctx?: any) => (typeof v === "number" ? new JsonNumber(ctx?.source ?? String(v)) : v));
+}
+
 /** A Go struct value exposed to templates: `goType` names it in errors, `goFields` are printed by %v. */
 export interface GoStruct {
   readonly goType: string;
@@ -52,6 +66,7 @@ export function goType(v: unknown): string {
       return "func";
   }
   if (v instanceof Uint8Array) return "[]uint8";
+  if (v instanceof JsonNumber) return "json.Number";
   if (Array.isArray(v)) return "[]interface {}";
   if (v instanceof Date) return "time.Time";
   if (isStruct(v)) return v.goType;
@@ -62,7 +77,7 @@ export function goType(v: unknown): string {
 export function goKind(v: unknown): string {
   if (v === null || v === undefined) return "invalid";
   if (typeof v === "number") return Number.isInteger(v) ? "int" : "float64";
-  if (typeof v === "string") return "string";
+  if (typeof v === "string" || v instanceof JsonNumber) return "string";
   if (typeof v === "boolean") return "bool";
   if (Array.isArray(v) || v instanceof Uint8Array) return "slice";
   if (isStruct(v)) return v.goType.startsWith("*") ? "ptr" : "struct";
@@ -107,6 +122,7 @@ export function formatValue(v: unknown, top = true): string {
       return "0x1";
   }
   if (v instanceof Uint8Array) return "[" + Array.from(v).join(" ") + "]";
+  if (v instanceof JsonNumber) return v.text;
   if (Array.isArray(v)) return "[" + v.map((x) => formatValue(x, false)).join(" ") + "]";
   if (v instanceof Date) return goTimeString(v);
   if (isStruct(v)) {
@@ -282,6 +298,7 @@ function jsonValue(v: unknown, indent: string, cur: string): string {
       return String(v);
   }
   if (v instanceof Uint8Array) return jsonString(btoa(String.fromCharCode(...v)));
+  if (v instanceof JsonNumber) return v.text;
   if (v instanceof Date) return jsonString(v.toISOString());
   const inner = cur + indent;
   const nl = indent ? "\n" : "";
