@@ -93,14 +93,14 @@ memberTest(
         `- {name: proxy, kind: Proxy, pools: [{servers: [{url: ${echo.url}}]}]}`,
       ],
       ["ws", `filters:\n- {name: w, kind: WebSocketProxy, pools: [{servers: [{url: ${wsBackend.url}}]}]}`],
-      ["unknown", `filters:\n- {name: k, kind: Kafka}`],
     ];
     try {
       for (const [name, body] of pipelines) await putObject(m.apiAddr, `kind: Pipeline\nname: ${name}\n${body}\n`);
       await putObject(
         m.apiAddr,
         `kind: HTTPServer\nname: filters\nport: ${port}\nrules:\n- paths:\n` +
-          pipelines.map(([n]) => `  - {pathPrefix: /${n}, backend: ${n}}`).join("\n") + "\n",
+          [...pipelines.map(([n]) => n), "unknown"].map((n) => `  - {pathPrefix: /${n}, backend: ${n}}`).join("\n") +
+          "\n",
       );
       const base = `http://127.0.0.1:${port}`;
       await waitFor("server", async () => (await get(`${base}/mocked/yes`).catch(() => [0]))[0] === 202);
@@ -177,10 +177,28 @@ memberTest(
       assert.equal(echoed, "echo hello (xff 127.0.0.1)");
       assert.equal((await get(`${base}/ws/plain`))[0], 400);
 
-      // a pipeline whose filter kind does not run here: not created (503) and its status says why
-      assert.equal((await get(`${base}/unknown`))[0], 503);
+      // a pipeline whose filter kind does not run here: the API refuses it; one that reaches the store anyway (written
+      // directly) is not run (503) and its status says why
+      await assert.rejects(
+        putObject(m.apiAddr, "kind: Pipeline\nname: unknown\nfilters:\n- {name: k, kind: Kafka}\n"),
+        /400/,
+      );
+      const put = await new Deno.Command("etcdctl", {
+        args: [
+          "--endpoints",
+          `127.0.0.1:${ports.client}`,
+          "put",
+          "/config/objects/unknown",
+          JSON.stringify({ name: "unknown", kind: "Pipeline", filters: [{ name: "k", kind: "Kafka" }] }),
+        ],
+        env: { ETCDCTL_API: "3" },
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(put.code, 0, new TextDecoder().decode(put.stderr));
+      await waitFor("the direct put seen", async () => (await get(`${base}/unknown`))[0] === 503);
       await waitFor("unknown's error in its status", async () => {
-        const st = await (await fetch(`http://${m.apiAddr}/apis/v2/status/objects/unknown`)).json();
+        const st = await (await fetch(`http://${m.apiAddr}/apis/v2/status/objects`)).json();
         return /Kafka not supported/.test(st["eg-traffic-default/unknown/gwfl"]?.status?.error ?? "");
       }, 15000);
     } finally {

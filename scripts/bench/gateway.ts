@@ -223,7 +223,11 @@ const sides: Side[] = [
         `rules:\n- paths:\n  - pathPrefix: /\n    backend: bench-pipeline\n`,
       ];
       for (const o of objects) {
-        const r = await fetch(`http://127.0.0.1:${api}/apis/v2/objects`, { method: "POST", body: o });
+        const r = await fetch(`http://127.0.0.1:${api}/apis/v2/objects`, {
+          method: "POST",
+          body: o,
+          headers: { "content-type": "application/yaml" },
+        });
         await r.body?.cancel();
         if (r.status !== 201) throw new Error(`creating the bench objects: ${r.status}`);
       }

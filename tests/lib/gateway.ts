@@ -43,8 +43,12 @@ export async function startBackend(
 export async function putObject(apiAddr: string, yamlOrJson: string, update = false): Promise<void> {
   const name = /^name:\s*(\S+)/m.exec(yamlOrJson)?.[1] ?? JSON.parse(yamlOrJson).name;
   const url = update ? `http://${apiAddr}/apis/v2/objects/${name}` : `http://${apiAddr}/apis/v2/objects`;
-  const type = yamlOrJson.trimStart().startsWith("{") ? "application/json" : "application/yaml";
-  const r = await fetch(url, { method: update ? "PUT" : "POST", body: yamlOrJson, headers: { "content-type": type } });
+  const contentType = yamlOrJson.trimStart().startsWith("{") ? "application/json" : "application/yaml";
+  const r = await fetch(url, {
+    method: update ? "PUT" : "POST",
+    body: yamlOrJson,
+    headers: { "content-type": contentType },
+  });
   const text = await r.text();
   if (r.status !== 201 && r.status !== 200) throw new Error(`${update ? "PUT" : "POST"} ${name}: ${r.status} ${text}`);
 }

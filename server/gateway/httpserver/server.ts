@@ -157,6 +157,8 @@ function listenConfigOf(spec: Obj): ListenConfig {
   if (!(port >= 1 && port <= 65535)) throw new Error("port: must be greater than or equal to 1");
   let tls: ListenConfig["tls"] = null;
   if (spec.https === true) {
+    // refused rather than served without the client-certificate check the spec asks for
+    if (spec.caCertBase64) throw new Error("caCertBase64 (client certificate verification) is not supported yet");
     const pairs: [string, string][] = [];
     if (spec.certBase64 && spec.keyBase64) pairs.push([decodePem(spec.certBase64), decodePem(spec.keyBase64)]);
     for (const [k, c] of Object.entries((spec.certs ?? {}) as Record<string, string>)) {
