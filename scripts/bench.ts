@@ -4,6 +4,8 @@
  *
  *   deno run -A scripts/bench.ts [--only etcd|ours] [--rows put1,put16,...] [--rounds N] [--json out.json]
  *                                [--members 1]
+ *   deno run -A scripts/bench.ts --gateway [--only ours,nginx,haproxy,caddy] [--conns 64,256]
+ *                                          (the traffic gateway against other proxies: scripts/bench/gateway.ts)
  *
  * --rows picks rows by id (always run in the table's order): put1 put16 put256 range16 rangeser16 txn16 keepalive16
  * watch failover, plus grant16 (lease grant, not run by default). --rounds N repeats both sides in alternating order
@@ -38,6 +40,7 @@
  * processes, not of wrapper shells) and the load average before and after.
  */
 import { freePorts } from "../tests/lib/ports.ts";
+import { cleanupGatewayBench, runGatewayBench } from "./bench/gateway.ts";
 
 const repo = new URL("../", import.meta.url).pathname;
 const env = (k: string) => Deno.env.get(k) || undefined;
@@ -147,6 +150,7 @@ function killTree(pid: number, sig: Deno.Signal) {
 }
 
 function cleanupNow() {
+  cleanupGatewayBench();
   for (const pid of serverPids) killTree(pid, "SIGKILL");
   for (const c of children) {
     try {
@@ -1103,6 +1107,8 @@ function parseArgs(argv: string[]) {
 }
 
 async function main(): Promise<number> {
+  // --gateway: the traffic gateway against nginx, haproxy and Caddy (scripts/bench/gateway.ts)
+  if (Deno.args.includes("--gateway")) return await runGatewayBench(Deno.args.filter((a) => a !== "--gateway"));
   let opts;
   try {
     opts = parseArgs(Deno.args);

@@ -8,6 +8,24 @@ import { Cluster, FatalClusterError, layout } from "./cluster.ts";
 import { newEtcdLogger, newLogger } from "./log.ts";
 import { goJsonStringify, newSpec, SYSTEM_CONTROLLERS, systemControllerSpec } from "./objects.ts";
 import { startApiServer } from "../api/server.ts";
+import { GatewayController, type ObjectStore } from "../gateway/controller.ts";
+
+/** The gateway's view of the store: objects under /config/objects/, status keys under the member lease. */
+function gatewayStore(cls: Cluster): ObjectStore {
+  return {
+    list: async () => {
+      const out = new Map<string, string>();
+      for (const [k, v] of await cls.getPrefix(layout.configObjectPrefix)) {
+        out.set(k.slice(layout.configObjectPrefix.length), v);
+      }
+      return out;
+    },
+    watch: (onChange) => cls.client.watch(layout.configObjectPrefix, { prefix: true }, onChange, onChange),
+    writeStatus: async (ops) => {
+      await cls.client.putAndDelete(ops, cls.lease);
+    },
+  };
+}
 
 /** The release this implementation follows. */
 export const RELEASE = "v2.11.0";
@@ -93,6 +111,15 @@ export async function runServer(args: string[]): Promise<void> {
     Deno.exit(1);
   }
 
+  // the data plane serves the objects of its last run before the store answers
+  const gateway = new GatewayController({
+    member: opt.Name,
+    dataDir: opt.AbsDataDir,
+    accessLogPath: opt.DisableAccessLog || !opt.AbsLogDir ? null : path.join(opt.AbsLogDir, "filter_http_access.log"),
+    log,
+  });
+  await gateway.startFromDump();
+
   let cls: Cluster;
   try {
     cls = await Cluster.start(opt, log, etcdLog);
@@ -110,6 +137,7 @@ export async function runServer(args: string[]): Promise<void> {
     console.error(`panic: ${(err as Error).message}`);
     Deno.exit(2);
   }
+  gateway.attach(gatewayStore(cls));
   let api;
   try {
     api = await startApiServer(opt, cls, log);
@@ -124,6 +152,7 @@ export async function runServer(args: string[]): Promise<void> {
     stopping = true;
     log.info("received signal, shutting down");
     await api.close().catch(() => {});
+    await gateway.close().catch(() => {});
     await cls.close().catch(() => {});
     log.info("server stopped");
     Deno.exit(0);

@@ -1,0 +1,390 @@
+/**
+ * The upstream HTTP/1.1 client of the Proxy: keep-alive connections per origin over Deno.connect / connectTls, one
+ * write per request (head and body together), a minimal response parser (http1.ts) and no fetch. A connection goes
+ * back to its origin's idle stack after a complete response that did not ask to close; idle connections older than
+ * IDLE_CONN_TIMEOUT_MS are dropped. A request that fails on a reused connection before any response byte arrived
+ * (the upstream closed it while idle) is sent once more on a new connection, as Go's transport does.
+ */
+import {
+  BodyKind,
+  ChunkedDecoder,
+  concat,
+  findHeadEnd,
+  HeaderList,
+  HttpParseError,
+  MAX_HEAD_BYTES,
+  parseResponseHead,
+  type ResponseHead,
+} from "../../http1.ts";
+
+/** An idle upstream connection older than this is closed instead of reused (Go transport IdleConnTimeout). */
+export const IDLE_CONN_TIMEOUT_MS = 90_000;
+/** Connecting to an upstream fails after this long (Go dialer timeout). */
+export const DIAL_TIMEOUT_MS = 30_000;
+const READ_CHUNK = 16 * 1024;
+/** Head and body of a request up to this size go out in one write from the connection's own buffer. */
+const WRITE_BUFFER = 16 * 1024;
+
+/** Why a round trip failed. */
+export const enum UpstreamFailure {
+  Connect = "connect",
+  Io = "io",
+  Timeout = "timeout",
+  TooLarge = "tooLarge",
+  /** the head arrived, the body did not (the upstream closed or broke mid-response) */
+  Body = "body",
+  Protocol = "protocol",
+}
+
+export class UpstreamError extends Error {
+  constructor(readonly failure: UpstreamFailure, message: string) {
+    super(message);
+  }
+}
+
+/** A response read from an upstream. */
+export interface UpstreamResponse {
+  status: number;
+  headers: HeaderList;
+  /** may be a view of the connection's buffer: valid until `release` is called */
+  body: Uint8Array;
+  /** returns the connection to the pool; null when it was already returned or closed */
+  release: (() => void) | null;
+}
+
+class UpstreamConn {
+  buf = new Uint8Array(READ_CHUNK);
+  wbuf = new Uint8Array(WRITE_BUFFER);
+  lastUsed = 0;
+  closed = false;
+  constructor(readonly conn: Deno.Conn) {}
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeQuietly(this.conn);
+  }
+}
+
+/** Closes a connection that may already be closed. */
+export function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
+}
+
+/** TLS settings of an origin (Proxy `mtls`, or none: then the upstream certificate is not verified). */
+export interface UpstreamTls {
+  caCerts?: string[];
+  cert?: string;
+  key?: string;
+  /** skip verification (Easegress's default without mtls) */
+  insecure: boolean;
+}
+
+/** Keep-alive connections to one origin. */
+export class Origin {
+  #idle: UpstreamConn[] = [];
+  #closed = false;
+  open = 0;
+
+  constructor(
+    readonly hostname: string,
+    readonly port: number,
+    readonly tls: UpstreamTls | null,
+    readonly maxIdle: number,
+  ) {}
+
+  async #dial(): Promise<UpstreamConn> {
+    let conn: Deno.Conn;
+    try {
+      if (this.tls === null) {
+        const c = await Deno.connect({ hostname: this.hostname, port: this.port });
+        c.setNoDelay(true);
+        conn = c;
+      } else {
+        conn = await Deno.connectTls({
+          hostname: this.hostname,
+          port: this.port,
+          caCerts: this.tls.caCerts,
+          cert: this.tls.cert,
+          key: this.tls.key,
+          // deno-lint-ignore no-explicit-any
+          ...(this.tls.insecure ? { unsafelyDisableHostnameVerification: true } as any : {}),
+        });
+      }
+    } catch (err) {
+      throw new UpstreamError(
+        UpstreamFailure.Connect,
+        `dial tcp ${this.hostname}:${this.port}: ${(err as Error).message}`,
+      );
+    }
+    this.open++;
+    return new UpstreamConn(conn);
+  }
+
+  #take(): UpstreamConn | undefined {
+    const now = Date.now();
+    while (this.#idle.length > 0) {
+      const c = this.#idle.pop()!;
+      if (now - c.lastUsed < IDLE_CONN_TIMEOUT_MS) return c;
+      this.#drop(c);
+    }
+    return undefined;
+  }
+
+  #drop(c: UpstreamConn): void {
+    if (!c.closed) this.open--;
+    c.close();
+  }
+
+  #release(c: UpstreamConn): void {
+    if (this.#closed || this.#idle.length >= this.maxIdle) return this.#drop(c);
+    c.lastUsed = Date.now();
+    this.#idle.push(c);
+  }
+
+  /**
+   * Sends one request (its serialized head and body) and reads the response, whose body may not exceed maxBody
+   * bytes (-1 = no limit). `timeoutMs` > 0 bounds the whole exchange.
+   */
+  async roundTrip(
+    head: string,
+    body: Uint8Array,
+    method: string,
+    maxBody: number,
+    timeoutMs: number,
+  ): Promise<UpstreamResponse> {
+    let c = this.#take();
+    const reused = c !== undefined;
+    if (c === undefined) c = await this.#dial();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    if (timeoutMs > 0) {
+      const cc = c;
+      timer = setTimeout(() => {
+        timedOut = true;
+        cc.close();
+      }, timeoutMs);
+    }
+    try {
+      return await this.#exchange(c, head, body, method, maxBody);
+    } catch (err) {
+      this.#drop(c);
+      if (timedOut) throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
+      if (reused && err instanceof StaleConnection) {
+        clearTimeout(timer);
+        timer = undefined;
+        const fresh = await this.#dial();
+        try {
+          return await this.#exchange(fresh, head, body, method, maxBody);
+        } catch (e) {
+          this.#drop(fresh);
+          throw e instanceof StaleConnection ? new UpstreamError(UpstreamFailure.Io, "EOF") : e;
+        }
+      }
+      if (err instanceof StaleConnection) throw new UpstreamError(UpstreamFailure.Io, "EOF");
+      if (err instanceof UpstreamError) throw err;
+      if (err instanceof HttpParseError) throw new UpstreamError(UpstreamFailure.Protocol, err.message);
+      throw new UpstreamError(UpstreamFailure.Io, (err as Error).message);
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  async #exchange(
+    c: UpstreamConn,
+    head: string,
+    body: Uint8Array,
+    method: string,
+    maxBody: number,
+  ): Promise<UpstreamResponse> {
+    const conn = c.conn;
+    const n = head.length + body.length;
+    if (n <= WRITE_BUFFER) {
+      encodeHeadInto(head, c.wbuf);
+      if (body.length > 0) c.wbuf.set(body, head.length);
+      await writeAll(conn, c.wbuf.subarray(0, n));
+    } else {
+      await writeAll(conn, encodeHead(head));
+      await writeAll(conn, body);
+    }
+    let buf = c.buf;
+    let end = 0;
+    let headEnd = -1;
+    while (true) {
+      if (end === buf.length) {
+        if (buf.length >= MAX_HEAD_BYTES) throw new UpstreamError(UpstreamFailure.Protocol, "response head too large");
+        const nb = new Uint8Array(buf.length * 2);
+        nb.set(buf);
+        c.buf = buf = nb;
+      }
+      const n = await conn.read(buf.subarray(end));
+      if (n === null) {
+        if (end === 0) throw new StaleConnection();
+        throw new UpstreamError(UpstreamFailure.Io, "unexpected EOF");
+      }
+      const from = end > 3 ? end - 3 : 0;
+      end += n;
+      headEnd = findHeadEnd(buf, from, end);
+      if (headEnd >= 0) {
+        // 1xx interim responses (100 Continue) are skipped
+        if (buf[9] === 49 /* 1xx */ && !(buf[10] === 48 && buf[11] === 49) /* but not 101 */) {
+          buf.copyWithin(0, headEnd, end);
+          end -= headEnd;
+          headEnd = findHeadEnd(buf, 0, end);
+          if (headEnd < 0) continue;
+        }
+        break;
+      }
+    }
+    const rh = parseResponseHead(buf, 0, headEnd, method);
+    if (
+      rh.bodyKind === BodyKind.Length && end - headEnd === rh.contentLength && !rh.close &&
+      (maxBody < 0 || rh.contentLength <= maxBody)
+    ) {
+      // the whole body came with the head: it stays a view of the buffer until the response was sent
+      return {
+        status: rh.status,
+        headers: rh.headers,
+        body: buf.subarray(headEnd, end),
+        release: () => this.#release(c),
+      };
+    }
+    try {
+      return await this.#readBody(c, rh, headEnd, end, maxBody);
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err;
+      throw new UpstreamError(UpstreamFailure.Body, `reading the response body: ${(err as Error).message}`);
+    }
+  }
+
+  async #readBody(
+    c: UpstreamConn,
+    rh: ResponseHead,
+    headEnd: number,
+    end: number,
+    maxBody: number,
+  ): Promise<UpstreamResponse> {
+    const conn = c.conn;
+    let buf = c.buf;
+    let respBody: Uint8Array;
+    let reusable = !rh.close;
+    switch (rh.bodyKind) {
+      case BodyKind.None:
+        respBody = new Uint8Array(0);
+        if (end > headEnd) reusable = false;
+        break;
+      case BodyKind.Length: {
+        const len = rh.contentLength;
+        if (maxBody >= 0 && len > maxBody) throw new UpstreamError(UpstreamFailure.TooLarge, "response body too large");
+        const have = end - headEnd;
+        if (have >= len) {
+          respBody = buf.subarray(headEnd, headEnd + len);
+          if (have > len) reusable = false;
+          else {
+            // the body stays a view of the buffer: the connection returns to the pool once it was sent
+            return { status: rh.status, headers: rh.headers, body: respBody, release: () => this.#release(c) };
+          }
+          respBody = respBody.slice();
+        } else {
+          respBody = new Uint8Array(len);
+          respBody.set(buf.subarray(headEnd, end));
+          let got = have;
+          while (got < len) {
+            const n = await conn.read(respBody.subarray(got));
+            if (n === null) throw new UpstreamError(UpstreamFailure.Body, "unexpected EOF in the response body");
+            got += n;
+          }
+        }
+        break;
+      }
+      case BodyKind.Chunked: {
+        const dec = new ChunkedDecoder();
+        const limit = maxBody >= 0 ? maxBody : -1;
+        let pos = headEnd;
+        try {
+          while (true) {
+            pos = dec.decode(buf, pos, end, limit);
+            if (dec.done) break;
+            buf.copyWithin(0, pos, end);
+            end -= pos;
+            pos = 0;
+            if (end === buf.length) {
+              const nb = new Uint8Array(buf.length * 2);
+              nb.set(buf);
+              c.buf = buf = nb;
+            }
+            const n = await conn.read(buf.subarray(end));
+            if (n === null) throw new UpstreamError(UpstreamFailure.Body, "unexpected EOF in the response body");
+            end += n;
+          }
+        } catch (err) {
+          if (err instanceof HttpParseError && err.status === 413) {
+            throw new UpstreamError(UpstreamFailure.TooLarge, "response body too large");
+          }
+          throw err;
+        }
+        if (pos < end) reusable = false;
+        respBody = dec.body();
+        break;
+      }
+      default: {
+        const parts: Uint8Array[] = [buf.slice(headEnd, end)];
+        let size = end - headEnd;
+        while (true) {
+          const chunk = new Uint8Array(READ_CHUNK);
+          const n = await conn.read(chunk);
+          if (n === null) break;
+          size += n;
+          if (maxBody >= 0 && size > maxBody) {
+            throw new UpstreamError(UpstreamFailure.TooLarge, "response body too large");
+          }
+          parts.push(chunk.subarray(0, n));
+        }
+        respBody = concat(parts, size);
+        reusable = false;
+      }
+    }
+    if (reusable) this.#release(c);
+    else this.#drop(c);
+    return { status: rh.status, headers: rh.headers, body: respBody, release: null };
+  }
+
+  /** Closes idle connections; busy ones close when their exchange ends. */
+  close(): void {
+    this.#closed = true;
+    for (const c of this.#idle) this.#drop(c);
+    this.#idle.length = 0;
+  }
+}
+
+/** The connection closed before the first response byte. */
+class StaleConnection extends Error {}
+
+/** Writes every byte (one write op in the common case, no extra async frame). */
+export function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  return conn.write(data).then((n) => (n < data.length ? writeRest(conn, data, n) : undefined));
+}
+
+async function writeRest(conn: Deno.Conn, data: Uint8Array, off: number): Promise<void> {
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Writes an HTTP head into dst (which must hold head.length bytes): ASCII through encodeInto, other characters as the
+ * latin1 bytes they were parsed from.
+ */
+export function encodeHeadInto(s: string, dst: Uint8Array): void {
+  const r = encoder.encodeInto(s, dst);
+  if (r.read === s.length && r.written === s.length) return;
+  for (let i = 0; i < s.length; i++) dst[i] = s.charCodeAt(i) & 0xff;
+}
+
+/** An HTTP head as new bytes. */
+export function encodeHead(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  encodeHeadInto(s, out);
+  return out;
+}

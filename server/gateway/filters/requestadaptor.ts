@@ -1,0 +1,101 @@
+/**
+ * RequestAdaptor (kind `RequestAdaptor`): method, path (replace / addPrefix / trimPrefix / regexpReplace), header
+ * (del, set, add), body, host, compress / decompress, in that order. Results `decompressFailed`, `compressFailed`;
+ * `buildErr` when `template` (YAML with method/path/header/body/host, overriding the static fields) fails.
+ * (`sign` is refused as not supported.)
+ */
+import type { Context } from "../context.ts";
+import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import { HeaderAdaptor } from "./headeradaptor.ts";
+import { compressBody, decompressBody } from "./gzip.ts";
+import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+/** Easegress's pathadaptor: the first non-empty rule applies. */
+export function pathAdaptor(spec: Obj | undefined): ((p: string) => string) | null {
+  if (!spec) return null;
+  if (spec.replace) return () => String(spec.replace);
+  if (spec.addPrefix) return (p) => String(spec.addPrefix) + p;
+  if (spec.trimPrefix) return (p) => (p.startsWith(spec.trimPrefix) ? p.slice(String(spec.trimPrefix).length) : p);
+  if (spec.regexpReplace?.regexp) {
+    const re = new RegExp(spec.regexpReplace.regexp, "g");
+    const to = String(spec.regexpReplace.replace ?? "").replace(/\$\{(\w+)\}/g, "$<$1>");
+    return (p) => p.replace(re, to);
+  }
+  return null;
+}
+
+class RequestAdaptor implements Filter {
+  #method: string;
+  #path: ((p: string) => string) | null;
+  #header: HeaderAdaptor;
+  #body: Uint8Array | null;
+  #host: string;
+  #compress: boolean;
+  #decompress: boolean;
+  #template: BuilderTemplate | null;
+
+  constructor(spec: FilterSpec) {
+    this.#template = spec.template ? new BuilderTemplate(spec) : null;
+    if (spec.sign) throw new Error("RequestAdaptor sign is not supported");
+    for (const k of ["compress", "decompress"]) {
+      if (spec[k] && spec[k] !== "gzip") throw new Error(`${k}: only gzip is supported`);
+    }
+    if (spec.compress && spec.decompress) throw new Error("compress and decompress can't be set at the same time");
+    if (spec.decompress && spec.body) throw new Error("decompress can't be set with body");
+    this.#method = String(spec.method ?? "");
+    this.#path = pathAdaptor(spec.path);
+    this.#header = new HeaderAdaptor(spec.header);
+    this.#body = spec.body ? new TextEncoder().encode(String(spec.body)) : null;
+    this.#host = String(spec.host ?? "");
+    this.#compress = !!spec.compress;
+    this.#decompress = !!spec.decompress;
+  }
+
+  handle(ctx: Context): string {
+    const req = ctx.request;
+    let method = this.#method, path = this.#path, header = this.#header, body = this.#body, host = this.#host;
+    if (this.#template !== null) {
+      let t: Obj;
+      try {
+        t = asObject(this.#template.build(ctx));
+      } catch (e) {
+        return buildErr(ctx, "requestAdaptor", (e as Error).message);
+      }
+      if (t.method) method = String(t.method);
+      if (t.path) path = pathAdaptor(t.path);
+      if (t.header) header = new HeaderAdaptor(t.header);
+      if (t.body) body = new TextEncoder().encode(String(t.body));
+      if (t.host) host = String(t.host);
+    }
+    if (method !== "" && method !== req.method) {
+      ctx.addTag(`requestAdaptor: method ${req.method} adapted to ${method}`);
+      req.method = method;
+    }
+    if (path !== null) {
+      const p = path(req.path);
+      if (p !== req.path) {
+        ctx.addTag(`requestAdaptor: path ${req.path} adapted to ${p}`);
+        req.path = p;
+      }
+    }
+    header.apply(req.headers);
+    if (body !== null) {
+      req.body = body;
+      req.headers.del("Content-Encoding");
+    }
+    if (host !== "") req.host = host;
+    const setBody = (b: Uint8Array) => (req.body = b);
+    if (this.#compress && !compressBody(req.headers, req.body, setBody)) return "compressFailed";
+    if (this.#decompress && !decompressBody(req.headers, req.body, setBody)) return "decompressFailed";
+    return "";
+  }
+}
+
+export const requestAdaptorKind: FilterKind = {
+  kind: "RequestAdaptor",
+  results: ["decompressFailed", "compressFailed"],
+  create: (spec) => new RequestAdaptor(spec),
+};

@@ -1,0 +1,680 @@
+/**
+ * An HTTPServer object: its listener (TCP, or TLS), the HTTP/1.1 connection loop, limits and timeouts, routing, the
+ * pipeline hand-off by name and the response writing. The hot path per request: find the head end in the
+ * connection's buffer, parse it (http1.ts), route, read the body, run the pipeline, write head and body in one write.
+ *
+ * Live changes (rules, ipFilter, xForwardedFor, maxConnections...) swap the router and settings; open connections
+ * keep going. Other changes restart the listener. A port that cannot be bound puts the server in state `failed`,
+ * retried every 10 s.
+ */
+import { Buffer } from "node:buffer";
+import { Context, GwRequest, type GwResponse } from "../context.ts";
+import {
+  BodyKind,
+  ChunkedDecoder,
+  concat,
+  findHeadEnd,
+  HeaderList,
+  httpDate,
+  HttpParseError,
+  MAX_HEAD_BYTES,
+  parseRequestHead,
+  STATUS_TEXT,
+} from "../http1.ts";
+import { closeQuietly, encodeHead, encodeHeadInto, writeAll } from "../filters/proxy/upstream.ts";
+import { parseGoDuration } from "../../easegress/gotime.ts";
+import { Pipeline } from "../pipeline/pipeline.ts";
+import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
+import { type Route, Router } from "./router.ts";
+import { ServerStats } from "./stats.ts";
+import type { AccessLog } from "./accesslog.ts";
+import { expandVariables } from "./variables.ts";
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+/** A failed listen is retried this often (Easegress: 10 s). */
+export const LISTEN_RETRY_MS = 10_000;
+/**
+ * A request head must arrive completely within this long after its first byte, or keepAliveTimeout when shorter
+ * (stops slowloris heads).
+ */
+export const HEAD_READ_TIMEOUT_MS = 10_000;
+/** A graceful close waits this long for busy connections before closing them (Easegress: 30 s). */
+export const SHUTDOWN_GRACE_MS = 30_000;
+/** Default request body limit (clientMaxBodySize 0): 4 MiB. */
+export const DEFAULT_CLIENT_MAX_BODY = 4 * 1024 * 1024;
+/** The connection's read buffer starts this small (idle keep-alive connections stay cheap) and doubles as needed. */
+const INITIAL_BUFFER = 1024;
+/** Responses up to this size are assembled in the connection's write buffer and sent in one write. */
+const MAX_WRITE_BUFFER = 32 * 1024;
+/** Deadlines are checked this often. */
+const SWEEP_MS = 500;
+
+/** Fields Easegress applies without restarting the listener (and the object's meta fields, which do not matter). */
+const LIVE_FIELDS = new Set([
+  "rules",
+  "ipFilter",
+  "cacheSize",
+  "xForwardedFor",
+  "tracing",
+  "maxConnections",
+  "createdAt",
+  "labels",
+  "version",
+]);
+
+/** Finds a pipeline by name at request time. */
+export type PipelineLookup = (name: string) => Pipeline | undefined;
+
+/** Response headers we write ourselves. */
+const SKIP_RESPONSE = new Set(["content-length", "transfer-encoding", "connection", "date", "keep-alive"]);
+const EMPTY = new Uint8Array(0);
+
+class ClientConn {
+  buf = new Uint8Array(INITIAL_BUFFER);
+  /** response bytes are assembled here (allocated at the first response) */
+  wbuf: Uint8Array | null = null;
+  start = 0;
+  end = 0;
+  /** close when Date.now() passes it */
+  deadline = 0;
+  busy = false;
+  closed = false;
+  constructor(readonly conn: Deno.Conn, readonly remoteIp: string, readonly remoteAddr: string) {}
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeQuietly(this.conn);
+  }
+}
+
+interface Settings {
+  router: Router;
+  /** pipelines of inline backendPools by generated name */
+  generated: Map<string, Pipeline>;
+  ipFilter: IpFilter | null;
+  xForwardedFor: boolean;
+  maxConnections: number;
+}
+
+function settingsOf(spec: Obj, log: (msg: string) => void): Settings {
+  // a path's inline backendPool runs as a pipeline of its own, GENERATED-<server>-<rule>-<path> (Easegress writes
+  // such pipelines to the store; every member derives the same ones from the server's spec, so this one keeps them)
+  const generated = new Map<string, Pipeline>();
+  const rules = ((spec.rules ?? []) as Obj[]).map((r, ri) => ({
+    ...r,
+    paths: ((r.paths ?? []) as Obj[]).map((p, pi) => {
+      if (p.backend || !p.backendPool) return p;
+      const name = `GENERATED-${spec.name}-${ri}-${pi}`;
+      const pipelineSpec = {
+        name,
+        kind: "Pipeline",
+        flow: [{ filter: "proxy" }],
+        filters: [{ name: "proxy", kind: "Proxy", pools: [p.backendPool] }],
+      };
+      try {
+        generated.set(name, new Pipeline(pipelineSpec, log));
+      } catch (err) {
+        for (const g of generated.values()) g.close();
+        throw new Error(`backendPool of rules[${ri}].paths[${pi}]: ${(err as Error).message}`);
+      }
+      return { ...p, backend: name };
+    }),
+  }));
+  try {
+    return {
+      router: new Router(rules, String(spec.routerKind ?? "")),
+      ipFilter: ipFilterOf(spec.ipFilter),
+      xForwardedFor: spec.xForwardedFor === true,
+      maxConnections: Number(spec.maxConnections ?? 10240) || 10240,
+      generated,
+    };
+  } catch (err) {
+    for (const g of generated.values()) g.close();
+    throw err;
+  }
+}
+
+/** Listener-level settings (a change restarts the listener). */
+interface ListenConfig {
+  hostname: string;
+  port: number;
+  tls: { cert: string; key: string } | null;
+  keepAlive: boolean;
+  keepAliveMs: number;
+  clientMaxBody: number;
+}
+
+function decodePem(s: string): string {
+  const t = s.trim();
+  if (t.startsWith("-----BEGIN")) return t;
+  return Buffer.from(t, "base64").toString("utf8");
+}
+
+function listenConfigOf(spec: Obj): ListenConfig {
+  const port = Number(spec.port ?? 0);
+  if (!(port >= 1 && port <= 65535)) throw new Error("port: must be greater than or equal to 1");
+  let tls: ListenConfig["tls"] = null;
+  if (spec.https === true) {
+    // refused rather than served without the client-certificate check the spec asks for
+    if (spec.caCertBase64) throw new Error("caCertBase64 (client certificate verification) is not supported yet");
+    const pairs: [string, string][] = [];
+    if (spec.certBase64 && spec.keyBase64) pairs.push([decodePem(spec.certBase64), decodePem(spec.keyBase64)]);
+    for (const [k, c] of Object.entries((spec.certs ?? {}) as Record<string, string>)) {
+      const key = spec.keys?.[k];
+      if (!key) throw new Error(`certs ${k} hasn't secret corresponded to it`);
+      pairs.push([decodePem(c), decodePem(key)]);
+    }
+    if (pairs.length === 0) {
+      throw new Error("certBase64/keyBase64, certs/keys are both empty and autocert is disabled when https enabled");
+    }
+    tls = { cert: pairs[0][0], key: pairs[0][1] };
+  }
+  const cmbs = Number(spec.clientMaxBodySize ?? 0);
+  return {
+    hostname: String(spec.address ?? "") || "0.0.0.0",
+    port,
+    tls,
+    keepAlive: spec.keepAlive !== false,
+    keepAliveMs: spec.keepAliveTimeout ? parseGoDuration(String(spec.keepAliveTimeout)) : 60_000,
+    clientMaxBody: cmbs === 0 ? DEFAULT_CLIENT_MAX_BODY : cmbs < 0 ? -1 : cmbs,
+  };
+}
+
+/** The server ipFilter, then the router: a route or the status to answer with. */
+function search(req: GwRequest, settings: Settings): Route | number {
+  if (settings.ipFilter !== null && !settings.ipFilter.allow(req.realIp)) return 403;
+  return settings.router.search(req);
+}
+
+/** Reads a stream up to `limit` bytes (-1 = no limit): the bytes, or 413 when over, 400 on a read error. */
+async function readLimited(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array | number> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of stream) {
+      size += chunk.length;
+      if (limit >= 0 && size > limit) return 413;
+      parts.push(chunk);
+    }
+  } catch {
+    return 400;
+  }
+  return concat(parts, size);
+}
+
+/** A running HTTPServer. */
+export class HttpServer {
+  readonly name: string;
+  spec: Obj;
+  state: "running" | "failed" | "closed" = "failed";
+  error = "";
+  readonly stats = new ServerStats();
+  #settings: Settings;
+  #cfg: ListenConfig;
+  #listener: Deno.Listener | null = null;
+  #tlsServer: Deno.HttpServer | null = null;
+  #conns = new Set<ClientConn>();
+  #retryTimer?: ReturnType<typeof setTimeout>;
+  #sweepTimer?: ReturnType<typeof setInterval>;
+  #lookup: PipelineLookup;
+  #log: (msg: string) => void;
+  #accessLog: AccessLog | null;
+  #acceptWaiter: (() => void) | null = null;
+  #scheme: string;
+
+  /** Validates the spec and starts listening (or enters `failed` and retries). */
+  constructor(spec: Obj, lookup: PipelineLookup, log: (msg: string) => void, accessLog: AccessLog | null) {
+    this.name = spec.name;
+    this.spec = spec;
+    this.#cfg = listenConfigOf(spec);
+    this.#settings = settingsOf(spec, log);
+    this.#lookup = lookup;
+    this.#log = log;
+    this.#accessLog = accessLog;
+    this.#scheme = this.#cfg.tls ? "https" : "http";
+    this.#sweepTimer = setInterval(() => this.#sweep(), SWEEP_MS);
+    this.#start();
+  }
+
+  /** Whether replacing the spec with `next` can be done without restarting the listener. */
+  static isLiveChange(prev: Obj, next: Obj): boolean {
+    const keys = new Set([...Object.keys(prev), ...Object.keys(next)]);
+    for (const k of keys) {
+      if (LIVE_FIELDS.has(k)) continue;
+      if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) return false;
+    }
+    return true;
+  }
+
+  /** Applies a live change: new router and settings; open connections stay. */
+  updateLive(spec: Obj): void {
+    const old = this.#settings;
+    this.#settings = settingsOf(spec, this.#log);
+    for (const g of old.generated.values()) g.close();
+    this.spec = spec;
+    this.#acceptWaiter?.();
+  }
+
+  #start(): void {
+    if (this.state === "closed") return;
+    const c = this.#cfg;
+    try {
+      if (c.tls) {
+        this.#tlsServer = Deno.serve({
+          hostname: c.hostname,
+          port: c.port,
+          cert: c.tls.cert,
+          key: c.tls.key,
+          onListen() {},
+          onError: (err) => {
+            this.#log(`httpserver ${this.name}: ${(err as Error).message}`);
+            return new Response(null, { status: 500 });
+          },
+        }, (req, info) => this.#serveTls(req, info as Deno.ServeHandlerInfo<Deno.NetAddr>));
+      } else {
+        this.#listener = Deno.listen({ hostname: c.hostname, port: c.port });
+        this.#acceptLoop(this.#listener);
+      }
+      this.state = "running";
+      this.error = "";
+    } catch (err) {
+      this.state = "failed";
+      this.error = `listen tcp ${c.hostname}:${c.port}: ${(err as Error).message}`;
+      this.#log(`httpserver ${this.name}: ${this.error}; retrying in ${LISTEN_RETRY_MS / 1000}s`);
+      this.#retryTimer = setTimeout(() => this.#start(), LISTEN_RETRY_MS);
+    }
+  }
+
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    while (true) {
+      while (this.#conns.size >= this.#settings.maxConnections) {
+        await new Promise<void>((r) => (this.#acceptWaiter = r));
+        this.#acceptWaiter = null;
+        if (this.#listener !== listener) return;
+      }
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#listener !== listener || this.state === "closed") return;
+        // EMFILE and the like: wait a little instead of spinning
+        this.#log(`httpserver ${this.name}: accept: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      const addr = conn.remoteAddr as Deno.NetAddr;
+      if (!this.#cfg.tls) (conn as Deno.TcpConn).setNoDelay(true);
+      const c = new ClientConn(
+        conn,
+        addr.hostname,
+        addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`,
+      );
+      this.#conns.add(c);
+      this.#serve(c).finally(() => {
+        c.close();
+        this.#conns.delete(c);
+        this.#acceptWaiter?.();
+      });
+    }
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const c of this.#conns) if (!c.busy && c.deadline > 0 && now > c.deadline) c.close();
+  }
+
+  /** Reads more bytes into the connection buffer; false at EOF. */
+  async #fill(c: ClientConn): Promise<boolean> {
+    if (c.end === c.buf.length) {
+      if (c.start > 0) {
+        c.buf.copyWithin(0, c.start, c.end);
+        c.end -= c.start;
+        c.start = 0;
+      } else {
+        const nb = new Uint8Array(c.buf.length * 2);
+        nb.set(c.buf);
+        c.buf = nb;
+      }
+    }
+    let n: number | null;
+    try {
+      n = await c.conn.read(c.buf.subarray(c.end));
+    } catch {
+      return false;
+    }
+    if (n === null) return false;
+    c.end += n;
+    return true;
+  }
+
+  async #serve(c: ClientConn): Promise<void> {
+    const cfg = this.#cfg;
+    const headTimeout = Math.min(HEAD_READ_TIMEOUT_MS, cfg.keepAliveMs);
+    while (!c.closed) {
+      // wait for a complete head
+      if (c.start === c.end) {
+        c.start = c.end = 0;
+        if (c.buf.length > INITIAL_BUFFER * 4) c.buf = new Uint8Array(INITIAL_BUFFER);
+      }
+      c.deadline = c.start === c.end ? Date.now() + cfg.keepAliveMs : Date.now() + headTimeout;
+      let headEnd = findHeadEnd(c.buf, c.start, c.end);
+      let headStarted = c.start !== c.end;
+      while (headEnd < 0) {
+        if (c.end - c.start >= MAX_HEAD_BYTES) return this.#fail(c, 431);
+        const scanFrom = Math.max(c.start, c.end - 3);
+        if (!(await this.#fill(c))) return;
+        if (!headStarted) {
+          headStarted = true;
+          c.deadline = Date.now() + headTimeout;
+        }
+        headEnd = findHeadEnd(c.buf, scanFrom, c.end);
+      }
+      if (headEnd - c.start > MAX_HEAD_BYTES) return this.#fail(c, 431);
+      const t0 = Date.now();
+      let head;
+      try {
+        head = parseRequestHead(c.buf, c.start, headEnd);
+      } catch (err) {
+        return this.#fail(c, err instanceof HttpParseError ? err.status : 400);
+      }
+      const reqBytes = headEnd - c.start;
+      c.start = headEnd;
+      const req = new GwRequest(
+        head.method,
+        head.target,
+        head.proto,
+        head.headers,
+        c.remoteIp,
+        c.remoteAddr,
+        this.#scheme,
+      );
+      const settings = this.#settings;
+      let status = 0;
+      let route: Route | null = null;
+      const found = search(req, settings);
+      if (typeof found === "number") status = found;
+      else route = found;
+      // body
+      let limit = cfg.clientMaxBody;
+      if (route !== null && route.path.clientMaxBodySize !== 0) {
+        limit = route.path.clientMaxBodySize < 0 ? -1 : route.path.clientMaxBodySize;
+      }
+      let closeAfter = head.close || !cfg.keepAlive;
+      if (head.bodyKind !== BodyKind.None) {
+        if (head.headers.get("expect").toLowerCase() === "100-continue") {
+          if (head.bodyKind === BodyKind.Length && limit >= 0 && head.contentLength > limit) {
+            status = 413;
+            closeAfter = true;
+          } else await writeAll(c.conn, CONTINUE).catch(() => c.close());
+        }
+        if (status !== 413) {
+          const b = await this.#readBody(c, head.bodyKind, head.contentLength, limit);
+          if (typeof b === "number") {
+            if (b === 0) return; // EOF mid-body
+            status = b;
+            closeAfter = true;
+          } else req.body = b;
+        }
+      }
+      c.busy = true;
+      let resp: GwResponse | undefined;
+      let ctx: Context | null = null;
+      if (status === 0) {
+        const upgrade = head.headers.has("upgrade") ? { conn: c.conn, pending: c.buf.slice(c.start, c.end) } : null;
+        const r = await this.#dispatch(req, route!, settings, upgrade);
+        if (typeof r === "number") status = r;
+        else {
+          ctx = r;
+          if (ctx.hijacked !== null) {
+            c.busy = true;
+            await ctx.hijacked;
+            this.stats.record(101, Date.now() - t0, reqBytes, 0);
+            this.#accessLog?.write(req, head.target, 101, Date.now() - t0, reqBytes, 0, ctx.tags ?? undefined);
+            return;
+          }
+          resp = ctx.defaultResponse;
+          if (resp === undefined) status = 503;
+        }
+      }
+      const respBytes = resp !== undefined
+        ? await this.#write(c, resp.status, resp, head.method, closeAfter)
+        : await this.#write(c, status, undefined, head.method, closeAfter);
+      ctx?.finish();
+      const code = resp !== undefined ? resp.status : status;
+      const ms = Date.now() - t0;
+      this.stats.record(code, ms, reqBytes + req.body.length, respBytes);
+      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags ?? undefined);
+      c.busy = false;
+      if (closeAfter || respBytes < 0) return;
+    }
+  }
+
+  /**
+   * After routing and the body: finds the pipeline (503 when missing), applies rewriteTarget, X-Forwarded-For and
+   * setHeaders, and runs the pipeline. Returns the context (its DEFAULT response is the answer) or a status.
+   */
+  async #dispatch(
+    req: GwRequest,
+    route: Route,
+    settings: Settings,
+    upgrade: Context["upgrade"] = null,
+  ): Promise<Context | number> {
+    const pipeline = settings.generated.get(route.path.backend) ?? this.#lookup(route.path.backend);
+    if (pipeline === undefined) return 503;
+    if (route.rewritten !== null) req.path = route.rewritten;
+    if (settings.xForwardedFor) {
+      const xff = req.headers.get("x-forwarded-for");
+      const ip = req.realIp;
+      if (xff === "") req.headers.set("X-Forwarded-For", ip);
+      else if (!xff.includes(ip)) req.headers.set("X-Forwarded-For", xff + "," + ip);
+    }
+    const sh = route.path.setHeaders;
+    for (let i = 0; i < sh.length; i++) {
+      const v = sh[i][1].includes("$") ? expandVariables(sh[i][1], req, route.captures) : sh[i][1];
+      if (v === "") req.headers.del(sh[i][0]);
+      else req.headers.set(sh[i][0], v);
+    }
+    const ctx = new Context(req);
+    ctx.upgrade = upgrade;
+    try {
+      const r = pipeline.handle(ctx);
+      if (typeof r !== "string") await r;
+    } catch (err) {
+      this.#log(`httpserver ${this.name}: pipeline ${pipeline.name}: ${(err as Error).stack ?? err}`);
+    }
+    return ctx;
+  }
+
+  /** HTTPS (HTTP/2 by ALPN, or HTTP/1.1) through Deno.serve: the same routing and pipelines as the plain loop. */
+  async #serveTls(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> {
+    const t0 = Date.now();
+    const settings = this.#settings;
+    const url = new URL(request.url);
+    const headers = new HeaderList();
+    request.headers.forEach((v, k) => headers.add(k, v));
+    if (!headers.has("host")) headers.add("Host", url.host);
+    const ip = info.remoteAddr.hostname;
+    const req = new GwRequest(
+      request.method,
+      url.pathname + url.search,
+      "HTTP/1.1",
+      headers,
+      ip,
+      `${ip}:${info.remoteAddr.port}`,
+      "https",
+    );
+    let status = 0;
+    let ctx: Context | null = null;
+    let resp: GwResponse | undefined;
+    const found = search(req, settings);
+    if (typeof found === "number") status = found;
+    else {
+      let limit = this.#cfg.clientMaxBody;
+      if (found.path.clientMaxBodySize !== 0) {
+        limit = found.path.clientMaxBodySize < 0 ? -1 : found.path.clientMaxBodySize;
+      }
+      const declared = Number(request.headers.get("content-length") ?? 0);
+      if (limit >= 0 && declared > limit) status = 413;
+      else if (request.body) {
+        const b = await readLimited(request.body, limit);
+        if (typeof b === "number") status = b;
+        else req.body = b;
+      }
+      if (status === 0) {
+        const r = await this.#dispatch(req, found, settings);
+        if (typeof r === "number") status = r;
+        else {
+          ctx = r;
+          resp = ctx.defaultResponse;
+          if (resp === undefined) status = 503;
+        }
+      }
+    }
+    const code = resp?.status ?? status;
+    const out = new Headers();
+    if (resp !== undefined) {
+      for (let i = 0; i < resp.headers.names.length; i++) {
+        if (!SKIP_RESPONSE.has(resp.headers.keys[i])) out.append(resp.headers.names[i], resp.headers.values[i]);
+      }
+    }
+    const body = resp !== undefined && resp.body.length > 0 && code !== 204 && code !== 304 ? resp.body.slice() : null;
+    ctx?.finish();
+    const ms = Date.now() - t0;
+    this.stats.record(code, ms, req.body.length, body?.length ?? 0);
+    this.#accessLog?.write(
+      req,
+      url.pathname + url.search,
+      code,
+      ms,
+      req.body.length,
+      body?.length ?? 0,
+      ctx?.tags ?? undefined,
+    );
+    return new Response(body, { status: code, headers: out });
+  }
+
+  /** Reads a request body: the bytes, or 413 / 400, or 0 at EOF. */
+  async #readBody(c: ClientConn, kind: BodyKind, length: number, limit: number): Promise<Uint8Array | number> {
+    c.deadline = Date.now() + this.#cfg.keepAliveMs;
+    if (kind === BodyKind.Length) {
+      if (limit >= 0 && length > limit) return 413;
+      const have = c.end - c.start;
+      if (have >= length) {
+        const b = c.buf.slice(c.start, c.start + length);
+        c.start += length;
+        return b;
+      }
+      const body = new Uint8Array(length);
+      body.set(c.buf.subarray(c.start, c.end));
+      let got = have;
+      c.start = c.end = 0;
+      while (got < length) {
+        let n: number | null;
+        try {
+          n = await c.conn.read(body.subarray(got));
+        } catch {
+          n = null;
+        }
+        if (n === null) return 0;
+        got += n;
+        c.deadline = Date.now() + this.#cfg.keepAliveMs;
+      }
+      return body;
+    }
+    const dec = new ChunkedDecoder();
+    try {
+      while (true) {
+        c.start = dec.decode(c.buf, c.start, c.end, limit);
+        if (dec.done) return dec.body();
+        if (!(await this.#fill(c))) return 0;
+        c.deadline = Date.now() + this.#cfg.keepAliveMs;
+      }
+    } catch (err) {
+      return err instanceof HttpParseError ? err.status : 400;
+    }
+  }
+
+  /** Answers a malformed request and ends the connection. */
+  async #fail(c: ClientConn, status: number): Promise<void> {
+    c.busy = true;
+    await this.#write(c, status, undefined, "GET", true);
+    this.stats.record(status, 0, 0, 0);
+  }
+
+  /** Writes a response; returns the bytes written, or -1 when the connection broke. */
+  async #write(
+    c: ClientConn,
+    status: number,
+    resp: GwResponse | undefined,
+    method: string,
+    close: boolean,
+  ): Promise<number> {
+    const body = resp === undefined || method === "HEAD" ? EMPTY : resp.body;
+    let head = "HTTP/1.1 " + status + " " + (STATUS_TEXT[status] ?? "status code " + status) + "\r\n";
+    if (resp !== undefined) head += resp.headers.serialize(SKIP_RESPONSE);
+    if (status !== 204 && status !== 304 && !(status < 200)) {
+      head += "Content-Length: " + (resp === undefined ? 0 : resp.body.length) + "\r\n";
+    }
+    head += "Date: " + httpDate() + "\r\n";
+    if (close) head += "Connection: close\r\n";
+    head += "\r\n";
+    const n = head.length + body.length;
+    try {
+      if (n <= MAX_WRITE_BUFFER) {
+        let w = c.wbuf;
+        if (w === null || w.length < n) {
+          c.wbuf = w = new Uint8Array(Math.max(512, 1 << (32 - Math.clz32(n))));
+        }
+        encodeHeadInto(head, w);
+        if (body.length > 0) w.set(body, head.length);
+        await writeAll(c.conn, w.subarray(0, n));
+      } else {
+        await writeAll(c.conn, encodeHead(head));
+        await writeAll(c.conn, body);
+      }
+    } catch {
+      return -1;
+    }
+    return n;
+  }
+
+  /** Status in Easegress's shape. */
+  status(): Obj {
+    return {
+      name: this.name,
+      health: this.error,
+      state: this.state,
+      ...(this.error ? { error: this.error } : {}),
+      ...this.stats.read(),
+    };
+  }
+
+  /** Stops listening, closes idle connections now and busy ones after the grace period. */
+  async close(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
+    this.state = "closed";
+    for (const g of this.#settings.generated.values()) g.close();
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#sweepTimer);
+    const l = this.#listener;
+    this.#listener = null;
+    if (l) closeQuietly(l);
+    this.#acceptWaiter?.();
+    const tls = this.#tlsServer;
+    this.#tlsServer = null;
+    if (tls) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([tls.shutdown(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    const deadline = Date.now() + graceMs;
+    while (this.#conns.size > 0 && Date.now() < deadline) {
+      for (const c of this.#conns) if (!c.busy) c.close();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const c of this.#conns) c.close();
+  }
+}
+
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");

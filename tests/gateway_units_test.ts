@@ -1,0 +1,212 @@
+/**
+ * The gateway's pure parts as specifications: routing (Ordered and RadixTree, host wildcards, status priority
+ * 403 > 400 > 405 > 404, rewriteTarget), the ipFilter rules, the HTTP/1.1 head parser's refusals, the chunked decoder,
+ * and the circuit breaker's state machine.
+ */
+import assert from "node:assert/strict";
+import { GwRequest } from "../server/gateway/context.ts";
+import { ChunkedDecoder, HeaderList, HttpParseError, parseRequestHead } from "../server/gateway/http1.ts";
+import { Router } from "../server/gateway/httpserver/router.ts";
+import { IpFilter } from "../server/gateway/httpserver/ipfilter.ts";
+import { BreakerState, CircuitBreakerPolicy } from "../server/gateway/pipeline/resilience.ts";
+
+function request(method: string, target: string, headers: Record<string, string> = {}, ip = "10.0.0.1"): GwRequest {
+  const h = new HeaderList();
+  if (!("host" in headers)) h.add("Host", "example.com");
+  for (const [k, v] of Object.entries(headers)) h.add(k, v);
+  return new GwRequest(method, target, "HTTP/1.1", h, ip, `${ip}:1234`, "http");
+}
+
+function backendOf(router: Router, req: GwRequest): string | number {
+  const r = router.search(req);
+  return typeof r === "number" ? r : r.path.backend + (r.rewritten !== null ? ` -> ${r.rewritten}` : "");
+}
+
+Deno.test("router: Ordered matching by host, path, prefix, regexp, and the rewriteTarget forms", () => {
+  const router = new Router([
+    { host: "*.example.com", paths: [{ path: "/wild", backend: "wildcard" }] },
+    { hosts: [{ value: "api.*" }], paths: [{ pathPrefix: "/v1", rewriteTarget: "/v2", backend: "api" }] },
+    {
+      paths: [
+        { path: "/exact", rewriteTarget: "/replaced", backend: "exact" },
+        { pathRegexp: "^/users/([0-9]+)$", rewriteTarget: "/u/$1", backend: "regexp" },
+        { pathPrefix: "/", backend: "catchall" },
+      ],
+    },
+  ], "");
+  assert.equal(backendOf(router, request("GET", "/wild", { host: "a.b.example.com:8080" })), "wildcard");
+  // *.example.com does not match example.com itself
+  assert.equal(backendOf(router, request("GET", "/wild", { host: "example.com" })), "catchall");
+  assert.equal(backendOf(router, request("GET", "/v1/x?q", { host: "api.test" })), "api -> /v2/x");
+  assert.equal(backendOf(router, request("GET", "/exact")), "exact -> /replaced");
+  assert.equal(backendOf(router, request("GET", "/users/42")), "regexp -> /u/42");
+});
+
+Deno.test("router: a failed search answers 403 > 400 > 405 > 404 by the flags over all rules", () => {
+  const router = new Router([
+    { paths: [{ path: "/m", methods: ["POST"], backend: "m" }] },
+    { paths: [{ path: "/h", headers: [{ key: "X-Env", values: ["prod"] }], backend: "h" }] },
+    { paths: [{ path: "/q", queries: [{ key: "v", regexp: "^[0-9]+$" }], backend: "q" }] },
+    { paths: [{ path: "/ip", ipFilter: { allowIPs: ["192.168.0.0/16"] }, backend: "ip" }] },
+    // a rule's ipFilter is checked before its paths: it applies to every request for its host
+    { host: "blocked.example", ipFilter: { blockIPs: ["10.0.0.1"] }, paths: [{ path: "/blocked", backend: "b" }] },
+    {
+      paths: [{ path: "/mixed", methods: ["PUT"], backend: "x" }, {
+        path: "/mixed",
+        headers: [{ key: "A", values: ["1"] }],
+        backend: "y",
+      }],
+    },
+  ], "Ordered");
+  assert.equal(backendOf(router, request("GET", "/m")), 405);
+  assert.equal(backendOf(router, request("POST", "/m")), "m");
+  assert.equal(backendOf(router, request("GET", "/h")), 400);
+  assert.equal(backendOf(router, request("GET", "/h", { "X-Env": "prod" })), "h");
+  assert.equal(backendOf(router, request("GET", "/q?v=abc")), 400);
+  assert.equal(backendOf(router, request("GET", "/q?v=12")), "q");
+  assert.equal(backendOf(router, request("GET", "/ip")), 403);
+  assert.equal(backendOf(router, request("GET", "/ip", {}, "192.168.3.4")), "ip");
+  assert.equal(backendOf(router, request("GET", "/blocked", { host: "blocked.example" })), 403);
+  assert.equal(backendOf(router, request("GET", "/nothing", { host: "blocked.example" })), 403);
+  // a header mismatch (400) outranks a method mismatch (405)
+  assert.equal(backendOf(router, request("GET", "/mixed")), 400);
+  assert.equal(backendOf(router, request("GET", "/nowhere")), 404);
+  // RealIP: the first public X-Forwarded-For entry (trusted as Easegress does), not the socket address
+  assert.equal(
+    backendOf(router, request("GET", "/ip", { "X-Forwarded-For": "10.1.1.1, 1.2.3.4" }, "192.168.3.4")),
+    403,
+  );
+  // no public entry: X-Real-Ip even when empty, and an unparseable IP gets the default (allowed)
+  assert.equal(backendOf(router, request("GET", "/ip", { "X-Forwarded-For": "10.1.1.1" }, "8.8.8.8")), "ip");
+});
+
+Deno.test("router: RadixTree patterns (static > regexp > param > catch-all) and captures in rewriteTarget", () => {
+  const router = new Router([{
+    paths: [
+      { path: "/users/*", rewriteTarget: "/all/{EG_WILDCARD}", backend: "wild" },
+      { path: "/users/{name}", rewriteTarget: "/by-name/{name}", backend: "param" },
+      { path: "/users/{id:[0-9]+}", rewriteTarget: "/by-id/{id}", backend: "regexp" },
+      { path: "/users/me", backend: "static" },
+      { pathPrefix: "/ignored", backend: "prefix" },
+    ],
+  }], "RadixTree");
+  assert.equal(backendOf(router, request("GET", "/users/me")), "static");
+  assert.equal(backendOf(router, request("GET", "/users/42")), "regexp -> /by-id/42");
+  assert.equal(backendOf(router, request("GET", "/users/bob")), "param -> /by-name/bob");
+  assert.equal(backendOf(router, request("GET", "/users/bob/x")), "wild -> /all/bob/x");
+  // the catch-all needs the trailing slash; pathPrefix is ignored by RadixTree
+  assert.equal(backendOf(router, request("GET", "/users")), 404);
+  assert.equal(backendOf(router, request("GET", "/ignored/x")), 404);
+  assert.throws(() => new Router([{ paths: [{ path: "/a/{x}/{x}", backend: "b" }] }], "RadixTree"), /duplicated/);
+});
+
+Deno.test("ipFilter: allow list implies deny; in both lists the default wins", () => {
+  const f = new IpFilter({ allowIPs: ["10.0.0.0/8", "2001:db8::/32"], blockIPs: ["10.1.0.0/16"] });
+  assert.equal(f.allow("10.2.3.4"), true);
+  assert.equal(f.allow("10.1.2.3"), true); // in both: !blockByDefault
+  assert.equal(f.allow("11.0.0.1"), false); // not in a non-empty allow list
+  assert.equal(f.allow("2001:db8::1"), true);
+  assert.equal(
+    new IpFilter({ blockByDefault: true, allowIPs: ["1.2.3.4"], blockIPs: ["1.2.3.4"] }).allow("1.2.3.4"),
+    false,
+  );
+  assert.equal(new IpFilter({ blockIPs: ["1.2.3.4"] }).allow("1.2.3.4"), false);
+  assert.throws(() => new IpFilter({ allowIPs: ["nonsense"] }), /invalid ip/);
+});
+
+function parse(text: string) {
+  const b = new TextEncoder().encode(text);
+  return parseRequestHead(b, 0, b.length);
+}
+
+function refusal(text: string): number {
+  try {
+    parse(text);
+  } catch (err) {
+    assert(err instanceof HttpParseError);
+    return err.status;
+  }
+  return 0;
+}
+
+Deno.test("http1: request heads are parsed strictly; every ambiguity is refused", () => {
+  const h = parse("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n");
+  assert.equal(h.method, "POST");
+  assert.equal(h.target, "/a?b=1");
+  assert.equal(h.contentLength, 5);
+  assert.equal(h.close, true);
+  assert.equal(parse("GET / HTTP/1.0\r\n\r\n").close, true);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+  assert.equal(
+    refusal("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    501,
+  );
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+  assert.equal(refusal("GET  / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  assert.equal(refusal("GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nBad\x7fName: 1\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n"), 400);
+});
+
+Deno.test("http1: the chunked decoder takes bytes in any split and refuses malformed chunks and oversize bodies", () => {
+  const body = new TextEncoder().encode("4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n");
+  for (let split = 1; split < body.length; split++) {
+    const dec = new ChunkedDecoder();
+    const buf = new Uint8Array(body.length);
+    buf.set(body.subarray(0, split));
+    let pos = dec.decode(buf, 0, split, -1);
+    buf.set(body.subarray(split), split);
+    pos = dec.decode(buf, pos, body.length, -1);
+    assert.equal(dec.done, true, `split at ${split}`);
+    assert.equal(pos, body.length);
+    assert.equal(new TextDecoder().decode(dec.body()), "Wikipedia");
+  }
+  const bad = (s: string, limit = -1) => {
+    const b = new TextEncoder().encode(s);
+    try {
+      new ChunkedDecoder().decode(b, 0, b.length, limit);
+    } catch (err) {
+      return (err as HttpParseError).status;
+    }
+    return 0;
+  };
+  assert.equal(bad("x\r\n"), 400);
+  assert.equal(bad("4\r\nWikiXX"), 400);
+  assert.equal(bad("4\nWiki\r\n"), 400);
+  assert.equal(bad("ffffffffffffff\r\n"), 400);
+  assert.equal(bad("10\r\n", 8), 413);
+});
+
+Deno.test("circuit breaker: opens at the failure rate, rejects while open, half-opens after the wait", () => {
+  const p = new CircuitBreakerPolicy({
+    slidingWindowSize: 4,
+    minimumNumberOfCalls: 4,
+    failureRateThreshold: 50,
+    waitDurationInOpenState: "1s",
+    permittedNumberOfCallsInHalfOpenState: 2,
+  });
+  const b = p.newBreaker();
+  let now = 1000;
+  for (const failed of [false, true, false]) b.record(b.acquire(now), failed, 1, now);
+  assert.equal(b.state, BreakerState.Closed); // 3 calls: below the minimum
+  b.record(b.acquire(now), true, 1, now); // 2 of 4 failed = 50 %
+  assert.equal(b.state, BreakerState.Open);
+  assert.equal(b.acquire(now + 500), -1);
+  now += 1000;
+  const p1 = b.acquire(now);
+  assert.equal(b.state, BreakerState.HalfOpen);
+  const p2 = b.acquire(now);
+  assert.equal(b.acquire(now), -1); // only 2 permitted
+  b.record(p1, false, 1, now);
+  b.record(p2, false, 1, now);
+  assert.equal(b.state, BreakerState.Closed);
+  // defaults of the reference
+  const d = new CircuitBreakerPolicy({});
+  assert.deepStrictEqual(
+    [d.windowSize, d.minimumCalls, d.failureRateThreshold, d.permittedHalfOpen, d.waitOpenMs, d.slowCallMs],
+    [100, 100, 50, 10, 60_000, 60_000],
+  );
+});
