@@ -5,11 +5,16 @@
  *
  *   (a) The reference's hello world (§5.2) applied with `egctl apply -f`: every member, primary or secondary, serves
  *       it on the same port of its own address; curl shows round robin over the three backends through each of them.
- *   (b) SIGKILL of the Raft leader while the load generator sends requests to the other three members: zero failed
- *       requests on them, requests keep succeeding after the kill, and the survivors elect a new leader.
- *   (c) With the old leader restarted, a spec update by `egctl apply -f` under load on all four members (the
- *       HTTPServer's setHeaders, a live change, and the Pipeline's filters): zero failed requests, the new behaviour
- *       on every member within 2 s of the apply, never the old one again after that.
+ *   (b) SIGKILL of the Raft leader while the load generator (keep-alive HTTP/1.1) sends requests to the other three
+ *       members: zero failed requests on them, none of their connections closed, requests keep succeeding after the
+ *       kill, and the survivors elect a new leader. The leader killed is the primary the secondary's store client is
+ *       connected to (leadership is moved there first), so the secondary loses its watch at the same time.
+ *   (c) With the old leader still down, a spec update by `egctl apply -f` under load on the three others (the
+ *       HTTPServer's setHeaders, a live change, and the Pipeline's filters): zero failed requests, no connection
+ *       closed (no listener restart), the new behaviour on every member within 2 s of the store's commit (seen by an
+ *       `etcdctl watch`), never the old one again after that.
+ *   (d) The old leader restarted on its data (serving its running_objects.json, then the store's newer spec), and
+ *       the same as (c) on all four members.
  *
  * Needs root, `ip netns`, veth and bridges; otherwise the test is ignored (the reason is printed). Addresses:
  * 10.214.0.0/24, only inside the namespaces this test creates; they, every process started in them and the members'
@@ -36,9 +41,13 @@ const UPDATE_CONCURRENCY = 3;
 /** The issue's bound on how long a spec change may take to show on every member. */
 const PROPAGATION_LIMIT_MS = 2000;
 
-/** The reference's hello world (§5.2) with our backends; `v2` is the update of (c). */
-function helloYaml(backendHost: string, v2: boolean): string {
+/**
+ * The reference's hello world (§5.2) with our backends and the path's `setHeaders: {X-Tutorial: v<version>}`; from
+ * version 2 on, the pipeline also stamps its responses with `X-Tutorial-Version: <version>` (a ResponseAdaptor).
+ */
+function helloYaml(backendHost: string, version: number): string {
   const servers = BACKEND_PORTS.map((p) => `      - url: http://${backendHost}:${p}`).join("\n");
+  const stamped = version >= 2;
   return `kind: HTTPServer
 name: server-demo
 port: ${HELLO_PORT}
@@ -49,13 +58,13 @@ rules:
     - pathPrefix: /pipeline
       backend: pipeline-demo
       setHeaders:
-        X-Tutorial: ${v2 ? "v2" : "v1"}
+        X-Tutorial: v${version}
 ---
 name: pipeline-demo
 kind: Pipeline
 flow:
   - filter: proxy
-${v2 ? "  - filter: stamp\n" : ""}filters:
+${stamped ? "  - filter: stamp\n" : ""}filters:
   - name: proxy
     kind: Proxy
     pools:
@@ -64,16 +73,19 @@ ${servers}
       loadBalance:
         policy: roundRobin
 ${
-    v2
+    stamped
       ? `  - name: stamp
     kind: ResponseAdaptor
     header:
       set:
-        X-Tutorial-Version: "2"
+        X-Tutorial-Version: "${version}"
 `
       : ""
   }`;
 }
+
+/** What a response of hello world version `version` (≥ 2) looks like to the load generator (see Load.marker). */
+const helloMarker = (version: number) => `^${version} .* x-tutorial=v${version}$`;
 
 /** A process started in a namespace with `ip netns exec`. */
 function spawnIn(netns: string, tag: string, cmd: string[]): Proc {
@@ -145,16 +157,48 @@ class ObjectsWatch {
   }
 }
 
-/** Runs etcdctl (v3 API) in `netns` against `endpoint`; throws unless it exits 0. */
-async function etcdctl(netns: string, endpoint: string, args: string[]): Promise<void> {
+/** Runs etcdctl (v3 API) in `netns` against `endpoints` (comma-separated); returns its output, throws unless 0. */
+async function etcdctl(netns: string, endpoints: string, args: string[]): Promise<string> {
   const out = await new Deno.Command("ip", {
-    args: ["netns", "exec", netns, "etcdctl", "--endpoints", endpoint, ...args],
+    args: ["netns", "exec", netns, "etcdctl", "--endpoints", endpoints, ...args],
     env: { ETCDCTL_API: "3" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();
-  if (!out.success) throw new Error(`etcdctl ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  const dec = new TextDecoder();
+  if (!out.success) throw new Error(`etcdctl ${args.join(" ")}: ${dec.decode(out.stderr)}`);
+  return dec.decode(out.stdout);
+}
+
+/** What `etcdctl endpoint status` says of one endpoint. */
+interface EndpointStatus {
+  endpoint: string;
+  /** member ID, hex */
+  id: string;
+  isLeader: boolean;
+}
+
+/** `etcdctl endpoint status` of each of `endpoints` that answers (simple format: one line each). */
+async function endpointStatus(netns: string, endpoints: string[]): Promise<EndpointStatus[]> {
+  const out: EndpointStatus[] = [];
+  for (const e of endpoints) {
+    const line = await etcdctl(netns, e, ["endpoint", "status"]).catch(() => "");
+    const f = line.trim().split(", ");
+    if (f.length >= 5) out.push({ endpoint: f[0], id: f[1], isLeader: f[4] === "true" });
+  }
+  return out;
+}
+
+/** The addresses that the processes of namespace `netns` have TCP connections to on port 2379 or 2380. */
+async function storeConnections(netns: string): Promise<string[]> {
+  const out = await new Deno.Command("ip", {
+    args: ["netns", "exec", netns, "ss", "-Htn", "state", "established"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const peers = new TextDecoder().decode(out.stdout).split("\n").map((l) => l.trim().split(/\s+/).pop() ?? "");
+  return [...new Set(peers.filter((p) => /:(2379|2380)$/.test(p)).map((p) => p.replace(/:\d+$/, "")))];
 }
 
 /** The longest time (ms) without a successful response between `from` and `to`. */
@@ -290,11 +334,12 @@ Deno.test({
 
       const eg = (i: number, args: string[], stdin?: string) =>
         egctlOk(["--server", `${ips[i]}:2381`, ...args], stdin, ns);
-      /** name of the Leader in `egctl get member` through member i, or "" */
-      const leaderSeenBy = async (i: number): Promise<string> => {
-        const r = await egctl(["--server", `${ips[i]}:2381`, "get", "member"], undefined, undefined, ns);
-        const row = r.stdout.split("\n").find((l) => l.split("\t").includes("Leader"));
-        return row?.split("\t")[0] ?? "";
+      const clientUrl = (i: number) => `http://${ips[i]}:2379`;
+      /** index of the member `etcdctl endpoint status` of these primaries reports as leader, or -1 */
+      const leaderAmong = async (primaries: number[]): Promise<number> => {
+        const st = await endpointStatus(ns, primaries.map(clientUrl));
+        const l = st.find((s) => s.isLeader);
+        return l ? primaries.find((i) => clientUrl(i) === l.endpoint)! : -1;
       };
       await waitFor("four members and a leader", async () => {
         const out = await egctl(["--server", `${ips[3]}:2381`, "get", "member"], undefined, undefined, ns);
@@ -317,7 +362,7 @@ Deno.test({
 
       await t.step("(a) egctl apply -f of the hello world, then curl through each of the four members", async () => {
         const file = `${base}/hello.yaml`;
-        await Deno.writeTextFile(file, helloYaml(backendHost, false));
+        await Deno.writeTextFile(file, helloYaml(backendHost, 1));
         assert.equal(
           await eg(0, ["apply", "-f", file]),
           "create HTTPServer server-demo successfully\ncreate Pipeline pipeline-demo successfully\n",
@@ -343,9 +388,17 @@ Deno.test({
 
       let killed = -1;
       await t.step("(b) SIGKILL the Raft leader under load: zero failed requests on the other three", async () => {
-        const leader = await leaderSeenBy(3);
-        killed = names.indexOf(leader);
-        assert.ok(killed >= 0 && killed < 3, `leader ${JSON.stringify(leader)}`);
+        // the leader to kill is the primary the secondary's store client is connected to (leadership moved there
+        // if needed), so that the secondary loses its watch too and re-reads the objects while the store has no leader
+        const [storeIp] = await storeConnections(topo.memberNs[3]);
+        killed = ips.indexOf(storeIp);
+        assert.ok(killed >= 0 && killed < 3, `the secondary's store connection: ${storeIp}`);
+        const [target] = await endpointStatus(ns, [clientUrl(killed)]);
+        if ((await leaderAmong([0, 1, 2])) !== killed) {
+          await etcdctl(ns, [0, 1, 2].map(clientUrl).join(","), ["move-leader", target.id]);
+        }
+        await waitFor(`${names[killed]} leader`, async () => (await leaderAmong([0, 1, 2])) === killed, 15000);
+        const leader = names[killed];
         const others = [0, 1, 2, 3].filter((i) => i !== killed);
         const load = await startLoad(ns, {
           targets: others.map(hello),
@@ -353,10 +406,14 @@ Deno.test({
           durationMs: 9000,
           timeoutMs: 3000,
         });
+        procs.push(load.proc);
         await sleep(2000);
+        const connected = await storeConnections(topo.memberNs[3]);
         const killAt = Date.now();
         await members[killed].kill();
-        console.log(`    SIGKILLed the leader ${leader}`);
+        console.log(
+          `    SIGKILLed the leader ${leader}; the secondary's store connections went to ${connected.join(", ")}`,
+        );
         const results = await load.results;
         console.log(describeLoad(results, memberOf));
         for (const r of results) {
@@ -370,68 +427,86 @@ Deno.test({
           assert.ok(after > 0, `${memberOf.get(r.target)} served nothing after the kill`);
           assert.ok(r.ok > 0 && r.endedAt - killAt > 4000, "the load ran on well after the kill");
         }
-        // the store recovered: the survivors agree on a new leader
-        await waitFor("a new leader", async () => {
-          const l = await leaderSeenBy(others[0]);
-          return l !== "" && l !== leader;
-        }, 20000);
+        // the store recovered: the survivors elected a new leader, the secondary's store client moved to another one
+        const survivors = [0, 1, 2].filter((i) => i !== killed);
+        await waitFor("a new leader", async () => (await leaderAmong(survivors)) >= 0, 20000);
+        const now = await storeConnections(topo.memberNs[3]);
+        console.log(`    new leader ${names[await leaderAmong(survivors)]}; the secondary's store: ${now.join(", ")}`);
       });
 
-      await t.step(
-        "(c) egctl apply of a changed spec under load: zero failures, on every member within 2 s",
-        async () => {
-          // the old leader comes back on its data (it serves from running_objects.json at once)
-          members[killed] = await start(killed, primaryArgs(killed, ["--state-flag", "existing"]));
-          await waitFor(`${names[killed]} serving again`, async () => (await curl(hello(killed)))[0] === 200, 15000);
-          await waitFor(`${names[killed]} back in the cluster`, async () => (await leaderSeenBy(killed)) !== "", 20000);
-
-          const file = `${base}/hello-v2.yaml`;
-          await Deno.writeTextFile(file, helloYaml(backendHost, true));
-          const watch = new ObjectsWatch(ns, `http://${ips[0]}:2379`);
-          try {
-            await watch.ready();
-            const load = await startLoad(ns, {
-              targets: [0, 1, 2, 3].map(hello),
-              concurrency: UPDATE_CONCURRENCY,
-              durationMs: 15000,
-              timeoutMs: 3000,
-              marker: "^2 .* x-tutorial=v2$",
-              afterMarkerMs: 1500,
-            });
-            await sleep(1000);
-            const applyAt = Date.now();
-            assert.equal(
-              await eg(1, ["apply", "-f", file]),
-              "update HTTPServer server-demo successfully\nupdate Pipeline pipeline-demo successfully\n",
-            );
-            const appliedAt = Date.now();
-            const results = await load.results;
-            // the new behaviour needs both objects: it can show once the later of the two writes committed
-            const committed = ["server-demo", "pipeline-demo"].map((n) => watch.lastChange(`/config/objects/${n}`));
-            assert.ok(committed.every((c) => c !== null && c >= applyAt), `watch saw ${JSON.stringify(committed)}`);
-            const committedAt = Math.max(...(committed as number[]));
-            console.log(describeLoad(results, memberOf));
+      /**
+       * `egctl apply -f` of hello world `version` through member `via` while the load generator runs against
+       * `targets`: zero failures, no connection closed, and the new behaviour on every target within 2 s of the
+       * commit (and never the old one after it showed).
+       */
+      const updateUnderLoad = async (version: number, targets: number[], via: number) => {
+        const file = `${base}/hello-v${version}.yaml`;
+        await Deno.writeTextFile(file, helloYaml(backendHost, version));
+        const watch = new ObjectsWatch(ns, clientUrl(via));
+        try {
+          await watch.ready();
+          const load = await startLoad(ns, {
+            targets: targets.map(hello),
+            concurrency: UPDATE_CONCURRENCY,
+            durationMs: 15000,
+            timeoutMs: 3000,
+            marker: helloMarker(version),
+            afterMarkerMs: 1500,
+          });
+          procs.push(load.proc);
+          await sleep(1000);
+          const applyAt = Date.now();
+          assert.equal(
+            await eg(via, ["apply", "-f", file]),
+            "update HTTPServer server-demo successfully\nupdate Pipeline pipeline-demo successfully\n",
+          );
+          const appliedAt = Date.now();
+          const results = await load.results;
+          // the new behaviour needs both objects: it can show once the later of the two writes committed
+          const committed = ["server-demo", "pipeline-demo"].map((n) => watch.lastChange(`/config/objects/${n}`));
+          assert.ok(committed.every((c) => c !== null && c >= applyAt), `watch saw ${JSON.stringify(committed)}`);
+          const committedAt = Math.max(...(committed as number[]));
+          console.log(describeLoad(results, memberOf));
+          console.log(
+            `    egctl apply through ${names[via]} ran ${appliedAt - applyAt} ms; the store committed server-demo ` +
+              `${committed[0]! - applyAt} ms and pipeline-demo ${committed[1]! - applyAt} ms after it started`,
+          );
+          for (const r of results) {
+            const name = memberOf.get(r.target)!;
+            assertNoFailure(r, name, UPDATE_CONCURRENCY);
+            assert.ok(r.markerAt !== null, `${name} never showed the change`);
+            const took = r.markerAt - committedAt;
             console.log(
-              `    egctl apply ran ${appliedAt - applyAt} ms; the store committed server-demo ` +
-                `${committed[0]! - applyAt} ms and pipeline-demo ${committed[1]! - applyAt} ms after it started`,
+              `    ${name}: the change showed ${took} ms after the commit ` +
+                `(${r.markerAt - appliedAt} ms after egctl returned); ${r.staleAfterMarker} old responses after that`,
             );
-            for (const r of results) {
-              const name = memberOf.get(r.target)!;
-              assertNoFailure(r, name, UPDATE_CONCURRENCY);
-              assert.ok(r.markerAt !== null, `${name} never showed the change`);
-              const took = r.markerAt - committedAt;
-              console.log(
-                `    ${name}: the change showed ${took} ms after the commit ` +
-                  `(${r.markerAt - appliedAt} ms after egctl returned); ${r.staleAfterMarker} old responses after that`,
-              );
-              assert.ok(took <= PROPAGATION_LIMIT_MS, `${name}: ${took} ms`);
-              assert.equal(r.staleAfterMarker, 0, `${name} went back to the old spec`);
-            }
-          } finally {
-            await watch.close();
+            assert.ok(took <= PROPAGATION_LIMIT_MS, `${name}: ${took} ms`);
+            assert.equal(r.staleAfterMarker, 0, `${name} went back to the old spec`);
           }
-        },
-      );
+        } finally {
+          await watch.close();
+        }
+      };
+
+      await t.step("(c) with the old leader down, egctl apply under load: on the other three within 2 s", async () => {
+        const live = [0, 1, 2, 3].filter((i) => i !== killed);
+        await updateUnderLoad(2, live, live[0]);
+      });
+
+      await t.step("(d) the old leader restarted, egctl apply under load: on all four within 2 s", async () => {
+        // it serves its running_objects.json (version 1) at once, then the store's version 2
+        members[killed] = await start(killed, primaryArgs(killed, ["--state-flag", "existing"]));
+        await waitFor(`${names[killed]} serving version 2`, async () => {
+          const [status, body] = await curl(hello(killed));
+          return status === 200 && body.endsWith("x-tutorial=v2");
+        }, 15000);
+        await waitFor(
+          `${names[killed]} back in the cluster`,
+          () => etcdctl(ns, clientUrl(killed), ["endpoint", "health"]).then(() => true, () => false),
+          20000,
+        );
+        await updateUnderLoad(3, [0, 1, 2, 3], killed);
+      });
     } finally {
       for (const p of procs.reverse()) await p.kill();
       await topo.destroy();
