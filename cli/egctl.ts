@@ -7,7 +7,8 @@ import http from "node:http";
 import https from "node:https";
 import { Buffer } from "node:buffer";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
-import { formatBody, Ordered, printMapInterface, tabwrite } from "./print.ts";
+import { errorMsg, formatBody, Ordered, printMapInterface, successMsg, tabwrite } from "./print.ts";
+import { createHTTPProxy, extractHTTPProxyFlags, HTTPPROXY_HELP, type HTTPProxyFlags } from "./create_httpproxy.ts";
 import { durationMostSignificantUnit, parseRfc3339 } from "../server/easegress/gotime.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -94,11 +95,15 @@ Other Commands:
   api-resources View all API resources
 
 Flags:
+      --ca-file string         CA certificate file to verify the server's certificate with (HTTPS)
+      --cert-file string       Client certificate file (HTTPS, for a server with client-ca-file)
       --force-tls              Whether to forcibly use HTTPS, if not, client will auto upgrade to HTTPS on-demand
   -h, --help                   help for egctl
       --insecure-skip-verify   Whether to verify the server's certificate chain and host name
+      --key-file string        Client private key file (with --cert-file)
   -o, --output string          Output format(default, json, yaml) (default "default")
       --server string          The address of the Easegress endpoint
+  -u, --user string            Basic auth credentials, user:password
 
 Use "egctl [command] --help" for more information about a command.
 `;
@@ -107,6 +112,12 @@ interface Flags {
   server: string;
   forceTLS: boolean;
   insecure: boolean;
+  caFile: string;
+  /** --cert-file/--key-file outside `create httpproxy` (argv has them taken out by extractHTTPProxyFlags) */
+  certFile: string;
+  keyFile: string;
+  /** user:password for Basic auth */
+  user: string;
   output: string;
   file: string;
   all: boolean;
@@ -126,17 +137,23 @@ const BOOL_FLAGS: Record<string, keyof Flags> = {
 };
 const VALUE_FLAGS: Record<string, keyof Flags> = {
   server: "server",
+  "ca-file": "caFile",
+  user: "user",
   output: "output",
   file: "file",
   namespace: "namespace",
 };
-const SHORTS: Record<string, string> = { o: "output", f: "file", v: "verbose", h: "help" };
+const SHORTS: Record<string, string> = { o: "output", f: "file", v: "verbose", h: "help", u: "user" };
 
 function parseFlags(args: string[]): { flags: Flags; positional: string[] } {
   const flags: Flags = {
     server: "",
     forceTLS: false,
     insecure: false,
+    caFile: "",
+    certFile: "",
+    keyFile: "",
+    user: "",
     output: "default",
     file: "",
     all: false,
@@ -188,15 +205,51 @@ function resolveCommand(word: string): string | undefined {
   return m.length === 1 ? m[0] : undefined;
 }
 
+/** How egctl reaches the server: the flags over the current context of ~/.egctlrc. */
+interface Connection {
+  server: string;
+  /** HTTPS even for a bare host:port (--force-tls, or certificates in the context, as Easegress's egctl does) */
+  https: boolean;
+  auth?: { user: string; pass: string };
+  tls: https.RequestOptions;
+}
+
+/** Combines the flags with the current context of ~/.egctlrc (flags win). */
+function connection(flags: Flags, io: EgctlIO): Connection {
+  const rc = rcContext(io);
+  const file = (p: string | undefined) => (p ? Deno.readTextFileSync(p) : undefined);
+  const data = (b64: string | undefined) => (b64 ? Buffer.from(b64, "base64").toString() : undefined);
+  const ca = file(flags.caFile) ?? file(rc.cluster?.["certificate-authority"]) ??
+    data(rc.cluster?.["certificate-authority-data"]);
+  const cert = file(flags.certFile) ?? file(rc.user?.["client-certificate"]) ??
+    data(rc.user?.["client-certificate-data"]);
+  const key = file(flags.keyFile) ?? file(rc.user?.["client-key"]) ?? data(rc.user?.["client-key-data"]);
+  if (!!cert !== !!key) throw new ExitError("a client certificate needs its key: give both --cert-file and --key-file");
+  let auth: Connection["auth"];
+  if (flags.user) {
+    const i = flags.user.indexOf(":");
+    if (i < 0) throw new ExitError(`--user wants user:password, got ${JSON.stringify(flags.user)}`);
+    auth = { user: flags.user.slice(0, i), pass: flags.user.slice(i + 1) };
+  } else if (rc.user?.username) {
+    auth = { user: String(rc.user.username), pass: String(rc.user.password ?? "") };
+  }
+  return {
+    server: flags.server || rc.cluster?.server || "localhost:2381",
+    https: flags.forceTLS || !!(ca || cert),
+    auth,
+    tls: { rejectUnauthorized: !flags.insecure, ...(ca ? { ca } : {}), ...(cert ? { cert, key } : {}) },
+  };
+}
+
 class Client {
   #resources?: APIResource[];
-  constructor(readonly flags: Flags, readonly io: EgctlIO, readonly auth?: { user: string; pass: string }) {}
+  constructor(readonly conn: Connection) {}
 
   url(p: string): string {
-    let server = this.flags.server || rcServer(this.io) || "localhost:2381";
+    let server = this.conn.server;
     if (server.startsWith("https://")) return server + p;
     server = server.replace(/^http:\/\//, "");
-    return (this.flags.forceTLS ? "https://" : "http://") + server + p;
+    return (this.conn.https ? "https://" : "http://") + server + p;
   }
 
   /** One request; resolves with status and body text, or rejects with Go's url.Error text. */
@@ -205,11 +258,15 @@ class Client {
       const u = new URL(url);
       const mod = u.protocol === "https:" ? https : http;
       const headers: Record<string, string> = {};
-      if (body !== undefined) headers["Content-Length"] = String(Buffer.byteLength(body));
-      if (this.auth) headers["Authorization"] = "Basic " + btoa(`${this.auth.user}:${this.auth.pass}`);
+      if (body !== undefined) {
+        headers["Content-Type"] = "application/json";
+        headers["Content-Length"] = String(Buffer.byteLength(body));
+      }
+      const auth = this.conn.auth;
+      if (auth) headers["Authorization"] = "Basic " + Buffer.from(`${auth.user}:${auth.pass}`).toString("base64");
       const req = mod.request(
         u,
-        { method, headers, rejectUnauthorized: !this.flags.insecure } as http.RequestOptions,
+        { method, headers, ...(u.protocol === "https:" ? this.conn.tls : {}) } as http.RequestOptions,
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
@@ -225,6 +282,9 @@ class Client {
           detail = `dial tcp ${addr}:${err.port}: connect: connection refused`;
         } else if (err.code === "ECONNRESET" || /socket hang up/.test(err.message)) {
           detail = "EOF";
+        } else if (err.code?.startsWith("HPE_")) {
+          // not HTTP: e.g. the TLS alert an HTTPS server answers plaintext with
+          detail = "net/http: HTTP/1.x transport connection broken: malformed HTTP response";
         } else if (err.code === "ENOTFOUND" || err.code === "EAI_AGAIN") {
           detail = `dial tcp: lookup ${u.hostname}: no such host`;
         }
@@ -246,7 +306,21 @@ class Client {
       }
     }
     const url = this.url(p);
-    let resp = await this.raw(method, url, json);
+    let resp: { status: number; body: string };
+    try {
+      resp = await this.raw(method, url, json);
+    } catch (err) {
+      // An HTTPS admin API of ours answers plaintext with a TLS alert, not Go's 400 "Client sent an HTTP request to an
+      // HTTPS server" (Deno's TLS server cannot), so a bare host:port whose answer was not HTTP (or EOF) is tried over
+      // https; the request never reached a handler. If that fails too, the first error stands.
+      if (
+        !url.startsWith("http://") || /^http:\/\//.test(this.conn.server) ||
+        !/: (EOF|.*malformed HTTP response)$/.test((err as Error).message)
+      ) {
+        throw err;
+      }
+      resp = await this.raw(method, "https://" + url.slice(7), json).catch(() => Promise.reject(err));
+    }
     if (
       url.startsWith("http://") && resp.status === 400 &&
       resp.body.includes("Client sent an HTTP request to an HTTPS server")
@@ -284,23 +358,20 @@ function inResource(arg: string, r: APIResource): boolean {
   return arg === r.Name || arg === r.Kind || (r.Aliases ?? []).includes(arg);
 }
 
-/** The server of the current context in ~/.egctlrc, if any. */
-function rcServer(io: EgctlIO): string | undefined {
+/** The cluster and user of the current context in ~/.egctlrc (kubeconfig-like YAML), if any. */
+function rcContext(io: EgctlIO): { cluster?: Obj; user?: Obj } {
   const home = io.env["HOME"];
-  if (!home) return undefined;
+  if (!home) return {};
   try {
     const cfg = parseYaml(Deno.readTextFileSync(`${home}/.egctlrc`)) as Obj;
-    const ctx = (cfg.contexts ?? []).find((c: Obj) => c.name === cfg["current-context"]);
-    const cl = (cfg.clusters ?? []).find((c: Obj) => c.name === ctx?.context?.cluster);
-    return cl?.cluster?.server || undefined;
+    const ctx = (cfg.contexts ?? []).find((c: Obj) => c.name === cfg["current-context"])?.context;
+    const cluster = (cfg.clusters ?? []).find((c: Obj) => c.name === ctx?.cluster)?.cluster;
+    const user = (cfg.users ?? []).find((u: Obj) => u.name === ctx?.user)?.user;
+    return { cluster, user };
   } catch {
-    return undefined;
+    return {};
   }
 }
-
-const errorMsg = (action: string, err: unknown, ...values: string[]) =>
-  new Error(`${action} ${values.join(" ")} failed, ${(err as Error).message}`);
-const successMsg = (action: string, ...values: string[]) => `${action} ${values.join(" ")} successfully`;
 
 function age(t: unknown): string {
   const d = parseRfc3339(t);
@@ -740,8 +811,11 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
     return 1;
   };
   let parsed;
+  let proxyFlags: HTTPProxyFlags;
   try {
-    parsed = parseFlags(args);
+    const extracted = extractHTTPProxyFlags(args);
+    proxyFlags = extracted.flags;
+    parsed = parseFlags(extracted.rest);
   } catch (err) {
     return fail((err as Error).message);
   }
@@ -760,7 +834,21 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
     return fail(`unsupported output format: ${flags.output}, only support (yaml, json and default)`);
   }
   const rest = positional.slice(1);
-  const client = new Client(flags, io);
+  const httpproxy = cmd === "create" && rest[0] === "httpproxy";
+  if (!httpproxy) {
+    // --cert-file/--key-file name egctl's client certificate, except in `create httpproxy` where they are the
+    // HTTPServer's (as in Easegress; its client certificate then comes from ~/.egctlrc)
+    const other = proxyFlags.given.find((f) => f !== "cert-file" && f !== "key-file");
+    if (other) return fail(`unknown flag: --${other}`);
+    flags.certFile = proxyFlags.certFiles.at(-1) ?? "";
+    flags.keyFile = proxyFlags.keyFiles.at(-1) ?? "";
+  }
+  let client: Client;
+  try {
+    client = new Client(connection(flags, io));
+  } catch (err) {
+    return fail((err as Error).message);
+  }
   const e = new Egctl(client, flags, io);
   try {
     switch (cmd) {
@@ -785,6 +873,18 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
         break;
       }
       case "create":
+        if (httpproxy) {
+          if (flags.help) io.stdout(HTTPPROXY_HELP);
+          else {
+            await createHTTPProxy(rest.slice(1), proxyFlags, {
+              request: (method, path, body) => client.request(method, path, body),
+              readFile: (p) => Deno.readFile(p),
+              print: (s) => io.stdout(s),
+            });
+          }
+          break;
+        }
+        // falls through
       case "apply":
         if (flags.file === "") throw new Error("yaml file is required");
         await (cmd === "create" ? e.create() : e.apply());

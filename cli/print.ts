@@ -242,3 +242,10 @@ export function printMapInterface(
   });
   return out;
 }
+
+/** general.ErrorMsg: `<action> <values> failed, <err>`. */
+export const errorMsg = (action: string, err: unknown, ...values: string[]) =>
+  new Error(`${action} ${values.join(" ")} failed, ${(err as Error).message}`);
+
+/** general.SuccessMsg: `<action> <values> successfully`. */
+export const successMsg = (action: string, ...values: string[]) => `${action} ${values.join(" ")} successfully`;

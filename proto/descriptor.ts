@@ -1710,7 +1710,19 @@ export const descriptor = {
                 "lease_revoke",
                 "alarm",
                 "lease_checkpoint",
-                "member_attributes"
+                "member_attributes",
+                "auth_enable",
+                "auth_disable",
+                "authenticate",
+                "auth_user_add",
+                "auth_user_delete",
+                "auth_user_change_password",
+                "auth_user_grant_role",
+                "auth_user_revoke_role",
+                "auth_role_add",
+                "auth_role_delete",
+                "auth_role_grant_permission",
+                "auth_role_revoke_permission"
               ]
             }
           },
@@ -1718,6 +1730,10 @@ export const descriptor = {
             "id": {
               "type": "uint64",
               "id": 1
+            },
+            "auth": {
+              "type": "AuthHeader",
+              "id": 2
             },
             "put": {
               "type": "etcdserverpb.PutRequest",
@@ -1754,6 +1770,82 @@ export const descriptor = {
             "member_attributes": {
               "type": "MemberAttributes",
               "id": 11
+            },
+            "auth_enable": {
+              "type": "etcdserverpb.AuthEnableRequest",
+              "id": 40
+            },
+            "auth_disable": {
+              "type": "etcdserverpb.AuthDisableRequest",
+              "id": 41
+            },
+            "authenticate": {
+              "type": "Authenticate",
+              "id": 42
+            },
+            "auth_user_add": {
+              "type": "etcdserverpb.AuthUserAddRequest",
+              "id": 43
+            },
+            "auth_user_delete": {
+              "type": "etcdserverpb.AuthUserDeleteRequest",
+              "id": 44
+            },
+            "auth_user_change_password": {
+              "type": "etcdserverpb.AuthUserChangePasswordRequest",
+              "id": 45
+            },
+            "auth_user_grant_role": {
+              "type": "etcdserverpb.AuthUserGrantRoleRequest",
+              "id": 46
+            },
+            "auth_user_revoke_role": {
+              "type": "etcdserverpb.AuthUserRevokeRoleRequest",
+              "id": 47
+            },
+            "auth_role_add": {
+              "type": "etcdserverpb.AuthRoleAddRequest",
+              "id": 48
+            },
+            "auth_role_delete": {
+              "type": "etcdserverpb.AuthRoleDeleteRequest",
+              "id": 49
+            },
+            "auth_role_grant_permission": {
+              "type": "etcdserverpb.AuthRoleGrantPermissionRequest",
+              "id": 50
+            },
+            "auth_role_revoke_permission": {
+              "type": "etcdserverpb.AuthRoleRevokePermissionRequest",
+              "id": 51
+            }
+          }
+        },
+        "AuthHeader": {
+          "fields": {
+            "username": {
+              "type": "string",
+              "id": 1
+            },
+            "revision": {
+              "type": "uint64",
+              "id": 2
+            }
+          }
+        },
+        "Authenticate": {
+          "fields": {
+            "name": {
+              "type": "string",
+              "id": 1
+            },
+            "simple_token": {
+              "type": "string",
+              "id": 2
+            },
+            "issued_ms": {
+              "type": "int64",
+              "id": 3
             }
           }
         },

@@ -334,7 +334,10 @@ export interface InternalRequestShape {
     | "lease_revoke"
     | "alarm"
     | "lease_checkpoint"
-    | "member_attributes";
+    | "member_attributes"
+    | AuthOp;
+  /** who asked, when auth is enabled */
+  auth?: AuthHeader | null;
   put?: PutRequest;
   delete_range?: DeleteRangeRequest;
   txn?: TxnRequest;
@@ -344,6 +347,45 @@ export interface InternalRequestShape {
   alarm?: AlarmRequest;
   lease_checkpoint?: LeaseCheckpointRequest;
   member_attributes?: MemberAttributes;
+  authenticate?: { name: string; simple_token: string; issued_ms: string | number };
+  auth_user_add?: {
+    name: string;
+    password?: string;
+    hashedPassword: string;
+    options?: { no_password: boolean } | null;
+  };
+  auth_user_delete?: { name: string };
+  auth_user_change_password?: { name: string; password?: string; hashedPassword: string };
+  auth_user_grant_role?: { user: string; role: string };
+  auth_user_revoke_role?: { name: string; role: string };
+  auth_role_add?: { name: string };
+  auth_role_delete?: { role: string };
+  auth_role_grant_permission?: {
+    name: string;
+    perm: { permType: number; key: Uint8Array; range_end: Uint8Array } | null;
+  };
+  auth_role_revoke_permission?: { role: string; key: Uint8Array; range_end: Uint8Array };
+}
+
+/** The auth requests of the log (their fields in InternalRequestShape have the same names). */
+export type AuthOp =
+  | "auth_enable"
+  | "auth_disable"
+  | "authenticate"
+  | "auth_user_add"
+  | "auth_user_delete"
+  | "auth_user_change_password"
+  | "auth_user_grant_role"
+  | "auth_user_revoke_role"
+  | "auth_role_add"
+  | "auth_role_delete"
+  | "auth_role_grant_permission"
+  | "auth_role_revoke_permission";
+
+/** egpb.AuthHeader: the user a request is made as and the auth revision it was checked against. */
+export interface AuthHeader {
+  username: string;
+  revision: string | number;
 }
 
 /** egpb.MemberAttributes: a member's name and client URLs, published once it started. */

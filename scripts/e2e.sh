@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs etcd 3.4.23's own etcdctl-driven e2e suite (shared/tools/etcd-e2e.sh) against this project's server.
 #
-# usage: bash scripts/e2e.sh [GROUP...]        (default groups: kv watch lease maintenance)
+# usage: bash scripts/e2e.sh [GROUP...]        (default groups: kv watch lease maintenance auth)
 #   GROUP  kv | watch | lease | maintenance | cluster | auth | gateway | lock | all, or a Go test regex
 #          such as '^TestCtlV3Put$' (passed through to etcd-e2e.sh).
 # Prints each test's PASS/FAIL, a per-group summary, and a final "N passed, N failed" line;
@@ -40,7 +40,7 @@ fi
 cache=${ETCD_E2E_CACHE:-/var/tmp/etcd-e2e}
 
 groups=("$@")
-if [[ ${#groups[@]} == 0 ]]; then groups=(kv watch lease maintenance); fi
+if [[ ${#groups[@]} == 0 ]]; then groups=(kv watch lease maintenance auth); fi
 
 # The Go test regex etcd-e2e.sh uses for a group (read from its case table), or the argument itself.
 group_regex() {

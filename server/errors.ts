@@ -44,6 +44,7 @@ export const Errors = {
   memberNotLearner: () => e(Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner member"),
   notLeader: () => e(Code.FAILED_PRECONDITION, "etcdserver: not leader"),
   authNotEnabled: () => e(Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
+  permissionDenied: () => e(Code.PERMISSION_DENIED, "etcdserver: permission denied"),
   noLeader: () => e(Code.UNAVAILABLE, "etcdserver: no leader"),
   timeout: () => e(Code.UNAVAILABLE, "etcdserver: request timed out"),
   stopped: () => e(Code.UNAVAILABLE, "etcdserver: server stopped"),

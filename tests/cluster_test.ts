@@ -245,6 +245,8 @@ Deno.test({
       if (!a) return;
 
       const ops = await workload!.stop();
+      const same = await c.assertSameState();
+      console.log(`  (a) all members hold the same state at applied index ${same.appliedIndex} (Hash ${same.hash})`);
       await t.step("(c) the history recorded through (a) is linearizable", () => {
         const r = checkAndReport("  (c)", ops, workload!.summary());
         assert.ok(ops.length > 200, `only ${ops.length} operations recorded`);
@@ -299,6 +301,7 @@ Deno.test({
             const mine = await fullState(c.client(m), true);
             assert.deepEqual(mine.kvs, after!.kvs, `${m.name}: state differs from the others after the restart`);
           }
+          await c.assertSameState();
           console.log(
             `  (b) every member holds the same ${after!.kvs.length} keys at revision ${after!.revision} ` +
               `(${writers!.acked.size} + ${crashWriters.acked.size} acknowledged puts checked with their revisions)`,
@@ -383,6 +386,8 @@ Deno.test({
       const [hf, hl] = await Promise.all([fc.hashKV(rev), lc.hashKV(rev)]);
       assert.equal(hf.hash, hl.hash, `HashKV at revision ${rev} differs: follower ${hf.hash}, leader ${hl.hash}`);
       console.log(`  (d) ${follower.name} serves the same ${KEYS + 1} keys; HashKV@${rev} = ${hl.hash} on both`);
+      // the whole state, history and size count included, after the follower installed the leader's snapshot
+      await c.assertSameState();
     } catch (e) {
       console.log(c.logs());
       throw e;
@@ -541,6 +546,7 @@ Deno.test({
           assert.match(r.stderr, /etcdserver: unhealthy cluster/);
           await ctl(m1.endpoint, ["member", "remove", BigInt(m3.id).toString(16)]);
           assert.equal((await memberList(m1.endpoint)).length, 2);
+          await c.assertSameState({ among: [m1, m2] });
           console.log(
             "  (e) strict reconfig: add and remove refused with 'unhealthy cluster'; the down member removed",
           );

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 const repo = new URL("../", import.meta.url).pathname;
 const enabled = Deno.env.get("E2E") === "1";
 /**
- * etcd's e2e groups (see shared/tools/etcd-e2e.sh), plus the client auto-TLS variants of the kv, lease and member
- * tests, which no group lists (the user tests among them need auth, which is not implemented).
+ * etcd's e2e groups (see shared/tools/etcd-e2e.sh; `auth` holds every TestCtlV3Auth*, User* and Role* test), plus
+ * the client auto-TLS variants of the kv, lease and member tests, which no group lists.
  */
 const GROUPS = [
   "kv",
@@ -18,6 +18,7 @@ const GROUPS = [
   "lease",
   "maintenance",
   "cluster",
+  "auth",
   "^TestCtlV3(Put|Get|Lease[A-Za-z]*|Member(List|Add|Update|Remove))ClientAutoTLS$",
 ];
 

@@ -56,7 +56,7 @@ export async function startMember(
     try {
       await waitFor(`${name} api server`, () => {
         if (p.exited()) throw new Error(`${name} exited:\n${p.output()}`);
-        return p.output().includes("api server running in");
+        return /api server (\(https\) )?running in/.test(p.output());
       }, 30000);
     } catch (err) {
       await p.kill();
@@ -125,8 +125,17 @@ export interface EgctlResult {
   stderr: string;
 }
 
-/** Runs `egctl` (mod.ts egctl) as a process, inside network namespace `netns` when given. */
-export async function egctl(args: string[], stdin?: string, cwd?: string, netns?: string): Promise<EgctlResult> {
+/**
+ * Runs `egctl` (mod.ts egctl) as a process (with `env` added to this process's environment), inside network namespace
+ * `netns` when given.
+ */
+export async function egctl(
+  args: string[],
+  stdin?: string,
+  cwd?: string,
+  env?: Record<string, string>,
+  netns?: string,
+): Promise<EgctlResult> {
   const [command, cmdArgs] = modCommand(["egctl", ...args], netns);
   const cmd = new Deno.Command(command, {
     args: cmdArgs,
@@ -134,6 +143,7 @@ export async function egctl(args: string[], stdin?: string, cwd?: string, netns?
     stdout: "piped",
     stderr: "piped",
     cwd,
+    env,
   });
   const child = cmd.spawn();
   if (stdin !== undefined) {
@@ -148,20 +158,31 @@ export async function egctl(args: string[], stdin?: string, cwd?: string, netns?
 
 /** Runs egctl (inside network namespace `netns` when given) and fails unless it exits 0; returns stdout. */
 export async function egctlOk(args: string[], stdin?: string, netns?: string): Promise<string> {
-  const r = await egctl(args, stdin, undefined, netns);
+  const r = await egctl(args, stdin, undefined, undefined, netns);
   if (r.code !== 0) throw new Error(`egctl ${args.join(" ")} exited ${r.code}:\n${r.stdout}${r.stderr}`);
   return r.stdout;
 }
 
+/** Seconds per unit of egctl's ages (Go durations shown by their most significant unit: 59s, 1m, 2h, 3d). */
+const AGE_UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
 /**
- * Matches `actual` byte for byte against `template`, where `{N}` stands for a run of digits (ages, heartbeats) and
- * `{*}` for any text within one line (timestamps, IDs). Returns the `{N}` numbers in order.
+ * Matches `actual` byte for byte against `template`, where `{N}` stands for a run of digits (heartbeats), `{AGE}` for
+ * an age as egctl prints it (`42s`, `1m`: on a loaded machine a member can be over a minute old), and `{*}` for any
+ * text within one line (timestamps, IDs). Returns the `{N}` and `{AGE}` values in order, ages in seconds (a lower
+ * bound for `1m` and longer).
  */
 export function matchTemplate(actual: string, template: string): number[] {
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  const re = new RegExp(
-    "^" + template.split("{N}").map((part) => part.split("{*}").map(esc).join("(?:[^\\n]*)")).join("(\\d+)") + "$",
-  );
+  const tokens = /\{N\}|\{AGE\}|\{\*\}/g;
+  let source = "^";
+  let last = 0;
+  for (const t of template.matchAll(tokens)) {
+    source += esc(template.slice(last, t.index));
+    source += t[0] === "{N}" ? "(\\d+)" : t[0] === "{AGE}" ? "(\\d+[smhd])" : "(?:[^\\n]*)";
+    last = t.index + t[0].length;
+  }
+  const re = new RegExp(source + esc(template.slice(last)) + "$");
   const m = re.exec(actual);
   if (!m) {
     throw new Error(
@@ -170,7 +191,7 @@ export function matchTemplate(actual: string, template: string): number[] {
       }\n--- actual ---\n${JSON.stringify(actual)}`,
     );
   }
-  return m.slice(1).map(Number);
+  return m.slice(1).map((v) => /[smhd]$/.test(v) ? Number(v.slice(0, -1)) * AGE_UNIT_SECONDS[v.at(-1)!] : Number(v));
 }
 
 /** A real etcd 3.4 member process. */

@@ -3,8 +3,9 @@
  * its own address (as on four hosts), connected by a bridge in a fifth namespace where the test's backends, egctl,
  * curl and load generator run (tests/fixtures/gateway_tutorial_agent.ts via `ip netns exec`).
  *
- *   (a) The reference's hello world (§5.2) applied with `egctl apply -f`: every member, primary or secondary, serves
- *       it on the same port of its own address; curl shows round robin over the three backends through each of them.
+ *   (a) The reference's hello world (§5.2) applied with `egctl apply -f`, and the quick start's `egctl create
+ *       httpproxy`: every member, primary or secondary, serves both on the same ports of its own address; curl shows
+ *       round robin over the backends through each of them.
  *   (b) SIGKILL of the Raft leader while the load generator (keep-alive HTTP/1.1) sends requests to the other three
  *       members: zero failed requests on them, none of their connections closed, requests keep succeeding after the
  *       kill, and the survivors elect a new leader. The leader killed is the primary the secondary's store client is
@@ -31,8 +32,9 @@ if (reason) console.log(`gateway_tutorial_test: ignored: ${reason}`);
 
 const AGENT = new URL("./fixtures/gateway_tutorial_agent.ts", import.meta.url).pathname;
 const SUBNET = "10.214.0";
-/** The HTTPServer port of the hello world, on every member. */
+/** The HTTPServer port of the hello world, and of the quick start's `egctl create httpproxy`, on every member. */
 const HELLO_PORT = 10080;
+const PROXY_PORT = 10081;
 const BACKEND_PORTS = [9095, 9096, 9097];
 const BACKEND_NAMES = ["b1", "b2", "b3"];
 /** Keep-alive connections of the load generator per member, in (b) and in (c). */
@@ -342,7 +344,7 @@ Deno.test({
         return l ? primaries.find((i) => clientUrl(i) === l.endpoint)! : -1;
       };
       await waitFor("four members and a leader", async () => {
-        const out = await egctl(["--server", `${ips[3]}:2381`, "get", "member"], undefined, undefined, ns);
+        const out = await egctl(["--server", `${ips[3]}:2381`, "get", "member"], undefined, undefined, undefined, ns);
         return names.every((n) => out.stdout.includes(`${n}\t`)) && /\tLeader\t/.test(out.stdout);
       }, 30000);
 
@@ -360,31 +362,51 @@ Deno.test({
       const hello = (i: number) => `http://${ips[i]}:${HELLO_PORT}/pipeline`;
       const memberOf = new Map(names.map((name, i) => [hello(i), name]));
 
-      await t.step("(a) egctl apply -f of the hello world, then curl through each of the four members", async () => {
-        const file = `${base}/hello.yaml`;
-        await Deno.writeTextFile(file, helloYaml(backendHost, 1));
-        assert.equal(
-          await eg(0, ["apply", "-f", file]),
-          "create HTTPServer server-demo successfully\ncreate Pipeline pipeline-demo successfully\n",
-        );
-        for (let i = 0; i < 4; i++) {
-          await waitFor(`${names[i]} serving`, async () => (await curl(hello(i)))[0] === 200, 15000);
-          // round robin: three curls reach the three backends, each once, with the path's setHeaders applied
-          const bodies: string[] = [];
-          for (let k = 0; k < 3; k++) {
-            const [status, body] = await curl(`${hello(i)}/hello?from=${names[i]}`);
-            assert.equal(status, 200, body);
-            bodies.push(body);
-          }
-          assert.deepEqual(
-            bodies.map((b) => b.split(" ")[0]).sort(),
-            BACKEND_NAMES,
-            `${names[i]}: ${bodies.join(" | ")}`,
+      await t.step(
+        "(a) egctl apply -f of the hello world and create httpproxy, then curl through each of the four members",
+        async () => {
+          const file = `${base}/hello.yaml`;
+          await Deno.writeTextFile(file, helloYaml(backendHost, 1));
+          assert.equal(
+            await eg(0, ["apply", "-f", file]),
+            "create HTTPServer server-demo successfully\ncreate Pipeline pipeline-demo successfully\n",
           );
-          for (const b of bodies) assert.match(b, new RegExp(` GET /pipeline/hello\\?from=${names[i]} x-tutorial=v1$`));
-          console.log(`    ${names[i]} (${ips[i]}): ${bodies.map((b) => b.split(" ")[0]).join(", ")}`);
-        }
-      });
+          const [b1, b2] = BACKEND_PORTS.map((p) => `http://${backendHost}:${p}`);
+          assert.equal(
+            await eg(3, ["create", "httpproxy", "demo", "--port", String(PROXY_PORT), "--rule", `/api/*=${b1},${b2}`]),
+            "create HTTPServer demo successfully\ncreate Pipeline demo-0 successfully\n",
+          );
+          const demo = (i: number) => `http://${ips[i]}:${PROXY_PORT}/api/q`;
+          for (let i = 0; i < 4; i++) {
+            await waitFor(`${names[i]} serving`, async () => {
+              const [a, b] = [await curl(hello(i)), await curl(demo(i))];
+              return a[0] === 200 && b[0] === 200;
+            }, 15000);
+            // round robin: three curls reach the three backends, each once, with the path's setHeaders applied
+            const bodies: string[] = [];
+            for (let k = 0; k < 3; k++) {
+              const [status, body] = await curl(`${hello(i)}/hello?from=${names[i]}`);
+              assert.equal(status, 200, body);
+              bodies.push(body);
+            }
+            assert.deepEqual(
+              bodies.map((b) => b.split(" ")[0]).sort(),
+              BACKEND_NAMES,
+              `${names[i]}: ${bodies.join(" | ")}`,
+            );
+            for (const b of bodies) {
+              assert.match(b, new RegExp(` GET /pipeline/hello\\?from=${names[i]} x-tutorial=v1$`));
+            }
+            // the quick start's pipeline demo-0 alternates between its two backends
+            const quick = [await curl(demo(i)), await curl(demo(i))];
+            assert.deepEqual(quick.map(([st, b]) => `${st} ${b.split(" ")[0]}`).sort(), ["200 b1", "200 b2"]);
+            console.log(
+              `    ${names[i]} (${ips[i]}): hello world ${bodies.map((b) => b.split(" ")[0]).join(", ")}; ` +
+                `httpproxy demo ${quick.map(([, b]) => b.split(" ")[0]).join(", ")}`,
+            );
+          }
+        },
+      );
 
       let killed = -1;
       await t.step("(b) SIGKILL the Raft leader under load: zero failed requests on the other three", async () => {

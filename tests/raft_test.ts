@@ -719,3 +719,45 @@ Deno.test("ready/advance must alternate; a stale-term leader is told the current
   assert.ok(resp && resp.type === "AppResp" && resp.term === term, "a stale leader learns the newer term");
   fr.advance(rd);
 });
+
+Deno.test("bootstrap: the founding conf-change entries are in member-ID order, whatever order the members were given", () => {
+  const founded = (order: string[]) => {
+    const storage = new MemoryStorage();
+    const raft = new RaftNode({ id: "7", storage, random: () => 0.5, bootstrap: order });
+    const rd = raft.ready();
+    return rd.entries.map((e) => ({ index: e.index, term: e.term, type: e.type, data: [...e.data] }));
+  };
+  // IDs compare as numbers, not as strings: "10" > "9"
+  const expected = founded(["7", "9", "10", "18446744073709551615"]);
+  assert.deepEqual(
+    expected.map((e) => decodeConfChange(new Uint8Array(e.data)).nodeId),
+    ["7", "9", "10", "18446744073709551615"],
+  );
+  for (const order of [["10", "7", "18446744073709551615", "9"], ["18446744073709551615", "10", "9", "7"]]) {
+    assert.deepEqual(founded(order), expected, `given ${order.join(",")}`);
+  }
+});
+
+Deno.test("read index: a leader answers a context it already holds with the first round's index (so contexts must never repeat)", () => {
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  const [f] = ["1", "2", "3"].filter((i) => i !== l);
+  net.drop = (m) => m.type === "HeartbeatResp"; // the round stays unconfirmed
+  net.get(f).raft.readIndex(enc.encode("f/1"));
+  net.settle();
+  const before = net.get(l).raft.log.committed;
+  net.get(l).raft.propose(enc.encode("w"));
+  net.settle();
+  const after = net.get(l).raft.log.committed;
+  assert.ok(after > before, "the write committed");
+  // the follower's process restarts and, counting from 1 again, asks with the same context after the write
+  net.get(f).raft.readIndex(enc.encode("f/1"));
+  net.settle();
+  net.heal();
+  net.tick(2);
+  assert.deepEqual(
+    net.get(f).readStates.map((r) => [r.index, dec.decode(r.ctx)]),
+    [[before, "f/1"]],
+    "one answer, with the index from before the write: the new read would miss it",
+  );
+});

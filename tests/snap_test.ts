@@ -17,8 +17,8 @@ function snap(index: number, term: number, size = 1000): Snapshot {
 
 Deno.test("snap: an empty or missing directory has no snapshot", async () => {
   const dir = await tempDir();
-  assert.equal(await new Snapshotter(dir).loadNewest(), null);
-  assert.equal(await new Snapshotter(path.join(dir, "missing")).loadNewest(), null);
+  assert.equal(await new Snapshotter(dir).loadNewest([{ index: 1, term: 1 }]), null);
+  assert.equal(await new Snapshotter(path.join(dir, "missing")).loadNewest([{ index: 1, term: 1 }]), null);
   await fs.rm(dir, { recursive: true });
 });
 
@@ -28,7 +28,8 @@ Deno.test("snap: save then loadNewest returns the newest snapshot with exact bin
   await s.save(snap(10, 1));
   await s.save(snap(2 ** 40 + 5, 3, 0)); // large index, empty data
   await s.save(snap(20, 2, 100_000));
-  const got = await new Snapshotter(path.join(dir, "snap")).loadNewest();
+  const all = [{ index: 10, term: 1 }, { index: 2 ** 40 + 5, term: 3 }, { index: 20, term: 2 }];
+  const got = await new Snapshotter(path.join(dir, "snap")).loadNewest(all);
   assert.deepEqual(got, snap(2 ** 40 + 5, 3, 0));
   const names = await fs.readdir(path.join(dir, "snap"));
   assert.ok(!names.some((n) => n.endsWith(".tmp")), `leftover tmp file in ${names}`);
@@ -59,7 +60,8 @@ Deno.test("snap: a corrupt newest snapshot is renamed *.broken and the next olde
   await fs.writeFile(newest, buf);
   await fs.truncate(middle, 30); // torn/short file
 
-  assert.deepEqual(await s.loadNewest(), snap(100, 1));
+  const all = [{ index: 100, term: 1 }, { index: 200, term: 2 }, { index: 300, term: 2 }];
+  assert.deepEqual(await s.loadNewest(all), snap(100, 1));
   assert.equal(logs.length, 2);
   assert.ok(logs[0].includes(newest) && logs[0].includes("crc mismatch"), logs[0]);
   assert.ok(logs[1].includes(middle), logs[1]);
@@ -67,7 +69,7 @@ Deno.test("snap: a corrupt newest snapshot is renamed *.broken and the next olde
   assert.deepEqual(after, [names[0], `${names[1]}.broken`, `${names[2]}.broken`]);
   // broken files are no longer considered
   logs.length = 0;
-  assert.deepEqual(await s.loadNewest(), snap(100, 1));
+  assert.deepEqual(await s.loadNewest(all), snap(100, 1));
   assert.deepEqual(logs, []);
   await fs.rm(dir, { recursive: true });
 });
@@ -79,7 +81,24 @@ Deno.test("snap: a file whose contents do not match its name is rejected; stale 
   const [name] = await fs.readdir(dir);
   await fs.copyFile(path.join(dir, name), path.join(dir, "0000000000000009-0000000000000009.snap"));
   await fs.writeFile(path.join(dir, "0000000000000009-0000000000000010.snap.tmp"), "partial");
-  assert.deepEqual(await s.loadNewest(), snap(5, 1));
+  assert.deepEqual(await s.loadNewest([{ index: 5, term: 1 }, { index: 9, term: 9 }]), snap(5, 1));
   assert.deepEqual((await fs.readdir(dir)).sort(), [name, "0000000000000009-0000000000000009.snap.broken"]);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: only a snapshot the WAL records is loaded; a newer unrecorded one is ignored with a log line", async () => {
+  const dir = await tempDir();
+  const logs: string[] = [];
+  const s = new Snapshotter(dir, { log: (m) => logs.push(m) });
+  await s.save(snap(100, 1));
+  await s.save(snap(200, 2)); // written, then the member crashed before the WAL's mark for it was synced
+  assert.deepEqual(await s.loadNewest([{ index: 100, term: 1 }]), snap(100, 1));
+  assert.equal(logs.length, 1);
+  assert.match(logs[0], /ignoring .*0000000000000002-00000000000000c8\.snap: the WAL does not record it/);
+  // the mark must match the term too; no recorded file at all: no snapshot
+  assert.equal(await s.loadNewest([{ index: 100, term: 2 }]), null);
+  assert.equal(await s.loadNewest([]), null);
+  // the file is left in place: once a mark records it, it loads
+  assert.deepEqual(await s.loadNewest([{ index: 100, term: 1 }, { index: 200, term: 2 }]), snap(200, 2));
   await fs.rm(dir, { recursive: true });
 });

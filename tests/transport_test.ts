@@ -16,6 +16,7 @@ import { HpackDecoder, HpackEncoder, huffmanDecode } from "../server/transport/h
 import { DATA, FLAG_END_STREAM, FrameWriter, WINDOW_UPDATE } from "../server/transport/h2frames.ts";
 import { freePorts } from "./lib/ports.ts";
 import { etcdctl, etcdctlBinary } from "./lib/etcdctl.ts";
+import { frame, frames, goawayCode, PREFACE, rawExchange } from "./lib/h2raw.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -624,59 +625,6 @@ Deno.test("GrpcServer serves HTTP/1.1 on the same port (localhost binds IPv4 and
 
 // ---------------------------------------------------------------------------------------------------------------
 // malformed peers
-
-const PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-function frame(type: number, flags: number, sid: number, payload: Uint8Array = new Uint8Array(0)): Buffer {
-  const b = Buffer.alloc(9 + payload.length);
-  b.writeUIntBE(payload.length, 0, 3);
-  b[3] = type;
-  b[4] = flags;
-  b.writeUInt32BE(sid, 5);
-  b.set(payload, 9);
-  return b;
-}
-
-/** Opens a raw socket, sends `bytes`, collects what comes back until the server closes (or `ms` pass). */
-function rawExchange(port: number, bytes: Uint8Array[], ms = 1500): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const sock = net.connect(port, "127.0.0.1");
-    const got: Buffer[] = [];
-    const done = () => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(Buffer.concat(got));
-    };
-    const timer = setTimeout(done, ms);
-    sock.on("data", (c: Buffer) => got.push(c));
-    sock.on("error", done);
-    sock.on("close", done);
-    sock.on("connect", async () => {
-      for (const b of bytes) {
-        sock.write(b);
-        await sleep(10);
-      }
-    });
-  });
-}
-
-/** Parses frames out of a byte stream: [type, flags, sid, payload][]. */
-function frames(buf: Buffer): [number, number, number, Buffer][] {
-  const out: [number, number, number, Buffer][] = [];
-  let p = 0;
-  while (buf.length - p >= 9) {
-    const len = buf.readUIntBE(p, 3);
-    if (buf.length - p - 9 < len) break;
-    out.push([buf[p + 3], buf[p + 4], buf.readUInt32BE(p + 5) & 0x7fffffff, buf.subarray(p + 9, p + 9 + len)]);
-    p += 9 + len;
-  }
-  return out;
-}
-
-function goawayCode(buf: Buffer): number | undefined {
-  const g = frames(buf).find((f) => f[0] === 7);
-  return g ? g[3].readUInt32BE(4) : undefined;
-}
 
 Deno.test({
   name: "malformed peers get GOAWAY/RST and do not disturb other connections",

@@ -3,8 +3,16 @@
  * health, member status and purge, object kinds and API resources, objects CRUD (JSON or YAML bodies), object status,
  * custom data kinds (none yet). Every response carries X-Config-Version; errors are `{"code","message"}`; cluster
  * (store) failures answer 503. Writes hold the cluster mutex /config/lock and bump /config/version.
+ *
+ * Who may use it (stricter than Easegress where Easegress is unsafe): HTTPS with --tls (and client certificates
+ * verified against `client-ca-file`), HTTP Basic on every endpoint when `basic-auth` is configured (compared in
+ * constant time), no CORS headers at all (a web page open on the host cannot read answers), request bodies only as
+ * JSON or YAML by Content-Type (a cross-origin "simple" POST cannot create objects), at most {@link MAX_BODY_BYTES}
+ * of body (413), and only the `chunked` transfer coding.
  */
 import http from "node:http";
+import https from "node:https";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { type Cluster, layout } from "../easegress/cluster.ts";
 import {
@@ -21,12 +29,38 @@ import {
 } from "../easegress/objects.ts";
 import { DEFAULT_SPEC_VERSION, defaultSpecOf } from "../easegress/objects.ts";
 import { toGoYaml } from "../easegress/goyaml.ts";
+import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.ts";
 import { rfc3339 } from "../easegress/gotime.ts";
 import { type Options, splitHostPort } from "../easegress/options.ts";
 import type { EgLogger } from "../easegress/log.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
+
+/**
+ * Largest request body, like the default `clientMaxBodySize` of an Easegress HTTPServer (4 MiB; Easegress's admin API
+ * itself reads bodies without a limit). An object is stored as one etcd value, which cannot exceed the request limit
+ * of the store anyway. A larger body gets 413 and its connection is closed, without buffering it: a 300 MB POST no
+ * longer takes the member's memory with it.
+ */
+export const MAX_BODY_BYTES = 4 << 20;
+
+/**
+ * Media types a body may be sent as. Anything else (text/plain, form encodings: what a web page may POST
+ * cross-origin without a preflight) gets 415. A body without Content-Type is taken only from a client that sent no
+ * Origin, i.e. not from a browser: Easegress's own egctl sends none.
+ */
+const BODY_TYPES = new Set([
+  "application/json",
+  "application/yaml",
+  "application/x-yaml",
+  "text/yaml",
+  "text/x-yaml",
+  "text/vnd.yaml",
+]);
+
+/** The realm of the Basic challenge (Easegress's). */
+const BASIC_REALM = "easegress-basic-auth";
 
 /** A handler's failure with an HTTP status (HandleAPIError). */
 class APIError extends Error {
@@ -68,6 +102,7 @@ async function cluster<T>(p: Promise<T>): Promise<T> {
 }
 
 function apiError(res: http.ServerResponse, status: number, message: string): void {
+  if (res.writableEnded) return; // answered already (a body refused while the handler was waiting)
   if (!res.headersSent) {
     res.statusCode = status;
     // Go writes no Content-Type; net/http sniffs the JSON text as text/plain
@@ -356,6 +391,16 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
         writeBody(c, [...kvs.values()].map((v) => ({ ...JSON.parse(v), len: 0 })));
       },
     },
+    // filter metadata: the kinds this cluster runs, and the results a flow may jump on
+    { path: "/metadata/objects/pipeline/filters", method: "GET", handler: (c) => writeBody(c, runnableFilterKinds()) },
+    {
+      path: "/metadata/objects/pipeline/filters/{kind}/results",
+      method: "GET",
+      handler: (c) => {
+        if (!runnableFilterKinds().includes(c.params.kind)) throw new APIError(404, "not found");
+        writeBody(c, filterResults(c.params.kind));
+      },
+    },
   ];
 
   const routes = entries.map((e) => {
@@ -369,21 +414,29 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
     return { ...e, re, names };
   });
 
-  const server = http.createServer(async (req, res) => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const refusal = framingError(req);
+    if (refusal) {
+      closeAfter(req, res);
+      apiError(res, refusal.status, refusal.message);
+      return;
+    }
+    // the body is counted from the first byte, whether or not the handler reads it: see BodyReader
+    const body = new BodyReader(req, () => {
+      closeAfter(req, res);
+      apiError(res, 413, TOO_LARGE);
+    });
     const url = new URL(req.url ?? "/", "http://x");
     // StripSlashes
     let p = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
     const started = Date.now();
+    // read now: Deno's node:http may have detached the socket from the request by 'finish'
+    const remote = req.socket?.remoteAddress;
     res.on("finish", () => {
       if (!opt.DisableAccessLog) {
-        log.debug(
-          `${req.method} ${req.socket.remoteAddress} ${url.pathname} ${res.statusCode} ${Date.now() - started}ms`,
-        );
+        log.debug(`${req.method} ${remote} ${url.pathname} ${res.statusCode} ${Date.now() - started}ms`);
       }
     });
-    // CORS
-    res.setHeader("Vary", "Origin");
-    if (req.headers.origin) res.setHeader("Access-Control-Allow-Origin", "*");
     try {
       const prefix = p.startsWith("/apis/v2") ? "/apis/v2" : p.startsWith("/apis/v1") ? "/apis/v1" : undefined;
       if (prefix === undefined) {
@@ -402,13 +455,14 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
       try {
         version = await getVersion();
       } catch (err) {
-        log.error(`http: panic serving ${req.socket.remoteAddress}: ${(err as Error).message}`);
-        req.socket.destroy();
+        log.error(`http: panic serving ${remote}: ${(err as Error).message}`);
+        req.socket?.destroy();
         return;
       }
+      if (res.writableEnded) return;
       res.setHeader("X-Config-Version", String(version));
       if (opt.BasicAuth && Object.keys(opt.BasicAuth).length > 0 && !basicAuthOk(req, opt.BasicAuth)) {
-        res.setHeader("WWW-Authenticate", `Basic realm="easegress-basic-auth"`);
+        res.setHeader("WWW-Authenticate", `Basic realm="${BASIC_REALM}"`);
         apiError(res, 401, "basic auth failed");
         return;
       }
@@ -433,17 +487,17 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
         params,
         query: url.searchParams,
         body: async () => {
-          if (bodyText === undefined) {
-            const chunks: Buffer[] = [];
-            for await (const ch of req) chunks.push(ch as Buffer);
-            bodyText = Buffer.concat(chunks).toString("utf8");
-          }
+          if (bodyText === undefined) bodyText = await body.text();
           return bodyText;
         },
       };
       await hit.r.handler(ctx);
     } catch (err) {
-      if (err instanceof APIError) apiError(res, err.status, err.message);
+      if (err instanceof BodyError) {
+        // the rest of the body is not read: the connection closes after the answer
+        closeAfter(req, res);
+        apiError(res, err.status, err.message);
+      } else if (err instanceof APIError) apiError(res, err.status, err.message);
       else if (err instanceof ClusterError) {
         log.error(`recover from ${url.pathname}, err: ${err.message}`);
         apiError(res, 503, err.message);
@@ -452,7 +506,8 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
         apiError(res, 500, (err as Error).message);
       }
     }
-  });
+  };
+  const server = opt.TLS ? https.createServer(tlsOptions(opt), handle) : http.createServer(handle);
 
   const [host, port] = splitHostPort(opt.APIAddr);
   await new Promise<void>((resolve, reject) => {
@@ -460,7 +515,7 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
     server.listen(Number(port), host === "" ? undefined : host, () => resolve());
   });
   server.on("error", (err) => log.error(`api server error: ${err.message}`));
-  log.info(`api server running in ${opt.APIAddr}`);
+  log.info(opt.TLS ? `api server (https) running in ${opt.APIAddr}` : `api server running in ${opt.APIAddr}`);
   return {
     address: opt.APIAddr,
     close: () =>
@@ -471,12 +526,118 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
   };
 }
 
+/** Server TLS options from --cert-file / --key-file, and client certificates required under `client-ca-file`. */
+function tlsOptions(opt: Options): https.ServerOptions {
+  const ca = opt.ClientCAFile ? Deno.readTextFileSync(opt.ClientCAFile) : undefined;
+  return {
+    cert: Deno.readTextFileSync(opt.CertFile),
+    key: Deno.readTextFileSync(opt.KeyFile),
+    ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+  };
+}
+
+/** A request body that is refused (413 too large, 415 wrong type): the connection closes after the answer. */
+class BodyError extends APIError {}
+
+/** How long a refused request's connection may linger after the answer (so the client reads it before the close). */
+const CLOSE_GRACE_MS = 1000;
+
+/** Closes the connection once the answer went out, without reading the rest of the request body. */
+function closeAfter(req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.shouldKeepAlive = false;
+  res.setHeader("Connection", "close");
+  const socket = req.socket; // Deno's node:http detaches it from the request before 'finish'
+  res.on("finish", () => {
+    socket?.end();
+    setTimeout(() => socket?.destroy(), CLOSE_GRACE_MS);
+  });
+}
+
+/** Why a request's framing is refused before anything else: a transfer coding other than chunked, or a body too large. */
+function framingError(req: http.IncomingMessage): { status: number; message: string } | null {
+  const te = req.headers["transfer-encoding"];
+  if (te !== undefined) {
+    const codings = String(te).toLowerCase().split(",").map((c) => c.trim());
+    // RFC 9112 §6.3: without chunked as the final coding the body's length is unknown: 400, and close
+    if (codings.at(-1) !== "chunked") {
+      return { status: 400, message: `bad Transfer-Encoding ${JSON.stringify(String(te))}: chunked must be last` };
+    }
+    // §6.1: a coding the server does not understand is 501 (as Go's net/http answers)
+    if (codings.length > 1) return { status: 501, message: `unsupported transfer encoding: ${JSON.stringify(te)}` };
+  }
+  const length = Number(req.headers["content-length"] ?? 0);
+  if (length > MAX_BODY_BYTES) return { status: 413, message: TOO_LARGE };
+  return null;
+}
+
+const TOO_LARGE = `request body too large: the limit is ${MAX_BODY_BYTES} bytes`;
+
+/**
+ * A request's body, read from its first byte on: Deno's node:http keeps reading a body nobody reads yet (no
+ * backpressure), so one that is not counted as it arrives could fill memory while the handler waits on the store.
+ * Past {@link MAX_BODY_BYTES} it keeps nothing more and calls `overflow` (which answers 413 and closes).
+ */
+class BodyReader {
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #overflow = false;
+  #complete = false;
+  readonly #done: Promise<void>;
+
+  constructor(readonly req: http.IncomingMessage, overflow: () => void) {
+    this.#done = new Promise((resolve) => {
+      req.on("data", (chunk: Buffer) => {
+        if (this.#overflow) return;
+        this.#size += chunk.length;
+        if (this.#size > MAX_BODY_BYTES) {
+          this.#overflow = true;
+          this.#chunks = [];
+          overflow();
+          resolve();
+        } else this.#chunks.push(chunk);
+      });
+      req.on("end", () => {
+        this.#complete = true;
+        resolve();
+      });
+      req.on("close", () => resolve());
+      req.on("error", () => resolve());
+    });
+  }
+
+  /** The body as text, if it is JSON or YAML by its Content-Type and complete; else a {@link BodyError}. */
+  async text(): Promise<string> {
+    const req = this.req;
+    const type = String(req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
+    if (type === "" ? req.headers.origin !== undefined : !BODY_TYPES.has(type)) {
+      throw new BodyError(
+        415,
+        `unsupported Content-Type ${JSON.stringify(type)}: send the body as application/json or application/yaml`,
+      );
+    }
+    await this.#done;
+    if (this.#overflow) throw new BodyError(413, TOO_LARGE);
+    if (!this.#complete) throw new BodyError(400, "the request body ended early");
+    return Buffer.concat(this.#chunks).toString("utf8");
+  }
+}
+
+/** Whether the request's Basic credentials match a configured user; the password is compared in constant time. */
 function basicAuthOk(req: http.IncomingMessage, creds: Record<string, string>): boolean {
   const h = String(req.headers["authorization"] ?? "");
-  if (!h.startsWith("Basic ")) return false;
-  const dec = Buffer.from(h.slice(6), "base64").toString();
+  if (!/^basic /i.test(h)) return false;
+  const dec = Buffer.from(h.slice(6).trim(), "base64").toString();
   const i = dec.indexOf(":");
   if (i < 0) return false;
-  const user = dec.slice(0, i), pass = dec.slice(i + 1);
-  return Object.hasOwn(creds, user) && creds[user] === pass;
+  const user = dec.slice(0, i);
+  // an unknown user costs the same comparison as a wrong password
+  const want = Object.hasOwn(creds, user) ? creds[user] : "";
+  return sameSecret(dec.slice(i + 1), want) && Object.hasOwn(creds, user);
+}
+
+/** Constant-time equality of two secrets (of any lengths: both are hashed first). */
+function sameSecret(a: string, b: string): boolean {
+  const ha = createHash("sha256").update(a).digest();
+  const hb = createHash("sha256").update(b).digest();
+  return timingSafeEqual(ha, hb);
 }

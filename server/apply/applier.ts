@@ -1,16 +1,21 @@
 /**
  * The apply layer: executes one committed log entry (an egpb.Request) against the MVCC store and the lessor and
- * produces the client's response. It is deterministic: every member applying the same entries reaches the same
- * state, and an entry that fails (e.g. a put on an unknown lease) fails identically everywhere.
+ * produces the client's response. It is a pure function of the log: every member applying the same entries reaches
+ * the same state, and an entry that fails (e.g. a put on an unknown lease) fails identically everywhere. Nothing local
+ * (member ID, flags, clock) decides whether an entry takes effect: space is refused only while the replicated alarm
+ * list holds NOSPACE, and a request that fails changes nothing (a txn is all of its operations or none).
  * Read-only requests (Range) also go through `range` here so that top-level reads and reads in a Txn share one path.
  */
 import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
+import { AuthStore, isAuthOp } from "../auth/store.ts";
 import { leaseId, type Lessor } from "../lease/lessor.ts";
 import { rangeEndOf, toBKey } from "../mvcc/keys.ts";
-import { type KeyValue, type MvccStore, type WriteTxn } from "../mvcc/store.ts";
+import { type KeyValue, type MvccStore, PUT, type WriteTxn } from "../mvcc/store.ts";
+import { txnCost } from "./quota.ts";
 import {
   AlarmAction,
+  type AlarmRequest,
   AlarmType,
   type Compare,
   CompareResult,
@@ -53,30 +58,34 @@ const num = (s: string | number | undefined): number => (s === undefined ? 0 : N
 
 /** Applies requests to the state machine made of store, lessor and alarms. */
 export class Applier {
+  /** the replicated alarm list, in the order the alarms were raised */
   alarms: Alarm[] = [];
+  /** users, roles and permissions (server/auth/) */
+  readonly auth: AuthStore = new AuthStore();
 
   constructor(
     readonly store: MvccStore,
     readonly lessor: Lessor,
     readonly header: (rev: number) => Header,
-    public memberId: string,
-    /** quota in bytes; 0 = none */
-    readonly quotaBytes: number,
   ) {}
 
-  /** Whether the NOSPACE alarm is raised (writes that add data are refused). */
+  /** Whether a NOSPACE alarm is raised: puts, txns that put and lease grants are refused (etcd's capped applier). */
   get noSpace(): boolean {
     return this.alarms.some((a) => a.alarm === AlarmType.NOSPACE);
   }
 
   /** Applies a committed entry; returns the response or throws the EtcdError to send. */
   apply(req: InternalRequestShape): Obj {
+    // requests made while auth is enabled carry their user; check it as etcd's authApplierV3 does
+    if (req.auth && this.auth.enabled) this.auth.checkRequest(req, this.lessor);
     switch (req.op) {
       case "put":
+        if (this.noSpace) throw Errors.noSpace();
         return this.#write((t) => this.#put(t, req.put!));
       case "delete_range":
         return this.#write((t) => this.#deleteRange(t, req.delete_range!));
       case "txn":
+        if (this.noSpace && txnCost(req.txn!) > 0) throw Errors.noSpace();
         return this.#write((t) => this.#txn(t, req.txn!));
       case "compaction": {
         this.store.compact(num(req.compaction!.revision));
@@ -84,46 +93,42 @@ export class Applier {
       }
       case "lease_grant": {
         const g = req.lease_grant!;
-        this.#checkQuota(64);
+        if (this.noSpace) throw Errors.noSpace();
         const l = this.lessor.grant(leaseId(g.ID), num(g.TTL));
         return { header: this.header(this.store.currentRev), ID: l.id, TTL: l.ttl, error: "" };
       }
       case "lease_revoke":
         return this.#write((t) => this.#revoke(t, leaseId(req.lease_revoke!.ID)));
       case "alarm":
-        return this.#alarm(req.alarm as unknown as Obj);
+        return this.#alarm(req.alarm!);
       case "lease_checkpoint":
         return { header: this.header(this.store.currentRev) };
       default:
+        if (isAuthOp(req.op)) return { header: this.header(this.store.currentRev), ...this.auth.apply(req) };
         throw new Error(`apply: unknown request ${JSON.stringify(req.op)}`);
     }
   }
 
+  /**
+   * Runs a request's changes as one store txn: committed if it succeeds, rolled back if it throws, so that a failed
+   * request changes nothing. Leases learn their keys from the committed events.
+   */
   #write(fn: (t: WriteTxn) => Obj): Obj {
     const t = this.store.write();
     let resp: Obj;
     try {
       resp = fn(t);
-    } finally {
-      // A request fails before it changes anything; committing an empty txn is a no-op.
-      t.end();
+    } catch (err) {
+      t.abort();
+      throw err;
     }
+    for (const ev of t.events) {
+      if (ev.prev && ev.prev.lease !== "0") this.lessor.detach(ev.prev.lease, toBKey(ev.kv.key));
+      if (ev.type === PUT && ev.kv.lease !== "0") this.lessor.attach(ev.kv.lease, toBKey(ev.kv.key));
+    }
+    t.end();
     resp.header = this.header(this.store.currentRev);
     return resp;
-  }
-
-  #checkQuota(addBytes: number): void {
-    if (this.noSpace) throw Errors.noSpace();
-    if (this.quotaBytes > 0 && this.store.sizeBytes + addBytes > this.quotaBytes) {
-      this.#raise(AlarmType.NOSPACE);
-      throw Errors.noSpace();
-    }
-  }
-
-  #raise(alarm: number): void {
-    if (!this.alarms.some((a) => a.alarm === alarm && a.memberID === this.memberId)) {
-      this.alarms.push({ memberID: this.memberId, alarm });
-    }
   }
 
   /** Range at the store's latest state (or inside a write txn), applying etcd's sort, filter and limit rules. */
@@ -166,12 +171,11 @@ export class Applier {
     const key = toBKey(p.key);
     this.#checkPut(t, p);
     const prevLive = p.ignore_value || p.ignore_lease ? t.get(key) : null;
+    // checked again here: an earlier operation of the same txn may have deleted the key
+    if ((p.ignore_value || p.ignore_lease) && !prevLive) throw Errors.keyNotFound();
     const value = p.ignore_value ? prevLive!.value : asBuffer(p.value);
     const lease = p.ignore_lease ? prevLive!.lease : leaseId(p.lease);
-    this.#checkQuota(key.length + value.length + 64);
     const { prev } = t.put(key, value, lease);
-    if (prev && prev.lease !== "0" && prev.lease !== lease) this.lessor.detach(prev.lease, key);
-    this.lessor.attach(lease, key);
     const resp: Obj = { header: { revision: t.rev } };
     if (p.prev_kv && prev) resp.prev_kv = prev;
     return resp;
@@ -188,7 +192,6 @@ export class Applier {
 
   #deleteRange(t: WriteTxn, d: { key: Uint8Array; range_end: Uint8Array; prev_kv: boolean }): Obj {
     const deleted = t.deleteRange(toBKey(d.key), rangeEndOf(d.range_end));
-    for (const kv of deleted) this.lessor.detach(kv.lease, toBKey(kv.key));
     const resp: Obj = { header: { revision: t.latestRev }, deleted: deleted.length };
     if (d.prev_kv) resp.prev_kvs = deleted;
     return resp;
@@ -258,7 +261,7 @@ export class Applier {
     return {};
   }
 
-  #alarm(a: Obj): Obj {
+  #alarm(a: AlarmRequest): Obj {
     const action = a.action ?? AlarmAction.GET;
     const member = leaseId(a.memberID);
     const kind = a.alarm ?? AlarmType.NONE;

@@ -5,7 +5,8 @@
  * Layout (little endian; str = u32 length + UTF-8, bytes = u32 length + bytes): u32 magic, f64 appliedIndex, f64 term,
  * str confState JSON, str members JSON, f64 currentRev, f64 compactRev, u32 #leases {str id, f64 ttl}, u32 #alarms
  * {str memberID, u32 alarm}, then per record u8 1, bytes key, f64 create, f64 mod, f64 version, str lease, bytes
- * value; u8 0 ends the records.
+ * value; u8 0 ends the records; then str auth state JSON (users with password hashes, roles, enabled, auth revision;
+ * absent in blobs written before auth existed).
  *
  * The blob is sized exactly in a first pass and written in a second (no growing buffer, nothing to trim). Values are
  * never held twice: encoding moves the store's values into the blob (the store then references them there, and the
@@ -18,6 +19,7 @@ import type { Alarm } from "./applier.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import { toBKey } from "../mvcc/keys.ts";
 import type { MvccStore } from "../mvcc/store.ts";
+import type { AuthStore } from "../auth/store.ts";
 
 const MAGIC = 0x45475332; // "EGS2"
 
@@ -39,12 +41,14 @@ export function encodeState(
   lessor: Lessor,
   alarms: Alarm[],
   members: Members,
+  auth?: AuthStore,
 ): Uint8Array {
+  const authJson = utf8.encode(JSON.stringify(auth?.toJSON() ?? null));
   const conf = utf8.encode(JSON.stringify(meta.confState));
   const mem = utf8.encode(JSON.stringify(members.toJSON()));
   const leases = [...lessor.leases.values()].map((l) => ({ id: utf8.encode(l.id), ttl: l.ttl }));
   const alarmList = alarms.map((a) => ({ member: utf8.encode(a.memberID), alarm: a.alarm }));
-  let size = 4 + 8 + 8 + 4 + conf.length + 4 + mem.length + 8 + 8 + 4 + 4 + 1;
+  let size = 4 + 8 + 8 + 4 + conf.length + 4 + mem.length + 8 + 8 + 4 + 4 + 1 + 4 + authJson.length;
   for (const l of leases) size += 4 + l.id.length + 8;
   for (const a of alarmList) size += 4 + a.member.length + 4;
   for (const idx of store.dumpRecords()) {
@@ -109,6 +113,7 @@ export function encodeState(
     pos += r.value.length;
   }
   u8(0);
+  bytes(authJson);
   if (pos !== size) throw new Error(`state snapshot: encoded ${pos} bytes, expected ${size}`);
   store._moveDone(out.buffer);
   return out;
@@ -121,6 +126,7 @@ export function decodeState(
   lessor: Lessor,
   alarms: Alarm[],
   members: Members,
+  auth?: AuthStore,
 ): StateMeta {
   const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
   let pos = 0;
@@ -181,6 +187,7 @@ export function decodeState(
     store._restoreAdd(key, create, mod, version, lease, data.buffer, data.byteOffset + pos, n);
     pos += n;
   }
+  if (auth) auth.restore(pos < data.length ? JSON.parse(str()) : null);
   // leases know their keys from the live records
   for (const [k, lease] of store.leasedKeys()) lessor.attach(lease, k);
   return meta;

@@ -10,10 +10,10 @@
 import path from "node:path";
 import { EtcdClient, type KeyValue } from "../etcdclient/client.ts";
 import type { EtcdConfig } from "../etcd/flags.ts";
-import { type EtcdServer, startEtcd } from "../etcd/server.ts";
+import { type EtcdServer, startEtcd, WalDamagedError } from "../etcd/server.ts";
 import { hexId } from "../etcd/ids.ts";
 import type { Logger } from "../etcd/log.ts";
-import { type Options, optionsJson, peerUrls } from "./options.ts";
+import { type Options, optionsJson, peerUrls, type StoredOptions } from "./options.ts";
 import { parseGoDuration, rfc3339 } from "./gotime.ts";
 import type { EgLogger } from "./log.ts";
 import { pathExists } from "../util/files.ts";
@@ -49,7 +49,7 @@ export interface EtcdStatus {
 
 /** What /status/members/<name> holds. */
 export interface MemberStatus {
-  options: Options;
+  options: StoredOptions;
   lastHeartbeatTime: string;
   lastDefragTime?: string;
   etcd?: EtcdStatus;
@@ -87,6 +87,7 @@ export function etcdConfigOf(opt: Options): EtcdConfig {
     watchProgressNotifyMs: 10 * 60 * 1000,
     clientTls: null,
     peerTls: null,
+    forceRepairWal: opt.ForceRepairWAL,
     ignored: [],
   };
 }
@@ -172,6 +173,8 @@ export class Cluster {
       try {
         this.#server = await startEtcd(cfg, this.#etcdLog);
       } catch (err) {
+        // a damaged WAL stays damaged: no point retrying
+        if (err instanceof WalDamagedError) throw new FatalClusterError(`start server failed: ${err.message}`);
         throw new Error(`start server failed: ${(err as Error).message}`);
       }
       await this.#getClient();
@@ -199,6 +202,7 @@ export class Cluster {
         requestTimeoutMs: this.requestTimeoutMs,
         maxCallSendMsgSize: this.opt.Cluster.MaxCallSendMsgSize,
         autoSyncIntervalMs: AUTO_SYNC_INTERVAL_MS,
+        ...etcdUser(),
       });
     } catch (err) {
       throw new Error(`create client failed: ${(err as Error).message}`);
@@ -427,3 +431,13 @@ export class Cluster {
 
 /** A start-up error that must not be retried (Go panics). */
 export class FatalClusterError extends Error {}
+
+/**
+ * The etcd user the member's client authenticates as when the cluster has etcd auth enabled: EASEGRESS_ETCD_USER
+ * holds "name:password" (etcdctl's --user form). Easegress has no such option; this one is ours.
+ */
+export function etcdUser(env = Deno.env.get("EASEGRESS_ETCD_USER")): { username?: string; password?: string } {
+  if (!env) return {};
+  const i = env.indexOf(":");
+  return i < 0 ? { username: env, password: "" } : { username: env.slice(0, i), password: env.slice(i + 1) };
+}

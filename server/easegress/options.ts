@@ -59,6 +59,8 @@ export interface Options {
   AbsDataDir: string;
   AbsWALDir: string;
   AbsLogDir: string;
+  /** --force-repair-wal (ours): truncate a damaged WAL at the damage; not one of Easegress's stored options */
+  ForceRepairWAL: boolean;
 }
 
 /** A bad command line, environment, config file or option value; the message is Easegress's. */
@@ -108,6 +110,14 @@ const FLAGS: FlagDef[] = [
     def: false,
     field: "ForceNewCluster",
     usage: "Force to create a new one-member cluster.",
+  },
+  {
+    name: "force-repair-wal",
+    kind: "bool",
+    def: false,
+    field: "ForceRepairWAL",
+    usage:
+      "Truncate the WAL at a damaged record (not a torn write) instead of refusing to start; what follows is lost.",
   },
   {
     name: "signal-upgrade",
@@ -364,6 +374,7 @@ function newOptions(): Options {
     AbsDataDir: "",
     AbsWALDir: "",
     AbsLogDir: "",
+    ForceRepairWAL: false,
   };
 }
 
@@ -875,12 +886,16 @@ export function optionsYaml(opt: Options): string {
   return toGoYaml(doc, { sortKeys: false });
 }
 
+/** The options a member stores in its status: Easegress's, without our own start-up flags. */
+export type StoredOptions = Omit<Options, "ForceRepairWAL">;
+
 /** Go's encoding/json of Options: struct order, maps with sorted keys. */
-export function optionsJson(opt: Options): Options {
+export function optionsJson(opt: Options): StoredOptions {
   const sorted = (m: Record<string, string> | null) =>
     m === null ? null : Object.fromEntries(Object.keys(m).sort().map((k) => [k, m[k]]));
+  const { ForceRepairWAL: _, ...stored } = opt;
   return {
-    ...opt,
+    ...stored,
     Labels: sorted(opt.Labels),
     BasicAuth: sorted(opt.BasicAuth),
     Cluster: { ...opt.Cluster, InitialCluster: sorted(opt.Cluster.InitialCluster) },

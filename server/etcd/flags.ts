@@ -37,6 +37,18 @@ export interface EtcdConfig {
   clientAutoTls?: boolean;
   /** --peer-auto-tls: a self-signed peer certificate when no --peer-cert-file/--peer-key-file are given */
   peerAutoTls?: boolean;
+  /**
+   * --force-repair-wal (ours, not etcd's): when start-up finds a damaged WAL record that is not a torn write, truncate
+   * the log there (keeping the old segment as `*.broken`) instead of refusing to start. What followed the damage is
+   * lost from this member's log: use it when the other members hold those entries, or to accept the loss.
+   */
+  forceRepairWal?: boolean;
+  /** --auth-token: "simple" (default) or "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=..." */
+  authToken?: string;
+  /** --auth-token-ttl: seconds a simple token lives after its last use (default 300) */
+  authTokenTtlS?: number;
+  /** --bcrypt-cost of password hashes (default 10) */
+  bcryptCost?: number;
   /** flags given that are accepted but have no effect yet */
   ignored: string[];
 }
@@ -80,6 +92,9 @@ const VALUE_FLAGS = new Set([
   "peer-key-file",
   "peer-trusted-ca-file",
   "experimental-watch-progress-notify-interval",
+  "auth-token",
+  "auth-token-ttl",
+  "bcrypt-cost",
 ]);
 
 /** etcd flags accepted without effect (TLS, auth, logging, metrics, tuning we do not have yet). */
@@ -89,9 +104,6 @@ const IGNORED_VALUE_FLAGS = new Set([
   "peer-cert-allowed-cn",
   "peer-cert-allowed-hostname",
   "cipher-suites",
-  "auth-token",
-  "auth-token-ttl",
-  "bcrypt-cost",
   "listen-metrics-urls",
   "metrics",
   "max-concurrent-streams",
@@ -133,6 +145,7 @@ const IGNORED_VALUE_FLAGS = new Set([
 
 const BOOL_FLAGS = new Set([
   "strict-reconfig-check",
+  "force-repair-wal",
   "enable-v2",
   "force-new-cluster",
   "auto-tls",
@@ -159,10 +172,11 @@ const PARSED_BOOL_FLAGS = new Set([
   "auto-tls",
   "peer-auto-tls",
   "strict-reconfig-check",
+  "force-repair-wal",
 ]);
 
 /** Security flags we accept but do not implement yet: we say so loudly. */
-const SECURITY_FLAGS = new Set(["auth-token", "client-crl-file", "peer-crl-file"]);
+const SECURITY_FLAGS = new Set(["client-crl-file", "peer-crl-file"]);
 
 function urls(v: string, flag: string): string[] {
   const out = v.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
@@ -284,8 +298,12 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
       bools.get("peer-client-cert-auth") ?? false,
       "peer-",
     ),
+    authToken: get("auth-token", "simple"),
+    authTokenTtlS: int(get("auth-token-ttl", "300"), "auth-token-ttl"),
+    bcryptCost: int(get("bcrypt-cost", "10"), "bcrypt-cost"),
     clientAutoTls: bools.get("auto-tls") ?? false,
     peerAutoTls: bools.get("peer-auto-tls") ?? false,
+    forceRepairWal: bools.get("force-repair-wal") ?? false,
     ignored,
   };
   if (!cfg.initialCluster.has(name)) {
@@ -297,6 +315,9 @@ export function parseEtcdFlags(args: string[]): EtcdConfig {
     throw new FlagError(
       `--election-timeout[${cfg.electionMs}ms] should be at least as 5 times as --heartbeat-interval[${cfg.heartbeatMs}ms]`,
     );
+  }
+  if (cfg.bcryptCost! < 4 || cfg.bcryptCost! > 31) {
+    throw new FlagError(`invalid bcrypt-cost ${cfg.bcryptCost}: it must be between 4 and 31`);
   }
   if (cfg.snapshotCount <= 0) throw new FlagError(`invalid value for flag -snapshot-count: must be positive`);
   return cfg;

@@ -1,17 +1,19 @@
 /**
  * The etcd-compatible member: opens its storage, serves the etcd v3 gRPC API on every client URL and on the peer
- * URLs (as etcd ≤ 3.5 does), expires leases, runs auto-compaction, and logs the readiness lines etcd prints.
+ * URLs (as etcd ≤ 3.5 does) and the Raft service between members on the peer URLs only, expires leases, runs
+ * auto-compaction, and logs the readiness lines etcd prints.
  */
 import { ClusterService } from "../../proto/mod.ts";
-import { hostPort } from "../peer/transport.ts";
+import { hostPort, RaftPeerService } from "../peer/transport.ts";
 import { GrpcServer } from "../transport/grpc_server.ts";
 import { GrpcClient } from "../transport/http2_client.ts";
 import { httpEndpoints } from "./http.ts";
 import path from "node:path";
-import { Node } from "../node/node.ts";
+import { Node, type NodeConfig } from "../node/node.ts";
+import { WalCorruptError } from "../wal/wal.ts";
 import { WatchHub } from "../watch/watch_stream.ts";
 import { HeaderEncoder } from "../watch/encode.ts";
-import { addEtcdServices } from "../grpc/services.ts";
+import { addEtcdServices, type ServiceContext } from "../grpc/services.ts";
 import type { Member } from "../membership/members.ts";
 import { type EtcdConfig, securityFlags, type TlsFiles } from "./flags.ts";
 import tls from "node:tls";
@@ -19,6 +21,8 @@ import { clusterIdOf, hexId, memberIdOf } from "./ids.ts";
 import { startAutoCompaction } from "./compactor.ts";
 import { applyAutoTls } from "./autotls.ts";
 import type { Logger } from "./log.ts";
+import { AuthGate, DEFAULT_BCRYPT_COST } from "../auth/gate.ts";
+import { DEFAULT_SIMPLE_TOKEN_TTL_S, tokenProviderFromFlag } from "../auth/tokens.ts";
 
 /** The version this server reports (the etcd API level it implements). */
 export const SERVER_VERSION = "3.4.23";
@@ -149,6 +153,32 @@ function bindAddress(u: string): string {
   return `${host}:${x.port || (x.protocol === "https:" ? "443" : "80")}`;
 }
 
+/** A member's WAL is damaged (not a torn write): start-up refuses, naming the repair flag when it can help. */
+export class WalDamagedError extends Error {}
+
+/** Node.open; a damaged WAL becomes a {@link WalDamagedError} that tells how to repair it. */
+async function openNode(cfg: NodeConfig): Promise<Node> {
+  try {
+    return await Node.open(cfg);
+  } catch (err) {
+    if (!(err instanceof WalCorruptError)) throw err;
+    if (!err.repairable) throw new WalDamagedError(err.message);
+    throw new WalDamagedError(
+      `${err.message}. The log is not cut there on its own: to truncate it at this record (losing what follows; ` +
+        `the segment is kept as ${path.basename(err.file)}.broken), start once with --force-repair-wal`,
+    );
+  }
+}
+
+/** A gRPC server with the etcd v3 API and the HTTP/1.1 endpoints (/health, /version, /metrics). */
+function etcdApiServer(ctx: ServiceContext, maxRequestBytes: number): GrpcServer {
+  // etcd accepts gRPC messages up to the request limit plus 512 KiB of framing
+  const server = new GrpcServer({ maxReceiveMessageLength: maxRequestBytes + 512 * 1024 });
+  server.setHttp1Handler(httpEndpoints(ctx.node, SERVER_VERSION));
+  addEtcdServices(server, ctx);
+  return server;
+}
+
 /** Starts a member; resolves once it serves clients. */
 export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdServer> {
   const startTime = new Date();
@@ -157,6 +187,8 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   for (const f of securityFlags(cfg)) {
     log.warn("embed", `flag --${f} is accepted but TLS/auth are not implemented yet: serving plain gRPC`);
   }
+  // a bad --auth-token (unknown kind, unreadable key file) fails the start, as with etcd
+  const tokens = tokenProviderFromFlag(cfg.authToken ?? "simple", cfg.authTokenTtlS ?? DEFAULT_SIMPLE_TOKEN_TTL_S);
   const other = cfg.ignored.filter((f) => !securityFlags(cfg).includes(f));
   if (other.length > 0) log.info("embed", `accepted without effect: ${other.map((f) => `--${f}`).join(" ")}`);
   const memberDir = path.join(cfg.dataDir, "member");
@@ -169,7 +201,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     identity = identityFromFlags(cfg);
   }
   const { clusterId, memberId, initialMembers } = identity;
-  const node = await Node.open({
+  const node = await openNode({
     snapDir: path.join(memberDir, "snap"),
     walDir,
     clusterId,
@@ -186,6 +218,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       ? tlsClientOptions(cfg.peerTls)
       : undefined,
     log: (m) => log.info("etcdserver", m),
+    forceRepairWal: cfg.forceRepairWal,
   });
   log.info(
     "etcdserver",
@@ -202,30 +235,41 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   );
   let leaseSeq = 0n;
   const leasePrefix = (BigInt(node.memberId) & 0xffffn) << 48n;
-  // etcd accepts gRPC messages up to the request limit plus 512 KiB of framing
-  const server = new GrpcServer({ maxReceiveMessageLength: cfg.maxRequestBytes + 512 * 1024 });
-  server.setHttp1Handler(httpEndpoints(node, SERVER_VERSION));
-  addEtcdServices(server, {
+  const services: ServiceContext = {
     node,
     hub,
     maxTxnOps: cfg.maxTxnOps,
     strictReconfigCheck: cfg.strictReconfigCheck,
     version: SERVER_VERSION,
     quotaBytes: cfg.quotaBackendBytes,
+    auth: new AuthGate(node.applier.auth, {
+      tokens,
+      clientCertAuth: cfg.clientTls?.clientCertAuth ?? false,
+      bcryptCost: cfg.bcryptCost ?? DEFAULT_BCRYPT_COST,
+    }),
     nextLeaseId: () => {
       // etcd-style IDs: member prefix, then milliseconds and a counter; always a positive int64
       const id = (leasePrefix | ((BigInt(Date.now()) & 0xffffffffffn) << 8n)) + leaseSeq++;
       return (id & 0x7fffffffffffffffn).toString();
     },
     log: (m) => log.info("v3rpc", m),
-  });
+  };
+  // Two servers: the client URLs serve the etcd API; the peer URLs serve it too (as etcd <= 3.5 does) and, only they,
+  // the Raft service between members. A Raft message sent to a client URL finds no such service.
+  const clientServer = etcdApiServer(services, cfg.maxRequestBytes);
+  const peerServer = etcdApiServer(services, cfg.maxRequestBytes);
+  peerServer.addService(RaftPeerService, node.transport.service());
 
   // https URLs get TLS with the side's certificate files (etcd's --cert-file / --peer-cert-file)
-  const bound = new Set<string>();
-  const bind = async (url: string, files: TlsFiles | null) => {
+  const bound = new Map<string, { server: GrpcServer; url: string }>();
+  const bind = async (server: GrpcServer, url: string, files: TlsFiles | null) => {
     const addr = bindAddress(url);
-    if (bound.has(addr)) return;
-    bound.add(addr);
+    const other = bound.get(addr);
+    if (other?.server === server) return;
+    if (other !== undefined) {
+      throw new Error(`${url} and ${other.url} are the same address: client and peer URLs must differ`);
+    }
+    bound.set(addr, { server, url });
     const secure = new URL(url).protocol === "https:" ? tlsServerOptions(files) : undefined;
     if (new URL(url).protocol === "https:" && !secure) {
       log.warn("embed", `${url}: no certificate files given (nor --auto-tls / --peer-auto-tls); serving plaintext`);
@@ -233,8 +277,8 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     const [host, port] = splitAddress(addr);
     await server.listen(host, port, secure);
   };
-  for (const u of cfg.listenClientUrls) await bind(u, cfg.clientTls);
-  for (const u of cfg.listenPeerUrls) await bind(u, cfg.peerTls);
+  for (const u of cfg.listenClientUrls) await bind(clientServer, u, cfg.clientTls);
+  for (const u of cfg.listenPeerUrls) await bind(peerServer, u, cfg.peerTls);
   for (const u of cfg.listenPeerUrls) log.info("embed", `listening for peers on ${u}`);
   for (const u of cfg.listenClientUrls) log.info("embed", `listening for client requests on ${u}`);
 
@@ -314,7 +358,9 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
           log.warn("etcdserver", `leadership transfer before stopping failed: ${(err as Error).message}`);
         }
       }
-      server.forceShutdown();
+      clientServer.forceShutdown();
+      peerServer.forceShutdown();
+      tokens.close();
       await node.close();
     },
   };

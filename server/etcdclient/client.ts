@@ -3,6 +3,9 @@
  * needs from clientv3: an endpoint list with failover, member discovery through MemberList (clientv3's AutoSync,
  * which replaces the endpoints with the members' advertised client URLs), unary calls bounded by one request timeout,
  * leases (grant, time-to-live, keep-alive-once, revoke) and prefix watches that resume after a broken stream.
+ * With a user name and password it authenticates as clientv3 does: the token goes with every call as `token`
+ * metadata, and a call refused for its token (expired, auth revision old, auth just enabled) authenticates again and
+ * is retried once; "authentication is not enabled" means calls go without a token.
  *
  * Endpoints are URLs (`http://host:port`) or `host:port`; they are dialled as plain `host:port` targets, because
  * Deno's node:http2 rejects a gRPC `:authority` that is not host:port.
@@ -54,6 +57,9 @@ export interface EtcdClientOptions {
   maxCallSendMsgSize?: number;
   /** re-read the member list this often, ms (clientv3 AutoSyncInterval; 0 = only when connecting) */
   autoSyncIntervalMs?: number;
+  /** etcd user name and password (clientv3's Username and Password) when the cluster has auth enabled */
+  username?: string;
+  password?: string;
   log?: (msg: string) => void;
 }
 
@@ -103,9 +109,19 @@ interface Stubs {
   cluster: Any;
   watch: Any;
   maintenance: Any;
+  auth: Any;
 }
 
 const RETRYABLE = new Set([grpc.status.UNAVAILABLE]);
+
+/** Cancel reasons of a watch that a fresh token cures. */
+const WATCH_TOKEN_REFUSED = /invalid auth token|user name is empty|revision of auth store is old/;
+
+/** Errors that a fresh token cures (clientv3's shouldRefreshToken). */
+function tokenRefused(e: EtcdClientError): boolean {
+  return e.code === grpc.status.UNAUTHENTICATED || e.message === "etcdserver: user name is empty" ||
+    e.message === "etcdserver: revision of auth store is old";
+}
 
 /** The client. */
 export class EtcdClient {
@@ -116,6 +132,8 @@ export class EtcdClient {
   #sync?: ReturnType<typeof setInterval>;
   #closed = false;
   #watchers = new Set<{ close(): void }>();
+  /** the auth token calls carry (null: none) */
+  #token: string | null = null;
 
   private constructor(opts: EtcdClientOptions) {
     this.#opts = opts;
@@ -130,6 +148,7 @@ export class EtcdClient {
   static async connect(opts: EtcdClientOptions): Promise<EtcdClient> {
     const c = new EtcdClient(opts);
     try {
+      await c.#authenticate();
       await c.syncEndpoints();
     } catch (err) {
       c.close();
@@ -180,14 +199,40 @@ export class EtcdClient {
         cluster: mk(grpcRoot.etcdserverpb.Cluster),
         watch: mk(grpcRoot.etcdserverpb.Watch),
         maintenance: mk(grpcRoot.etcdserverpb.Maintenance),
+        auth: mk(grpcRoot.etcdserverpb.Auth),
       };
       this.#stubs.set(target, s);
     }
     return s;
   }
 
-  /** Runs a unary call on the current endpoint, failing over to the next ones while the timeout allows. */
-  async #unary<T>(service: keyof Omit<Stubs, "target">, method: string, req: unknown): Promise<T> {
+  /** Gets a token for the configured user (none when there is no user or auth is not enabled). */
+  async #authenticate(): Promise<void> {
+    if (this.#opts.username === undefined) return;
+    this.#token = null;
+    try {
+      const r: Any = await this.#unary("auth", "Authenticate", {
+        name: this.#opts.username,
+        password: this.#opts.password ?? "",
+      }, false);
+      this.#token = r.token;
+    } catch (err) {
+      if ((err as Error).message !== "etcdserver: authentication is not enabled") throw err;
+    }
+  }
+
+  /** Call metadata: the token, if any. */
+  #metadata(): grpc.Metadata {
+    const md = new grpc.Metadata();
+    if (this.#token) md.set("token", this.#token);
+    return md;
+  }
+
+  /**
+   * Runs a unary call on the current endpoint, failing over to the next ones while the timeout allows; a call
+   * refused for its token is retried once with a new one.
+   */
+  async #unary<T>(service: keyof Omit<Stubs, "target">, method: string, req: unknown, reauth = true): Promise<T> {
     if (this.#closed) throw new EtcdClientError(grpc.status.CANCELLED, "etcdclient: client is closed");
     const deadline = Date.now() + this.#opts.requestTimeoutMs;
     let lastErr: EtcdClientError | undefined;
@@ -199,14 +244,24 @@ export class EtcdClient {
       const attemptDeadline = Math.min(deadline, Date.now() + Math.max(1000, this.#opts.requestTimeoutMs / 2));
       try {
         return await new Promise<T>((resolve, reject) => {
-          stub[method](req, { deadline: attemptDeadline }, (err: grpc.ServiceError | null, resp: T) => {
-            if (err) reject(new EtcdClientError(err.code, err.details || err.message));
-            else resolve(resp);
-          });
+          stub[method](
+            req,
+            this.#metadata(),
+            { deadline: attemptDeadline },
+            (err: grpc.ServiceError | null, resp: T) => {
+              if (err) reject(new EtcdClientError(err.code, err.details || err.message));
+              else resolve(resp);
+            },
+          );
         });
       } catch (err) {
         const e = err as EtcdClientError;
         lastErr = e;
+        if (reauth && this.#opts.username !== undefined && tokenRefused(e)) {
+          reauth = false;
+          await this.#authenticate();
+          continue;
+        }
         const retry = RETRYABLE.has(e.code) ||
           (e.code === grpc.status.DEADLINE_EXCEEDED && Date.now() < deadline && this.#endpoints.length > 1);
         if (!retry) throw e;
@@ -302,7 +357,7 @@ export class EtcdClient {
       const stub = this.#stubsFor(this.#endpoints[this.#current]).lease;
       try {
         const ttl = await new Promise<number>((resolve, reject) => {
-          const call = stub.LeaseKeepAlive({ deadline });
+          const call = stub.LeaseKeepAlive(this.#metadata(), { deadline });
           let done = false;
           call.on("data", (resp: Any) => {
             done = true;
@@ -375,7 +430,7 @@ export class EtcdClient {
     const start = () => {
       if (closed || this.#closed) return;
       const stub = this.#stubsFor(this.#endpoints[this.#current]).watch;
-      call = stub.Watch();
+      call = stub.Watch(this.#metadata());
       let broken = false;
       const restart = () => {
         if (broken || closed) return;
@@ -392,6 +447,11 @@ export class EtcdClient {
           if (compact > 0) {
             onError?.(new Error(`etcdserver: mvcc: required revision has been compacted (${compact})`));
             nextRev = compact;
+          }
+          if (this.#opts.username !== undefined && WATCH_TOKEN_REFUSED.test(resp.cancel_reason ?? "")) {
+            // the watch was refused for its token: authenticate again before the next attempt
+            this.#authenticate().catch((err) => onError?.(err)).finally(restart);
+            return;
           }
           restart();
           return;
@@ -442,7 +502,7 @@ export class EtcdClient {
     clearInterval(this.#sync);
     for (const w of [...this.#watchers]) w.close();
     for (const s of this.#stubs.values()) {
-      for (const c of [s.kv, s.lease, s.cluster, s.watch, s.maintenance]) {
+      for (const c of [s.kv, s.lease, s.cluster, s.watch, s.maintenance, s.auth]) {
         try {
           c.close();
         } catch { /* ignore */ }

@@ -117,52 +117,74 @@ export class GwResponse {
   }
 }
 
-/** One request's context. */
+/** One request's context. The DEFAULT namespace's request and response are plain fields (the common case). */
 export class Context {
-  requests = new Map<string, GwRequest>();
-  responses = new Map<string, GwResponse>();
   namespace = DEFAULT_NS;
-  data: Record<string, unknown> = {};
-  tags: string[] = [];
+  #data: Record<string, unknown> | null = null;
+  /** tags for the access log (null until the first) */
+  tags: string[] | null = null;
   /** set when the client went away */
   clientGone = false;
   /**
-   * The client connection, for a request asking for a protocol upgrade (plain HTTP/1.1 only): `head` is the request
-   * head as received, `pending` the bytes the client sent after it.
+   * The client connection, for a request asking for a protocol upgrade (plain HTTP/1.1 only): `pending` holds the
+   * bytes the client sent after the head.
    */
   upgrade: { conn: Deno.Conn; pending: Uint8Array } | null = null;
   /** set by a filter that took the connection over (WebSocketProxy): the server waits for it, then closes */
   hijacked: Promise<void> | null = null;
   #finish: (() => void)[] | null = null;
+  #request: GwRequest;
+  #response: GwResponse | undefined = undefined;
+  #otherRequests: Map<string, GwRequest> | null = null;
+  #otherResponses: Map<string, GwResponse> | null = null;
 
   constructor(req: GwRequest) {
-    this.requests.set(DEFAULT_NS, req);
+    this.#request = req;
   }
 
-  /** The request of the active namespace. */
+  /** The data map (`data.PIPELINE` holds the pipeline's `data`). */
+  get data(): Record<string, unknown> {
+    return (this.#data ??= {});
+  }
+
+  /** The request of the active namespace (DEFAULT's when that namespace has none). */
   get request(): GwRequest {
-    return this.requests.get(this.namespace) ?? this.requests.get(DEFAULT_NS)!;
+    if (this.namespace === DEFAULT_NS) return this.#request;
+    return this.#otherRequests?.get(this.namespace) ?? this.#request;
+  }
+
+  /** Sets the request of a namespace (builders). */
+  setRequest(ns: string, req: GwRequest): void {
+    if (ns === DEFAULT_NS) this.#request = req;
+    else (this.#otherRequests ??= new Map()).set(ns, req);
   }
 
   /** The response of the active namespace (undefined if none yet). */
   get response(): GwResponse | undefined {
-    return this.responses.get(this.namespace);
+    if (this.namespace === DEFAULT_NS) return this.#response;
+    return this.#otherResponses?.get(this.namespace);
   }
 
   set response(r: GwResponse | undefined) {
-    if (r === undefined) this.responses.delete(this.namespace);
-    else this.responses.set(this.namespace, r);
+    if (this.namespace === DEFAULT_NS) this.#response = r;
+    else if (r === undefined) this.#otherResponses?.delete(this.namespace);
+    else (this.#otherResponses ??= new Map()).set(this.namespace, r);
+  }
+
+  /** The response the client gets. */
+  get defaultResponse(): GwResponse | undefined {
+    return this.#response;
   }
 
   /** The output response of the active namespace, created empty (200) when missing. */
   outputResponse(): GwResponse {
-    let r = this.responses.get(this.namespace);
-    if (r === undefined) this.responses.set(this.namespace, r = new GwResponse());
+    let r = this.response;
+    if (r === undefined) this.response = r = new GwResponse();
     return r;
   }
 
   addTag(tag: string): void {
-    this.tags.push(tag);
+    (this.tags ??= []).push(tag);
   }
 
   /** Runs `fn` once the response was sent (or the request ended otherwise): releases what the response borrows. */

@@ -15,17 +15,22 @@ import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
 import { encodeEtcdSnapshot, etcdSnapshotInput } from "../snapshot/etcd_backend.ts";
 import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
+import { requestCost } from "../apply/quota.ts";
+import { stateHash } from "../apply/state_hash.ts";
 import {
   AlarmAction,
+  type AlarmRequest,
   AuthService,
   ClusterService,
   HealthService,
+  type InternalRequestShape,
   KVService,
   LeaseService,
   MaintenanceService,
   WatchService,
 } from "../../proto/mod.ts";
-import { RaftPeerService } from "../peer/transport.ts";
+import type { AuthGate } from "../auth/gate.ts";
+import { authService } from "../auth/service.ts";
 
 /** How long a peer must have been connected to count for a reconfiguration (etcd's HealthInterval). */
 const HEALTH_INTERVAL_MS = 5000;
@@ -44,6 +49,8 @@ export interface ServiceContext {
   strictReconfigCheck: boolean;
   version: string;
   quotaBytes: number;
+  /** who calls are made as, and the auth state (its `store.enabled` is the only check while auth is off) */
+  auth: AuthGate;
   /** server-picked lease IDs */
   nextLeaseId: () => string;
   log: (msg: string) => void;
@@ -72,30 +79,46 @@ function unary(fn: (req: Obj, call: grpc.ServerUnaryCall<Obj, Obj>) => Obj | Pro
   };
 }
 
+/**
+ * Proposes a write, unless it does not fit this member's quota (etcd's quotaKVServer / quotaLeaseServer): then the
+ * member raises its NOSPACE alarm through the log and refuses the write without proposing it.
+ */
+function proposeWithinQuota(node: Node, req: InternalRequestShape): Promise<Obj> {
+  if (node.quota.available(node.store.sizeBytes, requestCost(req))) return node.propose(req);
+  return node.raiseNoSpace().then(() => {
+    throw Errors.noSpace();
+  });
+}
+
 function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
-  const { node } = ctx;
+  const { node, auth } = ctx;
+  const authState = auth.store;
   return {
-    Range: unary(async (r) => {
+    Range: unary(async (r, call) => {
       checkRange(r as never);
+      if (authState.enabled) authState.checkRead(auth.info(call), r);
       if (!r.serializable) await node.readIndex();
       return node.applier.range(r as never);
     }),
-    Put: unary((r) => {
+    Put: unary((r, call) => {
       checkPut(r as never);
-      return node.propose({ op: "put", put: r } as never);
+      const req = authState.enabled ? { op: "put", put: r, auth: auth.header(call) } : { op: "put", put: r };
+      return proposeWithinQuota(node, req as never);
     }),
-    DeleteRange: unary((r) => {
+    DeleteRange: unary((r, call) => {
       checkDelete(r as never);
-      return node.propose({ op: "delete_range", delete_range: r } as never);
+      const who = authState.enabled ? auth.header(call) : undefined;
+      return node.propose({ op: "delete_range", delete_range: r, auth: who } as never);
     }),
-    Txn: unary(async (r) => {
+    Txn: unary(async (r, call) => {
       checkTxn(r as never, ctx.maxTxnOps);
+      const who = authState.enabled ? auth.header(call) : undefined;
       if (!hasWrites(r)) {
         // read-only txns are served like reads (etcd does the same)
         await node.readIndex();
-        return node.applier.apply({ op: "txn", txn: r } as never);
+        return node.applier.apply({ op: "txn", txn: r, auth: who } as never);
       }
-      return node.propose({ op: "txn", txn: r } as never);
+      return proposeWithinQuota(node, { op: "txn", txn: r, auth: who } as never);
     }),
     Compact: unary(async (r) => {
       const rev = Number(r.revision);
@@ -125,6 +148,7 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       call.on("drain", () => stream.drained());
       call.on("data", (req: Obj) => {
         try {
+          if (ctx.auth.store.enabled && req.create_request && !watchPermitted(ctx, call, req.create_request)) return;
           stream.handle(req as never);
         } catch (err) {
           ctx.log(`watch: request failed: ${err}`);
@@ -142,6 +166,38 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   };
 }
 
+/**
+ * etcd's isWatchPermitted: a watch on keys the caller may not read is answered created-and-canceled with the reason
+ * (watch ID -1), and the stream goes on.
+ */
+function watchPermitted(ctx: ServiceContext, call: grpc.ServerDuplexStream<Obj, Obj>, c: Obj): boolean {
+  try {
+    ctx.auth.store.checkRead(ctx.auth.info(call), c);
+    return true;
+  } catch (err) {
+    call.write({
+      header: ctx.node.header(ctx.node.store.currentRev),
+      watch_id: -1,
+      created: true,
+      canceled: true,
+      cancel_reason: watchCancelReason(err),
+    });
+    return false;
+  }
+}
+
+/** etcd's cancel reason: the text of a Go gRPC status error; anything but a token problem is "permission denied". */
+function watchCancelReason(err: unknown): string {
+  const e = err instanceof EtcdError ? err : Errors.permissionDenied();
+  const name = e.code === Code.UNAUTHENTICATED
+    ? "Unauthenticated"
+    : e.code === Code.INVALID_ARGUMENT
+    ? "InvalidArgument"
+    : "PermissionDenied";
+  const msg = name === "PermissionDenied" ? Errors.permissionDenied().message : e.message;
+  return `rpc error: code = ${name} desc = ${msg}`;
+}
+
 function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
@@ -149,13 +205,14 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     LeaseGrant: unary((r) => {
       const id = leaseId(r.ID) === "0" ? ctx.nextLeaseId() : leaseId(r.ID);
       node.lessor.checkGrant(id, Number(r.TTL));
-      if (node.applier.noSpace) throw Errors.noSpace();
-      return node.propose({ op: "lease_grant", lease_grant: { TTL: r.TTL, ID: id } } as never);
+      const TTL = String(node.lessor.grantTTL(Number(r.TTL)));
+      return proposeWithinQuota(node, { id: "", op: "lease_grant", lease_grant: { TTL, ID: id } });
     }),
-    LeaseRevoke: unary((r) => {
+    LeaseRevoke: unary((r, call) => {
       const id = leaseId(r.ID);
       if (!node.lessor.get(id)) throw Errors.leaseNotFound();
-      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id } } as never);
+      const who = ctx.auth.store.enabled ? ctx.auth.header(call) : undefined;
+      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id }, auth: who } as never);
     }),
     LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
       call.on("data", async (r: Obj) => {
@@ -200,7 +257,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const started = (m: { name: string }) => m.name !== "";
   return {
     MemberList: unary(() => ({ header: header(), members: members() })),
-    MemberAdd: unary(async (r) => {
+    MemberAdd: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const urls: string[] = r.peerURLs ?? [];
       checkURLs(urls);
       const isLearner = !!r.isLearner;
@@ -233,7 +291,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const m = node.members.get(id)!;
       return { header: header(), member: m, members: members() };
     }),
-    MemberRemove: unary(async (r) => {
+    MemberRemove: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
@@ -252,7 +311,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.RemoveNode, id));
       return { header: header(), members: members() };
     }),
-    MemberUpdate: unary(async (r) => {
+    MemberUpdate: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       if (!node.members.get(id)) throw Errors.memberNotFound();
       const urls: string[] = r.peerURLs ?? [];
@@ -260,7 +320,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.UpdateNode, id, { peerURLs: urls }));
       return { header: header(), members: members() };
     }),
-    MemberPromote: unary(async (r) => {
+    MemberPromote: unary(async (r, call) => {
+      ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
       if (!m) throw Errors.memberNotFound();
@@ -292,11 +353,16 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
   return {
-    Alarm: unary((r) => {
-      if ((r.action ?? AlarmAction.GET) === AlarmAction.GET) {
-        return node.applier.apply({ op: "alarm", alarm: r } as never);
-      }
-      return node.propose({ op: "alarm", alarm: r } as never);
+    Alarm: unary(async (r) => {
+      const alarm: AlarmRequest = {
+        action: r.action ?? AlarmAction.GET,
+        memberID: leaseId(r.memberID),
+        alarm: r.alarm ?? 0,
+      };
+      if (alarm.action !== AlarmAction.GET) return await node.propose({ id: "", op: "alarm", alarm });
+      // the list as of now, like every linearizable read (etcd sends even a GET through the log)
+      await node.readIndex();
+      return node.applier.apply({ id: "", op: "alarm", alarm });
     }),
     Status: unary(() => ({
       header: header(),
@@ -311,17 +377,30 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       isLearner: node.members.get(node.memberId)?.isLearner ?? false,
       dbSizeQuota: ctx.quotaBytes,
     })),
-    Defragment: unary(async () => {
+    Defragment: unary(async (_r, call) => {
+      ctx.auth.checkAdmin(call);
       // Our store has no free pages to reclaim; a snapshot compacts the WAL instead.
       await node.snapshotNow();
       return { header: header() };
     }),
-    Hash: unary(() => ({ header: header(), hash: node.store.hashKV(0).hash })),
-    HashKV: unary((r) => {
+    // the whole applied state (store with its history, leases, alarms, size): members at the same applied index
+    // must agree (etcd hashes its whole backend)
+    Hash: unary((_r, call) => {
+      ctx.auth.checkAdmin(call);
+      return { header: header(), hash: stateHash(node.store, node.lessor, node.applier.alarms) };
+    }),
+    HashKV: unary((r, call) => {
+      ctx.auth.checkAdmin(call);
       const h = node.store.hashKV(Number(r.revision ?? 0));
       return { header: header(), hash: h.hash, compact_revision: h.compactRev, hash_revision: h.rev };
     }),
     Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
+      try {
+        ctx.auth.checkAdmin(call);
+      } catch (err) {
+        call.destroy(toServiceError(err));
+        return;
+      }
       // The snapshot is a bbolt database file with etcd 3.4's bucket layout, so `etcdctl snapshot status` reads it
       // and `etcdctl snapshot restore` turns it into a data dir the real etcd starts from.
       const blob = Buffer.from(encodeEtcdSnapshot(etcdSnapshotInput(node)));
@@ -358,14 +437,6 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   };
 }
 
-function auth(): grpc.UntypedServiceImplementation {
-  const disabled: Unary = (_call, cb) => cb(toServiceError(Errors.authNotEnabled()), null);
-  const impl: grpc.UntypedServiceImplementation = {};
-  for (const name of Object.keys(AuthService)) impl[name] = disabled;
-  impl.AuthStatus = (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { enabled: false, authRevision: 0 });
-  return impl;
-}
-
 function health(): grpc.UntypedServiceImplementation {
   return {
     Check: (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { status: 1 }),
@@ -379,7 +450,6 @@ export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
   server.addService(LeaseService, lease(ctx));
   server.addService(ClusterService, cluster(ctx));
   server.addService(MaintenanceService, maintenance(ctx));
-  server.addService(AuthService, auth());
+  server.addService(AuthService, authService(ctx, unary));
   server.addService(HealthService, health());
-  server.addService(RaftPeerService, ctx.node.transport.service());
 }

@@ -42,11 +42,18 @@ export class Lessor {
     if (this.leases.has(id)) throw Errors.leaseExists();
   }
 
-  /** Creates a lease (applied from the log). */
+  /**
+   * The TTL a grant request is proposed with: raised to this member's minimum (a local setting, so it is applied
+   * before the request enters the log, never at apply).
+   */
+  grantTTL(ttl: number): number {
+    return Math.max(ttl, this.minTTL);
+  }
+
+  /** Creates a lease with the TTL the log holds (applied from the log). */
   grant(id: string, ttl: number): Lease {
     this.checkGrant(id, ttl);
-    const t = Math.max(ttl, this.minTTL);
-    const lease: Lease = { id, ttl: t, expiry: this.#now() + t * 1000, keys: new Set() };
+    const lease: Lease = { id, ttl, expiry: this.#now() + ttl * 1000, keys: new Set() };
     this.leases.set(id, lease);
     return lease;
   }

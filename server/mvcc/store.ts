@@ -15,6 +15,7 @@ import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "./keys.ts";
 import { SortedKeys } from "./sorted_keys.ts";
+import { StateHasher } from "./hash.ts";
 
 /** mvccpb.KeyValue as stored and sent. A tombstone has create_revision 0 (as in etcd's DELETE events). */
 export interface KeyValue {
@@ -383,6 +384,30 @@ export class MvccStore {
     return this.#rangeAt(key, end, rev, limit, countOnly);
   }
 
+  /** @internal the number of records held: where a write txn starts, for `_rollback`. */
+  _records(): number {
+    return this.#t.length;
+  }
+
+  /** @internal drops every record from `records` on (an uncommitted txn), as if it never ran. */
+  _rollback(records: number, sizeBytes: number): void {
+    const t = this.#t;
+    for (let idx = t.length - 1; idx >= records; idx--) {
+      const kid = t.i(idx, I_KEY);
+      const prev = t.i(idx, I_PREV);
+      this.#latest[kid] = prev;
+      if (prev >= 0) continue;
+      // the key was new in this txn: free its id again
+      const k = this.#keyStr[kid];
+      this.#keyIds.delete(k);
+      this.#index.delete(k);
+      this.#keyStr[kid] = "";
+      this.#freeKeyIds.push(kid);
+    }
+    t.truncate(records);
+    this.sizeBytes = sizeBytes;
+  }
+
   /** @internal commits a revision's events. */
   _commit(events: StoreEvent[]): void {
     if (events.length === 0) return;
@@ -707,8 +732,22 @@ export class MvccStore {
     off: number,
     len: number,
   ): void {
-    const idx = this.#append(this.#keyId(key), create, mod, version, lease, buf, off, len);
+    const kid = this.#keyId(key);
+    const prev = this.#latest[kid];
+    const idx = this.#append(kid, create, mod, version, lease, buf, off, len);
     if (idx === this.#histStart && mod < this.compactRev) this.#histStart++;
+    if (mod !== this.compactRev) return;
+    // At the compaction revision only a key's newest record there is a version, and only if it is not a tombstone;
+    // the rest is history only, as compact() left it (and not counted in sizeBytes).
+    if (prev >= 0 && this.#t.f(prev, F_MOD) === mod) this.#markHistoryOnly(prev);
+    if (create === 0) this.#markHistoryOnly(idx);
+  }
+
+  #markHistoryOnly(idx: number): void {
+    const t = this.#t;
+    if ((t.i(idx, I_FLAGS) & HISTORY_ONLY) !== 0) return;
+    t.setI(idx, I_FLAGS, HISTORY_ONLY);
+    this.sizeBytes -= this.#keyStr[t.i(idx, I_KEY)].length + t.i(idx, I_LEN) + OVERHEAD;
   }
 
   /** Live keys that are attached to a lease, with the lease ID. */
@@ -721,29 +760,30 @@ export class MvccStore {
     }
   }
 
-  /** A digest of all versions in (compactRev, rev], comparable between members; plus the revision it covers. */
+  /**
+   * Maintenance.HashKV: a digest of the versions at or below `rev` (0 = the current revision) that a compaction at
+   * `rev` would keep, as etcd's HashByRev: every version after the compaction point, and of the older ones only each
+   * key's visible version at `rev`. A revision at or below the compaction point is refused, as in etcd.
+   */
   hashKV(rev: number): { hash: number; rev: number; compactRev: number } {
-    const at = rev <= 0 ? this.currentRev : this.checkRev(rev);
+    if (rev > 0 && rev <= this.compactRev) throw Errors.compacted();
+    if (rev > this.currentRev) throw Errors.futureRev();
+    const at = rev <= 0 ? this.currentRev : rev;
     const t = this.#t;
-    let h = 0x811c9dc5;
-    const mix = (n: number) => {
-      h ^= n & 0xff;
-      h = Math.imul(h, 0x01000193);
-    };
+    const h = new StateHasher();
     for (const k of this.#index.range("", null)) {
-      for (const idx of this.#versionsOf(this.#keyIds.get(k)!)) {
+      const versions = this.#versionsOf(this.#keyIds.get(k)!);
+      for (let v = 0; v < versions.length; v++) {
+        const idx = versions[v];
         const mod = t.f(idx, F_MOD);
         if (mod > at) break;
-        for (let i = 0; i < k.length; i++) mix(k.charCodeAt(i));
-        const b = t.i(idx, I_BUF);
-        if (b >= 0) { for (const x of new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), t.i(idx, I_LEN))) mix(x); }
-        mix(mod);
-        mix(mod >>> 8);
-        mix(mod >>> 16);
-        mix(t.f(idx, F_VER));
+        // a base version superseded by a later one at or below `rev` would be compacted away at `rev`
+        if (mod <= this.compactRev && v + 1 < versions.length && t.f(versions[v + 1], F_MOD) <= at) continue;
+        const r = this.record(idx);
+        h.record(k, r.create, r.mod, r.version, r.lease, r.value);
       }
     }
-    return { hash: h >>> 0, rev: at, compactRev: this.compactRev };
+    return { hash: h.value, rev: at, compactRev: this.compactRev };
   }
 }
 
@@ -755,10 +795,15 @@ export class WriteTxn {
   readonly rev: number;
   readonly events: StoreEvent[] = [];
   #store: MvccStore;
+  /** the store's record count and size when the txn began (what `abort` restores) */
+  #startRecords: number;
+  #startSize: number;
 
   constructor(store: MvccStore) {
     this.#store = store;
     this.rev = store.currentRev + 1;
+    this.#startRecords = store._records();
+    this.#startSize = store.sizeBytes;
   }
 
   /** Reads at the latest state including this txn's changes. */
@@ -800,5 +845,11 @@ export class WriteTxn {
   end(): number {
     this.#store._commit(this.events);
     return this.#store.currentRev;
+  }
+
+  /** Undoes every change of the txn instead of committing it: the store is as before the txn began. */
+  abort(): void {
+    this.#store._rollback(this.#startRecords, this.#startSize);
+    this.events.length = 0;
   }
 }

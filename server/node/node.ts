@@ -10,13 +10,13 @@
  */
 import type tls from "node:tls";
 import { Applier } from "../apply/applier.ts";
+import { BackendQuota, requestCost } from "../apply/quota.ts";
 import { decodeState, encodeState } from "../apply/state_codec.ts";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
-import { PeerTransport } from "../peer/transport.ts";
-import { hostPort } from "../peer/transport.ts";
+import { hostPort, PeerTransport, snapshotLimit } from "../peer/transport.ts";
 import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
@@ -27,13 +27,14 @@ import {
   EntryType,
   type Message,
   ProposalDroppedError,
+  RaftInvariantError,
   type ReadState,
   type Snapshot,
   type SoftState,
 } from "../raft/types.ts";
-import { Snapshotter } from "../snap/snapshotter.ts";
+import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal } from "../wal/wal.ts";
-import { decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
+import { AlarmAction, AlarmType, decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -61,6 +62,8 @@ export interface NodeConfig {
   /** TLS for dialing peers (https peer URLs); plaintext when absent */
   peerTls?: tls.ConnectionOptions;
   log: (msg: string) => void;
+  /** --force-repair-wal: truncate the WAL at a damaged record instead of refusing to start */
+  forceRepairWal?: boolean;
 }
 
 /**
@@ -95,6 +98,8 @@ export class Node {
   readonly store = new MvccStore();
   readonly lessor: Lessor;
   readonly applier: Applier;
+  /** --quota-backend-bytes: checked before proposing a write, and after applying one (to raise NOSPACE) */
+  readonly quota: BackendQuota;
   readonly members = new Members();
   readonly storage = new MemoryStorage();
   raft!: RaftNode;
@@ -128,13 +133,20 @@ export class Node {
   /** every read waiter not yet known to be settled, in arrival order (so also by deadline) */
   #readDeadlines: Waiter[] = [];
   #readSeq = 0;
+  /**
+   * Unique to this process start: a leader may still hold a read round of this member's previous process under the
+   * same sequence number, and would answer the new round with that round's older index (a stale read).
+   */
+  readonly #readPrefix = crypto.randomUUID();
   #snapshotting = false;
   #lastLeader = "0";
+  #raisingNoSpace: Promise<void> | undefined;
 
   private constructor(cfg: NodeConfig) {
     this.#cfg = cfg;
     this.lessor = new Lessor(cfg.minLeaseTTL);
-    this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev), cfg.memberId, cfg.quotaBytes);
+    this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev));
+    this.quota = new BackendQuota(cfg.quotaBytes);
     this.#snap = new Snapshotter(cfg.snapDir, { log: cfg.log });
     this.#reqPrefix = (BigInt(cfg.memberId) & 0xffffn) << 48n | (BigInt(Date.now()) & 0xffffffffffn) << 8n;
   }
@@ -144,9 +156,22 @@ export class Node {
   static async open(cfg: NodeConfig): Promise<Node> {
     const n = new Node(cfg);
     await Deno.mkdir(cfg.snapDir, { recursive: true });
-    const snap = await n.#snap.loadNewest();
+    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
+    let chosen: SnapshotFile | null = null;
+    const { wal, contents } = await Wal.open(cfg.walDir, {
+      log: cfg.log,
+      metadata,
+      forceRepair: cfg.forceRepairWal,
+      // as etcd: the newest snapshot file the WAL records, at an index the WAL's hard state has committed
+      chooseSnapshot: async (marks, hs) => {
+        chosen = await n.#snap.loadNewest(marks.filter((m) => m.index <= hs.commit));
+        return chosen?.index ?? 0;
+      },
+    });
+    n.#wal = wal;
+    const snap = chosen as SnapshotFile | null;
     if (snap) {
-      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members);
+      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members, n.applier.auth);
       n.appliedIndex = meta.appliedIndex;
       n.#snapIndex = snap.index;
       n.storage.applySnapshot({
@@ -155,9 +180,6 @@ export class Node {
       });
       cfg.log(`recovered store from snapshot at index ${snap.index} (revision ${n.store.currentRev})`);
     }
-    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
-    const { wal, contents } = await Wal.open(cfg.walDir, { log: cfg.log, snapshotIndex: snap?.index ?? 0, metadata });
-    n.#wal = wal;
     const restarted = contents.metadata !== null &&
       (contents.hardState.term > 0 || contents.entries.length > 0 || !!snap);
     if (contents.metadata) {
@@ -168,7 +190,6 @@ export class Node {
       }
       cfg.clusterId = meta.clusterId;
       cfg.memberId = meta.memberId;
-      n.applier.memberId = meta.memberId;
     }
     if (contents.hardState.term > 0) n.storage.setHardState(contents.hardState);
     // in pieces, so that the replayed log is never held as one Entry object per entry (MemoryStorage copies the data)
@@ -208,6 +229,9 @@ export class Node {
         n.#schedule();
       },
       lease: (id, renew) => n.leaseAsLeader(id, renew),
+      standing: (id) => n.members.has(id) ? "member" : n.members.removed.has(id) ? "removed" : "unknown",
+      removed: () => n.onRemoved(),
+      maxSnapshotBytes: snapshotLimit(cfg.quotaBytes),
       log: cfg.log,
     });
     if (replayed > 0 || snap) {
@@ -223,7 +247,7 @@ export class Node {
     await this.#process();
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
-      this.raft.tick();
+      this.#raftCall("tick", () => this.raft.tick());
       const now = performance.now();
       this.#expireWaiters(now);
       this.transport.expire(now);
@@ -343,12 +367,27 @@ export class Node {
       try {
         this.raft.propose(data);
       } catch (err) {
+        this.#stopOnInvariant(err, "proposing");
         this.#proposals.delete(id);
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
       }
       this.#schedule();
     });
+  }
+
+  /**
+   * Proposes this member's NOSPACE alarm, unless the alarm list already holds one or one is on its way; resolves
+   * once it is applied here (or failed: the next write over quota tries again).
+   */
+  async raiseNoSpace(): Promise<void> {
+    if (this.#raisingNoSpace || this.applier.noSpace) return await this.#raisingNoSpace;
+    const alarm = { action: AlarmAction.ACTIVATE, memberID: this.memberId, alarm: AlarmType.NOSPACE };
+    this.#raisingNoSpace = this.propose({ id: "", op: "alarm", alarm }).then(
+      () => this.#cfg.log(`raised the NOSPACE alarm: the store (${this.store.sizeBytes} bytes) is at the quota`),
+      (err) => this.#cfg.log(`raising the NOSPACE alarm failed: ${err}`),
+    ).finally(() => this.#raisingNoSpace = undefined);
+    return await this.#raisingNoSpace;
   }
 
   /** Proposes a membership change; resolves with the member list once it is applied here. */
@@ -361,6 +400,7 @@ export class Node {
       try {
         this.raft.proposeConfChange({ ...cc, id });
       } catch (err) {
+        this.#stopOnInvariant(err, "proposing a membership change");
         this.#proposals.delete(id);
         reject(
           err instanceof ProposalDroppedError
@@ -388,9 +428,14 @@ export class Node {
     if (this.#readQueue.length === 0 || this.raft.lead === "0") return;
     const waiters = this.#readQueue;
     this.#readQueue = [];
-    const ctx = `${this.memberId}/${++this.#readSeq}`;
+    const ctx = `${this.memberId}/${this.#readPrefix}/${++this.#readSeq}`;
     this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
-    this.raft.readIndex(new TextEncoder().encode(ctx));
+    try {
+      this.raft.readIndex(new TextEncoder().encode(ctx));
+    } catch (err) {
+      this.#stopOnInvariant(err, "asking for a read index");
+      // no leader after all: the round is asked again by the tick, like a lost one (#retryReads)
+    }
     this.#schedule();
   }
 
@@ -515,7 +560,7 @@ export class Node {
     const delay = LEADER_LOST_MIN_MS + Math.random() * LEADER_LOST_SPREAD_MS;
     setTimeout(() => {
       if (this.stopped || this.raft.lead !== "0" || this.raft.role !== "follower") return;
-      this.raft.campaign();
+      this.#raftCall("campaigning", () => this.raft.campaign());
       this.#schedule();
     }, delay);
   }
@@ -526,6 +571,7 @@ export class Node {
       try {
         this.raft.step(m);
       } catch (err) {
+        this.#stopOnInvariant(err, `stepping ${m.type} from ${m.from} (term ${m.term})`);
         this.#cfg.log(`raft: dropped ${m.type} from ${m.from}: ${err}`);
       }
     }
@@ -537,8 +583,32 @@ export class Node {
     this.#processScheduled = true;
     queueMicrotask(() => {
       this.#processScheduled = false;
-      this.#process().catch((err) => this.#fatal(err));
+      this.#process().catch((err) => {
+        this.#stopOnInvariant(err, "handling a Ready");
+        this.#fatal(err);
+      });
     });
+  }
+
+  /** Calls into the Raft core where nothing else catches: any error stops the member. */
+  #raftCall(what: string, call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.#stopOnInvariant(err, what);
+      this.#fatal(err);
+    }
+  }
+
+  /**
+   * A broken invariant of the Raft core (two leaders in a term, a conflict with a committed entry, a commit beyond the
+   * last index, ...) means this member's state can no longer be trusted: it stops, as etcd panics, wherever the error
+   * was raised (stepping a message, a tick, a proposal or the Ready loop).
+   */
+  #stopOnInvariant(err: unknown, what: string): void {
+    if (!(err instanceof RaftInvariantError)) return;
+    this.#cfg.log(`stopping this member: ${err.message} (while ${what}); its Raft state can no longer be trusted`);
+    this.#fatal(err);
   }
 
   #fatal(err: unknown): never {
@@ -619,7 +689,11 @@ export class Node {
         this.members.publish(a.member_id, a.name, a.client_urls);
         resp = {};
       } else {
+        const sizeBefore = this.store.sizeBytes;
         resp = this.applier.apply(req);
+        // as etcd's quota applier: a write that did not fit this member's quota was still applied (everywhere
+        // alike); this member then raises NOSPACE through the log
+        if (!this.quota.available(sizeBefore, requestCost(req))) queueMicrotask(() => void this.raiseNoSpace());
       }
       w?.resolve(resp);
     } catch (err) {
@@ -686,7 +760,7 @@ export class Node {
 
   /** Replaces the state machine with a snapshot received from the leader. */
   #restore(s: Snapshot): void {
-    decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members);
+    decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members, this.applier.auth);
     this.appliedIndex = s.metadata.index;
     this.#snapIndex = s.metadata.index;
     this.#cfg.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
@@ -727,6 +801,7 @@ export class Node {
       this.lessor,
       this.applier.alarms,
       this.members,
+      this.applier.auth,
     );
   }
 

@@ -6,7 +6,12 @@
  * cluster is refused with a clear error.
  *
  * The sending side uses our own HTTP/2 client (server/transport/http2_client.ts): all frames of one event-loop turn go
- * out in one socket write. The receiving side is a grpc-js-shaped service served by our GrpcServer.
+ * out in one socket write. The receiving side is a grpc-js-shaped service served by our GrpcServer, on the peer
+ * listeners only (server/etcd/server.ts): never on a client URL.
+ *
+ * Who may send: a stream is refused unless its sender is a current member of this cluster, and a member removed from
+ * the cluster is told so (it then stops, as etcd's removed members do). Inside a stream, only messages from the
+ * stream's sender to this member are taken. An incoming snapshot is refused once it exceeds the backend quota.
  */
 import type * as grpc from "@grpc/grpc-js";
 import type tls from "node:tls";
@@ -48,7 +53,30 @@ export interface PeerHooks {
   snapshotSent(id: string, ok: boolean): void;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
+  /** what this member knows of the sender `id`: a current member, one removed from the cluster, or neither */
+  standing(id: string): Standing;
+  /** a peer told us this member was removed from the cluster */
+  removed(): void;
+  /** Largest snapshot accepted from a peer, in bytes ({@link snapshotLimit}). */
+  maxSnapshotBytes: number;
   log(msg: string): void;
+}
+
+/** A sender's standing with this member. */
+export type Standing = "member" | "removed" | "unknown";
+
+/** What a removed member is told, and how it recognises it (etcd: "the member has been permanently removed"). */
+export const ERR_MEMBER_REMOVED = "the member has been permanently removed from the cluster";
+
+/**
+ * A snapshot may exceed the backend quota by this much: what the state blob holds besides the keys the quota counts
+ * (leases, members, alarms, encoding). More than that is refused: a forged or runaway transfer cannot fill memory.
+ */
+export const SNAPSHOT_HEADROOM = 64 << 20;
+
+/** The largest snapshot taken from a peer under a backend quota (0: etcd's default quota, 2 GiB). */
+export function snapshotLimit(quotaBytes: number): number {
+  return (quotaBytes > 0 ? quotaBytes : 2 * 1024 ** 3) + SNAPSHOT_HEADROOM;
 }
 
 /** Host:port of a URL such as http://10.0.0.1:2380. */
@@ -68,6 +96,8 @@ const MAX_BACKOFF_MS = 1000;
 
 // the service definition's codecs (proto/mod.ts)
 const serializeChunk = RaftService.Snapshot.requestSerialize;
+/** A refused sender retries on every tick: the same refusal is logged at most once in this many ms. */
+const REFUSAL_LOG_MS = 10_000;
 /** How long a follower waits for the leader's answer to a lease question. */
 const LEASE_ANSWER_MS = 3000;
 
@@ -235,7 +265,12 @@ class PeerLink {
     if (!client) return null;
     const call = client.clientStream(SEND_PATH, this.metadata());
     call.on("error", (err: GrpcError) => {
-      if (err.code === Status.FAILED_PRECONDITION) {
+      if (err.code === Status.PERMISSION_DENIED && err.details === ERR_MEMBER_REMOVED) {
+        this.hooks.log(`peer ${this.id} says ${ERR_MEMBER_REMOVED}`);
+        this.hooks.removed();
+        return;
+      }
+      if (err.code === Status.FAILED_PRECONDITION || err.code === Status.PERMISSION_DENIED) {
         if (!this.#warned) this.hooks.log(`peer ${this.id} refused us: ${err.details}`);
         this.#warned = true;
         this.activeSince = 0;
@@ -271,6 +306,8 @@ export class PeerTransport {
   #links = new Map<string, PeerLink>();
   /** lease questions waiting for the leader's answer, by seq (in the order asked, so also by deadline) */
   #asked = new Map<number, LeaseWaiter>();
+  /** when each refusal line was last logged (performance.now()) */
+  #refusalsLogged = new Map<string, number>();
   #askSeq = 0;
 
   constructor(readonly hooks: PeerHooks) {}
@@ -381,26 +418,60 @@ export class PeerTransport {
     this.#asked.clear();
   }
 
-  #check(md: grpc.Metadata): string | null {
+  /**
+   * Who sent a call: its sender's ID when the sender belongs to this cluster and is a current member, else the error
+   * to refuse it with.
+   */
+  #sender(md: grpc.Metadata): { from: string } | { refuse: grpc.ServiceError } {
+    const refuse = (code: number, details: string) => ({ refuse: { code, details } as grpc.ServiceError });
     const cid = String(md.get(CLUSTER_HEADER)[0] ?? "");
+    const from = String(md.get(FROM_HEADER)[0] ?? "");
     if (cid !== this.hooks.clusterId) {
-      return `cluster ID mismatch: the sender belongs to cluster ${cid || "?"}, this member to ${this.hooks.clusterId}`;
+      return refuse(
+        Status.FAILED_PRECONDITION,
+        `cluster ID mismatch: the sender belongs to cluster ${cid || "?"}, this member to ${this.hooks.clusterId}`,
+      );
     }
-    return null;
+    switch (from && from !== this.hooks.selfId ? this.hooks.standing(from) : "unknown") {
+      case "member":
+        return { from };
+      case "removed":
+        return refuse(Status.PERMISSION_DENIED, ERR_MEMBER_REMOVED);
+      default:
+        return refuse(Status.PERMISSION_DENIED, `the sender ${from || "?"} is not a member of this cluster`);
+    }
   }
 
-  /** The egpb.Raft service implementation for the gRPC server. */
+  /** Refuses a call, logging why at most once per {@link REFUSAL_LOG_MS} for each reason (senders retry each tick). */
+  #refuse(md: grpc.Metadata, err: grpc.ServiceError, cb: grpc.sendUnaryData<Obj>): void {
+    const line = `refused peer ${md.get(FROM_HEADER)[0] ?? "?"}: ${err.details}`;
+    const now = performance.now();
+    if ((this.#refusalsLogged.get(line) ?? -Infinity) + REFUSAL_LOG_MS <= now) {
+      if (this.#refusalsLogged.size >= 1000) this.#refusalsLogged.clear();
+      this.#refusalsLogged.set(line, now);
+      this.hooks.log(line);
+    }
+    cb(err, null);
+  }
+
+  /** The egpb.Raft service implementation for the gRPC server of the peer listeners. */
   service(): grpc.UntypedServiceImplementation {
+    const self = this.hooks.selfId;
     return {
       Send: (call: grpc.ServerReadableStream<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
-        const bad = this.#check(call.metadata);
-        if (bad) {
-          this.hooks.log(`refused peer ${call.metadata.get(FROM_HEADER)[0] ?? "?"}: ${bad}`);
-          cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
-          return;
-        }
-        const from = String(call.metadata.get(FROM_HEADER)[0] ?? "");
+        const who = this.#sender(call.metadata);
+        if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
+        const { from } = who;
+        let open = true;
         call.on("data", (bytes: Uint8Array) => {
+          if (!open) return;
+          // a stream outlives its sender's membership: removed meanwhile, it is told so now
+          if (this.hooks.standing(from) !== "member") {
+            open = false;
+            const again = this.#sender(call.metadata);
+            if ("refuse" in again) this.#refuse(call.metadata, again.refuse, cb);
+            return;
+          }
           let frame: PeerFrame;
           try {
             frame = decodeFrame(bytes);
@@ -408,32 +479,55 @@ export class PeerTransport {
             this.hooks.log(`bad frame from peer: ${err}`);
             return;
           }
-          if (frame.msgs.length > 0) this.hooks.receive(frame.msgs);
-          if (from) { for (const q of frame.queries) this.#answer(from, q); }
+          // a member speaks for itself only, and to this member only
+          const msgs = frame.msgs.filter((m) => m.from === from && m.to === self);
+          if (msgs.length < frame.msgs.length) {
+            this.hooks.log(`dropped ${frame.msgs.length - msgs.length} message(s) from peer ${from} not from it to us`);
+          }
+          if (msgs.length > 0) this.hooks.receive(msgs);
+          for (const q of frame.queries) this.#answer(from, q);
           for (const a of frame.answers) this.#answered(from, a);
         });
-        call.on("end", () => cb(null, {}));
+        call.on("end", () => open && cb(null, {}));
         call.on("error", () => {});
       },
       Snapshot: (call: grpc.ServerReadableStream<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
-        const bad = this.#check(call.metadata);
-        if (bad) return cb({ code: Status.FAILED_PRECONDITION, details: bad } as grpc.ServiceError, null);
+        const who = this.#sender(call.metadata);
+        if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
+        const max = this.hooks.maxSnapshotBytes;
         let head: Message | null = null;
-        const parts: Uint8Array[] = [];
+        let parts: Uint8Array[] = [];
+        let size = 0;
+        let refused = false;
         call.on("data", (c: Obj) => {
+          if (refused) return;
           if (!head) {
             try {
               head = decodeMessages(c.message)[0] ?? null;
             } catch (err) {
               this.hooks.log(`bad snapshot header from peer: ${err}`);
             }
-          } else if (c.data?.length) parts.push(c.data);
+            return;
+          }
+          if (!c.data?.length) return;
+          size += c.data.length;
+          if (size > max) {
+            refused = true;
+            parts = [];
+            const details = `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`;
+            this.#refuse(call.metadata, { code: Status.RESOURCE_EXHAUSTED, details } as grpc.ServiceError, cb);
+            return;
+          }
+          parts.push(c.data);
         });
         call.on("end", () => {
-          if (!head?.snapshot) {
-            return cb({ code: Status.INVALID_ARGUMENT, details: "snapshot without header" } as grpc.ServiceError, null);
+          if (refused) return;
+          if (!head?.snapshot || head.from !== who.from || head.to !== self) {
+            const details = "snapshot without a header from its sender to this member";
+            return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
           head.snapshot.data = Buffer.concat(parts);
+          parts = [];
           this.hooks.receive([head]);
           cb(null, {});
         });

@@ -107,6 +107,14 @@ type CampaignKind = "preElection" | "election" | "transfer";
 
 const EMPTY = new Uint8Array(0);
 
+/** Member IDs (decimal uint64) in numeric order, without duplicates. */
+function sortedIds(ids: string[]): string[] {
+  return [...new Set(ids)].sort((a, b) => {
+    const x = BigInt(a), y = BigInt(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+}
+
 /** One member's Raft state machine. */
 export class RaftNode {
   readonly id: string;
@@ -172,8 +180,10 @@ export class RaftNode {
     const fresh = isEmptyHardState(hardState) && cfg.storage.lastIndex() === 0;
     this.#prevHard = { ...hardState };
     if (fresh && cfg.bootstrap && cfg.bootstrap.length > 0) {
-      // A new cluster: its founding members are the first entries of the log, committed by definition.
-      const ents: Entry[] = cfg.bootstrap.map((v, i) => ({
+      // A new cluster: its founding members are the first entries of the log, committed by definition. They are in
+      // member-ID order, so that members given the same members in another order hold the same bytes.
+      const founders = sortedIds(cfg.bootstrap);
+      const ents: Entry[] = founders.map((v, i) => ({
         index: i + 1,
         term: 1,
         type: EntryType.ConfChange,
@@ -182,7 +192,7 @@ export class RaftNode {
       this.#term = 1;
       this.log.append(ents);
       this.log.committed = ents.length;
-      for (const v of cfg.bootstrap) this.#addMember(v, false);
+      for (const v of founders) this.#addMember(v, false);
     } else {
       this.#restoreConf(confState);
       if (!isEmptyHardState(hardState)) {

@@ -68,8 +68,12 @@ export class Snapshotter {
     if (old.length) await this.syncDir();
   }
 
-  /** Newest snapshot whose crc verifies; a corrupt newer file is renamed to `*.broken` (logged). null if none. */
-  async loadNewest(): Promise<Snapshot | null> {
+  /**
+   * The newest snapshot that the WAL records (one of `recorded`, matched by index and term) and whose crc verifies,
+   * or null. A newer file the WAL does not record (the member crashed after writing it, before its mark was synced)
+   * is ignored with a log line, as etcd does; a corrupt recorded file is renamed to `*.broken` (logged).
+   */
+  async loadNewest(recorded: { index: number; term: number }[]): Promise<Snapshot | null> {
     let names: string[];
     try {
       names = await this.list();
@@ -80,8 +84,16 @@ export class Snapshotter {
     for (const n of await fs.readdir(this.dir)) {
       if (n.endsWith(".snap.tmp")) await fs.rm(path.join(this.dir, n), { force: true });
     }
+    const marks = new Set(recorded.map((m) => `${hex16(m.term)}-${hex16(m.index)}.snap`));
+    const newestMark = Math.max(0, ...recorded.map((m) => m.index));
     for (const n of names.reverse()) {
       const file = path.join(this.dir, n);
+      if (!marks.has(n)) {
+        if (parseInt(NAME_RE.exec(n)![2], 16) > newestMark) {
+          this.log(`snap: ignoring ${file}: the WAL does not record it (written just before a crash?)`);
+        }
+        continue;
+      }
       const buf = await readWholeFile(file);
       const why = verify(buf, n);
       if (why === null) {

@@ -13,13 +13,17 @@
  *   members_removed  empty
  *   cluster          clusterVersion -> "3.4.0"
  *   alarm            etcdserverpb.AlarmMember -> empty value
- *   auth             authRevision -> 8-byte BE 1 (auth disabled, never changed)
- *   authUsers, authRoles  empty
+ *   auth             authEnabled -> 1 (only while auth is enabled); authRevision -> 8-byte BE auth revision
+ *   authUsers        user name -> authpb.User (bcrypt hash, roles, no-password option)
+ *   authRoles        role name -> authpb.Role (key permissions)
  *
  * Protobuf messages are encoded by hand the way Go's gogo-protobuf does (zero fields omitted, fields in number order),
  * so the bytes match what etcd itself writes for the same data.
  */
 import { type BoltBucket, writeBbolt } from "./bbolt_writer.ts";
+import { Buffer } from "node:buffer";
+import { pbRoot } from "../../proto/mod.ts";
+import type { AuthState } from "../auth/store.ts";
 
 /** One stored version of a key (mvccpb.KeyValue; a tombstone has create_revision 0, like MvccStore's records). */
 export interface SnapshotRecord {
@@ -76,6 +80,8 @@ export interface EtcdSnapshotInput {
   alarms?: Iterable<SnapshotAlarm>;
   /** cluster bucket's clusterVersion; default "3.4.0" */
   clusterVersion?: string;
+  /** users, roles, enabled flag and auth revision; auth disabled at revision 1 when absent */
+  auth?: AuthState;
 }
 
 const enc = new TextEncoder();
@@ -272,11 +278,12 @@ export function encodeEtcdSnapshot(input: EtcdSnapshotInput): Uint8Array {
   for (const a of input.alarms ?? []) {
     alarms.push([new Pb().int64(1, a.memberID).uint(2, a.alarm).finish(), new Uint8Array(0)]);
   }
+  const auth = authBuckets(input.auth);
   const buckets: Array<[string, BoltBucket]> = [
     ["alarm", { entries: alarms }],
-    ["auth", { entries: [[enc.encode("authRevision"), u64be(1)]] }],
-    ["authRoles", {}],
-    ["authUsers", {}],
+    ["auth", { entries: auth.auth }],
+    ["authRoles", { entries: auth.roles }],
+    ["authUsers", { entries: auth.users }],
     ["cluster", { entries: [[enc.encode("clusterVersion"), enc.encode(input.clusterVersion ?? "3.4.0")]] }],
     ["key", { entries: keyEntries(input.records) }],
     ["lease", { entries: leases }],
@@ -287,11 +294,39 @@ export function encodeEtcdSnapshot(input: EtcdSnapshotInput): Uint8Array {
   return writeBbolt(buckets.map(([name, b]) => [enc.encode(name), b]));
 }
 
+const PbUser = pbRoot.lookupType("authpb.User");
+const PbRole = pbRoot.lookupType("authpb.Role");
+
+/** The auth, authUsers and authRoles buckets' entries, as etcd's auth store writes them. */
+function authBuckets(a: AuthState | undefined) {
+  const latin1 = (s: string) => Buffer.from(s, "latin1");
+  const auth: Array<[Uint8Array, Uint8Array]> = [[enc.encode("authRevision"), u64be(a?.revision ?? 1)]];
+  // etcd writes the flag the first time auth is switched; absent, auth is off
+  if (a?.enabled) auth.push([enc.encode("authEnabled"), new Uint8Array([1])]);
+  const users = (a?.users ?? []).map((u): [Uint8Array, Uint8Array] => [
+    enc.encode(u.name),
+    PbUser.encode(PbUser.fromObject({
+      name: enc.encode(u.name),
+      password: enc.encode(u.hash),
+      roles: u.roles,
+      options: u.noPassword ? { no_password: true } : undefined,
+    })).finish(),
+  ]);
+  const roles = (a?.roles ?? []).map((r): [Uint8Array, Uint8Array] => [
+    enc.encode(r.name),
+    PbRole.encode(PbRole.fromObject({
+      name: enc.encode(r.name),
+      keyPermission: r.perms.map((p) => ({ permType: p.permType, key: latin1(p.key), range_end: latin1(p.rangeEnd) })),
+    })).finish(),
+  ]);
+  return { auth, users, roles };
+}
+
 /** The parts of our server state a snapshot is taken from (structurally: the Node). */
 export interface SnapshotSource {
   store: { dump(): Iterable<SnapshotRecord>; compactRev: number };
   lessor: { leases: Map<string, { id: string; ttl: number }> };
-  applier: { alarms: SnapshotAlarm[] };
+  applier: { alarms: SnapshotAlarm[]; auth?: { toJSON(): AuthState } };
   appliedIndex: number;
   term: number;
 }
@@ -306,5 +341,6 @@ export function etcdSnapshotInput(node: SnapshotSource, members?: SnapshotMember
     term: node.term,
     members,
     alarms: node.applier.alarms.map((a) => ({ ...a })),
+    auth: node.applier.auth?.toJSON(),
   };
 }

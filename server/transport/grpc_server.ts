@@ -15,11 +15,15 @@ import net from "node:net";
 import tls from "node:tls";
 import zlib from "node:zlib";
 import { Status } from "./grpc_status.ts";
+import { ByteBudget } from "./h2connection.ts";
 import {
   CONNECTION_LOST,
+  DEFAULT_TIMEOUTS,
+  type DeferredTask,
   ErrorCode,
   Http2ServerConnection,
   type Http2Stream,
+  type Http2Timeouts,
   PREFACE,
   type StreamHandler,
 } from "./http2.ts";
@@ -61,15 +65,60 @@ export type Http1Handler = (req: http.IncomingMessage, res: http.ServerResponse)
 
 /** Options of a GrpcServer. */
 export interface GrpcServerOptions {
-  /** Largest accepted request message (default 4 MiB, as grpc-go). */
+  /** Largest accepted request message (default DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH). */
   maxReceiveMessageLength?: number;
   /** Per-stream receive window of the HTTP/2 connections (default 1 MiB). */
   initialWindowSize?: number;
   /** Connection receive window (default 16 MiB). */
   connectionWindowSize?: number;
-  /** SETTINGS_MAX_CONCURRENT_STREAMS (default 1,000,000). */
+  /** SETTINGS_MAX_CONCURRENT_STREAMS (default MAX_CONCURRENT_STREAMS of http2.ts). */
   maxConcurrentStreams?: number;
+  /** Open connections at most (default MAX_CONNECTIONS). */
+  maxConnections?: number;
+  /** Timeouts (default DEFAULT_SERVER_TIMEOUTS); tests shorten them. */
+  timeouts?: Partial<ServerTimeouts>;
 }
+
+/**
+ * Largest request message accepted unless the owner sets its own (etcd: --max-request-bytes + 512 KiB): grpc-go's
+ * default, 4 MiB. A larger one is refused with RESOURCE_EXHAUSTED when its length prefix arrives.
+ */
+export const DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 4 << 20;
+
+/**
+ * Open connections one server accepts at a time; beyond it a new connection is closed at once. Without a limit an
+ * attacker's idle or half-open connections were bounded only by file descriptors. etcd and Go set none; 10,000 is
+ * far beyond what an etcd member's clients open and keeps the worst case (idle HTTP/2 connections) to about 1 GB.
+ */
+export const MAX_CONNECTIONS = 10_000;
+
+/**
+ * Responses all of a server's connections may hold for clients that do not read them: MAX_QUEUED_BYTES per
+ * connection alone would let 100 such connections hold 3 GB. Beyond it, writes that would queue reset their stream.
+ */
+export const MAX_QUEUED_BYTES_TOTAL = 256 << 20;
+
+/** Request bytes in unfinished messages on all of a server's connections (see MAX_BUFFERED_REQUEST_BYTES). */
+export const MAX_BUFFERED_REQUEST_BYTES_TOTAL = 256 << 20;
+
+/** The HTTP/2 timeouts, plus those of the HTTP/1.1 requests served on the same port. */
+export interface ServerTimeouts extends Http2Timeouts {
+  /** A request head (HTTP/1.1) must be complete this long after the connection or the previous response. */
+  http1HeadersMs: number;
+  /** An HTTP/1.1 request must be answered (body read, response written) within this. */
+  http1RequestMs: number;
+}
+
+/**
+ * Trickled HTTP/1.1 headers (slowloris) kept a connection open for as long as the client liked: the head must be in
+ * within 10 s (Node allows 60 s, Go no limit by default; a real client sends it in one segment), and a request must
+ * be done within Node's default requestTimeout of 300 s.
+ */
+export const DEFAULT_SERVER_TIMEOUTS: Readonly<ServerTimeouts> = Object.freeze({
+  ...DEFAULT_TIMEOUTS,
+  http1HeadersMs: 10_000,
+  http1RequestMs: 300_000,
+});
 
 /** Request metadata: the non-pseudo request headers, `-bin` values base64-decoded. */
 export class Metadata {
@@ -204,13 +253,18 @@ interface MethodEntry {
 const RESPONSE_HEADERS = Object.freeze([":status", "200", "content-type", "application/grpc"]) as string[];
 const OK_TRAILERS = Object.freeze(["grpc-status", "0"]) as string[];
 const MESSAGE_PREFIX = new Uint8Array(5);
+/**
+ * What a message split over several DATA frames reserves first; the buffer then doubles as data arrives, up to the
+ * length its prefix declares. 2,000 streams that each declared 2 MB and sent 5 bytes once reserved 3.8 GB.
+ */
+export const RECEIVE_BUFFER_MIN = 16 << 10;
 
 /**
  * A server call, shaped like grpc-js's ServerUnaryCall / ServerWritableStream / ServerDuplexStream: `request`,
  * `metadata`, `cancelled`, `getPeer()`, `write()`, `end()`, `destroy()`, and the events 'data', 'end', 'drain',
  * 'cancelled', 'close', 'error'.
  */
-export class ServerCall extends EventEmitter implements StreamHandler {
+export class ServerCall extends EventEmitter implements StreamHandler, DeferredTask {
   /** The request message (unary and server-streaming calls). */
   request: unknown = undefined;
   /** Whether the client cancelled the call (or the connection was lost). */
@@ -223,8 +277,12 @@ export class ServerCall extends EventEmitter implements StreamHandler {
   // message reassembly
   private readonly hdr = new Uint8Array(5);
   private hdrPos = 0;
+  /** The message being received: grows with the data up to its declared length `bodyLen`. */
   private body: Buffer | null = null;
+  private bodyLen = 0;
   private bodyPos = 0;
+  /** A unary handler was started and has not answered yet. */
+  private answerPending = false;
   private compressed = false;
   private readonly encoding: string | undefined;
 
@@ -248,6 +306,11 @@ export class ServerCall extends EventEmitter implements StreamHandler {
   /** The client's address as "host:port". */
   getPeer(): string {
     return this.stream.peer;
+  }
+
+  /** The common name of the client's verified TLS certificate ("" without one). */
+  getPeerCommonName(): string {
+    return this.stream.peerCommonName;
   }
 
   /** The method path, e.g. "/etcdserverpb.KV/Range". */
@@ -325,7 +388,11 @@ export class ServerCall extends EventEmitter implements StreamHandler {
 
   /** @internal */
   sendUnary = (err: unknown, value?: unknown): void => {
-    if (this.finished) return;
+    this.answerPending = false;
+    if (this.finished) {
+      this.stream.releaseSlot();
+      return;
+    }
     if (err) {
       const st = statusOf(err);
       this.finish(st.code, st.details, st.metadata);
@@ -358,6 +425,7 @@ export class ServerCall extends EventEmitter implements StreamHandler {
   finish(code: number, details: string, md?: unknown): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropBody();
     const extra = md ? metadataFields(md) : EMPTY_METADATA_FIELDS;
     let trailers: string[];
     if (code === Status.OK && extra.length === 0) trailers = OK_TRAILERS;
@@ -407,21 +475,47 @@ export class ServerCall extends EventEmitter implements StreamHandler {
           p += len;
           this.message(msg);
         } else {
-          this.body = Buffer.allocUnsafe(len);
+          // the declared length is only a claim: reserve what arrived, grow as more does
+          this.bodyLen = len;
           this.bodyPos = 0;
+          if (!this.growBody(Math.min(len, Math.max(RECEIVE_BUFFER_MIN, 2 * (n - p))))) return;
         }
       } else {
-        const take = Math.min(n - p, this.body.length - this.bodyPos);
-        this.body.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, take), this.bodyPos);
+        const body = this.body;
+        const take = Math.min(n - p, this.bodyLen - this.bodyPos);
+        if (this.bodyPos + take > body.length) {
+          if (!this.growBody(Math.min(this.bodyLen, Math.max(2 * body.length, this.bodyPos + take)))) return;
+        }
+        this.body!.set(new Uint8Array(chunk.buffer, chunk.byteOffset + p, take), this.bodyPos);
         this.bodyPos += take;
         p += take;
-        if (this.bodyPos === this.body.length) {
-          const msg = this.body;
-          this.body = null;
+        if (this.bodyPos === this.bodyLen) {
+          const msg = this.body!;
+          this.dropBody();
           this.message(msg);
         }
       }
     }
+  }
+
+  /** Replaces the partial message's buffer by one of `size` bytes (keeping its content); false: over budget. */
+  private growBody(size: number): boolean {
+    const old = this.body;
+    if (!this.stream.reserveReceive(size - (old ? old.length : 0))) {
+      this.finish(Status.RESOURCE_EXHAUSTED, "grpc: the server's receive buffers for this connection are full");
+      return false;
+    }
+    const grown = Buffer.allocUnsafe(size);
+    if (old) grown.set(old.subarray(0, this.bodyPos));
+    this.body = grown;
+    return true;
+  }
+
+  /** Forgets the partial message's buffer (complete, or the call is over). */
+  private dropBody(): void {
+    if (this.body === null) return;
+    this.stream.reserveReceive(-this.body.length);
+    this.body = null;
   }
 
   private message(raw: Buffer): void {
@@ -465,19 +559,28 @@ export class ServerCall extends EventEmitter implements StreamHandler {
       }
       this.gotRequest = true;
       this.request = req;
-      this.invoke();
+      // started once the input in hand is processed: a reset that came with it cancels the call first
+      this.stream.afterInput(this);
     } else {
       this.emit("data", req);
     }
+  }
+
+  /** @internal starts a unary / server-streaming handler unless the call was cancelled meanwhile. */
+  runDeferred(): void {
+    if (!this.cancelled) this.invoke();
   }
 
   /** @internal runs the handler of a unary / server-streaming call, or of a streaming-request call at once. */
   invoke(): void {
     const h = this.method.handler!;
     try {
-      if (this.method.kind === KIND_UNARY || this.method.kind === KIND_CLIENT_STREAM) h(this, this.sendUnary);
-      else h(this);
+      if (this.method.kind === KIND_UNARY || this.method.kind === KIND_CLIENT_STREAM) {
+        this.answerPending = true;
+        h(this, this.sendUnary);
+      } else h(this);
     } catch (err) {
+      this.answerPending = false;
       this.finish(Status.UNKNOWN, `handler failed: ${(err as Error)?.message ?? err}`);
     }
   }
@@ -506,6 +609,9 @@ export class ServerCall extends EventEmitter implements StreamHandler {
     if (this.finished) return;
     this.finished = true;
     this.cancelled = true;
+    this.dropBody();
+    // a unary handler still at work (a proposed Put) keeps its stream's slot until it answers
+    if (this.answerPending) this.stream.holdSlot();
     this.emit("cancelled", "cancelled");
     if (this.listenerCount("close") > 0) this.emit("close");
   }
@@ -532,6 +638,13 @@ export class GrpcServer {
   private readonly conns = new Set<Http2ServerConnection>();
   private readonly maxLen: number;
   private readonly h2opts: GrpcServerOptions;
+  private readonly maxConnections: number;
+  private readonly timeouts: ServerTimeouts;
+  /** Sockets not yet HTTP/2 (protocol sniffing, HTTP/1.1) → when they are closed unless they progress. */
+  private readonly deadlines = new Map<net.Socket, number>();
+  private sweeper: ReturnType<typeof setInterval> | undefined;
+  private readonly sharedQueue = new ByteBudget(MAX_QUEUED_BYTES_TOTAL);
+  private readonly sharedReceive = new ByteBudget(MAX_BUFFERED_REQUEST_BYTES_TOTAL);
   private http1Handler: Http1Handler = (_req, res) => {
     res.statusCode = 404;
     res.setHeader("content-type", "text/plain");
@@ -540,20 +653,41 @@ export class GrpcServer {
   private readonly http1: http.Server;
 
   constructor(options: GrpcServerOptions = {}) {
-    this.maxLen = options.maxReceiveMessageLength ?? 4 * 1024 * 1024;
+    this.maxLen = options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH;
     this.h2opts = options;
-    this.http1 = http.createServer((req, res) => {
-      try {
-        this.http1Handler(req, res);
-      } catch {
-        if (!res.headersSent) res.statusCode = 500;
-        res.end();
-      }
-    });
-    this.http1.on("clientError", (_err: unknown, socket: net.Socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    this.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+    this.timeouts = { ...DEFAULT_SERVER_TIMEOUTS, ...options.timeouts };
+    this.http1 = http.createServer((req, res) => this.http1Request(req, res));
+    this.http1.on("clientError", (err: { code?: string }, socket: net.Socket) => {
+      // as Go: an oversized head → 431; any other request the parser refuses (both Content-Length and
+      // Transfer-Encoding, a malformed chunk, ...) → 400
+      const status = err?.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
       else socket.destroy();
     });
+  }
+
+  private http1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket as net.Socket;
+    if (this.deadlines.has(socket)) this.deadlines.set(socket, Date.now() + this.timeouts.http1RequestMs);
+    res.on("finish", () => {
+      if (this.deadlines.has(socket)) this.deadlines.set(socket, Date.now() + this.timeouts.http1HeadersMs);
+    });
+    const te = req.headers["transfer-encoding"];
+    if (te !== undefined && te.toLowerCase() !== "chunked") {
+      // RFC 9112 6.3: chunked not the final coding ("xchunked") → 400; 6.1: another coding we do not know → 501
+      const codings = te.toLowerCase().split(",");
+      const chunkedLast = codings[codings.length - 1].trim() === "chunked";
+      res.writeHead(chunkedLast ? 501 : 400, { "content-type": "text/plain", connection: "close" });
+      res.end(chunkedLast ? "unsupported transfer encoding\n" : "bad Transfer-Encoding\n");
+      return;
+    }
+    try {
+      this.http1Handler(req, res);
+    } catch {
+      if (!res.headersSent) res.statusCode = 500;
+      res.end();
+    }
   }
 
   /** Sets the handler for plain HTTP/1.1 requests on the same port. */
@@ -627,8 +761,17 @@ export class GrpcServer {
   }
 
   private accept(socket: net.Socket): void {
+    if (this.sockets.size >= this.maxConnections) {
+      socket.destroy();
+      return;
+    }
     this.sockets.add(socket);
-    socket.on("close", () => this.sockets.delete(socket));
+    this.deadlines.set(socket, Date.now() + this.timeouts.prefaceMs);
+    this.startSweeper();
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      this.deadlines.delete(socket);
+    });
     socket.on("error", () => {});
     let got: Buffer | null = null;
     const onData = (chunk: Buffer) => {
@@ -650,6 +793,7 @@ export class GrpcServer {
   }
 
   private toHttp1(socket: net.Socket, first: Buffer): void {
+    this.deadlines.set(socket, Date.now() + this.timeouts.http1HeadersMs);
     socket.pause();
     socket.unshift(first);
     this.http1.emit("connection", socket);
@@ -657,12 +801,15 @@ export class GrpcServer {
   }
 
   private toHttp2(socket: net.Socket, first: Buffer): void {
+    this.deadlines.delete(socket);
     const conn: Http2ServerConnection = new Http2ServerConnection(socket, {
       initialWindowSize: this.h2opts.initialWindowSize,
       connectionWindowSize: this.h2opts.connectionWindowSize,
       maxConcurrentStreams: this.h2opts.maxConcurrentStreams,
       onStream: (s) => this.onStream(s),
       onClose: () => this.conns.delete(conn),
+      sharedQueue: this.sharedQueue,
+      sharedReceive: this.sharedReceive,
     });
     this.conns.add(conn);
     conn.feed(first);
@@ -730,13 +877,44 @@ export class GrpcServer {
     if (entry.kind === KIND_BIDI || entry.kind === KIND_CLIENT_STREAM) call.invoke();
   }
 
+  /** Checks every connection's deadlines about four times per shortest timeout (at most once a second). */
+  private startSweeper(): void {
+    if (this.sweeper !== undefined) return;
+    const t = this.timeouts;
+    const shortest = Math.min(t.prefaceMs, t.settingsMs, t.headerBlockMs, t.sendStallMs, t.idleMs, t.http1HeadersMs);
+    const every = Math.max(10, Math.min(1000, shortest / 4));
+    const sweeper = setInterval(() => this.sweep(), every);
+    Deno.unrefTimer(sweeper);
+    this.sweeper = sweeper;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [socket, deadline] of this.deadlines) {
+      if (now >= deadline) {
+        this.deadlines.delete(socket);
+        socket.destroy();
+      }
+    }
+    for (const c of this.conns) c.checkTimeouts(now, this.timeouts);
+    if (this.sockets.size === 0 && this.listeners.length === 0) this.stopSweeper();
+  }
+
+  private stopSweeper(): void {
+    if (this.sweeper === undefined) return;
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
   /** Stops accepting connections; open HTTP/2 connections get GOAWAY and close once their calls finish. */
   close(): Promise<void> {
     const closing = this.listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
     this.listeners.length = 0;
     for (const c of this.conns) c.shutdown();
     this.http1.closeIdleConnections?.();
-    return Promise.all(closing).then(() => {});
+    return Promise.all(closing).then(() => {
+      if (this.sockets.size === 0) this.stopSweeper();
+    });
   }
 
   /** grpc-js-compatible graceful shutdown. */
@@ -752,6 +930,8 @@ export class GrpcServer {
     this.conns.clear();
     for (const s of [...this.sockets]) s.destroy();
     this.sockets.clear();
+    this.deadlines.clear();
+    this.stopSweeper();
     this.http1.closeAllConnections?.();
   }
 

@@ -48,6 +48,24 @@ import {
 /** Passed to `onReset` when the connection itself went away (socket closed or connection error). */
 export const CONNECTION_LOST = -1;
 
+/**
+ * Response bytes a connection may hold for a peer that does not read them (zero flow-control window, or a socket it
+ * does not drain): 300 Range calls of 1 MB against a window of 0 once held 350 MB. A write while this much is held
+ * resets its stream with ENHANCE_YOUR_CALM (a write below it is queued whatever its size: one large response fits).
+ */
+export const MAX_QUEUED_BYTES = 32 << 20;
+
+/** A count of bytes held with its limit, shared by the connections of one server (see GrpcServer). */
+export class ByteBudget {
+  bytes = 0;
+  constructor(readonly max: number) {}
+
+  /** Whether the limit is reached. */
+  get exhausted(): boolean {
+    return this.bytes >= this.max;
+  }
+}
+
 /** What a stream's owner gets told. A throwing method resets that stream (INTERNAL_ERROR). */
 export interface H2StreamHandler {
   /** A DATA payload; the view is only valid during the call. */
@@ -126,6 +144,10 @@ export interface H2ConnectionConfig {
   copyQueuedData: boolean;
   /** The GOAWAY message for a PUSH_PROMISE (never allowed: a client does not push and we disable push). */
   pushPromiseError: string;
+  /** Output held for a peer that does not read it, beyond which a write resets its stream (see MAX_QUEUED_BYTES). */
+  maxQueuedBytes: number;
+  /** The same across connections (null: no shared limit). */
+  sharedQueue: ByteBudget | null;
 }
 
 /** One HTTP/2 connection over a socket: everything both ends do alike. */
@@ -141,7 +163,7 @@ export abstract class H2Connection<S extends H2Stream> {
   private readonly connectionWindow: number;
   private readonly recvWindow: ReceiveWindow;
   private readonly cfg: H2ConnectionConfig;
-  private awaitingSettings: boolean;
+  protected awaitingSettings: boolean;
   /** The last stream the peer opened (GOAWAY's last-stream-id; a client's stays 0). */
   protected lastStreamId = 0;
 
@@ -152,6 +174,21 @@ export abstract class H2Connection<S extends H2Stream> {
   private connSendWindow = DEFAULT_WINDOW;
   private readonly blocked = new Set<S>();
   private readonly drainWaiters = new Set<S>();
+  /** Bytes in the streams' queues (waiting for flow-control window). */
+  private queuedBytes = 0;
+  /**
+   * Bumped whenever output moves (DATA cut from a queue, the socket drained or shrank, the peer granted window):
+   * stall detection.
+   */
+  private outputMoved = 0;
+  private stallWatched = -1;
+  private stallSince = 0;
+  private stallSocketBytes = 0;
+  /** Input arrived since the owner last looked (idle detection without a clock read per chunk). */
+  inputSeen = false;
+  /** `blocks.started` and when it was first seen unfinished (header block deadline). */
+  private blockWatched = 0;
+  private blockSince = 0;
 
   /** No new streams; the socket closes once the open ones finished (a server sent GOAWAY, a client got one). */
   protected goingAway = false;
@@ -216,6 +253,9 @@ export abstract class H2Connection<S extends H2Stream> {
   /** `s` was forgotten (`why`: null when it completed). */
   protected streamGone(_s: S, _why: string | null): void {}
 
+  /** The peer reset one of its open streams (after the stream's owner was told). */
+  protected peerReset(): void {}
+
   /** DATA of `s` was framed (by the fast path or by a pump), before its end may finish it. */
   protected dataFramed(_s: S): void {}
 
@@ -224,6 +264,7 @@ export abstract class H2Connection<S extends H2Stream> {
 
   protected onSocketData(chunk: Uint8Array): void {
     if (this.dead) return;
+    this.inputSeen = true;
     try {
       this.consume(chunk);
     } catch (err) {
@@ -351,6 +392,7 @@ export abstract class H2Connection<S extends H2Stream> {
     }
     this.forget(s, "stream reset by the peer");
     this.emitReset(s, readU32(buf, start));
+    this.peerReset();
   }
 
   private settingsIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
@@ -396,6 +438,7 @@ export abstract class H2Connection<S extends H2Stream> {
     if (sid === 0) {
       if (inc === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
       this.connSendWindow += inc;
+      this.outputMoved++;
       if (this.connSendWindow > MAX_WINDOW) {
         return this.connectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
       }
@@ -409,6 +452,7 @@ export abstract class H2Connection<S extends H2Stream> {
     }
     if (inc === 0) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
     s.sendWindow += inc;
+    this.outputMoved++;
     if (s.sendWindow > MAX_WINDOW) return this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
     if (s.queue.bytes > 0 || s.queueEnd) {
       this.pump(s);
@@ -457,6 +501,20 @@ export abstract class H2Connection<S extends H2Stream> {
     }
   }
 
+  /**
+   * Whether a header block has stayed unfinished (HEADERS without END_HEADERS, its CONTINUATION frames still
+   * missing) for `timeoutMs`, as seen by calls at `now`: the owner calls this from a periodic sweep.
+   */
+  protected headerBlockExpired(now: number, timeoutMs: number): boolean {
+    if (this.blocks.pending === 0) return false;
+    if (this.blockWatched !== this.blocks.started) {
+      this.blockWatched = this.blocks.started;
+      this.blockSince = now;
+      return false;
+    }
+    return now - this.blockSince >= timeoutMs;
+  }
+
   // ------------------------------------------------------------------------------------------------------------
   // output
 
@@ -466,7 +524,7 @@ export abstract class H2Connection<S extends H2Stream> {
     const total = hl + body.length;
     if (s.queue.bytes === 0 && !s.queueEnd) {
       const allowed = Math.min(s.sendWindow, this.connSendWindow);
-      if (total <= allowed && total <= this.peerMaxFrame) {
+      if (total <= allowed && total <= this.peerMaxFrame && !this.w.blocked) {
         // fast path: straight into the output buffer, in the stream's last DATA frame if that is still open
         const more = end ? -1 : this.w.extendData(s.id, total, this.peerMaxFrame);
         const p = more >= 0 ? more : this.w.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
@@ -480,6 +538,14 @@ export abstract class H2Connection<S extends H2Stream> {
         return !this.w.blocked || this.wantDrain(s);
       }
     }
+    if (
+      this.queuedBytes + (this.w.blocked ? this.socket.writableLength : 0) >= this.cfg.maxQueuedBytes ||
+      this.cfg.sharedQueue?.exhausted
+    ) {
+      this.resetStream(s, ErrorCode.ENHANCE_YOUR_CALM);
+      queueMicrotask(() => this.emitReset(s, ErrorCode.ENHANCE_YOUR_CALM));
+      return false;
+    }
     let data = body;
     if (head && hl > 0) {
       data = Buffer.allocUnsafe(total);
@@ -489,6 +555,7 @@ export abstract class H2Connection<S extends H2Stream> {
       data = Buffer.from(body);
     }
     s.queue.push(data);
+    this.queued(data.length);
     if (end) s.queueEnd = true;
     this.pump(s);
     this.w.schedule();
@@ -506,6 +573,31 @@ export abstract class H2Connection<S extends H2Stream> {
     return false;
   }
 
+  private queued(delta: number): void {
+    this.queuedBytes += delta;
+    if (this.cfg.sharedQueue) this.cfg.sharedQueue.bytes += delta;
+  }
+
+  /**
+   * Whether output has been waiting (queued for flow-control window, or in a socket the peer does not drain) without
+   * any of it moving for `timeoutMs`, as seen by calls at `now` from the owner's periodic sweep.
+   */
+  protected outputStalled(now: number, timeoutMs: number): boolean {
+    if (this.queuedBytes === 0 && !this.w.blocked) {
+      this.stallWatched = -1;
+      return false;
+    }
+    const inSocket = this.socket.writableLength;
+    if (inSocket < this.stallSocketBytes) this.outputMoved++; // the peer is reading, if slowly
+    this.stallSocketBytes = inSocket;
+    if (this.stallWatched !== this.outputMoved) {
+      this.stallWatched = this.outputMoved;
+      this.stallSince = now;
+      return false;
+    }
+    return now - this.stallSince >= timeoutMs;
+  }
+
   /** Sends as much of a stream's queue as the windows allow; then its end (trailers or END_STREAM) once empty. */
   private pump(s: S): void {
     while (s.queue.bytes > 0) {
@@ -515,6 +607,8 @@ export abstract class H2Connection<S extends H2Stream> {
       const last = n === s.queue.bytes && s.queueEnd && !s.queueTrailers;
       const p = this.w.frame(n, DATA, last ? FLAG_END_STREAM : 0, s.id);
       s.queue.copyTo(this.w.out, p, n);
+      this.queued(-n);
+      this.outputMoved++;
       s.sendWindow -= n;
       this.connSendWindow -= n;
       if (last) {
@@ -577,6 +671,7 @@ export abstract class H2Connection<S extends H2Stream> {
     this.streams.delete(s.id);
     this.blocked.delete(s);
     this.drainWaiters.delete(s);
+    this.queued(-s.queue.bytes);
     s.queue.clear();
     this.streamGone(s, why);
     if (this.goingAway && this.streams.size === 0 && !this.dead) {
@@ -641,6 +736,7 @@ export abstract class H2Connection<S extends H2Stream> {
   }
 
   private onSocketDrain(): void {
+    this.outputMoved++;
     if (!this.w.blocked) return;
     this.w.blocked = false;
     if (this.cfg.pauseWhenBlocked) this.socket.resume();

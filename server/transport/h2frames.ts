@@ -56,6 +56,12 @@ export const DEFAULT_WINDOW = 65535;
 export const DEFAULT_FRAME_SIZE = 16384;
 /** We read frames of up to this size (the protocol default; we do not raise it). */
 export const LOCAL_MAX_FRAME_SIZE = 16384;
+/**
+ * Largest header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 7541 does: name + value + 32 per
+ * field), and so the largest header block: Go's net/http DefaultMaxHeaderBytes. grpc-go allows 16 MiB; gRPC metadata
+ * is far below either, and a block is held whole until it ends.
+ */
+export const MAX_HEADER_LIST_SIZE = 1 << 20;
 /** Stop reading from a peer that does not read our output once this much is buffered in the socket. */
 export const SOCKET_HIGH_WATER = 8 << 20;
 /** How long a deferred frame (a PING ACK) may wait for other output to go out with. */
@@ -414,14 +420,24 @@ export interface HeaderBlock {
   block: Uint8Array;
 }
 
+/**
+ * CONTINUATION frames accepted per header block: a flood of empty ones (2 M frames) once raised RSS by 800 MB. A
+ * block of the largest header list we accept needs 64 full frames of the default size; 128 leaves room for peers that
+ * cut blocks smaller.
+ */
+export const MAX_CONTINUATION_FRAMES = 128;
+
 /** Joins a HEADERS frame and its CONTINUATION frames into one header block. */
 export class HeaderBlockAssembler {
   /** Stream whose header block is still open (0 when none): only its CONTINUATION may come next. */
   pending = 0;
+  /** Header blocks begun with a HEADERS frame lacking END_HEADERS (tells a block's deadline from the next one's). */
+  started = 0;
   #endStream = false;
   #chunks: Uint8Array[] = [];
   #len = 0;
 
+  /** `maxBytes`: the largest header block accepted (its decoded list cannot be smaller than the block). */
   constructor(private readonly maxBytes: number) {}
 
   /** A HEADERS frame: the block if it is complete, null if CONTINUATION frames follow. */
@@ -433,6 +449,7 @@ export class HeaderBlockAssembler {
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     if (flags & FLAG_END_HEADERS) return { sid, endStream, block: buf.subarray(p, e) };
     this.pending = sid;
+    this.started++;
     this.#endStream = endStream;
     this.#chunks = [Buffer.from(buf.subarray(p, e))];
     this.#len = e - p;
@@ -444,9 +461,12 @@ export class HeaderBlockAssembler {
     if (this.pending === 0 || sid !== this.pending) {
       return new H2Error(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
     }
-    this.#chunks.push(Buffer.from(buf.subarray(start, end)));
+    if (this.#chunks.length > MAX_CONTINUATION_FRAMES) {
+      return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `more than ${MAX_CONTINUATION_FRAMES} CONTINUATION frames`);
+    }
     this.#len += end - start;
-    if (this.#len > this.maxBytes + 65536) return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    if (this.#len > this.maxBytes) return new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    this.#chunks.push(Buffer.from(buf.subarray(start, end)));
     if (!(flags & FLAG_END_HEADERS)) return null;
     const block = Buffer.concat(this.#chunks, this.#len);
     this.pending = 0;

@@ -6,6 +6,8 @@
  * Header lists travel as flat string arrays: [name0, value0, name1, value1, ...].
  */
 
+import { MAX_HEADER_LIST_SIZE } from "./h2frames.ts";
+
 /** Thrown on any malformed header block; the connection answers with COMPRESSION_ERROR. */
 export class HpackError extends Error {}
 
@@ -193,22 +195,58 @@ function latin1(buf: Uint8Array, start: number, end: number): string {
   return String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[]);
 }
 
-/** A decoder: one per connection direction, fed every header block in order. */
+/**
+ * Longest accepted HPACK integer: 9 continuation bytes (63 bits), as Go's decoder; an attacker's 150-byte integer
+ * once became NaN and slipped past the overflow check. Values above 2^31-1 are rejected as well.
+ */
+export const MAX_INTEGER_CONTINUATION_BYTES = 9;
+/** Largest HPACK integer we accept (indexes, lengths, table sizes). */
+const MAX_INTEGER = 0x7fffffff;
+/**
+ * Dynamic table size updates allowed at the start of one header block: RFC 7541 4.2 needs at most two (the smallest
+ * size since the last block, then the final one); more is a peer playing games.
+ */
+export const MAX_TABLE_SIZE_UPDATES_PER_BLOCK = 2;
+/** Per-entry overhead of the dynamic table (RFC 7541 4.1): also the smallest entry, which bounds the entry count. */
+const ENTRY_OVERHEAD = 32;
+
+/**
+ * A decoder: one per connection direction, fed every header block in order. Its dynamic table is a ring buffer (O(1)
+ * insert and evict) bounded by the table size we announced: at most maxTableSize / 32 entries.
+ */
 export class HpackDecoder {
-  /** Newest entry first, names and values interleaved. */
-  private names: string[] = [];
-  private values: string[] = [];
+  /** Ring buffer of entries: slot (head - 1 - i) & mask holds entry i (0 = newest). Capacity is a power of two. */
+  private names: string[];
+  private values: string[];
+  private mask: number;
+  private head = 0;
+  private count = 0;
   private size = 0;
   /** The table size this side announced (SETTINGS_HEADER_TABLE_SIZE); the encoder may pick anything up to it. */
-  private maxAllowed: number;
+  private readonly maxAllowed: number;
   private maxSize: number;
   /** Upper bound on the decoded header list (name+value+32 per field). */
   maxHeaderListSize: number;
 
-  constructor(maxTableSize = 4096, maxHeaderListSize = 1 << 20) {
+  constructor(maxTableSize = 4096, maxHeaderListSize = MAX_HEADER_LIST_SIZE) {
     this.maxAllowed = maxTableSize;
     this.maxSize = maxTableSize;
     this.maxHeaderListSize = maxHeaderListSize;
+    let cap = 8;
+    while (cap < Math.floor(maxTableSize / ENTRY_OVERHEAD)) cap <<= 1;
+    this.names = new Array<string>(cap).fill("");
+    this.values = new Array<string>(cap).fill("");
+    this.mask = cap - 1;
+  }
+
+  /** Entries in the dynamic table (for tests). */
+  get tableLength(): number {
+    return this.count;
+  }
+
+  /** Bytes the dynamic table accounts for (for tests). */
+  get tableSize(): number {
+    return this.size;
   }
 
   /** Decodes a complete header block into a flat [name, value, ...] list. Throws HpackError. */
@@ -217,19 +255,19 @@ export class HpackDecoder {
     let pos = start;
     let listSize = 0;
     let fieldSeen = false;
+    let sizeUpdates = 0;
     const readInt = (first: number, prefixBits: number): number => {
       const mask = (1 << prefixBits) - 1;
       let v = first & mask;
       if (v < mask) return v;
-      let m = 0;
-      for (;;) {
+      for (let i = 0; i < MAX_INTEGER_CONTINUATION_BYTES; i++) {
         if (pos >= end) throw new HpackError("truncated integer");
         const b = buf[pos++];
-        v += (b & 127) * 2 ** m;
-        m += 7;
-        if (v > 0x7fffffff) throw new HpackError("integer overflow");
+        v += (b & 127) * 2 ** (7 * i);
+        if (v > MAX_INTEGER) throw new HpackError("integer overflow");
         if ((b & 128) === 0) return v;
       }
+      throw new HpackError("integer too long");
     };
     const readString = (): string => {
       if (pos >= end) throw new HpackError("truncated string");
@@ -252,14 +290,14 @@ export class HpackDecoder {
           name = STATIC[idx - 1][0];
           value = STATIC[idx - 1][1];
         } else {
-          const d = idx - STATIC_LEN - 1;
-          if (d >= this.names.length) throw new HpackError(`index ${idx} out of range`);
-          name = this.names[d];
-          value = this.values[d];
+          const slot = this.slot(idx);
+          name = this.names[slot];
+          value = this.values[slot];
         }
       } else if ((b & 0xe0) === 0x20) {
         // dynamic table size update: only before the first field
         if (fieldSeen) throw new HpackError("table size update after a field");
+        if (++sizeUpdates > MAX_TABLE_SIZE_UPDATES_PER_BLOCK) throw new HpackError("too many table size updates");
         const sz = readInt(b, 5);
         if (sz > this.maxAllowed) throw new HpackError("table size update above the limit");
         this.maxSize = sz;
@@ -270,41 +308,49 @@ export class HpackDecoder {
         const idx = incremental ? readInt(b, 6) : readInt(b, 4);
         if (idx === 0) name = readString();
         else if (idx <= STATIC_LEN) name = STATIC[idx - 1][0];
-        else {
-          const d = idx - STATIC_LEN - 1;
-          if (d >= this.names.length) throw new HpackError(`index ${idx} out of range`);
-          name = this.names[d];
-        }
+        else name = this.names[this.slot(idx)];
         value = readString();
         if (incremental) this.add(name, value);
       }
       fieldSeen = true;
-      listSize += name.length + value.length + 32;
+      listSize += name.length + value.length + ENTRY_OVERHEAD;
       if (listSize > this.maxHeaderListSize) throw new HpackError("header list too large");
       out.push(name, value);
     }
     return out;
   }
 
+  /** The ring slot of dynamic index `idx` (> STATIC_LEN). */
+  private slot(idx: number): number {
+    const d = idx - STATIC_LEN - 1;
+    if (d >= this.count) throw new HpackError(`index ${idx} out of range`);
+    return (this.head - 1 - d) & this.mask;
+  }
+
   private add(name: string, value: string): void {
-    const sz = name.length + value.length + 32;
+    const sz = name.length + value.length + ENTRY_OVERHEAD;
     if (sz > this.maxSize) {
-      this.names.length = 0;
-      this.values.length = 0;
-      this.size = 0;
+      // an entry larger than the table empties it (RFC 7541 4.4)
+      this.evict(this.maxSize + 1);
       return;
     }
     this.evict(sz);
-    this.names.unshift(name);
-    this.values.unshift(value);
+    const h = this.head;
+    this.names[h] = name;
+    this.values[h] = value;
+    this.head = (h + 1) & this.mask;
+    this.count++;
     this.size += sz;
   }
 
+  /** Drops the oldest entries until `room` more bytes fit (every entry is at least 32 bytes: count <= capacity). */
   private evict(room: number): void {
-    while (this.size + room > this.maxSize && this.names.length > 0) {
-      const n = this.names.pop()!;
-      const v = this.values.pop()!;
-      this.size -= n.length + v.length + 32;
+    while (this.count > 0 && this.size + room > this.maxSize) {
+      const oldest = (this.head - this.count) & this.mask;
+      this.size -= this.names[oldest].length + this.values[oldest].length + ENTRY_OVERHEAD;
+      this.names[oldest] = "";
+      this.values[oldest] = "";
+      this.count--;
     }
   }
 }

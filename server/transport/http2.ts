@@ -14,9 +14,17 @@
  * adds the server's side: the preface, accepting request streams, stream-id rules and graceful shutdown.
  */
 import type { Socket } from "node:net";
-import { CONNECTION_LOST, H2Connection, H2Stream, type H2StreamHandler } from "./h2connection.ts";
+import {
+  type ByteBudget,
+  CONNECTION_LOST,
+  H2Connection,
+  H2Stream,
+  type H2StreamHandler,
+  MAX_QUEUED_BYTES,
+} from "./h2connection.ts";
 import {
   ErrorCode,
+  MAX_HEADER_LIST_SIZE,
   MAX_WINDOW,
   PREFACE,
   SETTINGS_INITIAL_WINDOW_SIZE,
@@ -26,6 +34,62 @@ import {
 
 export { CONNECTION_LOST, ErrorCode, PREFACE };
 
+/**
+ * SETTINGS_MAX_CONCURRENT_STREAMS we announce: a client once held 1,000,000 streams open on one connection. Go's
+ * net/http announces 250 and grpc-go no limit; 1000 keeps room for clients that multiplex many calls (a benchmark's
+ * 256 clients, an Easegress member's watches) while bounding what one connection can make the server hold. Handlers
+ * still running for streams the client reset count against it.
+ */
+export const MAX_CONCURRENT_STREAMS = 1000;
+
+/**
+ * Rapid reset (CVE-2023-44487): a client that resets more than this many of its streams before they were answered,
+ * within RAPID_RESET_WINDOW_MS, gets GOAWAY(ENHANCE_YOUR_CALM). 5,000 HEADERS + RST_STREAM pairs once ran 5,000
+ * handlers with no GOAWAY. (Netty allows 200 per 30 s; a legitimate client cancels far fewer calls than it sends.)
+ */
+export const RAPID_RESET_LIMIT = 1000;
+/** The window in which RAPID_RESET_LIMIT resets are allowed. */
+export const RAPID_RESET_WINDOW_MS = 10_000;
+
+/**
+ * Request bytes one connection may hold in unfinished messages (each grows with its data up to its declared length,
+ * at most the server's message limit): 1000 streams × a 2 MB message each, sent slowly, would otherwise hold 2 GB.
+ * A message that would go beyond it fails with RESOURCE_EXHAUSTED.
+ */
+export const MAX_BUFFERED_REQUEST_BYTES = 64 << 20;
+
+/** How long a server connection may take for each step, and how long it may sit idle (see DEFAULT_TIMEOUTS). */
+export interface Http2Timeouts {
+  /** From accept until the client's 24-byte connection preface is complete (Go's prefaceTimeout: 10 s). */
+  prefaceMs: number;
+  /** After the preface, until the client's SETTINGS frame arrived (Go's firstSettingsTimeout: 2 s). */
+  settingsMs: number;
+  /** A header block begun (HEADERS without END_HEADERS) must be complete within this. */
+  headerBlockMs: number;
+  /** Output waiting for a client that reads none of it (zero window, undrained socket) for this long → GOAWAY. */
+  sendStallMs: number;
+  /**
+   * A connection with no open stream and no input for this long is closed (a plain close: Deno's HTTP/2 client can
+   * crash on a GOAWAY that arrives on an idle connection). Open streams (watches) or client PINGs keep it alive.
+   */
+  idleMs: number;
+}
+
+/**
+ * Timeouts that stop connections that never finish their handshake, a header block, read nothing, or ever do
+ * anything: a partial preface, an HTTP/2 connection without SETTINGS and an idle connection were all still open after
+ * 130 s, and a client with a window of 0 held its queued responses for as long as it liked.
+ * grpc-go closes idle connections never (MaxConnectionIdle) and Go's net/http not by default; 5 minutes leaves
+ * clients that pause between calls their connection, and the connection limit bounds what idle ones can hold.
+ */
+export const DEFAULT_TIMEOUTS: Readonly<Http2Timeouts> = Object.freeze({
+  prefaceMs: 10_000,
+  settingsMs: 2_000,
+  headerBlockMs: 10_000,
+  sendStallMs: 60_000,
+  idleMs: 300_000,
+});
+
 /** Options of a server connection. */
 export interface Http2ConnectionOptions {
   /** Called for each new request stream once its headers are complete. Set the stream's callbacks here. */
@@ -34,12 +98,21 @@ export interface Http2ConnectionOptions {
   initialWindowSize?: number;
   /** Connection receive window (default 16 MiB). */
   connectionWindowSize?: number;
-  /** SETTINGS_MAX_CONCURRENT_STREAMS (default 1,000,000). */
+  /** SETTINGS_MAX_CONCURRENT_STREAMS (default MAX_CONCURRENT_STREAMS). */
   maxConcurrentStreams?: number;
-  /** Largest accepted header list (default 1 MiB). */
+  /** Largest accepted header list (default MAX_HEADER_LIST_SIZE). */
   maxHeaderListSize?: number;
   /** Called once when the connection is gone (socket closed). */
   onClose?: () => void;
+  /** Queued output of all the server's connections (see MAX_QUEUED_BYTES_TOTAL of grpc_server.ts). */
+  sharedQueue?: ByteBudget;
+  /** Request bytes buffered in unfinished messages on all the server's connections. */
+  sharedReceive?: ByteBudget;
+}
+
+/** Work deferred until the current socket input was processed (see Http2Stream.afterInput). */
+export interface DeferredTask {
+  runDeferred(): void;
 }
 
 /** What the application gets told about a request stream (`onEnd`: the client half-closed it). */
@@ -51,6 +124,8 @@ export class Http2Stream extends H2Stream {
   readonly headers: string[];
   /** Receives the stream's events; set it in `onStream`. */
   handler: StreamHandler | null = null;
+  /** @internal its slot is held by a handler still running after a reset (see `holdSlot`) */
+  holdingSlot = false;
   declare protected readonly conn: Http2ServerConnection;
 
   constructor(id: number, conn: Http2ServerConnection, headers: string[], sendWindow: number, recvWindow: number) {
@@ -70,6 +145,11 @@ export class Http2Stream extends H2Stream {
     return this.conn.peer;
   }
 
+  /** The common name of the client's verified TLS certificate ("" without one). */
+  get peerCommonName(): string {
+    return this.conn.peerCommonName;
+  }
+
   /** Sends response headers (flat list, ":status" first); `end` closes our side right away. */
   respond(fields: string[], end = false): void {
     if (this.localClosed || this.gone) return;
@@ -85,6 +165,39 @@ export class Http2Stream extends H2Stream {
     return this.conn.sendData(this, body, head, end);
   }
 
+  /**
+   * After a reset: the handler is still running (a proposed Put finishing), so the stream keeps counting against
+   * MAX_CONCURRENT_STREAMS until `releaseSlot()`.
+   */
+  holdSlot(): void {
+    if (this.holdingSlot) return;
+    this.holdingSlot = true;
+    this.conn.lingering++;
+  }
+
+  /** The handler that held the slot finished. */
+  releaseSlot(): void {
+    if (!this.holdingSlot) return;
+    this.holdingSlot = false;
+    this.conn.lingering--;
+  }
+
+  /**
+   * Accounts for `delta` more (or, negative, fewer) bytes of an unfinished request message; false (nothing
+   * accounted) when that would exceed MAX_BUFFERED_REQUEST_BYTES or the server-wide receive budget.
+   */
+  reserveReceive(delta: number): boolean {
+    return this.conn.reserveReceive(delta);
+  }
+
+  /**
+   * Runs `task.runDeferred()` once the socket input being processed is through, so that a RST_STREAM arriving with
+   * the request (rapid reset) cancels the call before its handler starts any work.
+   */
+  afterInput(task: DeferredTask): void {
+    this.conn.deferred.push(task);
+  }
+
   /** Closes our side: with trailers (a HEADERS frame) or an empty DATA frame. */
   end(trailers: string[] | null = null): void {
     if (this.localClosed || this.gone) return;
@@ -93,22 +206,40 @@ export class Http2Stream extends H2Stream {
   }
 }
 
-type ServerOptions = Required<Omit<Http2ConnectionOptions, "onClose">> & { onClose?: () => void };
+type ServerOptions =
+  & Required<Omit<Http2ConnectionOptions, "onClose" | "sharedQueue" | "sharedReceive">>
+  & Pick<Http2ConnectionOptions, "onClose" | "sharedQueue" | "sharedReceive">;
 
 /** One HTTP/2 server connection over a socket. */
 export class Http2ServerConnection extends H2Connection<Http2Stream> {
   readonly peer: string;
+  #peerCommonName: string | undefined;
   private readonly opts: ServerOptions;
   private prefaceLeft = PREFACE.length;
+  /** @internal handlers still running for streams that were reset (they count against the stream limit) */
+  lingering = 0;
+  /** @internal tasks to run once the current input chunk is processed */
+  deferred: DeferredTask[] = [];
+  /** Bytes of unfinished request messages (see MAX_BUFFERED_REQUEST_BYTES). */
+  private receiveBuffered = 0;
+  /** Resets by the client within the current rapid-reset window, and when that window began. */
+  private resets = 0;
+  private resetWindowStart = 0;
+  /** When the connection was created (the preface is in: the SETTINGS deadline runs from here). */
+  private readonly createdAt = Date.now();
+  /** Last time a sweep saw input or open streams. */
+  private lastActive = this.createdAt;
 
   constructor(socket: Socket, options: Http2ConnectionOptions) {
     const opts: ServerOptions = {
       initialWindowSize: Math.min(options.initialWindowSize ?? 1 << 20, MAX_WINDOW),
       connectionWindowSize: Math.min(options.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
-      maxConcurrentStreams: options.maxConcurrentStreams ?? 1_000_000,
-      maxHeaderListSize: options.maxHeaderListSize ?? 1 << 20,
+      maxConcurrentStreams: options.maxConcurrentStreams ?? MAX_CONCURRENT_STREAMS,
+      maxHeaderListSize: options.maxHeaderListSize ?? MAX_HEADER_LIST_SIZE,
       onStream: options.onStream,
       onClose: options.onClose,
+      sharedQueue: options.sharedQueue,
+      sharedReceive: options.sharedReceive,
     };
     super(socket, {
       initialWindow: opts.initialWindowSize,
@@ -120,6 +251,8 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       deferPingAck: true,
       copyQueuedData: false,
       pushPromiseError: "PUSH_PROMISE from a client",
+      maxQueuedBytes: MAX_QUEUED_BYTES,
+      sharedQueue: options.sharedQueue ?? null,
     });
     this.opts = opts;
     this.peer = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`;
@@ -132,6 +265,42 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       SETTINGS_MAX_HEADER_LIST_SIZE,
       opts.maxHeaderListSize,
     ]);
+  }
+
+  protected override onSocketData(chunk: Uint8Array): void {
+    super.onSocketData(chunk);
+    if (this.deferred.length === 0) return;
+    const tasks = this.deferred;
+    this.deferred = [];
+    for (const t of tasks) t.runDeferred();
+  }
+
+  /** @internal see Http2Stream.reserveReceive */
+  reserveReceive(delta: number): boolean {
+    const shared = this.opts.sharedReceive;
+    if (delta > 0) {
+      if (this.receiveBuffered + delta > MAX_BUFFERED_REQUEST_BYTES) return false;
+      if (shared && shared.bytes + delta > shared.max) return false;
+    }
+    this.receiveBuffered += delta;
+    if (shared) shared.bytes += delta;
+    return true;
+  }
+
+  /** The common name of the client's verified TLS certificate ("" without one), read once. */
+  get peerCommonName(): string {
+    if (this.#peerCommonName === undefined) {
+      const s = this.socket as Socket & {
+        authorized?: boolean;
+        getPeerCertificate?: () => { subject?: { CN?: string } };
+      };
+      let cn = "";
+      try {
+        if (s.authorized) cn = s.getPeerCertificate?.()?.subject?.CN ?? "";
+      } catch { /* not a TLS socket */ }
+      this.#peerCommonName = cn;
+    }
+    return this.#peerCommonName;
   }
 
   /** Feeds bytes already read from the socket (e.g. by protocol sniffing) before the socket's own data. */
@@ -150,6 +319,32 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     if (!this.goingAway) this.sendGoaway(ErrorCode.NO_ERROR, "");
     this.w.flush();
     if (this.streams.size === 0) this.closeSocket();
+  }
+
+  /**
+   * Enforces the timeouts; called by the owner's periodic sweep. Closes the connection when the client's SETTINGS
+   * is late, a header block stays unfinished, its output has not moved for too long, or it has been idle (no open
+   * stream, no input) for too long.
+   */
+  checkTimeouts(now: number, t: Http2Timeouts): void {
+    if (this.dead) return;
+    if (this.awaitingSettings) {
+      if (now - this.createdAt >= t.settingsMs) this.connectionError(ErrorCode.SETTINGS_TIMEOUT, "no SETTINGS");
+      return;
+    }
+    if (this.headerBlockExpired(now, t.headerBlockMs)) {
+      return this.connectionError(ErrorCode.PROTOCOL_ERROR, "header block not finished in time");
+    }
+    if (this.outputStalled(now, t.sendStallMs)) {
+      return this.connectionError(ErrorCode.ENHANCE_YOUR_CALM, "the client reads none of its responses");
+    }
+    if (this.inputSeen || this.streams.size > 0 || this.lingering > 0) {
+      this.inputSeen = false;
+      this.lastActive = now;
+    } else if (now - this.lastActive >= t.idleMs) {
+      this.lastError = "idle";
+      this.closeSocket();
+    }
   }
 
   /**
@@ -202,7 +397,7 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     if ((sid & 1) === 0) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client");
     if (sid <= this.lastStreamId) return; // headers for a stream already closed: ignore
     this.lastStreamId = sid;
-    if (this.goingAway || this.streams.size >= this.opts.maxConcurrentStreams) {
+    if (this.goingAway || this.streams.size + this.lingering >= this.opts.maxConcurrentStreams) {
       return this.w.rst(sid, ErrorCode.REFUSED_STREAM);
     }
     if (!validRequestHeaders(fields)) return this.w.rst(sid, ErrorCode.PROTOCOL_ERROR);
@@ -218,6 +413,17 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
     if (endStream && !s.gone) {
       this.emitEnd(s);
       this.remoteDone(s);
+    }
+  }
+
+  protected override peerReset(): void {
+    const now = Date.now();
+    if (now - this.resetWindowStart > RAPID_RESET_WINDOW_MS) {
+      this.resetWindowStart = now;
+      this.resets = 0;
+    }
+    if (++this.resets > RAPID_RESET_LIMIT) {
+      this.connectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset (rapid reset)");
     }
   }
 

@@ -21,6 +21,7 @@ import { Status, STATUS_NAME } from "./grpc_status.ts";
 import { CONNECTION_LOST, H2Connection, H2Stream, type H2StreamHandler } from "./h2connection.ts";
 import {
   ErrorCode,
+  MAX_HEADER_LIST_SIZE,
   MAX_WINDOW,
   PREFACE,
   readU31,
@@ -114,12 +115,15 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
     super(socket, {
       initialWindow: Math.min(opts.initialWindowSize ?? 1 << 20, MAX_WINDOW),
       connectionWindow: Math.min(opts.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
-      maxHeaderListSize: opts.maxHeaderListSize ?? 1 << 20,
+      maxHeaderListSize: opts.maxHeaderListSize ?? MAX_HEADER_LIST_SIZE,
       settingsFirst: false,
       pauseWhenBlocked: false,
       deferPingAck: false,
       copyQueuedData: true,
       pushPromiseError: "PUSH_PROMISE although push is disabled",
+      // our own requests: their callers decide how much to send
+      maxQueuedBytes: Infinity,
+      sharedQueue: null,
     });
     socket.on("connect", () => {
       this.connected = true;

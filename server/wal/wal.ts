@@ -6,7 +6,18 @@
  * `payload` starts with a record-type byte. `crc` is crc32 (zlib polynomial) of the payload, seeded with the
  * previous record's crc, so the chain runs through every record of every segment. Each segment begins with a
  * segment record (magic, seq, first index, the crc it continues from), followed by metadata, hard state and the
- * newest snapshot mark, so older segments can be deleted without losing any of them.
+ * newest snapshot mark, so older segments can be deleted without losing any of them. Each batch (one write and one
+ * fdatasync) begins with a batch record holding the crc it continues from and the batch's length in bytes: like a
+ * segment record it can be verified on its own, so replay can tell whether a later batch follows a damaged record,
+ * and where the damaged record's batch ends.
+ *
+ * Recovery tells torn writes from corruption, as etcd does. Power loss in the middle of a batch leaves some of its
+ * sectors unwritten (zeros: the segment was preallocated), in any order. A damaged record is torn when it lies in the
+ * last batch (no batch record follows it: that batch's fdatasync never returned, so nothing in it was acknowledged)
+ * and its unreadable part (within its batch) holds an all-zero 512-byte sector or is cut off by the end of the file;
+ * replay then truncates the log there with a log line. Any other damage (a checksum mismatch without a zero sector, a
+ * length running past its batch, damage in a batch that a later batch follows) is {@link WalCorruptError}, naming
+ * file and offset; `forceRepair` truncates there when the user asks for it.
  * Segment files are named `<seq>-<firstIndex>.wal` (16 hex digits each) and are created via a tmp file + rename.
  * The current segment is extended with zeros ahead of the writes ({@link PREALLOCATE_BYTES} at a time), so a segment's
  * records end where only zeros remain.
@@ -38,11 +49,14 @@ export interface WalContents {
 export class WalCorruptError extends Error {
   file: string;
   offset: number;
-  constructor(file: string, offset: number, why: string) {
+  /** damage to the records themselves, which `forceRepair` can cut off (not, e.g., a gap left by a missing snapshot) */
+  repairable: boolean;
+  constructor(file: string, offset: number, why: string, repairable = true) {
     super(`wal: corrupt record in ${file} at offset ${offset}: ${why}`);
     this.name = "WalCorruptError";
     this.file = file;
     this.offset = offset;
+    this.repairable = repairable;
   }
 }
 
@@ -54,8 +68,18 @@ export interface WalOptions {
   log?: (msg: string) => void;
   /** Index of the snapshot the caller restored; replay returns entries after it. */
   snapshotIndex?: number;
+  /**
+   * Picks the snapshot to restore, from the snapshot marks the log records (oldest first) and its hard state; returns
+   * its index (0: none). Replay returns entries after it. Overrides `snapshotIndex`.
+   */
+  chooseSnapshot?: (marks: SnapshotMark[], hardState: HardState) => Promise<number>;
   /** Opaque bytes stored at the head of every segment (used when the log is created). */
   metadata?: Uint8Array;
+  /**
+   * Truncate the log at a corrupt record instead of refusing to open (the user asked for it: what follows the damage
+   * is lost). The damaged segment is first copied to `<name>.broken`; later segments are renamed to `<name>.broken`.
+   */
+  forceRepair?: boolean;
 }
 
 const REC_SEGMENT = 1;
@@ -63,10 +87,20 @@ const REC_METADATA = 2;
 const REC_ENTRY = 3;
 const REC_HARDSTATE = 4;
 const REC_SNAPSHOT = 5;
+const REC_BATCH = 6;
+/** payload of a batch record: type, u32 crc it continues from, u32 length of the batch in bytes */
+const BATCH_PAYLOAD = 9;
 const MAGIC = 0x57414c31; // "WAL1"
 const HEADER = 8;
 const SEGMENT_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.wal$/;
 const TWO32 = 2 ** 32;
+/** The unit a disk writes atomically, at least: a torn write leaves whole sectors unwritten. */
+const SECTOR = 512;
+/**
+ * No record written is this long (a request's entry is limited to --max-request-bytes, 1.5 MiB by default; etcd's
+ * WAL refuses records over 10 MB): a record cut off by the end of the file that claims more is garbage, not torn.
+ */
+const MAX_TORN_RECORD_BYTES = 64 << 20;
 
 /**
  * The current segment grows in steps of this many zero bytes ahead of the writes. An fdatasync that must also record
@@ -131,6 +165,10 @@ class RecordBatch {
   seal(crc: number): { bytes: Uint8Array; crc: number } {
     for (let i = 0; i < this.recs.length; i += 2) {
       const off = this.recs[i], n = this.recs[i + 1];
+      if (this.buf[off + HEADER] === REC_BATCH) {
+        this.view.setUint32(off + HEADER + 1, crc, true);
+        this.view.setUint32(off + HEADER + 5, this.length - off, true);
+      }
       crc = crc32(this.buf.subarray(off + HEADER, off + HEADER + n), crc);
       this.view.setUint32(off, n, true);
       this.view.setUint32(off + 4, crc, true);
@@ -172,6 +210,12 @@ function addMark(b: RecordBatch, m: SnapshotMark): void {
   putU64(b.view, p + 9, m.term);
 }
 
+/** The record a batch begins with: the crc it continues from and the batch's length (filled in by `seal`). */
+function addBatchStart(b: RecordBatch): void {
+  const p = b.add(BATCH_PAYLOAD);
+  b.buf[p] = REC_BATCH;
+}
+
 function addSegment(b: RecordBatch, prevCrc: number, seq: number, firstIndex: number): void {
   const p = b.add(25);
   b.buf[p] = REC_SEGMENT;
@@ -189,7 +233,10 @@ function addMetadata(b: RecordBatch, md: Uint8Array): void {
 
 type ReadResult = { ok: true; payload: Uint8Array; crc: number; end: number } | { ok: false; why: string };
 
-/** Reads and verifies the record at `off`; `seed` null means "first record of a segment" (seed is inside it). */
+/**
+ * Reads and verifies the record at `off`; `seed` null means a record that carries its own seed (a segment or batch
+ * record: the crc it continues from follows the type byte).
+ */
 function readRecord(buf: Uint8Array, v: DataView, off: number, seed: number | null): ReadResult {
   if (off + HEADER > buf.length) return { ok: false, why: "short record header" };
   const len = v.getUint32(off, true);
@@ -198,7 +245,7 @@ function readRecord(buf: Uint8Array, v: DataView, off: number, seed: number | nu
   if (end > buf.length) return { ok: false, why: `record length ${len} runs past end of file` };
   const payload = buf.subarray(off + HEADER, off + HEADER + len);
   if (seed === null) {
-    if (len < 5) return { ok: false, why: "segment record too short" };
+    if (len < 5) return { ok: false, why: "self-seeded record too short" };
     seed = v.getUint32(off + HEADER + 1, true);
   }
   const crc = v.getUint32(off + 4, true);
@@ -212,24 +259,69 @@ function zeroTail(buf: Uint8Array, off: number): boolean {
   return true;
 }
 
-/** Whether valid records follow a bad record at `off`, i.e. the damage is not a torn tail. */
-function validDataAfter(buf: Uint8Array, v: DataView, off: number): boolean {
-  const chainsFrom = (p: number, seed: number): boolean => readRecord(buf, v, p, seed).ok;
-  // The record right after the bad one, if its length field is intact, chains from the bad record's crc.
-  if (off + HEADER <= buf.length) {
-    const len = v.getUint32(off, true);
-    const next = off + HEADER + padLen(len);
-    if (len > 0 && next < buf.length && chainsFrom(next, v.getUint32(off + 4, true))) return true;
+/** Offset of the first batch record after `off` (it verifies on its own), or -1. */
+function batchAfter(buf: Uint8Array, v: DataView, off: number): number {
+  for (let p = off + 8; p + HEADER + 8 <= buf.length; p += 8) {
+    if (v.getUint32(p, true) === BATCH_PAYLOAD && buf[p + HEADER] === REC_BATCH && readRecord(buf, v, p, null).ok) {
+      return p;
+    }
   }
-  // Otherwise look for any two consecutive records that chain together.
-  for (let p = off + HEADER; p + 2 * HEADER <= buf.length; p += 8) {
+  return -1;
+}
+
+/** Where readable records resume after a bad record at `off`: the first record a chained successor verifies. */
+function readableAfter(buf: Uint8Array, v: DataView, off: number): number {
+  for (let p = off + 8; p + 2 * HEADER <= buf.length; p += 8) {
     const len = v.getUint32(p, true);
     if (len === 0) continue;
     const q = p + HEADER + padLen(len);
-    if (q + HEADER > buf.length) continue;
-    if (chainsFrom(q, v.getUint32(p + 4, true))) return true;
+    if (q + HEADER <= buf.length && readRecord(buf, v, q, v.getUint32(p + 4, true)).ok) return p;
+  }
+  return buf.length;
+}
+
+/** Whether [from, to), cut at sector boundaries, has a piece that is all zeros (a sector the disk never wrote). */
+function holdsZeroSector(buf: Uint8Array, from: number, to: number): boolean {
+  for (let lo = from; lo < to;) {
+    const hi = Math.min(to, (Math.floor(lo / SECTOR) + 1) * SECTOR);
+    let zero = true;
+    for (let i = lo; i < hi && zero; i++) zero = buf[i] === 0;
+    if (zero) return true;
+    lo = hi;
   }
   return false;
+}
+
+/**
+ * Whether the bad record at `off` of the last segment is a torn write (the last batch, cut short by a crash before its
+ * fdatasync returned), and why. `batchEnd`: where the batch being read ends, as its batch record says (0: unknown,
+ * e.g. the damaged record is that batch record).
+ */
+function tornWrite(buf: Uint8Array, v: DataView, off: number, batchEnd: number): { torn: boolean; why: string } {
+  const later = batchAfter(buf, v, off);
+  if (later >= 0) {
+    return {
+      torn: false,
+      why: `a later batch begins at offset ${later}, so this record had been synced: not a torn write`,
+    };
+  }
+  if (off + HEADER > buf.length) return { torn: true, why: "the file ends inside the record header" };
+  const len = v.getUint32(off, true);
+  const end = off + HEADER + padLen(len);
+  const limit = batchEnd > off ? batchEnd : Infinity;
+  if (len > 0 && end > limit) {
+    return { torn: false, why: `its length runs past the end of its batch at offset ${batchEnd}: not a torn write` };
+  }
+  if (len > 0 && end > buf.length) {
+    return len <= MAX_TORN_RECORD_BYTES
+      ? { torn: true, why: "the file ends inside the record" }
+      : { torn: false, why: `its length ${len} is not one a record can have: not a torn write` };
+  }
+  // a zero length: the header itself was not written; the unreadable part runs to where records resume
+  const to = Math.min(len === 0 ? readableAfter(buf, v, off) : end, limit);
+  return holdsZeroSector(buf, off, to)
+    ? { torn: true, why: `an all-zero sector in bytes ${off}..${to}` }
+    : { torn: false, why: "no sector of it is unwritten (zeros): not a torn write" };
 }
 
 interface Segment {
@@ -282,7 +374,8 @@ export class Wal {
    * Creates `dir` if missing (writing `metadata` into the first segment), or opens and replays it.
    * Returned entries are those after `snapshotIndex` (default: the newest snapshot mark in the log);
    * an entry whose index is <= an earlier one replaces the tail from that index (Raft log truncation).
-   * A torn record at the very end of the last segment is truncated; any other damage throws {@link WalCorruptError}.
+   * A torn write in the last batch is truncated with a log line; any other damage throws {@link WalCorruptError}, or
+   * with `forceRepair` is cut off (see the module's doc).
    */
   static async open(dir: string, opts: WalOptions = {}): Promise<{ wal: Wal; contents: WalContents }> {
     const log = opts.log ?? ((m: string) => console.error(m));
@@ -290,9 +383,25 @@ export class Wal {
     await fs.mkdir(dir, { recursive: true });
     const names = (await fs.readdir(dir)).sort();
     for (const n of names) if (n.endsWith(".wal.tmp")) await fs.rm(path.join(dir, n), { force: true });
-    const segNames = names.filter((n) => SEGMENT_RE.test(n));
+    let segNames = names.filter((n) => SEGMENT_RE.test(n));
+    const pick = opts.chooseSnapshot ?? (() => Promise.resolve(opts.snapshotIndex));
+    let r: ReplayResult | null = null;
+    let repaired = false;
+    while (segNames.length > 0 && !r) {
+      try {
+        r = await replay(dir, segNames, pick, log);
+      } catch (e) {
+        if (!(e instanceof WalCorruptError && e.repairable && opts.forceRepair)) throw e;
+        segNames = await cutAt(dir, segNames, e, log);
+        repaired = true;
+      }
+    }
+    if (r && repaired && r.hardState.commit > r.lastIndex) {
+      log(`wal: the repaired log ends at index ${r.lastIndex}; commit index ${r.hardState.commit} lowered to it`);
+      r.hardState.commit = r.lastIndex;
+    }
 
-    if (segNames.length === 0) {
+    if (!r) {
       const hardState: HardState = { term: 0, vote: "0", commit: 0 };
       const base = opts.snapshotIndex ?? 0;
       const wal = new Wal(
@@ -323,7 +432,6 @@ export class Wal {
       };
     }
 
-    const r = await replay(dir, segNames, opts.snapshotIndex, log);
     const last = r.segments[r.segments.length - 1];
     const fh = await Deno.open(last.file, { read: true, write: true });
     let allocated: number;
@@ -358,6 +466,7 @@ export class Wal {
   append(entries: Entry[], hardState?: HardState): void {
     this.checkUsable();
     if (entries.length === 0 && !hardState) return;
+    if (this.pending.empty) addBatchStart(this.pending);
     for (const e of entries) {
       addEntry(this.pending, e);
       this.appendedLastIndex = e.index;
@@ -371,6 +480,7 @@ export class Wal {
   /** Records that a snapshot at (index, term) exists; durable after the next sync. */
   markSnapshot(mark: SnapshotMark): void {
     this.checkUsable();
+    if (this.pending.empty) addBatchStart(this.pending);
     addMark(this.pending, mark);
     this.pendingMark = { ...mark };
     if (mark.index > this.appendedLastIndex) this.appendedLastIndex = mark.index;
@@ -623,10 +733,40 @@ interface ReplayResult {
   truncateAt: number | null;
 }
 
+/**
+ * `forceRepair`: cuts the log at the damage `err` names. The damaged segment is copied to `<name>.broken` and
+ * truncated there (moved aside whole when the damage is at its start); every later segment is moved aside to
+ * `<name>.broken`. Returns the segment names left.
+ */
+async function cutAt(dir: string, segNames: string[], err: WalCorruptError, log: (m: string) => void) {
+  const i = segNames.indexOf(path.basename(err.file));
+  if (i < 0) throw err;
+  const aside = err.offset === 0 ? segNames.slice(i) : segNames.slice(i + 1);
+  if (err.offset > 0) {
+    await fs.copyFile(err.file, err.file + ".broken");
+    const fh = await Deno.open(err.file, { write: true });
+    try {
+      await fh.truncate(err.offset);
+      await fh.syncData();
+    } finally {
+      fh.close();
+    }
+  }
+  for (const n of aside) await fs.rename(path.join(dir, n), path.join(dir, n + ".broken"));
+  await syncDir(dir);
+  log(
+    `wal: repaired by request (--force-repair-wal): ${err.message}; ` +
+      (err.offset > 0 ? `truncated ${err.file} at offset ${err.offset} (its old copy: ${err.file}.broken)` : "") +
+      (aside.length > 0 ? `${err.offset > 0 ? "; " : ""}moved aside as *.broken: ${aside.join(", ")}` : "") +
+      "; everything after the damage is lost from this member's log",
+  );
+  return segNames.slice(0, i + (err.offset > 0 ? 1 : 0));
+}
+
 async function replay(
   dir: string,
   segNames: string[],
-  snapshotIndex: number | undefined,
+  pick: (marks: SnapshotMark[], hardState: HardState) => Promise<number | undefined>,
   log: (m: string) => void,
 ): Promise<ReplayResult> {
   const segments: Segment[] = [];
@@ -655,14 +795,27 @@ async function replay(
     bufs.push(buf);
     const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     let off = 0;
+    /** where the batch being read ends, from its batch record */
+    let batchEnd = 0;
     while (off < buf.length) {
       const r = readRecord(buf, v, off, off === 0 ? null : crc);
       if (!r.ok) {
-        if (off > 0 && zeroTail(buf, off)) break; // preallocated and never written
+        const torn = (why: string) => {
+          log(
+            `wal: repaired a torn write at ${file}:${off} (${r.why}: ${why}); the last batch's fdatasync had not ` +
+              `returned, so nothing in it was acknowledged: the segment is cut there`,
+          );
+          truncateAt = off;
+        };
+        if (off > 0 && zeroTail(buf, off)) {
+          // preallocated and never written; inside a batch, its last sectors were lost
+          if (isLast && off < batchEnd) torn(`the batch's bytes ${off}..${batchEnd} are all zeros`);
+          break;
+        }
         if (off === 0 || !isLast) throw new WalCorruptError(file, off, r.why);
-        if (validDataAfter(buf, v, off)) throw new WalCorruptError(file, off, `${r.why}, followed by valid records`);
-        log(`wal: truncated torn record at ${file}:${off} (${r.why}, ${buf.length - off} bytes dropped)`);
-        truncateAt = off;
+        const t = tornWrite(buf, v, off, batchEnd);
+        if (!t.torn) throw new WalCorruptError(file, off, `${r.why}; ${t.why}`);
+        torn(t.why);
         break;
       }
       const p = r.payload;
@@ -690,6 +843,12 @@ async function replay(
           if (p.length !== 25) throw bad("bad hard state record");
           hardState = { term: getU64(pv, 1), vote: pv.getBigUint64(9, true).toString(), commit: getU64(pv, 17) };
           break;
+        case REC_BATCH:
+          if (p.length !== BATCH_PAYLOAD || pv.getUint32(1, true) !== crc) {
+            throw bad("batch record does not continue the chain");
+          }
+          batchEnd = off + pv.getUint32(5, true);
+          break;
         case REC_SNAPSHOT: {
           if (p.length !== 17) throw bad("bad snapshot record");
           const mark = { index: getU64(pv, 1), term: getU64(pv, 9) };
@@ -707,6 +866,7 @@ async function replay(
   }
 
   const newestMark = marks.length ? marks[marks.length - 1] : null;
+  const snapshotIndex = await pick(marks, hardState);
   let snapshot: SnapshotMark | null = newestMark;
   let base = newestMark?.index ?? 0;
   if (snapshotIndex !== undefined) {
@@ -729,6 +889,7 @@ async function replay(
         segments[cols.seg[r]].file,
         cols.rec[r],
         `entry ${index} leaves a gap (expected ${next})`,
+        false,
       );
     }
     if (index < next) n -= next - index;

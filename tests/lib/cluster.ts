@@ -7,6 +7,8 @@
  *   its "published" line.
  * - A `ClusterMember` can be SIGKILLed / stopped and restarted on its data dir with --initial-cluster-state existing.
  * - `cluster.waitLeader()` finds the leader through Maintenance.Status (all asked members must agree).
+ * - `cluster.assertSameState()` is the replica-divergence check: once every running member applied the same index,
+ *   their Maintenance.Hash (the whole applied state), HashKV, alarm lists and Status.dbSize must be equal.
  * - `EtcdClient` is a small gRPC client (put / get / cas / range / status) with per-call timeouts.
  * - `ClientAgent` runs tests/fixtures/cluster_client.ts (optionally via `ip netns exec`) and sends it the same
  *   operations as JSON lines, for clusters only reachable from inside a network namespace.
@@ -33,6 +35,8 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 export interface MemberStatus {
   /** the answering member's ID (decimal) */
   memberId: string;
+  /** the cluster's ID (decimal) */
+  clusterId: string;
   /** the leader it knows ("0" = none) */
   leader: string;
   raftTerm: number;
@@ -170,6 +174,7 @@ export class EtcdClient {
     const r = await this.call<Loose>(this.maintenance, "Status", {}, timeoutMs, waitForReady);
     return {
       memberId: String(r.header.member_id),
+      clusterId: String(r.header.cluster_id),
       leader: String(r.leader),
       raftTerm: Number(r.raftTerm),
       raftIndex: Number(r.raftIndex),
@@ -180,9 +185,34 @@ export class EtcdClient {
   }
 
   /** HashKV at `revision` (0 = current). */
-  async hashKV(revision = 0, timeoutMs = 5000): Promise<{ hash: number; hashRevision: number }> {
+  async hashKV(
+    revision = 0,
+    timeoutMs = 5000,
+  ): Promise<{ hash: number; hashRevision: number; compactRevision: number }> {
     const r = await this.call<Loose>(this.maintenance, "HashKV", { revision }, timeoutMs, true);
-    return { hash: Number(r.hash), hashRevision: Number(r.header.revision) };
+    return {
+      hash: Number(r.hash),
+      hashRevision: Number(r.header.revision),
+      compactRevision: Number(r.compact_revision),
+    };
+  }
+
+  /** Maintenance.Hash: a digest of the member's whole applied state. */
+  async hash(timeoutMs = 5000): Promise<number> {
+    const r = await this.call<Loose>(this.maintenance, "Hash", {}, timeoutMs, true);
+    return Number(r.hash);
+  }
+
+  /** The alarm list (Maintenance.Alarm GET), as "memberID:ALARM" strings in the order listed. */
+  async alarms(timeoutMs = 5000): Promise<string[]> {
+    const r = await this.call<Loose>(this.maintenance, "Alarm", { action: "GET" }, timeoutMs, true);
+    return (r.alarms ?? []).map((a: Loose) => `${a.memberID}:${a.alarm}`);
+  }
+
+  /** Status.dbSize and the alarms Status lists. */
+  async space(timeoutMs = 5000): Promise<{ dbSize: number; errors: string[] }> {
+    const r = await this.call<Loose>(this.maintenance, "Status", {}, timeoutMs, true);
+    return { dbSize: Number(r.dbSize), errors: r.errors ?? [] };
   }
 
   close(): void {
@@ -374,6 +404,8 @@ export interface ClusterOptions {
   electionMs?: number;
   /** more server flags for every member */
   extraArgs?: string[];
+  /** more server flags for member i (e.g. a --quota-backend-bytes of its own) */
+  memberArgs?: string[][];
   /** network namespace of each member (with `ips`): member i listens on ips[i]:2379 (client) and :2380 (peer) */
   netns?: string[];
   ips?: string[];
@@ -406,7 +438,7 @@ export class Cluster {
     }
     try {
       const ic = c.initialCluster();
-      await Promise.all(c.members.map((m) => m.start({ ...c.startOptions(ic, "new"), waitReady: false })));
+      await Promise.all(c.members.map((m) => m.start({ ...c.startOptions(ic, "new", m), waitReady: false })));
       await Promise.all(c.members.map((m) => m.waitReady(opts.readyTimeoutMs ?? 40000)));
       await c.memberIds();
     } catch (e) {
@@ -429,8 +461,10 @@ export class Cluster {
     ];
   }
 
-  startOptions(initialCluster: string, state: "new" | "existing"): MemberStartOptions {
-    return { initialCluster, state, token: this.token, args: this.serverArgs() };
+  /** How a member is started (`m`'s own flags included, when it is one of the cluster's members). */
+  startOptions(initialCluster: string, state: "new" | "existing", m?: ClusterMember): MemberStartOptions {
+    const own = m ? this.opts.memberArgs?.[this.members.indexOf(m)] ?? [] : [];
+    return { initialCluster, state, token: this.token, args: [...this.serverArgs(), ...own] };
   }
 
   /** name=peerURL,... of `members` (default: all). */
@@ -519,7 +553,50 @@ export class Cluster {
 
   /** Starts a stopped member again on its data dir with --initial-cluster-state existing. */
   async restart(m: ClusterMember, opts: { waitReady?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    await m.start({ ...this.startOptions(this.initialCluster(), "existing"), ...opts });
+    await m.start({ ...this.startOptions(this.initialCluster(), "existing", m), ...opts });
+  }
+
+  /**
+   * The replica-divergence check: waits until every running member (default) has applied the same index and stays
+   * there while it is asked, then requires equal Maintenance.Hash (whole applied state: store and history, leases,
+   * alarms, size count), HashKV, alarm lists and Status.dbSize. Needs a quiet cluster (no writes in flight).
+   * Returns what was compared.
+   */
+  async assertSameState(
+    opts: { among?: ClusterMember[]; timeoutMs?: number } = {},
+  ): Promise<{ appliedIndex: number; hash: number; hashKV: number; alarms: string[]; dbSize: number }> {
+    const among = opts.among ?? this.members.filter((m) => m.running);
+    const deadline = Date.now() + (opts.timeoutMs ?? 20000);
+    let last = "";
+    for (;;) {
+      try {
+        const before = await Promise.all(among.map((m) => this.status(m, 3000)));
+        const index = before[0].appliedIndex;
+        if (before.every((s) => s.appliedIndex === index && s.raftIndex === index)) {
+          const states = await Promise.all(among.map(async (m) => {
+            const cl = this.client(m);
+            const [hash, kv, alarms, space] = await Promise.all([cl.hash(), cl.hashKV(0), cl.alarms(), cl.space()]);
+            return { hash, hashKV: kv.hash, alarms, dbSize: space.dbSize };
+          }));
+          const after = await Promise.all(among.map((m) => this.status(m, 3000)));
+          if (after.every((s) => s.appliedIndex === index)) {
+            const lines = among.map((m, i) => `${m.name}@${index}: ${JSON.stringify(states[i])}`);
+            for (const st of states) {
+              if (JSON.stringify(st) !== JSON.stringify(states[0])) {
+                throw new Error(`replicas diverged:\n  ${lines.join("\n  ")}`);
+              }
+            }
+            return { appliedIndex: index, ...states[0] };
+          }
+        }
+        last = before.map((s, i) => `${among[i].name}: applied ${s.appliedIndex} / last ${s.raftIndex}`).join("; ");
+      } catch (e) {
+        if (e instanceof Error && e.message.startsWith("replicas diverged")) throw e;
+        last = errorText(e);
+      }
+      if (Date.now() > deadline) throw new Error(`members never held the same applied index: ${last}`);
+      await sleep(100);
+    }
   }
 
   /** A new member (fresh ports and data dir, not started, not yet in `members`) for membership tests. */

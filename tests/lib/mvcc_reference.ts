@@ -7,6 +7,7 @@ import { Buffer } from "node:buffer";
 import { Errors } from "../../server/errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "../../server/mvcc/keys.ts";
 import { SortedKeys } from "../../server/mvcc/sorted_keys.ts";
+import { StateHasher } from "../../server/mvcc/hash.ts";
 
 import {
   DELETE,
@@ -172,6 +173,14 @@ export class ReferenceStore {
     if (rev <= this.compactRev) throw Errors.compacted();
     if (rev > this.currentRev) throw Errors.futureRev();
     this.compactRev = rev;
+    this.#pruneVersions(rev);
+    let cut = 0;
+    while (cut < this.#history.length && this.#history[cut].kv.mod_revision < rev) cut++;
+    if (cut > 0) this.#history = this.#history.slice(cut);
+  }
+
+  /** Drops the versions superseded at or before `rev`, and a tombstone that is the newest version <= rev. */
+  #pruneVersions(rev: number): void {
     const emptied: BKey[] = [];
     for (const [k, list] of this.#versions) {
       // index of the newest version <= rev
@@ -195,9 +204,6 @@ export class ReferenceStore {
       const gone = new Set(emptied);
       this.#index.filterOut((k) => gone.has(k));
     }
-    let cut = 0;
-    while (cut < this.#history.length && this.#history[cut].kv.mod_revision < rev) cut++;
-    if (cut > 0) this.#history = this.#history.slice(cut);
   }
 
   /**
@@ -228,28 +234,26 @@ export class ReferenceStore {
         this.#history.push({ type: isTombstone(kv) ? DELETE : PUT, kv, prev });
       }
     }
+    // the records at the compaction revision that compact() held for the history only are not versions
+    if (compactRev > 0) this.#pruneVersions(compactRev);
   }
 
-  /** A digest of all versions in (compactRev, rev], comparable between members; plus the revision it covers. */
+  /** Maintenance.HashKV, as MvccStore.hashKV: the versions at or below `rev` that a compaction at `rev` would keep. */
   hashKV(rev: number): { hash: number; rev: number; compactRev: number } {
-    const at = rev <= 0 ? this.currentRev : this.checkRev(rev);
-    let h = 0x811c9dc5;
-    const mix = (n: number) => {
-      h ^= n & 0xff;
-      h = Math.imul(h, 0x01000193);
-    };
+    if (rev > 0 && rev <= this.compactRev) throw Errors.compacted();
+    if (rev > this.currentRev) throw Errors.futureRev();
+    const at = rev <= 0 ? this.currentRev : rev;
+    const h = new StateHasher();
     for (const k of this.#index.range("", null)) {
-      for (const kv of this.#versions.get(k)!) {
+      const list = this.#versions.get(k)!;
+      for (let v = 0; v < list.length; v++) {
+        const kv = list[v];
         if (kv.mod_revision > at) break;
-        for (const b of kv.key) mix(b);
-        for (const b of kv.value) mix(b);
-        mix(kv.mod_revision);
-        mix(kv.mod_revision >>> 8);
-        mix(kv.mod_revision >>> 16);
-        mix(kv.version);
+        if (kv.mod_revision <= this.compactRev && v + 1 < list.length && list[v + 1].mod_revision <= at) continue;
+        h.record(k, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.value);
       }
     }
-    return { hash: h >>> 0, rev: at, compactRev: this.compactRev };
+    return { hash: h.value, rev: at, compactRev: this.compactRev };
   }
 }
 

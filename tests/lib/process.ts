@@ -2,6 +2,8 @@
 
 /** A running process with its collected output. */
 export interface Proc {
+  /** the process ID (for /proc/<pid>/status readings such as VmRSS) */
+  pid: number;
   /** Everything the process printed so far (stdout and stderr). */
   output(): string;
   exited(): boolean;
@@ -54,6 +56,7 @@ export function spawnProcess(
     if (keep) await Deno.writeTextFile(keep, `=== ${opts.tag} ${args.join(" ")}\n${out}\n`, { append: true });
   };
   return {
+    pid: proc.pid,
     output: () => out,
     exited: () => exited,
     status,

@@ -19,6 +19,8 @@ export interface RunningServer {
   dataDir: string;
   /** Everything the process printed so far (stdout and stderr). */
   output(): string;
+  /** How the process ended, once it did. */
+  status: Promise<Deno.CommandStatus>;
   /** SIGKILL the process and wait for it to exit. */
   kill(): Promise<void>;
   /** SIGTERM, wait; SIGKILL after 5 s. */
@@ -31,6 +33,8 @@ export interface StartOptions {
   clientPort?: number;
   peerPort?: number;
   extraArgs?: string[];
+  /** serve clients on an https URL (give the certificate in extraArgs, e.g. --auto-tls) */
+  clientTls?: boolean;
   /** How long to wait for the "published" log line, ms (default 30000). */
   timeoutMs?: number;
 }
@@ -40,7 +44,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const name = opts.name ?? "default";
   const [cp, pp] = opts.clientPort && opts.peerPort ? [opts.clientPort, opts.peerPort] : await freePorts(2);
   const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "egtest-" });
-  const clientUrl = `http://127.0.0.1:${cp}`;
+  const clientUrl = `${opts.clientTls ? "https" : "http"}://127.0.0.1:${cp}`;
   const peerUrl = `http://127.0.0.1:${pp}`;
   const args = [
     "--name",
@@ -68,6 +72,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     endpoint: `127.0.0.1:${cp}`,
     dataDir,
     output: proc.output,
+    status: proc.status,
     kill: proc.kill,
     stop: proc.stop,
   };

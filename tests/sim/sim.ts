@@ -12,8 +12,14 @@
  *    committed entries; it holds none of them and can commit nothing);
  *  - state machine safety: no index is ever applied with different entries on different members, and snapshots
  *    taken at the same index are identical;
- *  - acknowledged writes are applied (a client only hears "ok" after its member applied the write).
- * After the fault phase, faults stop and the cluster must make progress again (liveness).
+ *  - acknowledged writes are applied (a client only hears "ok" after its member applied the write);
+ *  - members never diverge: the state machine is the server's real apply layer (store, lessor, alarms, quota), and a
+ *    digest of a member's whole applied state (Maintenance.Hash) is compared with every other member's at the same
+ *    applied index: at every HASH_EVERY-th index, after every snapshot restore and at the end of the run. Members
+ *    run with different --quota-backend-bytes small enough to be hit; an admin client fills the store, deletes,
+ *    compacts, disarms alarms, grants and revokes leases and "defragments" (snapshots) as an operator would.
+ * After the fault phase, faults stop and the cluster must make progress again (liveness), then settle: every member
+ * applies the same last index and holds the same state.
  */
 import {
   bytesEqual,
@@ -31,6 +37,9 @@ import {
 } from "../../server/raft/mod.ts";
 import { EventHeap } from "./heap.ts";
 import { Prng } from "./prng.ts";
+import { SimStateMachine } from "./state_machine.ts";
+import { requestCost } from "../../server/apply/quota.ts";
+import { AlarmAction, AlarmType, decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
 /** One client operation as recorded for the linearizability checker. */
 export interface HistoryOp {
@@ -68,6 +77,10 @@ export interface SimParams {
    * they forget the leader and campaign after a short random delay, as server/node/node.ts does
    */
   leaderLostNotices: boolean;
+  /** the quota flag of each member (by ID order; 0 = none): some small enough that NOSPACE is hit */
+  quotas: number[];
+  /** ms between the admin client's operations */
+  adminEvery: number;
 }
 
 export interface SimOptions {
@@ -177,42 +190,6 @@ class SimDisk {
   }
 }
 
-// ------------------------------------------------------------------------------------------ KV state machine
-
-interface PutCmd {
-  id: string;
-  k: string;
-  v: string;
-}
-
-class Kv {
-  data = new Map<string, string>();
-  seen = new Set<string>();
-
-  /** Applies a put once (a duplicated proposal is a no-op); returns whether it took effect. */
-  apply(cmd: PutCmd): boolean {
-    if (this.seen.has(cmd.id)) return false;
-    this.seen.add(cmd.id);
-    this.data.set(cmd.k, cmd.v);
-    return true;
-  }
-
-  serialize(): string {
-    return JSON.stringify({
-      d: [...this.data].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
-      s: [...this.seen].sort(),
-    });
-  }
-
-  static restore(s: string): Kv {
-    const kv = new Kv();
-    const o = JSON.parse(s);
-    for (const [k, v] of o.d) kv.data.set(k, v);
-    for (const id of o.s) kv.seen.add(id);
-    return kv;
-  }
-}
-
 // ------------------------------------------------------------------------------------------ members
 
 interface PendingOp {
@@ -233,7 +210,11 @@ class SimNode {
   disk = new SimDisk();
   storage!: MemoryStorage;
   raft!: RaftNode;
-  kv = new Kv();
+  sm!: SimStateMachine;
+  /** --quota-backend-bytes of this member */
+  quota = 0;
+  /** until when a NOSPACE alarm proposed by this member is taken to be on its way */
+  raisingUntil = -1;
   pendingReady: Ready | null = null;
   lastSnapIndex = 0;
   prevRole = "follower";
@@ -263,6 +244,7 @@ const EV_TIMEOUT = 7;
 const EV_SNAPREPORT = 8;
 const EV_LEADER_LOST = 9;
 const EV_CAMPAIGN = 10;
+const EV_ADMIN = 11;
 
 class SimEvent {
   time: number;
@@ -301,6 +283,7 @@ const KIND_NAMES = [
   "snapreport",
   "leaderlost",
   "campaign",
+  "admin",
 ];
 
 /** Picks the parameters of a run from its seed. */
@@ -324,8 +307,21 @@ export function paramsFor(rng: Prng): SimParams {
     tornWrites: rng.chance(0.5),
     fastRestarts: rng.chance(0.5),
     leaderLostNotices: rng.chance(0.5),
+    quotas: quotasFor(rng),
+    adminEvery: rng.pick([10, 40, 150]),
   };
 }
+
+/** Quota flags: a base small enough to be hit within a run, varied per member (some without any). */
+function quotasFor(rng: Prng): number[] {
+  const base = rng.pick([0, 2500, 6000, 20000]);
+  return Array.from({ length: 8 }, () => rng.pick([base, base, base * 2, 0]));
+}
+
+/** Within this many ms a member's NOSPACE proposal is taken to be in flight (it is not proposed again). */
+const RAISE_TIMEOUT_MS = 200;
+/** The divergence check compares members' state digests at every this-th applied index. */
+const HASH_EVERY = 16;
 
 /** One simulated cluster run. */
 export class Simulation {
@@ -343,6 +339,10 @@ export class Simulation {
     snapshotsTaken: 0,
     confChanges: 0,
     transfers: 0,
+    adminOps: 0,
+    noSpaceRefused: 0,
+    alarmsRaised: 0,
+    hashChecks: 0,
     partitions: 0,
     opsOk: 0,
     opsFail: 0,
@@ -365,10 +365,14 @@ export class Simulation {
   // invariant registries
   #leaderOfTerm = new Map<number, string>();
   #entryReg = new Map<string, { data: Uint8Array; prevTerm: number; type: number }>();
-  #applied: ({ term: number; data: Uint8Array } | undefined)[] = [];
+  #applied: ({ term: number; data: Uint8Array; type: number } | undefined)[] = [];
   #maxApplied = 0;
-  #snapReg = new Map<number, string>();
-
+  #snapReg = new Map<number, Uint8Array>();
+  /** state digest at an applied index, with the member that recorded it first */
+  #hashReg = new Map<number, { hash: number; by: string; what: string }>();
+  /** clients and the admin stop issuing operations (the run is settling) */
+  #quiet = false;
+  #reqSeq = 0;
   constructor(opts: SimOptions) {
     this.seed = opts.seed >>> 0;
     this.rng = new Prng(this.seed);
@@ -377,16 +381,20 @@ export class Simulation {
     const ids: string[] = [];
     for (let i = 1; i <= this.params.members; i++) ids.push(String(i));
     this.#nextId = this.params.members + 1;
-    for (const id of ids) {
-      const n = new SimNode(id);
-      this.nodes.set(id, n);
-      this.#start(n, ids);
-    }
+    for (const id of ids) this.#start(this.#newNode(id), ids);
     for (let c = 0; c < this.params.clients; c++) {
       this.#clientSeq.push(0);
       this.#schedule(EV_CLIENT, this.rng.range(50, 150)).client = c;
     }
+    this.#schedule(EV_ADMIN, this.rng.range(50, 150));
     this.#schedule(EV_NEMESIS, this.params.nemesisEvery + this.rng.int(this.params.nemesisEvery));
+  }
+
+  #newNode(id: string): SimNode {
+    const n = new SimNode(id);
+    n.quota = this.params.quotas[(Number(id) - 1) % this.params.quotas.length];
+    this.nodes.set(id, n);
+    return n;
   }
 
   get now(): number {
@@ -405,6 +413,7 @@ export class Simulation {
       this.#runPhase(steps);
       this.#healAll();
       this.#recover(livenessSteps);
+      this.#settle(livenessSteps);
       this.#finishOps();
       this.#checkAckedWrites();
     } catch (err) {
@@ -438,12 +447,20 @@ export class Simulation {
     const end = this.#step + budget;
     let probe: PendingOp | null = null;
     let probeDoneAt = -1;
+    /** the index by which the last #freeSpace is applied (it is not repeated before) */
+    let freedAt = 0;
     while (this.#step < end) {
       this.#one();
       if ((this.#step & 31) !== 0) continue;
       if (!probe || (probe.done && probe.rec.outcome !== "ok")) {
         const leader = this.#leader();
-        if (leader) probe = this.#startPut(-1, leader, "probe");
+        if (!leader) continue;
+        // a probe refused for want of space: the operator frees space and disarms, then tries again
+        if (probe?.rec.outcome === "fail" && leader.raft.log.applied >= freedAt) {
+          freedAt = leader.raft.log.lastIndex() + 1;
+          this.#freeSpace(leader);
+        }
+        probe = this.#startPut(-1, leader, "probe");
         continue;
       }
       if (probe.done && probe.rec.outcome === "ok") {
@@ -463,6 +480,27 @@ export class Simulation {
         `/v[${s.voters}]/l[${s.learners}]` + (s.progress ? JSON.stringify(s.progress) : "");
     });
     throw this.#failure(`liveness: no progress after faults stopped (probe ${probe?.rec.outcome ?? "none"}) ${st}`);
+  }
+
+  /**
+   * Clients stop; the cluster settles until every live member has applied the same last index (the commit index
+   * of the leader). Then all of them must hold the same state.
+   */
+  #settle(budget: number): void {
+    this.#quiet = true;
+    const end = this.#step + budget;
+    while (this.#step < end) {
+      this.#one();
+      if ((this.#step & 31) !== 0) continue;
+      const leader = this.#leader();
+      if (!leader) continue;
+      const members = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
+      const target = leader.raft.log.committed;
+      if (members.some((n) => n.raft.log.applied !== target || n.pendingReady !== null)) continue;
+      for (const n of members) this.#checkHash(n, target);
+      return;
+    }
+    throw this.#failure("the cluster did not settle: members never applied the same last index");
   }
 
   // ---------------------------------------------------------------- scheduling
@@ -496,6 +534,11 @@ export class Simulation {
       }
       case EV_CLIENT:
         this.#clientOp(ev.client);
+        return;
+      case EV_ADMIN:
+        if (!this.#faults) return;
+        this.#adminOp();
+        this.#schedule(EV_ADMIN, 1 + this.rng.int(2 * this.params.adminEvery));
         return;
       case EV_NEMESIS:
         if (!this.#faults) return;
@@ -567,7 +610,9 @@ export class Simulation {
     storage.setHardState(d.hs);
     storage.append(d.entries);
     n.storage = storage;
-    n.kv = d.snap ? Kv.restore(dec.decode(d.snap.data)) : new Kv();
+    n.sm = new SimStateMachine(n.quota, () => this.#now);
+    n.raisingUntil = -1;
+    if (d.snap) n.sm.restore(d.snap.data);
     n.lastSnapIndex = d.snap?.metadata.index ?? 0;
     const rng = this.rng.fork();
     n.raft = new RaftNode({
@@ -663,9 +708,10 @@ export class Simulation {
         `member ${n.id} installed snapshot ${idx}/${s.metadata.term}, applied term there is ${known.term}`,
       );
     }
-    this.#checkSnapshotData(n, idx, dec.decode(s.data));
-    n.kv = Kv.restore(dec.decode(s.data));
+    this.#checkSnapshotData(n, idx, s.data);
+    n.sm.restore(s.data);
     n.lastSnapIndex = idx;
+    this.#checkHash(n, idx);
   }
 
   #applyEntry(n: SimNode, e: Entry): void {
@@ -677,7 +723,7 @@ export class Simulation {
         );
       }
     } else {
-      this.#applied[e.index] = { term: e.term, data: e.data };
+      this.#applied[e.index] = { term: e.term, data: e.data, type: e.type };
       if (e.index > this.#maxApplied) this.#maxApplied = e.index;
       if (e.index > this.stats.maxCommit) this.stats.maxCommit = e.index;
     }
@@ -687,13 +733,56 @@ export class Simulation {
       this.#onConfChangeApplied(n, cc.type, cc.nodeId);
       return;
     }
-    if (e.data.length === 0) return;
-    const cmd = JSON.parse(dec.decode(e.data)) as PutCmd;
-    n.kv.apply(cmd);
-    const op = n.puts.get(cmd.id);
+    if (e.data.length > 0) this.#applyRequest(n, decodeInternal(e.data));
+    if (e.index % HASH_EVERY === 0) this.#checkHash(n, e.index);
+  }
+
+  #applyRequest(n: SimNode, req: InternalRequestShape): void {
+    const sizeBefore = n.sm.store.sizeBytes;
+    const out = n.sm.apply(req);
+    if (req.op === "alarm" && req.alarm!.memberID === n.id) n.raisingUntil = -1;
+    if (out.ok && !n.sm.quota.available(sizeBefore, requestCost(req))) this.#raiseNoSpace(n);
+    if (!out.ok && out.error.includes("space")) this.stats.noSpaceRefused++;
+    const op = n.puts.get(req.id);
     if (op) {
-      n.puts.delete(cmd.id);
-      this.#finish(op, "ok", null);
+      n.puts.delete(req.id);
+      this.#finish(op, out.ok ? "ok" : "fail", null);
+    }
+  }
+
+  /** As a server does when a write does not fit its quota: propose its own NOSPACE alarm (once at a time). */
+  #raiseNoSpace(n: SimNode): void {
+    if (n.sm.applier.noSpace || n.raisingUntil > this.#now) return;
+    n.raisingUntil = this.#now + RAISE_TIMEOUT_MS;
+    this.stats.alarmsRaised++;
+    this.#proposeOn(n, {
+      op: "alarm",
+      alarm: { action: AlarmAction.ACTIVATE, memberID: n.id, alarm: AlarmType.NOSPACE },
+    });
+  }
+
+  /** Proposes a request nobody waits for; false if the member cannot propose now. */
+  #proposeOn(n: SimNode, req: Omit<InternalRequestShape, "id">): boolean {
+    try {
+      n.raft.propose(encodeInternal({ ...req, id: String(++this.#reqSeq) } as InternalRequestShape));
+    } catch {
+      return false;
+    }
+    this.#drive(n);
+    return true;
+  }
+
+  /** Records a member's state digest at an applied index; another member's at the same index must be equal. */
+  #checkHash(n: SimNode, index: number): void {
+    this.stats.hashChecks++;
+    const hash = n.sm.hash();
+    const known = this.#hashReg.get(index);
+    if (!known) this.#hashReg.set(index, { hash, by: n.id, what: n.sm.describe() });
+    else if (known.hash !== hash) {
+      throw this.#failure(
+        `replicas diverged at applied index ${index}: member ${known.by} (${known.what}) ` +
+          `but member ${n.id} (${n.sm.describe()})`,
+      );
     }
   }
 
@@ -703,18 +792,18 @@ export class Simulation {
     const rest: PendingOp[] = [];
     for (const op of n.readsWaiting) {
       if (op.done) continue;
-      if (op.readIndex <= applied) this.#finish(op, "ok", n.kv.data.get(op.rec.key) ?? null);
+      if (op.readIndex <= applied) this.#finish(op, "ok", n.sm.get(op.rec.key));
       else rest.push(op);
     }
     n.readsWaiting = rest;
   }
 
-  #maybeSnapshot(n: SimNode): void {
+  #maybeSnapshot(n: SimNode, force = false): void {
     const applied = n.raft.log.applied;
-    if (applied - n.lastSnapIndex < this.params.snapshotEvery) return;
-    const data = n.kv.serialize();
+    if (applied - n.lastSnapIndex < (force ? 1 : this.params.snapshotEvery)) return;
+    const data = n.sm.encode(applied, n.raft.confState());
     this.#checkSnapshotData(n, applied, data);
-    const snap = n.storage.createSnapshot(applied, n.raft.confState(), enc.encode(data));
+    const snap = n.storage.createSnapshot(applied, n.raft.confState(), data);
     const compactTo = Math.max(0, applied - this.params.snapshotKeep);
     if (compactTo >= n.storage.firstIndex()) n.storage.compact(compactTo);
     n.disk.saveLocalSnapshot(snap, compactTo);
@@ -725,8 +814,7 @@ export class Simulation {
   #onConfChangeApplied(_by: SimNode, type: number, id: string): void {
     if (type === ConfChangeType.AddNode || type === ConfChangeType.AddLearnerNode) {
       if (!this.nodes.has(id)) {
-        const n = new SimNode(id);
-        this.nodes.set(id, n);
+        const n = this.#newNode(id);
         this.#start(n, null);
       }
     } else if (type === ConfChangeType.RemoveNode) {
@@ -760,7 +848,9 @@ export class Simulation {
     ev.msg = m;
     ev.node = from;
     ev.inc = from.incarnation;
-    if (this.params.dupRate > 0 && this.rng.chance(this.params.dupRate)) {
+    // A forwarded proposal is never delivered twice (the peer transport runs over TCP and does not retry it): the
+    // state machine, as etcd's, would apply a duplicated proposal twice.
+    if (this.params.dupRate > 0 && m.type !== "Prop" && this.rng.chance(this.params.dupRate)) {
       const dup = this.#schedule(EV_MSG, delay + this.rng.range(0, 50));
       dup.msg = m;
       dup.node = from;
@@ -790,6 +880,7 @@ export class Simulation {
   // ---------------------------------------------------------------- clients
 
   #clientOp(c: number): void {
+    if (this.#quiet) return;
     const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
     if (live.length === 0) {
       this.#schedule(EV_CLIENT, 20).client = c;
@@ -803,7 +894,7 @@ export class Simulation {
 
   #startPut(c: number, n: SimNode, key: string): PendingOp {
     const seq = c >= 0 ? ++this.#clientSeq[c] : ++this.#nextProbe;
-    const id = `${c}-${seq}`;
+    const id = String(++this.#reqSeq);
     const value = `v${c}.${seq}`;
     const rec: HistoryOp = {
       client: c,
@@ -816,8 +907,27 @@ export class Simulation {
     };
     const op: PendingOp = { rec, id, node: n, deadline: this.#now + OP_TIMEOUT_MS, done: false, readIndex: 0 };
     this.history.push(rec);
+    const req: InternalRequestShape = {
+      id,
+      op: "put",
+      put: {
+        key: enc.encode(key),
+        value: enc.encode(value),
+        lease: "0",
+        prev_kv: false,
+        ignore_value: false,
+        ignore_lease: false,
+      },
+    };
+    // the member's own quota, checked before proposing (etcd's quotaKVServer)
+    if (!n.sm.quota.available(n.sm.store.sizeBytes, requestCost(req))) {
+      this.stats.noSpaceRefused++;
+      this.#raiseNoSpace(n);
+      this.#finish(op, "fail", null);
+      return op;
+    }
     try {
-      n.raft.propose(enc.encode(JSON.stringify({ id, k: key, v: value } satisfies PutCmd)));
+      n.raft.propose(encodeInternal(req));
     } catch {
       this.#finish(op, "fail", null);
       return op;
@@ -829,6 +939,94 @@ export class Simulation {
   }
 
   #nextProbe = 0;
+  #leaseSeq = 0;
+
+  /**
+   * The admin client, on a random live member: fills the store with large values on keys f0..f2 (by puts and txns,
+   * some under leases), deletes them, compacts, disarms the alarms the member lists, grants and revokes leases and
+   * snapshots the member ("defrag"). Writes are checked against the member's own quota before they are proposed.
+   * Its keys are not the clients' (k0..), so the client history stays checkable.
+   */
+  #adminOp(): void {
+    const live = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
+    if (live.length === 0) return;
+    const n = this.rng.pick(live);
+    const r = this.rng.next();
+    const big = () => enc.encode("x".repeat(this.rng.range(50, 400)));
+    const filler = () => enc.encode(`f${this.rng.int(3)}`);
+    const leases = [...n.sm.lessor.leases.keys()];
+    this.stats.adminOps++;
+    if (r < 0.25) {
+      const lease = leases.length > 0 && this.rng.chance(0.3) ? this.rng.pick(leases) : "0";
+      this.#adminWrite(n, {
+        op: "put",
+        put: { key: filler(), value: big(), lease, prev_kv: false, ignore_value: false, ignore_lease: false },
+      });
+    } else if (r < 0.33) {
+      const put = { key: filler(), value: big(), lease: "0", prev_kv: false, ignore_value: false, ignore_lease: false };
+      const del = { key: filler(), range_end: new Uint8Array(), prev_kv: false };
+      this.#adminWrite(n, {
+        op: "txn",
+        txn: {
+          compare: [],
+          success: [{ request: "request_delete_range", request_delete_range: del }, {
+            request: "request_put",
+            request_put: put,
+          }],
+          failure: [],
+        },
+      } as Omit<InternalRequestShape, "id">);
+    } else if (r < 0.45) {
+      this.#proposeOn(n, { op: "delete_range", delete_range: this.#fillerRange() });
+    } else if (r < 0.57) {
+      this.#proposeOn(n, {
+        op: "compaction",
+        compaction: { revision: String(n.sm.store.currentRev), physical: false },
+      });
+    } else if (r < 0.72) {
+      this.#disarm(n);
+    } else if (r < 0.8) {
+      this.#adminWrite(n, { op: "lease_grant", lease_grant: { ID: String(1000 + ++this.#leaseSeq), TTL: "100" } });
+    } else if (r < 0.86) {
+      if (leases.length > 0) this.#proposeOn(n, { op: "lease_revoke", lease_revoke: { ID: this.rng.pick(leases) } });
+    } else if (r < 0.9) {
+      if (n.pendingReady === null) this.#maybeSnapshot(n, true);
+    }
+  }
+
+  /** A write the admin makes on `n`: refused (and NOSPACE raised) when it does not fit n's quota. */
+  #adminWrite(n: SimNode, req: Omit<InternalRequestShape, "id">): void {
+    if (!n.sm.quota.available(n.sm.store.sizeBytes, requestCost(req as InternalRequestShape))) {
+      this.stats.noSpaceRefused++;
+      this.#raiseNoSpace(n);
+      return;
+    }
+    this.#proposeOn(n, req);
+  }
+
+  #fillerRange() {
+    return { key: enc.encode("f"), range_end: enc.encode("g"), prev_kv: false };
+  }
+
+  /** etcdctl alarm disarm: deactivates every alarm the member lists, one request each. */
+  #disarm(n: SimNode): void {
+    for (const a of n.sm.applier.alarms) {
+      this.#proposeOn(n, {
+        op: "alarm",
+        alarm: { action: AlarmAction.DEACTIVATE, memberID: a.memberID, alarm: a.alarm as typeof AlarmType.NOSPACE },
+      });
+    }
+  }
+
+  /** What an operator does when writes are refused for want of space: delete, compact, disarm. */
+  #freeSpace(n: SimNode): void {
+    this.#proposeOn(n, { op: "delete_range", delete_range: this.#fillerRange() });
+    const s = n.sm.store;
+    if (s.currentRev > s.compactRev) {
+      this.#proposeOn(n, { op: "compaction", compaction: { revision: String(s.currentRev), physical: false } });
+    }
+    this.#disarm(n);
+  }
 
   #startGet(c: number, n: SimNode, key: string): void {
     const seq = ++this.#clientSeq[c];
@@ -1085,24 +1283,23 @@ export class Simulation {
     }
   }
 
-  #checkSnapshotData(n: SimNode, index: number, data: string): void {
+  #checkSnapshotData(n: SimNode, index: number, data: Uint8Array): void {
     const known = this.#snapReg.get(index);
-    if (known === undefined) this.#snapReg.set(index, data);
-    else if (known !== data) throw this.#failure(`state machine safety: ${n.id}'s state at ${index} differs`);
+    if (known === undefined) this.#snapReg.set(index, Uint8Array.from(data));
+    else if (!bytesEqual(known, data)) throw this.#failure(`state machine safety: ${n.id}'s state at ${index} differs`);
   }
 
   /** Every write acknowledged as ok is in the applied log. */
   #checkAckedWrites(): void {
-    const appliedIds = new Set<string>();
+    const appliedValues = new Set<string>();
     for (const a of this.#applied) {
-      if (!a || a.data.length === 0) continue;
-      const s = dec.decode(a.data);
-      if (s.startsWith("{")) appliedIds.add((JSON.parse(s) as PutCmd).id);
+      if (!a || a.data.length === 0 || a.type !== EntryType.Normal) continue;
+      const req = decodeInternal(a.data);
+      if (req.op === "put") appliedValues.add(dec.decode(req.put!.value));
     }
     for (const rec of this.history) {
       if (rec.op !== "put" || rec.outcome !== "ok") continue;
-      const [c, seq] = rec.value!.slice(1).split(".");
-      if (!appliedIds.has(`${c}-${seq}`)) throw this.#failure(`acknowledged write ${rec.value} is not in the log`);
+      if (!appliedValues.has(rec.value!)) throw this.#failure(`acknowledged write ${rec.value} is not in the log`);
     }
   }
 

@@ -429,10 +429,10 @@ export class HttpServer {
             c.busy = true;
             await ctx.hijacked;
             this.stats.record(101, Date.now() - t0, reqBytes, 0);
-            this.#accessLog?.write(req, head.target, 101, Date.now() - t0, reqBytes, 0, ctx.tags);
+            this.#accessLog?.write(req, head.target, 101, Date.now() - t0, reqBytes, 0, ctx.tags ?? undefined);
             return;
           }
-          resp = ctx.responses.get("DEFAULT");
+          resp = ctx.defaultResponse;
           if (resp === undefined) status = 503;
         }
       }
@@ -443,7 +443,7 @@ export class HttpServer {
       const code = resp !== undefined ? resp.status : status;
       const ms = Date.now() - t0;
       this.stats.record(code, ms, reqBytes + req.body.length, respBytes);
-      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags);
+      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags ?? undefined);
       c.busy = false;
       if (closeAfter || respBytes < 0) return;
     }
@@ -525,7 +525,7 @@ export class HttpServer {
         if (typeof r === "number") status = r;
         else {
           ctx = r;
-          resp = ctx.responses.get("DEFAULT");
+          resp = ctx.defaultResponse;
           if (resp === undefined) status = 503;
         }
       }
@@ -541,7 +541,15 @@ export class HttpServer {
     ctx?.finish();
     const ms = Date.now() - t0;
     this.stats.record(code, ms, req.body.length, body?.length ?? 0);
-    this.#accessLog?.write(req, url.pathname + url.search, code, ms, req.body.length, body?.length ?? 0, ctx?.tags);
+    this.#accessLog?.write(
+      req,
+      url.pathname + url.search,
+      code,
+      ms,
+      req.body.length,
+      body?.length ?? 0,
+      ctx?.tags ?? undefined,
+    );
     return new Response(body, { status: code, headers: out });
   }
 
