@@ -470,7 +470,7 @@ Deno.test({
           const load = await startLoad(ns, {
             targets: targets.map(hello),
             concurrency: UPDATE_CONCURRENCY,
-            durationMs: 15000,
+            durationMs: 25000, // at most: it stops 1.5 s after every target showed the change
             timeoutMs: 3000,
             marker: helloMarker(version),
             afterMarkerMs: 1500,
