@@ -28,15 +28,24 @@ export interface Member extends Proc {
   args: string[];
 }
 
-/** Starts `easegress-server` with these flags in `home` (created if needed); waits for the API unless told not to. */
+/** `deno run mod.ts <args>`, inside network namespace `netns` when given: [command, arguments]. */
+function modCommand(args: string[], netns?: string): [string, string[]] {
+  const deno = [Deno.execPath(), "run", "-A", "--no-check", MOD, ...args];
+  return netns ? ["ip", ["netns", "exec", netns, ...deno]] : [deno[0], deno.slice(1)];
+}
+
+/**
+ * Starts `easegress-server` with these flags in `home` (created if needed), inside network namespace `netns` when
+ * given; waits for the API unless told not to.
+ */
 export async function startMember(
   name: string,
   args: string[],
-  opts: { home?: string; wait?: boolean; env?: Record<string, string>; apiAddr?: string } = {},
+  opts: { home?: string; wait?: boolean; env?: Record<string, string>; apiAddr?: string; netns?: string } = {},
 ): Promise<Member> {
   const home = opts.home ?? await Deno.makeTempDir({ prefix: `eg-${name}-` });
   await Deno.mkdir(home, { recursive: true });
-  const p = spawnProcess(Deno.execPath(), ["run", "-A", "--no-check", MOD, "server", ...args], {
+  const p = spawnProcess(...modCommand(["server", ...args], opts.netns), {
     cwd: home,
     env: opts.env,
     tag: name,
@@ -116,15 +125,20 @@ export interface EgctlResult {
   stderr: string;
 }
 
-/** Runs `egctl` (mod.ts egctl) as a process (with `env` added to this process's environment). */
+/**
+ * Runs `egctl` (mod.ts egctl) as a process (with `env` added to this process's environment), inside network namespace
+ * `netns` when given.
+ */
 export async function egctl(
   args: string[],
   stdin?: string,
   cwd?: string,
   env?: Record<string, string>,
+  netns?: string,
 ): Promise<EgctlResult> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", MOD, "egctl", ...args],
+  const [command, cmdArgs] = modCommand(["egctl", ...args], netns);
+  const cmd = new Deno.Command(command, {
+    args: cmdArgs,
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
@@ -142,9 +156,9 @@ export async function egctl(
   return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
 }
 
-/** Runs egctl and fails unless it exits 0; returns stdout. */
-export async function egctlOk(args: string[], stdin?: string): Promise<string> {
-  const r = await egctl(args, stdin);
+/** Runs egctl (inside network namespace `netns` when given) and fails unless it exits 0; returns stdout. */
+export async function egctlOk(args: string[], stdin?: string, netns?: string): Promise<string> {
+  const r = await egctl(args, stdin, undefined, undefined, netns);
   if (r.code !== 0) throw new Error(`egctl ${args.join(" ")} exited ${r.code}:\n${r.stdout}${r.stderr}`);
   return r.stdout;
 }
