@@ -88,6 +88,19 @@ memberTest(
         return s?.state === "running" && s.count >= 6 && typeof s.p99 === "number";
       }, 15000);
 
+      // the same traffic on /apis/v2/metrics, per route (router kind, backend) under Easegress's series names
+      const metrics = await (await fetch(`http://${m.apiAddr}/apis/v2/metrics`)).text();
+      const series = (name: string, backend: string) => {
+        const line = metrics.split("\n").find((l) =>
+          l.startsWith(`${name}{`) && l.includes('name="server-demo"') && l.includes(`backend="${backend}"`)
+        );
+        return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(" ") + 1));
+      };
+      assert.ok(series("httpserver_total_requests", "pipeline-demo") >= 9, metrics); // 6 proxied, 503, 413 ×2, …
+      assert.ok(series("httpserver_total_error_requests", "pipeline-demo") >= 3, metrics); // 503, 413, 413
+      assert.ok(series("httpserver_total_requests", "") >= 2, metrics); // the 404 and 405 matched no route
+      assert.match(metrics, /httpserver_health\{[^}]*name="server-demo"[^}]*\} 1/);
+
       // all backends down: 503 (serverError)
       for (const b of backends) await b.stop();
       assert.deepStrictEqual((await get(`${base}/pipeline`))[0], 503);

@@ -3,6 +3,7 @@
  * pathRegexp (Ordered) or path patterns (RadixTree), then methods, headers, queries and ipFilter. A failed search
  * answers by the flags gathered over every rule and path: 403 > 400 > 405 > 404.
  */
+import type { RouteTraffic } from "../../metrics/traffic.ts";
 import type { GwRequest } from "../context.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
 
@@ -36,6 +37,8 @@ export interface RoutePath {
   setHeaders: [string, string][];
   /** no methods, headers, queries or ipFilter: matches as soon as the path does */
   fast: boolean;
+  /** this path's Prometheus series, made on its first request (see HttpServer.#record) */
+  traffic?: RouteTraffic;
 }
 
 interface HostMatcher {

@@ -27,6 +27,7 @@ import { Pipeline } from "../pipeline/pipeline.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
 import { type Route, Router } from "./router.ts";
 import { ServerStats } from "./stats.ts";
+import { type RouteTraffic, type ServerTraffic, TRAFFIC } from "../../metrics/traffic.ts";
 import type { AccessLog } from "./accesslog.ts";
 import { expandVariables } from "./variables.ts";
 
@@ -211,6 +212,10 @@ export class HttpServer {
   state: "running" | "failed" | "closed" = "failed";
   error = "";
   readonly stats = new ServerStats();
+  /** this server's series on the admin API's /apis/v2/metrics */
+  readonly #traffic: ServerTraffic;
+  /** the series of requests that matched no route (403/404/405/400 answers, malformed requests) */
+  #unrouted: RouteTraffic | null = null;
   #settings: Settings;
   #cfg: ListenConfig;
   #listener: Deno.Listener | null = null;
@@ -228,6 +233,7 @@ export class HttpServer {
   constructor(spec: Obj, lookup: PipelineLookup, log: (msg: string) => void, accessLog: AccessLog | null) {
     this.name = spec.name;
     this.spec = spec;
+    this.#traffic = TRAFFIC.httpServer(this.name);
     this.#cfg = listenConfigOf(spec);
     this.#settings = settingsOf(spec, log);
     this.#lookup = lookup;
@@ -279,8 +285,10 @@ export class HttpServer {
       }
       this.state = "running";
       this.error = "";
+      this.#traffic.setHealthy(true);
     } catch (err) {
       this.state = "failed";
+      this.#traffic.setHealthy(false);
       this.error = `listen tcp ${c.hostname}:${c.port}: ${(err as Error).message}`;
       this.#log(`httpserver ${this.name}: ${this.error}; retrying in ${LISTEN_RETRY_MS / 1000}s`);
       this.#retryTimer = setTimeout(() => this.#start(), LISTEN_RETRY_MS);
@@ -430,7 +438,7 @@ export class HttpServer {
           if (ctx.hijacked !== null) {
             c.busy = true;
             await ctx.hijacked;
-            this.stats.record(101, Date.now() - t0, reqBytes, 0);
+            this.#record(route, 101, Date.now() - t0, reqBytes, 0);
             this.#accessLog?.write(req, head.target, 101, Date.now() - t0, reqBytes, 0, ctx.tags ?? undefined);
             return;
           }
@@ -444,7 +452,7 @@ export class HttpServer {
       ctx?.finish();
       const code = resp !== undefined ? resp.status : status;
       const ms = Date.now() - t0;
-      this.stats.record(code, ms, reqBytes + req.body.length, respBytes);
+      this.#record(route, code, ms, reqBytes + req.body.length, respBytes);
       this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags ?? undefined);
       c.busy = false;
       if (closeAfter || respBytes < 0) return;
@@ -542,7 +550,7 @@ export class HttpServer {
     const body = resp !== undefined && resp.body.length > 0 && code !== 204 && code !== 304 ? resp.body.slice() : null;
     ctx?.finish();
     const ms = Date.now() - t0;
-    this.stats.record(code, ms, req.body.length, body?.length ?? 0);
+    this.#record(typeof found === "number" ? null : found, code, ms, req.body.length, body?.length ?? 0);
     this.#accessLog?.write(
       req,
       url.pathname + url.search,
@@ -596,11 +604,21 @@ export class HttpServer {
     }
   }
 
+  /** Counts a finished request in the object's status and in its Prometheus series (per route: router kind, backend). */
+  #record(route: Route | null, status: number, ms: number, reqBytes: number, respBytes: number): void {
+    this.stats.record(status, ms, reqBytes, respBytes);
+    const kind = String(this.spec.routerKind || "Ordered");
+    const series = route !== null
+      ? (route.path.traffic ??= this.#traffic.route(kind, route.path.backend))
+      : (this.#unrouted ??= this.#traffic.route(kind, ""));
+    series.record(status, ms, reqBytes, respBytes);
+  }
+
   /** Answers a malformed request and ends the connection. */
   async #fail(c: ClientConn, status: number): Promise<void> {
     c.busy = true;
     await this.#write(c, status, undefined, "GET", true);
-    this.stats.record(status, 0, 0, 0);
+    this.#record(null, status, 0, 0, 0);
   }
 
   /** Writes a response; returns the bytes written, or -1 when the connection broke. */
