@@ -41,11 +41,13 @@ function identityFromFlags(cfg: EtcdConfig): Identity {
   return {
     memberId: ids.find((m) => m.name === cfg.name)!.id,
     clusterId: clusterIdOf(ids.map((m) => m.id)),
+    // the same on every member given the same --initial-cluster: applying the founding entries must not depend on
+    // which member applies them (client URLs arrive with each member's published attributes)
     initialMembers: ids.map(({ name, id }) => ({
       ID: id,
-      name: name === cfg.name ? name : "",
+      name,
       peerURLs: cfg.initialCluster.get(name)!,
-      clientURLs: name === cfg.name ? cfg.advertiseClientUrls : [],
+      clientURLs: [],
       isLearner: false,
     })),
   };

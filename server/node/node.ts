@@ -749,7 +749,7 @@ export class Node {
           ID: cc.nodeId,
           name: known?.name ?? "",
           peerURLs: ctx.peerURLs ?? known?.peerURLs ?? [],
-          clientURLs: known && cc.nodeId === this.memberId ? known.clientURLs : [],
+          clientURLs: [], // published by the member itself (an attributes request), as in etcd
           isLearner: cc.type === ConfChangeType.AddLearnerNode,
         });
         break;

@@ -74,11 +74,13 @@ export interface RpcError extends Error {
 export class EtcdClient {
   readonly kv: Loose;
   readonly maintenance: Loose;
+  readonly cluster: Loose;
 
   constructor(readonly endpoint: string) {
     const creds = grpc.credentials.createInsecure();
     this.kv = new grpcRoot.etcdserverpb.KV(endpoint, creds, CHANNEL_OPTIONS);
     this.maintenance = new grpcRoot.etcdserverpb.Maintenance(endpoint, creds, CHANNEL_OPTIONS);
+    this.cluster = new grpcRoot.etcdserverpb.Cluster(endpoint, creds, CHANNEL_OPTIONS);
   }
 
   /**
@@ -209,6 +211,14 @@ export class EtcdClient {
     return (r.alarms ?? []).map((a: Loose) => `${a.memberID}:${a.alarm}`);
   }
 
+  /** The member table as this member holds it: one "id name peerURLs clientURLs learner" line each, sorted by ID. */
+  async members(timeoutMs = 5000): Promise<string[]> {
+    const r = await this.call<Loose>(this.cluster, "MemberList", {}, timeoutMs, true);
+    return (r.members ?? []).map((m: Loose) =>
+      `${m.ID} ${m.name} ${(m.peerURLs ?? []).join(",")} ${(m.clientURLs ?? []).join(",")} ${!!m.isLearner}`
+    ).sort();
+  }
+
   /** Status.dbSize and the alarms Status lists. */
   async space(timeoutMs = 5000): Promise<{ dbSize: number; errors: string[] }> {
     const r = await this.call<Loose>(this.maintenance, "Status", {}, timeoutMs, true);
@@ -218,6 +228,7 @@ export class EtcdClient {
   close(): void {
     this.kv.close();
     this.maintenance.close();
+    this.cluster.close();
   }
 }
 
@@ -564,7 +575,9 @@ export class Cluster {
    */
   async assertSameState(
     opts: { among?: ClusterMember[]; timeoutMs?: number } = {},
-  ): Promise<{ appliedIndex: number; hash: number; hashKV: number; alarms: string[]; dbSize: number }> {
+  ): Promise<
+    { appliedIndex: number; hash: number; hashKV: number; alarms: string[]; dbSize: number; members: string[] }
+  > {
     const among = opts.among ?? this.members.filter((m) => m.running);
     const deadline = Date.now() + (opts.timeoutMs ?? 20000);
     let last = "";
@@ -575,8 +588,14 @@ export class Cluster {
         if (before.every((s) => s.appliedIndex === index && s.raftIndex === index)) {
           const states = await Promise.all(among.map(async (m) => {
             const cl = this.client(m);
-            const [hash, kv, alarms, space] = await Promise.all([cl.hash(), cl.hashKV(0), cl.alarms(), cl.space()]);
-            return { hash, hashKV: kv.hash, alarms, dbSize: space.dbSize };
+            const [hash, kv, alarms, space, members] = await Promise.all([
+              cl.hash(),
+              cl.hashKV(0),
+              cl.alarms(),
+              cl.space(),
+              cl.members(),
+            ]);
+            return { hash, hashKV: kv.hash, alarms, dbSize: space.dbSize, members };
           }));
           const after = await Promise.all(among.map((m) => this.status(m, 3000)));
           if (after.every((s) => s.appliedIndex === index)) {
