@@ -10,6 +10,7 @@ import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { errorMsg, formatBody, Ordered, printMapInterface, successMsg, tabwrite } from "./print.ts";
 import { createHTTPProxy, extractHTTPProxyFlags, HTTPPROXY_HELP, type HTTPProxyFlags } from "./create_httpproxy.ts";
 import { durationMostSignificantUnit, parseRfc3339 } from "../server/easegress/gotime.ts";
+import { isOffline, OFFLINE } from "../server/easegress/liveness.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -414,7 +415,7 @@ class Egctl {
           String(m.options?.Name ?? ""),
           String(m.options?.ClusterRole ?? ""),
           m.etcd ? age(m.etcd.startTime) : "unknown",
-          m.etcd ? String(m.etcd.state ?? "") : "",
+          isOffline(m.lastHeartbeatTime) ? OFFLINE : m.etcd ? String(m.etcd.state ?? "") : "",
           String(m.options?.APIAddr ?? ""),
           hb ? durationMostSignificantUnit(Date.now() - hb.getTime()) + " ago" : "unknown",
         ];

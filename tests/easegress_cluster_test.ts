@@ -345,11 +345,29 @@ memberTest(
     // SIGKILL the leader: another primary becomes Leader, the secondary keeps serving, writes succeed
     const leaderIdx = st.indexOf("Leader");
     await prim[leaderIdx].kill();
+    const killedAt = Date.now();
     const live = prim.filter((_, i) => i !== leaderIdx);
     await waitFor("new leader", async () => {
       const s = await memberStates(live[0].apiAddr).catch(() => []);
       return s.filter((x, i) => i !== leaderIdx && x === "Leader").length === 1;
     }, 30000);
+    // its row does not say Leader forever (as in Easegress): once its heartbeat is late, `get member` on a survivor
+    // (primary or secondary) shows it Offline with its heartbeat's age, and the live primaries' states as they are now
+    await waitFor("the killed leader shown Offline", async () => {
+      const s = await memberStates(live[0].apiAddr).catch(() => []);
+      return s[leaderIdx] === "Offline";
+    }, Math.max(1000, 20000 - (Date.now() - killedAt)));
+    for (const m of [live[0], m4]) {
+      const fields = (await egctlOk(["--server", m.apiAddr, "get", "member"])).split("\n").slice(1, 5)
+        .map((row) => row.split(/\t+/));
+      assert.deepEqual(fields.map((f) => f[0]), ["machine-1", "machine-2", "machine-3", "machine-4"]);
+      const states = fields.map((f) => f[3]);
+      assert.equal(states[leaderIdx], "Offline");
+      assert.deepEqual(states.filter((_, i) => i !== leaderIdx && i < 3).sort(), ["Follower", "Leader"]);
+      assert.match(fields[3][3], /^127\.0\.0\.1:/, "the secondary's STATE is empty");
+      const beat = /^(\d+)s ago$/.exec(fields[leaderIdx][5]);
+      assert.ok(beat && Number(beat[1]) >= 12, `the killed leader's HEARTBEAT: ${fields[leaderIdx][5]}`);
+    }
     assert.equal((await egctl(["--server", m4.apiAddr, "get", "member"])).code, 0);
     for (const m of [...live, m4]) {
       const r = await egctl(["--server", m.apiAddr, "apply", "-f", `${fixtures}eg_hello.yaml`]);

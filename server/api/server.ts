@@ -29,6 +29,7 @@ import {
 } from "../easegress/objects.ts";
 import { DEFAULT_SPEC_VERSION, defaultSpecOf } from "../easegress/objects.ts";
 import { toGoYaml } from "../easegress/goyaml.ts";
+import { memberState, readLiveMembership } from "../easegress/liveness.ts";
 import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.ts";
 import { rfc3339 } from "../easegress/gotime.ts";
 import { type Options, splitHostPort } from "../easegress/options.ts";
@@ -222,6 +223,13 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
           const x = a?.options?.Name ?? "", y = b?.options?.Name ?? "";
           return x < y ? -1 : x > y ? 1 : 0;
         });
+        // a primary's stored state is what it last said of itself: show its state now (unlike Easegress)
+        const primaries = members.filter((m) => typeof m?.etcd === "object" && m.etcd !== null);
+        if (primaries.length > 0) {
+          const live = await readLiveMembership(cls.client);
+          const now = Date.now();
+          for (const m of primaries) m.etcd.state = memberState(m, live, now);
+        }
         c.res.setHeader("Content-Type", "text/plain; charset=utf-8");
         c.res.end(goJsonStringify(members));
       },

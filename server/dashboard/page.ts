@@ -35,7 +35,7 @@ export const DASHBOARD_HTML = `<!doctype html>
            border:1px solid var(--line); color:var(--dim); }
   .badge.Leader { color:var(--lead); border-color:var(--lead); }
   .badge.Follower { color:var(--text); }
-  .badge.Removed, .badge.Unreachable, .badge.down { color:var(--bad); border-color:var(--bad); }
+  .badge.Removed, .badge.Unreachable, .badge.Offline, .badge.down { color:var(--bad); border-color:var(--bad); }
   .dot { display:inline-block; width:9px; height:9px; border-radius:50%; margin-right:7px; background:var(--ok); }
   .dot.down { background:var(--bad); }
   .err { color:var(--bad); } .dim { color:var(--dim); }

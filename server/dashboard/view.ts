@@ -2,22 +2,19 @@
  * The cluster as the dashboard shows it, in one JSON document (GET /apis/v2/dashboard/cluster): every member with its
  * role, Raft state, heartbeat age and health; the leader; every object with each member's status and request rates.
  *
- * Member records (/status/members/<name>) are written every 5 s by each member and outlive it (their lease never
- * expires, as in Easegress); the live membership and the leader come from the store itself (MemberList, Status), so a
- * leader change shows at once and a dead member shows as such once its heartbeat is late.
+ * Members' Raft states and liveness are those `egctl get member` shows (../easegress/liveness.ts): from the store's
+ * live membership and leader, so a leader change shows at once, and Offline once a member's heartbeat is late.
  */
-import { type Cluster, HEARTBEAT_INTERVAL_MS, layout, type MemberStatus } from "../easegress/cluster.ts";
-
-/** A member whose last heartbeat is older than this is shown as down (two heartbeats missed, plus slack). */
-export const STALE_HEARTBEAT_MS = 2 * HEARTBEAT_INTERVAL_MS + 2000;
+import { type Cluster, layout, type MemberStatus } from "../easegress/cluster.ts";
+import { heartbeatAgeMs, memberState, readLiveMembership, STALE_HEARTBEAT_MS } from "../easegress/liveness.ts";
 
 /** One member as the dashboard shows it. */
 export interface MemberView {
   name: string;
   /** "primary" or "secondary" */
   role: string;
-  /** Leader, Follower, Learner for current primaries; Unreachable for one this member (a primary) has no
-   * connection to; Removed for one no longer in the store's membership; "-" for secondaries */
+  /** a primary's state as `egctl get member` shows it (Leader, Follower, Learner, Offline, Removed), or Unreachable
+   * for one this member (a primary) has no connection to; "-" for secondaries */
   raftState: string;
   /** hexadecimal member ID of a primary, "" for secondaries */
   etcdId: string;
@@ -76,23 +73,23 @@ export async function clusterView(cls: Cluster, now = Date.now()): Promise<Clust
     objects: [],
     errors: [],
   };
-  const [records, live, status, specs, statuses] = await Promise.allSettled([
+  const [records, live, specs, statuses] = await Promise.allSettled([
     cls.getPrefix(layout.statusMemberPrefix),
-    cls.client.memberList(),
-    cls.client.status(),
+    readLiveMembership(cls.client),
     cls.getPrefix(layout.configObjectPrefix),
     cls.getPrefix(layout.statusObjectsPrefix),
   ]);
-  for (const r of [records, live, status, specs, statuses]) {
+  for (const r of [records, live, specs, statuses]) {
     if (r.status === "rejected") view.errors.push(String((r.reason as Error)?.message ?? r.reason));
   }
-  const liveMembers = live.status === "fulfilled" ? live.value : [];
-  const leaderId = status.status === "fulfilled" ? status.value.leader : "0";
-  if (status.status === "fulfilled") view.raftTerm = status.value.raftTerm;
-  const liveByHex = new Map(liveMembers.map((m) => [BigInt(m.id).toString(16), m]));
-  if (leaderId !== "0") {
-    const l = liveMembers.find((m) => m.id === leaderId);
-    view.leader = { id: BigInt(leaderId).toString(16), name: l?.name ?? "" };
+  // readLiveMembership never rejects
+  const membership = live.status === "fulfilled" ? live.value : { leaderId: "0", raftTerm: 0, errors: [] };
+  view.errors.push(...membership.errors);
+  view.raftTerm = membership.raftTerm;
+  const liveByHex = new Map((membership.members ?? []).map((m) => [BigInt(m.id).toString(16), m]));
+  if (membership.leaderId !== "0") {
+    const l = membership.members?.find((m) => m.id === membership.leaderId);
+    view.leader = { id: BigInt(membership.leaderId).toString(16), name: l?.name ?? "" };
   }
   if (records.status === "fulfilled") {
     for (const v of records.value.values()) {
@@ -102,19 +99,10 @@ export async function clusterView(cls: Cluster, now = Date.now()): Promise<Clust
       } catch {
         continue;
       }
-      const last = Date.parse(s.lastHeartbeatTime);
-      const age = Number.isFinite(last) ? Math.max(0, now - last) : Infinity;
+      const age = heartbeatAgeMs(s.lastHeartbeatTime, now);
       const role = s.options?.ClusterRole ?? "";
-      let raftState = "-";
       const etcdId = s.etcd?.id ?? "";
-      if (role === "primary") {
-        const m = liveByHex.get(etcdId);
-        if (live.status !== "fulfilled") raftState = s.etcd?.state ?? "";
-        else if (!m) raftState = "Removed";
-        else if (m.isLearner) raftState = "Learner";
-        else if (BigInt(m.id).toString(16) === view.leader?.id) raftState = "Leader";
-        else raftState = "Follower";
-      }
+      let raftState = role === "primary" ? memberState(s, membership, now) : "-";
       // a primary's peer connection to the others says at once when one died; the heartbeat takes up to 12 s
       const node = cls.server?.node;
       const peer = liveByHex.get(etcdId);

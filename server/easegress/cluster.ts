@@ -15,11 +15,10 @@ import { hexId } from "../etcd/ids.ts";
 import type { Logger } from "../etcd/log.ts";
 import { type Options, optionsJson, peerUrls, type StoredOptions } from "./options.ts";
 import { parseGoDuration, rfc3339 } from "./gotime.ts";
+import { HEARTBEAT_INTERVAL_MS } from "./liveness.ts";
 import type { EgLogger } from "./log.ts";
 import { pathExists } from "../util/files.ts";
 
-/** Heartbeat period (fixed in Easegress). */
-export const HEARTBEAT_INTERVAL_MS = 5000;
 /** clientv3.MaxLeaseTTL, the member lease's TTL: in effect it never expires. */
 export const LEASE_TTL = 9_000_000_000;
 const MIN_TTL = 5;
@@ -141,6 +140,8 @@ export class Cluster {
       }
     }
     log.info("cluster is ready");
+    // beat at once, so that a member that has just (re)started is not shown offline for a heartbeat period
+    c.syncStatus().catch((err) => log.error(`sync status failed: ${(err as Error).message}`));
     c.#every(
       HEARTBEAT_INTERVAL_MS,
       () => c.syncStatus().catch((err) => log.error(`sync status failed: ${(err as Error).message}`)),
