@@ -474,17 +474,25 @@ export class Simulation {
         if (converged) return;
       }
     }
-    const st = [...this.nodes.values()].filter((n) => n.alive).map((n) => {
+    throw this.#failure(
+      `liveness: no progress after faults stopped (probe ${probe?.rec.outcome ?? "none"}) ${this.#statuses()}`,
+    );
+  }
+
+  /** The Raft status of every live member, for failure reports. */
+  #statuses(): string {
+    return [...this.nodes.values()].filter((n) => n.alive).map((n) => {
       const s = n.raft.status();
       return `${n.id}:${s.role}/t${s.term}/c${s.commit}/a${s.applied}/l${s.lastIndex}/lead${s.lead}` +
-        `/v[${s.voters}]/l[${s.learners}]` + (s.progress ? JSON.stringify(s.progress) : "");
-    });
-    throw this.#failure(`liveness: no progress after faults stopped (probe ${probe?.rec.outcome ?? "none"}) ${st}`);
+        `/v[${s.voters}]/l[${s.learners}]` + (s.progress ? JSON.stringify(s.progress) : "") +
+        (n.removed ? "/removed" : "") + (n.pendingReady ? "/syncing" : "");
+    }).join(" ");
   }
 
   /**
    * Clients stop; the cluster settles until every live member has applied the same last index (the commit index
-   * of the leader). Then all of them must hold the same state.
+   * of the leader) and has nothing left to apply (a Ready in flight may still carry heartbeat replies). Then all of
+   * them must hold the same state.
    */
   #settle(budget: number): void {
     this.#quiet = true;
@@ -496,11 +504,12 @@ export class Simulation {
       if (!leader) continue;
       const members = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
       const target = leader.raft.log.committed;
-      if (members.some((n) => n.raft.log.applied !== target || n.pendingReady !== null)) continue;
+      const toApply = (n: SimNode) => (n.pendingReady?.committedEntries.length ?? 0) > 0 || n.pendingReady?.snapshot;
+      if (members.some((n) => n.raft.log.applied !== target || toApply(n))) continue;
       for (const n of members) this.#checkHash(n, target);
       return;
     }
-    throw this.#failure("the cluster did not settle: members never applied the same last index");
+    throw this.#failure(`the cluster did not settle: members never applied the same last index ${this.#statuses()}`);
   }
 
   // ---------------------------------------------------------------- scheduling
