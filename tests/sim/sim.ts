@@ -678,16 +678,20 @@ export class Simulation {
     if (rd.snapshot) n.disk.write({ kind: "snap", snap: rd.snapshot });
     if (rd.entries.length > 0) n.disk.write({ kind: "entries", entries: rd.entries });
     if (rd.hardState) n.disk.write({ kind: "hs", hs: rd.hardState });
-    const ev = this.#schedule(EV_SYNC, this.params.syncLatency > 0 ? this.rng.range(0, this.params.syncLatency) : 0);
+    // as server/node/node.ts: only a Ready that must be durable waits for an fsync; the others (heartbeats and
+    // their replies, a commit index that moved) are written without one and go on at once
+    const fsync = rd.mustSync && this.params.syncLatency > 0;
+    const ev = this.#schedule(EV_SYNC, fsync ? this.rng.range(0, this.params.syncLatency) : 0);
     ev.node = n;
     ev.inc = n.incarnation;
   }
 
-  /** The write of the outstanding Ready is durable: send, apply, advance. */
+  /** The write of the outstanding Ready is done (durable when it had to be): send, apply, advance. */
   #completeSync(n: SimNode): void {
     const rd = n.pendingReady;
     if (!rd) return;
-    n.disk.sync();
+    // without an fsync the write stays in the page cache: a crash may lose it until a later fsync covers it
+    if (rd.mustSync) n.disk.sync();
     if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
     n.storage.append(rd.entries);
     if (rd.hardState) n.storage.setHardState(rd.hardState);
