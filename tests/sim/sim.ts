@@ -474,17 +474,25 @@ export class Simulation {
         if (converged) return;
       }
     }
-    const st = [...this.nodes.values()].filter((n) => n.alive).map((n) => {
+    throw this.#failure(
+      `liveness: no progress after faults stopped (probe ${probe?.rec.outcome ?? "none"}) ${this.#statuses()}`,
+    );
+  }
+
+  /** The Raft status of every live member, for failure reports. */
+  #statuses(): string {
+    return [...this.nodes.values()].filter((n) => n.alive).map((n) => {
       const s = n.raft.status();
       return `${n.id}:${s.role}/t${s.term}/c${s.commit}/a${s.applied}/l${s.lastIndex}/lead${s.lead}` +
-        `/v[${s.voters}]/l[${s.learners}]` + (s.progress ? JSON.stringify(s.progress) : "");
-    });
-    throw this.#failure(`liveness: no progress after faults stopped (probe ${probe?.rec.outcome ?? "none"}) ${st}`);
+        `/v[${s.voters}]/l[${s.learners}]` + (s.progress ? JSON.stringify(s.progress) : "") +
+        (n.removed ? "/removed" : "") + (n.pendingReady ? "/syncing" : "");
+    }).join(" ");
   }
 
   /**
    * Clients stop; the cluster settles until every live member has applied the same last index (the commit index
-   * of the leader). Then all of them must hold the same state.
+   * of the leader) and has nothing left to apply (a Ready in flight may still carry heartbeat replies). Then all of
+   * them must hold the same state.
    */
   #settle(budget: number): void {
     this.#quiet = true;
@@ -496,11 +504,12 @@ export class Simulation {
       if (!leader) continue;
       const members = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
       const target = leader.raft.log.committed;
-      if (members.some((n) => n.raft.log.applied !== target || n.pendingReady !== null)) continue;
+      const toApply = (n: SimNode) => (n.pendingReady?.committedEntries.length ?? 0) > 0 || n.pendingReady?.snapshot;
+      if (members.some((n) => n.raft.log.applied !== target || toApply(n))) continue;
       for (const n of members) this.#checkHash(n, target);
       return;
     }
-    throw this.#failure("the cluster did not settle: members never applied the same last index");
+    throw this.#failure(`the cluster did not settle: members never applied the same last index ${this.#statuses()}`);
   }
 
   // ---------------------------------------------------------------- scheduling
@@ -669,16 +678,20 @@ export class Simulation {
     if (rd.snapshot) n.disk.write({ kind: "snap", snap: rd.snapshot });
     if (rd.entries.length > 0) n.disk.write({ kind: "entries", entries: rd.entries });
     if (rd.hardState) n.disk.write({ kind: "hs", hs: rd.hardState });
-    const ev = this.#schedule(EV_SYNC, this.params.syncLatency > 0 ? this.rng.range(0, this.params.syncLatency) : 0);
+    // as server/node/node.ts: only a Ready that must be durable waits for an fsync; the others (heartbeats and
+    // their replies, a commit index that moved) are written without one and go on at once
+    const fsync = rd.mustSync && this.params.syncLatency > 0;
+    const ev = this.#schedule(EV_SYNC, fsync ? this.rng.range(0, this.params.syncLatency) : 0);
     ev.node = n;
     ev.inc = n.incarnation;
   }
 
-  /** The write of the outstanding Ready is durable: send, apply, advance. */
+  /** The write of the outstanding Ready is done (durable when it had to be): send, apply, advance. */
   #completeSync(n: SimNode): void {
     const rd = n.pendingReady;
     if (!rd) return;
-    n.disk.sync();
+    // without an fsync the write stays in the page cache: a crash may lose it until a later fsync covers it
+    if (rd.mustSync) n.disk.sync();
     if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
     n.storage.append(rd.entries);
     if (rd.hardState) n.storage.setHardState(rd.hardState);
