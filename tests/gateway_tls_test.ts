@@ -1,7 +1,7 @@
 /**
  * HTTPServer TLS beyond one certificate, through one real member process and curl: two certificates on one port
  * chosen by the client's server name (exact, wildcard, the first as default), and caCertBase64 (a client without a
- * certificate the CA signed fails at the handshake; one with such a certificate gets its answer). Certificates are made
+ * certificate the CA signed fails at the handshake; one with such a certificate gets its answer). Certificates are made 
  * with openssl by the test.
  */
 import assert from "node:assert/strict";
@@ -104,7 +104,7 @@ memberTest(
       const [apiPorts] = await memberPorts(1);
       const m = await startMember("gwsni", primaryArgs("gwsni", apiPorts));
       procs.push(m);
-      const [sniPort, mtlsPort] = await freePorts(2);
+      const [sniPort, mtlsPort, busyPort] = await freePorts(3);
       await putObject(
         m.apiAddr,
         `name: p\nkind: Pipeline\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n  pools:\n  - servers: [{url: ${backend.url}}]\n`,
@@ -160,6 +160,24 @@ memberTest(
       assert.doesNotMatch(stranger.body, /sni-backend/);
       // the server keeps serving after the refused handshakes
       assert.equal((await curl(dir, "a.example", mtlsPort, "/again", withCert)).body, "sni-backend GET /again 1.1");
+
+      // a port that cannot be bound: state failed with the error, as for the other listeners
+      const holder = Deno.listen({ hostname: "0.0.0.0", port: busyPort });
+      try {
+        await putObject(
+          m.apiAddr,
+          `kind: HTTPServer\nname: busy\nport: ${busyPort}\nhttps: true\n` +
+            `certBase64: ${b64(read(dir, "a.pem"))}\nkeyBase64: ${b64(read(dir, "a.key"))}\n` +
+            `caCertBase64: ${b64(read(dir, "ca.pem"))}\n${rules}`,
+        );
+        await waitFor("failed state published", async () => {
+          const st = await (await fetch(`http://${m.apiAddr}/apis/v2/status/objects/busy`)).json();
+          const s = st["eg-traffic-default/busy/gwsni"]?.status;
+          return s?.state === "failed" && /in use/i.test(s.error ?? "");
+        }, 15000);
+      } finally {
+        holder.close();
+      }
     } finally {
       await backend.stop();
       await Deno.remove(dir, { recursive: true });
