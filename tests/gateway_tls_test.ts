@@ -1,8 +1,8 @@
 /**
  * HTTPServer TLS beyond one certificate, through one real member process and curl: two certificates on one port
  * chosen by the client's server name (exact, wildcard, the first as default), and caCertBase64 (a client without a
- * certificate the CA signed fails at the handshake; one with such a certificate gets its answer). Certificates are made 
- * with openssl by the test.
+ * certificate the CA signed fails at the handshake; one with such a certificate gets its answer), and a port that cannot
+ * be bound (state failed). Certificates are made with openssl by the test.
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
