@@ -113,7 +113,7 @@ memberTest(
       // certBase64 (a.example) is the first certificate, the certs map adds b.example
       await putObject(
         m.apiAddr,
-        `kind: HTTPServer\nname: sni\nport: ${sniPort}\nhttps: true\n` +
+        `kind: HTTPServer\nname: sni\nport: ${sniPort}\nhttps: true\nclientMaxBodySize: 16\n` +
           `certBase64: ${b64(read(dir, "a.pem"))}\nkeyBase64: ${b64(read(dir, "a.key"))}\n` +
           `certs: {b: ${b64(read(dir, "b.pem"))}}\nkeys: {b: ${b64(read(dir, "b.key"))}}\n${rules}`,
       );
@@ -122,14 +122,24 @@ memberTest(
       const a = await curl(dir, "a.example", sniPort, "/a");
       assert.equal(a.code, 0);
       assert.equal(a.subject, "CN=a.example");
-      assert.equal(a.body, "sni-backend GET /a 1.1"); // node:tls offers only http/1.1 by ALPN
+      assert.equal(a.body, "sni-backend GET /a 2"); // HTTP/2 by ALPN
       const b = await curl(dir, "b.example", sniPort, "/b");
       assert.equal(b.code, 0);
       assert.equal(b.subject, "CN=b.example");
-      assert.equal(b.body, "sni-backend GET /b 1.1");
+      assert.equal(b.body, "sni-backend GET /b 2");
+      // a body over HTTP/2, and HTTP/1.1 (through the gateway's own HTTP/1.1 loop) on the same port
+      assert.equal(
+        (await curl(dir, "b.example", sniPort, "/post", ["--data-binary", "hello"])).body,
+        "sni-backend POST /post hello 2",
+      );
+      const big = ["--data-binary", "x".repeat(17), "-o", "/dev/null", "-w", "%{http_code} %{http_version}"];
+      assert.equal((await curl(dir, "b.example", sniPort, "/big", big)).body, "413 2");
+      const h1 = await curl(dir, "b.example", sniPort, "/h1", ["--http1.1", "--data-binary", "one"]);
+      assert.equal(h1.subject, "CN=b.example");
+      assert.equal(h1.body, "sni-backend POST /h1 one 1.1");
       const wild = await curl(dir, "x.b.example", sniPort, "/x");
       assert.equal(wild.subject, "CN=b.example");
-      assert.equal(wild.body, "sni-backend GET /x 1.1");
+      assert.equal(wild.body, "sni-backend GET /x 2");
       // a name no certificate has gets the first one (curl then refuses it: the name does not match)
       const other = await curl(dir, "c.example", sniPort, "/c");
       assert.equal(other.subject, "CN=a.example");
@@ -147,7 +157,7 @@ memberTest(
       assert.equal(ok.code, 0);
       assert.match(ok.body, /200/);
       const good = await curl(dir, "a.example", mtlsPort, "/m", withCert);
-      assert.equal(good.body, "sni-backend GET /m 1.1");
+      assert.equal(good.body, "sni-backend GET /m 2");
       // without a client certificate, or with one another CA signed: the handshake fails, no HTTP response at all
       const none = await curl(dir, "a.example", mtlsPort, "/m", ["-w", "%{http_code}"]);
       assert.notEqual(none.code, 0);
@@ -159,7 +169,7 @@ memberTest(
       assert.notEqual(stranger.code, 0);
       assert.doesNotMatch(stranger.body, /sni-backend/);
       // the server keeps serving after the refused handshakes
-      assert.equal((await curl(dir, "a.example", mtlsPort, "/again", withCert)).body, "sni-backend GET /again 1.1");
+      assert.equal((await curl(dir, "a.example", mtlsPort, "/again", withCert)).body, "sni-backend GET /again 2");
 
       // a port that cannot be bound: state failed with the error, as for the other listeners
       const holder = Deno.listen({ hostname: "0.0.0.0", port: busyPort });

@@ -3,11 +3,12 @@
  * client's server name (SNI) and client-certificate verification (`caCertBase64`), through `node:tls`. Deno 2.9's
  * `Deno.serve` takes one `cert`/`key` and no CA for clients, and `Deno.listenTls` has no client verification either.
  *
- * Such a listener offers only `http/1.1` by ALPN: its connections run through the server's own HTTP/1.1 loop as
- * `Deno.Conn`-like objects (`NodeTlsConn`), not through `Deno.serve`'s HTTP/2.
+ * ALPN offers `h2` and `http/1.1`: HTTP/1.1 connections run through the server's own HTTP/1.1 loop as `Deno.Conn`-like
+ * objects (`NodeTlsConn`), HTTP/2 ones through the project's HTTP/2 server connection (server/transport/http2.ts).
  */
 import { X509Certificate } from "node:crypto";
 import tls from "node:tls";
+import { parseAltNames } from "../../transport/http2.ts";
 
 /** A certificate chain and its private key, PEM. */
 export interface CertPair {
@@ -21,8 +22,7 @@ const MAX_BUFFERED = 256 * 1024;
 /** The host names a certificate serves: its DNS subject alternative names, or its common name when it has none. */
 export function certNames(pem: string): string[] {
   const x = new X509Certificate(pem);
-  const dns = (x.subjectAltName ?? "").split(",").map((s) => s.trim()).filter((s) => s.startsWith("DNS:"))
-    .map((s) => s.slice(4).toLowerCase());
+  const dns = parseAltNames(x.subjectAltName ?? "").dns.map((n) => n.toLowerCase());
   if (dns.length > 0) return dns;
   const cn = /(?:^|\n)CN=([^\n]*)/.exec(x.subject);
   return cn ? [cn[1].trim().toLowerCase()] : [];
@@ -62,11 +62,14 @@ export function validateTls(cfg: Pick<NodeTlsConfig, "pairs" | "clientCa">): voi
   if (cfg.clientCa !== null) tls.createSecureContext({ ca: cfg.clientCa });
 }
 
-/**
- * Listens with node:tls; every handshaken connection goes to `onConn`. Resolves once listening, rejects when the port
- * cannot be bound.
- */
-export function listenNodeTls(cfg: NodeTlsConfig, onConn: (conn: Deno.Conn) => void): Promise<tls.Server> {
+/** Where a handshaken connection goes, by the protocol ALPN chose. */
+export interface NodeTlsHandlers {
+  http1(conn: Deno.Conn): void;
+  h2(socket: tls.TLSSocket): void;
+}
+
+/** Listens with node:tls. Resolves once listening, rejects when the port cannot be bound. */
+export function listenNodeTls(cfg: NodeTlsConfig, on: NodeTlsHandlers): Promise<tls.Server> {
   const verify = cfg.clientCa !== null
     ? { ca: cfg.clientCa, requestCert: true, rejectUnauthorized: true }
     : { requestCert: false };
@@ -75,13 +78,17 @@ export function listenNodeTls(cfg: NodeTlsConfig, onConn: (conn: Deno.Conn) => v
     tls.createSecureContext({ cert: p.cert, key: p.key, ...(cfg.clientCa !== null ? { ca: cfg.clientCa } : {}) })
   );
   const names = cfg.pairs.map((p) => certNames(p.cert));
-  const server = tls.createServer({
-    cert: cfg.pairs[0].cert,
-    key: cfg.pairs[0].key,
-    ...verify,
-    ALPNProtocols: ["http/1.1"],
-    SNICallback: (serverName, cb) => cb(null, contexts[pickCertificate(names, serverName)]),
-  }, (socket) => onConn(new NodeTlsConn(socket) as unknown as Deno.Conn));
+  const server = tls.createServer(
+    {
+      cert: cfg.pairs[0].cert,
+      key: cfg.pairs[0].key,
+      ...verify,
+      ALPNProtocols: ["h2", "http/1.1"],
+      SNICallback: (serverName, cb) => cb(null, contexts[pickCertificate(names, serverName)]),
+    },
+    (socket) =>
+      socket.alpnProtocol === "h2" ? on.h2(socket) : on.http1(new NodeTlsConn(socket) as unknown as Deno.Conn),
+  );
   // failed handshakes (no or a foreign client certificate, plain HTTP) only concern their own connection
   server.on("tlsClientError", () => {});
   return new Promise((resolve, reject) => {
