@@ -326,7 +326,7 @@ export class HttpServer {
     this.#retryTimer = setTimeout(() => this.#start(), LISTEN_RETRY_MS);
   }
 
-  /** Several certificates (SNI) or client verification: node:tls, each connection through the HTTP/1.1 loop. */
+  /** Several certificates (SNI) or client verification: node:tls; HTTP/1.1 through the loop, h2 through #adoptH2. */
   async #startNodeTls(pairs: CertPair[], clientCa: string | null): Promise<void> {
     const cfg = this.#cfg;
     let server: NodeTlsServer;
@@ -418,16 +418,26 @@ export class HttpServer {
     }
     if (!headers.has("host") && authority !== "") headers.add("Host", authority);
     const req = new GwRequest(method, target, "HTTP/2.0", headers, ip, addr, "https");
-    // the body: kept up to the route's limit (set by #exchange before any DATA can be handled), counted beyond it
+    // the body: kept up to the route's limit, counted beyond it. #exchange sets the limit synchronously (before any
+    // DATA is handled) when it reads the body; an answer without reading it (403/404/405) keeps nothing. The bytes kept
+    // count against the connection's MAX_BUFFERED_REQUEST_BYTES (1000 streams x 4 MiB bodies would be 4 GB): beyond
+    // it, 413.
     const parts: Uint8Array[] = [];
     let size = 0;
-    let limit = -1;
+    let limit = 0;
+    let reserved = 0;
+    let overBudget = false;
     let state: "open" | "ended" | "reset" = "open";
     let wake: (() => void) | null = null;
     s.handler = {
       onData(chunk) {
         size += chunk.length;
-        if (limit < 0 || size <= limit) parts.push(chunk.slice());
+        if (overBudget || (limit >= 0 && size > limit)) return;
+        if (!s.reserveReceive(chunk.length)) overBudget = true;
+        else {
+          reserved += chunk.length;
+          parts.push(chunk.slice());
+        }
       },
       onEnd() {
         state = "ended";
@@ -443,11 +453,16 @@ export class HttpServer {
       limit = max;
       if (state === "open") await new Promise<void>((r) => (wake = r));
       if (state === "reset") return 400;
-      if (max >= 0 && size > max) return 413;
+      if (overBudget || (max >= 0 && size > max)) return 413;
       return concat(parts, size);
     };
     const declared = Number(headers.get("content-length") || 0);
-    this.#exchange(req, declared, readBody).then(({ code, resp, ctx, route }) => {
+    const answered = this.#exchange(req, declared, readBody);
+    answered.finally(() => {
+      overBudget = true; // answered: DATA still arriving is dropped
+      s.reserveReceive(-reserved);
+    }).catch(() => {});
+    answered.then(({ code, resp, ctx, route }) => {
       const fields = [":status", String(code)];
       if (resp !== undefined) {
         for (let i = 0; i < resp.headers.names.length; i++) {
