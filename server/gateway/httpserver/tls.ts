@@ -5,6 +5,10 @@
  *
  * ALPN offers `h2` and `http/1.1`: HTTP/1.1 connections run through the server's own HTTP/1.1 loop as `Deno.Conn`-like
  * objects (`NodeTlsConn`), HTTP/2 ones through the project's HTTP/2 server connection (server/transport/http2.ts).
+ *
+ * Measured (h2load, 16 connections, a Mock answer, loopback, load ~1.1, two runs): HTTP/2 here 54k–114k req/s (10
+ * streams per connection) against 28k–39k for Deno.serve's; HTTP/1.1 here 23k–24k against 39k–40k for Deno.serve's
+ * (every read of a NodeTlsConn is a node 'data' event plus a promise).
  */
 import { X509Certificate } from "node:crypto";
 import tls from "node:tls";
