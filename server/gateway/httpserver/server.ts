@@ -30,6 +30,9 @@ import { ServerStats } from "./stats.ts";
 import { type RouteTraffic, type ServerTraffic, TRAFFIC } from "../../metrics/traffic.ts";
 import type { AccessLog } from "./accesslog.ts";
 import { expandVariables } from "./variables.ts";
+import { type CertPair, listenNodeTls, validateTls } from "./tls.ts";
+import type { Server as NodeTlsServer, TLSSocket } from "node:tls";
+import { DEFAULT_TIMEOUTS, Http2ServerConnection, type Http2Stream } from "../../transport/http2.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -70,6 +73,8 @@ export type PipelineLookup = (name: string) => Pipeline | undefined;
 
 /** Response headers we write ourselves. */
 const SKIP_RESPONSE = new Set(["content-length", "transfer-encoding", "connection", "date", "keep-alive"]);
+/** Connection-specific fields HTTP/2 forbids in a response (RFC 9113 §8.2.2) besides those of SKIP_RESPONSE. */
+const H2_SKIP_RESPONSE = new Set(["proxy-connection", "upgrade"]);
 const EMPTY = new Uint8Array(0);
 
 class ClientConn {
@@ -141,7 +146,12 @@ function settingsOf(spec: Obj, log: (msg: string) => void): Settings {
 interface ListenConfig {
   hostname: string;
   port: number;
-  tls: { cert: string; key: string } | null;
+  /**
+   * HTTPS: the certificates (certBase64/keyBase64 first, then the certs/keys maps; the first is the default) and the
+   * CA of client certificates (caCertBase64). One certificate and no CA: Deno.serve (HTTP/2 and HTTP/1.1 by ALPN);
+   * otherwise node:tls (SNI, client verification): HTTP/1.1 into the HTTP/1.1 loop, HTTP/2 into transport/http2.ts.
+   */
+  tls: { pairs: CertPair[]; clientCa: string | null } | null;
   keepAlive: boolean;
   keepAliveMs: number;
   clientMaxBody: number;
@@ -158,19 +168,24 @@ function listenConfigOf(spec: Obj): ListenConfig {
   if (!(port >= 1 && port <= 65535)) throw new Error("port: must be greater than or equal to 1");
   let tls: ListenConfig["tls"] = null;
   if (spec.https === true) {
-    // refused rather than served without the client-certificate check the spec asks for
-    if (spec.caCertBase64) throw new Error("caCertBase64 (client certificate verification) is not supported yet");
-    const pairs: [string, string][] = [];
-    if (spec.certBase64 && spec.keyBase64) pairs.push([decodePem(spec.certBase64), decodePem(spec.keyBase64)]);
+    const pairs: CertPair[] = [];
+    if (spec.certBase64 && spec.keyBase64) {
+      pairs.push({ cert: decodePem(spec.certBase64), key: decodePem(spec.keyBase64) });
+    }
     for (const [k, c] of Object.entries((spec.certs ?? {}) as Record<string, string>)) {
       const key = spec.keys?.[k];
       if (!key) throw new Error(`certs ${k} hasn't secret corresponded to it`);
-      pairs.push([decodePem(c), decodePem(key)]);
+      pairs.push({ cert: decodePem(c), key: decodePem(key) });
     }
     if (pairs.length === 0) {
       throw new Error("certBase64/keyBase64, certs/keys are both empty and autocert is disabled when https enabled");
     }
-    tls = { cert: pairs[0][0], key: pairs[0][1] };
+    tls = { pairs, clientCa: spec.caCertBase64 ? decodePem(String(spec.caCertBase64)) : null };
+    try {
+      validateTls(tls);
+    } catch (err) {
+      throw new Error(`https: ${(err as Error).message}`);
+    }
   }
   const cmbs = Number(spec.clientMaxBodySize ?? 0);
   return {
@@ -220,6 +235,9 @@ export class HttpServer {
   #cfg: ListenConfig;
   #listener: Deno.Listener | null = null;
   #tlsServer: Deno.HttpServer | null = null;
+  #nodeTlsServer: NodeTlsServer | null = null;
+  /** HTTP/2 connections of the node:tls listener */
+  #h2conns = new Set<Http2ServerConnection>();
   #conns = new Set<ClientConn>();
   #retryTimer?: ReturnType<typeof setTimeout>;
   #sweepTimer?: ReturnType<typeof setInterval>;
@@ -267,12 +285,16 @@ export class HttpServer {
     if (this.state === "closed") return;
     const c = this.#cfg;
     try {
+      if (c.tls && (c.tls.pairs.length > 1 || c.tls.clientCa !== null)) {
+        this.#startNodeTls(c.tls.pairs, c.tls.clientCa);
+        return;
+      }
       if (c.tls) {
         this.#tlsServer = Deno.serve({
           hostname: c.hostname,
           port: c.port,
-          cert: c.tls.cert,
-          key: c.tls.key,
+          cert: c.tls.pairs[0].cert,
+          key: c.tls.pairs[0].key,
           onListen() {},
           onError: (err) => {
             this.#log(`httpserver ${this.name}: ${(err as Error).message}`);
@@ -283,16 +305,48 @@ export class HttpServer {
         this.#listener = Deno.listen({ hostname: c.hostname, port: c.port });
         this.#acceptLoop(this.#listener);
       }
-      this.state = "running";
-      this.error = "";
-      this.#traffic.setHealthy(true);
+      this.#running();
     } catch (err) {
-      this.state = "failed";
-      this.#traffic.setHealthy(false);
-      this.error = `listen tcp ${c.hostname}:${c.port}: ${(err as Error).message}`;
-      this.#log(`httpserver ${this.name}: ${this.error}; retrying in ${LISTEN_RETRY_MS / 1000}s`);
-      this.#retryTimer = setTimeout(() => this.#start(), LISTEN_RETRY_MS);
+      this.#listenFailed(err as Error);
     }
+  }
+
+  #running(): void {
+    this.state = "running";
+    this.error = "";
+    this.#traffic.setHealthy(true);
+  }
+
+  #listenFailed(err: Error): void {
+    const c = this.#cfg;
+    this.state = "failed";
+    this.#traffic.setHealthy(false);
+    this.error = `listen tcp ${c.hostname}:${c.port}: ${err.message}`;
+    this.#log(`httpserver ${this.name}: ${this.error}; retrying in ${LISTEN_RETRY_MS / 1000}s`);
+    this.#retryTimer = setTimeout(() => this.#start(), LISTEN_RETRY_MS);
+  }
+
+  /** Several certificates (SNI) or client verification: node:tls; HTTP/1.1 through the loop, h2 through #adoptH2. */
+  async #startNodeTls(pairs: CertPair[], clientCa: string | null): Promise<void> {
+    const cfg = this.#cfg;
+    let server: NodeTlsServer;
+    try {
+      const full = () =>
+        this.#nodeTlsServer !== server || this.#conns.size + this.#h2conns.size >= this.#settings.maxConnections;
+      server = await listenNodeTls({ hostname: cfg.hostname, port: cfg.port, pairs, clientCa }, {
+        http1: (conn) => full() ? closeQuietly(conn) : this.#adopt(conn),
+        h2: (socket) => full() ? socket.destroy() : this.#adoptH2(socket),
+      });
+    } catch (err) {
+      if (this.state !== "closed") this.#listenFailed(err as Error);
+      return;
+    }
+    if (this.state === "closed") {
+      server.close();
+      return;
+    }
+    this.#nodeTlsServer = server;
+    this.#running();
   }
 
   async #acceptLoop(listener: Deno.Listener): Promise<void> {
@@ -312,24 +366,159 @@ export class HttpServer {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      const addr = conn.remoteAddr as Deno.NetAddr;
       if (!this.#cfg.tls) (conn as Deno.TcpConn).setNoDelay(true);
-      const c = new ClientConn(
-        conn,
-        addr.hostname,
-        addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`,
-      );
-      this.#conns.add(c);
-      this.#serve(c).finally(() => {
-        c.close();
-        this.#conns.delete(c);
-        this.#acceptWaiter?.();
-      });
+      this.#adopt(conn);
     }
+  }
+
+  /** Serves a new connection until it ends. */
+  #adopt(conn: Deno.Conn): void {
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    const c = new ClientConn(
+      conn,
+      addr.hostname,
+      addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`,
+    );
+    this.#conns.add(c);
+    this.#serve(c).finally(() => {
+      c.close();
+      this.#conns.delete(c);
+      this.#acceptWaiter?.();
+    });
+  }
+
+  /** Serves an HTTP/2 connection of the node:tls listener: each stream is one request. */
+  #adoptH2(socket: TLSSocket): void {
+    const ip = (socket.remoteAddress ?? "").replace(/^::ffff:(?=\d+\.)/, "");
+    const addr = ip.includes(":") ? `[${ip}]:${socket.remotePort}` : `${ip}:${socket.remotePort}`;
+    const conn: Http2ServerConnection = new Http2ServerConnection(socket, {
+      onStream: (s) => this.#serveH2(s, ip, addr),
+      onClose: () => {
+        this.#h2conns.delete(conn);
+        this.#acceptWaiter?.();
+      },
+    });
+    this.#h2conns.add(conn);
+  }
+
+  /** One HTTP/2 request: the head is complete; the body arrives through the stream's handler. */
+  #serveH2(s: Http2Stream, ip: string, addr: string): void {
+    const t0 = Date.now();
+    const headers = new HeaderList();
+    let method = "GET";
+    let target = "/";
+    let authority = "";
+    for (let i = 0; i < s.headers.length; i += 2) {
+      const k = s.headers[i];
+      const v = s.headers[i + 1];
+      if (k === ":method") method = v;
+      else if (k === ":path") target = v;
+      else if (k === ":authority") authority = v;
+      else if (k[0] !== ":") headers.add(k, v);
+    }
+    if (!headers.has("host") && authority !== "") headers.add("Host", authority);
+    const req = new GwRequest(method, target, "HTTP/2.0", headers, ip, addr, "https");
+    // the body: kept up to the route's limit, counted beyond it. #exchange sets the limit synchronously (before any
+    // DATA is handled) when it reads the body; an answer without reading it (403/404/405) keeps nothing. The bytes kept
+    // count against the connection's MAX_BUFFERED_REQUEST_BYTES (1000 streams x 4 MiB bodies would be 4 GB): beyond
+    // it, 413.
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    let limit = 0;
+    let reserved = 0;
+    let overBudget = false;
+    let state: "open" | "ended" | "reset" = "open";
+    let wake: (() => void) | null = null;
+    s.handler = {
+      onData(chunk) {
+        size += chunk.length;
+        if (overBudget || (limit >= 0 && size > limit)) return;
+        if (!s.reserveReceive(chunk.length)) overBudget = true;
+        else {
+          reserved += chunk.length;
+          parts.push(chunk.slice());
+        }
+      },
+      onEnd() {
+        state = "ended";
+        wake?.();
+      },
+      onReset() {
+        state = "reset";
+        wake?.();
+      },
+      onDrain() {},
+    };
+    const readBody = async (max: number): Promise<Uint8Array | number> => {
+      limit = max;
+      if (state === "open") await new Promise<void>((r) => (wake = r));
+      if (state === "reset") return 400;
+      if (overBudget || (max >= 0 && size > max)) return 413;
+      return concat(parts, size);
+    };
+    const declared = Number(headers.get("content-length") || 0);
+    const answered = this.#exchange(req, declared, readBody);
+    answered.finally(() => {
+      overBudget = true; // answered: DATA still arriving is dropped
+      s.reserveReceive(-reserved);
+    }).catch(() => {});
+    answered.then(({ code, resp, ctx, route }) => {
+      const fields = [":status", String(code)];
+      if (resp !== undefined) {
+        for (let i = 0; i < resp.headers.names.length; i++) {
+          const k = resp.headers.keys[i];
+          if (!SKIP_RESPONSE.has(k) && !H2_SKIP_RESPONSE.has(k)) fields.push(k, resp.headers.values[i]);
+        }
+      }
+      const body = resp !== undefined && code !== 204 && code !== 304 ? resp.body : EMPTY;
+      if (code !== 204 && code !== 304) fields.push("content-length", String(body.length));
+      if (body.length === 0 || method === "HEAD") s.respond(fields, true);
+      else {
+        s.respond(fields);
+        s.write(body.slice(), null, true); // queued output is not copied: the body may be an upstream buffer's view
+      }
+      ctx?.finish();
+      const ms = Date.now() - t0;
+      const sent = method === "HEAD" ? 0 : body.length;
+      this.#record(route, code, ms, req.body.length, sent);
+      this.#accessLog?.write(req, target, code, ms, req.body.length, sent, ctx?.tags ?? undefined);
+    }, (err) => {
+      this.#log(`httpserver ${this.name}: ${(err as Error).stack ?? err}`);
+      s.reset();
+    });
+  }
+
+  /**
+   * A request whose head came through an HTTP/2 stack (Deno.serve's or ours): the ipFilter and routing, the body within
+   * the limit (413), the pipeline. Returns the status, the response (none for a bare status) and the route.
+   */
+  async #exchange(
+    req: GwRequest,
+    declared: number,
+    readBody: ((limit: number) => Promise<Uint8Array | number>) | null,
+  ): Promise<{ code: number; resp: GwResponse | undefined; ctx: Context | null; route: Route | null }> {
+    const settings = this.#settings;
+    const found = search(req, settings);
+    if (typeof found === "number") return { code: found, resp: undefined, ctx: null, route: null };
+    let limit = this.#cfg.clientMaxBody;
+    if (found.path.clientMaxBodySize !== 0) {
+      limit = found.path.clientMaxBodySize < 0 ? -1 : found.path.clientMaxBodySize;
+    }
+    if (limit >= 0 && declared > limit) return { code: 413, resp: undefined, ctx: null, route: found };
+    if (readBody !== null) {
+      const b = await readBody(limit);
+      if (typeof b === "number") return { code: b, resp: undefined, ctx: null, route: found };
+      req.body = b;
+    }
+    const r = await this.#dispatch(req, found, settings);
+    if (typeof r === "number") return { code: r, resp: undefined, ctx: null, route: found };
+    const resp = r.defaultResponse;
+    return { code: resp?.status ?? 503, resp, ctx: r, route: found };
   }
 
   #sweep(): void {
     const now = Date.now();
+    for (const c of this.#h2conns) c.checkTimeouts(now, DEFAULT_TIMEOUTS);
     for (const c of this.#conns) if (!c.busy && c.deadline > 0 && now > c.deadline) c.close();
   }
 
@@ -498,7 +687,6 @@ export class HttpServer {
   /** HTTPS (HTTP/2 by ALPN, or HTTP/1.1) through Deno.serve: the same routing and pipelines as the plain loop. */
   async #serveTls(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> {
     const t0 = Date.now();
-    const settings = this.#settings;
     const url = new URL(request.url);
     const headers = new HeaderList();
     request.headers.forEach((v, k) => headers.add(k, v));
@@ -513,34 +701,13 @@ export class HttpServer {
       `${ip}:${info.remoteAddr.port}`,
       "https",
     );
-    let status = 0;
-    let ctx: Context | null = null;
-    let resp: GwResponse | undefined;
-    const found = search(req, settings);
-    if (typeof found === "number") status = found;
-    else {
-      let limit = this.#cfg.clientMaxBody;
-      if (found.path.clientMaxBodySize !== 0) {
-        limit = found.path.clientMaxBodySize < 0 ? -1 : found.path.clientMaxBodySize;
-      }
-      const declared = Number(request.headers.get("content-length") ?? 0);
-      if (limit >= 0 && declared > limit) status = 413;
-      else if (request.body) {
-        const b = await readLimited(request.body, limit);
-        if (typeof b === "number") status = b;
-        else req.body = b;
-      }
-      if (status === 0) {
-        const r = await this.#dispatch(req, found, settings);
-        if (typeof r === "number") status = r;
-        else {
-          ctx = r;
-          resp = ctx.defaultResponse;
-          if (resp === undefined) status = 503;
-        }
-      }
-    }
-    const code = resp?.status ?? status;
+    const declared = Number(request.headers.get("content-length") ?? 0);
+    const stream = request.body;
+    const { code, resp, ctx, route } = await this.#exchange(
+      req,
+      declared,
+      stream === null ? null : (limit) => readLimited(stream, limit),
+    );
     const out = new Headers();
     if (resp !== undefined) {
       for (let i = 0; i < resp.headers.names.length; i++) {
@@ -550,7 +717,7 @@ export class HttpServer {
     const body = resp !== undefined && resp.body.length > 0 && code !== 204 && code !== 304 ? resp.body.slice() : null;
     ctx?.finish();
     const ms = Date.now() - t0;
-    this.#record(typeof found === "number" ? null : found, code, ms, req.body.length, body?.length ?? 0);
+    this.#record(route, code, ms, req.body.length, body?.length ?? 0);
     this.#accessLog?.write(
       req,
       url.pathname + url.search,
@@ -678,6 +845,9 @@ export class HttpServer {
     const l = this.#listener;
     this.#listener = null;
     if (l) closeQuietly(l);
+    this.#nodeTlsServer?.close();
+    this.#nodeTlsServer = null;
+    for (const c of this.#h2conns) c.shutdown();
     this.#acceptWaiter?.();
     const tls = this.#tlsServer;
     this.#tlsServer = null;
@@ -687,11 +857,12 @@ export class HttpServer {
       clearTimeout(timer);
     }
     const deadline = Date.now() + graceMs;
-    while (this.#conns.size > 0 && Date.now() < deadline) {
+    while ((this.#conns.size > 0 || this.#h2conns.size > 0) && Date.now() < deadline) {
       for (const c of this.#conns) if (!c.busy) c.close();
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const c of this.#conns) c.close();
+    for (const c of this.#h2conns) c.destroy();
   }
 }
 
