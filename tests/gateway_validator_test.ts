@@ -30,8 +30,9 @@ interface Signed {
 }
 
 /**
- * Signs a request as Easegress's signer does with its default literal, in the Authorization header: the signed
- * headers are host and x-date plus `extra`; `query` is given already in canonical (sorted, escaped) form.
+ * Signs a request as Easegress's signer does with its default literal, in the Authorization header (the signed
+ * headers are host and x-date plus `extra`) or, with `presign` (seconds), in the query (signed headers: host plus
+ * `extra`); `query` is given already in canonical form (sorted by key, escaped, no X- parameters).
  */
 function sign(
   base: string,
@@ -45,6 +46,7 @@ function sign(
     secret: string;
     time: Date;
     scopes?: string[];
+    presign?: number;
   },
 ): Signed {
   const host = new URL(base).host;
@@ -52,15 +54,27 @@ function sign(
   const date = time.slice(0, 8);
   const scopes = opts.scopes ?? [];
   const scope = [date, ...scopes, "request"].join("/");
-  const headers: Record<string, string> = { "x-date": time, ...opts.extra };
+  const headers: Record<string, string> = opts.presign === undefined ? { "x-date": time } : {};
+  Object.assign(headers, opts.extra);
   const all: [string, string][] = [["host", host], ...Object.entries(headers)];
   all.sort((a, b) => a[0] < b[0] ? -1 : 1);
   const signedHeaders = all.map(([k]) => k).join(";");
+  let query = opts.query ?? "";
+  if (opts.presign !== undefined) {
+    const params = [
+      `X-Algorithm=HMAC-SHA256`,
+      `X-Credential=${encodeURIComponent(`${opts.id}/${scope}`)}`,
+      `X-Date=${time}`,
+      `X-Expires=${opts.presign}`,
+      `X-SignedHeaders=${encodeURIComponent(signedHeaders)}`,
+    ];
+    query = [...params, ...(query === "" ? [] : [query])].join("&"); // "X-…" sorts before lower-case keys
+  }
   const canonical = [
     opts.method,
     // every byte of the (escaped) path but unreserved ones and "/" is escaped again: "%20" → "%2520"
     opts.path.replace(/[^A-Za-z0-9\-._~/]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase()),
-    opts.query ?? "",
+    query,
     all.map(([k, v]) => `${k}:${v.trim().replace(/ +/g, " ")}\n`).join(""),
     signedHeaders,
     sha256(opts.body ?? ""),
@@ -70,6 +84,9 @@ function sign(
   for (const s of scopes) key = hmac(key, s);
   key = hmac(key, "request");
   const signature = hmac(key, toSign).toString("hex");
+  if (opts.presign !== undefined) {
+    return { url: `${base}${opts.path}?${query}&X-Signature=${signature}`, headers };
+  }
   headers.authorization =
     `HMAC-SHA256 Credential=${opts.id}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
   return { url: `${base}${opts.path}${opts.query ? "?" + opts.query : ""}`, headers };
@@ -94,6 +111,11 @@ memberTest("gateway Validator: basicAuth htpasswd file, signature, oauth2 jwt", 
       "bob:plain-pass",
       "carol:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/", // `openssl passwd -apr1 -salt abcdefgh secret`
       `dave:{SHA}${createHash("sha1").update("sha-pass").digest("base64")}`,
+      `frank:{SSHA}${
+        Buffer.concat([createHash("sha1").update("ssha-pass").update("salt").digest(), Buffer.from("salt")]).toString(
+          "base64",
+        )
+      }`,
     ].join("\n") + "\n",
   );
   const oauthSecret = "oauth2-test-secret";
@@ -139,6 +161,8 @@ memberTest("gateway Validator: basicAuth htpasswd file, signature, oauth2 jwt", 
     assert.deepStrictEqual(await get(`${base}/basic`, basic("carol", "secret")), [200, "user=carol body="]);
     assert.equal((await get(`${base}/basic`, basic("carol", "secreT")))[0], 401);
     assert.deepStrictEqual(await get(`${base}/basic`, basic("dave", "sha-pass")), [200, "user=dave body="]);
+    assert.deepStrictEqual(await get(`${base}/basic`, basic("frank", "ssha-pass")), [200, "user=frank body="]);
+    assert.equal((await get(`${base}/basic`, basic("frank", "sha-pass")))[0], 401);
     // the client cannot choose the user passed upstream
     const spoof = basic("bob", "plain-pass");
     assert.deepStrictEqual(
@@ -208,6 +232,28 @@ memberTest("gateway Validator: basicAuth htpasswd file, signature, oauth2 jwt", 
     });
     assert.equal((await get(future.url, { headers: future.headers }))[0], 401, "too far in the future");
     assert.equal((await get(`${base}/signed/k`))[0], 401, "not signed");
+    // presigned URLs: the signature and its parameters in the query, X-Expires bounding the age
+    const presigned = sign(base, {
+      method: "GET",
+      path: "/signed/p",
+      query: "a=1",
+      id: "AKID",
+      secret: "s3cr3t",
+      time: now,
+      presign: 60,
+    });
+    assert.deepStrictEqual(await get(presigned.url), [200, "user=null body="]);
+    assert.equal((await get(presigned.url.replace("a=1", "a=2")))[0], 401, "tampered presigned query");
+    assert.equal((await get(presigned.url.replace("X-Expires=60", "X-Expires=600")))[0], 401, "longer expiry");
+    const lapsed = sign(base, {
+      method: "GET",
+      path: "/signed/p",
+      id: "AKID",
+      secret: "s3cr3t",
+      time: new Date(Date.now() - 60_000),
+      presign: 30,
+    });
+    assert.equal((await get(lapsed.url))[0], 401, "presigned URL past its X-Expires");
 
     // oauth2 jwt (HS256, hex secret)
     const bearer = (t: string) => ({ headers: { authorization: `Bearer ${t}` } });

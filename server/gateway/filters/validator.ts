@@ -163,8 +163,8 @@ class Validator implements Filter {
 
   async #checkBasicAuth(ctx: Context, file: HtpasswdFile): Promise<string> {
     const creds = basicCredentials(ctx.request.headers.get("authorization"));
-    if (creds === null) return this.#fail(ctx, 401, "basicAuth validator: no credentials");
-    if (!await file.check(creds[0], creds[1])) return this.#fail(ctx, 401, "basicAuth validator: unauthorized");
+    if (creds === null) return this.#fail(ctx, 401, "http basic validator: no credentials");
+    if (!await file.check(creds[0], creds[1])) return this.#fail(ctx, 401, "http basic validator: unauthorized");
     ctx.request.headers.set("X-AUTH-USER", creds[0]);
     return "";
   }
