@@ -1,13 +1,20 @@
 /**
- * Validator (kind `Validator`, result `invalid`): `headers` (400 when a header has no accepted value) and `jwt`
- * (HS256/384/512 with a hex secret, RS256/384/512 and ES256/384 with the hex of a PEM public key; the token from the
- * configured cookie or `Authorization: Bearer`; exp and nbf checked; 401). The other methods (signature, oauth2,
- * basicAuth) are refused as not supported.
+ * Validator (kind `Validator`, result `invalid`), methods in Easegress's order, the first failure answering with no
+ * body: `headers` (400 when a header has no accepted value), then with 401 `jwt` (HS256/384/512 with a hex secret,
+ * RS256/384/512 and ES256/384 with the hex of a PEM public key; the token from the configured cookie or
+ * `Authorization: Bearer`; exp and nbf checked), `signature` (Easegress's signer, see signer.ts), `oauth2.jwt`
+ * (HS256/384/512, hex secret, `Authorization: Bearer`) and `basicAuth` in FILE mode (an htpasswd file, see
+ * htpasswd.ts; the user is passed on in `X-AUTH-USER`).
+ *
+ * Refused as not supported at creation: `oauth2.tokenIntrospect` (a call to an outside endpoint per request), and
+ * `basicAuth` modes ETCD and LDAP (a filter has no access to the store, nor an LDAP client).
  */
 import { Buffer } from "node:buffer";
 import { createHmac, createPublicKey, timingSafeEqual, verify } from "node:crypto";
 import type { Context } from "../context.ts";
-import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { Filter, FilterEnv, FilterKind, FilterSpec } from "./filter.ts";
+import { HtpasswdFile } from "./htpasswd.ts";
+import { SignatureVerifier } from "./signer.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -19,6 +26,9 @@ interface HeaderRule {
 }
 
 const HASH: Record<string, string> = { "256": "sha256", "384": "sha384", "512": "sha512" };
+
+/** Where basicAuth's FILE mode reads users when `userFile` is empty (Easegress's default). */
+const DEFAULT_USER_FILE = "/etc/apache2/.htpasswd";
 
 class JwtValidator {
   #alg: string;
@@ -76,20 +86,48 @@ class JwtValidator {
   }
 }
 
+/** `basicAuth` in FILE mode; other modes are refused. */
+function basicAuthFile(spec: Obj, env: FilterEnv): HtpasswdFile {
+  const mode = String(spec.mode ?? "") || "FILE";
+  if (mode !== "FILE") {
+    throw new Error(`basicAuth: mode ${mode} is not supported (only FILE: filters have no access to the store)`);
+  }
+  return new HtpasswdFile(String(spec.userFile ?? "") || DEFAULT_USER_FILE, env.log);
+}
+
+/** user and password of `Authorization: Basic …`, or null. */
+function basicCredentials(auth: string): [string, string] | null {
+  if (auth.slice(0, 6).toLowerCase() !== "basic ") return null;
+  const text = Buffer.from(auth.slice(6).trim(), "base64").toString("utf8");
+  const colon = text.indexOf(":");
+  return colon < 0 ? null : [text.slice(0, colon), text.slice(colon + 1)];
+}
+
 class Validator implements Filter {
   #headers: HeaderRule[];
   #jwt: JwtValidator | null;
+  #signature: SignatureVerifier | null;
+  #oauth2Jwt: JwtValidator | null;
+  #basicAuth: HtpasswdFile | null;
 
-  constructor(spec: FilterSpec) {
-    for (const k of ["signature", "oauth2", "basicAuth"]) {
-      if (spec[k]) throw new Error(`Validator ${k} is not supported`);
-    }
+  constructor(spec: FilterSpec, env: FilterEnv) {
     this.#headers = Object.entries((spec.headers ?? {}) as Obj).map(([k, v]) => {
       if (!(v?.values?.length > 0) && !v?.regexp) throw new Error(`headers: ${k}: values or regexp is required`);
       return { key: k.toLowerCase(), values: v.values ?? [], re: v.regexp ? new RegExp(v.regexp) : null };
     });
     this.#jwt = spec.jwt ? new JwtValidator(spec.jwt) : null;
-    if (this.#headers.length === 0 && this.#jwt === null) throw new Error("none of the validations are defined");
+    this.#signature = spec.signature ? new SignatureVerifier(spec.signature) : null;
+    if (spec.oauth2?.tokenIntrospect) throw new Error("oauth2: tokenIntrospect is not supported (use oauth2.jwt)");
+    if (spec.oauth2 && !spec.oauth2.jwt) throw new Error("oauth2: jwt is required");
+    if (spec.oauth2 && !/^HS(256|384|512)$/.test(String(spec.oauth2.jwt.algorithm))) {
+      throw new Error(`oauth2: jwt: algorithm ${spec.oauth2.jwt.algorithm} is not supported`);
+    }
+    this.#oauth2Jwt = spec.oauth2 ? new JwtValidator({ ...spec.oauth2.jwt, cookieName: "" }) : null;
+    this.#basicAuth = spec.basicAuth ? basicAuthFile(spec.basicAuth, env) : null;
+    if (
+      this.#headers.length === 0 && this.#jwt === null && this.#signature === null && this.#oauth2Jwt === null &&
+      this.#basicAuth === null
+    ) throw new Error("none of the validations are defined");
   }
 
   #fail(ctx: Context, status: number, tag: string): string {
@@ -100,7 +138,7 @@ class Validator implements Filter {
     return "invalid";
   }
 
-  handle(ctx: Context): string {
+  handle(ctx: Context): string | Promise<string> {
     const req = ctx.request;
     for (const h of this.#headers) {
       const vs = req.headers.getAll(h.key);
@@ -112,6 +150,22 @@ class Validator implements Filter {
       const err = this.#jwt.check(ctx);
       if (err !== "") return this.#fail(ctx, 401, `JWT validator: ${err}`);
     }
+    if (this.#signature !== null) {
+      const err = this.#signature.verify(req);
+      if (err !== "") return this.#fail(ctx, 401, `signature validator: ${err}`);
+    }
+    if (this.#oauth2Jwt !== null) {
+      const err = this.#oauth2Jwt.check(ctx);
+      if (err !== "") return this.#fail(ctx, 401, `oauth2 validator: ${err}`);
+    }
+    return this.#basicAuth === null ? "" : this.#checkBasicAuth(ctx, this.#basicAuth);
+  }
+
+  async #checkBasicAuth(ctx: Context, file: HtpasswdFile): Promise<string> {
+    const creds = basicCredentials(ctx.request.headers.get("authorization"));
+    if (creds === null) return this.#fail(ctx, 401, "http basic validator: no credentials");
+    if (!await file.check(creds[0], creds[1])) return this.#fail(ctx, 401, "http basic validator: unauthorized");
+    ctx.request.headers.set("X-AUTH-USER", creds[0]);
     return "";
   }
 }
@@ -119,5 +173,5 @@ class Validator implements Filter {
 export const validatorKind: FilterKind = {
   kind: "Validator",
   results: ["invalid"],
-  create: (spec) => new Validator(spec),
+  create: (spec, env) => new Validator(spec, env),
 };
