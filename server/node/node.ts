@@ -24,6 +24,7 @@ import { RaftNode } from "../raft/raft.ts";
 import {
   type ConfChange,
   ConfChangeType,
+  type ConfState,
   decodeConfChange,
   type Entry,
   EntryType,
@@ -127,6 +128,11 @@ export class Node {
   #reqSeq = 0n;
   #reqPrefix: bigint;
   #processing = false;
+  /**
+   * Raft membership as of `appliedIndex` (etcd's confState of the apply loop). The Raft core's own is ahead of it
+   * from the moment a leader's snapshot is stepped until its Ready is applied, so snapshots must not use it.
+   */
+  #appliedConf: ConfState = { voters: [], learners: [] };
   #processScheduled = false;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #leaderWaiters: Array<() => void> = [];
@@ -180,6 +186,7 @@ export class Node {
       const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members, n.applier.auth);
       n.appliedIndex = meta.appliedIndex;
       n.#snapIndex = snap.index;
+      n.#appliedConf = meta.confState;
       n.storage.applySnapshot({
         metadata: { index: snap.index, term: snap.term, confState: meta.confState },
         data: snap.data,
@@ -762,7 +769,7 @@ export class Node {
         if (ctx.peerURLs) this.members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
         break;
     }
-    this.raft.applyConfChange(cc);
+    this.#appliedConf = this.raft.applyConfChange(cc);
     w?.resolve({ members: this.members.list() });
     if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === this.memberId) {
       this.#cfg.log("this member has been permanently removed from the cluster");
@@ -789,6 +796,7 @@ export class Node {
     decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members, this.applier.auth);
     this.appliedIndex = s.metadata.index;
     this.#snapIndex = s.metadata.index;
+    this.#appliedConf = s.metadata.confState;
     this.#cfg.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
     this.onRestore();
   }
@@ -805,7 +813,7 @@ export class Node {
     try {
       const index = this.appliedIndex;
       const data = this.encodeState();
-      const snap = this.storage.createSnapshot(index, this.raft.confState(), data);
+      const snap = this.storage.createSnapshot(index, this.#appliedConf, data);
       const start = performance.now();
       await this.#snap.save({ index, term: snap.metadata.term, data });
       this.metrics.snapshotSave.observe((performance.now() - start) / 1000);
@@ -824,7 +832,7 @@ export class Node {
   /** The applied state as one blob (snapshots, and what a new member receives). */
   encodeState(): Uint8Array {
     return encodeState(
-      { appliedIndex: this.appliedIndex, term: this.term, confState: this.raft.confState() },
+      { appliedIndex: this.appliedIndex, term: this.term, confState: this.#appliedConf },
       this.store,
       this.lessor,
       this.applier.alarms,

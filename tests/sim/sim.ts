@@ -24,6 +24,7 @@
 import {
   bytesEqual,
   ConfChangeType,
+  type ConfState,
   decodeConfChange,
   emptyHardState,
   type Entry,
@@ -217,6 +218,8 @@ class SimNode {
   raisingUntil = -1;
   pendingReady: Ready | null = null;
   lastSnapIndex = 0;
+  /** membership as of the applied index (raft's own is ahead once a leader's snapshot is stepped, not applied) */
+  appliedConf: ConfState = { voters: [], learners: [] };
   prevRole = "follower";
   prevTerm = 0;
   /** puts waiting to be applied here, by op id */
@@ -622,6 +625,7 @@ export class Simulation {
     n.sm = new SimStateMachine(n.quota, () => this.#now);
     n.raisingUntil = -1;
     if (d.snap) n.sm.restore(d.snap.data);
+    n.appliedConf = d.snap ? d.snap.metadata.confState : { voters: [], learners: [] };
     n.lastSnapIndex = d.snap?.metadata.index ?? 0;
     const rng = this.rng.fork();
     n.raft = new RaftNode({
@@ -723,6 +727,7 @@ export class Simulation {
     }
     this.#checkSnapshotData(n, idx, s.data);
     n.sm.restore(s.data);
+    n.appliedConf = s.metadata.confState;
     n.lastSnapIndex = idx;
     this.#checkHash(n, idx);
   }
@@ -742,7 +747,7 @@ export class Simulation {
     }
     if (e.type === EntryType.ConfChange) {
       const cc = decodeConfChange(e.data);
-      n.raft.applyConfChange(cc);
+      n.appliedConf = n.raft.applyConfChange(cc);
       this.#onConfChangeApplied(n, cc.type, cc.nodeId);
       return;
     }
@@ -814,9 +819,9 @@ export class Simulation {
   #maybeSnapshot(n: SimNode, force = false): void {
     const applied = n.raft.log.applied;
     if (applied - n.lastSnapIndex < (force ? 1 : this.params.snapshotEvery)) return;
-    const data = n.sm.encode(applied, n.raft.confState());
+    const data = n.sm.encode(applied, n.appliedConf);
     this.#checkSnapshotData(n, applied, data);
-    const snap = n.storage.createSnapshot(applied, n.raft.confState(), data);
+    const snap = n.storage.createSnapshot(applied, n.appliedConf, data);
     const compactTo = Math.max(0, applied - this.params.snapshotKeep);
     if (compactTo >= n.storage.firstIndex()) n.storage.compact(compactTo);
     n.disk.saveLocalSnapshot(snap, compactTo);
