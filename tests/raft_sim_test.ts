@@ -28,6 +28,12 @@ const REGRESSION_SEEDS: { seed: number; caught: string }[] = [
       "though all had applied the leader's commit index; with heartbeats every tick, 6 members and 12 ms per sync, " +
       "some member was always writing a heartbeat reply, so a settled cluster was reported as never settling",
   },
+  {
+    seed: 132932078,
+    caught: "a member bug (before 549e605's disk model): a snapshot stepped while a Ready was in flight replaced the " +
+      "core's membership at once, and a snapshot taken at the older applied index then carried the newer membership " +
+      "(node and sim now keep the membership as of the applied index); the seed plays out differently since 549e605",
+  },
 ];
 
 /** The fixed range every CI run covers. */
