@@ -12,7 +12,12 @@ import { KVService } from "../proto/mod.ts";
 import { grpcRoot } from "../proto/grpc_js.ts";
 import { GrpcServer, type ServerCall, type ServerTimeouts } from "../server/transport/grpc_server.ts";
 import { HpackDecoder } from "../server/transport/hpack.ts";
-import { MAX_CONCURRENT_STREAMS, RAPID_RESET_LIMIT } from "../server/transport/http2.ts";
+import {
+  EARLY_RESPONSE_LINGER_MS,
+  Http2ServerConnection,
+  MAX_CONCURRENT_STREAMS,
+  RAPID_RESET_LIMIT,
+} from "../server/transport/http2.ts";
 import { MAX_CONTINUATION_FRAMES } from "../server/transport/h2frames.ts";
 import { EtcdClient } from "./lib/cluster.ts";
 import { startServer } from "./lib/server.ts";
@@ -20,6 +25,7 @@ import {
   frame,
   grpcMessage,
   grpcRequestBlock,
+  literal,
   PREFACE,
   rawExchange,
   RawH2Conn,
@@ -621,5 +627,52 @@ Deno.test({
       assert.equal(d.goaway, undefined);
       d.close();
     });
+  },
+});
+
+Deno.test({
+  name: "an answer before the request body: the rest is read and dropped; only a client still sending is stopped",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // a server that answers 413 on HEADERS, as the gateway does for a Content-Length over clientMaxBodySize
+    let delivered = 0;
+    let ends = 0;
+    let conn: Http2ServerConnection | undefined;
+    const server = net.createServer((socket) => {
+      conn = new Http2ServerConnection(socket, {
+        onStream: (s) => {
+          s.handler = { onData: () => delivered++, onEnd: () => ends++, onReset: () => {}, onDrain: () => {} };
+          s.respond([":status", "413", "content-length", "0"], true);
+        },
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as net.AddressInfo).port;
+    const block = Buffer.concat([Buffer.from([0x83, 0x86]), literal(":path", "/big"), literal(":authority", "x")]);
+    const c = await RawH2Conn.open(port);
+    try {
+      // stream 1: the client finishes its body after the answer — no RST_STREAM, nothing reaches the handler
+      await c.send(frame(HEADERS, END_HEADERS, 1, block));
+      assert.ok(await c.waitFor(() => c.headerStreams.has(1)), "answered");
+      await sleep(100);
+      await c.send(frame(0, 0, 1, new Uint8Array(1000)));
+      await c.send(frame(0, END_STREAM, 1, new Uint8Array(10)));
+      assert.ok(await c.waitFor(() => conn?.streamCount === 0, 2000), "stream 1 finished");
+      // stream 3: the client keeps its request open — stopped with RST_STREAM(NO_ERROR) after the linger
+      const t0 = Date.now();
+      await c.send(frame(HEADERS, END_HEADERS, 3, block));
+      assert.ok(await c.waitFor(() => c.resets.has(3), EARLY_RESPONSE_LINGER_MS * 5), "stream 3 reset");
+      assert.ok(Date.now() - t0 >= EARLY_RESPONSE_LINGER_MS - 50, `reset after ${Date.now() - t0} ms`);
+      assert.equal(c.resets.get(3), 0); // NO_ERROR
+      assert.equal(c.resets.has(1), false);
+      assert.equal(c.goaway, undefined);
+      assert.equal(delivered, 0);
+      assert.equal(ends, 0);
+      assert.equal(conn?.streamCount, 0);
+    } finally {
+      c.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   },
 });

@@ -89,6 +89,8 @@ export abstract class H2Stream {
   /** @internal */ remoteClosed = false;
   /** @internal */ localClosed = false;
   /** @internal */ gone = false;
+  /** @internal the response is complete; the request's remaining DATA is read and dropped (server) */
+  discarding = false;
   /** @internal the peer's header block arrived (DATA before it is a stream error) */
   gotHeaders: boolean;
   /** @internal */ readonly queue = new ByteQueue();
@@ -390,9 +392,10 @@ export abstract class H2Connection<S extends H2Stream> {
       if (this.isIdle(sid)) return this.connectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
       return;
     }
+    const answered = s.discarding;
     this.forget(s, "stream reset by the peer");
     this.emitReset(s, readU32(buf, start));
-    this.peerReset();
+    if (!answered) this.peerReset();
   }
 
   private settingsIn(flags: number, sid: number, buf: Uint8Array, start: number, end: number): void {
@@ -464,7 +467,7 @@ export abstract class H2Connection<S extends H2Stream> {
 
   protected emitData(s: S, chunk: Uint8Array): void {
     const h = s.handler;
-    if (!h) return;
+    if (!h || s.discarding) return;
     try {
       h.onData(chunk);
     } catch {
@@ -474,7 +477,7 @@ export abstract class H2Connection<S extends H2Stream> {
 
   protected emitEnd(s: S): void {
     const h = s.handler;
-    if (!h) return;
+    if (!h || s.discarding) return;
     try {
       h.onEnd();
     } catch {
@@ -485,7 +488,7 @@ export abstract class H2Connection<S extends H2Stream> {
   /** Called once `s` was forgotten. */
   protected emitReset(s: S, code: number): void {
     const h = s.handler;
-    if (!h) return;
+    if (!h || s.discarding) return;
     try {
       h.onReset(code);
     } catch { /* the stream is gone already */ }
