@@ -236,7 +236,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       ? tlsClientOptions(cfg.peerTls)
       : undefined,
     peerCert: cfg.peerCert,
-    log: (m) => log.info("etcdserver", m),
+    log: (m, f) => log.info("etcdserver", m, f),
     forceRepairWal: cfg.forceRepairWal,
   });
   log.info(

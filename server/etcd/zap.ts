@@ -4,7 +4,7 @@
  * milliseconds and zone, "msg", then the fields; we add "logger" with the component and leave out "caller"),
  * `--log-level debug|info|warn|error|dpanic|panic|fatal` and `--log-outputs default|stderr|stdout|<file>,...`.
  */
-import type { Logger } from "./log.ts";
+import type { LogFields, Logger } from "./log.ts";
 
 /** What the logging flags ask for. */
 export interface LogOptions {
@@ -15,7 +15,7 @@ export interface LogOptions {
   outputs: string[];
 }
 
-type Level = "debug" | "info" | "warn" | "error";
+export type Level = "debug" | "info" | "warn" | "error";
 
 const LEVELS: Record<string, number> = { debug: 0, info: 1, warn: 2, error: 3, dpanic: 3, panic: 3, fatal: 3 };
 const FLAGS = new Set(["logger", "log-level", "log-outputs"]);
@@ -80,23 +80,40 @@ function writer(out: string): (line: string) => void {
 
 /** A Logger as the options ask for; `now` is for tests. */
 export function newLogger(opts: LogOptions, now: () => Date = () => new Date()): Logger {
-  const outs = opts.outputs.map(writer);
-  const min = LEVELS[opts.level];
-  const emit = (level: Level, component: string, msg: string) => {
+  return lineLogger(opts.logger, opts.level, opts.outputs.map(writer), now);
+}
+
+/** One line of the `format` ("zap": a JSON object; "capnslog": etcd 3.4's text line). */
+export function formatLine(
+  format: LogOptions["logger"],
+  level: Level,
+  component: string,
+  msg: string,
+  fields: LogFields | undefined,
+  t: Date,
+): string {
+  if (format === "zap") return JSON.stringify({ level, ts: zapTime(t), logger: component, msg, ...fields });
+  const stamp = t.toISOString().replace("T", " ").replace("Z", "");
+  const tail = fields ? ` [${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(", ")}]` : "";
+  return `${stamp} ${level[0].toUpperCase()} | ${component}: ${msg}${tail}`;
+}
+
+/** A Logger writing `format` lines of at least `level` to each of `outs`. */
+export function lineLogger(
+  format: LogOptions["logger"],
+  level: Level,
+  outs: ((line: string) => void)[],
+  now: () => Date = () => new Date(),
+): Logger {
+  const min = LEVELS[level];
+  const emit = (level: Level, component: string, msg: string, fields?: LogFields) => {
     if (LEVELS[level] < min) return;
-    const t = now();
-    let line: string;
-    if (opts.logger === "zap") {
-      line = JSON.stringify({ level, ts: zapTime(t), logger: component, msg });
-    } else {
-      const stamp = t.toISOString().replace("T", " ").replace("Z", "");
-      line = `${stamp} ${level[0].toUpperCase()} | ${component}: ${msg}`;
-    }
+    const line = formatLine(format, level, component, msg, fields, now());
     for (const w of outs) w(line);
   };
   return {
-    info: (c, m) => emit("info", c, m),
-    warn: (c, m) => emit("warn", c, m),
-    error: (c, m) => emit("error", c, m),
+    info: (c, m, f) => emit("info", c, m, f),
+    warn: (c, m, f) => emit("warn", c, m, f),
+    error: (c, m, f) => emit("error", c, m, f),
   };
 }

@@ -19,6 +19,8 @@ import { MvccStore } from "../mvcc/store.ts";
 import { hostPort, PeerTransport, snapshotLimit } from "../peer/transport.ts";
 import type { PeerCertPolicy } from "../peer/peer_cert.ts";
 import { NodeMetrics } from "../metrics/node.ts";
+import type { LogFields } from "../etcd/log.ts";
+import { CatchUpLog } from "./catch_up_log.ts";
 import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
@@ -66,7 +68,7 @@ export interface NodeConfig {
   peerTls?: tls.ConnectionOptions;
   /** --peer-cert-allowed-cn / --peer-cert-allowed-hostname (server/peer/peer_cert.ts) */
   peerCert?: PeerCertPolicy;
-  log: (msg: string) => void;
+  log: (msg: string, fields?: LogFields) => void;
   /** --force-repair-wal: truncate the WAL at a damaged record instead of refusing to start */
   forceRepairWal?: boolean;
 }
@@ -151,6 +153,7 @@ export class Node {
    */
   readonly #readPrefix = crypto.randomUUID();
   #snapshotting = false;
+  #catchUp: CatchUpLog;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
 
@@ -160,6 +163,7 @@ export class Node {
     this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev));
     this.quota = new BackendQuota(cfg.quotaBytes);
     this.#snap = new Snapshotter(cfg.snapDir, { log: cfg.log });
+    this.#catchUp = new CatchUpLog(cfg.log);
     this.#reqPrefix = (BigInt(cfg.memberId) & 0xffffn) << 48n | (BigInt(Date.now()) & 0xffffffffffn) << 8n;
   }
 
@@ -264,6 +268,7 @@ export class Node {
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
       this.#raftCall("tick", () => this.raft.tick());
+      this.#catchUp.observe(this.raft.status());
       const now = performance.now();
       this.#expireWaiters(now);
       this.transport.expire(now);

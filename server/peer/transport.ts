@@ -24,6 +24,8 @@ import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transpo
 import type { CertAltNames } from "../transport/http2.ts";
 import { type PeerCertificate, type PeerCertPolicy, refusePeerCertificate } from "./peer_cert.ts";
 import type { Message } from "../raft/types.ts";
+import type { LogFields } from "../etcd/log.ts";
+import { Progress } from "../util/progress.ts";
 import {
   decodeFrame,
   decodeMessages,
@@ -70,7 +72,7 @@ export interface PeerHooks {
   maxSnapshotBytes: number;
   /** counts bytes per peer and times heartbeats (server/metrics) */
   stats?: PeerStats;
-  log(msg: string): void;
+  log(msg: string, fields?: LogFields): void;
 }
 
 /** What the transport reports for /metrics: bytes per peer, and heartbeats for the round-trip time. */
@@ -262,17 +264,24 @@ class PeerLink {
     for (const m of snaps) this.#sendSnapshot(m);
   }
 
-  /** Streams a Snap message on its own call: the message, then its data in chunks under flow control. */
+  /**
+   * Streams a Snap message on its own call: the message, then its data in chunks under flow control. Logs the start,
+   * progress (bytes handed to the connection, rate, elapsed; throttled, not per chunk) and the outcome.
+   */
   #sendSnapshot(m: Message): void {
     const client = this.client();
     if (!client) return this.hooks.snapshotSent(this.id, false);
     const data = m.snapshot!.data;
     const call = client.clientStream(SNAPSHOT_PATH, this.metadata());
+    const about = { "remote-peer-id": this.id, "snapshot-index": m.snapshot!.metadata.index };
+    const progress = new Progress("bytes");
+    this.hooks.log("sending database snapshot", { ...about, total: data.length });
     let settled = false;
     const settle = (ok: boolean) => {
       if (settled) return;
       settled = true;
-      if (!ok) this.hooks.log(`sending the snapshot at ${m.snapshot!.metadata.index} to ${this.id} failed`);
+      if (ok) this.hooks.log("sent database snapshot", { ...about, ...progress.fields(data.length) });
+      else this.hooks.log("sending database snapshot failed", { ...about, ...progress.fields(data.length) });
       this.hooks.snapshotSent(this.id, ok);
     };
     call.on("response", () => settle(true));
@@ -286,7 +295,10 @@ class PeerLink {
         const end = Math.min(off + SNAPSHOT_CHUNK, data.length);
         const room = call.write(serializeChunk({ data: data.subarray(off, end) }));
         this.hooks.stats?.peerSent(this.id, end - off);
-        off = end;
+        progress.done = off = end;
+        if (off < data.length && progress.due()) {
+          this.hooks.log("sending database snapshot: progress", { ...about, ...progress.fields(data.length) });
+        }
         if (!room) return void call.once("drain", pump);
       }
       call.end();
@@ -550,8 +562,9 @@ export class PeerTransport {
         const max = this.hooks.maxSnapshotBytes;
         let head: Message | null = null;
         let parts: Uint8Array[] = [];
-        let size = 0;
         let refused = false;
+        const progress = new Progress("bytes");
+        const about = () => ({ "remote-peer-id": who.from, "snapshot-index": head?.snapshot?.metadata.index ?? 0 });
         call.on("data", (c: Obj) => {
           if (refused) return;
           if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
@@ -561,11 +574,12 @@ export class PeerTransport {
             } catch (err) {
               this.hooks.log(`bad snapshot header from peer: ${err}`);
             }
+            if (head) this.hooks.log("receiving database snapshot", about());
             return;
           }
           if (!c.data?.length) return;
-          size += c.data.length;
-          if (size > max) {
+          progress.done += c.data.length;
+          if (progress.done > max) {
             refused = true;
             parts = [];
             const details = `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`;
@@ -573,6 +587,9 @@ export class PeerTransport {
             return;
           }
           parts.push(c.data);
+          if (progress.due()) {
+            this.hooks.log("receiving database snapshot: progress", { ...about(), ...progress.fields() });
+          }
         });
         call.on("end", () => {
           if (refused) return;
@@ -582,10 +599,16 @@ export class PeerTransport {
           }
           head.snapshot.data = Buffer.concat(parts);
           parts = [];
+          this.hooks.log("received database snapshot", { ...about(), ...progress.fields() });
           this.hooks.receive([head]);
           cb(null, {});
         });
-        call.on("error", () => {});
+        call.on("error", () => {
+          if (head && !refused && parts.length > 0) {
+            this.hooks.log("receiving database snapshot failed", { ...about(), ...progress.fields() });
+          }
+          parts = [];
+        });
       },
     };
   }

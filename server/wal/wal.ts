@@ -30,6 +30,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import zlib from "node:zlib";
 import { readWholeFile } from "../util/files.ts";
+import { Progress } from "../util/progress.ts";
+import type { LogFields } from "../etcd/log.ts";
 
 import type { Entry, HardState } from "../raft/types.ts";
 export type { Entry, HardState };
@@ -68,8 +70,8 @@ export class WalCorruptError extends Error {
 export interface WalOptions {
   /** Roll over to a new segment once the current one reaches this size (default 64 MiB). */
   segmentBytes?: number;
-  /** Receives notable events such as torn-tail truncation (default: console.error). */
-  log?: (msg: string) => void;
+  /** Receives notable events such as torn-tail truncation, and the replay's progress (default: console.error). */
+  log?: (msg: string, fields?: LogFields) => void;
   /** Index of the snapshot the caller restored; replay returns entries after it. */
   snapshotIndex?: number;
   /**
@@ -418,14 +420,19 @@ export class Wal {
     const pick = opts.chooseSnapshot ?? (() => Promise.resolve(opts.snapshotIndex));
     let r: ReplayResult | null = null;
     let repaired = false;
+    const progress = new Progress("bytes");
     while (segNames.length > 0 && !r) {
       try {
-        r = await replay(dir, segNames, pick, log);
+        progress.done = 0;
+        r = await replay(dir, segNames, pick, log, progress);
       } catch (e) {
         if (!(e instanceof WalCorruptError && e.repairable && opts.forceRepair)) throw e;
         segNames = await cutAt(dir, segNames, e, log);
         repaired = true;
       }
+    }
+    if (r) {
+      log("replayed WAL", { segments: r.segments.length, entries: r.entries.length, ...progress.fields() });
     }
     if (r && repaired && r.hardState.commit > r.lastIndex) {
       log(`wal: the repaired log ends at index ${r.lastIndex}; commit index ${r.hardState.commit} lowered to it`);
@@ -798,7 +805,8 @@ async function replay(
   dir: string,
   segNames: string[],
   pick: (marks: SnapshotMark[], hardState: HardState) => Promise<number | undefined>,
-  log: (m: string) => void,
+  log: (m: string, fields?: LogFields) => void,
+  progress: Progress,
 ): Promise<ReplayResult> {
   const segments: Segment[] = [];
   let hardState: HardState = { term: 0, vote: "0", commit: 0 };
@@ -898,6 +906,14 @@ async function replay(
       off = r.end;
     }
     end = off;
+    progress.done += buf.length;
+    if (!isLast && progress.due()) {
+      log("replaying WAL: progress", {
+        segment: `${i + 1}/${segNames.length}`,
+        "entries-read": cols.n,
+        ...progress.fields(),
+      });
+    }
   }
 
   const newestMark = marks.length ? marks[marks.length - 1] : null;
