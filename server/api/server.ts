@@ -32,6 +32,7 @@ import { toGoYaml } from "../easegress/goyaml.ts";
 import { memberState, readLiveMembership } from "../easegress/liveness.ts";
 import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.ts";
 import { rfc3339 } from "../easegress/gotime.ts";
+import { goDuration } from "../util/progress.ts";
 import { type Options, splitHostPort } from "../easegress/options.ts";
 import type { EgLogger } from "../easegress/log.ts";
 import { isOpsPath, opsHandler } from "../dashboard/routes.ts";
@@ -132,6 +133,42 @@ Powered by open-source software: Etcd(https://etcd.io), Apache License 2.0.
 }
 
 /** Starts the admin API; resolves once it listens. */
+/**
+ * Writes the request's line to the admin API access log when its response is finished, as Easegress's API logger:
+ * `<method> <remote> <path> <code> rx:<request Content-Length>B tx:<bytes sent>B start:<RFC 3339> process:<duration>`.
+ */
+function logAccess(req: http.IncomingMessage, res: http.ServerResponse, path: string, log: EgLogger): void {
+  const start = new Date();
+  const t0 = performance.now();
+  // read now: Deno's node:http may have detached the socket from the request by 'finish'
+  const remote = `${req.socket?.remoteAddress}:${req.socket?.remotePort}`;
+  const rx = req.headers["content-length"] !== undefined
+    ? Number(req.headers["content-length"])
+    : req.headers["transfer-encoding"]
+    ? -1
+    : 0;
+  let tx = 0;
+  const count = (chunk: unknown) => {
+    if (typeof chunk === "string") tx += Buffer.byteLength(chunk);
+    else if (chunk instanceof Uint8Array) tx += chunk.length;
+  };
+  const write = res.write, end = res.end;
+  res.write = function (this: http.ServerResponse, ...args: unknown[]) {
+    count(args[0]);
+    return (write as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof res.write;
+  res.end = function (this: http.ServerResponse, ...args: unknown[]) {
+    if (typeof args[0] !== "function") count(args[0]);
+    return (end as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+  } as typeof res.end;
+  res.on("finish", () => {
+    const took = goDuration(performance.now() - t0);
+    log.apiAccess(
+      `${req.method} ${remote} ${path} ${res.statusCode} rx:${rx}B tx:${tx}B start:${rfc3339(start)} process:${took}`,
+    );
+  });
+}
+
 export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger): Promise<ApiServer> {
   const getVersion = async (): Promise<number> => {
     const v = await cluster(cls.get(layout.configVersion));
@@ -446,14 +483,8 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
       }
       return await ops(p, req, res).catch((err) => apiError(res, 500, (err as Error).message));
     }
-    const started = Date.now();
-    // read now: Deno's node:http may have detached the socket from the request by 'finish'
     const remote = req.socket?.remoteAddress;
-    res.on("finish", () => {
-      if (!opt.DisableAccessLog) {
-        log.debug(`${req.method} ${remote} ${url.pathname} ${res.statusCode} ${Date.now() - started}ms`);
-      }
-    });
+    if (!opt.DisableAccessLog) logAccess(req, res, url.pathname, log);
     try {
       const prefix = p.startsWith("/apis/v2") ? "/apis/v2" : p.startsWith("/apis/v1") ? "/apis/v1" : undefined;
       if (prefix === undefined) {

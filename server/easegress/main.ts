@@ -5,7 +5,7 @@
 import path from "node:path";
 import { flagUsages, OptionError, type Options, parseOptions } from "./options.ts";
 import { Cluster, FatalClusterError, layout } from "./cluster.ts";
-import { newEtcdLogger, newLogger } from "./log.ts";
+import { LOG_FILES, newEtcdLogger, newLogger, openLogFile } from "./log.ts";
 import { goJsonStringify, newSpec, SYSTEM_CONTROLLERS, systemControllerSpec } from "./objects.ts";
 import { startApiServer } from "../api/server.ts";
 import { GatewayController, type ObjectStore } from "../gateway/controller.ts";
@@ -88,8 +88,8 @@ export async function runServer(args: string[]): Promise<void> {
     console.error(`failed to init env: ${(err as Error).message}`);
     Deno.exit(1);
   }
-  const log = newLogger({ logDir: opt.AbsLogDir, debug: opt.Debug });
-  const etcdLog = newEtcdLogger({ logDir: opt.AbsLogDir });
+  const log = newLogger(opt);
+  const etcdLog = newEtcdLogger(opt);
   log.info(`Easegress release: ${RELEASE}, repo: easegress-ts, commit: unknown`);
 
   const pidFile = path.join(opt.AbsHomeDir, "easegress.pid");
@@ -115,7 +115,7 @@ export async function runServer(args: string[]): Promise<void> {
   const gateway = new GatewayController({
     member: opt.Name,
     dataDir: opt.AbsDataDir,
-    accessLogPath: opt.DisableAccessLog || !opt.AbsLogDir ? null : path.join(opt.AbsLogDir, "filter_http_access.log"),
+    accessLog: opt.DisableAccessLog || !opt.AbsLogDir ? null : openLogFile(opt, LOG_FILES.httpAccess),
     log,
   });
   await gateway.startFromDump();

@@ -61,6 +61,12 @@ export interface Options {
   AbsLogDir: string;
   /** --force-repair-wal (ours): truncate a damaged WAL at the damage; not one of Easegress's stored options */
   ForceRepairWAL: boolean;
+  /** --log-max-size (ours): rotate a file of the log dir before it passes this many MB (0: never) */
+  LogMaxSize: number;
+  /** --log-max-age (ours): delete rotated log files older than this many days (0: keep) */
+  LogMaxAge: number;
+  /** --log-max-backups (ours): keep at most this many rotated files per log (0: all) */
+  LogMaxBackups: number;
 }
 
 /** A bad command line, environment, config file or option value; the message is Easegress's. */
@@ -269,6 +275,27 @@ const FLAGS: FlagDef[] = [
   { name: "wal-dir", kind: "string", def: "", field: "WALDir", usage: "Path to the WAL directory." },
   { name: "log-dir", kind: "string", def: "", field: "LogDir", usage: "Path to the log directory." },
   {
+    name: "log-max-size",
+    kind: "int",
+    def: 128,
+    field: "LogMaxSize",
+    usage: "Rotate a log file of the log directory before it grows past this many megabytes (0: never).",
+  },
+  {
+    name: "log-max-age",
+    kind: "int",
+    def: 30,
+    field: "LogMaxAge",
+    usage: "Delete rotated log files older than this many days (0: by age never).",
+  },
+  {
+    name: "log-max-backups",
+    kind: "int",
+    def: 60,
+    field: "LogMaxBackups",
+    usage: "Keep at most this many rotated files of each log (0: all).",
+  },
+  {
     name: "cpu-profile-file",
     kind: "string",
     def: "",
@@ -313,6 +340,9 @@ const TOP_KEYS: [string, keyof Options, Kind][] = [
   ["data-dir", "DataDir", "string"],
   ["wal-dir", "WALDir", "string"],
   ["log-dir", "LogDir", "string"],
+  ["log-max-size", "LogMaxSize", "int"],
+  ["log-max-age", "LogMaxAge", "int"],
+  ["log-max-backups", "LogMaxBackups", "int"],
   ["cpu-profile-file", "CPUProfileFile", "string"],
   ["memory-profile-file", "MemoryProfileFile", "string"],
   ["status-update-max-batch-size", "StatusUpdateMaxBatchSize", "int"],
@@ -375,6 +405,9 @@ function newOptions(): Options {
     AbsWALDir: "",
     AbsLogDir: "",
     ForceRepairWAL: false,
+    LogMaxSize: 0,
+    LogMaxAge: 0,
+    LogMaxBackups: 0,
   };
 }
 
@@ -777,6 +810,12 @@ export function parseOptions(src: ParseSource): ParsedOptions {
 
 function validate(opt: Options, hostname?: string): void {
   if (opt.ClusterName === "") throw new OptionError("empty cluster-name");
+  const rotation: [string, number][] = [
+    ["log-max-size", opt.LogMaxSize],
+    ["log-max-age", opt.LogMaxAge],
+    ["log-max-backups", opt.LogMaxBackups],
+  ];
+  for (const [flag, v] of rotation) if (v < 0) throw new OptionError(`invalid ${flag} ${v}: must be 0 or more`);
   validateName(opt.ClusterName);
   switch (opt.ClusterRole) {
     case "secondary":
@@ -887,13 +926,13 @@ export function optionsYaml(opt: Options): string {
 }
 
 /** The options a member stores in its status: Easegress's, without our own start-up flags. */
-export type StoredOptions = Omit<Options, "ForceRepairWAL">;
+export type StoredOptions = Omit<Options, "ForceRepairWAL" | "LogMaxSize" | "LogMaxAge" | "LogMaxBackups">;
 
 /** Go's encoding/json of Options: struct order, maps with sorted keys. */
 export function optionsJson(opt: Options): StoredOptions {
   const sorted = (m: Record<string, string> | null) =>
     m === null ? null : Object.fromEntries(Object.keys(m).sort().map((k) => [k, m[k]]));
-  const { ForceRepairWAL: _, ...stored } = opt;
+  const { ForceRepairWAL: _, LogMaxSize: _s, LogMaxAge: _a, LogMaxBackups: _b, ...stored } = opt;
   return {
     ...stored,
     Labels: sorted(opt.Labels),

@@ -9,7 +9,7 @@
 import path from "node:path";
 import { HttpServer } from "./httpserver/server.ts";
 import { Pipeline } from "./pipeline/pipeline.ts";
-import { AccessLog } from "./httpserver/accesslog.ts";
+import { AccessLog, type LogSink } from "./httpserver/accesslog.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -43,8 +43,8 @@ export interface ControllerOptions {
   member: string;
   /** where running_objects.json lives */
   dataDir: string;
-  /** access log file, or null for none */
-  accessLogPath: string | null;
+  /** where the access log goes (a rotating file of the log dir), or null for none */
+  accessLog: LogSink | null;
   log: { info(msg: string): void; error(msg: string): void };
 }
 
@@ -68,7 +68,7 @@ export class GatewayController {
 
   constructor(opts: ControllerOptions) {
     this.#opts = opts;
-    this.#accessLog = opts.accessLogPath === null ? null : new AccessLog(opts.accessLogPath);
+    this.#accessLog = opts.accessLog === null ? null : new AccessLog(opts.accessLog);
   }
 
   get dumpPath(): string {

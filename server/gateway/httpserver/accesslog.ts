@@ -4,6 +4,13 @@
  */
 import type { GwRequest } from "../context.ts";
 
+/** Where access log lines go: a file of the log dir that rotates itself (server/util/logfile.ts). */
+export interface LogSink {
+  /** appends whole lines */
+  write(text: string): void;
+  close(): void;
+}
+
 /** Buffered lines are written this often. */
 const FLUSH_MS = 500;
 /** ...or as soon as this many characters wait. */
@@ -14,12 +21,10 @@ const MAX_URI = 512;
 export class AccessLog {
   #pending = "";
   #timer?: ReturnType<typeof setInterval>;
-  #file: Deno.FsFile | null;
-  #encoder = new TextEncoder();
+  #sink: LogSink;
 
-  /** Appends to `path`, or to stdout when path is null. */
-  constructor(path: string | null) {
-    this.#file = path === null ? null : Deno.openSync(path, { append: true, create: true });
+  constructor(sink: LogSink) {
+    this.#sink = sink;
     this.#timer = setInterval(() => this.flush(), FLUSH_MS);
   }
 
@@ -45,17 +50,14 @@ export class AccessLog {
 
   flush(): void {
     if (this.#pending === "") return;
-    const data = this.#encoder.encode(this.#pending);
+    const text = this.#pending;
     this.#pending = "";
-    try {
-      if (this.#file) this.#file.writeSync(data);
-      else Deno.stdout.writeSync(data);
-    } catch { /* a full disk must not stop traffic */ }
+    this.#sink.write(text); // never throws: a full disk must not stop traffic
   }
 
   close(): void {
     clearInterval(this.#timer);
     this.flush();
-    this.#file?.close();
+    this.#sink.close();
   }
 }
