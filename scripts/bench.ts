@@ -8,7 +8,8 @@
  *                                          (the traffic gateway against other proxies: scripts/bench/gateway.ts)
  *
  * --rows picks rows by id (always run in the table's order): put1 put16 put256 range16 rangeser16 txn16 keepalive16
- * watch failover, plus grant16 (lease grant, not run by default). --rounds N repeats both sides in alternating order
+ * watch failover, plus grant16 (lease grant) and checkperf (`etcdctl check perf --load s`, 60 s; with --members 3 or
+ * more), not run by default. --rounds N repeats both sides in alternating order
  * (etcd, ours, ours, etcd, ...) and reports the mean per row: the machine is shared and noisy, a single run can be off
  * by 20-30 %.
  *
@@ -40,6 +41,7 @@
  * processes, not of wrapper shells) and the load average before and after.
  */
 import { freePorts } from "../tests/lib/ports.ts";
+import { type CheckPerfResult, etcdctlBinary, parseCheckPerf } from "../tests/lib/etcdctl.ts";
 import { cleanupGatewayBench, runGatewayBench } from "./bench/gateway.ts";
 
 const repo = new URL("../", import.meta.url).pathname;
@@ -105,6 +107,14 @@ const rowDefs: RowDef[] = [
     defaultRow: true,
     cluster: true,
   },
+  {
+    id: "checkperf",
+    label: "etcdctl check perf --load s",
+    args: [],
+    unit: "writes/s (PASS/FAIL); slowest / stddev ms",
+    defaultRow: false,
+    cluster: true,
+  },
 ];
 
 interface RowResult {
@@ -120,6 +130,8 @@ interface RowResult {
   cpuUs?: number;
   /** failover row: ms from each kill to the first successful write issued after it */
   attempts?: number[];
+  /** checkperf row: etcdctl's verdicts and values */
+  checkPerf?: CheckPerfResult;
   raw?: unknown;
 }
 
@@ -804,6 +816,39 @@ async function failoverRow(name: string, loadgen: string, cluster: Cluster): Pro
   return res;
 }
 
+/**
+ * `etcdctl check perf --load s` on all members' endpoints (50 clients, 150 puts/s for 60 s): etcdctl's criteria are
+ * throughput >= 90 % of 150 writes/s, slowest request <= 500 ms, stddev <= 100 ms.
+ */
+async function checkPerfRow(target: Target): Promise<RowResult> {
+  const proc = new Deno.Command(etcdctlBinary, {
+    args: ["--endpoints", target.endpoints, "check", "perf", "--load", "s"],
+    env: { ETCDCTL_API: "3" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const cpu0 = target.cpu();
+  const lines: string[] = [];
+  const { status, err } = await superviseLoadgen(proc, 120_000, (line) => {
+    lines.push(line);
+    return true;
+  });
+  const cpu1 = target.cpu();
+  const perf = parseCheckPerf(`${lines.join("\n")}\n${err}`);
+  if (!perf) {
+    return { ok: false, reason: `etcdctl check perf: exit ${status.code}: ${lastErrorLine(err || lines.join("\n"))}` };
+  }
+  const requests = perf.throughput.writesPerSec * 60;
+  return {
+    ok: true,
+    rps: perf.throughput.writesPerSec,
+    requests,
+    checkPerf: perf,
+    cpuUs: requests > 0 ? (cpu1 - cpu0) / requests * 1e6 : undefined,
+  };
+}
+
 async function benchSide(
   name: string,
   binary: string,
@@ -846,6 +891,23 @@ async function benchSide(
         res = await failoverRow(name, loadgen, cluster);
         side.rows.set(row.id, res);
         if (!res.ok) console.error(`[${name}] failover: failed: ${res.reason}`);
+        if (interrupted) break;
+        cluster.sampleRss();
+        continue;
+      }
+      if (row.id === "checkperf") {
+        res = await checkPerfRow(cluster);
+        side.rows.set(row.id, res);
+        const p = res.checkPerf;
+        console.error(
+          `[${name}] checkperf: ` +
+            (p
+              ? `${p.pass ? "PASS" : "FAIL"}: ${p.throughput.writesPerSec} writes/s, slowest ${
+                p.slowest.ms.toFixed(1)
+              } ms,` +
+                ` stddev ${p.stddev.ms.toFixed(1)} ms`
+              : `failed: ${res.reason}`),
+        );
         if (interrupted) break;
         cluster.sampleRss();
         continue;
@@ -909,6 +971,16 @@ function combine(sides: SideResult[]): SideResult | undefined {
       out.rows.set(id, all[0]);
       continue;
     }
+    if (id === "checkperf") {
+      // the worst run: the slowest request of all, and FAIL if any run failed
+      const worst = good.reduce((a, r) => (r.checkPerf!.slowest.ms > a.checkPerf!.slowest.ms ? r : a));
+      out.rows.set(id, {
+        ...worst,
+        rps: mean(good.map((r) => r.rps)),
+        checkPerf: { ...worst.checkPerf!, pass: good.every((r) => r.checkPerf!.pass) && good.length === all.length },
+      });
+      continue;
+    }
     if (id === "failover") {
       out.rows.set(id, {
         ok: true,
@@ -943,6 +1015,7 @@ function fmtNum(n: number): string {
 
 function fmtLat(r?: RowResult): string {
   if (!r?.ok) return "";
+  if (r.checkPerf) return `${fmtMs(r.checkPerf.slowest.ms)} / ${fmtMs(r.checkPerf.stddev.ms)}`;
   const f = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
   return `${f(r.p50!)} / ${f(r.p99!)}`;
 }
@@ -980,6 +1053,7 @@ function printTable(
       );
     }
     if (r.id === "failover") return `${fmtMs(mean(res.attempts!)!)} ms` + (res.errors ? "*" : "");
+    if (res.checkPerf) return `${fmtNum(res.rps!)} ${res.checkPerf.pass ? "PASS" : "FAIL"}`;
     return fmtNum(res.rps!) + (res.errors ? "*" : "");
   };
   const header = [
@@ -1051,6 +1125,13 @@ function printTable(
     console.log(
       `${size}-member clusters on 127.0.0.1, one after the other; every row's clients are spread over all members'` +
         ` client URLs (etcd's "all members", not "to leader").`,
+    );
+  }
+  if (rows.some((r) => r.id === "checkperf")) {
+    console.log(
+      `check perf: etcdctl 3.4's \`check perf --load s\` on all members (50 clients, 150 puts/s, 60 s); the latency` +
+        ` columns hold the slowest request / the standard deviation (ms); it passes at >= 135 writes/s, slowest` +
+        ` <= 500 ms, stddev <= 100 ms.`,
     );
   }
   if (rows.some((r) => r.id === "failover")) {
@@ -1133,8 +1214,9 @@ async function main(): Promise<number> {
       console.error(`unknown rows ${unknown.join(",")}; available: ${rowDefs.map((r) => r.id).join(",")}`);
       return 2;
     }
-    if (size === 1 && want.some((w) => rowDefs.find((r) => r.id === w)?.cluster)) {
-      console.error(`the failover row needs --members 3 or more`);
+    const clusterOnly = want.find((w) => rowDefs.find((r) => r.id === w)?.cluster);
+    if (size === 1 && clusterOnly) {
+      console.error(`the ${clusterOnly} row needs --members 3 or more`);
       return 2;
     }
     rows = rowDefs.filter((r) => want.includes(r.id));

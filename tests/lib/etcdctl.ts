@@ -118,3 +118,37 @@ export function parseJson(text: string): any {
       typeof v === "number" && !Number.isSafeInteger(v) && ctx?.source && /^-?\d+$/.test(ctx.source) ? ctx.source : v,
   );
 }
+
+/** What `etcdctl check perf` reported: each criterion's verdict and value, and the overall verdict. */
+export interface CheckPerfResult {
+  pass: boolean;
+  throughput: { pass: boolean; writesPerSec: number };
+  slowest: { pass: boolean; ms: number };
+  stddev: { pass: boolean; ms: number };
+}
+
+/**
+ * Reads `etcdctl check perf` output ("PASS: Throughput is 150 writes/s", "FAIL: Slowest request took 0.61s",
+ * "PASS: Stddev is 0.0075s", then "PASS" or "FAIL"; the progress bar's carriage returns are skipped); undefined if
+ * it holds no verdict.
+ */
+export function parseCheckPerf(output: string): CheckPerfResult | undefined {
+  const lines = output.split(/[\r\n]+/).map((l) => l.trim());
+  const find = (re: RegExp) => {
+    for (const l of lines) {
+      const m = re.exec(l);
+      if (m) return { pass: m[1] === "PASS", value: Number(m[2]) };
+    }
+  };
+  const tp = find(/^(PASS|FAIL): Throughput is (\d+) writes\/s/);
+  const slow = find(/^(PASS|FAIL): Slowest request took ([\d.]+)s/);
+  const sd = find(/^(PASS|FAIL): Stddev is ([\d.]+)s/);
+  const verdict = lines.findLast((l) => l === "PASS" || l === "FAIL");
+  if (!tp || !slow || !sd || !verdict) return undefined;
+  return {
+    pass: verdict === "PASS",
+    throughput: { pass: tp.pass, writesPerSec: tp.value },
+    slowest: { pass: slow.pass, ms: slow.value * 1000 },
+    stddev: { pass: sd.pass, ms: sd.value * 1000 },
+  };
+}
