@@ -1170,7 +1170,8 @@ function parseArgs(argv: string[]) {
     const a = argv[i];
     const [k, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
     const val = () => inline ?? argv[++i];
-    if (k === "--only") opts.only = val();
+    if (k === "--") continue; // `deno task bench -- --members 3` passes the separator on
+    else if (k === "--only") opts.only = val();
     else if (k === "--rows") opts.rows = val();
     else if (k === "--members") opts.members = Number(val());
     else if (k === "--rounds") opts.rounds = Math.max(1, Math.floor(Number(val()) || 1));
