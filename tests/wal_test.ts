@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { type Entry, PREALLOCATE_BYTES, Wal, WalCorruptError } from "../server/wal/wal.ts";
 import { dataFor, writeUntilKilled } from "./fixtures/wal_writer.ts";
+import type { LogFields } from "../server/etcd/log.ts";
 
 async function tempDir(): Promise<string> {
   return await fs.mkdtemp(path.join(os.tmpdir(), "wal-test-"));
@@ -49,10 +50,18 @@ async function logOfSyncedEntries(n: number, opts: Parameters<typeof Wal.open>[1
   return dir;
 }
 
+/** Opens the log: `logs` holds its notable lines, `replayed` the fields of the replay's summary line. */
 async function reopen(dir: string, opts: Parameters<typeof Wal.open>[1] = {}) {
   const logs: string[] = [];
-  const r = await Wal.open(dir, { log: (m) => logs.push(m), ...opts });
-  return { ...r, logs };
+  let replayed: LogFields | undefined;
+  const r = await Wal.open(dir, {
+    log: (m) => logs.push(m),
+    progress: (m, fields) => {
+      if (m === "replayed WAL") replayed = fields;
+    },
+    ...opts,
+  });
+  return { ...r, logs, replayed };
 }
 
 Deno.test("wal: append, sync and reopen round-trips entries, binary data, hard state and metadata", async () => {
@@ -78,6 +87,11 @@ Deno.test("wal: append, sync and reopen round-trips entries, binary data, hard s
   assert.deepEqual(r.contents.metadata, metadata);
   assert.equal(r.contents.snapshot, null);
   assert.deepEqual(r.logs, []);
+  // the replay's summary line: what was read, and how long it took
+  assert.equal(r.replayed?.segments, 1);
+  assert.equal(r.replayed?.entries, 3);
+  assert.ok(Number(r.replayed?.bytes) > 1000, JSON.stringify(r.replayed));
+  assert.match(String(r.replayed?.took), /^[\d.]+(ns|µs|ms|s)$/);
   // appending after reopen continues the log and its crc chain
   r.wal.append([ent(4, 2)]);
   r.wal.close();

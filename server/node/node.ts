@@ -176,6 +176,7 @@ export class Node {
     let chosen: SnapshotFile | null = null;
     const { wal, contents } = await Wal.open(cfg.walDir, {
       log: cfg.log,
+      progress: cfg.log,
       metadata,
       forceRepair: cfg.forceRepairWal,
       // as etcd: the newest snapshot file the WAL records, at an index the WAL's hard state has committed

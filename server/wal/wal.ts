@@ -70,8 +70,10 @@ export class WalCorruptError extends Error {
 export interface WalOptions {
   /** Roll over to a new segment once the current one reaches this size (default 64 MiB). */
   segmentBytes?: number;
-  /** Receives notable events such as torn-tail truncation, and the replay's progress (default: console.error). */
-  log?: (msg: string, fields?: LogFields) => void;
+  /** Receives notable events such as torn-tail truncation (default: console.error). */
+  log?: (msg: string) => void;
+  /** Receives the replay's progress lines (at most one a second) and its summary (default: none). */
+  progress?: (msg: string, fields: LogFields) => void;
   /** Index of the snapshot the caller restored; replay returns entries after it. */
   snapshotIndex?: number;
   /**
@@ -424,7 +426,7 @@ export class Wal {
     while (segNames.length > 0 && !r) {
       try {
         progress.done = 0;
-        r = await replay(dir, segNames, pick, log, progress);
+        r = await replay(dir, segNames, pick, log, progress, opts.progress ?? (() => {}));
       } catch (e) {
         if (!(e instanceof WalCorruptError && e.repairable && opts.forceRepair)) throw e;
         segNames = await cutAt(dir, segNames, e, log);
@@ -432,7 +434,7 @@ export class Wal {
       }
     }
     if (r) {
-      log("replayed WAL", { segments: r.segments.length, entries: r.entries.length, ...progress.fields() });
+      opts.progress?.("replayed WAL", { segments: r.segments.length, entries: r.entries.length, ...progress.fields() });
     }
     if (r && repaired && r.hardState.commit > r.lastIndex) {
       log(`wal: the repaired log ends at index ${r.lastIndex}; commit index ${r.hardState.commit} lowered to it`);
@@ -805,8 +807,9 @@ async function replay(
   dir: string,
   segNames: string[],
   pick: (marks: SnapshotMark[], hardState: HardState) => Promise<number | undefined>,
-  log: (m: string, fields?: LogFields) => void,
+  log: (m: string) => void,
   progress: Progress,
+  report: (m: string, fields: LogFields) => void,
 ): Promise<ReplayResult> {
   const segments: Segment[] = [];
   let hardState: HardState = { term: 0, vote: "0", commit: 0 };
@@ -908,7 +911,7 @@ async function replay(
     end = off;
     progress.done += buf.length;
     if (!isLast && progress.due()) {
-      log("replaying WAL: progress", {
+      report("replaying WAL: progress", {
         segment: `${i + 1}/${segNames.length}`,
         "entries-read": cols.n,
         ...progress.fields(),
