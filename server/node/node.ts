@@ -37,6 +37,7 @@ import {
 } from "../raft/types.ts";
 import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal } from "../wal/wal.ts";
+import { putTrace, Stage } from "../trace/put_trace.ts";
 import { AlarmAction, AlarmType, decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -388,6 +389,7 @@ export class Node {
       this.#proposals.set(id, this.#waiter(resolve, reject));
       try {
         this.raft.propose(data);
+        if (putTrace.on) putTrace.proposed(this.raft.isLeader ? this.lastIndex : 0);
       } catch (err) {
         this.#stopOnInvariant(err, "proposing");
         this.#proposals.delete(id);
@@ -646,6 +648,7 @@ export class Node {
     try {
       while (this.raft.hasReady()) {
         const rd = this.raft.ready();
+        if (putTrace.on) putTrace.entries(Stage.ready, rd.entries);
         if (rd.softState) this.#onSoftState(rd.softState);
         if (rd.preSyncMessages.length > 0) {
           // appends go out before this member writes its own copy, so followers persist in parallel
@@ -659,6 +662,7 @@ export class Node {
           this.#wal.sync();
           this.metrics.walFsync.observe((performance.now() - start) / 1000);
         }
+        if (putTrace.on) putTrace.entries(Stage.fsync, rd.entries);
         if (rd.messages.length > 0) {
           // what waited for the disk (acks, votes) goes out at once, before this turn's applying
           this.transport.send(rd.messages);
@@ -670,7 +674,9 @@ export class Node {
         if (rd.snapshot) this.#restore(rd.snapshot);
         if (rd.committedEntries.length > 0) {
           const start = performance.now();
+          if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
           for (const e of rd.committedEntries) this.#applyEntry(e);
+          if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
           this.metrics.batchApplied(performance.now() - start);
         }
         for (const rs of rd.readStates) this.#onReadState(rs);
