@@ -581,6 +581,7 @@ export class Node {
     if (this.stopped || id !== this.raft.lead || this.raft.isLeader) return;
     this.#cfg.log(`lost the connection to the leader ${BigInt(id).toString(16)}`);
     this.raft.forgetLeader();
+    this.#failForwarded();
     this.#schedule();
     const delay = LEADER_LOST_MIN_MS + Math.random() * LEADER_LOST_SPREAD_MS;
     setTimeout(() => {
@@ -588,6 +589,20 @@ export class Node {
       this.#raftCall("campaigning", () => this.raft.campaign());
       this.#schedule();
     }, delay);
+  }
+
+  /**
+   * Fails the proposals this follower forwarded to the leader it lost, as etcd does once their deadline passes:
+   * their fate is unknown (the new leader may still commit one), so the answer is the same as at the deadline, only
+   * sooner — the client need not wait out its timeout before it writes again.
+   */
+  #failForwarded(): void {
+    for (const [id, w] of this.#proposals) {
+      this.#proposals.delete(id);
+      w.settled = true;
+      this.metrics.proposalsFailed.inc();
+      w.reject(Errors.timeoutDueToLeaderFail());
+    }
   }
 
   #receive(msgs: Message[]): void {
