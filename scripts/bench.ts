@@ -4,6 +4,7 @@
  *
  *   deno run -A scripts/bench.ts [--only etcd|ours] [--rows put1,put16,...] [--rounds N] [--json out.json]
  *                                [--members 1]
+ *   deno run -A scripts/bench.ts --failover   (the failover row alone: --members 3 --rows failover, 7 kills)
  *   deno run -A scripts/bench.ts --gateway [--only ours,nginx,haproxy,caddy] [--conns 64,256]
  *                                          (the traffic gateway against other proxies: scripts/bench/gateway.ts)
  *
@@ -19,9 +20,11 @@
  * members", not "to leader"). CPU per request and peak RSS are summed over the members (RSS also shown per member).
  * Multi-member runs add the "failover" row (default on): 8 writers on all members, the leader (found through
  * Maintenance.Status) is SIGKILLed, and the row reports the milliseconds from the kill to the completion of the first
- * successful put issued after it; BENCH_FAILOVER_KILLS times (default 3), the killed member restarted on its data dir
- * and caught up (its applied index reaches the leader's commit index) between kills. Lower is better, so that row's
- * ratio is etcd/ours (above 1 = ours recovers faster). With 3 members the defaults are 4 s per row and 1000 watch
+ * successful put issued after it; BENCH_FAILOVER_KILLS times (default 3, 7 with --failover), the killed member
+ * restarted on its data dir and caught up (its applied index reaches the leader's commit index) between kills; the
+ * row shows the median and the range. Lower is better, so that row's ratio is etcd/ours (above 1 = ours recovers
+ * faster). Both sides run with the same --heartbeat-interval and --election-timeout (BENCH_HEARTBEAT_MS,
+ * BENCH_ELECTION_MS: etcd's defaults 100 and 1000). With 3 members the defaults are 4 s per row and 1000 watch
  * puts, so that the whole run stays under about 4 minutes.
  *
  * Environment:
@@ -34,7 +37,8 @@
  *   BENCH_ETCD     reference server (default /usr/bin/etcd)  BENCH_OURS    our server (default <repo>/scripts/etcd)
  *   BENCH_CACHE    loadgen binary, Go caches, data dirs (default /var/tmp/eg-bench)
  *   BENCH_WATCH_PUTS  puts fanned out to the 1000 watchers (default 2000; 1000 with --members > 1)
- *   BENCH_FAILOVER_KILLS  leader kills of the failover row (default 3)
+ *   BENCH_FAILOVER_KILLS  leader kills of the failover row (default 3; 7 with --failover)
+ *   BENCH_HEARTBEAT_MS, BENCH_ELECTION_MS  --heartbeat-interval and --election-timeout of both sides (100, 1000)
  *
  * Each server (or cluster) runs on free ports with its data dirs under BENCH_CACHE, never both at once. Prints a table
  * of req/s, ratio, p50/p99 latency and server CPU per request, the servers' peak RSS (VmHWM of the real server
@@ -49,6 +53,7 @@ const env = (k: string) => Deno.env.get(k) || undefined;
 const cacheDir = env("BENCH_CACHE") ?? "/var/tmp/eg-bench";
 /** --members, parsed before anything else because it changes the defaults below */
 const membersArg = (() => {
+  if (Deno.args.includes("--failover")) return 3;
   const i = Deno.args.findIndex((a) => a === "--members" || a.startsWith("--members="));
   if (i < 0) return 1;
   const v = Number(Deno.args[i].includes("=") ? Deno.args[i].split("=")[1] : Deno.args[i + 1]);
@@ -59,7 +64,11 @@ const seconds = Number(env("BENCH_SECONDS") ?? (multi ? 4 : 5));
 const warmup = Number(env("BENCH_WARMUP") ?? 0.5);
 const warmupPuts = Math.max(0, Math.floor(Number(env("BENCH_WARMUP_PUTS") ?? 20000)));
 const watchPuts = Number(env("BENCH_WATCH_PUTS") ?? (multi ? 1000 : 2000));
-const failoverKills = Math.max(1, Math.floor(Number(env("BENCH_FAILOVER_KILLS") ?? 3) || 3));
+const failoverOnly = Deno.args.includes("--failover");
+const failoverKills = Math.max(1, Math.floor(Number(env("BENCH_FAILOVER_KILLS") ?? (failoverOnly ? 7 : 3)) || 3));
+/** --heartbeat-interval and --election-timeout of every server, ours and etcd alike */
+const heartbeatMs = Number(env("BENCH_HEARTBEAT_MS") ?? 100);
+const electionMs = Number(env("BENCH_ELECTION_MS") ?? 1000);
 const loadgenSrc = `${repo}scripts/bench/loadgen.go`;
 
 interface RowDef {
@@ -511,6 +520,10 @@ async function startCluster(binary: string, name: string, size: number, loadgen:
       peerUrl(i),
       "--initial-cluster",
       initialCluster,
+      "--heartbeat-interval",
+      String(heartbeatMs),
+      "--election-timeout",
+      String(electionMs),
       ...(size === 1 ? [] : ["--initial-cluster-token", `bench-${name}-${Deno.pid}`, "--initial-cluster-state", state]),
     ];
     return {
@@ -947,6 +960,11 @@ async function benchSide(
   return side;
 }
 
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
 const mean = (xs: (number | undefined)[]) => {
   const v = xs.filter((x): x is number => x !== undefined);
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
@@ -1052,7 +1070,7 @@ function printTable(
           : `[${side.name} ${r.id}] ${res.errors} errors, first: ${res.firstError}`,
       );
     }
-    if (r.id === "failover") return `${fmtMs(mean(res.attempts!)!)} ms` + (res.errors ? "*" : "");
+    if (r.id === "failover") return `${fmtMs(median(res.attempts!))} ms` + (res.errors ? "*" : "");
     if (res.checkPerf) return `${fmtNum(res.rps!)} ${res.checkPerf.pass ? "PASS" : "FAIL"}`;
     return fmtNum(res.rps!) + (res.errors ? "*" : "");
   };
@@ -1070,7 +1088,7 @@ function printTable(
   for (const r of rows) {
     const e = etcd?.rows.get(r.id), o = ours?.rows.get(r.id);
     if (r.id === "failover") {
-      const em = e?.ok ? mean(e.attempts!) : undefined, om = o?.ok ? mean(o.attempts!) : undefined;
+      const em = e?.ok ? median(e.attempts!) : undefined, om = o?.ok ? median(o.attempts!) : undefined;
       const minMax = (x?: RowResult) =>
         x?.ok ? `${fmtMs(Math.min(...x.attempts!))} / ${fmtMs(Math.max(...x.attempts!))}` : "-";
       table.push([
@@ -1143,9 +1161,10 @@ function printTable(
       `failover: ${failoverWriters} writers on all members (per-request timeouts ${failoverTimeoutMs}-${
         2 * failoverTimeoutMs
       } ms), the leader (from Maintenance.Status) is SIGKILLed; ms = kill → completion of the first successful put` +
-        ` issued after the kill, mean of the kills (min / max in the p50/p99 columns); lower is better, so the ratio` +
+        ` issued after the kill, median of the kills (min / max in the p50/p99 columns); lower is better, so the ratio` +
         ` is etcd/ours ("e/o", > 1 = ours recovers faster). The killed member is restarted and caught up between` +
-        ` kills. Per kill: etcd ${per(etcd)}; ours ${per(ours)}.`,
+        ` kills. Both sides: --heartbeat-interval ${heartbeatMs} --election-timeout ${electionMs}. Per kill: etcd` +
+        ` ${per(etcd)}; ours ${per(ours)}.`,
     );
   }
   if (size > 1) {
@@ -1173,14 +1192,17 @@ function parseArgs(argv: string[]) {
     if (k === "--") continue; // `deno task bench -- --members 3` passes the separator on
     else if (k === "--only") opts.only = val();
     else if (k === "--rows") opts.rows = val();
-    else if (k === "--members") opts.members = Number(val());
+    else if (k === "--failover") { // the failover row of a 3-member cluster alone
+      opts.members = 3;
+      opts.rows = "failover";
+    } else if (k === "--members") opts.members = Number(val());
     else if (k === "--rounds") opts.rounds = Math.max(1, Math.floor(Number(val()) || 1));
     else if (k === "--json") opts.json = val();
     else if (k === "-h" || k === "--help") {
       console.log(
         "usage: deno run -A scripts/bench.ts [--only etcd|ours] [--rows " + rowDefs.map((r) => r.id).join(",") +
-          "] [--rounds N] [--json FILE] [--members N]\nenv: BENCH_SECONDS BENCH_WARMUP BENCH_ETCD BENCH_OURS" +
-          " BENCH_CACHE BENCH_WATCH_PUTS BENCH_FAILOVER_KILLS",
+          "] [--rounds N] [--json FILE] [--members N] [--failover]\nenv: BENCH_SECONDS BENCH_WARMUP BENCH_ETCD" +
+          " BENCH_OURS BENCH_CACHE BENCH_WATCH_PUTS BENCH_FAILOVER_KILLS BENCH_HEARTBEAT_MS BENCH_ELECTION_MS",
       );
       Deno.exit(0);
     } else throw new Error(`unknown argument ${a}`);

@@ -47,6 +47,8 @@ export const Errors = {
   permissionDenied: () => e(Code.PERMISSION_DENIED, "etcdserver: permission denied"),
   noLeader: () => e(Code.UNAVAILABLE, "etcdserver: no leader"),
   timeout: () => e(Code.UNAVAILABLE, "etcdserver: request timed out"),
+  timeoutDueToLeaderFail: () =>
+    e(Code.UNAVAILABLE, "etcdserver: request timed out, possibly due to previous leader failure"),
   stopped: () => e(Code.UNAVAILABLE, "etcdserver: server stopped"),
   unhealthyCluster: () => e(Code.UNAVAILABLE, "etcdserver: unhealthy cluster"),
   corrupt: () => e(Code.DATA_LOSS, "etcdserver: corrupt cluster"),

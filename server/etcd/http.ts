@@ -1,11 +1,12 @@
 /**
  * The plain HTTP/1.1 endpoints etcd serves on its client port next to gRPC: /health, /version, /readyz, /livez and
- * /metrics (server/metrics).
+ * /metrics (server/metrics); ours: /debug/trace-put while puts are traced (server/trace/put_trace.ts).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Node } from "../node/node.ts";
 import { describeServer } from "../metrics/etcd.ts";
 import { EXPOSITION_CONTENT_TYPE } from "../metrics/registry.ts";
+import { putTrace } from "../trace/put_trace.ts";
 
 /** Builds the HTTP/1.1 handler for a member. */
 export function httpEndpoints(node: Node, version: string): (req: IncomingMessage, res: ServerResponse) => void {
@@ -32,6 +33,9 @@ export function httpEndpoints(node: Node, version: string): (req: IncomingMessag
         res.writeHead(200, { "Content-Type": EXPOSITION_CONTENT_TYPE });
         return res.end(metrics.render());
       }
+      case "/debug/trace-put":
+        if (putTrace.on) return json(200, putTrace.dump());
+        // falls through: not served unless tracing is on
       default:
         res.writeHead(404, { "Content-Type": "text/plain" });
         res.end("404 page not found\n");

@@ -16,6 +16,7 @@ import type { WatchHub } from "../watch/watch_stream.ts";
 import { encodeEtcdSnapshot, etcdSnapshotInput } from "../snapshot/etcd_backend.ts";
 import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
 import { requestCost } from "../apply/quota.ts";
+import { putTrace } from "../trace/put_trace.ts";
 import { stateHash } from "../apply/state_hash.ts";
 import {
   AlarmAction,
@@ -103,6 +104,7 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     Put: unary((r, call) => {
       checkPut(r as never);
       const req = authState.enabled ? { op: "put", put: r, auth: auth.header(call) } : { op: "put", put: r };
+      if (putTrace.on) return putTrace.put(r.key, () => proposeWithinQuota(node, req as never));
       return proposeWithinQuota(node, req as never);
     }),
     DeleteRange: unary((r, call) => {

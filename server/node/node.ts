@@ -39,6 +39,7 @@ import {
 } from "../raft/types.ts";
 import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal } from "../wal/wal.ts";
+import { putTrace, Stage } from "../trace/put_trace.ts";
 import { AlarmAction, AlarmType, decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -394,6 +395,7 @@ export class Node {
       this.#proposals.set(id, this.#waiter(resolve, reject));
       try {
         this.raft.propose(data);
+        if (putTrace.on) putTrace.proposed(this.raft.isLeader ? this.lastIndex : 0);
       } catch (err) {
         this.#stopOnInvariant(err, "proposing");
         this.#proposals.delete(id);
@@ -585,6 +587,7 @@ export class Node {
     if (this.stopped || id !== this.raft.lead || this.raft.isLeader) return;
     this.#cfg.log(`lost the connection to the leader ${BigInt(id).toString(16)}`);
     this.raft.forgetLeader();
+    this.#failForwarded();
     this.#schedule();
     const delay = LEADER_LOST_MIN_MS + Math.random() * LEADER_LOST_SPREAD_MS;
     setTimeout(() => {
@@ -592,6 +595,20 @@ export class Node {
       this.#raftCall("campaigning", () => this.raft.campaign());
       this.#schedule();
     }, delay);
+  }
+
+  /**
+   * Fails the proposals this follower forwarded to the leader it lost, as etcd does once their deadline passes:
+   * their fate is unknown (the new leader may still commit one), so the answer is the same as at the deadline, only
+   * sooner — the client need not wait out its timeout before it writes again.
+   */
+  #failForwarded(): void {
+    for (const [id, w] of this.#proposals) {
+      this.#proposals.delete(id);
+      w.settled = true;
+      this.metrics.proposalsFailed.inc();
+      w.reject(Errors.timeoutDueToLeaderFail());
+    }
   }
 
   #receive(msgs: Message[]): void {
@@ -652,6 +669,7 @@ export class Node {
     try {
       while (this.raft.hasReady()) {
         const rd = this.raft.ready();
+        if (putTrace.on) putTrace.entries(Stage.ready, rd.entries);
         if (rd.softState) this.#onSoftState(rd.softState);
         if (rd.preSyncMessages.length > 0) {
           // appends go out before this member writes its own copy, so followers persist in parallel
@@ -665,6 +683,7 @@ export class Node {
           this.#wal.sync();
           this.metrics.walFsync.observe((performance.now() - start) / 1000);
         }
+        if (putTrace.on) putTrace.entries(Stage.fsync, rd.entries);
         if (rd.messages.length > 0) {
           // what waited for the disk (acks, votes) goes out at once, before this turn's applying
           this.transport.send(rd.messages);
@@ -676,7 +695,9 @@ export class Node {
         if (rd.snapshot) this.#restore(rd.snapshot);
         if (rd.committedEntries.length > 0) {
           const start = performance.now();
+          if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
           for (const e of rd.committedEntries) this.#applyEntry(e);
+          if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
           this.metrics.batchApplied(performance.now() - start);
         }
         for (const rs of rd.readStates) this.#onReadState(rs);

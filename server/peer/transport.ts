@@ -26,6 +26,7 @@ import { type PeerCertificate, type PeerCertPolicy, refusePeerCertificate } from
 import type { Message } from "../raft/types.ts";
 import type { LogFields } from "../etcd/log.ts";
 import { Progress } from "../util/progress.ts";
+import { putTrace } from "../trace/put_trace.ts";
 import {
   decodeFrame,
   decodeMessages,
@@ -257,6 +258,7 @@ class PeerLink {
     const rest = snaps.length === 0 ? msgs : msgs.filter((m) => m.type !== "Snap");
     if (rest.length > 0 || queries.length > 0 || answers.length > 0) {
       const frame = encodeFrame(rest, queries, answers);
+      if (putTrace.on) putTrace.messages(rest, true);
       call.write(frame);
       call.flush();
       this.hooks.stats?.peerSent(this.id, frame.length);
@@ -549,6 +551,7 @@ export class PeerTransport {
           if (stats) {
             for (const m of msgs) if (m.type === "HeartbeatResp") stats.heartbeatAnswered(m.from, performance.now());
           }
+          if (putTrace.on) putTrace.messages(msgs, false);
           if (msgs.length > 0) this.hooks.receive(msgs);
           for (const q of frame.queries) this.#answer(from, q);
           for (const a of frame.answers) this.#answered(from, a);

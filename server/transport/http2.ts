@@ -14,6 +14,7 @@
  * adds the server's side: the preface, accepting request streams, stream-id rules and graceful shutdown.
  */
 import type { Socket } from "node:net";
+import { putTrace } from "../trace/put_trace.ts";
 import {
   type ByteBudget,
   CONNECTION_LOST,
@@ -311,6 +312,7 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
   }
 
   protected override onSocketData(chunk: Uint8Array): void {
+    if (putTrace.on) putTrace.inputAt = performance.now();
     super.onSocketData(chunk);
     if (this.deferred.length === 0) return;
     const tasks = this.deferred;
