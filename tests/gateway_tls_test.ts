@@ -9,44 +9,8 @@ import { Buffer } from "node:buffer";
 import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import { putObject, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
+import { makeCa, makeLeaf } from "./lib/certs.ts";
 import { certNames, pickCertificate } from "../server/gateway/httpserver/tls.ts";
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const r = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" }).output();
-  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
-}
-
-/** A self-signed CA in dir: `name`.pem and `name`.key. */
-async function makeCa(dir: string, name: string): Promise<void> {
-  await openssl(
-    dir,
-    ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.pem`],
-    ...["-days", "2", "-subj", `/CN=${name}`],
-  );
-}
-
-/** A leaf certificate `name`.pem / `name`.key signed by CA `ca`, with the given v3 extensions. */
-async function makeLeaf(dir: string, ca: string, name: string, cn: string, ext: string): Promise<void> {
-  await Deno.writeTextFile(`${dir}/${name}.ext`, ext + "\n");
-  await openssl(
-    dir,
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.csr`,
-    "-subj",
-    `/CN=${cn}`,
-  );
-  await openssl(
-    dir,
-    ...["x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial"],
-    ...["-out", `${name}.pem`, "-days", "2", "-extfile", `${name}.ext`],
-  );
-}
 
 interface CurlResult {
   code: number;
