@@ -411,3 +411,81 @@ memberTest(
     }
   },
 );
+
+/** Starts a real slapd (Debian's `slapd`) on `port` with one user, alice (password alice-pass), under ou=people. */
+async function startSlapd(dir: string, port: number): Promise<Deno.ChildProcess> {
+  await Deno.mkdir(`${dir}/db`);
+  await Deno.writeTextFile(
+    `${dir}/slapd.conf`,
+    [
+      "include /etc/ldap/schema/core.schema",
+      "include /etc/ldap/schema/cosine.schema",
+      "include /etc/ldap/schema/inetorgperson.schema",
+      `pidfile ${dir}/slapd.pid`,
+      "modulepath /usr/lib/ldap",
+      "moduleload back_mdb",
+      "database mdb",
+      'suffix "dc=example,dc=org"',
+      `directory ${dir}/db`,
+    ].join("\n") + "\n",
+  );
+  await Deno.writeTextFile(
+    `${dir}/data.ldif`,
+    [
+      "dn: dc=example,dc=org\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n",
+      "dn: ou=people,dc=example,dc=org\nobjectClass: organizationalUnit\nou: people\n",
+      "dn: uid=alice,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice\nsn: A\n" +
+      "userPassword: alice-pass\n",
+    ].join("\n"),
+  );
+  const add = await new Deno.Command("/usr/sbin/slapadd", {
+    args: ["-f", `${dir}/slapd.conf`, "-l", `${dir}/data.ldif`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(add.code, 0, new TextDecoder().decode(add.stderr));
+  return new Deno.Command("/usr/sbin/slapd", {
+    args: ["-f", `${dir}/slapd.conf`, "-h", `ldap://127.0.0.1:${port}/`, "-d", "0"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+memberTest("gateway Validator: basicAuth LDAP mode binds against a real slapd", async (procs) => {
+  const [ports] = await memberPorts(1);
+  const [port, ldapPort] = await freePorts(2);
+  const dir = await Deno.makeTempDir({ prefix: "gw-ldap-" });
+  const slapd = await startSlapd(dir, ldapPort);
+  const m = await startMember("gwldap", primaryArgs("gwldap", ports));
+  procs.push(m);
+  const echo = await startBackend("echo", (req) => new Response(`user=${req.headers.get("x-auth-user")}`));
+  try {
+    await putObject(
+      m.apiAddr,
+      `kind: Pipeline\nname: ldap\nflow: [{filter: v}, {filter: proxy}]\nfilters:\n` +
+        `- {name: v, kind: Validator, basicAuth: {mode: LDAP, ldap: {host: 127.0.0.1, port: ${ldapPort}, ` +
+        `baseDN: "ou=people,dc=example,dc=org", uid: uid, skipTLS: true}}}\n` +
+        `- {name: proxy, kind: Proxy, pools: [{servers: [{url: ${echo.url}}]}]}\n`,
+    );
+    await putObject(
+      m.apiAddr,
+      `kind: HTTPServer\nname: ldapsrv\nport: ${port}\nrules:\n- paths:\n  - {backend: ldap}\n`,
+    );
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor("slapd and the server", async () => {
+      const r = await get(`${base}/x`, basic("alice", "alice-pass")).catch(() => [0, ""]);
+      return r[0] === 200;
+    });
+    assert.deepStrictEqual(await get(`${base}/x`, basic("alice", "alice-pass")), [200, "user=alice"]);
+    assert.equal((await get(`${base}/x`, basic("alice", "wrong")))[0], 401);
+    assert.equal((await get(`${base}/x`, basic("bob", "alice-pass")))[0], 401, "no such user");
+    assert.equal((await get(`${base}/x`, basic("alice", "")))[0], 401, "an empty password is no anonymous bind");
+    assert.equal((await get(`${base}/x`, basic("alice,ou=people", "alice-pass")))[0], 401, "DN injection");
+    assert.equal((await get(`${base}/x`))[0], 401);
+  } finally {
+    slapd.kill("SIGTERM");
+    await slapd.status;
+    await echo.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
