@@ -20,6 +20,15 @@ export interface BodyStream {
   read(): Promise<Uint8Array | null>;
 }
 
+/**
+ * A WebSocket upgrade request that came through Deno.serve (HTTPS with one certificate): the filter that takes it over
+ * sets `response` (Deno.upgradeWebSocket's), which the server then returns.
+ */
+export interface WebUpgrade {
+  request: Request;
+  response: Response | null;
+}
+
 /** An HTTP request as filters see it. */
 export class GwRequest {
   method: string;
@@ -145,6 +154,8 @@ export class Context {
    * bytes the client sent after the head.
    */
   upgrade: { conn: Deno.Conn; pending: Uint8Array } | null = null;
+  /** the same for a request that came through Deno.serve */
+  webUpgrade: WebUpgrade | null = null;
   /** set by a filter that took the connection over (WebSocketProxy): the server waits for it, then closes */
   hijacked: Promise<void> | null = null;
   #finish: (() => void)[] | null = null;

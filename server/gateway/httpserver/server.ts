@@ -8,7 +8,7 @@
  * retried every 10 s.
  */
 import { Buffer } from "node:buffer";
-import { type BodyStream, Context, GwRequest, type GwResponse } from "../context.ts";
+import { type BodyStream, Context, GwRequest, type GwResponse, type WebUpgrade } from "../context.ts";
 import {
   BodyKind,
   ChunkedDecoder,
@@ -499,6 +499,7 @@ export class HttpServer {
     req: GwRequest,
     declared: number,
     readBody: ((limit: number) => Promise<Uint8Array | number | BodyStream>) | null,
+    web: WebUpgrade | null = null,
   ): Promise<{ code: number; resp: GwResponse | undefined; ctx: Context | null; route: Route | null }> {
     const settings = this.#settings;
     const found = search(req, settings);
@@ -514,7 +515,7 @@ export class HttpServer {
       if (b instanceof Uint8Array) req.body = b;
       else req.stream = b;
     }
-    const r = await this.#dispatch(req, found, settings);
+    const r = await this.#dispatch(req, found, settings, null, web);
     if (typeof r === "number") return { code: r, resp: undefined, ctx: null, route: found };
     const resp = r.defaultResponse;
     return { code: resp?.status ?? 503, resp, ctx: r, route: found };
@@ -667,6 +668,7 @@ export class HttpServer {
     route: Route,
     settings: Settings,
     upgrade: Context["upgrade"] = null,
+    web: WebUpgrade | null = null,
   ): Promise<Context | number> {
     const pipeline = settings.generated.get(route.path.backend) ?? this.#lookup(route.path.backend);
     if (pipeline === undefined) return 503;
@@ -685,6 +687,7 @@ export class HttpServer {
     }
     const ctx = new Context(req);
     ctx.upgrade = upgrade;
+    ctx.webUpgrade = web;
     try {
       const r = pipeline.handle(ctx);
       if (typeof r !== "string") await r;
@@ -714,13 +717,22 @@ export class HttpServer {
     const cl = request.headers.get("content-length");
     const declared = cl === null ? -1 : Number(cl);
     const stream = request.body;
+    const web = headers.get("upgrade").toLowerCase() === "websocket" ? { request, response: null } : null;
     const { code, resp, ctx, route } = await this.#exchange(
       req,
       declared,
       stream === null
         ? null
         : (limit) => limit < 0 ? Promise.resolve(webBodyStream(stream, declared)) : readLimited(stream, limit),
+      web,
     );
+    if (web?.response) {
+      // a WebSocketProxy took the connection over (wss://)
+      ctx?.finish();
+      this.#record(route, 101, Date.now() - t0, 0, 0);
+      this.#accessLog?.write(req, url.pathname + url.search, 101, Date.now() - t0, 0, 0, ctx?.tags ?? undefined);
+      return web.response;
+    }
     const out = new Headers();
     if (resp !== undefined) {
       for (let i = 0; i < resp.headers.names.length; i++) {
