@@ -25,6 +25,20 @@ export interface StreamConn {
   reading: boolean;
 }
 
+/** Makes room at the end of a full connection buffer: its unread bytes move to the front, or it doubles. */
+export function makeRoom(c: { buf: Uint8Array; start: number; end: number }): void {
+  if (c.end !== c.buf.length) return;
+  if (c.start > 0) {
+    c.buf.copyWithin(0, c.start, c.end);
+    c.end -= c.start;
+    c.start = 0;
+  } else {
+    const nb = new Uint8Array(c.buf.length * 2);
+    nb.set(c.buf);
+    c.buf = nb;
+  }
+}
+
 /** A Content-Length or chunked HTTP/1.1 request body, read from the connection on demand. */
 export class Http1BodyStream implements BodyStream {
   readonly length: number;
@@ -88,19 +102,9 @@ export class Http1BodyStream implements BodyStream {
         this.done = true;
         return null;
       }
+      // only a partial size line can be left (the decoder takes every data byte)
       if (c.start === c.end) c.start = c.end = 0;
-      else if (c.end === c.buf.length) {
-        // only a partial size line can be left (the decoder takes every data byte): move it to the front, or grow
-        if (c.start > 0) {
-          c.buf.copyWithin(0, c.start, c.end);
-          c.end -= c.start;
-          c.start = 0;
-        } else {
-          const nb = new Uint8Array(c.buf.length * 2);
-          nb.set(c.buf);
-          c.buf = nb;
-        }
-      }
+      else makeRoom(c);
       c.end += await this.#wait(c.conn.read(c.buf.subarray(c.end)));
     }
   }

@@ -30,7 +30,7 @@ import { ServerStats } from "./stats.ts";
 import { type RouteTraffic, type ServerTraffic, TRAFFIC } from "../../metrics/traffic.ts";
 import type { AccessLog } from "./accesslog.ts";
 import { expandVariables } from "./variables.ts";
-import { Http1BodyStream, webBodyStream } from "./bodystream.ts";
+import { Http1BodyStream, makeRoom, webBodyStream } from "./bodystream.ts";
 import { type CertPair, listenNodeTls, validateTls } from "./tls.ts";
 import type { Server as NodeTlsServer, TLSSocket } from "node:tls";
 import { DEFAULT_TIMEOUTS, Http2ServerConnection, type Http2Stream } from "../../transport/http2.ts";
@@ -529,17 +529,7 @@ export class HttpServer {
 
   /** Reads more bytes into the connection buffer; false at EOF. */
   async #fill(c: ClientConn): Promise<boolean> {
-    if (c.end === c.buf.length) {
-      if (c.start > 0) {
-        c.buf.copyWithin(0, c.start, c.end);
-        c.end -= c.start;
-        c.start = 0;
-      } else {
-        const nb = new Uint8Array(c.buf.length * 2);
-        nb.set(c.buf);
-        c.buf = nb;
-      }
-    }
+    makeRoom(c);
     let n: number | null;
     try {
       n = await c.conn.read(c.buf.subarray(c.end));
