@@ -2,7 +2,9 @@
  * `clientMaxBodySize: -1`: request bodies streamed through a real member to a backend started by the test, never held
  * in memory. 200 MB bodies generated on the fly (HTTP/1.1 Content-Length from a raw socket, HTTP/1.1 chunked and
  * HTTP/2 from curl) reach the backend whole (same length and SHA-256) while the member's resident memory (VmRSS) stays
- * far below the body's size; a body the pipeline does not read is drained (small) or ends the connection (large).
+ * far below the body's size; a body the pipeline does not read is drained (small) or ends the connection (large);
+ * the filters that need a whole body treat a stream as Easegress does (mirror and builder stand-in texts, HeaderToJSON
+ * bodyReadErr, no retry).
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -131,7 +133,7 @@ async function curlUpload(args: string[], size: number, seed: number): Promise<[
 
 memberTest("gateway clientMaxBodySize -1: 200 MB bodies streamed over HTTP/1.1 and HTTP/2", async (procs) => {
   const [ports] = await memberPorts(1);
-  const [plain, secure, backendPort] = await freePorts(3);
+  const [plain, secure, backendPort, mirrorPort, failingPort] = await freePorts(5);
   const dir = await Deno.makeTempDir({ prefix: "gw-stream-" });
   await makeCa(dir, "ca");
   await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
@@ -155,6 +157,19 @@ memberTest("gateway clientMaxBodySize -1: 200 MB bodies streamed over HTTP/1.1 a
     };
     return Response.json(seen);
   });
+  // filters that need the whole body, on a stream (as Easegress): the mirror gets a stand-in text, a builder sees a
+  // stand-in text, HeaderToJSON fails with bodyReadErr, retry is off (one attempt)
+  const mirrored: string[] = [];
+  const mirror = Deno.serve({ hostname: "127.0.0.1", port: mirrorPort, onListen() {} }, async (req) => {
+    mirrored.push(await req.text());
+    return new Response("mirror");
+  });
+  let attempts = 0;
+  const failing = Deno.serve({ hostname: "127.0.0.1", port: failingPort, onListen() {} }, async (req) => {
+    attempts++;
+    await req.body?.cancel();
+    return new Response("down", { status: 503 });
+  });
   try {
     await putObject(
       m.apiAddr,
@@ -166,8 +181,33 @@ memberTest("gateway clientMaxBodySize -1: 200 MB bodies streamed over HTTP/1.1 a
       `kind: Pipeline\nname: refuse\nflow: [{filter: mock}]\nfilters:\n` +
         `- {name: mock, kind: Mock, rules: [{code: 403, body: refused}]}\n`,
     );
+    await putObject(
+      m.apiAddr,
+      `kind: Pipeline\nname: mirrored\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n` +
+        `  pools: [{servers: [{url: "http://127.0.0.1:${backendPort}"}]}]\n` +
+        `  mirrorPool: {servers: [{url: "http://127.0.0.1:${mirrorPort}"}], filter: {headers: {X-Mirror: {exact: "1"}}}}\n`,
+    );
+    await putObject(
+      m.apiAddr,
+      `kind: Pipeline\nname: built\nflow: [{filter: b}]\nfilters:\n- name: b\n  kind: ResponseBuilder\n` +
+        `  template: |\n    statusCode: 200\n    body: '{{.requests.DEFAULT.Body}}'\n`,
+    );
+    await putObject(
+      m.apiAddr,
+      `kind: Pipeline\nname: h2j\nflow: [{filter: h}, {filter: proxy}]\nfilters:\n` +
+        `- {name: h, kind: HeaderToJSON, headerMap: [{header: X-User, json: user}]}\n` +
+        `- {name: proxy, kind: Proxy, pools: [{servers: [{url: "http://127.0.0.1:${backendPort}"}]}]}\n`,
+    );
+    await putObject(
+      m.apiAddr,
+      `kind: Pipeline\nname: retried\nflow: [{filter: proxy}]\n` +
+        `resilience: [{name: retry, kind: Retry, maxAttempts: 3, waitDuration: 10ms}]\nfilters:\n` +
+        `- {name: proxy, kind: Proxy, pools: [{servers: [{url: "http://127.0.0.1:${failingPort}"}], retryPolicy: retry}]}\n`,
+    );
     const rules =
-      `rules:\n- paths:\n  - {pathPrefix: /up, backend: relay}\n  - {pathPrefix: /refuse, backend: refuse}\n`;
+      `rules:\n- paths:\n  - {pathPrefix: /up, backend: relay}\n  - {pathPrefix: /refuse, backend: refuse}\n` +
+      `  - {pathPrefix: /mirrored, backend: mirrored}\n  - {pathPrefix: /built, backend: built}\n` +
+      `  - {pathPrefix: /h2j, backend: h2j}\n  - {pathPrefix: /retried, backend: retried}\n`;
     await putObject(m.apiAddr, `kind: HTTPServer\nname: plain\nport: ${plain}\nclientMaxBodySize: -1\n${rules}`);
     const b64 = async (f: string) => Buffer.from(await Deno.readTextFile(`${dir}/${f}`)).toString("base64");
     await putObject(
@@ -242,6 +282,25 @@ memberTest("gateway clientMaxBodySize -1: 200 MB bodies streamed over HTTP/1.1 a
       });
     }
 
+    // the filters that need the body
+    {
+      const post = (path: string, headers: Record<string, string> = {}) =>
+        fetch(`http://127.0.0.1:${plain}${path}`, { method: "POST", body: "streamed-body", headers });
+      const r = await post("/mirrored", { "X-Mirror": "1" });
+      assert.equal(JSON.parse(await r.text()).len, "streamed-body".length, "the main pool got the stream");
+      await waitFor("the mirror", () => mirrored.length === 1);
+      assert.deepEqual(mirrored, ["cannot send a stream body to mirror"]);
+      const b = await post("/built");
+      assert.deepEqual([b.status, await b.text()], [200, 'the body of request "DEFAULT" is a stream']);
+      const h = await post("/h2j", { "X-User": "u" });
+      await h.body?.cancel();
+      assert.equal(h.status, 503, "bodyReadErr ends the flow without a response");
+      const t = await post("/retried");
+      await t.body?.cancel();
+      assert.equal(t.status, 503);
+      assert.equal(attempts, 1, "a stream is sent once: no retry");
+    }
+
     // a body the pipeline does not read: a small rest is drained (the connection serves the next request), a large
     // one closes the connection after the answer
     {
@@ -272,6 +331,8 @@ memberTest("gateway clientMaxBodySize -1: 200 MB bodies streamed over HTTP/1.1 a
     }
   } finally {
     await backend.shutdown();
+    await mirror.shutdown();
+    await failing.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
 });
