@@ -200,7 +200,7 @@ memberTest(
         await putObject(
           m.apiAddr,
           `kind: Pipeline\nname: ${name}\nflow: [{filter: v}, {filter: proxy}]\nfilters:\n${filter}\n` +
-            `${name.startsWith("intro-") || name.startsWith("etcd") ? proxyAuth : proxy}\n`,
+            `${name.startsWith("intro-") || name.startsWith("etcd") || name === "oauth" ? proxyAuth : proxy}\n`,
         );
       }
       await putObject(
@@ -319,9 +319,14 @@ memberTest(
       // oauth2 jwt (HS256, hex secret)
       const bearer = (t: string) => ({ headers: { authorization: `Bearer ${t}` } });
       const exp = Math.floor(Date.now() / 1000) + 60;
-      assert.deepStrictEqual(await get(`${base}/oauth`, bearer(jwtHS256({ sub: "u", exp }, oauthSecret))), [
+      // the subject and scope go upstream
+      assert.deepStrictEqual(
+        await get(`${base}/oauth`, bearer(jwtHS256({ sub: "u", scope: "read", exp }, oauthSecret))),
+        [200, "user=u scope=read basic=null"],
+      );
+      assert.deepStrictEqual(await get(`${base}/oauth`, bearer(jwtHS256({ exp }, oauthSecret))), [
         200,
-        "user=null body=",
+        "user=null scope=null basic=null",
       ]);
       assert.equal((await get(`${base}/oauth`, bearer(jwtHS256({ sub: "u", exp }, "wrong"))))[0], 401);
       assert.equal((await get(`${base}/oauth`, bearer(jwtHS256({ sub: "u", exp: 1000 }, oauthSecret))))[0], 401);

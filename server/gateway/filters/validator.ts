@@ -55,8 +55,8 @@ class JwtValidator {
     this.#cookie = String(spec.cookieName ?? "");
   }
 
-  /** "" when valid, else the reason. */
-  check(ctx: Context): string {
+  /** The claims when the token is valid, else the reason it is not (a string). */
+  check(ctx: Context): Obj | string {
     const req = ctx.request;
     let token = this.#cookie !== "" ? req.cookie(this.#cookie) : "";
     if (token === "") {
@@ -88,7 +88,7 @@ class JwtValidator {
     const now = Date.now() / 1000;
     if (typeof claims.exp === "number" && now > claims.exp) return "token is expired";
     if (typeof claims.nbf === "number" && now < claims.nbf) return "token is not valid yet";
-    return "";
+    return claims ?? {};
   }
 }
 
@@ -315,16 +315,17 @@ class Validator implements Filter {
       }
     }
     if (this.#jwt !== null) {
-      const err = this.#jwt.check(ctx);
-      if (err !== "") return this.#fail(ctx, 401, `JWT validator: ${err}`);
+      const claims = this.#jwt.check(ctx);
+      if (typeof claims === "string") return this.#fail(ctx, 401, `JWT validator: ${claims}`);
     }
     if (this.#signature !== null) {
       const err = this.#signature.verify(req);
       if (err !== "") return this.#fail(ctx, 401, `signature validator: ${err}`);
     }
     if (this.#oauth2Jwt !== null) {
-      const err = this.#oauth2Jwt.check(ctx);
-      if (err !== "") return this.#fail(ctx, 401, `oauth2 validator: ${err}`);
+      const claims = this.#oauth2Jwt.check(ctx);
+      if (typeof claims === "string") return this.#fail(ctx, 401, `oauth2 validator: ${claims}`);
+      passOn(ctx, claims.sub, claims.scope);
     }
     if (this.#introspect !== null) return this.#checkIntrospect(ctx, this.#introspect);
     return this.#basicAuth === null ? "" : this.#checkBasicAuth(ctx, this.#basicAuth);
@@ -335,8 +336,7 @@ class Validator implements Filter {
     if (!auth.startsWith("Bearer ")) return this.#fail(ctx, 401, "oauth2 validator: unexpected authorization header");
     const r = await introspector.introspect(auth.slice(7));
     if (typeof r === "string") return this.#fail(ctx, 401, `oauth2 validator: ${r}`);
-    if (r.sub !== "") ctx.request.headers.set("X-Authenticated-Userid", r.sub);
-    if (r.scope !== "") ctx.request.headers.set("X-Authenticated-Scope", r.scope);
+    passOn(ctx, r.sub, r.scope);
     return this.#basicAuth === null ? "" : this.#checkBasicAuth(ctx, this.#basicAuth);
   }
 
@@ -351,6 +351,12 @@ class Validator implements Filter {
     ctx.request.headers.set("X-AUTH-USER", creds[0]);
     return "";
   }
+}
+
+/** The OAuth2 subject and scope (strings, when not empty) go upstream as X-Authenticated-Userid / -Scope. */
+function passOn(ctx: Context, sub: unknown, scope: unknown): void {
+  if (typeof sub === "string" && sub !== "") ctx.request.headers.set("X-Authenticated-Userid", sub);
+  if (typeof scope === "string" && scope !== "") ctx.request.headers.set("X-Authenticated-Scope", scope);
 }
 
 export const validatorKind: FilterKind = {
