@@ -417,12 +417,17 @@ memberTest(
   },
 );
 
-/** Starts a real slapd (Debian's `slapd`) on `port` with one user, alice (password alice-pass), under ou=people. */
-async function startSlapd(dir: string, port: number): Promise<Deno.ChildProcess> {
+/**
+ * Starts a real slapd (Debian's `slapd`) with one user, alice (password alice-pass), under ou=people: LDAP on `port`
+ * (StartTLS offered), LDAPS on `tlsPort`, with the certificate `leaf` of `dir` (signed by a CA clients do not know).
+ */
+async function startSlapd(dir: string, port: number, tlsPort: number): Promise<Deno.ChildProcess> {
   await Deno.mkdir(`${dir}/db`);
   await Deno.writeTextFile(
     `${dir}/slapd.conf`,
     [
+      `TLSCertificateFile ${dir}/leaf.pem`,
+      `TLSCertificateKeyFile ${dir}/leaf.key`,
       "include /etc/ldap/schema/core.schema",
       "include /etc/ldap/schema/cosine.schema",
       "include /etc/ldap/schema/inetorgperson.schema",
@@ -450,7 +455,7 @@ async function startSlapd(dir: string, port: number): Promise<Deno.ChildProcess>
   }).output();
   assert.equal(add.code, 0, new TextDecoder().decode(add.stderr));
   return new Deno.Command("/usr/sbin/slapd", {
-    args: ["-f", `${dir}/slapd.conf`, "-h", `ldap://127.0.0.1:${port}/`, "-d", "0"],
+    args: ["-f", `${dir}/slapd.conf`, "-h", `ldap://127.0.0.1:${port}/ ldaps://127.0.0.1:${tlsPort}/`, "-d", "0"],
     stdout: "null",
     stderr: "null",
   }).spawn();
@@ -458,35 +463,52 @@ async function startSlapd(dir: string, port: number): Promise<Deno.ChildProcess>
 
 memberTest("gateway Validator: basicAuth LDAP mode binds against a real slapd", async (procs) => {
   const [ports] = await memberPorts(1);
-  const [port, ldapPort] = await freePorts(2);
+  const [port, ldapPort, ldapsPort] = await freePorts(3);
   const dir = await Deno.makeTempDir({ prefix: "gw-ldap-" });
-  const slapd = await startSlapd(dir, ldapPort);
+  await makeCa(dir, "ca");
+  await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
+  const slapd = await startSlapd(dir, ldapPort, ldapsPort);
   const m = await startMember("gwldap", primaryArgs("gwldap", ports));
   procs.push(m);
   const echo = await startBackend("echo", (req) => new Response(`user=${req.headers.get("x-auth-user")}`));
   try {
+    // plain (skipTLS), StartTLS (the default: the certificate is not verified, as go-ldap-client), LDAPS with
+    // `insecure`, and LDAPS verifying the certificate (unknown CA: every bind fails)
+    const modes: [string, string][] = [
+      ["plain", `port: ${ldapPort}, skipTLS: true`],
+      ["starttls", `port: ${ldapPort}`],
+      ["ldaps", `port: ${ldapsPort}, useSSL: true, insecure: true`],
+      ["verified", `port: ${ldapsPort}, useSSL: true`],
+    ];
+    for (const [name, conn] of modes) {
+      await putObject(
+        m.apiAddr,
+        `kind: Pipeline\nname: ${name}\nflow: [{filter: v}, {filter: proxy}]\nfilters:\n` +
+          `- {name: v, kind: Validator, basicAuth: {mode: LDAP, ldap: {host: 127.0.0.1, ${conn}, ` +
+          `baseDN: "ou=people,dc=example,dc=org", uid: uid}}}\n` +
+          `- {name: proxy, kind: Proxy, pools: [{servers: [{url: ${echo.url}}]}]}\n`,
+      );
+    }
     await putObject(
       m.apiAddr,
-      `kind: Pipeline\nname: ldap\nflow: [{filter: v}, {filter: proxy}]\nfilters:\n` +
-        `- {name: v, kind: Validator, basicAuth: {mode: LDAP, ldap: {host: 127.0.0.1, port: ${ldapPort}, ` +
-        `baseDN: "ou=people,dc=example,dc=org", uid: uid, skipTLS: true}}}\n` +
-        `- {name: proxy, kind: Proxy, pools: [{servers: [{url: ${echo.url}}]}]}\n`,
-    );
-    await putObject(
-      m.apiAddr,
-      `kind: HTTPServer\nname: ldapsrv\nport: ${port}\nrules:\n- paths:\n  - {backend: ldap}\n`,
+      `kind: HTTPServer\nname: ldapsrv\nport: ${port}\nrules:\n- paths:\n` +
+        modes.map(([n]) => `  - {pathPrefix: /${n}, backend: ${n}}`).join("\n") + "\n",
     );
     const base = `http://127.0.0.1:${port}`;
     await waitFor("slapd and the server", async () => {
-      const r = await get(`${base}/x`, basic("alice", "alice-pass")).catch(() => [0, ""]);
+      const r = await get(`${base}/plain`, basic("alice", "alice-pass")).catch(() => [0, ""]);
       return r[0] === 200;
     });
-    assert.deepStrictEqual(await get(`${base}/x`, basic("alice", "alice-pass")), [200, "user=alice"]);
-    assert.equal((await get(`${base}/x`, basic("alice", "wrong")))[0], 401);
-    assert.equal((await get(`${base}/x`, basic("bob", "alice-pass")))[0], 401, "no such user");
-    assert.equal((await get(`${base}/x`, basic("alice", "")))[0], 401, "an empty password is no anonymous bind");
-    assert.equal((await get(`${base}/x`, basic("alice,ou=people", "alice-pass")))[0], 401, "DN injection");
-    assert.equal((await get(`${base}/x`))[0], 401);
+    assert.equal((await get(`${base}/plain`, basic("alice", "wrong")))[0], 401);
+    assert.equal((await get(`${base}/plain`, basic("bob", "alice-pass")))[0], 401, "no such user");
+    assert.equal((await get(`${base}/plain`, basic("alice", "")))[0], 401, "an empty password is no anonymous bind");
+    assert.equal((await get(`${base}/plain`, basic("alice,ou=people", "alice-pass")))[0], 401, "DN injection");
+    assert.equal((await get(`${base}/plain`))[0], 401);
+    for (const path of ["plain", "starttls", "ldaps"]) {
+      assert.deepStrictEqual(await get(`${base}/${path}`, basic("alice", "alice-pass")), [200, "user=alice"], path);
+      assert.equal((await get(`${base}/${path}`, basic("alice", "wrong")))[0], 401, path);
+    }
+    assert.equal((await get(`${base}/verified`, basic("alice", "alice-pass")))[0], 401, "unverifiable certificate");
   } finally {
     slapd.kill("SIGTERM");
     await slapd.status;

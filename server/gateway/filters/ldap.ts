@@ -141,7 +141,8 @@ export async function ldapBind(spec: LdapSpec, user: string, password: string): 
   if (password === "" || user === "") return false;
   const tlsOpts = {
     rejectUnauthorized: !spec.insecure,
-    servername: spec.serverName || spec.host,
+    // a name for SNI and verification (TLS forbids an IP address as SNI; node then checks the IP against the certificate)
+    ...(spec.serverName || !net.isIP(spec.host) ? { servername: spec.serverName || spec.host } : {}),
     ...(spec.cert && spec.key ? { cert: spec.cert, key: spec.key } : {}),
   };
   let sock: net.Socket = spec.useSSL
