@@ -280,7 +280,7 @@ function context(method = "POST", target = "/api/x?q=1", body = '{"n":1}'): Cont
   return ctx;
 }
 
-const ENV: FilterEnv = { resilience: new Map() as never, pipeline: "p", log: () => {} };
+const ENV: FilterEnv = { resilience: new Map() as never, pipeline: "p", log: () => {}, store: null };
 
 function filter(spec: Record<string, unknown>) {
   const kind = filterKind(String(spec.kind))!;

@@ -2,51 +2,16 @@
  * HTTPServer TLS beyond one certificate, through one real member process and curl: two certificates on one port
  * chosen by the client's server name (exact, wildcard, the first as default), and caCertBase64 (a client without a
  * certificate the CA signed fails at the handshake; one with such a certificate gets its answer), and a port that cannot
- * be bound (state failed). Certificates are made with openssl by the test.
+ * be bound (state failed), and WebSocketProxy over HTTPS with one certificate (wss:// echo, text, binary, subprotocol,
+ * close code, from a separate Deno client). Certificates are made with openssl by the test.
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import { putObject, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
+import { makeCa, makeLeaf } from "./lib/certs.ts";
 import { certNames, pickCertificate } from "../server/gateway/httpserver/tls.ts";
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const r = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" }).output();
-  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
-}
-
-/** A self-signed CA in dir: `name`.pem and `name`.key. */
-async function makeCa(dir: string, name: string): Promise<void> {
-  await openssl(
-    dir,
-    ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.pem`],
-    ...["-days", "2", "-subj", `/CN=${name}`],
-  );
-}
-
-/** A leaf certificate `name`.pem / `name`.key signed by CA `ca`, with the given v3 extensions. */
-async function makeLeaf(dir: string, ca: string, name: string, cn: string, ext: string): Promise<void> {
-  await Deno.writeTextFile(`${dir}/${name}.ext`, ext + "\n");
-  await openssl(
-    dir,
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.csr`,
-    "-subj",
-    `/CN=${cn}`,
-  );
-  await openssl(
-    dir,
-    ...["x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial"],
-    ...["-out", `${name}.pem`, "-days", "2", "-extfile", `${name}.ext`],
-  );
-}
 
 interface CurlResult {
   code: number;
@@ -194,3 +159,100 @@ memberTest(
     }
   },
 );
+
+/** A WebSocket client run as its own Deno process trusting `ca` (`--cert`): what it saw, as JSON lines. */
+const WSS_CLIENT = `
+const ws = new WebSocket(Deno.args[0], ["chat.v2", "chat.v1"]);
+ws.binaryType = "arraybuffer";
+const seen = [];
+const next = () => new Promise((resolve, reject) => {
+  ws.onmessage = (e) => resolve(e.data);
+  ws.onclose = (e) => reject(new Error("closed " + e.code));
+});
+await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("error")); });
+seen.push(ws.protocol);
+ws.send("hello");
+seen.push(await next());
+ws.send(new Uint8Array([0, 1, 2, 255]));
+seen.push(Array.from(new Uint8Array(await next())));
+ws.send("headers");
+seen.push(JSON.parse(await next()));
+ws.send("x".repeat(200000));
+seen.push((await next()).length);
+ws.close(4001, "bye");
+await new Promise((resolve) => (ws.onclose = resolve));
+console.log(JSON.stringify(seen));
+`;
+
+memberTest("gateway: WebSocketProxy over HTTPS with one certificate (wss:// through Deno.serve)", async (procs) => {
+  const dir = await Deno.makeTempDir({ prefix: "gw-wss-" });
+  try {
+    await makeCa(dir, "ca");
+    await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost");
+    await Deno.writeTextFile(`${dir}/client.ts`, WSS_CLIENT);
+    // the backend: a WebSocket echo that tells the headers it got and records the close code
+    const closes: number[] = [];
+    const [backendPort, port] = await freePorts(2);
+    const backend = Deno.serve({ hostname: "127.0.0.1", port: backendPort, onListen() {} }, (req) => {
+      const got = {
+        proto: req.headers.get("x-forwarded-proto"),
+        forwardedHost: req.headers.get("x-forwarded-host"),
+        path: new URL(req.url).pathname,
+      };
+      const protocol = req.headers.get("sec-websocket-protocol")?.split(",")[1]?.trim();
+      const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+      socket.onmessage = (e) => socket.send(e.data === "headers" ? JSON.stringify(got) : e.data);
+      socket.onclose = (e) => closes.push(e.code);
+      return response;
+    });
+    const [apiPorts] = await memberPorts(1);
+    const m = await startMember("gwwss", primaryArgs("gwwss", apiPorts));
+    procs.push(m);
+    try {
+      await putObject(
+        m.apiAddr,
+        `name: ws\nkind: Pipeline\nflow: [{filter: w}]\nfilters:\n` +
+          `- {name: w, kind: WebSocketProxy, pools: [{servers: [{url: "http://127.0.0.1:${backendPort}"}]}]}\n`,
+      );
+      const b64 = (f: string) => Buffer.from(Deno.readTextFileSync(`${dir}/${f}`)).toString("base64");
+      await putObject(
+        m.apiAddr,
+        `kind: HTTPServer\nname: wss\nport: ${port}\nhttps: true\ncertBase64: ${b64("leaf.pem")}\n` +
+          `keyBase64: ${b64("leaf.key")}\nrules:\n- paths:\n  - {pathPrefix: /ws, backend: ws}\n`,
+      );
+      // a plain HTTPS request to the WebSocket route is refused (400)
+      const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${dir}/ca.pem`)] });
+      await waitFor("https server", async () => {
+        try {
+          const r = await fetch(`https://localhost:${port}/ws/echo`, { client });
+          await r.body?.cancel();
+          return r.status === 400;
+        } catch {
+          return false;
+        }
+      });
+      client.close();
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--cert", `${dir}/ca.pem`, `${dir}/client.ts`, `wss://localhost:${port}/ws/echo`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, stderr);
+      const seen = JSON.parse(new TextDecoder().decode(out.stdout));
+      assert.deepEqual(seen, [
+        "chat.v1", // the protocol the backend chose reaches the client
+        "hello",
+        [0, 1, 2, 255],
+        { proto: "https", forwardedHost: `localhost:${port}`, path: "/ws/echo" },
+        200000,
+      ]);
+      await waitFor("the close reaches the backend", () => closes.length === 1);
+      assert.deepEqual(closes, [4001]);
+    } finally {
+      await backend.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

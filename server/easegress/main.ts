@@ -10,6 +10,9 @@ import { goJsonStringify, newSpec, SYSTEM_CONTROLLERS, systemControllerSpec } fr
 import { startApiServer } from "../api/server.ts";
 import { GatewayController, type ObjectStore } from "../gateway/controller.ts";
 
+/** A failed read of a prefix filters follow is retried this often. */
+const PREFIX_RETRY_MS = 5_000;
+
 /** The gateway's view of the store: objects under /config/objects/, status keys under the member lease. */
 function gatewayStore(cls: Cluster): ObjectStore {
   return {
@@ -21,6 +24,28 @@ function gatewayStore(cls: Cluster): ObjectStore {
       return out;
     },
     watch: (onChange) => cls.client.watch(layout.configObjectPrefix, { prefix: true }, onChange, onChange),
+    watchPrefix: (prefix, onChange) => {
+      // every change re-reads the whole prefix (small: credentials), the latest read wins; a failed read is retried
+      let closed = false;
+      let seq = 0;
+      const reload = () => {
+        if (closed) return;
+        const mine = ++seq;
+        cls.getPrefix(prefix).then((kvs) => {
+          if (!closed && mine === seq) onChange(kvs);
+        }, () => {
+          if (!closed && mine === seq) setTimeout(reload, PREFIX_RETRY_MS);
+        });
+      };
+      const w = cls.client.watch(prefix, { prefix: true }, reload, reload);
+      reload();
+      return {
+        close() {
+          closed = true;
+          w.close();
+        },
+      };
+    },
     writeStatus: async (ops) => {
       await cls.client.putAndDelete(ops, cls.lease);
     },

@@ -7,6 +7,28 @@ import { HeaderList } from "./http1.ts";
 export const DEFAULT_NS = "DEFAULT";
 const EMPTY = new Uint8Array(0);
 
+/**
+ * A request body read once, as it arrives (`clientMaxBodySize: -1`, Easegress's stream payload): Proxy forwards it
+ * without holding it; filters that need the whole body treat it as Easegress does (see README.md).
+ */
+export interface BodyStream {
+  /** the declared length (Content-Length), or -1 when unknown (chunked, HTTP/2 without content-length) */
+  readonly length: number;
+  /** bytes handed out so far */
+  readonly consumed: number;
+  /** The next bytes (valid until the next call), or null at the end; throws when the client breaks off. */
+  read(): Promise<Uint8Array | null>;
+}
+
+/**
+ * A WebSocket upgrade request that came through Deno.serve (HTTPS with one certificate): the filter that takes it over
+ * sets `response` (Deno.upgradeWebSocket's), which the server then returns.
+ */
+export interface WebUpgrade {
+  request: Request;
+  response: Response | null;
+}
+
 /** An HTTP request as filters see it. */
 export class GwRequest {
   method: string;
@@ -18,6 +40,8 @@ export class GwRequest {
   host: string;
   headers: HeaderList;
   body: Uint8Array;
+  /** the body as a stream instead of `body` (then empty); a filter that sets `body` sets this to null */
+  stream: BodyStream | null = null;
   /** the client address (host part of RemoteAddr) */
   remoteIp: string;
   remoteAddr: string;
@@ -130,6 +154,8 @@ export class Context {
    * bytes the client sent after the head.
    */
   upgrade: { conn: Deno.Conn; pending: Uint8Array } | null = null;
+  /** the same for a request that came through Deno.serve */
+  webUpgrade: WebUpgrade | null = null;
   /** set by a filter that took the connection over (WebSocketProxy): the server waits for it, then closes */
   hijacked: Promise<void> | null = null;
   #finish: (() => void)[] | null = null;

@@ -9,6 +9,7 @@
 import path from "node:path";
 import { HttpServer } from "./httpserver/server.ts";
 import { Pipeline } from "./pipeline/pipeline.ts";
+import type { StoreView } from "./filters/filter.ts";
 import { AccessLog, type LogSink } from "./httpserver/accesslog.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -29,6 +30,8 @@ export interface ObjectStore {
   list(): Promise<Map<string, string>>;
   /** Calls `onChange` after any change under /config/objects/ and after the watch broke and resumed. */
   watch(onChange: () => void): { close(): void };
+  /** Follows the keys under a prefix for filters (see StoreView). */
+  watchPrefix: StoreView["watchPrefix"];
   /** Puts (value) and deletes (null) status keys in one transaction under the member lease. */
   writeStatus(ops: Record<string, string | null>): Promise<void>;
 }
@@ -57,6 +60,26 @@ export class GatewayController {
   /** objects whose spec failed to build: name → error */
   #errors = new Map<string, string>();
   #store: ObjectStore | null = null;
+  /** filters' prefix watches asked for before the store was attached (objects started from the dump) */
+  #pendingWatches: (() => void)[] = [];
+  /** the store as filters see it: a watch asked for before `attach` starts then */
+  readonly #storeView: StoreView = {
+    watchPrefix: (prefix, onChange) => {
+      let inner: { close(): void } | null = null;
+      let closed = false;
+      const start = () => {
+        if (!closed) inner = this.#store!.watchPrefix(prefix, onChange);
+      };
+      if (this.#store !== null) start();
+      else this.#pendingWatches.push(start);
+      return {
+        close() {
+          closed = true;
+          inner?.close();
+        },
+      };
+    },
+  };
   #watch: { close(): void } | null = null;
   #timers: ReturnType<typeof setInterval>[] = [];
   #syncing: Promise<void> | null = null;
@@ -95,6 +118,7 @@ export class GatewayController {
   /** Follows the store from now on. */
   attach(store: ObjectStore): void {
     this.#store = store;
+    for (const start of this.#pendingWatches.splice(0)) start();
     this.#watch = store.watch(() => this.resync());
     this.resync();
     this.#timers.push(setInterval(() => this.resync(), RESYNC_MS));
@@ -175,7 +199,7 @@ export class GatewayController {
     this.#errors.delete(name);
     try {
       if (spec.kind === "Pipeline") {
-        const p = new Pipeline(spec, log);
+        const p = new Pipeline(spec, log, this.#storeView);
         const old = this.#pipelines.get(name);
         this.#pipelines.set(name, p);
         old?.close();

@@ -9,8 +9,19 @@ import type { ResiliencePolicies } from "../pipeline/resilience.ts";
 // deno-lint-ignore no-explicit-any
 export type FilterSpec = { name: string; kind: string } & Record<string, any>;
 
+/** Read access to the cluster store for filters that keep data there (basicAuth ETCD mode, under /custom-data/). */
+export interface StoreView {
+  /**
+   * Calls `onChange` with every key → value under `prefix` once read, and again after each change (and after the store
+   * comes back when it was unreachable); `close()` stops.
+   */
+  watchPrefix(prefix: string, onChange: (kvs: Map<string, string>) => void): { close(): void };
+}
+
 /** What a filter gets besides its spec when it is created. */
 export interface FilterEnv {
+  /** the store (null where there is none, such as the pipelines of inline backendPools) */
+  store: StoreView | null;
   /** the pipeline's resilience policies by name */
   resilience: ResiliencePolicies;
   /** name of the owning pipeline */

@@ -20,6 +20,7 @@ class HeaderToJson implements Filter {
       any = true;
     }
     if (!any) return "";
+    if (req.stream !== null) return "bodyReadErr"; // a stream is not read into memory (as Easegress)
     let out: unknown;
     if (req.body.length === 0) out = add;
     else {
@@ -36,6 +37,7 @@ class HeaderToJson implements Filter {
       else return "jsonEncodeDecodeErr";
     }
     req.body = new TextEncoder().encode(JSON.stringify(out));
+    req.stream = null;
     return "";
   }
 }

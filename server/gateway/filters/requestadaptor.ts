@@ -7,7 +7,7 @@
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
-import { compressBody, decompressBody } from "./gzip.ts";
+import { compressBody, decompressBody, transformStream } from "./gzip.ts";
 import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -84,9 +84,16 @@ class RequestAdaptor implements Filter {
     header.apply(req.headers);
     if (body !== null) {
       req.body = body;
+      req.stream = null;
       req.headers.del("Content-Encoding");
     }
     if (host !== "") req.host = host;
+    if (req.stream !== null) {
+      // a streamed body is (de)compressed as Proxy reads it; a failure then breaks the upstream request
+      if (this.#compress) req.stream = transformStream(req.headers, req.stream, "compress");
+      if (this.#decompress) req.stream = transformStream(req.headers, req.stream, "decompress");
+      return "";
+    }
     const setBody = (b: Uint8Array) => (req.body = b);
     if (this.#compress && !compressBody(req.headers, req.body, setBody)) return "compressFailed";
     if (this.#decompress && !decompressBody(req.headers, req.body, setBody)) return "decompressFailed";

@@ -289,7 +289,7 @@ export class SignatureVerifier {
         : canonicalHeaderValue(req.headers.getAll(name.toLowerCase()));
       headers += `${binary(name)}:${value}\n`;
     }
-    const bodyHash = this.#excludeBody ? UNSIGNED_PAYLOAD : sha256Hex(req.body);
+    const bodyHash = this.#excludeBody || req.stream !== null ? UNSIGNED_PAYLOAD : sha256Hex(req.body);
     const canonical = `${req.method}\n${canonicalUri(req.path)}\n${encodeQuery(query)}\n${headers}\n` +
       `${binary(c.signedHeaders)}\n${bodyHash}`;
     const toSign = `${l.algorithmValue}\n${formatSignTime(c.time)}\n${scope}\n${sha256Hex(canonical)}`;

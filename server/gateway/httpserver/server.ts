@@ -8,7 +8,7 @@
  * retried every 10 s.
  */
 import { Buffer } from "node:buffer";
-import { Context, GwRequest, type GwResponse } from "../context.ts";
+import { type BodyStream, Context, GwRequest, type GwResponse, type WebUpgrade } from "../context.ts";
 import {
   BodyKind,
   ChunkedDecoder,
@@ -30,6 +30,7 @@ import { ServerStats } from "./stats.ts";
 import { type RouteTraffic, type ServerTraffic, TRAFFIC } from "../../metrics/traffic.ts";
 import type { AccessLog } from "./accesslog.ts";
 import { expandVariables } from "./variables.ts";
+import { Http1BodyStream, makeRoom, webBodyStream } from "./bodystream.ts";
 import { type CertPair, listenNodeTls, validateTls } from "./tls.ts";
 import type { Server as NodeTlsServer, TLSSocket } from "node:tls";
 import { DEFAULT_TIMEOUTS, Http2ServerConnection, type Http2Stream } from "../../transport/http2.ts";
@@ -86,6 +87,8 @@ class ClientConn {
   /** close when Date.now() passes it */
   deadline = 0;
   busy = false;
+  /** a streamed request body waits for the client (the deadline applies while busy) */
+  reading = false;
   closed = false;
   constructor(readonly conn: Deno.Conn, readonly remoteIp: string, readonly remoteAddr: string) {}
   close(): void {
@@ -495,7 +498,8 @@ export class HttpServer {
   async #exchange(
     req: GwRequest,
     declared: number,
-    readBody: ((limit: number) => Promise<Uint8Array | number>) | null,
+    readBody: ((limit: number) => Promise<Uint8Array | number | BodyStream>) | null,
+    web: WebUpgrade | null = null,
   ): Promise<{ code: number; resp: GwResponse | undefined; ctx: Context | null; route: Route | null }> {
     const settings = this.#settings;
     const found = search(req, settings);
@@ -508,9 +512,10 @@ export class HttpServer {
     if (readBody !== null) {
       const b = await readBody(limit);
       if (typeof b === "number") return { code: b, resp: undefined, ctx: null, route: found };
-      req.body = b;
+      if (b instanceof Uint8Array) req.body = b;
+      else req.stream = b;
     }
-    const r = await this.#dispatch(req, found, settings);
+    const r = await this.#dispatch(req, found, settings, null, web);
     if (typeof r === "number") return { code: r, resp: undefined, ctx: null, route: found };
     const resp = r.defaultResponse;
     return { code: resp?.status ?? 503, resp, ctx: r, route: found };
@@ -519,22 +524,12 @@ export class HttpServer {
   #sweep(): void {
     const now = Date.now();
     for (const c of this.#h2conns) c.checkTimeouts(now, DEFAULT_TIMEOUTS);
-    for (const c of this.#conns) if (!c.busy && c.deadline > 0 && now > c.deadline) c.close();
+    for (const c of this.#conns) if ((!c.busy || c.reading) && c.deadline > 0 && now > c.deadline) c.close();
   }
 
   /** Reads more bytes into the connection buffer; false at EOF. */
   async #fill(c: ClientConn): Promise<boolean> {
-    if (c.end === c.buf.length) {
-      if (c.start > 0) {
-        c.buf.copyWithin(0, c.start, c.end);
-        c.end -= c.start;
-        c.start = 0;
-      } else {
-        const nb = new Uint8Array(c.buf.length * 2);
-        nb.set(c.buf);
-        c.buf = nb;
-      }
-    }
+    makeRoom(c);
     let n: number | null;
     try {
       n = await c.conn.read(c.buf.subarray(c.end));
@@ -599,6 +594,7 @@ export class HttpServer {
         limit = route.path.clientMaxBodySize < 0 ? -1 : route.path.clientMaxBodySize;
       }
       let closeAfter = head.close || !cfg.keepAlive;
+      let stream: Http1BodyStream | null = null;
       if (head.bodyKind !== BodyKind.None) {
         if (head.headers.get("expect").toLowerCase() === "100-continue") {
           if (head.bodyKind === BodyKind.Length && limit >= 0 && head.contentLength > limit) {
@@ -606,7 +602,10 @@ export class HttpServer {
             closeAfter = true;
           } else await writeAll(c.conn, CONTINUE).catch(() => c.close());
         }
-        if (status !== 413) {
+        if (status === 413) { /* answered without reading */ }
+        else if (limit < 0) {
+          req.stream = stream = new Http1BodyStream(c, head.bodyKind, head.contentLength, cfg.keepAliveMs);
+        } else {
           const b = await this.#readBody(c, head.bodyKind, head.contentLength, limit);
           if (typeof b === "number") {
             if (b === 0) return; // EOF mid-body
@@ -635,14 +634,16 @@ export class HttpServer {
           if (resp === undefined) status = 503;
         }
       }
+      if (stream !== null && !stream.done && !(await stream.drain())) closeAfter = true;
       const respBytes = resp !== undefined
         ? await this.#write(c, resp.status, resp, head.method, closeAfter)
         : await this.#write(c, status, undefined, head.method, closeAfter);
       ctx?.finish();
       const code = resp !== undefined ? resp.status : status;
       const ms = Date.now() - t0;
-      this.#record(route, code, ms, reqBytes + req.body.length, respBytes);
-      this.#accessLog?.write(req, head.target, code, ms, reqBytes + req.body.length, respBytes, ctx?.tags ?? undefined);
+      const rx = reqBytes + (stream !== null ? stream.consumed : req.body.length);
+      this.#record(route, code, ms, rx, respBytes);
+      this.#accessLog?.write(req, head.target, code, ms, rx, respBytes, ctx?.tags ?? undefined);
       c.busy = false;
       if (closeAfter || respBytes < 0) return;
     }
@@ -657,6 +658,7 @@ export class HttpServer {
     route: Route,
     settings: Settings,
     upgrade: Context["upgrade"] = null,
+    web: WebUpgrade | null = null,
   ): Promise<Context | number> {
     const pipeline = settings.generated.get(route.path.backend) ?? this.#lookup(route.path.backend);
     if (pipeline === undefined) return 503;
@@ -675,6 +677,7 @@ export class HttpServer {
     }
     const ctx = new Context(req);
     ctx.upgrade = upgrade;
+    ctx.webUpgrade = web;
     try {
       const r = pipeline.handle(ctx);
       if (typeof r !== "string") await r;
@@ -701,13 +704,25 @@ export class HttpServer {
       `${ip}:${info.remoteAddr.port}`,
       "https",
     );
-    const declared = Number(request.headers.get("content-length") ?? 0);
+    const cl = request.headers.get("content-length");
+    const declared = cl === null ? -1 : Number(cl);
     const stream = request.body;
+    const web = headers.get("upgrade").toLowerCase() === "websocket" ? { request, response: null } : null;
     const { code, resp, ctx, route } = await this.#exchange(
       req,
       declared,
-      stream === null ? null : (limit) => readLimited(stream, limit),
+      stream === null
+        ? null
+        : (limit) => limit < 0 ? Promise.resolve(webBodyStream(stream, declared)) : readLimited(stream, limit),
+      web,
     );
+    if (web?.response) {
+      // a WebSocketProxy took the connection over (wss://)
+      ctx?.finish();
+      this.#record(route, 101, Date.now() - t0, 0, 0);
+      this.#accessLog?.write(req, url.pathname + url.search, 101, Date.now() - t0, 0, 0, ctx?.tags ?? undefined);
+      return web.response;
+    }
     const out = new Headers();
     if (resp !== undefined) {
       for (let i = 0; i < resp.headers.names.length; i++) {

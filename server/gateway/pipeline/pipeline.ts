@@ -5,7 +5,7 @@
  */
 import type { Context } from "../context.ts";
 import { DEFAULT_NS } from "../context.ts";
-import type { Filter, FilterSpec } from "../filters/filter.ts";
+import type { Filter, FilterSpec, StoreView } from "../filters/filter.ts";
 import { filterKind } from "../filters/registry.ts";
 import { ResiliencePolicies } from "./resilience.ts";
 
@@ -31,7 +31,7 @@ export class Pipeline {
   #data: Record<string, unknown> | null;
 
   /** Builds the pipeline; throws with a validation message on a bad spec. */
-  constructor(spec: Obj, log: (msg: string) => void) {
+  constructor(spec: Obj, log: (msg: string) => void, store: StoreView | null = null) {
     this.name = spec.name;
     this.spec = spec;
     if (!Array.isArray(spec.filters)) throw new Error("filters: required");
@@ -44,7 +44,7 @@ export class Pipeline {
         if (this.#filters.has(fs.name)) throw new Error(`filters: duplicated filter name ${fs.name}`);
         const kind = filterKind(fs.kind);
         if (!kind) throw new Error(`filters: kind ${fs.kind} not supported`);
-        this.#filters.set(fs.name, kind.create(fs, { resilience, pipeline: this.name, log }));
+        this.#filters.set(fs.name, kind.create(fs, { resilience, pipeline: this.name, log, store }));
         kinds.set(fs.name, kind.results);
       }
       const flow: Obj[] = Array.isArray(spec.flow) && spec.flow.length > 0

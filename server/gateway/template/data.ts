@@ -83,11 +83,15 @@ class UrlView implements GoStruct {
 export class RequestView extends Payload implements GoStruct {
   readonly goType = "*builder.request";
   #r: GwRequest;
-  constructor(r: GwRequest) {
+  #ns: string;
+  constructor(r: GwRequest, ns: string) {
     super();
     this.#r = r;
+    this.#ns = ns;
   }
+  /** a streamed body (read once, by Proxy) is Easegress's text instead */
   get payload(): Uint8Array {
+    if (this.#r.stream !== null) return new TextEncoder().encode(`the body of request "${this.#ns}" is a stream`);
     return this.#r.body;
   }
   get Method(): string {
@@ -182,7 +186,7 @@ export class ResponseView extends Payload implements GoStruct {
 /** The template data of a context (views are thin wrappers: building them per render is cheaper than lazy getters). */
 export function templateData(ctx: Context): Record<string, unknown> {
   const requests: Record<string, RequestView> = {};
-  for (const [ns, r] of ctx.requests()) requests[ns] = new RequestView(r);
+  for (const [ns, r] of ctx.requests()) requests[ns] = new RequestView(r, ns);
   const responses: Record<string, ResponseView> = {};
   for (const [ns, r] of ctx.responses()) responses[ns] = new ResponseView(r);
   return {

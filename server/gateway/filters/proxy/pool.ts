@@ -236,7 +236,8 @@ export class ServerPool {
       }
     }
     const started = breaker !== null ? performance.now() : 0;
-    const maxAttempts = this.#retry?.maxAttempts ?? 1;
+    // a streamed body can be sent once: no retry (as Easegress)
+    const maxAttempts = req.stream !== null ? 1 : this.#retry?.maxAttempts ?? 1;
     let result = "";
     const before = ctx.response;
     for (let attempt = 1;; attempt++) {
@@ -261,15 +262,18 @@ export class ServerPool {
       for (const n of connection.split(",")) skip.add(n.trim().toLowerCase());
     }
     const body = req.body;
+    const stream = req.stream;
     let head = req.method + " " + server.basePath + req.requestUri + " HTTP/1.1\r\nHost: " + host + "\r\n" +
       req.headers.serialize(skip);
-    if (body.length > 0 || req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
+    if (stream !== null) {
+      head += stream.length >= 0 ? "Content-Length: " + stream.length + "\r\n" : "Transfer-Encoding: chunked\r\n";
+    } else if (body.length > 0 || req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
       head += "Content-Length: " + body.length + "\r\n";
     }
     head += "\r\n";
     let resp: UpstreamResponse;
     try {
-      resp = await this.#origin(server).roundTrip(head, body, req.method, this.#maxBody, this.#timeoutMs);
+      resp = await this.#origin(server).roundTrip(head, body, req.method, this.#maxBody, this.#timeoutMs, stream);
     } catch (err) {
       if (ctx.clientGone) return this.#failStatus(ctx, "clientError", 499);
       const f = err instanceof UpstreamError ? err.failure : UpstreamFailure.Io;

@@ -4,7 +4,7 @@
  */
 import { gzipSync } from "node:zlib";
 import { Buffer } from "node:buffer";
-import type { Context } from "../../context.ts";
+import { type Context, GwRequest } from "../../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec } from "../filter.ts";
 import { DEFAULT_MAX_BODY, type ProxyTransport, ServerPool } from "./pool.ts";
 import type { Origin, UpstreamTls } from "./upstream.ts";
@@ -89,7 +89,8 @@ class Proxy implements Filter {
 
   /** The mirror gets a copy of the request in a context of its own; its response is dropped. */
   #mirrorRequest(ctx: Context, mirror: ServerPool): void {
-    const copy = new (ctx.constructor as typeof Context)(ctx.request);
+    const req = ctx.request;
+    const copy = new (ctx.constructor as typeof Context)(req.stream === null ? req : streamStandIn(req));
     mirror.handle(copy, this.#name).catch(() => {}).finally(() => copy.finish());
   }
 
@@ -127,3 +128,21 @@ export const proxyKind: FilterKind = {
   results: ["internalError", "clientError", "serverError", "failureCode", "timeout", "shortCircuited"],
   create: (spec, env) => new Proxy(spec, env),
 };
+
+const STREAM_TO_MIRROR = new TextEncoder().encode("cannot send a stream body to mirror");
+
+/** What the mirror gets for a request whose body is a stream (read once, by the main pool): Easegress's text. */
+function streamStandIn(req: GwRequest): GwRequest {
+  const r = new GwRequest(
+    req.method,
+    req.requestUri,
+    req.proto,
+    req.headers.clone(),
+    req.remoteIp,
+    req.remoteAddr,
+    req.scheme,
+  );
+  r.host = req.host;
+  r.body = STREAM_TO_MIRROR;
+  return r;
+}

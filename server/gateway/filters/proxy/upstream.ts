@@ -5,6 +5,7 @@
  * IDLE_CONN_TIMEOUT_MS are dropped. A request that fails on a reused connection before any response byte arrived
  * (the upstream closed it while idle) is sent once more on a new connection, as Go's transport does.
  */
+import type { BodyStream } from "../../context.ts";
 import {
   BodyKind,
   ChunkedDecoder,
@@ -145,7 +146,8 @@ export class Origin {
 
   /**
    * Sends one request (its serialized head and body) and reads the response, whose body may not exceed maxBody
-   * bytes (-1 = no limit). `timeoutMs` > 0 bounds the whole exchange.
+   * bytes (-1 = no limit). `timeoutMs` > 0 bounds the whole exchange. A `stream` is sent instead of `body`, as it is
+   * read (chunked when its length is unknown: the head says which), on a new connection (it cannot be sent twice).
    */
   async roundTrip(
     head: string,
@@ -153,8 +155,9 @@ export class Origin {
     method: string,
     maxBody: number,
     timeoutMs: number,
+    stream: BodyStream | null = null,
   ): Promise<UpstreamResponse> {
-    let c = this.#take();
+    let c = stream === null ? this.#take() : undefined;
     const reused = c !== undefined;
     if (c === undefined) c = await this.#dial();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -167,7 +170,8 @@ export class Origin {
       }, timeoutMs);
     }
     try {
-      return await this.#exchange(c, head, body, method, maxBody);
+      if (stream !== null) await sendStream(c.conn, head, stream);
+      return await this.#exchange(c, head, body, method, maxBody, stream !== null);
     } catch (err) {
       this.#drop(c);
       if (timedOut) throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
@@ -197,10 +201,12 @@ export class Origin {
     body: Uint8Array,
     method: string,
     maxBody: number,
+    sent = false,
   ): Promise<UpstreamResponse> {
     const conn = c.conn;
     const n = head.length + body.length;
-    if (n <= WRITE_BUFFER) {
+    if (sent) { /* the request went out already (a stream) */ }
+    else if (n <= WRITE_BUFFER) {
       encodeHeadInto(head, c.wbuf);
       if (body.length > 0) c.wbuf.set(body, head.length);
       await writeAll(conn, c.wbuf.subarray(0, n));
@@ -356,6 +362,24 @@ export class Origin {
     for (const c of this.#idle) this.#drop(c);
     this.#idle.length = 0;
   }
+}
+
+const CRLF = new Uint8Array([13, 10]);
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
+
+/** Writes the head, then the stream's bytes as they are read: as they are, or chunked when the length is unknown. */
+async function sendStream(conn: Deno.Conn, head: string, stream: BodyStream): Promise<void> {
+  await writeAll(conn, encodeHead(head));
+  const chunked = stream.length < 0;
+  while (true) {
+    const b = await stream.read();
+    if (b === null) break;
+    if (b.length === 0) continue;
+    if (chunked) await writeAll(conn, encodeHead(b.length.toString(16) + "\r\n"));
+    await writeAll(conn, b);
+    if (chunked) await writeAll(conn, CRLF);
+  }
+  if (chunked) await writeAll(conn, LAST_CHUNK);
 }
 
 /** The connection closed before the first response byte. */

@@ -1,0 +1,160 @@
+/**
+ * Request bodies as streams (`clientMaxBodySize: -1`): the HTTP/1.1 body of a client connection (Content-Length or
+ * chunked) read as the pipeline asks for it, and the body of a `Deno.serve` request (HTTP/2 or HTTP/1.1 over TLS).
+ * Nothing is held beyond one read: memory stays flat whatever the body's size.
+ */
+import type { BodyStream } from "../context.ts";
+import { BodyKind, ChunkedDecoder, concat, HttpParseError } from "../http1.ts";
+
+/** One read from the client socket takes at most this much (the relay buffer of a Content-Length body). */
+const STREAM_CHUNK = 64 * 1024;
+/**
+ * After the response, an unread rest of a streamed body up to this size is read and dropped so the connection can
+ * serve the next request (Go's server does the same with 256 KiB); a longer rest closes the connection.
+ */
+export const MAX_DRAIN_BYTES = 256 * 1024;
+
+/** The part of a client connection a body stream reads through (server.ts's ClientConn). */
+export interface StreamConn {
+  conn: Deno.Conn;
+  buf: Uint8Array;
+  start: number;
+  end: number;
+  /** the sweep closes the connection after this time while `reading` */
+  deadline: number;
+  reading: boolean;
+}
+
+/** Makes room at the end of a full connection buffer: its unread bytes move to the front, or it doubles. */
+export function makeRoom(c: { buf: Uint8Array; start: number; end: number }): void {
+  if (c.end !== c.buf.length) return;
+  if (c.start > 0) {
+    c.buf.copyWithin(0, c.start, c.end);
+    c.end -= c.start;
+    c.start = 0;
+  } else {
+    const nb = new Uint8Array(c.buf.length * 2);
+    nb.set(c.buf);
+    c.buf = nb;
+  }
+}
+
+/** A Content-Length or chunked HTTP/1.1 request body, read from the connection on demand. */
+export class Http1BodyStream implements BodyStream {
+  readonly length: number;
+  consumed = 0;
+  /** the whole body was read */
+  done = false;
+  #c: StreamConn;
+  #idleMs: number;
+  #chunk: Uint8Array | null = null;
+  #decoder: ChunkedDecoder | null;
+
+  /** `idleMs`: the longest wait for the client's next bytes (keepAliveTimeout). */
+  constructor(c: StreamConn, kind: BodyKind, length: number, idleMs: number) {
+    this.#c = c;
+    this.#idleMs = idleMs;
+    this.length = kind === BodyKind.Length ? length : -1;
+    this.#decoder = kind === BodyKind.Chunked ? new ChunkedDecoder() : null;
+    if (this.length === 0) this.done = true;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    if (this.done) return Promise.resolve(null);
+    return this.#decoder === null ? this.#readLength() : this.#readChunked(this.#decoder);
+  }
+
+  async #readLength(): Promise<Uint8Array | null> {
+    const c = this.#c;
+    const left = this.length - this.consumed;
+    let out: Uint8Array;
+    if (c.start < c.end) {
+      // bytes that came with the head (or after it) first
+      const take = Math.min(left, c.end - c.start);
+      out = c.buf.subarray(c.start, c.start + take);
+      c.start += take;
+    } else {
+      const chunk = this.#chunk ??= new Uint8Array(STREAM_CHUNK);
+      const n = await this.#wait(c.conn.read(chunk.subarray(0, Math.min(left, chunk.length))));
+      out = chunk.subarray(0, n);
+    }
+    this.consumed += out.length;
+    if (this.consumed === this.length) this.done = true;
+    return out;
+  }
+
+  async #readChunked(dec: ChunkedDecoder): Promise<Uint8Array | null> {
+    const c = this.#c;
+    while (true) {
+      try {
+        c.start = dec.decode(c.buf, c.start, c.end, -1);
+      } catch (err) {
+        throw err instanceof HttpParseError ? err : new HttpParseError(400, String(err));
+      }
+      if (dec.size > 0) {
+        const out = concat(dec.parts, dec.size);
+        dec.parts = [];
+        dec.size = 0;
+        this.consumed += out.length;
+        return out;
+      }
+      if (dec.done) {
+        this.done = true;
+        return null;
+      }
+      // only a partial size line can be left (the decoder takes every data byte)
+      if (c.start === c.end) c.start = c.end = 0;
+      else makeRoom(c);
+      c.end += await this.#wait(c.conn.read(c.buf.subarray(c.end)));
+    }
+  }
+
+  /** A read from the client under the idle deadline; the client closing mid-body is an error. */
+  async #wait(read: Promise<number | null>): Promise<number> {
+    const c = this.#c;
+    c.deadline = Date.now() + this.#idleMs;
+    c.reading = true;
+    let n: number | null;
+    try {
+      n = await read;
+    } finally {
+      c.reading = false;
+    }
+    if (n === null) throw new Error("unexpected EOF in the request body");
+    return n;
+  }
+
+  /** Reads and drops what the pipeline left unread, up to MAX_DRAIN_BYTES; false when the body did not end there. */
+  async drain(): Promise<boolean> {
+    const stop = this.consumed + MAX_DRAIN_BYTES;
+    try {
+      while (!this.done && this.consumed <= stop) await this.read();
+    } catch {
+      return false;
+    }
+    return this.done;
+  }
+}
+
+/**
+ * The body of a `Deno.serve` request as a BodyStream; a declared length the client does not keep to (fewer or more
+ * bytes) is an error at the end.
+ */
+export function webBodyStream(body: ReadableStream<Uint8Array>, length: number): BodyStream {
+  const reader = body.getReader();
+  const s = {
+    length,
+    consumed: 0,
+    async read(): Promise<Uint8Array | null> {
+      const r = await reader.read();
+      if (r.done) {
+        if (length >= 0 && s.consumed !== length) throw new Error("request body shorter than its Content-Length");
+        return null;
+      }
+      s.consumed += r.value.length;
+      if (length >= 0 && s.consumed > length) throw new Error("request body longer than its Content-Length");
+      return r.value;
+    },
+  };
+  return s;
+}
