@@ -157,6 +157,7 @@ export async function runServer(args: string[]): Promise<void> {
     log.info("server stopped");
     Deno.exit(0);
   };
+  cls.onRemoved = shutdown; // removed from the cluster (a primary): stop as on a signal
   Deno.addSignalListener("SIGTERM", shutdown);
   Deno.addSignalListener("SIGINT", shutdown);
 }
