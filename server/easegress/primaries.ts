@@ -82,7 +82,8 @@ export async function addPrimary(cls: Cluster, req: NewPrimary): Promise<AddedPr
     }
     throw err;
   }
-  const voters = members.filter((m) => !m.isLearner && m.name !== "" && m.peerURLs.length > 0);
+  const voters = members.filter((m) => !m.isLearner && m.name !== "" && m.peerURLs.length > 0)
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const initialCluster = [...voters.map((m) => `${m.name}=${m.peerURLs[0]}`), `${req.name}=${req.peerURLs[0]}`]
     .join(",");
   return {
@@ -178,6 +179,7 @@ export async function removePrimary(cls: Cluster, name: string): Promise<boolean
     if (refusal) throw new MembershipError(409, `cannot remove member ${name}: ${refusal}`);
     if ((await cls.client.status()).leader === target.id) {
       const to = voters.find((v) => v.id !== target.id && v.online)!;
+      await cls.client.syncEndpoints(); // the leader's client URL, should it have joined since the last sync
       await cls.client.moveLeader(to.id);
     }
   }
