@@ -101,6 +101,11 @@ memberTest(
       let flags: string[] = [];
       await t.step("egctl create member: added as a learner, with the flags to start it", async () => {
         const peer = `http://127.0.0.1:${ports[3].peer}`;
+        const badUrl = await egctl(["--server", api(1), "create", "member", "machine-9", "--peer-urls", "host:1"]);
+        assert.match(
+          badUrl.stderr,
+          /400: etcdserver: given member URLs are invalid: want http\(s\):\/\/host:port URLs/,
+        );
         const out = await egctlOk(["--server", api(0), "create", "member", names[3], "--peer-urls", peer]);
         const lines = out.split("\n");
         assert.equal(lines[0], `create Member ${names[3]} successfully`);
@@ -140,6 +145,8 @@ memberTest(
           "http://127.0.0.1:1",
         ]);
         assert.match(dup.stderr, /409: member machine-1 already exists/);
+        const noUrls = await egctl(["--server", api(1), "create", "member", "machine-9"]);
+        assert.equal(noUrls.stderr, "Error: --peer-urls is required: the new member's peer URLs\n");
         const bad = await egctl(["--server", api(1), "create", "member", "bad name", "--peer-urls", peer]);
         assert.match(bad.stderr, /400: invalid member name "bad name"/);
       });
