@@ -121,6 +121,8 @@ interface Flags {
   user: string;
   output: string;
   file: string;
+  /** `create member`: the new primary's peer URLs, comma-separated */
+  peerUrls: string;
   all: boolean;
   namespace: string;
   allNamespaces: boolean;
@@ -143,6 +145,7 @@ const VALUE_FLAGS: Record<string, keyof Flags> = {
   output: "output",
   file: "file",
   namespace: "namespace",
+  "peer-urls": "peerUrls",
 };
 const SHORTS: Record<string, string> = { o: "output", f: "file", v: "verbose", h: "help", u: "user" };
 
@@ -157,6 +160,7 @@ function parseFlags(args: string[]): { flags: Flags; positional: string[] } {
     user: "",
     output: "default",
     file: "",
+    peerUrls: "",
     all: false,
     namespace: "",
     allNamespaces: false,
@@ -453,6 +457,33 @@ class Egctl {
       return r;
     });
     this.print(printMapInterface(maps, ["name", "lastHeartbeatTime", "", "etcd", ""], [], this.flags.verbose));
+  }
+
+  /**
+   * `create member NAME --peer-urls URL[,URL]` (ours): adds a primary as a learner, which promotes itself once it
+   * has caught up; prints the flags to start it with.
+   */
+  async createMember(args: string[]): Promise<void> {
+    if (args.length !== 1) {
+      throw new Error("create member needs exactly one name: egctl create member NAME --peer-urls URL");
+    }
+    const name = args[0];
+    const peerURLs = this.flags.peerUrls.split(",").map((u) => u.trim()).filter((u) => u !== "");
+    if (peerURLs.length === 0) throw new Error("--peer-urls is required: the new member's peer URLs");
+    let body: string;
+    try {
+      body = await this.c.request("POST", "/apis/v2/members", JSON.stringify({ name, peerURLs }));
+    } catch (err) {
+      throw errorMsg("create", err, "Member", name);
+    }
+    if (!this.defaultFormat) return this.printBody(body);
+    const added = JSON.parse(body) as { id: string; flags: string[] };
+    this.print(
+      successMsg("create", "Member", name) + "\n" +
+        `Added as a learner (ID ${added.id}); it becomes a voting member once it has caught up.\n` +
+        "Start it with its own --api-addr, --listen-client-urls, --advertise-client-urls, --listen-peer-urls and:\n" +
+        `  ${added.flags.join(" ")}\n`,
+    );
   }
 
   async deleteMember(names: string[]): Promise<void> {
@@ -883,6 +914,10 @@ export async function egctl(args: string[], io: EgctlIO = denoIO()): Promise<num
               print: (s) => io.stdout(s),
             });
           }
+          break;
+        }
+        if (rest[0] !== undefined && inResource(rest[0], MEMBER)) {
+          await e.createMember(rest.slice(1));
           break;
         }
         // falls through

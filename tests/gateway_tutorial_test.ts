@@ -1,7 +1,7 @@
 /**
- * The tutorial on four machines: three Easegress primaries and one secondary, each in its own network namespace with
- * its own address (as on four hosts), connected by a bridge in a fifth namespace where the test's backends, egctl,
- * curl and load generator run (tests/fixtures/gateway_tutorial_agent.ts via `ip netns exec`).
+ * The tutorial on four machines (and a fifth one for (e)): three Easegress primaries and one secondary, each in its
+ * own network namespace with its own address (as on four hosts), connected by a bridge in another namespace where the
+ * test's backends, egctl, curl and load generator run (tests/fixtures/gateway_tutorial_agent.ts via `ip netns exec`).
  *
  *   (a) The reference's hello world (§5.2) applied with `egctl apply -f`, and the quick start's `egctl create
  *       httpproxy`: every member, primary or secondary, serves both on the same ports of its own address; curl shows
@@ -16,6 +16,9 @@
  *       `etcdctl watch`), never the old one again after that.
  *   (d) The old leader restarted on its data (serving its running_objects.json, then the store's newer spec), and
  *       the same as (c) on all four members.
+ *   (e) A fifth machine added online as a primary (`egctl create member`, started with the flags it prints: a
+ *       learner that promotes itself) and then removed (`egctl delete member`; it stops by itself), while `etcdctl
+ *       put` writes go on: writes acknowledged after each change, every acknowledged one on the three primaries.
  *
  * Needs root, `ip netns`, veth and bridges; otherwise the test is ignored (the reason is printed). Addresses:
  * 10.214.0.0/24, only inside the namespaces this test creates; they, every process started in them and the members'
@@ -173,6 +176,37 @@ async function etcdctl(netns: string, endpoints: string, args: string[]): Promis
   return dec.decode(out.stdout);
 }
 
+/**
+ * `etcdctl put` of `<PREFIX><seq>` one after another from inside `netns` until stopped: the keys whose put was
+ * acknowledged (exit 0), and how many failed.
+ */
+class NetnsWriter {
+  static readonly PREFIX = "/tutorial/writes/";
+  readonly acked: string[] = [];
+  failed = 0;
+  #stopped = false;
+  #loop: Promise<void>;
+
+  constructor(netns: string, endpoints: string) {
+    this.#loop = (async () => {
+      for (let seq = 0; !this.#stopped; seq++) {
+        const key = `${NetnsWriter.PREFIX}${seq}`;
+        try {
+          await etcdctl(netns, endpoints, ["put", key, String(seq)]);
+          this.acked.push(key);
+        } catch {
+          this.failed++;
+        }
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+  }
+}
+
 /** What `etcdctl endpoint status` says of one endpoint. */
 interface EndpointStatus {
   endpoint: string;
@@ -258,14 +292,13 @@ function assertNoFailure(r: LoadResult, name: string, concurrency: number): void
 }
 
 Deno.test({
-  name: `gateway tutorial on four machines: curl through every member, leader SIGKILL and a spec update under load${
-    reason ? ` (ignored: ${reason})` : ""
-  }`,
+  name: `gateway tutorial on four machines: curl through every member, leader SIGKILL and a spec update under load, ` +
+    `a fifth primary added and removed online${reason ? ` (ignored: ${reason})` : ""}`,
   ignore: reason !== null,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
-    const topo = await NetnsTopology.create(4, SUBNET);
+    const topo = await NetnsTopology.create(5, SUBNET);
     const base = await Deno.makeTempDir({ prefix: "eg-tutorial-" });
     const procs: Proc[] = [];
     try {
@@ -345,7 +378,7 @@ Deno.test({
       };
       await waitFor("four members and a leader", async () => {
         const out = await egctl(["--server", `${ips[3]}:2381`, "get", "member"], undefined, undefined, undefined, ns);
-        return names.every((n) => out.stdout.includes(`${n}\t`)) && /\tLeader\t/.test(out.stdout);
+        return names.slice(0, 4).every((n) => out.stdout.includes(`${n}\t`)) && /\tLeader\t/.test(out.stdout);
       }, 30000);
 
       /** `curl` from the client namespace: [status, body]. */
@@ -528,6 +561,80 @@ Deno.test({
           20000,
         );
         await updateUnderLoad(3, [0, 1, 2, 3], killed);
+      });
+
+      await t.step("(e) a fifth member added online as a primary, then removed, while etcdctl writes", async () => {
+        const writer = new NetnsWriter(ns, [0, 1, 2].map(clientUrl).join(","));
+        const phases: [string, number][] = [];
+        const phase = async (what: string, fn: () => Promise<void>) => {
+          await fn();
+          const acked = writer.acked.length;
+          await waitFor(`a write acknowledged after: ${what}`, () => writer.acked.length > acked, 20000);
+          phases.push([what, writer.acked.length]);
+        };
+        try {
+          let flags: string[] = [];
+          await phase("egctl create member", async () => {
+            const out = await eg(2, ["create", "member", names[4], "--peer-urls", `http://${ips[4]}:2380`]);
+            assert.match(out, new RegExp(`^create Member ${names[4]} successfully\nAdded as a learner`), out);
+            flags = out.split("\n")[3].trim().split(" ");
+          });
+          await phase(`${names[4]} started, caught up and promoted`, async () => {
+            members[4] = await start(4, [
+              "--api-addr",
+              `${ips[4]}:2381`,
+              "--listen-client-urls",
+              clientUrl(4),
+              "--advertise-client-urls",
+              clientUrl(4),
+              "--listen-peer-urls",
+              `http://${ips[4]}:2380`,
+              ...flags,
+            ]);
+            await waitFor(`${names[4]} a Follower`, async () => {
+              const out = await egctl(
+                ["--server", `${ips[3]}:2381`, "get", "member", names[4]],
+                undefined,
+                undefined,
+                undefined,
+                ns,
+              );
+              return out.stdout.split("\n")[1]?.split("\t").map((c) => c.trim()).includes("Follower") ?? false;
+            }, 60000);
+            // a full member: it serves the gateway's objects too
+            await waitFor(`${names[4]} serving`, async () => {
+              const [status, body] = await curl(hello(4));
+              return status === 200 && body.endsWith("x-tutorial=v3");
+            }, 15000);
+          });
+          await phase("egctl delete member", async () => {
+            assert.equal(await eg(1, ["delete", "member", names[4]]), `purge Member ${names[4]} successfully\n`);
+            assert.equal((await members[4].status).code, 0, "the removed member stops by itself, cleanly");
+            await waitFor(`${names[4]} gone from egctl get member`, async () => {
+              const out = await egctl(
+                ["--server", `${ips[0]}:2381`, "get", "member"],
+                undefined,
+                undefined,
+                undefined,
+                ns,
+              );
+              return out.code === 0 && !out.stdout.includes(`${names[4]}\t`);
+            }, 20000);
+          });
+        } finally {
+          await writer.stop();
+        }
+        console.log(
+          `    etcdctl put: ${writer.acked.length} acknowledged, ${writer.failed} failed; acknowledged by the end of ` +
+            phases.map(([what, n]) => `${what}: ${n}`).join(", "),
+        );
+        for (const i of [0, 1, 2]) {
+          await waitFor(`${names[i]} holding every acknowledged write`, async () => {
+            const out = await etcdctl(ns, clientUrl(i), ["get", "--prefix", NetnsWriter.PREFIX, "--consistency=s"]);
+            const have = new Set(out.split("\n"));
+            return writer.acked.every((k) => have.has(k));
+          }, 20000);
+        }
       });
     } finally {
       for (const p of procs.reverse()) await p.kill();

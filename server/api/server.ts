@@ -30,6 +30,8 @@ import {
 import { DEFAULT_SPEC_VERSION, defaultSpecOf } from "../easegress/objects.ts";
 import { toGoYaml } from "../easegress/goyaml.ts";
 import { memberState, readLiveMembership } from "../easegress/liveness.ts";
+import { addPrimary, findPrimary, MembershipError, parseNewPrimary } from "../easegress/primaries.ts";
+import { parse as parseYaml } from "yaml";
 import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.ts";
 import { rfc3339 } from "../easegress/gotime.ts";
 import { goDuration } from "../util/progress.ts";
@@ -99,7 +101,7 @@ async function cluster<T>(p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {
-    if (err instanceof APIError) throw err;
+    if (err instanceof APIError || err instanceof MembershipError) throw err;
     throw new ClusterError((err as Error).message);
   }
 }
@@ -278,14 +280,34 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
         const name = c.params.member;
         await locked(async () => {
           const lease = await cluster(cls.get(layout.lease(name)));
-          if (lease === undefined) throw new APIError(404, "not found");
+          if (lease === undefined && !findPrimary(await cluster(cls.client.memberList()), name)) {
+            throw new APIError(404, "not found");
+          }
           try {
             await cls.purgeMember(name);
           } catch (err) {
+            if (err instanceof MembershipError) throw err;
             throw new ClusterError(`purge member ${name} failed: ${(err as Error).message}`);
           }
         });
         c.res.end();
+      },
+    },
+    {
+      // ours: a primary added online, as a learner that promotes itself once caught up (see primaries.ts)
+      path: "/members",
+      method: "POST",
+      handler: async (c) => {
+        let body: unknown;
+        try {
+          body = parseYaml(await c.body());
+        } catch (err) {
+          throw new APIError(400, `bad member request: ${(err as Error).message}`);
+        }
+        const req = parseNewPrimary(body);
+        const added = await locked(() => addPrimary(cls, req));
+        c.res.statusCode = 201;
+        writeBody(c, added);
       },
     },
     { path: "/object-kinds", method: "GET", handler: (c) => writeBody(c, objectKinds()) },
@@ -545,7 +567,7 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
         // the rest of the body is not read: the connection closes after the answer
         closeAfter(req, res);
         apiError(res, err.status, err.message);
-      } else if (err instanceof APIError) apiError(res, err.status, err.message);
+      } else if (err instanceof APIError || err instanceof MembershipError) apiError(res, err.status, err.message);
       else if (err instanceof ClusterError) {
         log.error(`recover from ${url.pathname}, err: ${err.message}`);
         apiError(res, 503, err.message);

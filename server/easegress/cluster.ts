@@ -18,11 +18,14 @@ import { parseGoDuration, rfc3339 } from "./gotime.ts";
 import { HEARTBEAT_INTERVAL_MS } from "./liveness.ts";
 import type { EgLogger } from "./log.ts";
 import { pathExists } from "../util/files.ts";
+import { promoteWhenCaughtUp, removePrimary } from "./primaries.ts";
 
 /** clientv3.MaxLeaseTTL, the member lease's TTL: in effect it never expires. */
 export const LEASE_TTL = 9_000_000_000;
 const MIN_TTL = 5;
 const AUTO_SYNC_INTERVAL_MS = 60_000;
+/** How long a removed primary tries to revoke its own lease before it stops anyway (the remover revokes it too). */
+const REMOVED_REVOKE_TIMEOUT_MS = 3000;
 
 /** Key layout (`pkg/cluster/layout.go`). */
 export const layout = {
@@ -140,6 +143,15 @@ export class Cluster {
       }
     }
     log.info("cluster is ready");
+    const server = c.#server;
+    if (server) {
+      server.node.onRemoved = () => c.#removed();
+      void promoteWhenCaughtUp({
+        isLearner: () => server.node.members.get(server.memberId)?.isLearner ?? false,
+        promote: () => c.client.memberPromote(server.memberId),
+        stopped: () => c.#closed,
+      }, log);
+    }
     // beat at once, so that a member that has just (re)started is not shown offline for a heartbeat period
     c.syncStatus().catch((err) => log.error(`sync status failed: ${(err as Error).message}`));
     c.#every(
@@ -277,6 +289,7 @@ export class Cluster {
         await this.client.leaseKeepAliveOnce(id);
       } catch (err) {
         this.#log.error(`keep alive for lease ${id ? hexId(id) : "0"} failed: ${(err as Error).message}`);
+        if (this.#closed) return; // stopping (or removed): no new lease
         try {
           await this.#grantNewLease();
         } catch (e) {
@@ -378,14 +391,18 @@ export class Cluster {
     await this.client.deletePrefix(prefix);
   }
 
-  /** PurgeMember: remove the etcd member of that name (if any) and revoke the member's lease. */
+  /**
+   * PurgeMember: remove the primary of that name (if any) from the Raft membership, refusing when that could lose
+   * the quorum (see primaries.ts), and revoke the member's lease, which deletes its status.
+   */
   async purgeMember(name: string): Promise<void> {
-    const members = await this.client.memberList();
-    const m = members.find((x) => x.name === name);
-    if (m) await this.client.memberRemove(m.id);
+    const wasPrimary = await removePrimary(this, name);
     const leaseKey = layout.lease(name);
     const leaseStr = await this.get(leaseKey);
-    if (leaseStr === undefined) throw new Error(`${leaseKey} not found`);
+    if (leaseStr === undefined) {
+      if (wasPrimary) return; // a member added but never started has no lease
+      throw new Error(`${leaseKey} not found`);
+    }
     if (!/^[0-9a-fA-F]+$/.test(leaseStr)) throw new Error(`strconv.ParseInt: parsing ${JSON.stringify(leaseStr)}`);
     await this.client.leaseRevoke(BigInt("0x" + leaseStr).toString());
   }
@@ -420,6 +437,28 @@ export class Cluster {
     }
   }
   #localLock: Promise<void> = Promise.resolve();
+
+  /** Called once this primary has been removed from the cluster and gave up its lease: the member shuts down. */
+  onRemoved: () => void = () => Deno.exit(0);
+
+  /** This primary left the membership: stop beating, revoke its lease (its status goes with it), then shut down. */
+  async #removed(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#log.warn("this member has been removed from the cluster; shutting down");
+    await this.#leaseBusy;
+    const lease = this.#lease;
+    if (lease) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.client.leaseRevoke(lease).catch(() => {}),
+        new Promise((r) => (timer = setTimeout(r, REMOVED_REVOKE_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
+    }
+    this.onRemoved();
+  }
 
   /** Stops heartbeats and the lease keep-alive, closes the client and the embedded server. */
   async close(): Promise<void> {

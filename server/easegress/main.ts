@@ -172,16 +172,17 @@ export async function runServer(args: string[]): Promise<void> {
   }
 
   let stopping = false;
-  const shutdown = async () => {
+  const shutdown = async (why = "received signal") => {
     if (stopping) return;
     stopping = true;
-    log.info("received signal, shutting down");
+    log.info(`${why}, shutting down`);
     await api.close().catch(() => {});
     await gateway.close().catch(() => {});
     await cls.close().catch(() => {});
     log.info("server stopped");
     Deno.exit(0);
   };
-  Deno.addSignalListener("SIGTERM", shutdown);
-  Deno.addSignalListener("SIGINT", shutdown);
+  cls.onRemoved = () => shutdown("removed from the cluster"); // a primary: stop as on a signal
+  Deno.addSignalListener("SIGTERM", () => shutdown());
+  Deno.addSignalListener("SIGINT", () => shutdown());
 }

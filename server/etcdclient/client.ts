@@ -114,6 +114,9 @@ interface Stubs {
 
 const RETRYABLE = new Set([grpc.status.UNAVAILABLE]);
 
+/** What a member that is not the leader answers a request only the leader serves (MemberPromote, MoveLeader). */
+const NOT_LEADER = "etcdserver: not leader";
+
 /** Cancel reasons of a watch that a fresh token cures. */
 const WATCH_TOKEN_REFUSED = /invalid auth token|user name is empty|revision of auth store is old/;
 
@@ -232,7 +235,17 @@ export class EtcdClient {
    * Runs a unary call on the current endpoint, failing over to the next ones while the timeout allows; a call
    * refused for its token is retried once with a new one.
    */
-  async #unary<T>(service: keyof Omit<Stubs, "target">, method: string, req: unknown, reauth = true): Promise<T> {
+  /**
+   * One request, tried on the next endpoint when one is unavailable (or silent); with `leaderOnly`, also when the
+   * member answers that it is not the leader.
+   */
+  async #unary<T>(
+    service: keyof Omit<Stubs, "target">,
+    method: string,
+    req: unknown,
+    reauth = true,
+    leaderOnly = false,
+  ): Promise<T> {
     if (this.#closed) throw new EtcdClientError(grpc.status.CANCELLED, "etcdclient: client is closed");
     const deadline = Date.now() + this.#opts.requestTimeoutMs;
     let lastErr: EtcdClientError | undefined;
@@ -262,7 +275,7 @@ export class EtcdClient {
           await this.#authenticate();
           continue;
         }
-        const retry = RETRYABLE.has(e.code) ||
+        const retry = RETRYABLE.has(e.code) || (leaderOnly && e.message === NOT_LEADER) ||
           (e.code === grpc.status.DEADLINE_EXCEEDED && Date.now() < deadline && this.#endpoints.length > 1);
         if (!retry) throw e;
         this.#current = (this.#current + 1) % this.#endpoints.length;
@@ -400,6 +413,23 @@ export class EtcdClient {
   /** Removes a member from the cluster (Raft). */
   async memberRemove(id: string): Promise<void> {
     await this.#unary("cluster", "MemberRemove", { ID: id });
+  }
+
+  /** Adds a member (a learner when `isLearner`) with these peer URLs; resolves with it as the cluster lists it. */
+  async memberAdd(peerURLs: string[], isLearner: boolean): Promise<Member> {
+    const r: Any = await this.#unary("cluster", "MemberAdd", { peerURLs, isLearner });
+    const m = r.member;
+    return { id: String(m.ID), name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs, isLearner: m.isLearner };
+  }
+
+  /** Makes a learner a voting member; asked of the leader (the endpoints are tried until one leads). */
+  async memberPromote(id: string): Promise<void> {
+    await this.#unary("cluster", "MemberPromote", { ID: id }, true, true);
+  }
+
+  /** Hands leadership to voter `id`; asked of the leader, resolves once `id` leads. */
+  async moveLeader(id: string): Promise<void> {
+    await this.#unary("maintenance", "MoveLeader", { targetID: id }, true, true);
   }
 
   /** Maintenance.Status of the endpoint in use. */

@@ -334,6 +334,13 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
           "etcdserver: can only promote a learner member which is in sync with leader",
         );
       }
+      if (ctx.strictReconfigCheck) {
+        // the voters after the promotion must still make a quorum of started members this leader is connected to
+        const voters = [...members().filter((x) => !x.isLearner), m];
+        const quorum = Math.floor(voters.length / 2) + 1;
+        if (voters.filter(started).length < quorum) throw Errors.notEnoughStartedMembers();
+        if (node.connectedFor(voters.map((x) => x.ID), HEALTH_INTERVAL_MS) < quorum) throw Errors.unhealthyCluster();
+      }
       await node.proposeConfChange(
         Node.confChange(ConfChangeType.AddNode, id, { ID: id, peerURLs: m.peerURLs, isLearner: false }),
       );
