@@ -18,10 +18,10 @@
  * per request (user+system of the proxy's processes over the run), the ratios of ours to the others round by round
  * (median and range), each round's load average and busy share of both CPUs (CPU 1 near 100 % means wrk or the
  * backend limited the row), and the memory per idle keep-alive connection (RSS growth with 1000 idle connections
- * open, each after one request).
+ * open, each after one request, measured before the load).
  *
  * Flags: --rounds N (default 5), --gateway-seconds N (default 3; env BENCH_SECONDS), --only ours,nginx,haproxy,caddy,
- * --conns 64,256, --no-pin, --ours-v8 FLAGS (repeatable: adds a contender "ours:<FLAGS>" running our member with
+ * --conns 64,256, --no-pin, --ours-v8 FLAGS (repeatable: adds a contender "ours#N" running our member with
  * --v8-flags=FLAGS instead of deno.json's, to compare V8 settings in the same rounds).
  */
 import { freePorts } from "../../tests/lib/ports.ts";
@@ -364,9 +364,9 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
   const startFlags = startV8Flags();
   const sides = [
     oursSide("ours", startFlags),
-    ...oursV8.map((f) => oursSide(`ours:${f}`, f)),
+    ...oursV8.map((f, i) => oursSide(`ours#${i + 1}`, f)),
     ...otherSides,
-  ].filter((s) => only === null || only.includes(s.name) || (s.name.startsWith("ours:") && only.includes("ours")));
+  ].filter((s) => only === null || only.includes(s.name) || (s.name.startsWith("ours#") && only.includes("ours")));
   // one core for the proxy under test, the other for wrk and the backend
   const proxyCpu = pin ? "0" : null;
   const loadCpu = pin ? "1" : null;
@@ -387,6 +387,8 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
     }
     for (const r of running) {
       await waitHttp(r.url);
+      // before any load: a heap that grew and shrinks under the rounds would hide the connections' cost
+      idle.set(r.side.name, await idleConnCost(r.proc.pid, r.port));
       await wrk(r.url, 64, 2, loadCpu); // warm-up (JIT, upstream connections)
     }
     for (let round = 1; round <= rounds; round++) {
@@ -417,13 +419,13 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
         }
       }
     }
-    for (const r of running) idle.set(r.side.name, await idleConnCost(r.proc.pid, r.port));
   } finally {
     for (const r of running) await stop(r.proc);
     await stop(backend);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   printGatewayReport(rows, idle, {
+    variants: oursV8,
     seconds,
     rounds,
     pinned: pin,
@@ -436,7 +438,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
 function printGatewayReport(
   rows: Row[],
   idle: Map<string, number>,
-  o: { seconds: number; rounds: number; pinned: boolean; startFlags: string; load: string },
+  o: { variants: string[]; seconds: number; rounds: number; pinned: boolean; startFlags: string; load: string },
 ): void {
   const names = [...new Set(rows.map((r) => r.side))];
   const connsList = [...new Set(rows.map((r) => r.conns))];
@@ -449,6 +451,7 @@ function printGatewayReport(
     o.pinned ? "each proxy pinned to CPU 0, wrk and the backend to CPU 1" : "not pinned (--no-pin)",
   );
   console.log(`ours: a member process (deno task start's flags: --v8-flags=${o.startFlags})`);
+  o.variants.forEach((f, i) => console.log(`ours#${i + 1}: the same with --v8-flags=${f}`));
   console.log("medians over the rounds (min–max):");
   console.log(
     `${"proxy".padEnd(10)}${pad("conns", 6)}${pad("req/s", 22)}${pad("p50 ms", 20)}${pad("p99 ms", 22)}${
@@ -467,7 +470,7 @@ function printGatewayReport(
       );
     }
   }
-  const ours = names.filter((n) => n === "ours" || n.startsWith("ours:"));
+  const ours = names.filter((n) => n === "ours" || n.startsWith("ours#"));
   const others = names.filter((n) => !ours.includes(n));
   console.log("ratios round by round (req/s of ours / req/s of the other; p99 of ours / p99 of the other):");
   for (const me of ours) {
