@@ -18,7 +18,7 @@
  * per request (user+system of the proxy's processes over the run), the ratios of ours to the others round by round
  * (median and range), each round's load average and busy share of both CPUs (CPU 1 near 100 % means wrk or the
  * backend limited the row), and the memory per idle keep-alive connection (RSS growth with 1000 idle connections
- * open, each after one request, measured before the load).
+ * open, each after one request, measured after the warm-up and before the rounds).
  *
  * Flags: --rounds N (default 5), --gateway-seconds N (default 3; env BENCH_SECONDS), --only ours,nginx,haproxy,caddy,
  * --conns 64,256, --no-pin, --ours-v8 FLAGS (repeatable: adds a contender "ours#N" running our member with
@@ -387,9 +387,10 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
     }
     for (const r of running) {
       await waitHttp(r.url);
-      // before any load: a heap that grew and shrinks under the rounds would hide the connections' cost
-      idle.set(r.side.name, await idleConnCost(r.proc.pid, r.port));
       await wrk(r.url, 64, 2, loadCpu); // warm-up (JIT, upstream connections)
+      // after the warm-up (the JIT's code is not the connections' cost) and before the rounds (a heap that grew under
+      // them shrinks while the connections open, which hid their cost)
+      idle.set(r.side.name, await idleConnCost(r.proc.pid, r.port));
     }
     for (let round = 1; round <= rounds; round++) {
       for (const conns of connsList) {
