@@ -5,7 +5,7 @@
  *   deno run -A scripts/bench.ts [--only etcd|ours] [--rows put1,put16,...] [--rounds N] [--json out.json]
  *                                [--members 1]
  *   deno run -A scripts/bench.ts --failover   (the failover row alone: --members 3 --rows failover, 7 kills)
- *   deno run -A scripts/bench.ts --gateway [--only ours,nginx,haproxy,caddy] [--conns 64,256]
+ *   deno run -A scripts/bench.ts --gateway [--rounds 5] [--only ours,nginx,haproxy,caddy] [--conns 64,256]
  *                                          (the traffic gateway against other proxies: scripts/bench/gateway.ts)
  *
  * --rows picks rows by id (always run in the table's order): put1 put16 put256 range16 rangeser16 txn16 keepalive16

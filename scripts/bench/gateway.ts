@@ -1,29 +1,37 @@
 /**
  * `deno task bench -- --gateway`: the same backend (nginx, one worker, a 19-byte body) behind four reverse proxies,
- * one after the other, loaded by wrk (1 thread) at 64 and 256 connections:
+ * loaded by wrk (1 thread) at 64 and 256 connections:
  *
- *   ours     a member process (`mod.ts server`) running HTTPServer + Pipeline + Proxy created through its admin API
+ *   ours     a member process started as `deno task start` starts it (its V8 flags are read from deno.json) running
+ *            HTTPServer + Pipeline + Proxy created through its admin API
  *   nginx    one worker, upstream keep-alive 256
  *   haproxy  one thread, http-reuse always
  *   caddy    reverse_proxy (Go, the class of Easegress)
  *
- * Prints req/s, p50/p99 latency, proxy CPU per request (user+system of the proxy's processes over the run) and the
- * ratios of ours to the others, the memory per idle keep-alive connection (RSS growth with 1000 idle connections open,
- * each after one request), and the load average before and after (the machine is shared: compare ratios).
+ * The machine is shared and noisy, so all contenders run at once (idle when not measured) and are measured in
+ * several short interleaved rounds (ours nginx haproxy caddy, ours nginx ...; each round at every connection count).
+ * Each proxy is pinned to CPU 0 and wrk and the backend to CPU 1 (taskset), so that every proxy gets the same one-core
+ * budget (nginx: one worker, haproxy: one thread, Caddy: GOMAXPROCS follows the affinity, ours: one JS thread plus
+ * V8's helpers) and the load generator never competes with the proxy.
  *
- * Flags: --gateway-seconds N (default 8; env BENCH_SECONDS), --only ours,nginx,haproxy,caddy, --conns 64,256.
- * Env: BENCH_GW_V8 the V8 flags of our member.
+ * Prints, per proxy and connection count, the median and range over the rounds of req/s, p50/p99 latency and proxy CPU
+ * per request (user+system of the proxy's processes over the run), the ratios of ours to the others round by round
+ * (median and range), each round's load average and busy share of both CPUs (CPU 1 near 100 % means wrk or the
+ * backend limited the row), and the memory per idle keep-alive connection (RSS growth with 1000 idle connections
+ * open, each after one request, measured after the warm-up and before the rounds).
+ *
+ * Flags: --rounds N (default 5), --gateway-seconds N (default 3; env BENCH_SECONDS), --only ours,nginx,haproxy,caddy,
+ * --conns 64,256, --no-pin, --ours-v8 FLAGS (repeatable: adds a contender "ours#N" running our member with
+ * --v8-flags=FLAGS instead of deno.json's, to compare V8 settings in the same rounds).
  */
 import { freePorts } from "../../tests/lib/ports.ts";
 
 const repo = new URL("../../", import.meta.url).pathname;
-/**
- * V8 flags of our member: those of `deno task start` with a 32 MiB semi-space instead of 2 (BENCH_GW_V8 overrides).
- * A proxy makes many short-lived objects per request; with 2 MiB young-generation scavenges ran so often that CPU per
- * request was 68-70 µs against 46-58 µs with 32 MiB (alternating 5 s runs, 64 connections, load average 8-9).
- */
-const OURS_V8_FLAGS = Deno.env.get("BENCH_GW_V8") ??
-  "--v8-flags=--max-semi-space-size=32,--heap-growing-percent=100,--invocation-count-for-turbofan=600";
+/** The V8 flags of `deno task start` (deno.json), which our member runs with here as well. */
+function startV8Flags(): string {
+  const tasks = JSON.parse(Deno.readTextFileSync(`${repo}deno.json`)).tasks as Record<string, string>;
+  return /--v8-flags=(\S+)/.exec(tasks.start)?.[1] ?? "";
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Proc {
@@ -33,8 +41,10 @@ interface Proc {
 
 const children: Proc[] = [];
 
-function spawn(cmd: string, args: string[], cwd?: string, env?: Record<string, string>): Proc {
-  const child = new Deno.Command(cmd, { args, cwd, env, stdin: "null", stdout: "null", stderr: "piped" }).spawn();
+/** Starts a process, pinned to `cpu` when given (taskset execs it: the pid is the command's). */
+function spawn(cmd: string, args: string[], cpu: string | null, cwd?: string, env?: Record<string, string>): Proc {
+  if (cpu !== null) [cmd, args] = ["taskset", ["-c", cpu, cmd, ...args]];
+  const child = new Deno.Command(cmd, { args, cwd, env, stdin: "null", stdout: "null", stderr: "null" }).spawn();
   const p = { child, pid: child.pid };
   children.push(p);
   return p;
@@ -47,7 +57,6 @@ async function stop(p: Proc): Promise<void> {
     } catch { /* gone */ }
   }
   await p.child.status.catch(() => {});
-  await p.child.stderr.cancel().catch(() => {});
 }
 
 /** pid's descendants (from /proc). */
@@ -127,9 +136,10 @@ function parseMs(s: string): number {
   return m[2] === "us" ? v / 1000 : m[2] === "ms" ? v : m[2] === "s" ? v * 1000 : v * 60000;
 }
 
-async function wrk(url: string, conns: number, seconds: number): Promise<WrkResult> {
-  const out = await new Deno.Command("wrk", {
-    args: ["-t1", `-c${conns}`, `-d${seconds}s`, "--latency", url],
+async function wrk(url: string, conns: number, seconds: number, cpu: string | null): Promise<WrkResult> {
+  const args = ["-t1", `-c${conns}`, `-d${seconds}s`, "--latency", url];
+  const out = await new Deno.Command(cpu === null ? "wrk" : "taskset", {
+    args: cpu === null ? args : ["-c", cpu, "wrk", ...args],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -138,8 +148,8 @@ async function wrk(url: string, conns: number, seconds: number): Promise<WrkResu
   const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
   return {
     rps: num(/Requests\/sec:\s+([\d.]+)/),
-    p50: parseMs(/50%\s+(\S+)/.exec(text)?.[1] ?? ""),
-    p99: parseMs(/99%\s+(\S+)/.exec(text)?.[1] ?? ""),
+    p50: parseMs(/^\s*50%\s+(\S+)/m.exec(text)?.[1] ?? ""), // not the "75.50%" of a stdev column
+    p99: parseMs(/^\s*99%\s+(\S+)/m.exec(text)?.[1] ?? ""),
     requests: num(/(\d+) requests in/),
     errors: (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + num(/Non-2xx or 3xx responses: (\d+)/) || 0,
   };
@@ -172,7 +182,7 @@ async function idleConnCost(pid: number, port: number, n = 1000): Promise<number
 
 interface Side {
   name: string;
-  start(backendPort: number, port: number, dir: string): Promise<Proc>;
+  start(backendPort: number, port: number, dir: string, cpu: string | null): Promise<Proc>;
 }
 
 const nginxBackendConf = (port: number, dir: string) =>
@@ -188,33 +198,39 @@ http {
 }
 `;
 
-const sides: Side[] = [
-  {
-    name: "ours",
-    async start(backendPort, port, dir) {
+/** Our member with these V8 flags. */
+function oursSide(name: string, v8Flags: string): Side {
+  return {
+    name,
+    async start(backendPort, port, dir, cpu) {
       const [client, peer, api] = await freePorts(3);
-      const home = `${dir}/ours`;
+      const home = `${dir}/${name.replace(/[^\w]/g, "_")}`;
       await Deno.mkdir(home, { recursive: true });
-      const p = spawn(Deno.execPath(), [
-        "run",
-        "-A",
-        "--no-check",
-        OURS_V8_FLAGS,
-        `${repo}mod.ts`,
-        "server",
-        "--name",
-        "bench",
-        "--api-addr",
-        `127.0.0.1:${api}`,
-        "--listen-client-urls",
-        `http://127.0.0.1:${client}`,
-        "--advertise-client-urls",
-        `http://127.0.0.1:${client}`,
-        "--listen-peer-urls",
-        `http://127.0.0.1:${peer}`,
-        "--initial-advertise-peer-urls",
-        `http://127.0.0.1:${peer}`,
-      ], home);
+      const p = spawn(
+        Deno.execPath(),
+        [
+          "run",
+          "-A",
+          "--no-check",
+          ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
+          `${repo}mod.ts`,
+          "server",
+          "--name",
+          "bench",
+          "--api-addr",
+          `127.0.0.1:${api}`,
+          "--listen-client-urls",
+          `http://127.0.0.1:${client}`,
+          "--advertise-client-urls",
+          `http://127.0.0.1:${client}`,
+          "--listen-peer-urls",
+          `http://127.0.0.1:${peer}`,
+          "--initial-advertise-peer-urls",
+          `http://127.0.0.1:${peer}`,
+        ],
+        cpu,
+        home,
+      );
       await waitHttp(`http://127.0.0.1:${api}/apis/v2/healthz`);
       const objects = [
         `kind: Pipeline\nname: bench-pipeline\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n` +
@@ -233,10 +249,13 @@ const sides: Side[] = [
       }
       return p;
     },
-  },
+  };
+}
+
+const otherSides: Side[] = [
   {
     name: "nginx",
-    start(backendPort, port, dir) {
+    start(backendPort, port, dir, cpu) {
       Deno.writeTextFileSync(
         `${dir}/nginx-proxy.conf`,
         `worker_processes 1;\ndaemon off;\npid ${dir}/proxy.pid;\nerror_log ${dir}/proxy-error.log;\n` +
@@ -245,31 +264,31 @@ const sides: Side[] = [
           `  server { listen 127.0.0.1:${port}; location / { proxy_pass http://be; proxy_http_version 1.1; ` +
           `proxy_set_header Connection ""; } }\n}\n`,
       );
-      return Promise.resolve(spawn("nginx", ["-c", `${dir}/nginx-proxy.conf`, "-p", dir]));
+      return Promise.resolve(spawn("nginx", ["-c", `${dir}/nginx-proxy.conf`, "-p", dir], cpu));
     },
   },
   {
     name: "haproxy",
-    start(backendPort, port, dir) {
+    start(backendPort, port, dir, cpu) {
       Deno.writeTextFileSync(
         `${dir}/haproxy.cfg`,
         `global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n` +
           `  timeout server 60s\n  http-reuse always\nfrontend fe\n  bind 127.0.0.1:${port}\n  default_backend be\n` +
           `backend be\n  server s1 127.0.0.1:${backendPort}\n`,
       );
-      return Promise.resolve(spawn("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]));
+      return Promise.resolve(spawn("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"], cpu));
     },
   },
   {
     name: "caddy",
-    start(backendPort, port, dir) {
+    start(backendPort, port, dir, cpu) {
       Deno.writeTextFileSync(
         `${dir}/Caddyfile`,
         `{\n  admin off\n  auto_https off\n}\nhttp://127.0.0.1:${port} {\n` +
           `  reverse_proxy 127.0.0.1:${backendPort}\n}\n`,
       );
       return Promise.resolve(
-        spawn("caddy", ["run", "--config", `${dir}/Caddyfile`, "--adapter", "caddyfile"], dir, {
+        spawn("caddy", ["run", "--config", `${dir}/Caddyfile`, "--adapter", "caddyfile"], cpu, dir, {
           HOME: dir,
           XDG_DATA_HOME: dir,
           XDG_CONFIG_HOME: dir,
@@ -282,81 +301,208 @@ const sides: Side[] = [
 interface Row {
   side: string;
   conns: number;
+  round: number;
   wrk: WrkResult;
   cpuUs: number;
+  /** busy share of each CPU during the run (all processes of the machine) */
+  busy: number[];
+  load: string;
 }
 
 function loadAvg(): string {
   return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
 }
 
+/** Per-CPU [busy, total] jiffies from /proc/stat. */
+function cpuTimes(): [number, number][] {
+  const out: [number, number][] = [];
+  for (const line of Deno.readTextFileSync("/proc/stat").split("\n")) {
+    if (!/^cpu\d/.test(line)) continue;
+    const f = line.split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    out.push([total - f[3] - f[4], total]);
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** "median (min–max)" */
+function spread(xs: number[], digits: number): string {
+  if (xs.length === 0) return "-";
+  const f = (x: number) => x.toFixed(digits);
+  return xs.length === 1 ? f(xs[0]) : `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
+}
+
 /** Runs the gateway benchmark; returns the exit code. */
 export async function runGatewayBench(argv: string[]): Promise<number> {
-  let seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 8);
-  let only = sides.map((s) => s.name);
+  let seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 3);
+  let rounds = 5;
+  let only: string[] | null = null;
   let connsList = [64, 256];
+  let pin = true;
+  const oursV8: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    const [k, inline] = argv[i].includes("=") ? argv[i].split("=", 2) : [argv[i], undefined];
+    const [k, inline] = argv[i].includes("=") && !argv[i].startsWith("--ours-v8=")
+      ? argv[i].split("=", 2)
+      : argv[i].startsWith("--ours-v8=")
+      ? ["--ours-v8", argv[i].slice("--ours-v8=".length)]
+      : [argv[i], undefined];
     const val = () => inline ?? argv[++i];
     if (k === "--gateway-seconds") seconds = Number(val());
+    else if (k === "--rounds") rounds = Number(val());
     else if (k === "--only") only = val().split(",");
     else if (k === "--conns") connsList = val().split(",").map(Number);
+    else if (k === "--no-pin") pin = false;
+    else if (k === "--ours-v8") oursV8.push(val());
+    else if (k === "--") continue; // `deno task bench -- --gateway` passes it through
     else throw new Error(`unknown argument ${argv[i]}`);
   }
+  const startFlags = startV8Flags();
+  const sides = [
+    oursSide("ours", startFlags),
+    ...oursV8.map((f, i) => oursSide(`ours#${i + 1}`, f)),
+    ...otherSides,
+  ].filter((s) => only === null || only.includes(s.name) || (s.name.startsWith("ours#") && only.includes("ours")));
+  // one core for the proxy under test, the other for wrk and the backend
+  const proxyCpu = pin ? "0" : null;
+  const loadCpu = pin ? "1" : null;
   const dir = await Deno.makeTempDir({ prefix: "eg-gw-bench-" });
   const [backendPort] = await freePorts(1);
   Deno.writeTextFileSync(`${dir}/backend.conf`, nginxBackendConf(backendPort, dir));
-  const backend = spawn("nginx", ["-c", `${dir}/backend.conf`, "-p", dir]);
+  const backend = spawn("nginx", ["-c", `${dir}/backend.conf`, "-p", dir], loadCpu);
   const rows: Row[] = [];
   const idle = new Map<string, number>();
   const loadBefore = loadAvg();
+  const running: { side: Side; proc: Proc; url: string; port: number }[] = [];
   try {
     await waitHttp(`http://127.0.0.1:${backendPort}/`);
-    for (const side of sides.filter((s) => only.includes(s.name))) {
+    for (const side of sides) {
       const [port] = await freePorts(1);
-      const p = await side.start(backendPort, port, dir);
-      try {
-        const url = `http://127.0.0.1:${port}/`;
-        await waitHttp(url);
-        await wrk(url, 64, 2); // warm-up (JIT, upstream connections)
-        for (const conns of connsList) {
-          const cpu0 = cpuSeconds(p.pid);
-          const w = await wrk(url, conns, seconds);
-          const cpu = cpuSeconds(p.pid) - cpu0;
-          rows.push({ side: side.name, conns, wrk: w, cpuUs: w.requests > 0 ? (cpu * 1e6) / w.requests : NaN });
-          console.error(`${side.name} c${conns}: ${Math.round(w.rps)} req/s`);
+      const proc = await side.start(backendPort, port, dir, proxyCpu);
+      running.push({ side, proc, url: `http://127.0.0.1:${port}/`, port });
+    }
+    for (const r of running) {
+      await waitHttp(r.url);
+      await wrk(r.url, 64, 2, loadCpu); // warm-up (JIT, upstream connections)
+      // after the warm-up (the JIT's code is not the connections' cost) and before the rounds (a heap that grew under
+      // them shrinks while the connections open, which hid their cost)
+      idle.set(r.side.name, await idleConnCost(r.proc.pid, r.port));
+    }
+    for (let round = 1; round <= rounds; round++) {
+      for (const conns of connsList) {
+        for (const r of running) {
+          const load = loadAvg();
+          const cpu0 = cpuSeconds(r.proc.pid);
+          const t0 = cpuTimes();
+          const w = await wrk(r.url, conns, seconds, loadCpu);
+          const t1 = cpuTimes();
+          const cpu = cpuSeconds(r.proc.pid) - cpu0;
+          const busy = t1.map(([b, t], i) => (b - t0[i][0]) / Math.max(1, t - t0[i][1]));
+          rows.push({
+            side: r.side.name,
+            conns,
+            round,
+            wrk: w,
+            cpuUs: w.requests > 0 ? (cpu * 1e6) / w.requests : NaN,
+            busy,
+            load,
+          });
+          console.error(
+            `round ${round} ${r.side.name} c${conns}: ${Math.round(w.rps)} req/s, p99 ${w.p99.toFixed(1)} ms, ` +
+              `${((cpu * 1e6) / w.requests).toFixed(1)} µs CPU/req, CPUs busy ${
+                busy.map((b) => `${Math.round(b * 100)}%`).join(" ")
+              }, load ${load}`,
+          );
         }
-        idle.set(side.name, await idleConnCost(p.pid, port));
-      } finally {
-        await stop(p);
       }
     }
   } finally {
+    for (const r of running) await stop(r.proc);
     await stop(backend);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+  printGatewayReport(rows, idle, {
+    variants: oursV8,
+    seconds,
+    rounds,
+    pinned: pin,
+    startFlags,
+    load: `${loadBefore} -> ${loadAvg()}`,
+  });
+  return 0;
+}
+
+function printGatewayReport(
+  rows: Row[],
+  idle: Map<string, number>,
+  o: { variants: string[]; seconds: number; rounds: number; pinned: boolean; startFlags: string; load: string },
+): void {
+  const names = [...new Set(rows.map((r) => r.side))];
+  const connsList = [...new Set(rows.map((r) => r.conns))];
   const pad = (s: string, n: number) => s.padStart(n);
   console.log(
-    `\ngateway: nginx backend (19-byte body), wrk -t1, ${seconds} s per row; load average ${loadBefore} -> ${loadAvg()}`,
+    `\ngateway: nginx backend (19-byte body), wrk -t1, ${o.rounds} interleaved rounds of ${o.seconds} s per row; ` +
+      `load average ${o.load}`,
   );
-  console.log(`ours: a member process running HTTPServer + Pipeline + Proxy, ${OURS_V8_FLAGS}`);
   console.log(
-    `${"proxy".padEnd(8)}${pad("conns", 6)}${pad("req/s", 9)}${pad("p50 ms", 8)}${pad("p99 ms", 8)}${
-      pad("CPU/req µs", 11)
-    }${pad("errors", 8)}${pad("ours/x", 8)}`,
+    o.pinned ? "each proxy pinned to CPU 0, wrk and the backend to CPU 1" : "not pinned (--no-pin)",
   );
-  for (const r of rows) {
-    const ours = rows.find((o) => o.side === "ours" && o.conns === r.conns);
-    const ratio = ours && r.side !== "ours" ? (ours.wrk.rps / r.wrk.rps).toFixed(2) : "";
+  console.log(`ours: a member process (deno task start's flags: --v8-flags=${o.startFlags})`);
+  o.variants.forEach((f, i) => console.log(`ours#${i + 1}: the same with --v8-flags=${f}`));
+  console.log("medians over the rounds (min–max):");
+  console.log(
+    `${"proxy".padEnd(10)}${pad("conns", 6)}${pad("req/s", 22)}${pad("p50 ms", 20)}${pad("p99 ms", 22)}${
+      pad("CPU/req µs", 22)
+    }${pad("errors", 8)}`,
+  );
+  for (const conns of connsList) {
+    for (const name of names) {
+      const rs = rows.filter((r) => r.side === name && r.conns === conns);
+      console.log(
+        `${name.padEnd(10)}${pad(String(conns), 6)}${pad(spread(rs.map((r) => r.wrk.rps), 0), 22)}${
+          pad(spread(rs.map((r) => r.wrk.p50), 2), 20)
+        }${pad(spread(rs.map((r) => r.wrk.p99), 1), 22)}${pad(spread(rs.map((r) => r.cpuUs), 1), 22)}${
+          pad(String(rs.reduce((a, r) => a + r.wrk.errors, 0)), 8)
+        }`,
+      );
+    }
+  }
+  const ours = names.filter((n) => n === "ours" || n.startsWith("ours#"));
+  const others = names.filter((n) => !ours.includes(n));
+  console.log("ratios round by round (req/s of ours / req/s of the other; p99 of ours / p99 of the other):");
+  for (const me of ours) {
+    for (const conns of connsList) {
+      for (const other of [...ours.filter((n) => n !== me && me === "ours"), ...others]) {
+        const rps: number[] = [];
+        const p99: number[] = [];
+        for (const r of rows.filter((r) => r.side === me && r.conns === conns)) {
+          const x = rows.find((q) => q.side === other && q.conns === conns && q.round === r.round);
+          if (!x) continue;
+          rps.push(r.wrk.rps / x.wrk.rps);
+          p99.push(r.wrk.p99 / x.wrk.p99);
+        }
+        console.log(
+          `  ${me}/${other} c${conns}: req/s ${spread(rps, 2)} [${rps.map((x) => x.toFixed(2)).join(" ")}]` +
+            `, p99 ${spread(p99, 2)}`,
+        );
+      }
+    }
+  }
+  console.log("rounds: load average at the start of each row, CPU 0 / CPU 1 busy during it:");
+  for (const round of [...new Set(rows.map((r) => r.round))]) {
     console.log(
-      `${r.side.padEnd(8)}${pad(String(r.conns), 6)}${pad(String(Math.round(r.wrk.rps)), 9)}${
-        pad(r.wrk.p50.toFixed(2), 8)
-      }${pad(r.wrk.p99.toFixed(2), 8)}${pad(r.cpuUs.toFixed(1), 11)}${pad(String(r.wrk.errors), 8)}${pad(ratio, 8)}`,
+      `  ${round}: ` +
+        rows.filter((r) => r.round === round).map((r) =>
+          `${r.side} c${r.conns} [${r.load.split(" ")[0]}] ${r.busy.map((b) => Math.round(b * 100)).join("/")}%`
+        ).join(", "),
     );
   }
   console.log("memory per idle keep-alive connection (RSS growth over 1000 connections):");
-  for (const [s, b] of idle) console.log(`  ${s.padEnd(8)} ${(b / 1024).toFixed(1)} KiB`);
-  return 0;
+  for (const [s, b] of idle) console.log(`  ${s.padEnd(10)} ${(b / 1024).toFixed(1)} KiB`);
 }
 
 /** Kills what the benchmark started (on a signal). */
