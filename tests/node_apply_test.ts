@@ -33,7 +33,11 @@ function member(ID: string): Member {
 function setup(opts: { quotaBytes?: number; raftConf?: (cc: ConfChange) => ConfState } = {}) {
   const store = new MvccStore();
   const lessor = new Lessor(2);
-  const applier = new Applier(store, lessor, (revision) => ({ revision }) as never);
+  const applier = new Applier(
+    store,
+    lessor,
+    (revision) => ({ cluster_id: "7", member_id: SELF, revision, raft_term: "1" }),
+  );
   const members = new Members();
   members.add(member(SELF));
   const proposals = new Proposals(SELF, 0);

@@ -25,7 +25,7 @@ function open(dir: string, observed: Record<string, number> = {}, log: string[] 
     snapDir: path.join(dir, "snap"),
     walDir: path.join(dir, "wal"),
     metadata: new TextEncoder().encode("identity"),
-    stats: { walFsync: histogram("walFsync"), snapshotSave: histogram("snapshotSave") } as never,
+    stats: { walFsync: histogram("walFsync"), snapshotSave: histogram("snapshotSave") },
     log: (m) => log.push(m),
   });
 }

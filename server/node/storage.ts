@@ -3,12 +3,16 @@
  * etcd's server storage wraps its WAL and snapshotter. What the Ready loop writes goes through here; reading the log
  * back happens once, in {@link DiskStorage.open}.
  */
-import type { NodeMetrics } from "../metrics/node.ts";
 import type { Entry, HardState, Snapshot } from "../raft/types.ts";
 import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
 import { Wal, type WalContents } from "../wal/wal.ts";
 
 export type { SnapshotFile };
+
+/** Takes one measurement (a histogram). */
+export interface Observer {
+  observe(value: number): void;
+}
 
 /** Where a member's log lives and how it is opened. */
 export interface DiskStorageOptions {
@@ -20,8 +24,8 @@ export interface DiskStorageOptions {
   metadata: Uint8Array;
   /** --force-repair-wal: truncate the WAL at a damaged record instead of refusing to start */
   forceRepairWal?: boolean;
-  /** the fsync and snapshot-save histograms of /metrics */
-  stats: Pick<NodeMetrics, "walFsync" | "snapshotSave">;
+  /** the fsync and snapshot-save histograms of /metrics (NodeMetrics), in seconds */
+  stats: { walFsync: Observer; snapshotSave: Observer };
   log: (msg: string) => void;
 }
 
