@@ -5,7 +5,7 @@
  * a read index, with etcd's rule that a user may read itself and the roles it has.
  */
 import type * as grpc from "@grpc/grpc-js";
-import type { InternalRequestShape } from "../../proto/mod.ts";
+import type { InternalRequestBody } from "../../proto/mod.ts";
 import type { ServiceContext } from "../grpc/services.ts";
 import { AuthErrors } from "./errors.ts";
 import { type AuthInfo, permOut } from "./store.ts";
@@ -25,8 +25,8 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
   const store = auth.store;
   const header = () => node.header(node.store.currentRev);
   /** proposes an auth change made by the caller */
-  const propose = (call: Call, req: Omit<InternalRequestShape, "id">) =>
-    node.propose({ ...req, auth: store.enabled ? auth.header(call) : undefined } as InternalRequestShape);
+  const propose = (call: Call, req: InternalRequestBody) =>
+    node.propose({ ...req, auth: store.enabled ? auth.header(call) : undefined });
   /** the caller, for the reads only root or the user itself may make; null when auth is off */
   const reader = async (call: Call): Promise<AuthInfo | null> => {
     const ai = store.enabled ? auth.info(call) : null;
@@ -37,8 +37,8 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
   const admin = (call: Call) => auth.checkAdmin(call);
 
   return {
-    AuthEnable: unary((_r, call) => propose(call, { op: "auth_enable", auth_enable: {} } as never)),
-    AuthDisable: unary((_r, call) => propose(call, { op: "auth_disable", auth_disable: {} } as never)),
+    AuthEnable: unary((_r, call) => propose(call, { op: "auth_enable", auth_enable: {} })),
+    AuthDisable: unary((_r, call) => propose(call, { op: "auth_disable", auth_disable: {} })),
     AuthStatus: unary(async () => {
       await node.readIndex();
       return { header: header(), enabled: store.enabled, authRevision: store.revision };
@@ -53,7 +53,7 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
         const resp = await node.propose({
           op: "authenticate",
           authenticate: { name, simple_token: auth.tokens.prefix(), issued_ms: Date.now() },
-        } as InternalRequestShape);
+        });
         if (checked !== store.revision) continue;
         // a JWT is signed here, by the member that answers, for the auth revision the password was checked at
         if (!resp.token) resp.token = auth.tokens.sign(name, checked);

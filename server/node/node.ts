@@ -31,7 +31,7 @@ import {
   RaftInvariantError,
   type SoftState,
 } from "../raft/types.ts";
-import { AlarmAction, AlarmType, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
+import { AlarmAction, AlarmType, encodeInternal, type InternalRequestBody } from "../../proto/mod.ts";
 import { ApplyLoop } from "./apply.ts";
 import { LinearizableReads } from "./reads.ts";
 import { DiskStorage } from "./storage.ts";
@@ -348,7 +348,7 @@ export class Node {
   }
 
   /** Proposes a request; resolves with its response once it is committed and applied here. */
-  async propose(req: InternalRequestShape): Promise<Reply> {
+  async propose(req: InternalRequestBody): Promise<Reply> {
     if (this.stopped) throw Errors.stopped();
     const id = this.#proposals.nextId();
     const data = encodeInternal({ ...req, id });
@@ -376,7 +376,7 @@ export class Node {
   async raiseNoSpace(): Promise<void> {
     if (this.#raisingNoSpace || this.applier.noSpace) return await this.#raisingNoSpace;
     const alarm = { action: AlarmAction.ACTIVATE, memberID: this.memberId, alarm: AlarmType.NOSPACE };
-    this.#raisingNoSpace = this.propose({ id: "", op: "alarm", alarm }).then(
+    this.#raisingNoSpace = this.propose({ op: "alarm", alarm }).then(
       () => this.#cfg.log(`raised the NOSPACE alarm: the store (${this.store.sizeBytes} bytes) is at the quota`),
       (err) => this.#cfg.log(`raising the NOSPACE alarm failed: ${err}`),
     ).finally(() => this.#raisingNoSpace = undefined);
