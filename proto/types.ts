@@ -330,6 +330,69 @@ export interface MoveLeaderRequest {
   targetID: string;
 }
 
+/** etcdserverpb.AuthenticateRequest. */
+export interface AuthenticateRequest {
+  name: string;
+  password: string;
+}
+
+/** etcdserverpb.AuthUserAddRequest. */
+export interface AuthUserAddRequest {
+  name: string;
+  password: string;
+  options: { no_password: boolean } | null;
+  hashedPassword: string;
+}
+
+/** etcdserverpb.AuthUserGetRequest, AuthUserDeleteRequest and AuthRoleAddRequest. */
+export interface AuthNameRequest {
+  name: string;
+}
+
+/** etcdserverpb.AuthRoleGetRequest and AuthRoleDeleteRequest. */
+export interface AuthRoleRequest {
+  role: string;
+}
+
+/** etcdserverpb.AuthUserChangePasswordRequest. */
+export interface AuthUserChangePasswordRequest {
+  name: string;
+  password: string;
+  hashedPassword: string;
+}
+
+/** etcdserverpb.AuthUserGrantRoleRequest. */
+export interface AuthUserGrantRoleRequest {
+  user: string;
+  role: string;
+}
+
+/** etcdserverpb.AuthUserRevokeRoleRequest. */
+export interface AuthUserRevokeRoleRequest {
+  name: string;
+  role: string;
+}
+
+/** authpb.Permission. */
+export interface Permission {
+  permType: EnumValue<typeof PermissionType>;
+  key: Uint8Array;
+  range_end: Uint8Array;
+}
+
+/** etcdserverpb.AuthRoleGrantPermissionRequest. */
+export interface AuthRoleGrantPermissionRequest {
+  name: string;
+  perm: Permission | null;
+}
+
+/** etcdserverpb.AuthRoleRevokePermissionRequest. */
+export interface AuthRoleRevokePermissionRequest {
+  role: string;
+  key: Uint8Array;
+  range_end: Uint8Array;
+}
+
 /** etcdserverpb.AlarmRequest. */
 export interface AlarmRequest {
   action: EnumValue<typeof AlarmAction>;

@@ -85,7 +85,9 @@ function toServiceError(err: unknown): grpc.ServiceError {
  * (proto/mod.ts CONVERSION: every field present, defaults filled, the oneof's name set), so it has exactly the shape of
  * its message in proto/types.ts; `Req` names that shape, here and only here.
  */
-function unary<Req = Obj>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, Obj>) => Obj | Promise<Obj>): Unary {
+function unary<Req = Record<string, never>>(
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Obj>) => Obj | Promise<Obj>,
+): Unary {
   return (call, cb) => {
     let p: Obj | Promise<Obj>;
     try {
