@@ -303,6 +303,96 @@ export interface StatusResponse {
   dbSizeQuota: string;
 }
 
+/** etcdserverpb.MemberAddRequest. */
+export interface MemberAddRequest {
+  peerURLs: string[];
+  isLearner: boolean;
+}
+
+/** etcdserverpb.MemberRemoveRequest and MemberPromoteRequest. */
+export interface MemberIdRequest {
+  ID: string;
+}
+
+/** etcdserverpb.MemberUpdateRequest. */
+export interface MemberUpdateRequest {
+  ID: string;
+  peerURLs: string[];
+}
+
+/** etcdserverpb.HashKVRequest. */
+export interface HashKVRequest {
+  revision: string;
+}
+
+/** etcdserverpb.MoveLeaderRequest. */
+export interface MoveLeaderRequest {
+  targetID: string;
+}
+
+/** etcdserverpb.AuthenticateRequest. */
+export interface AuthenticateRequest {
+  name: string;
+  password: string;
+}
+
+/** etcdserverpb.AuthUserAddRequest. */
+export interface AuthUserAddRequest {
+  name: string;
+  password: string;
+  options: { no_password: boolean } | null;
+  hashedPassword: string;
+}
+
+/** etcdserverpb.AuthUserGetRequest, AuthUserDeleteRequest and AuthRoleAddRequest. */
+export interface AuthNameRequest {
+  name: string;
+}
+
+/** etcdserverpb.AuthRoleGetRequest and AuthRoleDeleteRequest. */
+export interface AuthRoleRequest {
+  role: string;
+}
+
+/** etcdserverpb.AuthUserChangePasswordRequest. */
+export interface AuthUserChangePasswordRequest {
+  name: string;
+  password: string;
+  hashedPassword: string;
+}
+
+/** etcdserverpb.AuthUserGrantRoleRequest. */
+export interface AuthUserGrantRoleRequest {
+  user: string;
+  role: string;
+}
+
+/** etcdserverpb.AuthUserRevokeRoleRequest. */
+export interface AuthUserRevokeRoleRequest {
+  name: string;
+  role: string;
+}
+
+/** authpb.Permission. */
+export interface Permission {
+  permType: EnumValue<typeof PermissionType>;
+  key: Uint8Array;
+  range_end: Uint8Array;
+}
+
+/** etcdserverpb.AuthRoleGrantPermissionRequest. */
+export interface AuthRoleGrantPermissionRequest {
+  name: string;
+  perm: Permission | null;
+}
+
+/** etcdserverpb.AuthRoleRevokePermissionRequest. */
+export interface AuthRoleRevokePermissionRequest {
+  role: string;
+  key: Uint8Array;
+  range_end: Uint8Array;
+}
+
 /** etcdserverpb.AlarmRequest. */
 export interface AlarmRequest {
   action: EnumValue<typeof AlarmAction>;
@@ -348,6 +438,9 @@ export interface InternalRequestShape {
   lease_checkpoint?: LeaseCheckpointRequest;
   member_attributes?: MemberAttributes;
   authenticate?: { name: string; simple_token: string; issued_ms: string | number };
+  /** the oneof member that makes the entry an auth_enable / auth_disable (empty messages) */
+  auth_enable?: Record<string, never>;
+  auth_disable?: Record<string, never>;
   auth_user_add?: {
     name: string;
     password?: string;
@@ -366,6 +459,9 @@ export interface InternalRequestShape {
   };
   auth_role_revoke_permission?: { role: string; key: Uint8Array; range_end: Uint8Array };
 }
+
+/** An InternalRequest as a member proposes it: the member gives it its ID (Node.propose). */
+export type InternalRequestBody = Omit<InternalRequestShape, "id">;
 
 /** The auth requests of the log (their fields in InternalRequestShape have the same names). */
 export type AuthOp =

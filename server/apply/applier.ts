@@ -20,7 +20,7 @@ import {
   type Compare,
   CompareResult,
   CompareTarget,
-  type InternalRequestShape,
+  type InternalRequestBody,
   type PutRequest,
   type RangeRequest,
   type RequestOp,
@@ -75,7 +75,7 @@ export class Applier {
   }
 
   /** Applies a committed entry; returns the response or throws the EtcdError to send. */
-  apply(req: InternalRequestShape): Obj {
+  apply(req: InternalRequestBody): Obj {
     // requests made while auth is enabled carry their user; check it as etcd's authApplierV3 does
     if (req.auth && this.auth.enabled) this.auth.checkRequest(req, this.lessor);
     switch (req.op) {

@@ -4,7 +4,7 @@
  * is applied by every member alike; while the replicated alarm list holds a NOSPACE alarm, apply refuses every
  * request that costs space (see Applier). The quota is a member's local flag and so never decides anything at apply.
  */
-import type { InternalRequestShape, PutRequest, RequestOp, TxnRequest } from "../../proto/mod.ts";
+import type { InternalRequestBody, PutRequest, RequestOp, TxnRequest } from "../../proto/mod.ts";
 
 /** What a key-value version costs besides its key and value; the store counts each version the same way. */
 export const KV_OVERHEAD = 64;
@@ -30,7 +30,7 @@ export function txnCost(t: TxnRequest): number {
 }
 
 /** The bytes a request may add to the store: 0 for requests that add nothing (deletes, compaction, reads). */
-export function requestCost(req: InternalRequestShape): number {
+export function requestCost(req: InternalRequestBody): number {
   switch (req.op) {
     case "put":
       return putCost(req.put!);

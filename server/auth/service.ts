@@ -5,17 +5,32 @@
  * a read index, with etcd's rule that a user may read itself and the roles it has.
  */
 import type * as grpc from "@grpc/grpc-js";
-import type { InternalRequestShape } from "../../proto/mod.ts";
+import type {
+  AuthenticateRequest,
+  AuthNameRequest,
+  AuthRoleGrantPermissionRequest,
+  AuthRoleRequest,
+  AuthRoleRevokePermissionRequest,
+  AuthUserAddRequest,
+  AuthUserChangePasswordRequest,
+  AuthUserGrantRoleRequest,
+  AuthUserRevokeRoleRequest,
+  InternalRequestBody,
+} from "../../proto/mod.ts";
 import type { ServiceContext } from "../grpc/services.ts";
+import type { CallCredentials } from "./gate.ts";
 import { AuthErrors } from "./errors.ts";
 import { type AuthInfo, permOut } from "./store.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
-type Call = grpc.ServerUnaryCall<Obj, Obj>;
+type Call = CallCredentials;
 // deno-lint-ignore no-explicit-any
 type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void;
-type Wrap = (fn: (req: Obj, call: Call) => Obj | Promise<Obj>) => Unary;
+/** services.ts's unary: `Req` names the shape of the decoded request message (proto/types.ts) */
+type Wrap = <Req = Record<string, never>>(
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Obj>) => Obj | Promise<Obj>,
+) => Unary;
 
 const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -25,8 +40,8 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
   const store = auth.store;
   const header = () => node.header(node.store.currentRev);
   /** proposes an auth change made by the caller */
-  const propose = (call: Call, req: Omit<InternalRequestShape, "id">) =>
-    node.propose({ ...req, auth: store.enabled ? auth.header(call) : undefined } as InternalRequestShape);
+  const propose = (call: Call, req: InternalRequestBody) =>
+    node.propose({ ...req, auth: store.enabled ? auth.header(call) : undefined });
   /** the caller, for the reads only root or the user itself may make; null when auth is off */
   const reader = async (call: Call): Promise<AuthInfo | null> => {
     const ai = store.enabled ? auth.info(call) : null;
@@ -37,40 +52,40 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
   const admin = (call: Call) => auth.checkAdmin(call);
 
   return {
-    AuthEnable: unary((_r, call) => propose(call, { op: "auth_enable", auth_enable: {} } as never)),
-    AuthDisable: unary((_r, call) => propose(call, { op: "auth_disable", auth_disable: {} } as never)),
+    AuthEnable: unary((_r, call) => propose(call, { op: "auth_enable", auth_enable: {} })),
+    AuthDisable: unary((_r, call) => propose(call, { op: "auth_disable", auth_disable: {} })),
     AuthStatus: unary(async () => {
       await node.readIndex();
       return { header: header(), enabled: store.enabled, authRevision: store.revision };
     }),
-    Authenticate: unary(async (r) => {
+    Authenticate: unary<AuthenticateRequest>(async (r) => {
       await node.readIndex();
       // etcd's optimistic loop: the password is checked against one auth revision; if users changed before the
       // token was made, check again
       for (;;) {
-        const name = r.name ?? "";
-        const checked = await auth.checkPassword(name, r.password ?? "");
+        const name = r.name;
+        const checked = await auth.checkPassword(name, r.password);
         const resp = await node.propose({
           op: "authenticate",
           authenticate: { name, simple_token: auth.tokens.prefix(), issued_ms: Date.now() },
-        } as InternalRequestShape);
+        });
         if (checked !== store.revision) continue;
         // a JWT is signed here, by the member that answers, for the auth revision the password was checked at
         if (!resp.token) resp.token = auth.tokens.sign(name, checked);
         return resp;
       }
     }),
-    UserAdd: unary(async (r, call) => {
+    UserAdd: unary<AuthUserAddRequest>(async (r, call) => {
       admin(call);
       if (!r.name) throw AuthErrors.userEmpty();
       const noPassword = !!r.options?.no_password;
-      const hashedPassword = noPassword ? "" : (r.hashedPassword || await auth.hash(r.password ?? ""));
+      const hashedPassword = noPassword ? "" : (r.hashedPassword || await auth.hash(r.password));
       return propose(call, {
         op: "auth_user_add",
         auth_user_add: { name: r.name, hashedPassword, options: { no_password: noPassword } },
       });
     }),
-    UserGet: unary(async (r, call) => {
+    UserGet: unary<AuthNameRequest>(async (r, call) => {
       const ai = await reader(call);
       if (store.enabled && r.name !== ai?.username) store.checkAdmin(ai);
       const u = store.users.get(r.name);
@@ -81,24 +96,28 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
       store.checkAdmin(await reader(call));
       return { header: header(), users: [...store.users.keys()].sort(byName) };
     }),
-    UserDelete: unary((r, call) => propose(call, { op: "auth_user_delete", auth_user_delete: { name: r.name } })),
-    UserChangePassword: unary(async (r, call) => {
+    UserDelete: unary<AuthNameRequest>((r, call) =>
+      propose(call, { op: "auth_user_delete", auth_user_delete: { name: r.name } })
+    ),
+    UserChangePassword: unary<AuthUserChangePasswordRequest>(async (r, call) => {
       admin(call);
       if (!store.users.has(r.name)) throw AuthErrors.userNotFound(); // before the bcrypt work (the apply checks again)
-      const hashedPassword = r.hashedPassword || await auth.hash(r.password ?? "");
+      const hashedPassword = r.hashedPassword || await auth.hash(r.password);
       return propose(call, {
         op: "auth_user_change_password",
         auth_user_change_password: { name: r.name, hashedPassword },
       });
     }),
-    UserGrantRole: unary((r, call) =>
+    UserGrantRole: unary<AuthUserGrantRoleRequest>((r, call) =>
       propose(call, { op: "auth_user_grant_role", auth_user_grant_role: { user: r.user, role: r.role } })
     ),
-    UserRevokeRole: unary((r, call) =>
+    UserRevokeRole: unary<AuthUserRevokeRoleRequest>((r, call) =>
       propose(call, { op: "auth_user_revoke_role", auth_user_revoke_role: { name: r.name, role: r.role } })
     ),
-    RoleAdd: unary((r, call) => propose(call, { op: "auth_role_add", auth_role_add: { name: r.name } })),
-    RoleGet: unary(async (r, call) => {
+    RoleAdd: unary<AuthNameRequest>((r, call) =>
+      propose(call, { op: "auth_role_add", auth_role_add: { name: r.name } })
+    ),
+    RoleGet: unary<AuthRoleRequest>(async (r, call) => {
       const ai = await reader(call);
       if (store.enabled && !(ai && store.hasRole(ai.username, r.role))) store.checkAdmin(ai);
       const role = store.roles.get(r.role);
@@ -109,14 +128,16 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
       store.checkAdmin(await reader(call));
       return { header: header(), roles: [...store.roles.keys()].sort(byName) };
     }),
-    RoleDelete: unary((r, call) => propose(call, { op: "auth_role_delete", auth_role_delete: { role: r.role } })),
-    RoleGrantPermission: unary((r, call) =>
+    RoleDelete: unary<AuthRoleRequest>((r, call) =>
+      propose(call, { op: "auth_role_delete", auth_role_delete: { role: r.role } })
+    ),
+    RoleGrantPermission: unary<AuthRoleGrantPermissionRequest>((r, call) =>
       propose(call, {
         op: "auth_role_grant_permission",
         auth_role_grant_permission: { name: r.name, perm: r.perm },
       })
     ),
-    RoleRevokePermission: unary((r, call) =>
+    RoleRevokePermission: unary<AuthRoleRevokePermissionRequest>((r, call) =>
       propose(call, {
         op: "auth_role_revoke_permission",
         auth_role_revoke_permission: { role: r.role, key: r.key, range_end: r.range_end },

@@ -10,7 +10,7 @@
 import { Buffer } from "node:buffer";
 import { type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import type { Lessor } from "../lease/lessor.ts";
-import { type AuthHeader, type InternalRequestShape, PermissionType, type RequestOp } from "../../proto/mod.ts";
+import { type AuthHeader, type InternalRequestBody, PermissionType, type RequestOp } from "../../proto/mod.ts";
 import { AuthErrors } from "./errors.ts";
 
 /** The user and the role that may do anything once auth is enabled. */
@@ -105,7 +105,7 @@ export class AuthStore {
   tokens: TokenInvalidation | null = null;
 
   /** Applies an auth entry; returns the response fields besides the header. */
-  apply(req: InternalRequestShape): Obj {
+  apply(req: InternalRequestBody): Obj {
     switch (req.op) {
       case "auth_enable":
         return this.#enable();
@@ -285,7 +285,7 @@ export class AuthStore {
   }
 
   /** The permission checks etcd's authApplierV3 makes of a log entry (or a read-only txn) before applying it. */
-  checkRequest(req: InternalRequestShape, lessor: Lessor): void {
+  checkRequest(req: InternalRequestBody, lessor: Lessor): void {
     const h = req.auth;
     if (!h) return; // a member's own request (lease expiry, compaction, attributes)
     const ai: AuthInfo = { username: h.username, revision: Number(h.revision) };

@@ -19,7 +19,7 @@ export function parseRetention(v: string): number {
 export function startAutoCompaction(node: Node, mode: "periodic" | "revision", retention: string, log: Logger) {
   const compact = (rev: number) => {
     if (rev <= node.store.compactRev || rev > node.store.currentRev) return;
-    node.propose({ op: "compaction", compaction: { revision: `${rev}`, physical: false } } as never)
+    node.propose({ op: "compaction", compaction: { revision: `${rev}`, physical: false } })
       .then(() => log.info("compactor", `finished scheduled compaction at ${rev}`))
       .catch((err) => log.warn("compactor", `compaction at ${rev} failed: ${err.message}`));
   };

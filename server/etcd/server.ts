@@ -332,7 +332,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     for (const id of node.lessor.expired()) {
       if (revoking.has(id)) continue;
       revoking.add(id);
-      node.propose({ op: "lease_revoke", lease_revoke: { ID: id } } as never)
+      node.propose({ op: "lease_revoke", lease_revoke: { ID: id } })
         .catch(() => {})
         .finally(() => revoking.delete(id));
     }
@@ -356,7 +356,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
         await node.propose({
           op: "member_attributes",
           member_attributes: { member_id: node.memberId, name: cfg.name, client_urls: cfg.advertiseClientUrls },
-        } as never);
+        });
         return;
       } catch (err) {
         if (stopped) return;

@@ -23,11 +23,27 @@ import {
   type AlarmRequest,
   AuthService,
   ClusterService,
+  type CompactionRequest,
+  type DeleteRangeRequest,
+  type HashKVRequest,
   HealthService,
-  type InternalRequestShape,
+  type InternalRequestBody,
   KVService,
+  type LeaseGrantRequest,
+  type LeaseKeepAliveRequest,
+  type LeaseRevokeRequest,
   LeaseService,
+  type LeaseTimeToLiveRequest,
   MaintenanceService,
+  type MemberAddRequest,
+  type MemberIdRequest,
+  type MemberUpdateRequest,
+  type MoveLeaderRequest,
+  type PutRequest,
+  type RangeRequest,
+  type TxnRequest,
+  type WatchCreateRequest,
+  type WatchRequest,
   WatchService,
 } from "../../proto/mod.ts";
 import type { AuthGate } from "../auth/gate.ts";
@@ -65,8 +81,14 @@ function toServiceError(err: unknown): grpc.ServiceError {
   return Object.assign(new Error(details), { code, details }) as unknown as grpc.ServiceError;
 }
 
-/** Wraps an async handler into a grpc-js unary handler. */
-function unary(fn: (req: Obj, call: grpc.ServerUnaryCall<Obj, Obj>) => Obj | Promise<Obj>): Unary {
+/**
+ * Wraps an async handler into a grpc-js unary handler. The transport decoded the request with protobufjs
+ * (proto/mod.ts CONVERSION: every field present, defaults filled, the oneof's name set), so it has exactly the shape of
+ * its message in proto/types.ts; `Req` names that shape, here and only here.
+ */
+function unary<Req = Record<string, never>>(
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Obj>) => Obj | Promise<Obj>,
+): Unary {
   return (call, cb) => {
     let p: Obj | Promise<Obj>;
     try {
@@ -84,7 +106,7 @@ function unary(fn: (req: Obj, call: grpc.ServerUnaryCall<Obj, Obj>) => Obj | Pro
  * Proposes a write, unless it does not fit this member's quota (etcd's quotaKVServer / quotaLeaseServer): then the
  * member raises its NOSPACE alarm through the log and refuses the write without proposing it.
  */
-function proposeWithinQuota(node: Node, req: InternalRequestShape): Promise<Obj> {
+function proposeWithinQuota(node: Node, req: InternalRequestBody): Promise<Obj> {
   if (node.quota.available(node.store.sizeBytes, requestCost(req))) return node.propose(req);
   return node.raiseNoSpace().then(() => {
     throw Errors.noSpace();
@@ -95,63 +117,65 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node, auth } = ctx;
   const authState = auth.store;
   return {
-    Range: unary(async (r, call) => {
-      checkRange(r as never);
+    Range: unary<RangeRequest>(async (r, call) => {
+      checkRange(r);
       if (authState.enabled) authState.checkRead(auth.info(call), r);
       if (!r.serializable) await node.readIndex();
-      return node.applier.range(r as never);
+      return node.applier.range(r);
     }),
-    Put: unary((r, call) => {
-      checkPut(r as never);
-      const req = authState.enabled ? { op: "put", put: r, auth: auth.header(call) } : { op: "put", put: r };
-      if (putTrace.on) return putTrace.put(r.key, () => proposeWithinQuota(node, req as never));
-      return proposeWithinQuota(node, req as never);
+    Put: unary<PutRequest>((r, call) => {
+      checkPut(r);
+      const req: InternalRequestBody = authState.enabled
+        ? { op: "put", put: r, auth: auth.header(call) }
+        : { op: "put", put: r };
+      if (putTrace.on) return putTrace.put(r.key, () => proposeWithinQuota(node, req));
+      return proposeWithinQuota(node, req);
     }),
-    DeleteRange: unary((r, call) => {
-      checkDelete(r as never);
+    DeleteRange: unary<DeleteRangeRequest>((r, call) => {
+      checkDelete(r);
       const who = authState.enabled ? auth.header(call) : undefined;
-      return node.propose({ op: "delete_range", delete_range: r, auth: who } as never);
+      return node.propose({ op: "delete_range", delete_range: r, auth: who });
     }),
-    Txn: unary(async (r, call) => {
-      checkTxn(r as never, ctx.maxTxnOps);
+    Txn: unary<TxnRequest>(async (r, call) => {
+      checkTxn(r, ctx.maxTxnOps);
       const who = authState.enabled ? auth.header(call) : undefined;
       if (!hasWrites(r)) {
         // read-only txns are served like reads (etcd does the same)
         await node.readIndex();
-        return node.applier.apply({ op: "txn", txn: r, auth: who } as never);
+        return node.applier.apply({ op: "txn", txn: r, auth: who });
       }
-      return proposeWithinQuota(node, { op: "txn", txn: r, auth: who } as never);
+      return proposeWithinQuota(node, { op: "txn", txn: r, auth: who });
     }),
-    Compact: unary(async (r) => {
+    Compact: unary<CompactionRequest>(async (r) => {
       const rev = Number(r.revision);
       const store = node.store;
       if (rev <= store.compactRev) throw Errors.compacted();
       if (rev > store.currentRev) throw Errors.futureRev();
-      return await node.propose({ op: "compaction", compaction: r } as never);
+      return await node.propose({ op: "compaction", compaction: r });
     }),
   };
 }
 
-function hasWrites(t: Obj): boolean {
+function hasWrites(t: TxnRequest): boolean {
   for (const op of [...t.success, ...t.failure]) {
     if (op.request === "request_put" || op.request === "request_delete_range") return true;
-    if (op.request === "request_txn" && hasWrites(op.request_txn)) return true;
+    if (op.request === "request_txn" && hasWrites(op.request_txn!)) return true;
   }
   return false;
 }
 
 function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   return {
-    Watch: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
+    Watch: (call: grpc.ServerDuplexStream<WatchRequest, Obj>) => {
       const stream = ctx.hub.open({
         send: (resp) => call.write(resp),
         sendFramed: (head, body) => (call as unknown as ServerCall).writeFramed(head, body),
       });
       call.on("drain", () => stream.drained());
-      call.on("data", (req: Obj) => {
+      call.on("data", (req: WatchRequest) => {
         try {
           if (ctx.auth.store.enabled && req.create_request && !watchPermitted(ctx, call, req.create_request)) return;
-          stream.handle(req as never);
+          stream.handle(req);
         } catch (err) {
           ctx.log(`watch: request failed: ${err}`);
         }
@@ -172,7 +196,11 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
  * etcd's isWatchPermitted: a watch on keys the caller may not read is answered created-and-canceled with the reason
  * (watch ID -1), and the stream goes on.
  */
-function watchPermitted(ctx: ServiceContext, call: grpc.ServerDuplexStream<Obj, Obj>, c: Obj): boolean {
+function watchPermitted(
+  ctx: ServiceContext,
+  call: grpc.ServerDuplexStream<WatchRequest, Obj>,
+  c: WatchCreateRequest,
+): boolean {
   try {
     ctx.auth.store.checkRead(ctx.auth.info(call), c);
     return true;
@@ -204,20 +232,20 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
   return {
-    LeaseGrant: unary((r) => {
+    LeaseGrant: unary<LeaseGrantRequest>((r) => {
       const id = leaseId(r.ID) === "0" ? ctx.nextLeaseId() : leaseId(r.ID);
       node.lessor.checkGrant(id, Number(r.TTL));
       const TTL = String(node.lessor.grantTTL(Number(r.TTL)));
-      return proposeWithinQuota(node, { id: "", op: "lease_grant", lease_grant: { TTL, ID: id } });
+      return proposeWithinQuota(node, { op: "lease_grant", lease_grant: { TTL, ID: id } });
     }),
-    LeaseRevoke: unary((r, call) => {
+    LeaseRevoke: unary<LeaseRevokeRequest>((r, call) => {
       const id = leaseId(r.ID);
       if (!node.lessor.get(id)) throw Errors.leaseNotFound();
       const who = ctx.auth.store.enabled ? ctx.auth.header(call) : undefined;
-      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id }, auth: who } as never);
+      return node.propose({ op: "lease_revoke", lease_revoke: { ID: id }, auth: who });
     }),
-    LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
-      call.on("data", async (r: Obj) => {
+    LeaseKeepAlive: (call: grpc.ServerDuplexStream<LeaseKeepAliveRequest, Obj>) => {
+      call.on("data", async (r: LeaseKeepAliveRequest) => {
         try {
           const id = leaseId(r.ID);
           const { ttl } = await node.lease(id, true);
@@ -229,7 +257,7 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       call.on("end", () => call.end());
       call.on("error", () => {});
     },
-    LeaseTimeToLive: unary(async (r) => {
+    LeaseTimeToLive: unary<LeaseTimeToLiveRequest>(async (r) => {
       await node.readIndex();
       const id = leaseId(r.ID);
       const l = node.lessor.get(id);
@@ -259,11 +287,11 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const started = (m: { name: string }) => m.name !== "";
   return {
     MemberList: unary(() => ({ header: header(), members: members() })),
-    MemberAdd: unary(async (r, call) => {
+    MemberAdd: unary<MemberAddRequest>(async (r, call) => {
       ctx.auth.checkAdmin(call);
-      const urls: string[] = r.peerURLs ?? [];
+      const urls = r.peerURLs;
       checkURLs(urls);
-      const isLearner = !!r.isLearner;
+      const isLearner = r.isLearner;
       const voters = members().filter((m) => !m.isLearner);
       if (isLearner) {
         if (members().filter((m) => m.isLearner).length >= 1) {
@@ -293,7 +321,7 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const m = node.members.get(id)!;
       return { header: header(), member: m, members: members() };
     }),
-    MemberRemove: unary(async (r, call) => {
+    MemberRemove: unary<MemberIdRequest>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
@@ -313,16 +341,16 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.RemoveNode, id));
       return { header: header(), members: members() };
     }),
-    MemberUpdate: unary(async (r, call) => {
+    MemberUpdate: unary<MemberUpdateRequest>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       if (!node.members.get(id)) throw Errors.memberNotFound();
-      const urls: string[] = r.peerURLs ?? [];
+      const urls = r.peerURLs;
       checkURLs(urls, id);
       await node.proposeConfChange(Node.confChange(ConfChangeType.UpdateNode, id, { peerURLs: urls }));
       return { header: header(), members: members() };
     }),
-    MemberPromote: unary(async (r, call) => {
+    MemberPromote: unary<MemberIdRequest>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
@@ -362,16 +390,16 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
   return {
-    Alarm: unary(async (r) => {
+    Alarm: unary<AlarmRequest>(async (r) => {
       const alarm: AlarmRequest = {
         action: r.action ?? AlarmAction.GET,
         memberID: leaseId(r.memberID),
         alarm: r.alarm ?? 0,
       };
-      if (alarm.action !== AlarmAction.GET) return await node.propose({ id: "", op: "alarm", alarm });
+      if (alarm.action !== AlarmAction.GET) return await node.propose({ op: "alarm", alarm });
       // the list as of now, like every linearizable read (etcd sends even a GET through the log)
       await node.readIndex();
-      return node.applier.apply({ id: "", op: "alarm", alarm });
+      return node.applier.apply({ op: "alarm", alarm });
     }),
     Status: unary(() => ({
       header: header(),
@@ -398,9 +426,9 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       ctx.auth.checkAdmin(call);
       return { header: header(), hash: stateHash(node.store, node.lessor, node.applier.alarms) };
     }),
-    HashKV: unary((r, call) => {
+    HashKV: unary<HashKVRequest>((r, call) => {
       ctx.auth.checkAdmin(call);
-      const h = node.store.hashKV(Number(r.revision ?? 0));
+      const h = node.store.hashKV(Number(r.revision));
       return { header: header(), hash: h.hash, compact_revision: h.compactRev, hash_revision: h.rev };
     }),
     Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
@@ -435,7 +463,7 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       };
       pump();
     },
-    MoveLeader: unary(async (r) => {
+    MoveLeader: unary<MoveLeaderRequest>(async (r) => {
       const target = leaseId(r.targetID);
       if (!node.isLeader) throw Errors.notLeader();
       const m = node.members.get(target);

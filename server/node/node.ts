@@ -7,11 +7,14 @@
  * majority → apply to the store → the waiting caller gets its response. Linearizable reads go through ReadIndex,
  * batched: one round confirms leadership for every read that arrived before it.
  * A single-member cluster runs the same path; its entries commit as soon as they are on its own disk.
+ *
+ * This module wires the parts together and runs the Ready loop: `storage.ts` (WAL and snapshot files), `apply.ts`
+ * (committed entries and snapshots into the state machine, applied index and membership), `reads.ts` (ReadIndex
+ * rounds) and `waiters.ts` (proposals waiting for their entries).
  */
 import type tls from "node:tls";
 import { Applier } from "../apply/applier.ts";
-import { BackendQuota, requestCost } from "../apply/quota.ts";
-import { decodeState, encodeState } from "../apply/state_codec.ts";
+import { BackendQuota } from "../apply/quota.ts";
 import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
@@ -21,29 +24,21 @@ import type { PeerCertPolicy } from "../peer/peer_cert.ts";
 import { NodeMetrics } from "../metrics/node.ts";
 import type { LogFields } from "../etcd/log.ts";
 import { CatchUpLog } from "./catch_up_log.ts";
+import { putTrace, Stage } from "../trace/put_trace.ts";
 import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
   type ConfChange,
-  ConfChangeType,
-  type ConfState,
-  decodeConfChange,
-  type Entry,
-  EntryType,
   type Message,
   ProposalDroppedError,
   RaftInvariantError,
-  type ReadState,
-  type Snapshot,
   type SoftState,
 } from "../raft/types.ts";
-import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
-import { Wal } from "../wal/wal.ts";
-import { putTrace, Stage } from "../trace/put_trace.ts";
-import { AlarmAction, AlarmType, decodeInternal, encodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import { AlarmAction, AlarmType, encodeInternal, type InternalRequestBody } from "../../proto/mod.ts";
+import { ApplyLoop } from "./apply.ts";
+import { LinearizableReads } from "./reads.ts";
+import { DiskStorage } from "./storage.ts";
+import { newWaiter, Proposals, type Reply } from "./waiters.ts";
 
 /** Configuration of a member's storage, identity and timing. */
 export interface NodeConfig {
@@ -75,19 +70,6 @@ export interface NodeConfig {
 }
 
 /**
- * A request waiting for its entry to apply or its read to be confirmed. It fails once `deadline` (performance.now())
- * has passed: the clock's tick looks for expired waiters, so that no request needs a timer of its own (setting one
- * took about 10 µs of the 60 µs from a put's bytes on the leader to its first append on the wire).
- */
-interface Waiter {
-  resolve: (r: Obj) => void;
-  reject: (e: unknown) => void;
-  deadline: number;
-  /** answered or failed (reads: a waiter stays in the read structures until they drop it) */
-  settled: boolean;
-}
-
-/**
  * After the connection to the leader broke, a follower campaigns after LEADER_LOST_MIN_MS plus a random share of
  * LEADER_LOST_SPREAD_MS: the others see the same broken connection within milliseconds, and the spread keeps two
  * followers from splitting the vote.
@@ -111,10 +93,9 @@ export class Node {
   readonly members = new Members();
   readonly storage = new MemoryStorage();
   /** what /metrics shows of this member (server/metrics) */
-  readonly metrics = new NodeMetrics();
+  readonly metrics: NodeMetrics;
   raft!: RaftNode;
   transport!: PeerTransport;
-  appliedIndex = 0;
   /** Set when the member is stopped: proposals are refused. */
   stopped = false;
   /** Called when this member has been removed from the cluster. */
@@ -122,83 +103,79 @@ export class Node {
   /** Called when a snapshot from the leader replaced the whole state (watchers must resynchronize). */
   onRestore: () => void = () => {};
 
-  #wal!: Wal;
-  #snap: Snapshotter;
-  #snapIndex = 0;
+  #disk: DiskStorage;
+  #apply: ApplyLoop;
+  #reads: LinearizableReads;
   #cfg: NodeConfig;
-  /** proposals waiting to be applied, by request ID, in the order they were made (so also by deadline) */
-  #proposals = new Map<string, Waiter>();
-  #reqSeq = 0n;
-  #reqPrefix: bigint;
+  #proposals: Proposals;
   #processing = false;
-  /**
-   * Raft membership as of `appliedIndex` (etcd's confState of the apply loop). The Raft core's own is ahead of it
-   * from the moment a leader's snapshot is stepped until its Ready is applied, so snapshots must not use it.
-   */
-  #appliedConf: ConfState = { voters: [], learners: [] };
   #processScheduled = false;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #leaderWaiters: Array<() => void> = [];
-  /** reads waiting for the next ReadIndex round */
-  #readQueue: Waiter[] = [];
-  /** reads of the round in flight, by context */
-  #readRounds = new Map<string, { waiters: Waiter[]; sentAt: number }>();
-  /** reads confirmed by a ReadIndex, waiting for the applied index to reach it */
-  #readsToServe: Array<{ index: number; waiters: Waiter[] }> = [];
-  /** every read waiter not yet known to be settled, in arrival order (so also by deadline) */
-  #readDeadlines: Waiter[] = [];
-  #readSeq = 0;
-  /**
-   * Unique to this process start: a leader may still hold a read round of this member's previous process under the
-   * same sequence number, and would answer the new round with that round's older index (a stale read).
-   */
-  readonly #readPrefix = crypto.randomUUID();
   #snapshotting = false;
   #catchUp: CatchUpLog;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
 
-  private constructor(cfg: NodeConfig) {
+  /** `cfg` holds the identity the data dir settled on. */
+  private constructor(cfg: NodeConfig, disk: DiskStorage, metrics: NodeMetrics) {
     this.#cfg = cfg;
+    this.#disk = disk;
+    this.metrics = metrics;
     this.lessor = new Lessor(cfg.minLeaseTTL);
     this.applier = new Applier(this.store, this.lessor, (rev) => this.header(rev));
     this.quota = new BackendQuota(cfg.quotaBytes);
-    this.#snap = new Snapshotter(cfg.snapDir, { log: cfg.log });
+    this.#proposals = new Proposals(cfg.memberId);
     this.#catchUp = new CatchUpLog(cfg.log);
-    this.#reqPrefix = (BigInt(cfg.memberId) & 0xffffn) << 48n | (BigInt(Date.now()) & 0xffffffffffn) << 8n;
+    this.#apply = new ApplyLoop({
+      store: this.store,
+      lessor: this.lessor,
+      applier: this.applier,
+      members: this.members,
+      memberId: cfg.memberId,
+      initialMembers: cfg.initialMembers,
+      quota: this.quota,
+      proposals: this.#proposals,
+      applyToRaft: (cc) => this.raft.applyConfChange(cc),
+      peerRemoved: (id) => {
+        this.transport.drop(id);
+        this.metrics.dropPeer(id);
+      },
+      selfRemoved: () => this.onRemoved(),
+      overQuota: () => void this.raiseNoSpace(),
+      restored: () => this.onRestore(),
+      fatal: (err) => this.#fatal(err),
+      log: cfg.log,
+    });
+    this.#reads = new LinearizableReads({
+      memberId: cfg.memberId,
+      askReadIndex: (ctx) => {
+        try {
+          this.raft.readIndex(ctx);
+        } catch (err) {
+          this.#stopOnInvariant(err, "asking for a read index");
+          // no leader after all: the round is asked again by the tick, like a lost one (LinearizableReads.retry)
+        }
+        this.#schedule();
+      },
+      hasLeader: () => this.raft.lead !== "0",
+      timeoutMs: this.#requestTimeout,
+    });
   }
 
   /** Opens (or creates) the member's storage; the state machine is rebuilt from the newest snapshot, and Raft then
    * re-delivers the committed entries after it. */
   static async open(cfg: NodeConfig): Promise<Node> {
-    const n = new Node(cfg);
-    await Deno.mkdir(cfg.snapDir, { recursive: true });
-    const metadata = new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId }));
-    let chosen: SnapshotFile | null = null;
-    const { wal, contents } = await Wal.open(cfg.walDir, {
+    const metrics = new NodeMetrics();
+    const { disk, snapshot: snap, contents } = await DiskStorage.open({
+      snapDir: cfg.snapDir,
+      walDir: cfg.walDir,
+      metadata: new TextEncoder().encode(JSON.stringify({ clusterId: cfg.clusterId, memberId: cfg.memberId })),
+      forceRepairWal: cfg.forceRepairWal,
+      stats: metrics,
       log: cfg.log,
       progress: cfg.log,
-      metadata,
-      forceRepair: cfg.forceRepairWal,
-      // as etcd: the newest snapshot file the WAL records, at an index the WAL's hard state has committed
-      chooseSnapshot: async (marks, hs) => {
-        chosen = await n.#snap.loadNewest(marks.filter((m) => m.index <= hs.commit));
-        return chosen?.index ?? 0;
-      },
     });
-    n.#wal = wal;
-    const snap = chosen as SnapshotFile | null;
-    if (snap) {
-      const meta = decodeState(snap.data, n.store, n.lessor, n.applier.alarms, n.members, n.applier.auth);
-      n.appliedIndex = meta.appliedIndex;
-      n.#snapIndex = snap.index;
-      n.#appliedConf = meta.confState;
-      n.storage.applySnapshot({
-        metadata: { index: snap.index, term: snap.term, confState: meta.confState },
-        data: snap.data,
-      });
-      cfg.log(`recovered store from snapshot at index ${snap.index} (revision ${n.store.currentRev})`);
-    }
     const restarted = contents.metadata !== null &&
       (contents.hardState.term > 0 || contents.entries.length > 0 || !!snap);
     if (contents.metadata) {
@@ -209,6 +186,12 @@ export class Node {
       }
       cfg.clusterId = meta.clusterId;
       cfg.memberId = meta.memberId;
+    }
+    const n = new Node(cfg, disk, metrics);
+    if (snap) {
+      const confState = n.#apply.recover(snap);
+      n.storage.applySnapshot({ metadata: { index: snap.index, term: snap.term, confState }, data: snap.data });
+      cfg.log(`recovered store from snapshot at index ${snap.index} (revision ${n.store.currentRev})`);
     }
     if (contents.hardState.term > 0) n.storage.setHardState(contents.hardState);
     // in pieces, so that the replayed log is never held as one Entry object per entry (MemoryStorage copies the data)
@@ -229,7 +212,7 @@ export class Node {
       maxInflightMsgs: 256,
       maxSizePerMsg: 1 << 20,
       maxUncommittedBytes: 64 << 20,
-      applied: n.appliedIndex,
+      applied: n.#apply.appliedIndex,
       bootstrap: fresh && cfg.newCluster ? voters : undefined,
     });
     n.transport = new PeerTransport({
@@ -274,7 +257,7 @@ export class Node {
       const now = performance.now();
       this.#expireWaiters(now);
       this.transport.expire(now);
-      this.#retryReads();
+      this.#reads.retry();
       this.#schedule();
     }, this.#cfg.heartbeatMs);
     // A lone voter need not wait an election timeout to lead.
@@ -303,6 +286,11 @@ export class Node {
   /** Index of the last entry in the log. */
   get lastIndex(): number {
     return this.raft.log.lastIndex();
+  }
+
+  /** Index of the last entry applied to the state machine. */
+  get appliedIndex(): number {
+    return this.#apply.appliedIndex;
   }
 
   /** The leader's ID, "0" when unknown. */
@@ -355,50 +343,32 @@ export class Node {
     return 5000 + 2 * this.#cfg.electionMs;
   }
 
-  #nextId(): string {
-    return (this.#reqPrefix + this.#reqSeq++).toString();
-  }
-
-  #waiter(resolve: (r: Obj) => void, reject: (e: unknown) => void): Waiter {
-    return { resolve, reject, deadline: performance.now() + this.#requestTimeout, settled: false };
+  #waiter(resolve: (r: Reply) => void, reject: (e: unknown) => void) {
+    return newWaiter(resolve, reject, performance.now() + this.#requestTimeout);
   }
 
   /** Fails the requests whose deadline has passed: "no leader" while none is known, else a timeout. */
   #expireWaiters(now: number): void {
     const failure = () => this.raft.lead === "0" ? Errors.noLeader() : Errors.timeout();
-    for (const [id, w] of this.#proposals) {
-      if (w.deadline > now) break;
-      this.#proposals.delete(id);
-      w.settled = true;
-      this.metrics.proposalsFailed.inc();
-      w.reject(failure());
-    }
-    const reads = this.#readDeadlines;
-    let keep = 0;
-    while (keep < reads.length && (reads[keep].settled || reads[keep].deadline <= now)) {
-      const w = reads[keep++];
-      if (w.settled) continue;
-      w.settled = true;
-      w.reject(failure());
-    }
-    if (keep > 0) this.#readDeadlines = reads.slice(keep);
+    this.metrics.proposalsFailed.inc(this.#proposals.expire(now, failure));
+    this.#reads.expire(now, failure);
   }
 
   /** Proposes a request; resolves with its response once it is committed and applied here. */
-  async propose(req: InternalRequestShape): Promise<Obj> {
+  async propose(req: InternalRequestBody): Promise<Reply> {
     if (this.stopped) throw Errors.stopped();
-    const id = this.#nextId();
+    const id = this.#proposals.nextId();
     const data = encodeInternal({ ...req, id });
     if (data.length > this.#cfg.maxRequestBytes) throw Errors.requestTooLarge();
     if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
     return new Promise((resolve, reject) => {
-      this.#proposals.set(id, this.#waiter(resolve, reject));
+      this.#proposals.add(id, this.#waiter(resolve, reject));
       try {
         this.raft.propose(data);
         if (putTrace.on) putTrace.proposed(this.raft.isLeader ? this.lastIndex : 0);
       } catch (err) {
         this.#stopOnInvariant(err, "proposing");
-        this.#proposals.delete(id);
+        this.#proposals.drop(id);
         this.metrics.proposalsFailed.inc();
         reject(err instanceof ProposalDroppedError ? Errors.noLeader() : err);
         return;
@@ -414,7 +384,7 @@ export class Node {
   async raiseNoSpace(): Promise<void> {
     if (this.#raisingNoSpace || this.applier.noSpace) return await this.#raisingNoSpace;
     const alarm = { action: AlarmAction.ACTIVATE, memberID: this.memberId, alarm: AlarmType.NOSPACE };
-    this.#raisingNoSpace = this.propose({ id: "", op: "alarm", alarm }).then(
+    this.#raisingNoSpace = this.propose({ op: "alarm", alarm }).then(
       () => this.#cfg.log(`raised the NOSPACE alarm: the store (${this.store.sizeBytes} bytes) is at the quota`),
       (err) => this.#cfg.log(`raising the NOSPACE alarm failed: ${err}`),
     ).finally(() => this.#raisingNoSpace = undefined);
@@ -422,17 +392,17 @@ export class Node {
   }
 
   /** Proposes a membership change; resolves with the member list once it is applied here. */
-  async proposeConfChange(cc: ConfChange): Promise<Obj> {
+  async proposeConfChange(cc: ConfChange): Promise<Reply> {
     if (this.stopped) throw Errors.stopped();
     if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
-    const id = this.#nextId();
+    const id = this.#proposals.nextId();
     return new Promise((resolve, reject) => {
-      this.#proposals.set(id, this.#waiter(resolve, reject));
+      this.#proposals.add(id, this.#waiter(resolve, reject));
       try {
         this.raft.proposeConfChange({ ...cc, id });
       } catch (err) {
         this.#stopOnInvariant(err, "proposing a membership change");
-        this.#proposals.delete(id);
+        this.#proposals.drop(id);
         reject(
           err instanceof ProposalDroppedError
             ? Errors.noLeader()
@@ -447,64 +417,7 @@ export class Node {
   /** Resolves when a linearizable read may be served from the local state. */
   readIndex(): Promise<void> {
     if (this.stopped) return Promise.reject(Errors.stopped());
-    return new Promise((resolve, reject) => {
-      const w = this.#waiter(() => resolve(), reject);
-      this.#readQueue.push(w);
-      this.#readDeadlines.push(w);
-      if (this.#readRounds.size === 0) this.#startReadRound();
-    });
-  }
-
-  #startReadRound(): void {
-    if (this.#readQueue.length === 0 || this.raft.lead === "0") return;
-    const waiters = this.#readQueue;
-    this.#readQueue = [];
-    const ctx = `${this.memberId}/${this.#readPrefix}/${++this.#readSeq}`;
-    this.#readRounds.set(ctx, { waiters, sentAt: performance.now() });
-    try {
-      this.raft.readIndex(new TextEncoder().encode(ctx));
-    } catch (err) {
-      this.#stopOnInvariant(err, "asking for a read index");
-      // no leader after all: the round is asked again by the tick, like a lost one (#retryReads)
-    }
-    this.#schedule();
-  }
-
-  /** Re-issues read rounds that got no answer (lost messages, leader change): etcd retries every 500 ms. */
-  #retryReads(): void {
-    const now = performance.now();
-    for (const [ctx, round] of this.#readRounds) {
-      if (now - round.sentAt < 500) continue;
-      this.#readRounds.delete(ctx);
-      this.#readQueue.unshift(...round.waiters);
-    }
-    if (this.#readRounds.size === 0) this.#startReadRound();
-  }
-
-  #onReadState(rs: ReadState): void {
-    const ctx = new TextDecoder().decode(rs.ctx);
-    const round = this.#readRounds.get(ctx);
-    if (!round) return;
-    this.#readRounds.delete(ctx);
-    this.#readsToServe.push({ index: rs.index, waiters: round.waiters });
-    this.#startReadRound();
-  }
-
-  #serveReads(): void {
-    if (this.#readsToServe.length === 0) return;
-    const rest: Array<{ index: number; waiters: Waiter[] }> = [];
-    for (const r of this.#readsToServe) {
-      if (r.index > this.appliedIndex) {
-        rest.push(r);
-        continue;
-      }
-      for (const w of r.waiters) {
-        if (w.settled) continue; // timed out meanwhile
-        w.settled = true;
-        w.resolve({});
-      }
-    }
-    this.#readsToServe = rest;
+    return this.#reads.read();
   }
 
   /** Lease keep-alive/TTL as the leader answers it (followers ask the leader through the peer transport). */
@@ -603,12 +516,8 @@ export class Node {
    * sooner — the client need not wait out its timeout before it writes again.
    */
   #failForwarded(): void {
-    for (const [id, w] of this.#proposals) {
-      this.#proposals.delete(id);
-      w.settled = true;
-      this.metrics.proposalsFailed.inc();
-      w.reject(Errors.timeoutDueToLeaderFail());
-    }
+    const n = this.#proposals.rejectAll(Errors.timeoutDueToLeaderFail());
+    if (n > 0) this.metrics.proposalsFailed.inc(n);
   }
 
   #receive(msgs: Message[]): void {
@@ -676,13 +585,9 @@ export class Node {
           this.transport.send(rd.preSyncMessages);
           this.transport.flush();
         }
-        if (rd.snapshot) await this.#persistSnapshot(rd.snapshot);
-        if (rd.entries.length > 0 || rd.hardState) this.#wal.append(rd.entries, rd.hardState);
-        if (rd.mustSync) {
-          const start = performance.now();
-          this.#wal.sync();
-          this.metrics.walFsync.observe((performance.now() - start) / 1000);
-        }
+        if (rd.snapshot) await this.#disk.saveLeaderSnapshot(rd.snapshot);
+        if (rd.entries.length > 0 || rd.hardState) this.#disk.append(rd.entries, rd.hardState);
+        if (rd.mustSync) this.#disk.sync();
         if (putTrace.on) putTrace.entries(Stage.fsync, rd.entries);
         if (rd.messages.length > 0) {
           // what waited for the disk (acks, votes) goes out at once, before this turn's applying
@@ -692,17 +597,17 @@ export class Node {
         if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
-        if (rd.snapshot) this.#restore(rd.snapshot);
+        if (rd.snapshot) this.#apply.restore(rd.snapshot);
         if (rd.committedEntries.length > 0) {
           const start = performance.now();
           if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
-          for (const e of rd.committedEntries) this.#applyEntry(e);
+          for (const e of rd.committedEntries) this.#apply.applyEntry(e);
           if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
           this.metrics.batchApplied(performance.now() - start);
         }
-        for (const rs of rd.readStates) this.#onReadState(rs);
+        for (const rs of rd.readStates) this.#reads.confirmed(rs.ctx, rs.index);
         this.raft.advance(rd);
-        this.#serveReads();
+        this.#reads.serve(this.#apply.appliedIndex);
         this.#maybeSnapshot();
       }
     } finally {
@@ -725,82 +630,7 @@ export class Node {
       const ws = this.#leaderWaiters;
       this.#leaderWaiters = [];
       for (const w of ws) w();
-      this.#startReadRound();
-    }
-  }
-
-  #applyEntry(e: Entry): void {
-    if (e.index <= this.appliedIndex) return;
-    this.appliedIndex = e.index;
-    if (e.type === EntryType.ConfChange) return this.#applyConfChange(decodeConfChange(e.data));
-    if (e.data.length === 0) return; // a new leader's empty entry
-    let req: InternalRequestShape;
-    try {
-      req = decodeInternal(e.data);
-    } catch (err) {
-      this.#fatal(new Error(`entry ${e.index} cannot be decoded: ${err}`));
-    }
-    const w = this.#takeProposal(req.id);
-    try {
-      let resp: Obj;
-      if (req.op === "member_attributes") {
-        const a = req.member_attributes!;
-        this.members.publish(a.member_id, a.name, a.client_urls);
-        resp = {};
-      } else {
-        const sizeBefore = this.store.sizeBytes;
-        resp = this.applier.apply(req);
-        // as etcd's quota applier: a write that did not fit this member's quota was still applied (everywhere
-        // alike); this member then raises NOSPACE through the log
-        if (!this.quota.available(sizeBefore, requestCost(req))) queueMicrotask(() => void this.raiseNoSpace());
-      }
-      w?.resolve(resp);
-    } catch (err) {
-      if (!(err instanceof EtcdError)) this.#cfg.log(`apply of entry ${e.index} failed: ${err}`);
-      w?.reject(err);
-    }
-  }
-
-  /** The waiter of a proposal made here, if it still waits (it is then this caller's to settle). */
-  #takeProposal(id: string): Waiter | undefined {
-    const w = this.#proposals.get(id);
-    if (!w) return undefined;
-    this.#proposals.delete(id);
-    w.settled = true;
-    return w;
-  }
-
-  #applyConfChange(cc: ConfChange): void {
-    const w = cc.id ? this.#takeProposal(cc.id) : undefined;
-    const ctx: Partial<MemberContext> = cc.context && cc.context.length > 0
-      ? JSON.parse(new TextDecoder().decode(cc.context))
-      : {};
-    const known = this.#cfg.initialMembers.find((m) => m.ID === cc.nodeId);
-    switch (cc.type) {
-      case ConfChangeType.AddNode:
-      case ConfChangeType.AddLearnerNode:
-        this.members.add({
-          ID: cc.nodeId,
-          name: known?.name ?? "",
-          peerURLs: ctx.peerURLs ?? known?.peerURLs ?? [],
-          clientURLs: [], // published by the member itself (an attributes request), as in etcd
-          isLearner: cc.type === ConfChangeType.AddLearnerNode,
-        });
-        break;
-      case ConfChangeType.RemoveNode:
-        this.members.remove(cc.nodeId);
-        this.transport.drop(cc.nodeId);
-        this.metrics.dropPeer(cc.nodeId);
-        break;
-      case ConfChangeType.UpdateNode:
-        if (ctx.peerURLs) this.members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
-        break;
-    }
-    this.#appliedConf = this.raft.applyConfChange(cc);
-    w?.resolve({ members: this.members.list() });
-    if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === this.memberId) {
-      this.#cfg.log("this member has been permanently removed from the cluster");
-      queueMicrotask(() => this.onRemoved());
+      this.#reads.startRound();
     }
   }
 
@@ -813,43 +643,24 @@ export class Node {
     };
   }
 
-  async #persistSnapshot(s: Snapshot): Promise<void> {
-    await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data });
-    this.#wal.markSnapshot({ index: s.metadata.index, term: s.metadata.term });
-  }
-
-  /** Replaces the state machine with a snapshot received from the leader. */
-  #restore(s: Snapshot): void {
-    decodeState(s.data, this.store, this.lessor, this.applier.alarms, this.members, this.applier.auth);
-    this.appliedIndex = s.metadata.index;
-    this.#snapIndex = s.metadata.index;
-    this.#appliedConf = s.metadata.confState;
-    this.#cfg.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
-    this.onRestore();
-  }
-
   #maybeSnapshot(): void {
-    if (this.#snapshotting || this.appliedIndex - this.#snapIndex < this.#cfg.snapshotCount) return;
+    if (this.#snapshotting || this.#apply.appliedIndex - this.#apply.snapIndex < this.#cfg.snapshotCount) return;
     this.snapshotNow().catch((err) => this.#cfg.log(`snapshot failed: ${err}`));
   }
 
   /** Snapshots the applied state (encoded synchronously, so it is consistent), then releases older log. */
   async snapshotNow(): Promise<void> {
-    if (this.#snapshotting || this.appliedIndex <= this.#snapIndex) return;
+    if (this.#snapshotting || this.#apply.appliedIndex <= this.#apply.snapIndex) return;
     this.#snapshotting = true;
     try {
-      const index = this.appliedIndex;
+      const index = this.#apply.appliedIndex;
       const data = this.encodeState();
-      const snap = this.storage.createSnapshot(index, this.#appliedConf, data);
-      const start = performance.now();
-      await this.#snap.save({ index, term: snap.metadata.term, data });
-      this.metrics.snapshotSave.observe((performance.now() - start) / 1000);
-      this.#wal.markSnapshot({ index, term: snap.metadata.term });
-      this.#wal.sync();
-      this.#snapIndex = index;
+      const snap = this.storage.createSnapshot(index, this.#apply.confState, data);
+      await this.#disk.saveSnapshot(index, snap.metadata.term, data);
+      this.#apply.snapIndex = index;
       const compactTo = index - CATCH_UP_ENTRIES;
       if (compactTo > this.storage.firstIndex()) this.storage.compact(compactTo);
-      await this.#wal.releaseBefore(index);
+      await this.#disk.releaseBefore(index);
       this.#cfg.log(`saved snapshot at index ${index} (${data.length} bytes)`);
     } finally {
       this.#snapshotting = false;
@@ -858,14 +669,7 @@ export class Node {
 
   /** The applied state as one blob (snapshots, and what a new member receives). */
   encodeState(): Uint8Array {
-    return encodeState(
-      { appliedIndex: this.appliedIndex, term: this.term, confState: this.#appliedConf },
-      this.store,
-      this.lessor,
-      this.applier.alarms,
-      this.members,
-      this.applier.auth,
-    );
+    return this.#apply.encode(this.term);
   }
 
   /** Stops the clock, fails waiting requests and closes the log. */
@@ -873,14 +677,9 @@ export class Node {
     this.stopped = true;
     clearInterval(this.#ticker);
     while (this.#processing) await new Promise((r) => setTimeout(r, 5));
-    for (const w of [...this.#proposals.values(), ...this.#readDeadlines]) {
-      if (w.settled) continue;
-      w.settled = true;
-      w.reject(Errors.stopped());
-    }
-    this.#proposals.clear();
-    this.#readDeadlines = [];
+    this.#proposals.rejectAll(Errors.stopped());
+    this.#reads.rejectAll(Errors.stopped());
     this.transport.stop();
-    this.#wal.close();
+    this.#disk.close();
   }
 }

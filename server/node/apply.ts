@@ -1,0 +1,179 @@
+/**
+ * The apply half of a member's Ready loop: committed entries and the leader's snapshots go into the state machine
+ * (MVCC store, leases, alarms, auth, members), in log order, and the proposals made here get their answers. It keeps
+ * the member's progress as etcd's apply loop does: the applied index, the Raft membership as of that index, and the
+ * index of the newest snapshot of the applied state.
+ */
+import type { Applier } from "../apply/applier.ts";
+import { type BackendQuota, requestCost } from "../apply/quota.ts";
+import { decodeState, encodeState } from "../apply/state_codec.ts";
+import { EtcdError } from "../errors.ts";
+import type { Lessor } from "../lease/lessor.ts";
+import type { Member, MemberContext, Members } from "../membership/members.ts";
+import type { MvccStore } from "../mvcc/store.ts";
+import {
+  type ConfChange,
+  ConfChangeType,
+  type ConfState,
+  decodeConfChange,
+  type Entry,
+  EntryType,
+  type Snapshot,
+} from "../raft/types.ts";
+import { decodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
+import type { Proposals, Reply } from "./waiters.ts";
+
+/** The parts of the replicated state machine. */
+export interface StateMachine {
+  store: MvccStore;
+  lessor: Lessor;
+  applier: Applier;
+  members: Members;
+}
+
+/** What applying needs of the member around it. */
+export interface ApplyDeps extends StateMachine {
+  /** this member's ID */
+  memberId: string;
+  /** the members known from the command line: names and peer URLs of the founding members' conf changes */
+  initialMembers: Member[];
+  /** --quota-backend-bytes, checked after each write */
+  quota: BackendQuota;
+  /** the proposals made here, answered as their entries apply */
+  proposals: Proposals;
+  /** Hands an applied conf change to the Raft core (RaftNode.applyConfChange); returns the new membership. */
+  applyToRaft: (cc: ConfChange) => ConfState;
+  /** A member left the membership: its connection and metrics go. */
+  peerRemoved: (id: string) => void;
+  /** This member left the membership (called in a later microtask). */
+  selfRemoved: () => void;
+  /** A write took the store past this member's quota: raise NOSPACE through the log (called in a later microtask). */
+  overQuota: () => void;
+  /** The state was replaced by a leader's snapshot. */
+  restored: () => void;
+  /** An entry cannot be decoded: the member must stop. */
+  fatal: (err: Error) => never;
+  log: (msg: string) => void;
+}
+
+/** Applies committed entries and snapshots to the state machine, and tracks how far it got. */
+export class ApplyLoop {
+  #deps: ApplyDeps;
+  /** index of the last entry applied to the state machine */
+  appliedIndex = 0;
+  /** index of the newest snapshot of the applied state (this member's own or the leader's) */
+  snapIndex = 0;
+  /**
+   * Raft membership as of `appliedIndex` (etcd's confState of the apply loop). The Raft core's own is ahead of it
+   * from the moment a leader's snapshot is stepped until its Ready is applied, so snapshots must not use it.
+   */
+  confState: ConfState = { voters: [], learners: [] };
+
+  constructor(deps: ApplyDeps) {
+    this.#deps = deps;
+  }
+
+  /** Rebuilds the state machine from a snapshot file at start-up; returns the membership it records. */
+  recover(snap: { index: number; data: Uint8Array }): ConfState {
+    const meta = this.#decode(snap.data);
+    this.appliedIndex = meta.appliedIndex;
+    this.snapIndex = snap.index;
+    this.confState = meta.confState;
+    return meta.confState;
+  }
+
+  /** Replaces the state machine with a snapshot received from the leader. */
+  restore(s: Snapshot): void {
+    this.#decode(s.data);
+    this.appliedIndex = s.metadata.index;
+    this.snapIndex = s.metadata.index;
+    this.confState = s.metadata.confState;
+    this.#deps.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
+    this.#deps.restored();
+  }
+
+  /** The applied state as one blob (snapshots, and what a new member receives); `term`: the Raft core's. */
+  encode(term: number): Uint8Array {
+    const { store, lessor, applier, members } = this.#deps;
+    return encodeState(
+      { appliedIndex: this.appliedIndex, term, confState: this.confState },
+      store,
+      lessor,
+      applier.alarms,
+      members,
+      applier.auth,
+    );
+  }
+
+  /** Applies one committed entry (entries at or below the applied index are skipped). */
+  applyEntry(e: Entry): void {
+    if (e.index <= this.appliedIndex) return;
+    this.appliedIndex = e.index;
+    if (e.type === EntryType.ConfChange) return this.#applyConfChange(decodeConfChange(e.data));
+    if (e.data.length === 0) return; // a new leader's empty entry
+    let req: InternalRequestShape;
+    try {
+      req = decodeInternal(e.data);
+    } catch (err) {
+      this.#deps.fatal(new Error(`entry ${e.index} cannot be decoded: ${err}`));
+    }
+    const w = this.#deps.proposals.take(req.id);
+    try {
+      let resp: Reply;
+      if (req.op === "member_attributes") {
+        const a = req.member_attributes!;
+        this.#deps.members.publish(a.member_id, a.name, a.client_urls);
+        resp = {};
+      } else {
+        const sizeBefore = this.#deps.store.sizeBytes;
+        resp = this.#deps.applier.apply(req);
+        // as etcd's quota applier: a write that did not fit this member's quota was still applied (everywhere
+        // alike); this member then raises NOSPACE through the log
+        if (!this.#deps.quota.available(sizeBefore, requestCost(req))) queueMicrotask(() => this.#deps.overQuota());
+      }
+      w?.resolve(resp);
+    } catch (err) {
+      if (!(err instanceof EtcdError)) this.#deps.log(`apply of entry ${e.index} failed: ${err}`);
+      w?.reject(err);
+    }
+  }
+
+  #applyConfChange(cc: ConfChange): void {
+    const { members, proposals } = this.#deps;
+    const w = cc.id ? proposals.take(cc.id) : undefined;
+    const ctx: Partial<MemberContext> = cc.context && cc.context.length > 0
+      ? JSON.parse(new TextDecoder().decode(cc.context))
+      : {};
+    const known = this.#deps.initialMembers.find((m) => m.ID === cc.nodeId);
+    switch (cc.type) {
+      case ConfChangeType.AddNode:
+      case ConfChangeType.AddLearnerNode:
+        members.add({
+          ID: cc.nodeId,
+          name: known?.name ?? "",
+          peerURLs: ctx.peerURLs ?? known?.peerURLs ?? [],
+          clientURLs: [], // published by the member itself (an attributes request), as in etcd
+          isLearner: cc.type === ConfChangeType.AddLearnerNode,
+        });
+        break;
+      case ConfChangeType.RemoveNode:
+        members.remove(cc.nodeId);
+        this.#deps.peerRemoved(cc.nodeId);
+        break;
+      case ConfChangeType.UpdateNode:
+        if (ctx.peerURLs) members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
+        break;
+    }
+    this.confState = this.#deps.applyToRaft(cc);
+    w?.resolve({ members: members.list() });
+    if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === this.#deps.memberId) {
+      this.#deps.log("this member has been permanently removed from the cluster");
+      queueMicrotask(() => this.#deps.selfRemoved());
+    }
+  }
+
+  #decode(data: Uint8Array) {
+    const { store, lessor, applier, members } = this.#deps;
+    return decodeState(data, store, lessor, applier.alarms, members, applier.auth);
+  }
+}
