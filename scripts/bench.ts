@@ -5,6 +5,9 @@
  *   deno run -A scripts/bench.ts [--only etcd|ours] [--rows put1,put16,...] [--rounds N] [--json out.json]
  *                                [--members 1]
  *   deno run -A scripts/bench.ts --failover   (the failover row alone: --members 3 --rows failover, 7 kills)
+ *   deno run -A scripts/bench.ts --scale [--members 3] [--only etcd|ours] [--rows ...] [--rounds N]
+ *                                        (rows at scale: 1 M keys, 10,000 watchers, 100,000 leases, soak, restart;
+ *                                        scripts/bench/scale.ts)
  *   deno run -A scripts/bench.ts --gateway [--rounds 5] [--only ours,nginx,haproxy,caddy] [--conns 64,256]
  *                                          (the traffic gateway against other proxies: scripts/bench/gateway.ts)
  *
@@ -126,7 +129,7 @@ const rowDefs: RowDef[] = [
   },
 ];
 
-interface RowResult {
+export interface RowResult {
   ok: boolean;
   reason?: string;
   rps?: number;
@@ -199,7 +202,7 @@ async function onSignal() {
 // ---------------------------------------------------------------------------------------------------------------
 // /proc helpers
 
-function readText(path: string): string | undefined {
+export function readText(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
   } catch {
@@ -208,7 +211,7 @@ function readText(path: string): string | undefined {
 }
 
 /** pid and all its descendants (depth first, parent before children). */
-function treePids(pid: number): number[] {
+export function treePids(pid: number): number[] {
   const out: number[] = [];
   const walk = (p: number) => {
     out.push(p);
@@ -228,7 +231,7 @@ function treePids(pid: number): number[] {
   return out;
 }
 
-const shells = new Set(["sh", "bash", "dash", "zsh", "env", "timeout"]);
+export const shells = new Set(["sh", "bash", "dash", "zsh", "env", "timeout"]);
 
 function statusField(pid: number, field: string): number | undefined {
   const m = readText(`/proc/${pid}/status`)?.match(new RegExp(`^${field}:\\s+(\\d+)`, "m"));
@@ -275,7 +278,7 @@ async function run(cmd: string, args: string[], extraEnv: Record<string, string>
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-async function buildLoadgen(): Promise<string> {
+export async function buildLoadgen(): Promise<string> {
   await Deno.mkdir(cacheDir, { recursive: true });
   const src = await Deno.readFile(loadgenSrc);
   const goVersion = (await run("go", ["version"])).stdout.trim();
@@ -309,13 +312,13 @@ async function buildLoadgen(): Promise<string> {
 // ---------------------------------------------------------------------------------------------------------------
 // servers
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Wall-clock time in Unix microseconds (the load generator's time base for the failover row). */
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 /** One server process: one incarnation of a member. */
-class ServerProc {
+export class ServerProc {
   readonly pid: number;
   readonly status: Promise<Deno.CommandStatus>;
   readonly pumps: Promise<unknown>;
@@ -405,7 +408,7 @@ class ServerProc {
   }
 }
 
-interface Member {
+export interface Member {
   name: string;
   /** host:port of its client URL */
   endpoint: string;
@@ -434,7 +437,7 @@ interface Target {
   cpu(): number;
 }
 
-class Cluster implements Target {
+export class Cluster implements Target {
   constructor(
     readonly binary: string,
     readonly members: Member[],
@@ -471,7 +474,7 @@ class Cluster implements Target {
 }
 
 /** Maintenance.Status of each endpoint through the load generator (undefined if it could not run). */
-async function memberStatus(loadgen: string, endpoints: string): Promise<MemberStatus[] | undefined> {
+export async function memberStatus(loadgen: string, endpoints: string): Promise<MemberStatus[] | undefined> {
   const r = await runLoadgen(loadgen, { endpoints, cpu: () => 0 }, [
     "--op",
     "status",
@@ -485,7 +488,7 @@ async function memberStatus(loadgen: string, endpoints: string): Promise<MemberS
 }
 
 /** The leader's ID if every member answered and all name the same leader. */
-function agreedLeader(st: MemberStatus[] | undefined): string | undefined {
+export function agreedLeader(st: MemberStatus[] | undefined): string | undefined {
   if (!st?.length || st.some((m) => m.error || !m.leader || m.leader === "0")) return undefined;
   return st.every((m) => m.leader === st[0].leader) ? st[0].leader : undefined;
 }
@@ -496,7 +499,13 @@ function agreedLeader(st: MemberStatus[] | undefined): string | undefined {
  * a request (and, with several members, all of them agree on a leader); a member that answers without the log line
  * is accepted after 30 s.
  */
-async function startCluster(binary: string, name: string, size: number, loadgen: string): Promise<Cluster> {
+export async function startCluster(
+  binary: string,
+  name: string,
+  size: number,
+  loadgen: string,
+  extraArgs: string[] = [],
+): Promise<Cluster> {
   const ports = await freePorts(2 * size);
   const baseDir = await Deno.makeTempDir({ dir: cacheDir, prefix: `data-${name}-` });
   tempDirs.add(baseDir);
@@ -525,6 +534,7 @@ async function startCluster(binary: string, name: string, size: number, loadgen:
       "--election-timeout",
       String(electionMs),
       ...(size === 1 ? [] : ["--initial-cluster-token", `bench-${name}-${Deno.pid}`, "--initial-cluster-state", state]),
+      ...extraArgs,
     ];
     return {
       name: n,
@@ -570,7 +580,7 @@ async function startCluster(binary: string, name: string, size: number, loadgen:
  * Restarts a killed member on its data dir (--initial-cluster-state existing) and waits until it published itself,
  * all members agree on a leader and its applied index reached the leader's committed index.
  */
-async function restartMember(loadgen: string, cluster: Cluster, m: Member, timeoutMs = 60000) {
+export async function restartMember(loadgen: string, cluster: Cluster, m: Member, timeoutMs = 60000) {
   await m.proc.status;
   m.earlierRssKb = memberRssKb(m);
   serverPids.delete(m.proc.pid);
@@ -658,7 +668,7 @@ function lastErrorLine(err: string): string {
   return (err.trim().split("\n").pop() ?? "").slice(0, 200) || "(no output)";
 }
 
-async function runLoadgen(loadgen: string, target: Target, args: string[], hardMs = 60000): Promise<RowResult> {
+export async function runLoadgen(loadgen: string, target: Target, args: string[], hardMs = 60000): Promise<RowResult> {
   if (interrupted) return { ok: false, reason: "interrupted" };
   const proc = new Deno.Command(loadgen, {
     args: ["--endpoints", target.endpoints, "--marks", ...args],
@@ -1027,7 +1037,7 @@ function combine(sides: SideResult[]): SideResult | undefined {
 // ---------------------------------------------------------------------------------------------------------------
 // output
 
-function fmtNum(n: number): string {
+export function fmtNum(n: number): string {
   return Math.round(n).toLocaleString("en-US");
 }
 
@@ -1042,7 +1052,7 @@ function fmtMs(x: number): string {
   return x >= 100 ? x.toFixed(0) : x.toFixed(1);
 }
 
-function loadAvg(): string {
+export function loadAvg(): string {
   return readText("/proc/loadavg")?.split(" ").slice(0, 3).join(" ") ?? "?";
 }
 
@@ -1211,6 +1221,27 @@ function parseArgs(argv: string[]) {
 }
 
 async function main(): Promise<number> {
+  // --scale: a million keys, ten thousand watchers, a hundred thousand leases (scripts/bench/scale.ts)
+  if (Deno.args.includes("--scale")) {
+    return await (await import("./bench/scale.ts")).runScaleBench(
+      Deno.args.filter((a) => a !== "--scale"),
+      {
+        agreedLeader,
+        buildLoadgen,
+        fmtNum,
+        loadAvg,
+        memberStatus,
+        readText,
+        restartMember,
+        runLoadgen,
+        ServerProc,
+        shells,
+        sleep,
+        startCluster,
+        treePids,
+      },
+    );
+  }
   // --gateway: the traffic gateway against nginx, haproxy and Caddy (scripts/bench/gateway.ts)
   if (Deno.args.includes("--gateway")) return await runGatewayBench(Deno.args.filter((a) => a !== "--gateway"));
   let opts;

@@ -2,7 +2,14 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { pbRoot } from "../proto/mod.ts";
-import { encodeEvent, eventFields, HeaderEncoder, watchEventsHead } from "../server/watch/encode.ts";
+import {
+  encodeEvent,
+  encodeRangeResponse,
+  eventFields,
+  HeaderEncoder,
+  type RangeResponseShape,
+  watchEventsHead,
+} from "../server/watch/encode.ts";
 import type { StoreEvent } from "../server/mvcc/store.ts";
 
 const WatchResponse = pbRoot.lookupType("etcdserverpb.WatchResponse");
@@ -96,4 +103,38 @@ Deno.test("watch responses: watch IDs of every varint size, 1 to 5 events, fragm
   }
   const one = [encodeEvent(ev(1), false)];
   assert.equal(eventFields(one), eventFields([one[0]]));
+});
+
+Deno.test("range responses: header, kvs with and without lease, more, count, empty", () => {
+  const RangeResponse = pbRoot.lookupType("etcdserverpb.RangeResponse");
+  const decodeRange = (b: Uint8Array) =>
+    RangeResponse.toObject(RangeResponse.decode(Buffer.from(b)), { longs: String, defaults: true, bytes: Buffer });
+  const viaProtobufjs = (v: RangeResponseShape) =>
+    decodeRange(RangeResponse.encode(RangeResponse.fromObject(v as never)).finish());
+  const header = {
+    cluster_id: "18446744073709551615",
+    member_id: "12087160956821666428",
+    revision: 2 ** 40,
+    raft_term: "7",
+  };
+  const kvs = [
+    {
+      key: Buffer.from([0, 1, 255]),
+      create_revision: 5,
+      mod_revision: 2 ** 40,
+      version: 3,
+      value: Buffer.from("v"),
+      lease: "7587862072459722555",
+    },
+    { key: Buffer.from("k"), create_revision: 9, mod_revision: 9, version: 1, value: Buffer.alloc(0), lease: "0" },
+  ];
+  for (
+    const res of [
+      { header, kvs, more: true, count: 12 },
+      { header, kvs: [], more: false, count: 0 },
+      { header: { ...header, cluster_id: "0", raft_term: "0" }, kvs: kvs.slice(1), more: false, count: 1 },
+    ]
+  ) {
+    assert.deepEqual(decodeRange(encodeRangeResponse(res)), viaProtobufjs(res));
+  }
 });

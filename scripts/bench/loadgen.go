@@ -51,6 +51,7 @@ type result struct {
 	RPS      float64 `json:"rps"`
 	P50      float64 `json:"p50_ms"`
 	P99      float64 `json:"p99_ms"`
+	P999     float64 `json:"p999_ms"`
 	Errors   int64   `json:"errors"`
 	Error    string  `json:"error,omitempty"`
 	// watch only
@@ -62,6 +63,17 @@ type result struct {
 	ClientCPU float64 `json:"client_cpu_us,omitempty"`
 	// status only
 	Members []memberStatus `json:"members,omitempty"`
+	// load: keys written (requests counts txns); leases: expiry lateness and counts
+	Keys           int64   `json:"keys,omitempty"`
+	LateP50        float64 `json:"late_p50_ms,omitempty"`
+	LateP99        float64 `json:"late_p99_ms,omitempty"`
+	LateP999       float64 `json:"late_p999_ms,omitempty"`
+	LateMax        float64 `json:"late_max_ms,omitempty"`
+	Expired        int64   `json:"expired,omitempty"`
+	NotExpired     int64   `json:"not_expired,omitempty"`
+	KeptLost       int64   `json:"kept_lost,omitempty"`
+	ExpirySeconds  float64 `json:"expiry_seconds,omitempty"`
+	KeepAliveCount int     `json:"kept,omitempty"`
 	// failover only
 	Leader     string  `json:"leader,omitempty"`
 	NewLeader  string  `json:"new_leader,omitempty"`
@@ -102,6 +114,17 @@ var (
 	latRate    = flag.Float64("lat-rate", 100, "watch: puts per second in the latency phase")
 	watchMax   = flag.Duration("watch-max", 60*time.Second, "watch: give up waiting for a phase's events after this")
 	failMax    = flag.Duration("failover-max", 20*time.Second, "failover: give up waiting for a write after the kill")
+	batch      = flag.Int("batch", 1, "load: puts per txn")
+	readRatio  = flag.Float64("read-ratio", 0.5, "mixed: fraction of the requests that are reads (the rest are puts)")
+	scanKeys   = flag.Int("scan", 10000, "scan: consecutive keys per range read")
+	rate       = flag.Float64("rate", 0, "closed-loop ops: at most this many requests per second over all clients")
+	distinct   = flag.Bool("distinct", false, "watch: each watcher on a key of its own instead of all on one prefix")
+	leaseCount = flag.Int("leases", 100000, "leases: leases granted")
+	leaseKeys  = flag.Int("lease-keys", 3, "leases: keys attached to each lease (one txn per lease)")
+	leaseTTL   = flag.Int64("lease-ttl", 15, "leases: TTL in seconds")
+	keepFrac   = flag.Float64("keep-frac", 0.1, "leases: fraction of the leases kept alive")
+	expiryMax  = flag.Duration("expiry-max", 180*time.Second, "leases: wait at most this long after the last grant")
+	pingWait   = flag.Duration("ping-wait", 0, "ping: retry until the first successful read, at most this long")
 )
 
 var (
@@ -207,6 +230,12 @@ func main() {
 		if *op == "status" {
 			limit = *dialTO + *reqTimeout + 10*time.Second
 		}
+		if *op == "ping" {
+			limit = *pingWait + *dialTO + *reqTimeout + 10*time.Second
+		}
+		if *op == "leases" {
+			limit = *duration + *expiryMax + time.Duration(*leaseTTL)*time.Second + 60*time.Second
+		}
 	}
 	time.AfterFunc(limit, func() {
 		fail(base, fmt.Errorf("loadgen: hard timeout after %v", limit))
@@ -233,6 +262,11 @@ func main() {
 		os.Exit(0)
 	}
 
+	if *op == "ping" && *pingWait > 0 {
+		waitReady(base, eps)
+		os.Exit(0)
+	}
+
 	cls := make([]*clientv3.Client, c)
 	for i := range cls {
 		cl, err := clientv3.New(dialConfig(eps))
@@ -255,6 +289,8 @@ func main() {
 		runWatch(base, cls, eps)
 	case "failover":
 		runFailover(base, cls, eps, n)
+	case "leases":
+		runLeases(base, cls, n)
 	default:
 		runClosedLoop(base, cls, n)
 	}
@@ -386,6 +422,42 @@ func runClosedLoop(base result, cls []*clientv3.Client, n int) {
 			_, err := cl.Txn(ctx).Then(clientv3.OpPut(keys[r.Intn(len(keys))], value)).Commit()
 			return err
 		})
+	case "load":
+		w = loadWorker()
+	case "mixed":
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			k := keys[r.Intn(len(keys))]
+			if r.Float64() >= *readRatio {
+				_, err := cl.Put(ctx, k, value)
+				return err
+			}
+			resp, err := cl.Get(ctx, k)
+			if err == nil && len(resp.Kvs) != 1 {
+				err = fmt.Errorf("mixed: key %s not found", k)
+			}
+			return err
+		})
+	case "count":
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			resp, err := cl.Get(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithCountOnly())
+			if err == nil && resp.Count < int64(len(keys)) {
+				err = fmt.Errorf("count: %d keys, expected at least %d", resp.Count, len(keys))
+			}
+			return err
+		})
+	case "scan":
+		span := *scanKeys
+		if span >= len(keys) {
+			fail(base, fmt.Errorf("scan: --scan %d needs a larger --key-space", span))
+		}
+		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
+			i := r.Intn(len(keys) - span)
+			resp, err := cl.Get(ctx, keys[i], clientv3.WithRange(keys[i+span]))
+			if err == nil && len(resp.Kvs) != span {
+				err = fmt.Errorf("scan: %d keys from %s, expected %d", len(resp.Kvs), keys[i], span)
+			}
+			return err
+		})
 	case "lease-grant":
 		w = unary(func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error {
 			_, err := cl.Grant(ctx, 300)
@@ -418,10 +490,17 @@ func runClosedLoop(base result, cls []*clientv3.Client, n int) {
 	r := base
 	r.Requests = int64(len(lats))
 	r.Seconds = secs
+	if *op == "load" {
+		r.Keys = atomic.LoadInt64(&loadedKeys)
+		r.Requests = r.Keys // throughput in keys/s; the latencies are per txn of --batch puts
+		if r.Keys < int64(len(keys)) {
+			noteErr(fmt.Errorf("load: only %d of %d keys written", r.Keys, len(keys)))
+		}
+	}
 	if secs > 0 {
 		r.RPS = float64(r.Requests) / secs
 	}
-	r.P50, r.P99 = percentiles(lats)
+	r.P50, r.P99, r.P999 = percentiles(lats)
 	emit(r)
 }
 
@@ -431,8 +510,14 @@ func runPhase(cls []*clientv3.Client, n int, w worker, d time.Duration, tot int6
 	defer cancel()
 	start := time.Now()
 	deadline := start.Add(d)
-	var issued int64
+	var issued, paced int64
 	next := func() bool {
+		if *rate > 0 {
+			i := atomic.AddInt64(&paced, 1) - 1
+			if d := time.Until(start.Add(time.Duration(float64(i) / *rate * 1e9))); d > 0 {
+				time.Sleep(d)
+			}
+		}
 		if tot > 0 {
 			return atomic.AddInt64(&issued, 1) <= tot
 		}
@@ -470,9 +555,9 @@ func runPhase(cls []*clientv3.Client, n int, w worker, d time.Duration, tot int6
 	return all, float64(lastEnd) / 1e9
 }
 
-func percentiles(l []time.Duration) (float64, float64) {
+func percentiles(l []time.Duration) (float64, float64, float64) {
 	if len(l) == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
 	at := func(q float64) float64 {
@@ -482,7 +567,7 @@ func percentiles(l []time.Duration) (float64, float64) {
 		}
 		return float64(l[i].Microseconds()) / 1000
 	}
-	return at(0.50), at(0.99)
+	return at(0.50), at(0.99), at(0.999)
 }
 
 func populate(cls []*clientv3.Client, ks []string) error {
@@ -547,6 +632,15 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 		S = W
 	}
 	base.Clients, base.Watchers, base.Streams, base.Puts = W, W, S, *puts
+	// events per put: every watcher sees every put under the prefix; with --distinct only the put key's watcher
+	fan := int64(W)
+	if *distinct {
+		if len(keys) > W {
+			fail(base, fmt.Errorf("watch --distinct: --key-space %d is more keys than the %d watchers", len(keys), W))
+		}
+		fan = 1
+	}
+	watcherIdx := 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	prefixEnd := []byte(watchPrfx)
@@ -616,9 +710,12 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 			}
 		}(s, st)
 		for i := 0; i < per; i++ {
-			req := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
-				Key: []byte(watchPrfx), RangeEnd: prefixEnd,
-			}}}
+			create := &pb.WatchCreateRequest{Key: []byte(watchPrfx), RangeEnd: prefixEnd}
+			if *distinct {
+				create = &pb.WatchCreateRequest{Key: []byte(watchPrfx + keys[watcherIdx%len(keys)])}
+			}
+			watcherIdx++
+			req := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: create}}
 			if err := st.Send(req); err != nil {
 				fail(base, fmt.Errorf("watch create: %w", err))
 			}
@@ -626,8 +723,8 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 	}
 	select {
 	case <-ready:
-	case <-time.After(30 * time.Second):
-		fail(base, fmt.Errorf("only %d of %d watchers created after 30s", atomic.LoadInt64(&created), W))
+	case <-time.After(60 * time.Second):
+		fail(base, fmt.Errorf("only %d of %d watchers created after 60s", atomic.LoadInt64(&created), W))
 	}
 
 	// The putter uses its own connection, as another client would.
@@ -700,7 +797,7 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 	mark("start")
 	t0 := time.Now()
 	atomic.StoreInt64(&lastEvent, t0.UnixNano())
-	want := doPuts(*puts, 'T', 0) * int64(W)
+	want := doPuts(*puts, 'T', 0) * fan
 	if !waitFor(&events, want, *watchMax) {
 		noteErr(fmt.Errorf("watch: %d of %d events delivered", atomic.LoadInt64(&events), want))
 	}
@@ -718,7 +815,7 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 	if *latPuts > 0 {
 		before := atomic.LoadInt64(&events)
 		putters = 1
-		lwant := doPuts(*latPuts, 'L', *latRate) * int64(W)
+		lwant := doPuts(*latPuts, 'L', *latRate) * fan
 		if !waitFor(&latCount, lwant, *watchMax) {
 			noteErr(fmt.Errorf("watch latency phase: %d of %d events delivered", atomic.LoadInt64(&events)-before, lwant))
 		}
@@ -729,7 +826,7 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 		}
 		latMu.Unlock()
 		r.LatSamples = int64(len(all))
-		r.P50, r.P99 = percentiles(all)
+		r.P50, r.P99, r.P999 = percentiles(all)
 	}
 	emit(r)
 	cancel()
@@ -895,4 +992,237 @@ func runFailover(base result, cls []*clientv3.Client, eps []string, n int) {
 	}
 	r.NewLeader, _ = leaderOf(statusAll(live))
 	emit(r)
+}
+
+var loadedKeys int64
+
+// loadWorker writes every key of the key space once, --batch puts per txn, each client taking the next batch; a
+// failed txn is retried until it succeeds or the run ends.
+func loadWorker() worker {
+	var nextKey int64
+	b := int64(*batch)
+	if b < 1 {
+		b = 1
+	}
+	return func(ctx context.Context, cl *clientv3.Client, id int, next func() bool, record func(time.Duration)) {
+		for next() {
+			from := atomic.AddInt64(&nextKey, b) - b
+			if from >= int64(len(keys)) {
+				return
+			}
+			to := from + b
+			if to > int64(len(keys)) {
+				to = int64(len(keys))
+			}
+			ops := make([]clientv3.Op, 0, to-from)
+			for k := from; k < to; k++ {
+				ops = append(ops, clientv3.OpPut(keys[k], value))
+			}
+			for {
+				rctx, cancel := context.WithTimeout(ctx, *reqTimeout)
+				t := time.Now()
+				_, err := cl.Txn(rctx).Then(ops...).Commit()
+				d := time.Since(t)
+				cancel()
+				if err == nil {
+					record(d)
+					atomic.AddInt64(&loadedKeys, to-from)
+					break
+				}
+				noteErr(err)
+				if ctx.Err() != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// waitReady retries a linearizable read on a fresh connection until one succeeds (a server starting up), at most
+// --ping-wait; seconds = time from this process's start to the first success.
+func waitReady(base result, eps []string) {
+	start := time.Now()
+	deadline := start.Add(*pingWait)
+	var last error
+	for time.Now().Before(deadline) {
+		cl, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 500 * time.Millisecond})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err = cl.Get(ctx, "bench-ping")
+			cancel()
+			cl.Close()
+			if err == nil {
+				r := base
+				r.Requests = 1
+				r.Seconds = time.Since(start).Seconds()
+				emit(r)
+				return
+			}
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	fail(base, fmt.Errorf("ping: not ready within %v: %v", *pingWait, last))
+}
+
+// runLeases grants --leases leases (n clients, one lease at a time each) and attaches --lease-keys keys to each in one
+// txn; the first --keep-frac of them are kept alive (clientv3's KeepAlive), the rest expire. A watch on the keys'
+// prefix records when each lease's first key is deleted: lateness = that moment - (grant response + TTL). Throughput
+// and latencies are those of the set-up requests (grant and txn).
+func runLeases(base result, cls []*clientv3.Client, n int) {
+	L, K := *leaseCount, *leaseKeys
+	keep := int(float64(L) * *keepFrac)
+	ttl := time.Duration(*leaseTTL) * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const prefix = "bench-lease/"
+	due := make([]int64, L)      // unix ns: grant response + TTL
+	deleted := make([]int64, L)  // unix ns of the first delete event of the lease's keys
+	var expiredN, keptLost int64 // expired leases that were not kept alive / that were
+	var lastDelete int64
+	wch := cls[0].Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithFilterPut(),
+		clientv3.WithCreatedNotify())
+	if resp, ok := <-wch; !ok || resp.Err() != nil {
+		fail(base, fmt.Errorf("leases: watch: %v", resp.Err()))
+	}
+	go func() {
+		for resp := range wch {
+			now := time.Now().UnixNano()
+			if err := resp.Err(); err != nil {
+				noteErr(fmt.Errorf("leases watch: %w", err))
+				continue
+			}
+			for _, ev := range resp.Events {
+				k := string(ev.Kv.Key)[len(prefix):]
+				i, err := strconv.Atoi(k[:strings.IndexByte(k, '/')])
+				if err != nil || i >= L || atomic.LoadInt64(&deleted[i]) != 0 {
+					continue
+				}
+				atomic.StoreInt64(&deleted[i], now)
+				atomic.StoreInt64(&lastDelete, now)
+				if i < keep {
+					atomic.AddInt64(&keptLost, 1)
+				} else {
+					atomic.AddInt64(&expiredN, 1)
+				}
+			}
+		}
+	}()
+
+	var nextLease int64 = -1
+	var kept sync.WaitGroup
+	keepCtx := ctx
+	w := func(ctx context.Context, cl *clientv3.Client, id int, next func() bool, record func(time.Duration)) {
+		for next() {
+			i := int(atomic.AddInt64(&nextLease, 1))
+			if i >= L {
+				return
+			}
+			rctx, c := context.WithTimeout(ctx, *reqTimeout)
+			t := time.Now()
+			g, err := cl.Grant(rctx, *leaseTTL)
+			c()
+			if err != nil {
+				noteErr(fmt.Errorf("grant: %w", err))
+				continue
+			}
+			done := time.Now()
+			record(done.Sub(t))
+			due[i] = done.Add(ttl).UnixNano()
+			ops := make([]clientv3.Op, K)
+			for j := range ops {
+				ops[j] = clientv3.OpPut(fmt.Sprintf("%s%07d/%d", prefix, i, j), value, clientv3.WithLease(g.ID))
+			}
+			rctx, c = context.WithTimeout(ctx, *reqTimeout)
+			t = time.Now()
+			_, err = cl.Txn(rctx).Then(ops...).Commit()
+			c()
+			if err != nil {
+				noteErr(fmt.Errorf("lease txn: %w", err))
+				continue
+			}
+			record(time.Since(t))
+			if i < keep {
+				ch, err := cl.KeepAlive(keepCtx, g.ID) // outlives the set-up phase's context
+				if err != nil {
+					noteErr(fmt.Errorf("keepalive: %w", err))
+					continue
+				}
+				kept.Add(1)
+				go func() {
+					defer kept.Done()
+					for range ch {
+					}
+				}()
+			}
+		}
+	}
+	mark("start")
+	lats, secs := runPhase(cls, n, w, *duration, int64(2*L), true)
+	mark("end")
+	r := base
+	r.Requests = int64(len(lats))
+	r.Seconds = secs
+	if secs > 0 {
+		r.RPS = float64(r.Requests) / secs
+	}
+	r.P50, r.P99, r.P999 = percentiles(lats)
+	r.KeepAliveCount = keep
+
+	// wait for the expiries: every lease not kept alive, or no delete for 20 s after the last one was due, or expiry-max
+	setupEnd := time.Now()
+	var lastDue int64
+	for _, d := range due {
+		if d > lastDue {
+			lastDue = d
+		}
+	}
+	want := int64(0)
+	for i := keep; i < L; i++ {
+		if due[i] > 0 {
+			want++
+		}
+	}
+	for atomic.LoadInt64(&expiredN) < want {
+		now := time.Now()
+		if now.Sub(setupEnd) > *expiryMax {
+			break
+		}
+		last := atomic.LoadInt64(&lastDelete)
+		if now.UnixNano() > lastDue && last > 0 && now.Sub(time.Unix(0, last)) > 20*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var late []time.Duration
+	var maxLate time.Duration
+	for i := keep; i < L; i++ {
+		if d := atomic.LoadInt64(&deleted[i]); d > 0 && due[i] > 0 {
+			l := time.Duration(d - due[i])
+			if l < 0 {
+				l = 0 // expired before the grant's response + TTL: at most the grant's latency early
+			}
+			late = append(late, l)
+			if l > maxLate {
+				maxLate = l
+			}
+		}
+	}
+	r.Expired = atomic.LoadInt64(&expiredN)
+	r.NotExpired = want - r.Expired
+	r.KeptLost = atomic.LoadInt64(&keptLost)
+	r.LateP50, r.LateP99, r.LateP999 = percentiles(late)
+	r.LateMax = float64(maxLate.Microseconds()) / 1000
+	if first, last := lastDue-int64(ttl), atomic.LoadInt64(&lastDelete); last > 0 {
+		r.ExpirySeconds = float64(last-first) / 1e9
+	}
+	if r.NotExpired > 0 {
+		noteErr(fmt.Errorf("leases: %d of %d leases did not expire", r.NotExpired, want))
+	}
+	if r.KeptLost > 0 {
+		noteErr(fmt.Errorf("leases: %d leases kept alive expired", r.KeptLost))
+	}
+	emit(r)
+	cancel()
 }

@@ -41,11 +41,13 @@ import {
   type MoveLeaderRequest,
   type PutRequest,
   type RangeRequest,
+  type ServiceDefinition,
   type TxnRequest,
   type WatchCreateRequest,
   type WatchRequest,
   WatchService,
 } from "../../proto/mod.ts";
+import { encodeRangeResponse, type RangeResponseShape } from "../watch/encode.ts";
 import type { AuthGate } from "../auth/gate.ts";
 import { authService } from "../auth/service.ts";
 
@@ -482,11 +484,20 @@ function health(): grpc.UntypedServiceImplementation {
 
 /** Registers every etcd service on a grpc-js server. */
 export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
-  server.addService(KVService, kv(ctx));
+  server.addService(rangeEncodedByHand(KVService), kv(ctx));
   server.addService(WatchService, watch(ctx));
   server.addService(LeaseService, lease(ctx));
   server.addService(ClusterService, cluster(ctx));
   server.addService(MaintenanceService, maintenance(ctx));
   server.addService(AuthService, authService(ctx, unary));
   server.addService(HealthService, health());
+}
+
+/** The KV service with Range's responses encoded by hand (server/watch/encode.ts): large ranges are the hot case. */
+function rangeEncodedByHand(def: ServiceDefinition): ServiceDefinition {
+  const serialize = (v: unknown) => {
+    const b = encodeRangeResponse(v as RangeResponseShape);
+    return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  };
+  return { ...def, Range: { ...def.Range, responseSerialize: serialize } };
 }

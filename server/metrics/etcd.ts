@@ -6,6 +6,7 @@
 import type { Node } from "../node/node.ts";
 import type { Registry } from "./registry.ts";
 import { registerProcessMetrics } from "./process.ts";
+import { registerEventLoopMetrics } from "./event_loop.ts";
 
 const described = new WeakSet<Node>();
 
@@ -94,5 +95,6 @@ export function describeServer(node: Node, version: string): Registry {
     }
   });
   registerProcessMetrics(r);
+  registerEventLoopMetrics(r);
   return r;
 }

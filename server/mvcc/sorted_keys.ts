@@ -1,7 +1,8 @@
 /**
  * An ordered set of store keys: the key index of the MVCC store. Keys live in sorted chunks of at most CHUNK keys
  * (a two-level B-tree), so an insert or delete moves at most one chunk's worth of memory however many keys exist.
- * Each key carries a number (the store's key id), held in chunks parallel to the keys.
+ * Each key carries a number (the store's key id), held in chunks parallel to the keys: the index is also the store's
+ * key → id map (a Map beside it cost another ~37 bytes per key).
  */
 import type { BKey } from "./keys.ts";
 
@@ -56,6 +57,15 @@ export class SortedKeys {
       this.#chunks.splice(ci + 1, 0, chunk.splice(CHUNK / 2));
       this.#vals.splice(ci + 1, 0, vals.splice(CHUNK / 2));
     }
+  }
+
+  /** The number of k, or undefined when k is absent. */
+  get(k: BKey): number | undefined {
+    if (this.#chunks.length === 0) return undefined;
+    const ci = this.#chunkOf(k);
+    const chunk = this.#chunks[ci];
+    const i = lowerBound(chunk, k);
+    return chunk[i] === k ? this.#vals[ci][i] : undefined;
   }
 
   /** Removes k if present. */

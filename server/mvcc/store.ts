@@ -171,8 +171,7 @@ export class MvccStore {
   #t = new Table();
   /** index of the first record of the history (every record from it on has revision >= max(compactRev, 1)) */
   #histStart = 0;
-  /** key → key id; an id stays the same while its key has records (the index carries it too) */
-  #keyIds = new Map<BKey, number>();
+  /** key id → key; an id stays the same while its key has records (the index maps key → id) */
   #keyStr: BKey[] = [];
   /** newest record of each key id; -1 for a free id */
   #latest: number[] = [];
@@ -219,7 +218,7 @@ export class MvccStore {
     const kvs: KeyValue[] = [];
     let count = 0;
     if (end === "") {
-      const kid = this.#keyIds.get(key);
+      const kid = this.#index.get(key);
       const idx = kid === undefined ? -1 : this.#visible(kid, rev);
       if (idx >= 0) {
         count = 1;
@@ -280,7 +279,7 @@ export class MvccStore {
   }
 
   #keyId(k: BKey): number {
-    let kid = this.#keyIds.get(k);
+    let kid = this.#index.get(k);
     if (kid === undefined) {
       kid = this.#freeKeyIds.pop();
       if (kid === undefined) {
@@ -288,7 +287,6 @@ export class MvccStore {
         this.#keyStr.push(k);
         this.#latest.push(-1);
       } else this.#keyStr[kid] = k;
-      this.#keyIds.set(k, kid);
       this.#index.insert(k, kid);
     }
     return kid;
@@ -329,7 +327,7 @@ export class MvccStore {
 
   /** @internal the newest record of a key including uncommitted changes of a txn, if not a tombstone. */
   _latest(k: BKey): KeyValue | null {
-    const kid = this.#keyIds.get(k);
+    const kid = this.#index.get(k);
     if (kid === undefined) return null;
     const idx = this.#latest[kid];
     return idx < 0 || this.#t.f(idx, F_CREATE) === 0 ? null : this.#kv(idx);
@@ -354,7 +352,7 @@ export class MvccStore {
   _deleteRange(key: BKey, end: RangeEnd, rev: number): StoreEvent[] {
     const kids: number[] = [];
     if (end === "") {
-      const kid = this.#keyIds.get(key);
+      const kid = this.#index.get(key);
       if (kid !== undefined) kids.push(kid);
     } else if (end === null || end > key) {
       this.#index.forEach(key, end, (kid) => kids.push(kid));
@@ -399,7 +397,6 @@ export class MvccStore {
       if (prev >= 0) continue;
       // the key was new in this txn: free its id again
       const k = this.#keyStr[kid];
-      this.#keyIds.delete(k);
       this.#index.delete(k);
       this.#keyStr[kid] = "";
       this.#freeKeyIds.push(kid);
@@ -532,7 +529,6 @@ export class MvccStore {
     for (let kid = 0; kid < latest.length; kid++) {
       if (latest[kid] !== -2) continue;
       gone.add(keyStr[kid]);
-      this.#keyIds.delete(keyStr[kid]);
       keyStr[kid] = "";
       latest[kid] = -1;
       this.#freeKeyIds.push(kid);
@@ -608,9 +604,9 @@ export class MvccStore {
   *dumpRecords(): Generator<number> {
     const t = this.#t, hs = this.#histStart;
     if (hs > 0) {
-      for (const k of this.#index.range("", null)) {
-        for (const idx of this.#versionsOf(this.#keyIds.get(k)!)) if (idx < hs) yield idx;
-      }
+      const kids: number[] = [];
+      this.#index.forEach("", null, (kid) => kids.push(kid));
+      for (const kid of kids) for (const idx of this.#versionsOf(kid)) if (idx < hs) yield idx;
     }
     for (let i = hs; i < t.length; i++) {
       if (t.f(i, F_MOD) > this.currentRev) break;
@@ -709,7 +705,6 @@ export class MvccStore {
     this.#index = new SortedKeys();
     this.#t = new Table();
     this.#histStart = 0;
-    this.#keyIds = new Map();
     this.#keyStr = [];
     this.#latest = [];
     this.#freeKeyIds = [];
@@ -771,8 +766,11 @@ export class MvccStore {
     const at = rev <= 0 ? this.currentRev : rev;
     const t = this.#t;
     const h = new StateHasher();
-    for (const k of this.#index.range("", null)) {
-      const versions = this.#versionsOf(this.#keyIds.get(k)!);
+    const kids: number[] = [];
+    this.#index.forEach("", null, (kid) => kids.push(kid));
+    for (const kid of kids) {
+      const k = this.#keyStr[kid];
+      const versions = this.#versionsOf(kid);
       for (let v = 0; v < versions.length; v++) {
         const idx = versions[v];
         const mod = t.f(idx, F_MOD);
