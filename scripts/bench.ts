@@ -50,6 +50,7 @@
 import { freePorts } from "../tests/lib/ports.ts";
 import { type CheckPerfResult, etcdctlBinary, parseCheckPerf } from "../tests/lib/etcdctl.ts";
 import { cleanupGatewayBench, runGatewayBench } from "./bench/gateway.ts";
+import { printMarkdownTable } from "./bench/table.ts";
 
 const repo = new URL("../", import.meta.url).pathname;
 const env = (k: string) => Deno.env.get(k) || undefined;
@@ -1136,12 +1137,7 @@ function printTable(
     "",
     "",
   ]);
-  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
-  const line = (row: string[]) =>
-    "| " + row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") + " |";
-  console.log(line(table[0]));
-  console.log("|" + widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":")).join("|") + "|");
-  for (const row of table.slice(1)) console.log(line(row));
+  printMarkdownTable(table);
   console.log(
     `\n${rounds > 1 ? `mean of ${rounds} rounds; ` : ""}${
       warmupPuts > 0 ? `${warmupPuts} unmeasured puts (16 clients) before the first row; ` : ""

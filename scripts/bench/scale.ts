@@ -22,6 +22,7 @@
  */
 import type * as Bench from "../bench.ts";
 import type { Cluster } from "../bench.ts";
+import { printMarkdownTable } from "./table.ts";
 
 /**
  * bench.ts's process and load-generator helpers, handed over by its main (a static import back into bench.ts would
@@ -408,12 +409,7 @@ function printTable(rows: ScaleRow[], size: number, etcd?: Map<string, Measured>
       else if (m?.note) notes.push(`[${side} ${r.id}] ${m.note}`);
     }
   }
-  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
-  const line = (row: string[]) =>
-    "| " + row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") + " |";
-  console.log(line(table[0]));
-  console.log("|" + widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":")).join("|") + "|");
-  for (const row of table.slice(1)) console.log(line(row));
+  printMarkdownTable(table);
   console.log(
     `\n${size} member${size > 1 ? "s (RSS summed)" : ""}; RSS peak = highest 250 ms sample during the row, rest = 2 s` +
       ` after it; each group of rows (kv, watch, lease, soak) on a fresh server; stall = our longest event-loop stall.`,
