@@ -9,7 +9,7 @@ const assert: (v: unknown, msg?: string) => asserts v = (v, msg) => nodeAssert.o
 const assertEquals = <T>(a: T, b: T, msg?: string) => nodeAssert.deepStrictEqual(a, b, msg ?? "not equal");
 import { Cluster } from "./lib/cluster.ts";
 import { etcdctlOk } from "./lib/etcdctl.ts";
-import { parseMetrics, promtoolCheck, sampleValue } from "./lib/prometheus.ts";
+import { type ParsedMetrics, parseMetrics, promtoolCheck, sampleValue } from "./lib/prometheus.ts";
 import { startServer } from "./lib/server.ts";
 import { exponentialBuckets, Registry } from "../server/metrics/registry.ts";
 import { NodeMetrics, SLOW_APPLY_MS } from "../server/metrics/node.ts";
@@ -21,15 +21,32 @@ async function scrape(url: string): Promise<string> {
   return await r.text();
 }
 
-/** The lint complaints promtool makes about the real etcd 3.4's own /metrics (its gauges named *_total). */
-async function etcdsOwnComplaints(): Promise<string[]> {
+/** The real etcd 3.4's own /metrics after a few puts: its promtool lint complaints (its gauges named *_total) and
+ * its parsed families. */
+async function etcdsOwn(): Promise<{ complaints: string[]; parsed: ParsedMetrics }> {
   const etcd = await startServer({ binary: "/usr/bin/etcd" });
   try {
-    return (await promtoolCheck(await scrape(etcd.clientUrl))).complaints;
+    for (let i = 0; i < 3; i++) await etcdctlOk(etcd.endpoint, ["put", `metrics-key-${i}`, `v${i}`]);
+    const text = await scrape(etcd.clientUrl);
+    return { complaints: (await promtoolCheck(text)).complaints, parsed: await parseMetrics(text) };
   } finally {
     await etcd.kill();
     await Deno.remove(etcd.dataDir, { recursive: true });
   }
+}
+
+/** A family's shape as a dashboard sees it: its type, the label names of its series and its bucket bounds. */
+function shape(p: ParsedMetrics, family: string): { type: string; labels: string[]; buckets: number[] } {
+  const samples = p.samples.filter((s) => s.name === family || s.name.startsWith(`${family}_`));
+  const labels = new Set(samples.map((s) => Object.keys(s.labels).filter((k) => k !== "le").sort().join(",")));
+  const buckets = new Set(
+    samples.filter((s) => s.labels.le !== undefined && s.labels.le !== "+Inf").map((s) => s.labels.le),
+  );
+  return {
+    type: p.types[family],
+    labels: [...labels].sort(),
+    buckets: [...buckets].map(Number).sort((a, b) => a - b),
+  };
 }
 
 Deno.test("registry: cumulative buckets, +Inf, sum and count; escaped label values; 0 for unset series", async () => {
@@ -153,10 +170,51 @@ Deno.test({
       // promtool parses it; its only lint complaints are the ones it makes about etcd's own names
       const ours = await promtoolCheck(text);
       assert(ours.code === 0 || ours.code === 3, `promtool exit ${ours.code}: ${ours.complaints.join("\n")}`);
-      const etcds = await etcdsOwnComplaints();
+      const etcd = await etcdsOwn();
       for (const line of ours.complaints) {
-        assert(etcds.includes(line), `promtool: ${line} (etcd has no such complaint)`);
+        assert(etcd.complaints.includes(line), `promtool: ${line} (etcd has no such complaint)`);
       }
+
+      // every family the real etcd 3.4.23 also exports has its type, label names and buckets
+      const common = Object.keys(after.types).filter((f) => f in etcd.parsed.types);
+      for (const f of common) assertEquals(shape(after, f), shape(etcd.parsed, f), `${f} differs from etcd's`);
+      for (
+        const f of [
+          "etcd_server_has_leader",
+          "etcd_server_leader_changes_seen",
+          "etcd_server_proposals_committed_total",
+          "etcd_server_proposals_applied_total",
+          "etcd_server_proposals_pending",
+          "etcd_server_proposals_failed",
+          "etcd_disk_wal_fsync_duration_seconds",
+          "etcd_disk_backend_commit_duration_seconds",
+          "etcd_mvcc_db_total_size_in_bytes",
+          "etcd_debugging_mvcc_keys_total",
+          "etcd_server_slow_apply",
+          "grpc_server_handled",
+          "grpc_server_started",
+          "process_cpu_seconds",
+          "process_resident_memory_bytes",
+          "process_open_fds",
+        ]
+      ) assert(common.includes(f), `${f} compared with etcd's`);
+      // a single etcd has no peers; these are the shapes of a 3-member etcd 3.4.23's peer series
+      assertEquals(shape(after, "etcd_network_peer_round_trip_time_seconds"), {
+        type: "histogram",
+        labels: ["To"],
+        buckets: exponentialBuckets(0.0001, 2, 16),
+      });
+      assertEquals(shape(after, "etcd_network_peer_sent_bytes").labels, ["To"]);
+      assertEquals(shape(after, "etcd_network_peer_received_bytes").labels, ["From"]);
+      // and the same label values on the gRPC series of every KV, Watch and Lease method etcd has
+      const methods = (p: ParsedMetrics) =>
+        new Set(
+          p.samples.filter((s) => s.name === "grpc_server_handled_total").map((s) =>
+            `${s.labels.grpc_type} ${s.labels.grpc_service} ${s.labels.grpc_method} ${s.labels.grpc_code}`
+          ),
+        );
+      const oursMethods = methods(after);
+      for (const m of methods(etcd.parsed)) assert(oursMethods.has(m), `grpc_server_handled_total{${m}} missing`);
     } finally {
       await c.destroy();
     }

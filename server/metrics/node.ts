@@ -79,7 +79,7 @@ export class NodeMetrics {
     );
     this.#rtt = r.histogram(
       "etcd_network_peer_round_trip_time_seconds",
-      "Round-Trip-Time histogram between peers.",
+      "Round-Trip-Time histogram between peers",
       exponentialBuckets(0.0001, 2, 16),
       ["To"],
     );
