@@ -12,6 +12,7 @@ import {
   OFFLINE,
   readLiveMembership,
   STALE_HEARTBEAT_MS,
+  unrecordedPrimaries,
 } from "../server/easegress/liveness.ts";
 import { rfc3339 } from "../server/easegress/gotime.ts";
 
@@ -81,4 +82,22 @@ Deno.test("readLiveMembership reports what it could not read instead of failing"
     raftTerm: 0,
     errors: ["etcdserver: request timed out"],
   });
+});
+
+Deno.test("a primary of the membership without a record is listed: a learner not started yet, by its hex ID", () => {
+  const unstarted = { ...member(0xen, true), name: "" }; // added online, not started: no name published yet
+  const live = { ...LIVE, members: [...LIVE.members!, unstarted] };
+  const records = ["a", "b", "c", "d"].map((id) => primary(id, 1000));
+  assert.deepEqual(unrecordedPrimaries(records, live), [{
+    options: { Name: "e", ClusterRole: "primary" },
+    lastHeartbeatTime: "",
+    etcd: { id: "e", startTime: "", state: "Learner" },
+  }]);
+  // a voter before its first heartbeat, by its name
+  assert.deepEqual(
+    unrecordedPrimaries(records.slice(1), LIVE).map((u) => [u.options.Name, u.etcd.state]),
+    [["m10", "Follower"]],
+  );
+  // without the membership, nothing to add
+  assert.deepEqual(unrecordedPrimaries(records, { leaderId: "0", raftTerm: 0, errors: ["unavailable"] }), []);
 });

@@ -120,6 +120,9 @@ memberTest(
         assert.equal(flagValue(flags, "--initial-cluster"), `${initial},${names[3]}=${peer}`);
         const list = await etcdctlOk(clientUrl(1), ["member", "list"]);
         assert.match(list, new RegExp(`unstarted, , ${peer}, , true`), list);
+        // listed at once, before it has started: by its ID (the name is its own to publish), a Learner
+        const id = /\(ID ([0-9a-f]+)\)/.exec(lines[1])![1];
+        assert.equal((await memberStates(api(2))).get(id), "Learner");
         // one learner at a time, and names are unique
         const again = await egctl([
           "--server",

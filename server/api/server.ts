@@ -29,7 +29,7 @@ import {
 } from "../easegress/objects.ts";
 import { DEFAULT_SPEC_VERSION, defaultSpecOf } from "../easegress/objects.ts";
 import { toGoYaml } from "../easegress/goyaml.ts";
-import { memberState, readLiveMembership } from "../easegress/liveness.ts";
+import { memberState, readLiveMembership, unrecordedPrimaries } from "../easegress/liveness.ts";
 import { addPrimary, findPrimary, MembershipError, parseNewPrimary } from "../easegress/primaries.ts";
 import { parse as parseYaml } from "yaml";
 import { filterResults, runnableFilterKinds } from "../easegress/specs/filters.ts";
@@ -258,17 +258,18 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
             throw new Error(`unmarshal ${v} to member status failed`);
           }
         });
+        // a primary's stored state is what it last said of itself: show its state now (unlike Easegress)
+        const primaries = members.filter((m) => typeof m?.etcd === "object" && m.etcd !== null);
+        if (primaries.length > 0) { // not with a standalone etcd: its members are no Easegress members
+          const live = await readLiveMembership(cls.client);
+          const now = Date.now();
+          for (const m of primaries) m.etcd.state = memberState(m, live, now);
+          members.push(...unrecordedPrimaries(primaries, live)); // a learner added but not started yet, too
+        }
         members.sort((a, b) => {
           const x = a?.options?.Name ?? "", y = b?.options?.Name ?? "";
           return x < y ? -1 : x > y ? 1 : 0;
         });
-        // a primary's stored state is what it last said of itself: show its state now (unlike Easegress)
-        const primaries = members.filter((m) => typeof m?.etcd === "object" && m.etcd !== null);
-        if (primaries.length > 0) {
-          const live = await readLiveMembership(cls.client);
-          const now = Date.now();
-          for (const m of primaries) m.etcd.state = memberState(m, live, now);
-        }
         c.res.setHeader("Content-Type", "text/plain; charset=utf-8");
         c.res.end(goJsonStringify(members));
       },

@@ -6,7 +6,13 @@
  * live membership and leader, so a leader change shows at once, and Offline once a member's heartbeat is late.
  */
 import { type Cluster, layout, type MemberStatus } from "../easegress/cluster.ts";
-import { heartbeatAgeMs, memberState, readLiveMembership, STALE_HEARTBEAT_MS } from "../easegress/liveness.ts";
+import {
+  heartbeatAgeMs,
+  memberState,
+  readLiveMembership,
+  STALE_HEARTBEAT_MS,
+  unrecordedPrimaries,
+} from "../easegress/liveness.ts";
 
 /** One member as the dashboard shows it. */
 export interface MemberView {
@@ -92,6 +98,7 @@ export async function clusterView(cls: Cluster, now = Date.now()): Promise<Clust
     view.leader = { id: BigInt(membership.leaderId).toString(16), name: l?.name ?? "" };
   }
   if (records.status === "fulfilled") {
+    const primaries: MemberStatus[] = [];
     for (const v of records.value.values()) {
       let s: MemberStatus;
       try {
@@ -99,6 +106,7 @@ export async function clusterView(cls: Cluster, now = Date.now()): Promise<Clust
       } catch {
         continue;
       }
+      if (s.etcd) primaries.push(s);
       const age = heartbeatAgeMs(s.lastHeartbeatTime, now);
       const role = s.options?.ClusterRole ?? "";
       const etcdId = s.etcd?.id ?? "";
@@ -118,6 +126,19 @@ export async function clusterView(cls: Cluster, now = Date.now()): Promise<Clust
         lastHeartbeat: s.lastHeartbeatTime,
         heartbeatAgeMs: Number.isFinite(age) ? age : -1,
         healthy: age <= STALE_HEARTBEAT_MS && !cut,
+      });
+    }
+    // a learner added but not started yet (not with a standalone etcd, whose members are no Easegress members)
+    for (const u of primaries.length > 0 ? unrecordedPrimaries(primaries, membership) : []) {
+      view.members.push({
+        name: u.options.Name,
+        role: "primary",
+        raftState: u.etcd.state,
+        etcdId: u.etcd.id,
+        apiAddr: "",
+        lastHeartbeat: "",
+        heartbeatAgeMs: -1,
+        healthy: false,
       });
     }
   }

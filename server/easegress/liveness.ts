@@ -74,3 +74,28 @@ export function memberState(record: HeartbeatRecord, live: LiveMembership, now =
   if (m.isLearner) return "Learner";
   return m.id === live.leaderId ? "Leader" : "Follower";
 }
+
+/** What {@link unrecordedPrimaries} lists of a primary that has no record yet. */
+export interface UnrecordedPrimary {
+  options: { Name: string; ClusterRole: "primary" };
+  /** no heartbeat yet */
+  lastHeartbeatTime: "";
+  etcd: { id: string; startTime: ""; state: string };
+}
+
+/**
+ * The primaries of the live membership that have no record yet, so that they are listed from the moment they are
+ * added: a learner added online before it has started (named by its hexadecimal ID, by which it is removed, until
+ * it starts and publishes its name), or a voter before its first heartbeat.
+ */
+export function unrecordedPrimaries(records: HeartbeatRecord[], live: LiveMembership): UnrecordedPrimary[] {
+  const recorded = new Set(records.map((r) => String(r.etcd?.id ?? "")));
+  return (live.members ?? []).filter((m) => !recorded.has(BigInt(m.id).toString(16))).map((m) => {
+    const id = BigInt(m.id).toString(16);
+    return {
+      options: { Name: m.name || id, ClusterRole: "primary" },
+      lastHeartbeatTime: "",
+      etcd: { id, startTime: "", state: memberState({ etcd: { id } }, live) },
+    };
+  });
+}
