@@ -161,14 +161,19 @@ export async function clusterView(cls: Cluster, now = Date.now()): Promise<Clust
         if (parts.length < 3) continue;
         const obj = byName.get(parts[parts.length - 2]);
         if (!obj) continue;
-        let st: Record<string, unknown>;
+        let doc: Record<string, unknown>;
         try {
-          st = JSON.parse(v);
+          doc = JSON.parse(v);
         } catch {
           continue;
         }
+        // as the gateway writes it: {spec, status: {state, error, count, m1, ...}, timestamp}
+        const st = (typeof doc?.status === "object" && doc.status !== null ? doc.status : {}) as Record<
+          string,
+          unknown
+        >;
         obj.members[parts[parts.length - 1]] = {
-          state: String(st.state ?? st.status ?? st.health ?? ""),
+          state: String(st.state ?? ""),
           error: String(st.error ?? ""),
           traffic: { count: num(st.count), errCount: num(st.errCount), m1: num(st.m1), m1Err: num(st.m1Err) },
         };
