@@ -199,6 +199,15 @@ memberTest(
       const expected = 100 * errors / requests;
       assert.ok(Math.abs(parseFloat(errRate) - expected) < 1, `error rate ${errRate}, ${expected} expected`);
       assert.ok(demo.filter((r) => r !== serving[0]).every((r) => r[3] === "error" && r[4] === "0"));
+      // the same traffic in the serving member's /apis/v2/metrics: its count, errors and latency histogram
+      const server = [...primaries, secondary].find((m) => m.name === serving[0][2])!;
+      const gm = await parseMetrics(await (await fetch(`http://${server.apiAddr}/apis/v2/metrics`)).text());
+      const route = { name: "dash-demo", instanceName: server.name, backend: "dash-mock" };
+      assert.equal(sampleValue(gm, "httpserver_total_requests_total", route), requests);
+      assert.equal(sampleValue(gm, "httpserver_total_error_requests_total", route), errors);
+      assert.equal(sampleValue(gm, "httpserver_requests_duration_count", route), requests);
+      assert.equal(sampleValue(gm, "httpserver_requests_duration_bucket", { ...route, le: "+Inf" }), requests);
+      assert.equal(sampleValue(gm, "httpserver_health", { name: "dash-demo", instanceName: server.name }), 1);
       await browser.screenshot(`${shots}/traffic.png`);
 
       // SIGKILL the leader: the open page shows another Leader and the killed member down
