@@ -113,6 +113,7 @@ Deno.test({
       const received = one(follower, "received database snapshot");
       assert.equal(String(receiving.fields["snapshot-index"]), String(sending.fields["snapshot-index"]));
       assert.equal(Number(received.fields.bytes), total);
+      assert.match(String(received.fields.rate), /^[\d.]+ (B|kB|MB|GB)\/s$/);
       assert.match(String(received.fields.took), GO_DURATION);
       const recvProgress = linesOf(follower.currentOutput(), "receiving database snapshot: progress");
       assert.ok(recvProgress.length <= Math.floor((received.at - receiving.at) / PROGRESS_LOG_MS) + 1);
