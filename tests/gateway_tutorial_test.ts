@@ -578,6 +578,19 @@ Deno.test({
             const out = await eg(2, ["create", "member", names[4], "--peer-urls", `http://${ips[4]}:2380`]);
             assert.match(out, new RegExp(`^create Member ${names[4]} successfully\nAdded as a learner`), out);
             flags = out.split("\n")[3].trim().split(" ");
+            // listed at once, before it has started: a Learner, by its ID
+            const id = /\(ID ([0-9a-f]+)\)/.exec(out)![1];
+            const listed = await egctl(
+              ["--server", `${ips[3]}:2381`, "get", "member", id],
+              undefined,
+              undefined,
+              undefined,
+              ns,
+            );
+            assert.ok(
+              listed.stdout.split("\n")[1]?.split("\t").map((c) => c.trim()).includes("Learner"),
+              listed.stdout,
+            );
           });
           await phase(`${names[4]} started, caught up and promoted`, async () => {
             members[4] = await start(4, [
@@ -631,8 +644,11 @@ Deno.test({
         for (const i of [0, 1, 2]) {
           await waitFor(`${names[i]} holding every acknowledged write`, async () => {
             const out = await etcdctl(ns, clientUrl(i), ["get", "--prefix", NetnsWriter.PREFIX, "--consistency=s"]);
-            const have = new Set(out.split("\n"));
-            return writer.acked.every((k) => have.has(k));
+            // key and value lines: each acknowledged key holds the value it was written with
+            const lines = out.split("\n");
+            const have = new Map<string, string>();
+            for (let l = 0; l + 1 < lines.length; l += 2) have.set(lines[l], lines[l + 1]);
+            return writer.acked.every((k) => have.get(k) === k.slice(NetnsWriter.PREFIX.length));
           }, 20000);
         }
       });
