@@ -477,7 +477,7 @@ export class HttpServer {
       s.reserveReceive(-reserved);
       stream?.stop();
     }).catch(() => {});
-    answered.then(async ({ code, resp, ctx, route }) => {
+    answered.then(({ code, resp, ctx, route }) => {
       const fields = [":status", String(code)];
       if (resp !== undefined) {
         for (let i = 0; i < resp.headers.names.length; i++) {
@@ -486,31 +486,45 @@ export class HttpServer {
         }
       }
       const noBody = code === 204 || code === 304;
-      const body = resp !== undefined && !noBody ? resp.body : EMPTY;
+      const rx = stream !== null ? stream.consumed : req.body.length;
       const rstream = resp !== undefined && !noBody && method !== "HEAD" ? resp.stream : null;
-      let sent = 0;
       if (rstream !== null) {
         if (rstream.length >= 0) fields.push("content-length", String(rstream.length));
         s.respond(fields);
-        sent = await pumpH2(s, rstream, (w) => (drained = w));
-      } else {
-        if (!noBody) fields.push("content-length", String(body.length));
-        if (body.length === 0 || method === "HEAD") s.respond(fields, true);
-        else {
-          s.respond(fields);
-          s.write(body.slice(), null, true); // queued output is not copied: the body may be an upstream buffer's view
-        }
-        sent = method === "HEAD" ? 0 : body.length;
+        pumpH2(s, rstream, (w) => (drained = w)).then((sent) =>
+          this.#finishH2(req, target, code, ctx, route, t0, rx, sent)
+        );
+        return;
       }
-      ctx?.finish();
-      const ms = Date.now() - t0;
-      const rx = stream !== null ? stream.consumed : req.body.length;
-      this.#record(route, code, ms, rx, sent);
-      this.#accessLog?.write(req, target, code, ms, rx, sent, ctx?.tags ?? undefined);
+      const body = resp !== undefined && !noBody ? resp.body : EMPTY;
+      if (!noBody) fields.push("content-length", String(body.length));
+      if (body.length === 0 || method === "HEAD") s.respond(fields, true);
+      else {
+        s.respond(fields);
+        s.write(body.slice(), null, true); // queued output is not copied: the body may be an upstream buffer's view
+      }
+      this.#finishH2(req, target, code, ctx, route, t0, rx, method === "HEAD" ? 0 : body.length);
     }, (err) => {
       this.#log(`httpserver ${this.name}: ${(err as Error).stack ?? err}`);
       s.reset();
     });
+  }
+
+  /** After an HTTP/2 response of the node:tls listener went out: the context's release, statistics, access log. */
+  #finishH2(
+    req: GwRequest,
+    target: string,
+    code: number,
+    ctx: Context | null,
+    route: Route | null,
+    t0: number,
+    rx: number,
+    sent: number,
+  ): void {
+    ctx?.finish();
+    const ms = Date.now() - t0;
+    this.#record(route, code, ms, rx, sent);
+    this.#accessLog?.write(req, target, code, ms, rx, sent, ctx?.tags ?? undefined);
   }
 
   /**
