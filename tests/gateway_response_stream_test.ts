@@ -71,7 +71,8 @@ async function writeAll(conn: Deno.Conn, b: Uint8Array): Promise<void> {
 function rawBackend(port: number) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port });
   let releaseHeld: (() => void) | null = null;
-  const state = { connections: 0, release: () => releaseHeld?.() };
+  /** connections accepted, and answers broken off by the member closing the connection */
+  const state = { connections: 0, brokenOff: 0, release: () => releaseHeld?.() };
   const conns = new Set<Deno.Conn>();
   const answer = async (conn: Deno.Conn, path: string): Promise<boolean> => {
     const [, kind, arg] = path.split("/");
@@ -143,7 +144,7 @@ function rawBackend(port: number) {
         if (!(await answer(conn, path))) return;
       }
     } catch {
-      /* the member went away */
+      state.brokenOff++; // the member went away mid-answer
     } finally {
       conns.delete(conn);
       try {
@@ -357,6 +358,42 @@ memberTest(
         }
         const ok = await download(`${urls.plain}/s/length/1000`);
         assert.deepEqual([ok.code, ok.size], [0, 1000]);
+      }
+
+      // a client that goes away mid-body: the member gives the stream up and closes its upstream connection (the
+      // backend, blocked writing the rest, sees it closed), and serves on
+      {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: plain });
+        await writeAll(conn, enc.encode(`GET /s/length/${BIG} HTTP/1.1\r\nHost: a\r\n\r\n`));
+        let got = 0;
+        const buf = new Uint8Array(65536);
+        while (got < MB) got += (await conn.read(buf)) ?? Infinity;
+        assert.ok(Number.isFinite(got));
+        const before = backend.state.brokenOff;
+        conn.close();
+        await waitFor("the upstream connection closed", () => backend.state.brokenOff === before + 1, 10_000);
+        const ok = await download(`${urls.plain}/s/length/1000`);
+        assert.deepEqual([ok.code, ok.size], [0, 1000]);
+      }
+      // an HTTP/1.0 client gets a body of unknown length delimited by the connection's close (no chunked)
+      {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: plain });
+        await writeAll(conn, enc.encode("GET /s/chunked/3000 HTTP/1.0\r\nHost: a\r\n\r\n"));
+        const parts: Uint8Array[] = [];
+        const buf = new Uint8Array(65536);
+        while (true) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) break;
+          parts.push(buf.slice(0, n));
+        }
+        conn.close();
+        const all = Buffer.concat(parts);
+        const he = all.indexOf("\r\n\r\n");
+        const head = all.subarray(0, he).toString("latin1").toLowerCase();
+        assert.match(head, /^http\/1\.1 200 /);
+        assert.doesNotMatch(head, /transfer-encoding|content-length/);
+        assert.match(head, /connection: close/);
+        assert.equal(createHash("sha256").update(all.subarray(he + 4)).digest("hex"), sha256Of(3000));
       }
 
       // keep-alive upstream: a body read to its end gives its connection back to the pool
