@@ -420,14 +420,16 @@ memberTest(
 /**
  * Starts a real slapd (Debian's `slapd`) with one user, alice (password alice-pass), under ou=people: LDAP on `port`
  * (StartTLS offered), LDAPS on `tlsPort`, with the certificate `leaf` of `dir` (signed by a CA clients do not know).
+ * With `clientCa` (a PEM file of `dir`), every TLS client (LDAPS and StartTLS) must present a certificate it signed.
  */
-async function startSlapd(dir: string, port: number, tlsPort: number): Promise<Deno.ChildProcess> {
+async function startSlapd(dir: string, port: number, tlsPort: number, clientCa = ""): Promise<Deno.ChildProcess> {
   await Deno.mkdir(`${dir}/db`);
   await Deno.writeTextFile(
     `${dir}/slapd.conf`,
     [
       `TLSCertificateFile ${dir}/leaf.pem`,
       `TLSCertificateKeyFile ${dir}/leaf.key`,
+      ...(clientCa ? [`TLSCACertificateFile ${dir}/${clientCa}`, "TLSVerifyClient demand"] : []),
       "include /etc/ldap/schema/core.schema",
       "include /etc/ldap/schema/cosine.schema",
       "include /etc/ldap/schema/inetorgperson.schema",
@@ -516,3 +518,78 @@ memberTest("gateway Validator: basicAuth LDAP mode binds against a real slapd", 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+memberTest(
+  "gateway Validator: basicAuth LDAP with a client certificate (certBase64/keyBase64) to a slapd that demands one",
+  async (procs) => {
+    const [ports] = await memberPorts(1);
+    const [port, ldapPort, ldapsPort] = await freePorts(3);
+    const dir = await Deno.makeTempDir({ prefix: "gw-ldap-mtls-" });
+    await makeCa(dir, "ca");
+    await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
+    // the client certificate the LDAP server trusts (signed by clientca), and one of a CA it does not know
+    await makeCa(dir, "clientca");
+    await makeLeaf(dir, "clientca", "client", "gateway", "extendedKeyUsage=clientAuth");
+    await makeCa(dir, "otherca");
+    await makeLeaf(dir, "otherca", "stranger", "gateway", "extendedKeyUsage=clientAuth");
+    const slapd = await startSlapd(dir, ldapPort, ldapsPort, "clientca.pem");
+    const m = await startMember("gwldapm", primaryArgs("gwldapm", ports));
+    procs.push(m);
+    const echo = await startBackend("echo", (req) => new Response(`user=${req.headers.get("x-auth-user")}`));
+    const b64 = async (f: string) => Buffer.from(await Deno.readTextFile(`${dir}/${f}`)).toString("base64");
+    const pair = async (name: string) =>
+      `certBase64: ${await b64(`${name}.pem`)}, keyBase64: ${await b64(`${name}.key`)}`;
+    try {
+      const modes: [string, string][] = [
+        ["ldapscert", `port: ${ldapsPort}, useSSL: true, insecure: true, ${await pair("client")}`],
+        ["ldapsnone", `port: ${ldapsPort}, useSSL: true, insecure: true`],
+        ["ldapsstranger", `port: ${ldapsPort}, useSSL: true, insecure: true, ${await pair("stranger")}`],
+        // StartTLS presents the certificate too (go-ldap-client only does so for LDAPS: there a server that demands one
+        // refuses every StartTLS bind)
+        ["starttlscert", `port: ${ldapPort}, ${await pair("client")}`],
+        ["starttlsnone", `port: ${ldapPort}`],
+        [
+          "badpair",
+          `port: ${ldapsPort}, useSSL: true, certBase64: ${await b64("client.pem")}, keyBase64: ${await b64(
+            "stranger.key",
+          )}`,
+        ],
+      ];
+      const pipeline = (name: string, conn: string) =>
+        `kind: Pipeline\nname: ${name}\nflow: [{filter: v}, {filter: proxy}]\nfilters:\n` +
+        `- {name: v, kind: Validator, basicAuth: {mode: LDAP, ldap: {host: 127.0.0.1, ${conn}, ` +
+        `baseDN: "ou=people,dc=example,dc=org", uid: uid}}}\n` +
+        `- {name: proxy, kind: Proxy, pools: [{servers: [{url: ${echo.url}}]}]}\n`;
+      for (const [name, conn] of modes) await putObject(m.apiAddr, pipeline(name, conn));
+      await putObject(
+        m.apiAddr,
+        `kind: HTTPServer\nname: ldapmsrv\nport: ${port}\nrules:\n- paths:\n` +
+          modes.map(([n]) => `  - {pathPrefix: /${n}, backend: ${n}}`).join("\n") + "\n",
+      );
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor("slapd and the server", async () => {
+        const r = await get(`${base}/ldapscert`, basic("alice", "alice-pass")).catch(() => [0, ""]);
+        return r[0] === 200;
+      });
+      for (const path of ["ldapscert", "starttlscert"]) {
+        assert.deepStrictEqual(await get(`${base}/${path}`, basic("alice", "alice-pass")), [200, "user=alice"], path);
+        assert.equal((await get(`${base}/${path}`, basic("alice", "wrong")))[0], 401, path);
+      }
+      for (const path of ["ldapsnone", "ldapsstranger", "starttlsnone"]) {
+        assert.equal(
+          (await get(`${base}/${path}`, basic("alice", "alice-pass")))[0],
+          401,
+          `${path}: handshake refused`,
+        );
+      }
+      // a certificate and a key that do not make a pair: the filter is not created (its reason is the pipeline's
+      // status error), so the route answers 503 instead of trying binds without the certificate
+      assert.equal((await get(`${base}/badpair`, basic("alice", "alice-pass")))[0], 503);
+    } finally {
+      slapd.kill("SIGTERM");
+      await slapd.status;
+      await echo.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

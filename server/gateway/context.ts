@@ -132,12 +132,26 @@ export class GwRequest {
 export class GwResponse {
   status: number;
   headers: HeaderList;
-  body: Uint8Array;
+  #body: Uint8Array;
+  /**
+   * The body as a stream instead of `body` (then empty): an upstream's body read as the client takes it (Proxy
+   * `serverMaxBodySize: -1`). Setting `body` drops it; what was not read is given up when the request finishes.
+   */
+  stream: BodyStream | null = null;
 
   constructor(status = 200, headers = new HeaderList(), body: Uint8Array = EMPTY) {
     this.status = status;
     this.headers = headers;
-    this.body = body;
+    this.#body = body;
+  }
+
+  get body(): Uint8Array {
+    return this.#body;
+  }
+
+  set body(b: Uint8Array) {
+    this.#body = b;
+    this.stream = null;
   }
 }
 

@@ -98,6 +98,8 @@ export abstract class H2Stream {
   /** @internal trailers to send once the queue is empty (server) */
   queueTrailers: string[] | null = null;
   /** @internal */ needDrain = false;
+  /** @internal received DATA is given back to the peer's window as the owner reads it (`paceReceive`) */
+  paced = false;
 
   constructor(
     readonly id: number,
@@ -119,6 +121,20 @@ export abstract class H2Stream {
   /** Bytes waiting for flow-control window. */
   get bufferedBytes(): number {
     return this.queue.bytes;
+  }
+
+  /**
+   * Receive flow control by the reader: while on, the stream's receive window is given back only through
+   * `consumed(n)`, so the peer sends at most one window ahead of what the owner took. Turning it off gives back
+   * nothing by itself: call `consumed` for what was received and not read first.
+   */
+  paceReceive(on: boolean): void {
+    this.paced = on;
+  }
+
+  /** The owner took `n` received bytes of a paced stream: their window goes back to the peer. */
+  consumed(n: number): void {
+    this.conn.windowConsumed(this, n);
   }
 
   /** Aborts the stream with RST_STREAM (no handler callback). */
@@ -359,7 +375,7 @@ export abstract class H2Connection<S extends H2Stream> {
       this.emitEnd(s);
       this.remoteDone(s);
     } else {
-      s.recvUnacked += len;
+      s.recvUnacked += s.paced ? len - (e - p) : len; // a paced stream's data goes back as it is read; padding now
       if (s.recvUnacked >= this.initialWindow >> 1) {
         this.w.windowUpdate(sid, s.recvUnacked);
         s.recvWindow += s.recvUnacked;
@@ -461,6 +477,17 @@ export abstract class H2Connection<S extends H2Stream> {
       this.pump(s);
       this.afterPump(s);
     }
+  }
+
+  /** @internal see H2Stream.consumed */
+  windowConsumed(s: H2Stream, n: number): void {
+    if (s.gone || s.remoteClosed) return;
+    s.recvUnacked += n;
+    if (s.recvUnacked < this.initialWindow >> 1) return;
+    this.w.windowUpdate(s.id, s.recvUnacked);
+    s.recvWindow += s.recvUnacked;
+    s.recvUnacked = 0;
+    this.w.schedule();
   }
 
   // Stream owner callbacks: a throwing handler resets its stream instead of breaking the connection.

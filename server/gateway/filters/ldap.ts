@@ -1,7 +1,9 @@
 /**
  * The LDAP simple bind of the Validator's basicAuth LDAP mode: one connection per check (plain, StartTLS, or LDAPS),
  * a BindRequest as `<uid>=<user>,<baseDN>` with the password, success when the server answers resultCode 0. Only the
- * few BER elements these two messages need (RFC 4511) are encoded and decoded.
+ * few BER elements these two messages need (RFC 4511) are encoded and decoded. The client certificate
+ * (certBase64/keyBase64) is presented on LDAPS and on StartTLS alike (go-ldap-client, Easegress's, only does it on
+ * LDAPS, so a server demanding one refuses its StartTLS binds).
  */
 import { Buffer } from "node:buffer";
 import net from "node:net";

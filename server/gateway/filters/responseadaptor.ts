@@ -6,7 +6,7 @@
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
-import { compressBody, decompressBody } from "./gzip.ts";
+import { compressBody, decompressBody, transformStream } from "./gzip.ts";
 import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
 
 class ResponseAdaptor implements Filter {
@@ -45,6 +45,12 @@ class ResponseAdaptor implements Filter {
     if (body !== null) {
       resp.body = body;
       resp.headers.del("Content-Encoding");
+    }
+    if (resp.stream !== null) {
+      // a streamed body is (de)compressed as the client takes it; a failure then breaks the response off
+      if (this.#compress) resp.stream = transformStream(resp.headers, resp.stream, "compress");
+      if (this.#decompress) resp.stream = transformStream(resp.headers, resp.stream, "decompress");
+      return "";
     }
     const setBody = (b: Uint8Array) => (resp.body = b);
     if (this.#compress && !compressBody(resp.headers, resp.body, setBody)) return "compressFailed";

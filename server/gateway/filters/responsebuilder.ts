@@ -26,7 +26,9 @@ class ResponseBuilder implements Filter {
     if (this.#template === null) {
       const src = ctx.responseIn(this.#source);
       if (src === undefined) return buildErr(ctx, this.#name, `no response in namespace ${this.#source}`);
-      ctx.response = new GwResponse(src.status, src.headers.clone(), src.body);
+      const r = new GwResponse(src.status, src.headers.clone(), src.body);
+      r.stream = src.stream; // a stream is read once: whichever response is sent reads it
+      ctx.response = r;
       return "";
     }
     let spec: Record<string, unknown>;

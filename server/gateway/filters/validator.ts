@@ -12,7 +12,7 @@
  * `<uid>=<user>,<baseDN>` (ldap.ts).
  */
 import { Buffer } from "node:buffer";
-import { createHmac, createPublicKey, timingSafeEqual, verify } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, timingSafeEqual, verify, X509Certificate } from "node:crypto";
 import type { Context } from "../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec, StoreView } from "./filter.ts";
 import { checkPassword, HtpasswdFile } from "./htpasswd.ts";
@@ -156,9 +156,20 @@ function ldapSpecOf(spec: Obj | undefined): LdapSpec {
     skipTLS: spec.skipTLS === true,
     insecure: spec.insecure === true,
     serverName: String(spec.serverName ?? ""),
-    cert: pem(spec.certBase64),
-    key: pem(spec.keyBase64),
+    ...ldapClientCertOf(pem(spec.certBase64), pem(spec.keyBase64)),
   };
+}
+
+/** The client certificate for the LDAP server (both given, or none), checked to be a pair. */
+function ldapClientCertOf(cert: string, key: string): { cert: string; key: string } {
+  if (cert === "" && key === "") return { cert, key };
+  try {
+    if (cert === "" || key === "") throw new Error("both are required");
+    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) throw new Error("the key does not match");
+  } catch (err) {
+    throw new Error(`basicAuth: ldap: certBase64/keyBase64: ${(err as Error).message}`);
+  }
+  return { cert, key };
 }
 
 /** `basicAuth` by its mode. */

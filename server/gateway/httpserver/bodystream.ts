@@ -1,10 +1,12 @@
 /**
  * Request bodies as streams (`clientMaxBodySize: -1`): the HTTP/1.1 body of a client connection (Content-Length or
- * chunked) read as the pipeline asks for it, and the body of a `Deno.serve` request (HTTP/2 or HTTP/1.1 over TLS).
+ * chunked) read as the pipeline asks for it, the body of a `Deno.serve` request (HTTP/2 or HTTP/1.1 over TLS) and
+ * that of an HTTP/2 stream of the node:tls listener (paced by its flow-control window).
  * Nothing is held beyond one read: memory stays flat whatever the body's size.
  */
 import type { BodyStream } from "../context.ts";
 import { BodyKind, ChunkedDecoder, concat, HttpParseError } from "../http1.ts";
+import type { Http2Stream } from "../../transport/http2.ts";
 
 /** One read from the client socket takes at most this much (the relay buffer of a Content-Length body). */
 const STREAM_CHUNK = 64 * 1024;
@@ -157,4 +159,97 @@ export function webBodyStream(body: ReadableStream<Uint8Array>, length: number):
     },
   };
   return s;
+}
+
+/**
+ * The request body of an HTTP/2 stream (the node:tls listener's h2) read as the pipeline asks for it: DATA is kept
+ * until read, and the stream's receive window goes back to the client only as it is read, so a client sends at most
+ * one window (http2.ts's initial window, 1 MiB) ahead of the upstream. The bytes held count against the connection's
+ * receive budget (MAX_BUFFERED_REQUEST_BYTES): beyond it, or after `idleMs` without DATA while the pipeline waits, the
+ * read fails. A declared length the client does not keep to is an error at the end.
+ */
+export class H2BodyStream implements BodyStream {
+  readonly length: number;
+  consumed = 0;
+  #s: Http2Stream;
+  #idleMs: number;
+  #parts: Uint8Array[] = [];
+  #held = 0;
+  #ended = false;
+  #error: string | null = null;
+  #wake: (() => void) | null = null;
+
+  constructor(s: Http2Stream, length: number, idleMs: number) {
+    this.#s = s;
+    this.length = length;
+    this.#idleMs = idleMs;
+    s.paceReceive(true);
+  }
+
+  /** DATA from the client (a view valid during the call). */
+  push(chunk: Uint8Array): void {
+    if (this.#error !== null || this.#ended) return;
+    if (!this.#s.reserveReceive(chunk.length)) {
+      this.#s.consumed(chunk.length);
+      return this.fail("the connection's request buffer is full");
+    }
+    this.#held += chunk.length;
+    this.#parts.push(chunk.slice());
+    this.#notify();
+  }
+
+  /** The client ended its side. */
+  end(): void {
+    this.#ended = true;
+    this.#notify();
+  }
+
+  /** The stream was reset or broke. */
+  fail(why: string): void {
+    this.#error ??= why;
+    this.#notify();
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    while (this.#parts.length === 0) {
+      if (this.#error !== null) throw new Error(`request body: ${this.#error}`);
+      if (this.#ended) {
+        if (this.length >= 0 && this.consumed !== this.length) {
+          throw new Error("request body shorter than its Content-Length");
+        }
+        return null;
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((r) => {
+        this.#wake = r;
+        timer = setTimeout(() => this.fail("no data from the client in time"), this.#idleMs);
+      });
+      clearTimeout(timer);
+    }
+    const b = this.#parts.shift()!;
+    this.#held -= b.length;
+    this.#s.reserveReceive(-b.length);
+    this.#s.consumed(b.length);
+    this.consumed += b.length;
+    if (this.length >= 0 && this.consumed > this.length) throw new Error("request body longer than its Content-Length");
+    return b;
+  }
+
+  /** The response is complete: what was not read is dropped and the window goes back (the rest is discarded). */
+  stop(): void {
+    if (this.#held > 0) {
+      this.#s.reserveReceive(-this.#held);
+      this.#s.consumed(this.#held);
+    }
+    this.#held = 0;
+    this.#parts = [];
+    this.#s.paceReceive(false);
+    this.fail("the response was sent");
+  }
 }

@@ -30,10 +30,10 @@ import { ServerStats } from "./stats.ts";
 import { type RouteTraffic, type ServerTraffic, TRAFFIC } from "../../metrics/traffic.ts";
 import type { AccessLog } from "./accesslog.ts";
 import { expandVariables } from "./variables.ts";
-import { Http1BodyStream, makeRoom, webBodyStream } from "./bodystream.ts";
+import { H2BodyStream, Http1BodyStream, makeRoom, webBodyStream } from "./bodystream.ts";
 import { type CertPair, listenNodeTls, validateTls } from "./tls.ts";
 import type { Server as NodeTlsServer, TLSSocket } from "node:tls";
-import { DEFAULT_TIMEOUTS, Http2ServerConnection, type Http2Stream } from "../../transport/http2.ts";
+import { DEFAULT_TIMEOUTS, ErrorCode, Http2ServerConnection, type Http2Stream } from "../../transport/http2.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -421,10 +421,10 @@ export class HttpServer {
     }
     if (!headers.has("host") && authority !== "") headers.add("Host", authority);
     const req = new GwRequest(method, target, "HTTP/2.0", headers, ip, addr, "https");
-    // the body: kept up to the route's limit, counted beyond it. #exchange sets the limit synchronously (before any
-    // DATA is handled) when it reads the body; an answer without reading it (403/404/405) keeps nothing. The bytes kept
-    // count against the connection's MAX_BUFFERED_REQUEST_BYTES (1000 streams x 4 MiB bodies would be 4 GB): beyond
-    // it, 413.
+    // the body: kept up to the route's limit, counted beyond it, or a stream (limit -1). #exchange sets the limit
+    // synchronously (before any DATA is handled) when it reads the body; an answer without reading it (403/404/405)
+    // keeps nothing. The bytes kept count against the connection's MAX_BUFFERED_REQUEST_BYTES (1000 streams x 4 MiB
+    // bodies would be 4 GB): beyond it, 413.
     const parts: Uint8Array[] = [];
     let size = 0;
     let limit = 0;
@@ -432,8 +432,11 @@ export class HttpServer {
     let overBudget = false;
     let state: "open" | "ended" | "reset" = "open";
     let wake: (() => void) | null = null;
+    let stream: H2BodyStream | null = null;
+    let drained: (() => void) | null = null;
     s.handler = {
       onData(chunk) {
+        if (stream !== null) return stream.push(chunk);
         size += chunk.length;
         if (overBudget || (limit >= 0 && size > limit)) return;
         if (!s.reserveReceive(chunk.length)) overBudget = true;
@@ -444,26 +447,35 @@ export class HttpServer {
       },
       onEnd() {
         state = "ended";
+        stream?.end();
         wake?.();
       },
       onReset() {
         state = "reset";
+        stream?.fail("the client reset the stream");
         wake?.();
+        drained?.();
       },
-      onDrain() {},
+      onDrain() {
+        drained?.();
+      },
     };
-    const readBody = async (max: number): Promise<Uint8Array | number> => {
+    const idleMs = this.#cfg.keepAliveMs;
+    const readBody = async (max: number): Promise<Uint8Array | number | BodyStream> => {
       limit = max;
+      if (max < 0 && !s.remoteClosed) return stream = new H2BodyStream(s, declared < 0 ? -1 : declared, idleMs);
       if (state === "open") await new Promise<void>((r) => (wake = r));
       if (state === "reset") return 400;
       if (overBudget || (max >= 0 && size > max)) return 413;
       return concat(parts, size);
     };
-    const declared = Number(headers.get("content-length") || 0);
+    const cl = headers.get("content-length");
+    const declared = cl === "" ? -1 : Number(cl);
     const answered = this.#exchange(req, declared, readBody);
     answered.finally(() => {
       overBudget = true; // answered: DATA still arriving is dropped
       s.reserveReceive(-reserved);
+      stream?.stop();
     }).catch(() => {});
     answered.then(({ code, resp, ctx, route }) => {
       const fields = [":status", String(code)];
@@ -473,22 +485,46 @@ export class HttpServer {
           if (!SKIP_RESPONSE.has(k) && !H2_SKIP_RESPONSE.has(k)) fields.push(k, resp.headers.values[i]);
         }
       }
-      const body = resp !== undefined && code !== 204 && code !== 304 ? resp.body : EMPTY;
-      if (code !== 204 && code !== 304) fields.push("content-length", String(body.length));
+      const noBody = code === 204 || code === 304;
+      const rx = stream !== null ? stream.consumed : req.body.length;
+      const rstream = resp !== undefined && !noBody && method !== "HEAD" ? resp.stream : null;
+      if (rstream !== null) {
+        if (rstream.length >= 0) fields.push("content-length", String(rstream.length));
+        s.respond(fields);
+        pumpH2(s, rstream, (w) => (drained = w)).then((sent) =>
+          this.#finishH2(req, target, code, ctx, route, t0, rx, sent)
+        );
+        return;
+      }
+      const body = resp !== undefined && !noBody ? resp.body : EMPTY;
+      if (!noBody) fields.push("content-length", String(body.length));
       if (body.length === 0 || method === "HEAD") s.respond(fields, true);
       else {
         s.respond(fields);
         s.write(body.slice(), null, true); // queued output is not copied: the body may be an upstream buffer's view
       }
-      ctx?.finish();
-      const ms = Date.now() - t0;
-      const sent = method === "HEAD" ? 0 : body.length;
-      this.#record(route, code, ms, req.body.length, sent);
-      this.#accessLog?.write(req, target, code, ms, req.body.length, sent, ctx?.tags ?? undefined);
+      this.#finishH2(req, target, code, ctx, route, t0, rx, method === "HEAD" ? 0 : body.length);
     }, (err) => {
       this.#log(`httpserver ${this.name}: ${(err as Error).stack ?? err}`);
       s.reset();
     });
+  }
+
+  /** After an HTTP/2 response of the node:tls listener went out: the context's release, statistics, access log. */
+  #finishH2(
+    req: GwRequest,
+    target: string,
+    code: number,
+    ctx: Context | null,
+    route: Route | null,
+    t0: number,
+    rx: number,
+    sent: number,
+  ): void {
+    ctx?.finish();
+    const ms = Date.now() - t0;
+    this.#record(route, code, ms, rx, sent);
+    this.#accessLog?.write(req, target, code, ms, rx, sent, ctx?.tags ?? undefined);
   }
 
   /**
@@ -635,9 +671,11 @@ export class HttpServer {
         }
       }
       if (stream !== null && !stream.done && !(await stream.drain())) closeAfter = true;
-      const respBytes = resp !== undefined
+      const respBytes = resp === undefined
+        ? await this.#write(c, status, undefined, head.method, closeAfter)
+        : resp.stream === null || head.method === "HEAD"
         ? await this.#write(c, resp.status, resp, head.method, closeAfter)
-        : await this.#write(c, status, undefined, head.method, closeAfter);
+        : await this.#writeStream(c, resp, resp.stream, head.proto, closeAfter);
       ctx?.finish();
       const code = resp !== undefined ? resp.status : status;
       const ms = Date.now() - t0;
@@ -728,6 +766,18 @@ export class HttpServer {
       for (let i = 0; i < resp.headers.names.length; i++) {
         if (!SKIP_RESPONSE.has(resp.headers.keys[i])) out.append(resp.headers.names[i], resp.headers.values[i]);
       }
+    }
+    if (resp?.stream != null && code !== 204 && code !== 304 && request.method !== "HEAD") {
+      // the stream's bytes are counted and the request finished once the client took them all (or went away)
+      const done = (sent: number) => {
+        ctx?.finish();
+        const ms = Date.now() - t0;
+        const rx = req.stream !== null ? req.stream.consumed : req.body.length;
+        this.#record(route, code, ms, rx, sent);
+        this.#accessLog?.write(req, url.pathname + url.search, code, ms, rx, sent, ctx?.tags ?? undefined);
+      };
+      if (resp.stream.length >= 0) out.set("content-length", String(resp.stream.length));
+      return new Response(webStreamOf(resp.stream, done), { status: code, headers: out });
     }
     const body = resp !== undefined && resp.body.length > 0 && code !== 204 && code !== 304 ? resp.body.slice() : null;
     ctx?.finish();
@@ -840,6 +890,64 @@ export class HttpServer {
     return n;
   }
 
+  /**
+   * Writes a response whose body is a stream (an upstream's, serverMaxBodySize -1), each read as it arrives: with its
+   * Content-Length when known, else chunked (an HTTP/1.0 client: until the connection closes). The next read waits for
+   * the client to take the last write, so a slow client slows the upstream instead of filling memory. A read error
+   * (the upstream broke off) closes the connection without ending the body, so the client sees it cut. Returns the
+   * bytes written, or -1 when the connection broke or was closed.
+   */
+  async #writeStream(
+    c: ClientConn,
+    resp: GwResponse,
+    body: BodyStream,
+    proto: string,
+    close: boolean,
+  ): Promise<number> {
+    const status = resp.status;
+    const hasBody = status !== 204 && status !== 304 && status >= 200;
+    const chunked = hasBody && body.length < 0 && proto === "HTTP/1.1";
+    if (hasBody && body.length < 0 && !chunked) close = true;
+    let head = "HTTP/1.1 " + status + " " + (STATUS_TEXT[status] ?? "status code " + status) + "\r\n" +
+      resp.headers.serialize(SKIP_RESPONSE);
+    if (body.length >= 0 && hasBody) head += "Content-Length: " + body.length + "\r\n";
+    if (chunked) head += "Transfer-Encoding: chunked\r\n";
+    head += "Date: " + httpDate() + "\r\n";
+    if (close) head += "Connection: close\r\n";
+    head += "\r\n";
+    let n = head.length;
+    let frame: Uint8Array | null = null; // the chunked framing's buffer, reused: the chunk's size line, data, CRLF
+    try {
+      await writeAll(c.conn, encodeHead(head));
+      while (hasBody) {
+        let b: Uint8Array | null;
+        try {
+          b = await body.read();
+        } catch {
+          c.close();
+          return -1;
+        }
+        if (b === null) break;
+        if (b.length === 0) continue;
+        let out = b;
+        if (chunked) {
+          if (frame === null || frame.length < b.length + 12) frame = new Uint8Array(b.length + 12);
+          out = chunkFrame(b, frame);
+        }
+        await writeAll(c.conn, out);
+        n += out.length;
+      }
+      if (chunked) {
+        await writeAll(c.conn, LAST_CHUNK);
+        n += LAST_CHUNK.length;
+      }
+    } catch {
+      return -1;
+    }
+    if (close) c.close(); // the body's end is the connection's
+    return n;
+  }
+
   /** Status in Easegress's shape. */
   status(): Obj {
     return {
@@ -882,3 +990,82 @@ export class HttpServer {
 }
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+/**
+ * Sends a streamed response body as DATA of an HTTP/2 stream, one read at a time: the next read waits until the
+ * client's flow-control window took the last one (`onDrain`, which `setWaiter` wires). A read error (the upstream
+ * broke off) resets the stream, so the client sees the response as failed rather than short. Returns the bytes sent.
+ */
+async function pumpH2(
+  s: Http2Stream,
+  body: BodyStream,
+  setWaiter: (wake: (() => void) | null) => void,
+): Promise<number> {
+  let sent = 0;
+  try {
+    while (!s.closed) {
+      const b = await body.read();
+      if (b === null) {
+        s.end();
+        break;
+      }
+      if (b.length === 0) continue;
+      sent += b.length;
+      if (!s.write(b.slice())) { // queued output is not copied, and the read buffer is reused
+        await new Promise<void>((r) => setWaiter(r));
+        setWaiter(null);
+      }
+    }
+  } catch {
+    s.reset(ErrorCode.INTERNAL_ERROR);
+  }
+  return sent;
+}
+
+/**
+ * A streamed response body for Deno.serve: read when the client's side asks for more (no read ahead), each read copied
+ * (the stream reuses its buffer). A read error errors the web stream, so Deno.serve breaks the response off. `done`
+ * gets the bytes sent, once: at the end, on the error, or when the client went away.
+ */
+function webStreamOf(body: BodyStream, done: (sent: number) => void): ReadableStream<Uint8Array> {
+  let sent = 0;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    done(sent);
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(ctrl) {
+      let b: Uint8Array | null;
+      try {
+        b = await body.read();
+      } catch (err) {
+        ctrl.error(err);
+        finish();
+        return;
+      }
+      if (b === null) {
+        ctrl.close();
+        finish();
+      } else {
+        sent += b.length;
+        ctrl.enqueue(b.slice());
+      }
+    },
+    cancel: finish,
+  }, { highWaterMark: 0 });
+}
+
+/** Frames one chunk of a chunked body into `dst` (room for the data and 12 bytes): size line, data, CRLF. */
+function chunkFrame(b: Uint8Array, dst: Uint8Array): Uint8Array {
+  const size = b.length.toString(16) + "\r\n";
+  encodeHeadInto(size, dst);
+  dst.set(b, size.length);
+  const end = size.length + b.length;
+  dst[end] = 13;
+  dst[end + 1] = 10;
+  return dst.subarray(0, end + 2);
+}
+
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");

@@ -156,11 +156,15 @@ export class RequestView extends Payload implements GoStruct {
 export class ResponseView extends Payload implements GoStruct {
   readonly goType = "*builder.response";
   #r: GwResponse;
-  constructor(r: GwResponse) {
+  #ns: string;
+  constructor(r: GwResponse, ns: string) {
     super();
     this.#r = r;
+    this.#ns = ns;
   }
+  /** a streamed body (read once, by the server) is Easegress's text instead */
   get payload(): Uint8Array {
+    if (this.#r.stream !== null) return new TextEncoder().encode(`the body of response "${this.#ns}" is a stream`);
     return this.#r.body;
   }
   get StatusCode(): number {
@@ -188,7 +192,7 @@ export function templateData(ctx: Context): Record<string, unknown> {
   const requests: Record<string, RequestView> = {};
   for (const [ns, r] of ctx.requests()) requests[ns] = new RequestView(r, ns);
   const responses: Record<string, ResponseView> = {};
-  for (const [ns, r] of ctx.responses()) responses[ns] = new ResponseView(r);
+  for (const [ns, r] of ctx.responses()) responses[ns] = new ResponseView(r, ns);
   return {
     req: requests[DEFAULT_NS] ?? null,
     resp: responses[DEFAULT_NS] ?? null,

@@ -287,8 +287,9 @@ export class ServerPool {
     }
     if (resp.release !== null) ctx.onFinish(resp.release);
     const headers = stripHeaders(resp.headers);
-    this.#cache?.store(req, resp.status, headers, resp.body);
     const out = setResponse(ctx, resp.status, headers, resp.body);
+    if (resp.stream !== null) out.stream = resp.stream; // not cached (as Easegress)
+    else this.#cache?.store(req, resp.status, headers, resp.body);
     this.lb.onResponse(out, server);
     ctx.addTag(`proxy#${proxyName}#${this.name}#status code: ${resp.status}`);
     this.#count(resp.status);

@@ -8,6 +8,7 @@ import { type Context, GwRequest } from "../../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec } from "../filter.ts";
 import { DEFAULT_MAX_BODY, type ProxyTransport, ServerPool } from "./pool.ts";
 import type { Origin, UpstreamTls } from "./upstream.ts";
+import { transformStream } from "../gzip.ts";
 
 class Proxy implements Filter {
   #main!: ServerPool;
@@ -96,10 +97,24 @@ class Proxy implements Filter {
 
   #compress(ctx: Context): void {
     const resp = ctx.response;
-    if (resp === undefined || resp.body.length < this.#minCompress) return;
+    if (resp === undefined) return;
+    const stream = resp.stream;
+    if (
+      stream !== null ? stream.length >= 0 && stream.length < this.#minCompress : resp.body.length < this.#minCompress
+    ) {
+      return;
+    }
     const ae = ctx.request.headers.get("accept-encoding");
     if (ae !== "" && !ae.includes("gzip") && !ae.includes("*/*")) return;
     if (resp.headers.get("content-encoding").includes("gzip")) return;
+    if (stream !== null) {
+      // compressed as the client takes it (an encoded stream stays as it is: gzip over br is of no use to a client)
+      resp.stream = transformStream(resp.headers, stream, "compress");
+      if (resp.stream === stream) return;
+      resp.headers.add("Vary", "Content-Encoding");
+      ctx.addTag("gzip");
+      return;
+    }
     resp.body = gzipSync(resp.body);
     resp.headers.set("Content-Encoding", "gzip");
     resp.headers.add("Vary", "Content-Encoding");

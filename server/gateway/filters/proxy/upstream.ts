@@ -3,7 +3,9 @@
  * write per request (head and body together), a minimal response parser (http1.ts) and no fetch. A connection goes
  * back to its origin's idle stack after a complete response that did not ask to close; idle connections older than
  * IDLE_CONN_TIMEOUT_MS are dropped. A request that fails on a reused connection before any response byte arrived
- * (the upstream closed it while idle) is sent once more on a new connection, as Go's transport does.
+ * (the upstream closed it while idle) is sent once more on a new connection, as Go's transport does. With no response
+ * body limit (serverMaxBodySize -1) a body that did not come whole with the head is an `UpstreamBodyStream`: read as the
+ * client takes it, the connection returning to the pool at its end.
  */
 import type { BodyStream } from "../../context.ts";
 import {
@@ -23,6 +25,8 @@ export const IDLE_CONN_TIMEOUT_MS = 90_000;
 /** Connecting to an upstream fails after this long (Go dialer timeout). */
 export const DIAL_TIMEOUT_MS = 30_000;
 const READ_CHUNK = 16 * 1024;
+/** One read of a streamed response body (Content-Length or until close) takes at most this much from the socket. */
+const STREAM_CHUNK = 64 * 1024;
 /** Head and body of a request up to this size go out in one write from the connection's own buffer. */
 const WRITE_BUFFER = 16 * 1024;
 
@@ -49,7 +53,12 @@ export interface UpstreamResponse {
   headers: HeaderList;
   /** may be a view of the connection's buffer: valid until `release` is called */
   body: Uint8Array;
-  /** returns the connection to the pool; null when it was already returned or closed */
+  /** the body as a stream instead of `body` (serverMaxBodySize -1): read it to its end, or `release` gives it up */
+  stream: BodyStream | null;
+  /**
+   * returns the connection to the pool (or, for a stream, closes it unless the stream was read to its end); null when
+   * it was already returned or closed
+   */
   release: (() => void) | null;
 }
 
@@ -253,9 +262,11 @@ export class Origin {
         status: rh.status,
         headers: rh.headers,
         body: buf.subarray(headEnd, end),
+        stream: null,
         release: () => this.#release(c),
       };
     }
+    if (maxBody < 0 && rh.bodyKind !== BodyKind.None) return this.#streamBody(c, rh, headEnd, end);
     try {
       return await this.#readBody(c, rh, headEnd, end, maxBody);
     } catch (err) {
@@ -289,7 +300,13 @@ export class Origin {
           if (have > len) reusable = false;
           else {
             // the body stays a view of the buffer: the connection returns to the pool once it was sent
-            return { status: rh.status, headers: rh.headers, body: respBody, release: () => this.#release(c) };
+            return {
+              status: rh.status,
+              headers: rh.headers,
+              body: respBody,
+              stream: null,
+              release: () => this.#release(c),
+            };
           }
           respBody = respBody.slice();
         } else {
@@ -353,7 +370,16 @@ export class Origin {
     }
     if (reusable) this.#release(c);
     else this.#drop(c);
-    return { status: rh.status, headers: rh.headers, body: respBody, release: null };
+    return { status: rh.status, headers: rh.headers, body: respBody, stream: null, release: null };
+  }
+
+  /** A response whose body is read as the client takes it; the connection goes back to the pool at its end. */
+  #streamBody(c: UpstreamConn, rh: ResponseHead, headEnd: number, end: number): UpstreamResponse {
+    const stream = new UpstreamBodyStream(c, rh, headEnd, end, (reusable) => {
+      if (reusable) this.#release(c);
+      else this.#drop(c);
+    });
+    return { status: rh.status, headers: rh.headers, body: EMPTY, stream, release: () => stream.close() };
   }
 
   /** Closes idle connections; busy ones close when their exchange ends. */
@@ -361,6 +387,112 @@ export class Origin {
     this.#closed = true;
     for (const c of this.#idle) this.#drop(c);
     this.#idle.length = 0;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A response body (Content-Length, chunked, or until the upstream closes) read from its connection on demand: each
+ * read returns what one socket read brought (valid until the next read), so memory stays flat whatever the size. The
+ * upstream closing before the end, or bad chunking, is an error of the read. `settle` is called once: with true when
+ * the body ended cleanly on a connection that can serve another request.
+ */
+export class UpstreamBodyStream implements BodyStream {
+  readonly length: number;
+  consumed = 0;
+  #c: UpstreamConn;
+  #kind: BodyKind;
+  #pos: number;
+  #end: number;
+  #decoder: ChunkedDecoder | null;
+  #chunk: Uint8Array | null = null;
+  #reusable: boolean;
+  #settle: ((reusable: boolean) => void) | null;
+
+  constructor(c: UpstreamConn, rh: ResponseHead, headEnd: number, end: number, settle: (reusable: boolean) => void) {
+    this.#c = c;
+    this.#kind = rh.bodyKind;
+    this.length = rh.bodyKind === BodyKind.Length ? rh.contentLength : -1;
+    this.#pos = headEnd;
+    this.#end = end;
+    this.#decoder = rh.bodyKind === BodyKind.Chunked ? new ChunkedDecoder() : null;
+    this.#reusable = !rh.close && rh.bodyKind !== BodyKind.Close;
+    this.#settle = settle;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    if (this.#settle === null) return Promise.resolve(null);
+    return this.#next().then((b) => {
+      if (b === null) this.#finish(this.#reusable);
+      else this.consumed += b.length;
+      return b;
+    }, (err) => {
+      this.#finish(false);
+      throw new UpstreamError(UpstreamFailure.Body, `reading the response body: ${(err as Error).message}`);
+    });
+  }
+
+  /** Gives the body up: the connection is closed unless the body was read to its end. */
+  close(): void {
+    this.#finish(false);
+  }
+
+  #finish(reusable: boolean): void {
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.(reusable);
+  }
+
+  #next(): Promise<Uint8Array | null> {
+    if (this.#decoder !== null) return this.#nextChunked(this.#decoder);
+    const left = this.#kind === BodyKind.Length ? this.length - this.consumed : STREAM_CHUNK;
+    if (left === 0) return Promise.resolve(null);
+    if (this.#pos < this.#end) {
+      // what came with the head first
+      const take = Math.min(left, this.#end - this.#pos);
+      const out = this.#c.buf.subarray(this.#pos, this.#pos + take);
+      this.#pos += take;
+      if (take === left && this.#pos < this.#end) this.#reusable = false; // bytes after the body
+      return Promise.resolve(out);
+    }
+    const chunk = this.#chunk ??= new Uint8Array(Math.min(STREAM_CHUNK, left));
+    return this.#c.conn.read(chunk.subarray(0, Math.min(left, chunk.length))).then((n) => {
+      if (n !== null) return chunk.subarray(0, n);
+      if (this.#kind === BodyKind.Close) return null;
+      throw new Error("unexpected EOF");
+    });
+  }
+
+  async #nextChunked(dec: ChunkedDecoder): Promise<Uint8Array | null> {
+    const c = this.#c;
+    while (true) {
+      if (dec.parts.length > 0) {
+        // the decoder's parts are copies: handed out one by one
+        const out = dec.parts.shift()!;
+        dec.size -= out.length;
+        return out;
+      }
+      this.#pos = dec.decode(c.buf, this.#pos, this.#end, -1);
+      if (dec.parts.length > 0) continue;
+      if (dec.done) {
+        if (this.#pos < this.#end) this.#reusable = false;
+        return null;
+      }
+      // only a partial size or trailer line is left: to the front of the buffer (which doubles when it is full)
+      if (this.#pos > 0) {
+        c.buf.copyWithin(0, this.#pos, this.#end);
+        this.#end -= this.#pos;
+        this.#pos = 0;
+      } else if (this.#end === c.buf.length) {
+        const nb = new Uint8Array(c.buf.length * 2);
+        nb.set(c.buf);
+        c.buf = nb;
+      }
+      const n = await c.conn.read(c.buf.subarray(this.#end));
+      if (n === null) throw new Error("unexpected EOF");
+      this.#end += n;
+    }
   }
 }
 
