@@ -32,6 +32,8 @@ function startV8Flags(): string {
   const tasks = JSON.parse(Deno.readTextFileSync(`${repo}deno.json`)).tasks as Record<string, string>;
   return /--v8-flags=(\S+)/.exec(tasks.start)?.[1] ?? "";
 }
+/** Seconds of load per connection count before the rounds, the same for every proxy. */
+const WARMUP_SECONDS = 4;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Proc {
@@ -387,7 +389,9 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
     }
     for (const r of running) {
       await waitHttp(r.url);
-      await wrk(r.url, 64, 2, loadCpu); // warm-up (JIT, upstream connections)
+      // the same warm-up for every proxy, at every connection count of the rounds: the JIT (V8 tiers up over
+      // seconds of load, which ours needs and the C and Go proxies do not) and the upstream connections
+      for (const conns of connsList) await wrk(r.url, conns, WARMUP_SECONDS, loadCpu);
       // after the warm-up (the JIT's code is not the connections' cost) and before the rounds (a heap that grew under
       // them shrinks while the connections open, which hid their cost)
       idle.set(r.side.name, await idleConnCost(r.proc.pid, r.port));
