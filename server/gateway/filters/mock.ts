@@ -3,6 +3,7 @@ import { type Context, GwResponse } from "../context.ts";
 import { HeaderList } from "../http1.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { MockSpec } from "../../easegress/specs/mod.ts";
 import { StringMatcher } from "./proxy/pool.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -24,7 +25,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 class Mock implements Filter {
   #rules: Rule[];
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<MockSpec>) {
     this.#rules = ((spec.rules ?? []) as Obj[]).map((r) => {
       const code = Number(r.code);
       if (!(code >= 100 && code <= 599)) throw new Error("rules: code must be in 100..599");
@@ -71,4 +72,4 @@ class Mock implements Filter {
   }
 }
 
-export const mockKind: FilterKind = { kind: "Mock", results: ["mocked"], create: (spec) => new Mock(spec) };
+export const mockKind: FilterKind<MockSpec> = { kind: "Mock", results: ["mocked"], create: (spec) => new Mock(spec) };

@@ -6,6 +6,7 @@
 import type { Context } from "../context.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { RateLimiterSpec } from "../../easegress/specs/mod.ts";
 import { StringMatcher } from "./proxy/pool.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -43,7 +44,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 class RateLimiter implements Filter {
   #rules: UrlRule[];
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<RateLimiterSpec>) {
     const policies = new Map<string, Obj>();
     for (const p of (spec.policies ?? []) as Obj[]) {
       if (!p.name) throw new Error("policies: name is required");
@@ -83,7 +84,7 @@ class RateLimiter implements Filter {
   }
 }
 
-export const rateLimiterKind: FilterKind = {
+export const rateLimiterKind: FilterKind<RateLimiterSpec> = {
   kind: "RateLimiter",
   results: ["rateLimited"],
   create: (spec) => new RateLimiter(spec),

@@ -15,6 +15,7 @@ import { Buffer } from "node:buffer";
 import { createHmac, createPublicKey, timingSafeEqual, verify } from "node:crypto";
 import type { Context } from "../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec, StoreView } from "./filter.ts";
+import type { ValidatorSpec } from "../../easegress/specs/mod.ts";
 import { checkPassword, HtpasswdFile } from "./htpasswd.ts";
 import http from "node:http";
 import https from "node:https";
@@ -276,7 +277,7 @@ class Validator implements Filter {
   #introspect: TokenIntrospector | null;
   #basicAuth: UserSource | null;
 
-  constructor(spec: FilterSpec, env: FilterEnv) {
+  constructor(spec: FilterSpec<ValidatorSpec>, env: FilterEnv) {
     this.#headers = Object.entries((spec.headers ?? {}) as Obj).map(([k, v]) => {
       if (!(v?.values?.length > 0) && !v?.regexp) throw new Error(`headers: ${k}: values or regexp is required`);
       return { key: k.toLowerCase(), values: v.values ?? [], re: v.regexp ? new RegExp(v.regexp) : null };
@@ -359,7 +360,7 @@ function passOn(ctx: Context, sub: unknown, scope: unknown): void {
   if (typeof scope === "string" && scope !== "") ctx.request.headers.set("X-Authenticated-Scope", scope);
 }
 
-export const validatorKind: FilterKind = {
+export const validatorKind: FilterKind<ValidatorSpec> = {
   kind: "Validator",
   results: ["invalid"],
   create: (spec, env) => new Validator(spec, env),

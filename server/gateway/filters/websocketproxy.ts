@@ -12,6 +12,7 @@
 import type { Context, WebUpgrade } from "../context.ts";
 import { HOP_BY_HOP } from "../http1.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { WebSocketProxySpec } from "../../easegress/specs/mod.ts";
 import { LoadBalancer, type Server } from "./proxy/balancer.ts";
 import { parseServer } from "./proxy/pool.ts";
 import { closeQuietly, encodeHead, writeAll } from "./proxy/upstream.ts";
@@ -42,7 +43,7 @@ async function relay(from: Deno.Conn, to: Deno.Conn): Promise<void> {
 class WebSocketProxy implements Filter {
   #pools: WsPool[];
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<WebSocketProxySpec>) {
     const pools = (spec.pools ?? []) as Obj[];
     if (pools.filter((p) => !p.filter).length !== 1) throw new Error("one and only one mainPool is required");
     // candidates first, the main pool last
@@ -199,7 +200,7 @@ function bridge(client: WebSocket, server: WebSocket): void {
   server.onerror = () => {};
 }
 
-export const webSocketProxyKind: FilterKind = {
+export const webSocketProxyKind: FilterKind<WebSocketProxySpec> = {
   kind: "WebSocketProxy",
   results: ["internalError", "clientError"],
   create: (spec) => new WebSocketProxy(spec),
