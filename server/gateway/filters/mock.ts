@@ -6,9 +6,6 @@ import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
 import type { MockSpec } from "../../easegress/specs/mod.ts";
 import { StringMatcher } from "./proxy/pool.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
-
 interface Rule {
   path: string;
   pathPrefix: string;
@@ -26,13 +23,13 @@ class Mock implements Filter {
   #rules: Rule[];
 
   constructor(spec: FilterSpec<MockSpec>) {
-    this.#rules = ((spec.rules ?? []) as Obj[]).map((r) => {
+    this.#rules = (spec.rules ?? []).map((r) => {
       const code = Number(r.code);
       if (!(code >= 100 && code <= 599)) throw new Error("rules: code must be in 100..599");
       return {
         path: String(r.match?.path ?? ""),
         pathPrefix: String(r.match?.pathPrefix ?? ""),
-        headers: Object.entries((r.match?.headers ?? {}) as Obj).map((
+        headers: Object.entries(r.match?.headers ?? {}).map((
           [k, v],
         ) => [k.toLowerCase(), new StringMatcher(v), v?.empty === true]),
         matchAll: r.match?.matchAllHeaders === true,
