@@ -610,3 +610,12 @@ export type InternalResponse = InternalResponses[keyof InternalResponses];
 
 /** A request of the log whose oneof member is `Op`. */
 export type InternalRequestOf<Op extends keyof InternalResponses> = InternalRequestBody & { op: Op };
+
+/** egpb.SnapshotChunk: the first of a snapshot's chunks carries its Snap message, the following ones its data. */
+export interface SnapshotChunk {
+  message: Uint8Array;
+  data: Uint8Array;
+}
+
+/** egpb.RaftAck: the answer to a peer stream (no fields). */
+export type RaftAck = Record<string, never>;
