@@ -32,7 +32,7 @@ export function parseTrafficObject(stored: string | Obj): TrafficObject | undefi
 
 /**
  * A spec as stored and read by the data plane: the JSON that `marshal` wrote (omitempty fields left out, nil pointers,
- * slices and maps as null), or one given by hand (tests): any field may be absent or null, so readers apply the
+ * slices and maps as null), or one given by hand (tests): each field may be absent or null, so readers apply the
  * defaults themselves.
  */
 export type Stored<T> = T extends readonly (infer U)[] ? Stored<U>[]
