@@ -1,7 +1,8 @@
 /**
- * Plain TypeScript shapes of the most used etcd messages, as grpc handlers receive them
- * (field names as in the .proto, int64/uint64 as decimal strings, bytes as Uint8Array/Buffer).
- * Outgoing objects may omit fields that hold their default value.
+ * Plain TypeScript shapes of the etcd messages, field names as in the .proto. Requests as grpc handlers receive them
+ * (int64/uint64 as decimal strings, bytes as Uint8Array/Buffer, every field present). Responses as the server sends
+ * them (IDs as decimal strings, counts and revisions as numbers: protobufjs and the hand-written encoders of
+ * server/watch/encode.ts take both); fields holding their default value may be left out.
  */
 
 /** RangeRequest.SortOrder values. */
@@ -28,29 +29,38 @@ export const ServingStatus = { UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_U
 /** Numeric value type of one of the enum objects above. */
 export type EnumValue<T> = T[keyof T];
 
-/** etcdserverpb.ResponseHeader. */
+/** A message without fields (StatusRequest, MemberListRequest, AuthEnableRequest, ...). */
+export type EmptyRequest = Record<string, never>;
+
+/** etcdserverpb.ResponseHeader as sent. */
 export interface ResponseHeader {
   cluster_id: string;
   member_id: string;
-  revision: string;
+  revision: number;
   raft_term: string;
 }
 
-/** mvccpb.KeyValue. */
+/** The header of a response inside a TxnResponse: only the revision (a nested txn's: none), as etcd's. */
+export interface TxnOpHeader {
+  revision?: number;
+}
+
+/** mvccpb.KeyValue as sent (a tombstone has create_revision 0). */
 export interface KeyValue {
   key: Uint8Array;
-  create_revision: string;
-  mod_revision: string;
-  version: string;
+  create_revision: number;
+  mod_revision: number;
+  version: number;
   value: Uint8Array;
+  /** lease ID as a decimal string, "0" for none */
   lease: string;
 }
 
-/** mvccpb.Event. */
+/** mvccpb.Event as sent. */
 export interface Event {
   type: EnumValue<typeof EventType>;
-  kv: KeyValue | null;
-  prev_kv: KeyValue | null;
+  kv: KeyValue;
+  prev_kv?: KeyValue;
 }
 
 /** etcdserverpb.RangeRequest. */
@@ -72,10 +82,10 @@ export interface RangeRequest {
 
 /** etcdserverpb.RangeResponse. */
 export interface RangeResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader | TxnOpHeader;
   kvs: KeyValue[];
   more: boolean;
-  count: string;
+  count: number;
 }
 
 /** etcdserverpb.PutRequest. */
@@ -90,8 +100,8 @@ export interface PutRequest {
 
 /** etcdserverpb.PutResponse. */
 export interface PutResponse {
-  header: ResponseHeader | null;
-  prev_kv: KeyValue | null;
+  header: ResponseHeader | TxnOpHeader;
+  prev_kv?: KeyValue;
 }
 
 /** etcdserverpb.DeleteRangeRequest. */
@@ -103,9 +113,9 @@ export interface DeleteRangeRequest {
 
 /** etcdserverpb.DeleteRangeResponse. */
 export interface DeleteRangeResponse {
-  header: ResponseHeader | null;
-  deleted: string;
-  prev_kvs: KeyValue[];
+  header: ResponseHeader | TxnOpHeader;
+  deleted: number;
+  prev_kvs?: KeyValue[];
 }
 
 /** etcdserverpb.Compare; `target_union` names the oneof member that is set. */
@@ -131,9 +141,8 @@ export interface RequestOp {
   request_txn?: TxnRequest;
 }
 
-/** etcdserverpb.ResponseOp; `response` names the oneof member that is set. */
+/** etcdserverpb.ResponseOp as sent: one of the members is set. */
 export interface ResponseOp {
-  response?: "response_range" | "response_put" | "response_delete_range" | "response_txn";
   response_range?: RangeResponse;
   response_put?: PutResponse;
   response_delete_range?: DeleteRangeResponse;
@@ -149,7 +158,7 @@ export interface TxnRequest {
 
 /** etcdserverpb.TxnResponse. */
 export interface TxnResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader | TxnOpHeader;
   succeeded: boolean;
   responses: ResponseOp[];
 }
@@ -162,7 +171,7 @@ export interface CompactionRequest {
 
 /** etcdserverpb.CompactionResponse. */
 export interface CompactionResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
 }
 
 /** etcdserverpb.WatchCreateRequest. */
@@ -192,14 +201,15 @@ export interface WatchRequest {
 
 /** etcdserverpb.WatchResponse. */
 export interface WatchResponse {
-  header: ResponseHeader | null;
-  watch_id: string;
-  created: boolean;
-  canceled: boolean;
-  compact_revision: string;
-  cancel_reason: string;
-  fragment: boolean;
-  events: Event[];
+  header: ResponseHeader;
+  /** -1 answers a create the server refused, and a progress notification to the whole stream */
+  watch_id: number;
+  created?: boolean;
+  canceled?: boolean;
+  compact_revision?: number;
+  cancel_reason?: string;
+  fragment?: boolean;
+  events?: Event[];
 }
 
 /** etcdserverpb.LeaseGrantRequest. */
@@ -210,9 +220,9 @@ export interface LeaseGrantRequest {
 
 /** etcdserverpb.LeaseGrantResponse. */
 export interface LeaseGrantResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
   ID: string;
-  TTL: string;
+  TTL: number;
   error: string;
 }
 
@@ -223,7 +233,7 @@ export interface LeaseRevokeRequest {
 
 /** etcdserverpb.LeaseRevokeResponse. */
 export interface LeaseRevokeResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
 }
 
 /** etcdserverpb.LeaseCheckpoint. */
@@ -237,6 +247,11 @@ export interface LeaseCheckpointRequest {
   checkpoints: LeaseCheckpoint[];
 }
 
+/** etcdserverpb.LeaseCheckpointResponse. */
+export interface LeaseCheckpointResponse {
+  header: ResponseHeader;
+}
+
 /** etcdserverpb.LeaseKeepAliveRequest. */
 export interface LeaseKeepAliveRequest {
   ID: string;
@@ -244,9 +259,9 @@ export interface LeaseKeepAliveRequest {
 
 /** etcdserverpb.LeaseKeepAliveResponse. */
 export interface LeaseKeepAliveResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
   ID: string;
-  TTL: string;
+  TTL: number;
 }
 
 /** etcdserverpb.LeaseTimeToLiveRequest. */
@@ -257,10 +272,11 @@ export interface LeaseTimeToLiveRequest {
 
 /** etcdserverpb.LeaseTimeToLiveResponse. */
 export interface LeaseTimeToLiveResponse {
-  header: ResponseHeader | null;
+  /** empty for an unknown lease, as etcd's */
+  header: ResponseHeader | Record<string, never>;
   ID: string;
-  TTL: string;
-  grantedTTL: string;
+  TTL: number;
+  grantedTTL: number;
   keys: Uint8Array[];
 }
 
@@ -274,7 +290,7 @@ export interface LeaseStatus {
 
 /** etcdserverpb.LeaseLeasesResponse. */
 export interface LeaseLeasesResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
   leases: LeaseStatus[];
 }
 
@@ -287,20 +303,61 @@ export interface Member {
   isLearner: boolean;
 }
 
+/** etcdserverpb.MemberListResponse, and the Remove, Update and Promote responses (the members after the change). */
+export interface MemberListResponse {
+  header: ResponseHeader;
+  members: Member[];
+}
+
+/** etcdserverpb.MemberAddResponse. */
+export interface MemberAddResponse extends MemberListResponse {
+  member: Member;
+}
+
 /** etcdserverpb.StatusResponse. */
 export interface StatusResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
   version: string;
-  dbSize: string;
+  dbSize: number;
   leader: string;
-  raftIndex: string;
-  raftTerm: string;
-  raftAppliedIndex: string;
+  raftIndex: number;
+  raftTerm: number;
+  raftAppliedIndex: number;
   errors: string[];
-  dbSizeInUse: string;
+  dbSizeInUse: number;
   isLearner: boolean;
-  storageVersion: string;
-  dbSizeQuota: string;
+  dbSizeQuota: number;
+}
+
+/** etcdserverpb.DefragmentResponse and MoveLeaderResponse. */
+export interface HeaderResponse {
+  header: ResponseHeader;
+}
+
+/** etcdserverpb.HashResponse. */
+export interface HashResponse {
+  header: ResponseHeader;
+  hash: number;
+}
+
+/** etcdserverpb.HashKVResponse. */
+export interface HashKVResponse {
+  header: ResponseHeader;
+  hash: number;
+  compact_revision: number;
+  hash_revision: number;
+}
+
+/** etcdserverpb.SnapshotResponse: one chunk of the snapshot stream. */
+export interface SnapshotResponse {
+  header: ResponseHeader;
+  remaining_bytes: number;
+  blob: Uint8Array;
+}
+
+/** grpc.health.v1.HealthCheckResponse. */
+export interface HealthCheckResponse {
+  status: EnumValue<typeof ServingStatus>;
 }
 
 /** etcdserverpb.MemberAddRequest. */
@@ -373,9 +430,50 @@ export interface AuthUserRevokeRoleRequest {
   role: string;
 }
 
+/** etcdserverpb.AuthStatusResponse. */
+export interface AuthStatusResponse {
+  header: ResponseHeader;
+  enabled: boolean;
+  authRevision: number;
+}
+
+/**
+ * The answer to an auth change of the log (etcdserverpb.AuthEnableResponse, AuthUserAddResponse, ...): a header, and
+ * for Authenticate (AuthenticateResponse) the token.
+ */
+export interface AuthResponse {
+  header: ResponseHeader;
+  token?: string;
+}
+
+/** etcdserverpb.AuthUserGetResponse. */
+export interface AuthUserGetResponse {
+  header: ResponseHeader;
+  roles: string[];
+}
+
+/** etcdserverpb.AuthUserListResponse. */
+export interface AuthUserListResponse {
+  header: ResponseHeader;
+  users: string[];
+}
+
+/** etcdserverpb.AuthRoleGetResponse. */
+export interface AuthRoleGetResponse {
+  header: ResponseHeader;
+  perm: Permission[];
+}
+
+/** etcdserverpb.AuthRoleListResponse. */
+export interface AuthRoleListResponse {
+  header: ResponseHeader;
+  roles: string[];
+}
+
 /** authpb.Permission. */
 export interface Permission {
-  permType: EnumValue<typeof PermissionType>;
+  /** a PermissionType value */
+  permType: number;
   key: Uint8Array;
   range_end: Uint8Array;
 }
@@ -400,15 +498,16 @@ export interface AlarmRequest {
   alarm: EnumValue<typeof AlarmType>;
 }
 
-/** etcdserverpb.AlarmMember. */
+/** etcdserverpb.AlarmMember: a raised alarm. */
 export interface AlarmMember {
   memberID: string;
-  alarm: EnumValue<typeof AlarmType>;
+  /** an AlarmType value */
+  alarm: number;
 }
 
 /** etcdserverpb.AlarmResponse. */
 export interface AlarmResponse {
-  header: ResponseHeader | null;
+  header: ResponseHeader;
   alarms: AlarmMember[];
 }
 
@@ -490,3 +589,33 @@ export interface MemberAttributes {
   name: string;
   client_urls: string[];
 }
+
+/** The response each request of the log answers, by its oneof name (`op`). */
+export type InternalResponses =
+  & {
+    put: PutResponse;
+    delete_range: DeleteRangeResponse;
+    txn: TxnResponse;
+    compaction: CompactionResponse;
+    lease_grant: LeaseGrantResponse;
+    lease_revoke: LeaseRevokeResponse;
+    alarm: AlarmResponse;
+    lease_checkpoint: LeaseCheckpointResponse;
+    member_attributes: Record<string, never>;
+  }
+  & Record<AuthOp, AuthResponse>;
+
+/** The response of a request of the log. */
+export type InternalResponse = InternalResponses[keyof InternalResponses];
+
+/** A request of the log whose oneof member is `Op`. */
+export type InternalRequestOf<Op extends keyof InternalResponses> = InternalRequestBody & { op: Op };
+
+/** egpb.SnapshotChunk: the first of a snapshot's chunks carries its Snap message, the following ones its data. */
+export interface SnapshotChunk {
+  message: Uint8Array;
+  data: Uint8Array;
+}
+
+/** egpb.RaftAck: the answer to a peer stream (no fields). */
+export type RaftAck = Record<string, never>;

@@ -22,7 +22,7 @@ function setup() {
     (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "1" }),
   );
   // deno-lint-ignore no-explicit-any
-  const apply = (req: any) => applier.apply(req);
+  const apply = (req: any): any => applier.apply(req);
   const put = (k: string, v: string, extra = {}) =>
     apply({ op: "put", put: { key: b(k), value: b(v), lease: "0", ...extra } });
   const del = (k: string, end = "", extra = {}) =>

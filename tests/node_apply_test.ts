@@ -11,7 +11,7 @@ import { Lessor } from "../server/lease/lessor.ts";
 import { type Member, Members } from "../server/membership/members.ts";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { type ApplyDeps, ApplyLoop } from "../server/node/apply.ts";
-import { newWaiter, Proposals, type Reply } from "../server/node/waiters.ts";
+import { type ConfChangeReply, newWaiter, Proposals, type Reply } from "../server/node/waiters.ts";
 import {
   type ConfChange,
   ConfChangeType,
@@ -20,7 +20,7 @@ import {
   type Entry,
   EntryType,
 } from "../server/raft/types.ts";
-import { AlarmAction, AlarmType, encodeInternal, type InternalRequestShape } from "../proto/mod.ts";
+import { AlarmAction, AlarmType, encodeInternal, type InternalRequestShape, type PutResponse } from "../proto/mod.ts";
 
 const SELF = "1";
 const enc = new TextEncoder();
@@ -125,7 +125,7 @@ Deno.test("apply: the proposal made here gets the response of its entry; others'
   loop.applyEntry(normal(2, putRequest("7", "mine")));
   const got = await mine;
   assert.ok("ok" in got);
-  assert.equal(got.ok.header.revision, 3);
+  assert.equal((got.ok as PutResponse).header.revision, 3);
   assert.equal(proposals.size, 0);
 });
 
@@ -176,7 +176,7 @@ Deno.test("apply: adding a member records it and takes the Raft core's new membe
   assert.deepEqual(loop.confState, { voters: [SELF, "3"], learners: [] }, "what the core answered");
   const got = await added;
   assert.ok("ok" in got);
-  assert.deepEqual(got.ok.members.map((m: Member) => m.ID), [SELF, "3"]);
+  assert.deepEqual((got.ok as ConfChangeReply).members.map((m: Member) => m.ID), [SELF, "3"]);
   // a founding member's entry carries no context: its name and URLs come from --initial-cluster
   loop.applyEntry(confEntry(2, { type: ConfChangeType.AddNode, nodeId: "2" }));
   assert.equal(members.get("2")?.name, "m2");

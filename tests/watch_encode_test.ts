@@ -1,13 +1,12 @@
 /** The hand-written watch encoding decodes, with protobufjs, to exactly the WatchResponse it stands for. */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { pbRoot } from "../proto/mod.ts";
+import { pbRoot, type RangeResponse } from "../proto/mod.ts";
 import {
   encodeEvent,
   encodeRangeResponse,
   eventFields,
   HeaderEncoder,
-  type RangeResponseShape,
   watchEventsHead,
 } from "../server/watch/encode.ts";
 import type { StoreEvent } from "../server/mvcc/store.ts";
@@ -109,7 +108,7 @@ Deno.test("range responses: header, kvs with and without lease, more, count, emp
   const RangeResponse = pbRoot.lookupType("etcdserverpb.RangeResponse");
   const decodeRange = (b: Uint8Array) =>
     RangeResponse.toObject(RangeResponse.decode(Buffer.from(b)), { longs: String, defaults: true, bytes: Buffer });
-  const viaProtobufjs = (v: RangeResponseShape) =>
+  const viaProtobufjs = (v: RangeResponse) =>
     decodeRange(RangeResponse.encode(RangeResponse.fromObject(v as never)).finish());
   const header = {
     cluster_id: "18446744073709551615",

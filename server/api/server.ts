@@ -39,9 +39,6 @@ import { type Options, splitHostPort } from "../easegress/options.ts";
 import type { EgLogger } from "../easegress/log.ts";
 import { isOpsPath, opsHandler } from "../dashboard/routes.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
-
 /**
  * Largest request body, like the default `clientMaxBodySize` of an Easegress HTTPServer (4 MiB; Easegress's admin API
  * itself reads bodies without a limit). An object is stored as one etcd value, which cannot exceed the request limit
@@ -224,9 +221,10 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
     const flag = ["1", "t", "T", "TRUE", "true", "True"].includes(all);
     return [flag, ns];
   };
-  const statusMap = async (prefix: string): Promise<Obj> => {
+  /** status entries under a prefix by their key after statusObjectsPrefix: each as the member wrote it (JSON) */
+  const statusMap = async (prefix: string): Promise<Record<string, unknown>> => {
     const kvs = await cluster(cls.getPrefix(prefix));
-    const out: Obj = {};
+    const out: Record<string, unknown> = {};
     for (const [k, v] of [...kvs].sort(([a], [b]) => (a < b ? -1 : 1))) {
       let m: unknown;
       try {

@@ -15,44 +15,37 @@ import { type KeyValue, type MvccStore, PUT, type WriteTxn } from "../mvcc/store
 import { txnCost } from "./quota.ts";
 import {
   AlarmAction,
+  type AlarmMember,
   type AlarmRequest,
+  type AlarmResponse,
   AlarmType,
   type Compare,
   CompareResult,
   CompareTarget,
+  type DeleteRangeRequest,
+  type DeleteRangeResponse,
   type InternalRequestBody,
+  type InternalRequestOf,
+  type InternalResponse,
+  type InternalResponses,
   type PutRequest,
+  type PutResponse,
   type RangeRequest,
+  type RangeResponse,
   type RequestOp,
+  type ResponseHeader,
+  type ResponseOp,
   SortOrder,
   SortTarget,
   type TxnRequest,
+  type TxnResponse,
 } from "../../proto/mod.ts";
 
-/** etcdserverpb.ResponseHeader as sent. */
-export interface Header {
-  cluster_id: string;
-  member_id: string;
-  revision: number;
-  raft_term: string;
-}
-
-/** A RangeResponse as produced (inner txn responses carry a header with only the revision). */
-export interface RangeOut {
-  header: Header | { revision: number };
-  kvs: KeyValue[];
-  more: boolean;
-  count: number;
-}
-
 /** A raised alarm. */
-export interface Alarm {
-  memberID: string;
-  alarm: number;
-}
+export type Alarm = AlarmMember;
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** A RangeResponse as the store produced it: its kvs are store records (keys and values as Buffers). */
+export type RangeOut = Omit<RangeResponse, "kvs"> & { kvs: KeyValue[] };
 
 const num = (s: string | number | undefined): number => (s === undefined ? 0 : Number(s));
 
@@ -66,7 +59,7 @@ export class Applier {
   constructor(
     readonly store: MvccStore,
     readonly lessor: Lessor,
-    readonly header: (rev: number) => Header,
+    readonly header: (rev: number) => ResponseHeader,
   ) {}
 
   /** Whether a NOSPACE alarm is raised: puts, txns that put and lease grants are refused (etcd's capped applier). */
@@ -75,7 +68,9 @@ export class Applier {
   }
 
   /** Applies a committed entry; returns the response or throws the EtcdError to send. */
-  apply(req: InternalRequestBody): Obj {
+  apply<Op extends keyof InternalResponses>(req: InternalRequestOf<Op>): InternalResponses[Op];
+  apply(req: InternalRequestBody): InternalResponse;
+  apply(req: InternalRequestBody): InternalResponse {
     // requests made while auth is enabled carry their user; check it as etcd's authApplierV3 does
     if (req.auth && this.auth.enabled) this.auth.checkRequest(req, this.lessor);
     switch (req.op) {
@@ -113,9 +108,9 @@ export class Applier {
    * Runs a request's changes as one store txn: committed if it succeeds, rolled back if it throws, so that a failed
    * request changes nothing. Leases learn their keys from the committed events.
    */
-  #write(fn: (t: WriteTxn) => Obj): Obj {
+  #write<R extends object>(fn: (t: WriteTxn) => R): R & { header: ResponseHeader } {
     const t = this.store.write();
-    let resp: Obj;
+    let resp: R;
     try {
       resp = fn(t);
     } catch (err) {
@@ -127,8 +122,9 @@ export class Applier {
       if (ev.type === PUT && ev.kv.lease !== "0") this.lessor.attach(ev.kv.lease, toBKey(ev.kv.key));
     }
     t.end();
-    resp.header = this.header(this.store.currentRev);
-    return resp;
+    const out = resp as R & { header: ResponseHeader };
+    out.header = this.header(this.store.currentRev);
+    return out;
   }
 
   /** Range at the store's latest state (or inside a write txn), applying etcd's sort, filter and limit rules. */
@@ -167,7 +163,7 @@ export class Applier {
     return { header: t ? { revision: res.rev } : this.header(res.rev), kvs, more, count: res.count };
   }
 
-  #put(t: WriteTxn, p: PutRequest): Obj {
+  #put(t: WriteTxn, p: PutRequest): PutResponse {
     const key = toBKey(p.key);
     this.#checkPut(t, p);
     const prevLive = p.ignore_value || p.ignore_lease ? t.get(key) : null;
@@ -176,7 +172,7 @@ export class Applier {
     const value = p.ignore_value ? prevLive!.value : asBuffer(p.value);
     const lease = p.ignore_lease ? prevLive!.lease : leaseId(p.lease);
     const { prev } = t.put(key, value, lease);
-    const resp: Obj = { header: { revision: t.rev } };
+    const resp: PutResponse = { header: { revision: t.rev } };
     if (p.prev_kv && prev) resp.prev_kv = prev;
     return resp;
   }
@@ -190,18 +186,18 @@ export class Applier {
     if (lease !== "0" && !this.lessor.get(lease)) throw Errors.leaseNotFound();
   }
 
-  #deleteRange(t: WriteTxn, d: { key: Uint8Array; range_end: Uint8Array; prev_kv: boolean }): Obj {
+  #deleteRange(t: WriteTxn, d: DeleteRangeRequest): DeleteRangeResponse {
     const deleted = t.deleteRange(toBKey(d.key), rangeEndOf(d.range_end));
-    const resp: Obj = { header: { revision: t.latestRev }, deleted: deleted.length };
+    const resp: DeleteRangeResponse = { header: { revision: t.latestRev }, deleted: deleted.length };
     if (d.prev_kv) resp.prev_kvs = deleted;
     return resp;
   }
 
-  #txn(t: WriteTxn, txn: TxnRequest): Obj {
+  #txn(t: WriteTxn, txn: TxnRequest): TxnResponse {
     const ok = txn.compare.every((c) => this.#compare(t, c));
     const ops = ok ? txn.success : txn.failure;
     this.#checkOps(t, ops);
-    const responses: Obj[] = [];
+    const responses: ResponseOp[] = [];
     for (const op of ops) {
       switch (op.request) {
         case "request_range":
@@ -253,7 +249,7 @@ export class Applier {
     return kvs.every((kv) => compareOne(c, kv));
   }
 
-  #revoke(t: WriteTxn, id: string): Obj {
+  #revoke(t: WriteTxn, id: string): Record<string, never> {
     const keys = this.lessor.revoke(id);
     for (const k of keys) {
       if (t.get(k)) t.deleteRange(k, "");
@@ -261,7 +257,7 @@ export class Applier {
     return {};
   }
 
-  #alarm(a: AlarmRequest): Obj {
+  #alarm(a: AlarmRequest): AlarmResponse {
     const action = a.action ?? AlarmAction.GET;
     const member = leaseId(a.memberID);
     const kind = a.alarm ?? AlarmType.NONE;

@@ -8,29 +8,33 @@ import type * as grpc from "@grpc/grpc-js";
 import type {
   AuthenticateRequest,
   AuthNameRequest,
+  AuthOp,
+  AuthResponse,
+  AuthRoleGetResponse,
   AuthRoleGrantPermissionRequest,
+  AuthRoleListResponse,
   AuthRoleRequest,
   AuthRoleRevokePermissionRequest,
+  AuthStatusResponse,
   AuthUserAddRequest,
   AuthUserChangePasswordRequest,
+  AuthUserGetResponse,
   AuthUserGrantRoleRequest,
+  AuthUserListResponse,
   AuthUserRevokeRoleRequest,
-  InternalRequestBody,
+  EmptyRequest,
+  InternalRequestOf,
 } from "../../proto/mod.ts";
 import type { ServiceContext } from "../grpc/services.ts";
 import type { CallCredentials } from "./gate.ts";
 import { AuthErrors } from "./errors.ts";
 import { type AuthInfo, permOut } from "./store.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
 type Call = CallCredentials;
-// deno-lint-ignore no-explicit-any
-type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void;
-/** services.ts's unary: `Req` names the shape of the decoded request message (proto/types.ts) */
-type Wrap = <Req = Record<string, never>>(
-  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Obj>) => Obj | Promise<Obj>,
-) => Unary;
+/** services.ts's unary: `Req` and `Res` name the shapes of the request and response messages (proto/types.ts) */
+type Wrap = <Req, Res>(
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
+) => grpc.handleUnaryCall<Req, Res>;
 
 const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -40,7 +44,7 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
   const store = auth.store;
   const header = () => node.header(node.store.currentRev);
   /** proposes an auth change made by the caller */
-  const propose = (call: Call, req: InternalRequestBody) =>
+  const propose = <Op extends AuthOp>(call: Call, req: InternalRequestOf<Op>): Promise<AuthResponse> =>
     node.propose({ ...req, auth: store.enabled ? auth.header(call) : undefined });
   /** the caller, for the reads only root or the user itself may make; null when auth is off */
   const reader = async (call: Call): Promise<AuthInfo | null> => {
@@ -52,13 +56,15 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
   const admin = (call: Call) => auth.checkAdmin(call);
 
   return {
-    AuthEnable: unary((_r, call) => propose(call, { op: "auth_enable", auth_enable: {} })),
-    AuthDisable: unary((_r, call) => propose(call, { op: "auth_disable", auth_disable: {} })),
-    AuthStatus: unary(async () => {
+    AuthEnable: unary<EmptyRequest, AuthResponse>((_r, call) => propose(call, { op: "auth_enable", auth_enable: {} })),
+    AuthDisable: unary<EmptyRequest, AuthResponse>((_r, call) =>
+      propose(call, { op: "auth_disable", auth_disable: {} })
+    ),
+    AuthStatus: unary<EmptyRequest, AuthStatusResponse>(async () => {
       await node.readIndex();
       return { header: header(), enabled: store.enabled, authRevision: store.revision };
     }),
-    Authenticate: unary<AuthenticateRequest>(async (r) => {
+    Authenticate: unary<AuthenticateRequest, AuthResponse>(async (r) => {
       await node.readIndex();
       // etcd's optimistic loop: the password is checked against one auth revision; if users changed before the
       // token was made, check again
@@ -75,7 +81,7 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
         return resp;
       }
     }),
-    UserAdd: unary<AuthUserAddRequest>(async (r, call) => {
+    UserAdd: unary<AuthUserAddRequest, AuthResponse>(async (r, call) => {
       admin(call);
       if (!r.name) throw AuthErrors.userEmpty();
       const noPassword = !!r.options?.no_password;
@@ -85,21 +91,21 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
         auth_user_add: { name: r.name, hashedPassword, options: { no_password: noPassword } },
       });
     }),
-    UserGet: unary<AuthNameRequest>(async (r, call) => {
+    UserGet: unary<AuthNameRequest, AuthUserGetResponse>(async (r, call) => {
       const ai = await reader(call);
       if (store.enabled && r.name !== ai?.username) store.checkAdmin(ai);
       const u = store.users.get(r.name);
       if (!u) throw AuthErrors.userNotFound();
       return { header: header(), roles: [...u.roles] };
     }),
-    UserList: unary(async (_r, call) => {
+    UserList: unary<EmptyRequest, AuthUserListResponse>(async (_r, call) => {
       store.checkAdmin(await reader(call));
       return { header: header(), users: [...store.users.keys()].sort(byName) };
     }),
-    UserDelete: unary<AuthNameRequest>((r, call) =>
+    UserDelete: unary<AuthNameRequest, AuthResponse>((r, call) =>
       propose(call, { op: "auth_user_delete", auth_user_delete: { name: r.name } })
     ),
-    UserChangePassword: unary<AuthUserChangePasswordRequest>(async (r, call) => {
+    UserChangePassword: unary<AuthUserChangePasswordRequest, AuthResponse>(async (r, call) => {
       admin(call);
       if (!store.users.has(r.name)) throw AuthErrors.userNotFound(); // before the bcrypt work (the apply checks again)
       const hashedPassword = r.hashedPassword || await auth.hash(r.password);
@@ -108,36 +114,36 @@ export function authService(ctx: ServiceContext, unary: Wrap): grpc.UntypedServi
         auth_user_change_password: { name: r.name, hashedPassword },
       });
     }),
-    UserGrantRole: unary<AuthUserGrantRoleRequest>((r, call) =>
+    UserGrantRole: unary<AuthUserGrantRoleRequest, AuthResponse>((r, call) =>
       propose(call, { op: "auth_user_grant_role", auth_user_grant_role: { user: r.user, role: r.role } })
     ),
-    UserRevokeRole: unary<AuthUserRevokeRoleRequest>((r, call) =>
+    UserRevokeRole: unary<AuthUserRevokeRoleRequest, AuthResponse>((r, call) =>
       propose(call, { op: "auth_user_revoke_role", auth_user_revoke_role: { name: r.name, role: r.role } })
     ),
-    RoleAdd: unary<AuthNameRequest>((r, call) =>
+    RoleAdd: unary<AuthNameRequest, AuthResponse>((r, call) =>
       propose(call, { op: "auth_role_add", auth_role_add: { name: r.name } })
     ),
-    RoleGet: unary<AuthRoleRequest>(async (r, call) => {
+    RoleGet: unary<AuthRoleRequest, AuthRoleGetResponse>(async (r, call) => {
       const ai = await reader(call);
       if (store.enabled && !(ai && store.hasRole(ai.username, r.role))) store.checkAdmin(ai);
       const role = store.roles.get(r.role);
       if (!role) throw AuthErrors.roleNotFound();
       return { header: header(), perm: role.perms.map(permOut) };
     }),
-    RoleList: unary(async (_r, call) => {
+    RoleList: unary<EmptyRequest, AuthRoleListResponse>(async (_r, call) => {
       store.checkAdmin(await reader(call));
       return { header: header(), roles: [...store.roles.keys()].sort(byName) };
     }),
-    RoleDelete: unary<AuthRoleRequest>((r, call) =>
+    RoleDelete: unary<AuthRoleRequest, AuthResponse>((r, call) =>
       propose(call, { op: "auth_role_delete", auth_role_delete: { role: r.role } })
     ),
-    RoleGrantPermission: unary<AuthRoleGrantPermissionRequest>((r, call) =>
+    RoleGrantPermission: unary<AuthRoleGrantPermissionRequest, AuthResponse>((r, call) =>
       propose(call, {
         op: "auth_role_grant_permission",
         auth_role_grant_permission: { name: r.name, perm: r.perm },
       })
     ),
-    RoleRevokePermission: unary<AuthRoleRevokePermissionRequest>((r, call) =>
+    RoleRevokePermission: unary<AuthRoleRevokePermissionRequest, AuthResponse>((r, call) =>
       propose(call, {
         op: "auth_role_revoke_permission",
         auth_role_revoke_permission: { role: r.role, key: r.key, range_end: r.range_end },

@@ -10,7 +10,14 @@
 import { Buffer } from "node:buffer";
 import { type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import type { Lessor } from "../lease/lessor.ts";
-import { type AuthHeader, type InternalRequestBody, PermissionType, type RequestOp } from "../../proto/mod.ts";
+import {
+  type AuthHeader,
+  type AuthResponse,
+  type InternalRequestBody,
+  type Permission as PermissionMessage,
+  PermissionType,
+  type RequestOp,
+} from "../../proto/mod.ts";
 import { AuthErrors } from "./errors.ts";
 
 /** The user and the role that may do anything once auth is enabled. */
@@ -74,8 +81,8 @@ export interface TokenInvalidation {
   invalidateUser(name: string): void;
 }
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** What an auth entry answers besides the header: Authenticate's token. */
+type AuthResult = Omit<AuthResponse, "header">;
 
 const ADMIN_OPS = new Set([
   "auth_enable",
@@ -105,7 +112,7 @@ export class AuthStore {
   tokens: TokenInvalidation | null = null;
 
   /** Applies an auth entry; returns the response fields besides the header. */
-  apply(req: InternalRequestBody): Obj {
+  apply(req: InternalRequestBody): AuthResult {
     switch (req.op) {
       case "auth_enable":
         return this.#enable();
@@ -207,7 +214,7 @@ export class AuthStore {
     }
   }
 
-  #enable(): Obj {
+  #enable(): AuthResult {
     if (this.enabled) return {};
     const root = this.users.get(ROOT);
     if (!root) throw AuthErrors.rootUserNotExist();
@@ -218,7 +225,7 @@ export class AuthStore {
     return {};
   }
 
-  #changed(): Obj {
+  #changed(): AuthResult {
     this.revision++;
     this.#remerge();
     return {};
@@ -394,7 +401,7 @@ function covers(ivls: Interval[], [s, e]: Interval): boolean {
 }
 
 /** Permission key bytes for responses. */
-export function permOut(p: Permission): { permType: number; key: Buffer; range_end: Buffer } {
+export function permOut(p: Permission): PermissionMessage {
   return { permType: p.permType, key: Buffer.from(p.key, "latin1"), range_end: Buffer.from(p.rangeEnd, "latin1") };
 }
 

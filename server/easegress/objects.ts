@@ -44,8 +44,8 @@ export interface APIResource {
   Aliases: string[];
 }
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** A JSON object (a spec, or a part of one) as decoded. */
+type Obj = Record<string, unknown>;
 
 interface KindDef {
   category: string;
@@ -204,6 +204,15 @@ export function parseBody(text: string): unknown {
   }
 }
 
+/** The meta fields of a spec as newSpec reads them (supervisor.MetaSpec). */
+type MetaFields = {
+  name: string;
+  kind: string;
+  version: string;
+  createdAt?: string;
+  labels: Record<string, string> | null;
+};
+
 /**
  * supervisor.NewSpec / CreateSpec: `created` sets createdAt to now unless the body carries one. Throws SpecError
  * with Easegress's message.
@@ -216,16 +225,22 @@ export function newSpec(text: string | Obj, created: boolean, now: Date = new Da
     );
   }
   const body = raw as Obj;
-  const meta: Obj = { name: "", kind: "", version: DEFAULT_SPEC_VERSION, labels: { [OWNER_LABEL]: OWNER_USER_API } };
+  const meta: MetaFields = {
+    name: "",
+    kind: "",
+    version: DEFAULT_SPEC_VERSION,
+    labels: { [OWNER_LABEL]: OWNER_USER_API },
+  };
   if (created) meta.createdAt = rfc3339(now);
-  for (const f of ["name", "kind", "version", "createdAt"]) {
-    if (body[f] === undefined || body[f] === null) continue;
-    if (typeof body[f] !== "string") {
+  for (const f of ["name", "kind", "version", "createdAt"] as const) {
+    const v = body[f];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "string") {
       throw new SpecError(
-        `json: cannot unmarshal ${jsonKind(body[f])} into Go struct field MetaSpec.${f} of type string`,
+        `json: cannot unmarshal ${jsonKind(v)} into Go struct field MetaSpec.${f} of type string`,
       );
     }
-    meta[f] = body[f];
+    meta[f] = v;
   }
   if (body.labels === null) meta.labels = null;
   else if (body.labels !== undefined) {
@@ -242,7 +257,7 @@ export function newSpec(text: string | Obj, created: boolean, now: Date = new Da
           `json: cannot unmarshal ${jsonKind(v)} into Go struct field MetaSpec.labels of type string`,
         );
       }
-      meta.labels[k] = v;
+      meta.labels![k] = v;
     }
   }
   if (!URLNAME_RE.test(meta.name)) {

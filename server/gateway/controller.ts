@@ -7,13 +7,19 @@
  * /status/objects/eg-traffic-default/<object>/<member>.
  */
 import path from "node:path";
-import { HttpServer } from "./httpserver/server.ts";
-import { Pipeline } from "./pipeline/pipeline.ts";
+import { HttpServer, type HttpServerObject } from "./httpserver/server.ts";
+import { Pipeline, type PipelineObject } from "./pipeline/pipeline.ts";
 import type { StoreView } from "./filters/filter.ts";
 import { AccessLog, type LogSink } from "./httpserver/accesslog.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** A stored traffic object: an HTTPServer or a Pipeline, told apart by `kind`. */
+type StoredObject = HttpServerObject | PipelineObject;
+
+/** An object's entry in the statuses: its stored spec and its status (Easegress's `{spec, status}`). */
+export interface ObjectStatus {
+  spec: StoredObject;
+  status: Record<string, unknown>;
+}
 
 /** Full re-read of the objects this often, besides watch events (a missed event heals within this time). */
 export const RESYNC_MS = 10_000;
@@ -191,7 +197,7 @@ export class GatewayController {
   }
 
   async #upsert(name: string, json: string): Promise<void> {
-    const spec = JSON.parse(json) as Obj;
+    const spec: StoredObject = JSON.parse(json);
     const log = (m: string) => this.#opts.log.error(m);
     const prevKind = this.#pipelines.has(name) ? "Pipeline" : this.#servers.has(name) ? "HTTPServer" : "";
     if (prevKind !== "" && prevKind !== spec.kind) await this.#delete(name);
@@ -199,19 +205,20 @@ export class GatewayController {
     this.#errors.delete(name);
     try {
       if (spec.kind === "Pipeline") {
-        const p = new Pipeline(spec, log, this.#storeView);
+        const p = new Pipeline(spec as PipelineObject, log, this.#storeView);
         const old = this.#pipelines.get(name);
         this.#pipelines.set(name, p);
         old?.close();
       } else {
         const old = this.#servers.get(name);
-        if (old && HttpServer.isLiveChange(old.spec, spec)) old.updateLive(spec);
+        const server = spec as HttpServerObject;
+        if (old && HttpServer.isLiveChange(old.spec, server)) old.updateLive(server);
         else {
           if (old) {
             this.#servers.delete(name);
             await old.close();
           }
-          this.#servers.set(name, new HttpServer(spec, this.lookup, log, this.#accessLog));
+          this.#servers.set(name, new HttpServer(server, this.lookup, log, this.#accessLog));
         }
       }
       this.#opts.log.info(`gateway: ${prevKind ? "updated" : "created"} ${spec.kind} ${name}`);
@@ -235,12 +242,12 @@ export class GatewayController {
   }
 
   /** Status of every running object in Easegress's shape (`{spec, status}`). */
-  statuses(): Map<string, Obj> {
-    const out = new Map<string, Obj>();
+  statuses(): Map<string, ObjectStatus> {
+    const out = new Map<string, ObjectStatus>();
     for (const [name, json] of this.#specs) {
-      const spec = JSON.parse(json);
+      const spec: StoredObject = JSON.parse(json);
       const err = this.#errors.get(name);
-      let status: Obj;
+      let status: Record<string, unknown>;
       if (err !== undefined) status = { health: err, state: "failed", error: err };
       else if (spec.kind === "Pipeline") status = this.#pipelines.get(name)?.status() ?? {};
       else status = this.#servers.get(name)?.status() ?? {};

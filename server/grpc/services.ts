@@ -21,43 +21,61 @@ import { stateHash } from "../apply/state_hash.ts";
 import {
   AlarmAction,
   type AlarmRequest,
+  type AlarmResponse,
   AuthService,
   ClusterService,
   type CompactionRequest,
+  type CompactionResponse,
   type DeleteRangeRequest,
+  type DeleteRangeResponse,
+  type EmptyRequest,
   type HashKVRequest,
+  type HashKVResponse,
+  type HashResponse,
+  type HeaderResponse,
+  type HealthCheckResponse,
   HealthService,
-  type InternalRequestBody,
+  type InternalRequestOf,
+  type InternalResponses,
   KVService,
   type LeaseGrantRequest,
+  type LeaseGrantResponse,
   type LeaseKeepAliveRequest,
+  type LeaseKeepAliveResponse,
+  type LeaseLeasesResponse,
   type LeaseRevokeRequest,
+  type LeaseRevokeResponse,
   LeaseService,
   type LeaseTimeToLiveRequest,
+  type LeaseTimeToLiveResponse,
   MaintenanceService,
   type MemberAddRequest,
+  type MemberAddResponse,
   type MemberIdRequest,
+  type MemberListResponse,
   type MemberUpdateRequest,
   type MoveLeaderRequest,
   type PutRequest,
+  type PutResponse,
   type RangeRequest,
+  type RangeResponse,
   type ServiceDefinition,
+  ServingStatus,
+  type SnapshotResponse,
+  type StatusResponse,
   type TxnRequest,
+  type TxnResponse,
   type WatchCreateRequest,
   type WatchRequest,
+  type WatchResponse,
   WatchService,
 } from "../../proto/mod.ts";
-import { encodeRangeResponse, type RangeResponseShape } from "../watch/encode.ts";
+import { encodeRangeResponse } from "../watch/encode.ts";
 import type { AuthGate } from "../auth/gate.ts";
 import { authService } from "../auth/service.ts";
 
 /** How long a peer must have been connected to count for a reconfiguration (etcd's HealthInterval). */
 const HEALTH_INTERVAL_MS = 5000;
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
-// deno-lint-ignore no-explicit-any
-type Unary = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void;
 
 /** What the services need from the member they serve. */
 export interface ServiceContext {
@@ -86,13 +104,13 @@ function toServiceError(err: unknown): grpc.ServiceError {
 /**
  * Wraps an async handler into a grpc-js unary handler. The transport decoded the request with protobufjs
  * (proto/mod.ts CONVERSION: every field present, defaults filled, the oneof's name set), so it has exactly the shape of
- * its message in proto/types.ts; `Req` names that shape, here and only here.
+ * its message in proto/types.ts; `Req` names that shape, here and only here. `Res` is the response message's shape.
  */
-function unary<Req = Record<string, never>>(
-  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Obj>) => Obj | Promise<Obj>,
-): Unary {
+function unary<Req, Res>(
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
   return (call, cb) => {
-    let p: Obj | Promise<Obj>;
+    let p: Res | Promise<Res>;
     try {
       p = fn(call.request, call);
     } catch (err) {
@@ -108,7 +126,10 @@ function unary<Req = Record<string, never>>(
  * Proposes a write, unless it does not fit this member's quota (etcd's quotaKVServer / quotaLeaseServer): then the
  * member raises its NOSPACE alarm through the log and refuses the write without proposing it.
  */
-function proposeWithinQuota(node: Node, req: InternalRequestBody): Promise<Obj> {
+function proposeWithinQuota<Op extends keyof InternalResponses>(
+  node: Node,
+  req: InternalRequestOf<Op>,
+): Promise<InternalResponses[Op]> {
   if (node.quota.available(node.store.sizeBytes, requestCost(req))) return node.propose(req);
   return node.raiseNoSpace().then(() => {
     throw Errors.noSpace();
@@ -119,26 +140,26 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node, auth } = ctx;
   const authState = auth.store;
   return {
-    Range: unary<RangeRequest>(async (r, call) => {
+    Range: unary<RangeRequest, RangeResponse>(async (r, call) => {
       checkRange(r);
       if (authState.enabled) authState.checkRead(auth.info(call), r);
       if (!r.serializable) await node.readIndex();
       return node.applier.range(r);
     }),
-    Put: unary<PutRequest>((r, call) => {
+    Put: unary<PutRequest, PutResponse>((r, call) => {
       checkPut(r);
-      const req: InternalRequestBody = authState.enabled
+      const req: InternalRequestOf<"put"> = authState.enabled
         ? { op: "put", put: r, auth: auth.header(call) }
         : { op: "put", put: r };
       if (putTrace.on) return putTrace.put(r.key, () => proposeWithinQuota(node, req));
       return proposeWithinQuota(node, req);
     }),
-    DeleteRange: unary<DeleteRangeRequest>((r, call) => {
+    DeleteRange: unary<DeleteRangeRequest, DeleteRangeResponse>((r, call) => {
       checkDelete(r);
       const who = authState.enabled ? auth.header(call) : undefined;
       return node.propose({ op: "delete_range", delete_range: r, auth: who });
     }),
-    Txn: unary<TxnRequest>(async (r, call) => {
+    Txn: unary<TxnRequest, TxnResponse>(async (r, call) => {
       checkTxn(r, ctx.maxTxnOps);
       const who = authState.enabled ? auth.header(call) : undefined;
       if (!hasWrites(r)) {
@@ -148,7 +169,7 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       }
       return proposeWithinQuota(node, { op: "txn", txn: r, auth: who });
     }),
-    Compact: unary<CompactionRequest>(async (r) => {
+    Compact: unary<CompactionRequest, CompactionResponse>(async (r) => {
       const rev = Number(r.revision);
       const store = node.store;
       if (rev <= store.compactRev) throw Errors.compacted();
@@ -168,7 +189,7 @@ function hasWrites(t: TxnRequest): boolean {
 
 function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   return {
-    Watch: (call: grpc.ServerDuplexStream<WatchRequest, Obj>) => {
+    Watch: (call: grpc.ServerDuplexStream<WatchRequest, WatchResponse>) => {
       const stream = ctx.hub.open({
         send: (resp) => call.write(resp),
         sendFramed: (head, body) => (call as unknown as ServerCall).writeFramed(head, body),
@@ -200,7 +221,7 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
  */
 function watchPermitted(
   ctx: ServiceContext,
-  call: grpc.ServerDuplexStream<WatchRequest, Obj>,
+  call: grpc.ServerDuplexStream<WatchRequest, WatchResponse>,
   c: WatchCreateRequest,
 ): boolean {
   try {
@@ -234,19 +255,19 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
   return {
-    LeaseGrant: unary<LeaseGrantRequest>((r) => {
+    LeaseGrant: unary<LeaseGrantRequest, LeaseGrantResponse>((r) => {
       const id = leaseId(r.ID) === "0" ? ctx.nextLeaseId() : leaseId(r.ID);
       node.lessor.checkGrant(id, Number(r.TTL));
       const TTL = String(node.lessor.grantTTL(Number(r.TTL)));
       return proposeWithinQuota(node, { op: "lease_grant", lease_grant: { TTL, ID: id } });
     }),
-    LeaseRevoke: unary<LeaseRevokeRequest>((r, call) => {
+    LeaseRevoke: unary<LeaseRevokeRequest, LeaseRevokeResponse>((r, call) => {
       const id = leaseId(r.ID);
       if (!node.lessor.get(id)) throw Errors.leaseNotFound();
       const who = ctx.auth.store.enabled ? ctx.auth.header(call) : undefined;
       return node.propose({ op: "lease_revoke", lease_revoke: { ID: id }, auth: who });
     }),
-    LeaseKeepAlive: (call: grpc.ServerDuplexStream<LeaseKeepAliveRequest, Obj>) => {
+    LeaseKeepAlive: (call: grpc.ServerDuplexStream<LeaseKeepAliveRequest, LeaseKeepAliveResponse>) => {
       call.on("data", async (r: LeaseKeepAliveRequest) => {
         try {
           const id = leaseId(r.ID);
@@ -259,7 +280,7 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       call.on("end", () => call.end());
       call.on("error", () => {});
     },
-    LeaseTimeToLive: unary<LeaseTimeToLiveRequest>(async (r) => {
+    LeaseTimeToLive: unary<LeaseTimeToLiveRequest, LeaseTimeToLiveResponse>(async (r) => {
       await node.readIndex();
       const id = leaseId(r.ID);
       const l = node.lessor.get(id);
@@ -269,7 +290,7 @@ function lease(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const keys = r.keys ? [...l.keys].sort().map((k) => Buffer.from(k, "latin1")) : [];
       return { header: header(), ID: id, TTL: Math.max(ttl, 0), grantedTTL: l.ttl, keys };
     }),
-    LeaseLeases: unary(async () => {
+    LeaseLeases: unary<EmptyRequest, LeaseLeasesResponse>(async () => {
       await node.readIndex();
       return { header: header(), leases: [...node.lessor.leases.keys()].map((ID) => ({ ID })) };
     }),
@@ -288,8 +309,8 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   };
   const started = (m: { name: string }) => m.name !== "";
   return {
-    MemberList: unary(() => ({ header: header(), members: members() })),
-    MemberAdd: unary<MemberAddRequest>(async (r, call) => {
+    MemberList: unary<EmptyRequest, MemberListResponse>(() => ({ header: header(), members: members() })),
+    MemberAdd: unary<MemberAddRequest, MemberAddResponse>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const urls = r.peerURLs;
       checkURLs(urls);
@@ -323,7 +344,7 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       const m = node.members.get(id)!;
       return { header: header(), member: m, members: members() };
     }),
-    MemberRemove: unary<MemberIdRequest>(async (r, call) => {
+    MemberRemove: unary<MemberIdRequest, MemberListResponse>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
@@ -343,7 +364,7 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.RemoveNode, id));
       return { header: header(), members: members() };
     }),
-    MemberUpdate: unary<MemberUpdateRequest>(async (r, call) => {
+    MemberUpdate: unary<MemberUpdateRequest, MemberListResponse>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       if (!node.members.get(id)) throw Errors.memberNotFound();
@@ -352,7 +373,7 @@ function cluster(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.proposeConfChange(Node.confChange(ConfChangeType.UpdateNode, id, { peerURLs: urls }));
       return { header: header(), members: members() };
     }),
-    MemberPromote: unary<MemberIdRequest>(async (r, call) => {
+    MemberPromote: unary<MemberIdRequest, MemberListResponse>(async (r, call) => {
       ctx.auth.checkAdmin(call);
       const id = leaseId(r.ID);
       const m = node.members.get(id);
@@ -392,7 +413,7 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node } = ctx;
   const header = () => node.header(node.store.currentRev);
   return {
-    Alarm: unary<AlarmRequest>(async (r) => {
+    Alarm: unary<AlarmRequest, AlarmResponse>(async (r) => {
       const alarm: AlarmRequest = {
         action: r.action ?? AlarmAction.GET,
         memberID: leaseId(r.memberID),
@@ -403,7 +424,7 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       await node.readIndex();
       return node.applier.apply({ op: "alarm", alarm });
     }),
-    Status: unary(() => ({
+    Status: unary<EmptyRequest, StatusResponse>(() => ({
       header: header(),
       version: ctx.version,
       dbSize: node.store.sizeBytes,
@@ -416,7 +437,7 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       isLearner: node.members.get(node.memberId)?.isLearner ?? false,
       dbSizeQuota: ctx.quotaBytes,
     })),
-    Defragment: unary(async (_r, call) => {
+    Defragment: unary<EmptyRequest, HeaderResponse>(async (_r, call) => {
       ctx.auth.checkAdmin(call);
       // Our store has no free pages to reclaim; a snapshot compacts the WAL instead.
       await node.snapshotNow();
@@ -424,16 +445,16 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
     }),
     // the whole applied state (store with its history, leases, alarms, size): members at the same applied index
     // must agree (etcd hashes its whole backend)
-    Hash: unary((_r, call) => {
+    Hash: unary<EmptyRequest, HashResponse>((_r, call) => {
       ctx.auth.checkAdmin(call);
       return { header: header(), hash: stateHash(node.store, node.lessor, node.applier.alarms) };
     }),
-    HashKV: unary<HashKVRequest>((r, call) => {
+    HashKV: unary<HashKVRequest, HashKVResponse>((r, call) => {
       ctx.auth.checkAdmin(call);
       const h = node.store.hashKV(Number(r.revision));
       return { header: header(), hash: h.hash, compact_revision: h.compactRev, hash_revision: h.rev };
     }),
-    Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
+    Snapshot: (call: grpc.ServerWritableStream<EmptyRequest, SnapshotResponse>) => {
       try {
         ctx.auth.checkAdmin(call);
       } catch (err) {
@@ -465,7 +486,7 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       };
       pump();
     },
-    MoveLeader: unary<MoveLeaderRequest>(async (r) => {
+    MoveLeader: unary<MoveLeaderRequest, HeaderResponse>(async (r) => {
       const target = leaseId(r.targetID);
       if (!node.isLeader) throw Errors.notLeader();
       const m = node.members.get(target);
@@ -478,7 +499,7 @@ function maintenance(ctx: ServiceContext): grpc.UntypedServiceImplementation {
 
 function health(): grpc.UntypedServiceImplementation {
   return {
-    Check: (_call: unknown, cb: grpc.sendUnaryData<Obj>) => cb(null, { status: 1 }),
+    Check: (_call: unknown, cb: grpc.sendUnaryData<HealthCheckResponse>) => cb(null, { status: ServingStatus.SERVING }),
   };
 }
 
@@ -496,7 +517,8 @@ export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
 /** The KV service with Range's responses encoded by hand (server/watch/encode.ts): large ranges are the hot case. */
 function rangeEncodedByHand(def: ServiceDefinition): ServiceDefinition {
   const serialize = (v: unknown) => {
-    const b = encodeRangeResponse(v as RangeResponseShape);
+    // the value is what the Range handler answered
+    const b = encodeRangeResponse(v as RangeResponse);
     return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   };
   return { ...def, Range: { ...def.Range, responseSerialize: serialize } };

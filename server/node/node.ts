@@ -34,11 +34,20 @@ import {
   RaftInvariantError,
   type SoftState,
 } from "../raft/types.ts";
-import { AlarmAction, AlarmType, encodeInternal, type InternalRequestBody } from "../../proto/mod.ts";
+import {
+  AlarmAction,
+  AlarmType,
+  encodeInternal,
+  type InternalRequestBody,
+  type InternalRequestOf,
+  type InternalResponse,
+  type InternalResponses,
+  type ResponseHeader,
+} from "../../proto/mod.ts";
 import { ApplyLoop } from "./apply.ts";
 import { LinearizableReads } from "./reads.ts";
 import { DiskStorage } from "./storage.ts";
-import { newWaiter, Proposals, type Reply } from "./waiters.ts";
+import { type ConfChangeReply, newWaiter, Proposals, type Reply } from "./waiters.ts";
 
 /** Configuration of a member's storage, identity and timing. */
 export interface NodeConfig {
@@ -319,7 +328,7 @@ export class Node {
   }
 
   /** The ResponseHeader for a response at store revision `rev`. */
-  header(rev: number): { cluster_id: string; member_id: string; revision: number; raft_term: string } {
+  header(rev: number): ResponseHeader {
     return { cluster_id: this.#cfg.clusterId, member_id: this.#cfg.memberId, revision: rev, raft_term: `${this.term}` };
   }
 
@@ -355,13 +364,16 @@ export class Node {
   }
 
   /** Proposes a request; resolves with its response once it is committed and applied here. */
-  async propose(req: InternalRequestBody): Promise<Reply> {
+  propose<Op extends keyof InternalResponses>(req: InternalRequestOf<Op>): Promise<InternalResponses[Op]>;
+  propose(req: InternalRequestBody): Promise<InternalResponse>;
+  async propose(req: InternalRequestBody): Promise<InternalResponse> {
     if (this.stopped) throw Errors.stopped();
     const id = this.#proposals.nextId();
     const data = encodeInternal({ ...req, id });
     if (data.length > this.#cfg.maxRequestBytes) throw Errors.requestTooLarge();
     if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
-    return new Promise((resolve, reject) => {
+    // the entry proposed under `id` is this request: it is answered with this request's response
+    return new Promise<Reply>((resolve, reject) => {
       this.#proposals.add(id, this.#waiter(resolve, reject));
       try {
         this.raft.propose(data);
@@ -374,7 +386,7 @@ export class Node {
         return;
       }
       this.#schedule();
-    });
+    }) as Promise<InternalResponse>;
   }
 
   /**
@@ -392,11 +404,12 @@ export class Node {
   }
 
   /** Proposes a membership change; resolves with the member list once it is applied here. */
-  async proposeConfChange(cc: ConfChange): Promise<Reply> {
+  async proposeConfChange(cc: ConfChange): Promise<ConfChangeReply> {
     if (this.stopped) throw Errors.stopped();
     if (this.raft.lead === "0") await this.waitForLeader(2 * this.#cfg.electionMs);
     const id = this.#proposals.nextId();
-    return new Promise((resolve, reject) => {
+    // the conf change proposed under `id` is answered with the member list after it
+    return new Promise<Reply>((resolve, reject) => {
       this.#proposals.add(id, this.#waiter(resolve, reject));
       try {
         this.raft.proposeConfChange({ ...cc, id });
@@ -411,7 +424,7 @@ export class Node {
         return;
       }
       this.#schedule();
-    });
+    }) as Promise<ConfChangeReply>;
   }
 
   /** Resolves when a linearizable read may be served from the local state. */

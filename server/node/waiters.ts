@@ -3,9 +3,18 @@
  * IDs that tie an applied entry back to its caller.
  */
 
-/** What an applied request answers (a response message as a plain object). */
-// deno-lint-ignore no-explicit-any
-export type Reply = Record<string, any>;
+import type { InternalResponse, Member } from "../../proto/mod.ts";
+
+/**
+ * What a waiter is answered with: an applied request's response, the member list after a conf change, nothing for a
+ * confirmed read.
+ */
+export type Reply = InternalResponse | ConfChangeReply | Record<string, never>;
+
+/** What an applied conf change answers its proposer: the members after it. */
+export interface ConfChangeReply {
+  members: Member[];
+}
 
 /**
  * A request waiting for its entry to apply or its read to be confirmed. It fails once `deadline` (performance.now())

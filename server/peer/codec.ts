@@ -31,6 +31,13 @@ export interface PeerFrame {
 
 const RaftFrame = pbRoot.lookupType("egpb.RaftFrame");
 
+/** egpb.RaftFrame as protobufjs decodes it here (int64 and uint64 as decimal strings, defaults filled). */
+interface DecodedFrame {
+  data: Uint8Array;
+  lease_queries: { id: string; renew: boolean; seq: string }[];
+  lease_answers: { ttl: string; granted_ttl: string; seq: string; error: string }[];
+}
+
 const TYPES: MessageType[] = [
   "App",
   "AppResp",
@@ -143,13 +150,11 @@ export function decodeFrame(frame: Uint8Array): PeerFrame {
   const f = RaftFrame.toObject(
     RaftFrame.decode(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength)),
     { longs: String, defaults: true },
-  );
+  ) as DecodedFrame;
   return {
     msgs: f.data.length > 0 ? decodeMessages(f.data) : [],
-    // deno-lint-ignore no-explicit-any
-    queries: f.lease_queries.map((q: any) => ({ id: q.id, renew: q.renew, seq: Number(q.seq) })),
-    // deno-lint-ignore no-explicit-any
-    answers: f.lease_answers.map((a: any) => ({
+    queries: f.lease_queries.map((q) => ({ id: q.id, renew: q.renew, seq: Number(q.seq) })),
+    answers: f.lease_answers.map((a) => ({
       seq: Number(a.seq),
       ttl: Number(a.ttl),
       granted_ttl: Number(a.granted_ttl),

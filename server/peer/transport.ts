@@ -19,7 +19,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type tls from "node:tls";
 import { Buffer } from "node:buffer";
-import { RaftService, type ServiceDefinition } from "../../proto/mod.ts";
+import { type RaftAck, RaftService, type ServiceDefinition, type SnapshotChunk } from "../../proto/mod.ts";
 import { GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
 import type { CertAltNames } from "../transport/http2.ts";
 import { type PeerCertificate, type PeerCertPolicy, refusePeerCertificate } from "./peer_cert.ts";
@@ -36,9 +36,6 @@ import {
   type LeaseQuery,
   type PeerFrame,
 } from "./codec.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
 
 /** Most messages queued for one peer before the oldest are dropped (Raft recovers from drops). */
 const MAX_QUEUE = 4096;
@@ -85,7 +82,7 @@ export interface PeerStats {
 }
 
 /** A peer call as our gRPC server hands it over: metadata and the TLS client certificate it came with. */
-type PeerCall = grpc.ServerReadableStream<Obj, Obj> & {
+type PeerCall<Req = unknown> = grpc.ServerReadableStream<Req, RaftAck> & {
   getPeerCommonName?: () => string;
   getPeerAltNames?: () => CertAltNames;
 };
@@ -505,7 +502,7 @@ export class PeerTransport {
   }
 
   /** Refuses a call, logging why at most once per {@link REFUSAL_LOG_MS} for each reason (senders retry each tick). */
-  #refuse(md: grpc.Metadata, err: grpc.ServiceError, cb: grpc.sendUnaryData<Obj>): void {
+  #refuse(md: grpc.Metadata, err: grpc.ServiceError, cb: grpc.sendUnaryData<RaftAck>): void {
     const line = `refused peer ${md.get(FROM_HEADER)[0] ?? "?"}: ${err.details}`;
     const now = performance.now();
     if ((this.#refusalsLogged.get(line) ?? -Infinity) + REFUSAL_LOG_MS <= now) {
@@ -520,7 +517,7 @@ export class PeerTransport {
   service(): grpc.UntypedServiceImplementation {
     const self = this.hooks.selfId;
     return {
-      Send: (call: PeerCall, cb: grpc.sendUnaryData<Obj>) => {
+      Send: (call: PeerCall<Uint8Array>, cb: grpc.sendUnaryData<RaftAck>) => {
         const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const { from } = who;
@@ -559,7 +556,7 @@ export class PeerTransport {
         call.on("end", () => open && cb(null, {}));
         call.on("error", () => {});
       },
-      Snapshot: (call: PeerCall, cb: grpc.sendUnaryData<Obj>) => {
+      Snapshot: (call: PeerCall<SnapshotChunk>, cb: grpc.sendUnaryData<RaftAck>) => {
         const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const max = this.hooks.maxSnapshotBytes;
@@ -568,7 +565,7 @@ export class PeerTransport {
         let refused = false;
         const progress = new Progress("bytes");
         const about = () => ({ "remote-peer-id": who.from, "snapshot-index": head?.snapshot?.metadata.index ?? 0 });
-        call.on("data", (c: Obj) => {
+        call.on("data", (c: SnapshotChunk) => {
           if (refused) return;
           if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
           if (!head) {

@@ -4,7 +4,8 @@
  * concatenation of a header, its watch ID and those bytes. Field numbers are etcd's (proto/etcdserverpb/rpc.proto,
  * proto/mvccpb/kv.proto); tests/watch_encode_test.ts checks the output against protobufjs.
  */
-import type { KeyValue, StoreEvent } from "../mvcc/store.ts";
+import type { StoreEvent } from "../mvcc/store.ts";
+import type { KeyValue, RangeResponse, ResponseHeader } from "../../proto/mod.ts";
 
 /** Length of the varint encoding of a non-negative integer below 2^53. */
 function varintLen(n: number): number {
@@ -183,24 +184,16 @@ export function watchEventsHead(
   return out;
 }
 
-/** etcdserverpb.RangeResponse as the KV service returns it (a store range, already limited and sorted). */
-export interface RangeResponseShape {
-  header: { cluster_id?: string; member_id?: string; revision: number; raft_term?: string };
-  kvs: KeyValue[];
-  more: boolean;
-  count: number;
-}
-
 /**
  * etcdserverpb.RangeResponse bytes, hand-encoded: through protobufjs (fromObject, then encode) a range of 10,000
  * keys cost about five times etcd's time per request and a long event-loop stall (`deno task bench -- --scale`, scan).
  */
-export function encodeRangeResponse(res: RangeResponseShape): Uint8Array {
-  const h = res.header;
+export function encodeRangeResponse(res: RangeResponse): Uint8Array {
+  const h: Partial<ResponseHeader> = res.header;
   const head = new Msg();
   if (h.cluster_id && h.cluster_id !== "0") head.rawVarint(1, varint64(h.cluster_id));
   if (h.member_id && h.member_id !== "0") head.rawVarint(2, varint64(h.member_id));
-  head.int(3, h.revision).int(4, Number(h.raft_term ?? 0));
+  head.int(3, h.revision ?? 0).int(4, Number(h.raft_term ?? 0));
   const m = new Msg().bytes(1, head.done(), true);
   for (const kv of res.kvs) m.bytes(2, encodeKv(kv), true);
   return m.int(3, res.more ? 1 : 0).int(4, res.count).done();

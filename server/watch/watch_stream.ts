@@ -11,16 +11,18 @@
 import { type BKey, inRange, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import { type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
 import { encodeEvent, eventFields, type HeaderEncoder, watchEventsHead } from "./encode.ts";
-import { FilterType, type WatchRequest } from "../../proto/mod.ts";
-import type { Header } from "../apply/applier.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import {
+  FilterType,
+  type ResponseHeader,
+  type WatchCreateRequest,
+  type WatchRequest,
+  type WatchResponse,
+} from "../../proto/mod.ts";
 
 /** What a watch stream needs from the transport. */
 export interface WatchSink {
   /** Sends one WatchResponse; returns false when the send buffer is full (call `drained` later). */
-  send(resp: Obj): boolean;
+  send(resp: WatchResponse): boolean;
   /** Sends one gRPC message given as `head` (starting with the 5-byte gRPC prefix) and `body`; same return value. */
   sendFramed(head: Uint8Array, body: Uint8Array): boolean;
 }
@@ -64,7 +66,7 @@ export class WatchHub {
 
   constructor(
     readonly store: MvccStore,
-    readonly header: (rev: number) => Header,
+    readonly header: (rev: number) => ResponseHeader,
     readonly headerEncoder: HeaderEncoder,
     readonly term: () => number,
     /** responses larger than this are split when the watcher asked for fragments */
@@ -151,13 +153,12 @@ export class WatchStream {
   /** Handles one WatchRequest from the client. */
   handle(req: WatchRequest): void {
     if (this.#closed) return;
-    const r = req as unknown as Obj;
-    if (r.create_request) this.#create(r.create_request);
-    else if (r.cancel_request) this.#cancel(Number(r.cancel_request.watch_id));
-    else if (r.progress_request) this.#progress();
+    if (req.create_request) this.#create(req.create_request);
+    else if (req.cancel_request) this.#cancel(Number(req.cancel_request.watch_id));
+    else if (req.progress_request) this.#progress();
   }
 
-  #create(c: Obj): void {
+  #create(c: WatchCreateRequest): void {
     const store = this.hub.store;
     let id = Number(c.watch_id ?? 0);
     if (id !== 0 && this.#watchers.has(id)) {
@@ -326,7 +327,7 @@ export class WatchStream {
     }
   }
 
-  #send(resp: Obj): void {
+  #send(resp: WatchResponse): void {
     if (this.#closed) return;
     if (!this.sink.send(resp)) this.#congested = true;
   }

@@ -29,3 +29,12 @@ export function parseTrafficObject(stored: string | Obj): TrafficObject | undefi
   if (o.kind === "Pipeline") return { name: o.name, kind: "Pipeline", spec: parsePipelineSpec(o) };
   return undefined;
 }
+
+/**
+ * A spec as stored and read by the data plane: the JSON that `marshal` wrote (omitempty fields left out, nil pointers,
+ * slices and maps as null), or one given by hand (tests): each field may be absent or null, so readers apply the
+ * defaults themselves.
+ */
+export type Stored<T> = T extends readonly (infer U)[] ? Stored<U>[]
+  : T extends object ? { [K in keyof T]?: Stored<T[K]> | null }
+  : T;

@@ -5,6 +5,7 @@
  */
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { CORSAdaptorSpec } from "../../easegress/specs/mod.ts";
 
 class CorsAdaptor implements Filter {
   #origins: string[];
@@ -14,7 +15,7 @@ class CorsAdaptor implements Filter {
   #exposed: string[];
   #maxAge: number;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<CORSAdaptorSpec>) {
     this.#origins = (spec.allowedOrigins ?? []).map((o: string) => o.toLowerCase());
     this.#methods = (spec.allowedMethods ?? ["GET", "POST", "HEAD"]).map((m: string) => m.toUpperCase());
     this.#headers = (spec.allowedHeaders ?? ["accept", "content-type", "x-requested-with"]).map((h: string) =>
@@ -69,7 +70,7 @@ class CorsAdaptor implements Filter {
   }
 }
 
-export const corsAdaptorKind: FilterKind = {
+export const corsAdaptorKind: FilterKind<CORSAdaptorSpec> = {
   kind: "CORSAdaptor",
   results: ["preflighted", "rejected"],
   create: (spec) => new CorsAdaptor(spec),

@@ -5,13 +5,14 @@
 import type { Context } from "../context.ts";
 import { buildErr, BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { DataBuilderSpec } from "../../easegress/specs/mod.ts";
 
 class DataBuilder implements Filter {
   #key: string;
   #template: BuilderTemplate;
   #name: string;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<DataBuilderSpec>) {
     if (!spec.dataKey) throw new Error("dataKey must be specified");
     if (!spec.template) throw new Error("template must be specified");
     this.#name = spec.name;
@@ -29,7 +30,7 @@ class DataBuilder implements Filter {
   }
 }
 
-export const dataBuilderKind: FilterKind = {
+export const dataBuilderKind: FilterKind<DataBuilderSpec> = {
   kind: "DataBuilder",
   results: ["buildErr"],
   create: (spec) => new DataBuilder(spec),

@@ -5,9 +5,10 @@
  */
 import type { Context } from "../context.ts";
 import type { ResiliencePolicies } from "../pipeline/resilience.ts";
+import type { FilterSpec as KindSpec, Stored } from "../../easegress/specs/mod.ts";
 
-// deno-lint-ignore no-explicit-any
-export type FilterSpec = { name: string; kind: string } & Record<string, any>;
+/** A filter's spec as stored (see Stored): its name and kind, and the fields of its kind's spec `S`. */
+export type FilterSpec<S extends KindSpec = KindSpec> = Stored<S> & { name: string; kind: string };
 
 /** Read access to the cluster store for filters that keep data there (basicAuth ETCD mode, under /custom-data/). */
 export interface StoreView {
@@ -39,10 +40,10 @@ export interface Filter {
   close?(): void;
 }
 
-/** A filter kind. */
-export interface FilterKind {
+/** A filter kind; `S` is its spec (server/easegress/specs/filters.ts). */
+export interface FilterKind<S extends KindSpec = KindSpec> {
   kind: string;
   results: string[];
   /** Builds a filter; throws an Error with the validation message for a bad spec. */
-  create(spec: FilterSpec, env: FilterEnv): Filter;
+  create(spec: FilterSpec<S>, env: FilterEnv): Filter;
 }

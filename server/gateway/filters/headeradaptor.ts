@@ -1,8 +1,6 @@
 /** The `header: {del, set, add}` of the adaptors, applied in that order. */
 import type { HeaderList } from "../http1.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type { HeaderAdaptSpec, Stored } from "../../easegress/specs/mod.ts";
 
 /** A compiled header adaptor. */
 export class HeaderAdaptor {
@@ -10,7 +8,7 @@ export class HeaderAdaptor {
   #set: [string, string][];
   #add: [string, string][];
 
-  constructor(spec: Obj | undefined) {
+  constructor(spec: Stored<HeaderAdaptSpec> | null | undefined) {
     this.#del = (spec?.del ?? []) as string[];
     this.#set = Object.entries((spec?.set ?? {}) as Record<string, string>);
     this.#add = Object.entries((spec?.add ?? {}) as Record<string, string>);

@@ -1,13 +1,14 @@
 /** HeaderToJSON (kind `HeaderToJSON`): request headers merged into the JSON body (an object, or each array element). */
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { HeaderToJSONSpec } from "../../easegress/specs/mod.ts";
 
 class HeaderToJson implements Filter {
   #map: [string, string][];
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<HeaderToJSONSpec>) {
     if (!Array.isArray(spec.headerMap) || spec.headerMap.length === 0) throw new Error("headerMap is required");
-    this.#map = spec.headerMap.map((m: { header: string; json: string }) => [String(m.header).toLowerCase(), m.json]);
+    this.#map = spec.headerMap.map((m) => [String(m.header).toLowerCase(), m.json as string]);
   }
 
   handle(ctx: Context): string {
@@ -42,7 +43,7 @@ class HeaderToJson implements Filter {
   }
 }
 
-export const headerToJsonKind: FilterKind = {
+export const headerToJsonKind: FilterKind<HeaderToJSONSpec> = {
   kind: "HeaderToJSON",
   results: ["jsonEncodeDecodeErr", "bodyReadErr"],
   create: (spec) => new HeaderToJson(spec),

@@ -3,10 +3,8 @@ import { type Context, GwResponse } from "../context.ts";
 import { HeaderList } from "../http1.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { MockSpec } from "../../easegress/specs/mod.ts";
 import { StringMatcher } from "./proxy/pool.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
 
 interface Rule {
   path: string;
@@ -24,14 +22,14 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 class Mock implements Filter {
   #rules: Rule[];
 
-  constructor(spec: FilterSpec) {
-    this.#rules = ((spec.rules ?? []) as Obj[]).map((r) => {
+  constructor(spec: FilterSpec<MockSpec>) {
+    this.#rules = (spec.rules ?? []).map((r) => {
       const code = Number(r.code);
       if (!(code >= 100 && code <= 599)) throw new Error("rules: code must be in 100..599");
       return {
         path: String(r.match?.path ?? ""),
         pathPrefix: String(r.match?.pathPrefix ?? ""),
-        headers: Object.entries((r.match?.headers ?? {}) as Obj).map((
+        headers: Object.entries(r.match?.headers ?? {}).map((
           [k, v],
         ) => [k.toLowerCase(), new StringMatcher(v), v?.empty === true]),
         matchAll: r.match?.matchAllHeaders === true,
@@ -71,4 +69,4 @@ class Mock implements Filter {
   }
 }
 
-export const mockKind: FilterKind = { kind: "Mock", results: ["mocked"], create: (spec) => new Mock(spec) };
+export const mockKind: FilterKind<MockSpec> = { kind: "Mock", results: ["mocked"], create: (spec) => new Mock(spec) };

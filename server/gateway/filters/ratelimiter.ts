@@ -6,10 +6,8 @@
 import type { Context } from "../context.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { RateLimiterSpec, RateLimitPolicy, Stored } from "../../easegress/specs/mod.ts";
 import { StringMatcher } from "./proxy/pool.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
 
 class Limiter {
   #start = Date.now();
@@ -43,16 +41,16 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 class RateLimiter implements Filter {
   #rules: UrlRule[];
 
-  constructor(spec: FilterSpec) {
-    const policies = new Map<string, Obj>();
-    for (const p of (spec.policies ?? []) as Obj[]) {
+  constructor(spec: FilterSpec<RateLimiterSpec>) {
+    const policies = new Map<string, Stored<RateLimitPolicy>>();
+    for (const p of (spec.policies ?? [])) {
       if (!p.name) throw new Error("policies: name is required");
       policies.set(p.name, p);
     }
     if (!Array.isArray(spec.urls)) throw new Error("urls: required");
-    this.#rules = (spec.urls as Obj[]).map((u) => {
+    this.#rules = spec.urls.map((u) => {
       const ref = u.policyRef || spec.defaultPolicyRef;
-      const p = policies.get(ref);
+      const p = policies.get(ref ?? "");
       if (!p) throw new Error(`policy '${ref ?? ""}' is not defined`);
       const n = Number(p.limitForPeriod ?? 50);
       if (!(n >= 1)) throw new Error("limitForPeriod must be >= 1");
@@ -83,7 +81,7 @@ class RateLimiter implements Filter {
   }
 }
 
-export const rateLimiterKind: FilterKind = {
+export const rateLimiterKind: FilterKind<RateLimiterSpec> = {
   kind: "RateLimiter",
   results: ["rateLimited"],
   create: (spec) => new RateLimiter(spec),

@@ -2,6 +2,7 @@
 import { type Context, GwResponse } from "../context.ts";
 import { HeaderList, STATUS_TEXT } from "../http1.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { RedirectorSpec } from "../../easegress/specs/mod.ts";
 
 const CODES = new Set([301, 302, 303, 304, 307, 308]);
 
@@ -11,7 +12,7 @@ class Redirector implements Filter {
   #pathOnly: boolean;
   #status: number;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<RedirectorSpec>) {
     if (!spec.match) throw new Error("match is required");
     if (spec.replacement === undefined) throw new Error("replacement is required");
     this.#re = new RegExp(spec.match, "g");
@@ -35,7 +36,7 @@ class Redirector implements Filter {
   }
 }
 
-export const redirectorKind: FilterKind = {
+export const redirectorKind: FilterKind<RedirectorSpec> = {
   kind: "Redirector",
   results: ["redirected"],
   create: (spec) => new Redirector(spec),

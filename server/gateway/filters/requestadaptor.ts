@@ -6,19 +6,22 @@
  */
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { PathAdaptSpec, RequestAdaptorSpec, Stored } from "../../easegress/specs/mod.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
 import { compressBody, decompressBody, transformStream } from "./gzip.ts";
 import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** What the template renders: the request fields of the spec, overriding them (each read as the spec's is). */
+type AdaptedRequest = Stored<Pick<RequestAdaptorSpec, "method" | "path" | "header" | "body" | "host">>;
 
 /** Easegress's pathadaptor: the first non-empty rule applies. */
-export function pathAdaptor(spec: Obj | undefined): ((p: string) => string) | null {
+export function pathAdaptor(spec: Stored<PathAdaptSpec> | null | undefined): ((p: string) => string) | null {
   if (!spec) return null;
   if (spec.replace) return () => String(spec.replace);
   if (spec.addPrefix) return (p) => String(spec.addPrefix) + p;
-  if (spec.trimPrefix) return (p) => (p.startsWith(spec.trimPrefix) ? p.slice(String(spec.trimPrefix).length) : p);
+  if (spec.trimPrefix) {
+    return (p) => (p.startsWith(String(spec.trimPrefix)) ? p.slice(String(spec.trimPrefix).length) : p);
+  }
   if (spec.regexpReplace?.regexp) {
     const re = new RegExp(spec.regexpReplace.regexp, "g");
     const to = String(spec.regexpReplace.replace ?? "").replace(/\$\{(\w+)\}/g, "$<$1>");
@@ -37,10 +40,10 @@ class RequestAdaptor implements Filter {
   #decompress: boolean;
   #template: BuilderTemplate | null;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<RequestAdaptorSpec>) {
     this.#template = spec.template ? new BuilderTemplate(spec) : null;
     if (spec.sign) throw new Error("RequestAdaptor sign is not supported");
-    for (const k of ["compress", "decompress"]) {
+    for (const k of ["compress", "decompress"] as const) {
       if (spec[k] && spec[k] !== "gzip") throw new Error(`${k}: only gzip is supported`);
     }
     if (spec.compress && spec.decompress) throw new Error("compress and decompress can't be set at the same time");
@@ -58,9 +61,9 @@ class RequestAdaptor implements Filter {
     const req = ctx.request;
     let method = this.#method, path = this.#path, header = this.#header, body = this.#body, host = this.#host;
     if (this.#template !== null) {
-      let t: Obj;
+      let t: AdaptedRequest;
       try {
-        t = asObject(this.#template.build(ctx));
+        t = asObject(this.#template.build(ctx)) as AdaptedRequest;
       } catch (e) {
         return buildErr(ctx, "requestAdaptor", (e as Error).message);
       }
@@ -101,7 +104,7 @@ class RequestAdaptor implements Filter {
   }
 }
 
-export const requestAdaptorKind: FilterKind = {
+export const requestAdaptorKind: FilterKind<RequestAdaptorSpec> = {
   kind: "RequestAdaptor",
   results: ["decompressFailed", "compressFailed"],
   create: (spec) => new RequestAdaptor(spec),

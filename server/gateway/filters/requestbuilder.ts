@@ -9,6 +9,7 @@ import { HeaderList } from "../http1.ts";
 import { asObject, buildErr, renderedHeaders, sourceOrTemplate } from "../template/builder.ts";
 import type { BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { RequestBuilderSpec } from "../../easegress/specs/mod.ts";
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"]);
 const encoder = new TextEncoder();
@@ -31,7 +32,7 @@ class RequestBuilder implements Filter {
   #template: BuilderTemplate | null;
   #name: string;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<RequestBuilderSpec>) {
     ({ source: this.#source, template: this.#template } = sourceOrTemplate(spec));
     this.#name = `requestBuilder(${spec.name})`;
   }
@@ -69,7 +70,7 @@ class RequestBuilder implements Filter {
   }
 }
 
-export const requestBuilderKind: FilterKind = {
+export const requestBuilderKind: FilterKind<RequestBuilderSpec> = {
   kind: "RequestBuilder",
   results: ["buildErr"],
   create: (spec) => new RequestBuilder(spec),

@@ -5,6 +5,7 @@
  */
 import type { Context } from "../context.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { ResponseAdaptorSpec } from "../../easegress/specs/mod.ts";
 import { HeaderAdaptor } from "./headeradaptor.ts";
 import { compressBody, decompressBody, transformStream } from "./gzip.ts";
 import { asObject, buildErr, BuilderTemplate } from "../template/builder.ts";
@@ -16,9 +17,9 @@ class ResponseAdaptor implements Filter {
   #decompress: boolean;
   #template: BuilderTemplate | null;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<ResponseAdaptorSpec>) {
     this.#template = spec.template ? new BuilderTemplate(spec) : null;
-    for (const k of ["compress", "decompress"]) {
+    for (const k of ["compress", "decompress"] as const) {
       if (spec[k] && spec[k] !== "gzip") throw new Error(`${k}: only gzip is supported`);
     }
     this.#header = new HeaderAdaptor(spec.header);
@@ -59,7 +60,7 @@ class ResponseAdaptor implements Filter {
   }
 }
 
-export const responseAdaptorKind: FilterKind = {
+export const responseAdaptorKind: FilterKind<ResponseAdaptorSpec> = {
   kind: "ResponseAdaptor",
   results: ["responseNotFound", "compressFailed", "decompressFailed"],
   create: (spec) => new ResponseAdaptor(spec),

@@ -9,6 +9,7 @@ import { HeaderList } from "../http1.ts";
 import { asObject, buildErr, renderedHeaders, sourceOrTemplate } from "../template/builder.ts";
 import type { BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { ResponseBuilderSpec } from "../../easegress/specs/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -17,7 +18,7 @@ class ResponseBuilder implements Filter {
   #template: BuilderTemplate | null;
   #name: string;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<ResponseBuilderSpec>) {
     ({ source: this.#source, template: this.#template } = sourceOrTemplate(spec));
     this.#name = `responseBuilder(${spec.name})`;
   }
@@ -50,7 +51,7 @@ class ResponseBuilder implements Filter {
   }
 }
 
-export const responseBuilderKind: FilterKind = {
+export const responseBuilderKind: FilterKind<ResponseBuilderSpec> = {
   kind: "ResponseBuilder",
   results: ["buildErr"],
   create: (spec) => new ResponseBuilder(spec),

@@ -8,6 +8,7 @@ import { parse as parseYaml } from "yaml";
 import type { Context } from "../context.ts";
 import { buildErr, BuilderTemplate } from "../template/builder.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { ResultBuilderSpec } from "../../easegress/specs/mod.ts";
 
 const RESULTS = ["buildErr", ...Array.from({ length: 10 }, (_, i) => `result${i}`), "unknown"].sort();
 const RETURNED = new Set(RESULTS.slice(0, 10));
@@ -17,7 +18,7 @@ class ResultBuilder implements Filter {
   #template: BuilderTemplate;
   #name: string;
 
-  constructor(spec: FilterSpec) {
+  constructor(spec: FilterSpec<ResultBuilderSpec>) {
     if (!spec.template) throw new Error("template must be specified");
     this.#name = spec.name;
     this.#template = new BuilderTemplate(spec);
@@ -41,7 +42,7 @@ class ResultBuilder implements Filter {
   }
 }
 
-export const resultBuilderKind: FilterKind = {
+export const resultBuilderKind: FilterKind<ResultBuilderSpec> = {
   kind: "ResultBuilder",
   results: RESULTS,
   create: (spec) => new ResultBuilder(spec),

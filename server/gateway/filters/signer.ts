@@ -19,6 +19,7 @@ import { Buffer } from "node:buffer";
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { GwRequest } from "../context.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
+import type { SignerSpec, Stored } from "../../easegress/specs/mod.ts";
 
 /** The configurable names of the scheme (Easegress's `signer.Literal`). */
 export interface SignerLiteral {
@@ -48,15 +49,10 @@ export const DEFAULT_LITERAL: SignerLiteral = {
   signingKeyPrefix: "",
 };
 
-/** The spec fields the verifier reads (the rest of signer.Spec only matters when signing). */
-export interface SignatureSpec {
-  literal?: Partial<SignerLiteral>;
-  excludeBody?: boolean;
-  ttl?: string;
-  accessKeyId?: string;
-  accessKeySecret?: string;
-  accessKeys?: Record<string, string>;
-}
+/** The spec fields the verifier reads, as stored (the rest of signer.Spec only matters when signing). */
+export type SignatureSpec = Stored<
+  Pick<SignerSpec, "literal" | "excludeBody" | "ttl" | "accessKeyId" | "accessKeySecret" | "accessKeys">
+>;
 
 const UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD";
 const HEX = "0123456789ABCDEF";

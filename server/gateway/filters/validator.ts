@@ -15,6 +15,7 @@ import { Buffer } from "node:buffer";
 import { createHmac, createPrivateKey, createPublicKey, timingSafeEqual, verify, X509Certificate } from "node:crypto";
 import type { Context } from "../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec, StoreView } from "./filter.ts";
+import type { Stored, ValidatorSpec } from "../../easegress/specs/mod.ts";
 import { checkPassword, HtpasswdFile } from "./htpasswd.ts";
 import http from "node:http";
 import https from "node:https";
@@ -22,8 +23,11 @@ import { parse as parseYaml } from "yaml";
 import { ldapBind, type LdapSpec } from "./ldap.ts";
 import { SignatureVerifier } from "./signer.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** A JSON object as decoded from a token, an answer or a stored entry: its fields are checked where they are read. */
+type JsonObject = Record<string, unknown>;
+type JwtSpec = Stored<NonNullable<ValidatorSpec["jwt"]>>;
+type IntrospectSpec = Stored<NonNullable<NonNullable<ValidatorSpec["oauth2"]>["tokenIntrospect"]>>;
+type BasicAuthSpec = Stored<NonNullable<ValidatorSpec["basicAuth"]>>;
 
 interface HeaderRule {
   key: string;
@@ -42,7 +46,7 @@ class JwtValidator {
   #key: ReturnType<typeof createPublicKey> | null = null;
   #cookie: string;
 
-  constructor(spec: Obj) {
+  constructor(spec: JwtSpec) {
     this.#alg = String(spec.algorithm ?? "");
     if (!/^(HS|RS|ES)(256|384|512)$/.test(this.#alg)) throw new Error(`jwt: algorithm ${this.#alg} is not supported`);
     if (this.#alg.startsWith("HS")) {
@@ -56,7 +60,7 @@ class JwtValidator {
   }
 
   /** The claims when the token is valid, else the reason it is not (a string). */
-  check(ctx: Context): Obj | string {
+  check(ctx: Context): JsonObject | string {
     const req = ctx.request;
     let token = this.#cookie !== "" ? req.cookie(this.#cookie) : "";
     if (token === "") {
@@ -66,7 +70,7 @@ class JwtValidator {
     }
     const parts = token.split(".");
     if (parts.length !== 3) return "malformed token";
-    let header: Obj, claims: Obj;
+    let header: JsonObject, claims: JsonObject;
     try {
       header = JSON.parse(Buffer.from(parts[0], "base64url").toString());
       claims = JSON.parse(Buffer.from(parts[1], "base64url").toString());
@@ -114,9 +118,9 @@ class StoreUsers implements UserSource {
     this.#watch = store.watchPrefix(prefix, (kvs) => {
       const users = new Map<string, string>();
       for (const [k, v] of kvs) {
-        let c: Obj;
+        let c: JsonObject | null;
         try {
-          c = parseYaml(v) as Obj;
+          c = parseYaml(v);
         } catch (err) {
           log(`basicAuth: ${k}: ${(err as Error).message}`);
           continue;
@@ -143,7 +147,7 @@ class StoreUsers implements UserSource {
   }
 }
 
-function ldapSpecOf(spec: Obj | undefined): LdapSpec {
+function ldapSpecOf(spec: JsonObject | null | undefined): LdapSpec {
   if (!spec) throw new Error("basicAuth: ldap is required in LDAP mode");
   for (const f of ["host", "port", "baseDN", "uid"]) if (!spec[f]) throw new Error(`basicAuth: ldap: ${f} is required`);
   const pem = (b64: unknown) => b64 ? Buffer.from(String(b64), "base64").toString("utf8") : "";
@@ -173,7 +177,7 @@ function ldapClientCertOf(cert: string, key: string): { cert: string; key: strin
 }
 
 /** `basicAuth` by its mode. */
-function basicAuthSource(spec: Obj, env: FilterEnv): UserSource {
+function basicAuthSource(spec: BasicAuthSpec, env: FilterEnv): UserSource {
   const mode = String(spec.mode ?? "") || "FILE";
   if (mode === "FILE") return new HtpasswdFile(String(spec.userFile ?? "") || DEFAULT_USER_FILE, env.log);
   if (mode === "ETCD") {
@@ -202,7 +206,7 @@ class TokenIntrospector {
   #basicAuth: string;
   #insecure: boolean;
 
-  constructor(spec: Obj) {
+  constructor(spec: IntrospectSpec) {
     if (!spec.endPoint) throw new Error("oauth2: tokenIntrospect: endPoint is required");
     try {
       this.#url = new URL(String(spec.endPoint));
@@ -230,7 +234,7 @@ class TokenIntrospector {
     } catch (err) {
       return `introspection: ${(err as Error).message}`;
     }
-    let info: Obj;
+    let info: JsonObject | null;
     try {
       info = JSON.parse(text);
     } catch {
@@ -287,14 +291,14 @@ class Validator implements Filter {
   #introspect: TokenIntrospector | null;
   #basicAuth: UserSource | null;
 
-  constructor(spec: FilterSpec, env: FilterEnv) {
-    this.#headers = Object.entries((spec.headers ?? {}) as Obj).map(([k, v]) => {
-      if (!(v?.values?.length > 0) && !v?.regexp) throw new Error(`headers: ${k}: values or regexp is required`);
-      return { key: k.toLowerCase(), values: v.values ?? [], re: v.regexp ? new RegExp(v.regexp) : null };
+  constructor(spec: FilterSpec<ValidatorSpec>, env: FilterEnv) {
+    this.#headers = Object.entries(spec.headers ?? {}).map(([k, v]) => {
+      if (!((v?.values?.length ?? 0) > 0) && !v?.regexp) throw new Error(`headers: ${k}: values or regexp is required`);
+      return { key: k.toLowerCase(), values: v?.values ?? [], re: v?.regexp ? new RegExp(v.regexp) : null };
     });
     this.#jwt = spec.jwt ? new JwtValidator(spec.jwt) : null;
     this.#signature = spec.signature ? new SignatureVerifier(spec.signature) : null;
-    const oauth2 = spec.oauth2 as Obj | undefined;
+    const oauth2 = spec.oauth2;
     if (oauth2 && !oauth2.jwt && !oauth2.tokenIntrospect) throw new Error("oauth2: tokenIntrospect or jwt is required");
     if (oauth2?.jwt && !oauth2.tokenIntrospect && !/^HS(256|384|512)$/.test(String(oauth2.jwt.algorithm))) {
       throw new Error(`oauth2: jwt: algorithm ${oauth2.jwt.algorithm} is not supported`);
@@ -370,7 +374,7 @@ function passOn(ctx: Context, sub: unknown, scope: unknown): void {
   if (typeof scope === "string" && scope !== "") ctx.request.headers.set("X-Authenticated-Scope", scope);
 }
 
-export const validatorKind: FilterKind = {
+export const validatorKind: FilterKind<ValidatorSpec> = {
   kind: "Validator",
   results: ["invalid"],
   create: (spec, env) => new Validator(spec, env),

@@ -12,12 +12,10 @@
 import type { Context, WebUpgrade } from "../context.ts";
 import { HOP_BY_HOP } from "../http1.ts";
 import type { Filter, FilterKind, FilterSpec } from "./filter.ts";
+import type { StringMatcher as StringMatcherSpec, WebSocketProxySpec } from "../../easegress/specs/mod.ts";
 import { LoadBalancer, type Server } from "./proxy/balancer.ts";
 import { parseServer } from "./proxy/pool.ts";
 import { closeQuietly, encodeHead, writeAll } from "./proxy/upstream.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
 
 /** Relay buffer per direction of a tunnel. */
 const RELAY_BUFFER = 16 * 1024;
@@ -42,14 +40,15 @@ async function relay(from: Deno.Conn, to: Deno.Conn): Promise<void> {
 class WebSocketProxy implements Filter {
   #pools: WsPool[];
 
-  constructor(spec: FilterSpec) {
-    const pools = (spec.pools ?? []) as Obj[];
+  constructor(spec: FilterSpec<WebSocketProxySpec>) {
+    const pools = spec.pools ?? [];
     if (pools.filter((p) => !p.filter).length !== 1) throw new Error("one and only one mainPool is required");
     // candidates first, the main pool last
     this.#pools = [...pools.filter((p) => p.filter), ...pools.filter((p) => !p.filter)].map((p) => {
-      const servers = ((p.servers ?? []) as Obj[]).map(parseServer);
+      const servers = (p.servers ?? []).map(parseServer);
       if (servers.length === 0) throw new Error("servers are required");
-      const headers = Object.entries((p.filter?.headers ?? {}) as Record<string, Obj>);
+      // a header's matcher as given: a field is checked only when present
+      const headers = Object.entries(p.filter?.headers ?? {}) as [string, Partial<StringMatcherSpec>][];
       return {
         lb: new LoadBalancer(p.loadBalance, servers),
         match: p.filter
@@ -199,7 +198,7 @@ function bridge(client: WebSocket, server: WebSocket): void {
   server.onerror = () => {};
 }
 
-export const webSocketProxyKind: FilterKind = {
+export const webSocketProxyKind: FilterKind<WebSocketProxySpec> = {
   kind: "WebSocketProxy",
   results: ["internalError", "clientError"],
   create: (spec) => new WebSocketProxy(spec),

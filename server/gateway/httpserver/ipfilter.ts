@@ -1,7 +1,5 @@
 /** ipFilter `{blockByDefault, allowIPs, blockIPs}` of servers, rules and paths (Easegress `pkg/util/ipfilter`). */
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type { IPFilterSpec, Stored } from "../../easegress/specs/mod.ts";
 
 interface Cidr {
   v6: boolean;
@@ -60,7 +58,7 @@ export class IpFilter {
   #allow: Cidr[];
   #block: Cidr[];
 
-  constructor(spec: Obj) {
+  constructor(spec: Stored<IPFilterSpec>) {
     this.#allowDefault = !spec.blockByDefault;
     this.#allow = ((spec.allowIPs ?? []) as string[]).map(parseCidr);
     this.#block = ((spec.blockIPs ?? []) as string[]).map(parseCidr);
@@ -81,6 +79,6 @@ export class IpFilter {
 }
 
 /** An IpFilter for a spec, or null when there is none. */
-export function ipFilterOf(spec: Obj | undefined | null): IpFilter | null {
+export function ipFilterOf(spec: Stored<IPFilterSpec> | undefined | null): IpFilter | null {
   return spec ? new IpFilter(spec) : null;
 }

@@ -6,9 +6,7 @@
 import type { RouteTraffic } from "../../metrics/traffic.ts";
 import type { GwRequest } from "../context.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type { HeaderMatch, PathSpec, RuleSpec, Stored } from "../../easegress/specs/mod.ts";
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"]);
 
@@ -67,7 +65,7 @@ export interface Route {
 /** The outcome of a search: a route, or the status to answer with. */
 export type RouteResult = Route | number;
 
-function valueMatchers(list: Obj[] | undefined, what: string): ValueMatcher[] {
+function valueMatchers(list: Stored<HeaderMatch[]> | null | undefined, what: string): ValueMatcher[] {
   return (list ?? []).map((h) => {
     const values = (h.values ?? []) as string[];
     if (values.length === 0 && !h.regexp) throw new Error(`both of values and regexp are empty for key: ${h.key}`);
@@ -132,8 +130,8 @@ function patternRank(p: string): number {
   return 0;
 }
 
-function compilePath(spec: Obj, radix: boolean): RoutePath {
-  for (const k of ["path", "pathPrefix"]) {
+function compilePath(spec: Stored<PathSpec>, radix: boolean): RoutePath {
+  for (const k of ["path", "pathPrefix"] as const) {
     if (spec[k] && !String(spec[k]).startsWith("/")) throw new Error(`${k} must start with /`);
   }
   if (spec.rewriteTarget && !spec.path && !spec.pathPrefix && !spec.pathRegexp) {
@@ -185,14 +183,14 @@ export class Router {
   #rules: RouteRule[];
   #radix: boolean;
 
-  constructor(rules: Obj[], routerKind: string) {
+  constructor(rules: Stored<RuleSpec[]>, routerKind: string) {
     this.#radix = routerKind === "RadixTree";
     this.#rules = (rules ?? []).map((r) => {
       const hosts: HostMatcher[] = [];
       if (r.host) hosts.push(hostMatcher(String(r.host), false));
       if (r.hostRegexp) hosts.push(hostMatcher(String(r.hostRegexp), true));
-      for (const h of (r.hosts ?? []) as Obj[]) hosts.push(hostMatcher(String(h.value), h.isRegexp === true));
-      const paths = ((r.paths ?? []) as Obj[]).map((p) => compilePath(p, this.#radix));
+      for (const h of r.hosts ?? []) hosts.push(hostMatcher(String(h.value), h.isRegexp === true));
+      const paths = (r.paths ?? []).map((p) => compilePath(p, this.#radix));
       let statics: Map<string, RoutePath[]> | null = null;
       if (this.#radix) {
         statics = new Map();

@@ -23,7 +23,7 @@ import {
 } from "../http1.ts";
 import { closeQuietly, encodeHead, encodeHeadInto, writeAll } from "../filters/proxy/upstream.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
-import { Pipeline } from "../pipeline/pipeline.ts";
+import { Pipeline, type PipelineObject } from "../pipeline/pipeline.ts";
 import { type IpFilter, ipFilterOf } from "./ipfilter.ts";
 import { type Route, Router } from "./router.ts";
 import { ServerStats } from "./stats.ts";
@@ -34,9 +34,10 @@ import { H2BodyStream, Http1BodyStream, makeRoom, webBodyStream } from "./bodyst
 import { type CertPair, listenNodeTls, validateTls } from "./tls.ts";
 import type { Server as NodeTlsServer, TLSSocket } from "node:tls";
 import { DEFAULT_TIMEOUTS, ErrorCode, Http2ServerConnection, type Http2Stream } from "../../transport/http2.ts";
+import type { HTTPServerSpec, MetaSpec, Stored } from "../../easegress/specs/mod.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** An HTTPServer object as stored: its name, the other meta fields and its spec. */
+export type HttpServerObject = Stored<MetaSpec & HTTPServerSpec> & { name: string };
 
 /** A failed listen is retried this often (Easegress: 10 s). */
 export const LISTEN_RETRY_MS = 10_000;
@@ -107,16 +108,16 @@ interface Settings {
   maxConnections: number;
 }
 
-function settingsOf(spec: Obj, log: (msg: string) => void): Settings {
+function settingsOf(spec: HttpServerObject, log: (msg: string) => void): Settings {
   // a path's inline backendPool runs as a pipeline of its own, GENERATED-<server>-<rule>-<path> (Easegress writes
   // such pipelines to the store; every member derives the same ones from the server's spec, so this one keeps them)
   const generated = new Map<string, Pipeline>();
-  const rules = ((spec.rules ?? []) as Obj[]).map((r, ri) => ({
+  const rules = (spec.rules ?? []).map((r, ri) => ({
     ...r,
-    paths: ((r.paths ?? []) as Obj[]).map((p, pi) => {
+    paths: (r.paths ?? []).map((p, pi) => {
       if (p.backend || !p.backendPool) return p;
       const name = `GENERATED-${spec.name}-${ri}-${pi}`;
-      const pipelineSpec = {
+      const pipelineSpec: PipelineObject = {
         name,
         kind: "Pipeline",
         flow: [{ filter: "proxy" }],
@@ -166,7 +167,7 @@ function decodePem(s: string): string {
   return Buffer.from(t, "base64").toString("utf8");
 }
 
-function listenConfigOf(spec: Obj): ListenConfig {
+function listenConfigOf(spec: HttpServerObject): ListenConfig {
   const port = Number(spec.port ?? 0);
   if (!(port >= 1 && port <= 65535)) throw new Error("port: must be greater than or equal to 1");
   let tls: ListenConfig["tls"] = null;
@@ -226,7 +227,7 @@ async function readLimited(stream: ReadableStream<Uint8Array>, limit: number): P
 /** A running HTTPServer. */
 export class HttpServer {
   readonly name: string;
-  spec: Obj;
+  spec: HttpServerObject;
   state: "running" | "failed" | "closed" = "failed";
   error = "";
   readonly stats = new ServerStats();
@@ -251,7 +252,7 @@ export class HttpServer {
   #scheme: string;
 
   /** Validates the spec and starts listening (or enters `failed` and retries). */
-  constructor(spec: Obj, lookup: PipelineLookup, log: (msg: string) => void, accessLog: AccessLog | null) {
+  constructor(spec: HttpServerObject, lookup: PipelineLookup, log: (msg: string) => void, accessLog: AccessLog | null) {
     this.name = spec.name;
     this.spec = spec;
     this.#traffic = TRAFFIC.httpServer(this.name);
@@ -266,17 +267,18 @@ export class HttpServer {
   }
 
   /** Whether replacing the spec with `next` can be done without restarting the listener. */
-  static isLiveChange(prev: Obj, next: Obj): boolean {
+  static isLiveChange(prev: HttpServerObject, next: HttpServerObject): boolean {
     const keys = new Set([...Object.keys(prev), ...Object.keys(next)]);
+    const a: Record<string, unknown> = prev, b: Record<string, unknown> = next;
     for (const k of keys) {
       if (LIVE_FIELDS.has(k)) continue;
-      if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) return false;
+      if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return false;
     }
     return true;
   }
 
   /** Applies a live change: new router and settings; open connections stay. */
-  updateLive(spec: Obj): void {
+  updateLive(spec: HttpServerObject): void {
     const old = this.#settings;
     this.#settings = settingsOf(spec, this.#log);
     for (const g of old.generated.values()) g.close();
@@ -949,7 +951,7 @@ export class HttpServer {
   }
 
   /** Status in Easegress's shape. */
-  status(): Obj {
+  status(): Record<string, unknown> {
     return {
       name: this.name,
       health: this.error,

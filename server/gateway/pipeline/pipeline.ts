@@ -8,9 +8,10 @@ import { DEFAULT_NS } from "../context.ts";
 import type { Filter, FilterSpec, StoreView } from "../filters/filter.ts";
 import { filterKind } from "../filters/registry.ts";
 import { ResiliencePolicies } from "./resilience.ts";
+import type { FlowNode as FlowNodeSpec, MetaSpec, PipelineSpec, Stored } from "../../easegress/specs/mod.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+/** A Pipeline object as stored: its name, the other meta fields and its spec. */
+export type PipelineObject = Stored<MetaSpec & PipelineSpec> & { name: string };
 
 interface FlowNode {
   /** alias or filter name: what jumpIf targets name */
@@ -25,13 +26,13 @@ interface FlowNode {
 /** A running pipeline. */
 export class Pipeline {
   readonly name: string;
-  readonly spec: Obj;
+  readonly spec: PipelineObject;
   #nodes: FlowNode[] = [];
   #filters = new Map<string, Filter>();
   #data: Record<string, unknown> | null;
 
   /** Builds the pipeline; throws with a validation message on a bad spec. */
-  constructor(spec: Obj, log: (msg: string) => void, store: StoreView | null = null) {
+  constructor(spec: PipelineObject, log: (msg: string) => void, store: StoreView | null = null) {
     this.name = spec.name;
     this.spec = spec;
     if (!Array.isArray(spec.filters)) throw new Error("filters: required");
@@ -47,7 +48,7 @@ export class Pipeline {
         this.#filters.set(fs.name, kind.create(fs, { resilience, pipeline: this.name, log, store }));
         kinds.set(fs.name, kind.results);
       }
-      const flow: Obj[] = Array.isArray(spec.flow) && spec.flow.length > 0
+      const flow: Stored<FlowNodeSpec>[] = Array.isArray(spec.flow) && spec.flow.length > 0
         ? spec.flow
         : (spec.filters as FilterSpec[]).map((f) => ({ filter: f.name }));
       for (let i = 0; i < flow.length; i++) {
@@ -121,8 +122,8 @@ export class Pipeline {
   }
 
   /** `{health, filters: {name: status}}` */
-  status(): Obj {
-    const filters: Obj = {};
+  status(): { health: string; filters: Record<string, unknown> } {
+    const filters: Record<string, unknown> = {};
     for (const [name, f] of this.#filters) filters[name] = f.status?.() ?? null;
     return { health: "", filters };
   }

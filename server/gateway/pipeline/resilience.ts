@@ -3,9 +3,12 @@
  * machine with COUNT_BASED or TIME_BASED sliding windows). Only Proxy pools use them.
  */
 import { parseGoDuration } from "../../easegress/gotime.ts";
-
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type {
+  CircuitBreakerPolicy as CircuitBreakerSpec,
+  ResiliencePolicy as ResilienceSpec,
+  RetryPolicy as RetrySpec,
+  Stored,
+} from "../../easegress/specs/mod.ts";
 
 /** Retry: at most maxAttempts calls, waiting between them (also after the last failure, as Easegress does). */
 export class RetryPolicy {
@@ -14,7 +17,7 @@ export class RetryPolicy {
   readonly exponential: boolean;
   readonly randomization: number;
 
-  constructor(spec: Obj) {
+  constructor(spec: Stored<RetrySpec>) {
     this.maxAttempts = Math.max(1, Number(spec.maxAttempts ?? 3) || 3);
     let wait = 500;
     try {
@@ -108,7 +111,7 @@ export class CircuitBreakerPolicy {
   readonly waitOpenMs: number;
   readonly maxWaitHalfOpenMs: number;
 
-  constructor(spec: Obj) {
+  constructor(spec: Stored<CircuitBreakerSpec>) {
     const t = String(spec.slidingWindowType ?? "COUNT_BASED").toUpperCase();
     if (t !== "COUNT_BASED" && t !== "TIME_BASED") throw new Error(`invalid slidingWindowType ${t}`);
     this.timeBased = t === "TIME_BASED";
@@ -205,7 +208,7 @@ export class ResiliencePolicies {
   retry = new Map<string, RetryPolicy>();
   breakers = new Map<string, CircuitBreakerPolicy>();
 
-  constructor(specs: Obj[] = []) {
+  constructor(specs: Stored<ResilienceSpec[]> = []) {
     for (const s of specs) {
       if (!s || typeof s.name !== "string") throw new Error("resilience: policy without name");
       if (s.kind === "Retry") this.retry.set(s.name, new RetryPolicy(s));

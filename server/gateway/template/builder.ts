@@ -4,7 +4,13 @@
  */
 import { parse as parseYaml } from "yaml";
 import type { Context } from "../context.ts";
-import type { FilterSpec } from "../filters/filter.ts";
+import type { Stored, TemplateSpec } from "../../easegress/specs/mod.ts";
+
+/** The fields of a builder's spec read here: its name and kind, its template, and RequestBuilder's source. */
+export type BuilderSpec = Stored<TemplateSpec & { sourceNamespace: string; protocol: string }> & {
+  name: string;
+  kind: string;
+};
 import { templateData } from "./data.ts";
 import { Template } from "./exec.ts";
 import { FUNCS } from "./funcs.ts";
@@ -14,7 +20,7 @@ export class BuilderTemplate {
   #tmpl: Template;
 
   /** Compiles the spec's template; throws the Go-style parse error for a bad one. */
-  constructor(spec: FilterSpec) {
+  constructor(spec: BuilderSpec) {
     this.#tmpl = new Template(
       spec.name,
       String(spec.template ?? ""),
@@ -36,7 +42,7 @@ export class BuilderTemplate {
 }
 
 /** The `sourceNamespace | template` choice of RequestBuilder and ResponseBuilder (protocol http only). */
-export function sourceOrTemplate(spec: FilterSpec): { source: string; template: BuilderTemplate | null } {
+export function sourceOrTemplate(spec: BuilderSpec): { source: string; template: BuilderTemplate | null } {
   const protocol = spec.protocol || "http";
   if (protocol !== "http") throw new Error(`${spec.kind} protocol ${protocol} is not supported`);
   const source = String(spec.sourceNamespace ?? "");

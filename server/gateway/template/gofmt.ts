@@ -18,8 +18,11 @@ export class JsonNumber {
 
 /** JSON text → values, numbers as JsonNumber (json.Decoder.UseNumber). */
 export function parseJsonNumbers(text: string): unknown {
-  // deno-lint-ignore no-explicit-any
-  return JSON.parse(text, (_k, v, ctx?: any) => (typeof v === "number" ? new JsonNumber(ctx?.source ?? String(v)) : v));
+  // the reviver's context (ES2025 JSON.parse source text access) holds a number's source text
+  return JSON.parse(
+    text,
+    (_k, v, ctx?: { source?: string }) => (typeof v === "number" ? new JsonNumber(ctx?.source ?? String(v)) : v),
+  );
 }
 
 /** A Go struct value exposed to templates: `goType` names it in errors, `goFields` are printed by %v. */

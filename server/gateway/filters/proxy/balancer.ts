@@ -7,8 +7,7 @@ import { createHmac, randomBytes } from "node:crypto";
 import type { GwRequest, GwResponse } from "../../context.ts";
 import { parseGoDuration } from "../../../easegress/gotime.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type { LoadBalanceSpec, Stored } from "../../../easegress/specs/mod.ts";
 
 /** One upstream server of a pool. */
 export interface Server {
@@ -70,7 +69,7 @@ export class LoadBalancer {
   #lbCookieExpireMs = 2 * 3600_000;
   #ring: { hash: number; server: Server }[] = [];
 
-  constructor(spec: Obj | undefined, servers: Server[]) {
+  constructor(spec: Stored<LoadBalanceSpec> | null | undefined, servers: Server[]) {
     const p = String(spec?.policy ?? "roundRobin");
     this.#policy = p === "random"
       ? Policy.Random

@@ -8,8 +8,7 @@ import { parseGoDuration } from "../../../easegress/gotime.ts";
 import type { Server } from "./balancer.ts";
 import { Origin, type UpstreamTls } from "./upstream.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type { ProxyHealthCheckSpec, Stored } from "../../../easegress/specs/mod.ts";
 
 /** The largest probe response body read (the body matcher looks at it). */
 const PROBE_MAX_BODY = 1 << 20;
@@ -26,14 +25,14 @@ export class HealthChecker {
   readonly timeoutMs: number;
   readonly fails: number;
   readonly passes: number;
-  #spec: Obj;
+  #spec: Stored<ProxyHealthCheckSpec>;
   #state = new Map<Server, Probe>();
   #timer?: ReturnType<typeof setInterval>;
   #closed = false;
   #codes: [number, number][];
 
   constructor(
-    spec: Obj,
+    spec: Stored<ProxyHealthCheckSpec>,
     readonly servers: Server[],
     readonly tls: UpstreamTls | null,
     readonly onChange: (healthy: Server[]) => void,
@@ -100,9 +99,9 @@ export class HealthChecker {
     resp.release?.();
     origin.close();
     if (!this.#codes.some(([a, b]) => resp.status >= a && resp.status <= b)) return false;
-    for (const h of (spec.match?.headers ?? []) as Obj[]) {
+    for (const h of spec.match?.headers ?? []) {
       const v = resp.headers.get(String(h.name).toLowerCase());
-      if (h.type === "regexp" ? !new RegExp(h.value).test(v) : v !== h.value) return false;
+      if (h.type === "regexp" ? !new RegExp(h.value as string).test(v) : v !== h.value) return false;
     }
     const bm = spec.match?.body;
     if (bm?.value) {

@@ -6,8 +6,7 @@ import type { GwRequest } from "../../context.ts";
 import type { HeaderList } from "../../http1.ts";
 import { parseGoDuration } from "../../../easegress/gotime.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type { MemoryCacheSpec, Stored } from "../../../easegress/specs/mod.ts";
 
 /** Entries beyond this count evict the oldest: bounds the memory a cache of many distinct paths can take. */
 const MAX_ENTRIES = 10_000;
@@ -26,7 +25,7 @@ export class MemoryCache {
   #methods: Set<string>;
   #entries = new Map<string, Entry>();
 
-  constructor(spec: Obj) {
+  constructor(spec: Stored<MemoryCacheSpec>) {
     if (!spec.expiration) throw new Error("memoryCache: expiration is required");
     this.#expirationMs = parseGoDuration(String(spec.expiration));
     this.#maxEntryBytes = Number(spec.maxEntryBytes ?? 0);

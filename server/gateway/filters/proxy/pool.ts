@@ -13,8 +13,13 @@ import { HealthChecker } from "./healthcheck.ts";
 import { Origin, UpstreamError, UpstreamFailure, type UpstreamResponse, type UpstreamTls } from "./upstream.ts";
 import { MemoryCache } from "./memorycache.ts";
 
-// deno-lint-ignore no-explicit-any
-type Obj = Record<string, any>;
+import type {
+  RequestMatcherSpec,
+  ServerPoolSpec,
+  ServerSpec,
+  Stored,
+  StringMatcher as StringMatcherSpec,
+} from "../../../easegress/specs/mod.ts";
 
 /** Default request and response body limit: 4 MiB. */
 export const DEFAULT_MAX_BODY = 4 * 1024 * 1024;
@@ -45,7 +50,7 @@ export class StringMatcher {
   #prefix: string;
   #re: RegExp | null;
   #empty: boolean;
-  constructor(spec: Obj) {
+  constructor(spec: Stored<StringMatcherSpec> | null | undefined) {
     this.#exact = String(spec?.exact ?? "");
     this.#prefix = String(spec?.prefix ?? "");
     this.#re = spec?.regex ? new RegExp(spec.regex) : null;
@@ -71,13 +76,13 @@ class RequestMatcher {
   #permil: number;
   #headerKey: string;
 
-  constructor(spec: Obj) {
+  constructor(spec: Stored<RequestMatcherSpec>) {
     this.#policy = String(spec.policy ?? "general") || "general";
-    this.#headers = Object.entries((spec.headers ?? {}) as Obj).map((
+    this.#headers = Object.entries(spec.headers ?? {}).map((
       [k, v],
     ) => [k.toLowerCase(), new StringMatcher(v)]);
     this.#matchAll = spec.matchAllHeaders === true;
-    this.#urls = ((spec.urls ?? []) as Obj[]).map((u) => ({ methods: u.methods ?? [], url: new StringMatcher(u.url) }));
+    this.#urls = (spec.urls ?? []).map((u) => ({ methods: u.methods ?? [], url: new StringMatcher(u.url) }));
     this.#permil = Number(spec.permil ?? 0);
     this.#headerKey = String(spec.headerHashKey ?? "").toLowerCase();
     if (this.#policy === "general" && this.#headers.length === 0) throw new Error("headers are required");
@@ -106,7 +111,7 @@ class RequestMatcher {
 }
 
 /** A pool's server entry. */
-export function parseServer(spec: Obj): Server {
+export function parseServer(spec: Stored<ServerSpec>): Server {
   let u: URL;
   try {
     u = new URL(String(spec.url));
@@ -159,10 +164,10 @@ export class ServerPool {
   #health: HealthChecker | null = null;
   #cache: MemoryCache | null;
 
-  constructor(name: string, spec: Obj, transport: ProxyTransport, resilience: ResiliencePolicies) {
+  constructor(name: string, spec: Stored<ServerPoolSpec>, transport: ProxyTransport, resilience: ResiliencePolicies) {
     this.name = name;
     this.#transport = transport;
-    const servers = (spec.servers ?? []) as Obj[];
+    const servers = spec.servers ?? [];
     if (servers.length === 0 && !spec.serviceName) throw new Error("both serviceName and servers are empty");
     if (spec.serviceName) {
       throw new Error("serviceRegistry is not supported: service discovery needs an outside system");

@@ -6,6 +6,7 @@ import { gzipSync } from "node:zlib";
 import { Buffer } from "node:buffer";
 import { type Context, GwRequest } from "../../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec } from "../filter.ts";
+import type { ProxySpec } from "../../../easegress/specs/mod.ts";
 import { DEFAULT_MAX_BODY, type ProxyTransport, ServerPool } from "./pool.ts";
 import type { Origin, UpstreamTls } from "./upstream.ts";
 import { transformStream } from "../gzip.ts";
@@ -18,7 +19,7 @@ class Proxy implements Filter {
   #minCompress = -1;
   #name: string;
 
-  constructor(spec: FilterSpec, env: FilterEnv) {
+  constructor(spec: FilterSpec<ProxySpec>, env: FilterEnv) {
     this.#name = spec.name;
     let tls: UpstreamTls | null = null;
     if (spec.mtls) {
@@ -138,7 +139,7 @@ class Proxy implements Filter {
   }
 }
 
-export const proxyKind: FilterKind = {
+export const proxyKind: FilterKind<ProxySpec> = {
   kind: "Proxy",
   results: ["internalError", "clientError", "serverError", "failureCode", "timeout", "shortCircuited"],
   create: (spec, env) => new Proxy(spec, env),
