@@ -217,9 +217,10 @@ Deno.test({
         assert.ok(await c.waitFor(() => c.resets.size >= 550, 30_000), `streams reset: ${c.resets.size}`);
         assert.ok([...c.resets.values()].every((code) => code === ENHANCE_YOUR_CALM));
         await sleep(500);
-        // the queue holds at most MAX_QUEUED_BYTES (32 MiB); the rest is garbage the collector has not returned yet
-        // (before the cap, 300 calls held +354 MB and 600 twice that)
-        rssWithin(base, 250, "600 Range calls with window 0");
+        // the queue holds at most MAX_QUEUED_BYTES (32 MiB); the rest is garbage the collector has not returned yet:
+        // the 600 encoded responses of 1 MB were measured at +186 MB on a quiet machine and above +250 MB under load.
+        // Before the cap, 300 calls held +354 MB and 600 twice that (~+700 MB), so +400 still fails without the cap.
+        rssWithin(base, 400, "600 Range calls with window 0");
         assert.ok(!c.closed, "the connection itself stays usable");
         await othersServed();
         c.close();
