@@ -14,7 +14,7 @@ import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./ea
 import { putObject } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
 import { peakRssDuring, rss } from "./lib/rss.ts";
-import { makeCa, makeLeaf } from "./lib/certs.ts";
+import { makeTwoLeafDir } from "./lib/certs.ts";
 
 const MB = 1024 * 1024;
 /** The big body: far more than the member may grow by. */
@@ -207,10 +207,7 @@ memberTest(
   async (procs) => {
     const [ports] = await memberPorts(1);
     const [plain, single, multi, backendPort] = await freePorts(4);
-    const dir = await Deno.makeTempDir({ prefix: "gw-rstream-" });
-    await makeCa(dir, "ca");
-    await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-    await makeLeaf(dir, "ca", "other", "other.test", "subjectAltName=DNS:other.test");
+    const dir = await makeTwoLeafDir("gw-rstream-");
     const m = await startMember("gwrstream", primaryArgs("gwrstream", ports));
     procs.push(m);
     const backend = rawBackend(backendPort);

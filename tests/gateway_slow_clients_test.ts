@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import { get, putObject, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
-import { makeCa, makeLeaf } from "./lib/certs.ts";
+import { makeTwoLeafDir } from "./lib/certs.ts";
 
 const KEEP_ALIVE_MS = 2000;
 /** The server's sweep runs every 500 ms: a deadline is enforced within this much after it passed. */
@@ -56,10 +56,7 @@ memberTest(
   async (procs) => {
     const [ports] = await memberPorts(1);
     const [plain, streamed, secure] = await freePorts(3);
-    const dir = await Deno.makeTempDir({ prefix: "gw-slow-" });
-    await makeCa(dir, "ca");
-    await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-    await makeLeaf(dir, "ca", "other", "other.test", "subjectAltName=DNS:other.test");
+    const dir = await makeTwoLeafDir("gw-slow-");
     const m = await startMember("gwslow", primaryArgs("gwslow", ports));
     procs.push(m);
     const aborted: string[] = [];

@@ -13,7 +13,7 @@ import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./ea
 import { putObject } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
 import { peakRssDuring, rss } from "./lib/rss.ts";
-import { makeCa, makeLeaf } from "./lib/certs.ts";
+import { makeCa, makeLeaf, makeTwoLeafDir } from "./lib/certs.ts";
 
 const MB = 1024 * 1024;
 /** The streamed bodies' size: far more than the member may grow by. */
@@ -354,10 +354,7 @@ memberTest(
   async (procs) => {
     const [ports] = await memberPorts(1);
     const [secure, backendPort] = await freePorts(2);
-    const dir = await Deno.makeTempDir({ prefix: "gw-stream-h2-" });
-    await makeCa(dir, "ca");
-    await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-    await makeLeaf(dir, "ca", "other", "other.test", "subjectAltName=DNS:other.test");
+    const dir = await makeTwoLeafDir("gw-stream-h2-");
     const m = await startMember("gwstreamh2", primaryArgs("gwstreamh2", ports));
     procs.push(m);
     let paused = false;

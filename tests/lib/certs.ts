@@ -29,3 +29,15 @@ export async function makeLeaf(dir: string, ca: string, name: string, cn: string
     ...["-out", `${name}.pem`, "-days", "2", "-extfile", `${name}.ext`],
   );
 }
+
+/**
+ * A new temporary directory holding CA `ca` and two leaves it signed: `leaf` for localhost / 127.0.0.1 and `other` for
+ * other.test (the second certificate of a multi-certificate HTTPS server). Returns the directory.
+ */
+export async function makeTwoLeafDir(prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix });
+  await makeCa(dir, "ca");
+  await makeLeaf(dir, "ca", "leaf", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
+  await makeLeaf(dir, "ca", "other", "other.test", "subjectAltName=DNS:other.test");
+  return dir;
+}
