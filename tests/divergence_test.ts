@@ -1,8 +1,10 @@
 /**
  * Members never diverge (issue 10), checked on real 3-member clusters of our server: members started with different
  * --quota-backend-bytes hit NOSPACE, the operator deletes, compacts, defragments and disarms with etcdctl, a member
- * restarts from its snapshot, and after every phase all members must hold the same state at the same applied index
- * (cluster.assertSameState: Maintenance.Hash of the whole applied state, HashKV, alarm lists, Status.dbSize).
+ * restarts from its own snapshot file, and a member that was down while leases were granted and NOSPACE raised catches
+ * up through the leader's snapshot; after every phase all members must hold the same state at the same applied index
+ * (cluster.assertSameState: Maintenance.Hash of the whole applied state with leases, HashKV, alarm lists,
+ * Status.dbSize).
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -123,6 +125,40 @@ Deno.test({
         assert.equal(after.dbSize, before.dbSize);
         console.log(`  after ${m3.name}'s restart: applied ${after.appliedIndex}, dbSize ${after.dbSize} on all`);
       });
+
+      await t.step(
+        "a member down while leases were granted and NOSPACE was raised installs the leader's snapshot: same alarm, leases, size",
+        async () => {
+          const leases: string[] = [];
+          for (let i = 0; i < 2; i++) {
+            const id = /lease ([0-9a-f]+) granted/.exec(await etcdctlOk(m2.endpoint, ["lease", "grant", "600"]))![1];
+            await etcdctlOk(m2.endpoint, ["put", "--lease", id, `leased/${i}`, "x"]);
+            leases.push(id);
+          }
+          await c.stop(m3);
+          const stoppedAt = (await c.status(m1)).raftIndex;
+          for (let i = 0; (await tryPut(c.client(m2), `down/${i}`, value)) === "ok"; i++) {
+            assert.ok(i < 60, "no NOSPACE while m3 was down");
+          }
+          // entries that cost no space pass under the alarm; the leader keeps 5000 entries after its snapshot, so
+          // write past them: m3 can only catch up through a snapshot, which must carry the alarm and the leases
+          const cl = c.client(m1);
+          const del = { key: Buffer.from("absent") };
+          while ((await c.status(m1)).raftIndex - stoppedAt < 5000 + 4 * 20) {
+            await Promise.all(Array.from({ length: 64 }, () => cl.call(cl.kv, "DeleteRange", del, 10000)));
+          }
+          await c.restart(m3);
+          const st = await c.assertSameState({ timeoutMs: 30000 });
+          assert.match(m3.currentOutput(), /restored state from the leader's snapshot at index/);
+          assert.equal(st.alarms.length, 1, `one NOSPACE alarm after the snapshot: ${st.alarms}`);
+          const listed = await etcdctlOk(m3.endpoint, ["lease", "list"]);
+          for (const id of leases) assert.ok(listed.includes(id), `${m3.name} lost lease ${id}: ${listed}`);
+          // m3, without a quota of its own, refuses like the others: the alarm came with the snapshot
+          assert.match(await tryPut(c.client(m3), "after/snapshot", "x"), NO_SPACE);
+          await c.assertSameState();
+          console.log(`  ${m3.name} caught up by snapshot: alarms ${st.alarms}, dbSize ${st.dbSize}, hash ${st.hash}`);
+        },
+      );
     } catch (e) {
       console.log(c.logs());
       throw e;
