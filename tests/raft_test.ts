@@ -16,6 +16,7 @@ import {
   type Message,
   message,
   ProposalDroppedError,
+  RaftInvariantError,
   RaftNode,
   type ReadState,
   type Snapshot,
@@ -718,6 +719,24 @@ Deno.test("ready/advance must alternate; a stale-term leader is told the current
   const resp = rd.messages.find((m) => m.to === "9");
   assert.ok(resp && resp.type === "AppResp" && resp.term === term, "a stale leader learns the newer term");
   fr.advance(rd);
+});
+
+Deno.test("invariants: a Heartbeat committing past the follower's last index throws RaftInvariantError", () => {
+  // the node stops on a RaftInvariantError wherever it is raised (tests/raft_invariant_stop_test.ts plays another
+  // kind, a second leader in a term, against a real process); a leader only sends a commit its follower holds
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  net.get(l).raft.propose(enc.encode("x"));
+  net.settle();
+  const f = ["1", "2", "3"].find((i) => i !== l)!;
+  const fr = net.get(f).raft;
+  const last = fr.log.lastIndex();
+  fr.step(message({ type: "Heartbeat", from: l, to: f, term: fr.term, commit: last }));
+  assert.equal(fr.log.committed, last);
+  assert.throws(
+    () => fr.step(message({ type: "Heartbeat", from: l, to: f, term: fr.term, commit: last + 5 })),
+    RaftInvariantError,
+  );
 });
 
 Deno.test("bootstrap: the founding conf-change entries are in member-ID order, whatever order the members were given", () => {
