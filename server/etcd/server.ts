@@ -4,6 +4,7 @@
  * auto-compaction, and logs the readiness lines etcd prints.
  */
 import { ClusterService } from "../../proto/mod.ts";
+import type { MemberListResponse } from "../../proto/types.ts";
 import { hostPort, RaftPeerService } from "../peer/transport.ts";
 import { refuseByPolicy, verifiedCertificate } from "../peer/peer_cert.ts";
 import { GrpcServer, type ListenerTls } from "../transport/grpc_server.ts";
@@ -73,13 +74,7 @@ async function discoverCluster(cfg: EtcdConfig, log: Logger): Promise<Identity> 
     for (const url of peers) {
       try {
         const resp = await memberList(hostPort(url), url.startsWith("https:") ? cfg.peerTls : null);
-        const members: Member[] = resp.members.map((m: Record<string, unknown>) => ({
-          ID: String(m.ID),
-          name: String(m.name ?? ""),
-          peerURLs: (m.peerURLs as string[]) ?? [],
-          clientURLs: (m.clientURLs as string[]) ?? [],
-          isLearner: !!m.isLearner,
-        }));
+        const members: Member[] = resp.members;
         const me = members.find((m) => m.peerURLs.some((u) => mine.has(u)));
         if (!me) {
           throw new Error(
@@ -99,12 +94,14 @@ async function discoverCluster(cfg: EtcdConfig, log: Logger): Promise<Identity> 
 }
 
 /** Asks a member (at its peer URL) for the member list: how a member started with `existing` learns its cluster. */
-// deno-lint-ignore no-explicit-any
-async function memberList(addr: string, files: TlsFiles | null): Promise<any> {
+async function memberList(addr: string, files: TlsFiles | null): Promise<MemberListResponse> {
   const client = new GrpcClient(addr, { tls: tlsClientOptions(files) });
   try {
     const rpc = ClusterService.MemberList;
-    return rpc.responseDeserialize(await client.unary(rpc.path, rpc.requestSerialize({}), undefined, 2000));
+    // decoded with every field present (CONVERSION's defaults): the shape MemberListResponse names
+    return rpc.responseDeserialize(
+      await client.unary(rpc.path, rpc.requestSerialize({}), undefined, 2000),
+    ) as MemberListResponse;
   } finally {
     client.destroy();
   }

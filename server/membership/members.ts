@@ -4,14 +4,10 @@
  * members agree on it; saved in snapshots.
  */
 
-/** A member as listed by Cluster.MemberList (etcdserverpb.Member field names). */
-export interface Member {
-  ID: string;
-  name: string;
-  peerURLs: string[];
-  clientURLs: string[];
-  isLearner: boolean;
-}
+import type { Member } from "../../proto/types.ts";
+
+/** A member as listed by Cluster.MemberList (etcdserverpb.Member, its field names). */
+export type { Member };
 
 /** What a conf change's context carries for an added member (etcd puts the member there too). */
 export interface MemberContext {

@@ -6,21 +6,19 @@
 import {
   arrayOf,
   BOOL,
-  decodeStructValue,
+  decodeAndValidate,
   INT,
   INT64,
   mapOf,
   opt,
   ptr,
   req,
-  SpecError,
   STRING,
   STRING_MAP,
   STRINGS,
   type StructDef,
   UINT32,
   val,
-  validateStruct,
 } from "./schema.ts";
 
 /** `name`, `kind` and the other meta fields every object, filter and resilience policy carries. */
@@ -41,14 +39,11 @@ export const META_FIELDS: StructDef["fields"] = {
   createdAt: opt(STRING),
 };
 
-export const META: StructDef = { go: "supervisor.MetaSpec", fields: META_FIELDS };
+export const META: StructDef<MetaSpec> = { go: "supervisor.MetaSpec", fields: META_FIELDS };
 
 /** The meta part of a filter or policy, checked first as Easegress checks it (name format, field types). */
 export function parseMeta(raw: unknown): MetaSpec {
-  const meta = decodeStructValue(META, raw);
-  const err = validateStruct(META, meta);
-  if (err !== undefined) throw new SpecError(err);
-  return meta as MetaSpec;
+  return decodeAndValidate(META, raw);
 }
 
 /** `{exact, prefix, regex, empty}`: the patterns are OR-ed; `empty` matches "" and excludes the others. */
@@ -59,7 +54,7 @@ export interface StringMatcher {
   empty: boolean;
 }
 
-export const STRING_MATCHER: StructDef = {
+export const STRING_MATCHER: StructDef<StringMatcher> = {
   go: "stringtool.StringMatcher",
   fields: {
     exact: opt(STRING),
@@ -161,7 +156,7 @@ export interface LoadBalanceSpec {
   healthCheck?: BaseHealthCheckSpec;
 }
 
-const LOAD_BALANCE: StructDef = {
+const LOAD_BALANCE: StructDef<LoadBalanceSpec> = {
   go: "proxies.LoadBalanceSpec",
   fields: {
     policy: opt(STRING),
@@ -206,7 +201,7 @@ function isRegexp(s: string): boolean {
   }
 }
 
-const MATCH: StructDef = {
+const MATCH: StructDef<HealthCheckMatch> = {
   go: "httpproxy.HealthCheckMatch",
   fields: {
     statusCodes: opt(arrayOf(arrayOf(INT))),
@@ -216,7 +211,7 @@ const MATCH: StructDef = {
     }))),
     body: opt(ptr({ go: "httpproxy.HealthCheckBodyMatch", fields: { value: opt(STRING), type: opt(STRING) } })),
   },
-  validate: (m) => validateMatch(m as HealthCheckMatch),
+  validate: validateMatch,
 };
 
 /** The HTTP probe of an active health check. */
@@ -258,10 +253,10 @@ const HTTP_HEALTH_CHECK_FIELDS: StructDef["fields"] = {
 /** A Proxy pool's active health check: the base fields and the HTTP probe. */
 export type ProxyHealthCheckSpec = BaseHealthCheckSpec & HTTPHealthCheckSpec;
 
-const PROXY_HEALTH_CHECK: StructDef = {
+const PROXY_HEALTH_CHECK: StructDef<ProxyHealthCheckSpec> = {
   go: "httpproxy.ProxyHealthCheckSpec",
   fields: { ...BASE_HEALTH_CHECK_FIELDS, ...HTTP_HEALTH_CHECK_FIELDS },
-  validate: (s) => validateHTTPHealthCheck(s as ProxyHealthCheckSpec),
+  validate: validateHTTPHealthCheck,
 };
 
 /** Candidate / mirror pool selection. */
@@ -275,7 +270,7 @@ export interface RequestMatcherSpec {
   urls?: { methods?: string[]; url: StringMatcher }[];
 }
 
-const REQUEST_MATCHER: StructDef = {
+const REQUEST_MATCHER: StructDef<RequestMatcherSpec> = {
   go: "httpproxy.RequestMatcherSpec",
   fields: {
     policy: opt(STRING, { enum: ["", "general", "ipHash", "headerHash", "random"] }),
@@ -283,14 +278,16 @@ const REQUEST_MATCHER: StructDef = {
     headers: opt(mapOf(ptr(STRING_MATCHER))),
     permil: opt(UINT32, { minimum: 0, maximum: 1000 }),
     headerHashKey: opt(STRING),
-    urls: opt(arrayOf(ptr({
-      go: "httpproxy.MethodAndURLMatcher",
-      fields: {
-        methods: opt(STRINGS, { uniqueItems: true, format: "httpmethod-array" }),
-        url: req(ptr(STRING_MATCHER), { required: true }),
-      },
-      validate: (u) => u.url ? STRING_MATCHER.validate!(u.url) : undefined,
-    }))),
+    urls: opt(arrayOf(ptr(
+      {
+        go: "httpproxy.MethodAndURLMatcher",
+        fields: {
+          methods: opt(STRINGS, { uniqueItems: true, format: "httpmethod-array" }),
+          url: req(ptr(STRING_MATCHER), { required: true }),
+        },
+        validate: (u) => u.url ? STRING_MATCHER.validate!(u.url) : undefined,
+      } satisfies StructDef<{ url?: StringMatcher }>,
+    ))),
   },
   validate: (s) => {
     if (s.policy === "general" || s.policy === "") {
@@ -371,7 +368,7 @@ export interface ServerPoolSpec extends ServerPoolBaseSpec {
   failureCodes?: number[];
 }
 
-export const SERVER_POOL: StructDef = {
+export const SERVER_POOL: StructDef<ServerPoolSpec> = {
   go: "httpproxy.ServerPoolSpec",
   fields: {
     ...POOL_BASE_FIELDS,
@@ -386,7 +383,7 @@ export const SERVER_POOL: StructDef = {
     failureCodes: opt(arrayOf(INT), { uniqueItems: true }),
   },
   validate: (s) => {
-    const e = validatePoolBase(s as ServerPoolSpec);
+    const e = validatePoolBase(s);
     if (e) return e;
     if (s.serviceName !== "" && s.healthCheck) return "serviceName and healthCheck can't be set at the same time";
     return s.healthCheck ? validateHTTPHealthCheck(s.healthCheck) : undefined;
@@ -410,7 +407,7 @@ export interface WebSocketServerPoolSpec extends ServerPoolBaseSpec {
   healthCheck?: WSProxyHealthCheckSpec;
 }
 
-export const WS_SERVER_POOL: StructDef = {
+export const WS_SERVER_POOL: StructDef<WebSocketServerPoolSpec> = {
   go: "httpproxy.WebSocketServerPoolSpec",
   fields: {
     ...POOL_BASE_FIELDS,
@@ -419,33 +416,37 @@ export const WS_SERVER_POOL: StructDef = {
     filter: opt(ptr(REQUEST_MATCHER)),
     insecureSkipVerify: opt(BOOL),
     originPatterns: opt(STRINGS),
-    healthCheck: opt(ptr({
-      go: "httpproxy.WSProxyHealthCheckSpec",
-      fields: {
-        ...BASE_HEALTH_CHECK_FIELDS,
-        http: opt(ptr({
-          go: "httpproxy.HTTPHealthCheckSpec",
-          fields: HTTP_HEALTH_CHECK_FIELDS,
-          validate: (h) => validateHTTPHealthCheck(h as HTTPHealthCheckSpec),
-        })),
-        ws: opt(ptr({
-          go: "httpproxy.WSHealthCheckSpec",
-          fields: { port: opt(INT), uri: opt(STRING), headers: opt(STRING_MAP), match: opt(ptr(MATCH)) },
-        })),
-      },
-      validate: (s) => {
-        if (!s.http && !s.ws) return "empty health check spec";
-        if (s.http) {
-          const e = validateHTTPHealthCheck(s.http);
-          if (e) return e;
-        }
-        if (s.ws) {
-          if (s.ws.port < 0) return `invalid port: ${s.ws.port}`;
-          if (s.ws.match) return validateMatch(s.ws.match);
-        }
-        return undefined;
-      },
-    })),
+    healthCheck: opt(ptr(
+      {
+        go: "httpproxy.WSProxyHealthCheckSpec",
+        fields: {
+          ...BASE_HEALTH_CHECK_FIELDS,
+          http: opt(ptr(
+            {
+              go: "httpproxy.HTTPHealthCheckSpec",
+              fields: HTTP_HEALTH_CHECK_FIELDS,
+              validate: validateHTTPHealthCheck,
+            } satisfies StructDef<HTTPHealthCheckSpec>,
+          )),
+          ws: opt(ptr({
+            go: "httpproxy.WSHealthCheckSpec",
+            fields: { port: opt(INT), uri: opt(STRING), headers: opt(STRING_MAP), match: opt(ptr(MATCH)) },
+          })),
+        },
+        validate: (s) => {
+          if (!s.http && !s.ws) return "empty health check spec";
+          if (s.http) {
+            const e = validateHTTPHealthCheck(s.http);
+            if (e) return e;
+          }
+          if (s.ws) {
+            if (s.ws.port < 0) return `invalid port: ${s.ws.port}`;
+            if (s.ws.match) return validateMatch(s.ws.match);
+          }
+          return undefined;
+        },
+      } satisfies StructDef<WSProxyHealthCheckSpec>,
+    )),
   },
-  validate: (s) => validatePoolBase(s as WebSocketServerPoolSpec),
+  validate: validatePoolBase,
 };

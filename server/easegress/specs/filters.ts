@@ -56,7 +56,7 @@ export interface ProxySpec extends MetaSpec {
   serverMaxBodySize: number;
 }
 
-const PROXY: StructDef = {
+const PROXY: StructDef<ProxySpec> = {
   go: "httpproxy.Spec",
   defaults: () => ({ maxIdleConns: 10240, maxIdleConnsPerHost: 1024 }),
   fields: {
@@ -79,7 +79,7 @@ const PROXY: StructDef = {
     serverMaxBodySize: opt(INT64),
   },
   validate: (s) => {
-    const pools = (s.pools ?? []) as ServerPoolSpec[];
+    const pools = s.pools ?? [];
     for (const [i, p] of pools.entries()) {
       const e = p ? SERVER_POOL.validate!(p) : undefined;
       if (e) return `pool ${i}: ${e}`;
@@ -99,11 +99,11 @@ export interface WebSocketProxySpec extends MetaSpec {
   pools: WebSocketServerPoolSpec[];
 }
 
-const WEBSOCKET_PROXY: StructDef = {
+const WEBSOCKET_PROXY: StructDef<WebSocketProxySpec> = {
   go: "httpproxy.WebSocketProxySpec",
   fields: { ...META_FIELDS, pools: req(arrayOf(ptr(WS_SERVER_POOL)), { required: true }) },
   validate: (s) => {
-    const pools = (s.pools ?? []) as WebSocketServerPoolSpec[];
+    const pools = s.pools ?? [];
     for (const [i, p] of pools.entries()) {
       const e = p ? WS_SERVER_POOL.validate!(p) : undefined;
       if (e) return `pool ${i}: ${e}`;
@@ -196,7 +196,7 @@ export interface RequestAdaptorSpec extends MetaSpec, TemplateSpec {
   sign?: SignerSpec & { apiProvider: "" | "aws4"; scopes?: string[] };
 }
 
-const REQUEST_ADAPTOR: StructDef = {
+const REQUEST_ADAPTOR: StructDef<RequestAdaptorSpec> = {
   go: "builder.RequestAdaptorSpec",
   fields: {
     ...META_FIELDS,
@@ -252,7 +252,7 @@ const RESPONSE_ADAPTOR: StructDef = {
 
 const PROTOCOLS = ["http", "grpc", "mqtt"];
 
-function validateBuilder(s: Obj): string | undefined {
+function validateBuilder(s: RequestBuilderSpec | ResponseBuilderSpec): string | undefined {
   if (!PROTOCOLS.includes(s.protocol)) return `unknown protocol: ${s.protocol}`;
   if (s.sourceNamespace === "" && s.template === "") return "sourceNamespace or template must be specified";
   if (s.sourceNamespace !== "" && s.template !== "") {
@@ -277,7 +277,7 @@ export interface ResponseBuilderSpec extends MetaSpec, TemplateSpec {
   protocol: string;
 }
 
-const builderDef = (go: string): StructDef => ({
+const builderDef = (go: string): StructDef<RequestBuilderSpec | ResponseBuilderSpec> => ({
   go,
   defaults: () => ({ protocol: "http" }),
   fields: { ...META_FIELDS, ...TEMPLATE_FIELDS, sourceNamespace: opt(STRING), protocol: opt(STRING) },
@@ -290,7 +290,7 @@ export interface DataBuilderSpec extends MetaSpec, TemplateSpec {
   dataKey: string;
 }
 
-const DATA_BUILDER: StructDef = {
+const DATA_BUILDER: StructDef<DataBuilderSpec> = {
   go: "builder.DataBuilderSpec",
   fields: { ...META_FIELDS, ...TEMPLATE_FIELDS, dataKey: opt(STRING) },
   validate: (s) =>
@@ -379,7 +379,7 @@ export interface RedirectorSpec extends MetaSpec {
   statusCode: number;
 }
 
-const REDIRECTOR: StructDef = {
+const REDIRECTOR: StructDef<RedirectorSpec> = {
   go: "redirector.Spec",
   defaults: () => ({ matchPart: "uri", statusCode: 301 }),
   fields: {
@@ -410,7 +410,7 @@ export interface RedirectorV2Spec extends MetaSpec {
   statusCode: number;
 }
 
-const REDIRECTOR_V2: StructDef = {
+const REDIRECTOR_V2: StructDef<RedirectorV2Spec> = {
   go: "redirectorv2.Spec",
   fields: {
     ...META_FIELDS,
@@ -469,7 +469,7 @@ export interface RateLimiterSpec extends MetaSpec {
   urls?: URLRule[];
 }
 
-const RATE_LIMITER: StructDef = {
+const RATE_LIMITER: StructDef<RateLimiterSpec> = {
   go: "ratelimiter.Spec",
   receiver: "value",
   fields: {
@@ -562,19 +562,21 @@ export interface ValidatorSpec extends MetaSpec {
 
 const HEX = "^$|^[A-Fa-f0-9]+$";
 
-const VALIDATOR: StructDef = {
+const VALIDATOR: StructDef<ValidatorSpec> = {
   go: "validator.Spec",
   receiver: "value",
   fields: {
     ...META_FIELDS,
     headers: opt(mapOf(
-      ptr({
-        go: "httpheader.ValueValidator",
-        receiver: "value",
-        fields: { values: opt(STRINGS, { uniqueItems: true }), regexp: opt(STRING, { format: "regexp" }) },
-        validate: (v) =>
-          (v.values ?? []).length === 0 && v.regexp === "" ? "neither values nor regexp is specified" : undefined,
-      }),
+      ptr(
+        {
+          go: "httpheader.ValueValidator",
+          receiver: "value",
+          fields: { values: opt(STRINGS, { uniqueItems: true }), regexp: opt(STRING, { format: "regexp" }) },
+          validate: (v) =>
+            (v.values ?? []).length === 0 && v.regexp === "" ? "neither values nor regexp is specified" : undefined,
+        } satisfies StructDef<ValueValidator>,
+      ),
       "httpheader.ValidatorSpec",
     )),
     jwt: opt(ptr({

@@ -126,7 +126,7 @@ const HEADER_MATCH = (go: string): StructDef => ({
   },
 });
 
-const PATH: StructDef = {
+const PATH: StructDef<PathSpec> = {
   go: "routers.Path",
   fields: {
     ipFilter: opt(ptr(IP_FILTER)),
@@ -322,7 +322,7 @@ function validateTLS(s: HTTPServerSpec): string | undefined {
   return undefined;
 }
 
-export const HTTP_SERVER: StructDef = {
+export const HTTP_SERVER: StructDef<HTTPServerSpec> = {
   go: "httpserver.Spec",
   defaults: () => ({ keepAlive: true, keepAliveTimeout: "60s", maxConnections: 10240 }),
   fields: {
@@ -349,7 +349,7 @@ export const HTTP_SERVER: StructDef = {
     globalFilter: opt(STRING),
     accessLogFormat: opt(STRING),
   },
-  validate: (s) => validateRadixTree(s as HTTPServerSpec) ?? validateTLS(s as HTTPServerSpec),
+  validate: (s) => validateRadixTree(s) ?? validateTLS(s),
 };
 
 /** Parses an HTTPServer spec (the object's JSON, meta fields ignored); throws SpecError with Easegress's message. */

@@ -120,19 +120,27 @@ export function parseResiliencePolicy(raw: unknown): ResiliencePolicy {
   return decodeAndValidate<ResiliencePolicy>(def, raw);
 }
 
+/** A Pipeline spec as decoded, before its filters and policies are parsed by their kinds. */
+interface DecodedPipelineSpec {
+  flow?: FlowNode[];
+  filters?: Obj[];
+  resilience?: Obj[];
+  data?: Obj;
+}
+
 /** pipeline.Spec.Validate: filters, then flow jumps (forward only), then policies. */
-function validatePipeline(s: Obj): string | undefined {
+function validatePipeline(s: DecodedPipelineSpec): string | undefined {
   let prefix = "filters";
   try {
     const kinds = new Map<string, string>();
-    for (const raw of (s.filters ?? []) as Obj[]) {
+    for (const raw of s.filters ?? []) {
       const f = parseFilterSpec(raw);
       if (f.name === END) throw new SpecError(`can't use ${END}(built-in) for filter name`);
       if (kinds.has(f.name)) throw new SpecError(`duplicated filter name ${f.name}`);
       kinds.set(f.name, f.kind);
     }
     prefix = "flow";
-    const flow = (s.flow ?? []) as FlowNode[];
+    const flow = s.flow ?? [];
     const targets = new Map<string, number>([[END, 1]]);
     for (let i = flow.length - 1; i >= 0; i--) {
       const n = flow[i];
@@ -152,14 +160,14 @@ function validatePipeline(s: Obj): string | undefined {
       targets.set(alias, (targets.get(alias) ?? 0) + 1);
     }
     // Easegress reports policy errors under the "flow" prefix too
-    for (const r of (s.resilience ?? []) as Obj[]) parseResiliencePolicy(r);
+    for (const r of s.resilience ?? []) parseResiliencePolicy(r);
   } catch (err) {
     return `${prefix}: ${(err as Error).message}`;
   }
   return undefined;
 }
 
-export const PIPELINE: StructDef = {
+export const PIPELINE: StructDef<DecodedPipelineSpec> = {
   go: "pipeline.Spec",
   fields: {
     flow: opt(arrayOf(val({
@@ -180,15 +188,15 @@ export const PIPELINE: StructDef = {
 
 /** Parses and validates a Pipeline spec into its typed form; throws SpecError with Easegress's message. */
 export function parsePipelineSpec(raw: unknown): PipelineSpec {
-  const s = decodeAndValidate<Obj>(PIPELINE, raw);
-  const filters = ((s.filters ?? []) as Obj[]).map(parseFilterSpec);
+  const s = decodeAndValidate(PIPELINE, raw);
+  const filters = (s.filters ?? []).map(parseFilterSpec);
   const flow: FlowNode[] = s.flow && s.flow.length > 0
     ? s.flow
     : filters.map((f) => ({ filter: f.name, alias: "", namespace: "" }));
   return {
     flow,
     filters,
-    resilience: ((s.resilience ?? []) as Obj[]).map(parseResiliencePolicy),
+    resilience: (s.resilience ?? []).map(parseResiliencePolicy),
     data: s.data,
   };
 }

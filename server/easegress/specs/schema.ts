@@ -14,8 +14,8 @@
  */
 import { parseGoDuration } from "../gotime.ts";
 
-// deno-lint-ignore no-explicit-any
-export type Obj = Record<string, any>;
+/** A decoded JSON object as the engine walks it; each kind's typed view is the `T` of its `StructDef<T>`. */
+export type Obj = Record<string, unknown>;
 
 /** The schema URL santhosh-tekuri/jsonschema names in its messages. */
 export const SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema";
@@ -60,19 +60,26 @@ export interface Field {
   uniqueItems?: boolean;
   minItems?: number;
   minLength?: number;
-  /** the `Validate() error` of a named slice or map type (called with the field's value when it is not nil) */
-  check?: (v: never) => string | undefined;
+  /**
+   * the `Validate() error` of a named slice or map type (called with the field's value when it is not nil); a method,
+   * so that a check written for its field's type (`(v: HeaderMatch[]) => ...`) fits
+   */
+  check?(v: unknown): string | undefined;
 }
 
-/** A Go struct: its fields by JSON name in declaration order (inline embedded structs flattened). */
-export interface StructDef {
+/**
+ * A Go struct: its fields by JSON name in declaration order (inline embedded structs flattened). `T` is the typed view
+ * of the decoded value that `validate` reads (the engine guarantees the declared fields are present with their types);
+ * `StructDef` without it is any struct, as the engine holds them.
+ */
+export interface StructDef<T extends object = object> {
   /** package-qualified Go name, e.g. `httpserver.Spec` */
   go: string;
   fields: Record<string, Field>;
   /** the DefaultSpec values (only for a kind's root struct) */
-  defaults?: () => Obj;
+  defaults?(): Obj;
   /** its `Validate() error`: the message, or undefined when valid */
-  validate?: (v: Obj) => string | undefined;
+  validate?(v: T): string | undefined;
   /** Validate's receiver: a pointer receiver is not called on a struct held by value */
   receiver?: "ptr" | "value";
 }
@@ -484,7 +491,7 @@ function walk(t: GoType, v: unknown, field: string | undefined, fieldDef: Field 
     if (e !== undefined) rec.formatErrs.push(`${field}: ${e}`);
   }
   if (fieldDef?.check) {
-    const e = fieldDef.check(v as never);
+    const e = fieldDef.check(v);
     if (e !== undefined) rec.generalErrs.push(`${field}: ${e}`);
   }
   if (t.t === "struct") {
@@ -545,7 +552,7 @@ export function decodeStructValue(def: StructDef, raw: unknown): Obj {
 }
 
 /** Unmarshal + Validate: the decoded value, or a SpecError with the message Easegress gives. */
-export function decodeAndValidate<T>(def: StructDef, raw: unknown): T {
+export function decodeAndValidate<T extends object>(def: StructDef<T>, raw: unknown): T {
   const v = decodeStructValue(def, raw);
   const err = validateStruct(def, v);
   if (err !== undefined) throw new SpecError(err);
