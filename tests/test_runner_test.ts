@@ -64,8 +64,11 @@ function sharedUsrBin(): Promise<string> {
   return usrBinFolder;
 }
 
+/** Which sudo the sandbox has: none, one that runs anything without a password, or one that asks for a password. */
+type Sudo = "none" | "password-less" | "password";
+
 /** A copy of the runner with its own PATH; `hide` names programs of PROVIDES left out of it. */
-async function sandbox(hide: string[], opts: { sudo?: boolean } = {}): Promise<Sandbox> {
+async function sandbox(hide: string[], opts: { sudo?: Sudo } = {}): Promise<Sandbox> {
   const dir = await Deno.makeTempDir({ prefix: "test-sh-" });
   await Deno.chmod(dir, 0o755);
   await Deno.mkdir(`${dir}/scripts`);
@@ -92,10 +95,17 @@ if [[ $1 == install ]]; then for p in "$@"; do case $p in ${links.join(" ")} esa
 `,
     0o755,
   );
-  if (opts.sudo) {
+  if (opts.sudo === "password-less") {
     await write(
       `${bin}/sudo`,
       `#!/bin/bash\necho "sudo $*" >> ${dir}/calls\n[[ $1 == -n ]] && shift\nexec "$@"\n`,
+      0o755,
+    );
+  } else if (opts.sudo === "password") {
+    // what sudo -n says and does for a user who must type a password
+    await write(
+      `${bin}/sudo`,
+      `#!/bin/bash\necho "sudo $*" >> ${dir}/calls\necho "sudo: a password is required" >&2\nexit 1\n`,
       0o755,
     );
   }
@@ -131,7 +141,7 @@ if [[ $1 == install ]]; then for p in "$@"; do case $p in ${links.join(" ")} esa
 
 async function withSandbox(
   hide: string[],
-  opts: { sudo?: boolean },
+  opts: { sudo?: Sudo },
   fn: (sb: Sandbox) => Promise<void>,
 ): Promise<void> {
   const sb = await sandbox(hide, opts);
@@ -165,6 +175,20 @@ runnerTest(
 );
 
 runnerTest(
+  "not root, sudo asks for a password: the same one line, sudo is asked nothing but whether it needs one",
+  () =>
+    withSandbox(["etcd"], { sudo: "password" }, async (sb) => {
+      const r = await sb.run([], { asNobody: true });
+      assert.equal(r.code, 3, r.output);
+      const lines = r.output.trim().split("\n");
+      assert.equal(lines.length, 1, `expected one line, got:\n${r.output}`);
+      assert.match(lines[0], /missing \(etcd-server\) .* run: sudo apt-get install -y etcd-server /);
+      assert.deepEqual(await sb.calls(), ["sudo -n true"]);
+      assert.equal(await sb.deno(), null, "no test may run");
+    }),
+);
+
+runnerTest(
   "as root: installs what is missing, says why, checks again, then runs the suite",
   () =>
     withSandbox(["etcd", "etcdctl"], {}, async (sb) => {
@@ -185,7 +209,7 @@ runnerTest(
 runnerTest(
   "not root with password-less sudo: installs through sudo -n",
   () =>
-    withSandbox(["etcd", "etcdctl"], { sudo: true }, async (sb) => {
+    withSandbox(["etcd", "etcdctl"], { sudo: "password-less" }, async (sb) => {
       const r = await sb.run([], { asNobody: true });
       assert.equal(r.code, 0, r.output);
       assert.match(r.output, /^test\.sh: installing 2 Debian package\(s\) the tests need \(with sudo -n\):\n/);
@@ -289,4 +313,16 @@ Deno.test("scripts/test_quick.txt lists existing test files and no file that sta
       assert.ok(!text.includes(outside), `${file} uses ${outside}: it is not a quick test`);
     }
   }
+});
+
+Deno.test("README's set-up section names every package of scripts/test_deps.txt", async () => {
+  const packages = (await Deno.readTextFile(`${repo}scripts/test_deps.txt`)).split("\n")
+    .map((l) => l.replace(/#.*/, "").trim().split(/\s+/)[0])
+    .filter((p) => p !== "");
+  assert.ok(packages.includes("etcd-server"), packages.join(" "));
+  const readme = await Deno.readTextFile(`${repo}README.md`);
+  const setUp = readme.slice(readme.indexOf("## Set-up on a fresh machine"));
+  const section = setUp.slice(0, setUp.indexOf("\n## ", 1));
+  const unnamed = packages.filter((p) => !section.includes(`\`${p}\``));
+  assert.deepEqual(unnamed, [], "README's list of what `deno task test` installs lacks these");
 });
