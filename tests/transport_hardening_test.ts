@@ -138,6 +138,33 @@ Deno.test({
       await client.put("other", v);
       assert.equal((await client.get("other")).value, v);
     };
+    /**
+     * Runs `attack` while another connection keeps putting and reading back (at least one round trip sent during the
+     * attack); fails if one of them fails or waits longer than `stallMs` (0.9 MB of literals once stalled the loop 4 s).
+     */
+    const servedDuring = async (what: string, attack: () => Promise<void>, stallMs = 5000) => {
+      let attacking = true;
+      let rounds = 0;
+      let slowest = 0;
+      const others = (async () => {
+        while (attacking || rounds === 0) {
+          const started = performance.now();
+          await othersServed();
+          slowest = Math.max(slowest, performance.now() - started);
+          rounds++;
+        }
+      })();
+      try {
+        await attack();
+      } finally {
+        attacking = false;
+        await others;
+      }
+      console.log(
+        `${what}: ${rounds} put+get rounds of another client during the attack, slowest ${slowest.toFixed(0)} ms`,
+      );
+      assert.ok(slowest < stallMs, `${what}: another client waited ${slowest.toFixed(0)} ms`);
+    };
     /** Fails when the server's RSS grew by more than `mb` since `base`. */
     const rssWithin = (base: number, mb: number, what: string) => {
       const now = memoryMb(pid).rss;
@@ -164,16 +191,18 @@ Deno.test({
         const fields: Buffer[] = [];
         for (let i = 0; i < 25_000; i++) fields.push(Buffer.from([0x40, 1, 97 + (i % 26), 1, 48 + (i % 10)]));
         const block = Buffer.concat([grpcRequestBlock("/etcdserverpb.KV/Range"), ...fields]);
-        for (let r = 0; r < 7; r++) {
-          const sid = 2 * r + 1;
-          for (let off = 0, first = true; off < block.length; off += 16384, first = false) {
-            const part = block.subarray(off, off + 16384);
-            const last = off + 16384 >= block.length;
-            await c.send(frame(first ? HEADERS : CONTINUATION, last ? END_HEADERS : 0, sid, part));
+        await servedDuring("tiny literals", async () => {
+          for (let r = 0; r < 7; r++) {
+            const sid = 2 * r + 1;
+            for (let off = 0, first = true; off < block.length; off += 16384, first = false) {
+              const part = block.subarray(off, off + 16384);
+              const last = off + 16384 >= block.length;
+              await c.send(frame(first ? HEADERS : CONTINUATION, last ? END_HEADERS : 0, sid, part));
+            }
+            await c.send(frame(0, END_STREAM, sid, rangeRequest("other")));
           }
-          await c.send(frame(0, END_STREAM, sid, rangeRequest("other")));
-        }
-        assert.ok(await c.waitFor(() => c.headerStreams.size === 7), `answered ${c.headerStreams.size}`);
+          assert.ok(await c.waitFor(() => c.headerStreams.size === 7), `answered ${c.headerStreams.size}`);
+        });
         assert.equal(c.goaway, undefined);
         rssWithin(base, 50, "tiny literals");
         await othersServed();
@@ -186,8 +215,10 @@ Deno.test({
         await c.send(frame(HEADERS, 0, 1, grpcRequestBlock("/etcdserverpb.KV/Range")));
         const empty = frame(CONTINUATION, 0, 1);
         const batch = Buffer.concat(Array.from({ length: 10_000 }, () => empty));
-        for (let i = 0; i < 20 && !c.closed; i++) await c.send(batch);
-        assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        await servedDuring("CONTINUATION flood", async () => {
+          for (let i = 0; i < 20 && !c.closed; i++) await c.send(batch);
+          assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        });
         assert.equal(c.goaway, ENHANCE_YOUR_CALM);
         // and a block that grows beyond the header list limit (1 MiB) in full frames
         const d = await RawH2Conn.open(port);
@@ -212,9 +243,11 @@ Deno.test({
           const sid = 2 * i + 1;
           out.push(frame(HEADERS, END_HEADERS, sid, block), frame(0, END_STREAM, sid, req));
         }
-        await c.send(Buffer.concat(out));
-        // every response was answered somehow: queued (waiting for a window that never comes) or reset
-        assert.ok(await c.waitFor(() => c.resets.size >= 550, 30_000), `streams reset: ${c.resets.size}`);
+        await servedDuring("zero window", async () => {
+          await c.send(Buffer.concat(out));
+          // every response was answered somehow: queued (waiting for a window that never comes) or reset
+          assert.ok(await c.waitFor(() => c.resets.size >= 550, 30_000), `streams reset: ${c.resets.size}`);
+        }, 15_000); // encoding 600 MB of responses takes the loop 1.4 s at load 4
         assert.ok([...c.resets.values()].every((code) => code === ENHANCE_YOUR_CALM));
         await sleep(500);
         // the queue holds at most MAX_QUEUED_BYTES (32 MiB); the rest is garbage the collector has not returned yet:
@@ -261,8 +294,10 @@ Deno.test({
             frame(RST_STREAM, 0, sid, rst),
           );
         }
-        await c.send(Buffer.concat(out));
-        assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        await servedDuring("rapid reset", async () => {
+          await c.send(Buffer.concat(out));
+          assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        });
         assert.equal(c.goaway, ENHANCE_YOUR_CALM);
         // a call reset in the same input as its request never reaches its handler: (almost) no put was applied
         const applied = (await client.range("rr/")).kvs.length;
@@ -281,8 +316,10 @@ Deno.test({
         for (let i = 0; i < 1000; i++) {
           out.push(frame(HEADERS, END_HEADERS, 2 * i + 1, block), frame(0, 0, 2 * i + 1, claim));
         }
-        await c.send(Buffer.concat(out));
-        await sleep(1000);
+        await servedDuring("length prefixes", async () => {
+          await c.send(Buffer.concat(out));
+          await sleep(1000);
+        });
         const now = memoryMb(pid);
         console.log(
           `length prefixes: RSS ${base.rss.toFixed(0)} → ${now.rss.toFixed(0)} MB, virtual ${base.virt.toFixed(0)} → ${
