@@ -19,6 +19,7 @@ import {
   RAPID_RESET_LIMIT,
 } from "../server/transport/http2.ts";
 import { MAX_CONTINUATION_FRAMES } from "../server/transport/h2frames.ts";
+import { makeTwoLeafDir } from "./lib/certs.ts";
 import { EtcdClient } from "./lib/cluster.ts";
 import { startServer } from "./lib/server.ts";
 import {
@@ -711,6 +712,62 @@ Deno.test({
     } finally {
       c.close();
       await new Promise<void>((r) => server.close(() => r()));
+    }
+  },
+});
+
+Deno.test({
+  name: "TLS: a client that never finishes its handshake counts against the connection limit and is closed in time",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await makeTwoLeafDir("h2-tls-");
+    const timeouts = { ...FAST, prefaceMs: 2000 };
+    const srv = new GrpcServer({ timeouts, maxConnections: 4 });
+    srv.addService(KVService as Any, {
+      Range: (_call: ServerCall, cb: Any) => cb(null, { header: {}, kvs: [], count: "0" }),
+    });
+    const port = await srv.listen("127.0.0.1", 0, {
+      key: Deno.readTextFileSync(`${dir}/leaf.key`),
+      cert: Deno.readTextFileSync(`${dir}/leaf.pem`),
+    });
+    const creds = grpc.credentials.createSsl(Buffer.from(Deno.readFileSync(`${dir}/ca.pem`)));
+    // another client, on its own connection (the first of the 4 allowed) all along
+    const kv = new grpcRoot.etcdserverpb.KV(`localhost:${port}`, creds);
+    const served = () =>
+      new Promise<void>((resolve, reject) =>
+        kv.Range({ key: Buffer.from("k") }, (err: Error | null) => err ? reject(err) : resolve())
+      );
+    /** A TCP connection that sends nothing, not even a ClientHello; `closedAfter` is set once the server closes it. */
+    const silent = async () => {
+      const sock = net.connect(port, "127.0.0.1");
+      const started = Date.now();
+      const c = { closedAfter: -1, destroy: () => sock.destroy() };
+      sock.on("close", () => c.closedAfter = Date.now() - started);
+      sock.on("error", () => {});
+      await new Promise((r) => sock.once("connect", r));
+      return c;
+    };
+    const until = async (ok: () => boolean, ms: number) => {
+      for (const end = Date.now() + ms; !ok() && Date.now() < end;) await sleep(20);
+      return ok();
+    };
+    try {
+      await served();
+      const held = await Promise.all([1, 2, 3].map(silent));
+      // the limit counts them before any handshake: a fifth connection is closed at once
+      const extra = await silent();
+      assert.ok(await until(() => extra.closedAfter >= 0, 1000), "the fifth connection was closed");
+      assert.ok(held.every((c) => c.closedAfter < 0), "the silent ones are still within their handshake time");
+      // and they are closed once the handshake time (the preface timeout) is up
+      assert.ok(await until(() => held.every((c) => c.closedAfter >= 0), timeouts.prefaceMs + 3000), "closed");
+      for (const c of held) assert.ok(c.closedAfter >= timeouts.prefaceMs - 100, `closed after ${c.closedAfter} ms`);
+      await served();
+      for (const c of [...held, extra]) c.destroy();
+    } finally {
+      kv.close();
+      srv.forceShutdown();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
