@@ -793,7 +793,7 @@ export class GrpcServer {
         : net.createServer((sock) => this.accept(sock));
       if (secure) {
         srv.on("connection", (raw: net.Socket) => this.admit(raw));
-        srv.on("tlsClientError", (_err: Error, sock: tls.TLSSocket) => sock.destroy());
+        srv.on("tlsClientError", (_err: Error, sock?: tls.TLSSocket) => sock?.destroy());
       }
       const onError = (err: Error) => reject(err);
       srv.once("error", onError);
