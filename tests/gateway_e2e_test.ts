@@ -181,6 +181,11 @@ memberTest(
           400,
         ],
         [
+          "chunked not the last transfer coding (RFC 9112 6.3)",
+          "POST /pipeline HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+          400,
+        ],
+        [
           "TE not chunked",
           "POST /pipeline HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
           501,

@@ -141,6 +141,14 @@ Deno.test("http1: request heads are parsed strictly; every ambiguity is refused"
     refusal("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
     501,
   );
+  // RFC 9112 6.3: chunked not the final coding → 400 (the body's end is unknown); 6.1: a coding we lack → 501
+  assert.equal(refusal("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"), 400);
+  assert.equal(refusal("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
+  assert.equal(
+    refusal("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n"),
+    400,
+  );
+  assert.equal(refusal("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
   assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), 400);
   assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n"), 400);
   assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"), 400);

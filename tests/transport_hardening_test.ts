@@ -19,6 +19,7 @@ import {
   RAPID_RESET_LIMIT,
 } from "../server/transport/http2.ts";
 import { MAX_CONTINUATION_FRAMES } from "../server/transport/h2frames.ts";
+import { makeTwoLeafDir } from "./lib/certs.ts";
 import { EtcdClient } from "./lib/cluster.ts";
 import { startServer } from "./lib/server.ts";
 import {
@@ -138,6 +139,33 @@ Deno.test({
       await client.put("other", v);
       assert.equal((await client.get("other")).value, v);
     };
+    /**
+     * Runs `attack` while another connection keeps putting and reading back (at least one round trip sent during the
+     * attack); fails if one of them fails or waits longer than `stallMs` (0.9 MB of literals once stalled the loop 4 s).
+     */
+    const servedDuring = async (what: string, attack: () => Promise<void>, stallMs = 5000) => {
+      let attacking = true;
+      let rounds = 0;
+      let slowest = 0;
+      const others = (async () => {
+        while (attacking || rounds === 0) {
+          const started = performance.now();
+          await othersServed();
+          slowest = Math.max(slowest, performance.now() - started);
+          rounds++;
+        }
+      })();
+      try {
+        await attack();
+      } finally {
+        attacking = false;
+        await others;
+      }
+      console.log(
+        `${what}: ${rounds} put+get rounds of another client during the attack, slowest ${slowest.toFixed(0)} ms`,
+      );
+      assert.ok(slowest < stallMs, `${what}: another client waited ${slowest.toFixed(0)} ms`);
+    };
     /** Fails when the server's RSS grew by more than `mb` since `base`. */
     const rssWithin = (base: number, mb: number, what: string) => {
       const now = memoryMb(pid).rss;
@@ -164,16 +192,18 @@ Deno.test({
         const fields: Buffer[] = [];
         for (let i = 0; i < 25_000; i++) fields.push(Buffer.from([0x40, 1, 97 + (i % 26), 1, 48 + (i % 10)]));
         const block = Buffer.concat([grpcRequestBlock("/etcdserverpb.KV/Range"), ...fields]);
-        for (let r = 0; r < 7; r++) {
-          const sid = 2 * r + 1;
-          for (let off = 0, first = true; off < block.length; off += 16384, first = false) {
-            const part = block.subarray(off, off + 16384);
-            const last = off + 16384 >= block.length;
-            await c.send(frame(first ? HEADERS : CONTINUATION, last ? END_HEADERS : 0, sid, part));
+        await servedDuring("tiny literals", async () => {
+          for (let r = 0; r < 7; r++) {
+            const sid = 2 * r + 1;
+            for (let off = 0, first = true; off < block.length; off += 16384, first = false) {
+              const part = block.subarray(off, off + 16384);
+              const last = off + 16384 >= block.length;
+              await c.send(frame(first ? HEADERS : CONTINUATION, last ? END_HEADERS : 0, sid, part));
+            }
+            await c.send(frame(0, END_STREAM, sid, rangeRequest("other")));
           }
-          await c.send(frame(0, END_STREAM, sid, rangeRequest("other")));
-        }
-        assert.ok(await c.waitFor(() => c.headerStreams.size === 7), `answered ${c.headerStreams.size}`);
+          assert.ok(await c.waitFor(() => c.headerStreams.size === 7), `answered ${c.headerStreams.size}`);
+        });
         assert.equal(c.goaway, undefined);
         rssWithin(base, 50, "tiny literals");
         await othersServed();
@@ -186,8 +216,10 @@ Deno.test({
         await c.send(frame(HEADERS, 0, 1, grpcRequestBlock("/etcdserverpb.KV/Range")));
         const empty = frame(CONTINUATION, 0, 1);
         const batch = Buffer.concat(Array.from({ length: 10_000 }, () => empty));
-        for (let i = 0; i < 20 && !c.closed; i++) await c.send(batch);
-        assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        await servedDuring("CONTINUATION flood", async () => {
+          for (let i = 0; i < 20 && !c.closed; i++) await c.send(batch);
+          assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        });
         assert.equal(c.goaway, ENHANCE_YOUR_CALM);
         // and a block that grows beyond the header list limit (1 MiB) in full frames
         const d = await RawH2Conn.open(port);
@@ -212,9 +244,11 @@ Deno.test({
           const sid = 2 * i + 1;
           out.push(frame(HEADERS, END_HEADERS, sid, block), frame(0, END_STREAM, sid, req));
         }
-        await c.send(Buffer.concat(out));
-        // every response was answered somehow: queued (waiting for a window that never comes) or reset
-        assert.ok(await c.waitFor(() => c.resets.size >= 550, 30_000), `streams reset: ${c.resets.size}`);
+        await servedDuring("zero window", async () => {
+          await c.send(Buffer.concat(out));
+          // every response was answered somehow: queued (waiting for a window that never comes) or reset
+          assert.ok(await c.waitFor(() => c.resets.size >= 550, 30_000), `streams reset: ${c.resets.size}`);
+        }, 15_000); // encoding 600 MB of responses takes the loop 1.4 s at load 4
         assert.ok([...c.resets.values()].every((code) => code === ENHANCE_YOUR_CALM));
         await sleep(500);
         // the queue holds at most MAX_QUEUED_BYTES (32 MiB); the rest is garbage the collector has not returned yet:
@@ -261,8 +295,10 @@ Deno.test({
             frame(RST_STREAM, 0, sid, rst),
           );
         }
-        await c.send(Buffer.concat(out));
-        assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        await servedDuring("rapid reset", async () => {
+          await c.send(Buffer.concat(out));
+          assert.ok(await c.waitFor(() => c.closed), "connection closed");
+        });
         assert.equal(c.goaway, ENHANCE_YOUR_CALM);
         // a call reset in the same input as its request never reaches its handler: (almost) no put was applied
         const applied = (await client.range("rr/")).kvs.length;
@@ -281,8 +317,10 @@ Deno.test({
         for (let i = 0; i < 1000; i++) {
           out.push(frame(HEADERS, END_HEADERS, 2 * i + 1, block), frame(0, 0, 2 * i + 1, claim));
         }
-        await c.send(Buffer.concat(out));
-        await sleep(1000);
+        await servedDuring("length prefixes", async () => {
+          await c.send(Buffer.concat(out));
+          await sleep(1000);
+        });
         const now = memoryMb(pid);
         console.log(
           `length prefixes: RSS ${base.rss.toFixed(0)} → ${now.rss.toFixed(0)} MB, virtual ${base.virt.toFixed(0)} → ${
@@ -674,6 +712,62 @@ Deno.test({
     } finally {
       c.close();
       await new Promise<void>((r) => server.close(() => r()));
+    }
+  },
+});
+
+Deno.test({
+  name: "TLS: a client that never finishes its handshake counts against the connection limit and is closed in time",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await makeTwoLeafDir("h2-tls-");
+    const timeouts = { ...FAST, prefaceMs: 2000 };
+    const srv = new GrpcServer({ timeouts, maxConnections: 4 });
+    srv.addService(KVService as Any, {
+      Range: (_call: ServerCall, cb: Any) => cb(null, { header: {}, kvs: [], count: "0" }),
+    });
+    const port = await srv.listen("127.0.0.1", 0, {
+      key: Deno.readTextFileSync(`${dir}/leaf.key`),
+      cert: Deno.readTextFileSync(`${dir}/leaf.pem`),
+    });
+    const creds = grpc.credentials.createSsl(Buffer.from(Deno.readFileSync(`${dir}/ca.pem`)));
+    // another client, on its own connection (the first of the 4 allowed) all along
+    const kv = new grpcRoot.etcdserverpb.KV(`localhost:${port}`, creds);
+    const served = () =>
+      new Promise<void>((resolve, reject) =>
+        kv.Range({ key: Buffer.from("k") }, (err: Error | null) => err ? reject(err) : resolve())
+      );
+    /** A TCP connection that sends nothing, not even a ClientHello; `closedAfter` is set once the server closes it. */
+    const silent = async () => {
+      const sock = net.connect(port, "127.0.0.1");
+      const started = Date.now();
+      const c = { closedAfter: -1, destroy: () => sock.destroy() };
+      sock.on("close", () => c.closedAfter = Date.now() - started);
+      sock.on("error", () => {});
+      await new Promise((r) => sock.once("connect", r));
+      return c;
+    };
+    const until = async (ok: () => boolean, ms: number) => {
+      for (const end = Date.now() + ms; !ok() && Date.now() < end;) await sleep(20);
+      return ok();
+    };
+    try {
+      await served();
+      const held = await Promise.all([1, 2, 3].map(silent));
+      // the limit counts them before any handshake: a fifth connection is closed at once
+      const extra = await silent();
+      assert.ok(await until(() => extra.closedAfter >= 0, 1000), "the fifth connection was closed");
+      assert.ok(held.every((c) => c.closedAfter < 0), "the silent ones are still within their handshake time");
+      // and they are closed once the handshake time (the preface timeout) is up
+      assert.ok(await until(() => held.every((c) => c.closedAfter >= 0), timeouts.prefaceMs + 3000), "closed");
+      for (const c of held) assert.ok(c.closedAfter >= timeouts.prefaceMs - 100, `closed after ${c.closedAfter} ms`);
+      await served();
+      for (const c of [...held, extra]) c.destroy();
+    } finally {
+      kv.close();
+      srv.forceShutdown();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -12,6 +12,7 @@
  */
 import http from "node:http";
 import https from "node:https";
+import type { Socket } from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { type Cluster, layout } from "../easegress/cluster.ts";
@@ -482,7 +483,9 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
     return { ...e, re, names };
   });
 
+  const deadlines = new ConnectionDeadlines();
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    deadlines.requestStarted(req, res);
     const refusal = framingError(req);
     if (refusal) {
       closeAfter(req, res);
@@ -562,6 +565,8 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
       };
       await hit.r.handler(ctx);
     } catch (err) {
+      // already answered: the body reader's 413 went out while the handler still waited for the body
+      if (res.headersSent) return void res.end();
       if (err instanceof BodyError) {
         // the rest of the body is not read: the connection closes after the answer
         closeAfter(req, res);
@@ -576,7 +581,14 @@ export async function startApiServer(opt: Options, cls: Cluster, log: EgLogger):
       }
     }
   };
-  const server = opt.TLS ? https.createServer(tlsOptions(opt), handle) : http.createServer(handle);
+  // a failure while answering ends that request only: an uncaught rejection here once took the member down
+  const serve = (req: http.IncomingMessage, res: http.ServerResponse) =>
+    void handle(req, res).catch((err) => {
+      log.error(`recover from ${req.url}, err: ${(err as Error).message}`);
+      res.destroy();
+    });
+  const server = opt.TLS ? https.createServer(tlsOptions(opt), serve) : http.createServer(serve);
+  deadlines.watch(server, opt.TLS);
 
   const [host, port] = splitHostPort(opt.APIAddr);
   await new Promise<void>((resolve, reject) => {
@@ -602,7 +614,61 @@ function tlsOptions(opt: Options): https.ServerOptions {
     cert: Deno.readTextFileSync(opt.CertFile),
     key: Deno.readTextFileSync(opt.KeyFile),
     ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+    handshakeTimeout: HEAD_TIMEOUT_MS,
   };
+}
+
+/**
+ * A request head must be complete this long after the connection (its TLS handshake) or the previous response: trickled
+ * headers (slowloris) held an admin connection for good, as Deno's node:http applies no headersTimeout. The same as the
+ * etcd client port's HTTP/1.1 head timeout; egctl sends a head in one segment, the dashboard polls every second.
+ */
+export const HEAD_TIMEOUT_MS = 10_000;
+/** A request must be answered (its body read, the response written) within this: Node's default requestTimeout. */
+export const REQUEST_TIMEOUT_MS = 300_000;
+/** Connections the admin API holds at a time (TLS ones from their TCP connection on); beyond it one is closed at once. */
+export const MAX_API_CONNECTIONS = 1000;
+
+/** The head and request deadlines of the admin API's connections, and their count. */
+class ConnectionDeadlines {
+  readonly #timers = new Map<Socket, ReturnType<typeof setTimeout>>();
+  #open = 0;
+
+  /** Counts `server`'s connections and arms the head deadline of each (after its handshake under TLS). */
+  watch(server: http.Server | https.Server, secure: boolean): void {
+    server.on("connection", (raw: Socket) => {
+      if (this.#open >= MAX_API_CONNECTIONS) return void raw.destroy();
+      this.#open++;
+      raw.once("close", () => this.#open--);
+    });
+    server.on(secure ? "secureConnection" : "connection", (socket: Socket) => {
+      if (socket.destroyed) return;
+      this.#arm(socket, HEAD_TIMEOUT_MS);
+      socket.once("close", () => {
+        clearTimeout(this.#timers.get(socket));
+        this.#timers.delete(socket);
+      });
+    });
+    // a failed handshake (no or a foreign client certificate, plain HTTP) ends its own connection
+    if (secure) server.on("tlsClientError", (_err: Error, socket?: Socket) => socket?.destroy());
+  }
+
+  /** A head arrived: the request deadline runs until the response is done, then the next head's. */
+  requestStarted(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket;
+    if (!this.#timers.has(socket)) return;
+    this.#arm(socket, REQUEST_TIMEOUT_MS);
+    res.once("close", () => {
+      if (this.#timers.has(socket)) this.#arm(socket, HEAD_TIMEOUT_MS);
+    });
+  }
+
+  #arm(socket: Socket, ms: number): void {
+    clearTimeout(this.#timers.get(socket));
+    const timer = setTimeout(() => socket.destroy(), ms);
+    Deno.unrefTimer(timer);
+    this.#timers.set(socket, timer);
+  }
 }
 
 /** A request body that is refused (413 too large, 415 wrong type): the connection closes after the answer. */

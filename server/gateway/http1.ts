@@ -217,7 +217,7 @@ function framing(headers: HeaderList, isRequest: boolean): [BodyKind, number] {
   for (let i = 0; i < headers.keys.length; i++) {
     const k = headers.keys[i];
     if (k === "transfer-encoding") {
-      te = headers.values[i].toLowerCase();
+      te = teCount === 0 ? headers.values[i].toLowerCase() : `${te},${headers.values[i].toLowerCase()}`;
       teCount++;
     } else if (k === "content-length") {
       const v = headers.values[i];
@@ -229,7 +229,11 @@ function framing(headers: HeaderList, isRequest: boolean): [BodyKind, number] {
   }
   if (teCount > 0) {
     if (cl >= 0) throw new HttpParseError(400, "both Transfer-Encoding and Content-Length");
-    if (teCount > 1 || te !== "chunked") {
+    if (te !== "chunked") {
+      // RFC 9112 6.3: chunked not the final coding ("xchunked") leaves the length unknown → 400; 6.1: a coding
+      // before it (gzip, a second chunked) is one we do not implement → 501
+      const last = te.slice(te.lastIndexOf(",") + 1).trim();
+      if (isRequest && last !== "chunked") throw new HttpParseError(400, "bad Transfer-Encoding: chunked must be last");
       throw new HttpParseError(isRequest ? 501 : 502, "unsupported transfer encoding");
     }
     return [BodyKind.Chunked, -1];

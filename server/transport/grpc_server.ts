@@ -659,6 +659,8 @@ export class GrpcServer {
   private metrics: GrpcServerMetrics | undefined;
   private readonly listeners: Array<net.Server | tls.Server> = [];
   private readonly sockets = new Set<net.Socket>();
+  /** TCP connections of all listeners, TLS ones from before their handshake: what MAX_CONNECTIONS counts. */
+  private readonly tcpSockets = new Set<net.Socket>();
   private readonly conns = new Set<Http2ServerConnection>();
   private readonly maxLen: number;
   private readonly h2opts: GrpcServerOptions;
@@ -777,12 +779,22 @@ export class GrpcServer {
   private listenOne(host: string, port: number, secure?: ListenerTls): Promise<number> {
     return new Promise((resolve, reject) => {
       const { acceptClient, ...options } = secure ?? {};
+      // A TLS client counts against the connection limit from its TCP connection on, and must finish its handshake
+      // within the preface timeout: a silent one was held open for good (Deno's node:tls reports a handshake timeout
+      // as tlsClientError but leaves the socket open), and uncounted.
       const srv = secure
-        ? tls.createServer({ ...options, ALPNProtocols: ["h2", "http/1.1"] }, (sock) => {
-          if (acceptClient && !acceptClient(sock)) sock.destroy();
-          else this.accept(sock);
-        })
+        ? tls.createServer(
+          { ...options, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: this.timeouts.prefaceMs },
+          (sock) => {
+            if (acceptClient && !acceptClient(sock)) sock.destroy();
+            else this.accept(sock, true);
+          },
+        )
         : net.createServer((sock) => this.accept(sock));
+      if (secure) {
+        srv.on("connection", (raw: net.Socket) => this.admit(raw));
+        srv.on("tlsClientError", (_err: Error, sock?: tls.TLSSocket) => sock?.destroy());
+      }
       const onError = (err: Error) => reject(err);
       srv.once("error", onError);
       srv.listen({ host, port, ipv6Only: host.includes(":") && host !== "::" ? true : undefined }, () => {
@@ -795,11 +807,20 @@ export class GrpcServer {
     });
   }
 
-  private accept(socket: net.Socket): void {
-    if (this.sockets.size >= this.maxConnections) {
-      socket.destroy();
-      return;
+  /** Counts a TCP connection until it closes, or closes it at once beyond the connection limit. */
+  private admit(raw: net.Socket): boolean {
+    if (this.tcpSockets.size >= this.maxConnections) {
+      raw.destroy();
+      return false;
     }
+    this.tcpSockets.add(raw);
+    raw.once("close", () => this.tcpSockets.delete(raw));
+    return true;
+  }
+
+  /** Serves a connection (`admitted`: a TLS one, counted by admit() when its TCP connection arrived). */
+  private accept(socket: net.Socket, admitted = false): void {
+    if (!admitted && !this.admit(socket)) return;
     this.sockets.add(socket);
     this.deadlines.set(socket, Date.now() + this.timeouts.prefaceMs);
     this.startSweeper();
