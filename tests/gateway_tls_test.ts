@@ -11,7 +11,7 @@ import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./ea
 import { putObject, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
 import { makeCa, makeLeaf } from "./lib/certs.ts";
-import { certNames, pickCertificate } from "../server/gateway/httpserver/tls.ts";
+import { certNames, pickCertificate, TLS_HANDSHAKE_TIMEOUT_MS } from "../server/gateway/httpserver/tls.ts";
 
 interface CurlResult {
   code: number;
@@ -83,6 +83,10 @@ memberTest(
           `certs: {b: ${b64(read(dir, "b.pem"))}}\nkeys: {b: ${b64(read(dir, "b.key"))}}\n${rules}`,
       );
       await waitFor("the SNI server", async () => (await curl(dir, "a.example", sniPort, "/")).code === 0);
+      // a client that never sends its ClientHello is closed once the handshake timeout passed (checked at the end)
+      const silent = await Deno.connect({ hostname: "127.0.0.1", port: sniPort });
+      const silentOpened = Date.now();
+      const silentClosed = silent.read(new Uint8Array(1)).then(() => Date.now(), () => Date.now());
 
       const a = await curl(dir, "a.example", sniPort, "/a");
       assert.equal(a.code, 0);
@@ -135,6 +139,14 @@ memberTest(
       assert.doesNotMatch(stranger.body, /sni-backend/);
       // the server keeps serving after the refused handshakes
       assert.equal((await curl(dir, "a.example", mtlsPort, "/again", withCert)).body, "sni-backend GET /again 2");
+
+      const closedAt = await Promise.race([silentClosed, new Promise<number>((r) => setTimeout(() => r(-1), 20_000))]);
+      silent.close();
+      assert.ok(closedAt > 0, "a client silent for 20 s still holds its TLS connection");
+      assert.ok(
+        closedAt - silentOpened >= TLS_HANDSHAKE_TIMEOUT_MS - 500,
+        `the silent client was closed after ${closedAt - silentOpened} ms, before the handshake timeout`,
+      );
 
       // a port that cannot be bound: state failed with the error, as for the other listeners
       const holder = Deno.listen({ hostname: "0.0.0.0", port: busyPort });

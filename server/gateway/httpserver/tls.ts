@@ -72,6 +72,13 @@ export interface NodeTlsHandlers {
   h2(socket: tls.TLSSocket): void;
 }
 
+/**
+ * A client must finish its TLS handshake within this long (as a request head must arrive within the HTTP/1.1 loop's
+ * head timeout): node's default is 120 s, and Deno's node:tls reports the timeout without closing the socket, so a
+ * silent client would otherwise hold its connection, and a slot of maxConnections, for good.
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /** Listens with node:tls. Resolves once listening, rejects when the port cannot be bound. */
 export function listenNodeTls(cfg: NodeTlsConfig, on: NodeTlsHandlers): Promise<tls.Server> {
   const verify = cfg.clientCa !== null
@@ -88,13 +95,14 @@ export function listenNodeTls(cfg: NodeTlsConfig, on: NodeTlsHandlers): Promise<
       key: cfg.pairs[0].key,
       ...verify,
       ALPNProtocols: ["h2", "http/1.1"],
+      handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
       SNICallback: (serverName, cb) => cb(null, contexts[pickCertificate(names, serverName)]),
     },
     (socket) =>
       socket.alpnProtocol === "h2" ? on.h2(socket) : on.http1(new NodeTlsConn(socket) as unknown as Deno.Conn),
   );
-  // failed handshakes (no or a foreign client certificate, plain HTTP) only concern their own connection
-  server.on("tlsClientError", () => {});
+  // failed or timed-out handshakes (no or a foreign client certificate, plain HTTP, silence) end their own connection
+  server.on("tlsClientError", (_err: Error, socket?: tls.TLSSocket) => socket?.destroy());
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(cfg.port, cfg.hostname, () => {
