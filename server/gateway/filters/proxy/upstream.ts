@@ -36,7 +36,7 @@ const WRITE_BUFFER = 16 * 1024;
  * read is pending at once, Deno's runtime completes those reads out of order and some wait 0.2–1.5 s while others
  * overtake them (p99 190–380 ms, p99.9 420–550 ms, request counts per client connection 1.5–1.8x apart at p90/p10);
  * with 32 in flight and the rest queued in order: p99 85–140 ms, p99.9 100–170 ms, every connection the same share.
- * 96 in flight did not help.
+ * 96 in flight did not help. (Measured with scripts/bench/fairness.go against a member.)
  */
 export const EXCHANGE_GATE_LIMIT = 32;
 /**
