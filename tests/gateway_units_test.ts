@@ -1,7 +1,7 @@
 /**
  * The gateway's pure parts as specifications: routing (Ordered and RadixTree, host wildcards, status priority
  * 403 > 400 > 405 > 404, rewriteTarget), the ipFilter rules, the HTTP/1.1 head parser's refusals, the chunked decoder,
- * and the circuit breaker's state machine.
+ * the circuit breaker's state machine, and the Proxy's exchange gate (FIFO turns, opened for a slow origin).
  */
 import assert from "node:assert/strict";
 import { GwRequest } from "../server/gateway/context.ts";
@@ -9,6 +9,11 @@ import { ChunkedDecoder, HeaderList, HttpParseError, parseRequestHead } from "..
 import { Router } from "../server/gateway/httpserver/router.ts";
 import { IpFilter } from "../server/gateway/httpserver/ipfilter.ts";
 import { BreakerState, CircuitBreakerPolicy } from "../server/gateway/pipeline/resilience.ts";
+import {
+  EXCHANGE_GATE_LIMIT,
+  EXCHANGE_GATE_MAX_WAIT_MS,
+  ExchangeGate,
+} from "../server/gateway/filters/proxy/upstream.ts";
 
 function request(method: string, target: string, headers: Record<string, string> = {}, ip = "10.0.0.1"): GwRequest {
   const h = new HeaderList();
@@ -217,4 +222,39 @@ Deno.test("circuit breaker: opens at the failure rate, rejects while open, half-
     [d.windowSize, d.minimumCalls, d.failureRateThreshold, d.permittedHalfOpen, d.waitOpenMs, d.slowCallMs],
     [100, 100, 50, 10, 60_000, 60_000],
   );
+});
+
+Deno.test("exchange gate: turns beyond the limit are given in arrival order as exchanges end", async () => {
+  const gate = new ExchangeGate();
+  for (let i = 0; i < EXCHANGE_GATE_LIMIT; i++) assert.equal(gate.enter(), undefined);
+  const order: number[] = [];
+  const waits = [0, 1, 2].map((i) => gate.enter()!.then(() => order.push(i)));
+  // a newcomer while others queue waits behind them even when a turn is free at that moment
+  gate.leave();
+  const late = gate.enter();
+  assert.notEqual(late, undefined);
+  gate.leave();
+  gate.leave();
+  await Promise.all(waits);
+  assert.deepEqual(order, [0, 1, 2]);
+  gate.leave();
+  await late;
+  assert.equal(gate.inflight, EXCHANGE_GATE_LIMIT); // the late one holds the turn it got
+  gate.close();
+});
+
+Deno.test("exchange gate: a slow origin (no turn ends for the longest wait) opens it for everyone queued", async () => {
+  const gate = new ExchangeGate();
+  for (let i = 0; i < EXCHANGE_GATE_LIMIT; i++) gate.enter();
+  const queued = Array.from({ length: 10 }, () => gate.enter()!);
+  const t0 = performance.now();
+  await Promise.all(queued);
+  assert.ok(performance.now() - t0 >= EXCHANGE_GATE_MAX_WAIT_MS - 5);
+  assert.equal(gate.inflight, EXCHANGE_GATE_LIMIT + 10);
+  assert.equal(gate.limit, EXCHANGE_GATE_LIMIT + 10); // opened for all who were queued
+  // exchanges ending with nobody queued narrow it back towards the limit
+  for (let i = 0; i < EXCHANGE_GATE_LIMIT + 10; i++) gate.leave();
+  assert.equal(gate.inflight, 0);
+  assert.ok(gate.limit < EXCHANGE_GATE_LIMIT + 10 && gate.limit >= EXCHANGE_GATE_LIMIT);
+  gate.close();
 });
