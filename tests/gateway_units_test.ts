@@ -13,6 +13,9 @@ import {
   EXCHANGE_GATE_LIMIT,
   EXCHANGE_GATE_MAX_WAIT_MS,
   ExchangeGate,
+  Origin,
+  UpstreamError,
+  UpstreamFailure,
 } from "../server/gateway/filters/proxy/upstream.ts";
 
 function request(method: string, target: string, headers: Record<string, string> = {}, ip = "10.0.0.1"): GwRequest {
@@ -257,4 +260,40 @@ Deno.test("exchange gate: a slow origin (no turn ends for the longest wait) open
   assert.equal(gate.inflight, 0);
   assert.ok(gate.limit < EXCHANGE_GATE_LIMIT + 10 && gate.limit >= EXCHANGE_GATE_LIMIT);
   gate.close();
+});
+
+Deno.test("exchange gate: the Proxy timeout counts the wait for a turn; a request out of time is never sent", async () => {
+  // an upstream that reads requests and never answers: every exchange holds its turn
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  let requests = 0;
+  const serving = (async () => {
+    for await (const c of listener) {
+      conns.push(c);
+      (async () => {
+        const buf = new Uint8Array(4096);
+        while ((await c.read(buf).catch(() => null)) !== null) requests++;
+      })();
+    }
+  })().catch(() => {});
+  const origin = new Origin("127.0.0.1", (listener.addr as Deno.NetAddr).port, null, 1024);
+  const head = "GET / HTTP/1.1\r\nHost: up\r\n\r\n";
+  const empty = new Uint8Array(0);
+  try {
+    const held = Array.from(
+      { length: EXCHANGE_GATE_LIMIT },
+      () => origin.roundTrip(head, empty, "GET", -1, 2000).catch((e) => e),
+    );
+    // its timeout (50 ms) passes while it waits for a turn (the gate opens only after EXCHANGE_GATE_MAX_WAIT_MS)
+    const late = await origin.roundTrip(head, empty, "GET", -1, 50).catch((e) => e);
+    assert.ok(late instanceof UpstreamError);
+    assert.equal(late.failure, UpstreamFailure.Timeout);
+    assert.equal(requests, EXCHANGE_GATE_LIMIT, "the request whose time ran out in the queue went upstream");
+    for (const r of await Promise.all(held)) assert.equal(r.failure, UpstreamFailure.Timeout);
+  } finally {
+    origin.close();
+    listener.close();
+    for (const c of conns) c.close();
+    await serving;
+  }
 });

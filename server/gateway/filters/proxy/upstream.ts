@@ -43,7 +43,7 @@ export const EXCHANGE_GATE_LIMIT = 32;
  * A request that waited this long for a turn means the origin itself is slow (the exchanges in flight hold their turns
  * for long), not our core: the gate opens for everyone queued, so a slow upstream is not held to 32 at a time. It
  * narrows again by one per finished exchange while nobody queues and fewer than half of the turns are used. (50 ms
- * opened it under ordinary scheduling stalls of a loaded machine and lost the gain; 250 ms kept it.)
+ * opened it under ordinary scheduling stalls of a loaded machine and lost the gain.)
  */
 export const EXCHANGE_GATE_MAX_WAIT_MS = 200;
 
@@ -234,8 +234,9 @@ export class Origin {
 
   /**
    * Sends one request (its serialized head and body) and reads the response, whose body may not exceed maxBody
-   * bytes (-1 = no limit). `timeoutMs` > 0 bounds the whole exchange. A `stream` is sent instead of `body`, as it is
-   * read (chunked when its length is unknown: the head says which), on a new connection (it cannot be sent twice).
+   * bytes (-1 = no limit). `timeoutMs` > 0 bounds the whole exchange, the wait for a turn at the gate included. A
+   * `stream` is sent instead of `body`, as it is read (chunked when its length is unknown: the head says which), on a
+   * new connection (it cannot be sent twice).
    */
   roundTrip(
     head: string,
@@ -246,8 +247,17 @@ export class Origin {
     stream: BodyStream | null = null,
   ): Promise<UpstreamResponse> {
     const turn = this.#gate.enter();
+    const queuedAt = turn === undefined ? 0 : performance.now();
     const run = () => {
-      const p = this.#roundTrip(head, body, method, maxBody, timeoutMs, stream);
+      let left = timeoutMs;
+      if (turn !== undefined && timeoutMs > 0) {
+        left = timeoutMs - (performance.now() - queuedAt);
+        if (left <= 0) {
+          this.#leave();
+          return Promise.reject(new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded"));
+        }
+      }
+      const p = this.#roundTrip(head, body, method, maxBody, left, stream);
       p.then(this.#leave, this.#leave);
       return p;
     };
