@@ -168,9 +168,8 @@ export function decodeState(
   for (let i = 0; i < nLeases; i++) {
     const id = str();
     const ttl = f64();
-    lessor.leases.set(id, { id, ttl, expiry: 0, keys: new Set() });
+    lessor.restore(id, ttl);
   }
-  lessor.extendAll();
   alarms.length = 0;
   const nAlarms = u32();
   for (let i = 0; i < nAlarms; i++) alarms.push({ memberID: str(), alarm: u32() });
