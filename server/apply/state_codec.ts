@@ -50,7 +50,9 @@ const RECORDS_PER_CLOCK_CHECK = 512;
 export class StateEncoder {
   #store: MvccStore;
   #head: Uint8Array[];
-  #leases: { id: Uint8Array; ttl: number }[];
+  /** lease IDs (decimal ASCII) and TTLs */
+  #leaseIds: string[] = [];
+  #leaseTtls: number[] = [];
   #alarms: { member: Uint8Array; alarm: number }[];
   #meta: StateMeta;
   #currentRev: number;
@@ -73,15 +75,17 @@ export class StateEncoder {
     this.#compactRev = store.compactRev;
     this.#authJson = utf8.encode(JSON.stringify(auth?.toJSON() ?? null));
     this.#head = [utf8.encode(JSON.stringify(meta.confState)), utf8.encode(JSON.stringify(members.toJSON()))];
-    this.#leases = [];
-    for (const l of lessor.leases.values()) this.#leases.push({ id: utf8.encode(l.id), ttl: l.ttl });
+    for (const l of lessor.leases.values()) {
+      this.#leaseIds.push(l.id);
+      this.#leaseTtls.push(l.ttl);
+    }
     this.#alarms = alarms.map((a) => ({ member: utf8.encode(a.memberID), alarm: a.alarm }));
     this.#upTo = store._records();
     this.#bounds = store._dumpBounds();
     this.#walk = store.dumpRecords(this.#bounds);
     this.#size = 4 + 8 + 8 + 4 + this.#head[0].length + 4 + this.#head[1].length + 8 + 8 + 4 + 4 + 1 + 4 +
       this.#authJson.length;
-    for (const l of this.#leases) this.#size += 4 + l.id.length + 8;
+    for (const id of this.#leaseIds) this.#size += 4 + id.length + 8;
     for (const a of this.#alarms) this.#size += 4 + a.member.length + 4;
     store._beforeRestructure(() => this.finish());
   }
@@ -160,10 +164,10 @@ export class StateEncoder {
     this.#bytes(this.#head[1]);
     this.#f64(this.#currentRev);
     this.#f64(this.#compactRev);
-    this.#u32(this.#leases.length);
-    for (const l of this.#leases) {
-      this.#bytes(l.id);
-      this.#f64(l.ttl);
+    this.#u32(this.#leaseIds.length);
+    for (let i = 0; i < this.#leaseIds.length; i++) {
+      this.#latin1(this.#leaseIds[i]);
+      this.#f64(this.#leaseTtls[i]);
     }
     this.#u32(this.#alarms.length);
     for (const a of this.#alarms) {
