@@ -3,7 +3,7 @@ import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
-import { decodeState, encodeState, encodeStateInSlices, StateEncoder } from "../server/apply/state_codec.ts";
+import { decodeState, encodeState, StateEncoder } from "../server/apply/state_codec.ts";
 import { Members } from "../server/membership/members.ts";
 
 const b = (s: string) => Buffer.from(s, "latin1");
@@ -68,7 +68,7 @@ Deno.test("state codec: the blob of a fixed state is byte for byte what the sync
   const sliced = machine();
   buildState(sliced);
   const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
-  const inSlices = await encodeStateInSlices(meta, ...sliced.parts(), undefined, 0);
+  const inSlices = await new StateEncoder(meta, ...sliced.parts()).inSlices(0);
   assert.equal(await sha256(inSlices), GOLDEN.sha256);
 });
 
@@ -119,7 +119,7 @@ Deno.test("state codec: a compaction or a restore during an encode in slices fin
     const expected = await sha256(ref.encode());
     const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
     let done = false;
-    const pending = encodeStateInSlices(meta, ...live.parts(), undefined, 0).finally(() => (done = true));
+    const pending = new StateEncoder(meta, ...live.parts()).inSlices(0).finally(() => (done = true));
     await new Promise((r) => setTimeout(r, 5));
     assert.equal(done, false, "the encode is still under way");
     live.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });

@@ -37,6 +37,13 @@ const utf8Decoder = new TextDecoder();
 /** Work one slice of an incremental encode does before it yields to the event loop. */
 export const ENCODE_SLICE_MS = 5;
 
+/**
+ * A turn of the event loop: timers and I/O run before the promise resolves. (Not setImmediate nor a MessageChannel:
+ * in Deno a chain of those starves socket reads; setTimeout(0) is clamped to 4 ms once nested, which leaves the
+ * encode about half of the loop's time.)
+ */
+const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
 /** Records encoded between two looks at the clock. */
 const RECORDS_PER_CLOCK_CHECK = 512;
 
@@ -115,6 +122,15 @@ export class StateEncoder {
     }
     this.#end();
     return true;
+  }
+
+  /**
+   * Encodes the rest in slices of `sliceMs`, yielding to the event loop between them (the state may change
+   * meanwhile: the blob is still the state at construction), and returns the blob.
+   */
+  async inSlices(sliceMs = ENCODE_SLICE_MS): Promise<Uint8Array> {
+    while (!this.step(sliceMs)) await nextTurn();
+    return this.result;
   }
 
   /** Encodes the rest at once and returns the blob. */
@@ -211,31 +227,6 @@ export function encodeState(
   auth?: AuthStore,
 ): Uint8Array {
   return new StateEncoder(meta, store, lessor, alarms, members, auth).finish();
-}
-
-/**
- * A turn of the event loop: timers and I/O run before the promise resolves. (Not setImmediate nor a MessageChannel:
- * in Deno a chain of those starves socket reads; setTimeout(0) is clamped to 4 ms once nested, which leaves the
- * encode about half of the loop's time.)
- */
-const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
-
-/**
- * Encodes the state as of the call in slices of ENCODE_SLICE_MS, yielding to the event loop between them: the
- * state may change meanwhile; the blob is the state of the call (byte for byte what `encodeState` then returned).
- */
-export async function encodeStateInSlices(
-  meta: StateMeta,
-  store: MvccStore,
-  lessor: Lessor,
-  alarms: Alarm[],
-  members: Members,
-  auth?: AuthStore,
-  sliceMs = ENCODE_SLICE_MS,
-): Promise<Uint8Array> {
-  const enc = new StateEncoder(meta, store, lessor, alarms, members, auth);
-  while (!enc.step(sliceMs)) await nextTurn();
-  return enc.result;
 }
 
 /** Decodes a state blob into the given (emptied) store, lessor and alarm list; returns its meta. */

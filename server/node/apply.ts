@@ -6,7 +6,7 @@
  */
 import type { Applier } from "../apply/applier.ts";
 import { type BackendQuota, requestCost } from "../apply/quota.ts";
-import { decodeState, encodeStateInSlices } from "../apply/state_codec.ts";
+import { decodeState, StateEncoder } from "../apply/state_codec.ts";
 import { EtcdError } from "../errors.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import type { Member, MemberContext, Members } from "../membership/members.ts";
@@ -99,14 +99,14 @@ export class ApplyLoop {
    */
   encodeInSlices(term: number): Promise<Uint8Array> {
     const { store, lessor, applier, members } = this.#deps;
-    return encodeStateInSlices(
+    return new StateEncoder(
       { appliedIndex: this.appliedIndex, term, confState: this.confState },
       store,
       lessor,
       applier.alarms,
       members,
       applier.auth,
-    );
+    ).inSlices();
   }
 
   /** Applies one committed entry (entries at or below the applied index are skipped). */
