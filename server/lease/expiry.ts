@@ -7,10 +7,16 @@
  */
 import type { Lessor } from "./lessor.ts";
 
-/** How often the leader looks for expired leases (etcd: every 500 ms). */
-export const EXPIRY_TICK_MS = 50;
-/** Revokes proposed in one tick at most: bounds the work one turn of the event loop does for expiry. */
-export const MAX_REVOKES_PER_TICK = 250;
+/**
+ * How often the leader looks for expired leases (etcd: every 500 ms). Often, so that a lease is revoked close to its
+ * expiry and a mass expiry is spread over many short turns; a look that finds nothing due costs one heap peek.
+ */
+export const EXPIRY_TICK_MS = 10;
+/**
+ * Revokes proposed in one tick at most: bounds the work one turn of the event loop does for expiry,
+ * while allowing up to 10,000 revokes/s (etcd allows 1,000/s).
+ */
+export const MAX_REVOKES_PER_TICK = 100;
 /** Revokes in flight at most: a storm of expiries cannot queue more than this many proposals ahead of clients. */
 export const MAX_REVOKES_IN_FLIGHT = 1000;
 
