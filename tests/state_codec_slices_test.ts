@@ -125,6 +125,7 @@ Deno.test("state codec: a compaction or a restore during an encode in slices fin
     live.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
     live.put("after", "the encode began");
     if (restructure === "compaction") {
+      live.encode(); // another encode, at once, meanwhile: the first is still finished before the compaction
       live.apply({ op: "compaction", compaction: { revision: String(live.store.currentRev) } });
       ref.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
       ref.put("after", "the encode began");

@@ -74,6 +74,8 @@ export class StateEncoder {
   #view: DataView | null = null;
   #pos = 0;
   #done = false;
+  /** what the store calls before it is restructured */
+  #finishNow = () => void this.finish();
 
   constructor(meta: StateMeta, store: MvccStore, lessor: Lessor, alarms: Alarm[], members: Members, auth?: AuthStore) {
     this.#store = store;
@@ -94,7 +96,7 @@ export class StateEncoder {
       this.#authJson.length;
     for (const id of this.#leaseIds) this.#size += 4 + id.length + 8;
     for (const a of this.#alarms) this.#size += 4 + a.member.length + 4;
-    store._beforeRestructure(() => this.finish());
+    store._beforeRestructure(this.#finishNow);
   }
 
   /** Encodes for about `ms` (Infinity: to the end); returns whether the blob is complete. */
@@ -211,7 +213,7 @@ export class StateEncoder {
     this.#u8(0);
     this.#bytes(this.#authJson);
     if (this.#pos !== this.#size) throw new Error(`state snapshot: encoded ${this.#pos} bytes, expected ${this.#size}`);
-    this.#store._beforeRestructure(null);
+    this.#store._afterDump(this.#finishNow);
     this.#store._moveDone(this.#out!.buffer, this.#upTo);
     this.#done = true;
   }

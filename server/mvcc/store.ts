@@ -188,7 +188,7 @@ export class MvccStore {
   #bufs = new Interned<ArrayBufferLike>([]);
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
-  #beforeRestructure: (() => void) | null = null;
+  #beforeRestructure = new Set<() => void>();
 
   /** Registers a listener called synchronously after each revision is committed. */
   onCommit(fn: (events: StoreEvent[], rev: number) => void): void {
@@ -637,16 +637,21 @@ export class MvccStore {
 
   /**
    * @internal `fn` runs before the store is next restructured (compact, restore), which would move the records a
-   * `dumpRecords` walk still has to visit: the snapshot encoder finishes its walk then. One at a time; null clears.
+   * `dumpRecords` walk still has to visit: the snapshot encoder finishes its walk then. `_afterDump` unregisters it.
    */
-  _beforeRestructure(fn: (() => void) | null): void {
-    this.#beforeRestructure = fn;
+  _beforeRestructure(fn: () => void): void {
+    this.#beforeRestructure.add(fn);
+  }
+
+  /** @internal a walk registered with `_beforeRestructure` is done. */
+  _afterDump(fn: () => void): void {
+    this.#beforeRestructure.delete(fn);
   }
 
   #restructuring(): void {
-    const fn = this.#beforeRestructure;
-    this.#beforeRestructure = null;
-    fn?.();
+    const fns = [...this.#beforeRestructure];
+    this.#beforeRestructure.clear();
+    for (const fn of fns) fn();
   }
 
   /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
