@@ -18,7 +18,7 @@ import type { ConfState } from "../raft/types.ts";
 import type { Alarm } from "./applier.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import { toBKey } from "../mvcc/keys.ts";
-import type { MvccStore } from "../mvcc/store.ts";
+import type { DumpBounds, MvccStore } from "../mvcc/store.ts";
 import type { AuthStore } from "../auth/store.ts";
 
 const MAGIC = 0x45475332; // "EGS2"
@@ -34,7 +34,192 @@ export interface StateMeta {
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
-/** Encodes the state machine. */
+/** Work one slice of an incremental encode does before it yields to the event loop. */
+export const ENCODE_SLICE_MS = 5;
+
+/**
+ * A turn of the event loop: timers and I/O run before the promise resolves. (Not setImmediate nor a MessageChannel:
+ * in Deno a chain of those starves socket reads; setTimeout(0) is clamped to 4 ms once nested, which leaves the
+ * encode about half of the loop's time.)
+ */
+const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/** Records encoded between two looks at the clock. */
+const RECORDS_PER_CLOCK_CHECK = 512;
+
+/**
+ * An encode of the state as of its construction, done in slices (`step`) so that a large store does not hold the
+ * event loop: what can change cheaply (meta, leases, alarms, members, auth) is captured at once; the records are
+ * walked from the store's append-only table, which later writes only extend. A compaction or restore would move
+ * the records still to walk, so the store calls back first and the encoder finishes synchronously then (`finish`).
+ * Two walks: the first sizes the blob exactly, the second writes it.
+ */
+export class StateEncoder {
+  #store: MvccStore;
+  #head: Uint8Array[];
+  /** lease IDs (decimal ASCII) and TTLs */
+  #leaseIds: string[] = [];
+  #leaseTtls: number[] = [];
+  #alarms: { member: Uint8Array; alarm: number }[];
+  #meta: StateMeta;
+  #currentRev: number;
+  #compactRev: number;
+  #authJson: Uint8Array;
+  /** table length when the encode began: records from here on were written later */
+  #upTo: number;
+  #bounds: DumpBounds;
+  #walk: Generator<number>;
+  #size: number;
+  #out: Uint8Array | null = null;
+  #view: DataView | null = null;
+  #pos = 0;
+  #done = false;
+  /** what the store calls before it is restructured */
+  #finishNow = () => void this.finish();
+
+  constructor(meta: StateMeta, store: MvccStore, lessor: Lessor, alarms: Alarm[], members: Members, auth?: AuthStore) {
+    this.#store = store;
+    this.#meta = meta;
+    this.#currentRev = store.currentRev;
+    this.#compactRev = store.compactRev;
+    this.#authJson = utf8.encode(JSON.stringify(auth?.toJSON() ?? null));
+    this.#head = [utf8.encode(JSON.stringify(meta.confState)), utf8.encode(JSON.stringify(members.toJSON()))];
+    for (const l of lessor.leases.values()) {
+      this.#leaseIds.push(l.id);
+      this.#leaseTtls.push(l.ttl);
+    }
+    this.#alarms = alarms.map((a) => ({ member: utf8.encode(a.memberID), alarm: a.alarm }));
+    this.#upTo = store._records();
+    this.#bounds = store._dumpBounds();
+    this.#walk = store.dumpRecords(this.#bounds);
+    this.#size = 4 + 8 + 8 + 4 + this.#head[0].length + 4 + this.#head[1].length + 8 + 8 + 4 + 4 + 1 + 4 +
+      this.#authJson.length;
+    for (const id of this.#leaseIds) this.#size += 4 + id.length + 8;
+    for (const a of this.#alarms) this.#size += 4 + a.member.length + 4;
+    store._beforeRestructure(this.#finishNow);
+  }
+
+  /** Encodes for about `ms` (Infinity: to the end); returns whether the blob is complete. */
+  step(ms: number): boolean {
+    if (this.#done) return true;
+    const stop = performance.now() + ms;
+    const store = this.#store;
+    for (;;) {
+      let n = 0;
+      for (let r = this.#walk.next(); !r.done; r = this.#walk.next()) {
+        if (this.#out) this.#record(r.value);
+        else {
+          const rec = store.record(r.value);
+          // lease IDs are decimal ASCII: one byte per char
+          this.#size += 1 + 4 + rec.key.length + 24 + 4 + rec.lease.length + 4 + rec.value.length;
+        }
+        if (++n === RECORDS_PER_CLOCK_CHECK) {
+          n = 0;
+          if (performance.now() >= stop) return false;
+        }
+      }
+      if (this.#out) break;
+      this.#begin();
+      if (performance.now() >= stop) return false;
+    }
+    this.#end();
+    return true;
+  }
+
+  /**
+   * Encodes the rest in slices of `sliceMs`, yielding to the event loop between them (the state may change
+   * meanwhile: the blob is still the state at construction), and returns the blob.
+   */
+  async inSlices(sliceMs = ENCODE_SLICE_MS): Promise<Uint8Array> {
+    while (!this.step(sliceMs)) await nextTurn();
+    return this.result;
+  }
+
+  /** Encodes the rest at once and returns the blob. */
+  finish(): Uint8Array {
+    this.step(Infinity);
+    return this.#out!;
+  }
+
+  /** The blob, once `step` returned true. */
+  get result(): Uint8Array {
+    if (!this.#done) throw new Error("state snapshot: encode not finished");
+    return this.#out!;
+  }
+
+  #u8(x: number) {
+    this.#out![this.#pos++] = x;
+  }
+  #u32(x: number) {
+    this.#view!.setUint32(this.#pos, x, true);
+    this.#pos += 4;
+  }
+  #f64(x: number) {
+    this.#view!.setFloat64(this.#pos, x, true);
+    this.#pos += 8;
+  }
+  #bytes(b: Uint8Array) {
+    this.#u32(b.length);
+    this.#out!.set(b, this.#pos);
+    this.#pos += b.length;
+  }
+  /** a string of chars < 256 (a store key, or ASCII) as its bytes */
+  #latin1(s: string) {
+    this.#u32(s.length);
+    const out = this.#out!, pos = this.#pos;
+    for (let i = 0; i < s.length; i++) out[pos + i] = s.charCodeAt(i);
+    this.#pos += s.length;
+  }
+
+  /** The sizing walk is done: allocate the blob, write what precedes the records, walk again. */
+  #begin(): void {
+    this.#out = new Uint8Array(this.#size);
+    this.#view = new DataView(this.#out.buffer);
+    this.#u32(MAGIC);
+    this.#f64(this.#meta.appliedIndex);
+    this.#f64(this.#meta.term);
+    this.#bytes(this.#head[0]);
+    this.#bytes(this.#head[1]);
+    this.#f64(this.#currentRev);
+    this.#f64(this.#compactRev);
+    this.#u32(this.#leaseIds.length);
+    for (let i = 0; i < this.#leaseIds.length; i++) {
+      this.#latin1(this.#leaseIds[i]);
+      this.#f64(this.#leaseTtls[i]);
+    }
+    this.#u32(this.#alarms.length);
+    for (const a of this.#alarms) {
+      this.#bytes(a.member);
+      this.#u32(a.alarm);
+    }
+    this.#walk = this.#store.dumpRecords(this.#bounds); // the same records: the table below #upTo has not changed
+  }
+
+  #record(idx: number): void {
+    const r = this.#store.record(idx);
+    this.#u8(1);
+    this.#latin1(r.key);
+    this.#f64(r.create);
+    this.#f64(r.mod);
+    this.#f64(r.version);
+    this.#latin1(r.lease);
+    this.#u32(r.value.length);
+    this.#out!.set(r.value, this.#pos);
+    this.#store._moveValue(idx, this.#out!.buffer, this.#pos);
+    this.#pos += r.value.length;
+  }
+
+  #end(): void {
+    this.#u8(0);
+    this.#bytes(this.#authJson);
+    if (this.#pos !== this.#size) throw new Error(`state snapshot: encoded ${this.#pos} bytes, expected ${this.#size}`);
+    this.#store._afterDump(this.#finishNow);
+    this.#store._moveDone(this.#out!.buffer, this.#upTo);
+    this.#done = true;
+  }
+}
+
+/** Encodes the state machine at once. */
 export function encodeState(
   meta: StateMeta,
   store: MvccStore,
@@ -43,80 +228,7 @@ export function encodeState(
   members: Members,
   auth?: AuthStore,
 ): Uint8Array {
-  const authJson = utf8.encode(JSON.stringify(auth?.toJSON() ?? null));
-  const conf = utf8.encode(JSON.stringify(meta.confState));
-  const mem = utf8.encode(JSON.stringify(members.toJSON()));
-  const leases = [...lessor.leases.values()].map((l) => ({ id: utf8.encode(l.id), ttl: l.ttl }));
-  const alarmList = alarms.map((a) => ({ member: utf8.encode(a.memberID), alarm: a.alarm }));
-  let size = 4 + 8 + 8 + 4 + conf.length + 4 + mem.length + 8 + 8 + 4 + 4 + 1 + 4 + authJson.length;
-  for (const l of leases) size += 4 + l.id.length + 8;
-  for (const a of alarmList) size += 4 + a.member.length + 4;
-  for (const idx of store.dumpRecords()) {
-    const r = store.record(idx);
-    // lease IDs are decimal ASCII: one byte per char
-    size += 1 + 4 + r.key.length + 24 + 4 + r.lease.length + 4 + r.value.length;
-  }
-
-  const out = new Uint8Array(size);
-  const v = new DataView(out.buffer);
-  let pos = 0;
-  const u8 = (x: number) => {
-    out[pos++] = x;
-  };
-  const u32 = (x: number) => {
-    v.setUint32(pos, x, true);
-    pos += 4;
-  };
-  const f64 = (x: number) => {
-    v.setFloat64(pos, x, true);
-    pos += 8;
-  };
-  const bytes = (b: Uint8Array) => {
-    u32(b.length);
-    out.set(b, pos);
-    pos += b.length;
-  };
-  /** a string of chars < 256 (a store key, or ASCII) as its bytes */
-  const latin1 = (s: string) => {
-    u32(s.length);
-    for (let i = 0; i < s.length; i++) out[pos + i] = s.charCodeAt(i);
-    pos += s.length;
-  };
-  u32(MAGIC);
-  f64(meta.appliedIndex);
-  f64(meta.term);
-  bytes(conf);
-  bytes(mem);
-  f64(store.currentRev);
-  f64(store.compactRev);
-  u32(leases.length);
-  for (const l of leases) {
-    bytes(l.id);
-    f64(l.ttl);
-  }
-  u32(alarmList.length);
-  for (const a of alarmList) {
-    bytes(a.member);
-    u32(a.alarm);
-  }
-  for (const idx of store.dumpRecords()) {
-    const r = store.record(idx);
-    u8(1);
-    latin1(r.key);
-    f64(r.create);
-    f64(r.mod);
-    f64(r.version);
-    latin1(r.lease);
-    u32(r.value.length);
-    out.set(r.value, pos);
-    store._moveValue(idx, out.buffer, pos);
-    pos += r.value.length;
-  }
-  u8(0);
-  bytes(authJson);
-  if (pos !== size) throw new Error(`state snapshot: encoded ${pos} bytes, expected ${size}`);
-  store._moveDone(out.buffer);
-  return out;
+  return new StateEncoder(meta, store, lessor, alarms, members, auth).finish();
 }
 
 /** Decodes a state blob into the given (emptied) store, lessor and alarm list; returns its meta. */
@@ -168,9 +280,8 @@ export function decodeState(
   for (let i = 0; i < nLeases; i++) {
     const id = str();
     const ttl = f64();
-    lessor.leases.set(id, { id, ttl, expiry: 0, keys: new Set() });
+    lessor.restore(id, ttl);
   }
-  lessor.extendAll();
   alarms.length = 0;
   const nAlarms = u32();
   for (let i = 0; i < nAlarms; i++) alarms.push({ memberID: str(), alarm: u32() });

@@ -25,6 +25,7 @@ import { applyAutoTls } from "./autotls.ts";
 import type { Logger } from "./log.ts";
 import { AuthGate, DEFAULT_BCRYPT_COST } from "../auth/gate.ts";
 import { DEFAULT_SIMPLE_TOKEN_TTL_S, tokenProviderFromFlag } from "../auth/tokens.ts";
+import { LeaseExpiry } from "../lease/expiry.ts";
 
 /** The version this server reports (the etcd API level it implements). */
 export const SERVER_VERSION = "3.4.23";
@@ -323,17 +324,12 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   };
 
   // Only the leader expires leases.
-  const revoking = new Set<string>();
-  const expiry = setInterval(() => {
-    if (!node.isLeader) return;
-    for (const id of node.lessor.expired()) {
-      if (revoking.has(id)) continue;
-      revoking.add(id);
-      node.propose({ op: "lease_revoke", lease_revoke: { ID: id } })
-        .catch(() => {})
-        .finally(() => revoking.delete(id));
-    }
-  }, 250);
+  const expiry = new LeaseExpiry(
+    node.lessor,
+    () => node.isLeader,
+    (id) => node.propose({ op: "lease_revoke", lease_revoke: { ID: id } }),
+  );
+  expiry.start();
   const stopCompaction = startAutoCompaction(node, cfg.autoCompactionMode, cfg.autoCompactionRetention, log);
 
   // Like etcd, report ready only once the cluster has a leader and this member has published its attributes.
@@ -378,7 +374,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
     clusterId: node.clusterId,
     stop: async () => {
       stopped = true;
-      clearInterval(expiry);
+      expiry.stop();
       stopCompaction();
       // A leader that stops gracefully hands over first, so the cluster does not wait an election timeout.
       const heir = node.isLeader ? node.bestTransferee() : undefined;

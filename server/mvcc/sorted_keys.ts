@@ -116,6 +116,32 @@ export class SortedKeys {
     }
   }
 
+  /**
+   * The numbers of all keys in key order, lazily: safe to resume after the set changed (a long walk that yields to
+   * the event loop). Keys present throughout are seen once each, in order; keys inserted or deleted meanwhile may or
+   * may not be seen.
+   */
+  *values(): Generator<number> {
+    let ci = 0, i = 0;
+    for (;;) {
+      const c = this.#chunks;
+      if (ci >= c.length) return;
+      const k = c[ci][i];
+      yield this.#vals[ci][i];
+      if (this.#chunks[ci]?.[i] !== k) {
+        // the chunks moved while the caller held the walk: find k (or where it was) again
+        if (this.#chunks.length === 0) return;
+        ci = this.#chunkOf(k);
+        i = lowerBound(this.#chunks[ci], k);
+        if (this.#chunks[ci][i] !== k) i--; // k is gone: its successor is at i
+      }
+      if (++i >= this.#chunks[ci].length) {
+        ci++;
+        i = 0;
+      }
+    }
+  }
+
   /** Removes every key for which `drop` returns true, in one pass. */
   filterOut(drop: (k: BKey) => boolean): void {
     const kept: BKey[][] = [];

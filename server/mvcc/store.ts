@@ -158,6 +158,12 @@ class Interned<T> {
   }
 }
 
+/** @internal the records a dump walks: the base versions below `histStart`, the history up to `end`. */
+export interface DumpBounds {
+  histStart: number;
+  end: number;
+}
+
 /** The MVCC store. */
 export class MvccStore {
   /** Latest committed revision; 1 for an empty store. */
@@ -182,6 +188,7 @@ export class MvccStore {
   #bufs = new Interned<ArrayBufferLike>([]);
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
+  #beforeRestructure = new Set<() => void>();
 
   /** Registers a listener called synchronously after each revision is committed. */
   onCommit(fn: (events: StoreEvent[], rev: number) => void): void {
@@ -456,6 +463,7 @@ export class MvccStore {
   compact(rev: number): void {
     if (rev <= this.compactRev) throw Errors.compacted();
     if (rev > this.currentRev) throw Errors.futureRev();
+    this.#restructuring();
     this.compactRev = rev;
     this.#memo.clear();
     const t = this.#t;
@@ -600,18 +608,50 @@ export class MvccStore {
     }
   }
 
-  /** @internal `dump()` as record handles (read them with `record`). */
-  *dumpRecords(): Generator<number> {
-    const t = this.#t, hs = this.#histStart;
+  /**
+   * @internal `dump()` as record handles (read them with `record`), as of the call or of `bounds` (from
+   * `_dumpBounds`, to walk the same records again): the walk may be resumed after later writes (a snapshot encoded
+   * in slices), which it does not see, but not after the store was restructured (compacted or restored): see
+   * `_beforeRestructure`.
+   */
+  dumpRecords(bounds: DumpBounds = this._dumpBounds()): Generator<number> {
+    return this.#dumpWalk(bounds.histStart, bounds.end);
+  }
+
+  /** @internal where a dump taken now starts its history and ends. */
+  _dumpBounds(): DumpBounds {
+    const t = this.#t, histStart = this.#histStart;
+    let end = t.length;
+    while (end > histStart && t.f(end - 1, F_MOD) > this.currentRev) end--; // a txn being applied
+    return { histStart, end };
+  }
+
+  /** The records of a dump: the base versions below `hs` in key order, then the history from `hs` to `end`. */
+  *#dumpWalk(hs: number, end: number): Generator<number> {
+    // keys written later have no record below hs
     if (hs > 0) {
-      const kids: number[] = [];
-      this.#index.forEach("", null, (kid) => kids.push(kid));
-      for (const kid of kids) for (const idx of this.#versionsOf(kid)) if (idx < hs) yield idx;
+      for (const kid of this.#index.values()) for (const idx of this.#versionsOf(kid)) if (idx < hs) yield idx;
     }
-    for (let i = hs; i < t.length; i++) {
-      if (t.f(i, F_MOD) > this.currentRev) break;
-      yield i;
-    }
+    for (let i = hs; i < end; i++) yield i;
+  }
+
+  /**
+   * @internal `fn` runs before the store is next restructured (compact, restore), which would move the records a
+   * `dumpRecords` walk still has to visit: the snapshot encoder finishes its walk then. `_afterDump` unregisters it.
+   */
+  _beforeRestructure(fn: () => void): void {
+    this.#beforeRestructure.add(fn);
+  }
+
+  /** @internal a walk registered with `_beforeRestructure` is done. */
+  _afterDump(fn: () => void): void {
+    this.#beforeRestructure.delete(fn);
+  }
+
+  #restructuring(): void {
+    const fns = [...this.#beforeRestructure];
+    this.#beforeRestructure.clear();
+    for (const fn of fns) fn();
   }
 
   /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
@@ -648,37 +688,40 @@ export class MvccStore {
   }
 
   /**
-   * @internal after `_moveValue` calls into `buf`: the values not moved (records a dump leaves out: the previous
-   * records of the events at the compaction revision) are copied into one new buffer, so that no other buffer is
-   * referenced any more.
+   * @internal after `_moveValue` calls into `buf` for the records of a dump taken when the table held `upTo` records:
+   * the values of the others below `upTo` (records a dump leaves out: the previous records of the events at the
+   * compaction revision) are copied into one new buffer, so that of the buffers those records used none is
+   * referenced any more. Records from `upTo` on (written while the dump was encoded) keep theirs.
    */
-  _moveDone(buf: ArrayBufferLike): void {
+  _moveDone(buf: ArrayBufferLike, upTo: number): void {
     const t = this.#t;
     const target = this.#bufs.id(buf);
     let rest = 0;
-    for (let idx = 0; idx < t.length; idx++) {
+    for (let idx = 0; idx < upTo; idx++) {
       const b = t.i(idx, I_BUF);
       if (b >= 0 && b !== target) rest += t.i(idx, I_LEN);
     }
-    const bufs: ArrayBufferLike[] = [buf];
+    const bufs = new Interned<ArrayBufferLike>([buf]);
+    let other = -1;
     if (rest > 0) {
-      const other = new Uint8Array(rest);
+      const copy = new Uint8Array(rest);
+      other = bufs.id(copy.buffer);
       let pos = 0;
-      for (let idx = 0; idx < t.length; idx++) {
+      for (let idx = 0; idx < upTo; idx++) {
         const b = t.i(idx, I_BUF);
         if (b < 0 || b === target) continue;
         const len = t.i(idx, I_LEN);
-        other.set(new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), len), pos);
+        copy.set(new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), len), pos);
         t.setF(idx, F_OFF, pos);
         pos += len;
       }
-      bufs.push(other.buffer);
     }
     for (let idx = 0; idx < t.length; idx++) {
       const b = t.i(idx, I_BUF);
-      if (b >= 0) t.setI(idx, I_BUF, b === target ? 0 : 1);
+      if (b < 0) continue;
+      t.setI(idx, I_BUF, b === target ? 0 : idx < upTo ? other : bufs.id(this.#bufs.values[b]));
     }
-    this.#bufs = new Interned(bufs);
+    this.#bufs = bufs;
     this.#memo.clear(); // its events hold views of the old buffers
   }
 
@@ -702,6 +745,7 @@ export class MvccStore {
 
   /** @internal empties the store for `_restoreAdd` (restore without KeyValue objects). */
   _restoreBegin(currentRev: number, compactRev: number): void {
+    this.#restructuring();
     this.#index = new SortedKeys();
     this.#t = new Table();
     this.#histStart = 0;

@@ -6,7 +6,7 @@
  */
 import type { Applier } from "../apply/applier.ts";
 import { type BackendQuota, requestCost } from "../apply/quota.ts";
-import { decodeState, encodeState } from "../apply/state_codec.ts";
+import { decodeState, StateEncoder } from "../apply/state_codec.ts";
 import { EtcdError } from "../errors.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import type { Member, MemberContext, Members } from "../membership/members.ts";
@@ -92,17 +92,21 @@ export class ApplyLoop {
     this.#deps.restored();
   }
 
-  /** The applied state as one blob (snapshots, and what a new member receives); `term`: the Raft core's. */
-  encode(term: number): Uint8Array {
+  /**
+   * The applied state at the call as one blob (snapshots, and what a new member receives), whose index is
+   * `appliedIndex` at the call; `term`: the Raft core's. Encoded in slices that yield to the event loop: entries
+   * applied meanwhile are not in it.
+   */
+  encodeInSlices(term: number): Promise<Uint8Array> {
     const { store, lessor, applier, members } = this.#deps;
-    return encodeState(
+    return new StateEncoder(
       { appliedIndex: this.appliedIndex, term, confState: this.confState },
       store,
       lessor,
       applier.alarms,
       members,
       applier.auth,
-    );
+    ).inSlices();
   }
 
   /** Applies one committed entry (entries at or below the applied index are skipped). */

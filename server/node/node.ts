@@ -661,14 +661,18 @@ export class Node {
     this.snapshotNow().catch((err) => this.#cfg.log(`snapshot failed: ${err}`));
   }
 
-  /** Snapshots the applied state (encoded synchronously, so it is consistent), then releases older log. */
+  /**
+   * Snapshots the applied state, then releases older log. The state is encoded in slices that yield to the event
+   * loop (a large store would hold it for a second); the blob is the state at the index of the call.
+   */
   async snapshotNow(): Promise<void> {
     if (this.#snapshotting || this.#apply.appliedIndex <= this.#apply.snapIndex) return;
     this.#snapshotting = true;
     try {
-      const index = this.#apply.appliedIndex;
-      const data = this.encodeState();
-      const snap = this.storage.createSnapshot(index, this.#apply.confState, data);
+      const index = this.#apply.appliedIndex, confState = this.#apply.confState;
+      const data = await this.#apply.encodeInSlices(this.term);
+      // a leader's snapshot restored meanwhile is newer: createSnapshot refuses this one
+      const snap = this.storage.createSnapshot(index, confState, data);
       await this.#disk.saveSnapshot(index, snap.metadata.term, data);
       this.#apply.snapIndex = index;
       const compactTo = index - CATCH_UP_ENTRIES;
@@ -678,11 +682,6 @@ export class Node {
     } finally {
       this.#snapshotting = false;
     }
-  }
-
-  /** The applied state as one blob (snapshots, and what a new member receives). */
-  encodeState(): Uint8Array {
-    return this.#apply.encode(this.term);
   }
 
   /** Stops the clock, fails waiting requests and closes the log. */

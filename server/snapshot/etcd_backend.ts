@@ -325,7 +325,7 @@ function authBuckets(a: AuthState | undefined) {
 /** The parts of our server state a snapshot is taken from (structurally: the Node). */
 export interface SnapshotSource {
   store: { dump(): Iterable<SnapshotRecord>; compactRev: number };
-  lessor: { leases: Map<string, { id: string; ttl: number }> };
+  lessor: { leases: ReadonlyMap<string, { id: string; ttl: number }> };
   applier: { alarms: SnapshotAlarm[]; auth?: { toJSON(): AuthState } };
   appliedIndex: number;
   term: number;
