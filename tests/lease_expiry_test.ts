@@ -108,3 +108,34 @@ Deno.test("lease expiry: the leader proposes revokes within the per-tick and in-
   assert.equal(proposed.length, before);
   for (const resolve of pending.values()) resolve();
 });
+
+Deno.test("lessor: untilDue says how long the expiry loop may sleep (the next due lease; none: Infinity)", () => {
+  const { lessor, advance } = clocked();
+  assert.equal(lessor.untilDue(), Infinity);
+  lessor.grant("1", 5);
+  lessor.grant("2", 3);
+  assert.equal(lessor.untilDue(), 3000);
+  advance(2500);
+  assert.equal(lessor.untilDue(), 500);
+  advance(1000);
+  assert.equal(lessor.untilDue(), 0, "a lease past its expiry is due now");
+  assert.deepEqual(lessor.expired(), ["2"]);
+  assert.equal(lessor.untilDue(), 1500, "then the next one");
+});
+
+Deno.test("lease expiry loop: a leader revokes a lease once its TTL passed (not before); stop ends the loop", async () => {
+  const lessor = new Lessor(1);
+  const revoked: string[] = [];
+  const expiry = new LeaseExpiry(lessor, () => true, (id) => {
+    revoked.push(id);
+    lessor.revoke(id);
+    return Promise.resolve();
+  });
+  const t0 = performance.now();
+  lessor.grant("7", 1);
+  expiry.start();
+  while (revoked.length === 0 && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 5));
+  expiry.stop();
+  assert.deepEqual(revoked, ["7"]);
+  assert.ok(performance.now() - t0 >= 1000, "not before its TTL");
+});

@@ -19,11 +19,18 @@ export const EXPIRY_TICK_MS = 10;
 export const MAX_REVOKES_PER_TICK = 100;
 /** Revokes in flight at most: a storm of expiries cannot queue more than this many proposals ahead of clients. */
 export const MAX_REVOKES_IN_FLIGHT = 1000;
+/**
+ * The longest sleep between looks when nothing is due sooner (etcd's interval), so that an idle member does not wake
+ * every EXPIRY_TICK_MS. A lease granted or renewed during the sleep is due no sooner than the minimum TTL (seconds),
+ * after the next look, so sleeping does not make an expiry late.
+ */
+export const EXPIRY_IDLE_LOOK_MS = 500;
 
 /** Proposes the revokes of expired leases while this member leads. */
 export class LeaseExpiry {
   readonly #inFlight = new Set<string>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #running = false;
 
   constructor(
     readonly lessor: Lessor,
@@ -51,14 +58,31 @@ export class LeaseExpiry {
     return n;
   }
 
-  /** Ticks every EXPIRY_TICK_MS until `stop`. */
+  /**
+   * Ticks until `stop`: again after EXPIRY_TICK_MS while leases are due or revokes wait for room, else when the next
+   * lease is due (at least EXPIRY_TICK_MS, at most EXPIRY_IDLE_LOOK_MS later; a follower looks every
+   * EXPIRY_IDLE_LOOK_MS).
+   */
   start(): void {
-    this.#timer ??= setInterval(() => this.tick(), EXPIRY_TICK_MS);
+    if (this.#running) return;
+    this.#running = true;
+    this.#look();
   }
+
+  readonly #look = (): void => {
+    this.#timer = undefined;
+    if (!this.#running) return;
+    this.tick();
+    const wait = this.isLeader()
+      ? Math.min(EXPIRY_IDLE_LOOK_MS, Math.max(EXPIRY_TICK_MS, this.lessor.untilDue()))
+      : EXPIRY_IDLE_LOOK_MS;
+    this.#timer = setTimeout(this.#look, wait);
+  };
 
   /** Stops ticking (revokes in flight still settle). */
   stop(): void {
-    clearInterval(this.#timer);
+    this.#running = false;
+    clearTimeout(this.#timer);
     this.#timer = undefined;
   }
 }

@@ -150,6 +150,11 @@ export class Lessor {
     return this.#heap.length > 0 ? this.#heap[0].due : Infinity;
   }
 
+  /** Milliseconds until the next lease is due (0 when one is due now, Infinity when there is none). */
+  untilDue(): number {
+    return Math.max(0, this.nextDue() - this.#now());
+  }
+
   /** Restarts every lease's clock (on start-up or when this member becomes leader), as etcd does on promotion. */
   extendAll(): void {
     const now = this.#now();
