@@ -30,6 +30,10 @@ Deno.test({
     const file = `${dir}/etcd.log`;
     const s = await startServer({ extraArgs: ["--logger", "zap", "--log-outputs", `stderr,${file}`] });
     try {
+      // startServer returns at the "published" line; the next line may still be in the pipe
+      for (let i = 0; i < 100 && !s.output().includes("ready to serve client requests"); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       const lines = jsonLines(s.output());
       assert.ok(lines.length >= 5);
       for (const l of lines) {
