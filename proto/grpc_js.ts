@@ -1,6 +1,7 @@
 /**
- * grpc-js client constructors for every service, built from proto/mod.ts's definitions: for tests, scripts and the
- * Easegress etcd client. The server itself does not load grpc-js (about 10 MB less resident memory per member).
+ * grpc-js client constructors for every service, built from proto/mod.ts's definitions: for tests and scripts, which
+ * check the server against a stock client. The server itself does not load grpc-js (its etcd client is
+ * server/etcdclient/client.ts, on our own transport).
  */
 import * as grpc from "@grpc/grpc-js";
 import {

@@ -10,12 +10,19 @@
  * Endpoints are URLs (`http://host:port`) or `host:port`; they are dialled as plain `host:port` targets, because
  * Deno's node:http2 rejects a gRPC `:authority` that is not host:port.
  */
-import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { grpcRoot } from "../../proto/grpc_js.ts";
-
-// deno-lint-ignore no-explicit-any
-type Any = any;
+import {
+  AuthService,
+  ClusterService,
+  KVService,
+  LeaseService,
+  MaintenanceService,
+  type MethodDefinition,
+  WatchService,
+} from "../../proto/mod.ts";
+import type * as pb from "../../proto/types.ts";
+import { type CallMetadata, GrpcClient, type GrpcClientStream, GrpcError, Status } from "../transport/http2_client.ts";
+import { prefixEnd as prefixEndBytes } from "../mvcc/keys.ts";
 
 /** A key-value pair as read from the store (key and value decoded as UTF-8). */
 export interface KeyValue {
@@ -70,7 +77,7 @@ export class EtcdClientError extends Error {
   }
 }
 
-/** `http://host:port` → `host:port` (the form grpc-js must dial under Deno). */
+/** `http://host:port` → `host:port` (the form the endpoints are dialled in). */
 export function endpointTarget(u: string): string {
   if (!/^[a-z]+:\/\//i.test(u)) return u;
   const x = new URL(u);
@@ -78,20 +85,13 @@ export function endpointTarget(u: string): string {
   return `${x.hostname}:${port}`;
 }
 
-/** Smallest key greater than every key with this prefix (etcd's prefix range end). */
+/** Smallest key greater than every key with this prefix (etcd's prefix range end), of the prefix's UTF-8 bytes. */
 export function prefixEnd(prefix: string): Buffer {
-  const b = Buffer.from(prefix);
-  for (let i = b.length - 1; i >= 0; i--) {
-    if (b[i] < 0xff) {
-      const out = Buffer.from(b.subarray(0, i + 1));
-      out[i]++;
-      return out;
-    }
-  }
-  return Buffer.from([0]);
+  const end = prefixEndBytes(Buffer.from(prefix));
+  return Buffer.from(end.buffer, end.byteOffset, end.byteLength);
 }
 
-function toKv(kv: Any): KeyValue {
+function toKv(kv: pb.KeyValue): KeyValue {
   return {
     key: Buffer.from(kv.key).toString(),
     value: Buffer.from(kv.value).toString(),
@@ -102,17 +102,18 @@ function toKv(kv: Any): KeyValue {
   };
 }
 
-interface Stubs {
-  target: string;
-  kv: Any;
-  lease: Any;
-  cluster: Any;
-  watch: Any;
-  maintenance: Any;
-  auth: Any;
+function toMember(m: pb.Member): Member {
+  return { id: String(m.ID), name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs, isLearner: m.isLearner };
 }
 
-const RETRYABLE = new Set([grpc.status.UNAVAILABLE]);
+/** Default of `maxCallSendMsgSize` (Easegress's cluster default, and clientv3's). */
+const DEFAULT_MAX_SEND = 2 * 1024 * 1024;
+
+/** Pause before trying the endpoints again once each of them failed in turn (grpc-go's first reconnect backoff). */
+const RETRY_ROUND_PAUSE_MS = 100;
+
+/** Pause before a broken watch stream is opened again on the next endpoint. */
+const WATCH_RETRY_MS = 200;
 
 /** What a member that is not the leader answers a request only the leader serves (MemberPromote, MoveLeader). */
 const NOT_LEADER = "etcdserver: not leader";
@@ -122,16 +123,26 @@ const WATCH_TOKEN_REFUSED = /invalid auth token|user name is empty|revision of a
 
 /** Errors that a fresh token cures (clientv3's shouldRefreshToken). */
 function tokenRefused(e: EtcdClientError): boolean {
-  return e.code === grpc.status.UNAUTHENTICATED || e.message === "etcdserver: user name is empty" ||
+  return e.code === Status.UNAUTHENTICATED || e.message === "etcdserver: user name is empty" ||
     e.message === "etcdserver: revision of auth store is old";
 }
 
-/** The client. */
+/** A transport or server failure as the client reports it: the gRPC code and the server's message. */
+function clientError(err: unknown): EtcdClientError {
+  if (err instanceof EtcdClientError) return err;
+  if (err instanceof GrpcError) return new EtcdClientError(err.code, err.details);
+  return new EtcdClientError(Status.UNKNOWN, (err as Error).message ?? String(err));
+}
+
+/**
+ * The client. Calls go over this project's own HTTP/2 + gRPC client (server/transport/http2_client.ts), one
+ * connection per endpoint, opened when first used and again after it closed.
+ */
 export class EtcdClient {
   #opts: EtcdClientOptions;
   #endpoints: string[];
   #current = 0;
-  #stubs = new Map<string, Stubs>();
+  #conns = new Map<string, GrpcClient>();
   #sync?: ReturnType<typeof setInterval>;
   #closed = false;
   #watchers = new Set<{ close(): void }>();
@@ -178,35 +189,30 @@ export class EtcdClient {
       this.#endpoints = urls;
       this.#current = Math.max(0, urls.indexOf(cur));
       this.#opts.log?.(`etcd client endpoints: [${urls.join(" ")}]`);
+      for (const [target, conn] of this.#conns) {
+        if (!urls.includes(target)) {
+          conn.close();
+          this.#conns.delete(target);
+        }
+      }
     }
     return members;
   }
 
-  #stubsFor(target: string): Stubs {
-    let s = this.#stubs.get(target);
-    if (!s) {
-      const creds = grpc.credentials.createInsecure();
-      const options = {
-        "grpc.max_send_message_length": this.#opts.maxCallSendMsgSize ?? 2 * 1024 * 1024,
-        "grpc.max_receive_message_length": -1,
-        "grpc.initial_reconnect_backoff_ms": 100,
-        "grpc.max_reconnect_backoff_ms": 1000,
-      };
-      const kv = new grpcRoot.etcdserverpb.KV(target, creds, options);
-      const channelOverride = kv.getChannel();
-      const mk = (svc: Any) => new svc(target, creds, { ...options, channelOverride });
-      s = {
-        target,
-        kv,
-        lease: mk(grpcRoot.etcdserverpb.Lease),
-        cluster: mk(grpcRoot.etcdserverpb.Cluster),
-        watch: mk(grpcRoot.etcdserverpb.Watch),
-        maintenance: mk(grpcRoot.etcdserverpb.Maintenance),
-        auth: mk(grpcRoot.etcdserverpb.Auth),
-      };
-      this.#stubs.set(target, s);
+  /** The connection to `target`: the open one, or a new one. */
+  #conn(target: string): GrpcClient {
+    let c = this.#conns.get(target);
+    if (!c || c.closed) {
+      c?.destroy();
+      c = new GrpcClient(target);
+      this.#conns.set(target, c);
     }
-    return s;
+    return c;
+  }
+
+  /** Moves on to the next endpoint. */
+  #rotate(): void {
+    this.#current = (this.#current + 1) % this.#endpoints.length;
   }
 
   /** Gets a token for the configured user (none when there is no user or auth is not enabled). */
@@ -214,93 +220,82 @@ export class EtcdClient {
     if (this.#opts.username === undefined) return;
     this.#token = null;
     try {
-      const r: Any = await this.#unary("auth", "Authenticate", {
+      const r = await this.#unary<pb.AuthenticateRequest, pb.AuthResponse>(AuthService.Authenticate, {
         name: this.#opts.username,
         password: this.#opts.password ?? "",
       }, false);
-      this.#token = r.token;
+      this.#token = r.token ?? null;
     } catch (err) {
       if ((err as Error).message !== "etcdserver: authentication is not enabled") throw err;
     }
   }
 
   /** Call metadata: the token, if any. */
-  #metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    if (this.#token) md.set("token", this.#token);
-    return md;
+  #metadata(): CallMetadata | undefined {
+    return this.#token ? { token: this.#token } : undefined;
   }
 
   /**
-   * Runs a unary call on the current endpoint, failing over to the next ones while the timeout allows; a call
-   * refused for its token is retried once with a new one.
+   * One request within the request timeout, tried on the next endpoint when one is unavailable (or silent for half
+   * the timeout); with `leaderOnly`, also when the member answers that it is not the leader. A call refused for its
+   * token is retried once with a new one.
    */
-  /**
-   * One request, tried on the next endpoint when one is unavailable (or silent); with `leaderOnly`, also when the
-   * member answers that it is not the leader.
-   */
-  async #unary<T>(
-    service: keyof Omit<Stubs, "target">,
-    method: string,
-    req: unknown,
-    reauth = true,
-    leaderOnly = false,
-  ): Promise<T> {
-    if (this.#closed) throw new EtcdClientError(grpc.status.CANCELLED, "etcdclient: client is closed");
+  async #unary<Req, Res>(method: MethodDefinition, req: Req, reauth = true, leaderOnly = false): Promise<Res> {
+    if (this.#closed) throw new EtcdClientError(Status.CANCELLED, "etcdclient: client is closed");
+    const bytes = method.requestSerialize(req);
+    const maxSend = this.#opts.maxCallSendMsgSize ?? DEFAULT_MAX_SEND;
+    if (bytes.length > maxSend) {
+      throw new EtcdClientError(
+        Status.RESOURCE_EXHAUSTED,
+        `trying to send message larger than max (${bytes.length} vs. ${maxSend})`,
+      );
+    }
     const deadline = Date.now() + this.#opts.requestTimeoutMs;
     let lastErr: EtcdClientError | undefined;
     let tries = 0;
     while (Date.now() < deadline) {
-      const target = this.#endpoints[this.#current];
-      const stub = this.#stubsFor(target)[service];
+      const conn = this.#conn(this.#endpoints[this.#current]);
       // per-attempt deadline: the rest of the budget, but move on from an endpoint that stays silent
-      const attemptDeadline = Math.min(deadline, Date.now() + Math.max(1000, this.#opts.requestTimeoutMs / 2));
+      const attemptMs = Math.min(deadline - Date.now(), Math.max(1000, this.#opts.requestTimeoutMs / 2));
       try {
-        return await new Promise<T>((resolve, reject) => {
-          stub[method](
-            req,
-            this.#metadata(),
-            { deadline: attemptDeadline },
-            (err: grpc.ServiceError | null, resp: T) => {
-              if (err) reject(new EtcdClientError(err.code, err.details || err.message));
-              else resolve(resp);
-            },
-          );
-        });
+        return method.responseDeserialize(await conn.unary(method.path, bytes, this.#metadata(), attemptMs)) as Res;
       } catch (err) {
-        const e = err as EtcdClientError;
+        const e = clientError(err);
         lastErr = e;
         if (reauth && this.#opts.username !== undefined && tokenRefused(e)) {
           reauth = false;
           await this.#authenticate();
           continue;
         }
-        const retry = RETRYABLE.has(e.code) || (leaderOnly && e.message === NOT_LEADER) ||
-          (e.code === grpc.status.DEADLINE_EXCEEDED && Date.now() < deadline && this.#endpoints.length > 1);
+        const retry = e.code === Status.UNAVAILABLE || (leaderOnly && e.message === NOT_LEADER) ||
+          (e.code === Status.DEADLINE_EXCEEDED && Date.now() < deadline && this.#endpoints.length > 1);
         if (!retry) throw e;
-        this.#current = (this.#current + 1) % this.#endpoints.length;
+        this.#rotate();
         tries++;
-        if (tries % this.#endpoints.length === 0) await new Promise((r) => setTimeout(r, 100));
+        if (tries % this.#endpoints.length === 0) await new Promise((r) => setTimeout(r, RETRY_ROUND_PAUSE_MS));
       }
     }
-    throw lastErr ?? new EtcdClientError(grpc.status.DEADLINE_EXCEEDED, "context deadline exceeded");
+    throw lastErr ?? new EtcdClientError(Status.DEADLINE_EXCEEDED, "context deadline exceeded");
   }
 
   /** Value of a key, undefined when absent. */
   async get(key: string): Promise<KeyValue | undefined> {
-    const r: Any = await this.#unary("kv", "Range", { key: Buffer.from(key) });
+    const r = await this.#unary<Partial<pb.RangeRequest>, pb.RangeResponse>(KVService.Range, { key: Buffer.from(key) });
     return r.kvs.length > 0 ? toKv(r.kvs[0]) : undefined;
   }
 
   /** Every key with this prefix, in key order. */
   async getPrefix(prefix: string): Promise<KeyValue[]> {
-    const r: Any = await this.#unary("kv", "Range", { key: Buffer.from(prefix), range_end: prefixEnd(prefix) });
+    const r = await this.#unary<Partial<pb.RangeRequest>, pb.RangeResponse>(KVService.Range, {
+      key: Buffer.from(prefix),
+      range_end: prefixEnd(prefix),
+    });
     return r.kvs.map(toKv);
   }
 
   /** Puts a key (attached to `lease` when given); returns the new revision. */
   async put(key: string, value: string, lease?: string): Promise<number> {
-    const r: Any = await this.#unary("kv", "Put", {
+    const r = await this.#unary<Partial<pb.PutRequest>, pb.PutResponse>(KVService.Put, {
       key: Buffer.from(key),
       value: Buffer.from(value),
       lease: lease ?? "0",
@@ -310,13 +305,18 @@ export class EtcdClient {
 
   /** Deletes a key; returns how many were deleted. */
   async delete(key: string): Promise<number> {
-    const r: Any = await this.#unary("kv", "DeleteRange", { key: Buffer.from(key) });
+    const r = await this.#unary<Partial<pb.DeleteRangeRequest>, pb.DeleteRangeResponse>(KVService.DeleteRange, {
+      key: Buffer.from(key),
+    });
     return Number(r.deleted);
   }
 
   /** Deletes every key with this prefix. */
   async deletePrefix(prefix: string): Promise<number> {
-    const r: Any = await this.#unary("kv", "DeleteRange", { key: Buffer.from(prefix), range_end: prefixEnd(prefix) });
+    const r = await this.#unary<Partial<pb.DeleteRangeRequest>, pb.DeleteRangeResponse>(KVService.DeleteRange, {
+      key: Buffer.from(prefix),
+      range_end: prefixEnd(prefix),
+    });
     return Number(r.deleted);
   }
 
@@ -340,101 +340,110 @@ export class EtcdClient {
         ? { request_delete_range: { key: Buffer.from(k) } }
         : { request_put: { key: Buffer.from(k), value: Buffer.from(v), lease: lease ?? "0" } }
     );
-    const r: Any = await this.#unary("kv", "Txn", { compare, success, failure: [] });
+    const r = await this.#unary<unknown, pb.TxnResponse>(KVService.Txn, { compare, success, failure: [] });
     return Boolean(r.succeeded);
   }
 
   /** Grants a lease of `ttl` seconds; returns its ID (decimal string). */
   async leaseGrant(ttl: number): Promise<string> {
-    const r: Any = await this.#unary("lease", "LeaseGrant", { TTL: String(ttl), ID: "0" });
-    if (r.error) throw new EtcdClientError(grpc.status.UNKNOWN, r.error);
+    const r = await this.#unary<pb.LeaseGrantRequest, pb.LeaseGrantResponse>(LeaseService.LeaseGrant, {
+      TTL: String(ttl),
+      ID: "0",
+    });
+    if (r.error) throw new EtcdClientError(Status.UNKNOWN, r.error);
     return String(r.ID);
   }
 
   /** Remaining TTL of a lease in seconds (-1 when it does not exist). */
   async leaseTimeToLive(id: string): Promise<number> {
-    const r: Any = await this.#unary("lease", "LeaseTimeToLive", { ID: id, keys: false });
+    const r = await this.#unary<pb.LeaseTimeToLiveRequest, pb.LeaseTimeToLiveResponse>(
+      LeaseService.LeaseTimeToLive,
+      { ID: id, keys: false },
+    );
     return Number(r.TTL);
   }
 
   /** Revokes a lease, deleting every key attached to it. */
   async leaseRevoke(id: string): Promise<void> {
-    await this.#unary("lease", "LeaseRevoke", { ID: id });
+    await this.#unary<pb.LeaseRevokeRequest, pb.LeaseRevokeResponse>(LeaseService.LeaseRevoke, { ID: id });
   }
 
   /** One keep-alive round trip (clientv3's KeepAliveOnce); returns the new TTL, throws if the lease is gone. */
   async leaseKeepAliveOnce(id: string): Promise<number> {
     const deadline = Date.now() + this.#opts.requestTimeoutMs;
+    const method = LeaseService.LeaseKeepAlive;
+    const request = method.requestSerialize({ ID: id } satisfies pb.LeaseKeepAliveRequest);
     let lastErr: unknown;
     for (let i = 0; i < Math.max(1, this.#endpoints.length) && Date.now() < deadline; i++) {
-      const stub = this.#stubsFor(this.#endpoints[this.#current]).lease;
+      const call = this.#conn(this.#endpoints[this.#current]).bidiStream(method.path, this.#metadata());
       try {
-        const ttl = await new Promise<number>((resolve, reject) => {
-          const call = stub.LeaseKeepAlive(this.#metadata(), { deadline });
-          let done = false;
-          call.on("data", (resp: Any) => {
-            done = true;
-            call.end();
+        return await new Promise<number>((resolve, reject) => {
+          const timer = setTimeout(() => {
             call.cancel();
-            const ttl = Number(resp.TTL);
-            if (ttl <= 0) reject(new EtcdClientError(grpc.status.NOT_FOUND, "etcdserver: requested lease not found"));
+            reject(new EtcdClientError(Status.DEADLINE_EXCEEDED, "context deadline exceeded"));
+          }, deadline - Date.now());
+          call.on("message", (bytes: Uint8Array) => {
+            clearTimeout(timer);
+            call.cancel();
+            const ttl = Number((method.responseDeserialize(bytes) as pb.LeaseKeepAliveResponse).TTL);
+            if (ttl <= 0) reject(new EtcdClientError(Status.NOT_FOUND, "etcdserver: requested lease not found"));
             else resolve(ttl);
           });
-          call.on("error", (err: grpc.ServiceError) => {
-            if (!done) reject(new EtcdClientError(err.code, err.details || err.message));
+          call.on("close", () => {
+            clearTimeout(timer);
+            reject(
+              call.error ? clientError(call.error) : new EtcdClientError(Status.UNAVAILABLE, "keep-alive stream ended"),
+            );
           });
-          call.on("end", () => {
-            if (!done) reject(new EtcdClientError(grpc.status.UNAVAILABLE, "keep-alive stream ended"));
-          });
-          call.write({ ID: id });
+          call.write(request);
         });
-        return ttl;
       } catch (err) {
         lastErr = err;
-        if (!(err instanceof EtcdClientError) || !RETRYABLE.has(err.code)) throw err;
-        this.#current = (this.#current + 1) % this.#endpoints.length;
+        if (!(err instanceof EtcdClientError) || err.code !== Status.UNAVAILABLE) throw err;
+        this.#rotate();
       }
     }
-    throw lastErr;
+    throw lastErr ?? new EtcdClientError(Status.DEADLINE_EXCEEDED, "context deadline exceeded");
   }
 
   /** The cluster's members. */
   async memberList(): Promise<Member[]> {
-    const r: Any = await this.#unary("cluster", "MemberList", {});
-    return r.members.map((m: Any) => ({
-      id: String(m.ID),
-      name: m.name,
-      peerURLs: m.peerURLs,
-      clientURLs: m.clientURLs,
-      isLearner: m.isLearner,
-    }));
+    const r = await this.#unary<pb.EmptyRequest, pb.MemberListResponse>(ClusterService.MemberList, {});
+    return r.members.map(toMember);
   }
 
   /** Removes a member from the cluster (Raft). */
   async memberRemove(id: string): Promise<void> {
-    await this.#unary("cluster", "MemberRemove", { ID: id });
+    await this.#unary<pb.MemberIdRequest, pb.MemberListResponse>(ClusterService.MemberRemove, { ID: id });
   }
 
   /** Adds a member (a learner when `isLearner`) with these peer URLs; resolves with it as the cluster lists it. */
   async memberAdd(peerURLs: string[], isLearner: boolean): Promise<Member> {
-    const r: Any = await this.#unary("cluster", "MemberAdd", { peerURLs, isLearner });
-    const m = r.member;
-    return { id: String(m.ID), name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs, isLearner: m.isLearner };
+    const r = await this.#unary<pb.MemberAddRequest, pb.MemberAddResponse>(ClusterService.MemberAdd, {
+      peerURLs,
+      isLearner,
+    });
+    return toMember(r.member);
   }
 
   /** Makes a learner a voting member; asked of the leader (the endpoints are tried until one leads). */
   async memberPromote(id: string): Promise<void> {
-    await this.#unary("cluster", "MemberPromote", { ID: id }, true, true);
+    await this.#unary<pb.MemberIdRequest, pb.MemberListResponse>(ClusterService.MemberPromote, { ID: id }, true, true);
   }
 
   /** Hands leadership to voter `id`; asked of the leader, resolves once `id` leads. */
   async moveLeader(id: string): Promise<void> {
-    await this.#unary("maintenance", "MoveLeader", { targetID: id }, true, true);
+    await this.#unary<pb.MoveLeaderRequest, pb.HeaderResponse>(
+      MaintenanceService.MoveLeader,
+      { targetID: id },
+      true,
+      true,
+    );
   }
 
   /** Maintenance.Status of the endpoint in use. */
   async status(): Promise<{ leader: string; memberId: string; raftTerm: number; version: string }> {
-    const r: Any = await this.#unary("maintenance", "Status", {});
+    const r = await this.#unary<pb.EmptyRequest, pb.StatusResponse>(MaintenanceService.Status, {});
     return {
       leader: String(r.leader),
       memberId: String(r.header.member_id),
@@ -453,25 +462,26 @@ export class EtcdClient {
     onEvents: (events: WatchEvent[], revision: number) => void,
     onError?: (err: Error) => void,
   ): Watcher {
+    const method = WatchService.Watch;
     let nextRev = opts.startRevision ?? 0;
     let closed = false;
-    let call: Any;
+    let call: GrpcClientStream | undefined;
     let retryTimer: ReturnType<typeof setTimeout> | undefined;
     const start = () => {
       if (closed || this.#closed) return;
-      const stub = this.#stubsFor(this.#endpoints[this.#current]).watch;
-      call = stub.Watch(this.#metadata());
+      const current = this.#conn(this.#endpoints[this.#current]).bidiStream(method.path, this.#metadata());
+      call = current;
       let broken = false;
       const restart = () => {
         if (broken || closed) return;
         broken = true;
-        try {
-          call.cancel();
-        } catch { /* already closed */ }
-        this.#current = (this.#current + 1) % this.#endpoints.length;
-        retryTimer = setTimeout(start, 200);
+        current.cancel();
+        this.#rotate();
+        retryTimer = setTimeout(start, WATCH_RETRY_MS);
       };
-      call.on("data", (resp: Any) => {
+      current.on("message", (bytes: Uint8Array) => {
+        if (broken) return;
+        const resp = method.responseDeserialize(bytes) as pb.WatchResponse;
         if (resp.canceled) {
           const compact = Number(resp.compact_revision ?? 0);
           if (compact > 0) {
@@ -480,7 +490,12 @@ export class EtcdClient {
           }
           if (this.#opts.username !== undefined && WATCH_TOKEN_REFUSED.test(resp.cancel_reason ?? "")) {
             // the watch was refused for its token: authenticate again before the next attempt
-            this.#authenticate().catch((err) => onError?.(err)).finally(restart);
+            broken = true;
+            current.cancel();
+            this.#authenticate().catch((err) => onError?.(err)).finally(() => {
+              broken = false;
+              restart();
+            });
             return;
           }
           restart();
@@ -488,37 +503,34 @@ export class EtcdClient {
         }
         const rev = Number(resp.header?.revision ?? 0);
         if (resp.created && nextRev === 0) nextRev = rev + 1;
-        if (resp.events?.length > 0) {
-          const events: WatchEvent[] = resp.events.map((e: Any) => ({
-            type: e.type === 1 || e.type === "DELETE" ? "delete" : "put",
+        if (resp.events && resp.events.length > 0) {
+          const events: WatchEvent[] = resp.events.map((e) => ({
+            type: e.type === 1 ? "delete" : "put",
             kv: toKv(e.kv),
           }));
-          const last = events[events.length - 1].kv.modRevision;
-          nextRev = last + 1;
+          nextRev = events[events.length - 1].kv.modRevision + 1;
           onEvents(events, rev);
         }
       });
-      call.on("error", (err: Error) => {
-        if (!closed) onError?.(err);
+      current.on("close", () => {
+        if (broken || closed) return;
+        if (current.error) onError?.(clientError(current.error));
         restart();
       });
-      call.on("end", restart);
-      call.write({
+      current.write(method.requestSerialize({
         create_request: {
           key: Buffer.from(key),
           range_end: opts.prefix ? prefixEnd(key) : Buffer.alloc(0),
           start_revision: String(nextRev),
         },
-      });
+      }));
     };
     start();
     const w = {
       close: () => {
         closed = true;
         clearTimeout(retryTimer);
-        try {
-          call?.cancel();
-        } catch { /* already closed */ }
+        call?.cancel();
         this.#watchers.delete(w);
       },
     };
@@ -531,13 +543,7 @@ export class EtcdClient {
     this.#closed = true;
     clearInterval(this.#sync);
     for (const w of [...this.#watchers]) w.close();
-    for (const s of this.#stubs.values()) {
-      for (const c of [s.kv, s.lease, s.cluster, s.watch, s.maintenance, s.auth]) {
-        try {
-          c.close();
-        } catch { /* ignore */ }
-      }
-    }
-    this.#stubs.clear();
+    for (const c of this.#conns.values()) c.destroy();
+    this.#conns.clear();
   }
 }

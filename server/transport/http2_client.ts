@@ -1,6 +1,6 @@
 /**
  * A lean cleartext HTTP/2 client connection (h2c with prior knowledge, RFC 9113) over a node:net socket, and a small
- * gRPC client on top of it (`GrpcClient`): client-streaming calls and unary calls whose messages are already-serialized
+ * gRPC client on top of it (`GrpcClient`): unary, client-streaming and bidirectional calls whose messages are already-serialized
  * protobuf bytes.
  *
  * Shares the frame handling, stream bookkeeping and send machinery with the server connection (h2connection.ts,
@@ -410,7 +410,14 @@ class CallState implements ClientStreamHandler {
     private readonly maxLen: number,
     private readonly done: (err: GrpcError | null, messages: Buffer[]) => void,
     readonly onDrainCb: () => void,
+    /** streaming responses: each message as soon as it is complete (else they are kept for `done`) */
+    private readonly onMessage: ((message: Buffer) => void) | null = null,
   ) {}
+
+  private received(message: Buffer): void {
+    if (this.onMessage) this.onMessage(message);
+    else this.messages.push(message);
+  }
 
   onHeaders(fields: string[], endStream: boolean): void {
     if (this.finished) return;
@@ -478,8 +485,8 @@ class CallState implements ClientStreamHandler {
         this.body = Buffer.allocUnsafe(len);
         this.bodyPos = 0;
         if (len === 0) {
-          this.messages.push(this.body);
           this.body = null;
+          this.received(Buffer.alloc(0));
         }
       } else {
         const take = Math.min(n - p, this.body.length - this.bodyPos);
@@ -487,8 +494,9 @@ class CallState implements ClientStreamHandler {
         this.bodyPos += take;
         p += take;
         if (this.bodyPos === this.body.length) {
-          this.messages.push(this.body);
+          const message = this.body;
           this.body = null;
+          this.received(message);
         }
       }
     }
@@ -550,10 +558,11 @@ function requestHeaders(path: string, authority: string, md: CallMetadata | unde
 }
 
 /**
- * A client-streaming call: `write(bytes)` sends one serialized message (false: wait for 'drain'), `end()` half-closes.
- * Events: 'drain'; 'response' (the response message bytes, on success); 'error' (GrpcError, only emitted when an
- * 'error' listener is registered); 'close' (always, last, once the call is over: status received or stream/connection
- * lost).
+ * A client-streaming or bidirectional call: `write(bytes)` sends one serialized message (false: wait for 'drain'),
+ * `end()` half-closes. Events: 'drain'; 'message' (bidirectional calls: each response message's bytes, as it
+ * completes); 'response' (client-streaming calls: the response message bytes, on success); 'error' (GrpcError, only
+ * emitted when an 'error' listener is registered); 'close' (always, last, once the call is over: status received or
+ * stream/connection lost).
  */
 export class GrpcClientStream extends EventEmitter {
   /** The final status error, once the call failed. */
@@ -661,6 +670,23 @@ export class GrpcClient extends EventEmitter {
   clientStream(path: string, metadata?: CallMetadata): GrpcClientStream {
     let call: GrpcClientStream | null = null;
     const state = new CallState(this, this.maxLen, (err, msgs) => call!.done(err, msgs), () => call!.emit("drain"));
+    const stream = this.conn.request(requestHeaders(path, this.authority, metadata), state);
+    call = new GrpcClientStream(stream, state);
+    state.stream = stream;
+    if (!stream) state.finish(Status.UNAVAILABLE, this.unavailable());
+    return call;
+  }
+
+  /** Opens a bidirectional-streaming call (`path` like "/etcdserverpb.Watch/Watch"): responses arrive as 'message'. */
+  bidiStream(path: string, metadata?: CallMetadata): GrpcClientStream {
+    let call: GrpcClientStream | null = null;
+    const state = new CallState(
+      this,
+      this.maxLen,
+      (err, msgs) => call!.done(err, msgs),
+      () => call!.emit("drain"),
+      (message) => call!.emit("message", message),
+    );
     const stream = this.conn.request(requestHeaders(path, this.authority, metadata), state);
     call = new GrpcClientStream(stream, state);
     state.stream = stream;
