@@ -16,7 +16,7 @@
  * the members) and RSS at rest (2 s after the row), and for our server the longest event-loop stall during the row
  * (EG_EVENT_LOOP_STALLS=1: server/metrics/event_loop.ts). With --snapshot-count 10000 on both sides for 3 members.
  *
- * Environment: SCALE_KEYS (1000000), SCALE_SECONDS (10, per closed-loop row), SCALE_LEASES (100000),
+ * Environment: SCALE_KEYS (1000000), SCALE_VALUE_SIZE (256, bytes per value of the kv rows), SCALE_SECONDS (10, per closed-loop row), SCALE_LEASES (100000),
  * SCALE_SOAK_SECONDS (90), SCALE_SOAK_RATE (2000 puts/s), SCALE_WATCHERS (10000), and bench.ts's BENCH_ETCD,
  * BENCH_OURS, BENCH_CACHE.
  */
@@ -54,7 +54,8 @@ const LEASES = num("SCALE_LEASES", 100_000);
 const SOAK_SECONDS = num("SCALE_SOAK_SECONDS", 90);
 const SOAK_RATE = num("SCALE_SOAK_RATE", 2000);
 const WATCHERS = num("SCALE_WATCHERS", 10_000);
-const kvKeys = ["--key-space", String(KEYS), "--key-size", "16", "--val-size", "256"];
+const VALUE_SIZE = num("SCALE_VALUE_SIZE", 256);
+const kvKeys = ["--key-space", String(KEYS), "--key-size", "16", "--val-size", String(VALUE_SIZE)];
 
 type Group = "kv" | "watch" | "lease" | "soak";
 
@@ -67,7 +68,7 @@ interface ScaleRow {
 }
 
 const ROWS: ScaleRow[] = [
-  { id: "load", group: "kv", label: `load ${KEYS / 1e6} M keys, keys/s (txn of 100)` },
+  { id: "load", group: "kv", label: `load ${KEYS / 1e6} M keys of ${VALUE_SIZE} B, keys/s (txn of 100)` },
   { id: "mixed", group: "kv", label: "random 50/50 get/put, 64 clients" },
   { id: "count", group: "kv", label: "count all keys, 1 client" },
   { id: "scan", group: "kv", label: "range of 10,000 keys, 4 clients" },
