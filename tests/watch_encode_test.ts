@@ -126,6 +126,15 @@ Deno.test("range responses: header, kvs with and without lease, more, count, emp
       lease: "7587862072459722555",
     },
     { key: Buffer.from("k"), create_revision: 9, mod_revision: 9, version: 1, value: Buffer.alloc(0), lease: "0" },
+    // the first one's lease again after one without (the encoder keeps the last lease's bytes), long key and value
+    {
+      key: Buffer.alloc(300, 0x6b),
+      create_revision: 10,
+      mod_revision: 11,
+      version: 2,
+      value: Buffer.alloc(70_000, 0x76),
+      lease: "7587862072459722555",
+    },
   ];
   for (
     const res of [
