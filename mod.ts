@@ -9,6 +9,7 @@
 import { FlagError, parseEtcdFlags } from "./server/etcd/flags.ts";
 import { startEtcd } from "./server/etcd/server.ts";
 import { LogFlagError, newLogger, splitLogFlags } from "./server/etcd/zap.ts";
+import { tuneMalloc } from "./server/util/malloc.ts";
 import path from "node:path";
 import process from "node:process";
 
@@ -65,9 +66,11 @@ if (import.meta.main) {
   const [cmd, ...rest] = byName ? [byName, ...Deno.args] : Deno.args;
   switch (cmd) {
     case "etcd":
+      tuneMalloc();
       await runEtcd(rest);
       break;
     case "server": {
+      tuneMalloc();
       const { runServer } = await import("./server/easegress/main.ts");
       await runServer(rest);
       break;

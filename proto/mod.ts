@@ -3,7 +3,7 @@
  * from the generated descriptor. The server does not load grpc-js: grpc-js clients are in proto/grpc_js.ts.
  * This is the only module the server code should import from proto/.
  */
-import protobuf from "protobufjs";
+import protobuf from "protobufjs/light.js";
 import { Buffer } from "node:buffer";
 import { descriptor } from "./descriptor.ts";
 
