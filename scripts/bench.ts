@@ -1220,7 +1220,7 @@ async function main(): Promise<number> {
   // --scale: a million keys, ten thousand watchers, a hundred thousand leases (scripts/bench/scale.ts)
   if (Deno.args.includes("--scale")) {
     return await (await import("./bench/scale.ts")).runScaleBench(
-      Deno.args.filter((a) => a !== "--scale"),
+      Deno.args.filter((a) => a !== "--scale" && a !== "--"),
       {
         agreedLeader,
         buildLoadgen,
