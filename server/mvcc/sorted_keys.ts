@@ -117,16 +117,23 @@ export class SortedKeys {
   }
 
   /**
-   * The numbers of all keys in key order, lazily: safe to resume after the set changed (a long walk that yields to
-   * the event loop). Keys present throughout are seen once each, in order; keys inserted or deleted meanwhile may or
-   * may not be seen.
+   * The numbers of the keys in [from, end) in key order (end null: no upper bound), lazily: safe to resume after the
+   * set changed (a long walk that yields to the event loop). Keys present throughout are seen once each, in order;
+   * keys inserted or deleted meanwhile may or may not be seen.
    */
-  *values(): Generator<number> {
-    let ci = 0, i = 0;
+  *values(from: BKey = "", end: BKey | null = null): Generator<number> {
+    if (this.#chunks.length === 0) return;
+    let ci = this.#chunkOf(from);
+    let i = lowerBound(this.#chunks[ci], from);
+    if (i >= this.#chunks[ci].length) {
+      ci++;
+      i = 0;
+    }
     for (;;) {
       const c = this.#chunks;
       if (ci >= c.length) return;
       const k = c[ci][i];
+      if (end !== null && k >= end) return;
       yield this.#vals[ci][i];
       if (this.#chunks[ci]?.[i] !== k) {
         // the chunks moved while the caller held the walk: find k (or where it was) again

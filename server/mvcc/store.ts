@@ -243,6 +243,26 @@ export class MvccStore {
     return { kvs, count, rev };
   }
 
+  /**
+   * A read of [key, end) at revision `rev` (checked as `range` checks it) in steps, for reads too large for one turn
+   * of the event loop: see {@link RangeScan}.
+   */
+  scan(key: BKey, end: RangeEnd, rev: number, visit: (record: number) => void): RangeScan {
+    rev = this.checkRev(rev);
+    let kids: Iterator<number>;
+    if (end === "") {
+      const kid = this.#index.get(key);
+      kids = (kid === undefined ? [] : [kid])[Symbol.iterator]();
+    } else if (end !== null && end <= key) kids = [][Symbol.iterator]();
+    else kids = this.#index.values(key, end);
+    return new RangeScan(rev, kids, (kid) => this.#visible(kid, rev), visit, this.#beforeRestructure);
+  }
+
+  /** @internal the mvccpb.KeyValue of a record handed out by `scan` (a new object). */
+  _kv(record: number): KeyValue {
+    return this.#kv(record);
+  }
+
   /** The record of key id `kid` visible at `rev`, or -1 (none, or a tombstone). */
   #visible(kid: number, rev: number): number {
     const pages = this.#t.pages;
@@ -826,6 +846,56 @@ export class MvccStore {
       }
     }
     return { hash: h.value, rev: at, compactRev: this.compactRev };
+  }
+}
+
+/**
+ * A read of a key range at a fixed revision, a slice of keys at a time: `step(n)` visits the next `n` keys of the
+ * range and hands each one's record visible at the revision to `visit` (key order), so a caller can yield to the event
+ * loop between steps. Writes made between steps are newer than the revision and change nothing it sees; the keys
+ * they add have no record at the revision. A compaction or restore, which would move or drop the records it still has
+ * to visit, first runs it to its end (see `_beforeRestructure`): the result is the one a read in one go would give.
+ */
+export class RangeScan {
+  /** keys visited that had a record at the revision */
+  count = 0;
+  #done = false;
+  readonly #finishNow = () => this.#run(Infinity);
+
+  constructor(
+    readonly rev: number,
+    readonly kids: Iterator<number>,
+    readonly visible: (kid: number) => number,
+    readonly visit: (record: number) => void,
+    readonly restructures: Set<() => void>,
+  ) {
+    restructures.add(this.#finishNow);
+  }
+
+  /** Whether every key of the range was visited. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Visits up to `keys` more keys; returns whether the range is done. */
+  step(keys: number): boolean {
+    if (!this.#done) this.#run(keys);
+    return this.#done;
+  }
+
+  #run(keys: number): void {
+    for (let n = 0; n < keys; n++) {
+      const it = this.kids.next();
+      if (it.done) {
+        this.#done = true;
+        this.restructures.delete(this.#finishNow);
+        return;
+      }
+      const idx = this.visible(it.value);
+      if (idx < 0) continue;
+      this.count++;
+      this.visit(idx);
+    }
   }
 }
 

@@ -4,6 +4,7 @@
  * concatenation of a header, its watch ID and those bytes. Field numbers are etcd's (proto/etcdserverpb/rpc.proto,
  * proto/mvccpb/kv.proto); tests/watch_encode_test.ts checks the output against protobufjs.
  */
+import type { BKey } from "../mvcc/keys.ts";
 import type { StoreEvent } from "../mvcc/store.ts";
 import type { KeyValue, RangeResponse, ResponseHeader } from "../../proto/mod.ts";
 
@@ -24,6 +25,13 @@ function putVarint(buf: Uint8Array, pos: number, n: number): number {
   }
   buf[pos++] = n;
   return pos;
+}
+
+/** A varint field with a one-byte tag (field < 16); nothing when 0 (proto3). */
+function putIntField(buf: Uint8Array, pos: number, field: number, n: number): number {
+  if (n === 0) return pos;
+  buf[pos] = field << 3;
+  return putVarint(buf, pos + 1, n);
 }
 
 /** Varint bytes of a 64-bit value given as a decimal string (two's complement for negatives). */
@@ -184,17 +192,106 @@ export function watchEventsHead(
   return out;
 }
 
+/** etcdserverpb.ResponseHeader bytes of a header object. */
+function encodeHeader(h: Partial<ResponseHeader>): Uint8Array {
+  const head = new Msg();
+  if (h.cluster_id && h.cluster_id !== "0") head.rawVarint(1, varint64(h.cluster_id));
+  if (h.member_id && h.member_id !== "0") head.rawVarint(2, varint64(h.member_id));
+  return head.int(3, h.revision ?? 0).int(4, Number(h.raft_term ?? 0)).done();
+}
+
 /**
  * etcdserverpb.RangeResponse bytes, hand-encoded: through protobufjs (fromObject, then encode) a range of 10,000
  * keys cost about five times etcd's time per request and a long event-loop stall (`deno task bench -- --scale`, scan).
  */
 export function encodeRangeResponse(res: RangeResponse): Uint8Array {
-  const h: Partial<ResponseHeader> = res.header;
-  const head = new Msg();
-  if (h.cluster_id && h.cluster_id !== "0") head.rawVarint(1, varint64(h.cluster_id));
-  if (h.member_id && h.member_id !== "0") head.rawVarint(2, varint64(h.member_id));
-  head.int(3, h.revision ?? 0).int(4, Number(h.raft_term ?? 0));
-  const m = new Msg().bytes(1, head.done(), true);
+  const m = new Msg().bytes(1, encodeHeader(res.header), true);
   for (const kv of res.kvs) m.bytes(2, encodeKv(kv), true);
   return m.int(3, res.more ? 1 : 0).int(4, res.count).done();
 }
+
+/** The fields of a store record a range response carries (as MvccStore.record gives them). */
+export interface RecordFields {
+  key: BKey;
+  create: number;
+  mod: number;
+  version: number;
+  lease: string;
+  value: Uint8Array;
+}
+
+/**
+ * etcdserverpb.RangeResponse bytes built straight from store records, one `add` at a time (no KeyValue objects, no
+ * buffer per key): the bytes `encodeRangeResponse` gives for the same records. For the reads of many keys that are
+ * encoded in slices.
+ */
+export class RangeResponseBuilder {
+  #buf = new Uint8Array(4096);
+  #len = 0;
+  #leases = new Map<string, Uint8Array>();
+
+  /** @param keysOnly leave every value out (RangeRequest.keys_only) */
+  constructor(readonly keysOnly: boolean) {}
+
+  #room(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    const b = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + n));
+    b.set(this.#buf.subarray(0, this.#len));
+    this.#buf = b;
+  }
+
+  /** Appends one record as a `kvs` field. */
+  add(r: RecordFields): void {
+    const key = r.key, value = this.keysOnly ? EMPTY_BYTES : r.value;
+    let lease: Uint8Array | undefined;
+    if (r.lease !== "0") {
+      lease = this.#leases.get(r.lease);
+      if (!lease) this.#leases.set(r.lease, lease = varint64(r.lease));
+    }
+    let size = 0;
+    if (key.length > 0) size += 1 + varintLen(key.length) + key.length;
+    if (r.create !== 0) size += 1 + varintLen(r.create);
+    if (r.mod !== 0) size += 1 + varintLen(r.mod);
+    if (r.version !== 0) size += 1 + varintLen(r.version);
+    if (value.length > 0) size += 1 + varintLen(value.length) + value.length;
+    if (lease) size += 1 + lease.length;
+    this.#room(1 + varintLen(size) + size);
+    const b = this.#buf;
+    let p = this.#len;
+    b[p++] = (2 << 3) | 2;
+    p = putVarint(b, p, size);
+    if (key.length > 0) {
+      b[p++] = (1 << 3) | 2;
+      p = putVarint(b, p, key.length);
+      for (let i = 0; i < key.length; i++) b[p++] = key.charCodeAt(i);
+    }
+    p = putIntField(b, p, 2, r.create);
+    p = putIntField(b, p, 3, r.mod);
+    p = putIntField(b, p, 4, r.version);
+    if (value.length > 0) {
+      b[p++] = (5 << 3) | 2;
+      p = putVarint(b, p, value.length);
+      b.set(value, p);
+      p += value.length;
+    }
+    if (lease) {
+      b[p++] = 6 << 3;
+      b.set(lease, p);
+      p += lease.length;
+    }
+    this.#len = p;
+  }
+
+  /** The whole response: the header, the records added so far, `more` and `count`. */
+  done(header: Partial<ResponseHeader>, more: boolean, count: number): Uint8Array {
+    const head = new Msg().bytes(1, encodeHeader(header), true).done();
+    const tail = new Msg().int(3, more ? 1 : 0).int(4, count).done();
+    const out = new Uint8Array(head.length + this.#len + tail.length);
+    out.set(head);
+    out.set(this.#buf.subarray(0, this.#len), head.length);
+    out.set(tail, head.length + this.#len);
+    return out;
+  }
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
