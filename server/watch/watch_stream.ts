@@ -44,6 +44,11 @@ interface Watcher {
 }
 
 const COMPACTED_REASON = "mvcc: required revision has been compacted";
+/**
+ * A fan-out yields to the event loop (setTimeout 0) once it has run this long: a put seen by 10,000 watchers is
+ * 10,000 responses, and a few such commits in one turn held the loop for a quarter of a second.
+ */
+const FANOUT_SLICE_MS = 5;
 /** Revisions replayed per catch-up step (etcd replays up to 1000 revisions per batch). */
 const CATCHUP_REVS = 1000;
 
@@ -59,6 +64,9 @@ export class WatchHub {
   /** commits not yet fanned out, oldest first */
   #pending: { events: StoreEvent[]; keys: BKey[]; rev: number }[] = [];
   #fanOutScheduled = false;
+  /** the streams the oldest pending commit goes to (those open when its fan-out began), and how many have it */
+  #fanOutStreams: WatchStream[] | null = null;
+  #fanOutDone = 0;
 
   #headerRev = -1;
   #headerTerm = -1;
@@ -92,11 +100,29 @@ export class WatchHub {
     return this.#pending.length > 0 ? this.#pending[0].rev - 1 : this.store.currentRev;
   }
 
+  /**
+   * Hands the pending commits, oldest first, to every stream, in slices of FANOUT_SLICE_MS (a stream at a time):
+   * a commit stays pending (and `deliveredRev` below it) until every stream has it. A stream opened meanwhile is
+   * left out: its watchers start after the commit. A watcher that caught up from the history meanwhile is past it.
+   */
   readonly #fanOut = (): void => {
     this.#fanOutScheduled = false;
-    const pending = this.#pending;
-    this.#pending = [];
-    for (const c of pending) for (const s of this.#streams) s.onCommit(c.events, c.keys, c.rev);
+    const sliceEnd = performance.now() + FANOUT_SLICE_MS;
+    while (this.#pending.length > 0) {
+      const c = this.#pending[0];
+      const streams = this.#fanOutStreams ??= [...this.#streams];
+      while (this.#fanOutDone < streams.length) {
+        streams[this.#fanOutDone++].onCommit(c.events, c.keys, c.rev);
+        if (performance.now() >= sliceEnd && (this.#fanOutDone < streams.length || this.#pending.length > 1)) {
+          this.#fanOutScheduled = true;
+          setTimeout(this.#fanOut, 0); // setImmediate chains starve socket reads in Deno
+          return;
+        }
+      }
+      this.#pending.shift();
+      this.#fanOutStreams = null;
+      this.#fanOutDone = 0;
+    }
   };
 
   /** The encoded ResponseHeader at a revision (cached: a commit's responses share it). */
@@ -126,6 +152,8 @@ export class WatchHub {
    * compacted when its next revision is gone). */
   resync(): void {
     this.#pending = []; // the watchers catch up from the new history instead
+    this.#fanOutStreams = null;
+    this.#fanOutDone = 0;
     for (const s of this.#streams) s.resync();
   }
 
