@@ -39,6 +39,17 @@ export interface StoreEvent {
   prev: KeyValue | null;
 }
 
+/** The fields of one record (`MvccStore.record`): a key's version as the store holds it. */
+export interface RecordFields {
+  key: BKey;
+  create: number;
+  mod: number;
+  version: number;
+  /** lease ID as a decimal string, "0" for none */
+  lease: string;
+  value: Uint8Array;
+}
+
 /** Options of a read. */
 export interface RangeOptions {
   /** revision to read at; <= 0 means the latest */
@@ -679,14 +690,7 @@ export class MvccStore {
   }
 
   /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
-  record(idx: number): {
-    key: BKey;
-    create: number;
-    mod: number;
-    version: number;
-    lease: string;
-    value: Uint8Array;
-  } {
+  record(idx: number): RecordFields {
     const t = this.#t;
     const b = t.i(idx, I_BUF);
     return {

@@ -4,8 +4,7 @@
  * concatenation of a header, its watch ID and those bytes. Field numbers are etcd's (proto/etcdserverpb/rpc.proto,
  * proto/mvccpb/kv.proto); tests/watch_encode_test.ts checks the output against protobufjs.
  */
-import type { BKey } from "../mvcc/keys.ts";
-import type { StoreEvent } from "../mvcc/store.ts";
+import type { RecordFields, StoreEvent } from "../mvcc/store.ts";
 import type { KeyValue, RangeResponse, ResponseHeader } from "../../proto/mod.ts";
 
 /** Length of the varint encoding of a non-negative integer below 2^53. */
@@ -208,16 +207,6 @@ export function encodeRangeResponse(res: RangeResponse): Uint8Array {
   const m = new Msg().bytes(1, encodeHeader(res.header), true);
   for (const kv of res.kvs) m.bytes(2, encodeKv(kv), true);
   return m.int(3, res.more ? 1 : 0).int(4, res.count).done();
-}
-
-/** The fields of a store record a range response carries (as MvccStore.record gives them). */
-export interface RecordFields {
-  key: BKey;
-  create: number;
-  mod: number;
-  version: number;
-  lease: string;
-  value: Uint8Array;
 }
 
 /**
