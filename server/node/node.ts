@@ -613,7 +613,7 @@ export class Node {
         }
         if (rd.snapshot) await this.#disk.saveLeaderSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#disk.append(rd.entries, rd.hardState);
-        if (rd.mustSync) this.#disk.sync();
+        if (rd.mustSync) await this.#disk.syncAsync();
         if (putTrace.on) putTrace.entries(Stage.fsync, rd.entries);
         if (rd.messages.length > 0) {
           // what waited for the disk (acks, votes) goes out at once, before this turn's applying
