@@ -56,7 +56,7 @@ export interface EncodedRange {
 /** A range read visits this many keys between looks at the clock ... */
 const SCAN_STEP_KEYS = 256;
 /** ... and yields to the event loop once it has run this long (the longest a read holds the loop). */
-const SCAN_SLICE_MS = 5;
+const SCAN_SLICE_MS = 10;
 
 const num = (s: string | number | undefined): number => (s === undefined ? 0 : Number(s));
 

@@ -117,23 +117,16 @@ export class SortedKeys {
   }
 
   /**
-   * The numbers of the keys in [from, end) in key order (end null: no upper bound), lazily: safe to resume after the
-   * set changed (a long walk that yields to the event loop). Keys present throughout are seen once each, in order;
-   * keys inserted or deleted meanwhile may or may not be seen.
+   * The numbers of all keys in key order, lazily: safe to resume after the set changed (a long walk that yields to
+   * the event loop). Keys present throughout are seen once each, in order; keys inserted or deleted meanwhile may or
+   * may not be seen.
    */
-  *values(from: BKey = "", end: BKey | null = null): Generator<number> {
-    if (this.#chunks.length === 0) return;
-    let ci = this.#chunkOf(from);
-    let i = lowerBound(this.#chunks[ci], from);
-    if (i >= this.#chunks[ci].length) {
-      ci++;
-      i = 0;
-    }
+  *values(): Generator<number> {
+    let ci = 0, i = 0;
     for (;;) {
       const c = this.#chunks;
       if (ci >= c.length) return;
       const k = c[ci][i];
-      if (end !== null && k >= end) return;
       yield this.#vals[ci][i];
       if (this.#chunks[ci]?.[i] !== k) {
         // the chunks moved while the caller held the walk: find k (or where it was) again
@@ -147,6 +140,35 @@ export class SortedKeys {
         i = 0;
       }
     }
+  }
+
+  /**
+   * A walk over the keys in [from, end) (end null: no upper bound) in steps: each call `(max, fn)` calls fn(number)
+   * for up to `max` more keys in order and returns whether the walk is done. Safe to resume after the set changed
+   * (each step finds its place again after the last key it visited): keys present throughout are seen once each, in
+   * order; keys inserted or deleted meanwhile may or may not be seen.
+   */
+  walk(from: BKey, end: BKey | null): (max: number, fn: (v: number) => void) => boolean {
+    let last: BKey | null = null, done = false;
+    return (max, fn) => {
+      const c = this.#chunks;
+      if (done || c.length === 0) return done = true;
+      const at = last ?? from;
+      let ci = this.#chunkOf(at);
+      let i = lowerBound(c[ci], at);
+      if (last !== null && c[ci][i] === last) i++;
+      for (let n = 0; ci < c.length; ci++, i = 0) {
+        const chunk = c[ci], vals = this.#vals[ci];
+        for (; i < chunk.length; i++) {
+          const k = chunk[i];
+          if (end !== null && k >= end) return done = true;
+          if (n++ === max) return false;
+          last = k;
+          fn(vals[i]);
+        }
+      }
+      return done = true;
+    };
   }
 
   /** Removes every key for which `drop` returns true, in one pass. */

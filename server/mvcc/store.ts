@@ -50,6 +50,9 @@ export interface RecordFields {
   value: Uint8Array;
 }
 
+/** A resumable walk over key ids (SortedKeys.walk): visits up to `max` more, returns whether it is done. */
+type KeyWalk = (max: number, fn: (kid: number) => void) => boolean;
+
 /** Options of a read. */
 export interface RangeOptions {
   /** revision to read at; <= 0 means the latest */
@@ -264,13 +267,16 @@ export class MvccStore {
    */
   scan(key: BKey, end: RangeEnd, rev: number, visit: (record: number) => void): RangeScan {
     rev = this.checkRev(rev);
-    let kids: Iterator<number>;
+    let walk: KeyWalk;
     if (end === "") {
       const kid = this.#index.get(key);
-      kids = (kid === undefined ? [] : [kid])[Symbol.iterator]();
-    } else if (end !== null && end <= key) kids = [][Symbol.iterator]();
-    else kids = this.#index.values(key, end);
-    return new RangeScan(rev, kids, (kid) => this.#visible(kid, rev), visit, this.#beforeRestructure);
+      walk = (max, fn) => {
+        if (kid !== undefined && max > 0) fn(kid);
+        return true;
+      };
+    } else if (end !== null && end <= key) walk = () => true;
+    else walk = this.#index.walk(key, end);
+    return new RangeScan(walk, (kid) => this.#visible(kid, rev), visit, this.#beforeRestructure);
   }
 
   /** @internal the mvccpb.KeyValue of a record handed out by `scan` (a new object). */
@@ -869,10 +875,15 @@ export class RangeScan {
   count = 0;
   #done = false;
   readonly #finishNow = () => this.#run(Infinity);
+  readonly #visitKey = (kid: number) => {
+    const idx = this.visible(kid);
+    if (idx < 0) return;
+    this.count++;
+    this.visit(idx);
+  };
 
   constructor(
-    readonly rev: number,
-    readonly kids: Iterator<number>,
+    readonly walk: KeyWalk,
     readonly visible: (kid: number) => number,
     readonly visit: (record: number) => void,
     readonly restructures: Set<() => void>,
@@ -892,18 +903,9 @@ export class RangeScan {
   }
 
   #run(keys: number): void {
-    for (let n = 0; n < keys; n++) {
-      const it = this.kids.next();
-      if (it.done) {
-        this.#done = true;
-        this.restructures.delete(this.#finishNow);
-        return;
-      }
-      const idx = this.visible(it.value);
-      if (idx < 0) continue;
-      this.count++;
-      this.visit(idx);
-    }
+    if (!this.walk(keys, this.#visitKey)) return;
+    this.#done = true;
+    this.restructures.delete(this.#finishNow);
   }
 }
 

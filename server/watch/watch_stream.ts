@@ -48,7 +48,7 @@ const COMPACTED_REASON = "mvcc: required revision has been compacted";
  * A fan-out yields to the event loop (setTimeout 0) once it has run this long: a put seen by 10,000 watchers is
  * 10,000 responses, and a few such commits in one turn held the loop for a quarter of a second.
  */
-const FANOUT_SLICE_MS = 5;
+const FANOUT_SLICE_MS = 10;
 /** Revisions replayed per catch-up step (etcd replays up to 1000 revisions per batch). */
 const CATCHUP_REVS = 1000;
 
