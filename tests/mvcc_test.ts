@@ -268,3 +268,28 @@ Deno.test("a store of 10,000 keys (key ids over several pages) reads, deletes an
   assert.equal(s.keyCount, 10_000);
   assert.equal(s.range(k(4999), "", {}).kvs[0].value.toString(), "again");
 });
+
+Deno.test("key index walk: resumed after inserts and deletes (the last key visited included), keys present throughout seen once, in order", () => {
+  const idx = new SortedKeys();
+  const key = (i: number) => `k${String(i).padStart(5, "0")}`;
+  for (let i = 0; i < 3000; i += 2) idx.insert(key(i), i);
+  const seen: number[] = [];
+  const walk = idx.walk(key(100), key(2900));
+  let steps = 0;
+  while (!walk(37, (v) => seen.push(v))) {
+    steps++;
+    const last = seen.at(-1)!;
+    idx.delete(key(last)); // the key the walk stopped after
+    idx.insert(key(last + 1), last + 1); // odd keys: inserted around the walk's position
+    idx.insert(key(2999 - steps), 2999 - steps);
+    if (steps % 5 === 0) idx.delete(key(last + 40)); // a key ahead: deleted before the walk gets there
+  }
+  assert.ok(steps > 20);
+  const even = seen.filter((v) => v % 2 === 0);
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), "in key order");
+  assert.equal(new Set(seen).size, seen.length, "once each");
+  // every even key of the range not seen was deleted ahead of the walk (it is gone now)
+  for (let i = 100; i < 2900; i += 2) {
+    if (!even.includes(i)) assert.equal(idx.get(key(i)), undefined, `even key ${i} present throughout was skipped`);
+  }
+});
