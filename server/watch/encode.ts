@@ -142,7 +142,7 @@ const eventFieldCache = new WeakMap<Uint8Array, Uint8Array>();
  * The `events` fields (11) of a WatchResponse carrying these encoded events, in order. For one event the bytes are
  * cached on it: every watcher that gets the same event shares them.
  */
-export function eventFields(events: Uint8Array[]): Uint8Array {
+export function eventFields(events: readonly Uint8Array[]): Uint8Array {
   if (events.length === 1) {
     const e = events[0];
     let f = eventFieldCache.get(e);

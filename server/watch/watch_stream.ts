@@ -44,6 +44,7 @@ interface Watcher {
 }
 
 const COMPACTED_REASON = "mvcc: required revision has been compacted";
+const NONE: readonly Uint8Array[] = Object.freeze([]);
 /**
  * A fan-out yields to the event loop (setTimeout 0) once it has run this long: a put seen by 10,000 watchers is
  * 10,000 responses, and a few such commits in one turn held the loop for a quarter of a second.
@@ -311,19 +312,22 @@ export class WatchStream {
     }
   }
 
-  /** The encoded events of a batch this watcher wants. */
-  #matching(w: Watcher, events: StoreEvent[], keys: BKey[]): Uint8Array[] {
-    const out: Uint8Array[] = [];
+  /**
+   * The encoded events of a batch this watcher wants (NONE, not a new array, when it wants none: with 10,000 watchers
+   * on distinct keys every commit asks each of them).
+   */
+  #matching(w: Watcher, events: StoreEvent[], keys: BKey[]): readonly Uint8Array[] {
+    let out: Uint8Array[] | null = null;
     for (let i = 0; i < events.length; i++) {
       const ev = events[i];
       if (ev.type === PUT ? w.noPut : w.noDelete) continue;
       if (!inRange(keys[i], w.key, w.end)) continue;
-      out.push(encodeEvent(ev, w.prevKv));
+      (out ??= []).push(encodeEvent(ev, w.prevKv));
     }
-    return out;
+    return out ?? NONE;
   }
 
-  #deliver(w: Watcher, events: Uint8Array[], rev: number): void {
+  #deliver(w: Watcher, events: readonly Uint8Array[], rev: number): void {
     w.active = true;
     const header = this.hub.headerBytes(rev);
     if (!w.fragment) {
@@ -347,7 +351,7 @@ export class WatchStream {
   }
 
   /** One response with events: a small head of its own plus the event fields other watchers share. */
-  #sendEvents(header: Uint8Array, watchId: number, events: Uint8Array[], fragment: boolean): void {
+  #sendEvents(header: Uint8Array, watchId: number, events: readonly Uint8Array[], fragment: boolean): void {
     if (this.#closed) return;
     const fields = eventFields(events);
     if (!this.sink.sendFramed(watchEventsHead(header, watchId, fields.length, fragment), fields)) {
