@@ -94,3 +94,58 @@ Deno.test("watch fan-out: 6,000 watchers get every revision once and in order, o
   assert.ok(late, "a stream was opened during the fan-out");
   assert.deepEqual([...late!.revs.values()], [all.filter((r) => r >= lateFrom)]);
 });
+
+Deno.test("watch fan-out: watchers of one key, of another and of a range on a stream that backs up get every revision once, in order", async () => {
+  const store = new MvccStore();
+  const hub = new WatchHub(
+    store,
+    (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "3" }),
+    new HeaderEncoder("1", "2"),
+    () => 3,
+    1 << 20,
+    60_000,
+  );
+  let room = 5; // sends accepted before the stream reports a full buffer
+  const got = new Map<number, number[]>();
+  const record = (r: { watch_id?: number; events?: { kv: { mod_revision: number } }[] }) => {
+    for (const e of r.events ?? []) got.set(r.watch_id ?? 0, [...(got.get(r.watch_id ?? 0) ?? []), e.kv.mod_revision]);
+  };
+  const stream = hub.open({
+    send: (resp: WatchResponse) => {
+      record(resp as never);
+      return true;
+    },
+    sendFramed: (head, body) => {
+      record(decode(Buffer.concat([head.subarray(5), body])) as never);
+      return --room > 0;
+    },
+  });
+  const create = (key: string, end?: string) =>
+    stream.handle(
+      { create_request: { key: Buffer.from(key), range_end: end ? Buffer.from(end) : undefined } } as never,
+    );
+  create("hot"); // watch 0
+  create("quiet"); // watch 1
+  create("r/", "r0"); // watch 2: a range
+  create("hot"); // watch 3: a second watcher of the same key
+  const want = new Map<number, number[]>([[0, []], [1, []], [2, []], [3, []]]);
+  const put = (k: string) => {
+    const t = store.write();
+    t.put(k, Buffer.from("v"), "0");
+    t.end();
+    return store.currentRev;
+  };
+  for (let i = 0; i < 40; i++) {
+    const rev = put(i % 3 === 0 ? "r/x" : "hot");
+    want.get(i % 3 === 0 ? 2 : 0)!.push(rev);
+    if (i % 3 !== 0) want.get(3)!.push(rev);
+    if (i === 25) want.get(1)!.push(put("quiet"));
+    if (i % 10 === 9) await new Promise((r) => setTimeout(r, 1)); // let the fan-out run
+  }
+  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  room = 1e9;
+  stream.drained(); // the buffer has room again: the watchers that fell behind catch up from history
+  want.get(1)!.push(put("quiet"));
+  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(got, want);
+});

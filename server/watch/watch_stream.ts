@@ -169,6 +169,14 @@ export class WatchHub {
 /** The watchers of one gRPC Watch call. */
 export class WatchStream {
   #watchers = new Map<number, Watcher>();
+  /**
+   * The watchers of one key by key, and those of a range: a commit looks only at the watchers its keys can match
+   * (with 10,000 watchers on distinct keys, asking every one of them cost 0.3-0.4 ms per commit).
+   */
+  #byKey = new Map<BKey, Watcher[]>();
+  #ranged = new Set<Watcher>();
+  /** the last revision the hub handed to this stream: a synced watcher has everything up to it it wants */
+  #fanned = 0;
   #nextId = 0;
   #congested = false;
   #closed = false;
@@ -219,14 +227,16 @@ export class WatchStream {
       synced: !(start > 0 && start <= store.currentRev),
       active: false,
     };
-    this.#watchers.set(id, w);
+    this.#add(w);
     this.#send({ header: this.hub.header(store.currentRev), watch_id: id, created: true });
     if (start < 0) w.nextRev = 0;
     if (!w.synced || start < 0) this.#catchUp(w);
   }
 
   #cancel(id: number): void {
-    if (!this.#watchers.delete(id)) return;
+    const w = this.#watchers.get(id);
+    if (!w) return;
+    this.#remove(w);
     this.#send({ header: this.hub.header(this.hub.store.currentRev), watch_id: id, canceled: true });
   }
 
@@ -250,16 +260,67 @@ export class WatchStream {
 
   /** Called by the hub when a revision commits. */
   onCommit(events: StoreEvent[], keys: BKey[], rev: number): void {
-    for (const w of this.#watchers.values()) {
-      // not synced, or already past it (created after the commit, or caught up from history meanwhile)
-      if (!w.synced || rev < w.nextRev) continue;
-      if (this.#congested) {
-        w.synced = false; // resumes from history when the stream drains
-        continue;
+    if (this.#congested) {
+      // every synced watcher that still needs this revision resumes from history when the stream drains
+      for (const w of this.#watchers.values()) if (w.synced && rev >= this.#next(w)) this.#unsync(w);
+    } else {
+      for (const w of this.#candidates(keys)) {
+        // not synced, or already past it (created after the commit, or caught up from history meanwhile)
+        if (!w.synced || rev < this.#next(w)) continue;
+        if (this.#congested) {
+          this.#unsync(w);
+          continue;
+        }
+        const evs = this.#matching(w, events, keys);
+        w.nextRev = rev + 1;
+        if (evs.length > 0) this.#deliver(w, evs, rev);
       }
-      const evs = this.#matching(w, events, keys);
-      w.nextRev = rev + 1;
-      if (evs.length > 0) this.#deliver(w, evs, rev);
+    }
+    this.#fanned = rev;
+  }
+
+  /** The watchers a commit of these keys may concern: those of the keys, and every range watcher. */
+  #candidates(keys: BKey[]): Iterable<Watcher> {
+    if (keys.length === 1) {
+      const one = this.#byKey.get(keys[0]);
+      if (!one) return this.#ranged;
+      return this.#ranged.size === 0 ? one : [...one, ...this.#ranged];
+    }
+    const out = new Set<Watcher>();
+    for (const k of keys) for (const w of this.#byKey.get(k) ?? []) out.add(w);
+    for (const w of this.#ranged) out.add(w);
+    return out;
+  }
+
+  /** The next revision a watcher has to deliver: a synced one has been handed every commit up to #fanned. */
+  #next(w: Watcher): number {
+    return w.synced ? Math.max(w.nextRev, this.#fanned + 1) : w.nextRev;
+  }
+
+  /** A watcher falls back to catching up from the store's history, from the first revision it still needs. */
+  #unsync(w: Watcher): void {
+    w.nextRev = this.#next(w);
+    w.synced = false;
+  }
+
+  #add(w: Watcher): void {
+    this.#watchers.set(w.id, w);
+    if (w.end !== "") this.#ranged.add(w);
+    else {
+      const list = this.#byKey.get(w.key);
+      if (list) list.push(w);
+      else this.#byKey.set(w.key, [w]);
+    }
+  }
+
+  #remove(w: Watcher): void {
+    this.#watchers.delete(w.id);
+    if (w.end !== "") this.#ranged.delete(w);
+    else {
+      const list = this.#byKey.get(w.key)!;
+      const rest = list.filter((x) => x !== w);
+      if (rest.length > 0) this.#byKey.set(w.key, rest);
+      else this.#byKey.delete(w.key);
     }
   }
 
@@ -274,7 +335,7 @@ export class WatchStream {
 
   /** Moves every watcher to catching up from the store's history. */
   resync(): void {
-    for (const w of this.#watchers.values()) w.synced = false;
+    for (const w of this.#watchers.values()) if (w.synced) this.#unsync(w);
     this.drained();
   }
 
@@ -282,6 +343,8 @@ export class WatchStream {
   close(): void {
     this.#closed = true;
     this.#watchers.clear();
+    this.#byKey.clear();
+    this.#ranged.clear();
     this.hub._closed(this);
   }
 
@@ -289,7 +352,7 @@ export class WatchStream {
     const store = this.hub.store;
     while (!this.#congested && this.#watchers.get(w.id) === w) {
       if (w.nextRev < store.compactRev || w.nextRev <= 0) {
-        this.#watchers.delete(w.id);
+        this.#remove(w);
         this.#send({
           header: this.hub.header(store.currentRev),
           watch_id: w.id,
@@ -312,10 +375,7 @@ export class WatchStream {
     }
   }
 
-  /**
-   * The encoded events of a batch this watcher wants (NONE, not a new array, when it wants none: with 10,000 watchers
-   * on distinct keys every commit asks each of them).
-   */
+  /** The encoded events of a batch this watcher wants (NONE, not a new array, when it wants none). */
   #matching(w: Watcher, events: StoreEvent[], keys: BKey[]): readonly Uint8Array[] {
     let out: Uint8Array[] | null = null;
     for (let i = 0; i < events.length; i++) {
