@@ -215,8 +215,9 @@ export function encodeRangeResponse(res: RangeResponse): Uint8Array {
  * encoded in slices.
  */
 export class RangeResponseBuilder {
+  /** the records start at HEAD_ROOM: the header field goes in front of them without a copy of the whole */
   #buf = new Uint8Array(4096);
-  #len = 0;
+  #len = HEAD_ROOM;
   #leases = new Map<string, Uint8Array>();
 
   /** @param keysOnly leave every value out (RangeRequest.keys_only) */
@@ -275,12 +276,16 @@ export class RangeResponseBuilder {
   done(header: Partial<ResponseHeader>, more: boolean, count: number): Uint8Array {
     const head = new Msg().bytes(1, encodeHeader(header), true).done();
     const tail = new Msg().int(3, more ? 1 : 0).int(4, count).done();
-    const out = new Uint8Array(head.length + this.#len + tail.length);
-    out.set(head);
-    out.set(this.#buf.subarray(0, this.#len), head.length);
-    out.set(tail, head.length + this.#len);
-    return out;
+    if (head.length > HEAD_ROOM) throw new Error(`range response: a header of ${head.length} bytes`);
+    this.#room(tail.length);
+    const start = HEAD_ROOM - head.length;
+    this.#buf.set(head, start);
+    this.#buf.set(tail, this.#len);
+    return this.#buf.subarray(start, this.#len + tail.length);
   }
 }
+
+/** Room for the header field before a range response's records: 2 + 4 varints of at most 10 bytes, and their tags. */
+const HEAD_ROOM = 48;
 
 const EMPTY_BYTES = new Uint8Array(0);
