@@ -36,9 +36,9 @@ function recordingStream(hub: WatchHub) {
   return { stream, revs };
 }
 
-Deno.test("watch fan-out: 6,000 watchers get every revision once and in order, over several slices", async () => {
-  const store = new MvccStore();
-  const hub = new WatchHub(
+/** A member's watch hub over a store (header fields fixed, progress notifications off). */
+function hubOf(store: MvccStore): WatchHub {
+  return new WatchHub(
     store,
     (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "3" }),
     new HeaderEncoder("1", "2"),
@@ -46,6 +46,11 @@ Deno.test("watch fan-out: 6,000 watchers get every revision once and in order, o
     1 << 20,
     60_000,
   );
+}
+
+Deno.test("watch fan-out: 6,000 watchers get every revision once and in order, over several slices", async () => {
+  const store = new MvccStore();
+  const hub = hubOf(store);
   const STREAMS = 120, PER_STREAM = 50, COMMITS = 12;
   const streams = Array.from({ length: STREAMS }, () => recordingStream(hub));
   for (const { stream } of streams) {
@@ -97,14 +102,7 @@ Deno.test("watch fan-out: 6,000 watchers get every revision once and in order, o
 
 Deno.test("watch fan-out: watchers of one key, of another and of a range on a stream that backs up get every revision once, in order", async () => {
   const store = new MvccStore();
-  const hub = new WatchHub(
-    store,
-    (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "3" }),
-    new HeaderEncoder("1", "2"),
-    () => 3,
-    1 << 20,
-    60_000,
-  );
+  const hub = hubOf(store);
   let room = 5; // sends accepted before the stream reports a full buffer
   const got = new Map<number, number[]>();
   const record = (r: { watch_id?: number; events?: { kv: { mod_revision: number } }[] }) => {
