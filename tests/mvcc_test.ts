@@ -4,6 +4,7 @@ import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { prefixEnd, toBKey } from "../server/mvcc/keys.ts";
 import { SortedKeys } from "../server/mvcc/sorted_keys.ts";
+import { PagedArray } from "../server/mvcc/paged_array.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { decodeState, encodeState } from "../server/apply/state_codec.ts";
@@ -233,4 +234,62 @@ Deno.test("the key index stays sorted through random inserts, deletes and filter
   assert.equal(idx.size, sorted.length);
   assert.deepEqual([...idx.range("", null)], sorted);
   assert.deepEqual([...idx.range("m", "p")], sorted.filter((k) => k >= "m" && k < "p"));
+});
+
+Deno.test("paged array: push, get and set across page boundaries read back like a plain array", () => {
+  const paged = new PagedArray<number>(), plain: number[] = [];
+  for (let i = 0; i < 10_000; i++) assert.equal(paged.push(i * 3), plain.push(i * 3) - 1);
+  for (let i = 0; i < 10_000; i += 7) {
+    paged.set(i, -i);
+    plain[i] = -i;
+  }
+  assert.equal(paged.length, plain.length);
+  for (let i = 0; i < plain.length; i++) assert.equal(paged.get(i), plain[i]);
+});
+
+Deno.test("a store of 10,000 keys (key ids over several pages) reads, deletes and compacts them all", () => {
+  const s = new MvccStore();
+  const k = (i: number) => `p${String(i).padStart(5, "0")}`;
+  for (let i = 0; i < 10_000; i += 100) {
+    const t = s.write();
+    for (let j = i; j < i + 100; j++) t.put(k(j), Buffer.from(`v${j}`), "0");
+    t.end();
+  }
+  const t = s.write();
+  t.deleteRange(k(0), k(5000));
+  t.end();
+  s.compact(s.currentRev);
+  const rest = s.range("", null, {});
+  assert.equal(rest.count, 5000);
+  assert.deepEqual(rest.kvs.map((kv) => kv.value.toString()), Array.from({ length: 5000 }, (_, i) => `v${5000 + i}`));
+  const u = s.write();
+  for (let i = 0; i < 5000; i++) u.put(k(i), Buffer.from("again"), "0"); // reuses the freed key ids
+  u.end();
+  assert.equal(s.keyCount, 10_000);
+  assert.equal(s.range(k(4999), "", {}).kvs[0].value.toString(), "again");
+});
+
+Deno.test("key index walk: resumed after inserts and deletes (the last key visited included), keys present throughout seen once, in order", () => {
+  const idx = new SortedKeys();
+  const key = (i: number) => `k${String(i).padStart(5, "0")}`;
+  for (let i = 0; i < 3000; i += 2) idx.insert(key(i), i);
+  const seen: number[] = [];
+  const walk = idx.walk(key(100), key(2900));
+  let steps = 0;
+  while (!walk(37, (v) => seen.push(v))) {
+    steps++;
+    const last = seen.at(-1)!;
+    idx.delete(key(last)); // the key the walk stopped after
+    idx.insert(key(last + 1), last + 1); // odd keys: inserted around the walk's position
+    idx.insert(key(2999 - steps), 2999 - steps);
+    if (steps % 5 === 0) idx.delete(key(last + 40)); // a key ahead: deleted before the walk gets there
+  }
+  assert.ok(steps > 20);
+  const even = seen.filter((v) => v % 2 === 0);
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), "in key order");
+  assert.equal(new Set(seen).size, seen.length, "once each");
+  // every even key of the range not seen was deleted ahead of the walk (it is gone now)
+  for (let i = 100; i < 2900; i += 2) {
+    if (!even.includes(i)) assert.equal(idx.get(key(i)), undefined, `even key ${i} present throughout was skipped`);
+  }
 });

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
+import zlib from "node:zlib";
+import { crc32InPieces, type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
 
 async function tempDir(): Promise<string> {
   return await fs.mkdtemp(path.join(os.tmpdir(), "snap-test-"));
@@ -101,4 +102,12 @@ Deno.test("snap: only a snapshot the WAL records is loaded; a newer unrecorded o
   // the file is left in place: once a mark records it, it loads
   assert.deepEqual(await s.loadNewest([{ index: 100, term: 1 }, { index: 200, term: 2 }]), snap(200, 2));
   await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snapshot crc in pieces: the crc32 zlib computes in one go, over several pieces", async () => {
+  const data = new Uint8Array(70 << 20); // three pieces of 32 MiB
+  for (let i = 0; i < data.length; i += 997) data[i] = i & 0xff;
+  const seed = zlib.crc32(new Uint8Array([1, 2, 3]));
+  assert.equal(await crc32InPieces(data, seed), zlib.crc32(data, seed));
+  assert.equal(await crc32InPieces(new Uint8Array(0), seed), seed);
 });

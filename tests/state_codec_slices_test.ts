@@ -139,3 +139,26 @@ Deno.test("state codec: a compaction or a restore during an encode in slices fin
     assert.equal(await sha256(await pending), expected, restructure);
   }
 });
+
+Deno.test("state codec: 20,000 leases are written in slices too, and the blob is the one written at once", async () => {
+  const m = machine();
+  for (let l = 1; l <= 20_000; l++) m.apply({ op: "lease_grant", lease_grant: { ID: String(7000 + l), TTL: "60" } });
+  m.put("k", "v", "7001");
+  m.apply({ op: "alarm", alarm: { action: 1, memberID: "11", alarm: 1 } });
+  const expected = m.encode();
+  const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
+  const enc = new StateEncoder(meta, ...m.parts());
+  let slices = 0;
+  // step(0): the sizing walk is one slice (two records), then each slice writes 512 leases
+  while (!enc.step(0)) {
+    slices++;
+    m.apply({ op: "lease_revoke", lease_revoke: { ID: String(27_001 - slices) } }); // still in the blob
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.ok(slices >= 20_000 / 512, `${slices} slices`);
+  assert.equal(await sha256(enc.result), await sha256(expected));
+  const again = machine();
+  decodeState(enc.result, again.store, again.lessor, again.applier.alarms, new Members());
+  assert.equal(again.lessor.leases.size, 20_000);
+  assert.equal(again.applier.alarms.length, 1);
+});

@@ -301,6 +301,9 @@ async function soak(loadgen: string, c: Cluster): Promise<Measured> {
     m.note = `RSS every 1 s (MB): first ${mb(samples[0])}, min ${mb(Math.min(...samples))}, max ${
       mb(Math.max(...samples))
     }, last ${mb(samples.at(-1)!)}; trend ${perMin >= 0 ? "+" : ""}${perMin.toFixed(1)} MB/min (last third vs middle)`;
+    const minutes: string[] = [];
+    for (let i = 0; i + 60 <= samples.length; i += 60) minutes.push(mb(avg(samples.slice(i, i + 60))));
+    if (minutes.length > 1) m.note += `; mean of each minute ${minutes.join(", ")} MB`;
   }
   return m;
 }

@@ -10,7 +10,8 @@ import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
 import { AuthStore, isAuthOp } from "../auth/store.ts";
 import { leaseId, type Lessor } from "../lease/lessor.ts";
-import { rangeEndOf, toBKey } from "../mvcc/keys.ts";
+import { type BKey, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
+import { RangeResponseBuilder } from "../watch/encode.ts";
 import { type KeyValue, type MvccStore, PUT, type WriteTxn } from "../mvcc/store.ts";
 import { txnCost } from "./quota.ts";
 import {
@@ -46,6 +47,16 @@ export type Alarm = AlarmMember;
 
 /** A RangeResponse as the store produced it: its kvs are store records (keys and values as Buffers). */
 export type RangeOut = Omit<RangeResponse, "kvs"> & { kvs: KeyValue[] };
+
+/** A Range answered with its RangeResponse bytes already encoded (the Range RPC sends them as they are). */
+export interface EncodedRange {
+  encoded: Uint8Array;
+}
+
+/** A range read visits this many keys between looks at the clock ... */
+const SCAN_STEP_KEYS = 256;
+/** ... and yields to the event loop once it has run this long (the longest a read holds the loop). */
+const SCAN_SLICE_MS = 10;
 
 const num = (s: string | number | undefined): number => (s === undefined ? 0 : Number(s));
 
@@ -129,38 +140,39 @@ export class Applier {
 
   /** Range at the store's latest state (or inside a write txn), applying etcd's sort, filter and limit rules. */
   range(r: RangeRequest, t?: WriteTxn): RangeOut {
-    const key = toBKey(r.key);
-    const end = rangeEndOf(r.range_end);
-    const limit = num(r.limit);
-    const sortOrder = r.sort_order ?? SortOrder.NONE;
-    const sortTarget = r.sort_target ?? SortTarget.KEY;
-    const filtered = num(r.min_mod_revision) || num(r.max_mod_revision) || num(r.min_create_revision) ||
-      num(r.max_create_revision);
-    const fetchAll = sortOrder !== SortOrder.NONE || filtered;
-    const opts = { rev: num(r.revision), limit: fetchAll || limit <= 0 ? 0 : limit + 1, countOnly: r.count_only };
-    const res = t ? t.range(key, end, opts) : this.store.range(key, end, opts);
-    let kvs = res.kvs;
-    if (filtered) {
-      const minMod = num(r.min_mod_revision), maxMod = num(r.max_mod_revision);
-      const minCr = num(r.min_create_revision), maxCr = num(r.max_create_revision);
-      kvs = kvs.filter((kv) =>
-        !(minMod > 0 && kv.mod_revision < minMod) && !(maxMod > 0 && kv.mod_revision > maxMod) &&
-        !(minCr > 0 && kv.create_revision < minCr) && !(maxCr > 0 && kv.create_revision > maxCr)
-      );
-    }
-    let order = sortOrder;
-    if (sortTarget !== SortTarget.KEY && order === SortOrder.NONE) order = SortOrder.ASCEND;
-    if (order !== SortOrder.NONE) kvs = sortKvs(kvs === res.kvs ? kvs.slice() : kvs, sortTarget, order);
-    let more = false;
-    if (limit > 0 && kvs.length > limit) {
-      kvs = kvs.slice(0, limit);
-      more = true;
-    }
-    if (r.keys_only) {
-      kvs = kvs.map((kv) => ({ ...kv, value: EMPTY }));
-    }
+    const q = rangeQuery(r);
+    const opts = { rev: num(r.revision), limit: q.fetchAll || q.limit <= 0 ? 0 : q.limit + 1, countOnly: r.count_only };
+    const res = t ? t.range(q.key, q.end, opts) : this.store.range(q.key, q.end, opts);
     // inside a txn etcd's inner headers carry only the revision
-    return { header: t ? { revision: res.rev } : this.header(res.rev), kvs, more, count: res.count };
+    return shapeRange(r, q, res.kvs, res.count, t ? { revision: res.rev } : this.header(res.rev));
+  }
+
+  /**
+   * `range` for the Range RPC, with the same result: the keys are visited in slices of SCAN_SLICE_MS that yield to
+   * the event loop between them (a count or scan over a million keys would hold it for a quarter of a second), and,
+   * unless a sort or filter needs the records as objects, the response is encoded straight from the store's records.
+   */
+  async rangeInSlices(r: RangeRequest): Promise<RangeOut | EncodedRange> {
+    const q = rangeQuery(r), store = this.store;
+    const header = this.header(store.currentRev);
+    const kvs: KeyValue[] = [];
+    // the records as they come, in key order, are the answer unless they are sorted (or filtered) first
+    const builder = q.fetchAll || q.sorted || r.count_only ? null : new RangeResponseBuilder(r.keys_only);
+    const read = q.fetchAll || q.limit <= 0 ? Infinity : q.limit + 1;
+    const scan = store.scan(q.key, q.end, num(r.revision), (idx) => {
+      if (r.count_only) return;
+      if (builder) {
+        if (q.limit <= 0 || scan.count <= q.limit) builder.add(store.record(idx));
+      } else if (scan.count <= read) kvs.push(store._kv(idx));
+    });
+    let sliceEnd = performance.now() + SCAN_SLICE_MS;
+    while (!scan.step(SCAN_STEP_KEYS)) {
+      if (performance.now() < sliceEnd) continue;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      sliceEnd = performance.now() + SCAN_SLICE_MS;
+    }
+    if (!builder) return shapeRange(r, q, kvs, scan.count, header);
+    return { encoded: builder.done(header, q.limit > 0 && scan.count > q.limit, scan.count) };
   }
 
   #put(t: WriteTxn, p: PutRequest): PutResponse {
@@ -318,6 +330,68 @@ function compareOne(c: Compare, kv: KeyValue): boolean {
       return cmpResult(c.result, cmpBig(BigInt(kv.lease), BigInt(c.lease ?? 0)));
   }
   return false;
+}
+
+/** A RangeRequest's key range and the rules that decide how its records are shaped. */
+interface RangeQuery {
+  key: BKey;
+  end: RangeEnd;
+  limit: number;
+  /** min/max mod/create revision filters */
+  filtered: boolean;
+  /** the records must all be read before the limit applies (a sort order or a filter) */
+  fetchAll: boolean;
+  /** the records are sorted before the limit applies (a sort order, or a sort target other than the key) */
+  sorted: boolean;
+}
+
+function rangeQuery(r: RangeRequest): RangeQuery {
+  const filtered = !!(num(r.min_mod_revision) || num(r.max_mod_revision) || num(r.min_create_revision) ||
+    num(r.max_create_revision));
+  const ordered = (r.sort_order ?? SortOrder.NONE) !== SortOrder.NONE;
+  return {
+    key: toBKey(r.key),
+    end: rangeEndOf(r.range_end),
+    limit: num(r.limit),
+    filtered,
+    fetchAll: ordered || filtered,
+    sorted: ordered || (r.sort_target ?? SortTarget.KEY) !== SortTarget.KEY,
+  };
+}
+
+/**
+ * etcd's filter, sort, limit and keys_only rules over the records read (all of them with `fetchAll`, else at most
+ * limit + 1), and the response.
+ */
+function shapeRange(
+  r: RangeRequest,
+  q: RangeQuery,
+  read: KeyValue[],
+  count: number,
+  header: Partial<ResponseHeader>,
+): RangeOut {
+  let kvs = read;
+  if (q.filtered) {
+    const minMod = num(r.min_mod_revision), maxMod = num(r.max_mod_revision);
+    const minCr = num(r.min_create_revision), maxCr = num(r.max_create_revision);
+    kvs = kvs.filter((kv) =>
+      !(minMod > 0 && kv.mod_revision < minMod) && !(maxMod > 0 && kv.mod_revision > maxMod) &&
+      !(minCr > 0 && kv.create_revision < minCr) && !(maxCr > 0 && kv.create_revision > maxCr)
+    );
+  }
+  const sortTarget = r.sort_target ?? SortTarget.KEY;
+  let order = r.sort_order ?? SortOrder.NONE;
+  if (sortTarget !== SortTarget.KEY && order === SortOrder.NONE) order = SortOrder.ASCEND;
+  if (order !== SortOrder.NONE) kvs = sortKvs(kvs === read ? kvs.slice() : kvs, sortTarget, order);
+  let more = false;
+  if (q.limit > 0 && kvs.length > q.limit) {
+    kvs = kvs.slice(0, q.limit);
+    more = true;
+  }
+  if (r.keys_only) {
+    kvs = kvs.map((kv) => ({ ...kv, value: EMPTY }));
+  }
+  return { header: header as ResponseHeader, kvs, more, count };
 }
 
 function sortKvs(kvs: KeyValue[], target: number, order: number): KeyValue[] {

@@ -73,6 +73,9 @@ export class StateEncoder {
   #out: Uint8Array | null = null;
   #view: DataView | null = null;
   #pos = 0;
+  /** leases written so far, and whether they and the alarms are all written */
+  #leasesDone = 0;
+  #leasesWritten = false;
   #done = false;
   /** what the store calls before it is restructured */
   #finishNow = () => void this.finish();
@@ -105,6 +108,7 @@ export class StateEncoder {
     const stop = performance.now() + ms;
     const store = this.#store;
     for (;;) {
+      if (this.#out && !this.#leasesWritten && !this.#writeLeases(stop)) return false;
       let n = 0;
       for (let r = this.#walk.next(); !r.done; r = this.#walk.next()) {
         if (this.#out) this.#record(r.value);
@@ -183,16 +187,27 @@ export class StateEncoder {
     this.#f64(this.#currentRev);
     this.#f64(this.#compactRev);
     this.#u32(this.#leaseIds.length);
-    for (let i = 0; i < this.#leaseIds.length; i++) {
-      this.#latin1(this.#leaseIds[i]);
-      this.#f64(this.#leaseTtls[i]);
+    this.#walk = this.#store.dumpRecords(this.#bounds); // the same records: the table below #upTo has not changed
+  }
+
+  /**
+   * Writes the leases (in slices too: 100,000 of them took tens of ms) and then the alarms, which precede the
+   * records; returns false when the clock ran out first.
+   */
+  #writeLeases(stop: number): boolean {
+    const ids = this.#leaseIds, ttls = this.#leaseTtls;
+    while (this.#leasesDone < ids.length) {
+      this.#latin1(ids[this.#leasesDone]);
+      this.#f64(ttls[this.#leasesDone]);
+      if (++this.#leasesDone % RECORDS_PER_CLOCK_CHECK === 0 && performance.now() >= stop) return false;
     }
     this.#u32(this.#alarms.length);
     for (const a of this.#alarms) {
       this.#bytes(a.member);
       this.#u32(a.alarm);
     }
-    this.#walk = this.#store.dumpRecords(this.#bounds); // the same records: the table below #upTo has not changed
+    this.#leasesWritten = true;
+    return true;
   }
 
   #record(idx: number): void {

@@ -16,6 +16,7 @@ import type { WatchHub } from "../watch/watch_stream.ts";
 import { encodeEtcdSnapshot, etcdSnapshotInput } from "../snapshot/etcd_backend.ts";
 import { checkDelete, checkPut, checkRange, checkTxn } from "./validate.ts";
 import { requestCost } from "../apply/quota.ts";
+import type { EncodedRange } from "../apply/applier.ts";
 import { putTrace } from "../trace/put_trace.ts";
 import { stateHash } from "../apply/state_hash.ts";
 import {
@@ -140,11 +141,11 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const { node, auth } = ctx;
   const authState = auth.store;
   return {
-    Range: unary<RangeRequest, RangeResponse>(async (r, call) => {
+    Range: unary<RangeRequest, RangeResponse | EncodedRange>(async (r, call) => {
       checkRange(r);
       if (authState.enabled) authState.checkRead(auth.info(call), r);
       if (!r.serializable) await node.readIndex();
-      return node.applier.range(r);
+      return await node.applier.rangeInSlices(r);
     }),
     Put: unary<PutRequest, PutResponse>((r, call) => {
       checkPut(r);
@@ -517,8 +518,8 @@ export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
 /** The KV service with Range's responses encoded by hand (server/watch/encode.ts): large ranges are the hot case. */
 function rangeEncodedByHand(def: ServiceDefinition): ServiceDefinition {
   const serialize = (v: unknown) => {
-    // the value is what the Range handler answered
-    const b = encodeRangeResponse(v as RangeResponse);
+    // the value is what the Range handler answered: bytes already encoded, or a response to encode
+    const b = (v as Partial<EncodedRange>).encoded ?? encodeRangeResponse(v as RangeResponse);
     return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   };
   return { ...def, Range: { ...def.Range, responseSerialize: serialize } };

@@ -142,6 +142,35 @@ export class SortedKeys {
     }
   }
 
+  /**
+   * A walk over the keys in [from, end) (end null: no upper bound) in steps: each call `(max, fn)` calls fn(number)
+   * for up to `max` more keys in order and returns whether the walk is done. Safe to resume after the set changed
+   * (each step finds its place again after the last key it visited): keys present throughout are seen once each, in
+   * order; keys inserted or deleted meanwhile may or may not be seen.
+   */
+  walk(from: BKey, end: BKey | null): (max: number, fn: (v: number) => void) => boolean {
+    let last: BKey | null = null, done = false;
+    return (max, fn) => {
+      const c = this.#chunks;
+      if (done || c.length === 0) return done = true;
+      const at = last ?? from;
+      let ci = this.#chunkOf(at);
+      let i = lowerBound(c[ci], at);
+      if (last !== null && c[ci][i] === last) i++;
+      for (let n = 0; ci < c.length; ci++, i = 0) {
+        const chunk = c[ci], vals = this.#vals[ci];
+        for (; i < chunk.length; i++) {
+          const k = chunk[i];
+          if (end !== null && k >= end) return done = true;
+          if (n++ === max) return false;
+          last = k;
+          fn(vals[i]);
+        }
+      }
+      return done = true;
+    };
+  }
+
   /** Removes every key for which `drop` returns true, in one pass. */
   filterOut(drop: (k: BKey) => boolean): void {
     const kept: BKey[][] = [];

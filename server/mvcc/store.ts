@@ -14,6 +14,7 @@
 import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "./keys.ts";
+import { PagedArray } from "./paged_array.ts";
 import { SortedKeys } from "./sorted_keys.ts";
 import { StateHasher } from "./hash.ts";
 
@@ -37,6 +38,20 @@ export interface StoreEvent {
   kv: KeyValue;
   prev: KeyValue | null;
 }
+
+/** The fields of one record (`MvccStore.record`): a key's version as the store holds it. */
+export interface RecordFields {
+  key: BKey;
+  create: number;
+  mod: number;
+  version: number;
+  /** lease ID as a decimal string, "0" for none */
+  lease: string;
+  value: Uint8Array;
+}
+
+/** A resumable walk over key ids (SortedKeys.walk): visits up to `max` more, returns whether it is done. */
+type KeyWalk = (max: number, fn: (kid: number) => void) => boolean;
 
 /** Options of a read. */
 export interface RangeOptions {
@@ -178,9 +193,9 @@ export class MvccStore {
   /** index of the first record of the history (every record from it on has revision >= max(compactRev, 1)) */
   #histStart = 0;
   /** key id → key; an id stays the same while its key has records (the index maps key → id) */
-  #keyStr: BKey[] = [];
+  #keyStr = new PagedArray<BKey>();
   /** newest record of each key id; -1 for a free id */
-  #latest: number[] = [];
+  #latest = new PagedArray<number>();
   #freeKeyIds: number[] = [];
   /** lease IDs of records (id 0 is no lease) */
   #leases = new Interned(["0"]);
@@ -198,7 +213,10 @@ export class MvccStore {
   /** Number of keys that currently exist. */
   get keyCount(): number {
     let n = 0;
-    for (const idx of this.#latest) if (idx >= 0 && this.#t.f(idx, F_CREATE) !== 0) n++;
+    for (let kid = 0; kid < this.#latest.length; kid++) {
+      const idx = this.#latest.get(kid);
+      if (idx >= 0 && this.#t.f(idx, F_CREATE) !== 0) n++;
+    }
     return n;
   }
 
@@ -243,10 +261,33 @@ export class MvccStore {
     return { kvs, count, rev };
   }
 
+  /**
+   * A read of [key, end) at revision `rev` (checked as `range` checks it) in steps, for reads too large for one turn
+   * of the event loop: see {@link RangeScan}.
+   */
+  scan(key: BKey, end: RangeEnd, rev: number, visit: (record: number) => void): RangeScan {
+    rev = this.checkRev(rev);
+    let walk: KeyWalk;
+    if (end === "") {
+      const kid = this.#index.get(key);
+      walk = (max, fn) => {
+        if (kid !== undefined && max > 0) fn(kid);
+        return true;
+      };
+    } else if (end !== null && end <= key) walk = () => true;
+    else walk = this.#index.walk(key, end);
+    return new RangeScan(walk, (kid) => this.#visible(kid, rev), visit, this.#beforeRestructure);
+  }
+
+  /** @internal the mvccpb.KeyValue of a record handed out by `scan` (a new object). */
+  _kv(record: number): KeyValue {
+    return this.#kv(record);
+  }
+
   /** The record of key id `kid` visible at `rev`, or -1 (none, or a tombstone). */
   #visible(kid: number, rev: number): number {
     const pages = this.#t.pages;
-    let idx = this.#latest[kid];
+    let idx = this.#latest.get(kid);
     while (idx >= 0) {
       const p = pages[idx >>> PAGE_BITS], j = idx & MASK;
       if (p.f[j * NF + F_MOD] <= rev) {
@@ -264,7 +305,7 @@ export class MvccStore {
     const f = (idx & MASK) * NF, i = (idx & MASK) * NI;
     const b = p.i[i + I_BUF];
     return {
-      key: key ?? fromBKey(this.#keyStr[p.i[i + I_KEY]]),
+      key: key ?? fromBKey(this.#keyStr.get(p.i[i + I_KEY])),
       create_revision: p.f[f + F_CREATE],
       mod_revision: p.f[f + F_MOD],
       version: p.f[f + F_VER],
@@ -276,7 +317,7 @@ export class MvccStore {
   /** The event of history record `idx` (a new object unless memoized). */
   #event(idx: number, key?: Buffer): StoreEvent {
     const t = this.#t;
-    const k = key ?? fromBKey(this.#keyStr[t.i(idx, I_KEY)]);
+    const k = key ?? fromBKey(this.#keyStr.get(t.i(idx, I_KEY)));
     const p = t.i(idx, I_PREV);
     return {
       type: t.f(idx, F_CREATE) === 0 ? DELETE : PUT,
@@ -293,7 +334,7 @@ export class MvccStore {
         kid = this.#keyStr.length;
         this.#keyStr.push(k);
         this.#latest.push(-1);
-      } else this.#keyStr[kid] = k;
+      } else this.#keyStr.set(kid, k);
       this.#index.insert(k, kid);
     }
     return kid;
@@ -317,13 +358,13 @@ export class MvccStore {
     t.setF(idx, F_VER, version);
     t.setF(idx, F_OFF, len > 0 ? off : 0);
     t.setI(idx, I_KEY, kid);
-    t.setI(idx, I_PREV, this.#latest[kid]);
+    t.setI(idx, I_PREV, this.#latest.get(kid));
     t.setI(idx, I_LEASE, lease === "0" ? 0 : this.#leases.id(lease));
     t.setI(idx, I_BUF, len > 0 ? this.#bufs.id(buf!) : -1);
     t.setI(idx, I_LEN, len);
     t.setI(idx, I_FLAGS, 0);
-    this.#latest[kid] = idx;
-    this.sizeBytes += this.#keyStr[kid].length + len + OVERHEAD;
+    this.#latest.set(kid, idx);
+    this.sizeBytes += this.#keyStr.get(kid).length + len + OVERHEAD;
     return idx;
   }
 
@@ -336,7 +377,7 @@ export class MvccStore {
   _latest(k: BKey): KeyValue | null {
     const kid = this.#index.get(k);
     if (kid === undefined) return null;
-    const idx = this.#latest[kid];
+    const idx = this.#latest.get(kid);
     return idx < 0 || this.#t.f(idx, F_CREATE) === 0 ? null : this.#kv(idx);
   }
 
@@ -344,7 +385,7 @@ export class MvccStore {
   _put(k: BKey, value: Buffer, lease: string, rev: number): StoreEvent {
     const kid = this.#keyId(k);
     const t = this.#t;
-    const p = this.#latest[kid];
+    const p = this.#latest.get(kid);
     const live = p >= 0 && t.f(p, F_CREATE) !== 0;
     const key = fromBKey(k);
     const prev = live ? this.#kv(p, key) : null;
@@ -367,7 +408,7 @@ export class MvccStore {
     const events: StoreEvent[] = [];
     const t = this.#t;
     for (const kid of kids) {
-      const p = this.#latest[kid];
+      const p = this.#latest.get(kid);
       if (p < 0 || t.f(p, F_CREATE) === 0) continue;
       const prev = this.#kv(p);
       this.#append(kid, 0, rev, 0, "0", null, 0, 0);
@@ -400,12 +441,12 @@ export class MvccStore {
     for (let idx = t.length - 1; idx >= records; idx--) {
       const kid = t.i(idx, I_KEY);
       const prev = t.i(idx, I_PREV);
-      this.#latest[kid] = prev;
+      this.#latest.set(kid, prev);
       if (prev >= 0) continue;
       // the key was new in this txn: free its id again
-      const k = this.#keyStr[kid];
+      const k = this.#keyStr.get(kid);
       this.#index.delete(k);
-      this.#keyStr[kid] = "";
+      this.#keyStr.set(kid, "");
       this.#freeKeyIds.push(kid);
     }
     t.truncate(records);
@@ -471,7 +512,7 @@ export class MvccStore {
     // 0: dropped, 1: kept as a version, 2: kept for the history only
     const mark = new Uint8Array(n);
     for (let kid = 0; kid < this.#latest.length; kid++) {
-      let idx = this.#latest[kid];
+      let idx = this.#latest.get(kid);
       let atRev = false; // a record of this key at exactly `rev` was seen: it is the newest version <= rev
       while (idx >= 0) {
         const m = t.f(idx, F_MOD);
@@ -504,18 +545,18 @@ export class MvccStore {
       const m = mark[idx];
       const kid = t.i(idx, I_KEY);
       if (m !== 1 && (t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) {
-        this.sizeBytes -= keyStr[kid].length + t.i(idx, I_LEN) + OVERHEAD;
+        this.sizeBytes -= keyStr.get(kid).length + t.i(idx, I_LEN) + OVERHEAD;
       }
       if (m === 0) {
         remap[idx] = -1;
-        if (latest[kid] === idx) latest[kid] = -2; // the key has no record left
+        if (latest.get(kid) === idx) latest.set(kid, -2); // the key has no record left
         continue;
       }
       const p = t.i(idx, I_PREV);
       t.move(idx, w);
       t.setI(w, I_PREV, p >= 0 ? remap[p] : -1);
       t.setI(w, I_FLAGS, m === 2 ? HISTORY_ONLY : 0);
-      if (latest[kid] === idx) latest[kid] = w;
+      if (latest.get(kid) === idx) latest.set(kid, w);
       t.setI(w, I_LEASE, leases.id(this.#leases.values[t.i(w, I_LEASE)]));
       const b = t.i(w, I_BUF);
       if (b >= 0) {
@@ -535,10 +576,10 @@ export class MvccStore {
     // free the ids of the keys left without records
     const gone = new Set<BKey>();
     for (let kid = 0; kid < latest.length; kid++) {
-      if (latest[kid] !== -2) continue;
-      gone.add(keyStr[kid]);
-      keyStr[kid] = "";
-      latest[kid] = -1;
+      if (latest.get(kid) !== -2) continue;
+      gone.add(keyStr.get(kid));
+      keyStr.set(kid, "");
+      latest.set(kid, -1);
       this.#freeKeyIds.push(kid);
     }
     if (gone.size > 0) this.#index.filterOut((k) => gone.has(k));
@@ -592,7 +633,7 @@ export class MvccStore {
   #versionsOf(kid: number): number[] {
     const t = this.#t;
     const out: number[] = [];
-    for (let idx = this.#latest[kid]; idx >= 0; idx = t.i(idx, I_PREV)) {
+    for (let idx = this.#latest.get(kid); idx >= 0; idx = t.i(idx, I_PREV)) {
       if ((t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) out.push(idx);
     }
     return out.reverse();
@@ -655,18 +696,11 @@ export class MvccStore {
   }
 
   /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
-  record(idx: number): {
-    key: BKey;
-    create: number;
-    mod: number;
-    version: number;
-    lease: string;
-    value: Uint8Array;
-  } {
+  record(idx: number): RecordFields {
     const t = this.#t;
     const b = t.i(idx, I_BUF);
     return {
-      key: this.#keyStr[t.i(idx, I_KEY)],
+      key: this.#keyStr.get(t.i(idx, I_KEY)),
       create: t.f(idx, F_CREATE),
       mod: t.f(idx, F_MOD),
       version: t.f(idx, F_VER),
@@ -749,8 +783,8 @@ export class MvccStore {
     this.#index = new SortedKeys();
     this.#t = new Table();
     this.#histStart = 0;
-    this.#keyStr = [];
-    this.#latest = [];
+    this.#keyStr = new PagedArray<BKey>();
+    this.#latest = new PagedArray<number>();
     this.#freeKeyIds = [];
     this.#leases = new Interned(["0"]);
     this.#bufs = new Interned<ArrayBufferLike>([]);
@@ -772,7 +806,7 @@ export class MvccStore {
     len: number,
   ): void {
     const kid = this.#keyId(key);
-    const prev = this.#latest[kid];
+    const prev = this.#latest.get(kid);
     const idx = this.#append(kid, create, mod, version, lease, buf, off, len);
     if (idx === this.#histStart && mod < this.compactRev) this.#histStart++;
     if (mod !== this.compactRev) return;
@@ -786,16 +820,16 @@ export class MvccStore {
     const t = this.#t;
     if ((t.i(idx, I_FLAGS) & HISTORY_ONLY) !== 0) return;
     t.setI(idx, I_FLAGS, HISTORY_ONLY);
-    this.sizeBytes -= this.#keyStr[t.i(idx, I_KEY)].length + t.i(idx, I_LEN) + OVERHEAD;
+    this.sizeBytes -= this.#keyStr.get(t.i(idx, I_KEY)).length + t.i(idx, I_LEN) + OVERHEAD;
   }
 
   /** Live keys that are attached to a lease, with the lease ID. */
   *leasedKeys(): Generator<[BKey, string]> {
     const t = this.#t;
     for (let kid = 0; kid < this.#latest.length; kid++) {
-      const idx = this.#latest[kid];
+      const idx = this.#latest.get(kid);
       if (idx < 0 || t.f(idx, F_CREATE) === 0 || t.i(idx, I_LEASE) === 0) continue;
-      yield [this.#keyStr[kid], this.#leases.values[t.i(idx, I_LEASE)]];
+      yield [this.#keyStr.get(kid), this.#leases.values[t.i(idx, I_LEASE)]];
     }
   }
 
@@ -813,7 +847,7 @@ export class MvccStore {
     const kids: number[] = [];
     this.#index.forEach("", null, (kid) => kids.push(kid));
     for (const kid of kids) {
-      const k = this.#keyStr[kid];
+      const k = this.#keyStr.get(kid);
       const versions = this.#versionsOf(kid);
       for (let v = 0; v < versions.length; v++) {
         const idx = versions[v];
@@ -826,6 +860,52 @@ export class MvccStore {
       }
     }
     return { hash: h.value, rev: at, compactRev: this.compactRev };
+  }
+}
+
+/**
+ * A read of a key range at a fixed revision, a slice of keys at a time: `step(n)` visits the next `n` keys of the
+ * range and hands each one's record visible at the revision to `visit` (key order), so a caller can yield to the event
+ * loop between steps. Writes made between steps are newer than the revision and change nothing it sees; the keys
+ * they add have no record at the revision. A compaction or restore, which would move or drop the records it still has
+ * to visit, first runs it to its end (see `_beforeRestructure`): the result is the one a read in one go would give.
+ */
+export class RangeScan {
+  /** keys visited that had a record at the revision */
+  count = 0;
+  #done = false;
+  readonly #finishNow = () => this.#run(Infinity);
+  readonly #visitKey = (kid: number) => {
+    const idx = this.visible(kid);
+    if (idx < 0) return;
+    this.count++;
+    this.visit(idx);
+  };
+
+  constructor(
+    readonly walk: KeyWalk,
+    readonly visible: (kid: number) => number,
+    readonly visit: (record: number) => void,
+    readonly restructures: Set<() => void>,
+  ) {
+    restructures.add(this.#finishNow);
+  }
+
+  /** Whether every key of the range was visited. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Visits up to `keys` more keys; returns whether the range is done. */
+  step(keys: number): boolean {
+    if (!this.#done) this.#run(keys);
+    return this.#done;
+  }
+
+  #run(keys: number): void {
+    if (!this.walk(keys, this.#visitKey)) return;
+    this.#done = true;
+    this.restructures.delete(this.#finishNow);
   }
 }
 

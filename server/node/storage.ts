@@ -83,6 +83,13 @@ export class DiskStorage {
     this.#stats.walFsync.observe((performance.now() - start) / 1000);
   }
 
+  /** {@link sync} off the event loop (see Wal.syncAsync). */
+  async syncAsync(): Promise<void> {
+    const start = performance.now();
+    await this.#wal.syncAsync();
+    this.#stats.walFsync.observe((performance.now() - start) / 1000);
+  }
+
   /**
    * Writes a snapshot received from the leader, then marks it in the WAL; the mark is durable with the Ready's
    * {@link sync}, so a crash before it leaves a file the WAL does not record (ignored at start-up).
@@ -98,7 +105,7 @@ export class DiskStorage {
     await this.#snap.save({ index, term, data });
     this.#stats.snapshotSave.observe((performance.now() - start) / 1000);
     this.#wal.markSnapshot({ index, term });
-    this.#wal.sync();
+    await this.#wal.syncAsync(); // after the Ready loop's batch being written, if any
   }
 
   /** Deletes the WAL segments that only hold entries below `index` (a snapshot at `index` is durable). */

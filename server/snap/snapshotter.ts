@@ -21,6 +21,22 @@ const NAME_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.snap$/;
 const TWO32 = 2 ** 32;
 const hex16 = (n: number): string => n.toString(16).padStart(16, "0");
 
+/**
+ * The crc of a snapshot is computed this many bytes at a time, yielding to the event loop (setTimeout 0) between
+ * pieces: at a million keys of 256 B the state is about 300 MB, one crc32 over it 23 ms here (32 MB: 2.5 ms).
+ */
+const CRC_PIECE = 32 << 20;
+
+/** zlib.crc32 of `data` continuing from `seed`, a piece at a time. */
+export async function crc32InPieces(data: Uint8Array, seed: number): Promise<number> {
+  let crc = seed;
+  for (let off = 0; off < data.length; off += CRC_PIECE) {
+    if (off > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    crc = zlib.crc32(data.subarray(off, Math.min(off + CRC_PIECE, data.length)), crc);
+  }
+  return crc;
+}
+
 /** Saves and loads snapshots in one directory. */
 export class Snapshotter {
   private log: (m: string) => void;
@@ -45,7 +61,7 @@ export class Snapshotter {
     v.setUint32(16, snap.term >>> 0, true);
     v.setUint32(20, snap.data.length, true);
     const tail = new Uint8Array(4);
-    new DataView(tail.buffer).setUint32(0, zlib.crc32(snap.data, zlib.crc32(head)), true);
+    new DataView(tail.buffer).setUint32(0, await crc32InPieces(snap.data, zlib.crc32(head)), true);
 
     const file = path.join(this.dir, `${hex16(snap.term)}-${hex16(snap.index)}.snap`);
     const fh = await Deno.open(file + ".tmp", { write: true, create: true, truncate: true });

@@ -380,6 +380,10 @@ export class Wal {
   private crc: number;
   private segments: Segment[];
   private pending = new RecordBatch();
+  /** a written batch whose buffer the next sealed one hands its records to */
+  private spare: RecordBatch | null = null;
+  /** the batch a `syncAsync` is writing */
+  private writing: Promise<void> | null = null;
   private pendingHardState: HardState | null = null;
   private pendingMark: SnapshotMark | null = null;
   private appendedLastIndex: number;
@@ -527,19 +531,39 @@ export class Wal {
   }
 
   /**
-   * Makes everything appended so far durable with one write and one fdatasync, before returning. The fdatasync runs
-   * on the calling thread: it costs less than handing it to another thread and waking up again when it is done (the
-   * Raft loop has nothing else to do meanwhile: its messages to followers are already out). Nothing pending: no I/O.
+   * Makes everything appended so far durable with one write and one fdatasync, before returning, on the calling
+   * thread (start-up, close, tools; the Raft loop uses {@link syncAsync}). Nothing pending: no I/O.
    * A failed write or fdatasync leaves the file in an unknown state, so every later use throws.
    */
   sync(): void {
-    this.checkUsable();
+    this.checkSyncable();
     if (this.pending.empty) return;
     try {
       this.writeBatch();
     } catch (e) {
       this.failed = e instanceof Error ? e : new Error(String(e));
       throw this.failed;
+    }
+  }
+
+  /**
+   * `sync` with the write and the fdatasync on Deno's blocking-I/O threads: the event loop goes on serving reads,
+   * keep-alives and watchers while the disk works (on a busy disk an fdatasync took 50-140 ms, every one of them an
+   * event-loop stall on the calling thread). Records appended meanwhile go to the next batch; a call made while a
+   * batch is being written waits for it first, and returns once everything appended before the call is durable.
+   */
+  async syncAsync(): Promise<void> {
+    while (this.writing) await this.writing;
+    this.checkSyncable();
+    if (this.pending.empty) return;
+    const w = this.writing = this.writeBatchAsync();
+    try {
+      await w;
+    } catch (e) {
+      this.failed = e instanceof Error ? e : new Error(String(e));
+      throw this.failed;
+    } finally {
+      if (this.writing === w) this.writing = null;
     }
   }
 
@@ -558,7 +582,8 @@ export class Wal {
   close(): void {
     if (this.closed) return;
     try {
-      if (!this.failed) {
+      // a batch still being written (a snapshot's mark at shutdown) finishes on its own; nothing after it was acked
+      if (!this.failed && !this.writing) {
         this.sync();
         this.trimTo(this.fh, this.pos);
       }
@@ -582,7 +607,33 @@ export class Wal {
     if (this.failed) throw this.failed;
   }
 
+  /** A sync may start: the log is usable and no `syncAsync` is still writing. */
+  private checkSyncable(): void {
+    this.checkUsable();
+    if (this.writing) throw new Error("wal: a sync is still writing");
+  }
+
   private writeBatch(): void {
+    const { fh, bytes, pos, batch } = this.sealBatch();
+    writeAllSync(fh, bytes, pos);
+    fh.syncDataSync();
+    this.batchDone(batch);
+  }
+
+  /** `writeBatch` with the write and the fdatasync on Deno's blocking-I/O threads. */
+  private async writeBatchAsync(): Promise<void> {
+    const { fh, bytes, pos, batch } = this.sealBatch();
+    await writeAll(fh, bytes, pos);
+    await fh.syncData();
+    this.batchDone(batch);
+  }
+
+  /**
+   * Seals the pending records into the next batch and takes its place in the file (a new segment first when the
+   * current one is full, zeros preallocated ahead): what remains is to write `bytes` at `pos` and fdatasync. Records
+   * appended from now on go to another batch (the sealed bytes live in this one's buffer until written).
+   */
+  private sealBatch(): { fh: Deno.FsFile; bytes: Uint8Array; pos: number; batch: RecordBatch } {
     if (this.pos >= this.segmentBytes) {
       const cur = this.segments[this.segments.length - 1];
       this.createSegment(cur.seq + 1, this.written.lastIndex + 1, this.crc);
@@ -592,16 +643,24 @@ export class Wal {
     this.pendingHardState = null;
     this.pendingMark = null;
     this.written.lastIndex = this.appendedLastIndex;
-    const { bytes: buf, crc } = this.pending.seal(this.crc, this.pos);
-    if (this.pos + buf.length > this.allocated) {
-      this.allocated = Math.ceil((this.pos + buf.length) / PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+    const batch = this.pending;
+    const { bytes, crc } = batch.seal(this.crc, this.pos);
+    if (this.pos + bytes.length > this.allocated) {
+      this.allocated = Math.ceil((this.pos + bytes.length) / PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
       this.fh.truncateSync(this.allocated);
     }
-    writeAllSync(this.fh, buf, this.pos);
-    this.pending.clear();
-    this.pos += buf.length;
+    const pos = this.pos;
+    this.pos += bytes.length;
     this.crc = crc;
-    this.fh.syncDataSync();
+    this.pending = this.spare ?? new RecordBatch();
+    this.spare = null;
+    return { fh: this.fh, bytes, pos, batch };
+  }
+
+  /** A sealed batch is written and synced: its buffer takes the next records but one. */
+  private batchDone(batch: RecordBatch): void {
+    batch.clear();
+    this.spare = batch;
     this.syncCount++;
   }
 
@@ -647,6 +706,13 @@ function writeAllSync(fh: Deno.FsFile, buf: Uint8Array, pos: number): void {
   fh.seekSync(pos, Deno.SeekMode.Start);
   let off = 0;
   while (off < buf.length) off += fh.writeSync(buf.subarray(off));
+}
+
+/** Writes all of `buf` at `pos`, off the event loop. */
+async function writeAll(fh: Deno.FsFile, buf: Uint8Array, pos: number): Promise<void> {
+  await fh.seek(pos, Deno.SeekMode.Start);
+  let off = 0;
+  while (off < buf.length) off += await fh.write(buf.subarray(off));
 }
 
 /** fsyncs a directory so that created, renamed or deleted entries are durable. */

@@ -1,0 +1,149 @@
+/**
+ * The watch fan-out in slices (issue 14: no request stalls the event loop over 100 ms): commits seen by thousands of
+ * watchers are handed out a few streams at a time with the event loop running in between, and still every watcher
+ * gets every revision once, in order; a progress header never claims a revision some watcher has not been sent; a
+ * stream opened during a fan-out gets only the commits after it, a stream closed during one gets nothing more.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { pbRoot, type WatchResponse } from "../proto/mod.ts";
+import { MvccStore } from "../server/mvcc/store.ts";
+import { HeaderEncoder } from "../server/watch/encode.ts";
+import { WatchHub, type WatchStream } from "../server/watch/watch_stream.ts";
+
+const WatchResponseType = pbRoot.lookupType("etcdserverpb.WatchResponse");
+const decode = (b: Uint8Array) => WatchResponseType.toObject(WatchResponseType.decode(b), { longs: Number });
+
+/** A stream whose sink records, per watch ID, the revisions of the events it was sent. */
+function recordingStream(hub: WatchHub) {
+  const revs = new Map<number, number[]>();
+  const record = (r: { watch_id?: number; events?: { kv: { mod_revision: number } }[] }) => {
+    if (!r.events?.length) return;
+    const list = revs.get(r.watch_id ?? 0) ?? [];
+    for (const e of r.events) if (list.at(-1) !== e.kv.mod_revision) list.push(e.kv.mod_revision);
+    revs.set(r.watch_id ?? 0, list);
+  };
+  const stream: WatchStream = hub.open({
+    send: (resp: WatchResponse) => {
+      record(resp as never);
+      return true;
+    },
+    sendFramed: (head, body) => {
+      record(decode(Buffer.concat([head.subarray(5), body])) as never);
+      return true;
+    },
+  });
+  return { stream, revs };
+}
+
+/** A member's watch hub over a store (header fields fixed, progress notifications off). */
+function hubOf(store: MvccStore): WatchHub {
+  return new WatchHub(
+    store,
+    (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "3" }),
+    new HeaderEncoder("1", "2"),
+    () => 3,
+    1 << 20,
+    60_000,
+  );
+}
+
+Deno.test("watch fan-out: 6,000 watchers get every revision once and in order, over several slices", async () => {
+  const store = new MvccStore();
+  const hub = hubOf(store);
+  const STREAMS = 120, PER_STREAM = 50, COMMITS = 12;
+  const streams = Array.from({ length: STREAMS }, () => recordingStream(hub));
+  for (const { stream } of streams) {
+    for (let w = 0; w < PER_STREAM; w++) {
+      stream.handle({ create_request: { key: Buffer.from("hot/"), range_end: Buffer.from("hot0") } } as never);
+    }
+  }
+  const first = store.currentRev + 1;
+  let late = null as ReturnType<typeof recordingStream> | null;
+  let lateFrom = 0;
+  let ticks = 0, overclaimed = 0;
+  const timer = setInterval(() => {
+    ticks++;
+    // a progress header may claim `deliveredRev`: every watcher must have been sent every revision up to it
+    const claimed = hub.deliveredRev;
+    for (const s of streams.slice(0, STREAMS - 1)) {
+      for (const list of s.revs.values()) if ((list.at(-1) ?? first - 1) < claimed) overclaimed++;
+    }
+    if (!late && hub.deliveredRev < store.currentRev) {
+      late = recordingStream(hub); // opened while a fan-out is under way
+      late.stream.handle({ create_request: { key: Buffer.from("hot/"), range_end: Buffer.from("hot0") } } as never);
+      lateFrom = store.currentRev + 1;
+      const t = store.write();
+      t.put("hot/late", Buffer.from("x"), "0");
+      t.end();
+    }
+  }, 0);
+  const closing = streams[STREAMS - 1];
+  for (let i = 0; i < COMMITS; i++) {
+    const t = store.write();
+    t.put(`hot/${i}`, Buffer.from(`v${i}`), "0");
+    t.end();
+  }
+  closing.stream.close(); // before its fan-out: it is sent nothing
+  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  clearInterval(timer);
+
+  assert.ok(ticks > 1, `the event loop ran during the fan-out (${ticks} timer ticks)`);
+  assert.equal(overclaimed, 0, "deliveredRev never ran ahead of a watcher");
+  const all = Array.from({ length: store.currentRev - first + 1 }, (_, i) => first + i);
+  for (const s of streams.slice(0, STREAMS - 1)) {
+    assert.equal(s.revs.size, PER_STREAM);
+    for (const list of s.revs.values()) assert.deepEqual(list, all);
+  }
+  assert.equal(closing.revs.size, 0, "a closed stream is sent nothing");
+  assert.ok(late, "a stream was opened during the fan-out");
+  assert.deepEqual([...late!.revs.values()], [all.filter((r) => r >= lateFrom)]);
+});
+
+Deno.test("watch fan-out: watchers of one key, of another and of a range on a stream that backs up get every revision once, in order", async () => {
+  const store = new MvccStore();
+  const hub = hubOf(store);
+  let room = 5; // sends accepted before the stream reports a full buffer
+  const got = new Map<number, number[]>();
+  const record = (r: { watch_id?: number; events?: { kv: { mod_revision: number } }[] }) => {
+    for (const e of r.events ?? []) got.set(r.watch_id ?? 0, [...(got.get(r.watch_id ?? 0) ?? []), e.kv.mod_revision]);
+  };
+  const stream = hub.open({
+    send: (resp: WatchResponse) => {
+      record(resp as never);
+      return true;
+    },
+    sendFramed: (head, body) => {
+      record(decode(Buffer.concat([head.subarray(5), body])) as never);
+      return --room > 0;
+    },
+  });
+  const create = (key: string, end?: string) =>
+    stream.handle(
+      { create_request: { key: Buffer.from(key), range_end: end ? Buffer.from(end) : undefined } } as never,
+    );
+  create("hot"); // watch 0
+  create("quiet"); // watch 1
+  create("r/", "r0"); // watch 2: a range
+  create("hot"); // watch 3: a second watcher of the same key
+  const want = new Map<number, number[]>([[0, []], [1, []], [2, []], [3, []]]);
+  const put = (k: string) => {
+    const t = store.write();
+    t.put(k, Buffer.from("v"), "0");
+    t.end();
+    return store.currentRev;
+  };
+  for (let i = 0; i < 40; i++) {
+    const rev = put(i % 3 === 0 ? "r/x" : "hot");
+    want.get(i % 3 === 0 ? 2 : 0)!.push(rev);
+    if (i % 3 !== 0) want.get(3)!.push(rev);
+    if (i === 25) want.get(1)!.push(put("quiet"));
+    if (i % 10 === 9) await new Promise((r) => setTimeout(r, 1)); // let the fan-out run
+  }
+  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  room = 1e9;
+  stream.drained(); // the buffer has room again: the watchers that fell behind catch up from history
+  want.get(1)!.push(put("quiet"));
+  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(got, want);
+});
