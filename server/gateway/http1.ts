@@ -78,14 +78,33 @@ export class HeaderList {
     return h;
   }
 
-  /** `Name: value\r\n` lines for every header whose key is not in `skip`. */
-  serialize(skip?: Set<string>): string {
+  /** `Name: value\r\n` lines for every header whose key is neither in `skip` nor in `alsoSkip`. */
+  serialize(skip?: Set<string>, alsoSkip?: string[]): string {
     let s = "";
     for (let i = 0; i < this.names.length; i++) {
-      if (skip !== undefined && skip.has(this.keys[i])) continue;
+      const k = this.keys[i];
+      if (skip !== undefined && skip.has(k)) continue;
+      if (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0) continue;
       s += this.names[i] + ": " + this.values[i] + "\r\n";
     }
     return s;
+  }
+
+  /** Removes, in place, every header whose key is in `skip` or in `alsoSkip`. */
+  removeKeys(skip: Set<string>, alsoSkip?: string[]): void {
+    const { names, keys, values } = this;
+    let o = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i];
+      if (skip.has(k) || (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0)) continue;
+      if (o !== i) {
+        names[o] = names[i];
+        keys[o] = k;
+        values[o] = values[i];
+      }
+      o++;
+    }
+    names.length = keys.length = values.length = o;
   }
 
   /** Go's http.Header JSON shape: canonical name → values. */
@@ -99,6 +118,18 @@ export class HeaderList {
 /** Go's textproto.CanonicalMIMEHeaderKey: `content-type` → `Content-Type`. */
 export function canonicalName(name: string): string {
   return name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, d, c) => d + c.toUpperCase());
+}
+
+/**
+ * The header names a Connection header lists (lower case): hop-by-hop for this message as well (RFC 9110 §7.6.1);
+ * undefined when there is no Connection header.
+ */
+export function connectionTokens(headers: HeaderList): string[] | undefined {
+  const v = headers.get("connection");
+  if (v === "") return undefined;
+  const out: string[] = [];
+  for (const n of v.split(",")) out.push(n.trim().toLowerCase());
+  return out;
 }
 
 /** Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1, as Go's httputil lists them). */

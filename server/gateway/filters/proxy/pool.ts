@@ -5,7 +5,7 @@
  * outcome to a result and a status (503 serverError, 408 timeout, 500 internalError, failureCode...).
  */
 import { type Context, GwResponse, isIp } from "../../context.ts";
-import { HeaderList, HOP_BY_HOP } from "../../http1.ts";
+import { connectionTokens, HeaderList, HOP_BY_HOP } from "../../http1.ts";
 import { parseGoDuration } from "../../../easegress/gotime.ts";
 import type { CircuitBreaker, ResiliencePolicies, RetryPolicy } from "../../pipeline/resilience.ts";
 import { fnv32a, LoadBalancer, type Server } from "./balancer.ts";
@@ -260,16 +260,10 @@ export class ServerPool {
     const server = this.lb.choose(req);
     if (server === undefined) return this.#failStatus(ctx, "internalError", 503);
     const host = server.keepHost || (server.isIp && !this.#setUpstreamHost) ? req.host : server.hostPort;
-    let skip = SKIP_UPSTREAM;
-    const connection = req.headers.get("connection");
-    if (connection !== "") {
-      skip = new Set(SKIP_UPSTREAM);
-      for (const n of connection.split(",")) skip.add(n.trim().toLowerCase());
-    }
     const body = req.body;
     const stream = req.stream;
     let head = req.method + " " + server.basePath + req.requestUri + " HTTP/1.1\r\nHost: " + host + "\r\n" +
-      req.headers.serialize(skip);
+      req.headers.serialize(SKIP_UPSTREAM, connectionTokens(req.headers));
     if (stream !== null) {
       head += stream.length >= 0 ? "Content-Length: " + stream.length + "\r\n" : "Transfer-Encoding: chunked\r\n";
     } else if (body.length > 0 || req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
@@ -291,7 +285,9 @@ export class ServerPool {
       return this.#failStatus(ctx, "serverError", 503);
     }
     if (resp.release !== null) ctx.onFinish(resp.release);
-    const headers = stripHeaders(resp.headers);
+    // the parsed head is ours: the hop-by-hop fields and the framing are removed in place
+    const headers = resp.headers;
+    headers.removeKeys(SKIP_DOWNSTREAM, connectionTokens(headers));
     const out = setResponse(ctx, resp.status, headers, resp.body);
     if (resp.stream !== null) out.stream = resp.stream; // not cached (as Easegress)
     else this.#cache?.store(req, resp.status, headers, resp.body);
@@ -325,26 +321,6 @@ export class ServerPool {
   close(): void {
     this.#health?.close();
   }
-}
-
-function stripHeaders(h: HeaderList): HeaderList {
-  const connection = h.get("connection");
-  let skip = SKIP_DOWNSTREAM;
-  if (connection !== "") {
-    skip = new Set(SKIP_DOWNSTREAM);
-    for (const n of connection.split(",")) skip.add(n.trim().toLowerCase());
-  }
-  let any = false;
-  for (const k of h.keys) {
-    if (skip.has(k)) {
-      any = true;
-      break;
-    }
-  }
-  if (!any) return h;
-  const out = new HeaderList();
-  for (let i = 0; i < h.keys.length; i++) if (!skip.has(h.keys[i])) out.add(h.names[i], h.values[i]);
-  return out;
 }
 
 /**

@@ -247,26 +247,24 @@ export class Origin {
     stream: BodyStream | null = null,
   ): Promise<UpstreamResponse> {
     const turn = this.#gate.enter();
-    const queuedAt = turn === undefined ? 0 : performance.now();
-    const run = () => {
+    if (turn === undefined) return this.#roundTrip(head, body, method, maxBody, timeoutMs, stream);
+    const queuedAt = performance.now();
+    return turn.then(() => {
       let left = timeoutMs;
-      if (turn !== undefined && timeoutMs > 0) {
+      if (timeoutMs > 0) {
         left = timeoutMs - (performance.now() - queuedAt);
         if (left <= 0) {
-          this.#leave();
-          return Promise.reject(new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded"));
+          this.#gate.leave();
+          throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
         }
       }
-      const p = this.#roundTrip(head, body, method, maxBody, left, stream);
-      p.then(this.#leave, this.#leave);
-      return p;
-    };
-    return turn === undefined ? run() : turn.then(run);
+      return this.#roundTrip(head, body, method, maxBody, left, stream);
+    });
   }
 
   readonly #gate = new ExchangeGate();
-  readonly #leave = () => this.#gate.leave();
 
+  /** One exchange that has its turn at the gate (left when it settles). */
   async #roundTrip(
     head: string,
     body: Uint8Array,
@@ -275,22 +273,25 @@ export class Origin {
     timeoutMs: number,
     stream: BodyStream | null,
   ): Promise<UpstreamResponse> {
-    let c = stream === null ? this.#take() : undefined;
-    const reused = c !== undefined;
-    if (c === undefined) c = await this.#dial();
+    let c: UpstreamConn | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let timedOut = false;
-    if (timeoutMs > 0) {
-      const cc = c;
-      timer = setTimeout(() => {
-        timedOut = true;
-        cc.close();
-      }, timeoutMs);
-    }
+    let reused = false;
     try {
+      c = stream === null ? this.#take() : undefined;
+      reused = c !== undefined;
+      if (c === undefined) c = await this.#dial();
+      if (timeoutMs > 0) {
+        const cc = c;
+        timer = setTimeout(() => {
+          timedOut = true;
+          cc.close();
+        }, timeoutMs);
+      }
       if (stream !== null) await sendStream(c.conn, head, stream);
       return await this.#exchange(c, head, body, method, maxBody, stream !== null);
     } catch (err) {
+      if (c === undefined) throw err; // the dial failed
       this.#drop(c);
       if (timedOut) throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
       if (reused && err instanceof StaleConnection) {
@@ -310,6 +311,7 @@ export class Origin {
       throw new UpstreamError(UpstreamFailure.Io, (err as Error).message);
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      this.#gate.leave();
     }
   }
 
@@ -327,7 +329,9 @@ export class Origin {
     else if (n <= WRITE_BUFFER) {
       encodeHeadInto(head, c.wbuf);
       if (body.length > 0) c.wbuf.set(body, head.length);
-      await writeAll(conn, c.wbuf.subarray(0, n));
+      const out = c.wbuf.subarray(0, n);
+      const w = await conn.write(out);
+      if (w < n) await writeRest(conn, out, w);
     } else {
       await writeAll(conn, encodeHead(head));
       await writeAll(conn, body);
@@ -342,7 +346,7 @@ export class Origin {
         nb.set(buf);
         c.buf = buf = nb;
       }
-      const n = await conn.read(buf.subarray(end));
+      const n = await conn.read(end === 0 ? buf : buf.subarray(end));
       if (n === null) {
         if (end === 0) throw new StaleConnection();
         throw new UpstreamError(UpstreamFailure.Io, "unexpected EOF");
@@ -632,7 +636,8 @@ export function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   return conn.write(data).then((n) => (n < data.length ? writeRest(conn, data, n) : undefined));
 }
 
-async function writeRest(conn: Deno.Conn, data: Uint8Array, off: number): Promise<void> {
+/** Writes data[off, end): the rest after a short write. */
+export async function writeRest(conn: Deno.Conn, data: Uint8Array, off: number): Promise<void> {
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
