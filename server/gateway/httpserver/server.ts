@@ -30,6 +30,7 @@ import { ServerStats } from "./stats.ts";
 import { type RouteTraffic, type ServerTraffic, TRAFFIC } from "../../metrics/traffic.ts";
 import type { AccessLog } from "./accesslog.ts";
 import { expandVariables } from "./variables.ts";
+import { readRid, readSocket } from "../sockread.ts";
 import { H2BodyStream, Http1BodyStream, makeRoom, webBodyStream } from "./bodystream.ts";
 import { type CertPair, listenNodeTls, validateTls } from "./tls.ts";
 import type { Server as NodeTlsServer, TLSSocket } from "node:tls";
@@ -91,7 +92,11 @@ class ClientConn {
   /** a streamed request body waits for the client (the deadline applies while busy) */
   reading = false;
   closed = false;
-  constructor(readonly conn: Deno.Conn, readonly remoteIp: string, readonly remoteAddr: string) {}
+  /** see sockread.ts */
+  readonly rid: number;
+  constructor(readonly conn: Deno.Conn, readonly remoteIp: string, readonly remoteAddr: string) {
+    this.rid = readRid(conn);
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -596,13 +601,13 @@ export class HttpServer {
         const scanFrom = Math.max(c.start, c.end - 3);
         // #fill, inlined: one async frame less per request
         makeRoom(c);
-        let n: number | null;
+        let n: number;
         try {
-          n = await c.conn.read(c.end === 0 ? c.buf : c.buf.subarray(c.end));
+          n = await readSocket(c.conn, c.rid, c.end === 0 ? c.buf : c.buf.subarray(c.end));
         } catch {
-          n = null;
+          n = 0;
         }
-        if (n === null) return;
+        if (n === 0) return;
         c.end += n;
         if (!headStarted) {
           headStarted = true;

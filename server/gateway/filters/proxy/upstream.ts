@@ -19,6 +19,7 @@ import {
   parseResponseHead,
   type ResponseHead,
 } from "../../http1.ts";
+import { readRid, readSocket } from "../../sockread.ts";
 
 /** An idle upstream connection older than this is closed instead of reused (Go transport IdleConnTimeout). */
 export const IDLE_CONN_TIMEOUT_MS = 90_000;
@@ -146,7 +147,11 @@ class UpstreamConn {
   wbuf = new Uint8Array(WRITE_BUFFER);
   lastUsed = 0;
   closed = false;
-  constructor(readonly conn: Deno.Conn) {}
+  /** see sockread.ts */
+  readonly rid: number;
+  constructor(readonly conn: Deno.Conn) {
+    this.rid = readRid(conn);
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -346,8 +351,8 @@ export class Origin {
         nb.set(buf);
         c.buf = buf = nb;
       }
-      const n = await conn.read(end === 0 ? buf : buf.subarray(end));
-      if (n === null) {
+      const n = await readSocket(conn, c.rid, end === 0 ? buf : buf.subarray(end));
+      if (n === 0) {
         if (end === 0) throw new StaleConnection();
         throw new UpstreamError(UpstreamFailure.Io, "unexpected EOF");
       }
