@@ -16,10 +16,13 @@ import {
   findHeadEnd,
   HeaderList,
   httpDate,
+  httpDateLine,
   HttpParseError,
   MAX_HEAD_BYTES,
   parseRequestHead,
+  putText,
   STATUS_TEXT,
+  statusLine,
 } from "../http1.ts";
 import { closeQuietly, encodeHead, encodeHeadInto, writeAll, writeRest } from "../filters/proxy/upstream.ts";
 import { parseGoDuration } from "../../easegress/gotime.ts";
@@ -881,28 +884,30 @@ export class HttpServer {
     close: boolean,
   ): Promise<number> {
     const body = resp === undefined || method === "HEAD" ? EMPTY : resp.body;
-    let head = "HTTP/1.1 " + status + " " + (STATUS_TEXT[status] ?? "status code " + status) + "\r\n";
-    if (resp !== undefined) head += resp.headers.serialize(SKIP_RESPONSE);
-    if (status !== 204 && status !== 304 && !(status < 200)) {
-      head += "Content-Length: " + (resp === undefined ? 0 : resp.body.length) + "\r\n";
-    }
-    head += "Date: " + httpDate() + "\r\n";
-    if (close) head += "Connection: close\r\n";
-    head += "\r\n";
-    const n = head.length + body.length;
+    // the head's pieces are written into the buffer where they are (no head string to build and encode)
+    const sl = statusLine(status);
+    const cl = status !== 204 && status !== 304 && !(status < 200)
+      ? String(resp === undefined ? 0 : resp.body.length)
+      : "";
+    const date = httpDateLine();
+    const headLength = sl.length + (resp !== undefined ? resp.headers.serializedLength(SKIP_RESPONSE) : 0) +
+      (cl !== "" ? CONTENT_LENGTH.length + cl.length + 2 : 0) + date.length + (close ? CONNECTION_CLOSE.length : 0) + 2;
+    const n = headLength + body.length;
     try {
       if (n <= MAX_WRITE_BUFFER) {
         let w = c.wbuf;
         if (w === null || w.length < n) {
           c.wbuf = w = new Uint8Array(Math.max(512, 1 << (32 - Math.clz32(n))));
         }
-        encodeHeadInto(head, w);
-        if (body.length > 0) w.set(body, head.length);
+        responseHeadInto(w, sl, resp, cl, date, close);
+        if (body.length > 0) w.set(body, headLength);
         const out = w.subarray(0, n);
         const written = await c.conn.write(out);
         if (written < n) await writeRest(c.conn, out, written);
       } else {
-        await writeAll(c.conn, encodeHead(head));
+        const head = new Uint8Array(headLength);
+        responseHeadInto(head, sl, resp, cl, date, close);
+        await writeAll(c.conn, head);
         await writeAll(c.conn, body);
       }
     } catch {
@@ -1011,6 +1016,31 @@ export class HttpServer {
 }
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+const CONTENT_LENGTH = "Content-Length: ";
+const CONNECTION_CLOSE = "Connection: close\r\n";
+
+/** Writes a response head (from its status line, the response's headers, Content-Length when cl is set) into dst. */
+function responseHeadInto(
+  dst: Uint8Array,
+  statusLine: string,
+  resp: GwResponse | undefined,
+  cl: string,
+  dateLine: string,
+  close: boolean,
+): void {
+  let o = putText(dst, 0, statusLine);
+  if (resp !== undefined) o = resp.headers.serializeInto(dst, o, SKIP_RESPONSE);
+  if (cl !== "") {
+    o = putText(dst, o, CONTENT_LENGTH);
+    o = putText(dst, o, cl);
+    dst[o++] = 13;
+    dst[o++] = 10;
+  }
+  o = putText(dst, o, dateLine);
+  if (close) o = putText(dst, o, CONNECTION_CLOSE);
+  dst[o++] = 13;
+  dst[o] = 10;
+}
 
 /**
  * Sends a streamed response body as DATA of an HTTP/2 stream, one read at a time: the next read waits until the

@@ -110,6 +110,56 @@ export class ExchangeGate {
   }
 }
 
+/**
+ * A request head written piece by piece into the connection's buffer (no head string is built and encoded). It reads
+ * the request when written. A `shared` head's request may change while its exchange waits (a mirror's request is the
+ * main flow's, which goes on): it is held before the exchange gives up control with the head unsent (a wait at the
+ * gate, a dial), its bytes kept as they are then, and a retry sends the bytes sent the first time. Any other request
+ * waits for its exchange unchanged.
+ */
+export abstract class OutgoingHead {
+  abstract readonly length: number;
+  #bytes: Uint8Array | null = null;
+
+  constructor(readonly shared: boolean) {}
+
+  /** Writes the head's `length` bytes at the start of dst. */
+  protected abstract write(dst: Uint8Array): void;
+
+  writeInto(dst: Uint8Array): void {
+    if (this.#bytes !== null) dst.set(this.#bytes);
+    else this.write(dst);
+  }
+
+  /** A shared head keeps its bytes from now on: written now, or those at the start of `sent` (where it went). */
+  hold(sent?: Uint8Array): void {
+    if (!this.shared || this.#bytes !== null) return;
+    if (sent !== undefined) this.#bytes = sent.slice(0, this.length);
+    else this.write(this.#bytes = new Uint8Array(this.length));
+  }
+
+  /** The head as bytes of its own. */
+  bytes(): Uint8Array {
+    if (this.#bytes !== null) return this.#bytes;
+    const b = new Uint8Array(this.length);
+    this.write(b);
+    return b;
+  }
+}
+
+/** A request head's bytes into dst (which has room). */
+function headInto(head: string | OutgoingHead, dst: Uint8Array): void {
+  if (typeof head === "string") encodeHeadInto(head, dst);
+  else head.writeInto(dst);
+}
+
+/** A request head as bytes of its own. */
+function headBytes(head: string | OutgoingHead): Uint8Array {
+  if (typeof head === "string") return encodeHead(head);
+  head.hold(); // a retry sends these bytes again
+  return head.bytes();
+}
+
 /** Why a round trip failed. */
 export const enum UpstreamFailure {
   Connect = "connect",
@@ -149,8 +199,11 @@ class UpstreamConn {
   closed = false;
   /** see sockread.ts */
   readonly rid: number;
-  constructor(readonly conn: Deno.Conn) {
+  /** returns the connection to its origin's pool after a response that borrowed its buffer (one closure per conn) */
+  readonly release: () => void;
+  constructor(readonly conn: Deno.Conn, release: (c: UpstreamConn) => void) {
     this.rid = readRid(conn);
+    this.release = () => release(this);
   }
   close(): void {
     if (this.closed) return;
@@ -213,7 +266,7 @@ export class Origin {
       );
     }
     this.open++;
-    return new UpstreamConn(conn);
+    return new UpstreamConn(conn, this.#releaseConn);
   }
 
   #take(): UpstreamConn | undefined {
@@ -231,6 +284,8 @@ export class Origin {
     c.close();
   }
 
+  readonly #releaseConn = (c: UpstreamConn) => this.#release(c);
+
   #release(c: UpstreamConn): void {
     if (this.#closed || this.#idle.length >= this.maxIdle) return this.#drop(c);
     c.lastUsed = Date.now();
@@ -244,7 +299,7 @@ export class Origin {
    * new connection (it cannot be sent twice).
    */
   roundTrip(
-    head: string,
+    head: string | OutgoingHead,
     body: Uint8Array,
     method: string,
     maxBody: number,
@@ -253,6 +308,7 @@ export class Origin {
   ): Promise<UpstreamResponse> {
     const turn = this.#gate.enter();
     if (turn === undefined) return this.#roundTrip(head, body, method, maxBody, timeoutMs, stream);
+    if (typeof head !== "string") head.hold();
     const queuedAt = performance.now();
     return turn.then(() => {
       let left = timeoutMs;
@@ -271,7 +327,7 @@ export class Origin {
 
   /** One exchange that has its turn at the gate (left when it settles). */
   async #roundTrip(
-    head: string,
+    head: string | OutgoingHead,
     body: Uint8Array,
     method: string,
     maxBody: number,
@@ -285,7 +341,10 @@ export class Origin {
     try {
       c = stream === null ? this.#take() : undefined;
       reused = c !== undefined;
-      if (c === undefined) c = await this.#dial();
+      if (c === undefined) {
+        if (typeof head !== "string") head.hold();
+        c = await this.#dial();
+      }
       if (timeoutMs > 0) {
         const cc = c;
         timer = setTimeout(() => {
@@ -302,6 +361,7 @@ export class Origin {
       if (reused && err instanceof StaleConnection) {
         clearTimeout(timer);
         timer = undefined;
+        if (typeof head !== "string") head.hold(c.wbuf); // written there, unless held before
         const fresh = await this.#dial();
         try {
           return await this.#exchange(fresh, head, body, method, maxBody);
@@ -322,7 +382,7 @@ export class Origin {
 
   async #exchange(
     c: UpstreamConn,
-    head: string,
+    head: string | OutgoingHead,
     body: Uint8Array,
     method: string,
     maxBody: number,
@@ -332,13 +392,13 @@ export class Origin {
     const n = head.length + body.length;
     if (sent) { /* the request went out already (a stream) */ }
     else if (n <= WRITE_BUFFER) {
-      encodeHeadInto(head, c.wbuf);
+      headInto(head, c.wbuf);
       if (body.length > 0) c.wbuf.set(body, head.length);
       const out = c.wbuf.subarray(0, n);
       const w = await conn.write(out);
       if (w < n) await writeRest(conn, out, w);
     } else {
-      await writeAll(conn, encodeHead(head));
+      await writeAll(conn, headBytes(head));
       await writeAll(conn, body);
     }
     let buf = c.buf;
@@ -381,7 +441,7 @@ export class Origin {
         headers: rh.headers,
         body: buf.subarray(headEnd, end),
         stream: null,
-        release: () => this.#release(c),
+        release: c.release,
       };
     }
     if (maxBody < 0 && rh.bodyKind !== BodyKind.None) return this.#streamBody(c, rh, headEnd, end);
@@ -423,7 +483,7 @@ export class Origin {
               headers: rh.headers,
               body: respBody,
               stream: null,
-              release: () => this.#release(c),
+              release: c.release,
             };
           }
           respBody = respBody.slice();
@@ -619,8 +679,8 @@ const CRLF = new Uint8Array([13, 10]);
 const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
 
 /** Writes the head, then the stream's bytes as they are read: as they are, or chunked when the length is unknown. */
-async function sendStream(conn: Deno.Conn, head: string, stream: BodyStream): Promise<void> {
-  await writeAll(conn, encodeHead(head));
+async function sendStream(conn: Deno.Conn, head: string | OutgoingHead, stream: BodyStream): Promise<void> {
+  await writeAll(conn, headBytes(head));
   const chunked = stream.length < 0;
   while (true) {
     const b = await stream.read();
