@@ -599,6 +599,7 @@ export class HttpServer {
       c.deadline = c.start === c.end ? Date.now() + cfg.keepAliveMs : Date.now() + headTimeout;
       let headEnd = findHeadEnd(c.buf, c.start, c.end);
       let headStarted = c.start !== c.end;
+      let readAt = 0;
       while (headEnd < 0) {
         if (c.end - c.start >= MAX_HEAD_BYTES) return this.#fail(c, 431);
         const scanFrom = Math.max(c.start, c.end - 3);
@@ -612,14 +613,16 @@ export class HttpServer {
         }
         if (n === 0) return;
         c.end += n;
+        readAt = 0;
         if (!headStarted) {
           headStarted = true;
-          c.deadline = Date.now() + headTimeout;
+          c.deadline = (readAt = Date.now()) + headTimeout;
         }
         headEnd = findHeadEnd(c.buf, scanFrom, c.end);
       }
       if (headEnd - c.start > MAX_HEAD_BYTES) return this.#fail(c, 431);
-      const t0 = Date.now();
+      // a head that came whole in its first read: the clock was read then
+      const t0 = readAt !== 0 ? readAt : Date.now();
       let head;
       try {
         head = parseRequestHead(c.buf, c.start, headEnd);
