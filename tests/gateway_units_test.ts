@@ -14,6 +14,7 @@ import {
   parseResponseHead,
 } from "../server/gateway/http1.ts";
 import { Router } from "../server/gateway/httpserver/router.ts";
+import { readRid, readSocket } from "../server/gateway/sockread.ts";
 import { IpFilter } from "../server/gateway/httpserver/ipfilter.ts";
 import { BreakerState, CircuitBreakerPolicy } from "../server/gateway/pipeline/resilience.ts";
 import {
@@ -410,5 +411,31 @@ Deno.test("upstream heads: a shared head (a mirror's) is sent as it was when its
       } catch { /* closed by the upstream itself */ }
     }
     await serving;
+  }
+});
+
+Deno.test("socket reads: the runtime's op for Deno's own connections, conn.read otherwise; the byte count, 0 at EOF", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port });
+  const server = await listener.accept();
+  try {
+    const rid = readRid(server);
+    assert.ok(rid >= 0, "Deno 2.9's TCP connections are read with the op directly");
+    const buf = new Uint8Array(16);
+    for (const r of [rid, -1]) { // the direct op, then the fallback through conn.read
+      await client.write(new TextEncoder().encode("abc"));
+      assert.equal(await readSocket(server, r, buf), 3);
+      assert.equal(new TextDecoder().decode(buf.subarray(0, 3)), "abc");
+    }
+    client.closeWrite();
+    assert.equal(await readSocket(server, rid, buf), 0);
+    assert.equal(await readSocket(server, -1, buf), 0);
+    // a connection closed under a pending read rejects it, as conn.read does
+    const pending = readSocket(client, readRid(client), buf);
+    client.close();
+    await assert.rejects(pending);
+  } finally {
+    server.close();
+    listener.close();
   }
 });
