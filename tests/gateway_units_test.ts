@@ -5,8 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { GwRequest } from "../server/gateway/context.ts";
-import { ChunkedDecoder, HeaderList, HttpParseError, parseRequestHead } from "../server/gateway/http1.ts";
+import {
+  ChunkedDecoder,
+  HeaderList,
+  HttpParseError,
+  MAX_HEADER_COUNT,
+  parseRequestHead,
+  parseResponseHead,
+} from "../server/gateway/http1.ts";
 import { Router } from "../server/gateway/httpserver/router.ts";
+import { readRid, readSocket } from "../server/gateway/sockread.ts";
 import { IpFilter } from "../server/gateway/httpserver/ipfilter.ts";
 import { BreakerState, CircuitBreakerPolicy } from "../server/gateway/pipeline/resilience.ts";
 import {
@@ -14,6 +22,7 @@ import {
   EXCHANGE_GATE_MAX_WAIT_MS,
   ExchangeGate,
   Origin,
+  OutgoingHead,
   UpstreamError,
   UpstreamFailure,
 } from "../server/gateway/filters/proxy/upstream.ts";
@@ -167,6 +176,34 @@ Deno.test("http1: request heads are parsed strictly; every ambiguity is refused"
   assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n"), 400);
 });
 
+Deno.test("http1: head lines are found without splitting the head, with the same refusals", () => {
+  const h = parse("GET /p HTTP/1.1\r\nHost: x:8\r\nX-A:  one \t\r\nx-a: two\r\nEmpty:\r\nC: a:b\r\n\r\n").headers;
+  assert.deepEqual(h.names, ["Host", "X-A", "x-a", "Empty", "C"]);
+  assert.deepEqual(h.keys, ["host", "x-a", "x-a", "empty", "c"]);
+  assert.deepEqual(h.values, ["x:8", "one", "two", "", "a:b"]);
+  // a bare LF or CR anywhere, in the request line or a header line, or a head not ending in CRLF CRLF
+  assert.equal(refusal("GET / HTTP/1.1\nHost: x\r\n\r\n"), 400);
+  assert.equal(refusal("GET /\r HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA: b\nc\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA: b\r\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\n\n"), 400);
+  // a line without a colon (even when a later line has one), or with nothing before it
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\nA: b\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\n: b\r\n\r\n"), 400);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA : b\r\n\r\n"), 400);
+  // the header count limit, counted before any header line is parsed
+  const many = "GET / HTTP/1.1\r\nHost: x\r\n" + "A: b\r\n".repeat(MAX_HEADER_COUNT) + "\r\n";
+  assert.equal(refusal(many), 431);
+  assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\n" + "A: b\r\n".repeat(MAX_HEADER_COUNT - 1) + "\r\n"), 0);
+  // a response head, parsed the same way (one array of line ends serves both parsers)
+  const rb = new TextEncoder().encode("HTTP/1.1 204 No Content\r\nServer: s\r\nConnection: close\r\n\r\n");
+  const r = parseResponseHead(rb, 0, rb.length, "GET");
+  assert.equal(r.status, 204);
+  assert.deepEqual(r.headers.values, ["s", "close"]);
+  assert.equal(r.close, true);
+  assert.equal(parse("GET / HTTP/1.1\r\nHost: y\r\n\r\n").headers.get("host"), "y");
+});
+
 Deno.test("http1: the chunked decoder takes bytes in any split and refuses malformed chunks and oversize bodies", () => {
   const body = new TextEncoder().encode("4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n");
   for (let split = 1; split < body.length; split++) {
@@ -295,5 +332,110 @@ Deno.test("exchange gate: the Proxy timeout counts the wait for a turn; a reques
     listener.close();
     for (const c of conns) c.close();
     await serving;
+  }
+});
+
+/** A head written from a variable when the exchange writes it (as the Proxy's heads read the request then). */
+class VariableHead extends OutgoingHead {
+  constructor(readonly source: { path: string }, shared: boolean) {
+    super(shared);
+  }
+  get length(): number {
+    return this.#text().length;
+  }
+  #text(): string {
+    return `GET ${this.source.path} HTTP/1.1\r\nHost: up\r\n\r\n`;
+  }
+  protected write(dst: Uint8Array): void {
+    dst.set(new TextEncoder().encode(this.#text()));
+  }
+}
+
+Deno.test("upstream heads: a shared head (a mirror's) is sent as it was when its exchange began, also on a retry", async () => {
+  // an upstream that answers each request with its request line, and closes its first connection after one answer
+  // (which the pool keeps as idle: the next request on it meets a stale connection and is retried on a new one)
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const c of listener) {
+      conns.push(c);
+      const first = conns.length === 1;
+      (async () => {
+        const buf = new Uint8Array(4096);
+        while (true) {
+          const n = await c.read(buf).catch(() => null);
+          if (n === null) break;
+          const line = new TextDecoder().decode(buf.subarray(0, n)).split("\r\n")[0];
+          await c.write(new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${line.length}\r\n\r\n${line}`));
+          if (first) {
+            c.close();
+            break;
+          }
+        }
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  const origin = new Origin("127.0.0.1", (listener.addr as Deno.NetAddr).port, null, 1024);
+  const empty = new Uint8Array(0);
+  const send = async (shared: boolean, path: string, changeTo: string) => {
+    const source = { path };
+    const p = origin.roundTrip(new VariableHead(source, shared), empty, "GET", -1, 2000);
+    source.path = changeTo; // the main flow goes on and changes the request while the exchange waits
+    const r = await p;
+    const line = new TextDecoder().decode(r.body.slice());
+    r.release?.();
+    return line;
+  };
+  try {
+    // no idle connection: the exchange dials first (a wait), so the shared head is held before
+    assert.equal(await send(true, "/dial", "/changed"), "GET /dial HTTP/1.1");
+    // that connection is idle now and stale (the upstream closed it): the head written on it is sent again as it was
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await send(true, "/retry", "/changed"), "GET /retry HTTP/1.1");
+    assert.equal(conns.length, 2);
+    // a head that is not shared is written when its exchange writes (its request cannot change meanwhile)
+    const dialing = new Origin("127.0.0.1", (listener.addr as Deno.NetAddr).port, null, 1024);
+    const source = { path: "/own" };
+    const p = dialing.roundTrip(new VariableHead(source, false), empty, "GET", -1, 2000);
+    source.path = "/later";
+    const r = await p;
+    assert.equal(new TextDecoder().decode(r.body.slice()), "GET /later HTTP/1.1");
+    r.release?.();
+    dialing.close();
+  } finally {
+    origin.close();
+    listener.close();
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed by the upstream itself */ }
+    }
+    await serving;
+  }
+});
+
+Deno.test("socket reads: the runtime's op for Deno's own connections, conn.read otherwise; the byte count, 0 at EOF", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port });
+  const server = await listener.accept();
+  try {
+    const rid = readRid(server);
+    assert.ok(rid >= 0, "Deno 2.9's TCP connections are read with the op directly");
+    const buf = new Uint8Array(16);
+    for (const r of [rid, -1]) { // the direct op, then the fallback through conn.read
+      await client.write(new TextEncoder().encode("abc"));
+      assert.equal(await readSocket(server, r, buf), 3);
+      assert.equal(new TextDecoder().decode(buf.subarray(0, 3)), "abc");
+    }
+    client.closeWrite();
+    assert.equal(await readSocket(server, rid, buf), 0);
+    assert.equal(await readSocket(server, -1, buf), 0);
+    // a connection closed under a pending read rejects it, as conn.read does
+    const pending = readSocket(client, readRid(client), buf);
+    client.close();
+    await assert.rejects(pending);
+  } finally {
+    server.close();
+    listener.close();
   }
 });

@@ -22,7 +22,9 @@
  *
  * Flags: --rounds N (default 5), --gateway-seconds N (default 3; env BENCH_SECONDS), --only ours,nginx,haproxy,caddy,
  * --conns 64,256, --no-pin, --ours-v8 FLAGS (repeatable: adds a contender "ours#N" running our member with
- * --v8-flags=FLAGS instead of deno.json's, to compare V8 settings in the same rounds).
+ * --v8-flags=FLAGS instead of deno.json's, to compare V8 settings in the same rounds), --ours-tree DIR (repeatable:
+ * adds a contender "ours#N" running the member of another checkout, e.g. `git worktree add /tmp/base main`, to compare
+ * code changes in the same rounds).
  */
 import { freePorts } from "../../tests/lib/ports.ts";
 
@@ -200,8 +202,8 @@ http {
 }
 `;
 
-/** Our member with these V8 flags. */
-function oursSide(name: string, v8Flags: string): Side {
+/** Our member (of the checkout at `root`) with these V8 flags. */
+function oursSide(name: string, v8Flags: string, root = repo): Side {
   return {
     name,
     async start(backendPort, port, dir, cpu) {
@@ -215,7 +217,7 @@ function oursSide(name: string, v8Flags: string): Side {
           "-A",
           "--no-check",
           ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
-          `${repo}mod.ts`,
+          `${root}/mod.ts`,
           "server",
           "--name",
           "bench",
@@ -347,6 +349,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
   let connsList = [64, 256];
   let pin = true;
   const oursV8: string[] = [];
+  const oursTrees: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const [k, inline] = argv[i].includes("=") && !argv[i].startsWith("--ours-v8=")
       ? argv[i].split("=", 2)
@@ -360,6 +363,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
     else if (k === "--conns") connsList = val().split(",").map(Number);
     else if (k === "--no-pin") pin = false;
     else if (k === "--ours-v8") oursV8.push(val());
+    else if (k === "--ours-tree") oursTrees.push(val());
     else if (k === "--") continue; // `deno task bench -- --gateway` passes it through
     else throw new Error(`unknown argument ${argv[i]}`);
   }
@@ -367,6 +371,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
   const sides = [
     oursSide("ours", startFlags),
     ...oursV8.map((f, i) => oursSide(`ours#${i + 1}`, f)),
+    ...oursTrees.map((d, i) => oursSide(`ours#${oursV8.length + i + 1}`, startFlags, d)),
     ...otherSides,
   ].filter((s) => only === null || only.includes(s.name) || (s.name.startsWith("ours#") && only.includes("ours")));
   // one core for the proxy under test, the other for wrk and the backend
@@ -430,7 +435,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   printGatewayReport(rows, idle, {
-    variants: oursV8,
+    variants: [...oursV8.map((f) => `the same with --v8-flags=${f}`), ...oursTrees.map((d) => `the member of ${d}`)],
     seconds,
     rounds,
     pinned: pin,
@@ -456,7 +461,7 @@ function printGatewayReport(
     o.pinned ? "each proxy pinned to CPU 0, wrk and the backend to CPU 1" : "not pinned (--no-pin)",
   );
   console.log(`ours: a member process (deno task start's flags: --v8-flags=${o.startFlags})`);
-  o.variants.forEach((f, i) => console.log(`ours#${i + 1}: the same with --v8-flags=${f}`));
+  o.variants.forEach((v, i) => console.log(`ours#${i + 1}: ${v}`));
   console.log("medians over the rounds (min–max):");
   console.log(
     `${"proxy".padEnd(10)}${pad("conns", 6)}${pad("req/s", 22)}${pad("p50 ms", 20)}${pad("p99 ms", 22)}${

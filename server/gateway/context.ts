@@ -172,7 +172,9 @@ export class Context {
   webUpgrade: WebUpgrade | null = null;
   /** set by a filter that took the connection over (WebSocketProxy): the server waits for it, then closes */
   hijacked: Promise<void> | null = null;
-  #finish: (() => void)[] | null = null;
+  /** the first function `onFinish` got, then the others */
+  #finish: (() => void) | null = null;
+  #finishMore: (() => void)[] | null = null;
   #request: GwRequest;
   #response: GwResponse | undefined = undefined;
   #otherRequests: Map<string, GwRequest> | null = null;
@@ -250,15 +252,18 @@ export class Context {
 
   /** Runs `fn` once the response was sent (or the request ended otherwise): releases what the response borrows. */
   onFinish(fn: () => void): void {
-    (this.#finish ??= []).push(fn);
+    if (this.#finish === null) this.#finish = fn;
+    else (this.#finishMore ??= []).push(fn);
   }
 
   /** Called by the server after the response was written. */
   finish(): void {
-    const f = this.#finish;
-    if (f === null) return;
-    this.#finish = null;
-    for (const fn of f) fn();
+    const first = this.#finish;
+    if (first === null) return;
+    const more = this.#finishMore;
+    this.#finish = this.#finishMore = null;
+    first();
+    if (more !== null) { for (const fn of more) fn(); }
   }
 }
 

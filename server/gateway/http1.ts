@@ -78,14 +78,59 @@ export class HeaderList {
     return h;
   }
 
-  /** `Name: value\r\n` lines for every header whose key is not in `skip`. */
-  serialize(skip?: Set<string>): string {
+  /** `Name: value\r\n` lines for every header whose key is neither in `skip` nor in `alsoSkip`. */
+  serialize(skip?: Set<string>, alsoSkip?: string[]): string {
     let s = "";
     for (let i = 0; i < this.names.length; i++) {
-      if (skip !== undefined && skip.has(this.keys[i])) continue;
+      const k = this.keys[i];
+      if (skip !== undefined && skip.has(k)) continue;
+      if (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0) continue;
       s += this.names[i] + ": " + this.values[i] + "\r\n";
     }
     return s;
+  }
+
+  /** The length of `serialize(skip, alsoSkip)`. */
+  serializedLength(skip: Set<string>, alsoSkip?: string[]): number {
+    let n = 0;
+    for (let i = 0; i < this.names.length; i++) {
+      const k = this.keys[i];
+      if (skip.has(k) || (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0)) continue;
+      n += this.names[i].length + this.values[i].length + 4;
+    }
+    return n;
+  }
+
+  /** `serialize(skip, alsoSkip)` written into dst at `o` (see putText; dst has room); returns the end offset. */
+  serializeInto(dst: Uint8Array, o: number, skip: Set<string>, alsoSkip?: string[]): number {
+    for (let i = 0; i < this.names.length; i++) {
+      const k = this.keys[i];
+      if (skip.has(k) || (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0)) continue;
+      o = putText(dst, o, this.names[i]);
+      dst[o++] = 58; // ':'
+      dst[o++] = 32;
+      o = putText(dst, o, this.values[i]);
+      dst[o++] = 13;
+      dst[o++] = 10;
+    }
+    return o;
+  }
+
+  /** Removes, in place, every header whose key is in `skip` or in `alsoSkip`. */
+  removeKeys(skip: Set<string>, alsoSkip?: string[]): void {
+    const { names, keys, values } = this;
+    let o = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i];
+      if (skip.has(k) || (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0)) continue;
+      if (o !== i) {
+        names[o] = names[i];
+        keys[o] = k;
+        values[o] = values[i];
+      }
+      o++;
+    }
+    names.length = keys.length = values.length = o;
   }
 
   /** Go's http.Header JSON shape: canonical name → values. */
@@ -96,9 +141,31 @@ export class HeaderList {
   }
 }
 
+/**
+ * Writes head text into dst at `o` (dst has room), one byte per character: the latin1 bytes it was parsed from, and of
+ * any other character its low byte (as encodeHeadInto); returns the end offset. Pieces are written where they are, no
+ * concatenated head string is built and encoded.
+ */
+export function putText(dst: Uint8Array, o: number, s: string): number {
+  for (let i = 0; i < s.length; i++) dst[o++] = s.charCodeAt(i);
+  return o;
+}
+
 /** Go's textproto.CanonicalMIMEHeaderKey: `content-type` → `Content-Type`. */
 export function canonicalName(name: string): string {
   return name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, d, c) => d + c.toUpperCase());
+}
+
+/**
+ * The header names a Connection header lists (lower case): hop-by-hop for this message as well (RFC 9110 §7.6.1);
+ * undefined when there is no Connection header.
+ */
+export function connectionTokens(headers: HeaderList): string[] | undefined {
+  const v = headers.get("connection");
+  if (v === "") return undefined;
+  const out: string[] = [];
+  for (const n of v.split(",")) out.push(n.trim().toLowerCase());
+  return out;
 }
 
 /** Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1, as Go's httputil lists them). */
@@ -177,37 +244,50 @@ export interface ResponseHead {
   close: boolean;
 }
 
-/** Splits head text into lines, refusing bare CR / LF; returns the lines without the final empty one. */
-function headLines(text: string): string[] {
+/**
+ * Where each line of the head text ends (the index of its CR), filled by `headLines` for the parse in progress: the
+ * head is not split into line strings (parsing is synchronous, so one array serves every parse).
+ */
+const lineEnds: number[] = [];
+
+/**
+ * Finds the lines of head text into `lineEnds`, refusing bare CR / LF; returns their number without the final empty
+ * line. Line i spans [i === 0 ? 0 : lineEnds[i - 1] + 2, lineEnds[i]).
+ */
+function headLines(text: string): number {
   if (!text.endsWith("\r\n\r\n")) throw new HttpParseError(400, "bare LF in head");
-  const lines = text.split("\r\n");
-  lines.length -= 2; // the head ends with CRLF CRLF: the last two entries are empty
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i];
-    if (l.indexOf("\n") >= 0 || l.indexOf("\r") >= 0) throw new HttpParseError(400, "bare CR or LF in head");
+  lineEnds.length = 0;
+  let p = 0;
+  while (p < text.length) {
+    const lf = text.indexOf("\n", p);
+    // the first CR from the line's start is the one right before its LF: no bare CR or LF inside the line
+    if (text.indexOf("\r", p) !== lf - 1) throw new HttpParseError(400, "bare CR or LF in head");
+    lineEnds.push(lf - 1);
+    p = lf + 1;
   }
-  return lines;
+  return lineEnds.length - 1;
 }
 
-function parseHeaderLines(lines: string[], headers: HeaderList): void {
-  if (lines.length > MAX_HEADER_COUNT + 1) throw new HttpParseError(431, "too many header fields");
-  for (let i = 1; i < lines.length; i++) {
-    const l = lines[i];
-    const colon = l.indexOf(":");
-    if (colon <= 0) throw new HttpParseError(400, "malformed header line");
-    for (let j = 0; j < colon; j++) {
-      const c = l.charCodeAt(j);
+/** Parses header lines 1 .. count-1 of the head text. */
+function parseHeaderLines(text: string, count: number, headers: HeaderList): void {
+  if (count > MAX_HEADER_COUNT + 1) throw new HttpParseError(431, "too many header fields");
+  for (let i = 1; i < count; i++) {
+    const start = lineEnds[i - 1] + 2;
+    const end = lineEnds[i];
+    const colon = text.indexOf(":", start);
+    if (colon <= start || colon >= end) throw new HttpParseError(400, "malformed header line");
+    for (let j = start; j < colon; j++) {
+      const c = text.charCodeAt(j);
       if (c >= 128 || TOKEN[c] === 0) throw new HttpParseError(400, "invalid header name");
     }
-    let a = colon + 1, b = l.length;
-    while (a < b && (l.charCodeAt(a) === 32 || l.charCodeAt(a) === 9)) a++;
-    while (b > a && (l.charCodeAt(b - 1) === 32 || l.charCodeAt(b - 1) === 9)) b--;
-    const value = l.slice(a, b);
-    for (let j = 0; j < value.length; j++) {
-      const c = value.charCodeAt(j);
+    let a = colon + 1, b = end;
+    while (a < b && (text.charCodeAt(a) === 32 || text.charCodeAt(a) === 9)) a++;
+    while (b > a && (text.charCodeAt(b - 1) === 32 || text.charCodeAt(b - 1) === 9)) b--;
+    for (let j = a; j < b; j++) {
+      const c = text.charCodeAt(j);
       if ((c < 32 && c !== 9) || c === 127) throw new HttpParseError(400, "invalid header value");
     }
-    headers.add(l.slice(0, colon), value);
+    headers.add(text.slice(start, colon), text.slice(a, b));
   }
 }
 
@@ -250,8 +330,9 @@ function wantsClose(proto: string, headers: HeaderList): boolean {
 
 /** Parses a request head (buf[start, end) ends with CRLFCRLF). */
 export function parseRequestHead(buf: Uint8Array, start: number, end: number): RequestHead {
-  const lines = headLines(headText(buf, start, end));
-  const rl = lines[0];
+  const text = headText(buf, start, end);
+  const count = headLines(text);
+  const rl = text.slice(0, lineEnds[0]);
   const sp1 = rl.indexOf(" ");
   const sp2 = rl.indexOf(" ", sp1 + 1);
   if (sp1 <= 0 || sp2 < 0 || rl.indexOf(" ", sp2 + 1) >= 0) throw new HttpParseError(400, "malformed request line");
@@ -274,7 +355,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
     throw new HttpParseError(400, "invalid request target");
   }
   const headers = new HeaderList();
-  parseHeaderLines(lines, headers);
+  parseHeaderLines(text, count, headers);
   if (proto === "HTTP/1.1") {
     let hosts = 0;
     for (const k of headers.keys) if (k === "host") hosts++;
@@ -288,8 +369,9 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
 
 /** Parses a response head for a request with this method. */
 export function parseResponseHead(buf: Uint8Array, start: number, end: number, method: string): ResponseHead {
-  const lines = headLines(headText(buf, start, end));
-  const sl = lines[0];
+  const text = headText(buf, start, end);
+  const count = headLines(text);
+  const sl = text.slice(0, lineEnds[0]);
   if (!sl.startsWith("HTTP/1.") || sl.charCodeAt(8) !== 32) throw new HttpParseError(502, "malformed status line");
   const proto = sl.slice(0, 8);
   const status = Number(sl.slice(9, 12));
@@ -297,7 +379,7 @@ export function parseResponseHead(buf: Uint8Array, start: number, end: number, m
     throw new HttpParseError(502, "malformed status code");
   }
   const headers = new HeaderList();
-  parseHeaderLines(lines, headers);
+  parseHeaderLines(text, count, headers);
   let [bodyKind, contentLength] = framing(headers, false);
   if (method === "HEAD" || status === 204 || status === 304 || status < 200) {
     bodyKind = BodyKind.None;
@@ -424,6 +506,7 @@ export const STATUS_TEXT: Record<number, string> = {
 
 let dateSecond = 0;
 let dateText = "";
+let dateLine = "";
 /** The Date header value, formatted once per second. */
 export function httpDate(): string {
   const now = Date.now();
@@ -431,6 +514,19 @@ export function httpDate(): string {
   if (s !== dateSecond) {
     dateSecond = s;
     dateText = new Date(now).toUTCString();
+    dateLine = "Date: " + dateText + "\r\n";
   }
   return dateText;
+}
+
+/** The Date header line (`Date: ...\r\n`), formatted once per second. */
+export function httpDateLine(): string {
+  httpDate();
+  return dateLine;
+}
+
+const statusLines: string[] = [];
+/** `HTTP/1.1 <status> <reason>\r\n`, built once per status. */
+export function statusLine(status: number): string {
+  return statusLines[status] ??= "HTTP/1.1 " + status + " " + (STATUS_TEXT[status] ?? "status code " + status) + "\r\n";
 }

@@ -28,6 +28,19 @@ export class AccessLog {
     this.#timer = setInterval(() => this.flush(), FLUSH_MS);
   }
 
+  #timeMs = 0;
+  #timeText = "";
+
+  /** The line's timestamp (ISO 8601), formatted once per millisecond. */
+  #time(): string {
+    const now = Date.now();
+    if (now !== this.#timeMs) {
+      this.#timeMs = now;
+      this.#timeText = new Date(now).toISOString();
+    }
+    return this.#timeText;
+  }
+
   write(
     req: GwRequest,
     target: string,
@@ -38,13 +51,12 @@ export class AccessLog {
     tags: string[] | undefined,
   ): void {
     const uri = target.length > MAX_URI ? target.slice(0, MAX_URI) + "..." : target;
-    this.#pending += `[${
-      new Date().toISOString()
-    }] [${req.remoteAddr} ${req.realIp} ${req.method} ${uri} ${req.proto} ${status}] [${
-      ms.toFixed(3)
-    }ms rx:${reqBytes}B tx:${respBytes}B] [status code: ${status}${
-      tags && tags.length > 0 ? " | " + tags.join(" | ") : ""
-    }]\n`;
+    this.#pending +=
+      `[${this.#time()}] [${req.remoteAddr} ${req.realIp} ${req.method} ${uri} ${req.proto} ${status}] [${
+        ms.toFixed(3)
+      }ms rx:${reqBytes}B tx:${respBytes}B] [status code: ${status}${
+        tags && tags.length > 0 ? " | " + tags.join(" | ") : ""
+      }]\n`;
     if (this.#pending.length > FLUSH_CHARS) this.flush();
   }
 

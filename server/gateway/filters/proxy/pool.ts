@@ -4,13 +4,20 @@
  * and the round trip itself: build the upstream head from the request, send it on a pooled connection, map the
  * outcome to a result and a status (503 serverError, 408 timeout, 500 internalError, failureCode...).
  */
-import { type Context, GwResponse, isIp } from "../../context.ts";
-import { HeaderList, HOP_BY_HOP } from "../../http1.ts";
+import { type Context, type GwRequest, GwResponse, isIp } from "../../context.ts";
+import { connectionTokens, HeaderList, HOP_BY_HOP, putText } from "../../http1.ts";
 import { parseGoDuration } from "../../../easegress/gotime.ts";
 import type { CircuitBreaker, ResiliencePolicies, RetryPolicy } from "../../pipeline/resilience.ts";
 import { fnv32a, LoadBalancer, type Server } from "./balancer.ts";
 import { HealthChecker } from "./healthcheck.ts";
-import { Origin, UpstreamError, UpstreamFailure, type UpstreamResponse, type UpstreamTls } from "./upstream.ts";
+import {
+  Origin,
+  OutgoingHead,
+  UpstreamError,
+  UpstreamFailure,
+  type UpstreamResponse,
+  type UpstreamTls,
+} from "./upstream.ts";
 import { MemoryCache } from "./memorycache.ts";
 
 import type {
@@ -260,22 +267,16 @@ export class ServerPool {
     const server = this.lb.choose(req);
     if (server === undefined) return this.#failStatus(ctx, "internalError", 503);
     const host = server.keepHost || (server.isIp && !this.#setUpstreamHost) ? req.host : server.hostPort;
-    let skip = SKIP_UPSTREAM;
-    const connection = req.headers.get("connection");
-    if (connection !== "") {
-      skip = new Set(SKIP_UPSTREAM);
-      for (const n of connection.split(",")) skip.add(n.trim().toLowerCase());
-    }
     const body = req.body;
     const stream = req.stream;
-    let head = req.method + " " + server.basePath + req.requestUri + " HTTP/1.1\r\nHost: " + host + "\r\n" +
-      req.headers.serialize(skip);
+    let framing = "";
     if (stream !== null) {
-      head += stream.length >= 0 ? "Content-Length: " + stream.length + "\r\n" : "Transfer-Encoding: chunked\r\n";
+      framing = stream.length >= 0 ? "Content-Length: " + stream.length + "\r\n" : "Transfer-Encoding: chunked\r\n";
     } else if (body.length > 0 || req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
-      head += "Content-Length: " + body.length + "\r\n";
+      framing = "Content-Length: " + body.length + "\r\n";
     }
-    head += "\r\n";
+    // a mirror's request is the main flow's (see OutgoingHead)
+    const head = new UpstreamHead(req, server.basePath, host, framing, this.name === "mirror");
     let resp: UpstreamResponse;
     try {
       resp = await this.#origin(server).roundTrip(head, body, req.method, this.#maxBody, this.#timeoutMs, stream);
@@ -291,12 +292,14 @@ export class ServerPool {
       return this.#failStatus(ctx, "serverError", 503);
     }
     if (resp.release !== null) ctx.onFinish(resp.release);
-    const headers = stripHeaders(resp.headers);
+    // the parsed head is ours: the hop-by-hop fields and the framing are removed in place
+    const headers = resp.headers;
+    headers.removeKeys(SKIP_DOWNSTREAM, connectionTokens(headers));
     const out = setResponse(ctx, resp.status, headers, resp.body);
     if (resp.stream !== null) out.stream = resp.stream; // not cached (as Easegress)
     else this.#cache?.store(req, resp.status, headers, resp.body);
     this.lb.onResponse(out, server);
-    ctx.addTag(`proxy#${proxyName}#${this.name}#status code: ${resp.status}`);
+    ctx.addTag(this.#statusTag(proxyName, resp.status));
     this.#count(resp.status);
     if (this.#isFailure(resp.status)) {
       this.stat.errCount++;
@@ -304,6 +307,20 @@ export class ServerPool {
     }
     return "";
   }
+
+  /** The access log's tag of a response, built once per proxy name and status. */
+  #statusTag(proxyName: string, status: number): string {
+    if (proxyName !== this.#tagProxy) {
+      this.#tagProxy = proxyName;
+      this.#tags.clear();
+    }
+    let tag = this.#tags.get(status);
+    if (tag === undefined) this.#tags.set(status, tag = `proxy#${proxyName}#${this.name}#status code: ${status}`);
+    return tag;
+  }
+
+  #tagProxy = "";
+  readonly #tags = new Map<number, string>();
 
   #count(status: number): void {
     this.stat.codes[status] = (this.stat.codes[status] ?? 0) + 1;
@@ -327,26 +344,6 @@ export class ServerPool {
   }
 }
 
-function stripHeaders(h: HeaderList): HeaderList {
-  const connection = h.get("connection");
-  let skip = SKIP_DOWNSTREAM;
-  if (connection !== "") {
-    skip = new Set(SKIP_DOWNSTREAM);
-    for (const n of connection.split(",")) skip.add(n.trim().toLowerCase());
-  }
-  let any = false;
-  for (const k of h.keys) {
-    if (skip.has(k)) {
-      any = true;
-      break;
-    }
-  }
-  if (!any) return h;
-  const out = new HeaderList();
-  for (let i = 0; i < h.keys.length; i++) if (!skip.has(h.keys[i])) out.add(h.names[i], h.values[i]);
-  return out;
-}
-
 /**
  * Puts the upstream response into the active namespace: a new response, or merged into an existing one
  * (Access-Control-* headers replaced, others appended), as Easegress does.
@@ -366,3 +363,51 @@ function setResponse(ctx: Context, status: number, headers: HeaderList, body: Ui
   }
   return existing;
 }
+
+/**
+ * The upstream request head: the request line (the server's base path before the request's path), Host, the client's
+ * fields but the hop-by-hop ones and those its Connection header names, and the body's framing. Written into the
+ * connection's buffer piece by piece (no head string is built and encoded).
+ */
+class UpstreamHead extends OutgoingHead {
+  readonly length: number;
+  readonly #tokens: string[] | undefined;
+
+  constructor(
+    readonly req: GwRequest,
+    readonly basePath: string,
+    readonly host: string,
+    /** the Content-Length or Transfer-Encoding line, or "" */
+    readonly framing: string,
+    shared: boolean,
+  ) {
+    super(shared);
+    this.#tokens = connectionTokens(req.headers);
+    const query = req.query;
+    this.length = req.method.length + 1 + basePath.length + req.path.length + (query === "" ? 0 : query.length + 1) +
+      REQUEST_LINE_END.length + host.length + 2 + req.headers.serializedLength(SKIP_UPSTREAM, this.#tokens) +
+      framing.length + 2;
+  }
+
+  protected write(dst: Uint8Array): void {
+    const req = this.req;
+    let o = putText(dst, 0, req.method);
+    dst[o++] = 32;
+    o = putText(dst, o, this.basePath);
+    o = putText(dst, o, req.path);
+    if (req.query !== "") {
+      dst[o++] = 63; // '?'
+      o = putText(dst, o, req.query);
+    }
+    o = putText(dst, o, REQUEST_LINE_END);
+    o = putText(dst, o, this.host);
+    dst[o++] = 13;
+    dst[o++] = 10;
+    o = req.headers.serializeInto(dst, o, SKIP_UPSTREAM, this.#tokens);
+    o = putText(dst, o, this.framing);
+    dst[o++] = 13;
+    dst[o] = 10;
+  }
+}
+
+const REQUEST_LINE_END = " HTTP/1.1\r\nHost: ";

@@ -19,6 +19,7 @@ import {
   parseResponseHead,
   type ResponseHead,
 } from "../../http1.ts";
+import { readRid, readSocket } from "../../sockread.ts";
 
 /** An idle upstream connection older than this is closed instead of reused (Go transport IdleConnTimeout). */
 export const IDLE_CONN_TIMEOUT_MS = 90_000;
@@ -109,6 +110,56 @@ export class ExchangeGate {
   }
 }
 
+/**
+ * A request head written piece by piece into the connection's buffer (no head string is built and encoded). It reads
+ * the request when written. A `shared` head's request may change while its exchange waits (a mirror's request is the
+ * main flow's, which goes on): it is held before the exchange gives up control with the head unsent (a wait at the
+ * gate, a dial), its bytes kept as they are then, and a retry sends the bytes sent the first time. Any other request
+ * waits for its exchange unchanged.
+ */
+export abstract class OutgoingHead {
+  abstract readonly length: number;
+  #bytes: Uint8Array | null = null;
+
+  constructor(readonly shared: boolean) {}
+
+  /** Writes the head's `length` bytes at the start of dst. */
+  protected abstract write(dst: Uint8Array): void;
+
+  writeInto(dst: Uint8Array): void {
+    if (this.#bytes !== null) dst.set(this.#bytes);
+    else this.write(dst);
+  }
+
+  /** A shared head keeps its bytes from now on: written now, or those at the start of `sent` (where it went). */
+  hold(sent?: Uint8Array): void {
+    if (!this.shared || this.#bytes !== null) return;
+    if (sent !== undefined) this.#bytes = sent.slice(0, this.length);
+    else this.write(this.#bytes = new Uint8Array(this.length));
+  }
+
+  /** The head as bytes of its own. */
+  bytes(): Uint8Array {
+    if (this.#bytes !== null) return this.#bytes;
+    const b = new Uint8Array(this.length);
+    this.write(b);
+    return b;
+  }
+}
+
+/** A request head's bytes into dst (which has room). */
+function headInto(head: string | OutgoingHead, dst: Uint8Array): void {
+  if (typeof head === "string") encodeHeadInto(head, dst);
+  else head.writeInto(dst);
+}
+
+/** A request head as bytes of its own. */
+function headBytes(head: string | OutgoingHead): Uint8Array {
+  if (typeof head === "string") return encodeHead(head);
+  head.hold(); // a retry sends these bytes again
+  return head.bytes();
+}
+
 /** Why a round trip failed. */
 export const enum UpstreamFailure {
   Connect = "connect",
@@ -146,7 +197,14 @@ class UpstreamConn {
   wbuf = new Uint8Array(WRITE_BUFFER);
   lastUsed = 0;
   closed = false;
-  constructor(readonly conn: Deno.Conn) {}
+  /** see sockread.ts */
+  readonly rid: number;
+  /** returns the connection to its origin's pool after a response that borrowed its buffer (one closure per conn) */
+  readonly release: () => void;
+  constructor(readonly conn: Deno.Conn, release: (c: UpstreamConn) => void) {
+    this.rid = readRid(conn);
+    this.release = () => release(this);
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -208,7 +266,7 @@ export class Origin {
       );
     }
     this.open++;
-    return new UpstreamConn(conn);
+    return new UpstreamConn(conn, this.#releaseConn);
   }
 
   #take(): UpstreamConn | undefined {
@@ -226,6 +284,8 @@ export class Origin {
     c.close();
   }
 
+  readonly #releaseConn = (c: UpstreamConn) => this.#release(c);
+
   #release(c: UpstreamConn): void {
     if (this.#closed || this.#idle.length >= this.maxIdle) return this.#drop(c);
     c.lastUsed = Date.now();
@@ -239,7 +299,7 @@ export class Origin {
    * new connection (it cannot be sent twice).
    */
   roundTrip(
-    head: string,
+    head: string | OutgoingHead,
     body: Uint8Array,
     method: string,
     maxBody: number,
@@ -247,55 +307,61 @@ export class Origin {
     stream: BodyStream | null = null,
   ): Promise<UpstreamResponse> {
     const turn = this.#gate.enter();
-    const queuedAt = turn === undefined ? 0 : performance.now();
-    const run = () => {
+    if (turn === undefined) return this.#roundTrip(head, body, method, maxBody, timeoutMs, stream);
+    if (typeof head !== "string") head.hold();
+    const queuedAt = performance.now();
+    return turn.then(() => {
       let left = timeoutMs;
-      if (turn !== undefined && timeoutMs > 0) {
+      if (timeoutMs > 0) {
         left = timeoutMs - (performance.now() - queuedAt);
         if (left <= 0) {
-          this.#leave();
-          return Promise.reject(new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded"));
+          this.#gate.leave();
+          throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
         }
       }
-      const p = this.#roundTrip(head, body, method, maxBody, left, stream);
-      p.then(this.#leave, this.#leave);
-      return p;
-    };
-    return turn === undefined ? run() : turn.then(run);
+      return this.#roundTrip(head, body, method, maxBody, left, stream);
+    });
   }
 
   readonly #gate = new ExchangeGate();
-  readonly #leave = () => this.#gate.leave();
 
+  /** One exchange that has its turn at the gate (left when it settles). */
   async #roundTrip(
-    head: string,
+    head: string | OutgoingHead,
     body: Uint8Array,
     method: string,
     maxBody: number,
     timeoutMs: number,
     stream: BodyStream | null,
   ): Promise<UpstreamResponse> {
-    let c = stream === null ? this.#take() : undefined;
-    const reused = c !== undefined;
-    if (c === undefined) c = await this.#dial();
+    let c: UpstreamConn | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let timedOut = false;
-    if (timeoutMs > 0) {
-      const cc = c;
-      timer = setTimeout(() => {
-        timedOut = true;
-        cc.close();
-      }, timeoutMs);
-    }
+    let reused = false;
     try {
+      c = stream === null ? this.#take() : undefined;
+      reused = c !== undefined;
+      if (c === undefined) {
+        if (typeof head !== "string") head.hold();
+        c = await this.#dial();
+      }
+      if (timeoutMs > 0) {
+        const cc = c;
+        timer = setTimeout(() => {
+          timedOut = true;
+          cc.close();
+        }, timeoutMs);
+      }
       if (stream !== null) await sendStream(c.conn, head, stream);
       return await this.#exchange(c, head, body, method, maxBody, stream !== null);
     } catch (err) {
+      if (c === undefined) throw err; // the dial failed
       this.#drop(c);
       if (timedOut) throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
       if (reused && err instanceof StaleConnection) {
         clearTimeout(timer);
         timer = undefined;
+        if (typeof head !== "string") head.hold(c.wbuf); // written there, unless held before
         const fresh = await this.#dial();
         try {
           return await this.#exchange(fresh, head, body, method, maxBody);
@@ -310,12 +376,13 @@ export class Origin {
       throw new UpstreamError(UpstreamFailure.Io, (err as Error).message);
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      this.#gate.leave();
     }
   }
 
   async #exchange(
     c: UpstreamConn,
-    head: string,
+    head: string | OutgoingHead,
     body: Uint8Array,
     method: string,
     maxBody: number,
@@ -325,11 +392,13 @@ export class Origin {
     const n = head.length + body.length;
     if (sent) { /* the request went out already (a stream) */ }
     else if (n <= WRITE_BUFFER) {
-      encodeHeadInto(head, c.wbuf);
+      headInto(head, c.wbuf);
       if (body.length > 0) c.wbuf.set(body, head.length);
-      await writeAll(conn, c.wbuf.subarray(0, n));
+      const out = c.wbuf.subarray(0, n);
+      const w = await conn.write(out);
+      if (w < n) await writeRest(conn, out, w);
     } else {
-      await writeAll(conn, encodeHead(head));
+      await writeAll(conn, headBytes(head));
       await writeAll(conn, body);
     }
     let buf = c.buf;
@@ -342,8 +411,8 @@ export class Origin {
         nb.set(buf);
         c.buf = buf = nb;
       }
-      const n = await conn.read(buf.subarray(end));
-      if (n === null) {
+      const n = await readSocket(conn, c.rid, end === 0 ? buf : buf.subarray(end));
+      if (n === 0) {
         if (end === 0) throw new StaleConnection();
         throw new UpstreamError(UpstreamFailure.Io, "unexpected EOF");
       }
@@ -372,7 +441,7 @@ export class Origin {
         headers: rh.headers,
         body: buf.subarray(headEnd, end),
         stream: null,
-        release: () => this.#release(c),
+        release: c.release,
       };
     }
     if (maxBody < 0 && rh.bodyKind !== BodyKind.None) return this.#streamBody(c, rh, headEnd, end);
@@ -414,7 +483,7 @@ export class Origin {
               headers: rh.headers,
               body: respBody,
               stream: null,
-              release: () => this.#release(c),
+              release: c.release,
             };
           }
           respBody = respBody.slice();
@@ -610,8 +679,8 @@ const CRLF = new Uint8Array([13, 10]);
 const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
 
 /** Writes the head, then the stream's bytes as they are read: as they are, or chunked when the length is unknown. */
-async function sendStream(conn: Deno.Conn, head: string, stream: BodyStream): Promise<void> {
-  await writeAll(conn, encodeHead(head));
+async function sendStream(conn: Deno.Conn, head: string | OutgoingHead, stream: BodyStream): Promise<void> {
+  await writeAll(conn, headBytes(head));
   const chunked = stream.length < 0;
   while (true) {
     const b = await stream.read();
@@ -632,7 +701,8 @@ export function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   return conn.write(data).then((n) => (n < data.length ? writeRest(conn, data, n) : undefined));
 }
 
-async function writeRest(conn: Deno.Conn, data: Uint8Array, off: number): Promise<void> {
+/** Writes data[off, end): the rest after a short write. */
+export async function writeRest(conn: Deno.Conn, data: Uint8Array, off: number): Promise<void> {
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
