@@ -3,7 +3,7 @@ import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
-import { decodeState, encodeState, StateEncoder } from "../server/apply/state_codec.ts";
+import { decodeState, encodeState, StateDecoder, StateEncoder } from "../server/apply/state_codec.ts";
 import { Members } from "../server/membership/members.ts";
 
 const b = (s: string) => Buffer.from(s, "latin1");
@@ -137,5 +137,71 @@ Deno.test("state codec: a compaction or a restore during an encode in slices fin
       decodeState(ref.encode(), live.store, live.lessor, live.applier.alarms, new Members());
     }
     assert.equal(await sha256(await pending), expected, restructure);
+  }
+});
+
+/** What a reader sees of a machine: every key's newest value, the lease TTLs and the alarms. */
+function view(m: ReturnType<typeof machine>) {
+  return {
+    hash: m.store.hashKV(0).hash,
+    rev: m.store.currentRev,
+    keys: m.store.keyCount,
+    leases: [...m.lessor.leases.values()].map((l) => `${l.id}:${l.ttl}:${[...l.keys].sort().join(",")}`).sort(),
+    alarms: JSON.stringify(m.applier.alarms),
+    members: JSON.stringify(m.members.toJSON()),
+  };
+}
+
+Deno.test("state codec: a decode in slices yields to timers, leaves the live state serving as it was, then installs the blob's state at once", async () => {
+  const ref = machine();
+  buildState(ref);
+  const blob = ref.encode();
+  // the member being restored holds other state, and keeps being read while the decode runs
+  const live = machine();
+  live.put("only/here", "old state");
+  buildState(live, 7);
+  const before = view(live);
+  const dec = new StateDecoder(blob);
+  let slices = 0, turns = 0;
+  const reader = setInterval(() => {
+    turns++;
+    assert.deepEqual(view(live), before, "the live state is untouched while the decode runs");
+    assert.equal(live.store.range("only/here", "").kvs[0].value.toString(), "old state");
+  }, 0);
+  while (!dec.step(0)) {
+    slices++;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  clearInterval(reader);
+  assert.ok(slices >= 10, `${slices} slices`);
+  assert.ok(turns >= 5, `the timer fired ${turns} times during the decode`);
+  const meta = dec.install(...live.parts());
+  assert.deepEqual(meta, { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } });
+  assert.deepEqual(view(live), view(ref));
+  assert.equal(live.store.range("only/here", "").count, 0);
+  // the installed state encodes to the same blob, and takes writes (its key index is whole)
+  assert.equal(await sha256(live.encode()), await sha256(blob));
+  for (const m of [live, ref]) m.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
+  live.put("key/1", "after");
+  ref.put("key/1", "after");
+  live.put("zzz/new", "after");
+  ref.put("zzz/new", "after");
+  assert.deepEqual(view(live), view(ref));
+  assert.deepEqual(
+    live.store.range("key/", "key0").kvs.map((kv) => kv.key.toString("latin1")),
+    ref.store.range("key/", "key0").kvs.map((kv) => kv.key.toString("latin1")),
+  );
+});
+
+Deno.test("state codec: a truncated blob fails its decode and changes nothing", () => {
+  const ref = machine();
+  buildState(ref);
+  const blob = ref.encode();
+  const live = machine();
+  live.put("only/here", "old state");
+  const before = view(live);
+  for (const cut of [10, Math.floor(blob.length / 2), blob.length - 3]) {
+    assert.throws(() => decodeState(blob.subarray(0, cut), ...live.parts()), /state snapshot: truncated/);
+    assert.deepEqual(view(live), before, `cut at ${cut}`);
   }
 });

@@ -598,6 +598,10 @@ export class Node {
           this.transport.send(rd.preSyncMessages);
           this.transport.flush();
         }
+        // a leader's snapshot is decoded (beside the live state) while it is written to disk; the acknowledgement
+        // goes out once it is durable, the state is replaced once it is decoded (a bad blob fails below)
+        const decoded = rd.snapshot ? this.#apply.decode(rd.snapshot) : undefined;
+        decoded?.catch(() => {});
         if (rd.snapshot) await this.#disk.saveLeaderSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#disk.append(rd.entries, rd.hardState);
         if (rd.mustSync) this.#disk.sync();
@@ -607,10 +611,11 @@ export class Node {
           this.transport.send(rd.messages);
           this.transport.flush();
         }
+        const decoder = decoded && await decoded;
         if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
-        if (rd.snapshot) this.#apply.restore(rd.snapshot);
+        if (rd.snapshot) this.#apply.install(rd.snapshot, decoder!);
         if (rd.committedEntries.length > 0) {
           const start = performance.now();
           if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);

@@ -41,6 +41,8 @@ import {
 const MAX_QUEUE = 4096;
 const CLUSTER_HEADER = "eg-cluster-id";
 const FROM_HEADER = "eg-from";
+/** On a snapshot call: the size of the data that follows, so that the receiver copies each chunk into place once. */
+const SNAPSHOT_SIZE_HEADER = "eg-snapshot-bytes";
 
 /** What the transport needs from its member. */
 export interface PeerHooks {
@@ -271,7 +273,7 @@ class PeerLink {
     const client = this.client();
     if (!client) return this.hooks.snapshotSent(this.id, false);
     const data = m.snapshot!.data;
-    const call = client.clientStream(SNAPSHOT_PATH, this.metadata());
+    const call = client.clientStream(SNAPSHOT_PATH, { ...this.metadata(), [SNAPSHOT_SIZE_HEADER]: `${data.length}` });
     const about = { "remote-peer-id": this.id, "snapshot-index": m.snapshot!.metadata.index };
     const progress = new Progress("bytes");
     this.hooks.log("sending database snapshot", { ...about, total: data.length });
@@ -560,6 +562,11 @@ export class PeerTransport {
         const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const max = this.hooks.maxSnapshotBytes;
+        // with the size announced, the data is copied into one buffer as it arrives (no concatenation at the end)
+        const announced = Number(call.metadata.get(SNAPSHOT_SIZE_HEADER)[0] ?? NaN);
+        let whole = Number.isSafeInteger(announced) && announced >= 0 && announced <= max
+          ? new Uint8Array(announced)
+          : null;
         let head: Message | null = null;
         let parts: Uint8Array[] = [];
         let refused = false;
@@ -578,15 +585,21 @@ export class PeerTransport {
             return;
           }
           if (!c.data?.length) return;
+          const at = progress.done;
           progress.done += c.data.length;
-          if (progress.done > max) {
+          if (progress.done > (whole?.length ?? max)) {
             refused = true;
             parts = [];
-            const details = `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`;
-            this.#refuse(call.metadata, { code: Status.RESOURCE_EXHAUSTED, details } as grpc.ServiceError, cb);
+            whole = null;
+            const details = progress.done > max
+              ? `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`
+              : `snapshot from ${who.from} exceeds the ${announced} bytes it announced`;
+            const code = progress.done > max ? Status.RESOURCE_EXHAUSTED : Status.INVALID_ARGUMENT;
+            this.#refuse(call.metadata, { code, details } as grpc.ServiceError, cb);
             return;
           }
-          parts.push(c.data);
+          if (whole) whole.set(c.data, at);
+          else parts.push(c.data);
           if (progress.due()) {
             this.hooks.log("receiving database snapshot: progress", { ...about(), ...progress.fields() });
           }
@@ -597,17 +610,23 @@ export class PeerTransport {
             const details = "snapshot without a header from its sender to this member";
             return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
-          head.snapshot.data = Buffer.concat(parts);
+          if (whole && progress.done !== whole.length) {
+            const details = `snapshot from ${who.from} holds ${progress.done} of the ${announced} bytes it announced`;
+            return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
+          }
+          head.snapshot.data = whole ?? Buffer.concat(parts);
           parts = [];
+          whole = null;
           this.hooks.log("received database snapshot", { ...about(), ...progress.fields() });
           this.hooks.receive([head]);
           cb(null, {});
         });
         call.on("error", () => {
-          if (head && !refused && parts.length > 0) {
+          if (head && !refused && progress.done > 0) {
             this.hooks.log("receiving database snapshot failed", { ...about(), ...progress.fields() });
           }
           parts = [];
+          whole = null;
         });
       },
     };
