@@ -42,7 +42,7 @@ const MAX_QUEUE = 4096;
 const CLUSTER_HEADER = "eg-cluster-id";
 const FROM_HEADER = "eg-from";
 /** On a snapshot call: the size of the data that follows, so that the receiver copies each chunk into place once. */
-const SNAPSHOT_SIZE_HEADER = "eg-snapshot-bytes";
+export const SNAPSHOT_SIZE_HEADER = "eg-snapshot-bytes";
 
 /** What the transport needs from its member. */
 export interface PeerHooks {
