@@ -51,6 +51,21 @@ function buildState(m: ReturnType<typeof machine>, seed = 1) {
   m.apply({ op: "alarm", alarm: { action: 1, memberID: "11", alarm: 1 } });
 }
 
+/**
+ * Runs an encode or decode to its end in slices of step(0), yielding 2 ms between them, and checks it took at least 10
+ * slices while a timer (whose firings `turns` counts) fired at least 5 times. step(0): each slice stops at its first
+ * look at the clock (every 512 records), so the count does not depend on the machine's speed.
+ */
+async function slicesYieldingToTimers(work: { step(ms: number): boolean }, turns: () => number, what: string) {
+  let slices = 0;
+  while (!work.step(0)) {
+    slices++;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  assert.ok(slices >= 10, `${slices} slices`);
+  assert.ok(turns() >= 5, `the timer fired ${turns()} times during the ${what}`);
+}
+
 async function sha256(data: Uint8Array): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
   return [...d].map((x) => x.toString(16).padStart(2, "0")).join("");
@@ -81,7 +96,7 @@ Deno.test("state codec: an encode in slices yields to timers and is the state at
   const enc = new StateEncoder(meta, ...live.parts());
   // writes between slices: new keys (before and after the walk's position), overwrites, deletes, a lease revoked
   // and one granted, a txn that fails and is rolled back
-  let seed = 99, turns = 0, slices = 0;
+  let seed = 99, turns = 0;
   const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
   const writer = setInterval(() => {
     turns++;
@@ -94,15 +109,8 @@ Deno.test("state codec: an encode in slices yields to timers and is the state at
     if (turns === 3) live.apply({ op: "lease_revoke", lease_revoke: { ID: "1002" } });
     assert.throws(() => live.put("k", "v", "999999")); // lease not found: nothing applied
   }, 0);
-  // step(0): each slice stops at its first look at the clock (every 512 records), so the count does not depend on the
-  // machine's speed
-  while (!enc.step(0)) {
-    slices++;
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await slicesYieldingToTimers(enc, () => turns, "encode");
   clearInterval(writer);
-  assert.ok(slices >= 10, `${slices} slices`);
-  assert.ok(turns >= 5, `the timer fired ${turns} times during the encode`);
   assert.equal(await sha256(enc.result), await sha256(expected));
   // the live store still reads what was written (its values now in the blob or where they were)
   for (let t = 1; t <= turns; t++) {
@@ -162,19 +170,14 @@ Deno.test("state codec: a decode in slices yields to timers, leaves the live sta
   buildState(live, 7);
   const before = view(live);
   const dec = new StateDecoder(blob);
-  let slices = 0, turns = 0;
+  let turns = 0;
   const reader = setInterval(() => {
     turns++;
     assert.deepEqual(view(live), before, "the live state is untouched while the decode runs");
     assert.equal(live.store.range("only/here", "").kvs[0].value.toString(), "old state");
   }, 0);
-  while (!dec.step(0)) {
-    slices++;
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await slicesYieldingToTimers(dec, () => turns, "decode");
   clearInterval(reader);
-  assert.ok(slices >= 10, `${slices} slices`);
-  assert.ok(turns >= 5, `the timer fired ${turns} times during the decode`);
   const meta = dec.install(...live.parts());
   assert.deepEqual(meta, { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } });
   assert.deepEqual(view(live), view(ref));
