@@ -20,6 +20,7 @@ import type { Lessor } from "../lease/lessor.ts";
 import { toBKey } from "../mvcc/keys.ts";
 import { type DumpBounds, MvccStore } from "../mvcc/store.ts";
 import type { AuthState, AuthStore } from "../auth/store.ts";
+import { nextTurn } from "../util/next_turn.ts";
 
 const MAGIC = 0x45475332; // "EGS2"
 
@@ -36,13 +37,6 @@ const utf8Decoder = new TextDecoder();
 
 /** Work one slice of an incremental encode does before it yields to the event loop. */
 export const ENCODE_SLICE_MS = 5;
-
-/**
- * A turn of the event loop: timers and I/O run before the promise resolves. (Not setImmediate nor a MessageChannel:
- * in Deno a chain of those starves socket reads; setTimeout(0) is clamped to 4 ms once nested, which leaves the
- * encode about half of the loop's time.)
- */
-const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 /** Records encoded between two looks at the clock. */
 const RECORDS_PER_CLOCK_CHECK = 512;
@@ -128,11 +122,26 @@ export class StateEncoder {
 
   /**
    * Encodes the rest in slices of `sliceMs`, yielding to the event loop between them (the state may change
-   * meanwhile: the blob is still the state at construction), and returns the blob.
+   * meanwhile: the blob is still the state at construction), and returns the blob. Once `signal` is aborted the
+   * encode is abandoned at the next slice (rejects with the signal's reason).
    */
-  async inSlices(sliceMs = ENCODE_SLICE_MS): Promise<Uint8Array> {
-    while (!this.step(sliceMs)) await nextTurn();
+  async inSlices(sliceMs = ENCODE_SLICE_MS, signal?: AbortSignal): Promise<Uint8Array> {
+    while (!this.step(sliceMs)) {
+      await nextTurn();
+      if (signal?.aborted) {
+        this.#abandon();
+        throw signal.reason;
+      }
+    }
     return this.result;
+  }
+
+  /**
+   * Stops the encode for good: the store no longer waits for it before a restructure. Values it already moved into
+   * the (partial) blob stay there, intact.
+   */
+  #abandon(): void {
+    this.#store._afterDump(this.#finishNow);
   }
 
   /** Encodes the rest at once and returns the blob. */

@@ -58,6 +58,8 @@ export interface PeerHooks {
   /** an established connection to a peer was closed by the other side or broke (not by us) */
   disconnected(id: string): void;
   snapshotSent(id: string, ok: boolean): void;
+  /** a snapshot from a peer began (true) or ended (false: received, refused or broken off) arriving */
+  snapshotIncoming?(receiving: boolean): void;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
   /** what this member knows of the sender `id`: a current member, one removed from the cluster, or neither */
@@ -572,6 +574,13 @@ export class PeerTransport {
         let refused = false;
         const progress = new Progress("bytes");
         const about = () => ({ "remote-peer-id": who.from, "snapshot-index": head?.snapshot?.metadata.index ?? 0 });
+        // the member hears when a snapshot begins to arrive and, once, when it stopped arriving (however it ended)
+        let incoming = false;
+        const stopped = () => {
+          if (incoming) this.hooks.snapshotIncoming?.(false);
+          incoming = false;
+        };
+        call.on("close", stopped);
         call.on("data", (c: SnapshotChunk) => {
           if (refused) return;
           if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
@@ -581,7 +590,11 @@ export class PeerTransport {
             } catch (err) {
               this.hooks.log(`bad snapshot header from peer: ${err}`);
             }
-            if (head) this.hooks.log("receiving database snapshot", about());
+            if (head) {
+              this.hooks.log("receiving database snapshot", about());
+              incoming = true;
+              this.hooks.snapshotIncoming?.(true);
+            }
             return;
           }
           if (!c.data?.length) return;
@@ -591,6 +604,7 @@ export class PeerTransport {
             refused = true;
             parts = [];
             whole = null;
+            stopped();
             const details = progress.done > max
               ? `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`
               : `snapshot from ${who.from} exceeds the ${announced} bytes it announced`;
@@ -605,6 +619,7 @@ export class PeerTransport {
           }
         });
         call.on("end", () => {
+          stopped();
           if (refused) return;
           if (!head?.snapshot || head.from !== who.from || head.to !== self) {
             const details = "snapshot without a header from its sender to this member";
@@ -627,6 +642,7 @@ export class PeerTransport {
           }
           parts = [];
           whole = null;
+          stopped();
         });
       },
     };
