@@ -68,6 +68,7 @@ export class StateEncoder {
   #view: DataView | null = null;
   #pos = 0;
   #done = false;
+  #abandoned = false;
   /** what the store calls before it is restructured */
   #finishNow = () => void this.finish();
 
@@ -96,6 +97,7 @@ export class StateEncoder {
   /** Encodes for about `ms` (Infinity: to the end); returns whether the blob is complete. */
   step(ms: number): boolean {
     if (this.#done) return true;
+    if (this.#abandoned) throw new Error("state snapshot: encode abandoned");
     const stop = performance.now() + ms;
     const store = this.#store;
     for (;;) {
@@ -142,6 +144,7 @@ export class StateEncoder {
    */
   #abandon(): void {
     this.#store._afterDump(this.#finishNow);
+    this.#abandoned = true;
   }
 
   /** Encodes the rest at once and returns the blob. */
