@@ -42,6 +42,7 @@
  *   BENCH_WATCH_PUTS  puts fanned out to the 1000 watchers (default 2000; 1000 with --members > 1)
  *   BENCH_FAILOVER_KILLS  leader kills of the failover row (default 3; 7 with --failover)
  *   BENCH_HEARTBEAT_MS, BENCH_ELECTION_MS  --heartbeat-interval and --election-timeout of both sides (100, 1000)
+ *   BENCH_LOG_DIR  keep every server process's whole output there as <binary>-<pid>.log (with its own timestamps)
  *
  * Each server (or cluster) runs on free ports with its data dirs under BENCH_CACHE, never both at once. Prints a table
  * of req/s, ratio, p50/p99 latency and server CPU per request, the servers' peak RSS (VmHWM of the real server
@@ -73,6 +74,7 @@ const failoverKills = Math.max(1, Math.floor(Number(env("BENCH_FAILOVER_KILLS") 
 /** --heartbeat-interval and --election-timeout of every server, ours and etcd alike */
 const heartbeatMs = Number(env("BENCH_HEARTBEAT_MS") ?? 100);
 const electionMs = Number(env("BENCH_ELECTION_MS") ?? 1000);
+const logDir = env("BENCH_LOG_DIR");
 const loadgenSrc = `${repo}scripts/bench/loadgen.go`;
 
 interface RowDef {
@@ -342,15 +344,19 @@ export class ServerProc {
       children.delete(proc);
       return s;
     });
+    const file = logDir
+      ? Deno.openSync(`${logDir}/${binary.split("/").at(-1)}-${proc.pid}.log`, { append: true, create: true })
+      : undefined;
     const pump = async (stream: ReadableStream<Uint8Array>) => {
       const dec = new TextDecoder();
       for await (const chunk of stream) {
+        file?.writeSync(chunk);
         this.log += dec.decode(chunk, { stream: true });
         if (!this.published && this.log.includes("published")) this.published = true;
         if (this.log.length > 65536) this.log = this.log.slice(-32768);
       }
     };
-    this.pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]).catch(() => {});
+    this.pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]).catch(() => {}).finally(() => file?.close());
   }
 
   exitInfo(): string {

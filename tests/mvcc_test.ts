@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { prefixEnd, toBKey } from "../server/mvcc/keys.ts";
-import { SortedKeys } from "../server/mvcc/sorted_keys.ts";
+import { SortedKeys, SortedKeysBuilder } from "../server/mvcc/sorted_keys.ts";
 import { PagedArray } from "../server/mvcc/paged_array.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
@@ -291,5 +291,40 @@ Deno.test("key index walk: resumed after inserts and deletes (the last key visit
   // every even key of the range not seen was deleted ahead of the walk (it is gone now)
   for (let i = 100; i < 2900; i += 2) {
     if (!even.includes(i)) assert.equal(idx.get(key(i)), undefined, `even key ${i} present throughout was skipped`);
+  }
+});
+
+Deno.test("the key index built at once from keys in any order, sealed at any points, equals one built by inserts", () => {
+  let seed = 777;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  for (const n of [0, 1, 700, 30000]) {
+    const ids = new Map<string, number>();
+    const builder = new SortedKeysBuilder(ids);
+    const ref = new SortedKeys();
+    for (let i = 0; i < n; i++) {
+      // binary keys too: the order is the byte order of `<`
+      const k = String.fromCharCode(rand(256)) + rand(1e6).toString(36) + (rand(4) === 0 ? "\u00ff\u0000" : "");
+      if (ids.has(k)) continue;
+      ids.set(k, i);
+      builder.add(k);
+      ref.insert(k, i);
+      if (rand(500) === 0) builder.seal();
+    }
+    const built = builder.build();
+    assert.equal(built.size, ref.size);
+    const all: [number, string][] = [], expected: [number, string][] = [];
+    built.forEach("", null, (v, k) => all.push([v, k]));
+    ref.forEach("", null, (v, k) => expected.push([v, k]));
+    assert.deepEqual(all, expected, `${n} keys`);
+    // it takes inserts, deletes and lookups like any index
+    for (const [v, k] of expected.slice(0, 50)) {
+      assert.equal(built.get(k), v);
+      built.delete(k);
+      assert.equal(built.get(k), undefined);
+    }
+    for (let i = 0; i < 2000; i++) built.insert(`new/${i}`, -i);
+    assert.equal(built.get("new/1999"), -1999);
+    const keys = [...built.range("", null)];
+    assert.deepEqual(keys, [...keys].sort());
   }
 });

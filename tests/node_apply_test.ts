@@ -222,7 +222,13 @@ Deno.test("apply: a leader's snapshot replaces the state, the applied index and 
   const follower = setup();
   follower.loop.applyEntry(normal(1, putRequest("0", "old")));
   const confState = { voters: [SELF, "2"], learners: [] };
-  follower.loop.restore({ metadata: { index: 3, term: 2, confState }, data });
+  const snap = { metadata: { index: 3, term: 2, confState }, data };
+  const decoder = await follower.loop.decode(snap);
+  // decoded beside the live state: nothing changed yet
+  assert.equal(follower.loop.appliedIndex, 1);
+  assert.equal(follower.store.keyCount, 1);
+  assert.deepEqual(follower.calls, []);
+  follower.loop.install(snap, decoder);
   assert.equal(follower.loop.appliedIndex, 3);
   assert.equal(follower.loop.snapIndex, 3);
   assert.deepEqual(follower.loop.confState, confState);

@@ -9,7 +9,8 @@
  *                 from someone else has that message dropped.
  *   snapshot      a snapshot larger than the backend quota (--quota-backend-bytes 1 MiB, plus the headroom) streamed
  *                 to a follower's peer port is refused with RESOURCE_EXHAUSTED; the follower keeps serving with its
- *                 data unchanged.
+ *                 data unchanged. A snapshot whose data is longer or shorter than the size its sender announced is
+ *                 refused (INVALID_ARGUMENT), also with the data unchanged.
  *   removed       a member killed while the others remove it, restarted on its data, is told by its former peers that
  *                 it was removed and exits, as etcd's removed members do.
  */
@@ -21,7 +22,7 @@ import { ClusterService, MaintenanceService, RaftService } from "../proto/mod.ts
 import { GrpcClient, type GrpcError, Status } from "../server/transport/http2_client.ts";
 import { encodeFrame, encodeMessages } from "../server/peer/codec.ts";
 import { type Message, message } from "../server/raft/types.ts";
-import { ERR_MEMBER_REMOVED, SNAPSHOT_HEADROOM } from "../server/peer/transport.ts";
+import { ERR_MEMBER_REMOVED, SNAPSHOT_HEADROOM, SNAPSHOT_SIZE_HEADER } from "../server/peer/transport.ts";
 
 const QUOTA = 1 << 20;
 const FORGED_TERM = 1_000_000;
@@ -53,9 +54,10 @@ function peerCall(
   clusterId: string,
   from: string,
   messages: Uint8Array[],
+  metadata: Record<string, string> = {},
 ): Promise<GrpcError | null> {
   const client = new GrpcClient(addr);
-  const call = client.clientStream(path, { "eg-cluster-id": clusterId, "eg-from": from });
+  const call = client.clientStream(path, { "eg-cluster-id": clusterId, "eg-from": from, ...metadata });
   return new Promise<GrpcError | null>((resolve) => {
     let result: GrpcError | null = null;
     call.on("error", (e: GrpcError) => result = e);
@@ -139,6 +141,30 @@ Deno.test("peer isolation: Raft only on peer URLs, only from members, snapshots 
       assert.equal(kv.value, "kept");
       await cluster.client(target).put("after-snapshot", "served");
       assert.ok((await cluster.status(target)).raftTerm < FORGED_TERM);
+
+      // a sender announces the size of its data (the receiver fills one buffer): more or less than that is refused
+      const piece1 = chunk({ data: piece });
+      for (
+        const [announced, sent, why] of [
+          [3, 1, /exceeds the 3 bytes it announced/],
+          [2 << 20, 1, /holds 1048576 of the 2097152 bytes it announced/],
+        ] as const
+      ) {
+        const parts = [chunk({ message: encodeMessages([head]) }), ...Array(sent).fill(piece1)];
+        const err = await peerCall(
+          hostPortOf(target.peerPort),
+          RaftService.Snapshot.path,
+          clusterId,
+          leader.id,
+          parts,
+          {
+            [SNAPSHOT_SIZE_HEADER]: String(announced),
+          },
+        );
+        assert.equal(err?.code, Status.INVALID_ARGUMENT, String(err?.message));
+        assert.match(err!.details, why);
+      }
+      assert.equal((await cluster.client(target).get("after-snapshot", { serializable: true })).value, "served");
     });
 
     await t.step("a removed member is told so by its former peers and stops", async () => {

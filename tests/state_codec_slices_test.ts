@@ -3,7 +3,7 @@ import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
-import { decodeState, encodeState, StateEncoder } from "../server/apply/state_codec.ts";
+import { decodeState, encodeState, StateDecoder, StateEncoder } from "../server/apply/state_codec.ts";
 import { Members } from "../server/membership/members.ts";
 
 const b = (s: string) => Buffer.from(s, "latin1");
@@ -51,6 +51,21 @@ function buildState(m: ReturnType<typeof machine>, seed = 1) {
   m.apply({ op: "alarm", alarm: { action: 1, memberID: "11", alarm: 1 } });
 }
 
+/**
+ * Runs an encode or decode to its end in slices of step(0), yielding 2 ms between them, and checks it took at least 10
+ * slices while a timer (whose firings `turns` counts) fired at least 5 times. step(0): each slice stops at its first
+ * look at the clock (every 512 records), so the count does not depend on the machine's speed.
+ */
+async function slicesYieldingToTimers(work: { step(ms: number): boolean }, turns: () => number, what: string) {
+  let slices = 0;
+  while (!work.step(0)) {
+    slices++;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  assert.ok(slices >= 10, `${slices} slices`);
+  assert.ok(turns() >= 5, `the timer fired ${turns()} times during the ${what}`);
+}
+
 async function sha256(data: Uint8Array): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
   return [...d].map((x) => x.toString(16).padStart(2, "0")).join("");
@@ -81,7 +96,7 @@ Deno.test("state codec: an encode in slices yields to timers and is the state at
   const enc = new StateEncoder(meta, ...live.parts());
   // writes between slices: new keys (before and after the walk's position), overwrites, deletes, a lease revoked
   // and one granted, a txn that fails and is rolled back
-  let seed = 99, turns = 0, slices = 0;
+  let seed = 99, turns = 0;
   const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
   const writer = setInterval(() => {
     turns++;
@@ -94,15 +109,8 @@ Deno.test("state codec: an encode in slices yields to timers and is the state at
     if (turns === 3) live.apply({ op: "lease_revoke", lease_revoke: { ID: "1002" } });
     assert.throws(() => live.put("k", "v", "999999")); // lease not found: nothing applied
   }, 0);
-  // step(0): each slice stops at its first look at the clock (every 512 records), so the count does not depend on the
-  // machine's speed
-  while (!enc.step(0)) {
-    slices++;
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  await slicesYieldingToTimers(enc, () => turns, "encode");
   clearInterval(writer);
-  assert.ok(slices >= 10, `${slices} slices`);
-  assert.ok(turns >= 5, `the timer fired ${turns} times during the encode`);
   assert.equal(await sha256(enc.result), await sha256(expected));
   // the live store still reads what was written (its values now in the blob or where they were)
   for (let t = 1; t <= turns; t++) {
@@ -161,4 +169,92 @@ Deno.test("state codec: 20,000 leases are written in slices too, and the blob is
   decodeState(enc.result, again.store, again.lessor, again.applier.alarms, new Members());
   assert.equal(again.lessor.leases.size, 20_000);
   assert.equal(again.applier.alarms.length, 1);
+});
+
+/** What a reader sees of a machine: every key's newest value, the lease TTLs and the alarms. */
+function view(m: ReturnType<typeof machine>) {
+  return {
+    hash: m.store.hashKV(0).hash,
+    rev: m.store.currentRev,
+    keys: m.store.keyCount,
+    leases: [...m.lessor.leases.values()].map((l) => `${l.id}:${l.ttl}:${[...l.keys].sort().join(",")}`).sort(),
+    alarms: JSON.stringify(m.applier.alarms),
+    members: JSON.stringify(m.members.toJSON()),
+  };
+}
+
+Deno.test("state codec: a decode in slices yields to timers, leaves the live state serving as it was, then installs the blob's state at once", async () => {
+  const ref = machine();
+  buildState(ref);
+  const blob = ref.encode();
+  // the member being restored holds other state, and keeps being read while the decode runs
+  const live = machine();
+  live.put("only/here", "old state");
+  buildState(live, 7);
+  const before = view(live);
+  const dec = new StateDecoder(blob);
+  let turns = 0;
+  const reader = setInterval(() => {
+    turns++;
+    assert.deepEqual(view(live), before, "the live state is untouched while the decode runs");
+    assert.equal(live.store.range("only/here", "").kvs[0].value.toString(), "old state");
+  }, 0);
+  await slicesYieldingToTimers(dec, () => turns, "decode");
+  clearInterval(reader);
+  const meta = dec.install(...live.parts());
+  assert.deepEqual(meta, { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } });
+  assert.deepEqual(view(live), view(ref));
+  assert.equal(live.store.range("only/here", "").count, 0);
+  // the installed state encodes to the same blob, and takes writes (its key index is whole)
+  assert.equal(await sha256(live.encode()), await sha256(blob));
+  for (const m of [live, ref]) m.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
+  live.put("key/1", "after");
+  ref.put("key/1", "after");
+  live.put("zzz/new", "after");
+  ref.put("zzz/new", "after");
+  assert.deepEqual(view(live), view(ref));
+  assert.deepEqual(
+    live.store.range("key/", "key0").kvs.map((kv) => kv.key.toString("latin1")),
+    ref.store.range("key/", "key0").kvs.map((kv) => kv.key.toString("latin1")),
+  );
+});
+
+Deno.test("state codec: a truncated blob fails its decode and changes nothing", () => {
+  const ref = machine();
+  buildState(ref);
+  const blob = ref.encode();
+  const live = machine();
+  live.put("only/here", "old state");
+  const before = view(live);
+  for (const cut of [10, Math.floor(blob.length / 2), blob.length - 3]) {
+    assert.throws(() => decodeState(blob.subarray(0, cut), ...live.parts()), /state snapshot: truncated/);
+    assert.deepEqual(view(live), before, `cut at ${cut}`);
+  }
+});
+
+Deno.test("state codec: an encode in slices abandoned by its signal stops, and leaves the store whole and on its own", async () => {
+  const ref = machine(), live = machine();
+  buildState(ref);
+  buildState(live);
+  const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
+  const abort = new AbortController();
+  const enc = new StateEncoder(meta, ...live.parts());
+  // the second walk (which moves values into the blob) is well under way when the signal comes
+  let slices = 0;
+  const pending = enc.inSlices(0, abort.signal);
+  const stopper = setInterval(() => {
+    if (++slices === 55) abort.abort("a snapshot from the leader is on its way");
+  }, 0);
+  await assert.rejects(pending, (e) => e === "a snapshot from the leader is on its way");
+  clearInterval(stopper);
+  assert.throws(() => enc.step(0), /encode abandoned/);
+  // a compaction does not finish the abandoned encode first; the store reads and hashes as the reference does
+  for (const m of [live, ref]) {
+    m.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
+    m.put("after", "the encode was abandoned");
+    m.apply({ op: "compaction", compaction: { revision: String(m.store.currentRev - 100) } });
+  }
+  assert.throws(() => enc.result, /encode not finished/);
+  assert.equal(live.store.hashKV(0).hash, ref.store.hashKV(0).hash);
+  assert.equal(await sha256(live.encode()), await sha256(ref.encode()));
 });

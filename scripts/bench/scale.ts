@@ -265,6 +265,8 @@ async function restartFollower(loadgen: string, c: Cluster): Promise<Measured> {
   const lead = B.agreedLeader(st);
   const follower = c.members.find((m) => st?.find((s) => s.endpoint === m.endpoint)?.id !== lead);
   if (!lead || !follower) return { ok: false, reason: "no agreed leader" };
+  const stamp = (what: string) => console.error(`${new Date().toISOString()} ${what}`);
+  stamp(`SIGKILL follower ${follower.name} (pid ${follower.proc.pid})`);
   follower.proc.kill9();
   await follower.proc.status;
   const live = c.members.filter((m) => m !== follower).map((m) => m.endpoint).join(",");
@@ -273,8 +275,10 @@ async function restartFollower(loadgen: string, c: Cluster): Promise<Measured> {
   ], 300_000);
   if (!w.ok) return { ok: false, reason: `puts while the follower was down: ${w.reason}` };
   const t0 = performance.now();
+  stamp(`restarting follower ${follower.name}`);
   try {
     await B.restartMember(loadgen, c, follower, 600_000);
+    stamp(`follower ${follower.name} (pid ${follower.proc.pid}) applied the leader's index`);
   } catch (e) {
     return { ok: false, reason: String(e) };
   }

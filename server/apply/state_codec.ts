@@ -13,13 +13,14 @@
  * Raft log arena chunks they came from are freed once the log is compacted), and decoding references them in place.
  * The blob must therefore not be modified (the Raft log keeps it as its snapshot, which reads it only).
  */
-import type { Members } from "../membership/members.ts";
+import type { Member, Members } from "../membership/members.ts";
 import type { ConfState } from "../raft/types.ts";
 import type { Alarm } from "./applier.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import { toBKey } from "../mvcc/keys.ts";
-import type { DumpBounds, MvccStore } from "../mvcc/store.ts";
-import type { AuthStore } from "../auth/store.ts";
+import { type DumpBounds, MvccStore } from "../mvcc/store.ts";
+import type { AuthState, AuthStore } from "../auth/store.ts";
+import { nextTurn } from "../util/next_turn.ts";
 
 const MAGIC = 0x45475332; // "EGS2"
 
@@ -36,13 +37,6 @@ const utf8Decoder = new TextDecoder();
 
 /** Work one slice of an incremental encode does before it yields to the event loop. */
 export const ENCODE_SLICE_MS = 5;
-
-/**
- * A turn of the event loop: timers and I/O run before the promise resolves. (Not setImmediate nor a MessageChannel:
- * in Deno a chain of those starves socket reads; setTimeout(0) is clamped to 4 ms once nested, which leaves the
- * encode about half of the loop's time.)
- */
-const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 /** Records encoded between two looks at the clock. */
 const RECORDS_PER_CLOCK_CHECK = 512;
@@ -77,6 +71,7 @@ export class StateEncoder {
   #leasesDone = 0;
   #leasesWritten = false;
   #done = false;
+  #abandoned = false;
   /** what the store calls before it is restructured */
   #finishNow = () => void this.finish();
 
@@ -105,6 +100,7 @@ export class StateEncoder {
   /** Encodes for about `ms` (Infinity: to the end); returns whether the blob is complete. */
   step(ms: number): boolean {
     if (this.#done) return true;
+    if (this.#abandoned) throw new Error("state snapshot: encode abandoned");
     const stop = performance.now() + ms;
     const store = this.#store;
     for (;;) {
@@ -132,11 +128,27 @@ export class StateEncoder {
 
   /**
    * Encodes the rest in slices of `sliceMs`, yielding to the event loop between them (the state may change
-   * meanwhile: the blob is still the state at construction), and returns the blob.
+   * meanwhile: the blob is still the state at construction), and returns the blob. Once `signal` is aborted the
+   * encode is abandoned at the next slice (rejects with the signal's reason).
    */
-  async inSlices(sliceMs = ENCODE_SLICE_MS): Promise<Uint8Array> {
-    while (!this.step(sliceMs)) await nextTurn();
+  async inSlices(sliceMs = ENCODE_SLICE_MS, signal?: AbortSignal): Promise<Uint8Array> {
+    while (!this.step(sliceMs)) {
+      await nextTurn();
+      if (signal?.aborted) {
+        this.#abandon();
+        throw signal.reason;
+      }
+    }
     return this.result;
+  }
+
+  /**
+   * Stops the encode for good: the store no longer waits for it before a restructure. Values it already moved into
+   * the (partial) blob stay there, intact.
+   */
+  #abandon(): void {
+    this.#store._afterDump(this.#finishNow);
+    this.#abandoned = true;
   }
 
   /** Encodes the rest at once and returns the blob. */
@@ -246,7 +258,130 @@ export function encodeState(
   return new StateEncoder(meta, store, lessor, alarms, members, auth).finish();
 }
 
-/** Decodes a state blob into the given (emptied) store, lessor and alarm list; returns its meta. */
+/**
+ * A decode of a state blob, done in slices (`step`) so that a large state does not hold the event loop: the records go
+ * into a store of its own, beside the live one, which keeps serving meanwhile; `install` then replaces the state
+ * machine's contents at once. A blob that turns out truncated or malformed throws before anything was replaced.
+ */
+export class StateDecoder {
+  readonly meta: StateMeta;
+  #data: Uint8Array;
+  #v: DataView;
+  #pos = 0;
+  #members: { members: Member[]; removed: string[] };
+  #leaseIds: string[] = [];
+  #leaseTtls: number[] = [];
+  #alarms: Alarm[] = [];
+  /** the auth state (absent in blobs written before auth existed: null) */
+  #auth: AuthState | null = null;
+  /** the store the records are decoded into */
+  #side = new MvccStore();
+  #done = false;
+
+  constructor(data: Uint8Array) {
+    this.#data = data;
+    this.#v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    if (this.#u32() !== MAGIC) throw new Error("state snapshot: bad magic");
+    this.meta = { appliedIndex: this.#f64(), term: this.#f64(), confState: JSON.parse(this.#str()) };
+    this.#members = JSON.parse(this.#str());
+    const currentRev = this.#f64();
+    const compactRev = this.#f64();
+    const nLeases = this.#u32();
+    for (let i = 0; i < nLeases; i++) {
+      this.#leaseIds.push(this.#str());
+      this.#leaseTtls.push(this.#f64());
+    }
+    const nAlarms = this.#u32();
+    for (let i = 0; i < nAlarms; i++) this.#alarms.push({ memberID: this.#str(), alarm: this.#u32() });
+    this.#side._restoreBegin(currentRev, compactRev);
+  }
+
+  /** Decodes for about `ms` (Infinity: to the end); returns whether the whole blob is decoded. */
+  step(ms: number): boolean {
+    if (this.#done) return true;
+    const stop = performance.now() + ms;
+    const data = this.#data, side = this.#side;
+    let n = 0;
+    while (this.#u8() === 1) {
+      const key = toBKey(this.#view());
+      const create = this.#f64();
+      const mod = this.#f64();
+      const version = this.#f64();
+      const lb = this.#view();
+      const lease = lb.length === 1 && lb[0] === 0x30 ? "0" : toBKey(lb);
+      const len = this.#u32();
+      this.#need(len);
+      side._restoreAdd(key, create, mod, version, lease, data.buffer, data.byteOffset + this.#pos, len);
+      this.#pos += len;
+      if (++n === RECORDS_PER_CLOCK_CHECK) {
+        n = 0;
+        if (performance.now() >= stop) {
+          side._restorePause();
+          return false;
+        }
+      }
+    }
+    if (this.#pos < data.length) this.#auth = JSON.parse(this.#str());
+    side._restoreEnd();
+    this.#done = true;
+    return true;
+  }
+
+  /** Decodes the rest in slices of `sliceMs`, yielding to the event loop between them. */
+  async inSlices(sliceMs = ENCODE_SLICE_MS): Promise<void> {
+    while (!this.step(sliceMs)) await nextTurn();
+  }
+
+  /**
+   * Replaces the contents of the given store, lessor, alarm list, members and auth with the decoded state, at once
+   * (decoding what is left first); returns the blob's meta. The decoder is used up.
+   */
+  install(store: MvccStore, lessor: Lessor, alarms: Alarm[], members: Members, auth?: AuthStore): StateMeta {
+    this.step(Infinity);
+    members.restore(this.#members);
+    lessor.clear();
+    for (let i = 0; i < this.#leaseIds.length; i++) lessor.restore(this.#leaseIds[i], this.#leaseTtls[i]);
+    alarms.length = 0;
+    alarms.push(...this.#alarms);
+    store._adopt(this.#side);
+    if (auth) auth.restore(this.#auth);
+    // leases know their keys from the live records
+    for (const [k, lease] of store.leasedKeys()) lessor.attach(lease, k);
+    return this.meta;
+  }
+
+  #need(n: number): void {
+    if (this.#pos + n > this.#data.length) throw new Error(`state snapshot: truncated at offset ${this.#pos}`);
+  }
+  #u8(): number {
+    this.#need(1);
+    return this.#data[this.#pos++];
+  }
+  #u32(): number {
+    this.#need(4);
+    const x = this.#v.getUint32(this.#pos, true);
+    this.#pos += 4;
+    return x;
+  }
+  #f64(): number {
+    this.#need(8);
+    const x = this.#v.getFloat64(this.#pos, true);
+    this.#pos += 8;
+    return x;
+  }
+  /** the next byte string as a view into the blob */
+  #view(): Uint8Array {
+    const n = this.#u32();
+    this.#need(n);
+    this.#pos += n;
+    return this.#data.subarray(this.#pos - n, this.#pos);
+  }
+  #str(): string {
+    return utf8Decoder.decode(this.#view());
+  }
+}
+
+/** Decodes a state blob into the given store, lessor, alarm list, members and auth at once; returns its meta. */
 export function decodeState(
   data: Uint8Array,
   store: MvccStore,
@@ -255,66 +390,5 @@ export function decodeState(
   members: Members,
   auth?: AuthStore,
 ): StateMeta {
-  const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  let pos = 0;
-  const need = (n: number) => {
-    if (pos + n > data.length) throw new Error(`state snapshot: truncated at offset ${pos}`);
-  };
-  const u8 = () => {
-    need(1);
-    return data[pos++];
-  };
-  const u32 = () => {
-    need(4);
-    const x = v.getUint32(pos, true);
-    pos += 4;
-    return x;
-  };
-  const f64 = () => {
-    need(8);
-    const x = v.getFloat64(pos, true);
-    pos += 8;
-    return x;
-  };
-  /** the next byte string as a view into `data` */
-  const view = () => {
-    const n = u32();
-    need(n);
-    pos += n;
-    return data.subarray(pos - n, pos);
-  };
-  const str = () => utf8Decoder.decode(view());
-
-  if (u32() !== MAGIC) throw new Error("state snapshot: bad magic");
-  const meta: StateMeta = { appliedIndex: f64(), term: f64(), confState: JSON.parse(str()) };
-  members.restore(JSON.parse(str()));
-  const currentRev = f64();
-  const compactRev = f64();
-  lessor.clear();
-  const nLeases = u32();
-  for (let i = 0; i < nLeases; i++) {
-    const id = str();
-    const ttl = f64();
-    lessor.restore(id, ttl);
-  }
-  alarms.length = 0;
-  const nAlarms = u32();
-  for (let i = 0; i < nAlarms; i++) alarms.push({ memberID: str(), alarm: u32() });
-  store._restoreBegin(currentRev, compactRev);
-  while (u8() === 1) {
-    const key = toBKey(view());
-    const create = f64();
-    const mod = f64();
-    const version = f64();
-    const lb = view();
-    const lease = lb.length === 1 && lb[0] === 0x30 ? "0" : toBKey(lb);
-    const n = u32();
-    need(n);
-    store._restoreAdd(key, create, mod, version, lease, data.buffer, data.byteOffset + pos, n);
-    pos += n;
-  }
-  if (auth) auth.restore(pos < data.length ? JSON.parse(str()) : null);
-  // leases know their keys from the live records
-  for (const [k, lease] of store.leasedKeys()) lessor.attach(lease, k);
-  return meta;
+  return new StateDecoder(data).install(store, lessor, alarms, members, auth);
 }

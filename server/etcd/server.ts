@@ -161,6 +161,9 @@ function bindAddress(u: string): string {
   return `${host}:${x.port || (x.protocol === "https:" ? "443" : "80")}`;
 }
 
+/** Attempts to publish this member's attributes start at most this often. */
+const PUBLISH_RETRY_MS = 500;
+
 /** A member's WAL is damaged (not a torn write): start-up refuses, naming the repair flag when it can help. */
 export class WalDamagedError extends Error {}
 
@@ -345,6 +348,7 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   log.info("etcdserver/api", `enabled capabilities for version 3.4`);
   const publish = async () => {
     for (;;) {
+      const tried = performance.now();
       try {
         await node.propose({
           op: "member_attributes",
@@ -354,7 +358,9 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
       } catch (err) {
         if (stopped) return;
         log.warn("etcdserver", `failed to publish local member to cluster (${(err as Error).message}); retrying`);
-        await new Promise((r) => setTimeout(r, 500));
+        // as etcd, again at once after a timeout (a follower far behind, catching up by snapshot, times its first
+        // attempt out just before it applies it); at most every PUBLISH_RETRY_MS when attempts fail at once
+        await new Promise((r) => setTimeout(r, Math.max(0, PUBLISH_RETRY_MS - (performance.now() - tried))));
       }
     }
   };

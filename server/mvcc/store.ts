@@ -15,7 +15,7 @@ import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "./keys.ts";
 import { PagedArray } from "./paged_array.ts";
-import { SortedKeys } from "./sorted_keys.ts";
+import { SortedKeys, SortedKeysBuilder } from "./sorted_keys.ts";
 import { StateHasher } from "./hash.ts";
 
 /** mvccpb.KeyValue as stored and sent. A tombstone has create_revision 0 (as in etcd's DELETE events). */
@@ -204,6 +204,8 @@ export class MvccStore {
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
   #beforeRestructure = new Set<() => void>();
+  /** between `_restoreBegin` and `_restoreEnd`: key → id, and the key index being built (once, at the end) */
+  #restoring: SortedKeysBuilder | null = null;
 
   /** Registers a listener called synchronously after each revision is committed. */
   onCommit(fn: (events: StoreEvent[], rev: number) => void): void {
@@ -775,6 +777,7 @@ export class MvccStore {
         v.length,
       );
     }
+    this._restoreEnd();
   }
 
   /** @internal empties the store for `_restoreAdd` (restore without KeyValue objects). */
@@ -792,6 +795,43 @@ export class MvccStore {
     this.sizeBytes = 0;
     this.currentRev = currentRev;
     this.compactRev = compactRev;
+    this.#restoring = new SortedKeysBuilder(new Map());
+  }
+
+  /**
+   * @internal a restore may pause here (yield to the event loop): the keys added since the last pause are sorted
+   * into the index being built, a piece of the work `_restoreEnd` would do at once.
+   */
+  _restorePause(): void {
+    this.#restoring?.seal();
+  }
+
+  /** @internal the records are all added: builds the key index. */
+  _restoreEnd(): void {
+    if (!this.#restoring) return;
+    this.#index = this.#restoring.build();
+    this.#restoring = null;
+  }
+
+  /**
+   * @internal takes over the whole contents of `other` (a store just restored, which must not be used afterwards):
+   * a restore built beside this store, while this one kept serving, replaces it at once.
+   */
+  _adopt(other: MvccStore): void {
+    if (other.#restoring) throw new Error("store: adopting an unfinished restore");
+    this.#restructuring();
+    this.#index = other.#index;
+    this.#t = other.#t;
+    this.#histStart = other.#histStart;
+    this.#keyStr = other.#keyStr;
+    this.#latest = other.#latest;
+    this.#freeKeyIds = other.#freeKeyIds;
+    this.#leases = other.#leases;
+    this.#bufs = other.#bufs;
+    this.#memo.clear();
+    this.sizeBytes = other.sizeBytes;
+    this.currentRev = other.currentRev;
+    this.compactRev = other.compactRev;
   }
 
   /** @internal adds the next record of a `dump()`; the value is referenced, not copied. */
@@ -805,7 +845,7 @@ export class MvccStore {
     off: number,
     len: number,
   ): void {
-    const kid = this.#keyId(key);
+    const kid = this.#restoredKeyId(key);
     const prev = this.#latest.get(kid);
     const idx = this.#append(kid, create, mod, version, lease, buf, off, len);
     if (idx === this.#histStart && mod < this.compactRev) this.#histStart++;
@@ -814,6 +854,21 @@ export class MvccStore {
     // the rest is history only, as compact() left it (and not counted in sizeBytes).
     if (prev >= 0 && this.#t.f(prev, F_MOD) === mod) this.#markHistoryOnly(prev);
     if (create === 0) this.#markHistoryOnly(idx);
+  }
+
+  /** The id of key k during a restore (the index is built at its end). */
+  #restoredKeyId(k: BKey): number {
+    const r = this.#restoring;
+    if (!r) throw new Error("store: _restoreAdd without _restoreBegin");
+    let kid = r.ids.get(k);
+    if (kid === undefined) {
+      kid = this.#keyStr.length;
+      this.#keyStr.push(k);
+      this.#latest.push(-1);
+      r.ids.set(k, kid);
+      r.add(k);
+    }
+    return kid;
   }
 
   #markHistoryOnly(idx: number): void {

@@ -6,7 +6,7 @@
  */
 import type { Applier } from "../apply/applier.ts";
 import { type BackendQuota, requestCost } from "../apply/quota.ts";
-import { decodeState, StateEncoder } from "../apply/state_codec.ts";
+import { decodeState, StateDecoder, StateEncoder } from "../apply/state_codec.ts";
 import { EtcdError } from "../errors.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import type { Member, MemberContext, Members } from "../membership/members.ts";
@@ -22,6 +22,13 @@ import {
 } from "../raft/types.ts";
 import { decodeInternal, type InternalRequestShape } from "../../proto/mod.ts";
 import type { Proposals, Reply } from "./waiters.ts";
+
+/**
+ * Work one slice of decoding a leader's snapshot does before it yields: longer than an encode's (the member being
+ * restored serves no writes), so that yielding costs little of the restore's time, and still far below a stall
+ * anyone would notice.
+ */
+const RESTORE_SLICE_MS = 20;
 
 /** The parts of the replicated state machine. */
 export interface StateMachine {
@@ -82,9 +89,20 @@ export class ApplyLoop {
     return meta.confState;
   }
 
-  /** Replaces the state machine with a snapshot received from the leader. */
-  restore(s: Snapshot): void {
-    this.#decode(s.data);
+  /**
+   * Decodes a snapshot received from the leader, in slices that yield to the event loop, beside the live state (which
+   * serves reads meanwhile and is not changed): {@link install} then replaces the state machine with it.
+   */
+  async decode(s: Snapshot): Promise<StateDecoder> {
+    const decoder = new StateDecoder(s.data);
+    await decoder.inSlices(RESTORE_SLICE_MS);
+    return decoder;
+  }
+
+  /** Replaces the state machine, at once, with the leader's snapshot `s` that `decoder` decoded. */
+  install(s: Snapshot, decoder: StateDecoder): void {
+    const { store, lessor, applier, members } = this.#deps;
+    decoder.install(store, lessor, applier.alarms, members, applier.auth);
     this.appliedIndex = s.metadata.index;
     this.snapIndex = s.metadata.index;
     this.confState = s.metadata.confState;
@@ -95,9 +113,9 @@ export class ApplyLoop {
   /**
    * The applied state at the call as one blob (snapshots, and what a new member receives), whose index is
    * `appliedIndex` at the call; `term`: the Raft core's. Encoded in slices that yield to the event loop: entries
-   * applied meanwhile are not in it.
+   * applied meanwhile are not in it. Abandoned (rejected with its reason) once `signal` is aborted.
    */
-  encodeInSlices(term: number): Promise<Uint8Array> {
+  encodeInSlices(term: number, signal?: AbortSignal): Promise<Uint8Array> {
     const { store, lessor, applier, members } = this.#deps;
     return new StateEncoder(
       { appliedIndex: this.appliedIndex, term, confState: this.confState },
@@ -106,7 +124,7 @@ export class ApplyLoop {
       applier.alarms,
       members,
       applier.auth,
-    ).inSlices();
+    ).inSlices(undefined, signal);
   }
 
   /** Applies one committed entry (entries at or below the applied index are skipped). */

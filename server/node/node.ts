@@ -45,6 +45,7 @@ import {
   type ResponseHeader,
 } from "../../proto/mod.ts";
 import { ApplyLoop } from "./apply.ts";
+import { nextTurn } from "../util/next_turn.ts";
 import { LinearizableReads } from "./reads.ts";
 import { DiskStorage } from "./storage.ts";
 import { type ConfChangeReply, newWaiter, Proposals, type Reply } from "./waiters.ts";
@@ -98,6 +99,15 @@ const READY_SLICE_MS = 20;
 /** Entries a leader keeps in memory after a snapshot so slow followers can catch up without one. */
 const CATCH_UP_ENTRIES = 5000;
 
+/**
+ * Committed entries are applied in slices of about this long, yielding to the event loop between them: a member that
+ * replays a long log at start, or catches up on many entries, keeps answering its peers and clients meanwhile.
+ */
+const APPLY_SLICE_MS = 20;
+
+/** Why a snapshot of this member's own state was abandoned. */
+const LEADER_SNAPSHOT_COMING = "a snapshot from the leader is on its way (it supersedes this member's own)";
+
 /** One member's log, state machine and proposal pipeline. */
 export class Node {
   readonly store = new MvccStore();
@@ -128,6 +138,10 @@ export class Node {
   #ticker: ReturnType<typeof setInterval> | undefined;
   #leaderWaiters: Array<() => void> = [];
   #snapshotting = false;
+  /** aborts the encode of this member's own snapshot, while one runs */
+  #ownSnapshot: AbortController | undefined;
+  /** snapshots being received from the leader: this member takes none of its own meanwhile */
+  #incomingSnapshots = 0;
   #catchUp: CatchUpLog;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
@@ -241,6 +255,7 @@ export class Node {
       receive: (msgs) => n.#receive(msgs),
       unreachable: (id) => n.raft.reportUnreachable(id),
       disconnected: (id) => n.#leaderDisconnected(id),
+      snapshotIncoming: (receiving) => n.#snapshotIncoming(receiving),
       snapshotSent: (id, ok) => {
         n.raft.reportSnapshot(id, ok);
         n.#schedule();
@@ -611,6 +626,11 @@ export class Node {
           this.transport.send(rd.preSyncMessages);
           this.transport.flush();
         }
+        // a leader's snapshot is decoded (beside the live state) while it is written to disk; the acknowledgement
+        // goes out once it is durable, the state is replaced once it is decoded (a bad blob fails below)
+        if (rd.snapshot) this.#ownSnapshot?.abort(LEADER_SNAPSHOT_COMING);
+        const decoded = rd.snapshot ? this.#apply.decode(rd.snapshot) : undefined;
+        decoded?.catch(() => {});
         if (rd.snapshot) await this.#disk.saveLeaderSnapshot(rd.snapshot);
         if (rd.entries.length > 0 || rd.hardState) this.#disk.append(rd.entries, rd.hardState);
         if (rd.mustSync) await this.#disk.syncAsync();
@@ -620,16 +640,25 @@ export class Node {
           this.transport.send(rd.messages);
           this.transport.flush();
         }
+        const decoder = decoded && await decoded;
         if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
-        if (rd.snapshot) this.#apply.restore(rd.snapshot);
+        if (rd.snapshot) this.#apply.install(rd.snapshot, decoder!);
         if (rd.committedEntries.length > 0) {
-          const start = performance.now();
           if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
-          for (const e of rd.committedEntries) this.#apply.applyEntry(e);
+          let start = performance.now(), took = 0;
+          for (const e of rd.committedEntries) {
+            this.#apply.applyEntry(e);
+            const now = performance.now();
+            if (now - start >= APPLY_SLICE_MS) {
+              took += now - start;
+              await nextTurn();
+              start = performance.now();
+            }
+          }
           if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
-          this.metrics.batchApplied(performance.now() - start);
+          this.metrics.batchApplied(took + performance.now() - start);
         }
         for (const rs of rd.readStates) this.#reads.confirmed(rs.ctx, rs.index);
         this.raft.advance(rd);
@@ -671,7 +700,20 @@ export class Node {
 
   #maybeSnapshot(): void {
     if (this.#snapshotting || this.#apply.appliedIndex - this.#apply.snapIndex < this.#cfg.snapshotCount) return;
-    this.snapshotNow().catch((err) => this.#cfg.log(`snapshot failed: ${err}`));
+    if (this.#incomingSnapshots > 0) return;
+    this.snapshotNow().catch((err) =>
+      this.#cfg.log(err === LEADER_SNAPSHOT_COMING ? `abandoned a snapshot: ${err}` : `snapshot failed: ${err}`)
+    );
+  }
+
+  /**
+   * The transport began (or ended) receiving a snapshot from the leader. It will replace this member's state: an
+   * encode of its own snapshot under way is abandoned (it would compete with the transfer and the restore for the
+   * event loop and the disk, for nothing), and none is begun until the transfer ended.
+   */
+  #snapshotIncoming(receiving: boolean): void {
+    this.#incomingSnapshots += receiving ? 1 : -1;
+    if (receiving) this.#ownSnapshot?.abort(LEADER_SNAPSHOT_COMING);
   }
 
   /**
@@ -683,7 +725,10 @@ export class Node {
     this.#snapshotting = true;
     try {
       const index = this.#apply.appliedIndex, confState = this.#apply.confState;
-      const data = await this.#apply.encodeInSlices(this.term);
+      this.#ownSnapshot = new AbortController();
+      const data = await this.#apply.encodeInSlices(this.term, this.#ownSnapshot.signal).finally(() =>
+        this.#ownSnapshot = undefined
+      );
       // a leader's snapshot restored meanwhile is newer: createSnapshot refuses this one
       const snap = this.storage.createSnapshot(index, confState, data);
       await this.#disk.saveSnapshot(index, snap.metadata.term, data);

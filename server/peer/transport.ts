@@ -41,6 +41,8 @@ import {
 const MAX_QUEUE = 4096;
 const CLUSTER_HEADER = "eg-cluster-id";
 const FROM_HEADER = "eg-from";
+/** On a snapshot call: the size of the data that follows, so that the receiver copies each chunk into place once. */
+export const SNAPSHOT_SIZE_HEADER = "eg-snapshot-bytes";
 
 /** What the transport needs from its member. */
 export interface PeerHooks {
@@ -56,6 +58,8 @@ export interface PeerHooks {
   /** an established connection to a peer was closed by the other side or broke (not by us) */
   disconnected(id: string): void;
   snapshotSent(id: string, ok: boolean): void;
+  /** a snapshot from a peer began (true) or ended (false: received, refused or broken off) arriving */
+  snapshotIncoming?(receiving: boolean): void;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
   /** what this member knows of the sender `id`: a current member, one removed from the cluster, or neither */
@@ -271,7 +275,7 @@ class PeerLink {
     const client = this.client();
     if (!client) return this.hooks.snapshotSent(this.id, false);
     const data = m.snapshot!.data;
-    const call = client.clientStream(SNAPSHOT_PATH, this.metadata());
+    const call = client.clientStream(SNAPSHOT_PATH, { ...this.metadata(), [SNAPSHOT_SIZE_HEADER]: `${data.length}` });
     const about = { "remote-peer-id": this.id, "snapshot-index": m.snapshot!.metadata.index };
     const progress = new Progress("bytes");
     this.hooks.log("sending database snapshot", { ...about, total: data.length });
@@ -560,11 +564,23 @@ export class PeerTransport {
         const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const max = this.hooks.maxSnapshotBytes;
+        // with the size announced, the data is copied into one buffer as it arrives (no concatenation at the end)
+        const announced = Number(call.metadata.get(SNAPSHOT_SIZE_HEADER)[0] ?? NaN);
+        let whole = Number.isSafeInteger(announced) && announced >= 0 && announced <= max
+          ? new Uint8Array(announced)
+          : null;
         let head: Message | null = null;
         let parts: Uint8Array[] = [];
         let refused = false;
         const progress = new Progress("bytes");
         const about = () => ({ "remote-peer-id": who.from, "snapshot-index": head?.snapshot?.metadata.index ?? 0 });
+        // the member hears when a snapshot begins to arrive and, once, when it stopped arriving (however it ended)
+        let incoming = false;
+        const stopped = () => {
+          if (incoming) this.hooks.snapshotIncoming?.(false);
+          incoming = false;
+        };
+        call.on("close", stopped);
         call.on("data", (c: SnapshotChunk) => {
           if (refused) return;
           if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
@@ -574,40 +590,59 @@ export class PeerTransport {
             } catch (err) {
               this.hooks.log(`bad snapshot header from peer: ${err}`);
             }
-            if (head) this.hooks.log("receiving database snapshot", about());
+            if (head) {
+              this.hooks.log("receiving database snapshot", about());
+              incoming = true;
+              this.hooks.snapshotIncoming?.(true);
+            }
             return;
           }
           if (!c.data?.length) return;
+          const at = progress.done;
           progress.done += c.data.length;
-          if (progress.done > max) {
+          if (progress.done > (whole?.length ?? max)) {
             refused = true;
             parts = [];
-            const details = `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`;
-            this.#refuse(call.metadata, { code: Status.RESOURCE_EXHAUSTED, details } as grpc.ServiceError, cb);
+            whole = null;
+            stopped();
+            const details = progress.done > max
+              ? `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`
+              : `snapshot from ${who.from} exceeds the ${announced} bytes it announced`;
+            const code = progress.done > max ? Status.RESOURCE_EXHAUSTED : Status.INVALID_ARGUMENT;
+            this.#refuse(call.metadata, { code, details } as grpc.ServiceError, cb);
             return;
           }
-          parts.push(c.data);
+          if (whole) whole.set(c.data, at);
+          else parts.push(c.data);
           if (progress.due()) {
             this.hooks.log("receiving database snapshot: progress", { ...about(), ...progress.fields() });
           }
         });
         call.on("end", () => {
+          stopped();
           if (refused) return;
           if (!head?.snapshot || head.from !== who.from || head.to !== self) {
             const details = "snapshot without a header from its sender to this member";
             return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
-          head.snapshot.data = Buffer.concat(parts);
+          if (whole && progress.done !== whole.length) {
+            const details = `snapshot from ${who.from} holds ${progress.done} of the ${announced} bytes it announced`;
+            return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
+          }
+          head.snapshot.data = whole ?? Buffer.concat(parts);
           parts = [];
+          whole = null;
           this.hooks.log("received database snapshot", { ...about(), ...progress.fields() });
           this.hooks.receive([head]);
           cb(null, {});
         });
         call.on("error", () => {
-          if (head && !refused && parts.length > 0) {
+          if (head && !refused && progress.done > 0) {
             this.hooks.log("receiving database snapshot failed", { ...about(), ...progress.fields() });
           }
           parts = [];
+          whole = null;
+          stopped();
         });
       },
     };
