@@ -95,7 +95,7 @@ class Net {
         this.queue.push(...rd.preSyncMessages, ...rd.messages);
         for (const e of rd.committedEntries) {
           m.applied.push(e);
-          if (e.type === EntryType.ConfChange) m.raft.applyConfChange(decodeConfChange(e.data));
+          if (e.type === EntryType.ConfChange) m.raft.applyConfChange(decodeConfChange(e.data), e.index);
         }
         m.readStates.push(...rd.readStates);
         m.raft.advance(rd);
@@ -779,4 +779,36 @@ Deno.test("read index: a leader answers a context it already holds with the firs
     [[before, "f/1"]],
     "one answer, with the index from before the write: the new read would miss it",
   );
+});
+
+Deno.test("membership: a conf change at or below a snapshot installed since changes nothing (its membership has it)", () => {
+  // a follower still applying entries of an earlier Ready (here: a learner added at index 8, removed at 9) when the
+  // leader's snapshot at 10 arrives must not put the learner back (raft sim seed 2377425425)
+  const storage = new MemoryStorage();
+  const raft = new RaftNode({
+    id: "2",
+    storage,
+    random: () => 0.5,
+    electionTick: 10,
+    heartbeatTick: 1,
+    preVote: true,
+    checkQuorum: true,
+    maxInflightMsgs: 256,
+    maxSizePerMsg: 1 << 20,
+  });
+  const snapshot: Snapshot = {
+    data: new Uint8Array(0),
+    metadata: { index: 10, term: 2, confState: { voters: ["1", "2", "3"], learners: [] } },
+  };
+  raft.step(message({ type: "Snap", from: "1", to: "2", term: 2, snapshot }));
+  assert.deepEqual(raft.confState(), { voters: ["1", "2", "3"], learners: [] });
+  assert.deepEqual(raft.applyConfChange({ type: ConfChangeType.AddLearnerNode, nodeId: "6" }, 8), {
+    voters: ["1", "2", "3"],
+    learners: [],
+  });
+  // a change after the snapshot applies
+  assert.deepEqual(raft.applyConfChange({ type: ConfChangeType.AddLearnerNode, nodeId: "6" }, 11), {
+    voters: ["1", "2", "3"],
+    learners: ["6"],
+  });
 });

@@ -49,7 +49,7 @@ export interface ApplyDeps extends StateMachine {
   /** the proposals made here, answered as their entries apply */
   proposals: Proposals;
   /** Hands an applied conf change to the Raft core (RaftNode.applyConfChange); returns the new membership. */
-  applyToRaft: (cc: ConfChange) => ConfState;
+  applyToRaft: (cc: ConfChange, index: number) => ConfState;
   /** A member left the membership: its connection and metrics go. */
   peerRemoved: (id: string) => void;
   /** This member left the membership (called in a later microtask). */
@@ -131,7 +131,7 @@ export class ApplyLoop {
   applyEntry(e: Entry): void {
     if (e.index <= this.appliedIndex) return;
     this.appliedIndex = e.index;
-    if (e.type === EntryType.ConfChange) return this.#applyConfChange(decodeConfChange(e.data));
+    if (e.type === EntryType.ConfChange) return this.#applyConfChange(decodeConfChange(e.data), e.index);
     if (e.data.length === 0) return; // a new leader's empty entry
     let req: InternalRequestShape;
     try {
@@ -160,7 +160,7 @@ export class ApplyLoop {
     }
   }
 
-  #applyConfChange(cc: ConfChange): void {
+  #applyConfChange(cc: ConfChange, index: number): void {
     const { members, proposals } = this.#deps;
     const w = cc.id ? proposals.take(cc.id) : undefined;
     const ctx: Partial<MemberContext> = cc.context && cc.context.length > 0
@@ -186,7 +186,7 @@ export class ApplyLoop {
         if (ctx.peerURLs) members.updatePeerURLs(cc.nodeId, ctx.peerURLs);
         break;
     }
-    this.confState = this.#deps.applyToRaft(cc);
+    this.confState = this.#deps.applyToRaft(cc, index);
     w?.resolve({ members: members.list() });
     if (cc.type === ConfChangeType.RemoveNode && cc.nodeId === this.#deps.memberId) {
       this.#deps.log("this member has been permanently removed from the cluster");

@@ -165,7 +165,7 @@ export class Node {
       initialMembers: cfg.initialMembers,
       quota: this.quota,
       proposals: this.#proposals,
-      applyToRaft: (cc) => this.raft.applyConfChange(cc),
+      applyToRaft: (cc, index) => this.raft.applyConfChange(cc, index),
       peerRemoved: (id) => {
         this.transport.drop(id);
         this.metrics.dropPeer(id);

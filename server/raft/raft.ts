@@ -143,6 +143,12 @@ export class RaftNode {
   readonly #maxSizePerMsg: number;
   readonly #maxUncommittedBytes: number;
   readonly #disableForwarding: boolean;
+  /**
+   * Index of the newest snapshot installed from a leader while running: the membership it carries includes every
+   * conf change at or below it, so such a change applied afterwards (the application still applying entries of an
+   * earlier Ready when the snapshot arrived) is stale and must not touch the membership again.
+   */
+  #restoredConfIndex = 0;
 
   #leadTransferee = NONE;
   /** index of the newest conf-change entry this leader appended (or its last index at election) */
@@ -362,10 +368,12 @@ export class RaftNode {
   }
 
   /**
-   * Applies a committed membership change (call it when applying the conf-change entry, in log order) and
-   * returns the new membership.
+   * Applies a committed membership change (call it when applying the conf-change entry at `index`, in log order) and
+   * returns the new membership. A change at or below the index of a snapshot installed since is already part of the
+   * snapshot's membership: it changes nothing (re-applied, an add would bring back a member the snapshot no longer has).
    */
-  applyConfChange(cc: ConfChange): ConfState {
+  applyConfChange(cc: ConfChange, index: number): ConfState {
+    if (index <= this.#restoredConfIndex) return this.confState();
     switch (cc.type) {
       case ConfChangeType.AddNode:
         this.#addMember(cc.nodeId, false);
@@ -890,6 +898,7 @@ export class RaftNode {
     this.#tracker.voters.clear();
     this.#tracker.learners.clear();
     this.#restoreConf(s.metadata.confState);
+    this.#restoredConfIndex = s.metadata.index;
     return true;
   }
 

@@ -747,7 +747,7 @@ export class Simulation {
     }
     if (e.type === EntryType.ConfChange) {
       const cc = decodeConfChange(e.data);
-      n.appliedConf = n.raft.applyConfChange(cc);
+      n.appliedConf = n.raft.applyConfChange(cc, e.index);
       this.#onConfChangeApplied(n, cc.type, cc.nodeId);
       return;
     }
