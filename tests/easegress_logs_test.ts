@@ -91,6 +91,11 @@ memberTest(
     // logrotate's way: the file is moved, then SIGHUP; the member writes to a new file by the old name
     await Deno.rename(`${logDir}/admin_api.log`, `${logDir}/admin_api.log.1`);
     Deno.kill(m.pid, "SIGHUP");
+    // the signal is handled asynchronously: a request answered before the reopen is still logged to the moved file
+    await waitFor(
+      "admin_api.log created again",
+      () => Deno.stat(`${logDir}/admin_api.log`).then(() => true, () => false),
+    );
     await waitFor("admin_api.log reopened", async () => {
       await apiGet(m.apiAddr, "/healthz");
       return (await Deno.readTextFile(`${logDir}/admin_api.log`).catch(() => "")).includes("/apis/v2/healthz 200");

@@ -154,6 +154,9 @@ export class Applier {
    */
   async rangeInSlices(r: RangeRequest): Promise<RangeOut | EncodedRange> {
     const q = rangeQuery(r), store = this.store;
+    // one key needs no slices; its record is encoded when the transport sends it, not before (600 reads of a 1 MB
+    // value on a connection whose window stays shut held 600 encoded copies at once: +660 MB against +100)
+    if (q.end === "") return this.range(r);
     const header = this.header(store.currentRev);
     const kvs: KeyValue[] = [];
     // the records as they come, in key order, are the answer unless they are sorted (or filtered) first

@@ -221,6 +221,9 @@ export function encodeRangeResponse(res: RangeResponse): Uint8Array {
   return b.done(res.header, res.more, res.count);
 }
 
+/** Unused room a built range response may keep in its buffer before it is copied out to its exact size. */
+const MAX_SLACK_BYTES = 64 << 10;
+
 /**
  * etcdserverpb.RangeResponse bytes built straight from store records, one `add` at a time (no KeyValue objects, no
  * buffer per key): the bytes `encodeRangeResponse` gives for the same records. For the reads of many keys that are
@@ -235,9 +238,10 @@ export class RangeResponseBuilder {
   /** @param keysOnly leave every value out (RangeRequest.keys_only) */
   constructor(readonly keysOnly: boolean) {}
 
+  /** Makes room for `n` more bytes, and always for the tail (`more`, `count`), so that `done` never grows the buffer. */
   #room(n: number): void {
-    if (this.#len + n <= this.#buf.length) return;
-    const b = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + n));
+    if (this.#len + n + TAIL_ROOM <= this.#buf.length) return;
+    const b = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + n + TAIL_ROOM));
     b.set(this.#buf.subarray(0, this.#len));
     this.#buf = b;
   }
@@ -289,15 +293,19 @@ export class RangeResponseBuilder {
     const head = new Msg().bytes(1, encodeHeader(header), true).done();
     const tail = new Msg().int(3, more ? 1 : 0).int(4, count).done();
     if (head.length > HEAD_ROOM) throw new Error(`range response: a header of ${head.length} bytes`);
-    this.#room(tail.length);
     const start = HEAD_ROOM - head.length;
     this.#buf.set(head, start);
     this.#buf.set(tail, this.#len);
-    return this.#buf.subarray(start, this.#len + tail.length);
+    const out = this.#buf.subarray(start, this.#len + tail.length);
+    // the buffer grew by doubling: a response much smaller than it is copied out, so that what a queue holds is what
+    // it counts (the transport caps queued bytes by length; a view would keep up to twice that alive)
+    return this.#buf.length - out.length > Math.max(MAX_SLACK_BYTES, out.length >> 3) ? out.slice() : out;
   }
 }
 
 /** Room for the header field before a range response's records: 2 + 4 varints of at most 10 bytes, and their tags. */
 const HEAD_ROOM = 48;
+/** Room for the fields after the records: `more` (2 bytes) and `count` (a tag and a varint of at most 10 bytes). */
+const TAIL_ROOM = 13;
 
 const EMPTY_BYTES = new Uint8Array(0);
