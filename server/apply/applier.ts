@@ -14,6 +14,7 @@ import { type BKey, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import { RangeResponseBuilder } from "../watch/encode.ts";
 import { type KeyValue, type MvccStore, PUT, type WriteTxn } from "../mvcc/store.ts";
 import { txnCost } from "./quota.ts";
+import { nextTurn } from "../util/next_turn.ts";
 import {
   AlarmAction,
   type AlarmMember,
@@ -171,7 +172,7 @@ export class Applier {
     let sliceEnd = performance.now() + SCAN_SLICE_MS;
     while (!scan.step(SCAN_STEP_KEYS)) {
       if (performance.now() < sliceEnd) continue;
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await nextTurn();
       sliceEnd = performance.now() + SCAN_SLICE_MS;
     }
     if (!builder) return shapeRange(r, q, kvs, scan.count, header);

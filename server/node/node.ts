@@ -613,7 +613,7 @@ export class Node {
       let sliceStart = performance.now();
       while (this.raft.hasReady()) {
         if (performance.now() - sliceStart >= READY_SLICE_MS) {
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await nextTurn();
           if (this.stopped) return;
           sliceStart = performance.now();
           continue; // the core may have moved on meanwhile: ask again

@@ -4,6 +4,7 @@
  * Written atomically (tmp file, fdatasync, rename, directory fsync).
  */
 import fs from "node:fs/promises";
+import { nextTurn } from "../util/next_turn.ts";
 import path from "node:path";
 import zlib from "node:zlib";
 import { readWholeFile } from "../util/files.ts";
@@ -31,7 +32,7 @@ const CRC_PIECE = 32 << 20;
 export async function crc32InPieces(data: Uint8Array, seed: number): Promise<number> {
   let crc = seed;
   for (let off = 0; off < data.length; off += CRC_PIECE) {
-    if (off > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    if (off > 0) await nextTurn();
     crc = zlib.crc32(data.subarray(off, Math.min(off + CRC_PIECE, data.length)), crc);
   }
   return crc;

@@ -668,24 +668,22 @@ export class GrpcClient extends EventEmitter {
 
   /** Opens a client-streaming call (`path` like "/egpb.Raft/Send"). */
   clientStream(path: string, metadata?: CallMetadata): GrpcClientStream {
-    let call: GrpcClientStream | null = null;
-    const state = new CallState(this, this.maxLen, (err, msgs) => call!.done(err, msgs), () => call!.emit("drain"));
-    const stream = this.conn.request(requestHeaders(path, this.authority, metadata), state);
-    call = new GrpcClientStream(stream, state);
-    state.stream = stream;
-    if (!stream) state.finish(Status.UNAVAILABLE, this.unavailable());
-    return call;
+    return this.#stream(path, metadata, false);
   }
 
   /** Opens a bidirectional-streaming call (`path` like "/etcdserverpb.Watch/Watch"): responses arrive as 'message'. */
   bidiStream(path: string, metadata?: CallMetadata): GrpcClientStream {
+    return this.#stream(path, metadata, true);
+  }
+
+  #stream(path: string, metadata: CallMetadata | undefined, messages: boolean): GrpcClientStream {
     let call: GrpcClientStream | null = null;
     const state = new CallState(
       this,
       this.maxLen,
       (err, msgs) => call!.done(err, msgs),
       () => call!.emit("drain"),
-      (message) => call!.emit("message", message),
+      messages ? (message) => call!.emit("message", message) : null,
     );
     const stream = this.conn.request(requestHeaders(path, this.authority, metadata), state);
     call = new GrpcClientStream(stream, state);
