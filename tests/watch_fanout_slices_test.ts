@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { pbRoot, type WatchResponse } from "../proto/mod.ts";
+import { pbRoot } from "../proto/mod.ts";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { HeaderEncoder } from "../server/watch/encode.ts";
 import { WatchHub, type WatchStream } from "../server/watch/watch_stream.ts";
@@ -24,10 +24,6 @@ function recordingStream(hub: WatchHub) {
     revs.set(r.watch_id ?? 0, list);
   };
   const stream: WatchStream = hub.open({
-    send: (resp: WatchResponse) => {
-      record(resp as never);
-      return true;
-    },
     sendFramed: (head, body) => {
       record(decode(Buffer.concat([head.subarray(5), body])) as never);
       return true;
@@ -40,7 +36,6 @@ function recordingStream(hub: WatchHub) {
 function hubOf(store: MvccStore): WatchHub {
   return new WatchHub(
     store,
-    (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "3" }),
     new HeaderEncoder("1", "2"),
     () => 3,
     1 << 20,
@@ -109,10 +104,6 @@ Deno.test("watch fan-out: watchers of one key, of another and of a range on a st
     for (const e of r.events ?? []) got.set(r.watch_id ?? 0, [...(got.get(r.watch_id ?? 0) ?? []), e.kv.mod_revision]);
   };
   const stream = hub.open({
-    send: (resp: WatchResponse) => {
-      record(resp as never);
-      return true;
-    },
     sendFramed: (head, body) => {
       record(decode(Buffer.concat([head.subarray(5), body])) as never);
       return --room > 0;
