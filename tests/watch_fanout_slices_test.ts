@@ -133,8 +133,65 @@ Deno.test("watch fan-out: watchers of one key, of another and of a range on a st
   }
   while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
   room = 1e9;
-  stream.drained(); // the buffer has room again: the watchers that fell behind catch up from history
+  stream.drained(); // the buffer has room again: the watchers that fell behind catch up from history (in slices)
   want.get(1)!.push(put("quiet"));
-  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  const deadline = Date.now() + 10_000;
+  while (hub.deliveredRev < store.currentRev || JSON.stringify([...got]) !== JSON.stringify([...want])) {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 1));
+  }
   assert.deepEqual(got, want);
+});
+
+Deno.test("watch requests and catch-up from history run in slices: 3,000 creates at an old revision, each replayed whole", async () => {
+  const store = new MvccStore();
+  const hub = hubOf(store);
+  const first = store.currentRev + 1;
+  for (let i = 0; i < 300; i++) {
+    const t = store.write();
+    t.put(`old/${i % 7}`, Buffer.alloc(100, i), "0");
+    t.end();
+  }
+  const created: number[] = [];
+  const revs = new Map<number, number[]>();
+  const stream = hub.open({
+    sendFramed: (head, body) => {
+      const r = decode(Buffer.concat([head.subarray(5), body])) as {
+        watch_id?: number;
+        created?: boolean;
+        events?: { kv: { mod_revision: number } }[];
+      };
+      if (r.created) created.push(r.watch_id ?? 0);
+      for (const e of r.events ?? []) {
+        const list = revs.get(r.watch_id ?? 0) ?? [];
+        list.push(e.kv.mod_revision);
+        revs.set(r.watch_id ?? 0, list);
+      }
+      return true;
+    },
+  });
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  const N = 3000;
+  const t0 = performance.now();
+  for (let i = 0; i < N; i++) {
+    stream.request(
+      { create_request: { key: Buffer.from("old/"), range_end: Buffer.from("old0"), start_revision: 1 } } as never,
+    );
+  }
+  const inline = created.length;
+  // a put after the requests arrived: every watcher gets it once, after its replay
+  const t = store.write();
+  t.put("old/new", Buffer.from("x"), "0");
+  t.end();
+  while ([...revs.values()].filter((l) => l.length === 301).length < N) {
+    assert.ok(performance.now() - t0 < 60_000, "not every watcher caught up");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  clearInterval(timer);
+  assert.ok(inline < N, `${inline} of ${N} creates handled as they arrived: the rest wait their turn`);
+  assert.ok(ticks > 2, `the event loop ran while requests and replays were handled (${ticks} ticks)`);
+  assert.deepEqual(created, Array.from({ length: N }, (_, i) => i), "created answers in order");
+  const all = Array.from({ length: 301 }, (_, i) => first + i);
+  for (const list of revs.values()) assert.deepEqual(list, all);
 });

@@ -225,16 +225,17 @@ export class WatchHub {
    * The responses a watcher gets of a round's commits from revision `from` on: computed for the first watcher with
    * its selector, shared by the others (their events are the same bytes; only each one's head differs).
    */
-  runChunks(w: Watcher, from: number, round: Round): readonly Chunk[] {
+  runChunks(w: Watcher, from: number, round: Round, at: number[] | null): readonly Chunk[] {
     const commits = round.commits;
     let i = 0;
-    while (commits[i].rev < from) i++;
+    if (at) { while (i < at.length && commits[at[i]].rev < from) i++; }
+    else while (commits[i].rev < from) i++;
     const key = i === 0 ? w.selector : `${i}\u0001${w.selector}`;
     let chunks = round.shared.get(key);
     if (!chunks) {
       const revs: RevEvents[] = [];
-      for (; i < commits.length; i++) {
-        const c = commits[i];
+      for (const n = at ? at.length : commits.length; i < n; i++) {
+        const c = commits[at ? at[i] : i];
         const evs = matching(w, c.events, c.keys, 0, c.events.length);
         if (evs) revs.push(evs);
       }
@@ -505,7 +506,10 @@ export class WatchStream {
     }
   }
 
-  /** Called by the hub with a round of commits: each synced watcher is sent the run of them it wants. */
+  /**
+   * Called by the hub with a round of commits: each synced watcher is sent the run of them it wants. A watcher of one
+   * key looks only at the commits of its key (found through `#byKey`), a range watcher at all of them.
+   */
   onRun(round: Round): void {
     const commits = round.commits;
     const last = commits[commits.length - 1].rev;
@@ -513,43 +517,39 @@ export class WatchStream {
       // every synced watcher that still needs these revisions resumes from history when the stream drains
       for (const w of this.#watchers.values()) if (w.synced && last >= this.#next(w)) this.#unsync(w);
     } else {
-      for (const w of this.#candidates(commits)) {
-        if (!w.synced) continue;
-        // already past the round (created after it, or caught up from history meanwhile)
-        const from = this.#next(w);
-        if (last < from) continue;
-        if (this.#congested) {
-          this.#unsync(w);
-          continue;
+      if (this.#byKey.size > 0) {
+        const hits = new Map<Watcher, number[]>();
+        for (let ci = 0; ci < commits.length; ci++) {
+          for (const k of commits[ci].keys) {
+            const list = this.#byKey.get(k);
+            if (!list) continue;
+            for (const w of list) {
+              const h = hits.get(w);
+              if (!h) hits.set(w, [ci]);
+              else if (h[h.length - 1] !== ci) h.push(ci);
+            }
+          }
         }
-        w.nextRev = last + 1;
-        const chunks = this.hub.runChunks(w, from, round);
-        if (chunks.length > 0) this.#sendChunks(w, chunks);
+        for (const [w, at] of hits) this.#sendRun(w, round, last, at);
       }
+      for (const w of this.#ranged) this.#sendRun(w, round, last, null);
     }
     this.#fanned = last;
   }
 
-  /** The watchers these commits may concern: those of their keys, and every range watcher. */
-  #candidates(commits: Commit[]): Iterable<Watcher> {
-    if (this.#byKey.size === 0) return this.#ranged;
-    let one: Watcher[] | null = null;
-    let many: Set<Watcher> | null = null;
-    for (const c of commits) {
-      for (const k of c.keys) {
-        const list = this.#byKey.get(k);
-        if (!list || list === one) continue;
-        if (!one) one = list;
-        else {
-          many ??= new Set(one);
-          for (const w of list) many.add(w);
-        }
-      }
+  /** Sends a synced watcher its run of a round (`at`: the indexes of the commits it may want, null for all). */
+  #sendRun(w: Watcher, round: Round, last: number, at: number[] | null): void {
+    if (!w.synced) return;
+    // already past the round (created after it, or caught up from history meanwhile)
+    const from = this.#next(w);
+    if (last < from) return;
+    if (this.#congested) {
+      this.#unsync(w);
+      return;
     }
-    if (!one) return this.#ranged;
-    if (!many) return this.#ranged.size === 0 ? one : [...one, ...this.#ranged];
-    for (const w of this.#ranged) many.add(w);
-    return many;
+    w.nextRev = last + 1;
+    const chunks = this.hub.runChunks(w, from, round, at);
+    if (chunks.length > 0) this.#sendChunks(w, chunks);
   }
 
   /** The next revision a watcher has to deliver: a synced one has been handed every commit up to #fanned. */
