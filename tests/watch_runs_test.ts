@@ -4,8 +4,8 @@
  * with the same range share the run's bytes. Real server, stock grpc-js client: every watcher still gets every
  * revision once, in order, each revision whole, across many watchers and many concurrent puts; a revision larger than
  * the cap alone goes out in a response of its own (or in fragments); creates queued behind many others start where
- * they arrived. The structural checks run against the real etcd too (ETCD_SERVER=/usr/bin/etcd); the check that runs
- * happened at all only against ours.
+ * they arrived. The first and third tests run against the real etcd too (ETCD_SERVER=/usr/bin/etcd); the sizes and the
+ * check that runs happened at all are ours only.
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
@@ -180,6 +180,9 @@ Deno.test({
 
 Deno.test({
   name: "watch runs: a revision larger than --max-request-bytes goes out whole (or in fragments), runs stay under it",
+  // etcd 3.4 sends a synced watcher one response per revision, a replay's batch uncapped, and did not fragment this
+  // 400 KB revision under a 64 KiB limit: the sizes are ours
+  ignore: !ours,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
