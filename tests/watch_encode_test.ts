@@ -8,6 +8,8 @@ import {
   eventFields,
   HeaderEncoder,
   watchEventsHead,
+  type WatchNotice,
+  watchNoticeFrame,
 } from "../server/watch/encode.ts";
 import type { StoreEvent } from "../server/mvcc/store.ts";
 
@@ -102,6 +104,60 @@ Deno.test("watch responses: watch IDs of every varint size, 1 to 5 events, fragm
   }
   const one = [encodeEvent(ev(1), false)];
   assert.equal(eventFields(one), eventFields([one[0]]));
+});
+
+Deno.test("watch responses without events (created, canceled, progress) decode as the messages protobufjs encodes", () => {
+  const enc = new HeaderEncoder("14841639068965178418", "10276657743932975437");
+  const notices: [WatchNotice, Record<string, unknown>][] = [
+    [{ watchId: 0, created: true }, { watch_id: 0, created: true }],
+    [{ watchId: 300000, created: true }, { watch_id: 300000, created: true }],
+    [
+      {
+        watchId: -1,
+        created: true,
+        canceled: true,
+        cancelReason: "mvcc: duplicate watch ID provided on the WatchStream",
+      },
+      {
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream",
+      },
+    ],
+    [{ watchId: 7, canceled: true }, { watch_id: 7, canceled: true }],
+    [
+      {
+        watchId: 3,
+        canceled: true,
+        compactRevision: 2 ** 33,
+        cancelReason: "mvcc: required revision has been compacted ü",
+      },
+      {
+        watch_id: 3,
+        canceled: true,
+        compact_revision: 2 ** 33,
+        cancel_reason: "mvcc: required revision has been compacted ü",
+      },
+    ],
+    [{ watchId: -1 }, { watch_id: -1 }],
+    [{ watchId: 5 }, { watch_id: 5 }],
+  ];
+  for (const rev of [0, 1, 2 ** 33]) {
+    const header = enc.encode(rev, 9);
+    for (const [n, obj] of notices) {
+      const frame = watchNoticeFrame(header, n);
+      assert.equal(frame[0], 0);
+      assert.equal(Buffer.from(frame).readUInt32BE(1), frame.length - 5);
+      const want = WatchResponse.encode(WatchResponse.fromObject({
+        header: { cluster_id: "14841639068965178418", member_id: "10276657743932975437", revision: rev, raft_term: 9 },
+        ...obj,
+      })).finish();
+      // protobufjs also writes the zeros it was given; decoded, the two are the same message
+      assert.deepEqual(decode(frame.subarray(5)), decode(want), JSON.stringify(n));
+      assert.ok(frame.length - 5 <= want.length);
+    }
+  }
 });
 
 Deno.test("range responses: header, kvs with and without lease, more, count, empty", () => {

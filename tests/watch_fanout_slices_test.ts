@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { pbRoot, type WatchResponse } from "../proto/mod.ts";
+import { pbRoot } from "../proto/mod.ts";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { HeaderEncoder } from "../server/watch/encode.ts";
 import { WatchHub, type WatchStream } from "../server/watch/watch_stream.ts";
@@ -14,20 +14,18 @@ import { WatchHub, type WatchStream } from "../server/watch/watch_stream.ts";
 const WatchResponseType = pbRoot.lookupType("etcdserverpb.WatchResponse");
 const decode = (b: Uint8Array) => WatchResponseType.toObject(WatchResponseType.decode(b), { longs: Number });
 
-/** A stream whose sink records, per watch ID, the revisions of the events it was sent. */
+/** A stream whose sink records, per watch ID, the revisions of the responses it was sent, once per response. */
 function recordingStream(hub: WatchHub) {
   const revs = new Map<number, number[]>();
   const record = (r: { watch_id?: number; events?: { kv: { mod_revision: number } }[] }) => {
     if (!r.events?.length) return;
     const list = revs.get(r.watch_id ?? 0) ?? [];
-    for (const e of r.events) if (list.at(-1) !== e.kv.mod_revision) list.push(e.kv.mod_revision);
+    // a revision's events come in one response: a revision sent twice shows up twice
+    let prev = -1;
+    for (const e of r.events) if (e.kv.mod_revision !== prev) list.push(prev = e.kv.mod_revision);
     revs.set(r.watch_id ?? 0, list);
   };
   const stream: WatchStream = hub.open({
-    send: (resp: WatchResponse) => {
-      record(resp as never);
-      return true;
-    },
     sendFramed: (head, body) => {
       record(decode(Buffer.concat([head.subarray(5), body])) as never);
       return true;
@@ -40,7 +38,6 @@ function recordingStream(hub: WatchHub) {
 function hubOf(store: MvccStore): WatchHub {
   return new WatchHub(
     store,
-    (rev) => ({ cluster_id: "1", member_id: "2", revision: rev, raft_term: "3" }),
     new HeaderEncoder("1", "2"),
     () => 3,
     1 << 20,
@@ -109,10 +106,6 @@ Deno.test("watch fan-out: watchers of one key, of another and of a range on a st
     for (const e of r.events ?? []) got.set(r.watch_id ?? 0, [...(got.get(r.watch_id ?? 0) ?? []), e.kv.mod_revision]);
   };
   const stream = hub.open({
-    send: (resp: WatchResponse) => {
-      record(resp as never);
-      return true;
-    },
     sendFramed: (head, body) => {
       record(decode(Buffer.concat([head.subarray(5), body])) as never);
       return --room > 0;
@@ -142,8 +135,97 @@ Deno.test("watch fan-out: watchers of one key, of another and of a range on a st
   }
   while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
   room = 1e9;
-  stream.drained(); // the buffer has room again: the watchers that fell behind catch up from history
+  stream.drained(); // the buffer has room again: the watchers that fell behind catch up from history (in slices)
   want.get(1)!.push(put("quiet"));
-  while (hub.deliveredRev < store.currentRev) await new Promise((r) => setTimeout(r, 1));
+  const deadline = Date.now() + 10_000;
+  while (hub.deliveredRev < store.currentRev || JSON.stringify([...got]) !== JSON.stringify([...want])) {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 1));
+  }
   assert.deepEqual(got, want);
+});
+
+Deno.test("watch requests and catch-up from history run in slices: 3,000 creates at an old revision, each replayed whole", async () => {
+  const store = new MvccStore();
+  const hub = hubOf(store);
+  const first = store.currentRev + 1;
+  for (let i = 0; i < 300; i++) {
+    const t = store.write();
+    t.put(`old/${i % 7}`, Buffer.alloc(100, i), "0");
+    t.end();
+  }
+  const created: number[] = [];
+  const revs = new Map<number, number[]>();
+  const stream = hub.open({
+    sendFramed: (head, body) => {
+      const r = decode(Buffer.concat([head.subarray(5), body])) as {
+        watch_id?: number;
+        created?: boolean;
+        events?: { kv: { mod_revision: number } }[];
+      };
+      if (r.created) created.push(r.watch_id ?? 0);
+      for (const e of r.events ?? []) {
+        const list = revs.get(r.watch_id ?? 0) ?? [];
+        list.push(e.kv.mod_revision);
+        revs.set(r.watch_id ?? 0, list);
+      }
+      return true;
+    },
+  });
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  const N = 3000;
+  const t0 = performance.now();
+  for (let i = 0; i < N; i++) {
+    stream.request(
+      { create_request: { key: Buffer.from("old/"), range_end: Buffer.from("old0"), start_revision: 1 } } as never,
+    );
+  }
+  const inline = created.length;
+  // a put after the requests arrived: every watcher gets it once, after its replay
+  const t = store.write();
+  t.put("old/new", Buffer.from("x"), "0");
+  t.end();
+  while ([...revs.values()].filter((l) => l.length === 301).length < N) {
+    assert.ok(performance.now() - t0 < 60_000, "not every watcher caught up");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  clearInterval(timer);
+  assert.ok(inline < N, `${inline} of ${N} creates handled as they arrived: the rest wait their turn`);
+  assert.ok(ticks > 2, `the event loop ran while requests and replays were handled (${ticks} ticks)`);
+  assert.deepEqual(created, Array.from({ length: N }, (_, i) => i), "created answers in order");
+  const all = Array.from({ length: 301 }, (_, i) => first + i);
+  for (const list of revs.values()) assert.deepEqual(list, all);
+});
+
+Deno.test("watch fan-out: a resync in the middle of a fan-out (a restored store) loses and repeats nothing", async () => {
+  const store = new MvccStore();
+  const hub = hubOf(store);
+  const streams = Array.from({ length: 120 }, () => recordingStream(hub));
+  for (const { stream } of streams) {
+    for (let w = 0; w < 50; w++) {
+      stream.handle({ create_request: { key: Buffer.from("r/"), range_end: Buffer.from("r0") } } as never);
+    }
+  }
+  const first = store.currentRev + 1;
+  const put = (i: number) => {
+    const t = store.write();
+    t.put(`r/${i % 9}`, Buffer.from(`${i}`), "0");
+    t.end();
+  };
+  for (let i = 0; i < 30; i++) put(i);
+  // let the fan-out start, then resync while it is under way
+  while (!streams.some((s) => s.revs.size > 0)) await new Promise((r) => setTimeout(r, 0));
+  assert.ok(hub.deliveredRev < store.currentRev, "the resync comes in the middle of a fan-out");
+  hub.resync();
+  for (let i = 30; i < 60; i++) put(i);
+  const all = Array.from({ length: store.currentRev - first + 1 }, (_, i) => first + i);
+  const deadline = Date.now() + 20_000;
+  const done = () =>
+    streams.every((s) => s.revs.size === 50 && [...s.revs.values()].every((l) => l.at(-1) === all.at(-1)));
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  for (const s of streams) {
+    assert.equal(s.revs.size, 50);
+    for (const list of s.revs.values()) assert.deepEqual(list, all);
+  }
 });

@@ -46,9 +46,8 @@ console.log(
 if (what === "watchers") {
   const { HeaderEncoder } = await import("../../server/watch/encode.ts");
   const { WatchHub } = await import("../../server/watch/watch_stream.ts");
-  const header = (revision: number) => ({ cluster_id: "1", member_id: "2", revision, raft_term: "2" });
-  const hub = new WatchHub(store, header, new HeaderEncoder("1", "2"), () => 2, 1.5 * 1024 * 1024, 600_000);
-  const sink = { send: () => true, sendFramed: () => true };
+  const hub = new WatchHub(store, new HeaderEncoder("1", "2"), () => 2, 1.5 * 1024 * 1024, 600_000);
+  const sink = { sendFramed: () => true };
   const streams = Array.from({ length: 100 }, () => hub.open(sink));
   const watchers = Math.floor(N / 2);
   for (let i = 0; i < watchers; i++) {

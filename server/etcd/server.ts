@@ -247,7 +247,6 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
 
   const hub = new WatchHub(
     node.store,
-    (rev) => node.header(rev),
     new HeaderEncoder(node.clusterId, node.memberId),
     () => node.term,
     cfg.maxRequestBytes,

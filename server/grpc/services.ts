@@ -192,14 +192,15 @@ function watch(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   return {
     Watch: (call: grpc.ServerDuplexStream<WatchRequest, WatchResponse>) => {
       const stream = ctx.hub.open({
-        send: (resp) => call.write(resp),
         sendFramed: (head, body) => (call as unknown as ServerCall).writeFramed(head, body),
       });
       call.on("drain", () => stream.drained());
+      // a create's permission is checked when it is handled (requests may wait their turn), so that its answer comes
+      // in order
       call.on("data", (req: WatchRequest) => {
         try {
-          if (ctx.auth.store.enabled && req.create_request && !watchPermitted(ctx, call, req.create_request)) return;
-          stream.handle(req);
+          const c = req.create_request;
+          stream.request(req, ctx.auth.store.enabled && c ? () => watchPermitted(ctx, call, c) : undefined);
         } catch (err) {
           ctx.log(`watch: request failed: ${err}`);
         }

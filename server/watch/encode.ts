@@ -9,7 +9,7 @@ import { toBKey } from "../mvcc/keys.ts";
 import type { KeyValue, RangeResponse, ResponseHeader } from "../../proto/mod.ts";
 
 /** Length of the varint encoding of a non-negative integer below 2^53. */
-function varintLen(n: number): number {
+export function varintLen(n: number): number {
   let len = 1;
   while (n >= 128) {
     n = Math.floor(n / 128);
@@ -189,6 +189,37 @@ export function watchEventsHead(
     out[pos++] = 7 << 3;
     out[pos] = 1;
   }
+  return out;
+}
+
+/** What a WatchResponse without events says: created, canceled (with its reason and compaction) or progress. */
+export interface WatchNotice {
+  watchId: number;
+  created?: boolean;
+  canceled?: boolean;
+  compactRevision?: number;
+  cancelReason?: string;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * A whole gRPC message (the 5-byte prefix, then an etcdserverpb.WatchResponse) without events: a creation, a
+ * cancelation or a progress notification, encoded straight from its fields (no protobufjs message object).
+ */
+export function watchNoticeFrame(header: Uint8Array, n: WatchNotice): Uint8Array {
+  const m = new Msg().bytes(1, header, true);
+  if (n.watchId < 0) m.rawVarint(2, varint64(`${n.watchId}`));
+  else m.int(2, n.watchId);
+  m.int(3, n.created ? 1 : 0).int(4, n.canceled ? 1 : 0).int(5, n.compactRevision ?? 0);
+  if (n.cancelReason) m.bytes(6, utf8.encode(n.cancelReason));
+  const body = m.done();
+  const out = new Uint8Array(5 + body.length);
+  out[1] = body.length >>> 24;
+  out[2] = (body.length >>> 16) & 0xff;
+  out[3] = (body.length >>> 8) & 0xff;
+  out[4] = body.length & 0xff;
+  out.set(body, 5);
   return out;
 }
 
