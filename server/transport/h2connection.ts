@@ -440,13 +440,20 @@ export abstract class H2Connection<S extends H2Stream> {
           break;
       }
     }
+    if (windowDelta > 0) {
+      // RFC 9113 6.9.2: a change that takes any stream's send window beyond 2^31-1 is a connection error
+      for (const s of this.streams.values()) {
+        if (s.sendWindow + windowDelta > MAX_WINDOW) {
+          return this.connectionError(
+            ErrorCode.FLOW_CONTROL_ERROR,
+            `SETTINGS_INITIAL_WINDOW_SIZE change takes stream ${s.id}'s window beyond ${MAX_WINDOW}`,
+          );
+        }
+      }
+    }
     this.w.frame(0, SETTINGS, FLAG_ACK, 0);
     if (windowDelta !== 0) {
-      // a copy: a reset's handler may open streams (which already have the new window)
-      for (const s of [...this.streams.values()]) {
-        s.sendWindow += windowDelta;
-        if (s.sendWindow > MAX_WINDOW) this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
-      }
+      for (const s of this.streams.values()) s.sendWindow += windowDelta;
       if (windowDelta > 0) this.resumeBlocked();
     }
   }
@@ -664,9 +671,15 @@ export abstract class H2Connection<S extends H2Stream> {
   private afterPump(s: S): void {
     if (s.queue.bytes === 0 && !s.queueEnd) {
       this.blocked.delete(s);
-      if (s.needDrain && !this.w.blocked && !s.gone) {
-        s.needDrain = false;
-        this.emitDrain(s);
+      if (s.needDrain && !s.gone) {
+        if (!this.w.blocked) {
+          s.needDrain = false;
+          this.emitDrain(s);
+        } else {
+          // the window emptied the queue while the socket is backed up: the writer waits for the socket's 'drain'
+          // (a stream that queued before the socket backed up was in no waiter list, and waited for good)
+          this.drainWaiters.add(s);
+        }
       }
     }
     this.w.schedule();
