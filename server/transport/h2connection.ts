@@ -44,6 +44,7 @@ import {
   SETTINGS_MAX_FRAME_SIZE,
   WINDOW_UPDATE,
 } from "./h2frames.ts";
+import { readIntoOwnBuffer, type ReadTarget } from "./socket_reads.ts";
 
 /** Passed to `onReset` when the connection itself went away (socket closed or connection error). */
 export const CONNECTION_LOST = -1;
@@ -166,6 +167,11 @@ export interface H2ConnectionConfig {
   maxQueuedBytes: number;
   /** The same across connections (null: no shared limit). */
   sharedQueue: ByteBudget | null;
+  /**
+   * Socket reads into one buffer of our own (socket_reads.ts): true installs it on the (accepted, plain TCP) socket;
+   * a ReadTarget is the one the socket was connected with (`onreadOption`); false keeps the socket's 'data' events.
+   */
+  readBuffer: boolean | ReadTarget;
 }
 
 /** One HTTP/2 connection over a socket: everything both ends do alike. */
@@ -226,6 +232,10 @@ export abstract class H2Connection<S extends H2Stream> {
     this.w = cfg.pauseWhenBlocked ? new FrameWriter(socket, () => socket.pause()) : new FrameWriter(socket);
     socket.setNoDelay?.(true);
     socket.on("data", (chunk: Buffer) => this.onSocketData(chunk));
+    // (with a read buffer of our own, reads come through here instead of 'data'; without one, 'data' goes on)
+    const ownReads = (chunk: Uint8Array) => this.onSocketData(chunk);
+    if (cfg.readBuffer === true) readIntoOwnBuffer(socket, ownReads);
+    else if (cfg.readBuffer) cfg.readBuffer.onChunk = ownReads;
     socket.on("error", (err: Error) => this.onSocketError(err));
     socket.on("close", () => this.onSocketGone());
     socket.on("drain", () => this.onSocketDrain());
