@@ -866,6 +866,8 @@ export class GrpcServer {
       onClose: () => this.conns.delete(conn),
       sharedQueue: this.sharedQueue,
       sharedReceive: this.sharedReceive,
+      // plain TCP: reads into one 64 KiB buffer of the connection's own (GrpcCall copies what it keeps)
+      ownReadBuffer: !(socket instanceof tls.TLSSocket),
     });
     this.conns.add(conn);
     conn.feed(first);

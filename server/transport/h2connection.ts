@@ -44,6 +44,7 @@ import {
   SETTINGS_MAX_FRAME_SIZE,
   WINDOW_UPDATE,
 } from "./h2frames.ts";
+import { readIntoOwnBuffer, type ReadTarget } from "./socket_reads.ts";
 
 /** Passed to `onReset` when the connection itself went away (socket closed or connection error). */
 export const CONNECTION_LOST = -1;
@@ -166,6 +167,11 @@ export interface H2ConnectionConfig {
   maxQueuedBytes: number;
   /** The same across connections (null: no shared limit). */
   sharedQueue: ByteBudget | null;
+  /**
+   * Socket reads into one buffer of our own (socket_reads.ts): true installs it on the (accepted, plain TCP) socket;
+   * a ReadTarget is the one the socket was connected with (`onreadOption`); false keeps the socket's 'data' events.
+   */
+  readBuffer: boolean | ReadTarget;
 }
 
 /** One HTTP/2 connection over a socket: everything both ends do alike. */
@@ -226,6 +232,10 @@ export abstract class H2Connection<S extends H2Stream> {
     this.w = cfg.pauseWhenBlocked ? new FrameWriter(socket, () => socket.pause()) : new FrameWriter(socket);
     socket.setNoDelay?.(true);
     socket.on("data", (chunk: Buffer) => this.onSocketData(chunk));
+    // (with a read buffer of our own, reads come through here instead of 'data'; without one, 'data' goes on)
+    const ownReads = (chunk: Uint8Array) => this.onSocketData(chunk);
+    if (cfg.readBuffer === true) readIntoOwnBuffer(socket, ownReads);
+    else if (cfg.readBuffer) cfg.readBuffer.onChunk = ownReads;
     socket.on("error", (err: Error) => this.onSocketError(err));
     socket.on("close", () => this.onSocketGone());
     socket.on("drain", () => this.onSocketDrain());
@@ -440,13 +450,20 @@ export abstract class H2Connection<S extends H2Stream> {
           break;
       }
     }
+    if (windowDelta > 0) {
+      // RFC 9113 6.9.2: a change that takes any stream's send window beyond 2^31-1 is a connection error
+      for (const s of this.streams.values()) {
+        if (s.sendWindow + windowDelta > MAX_WINDOW) {
+          return this.connectionError(
+            ErrorCode.FLOW_CONTROL_ERROR,
+            `SETTINGS_INITIAL_WINDOW_SIZE change takes stream ${s.id}'s window beyond ${MAX_WINDOW}`,
+          );
+        }
+      }
+    }
     this.w.frame(0, SETTINGS, FLAG_ACK, 0);
     if (windowDelta !== 0) {
-      // a copy: a reset's handler may open streams (which already have the new window)
-      for (const s of [...this.streams.values()]) {
-        s.sendWindow += windowDelta;
-        if (s.sendWindow > MAX_WINDOW) this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
-      }
+      for (const s of this.streams.values()) s.sendWindow += windowDelta;
       if (windowDelta > 0) this.resumeBlocked();
     }
   }
@@ -664,9 +681,15 @@ export abstract class H2Connection<S extends H2Stream> {
   private afterPump(s: S): void {
     if (s.queue.bytes === 0 && !s.queueEnd) {
       this.blocked.delete(s);
-      if (s.needDrain && !this.w.blocked && !s.gone) {
-        s.needDrain = false;
-        this.emitDrain(s);
+      if (s.needDrain && !s.gone) {
+        if (!this.w.blocked) {
+          s.needDrain = false;
+          this.emitDrain(s);
+        } else {
+          // the window emptied the queue while the socket is backed up: the writer waits for the socket's 'drain'
+          // (a stream that queued before the socket backed up was in no waiter list, and waited for good)
+          this.drainWaiters.add(s);
+        }
       }
     }
     this.w.schedule();

@@ -89,10 +89,16 @@ export type FrameHandler = (
   end: number,
 ) => void;
 
-/** Reassembles frames from socket chunks. */
+/**
+ * Reassembles frames from socket chunks. A chunk is only read during `feed`: the socket may read the next one into the
+ * same buffer (socket_reads.ts), so a frame cut by the chunk's end is copied into a buffer of the reader's own, and only
+ * its bytes (not the whole next chunk, as a concatenation would).
+ */
 export class FrameReader {
-  private chunks: Uint8Array[] = [];
+  /** A frame begun in an earlier chunk: its first `len` bytes (copied); null until a frame was first cut. */
+  private partial: Buffer | null = null;
   private len = 0;
+  /** Bytes the partial frame has in all: 9 until its header is complete, then 9 + its payload length. */
   private need = 9;
 
   constructor(private readonly maxFrameSize: number = LOCAL_MAX_FRAME_SIZE) {}
@@ -102,37 +108,44 @@ export class FrameReader {
    * connection died). Returns an error message for an oversized frame (a connection error), else null.
    */
   feed(chunk: Uint8Array, onFrame: FrameHandler, stop: () => boolean): string | null {
-    let buf: Uint8Array;
-    if (this.len > 0) {
-      this.chunks.push(chunk);
-      this.len += chunk.length;
-      if (this.len < this.need) return null;
-      buf = Buffer.concat(this.chunks, this.len);
-      this.chunks = [];
-      this.len = 0;
-    } else {
-      buf = chunk;
-    }
     let pos = 0;
-    const end = buf.length;
-    while (end - pos >= 9) {
-      const len = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2];
-      if (len > this.maxFrameSize) return `frame of ${len} bytes exceeds ${this.maxFrameSize}`;
-      if (end - pos - 9 < len) {
+    const end = chunk.length;
+    if (this.len > 0) {
+      // complete the partial frame from the chunk's front
+      const part = this.partial!;
+      if (this.len < 9) {
+        const k = Math.min(9 - this.len, end);
+        part.set(chunk.subarray(0, k), this.len);
+        this.len += k;
+        pos = k;
+        if (this.len < 9) return null;
+        const len = (part[0] << 16) | (part[1] << 8) | part[2];
+        if (len > this.maxFrameSize) return `frame of ${len} bytes exceeds ${this.maxFrameSize}`;
         this.need = 9 + len;
-        break;
       }
-      onFrame(buf[pos + 3], buf[pos + 4], readU31(buf, pos + 5), buf, pos + 9, pos + 9 + len);
+      const k = Math.min(this.need - this.len, end - pos);
+      part.set(chunk.subarray(pos, pos + k), this.len);
+      this.len += k;
+      pos += k;
+      if (this.len < this.need) return null;
+      this.len = 0;
+      onFrame(part[3], part[4], readU31(part, 5), part, 9, this.need);
+      if (stop()) return null;
+    }
+    while (end - pos >= 9) {
+      const len = (chunk[pos] << 16) | (chunk[pos + 1] << 8) | chunk[pos + 2];
+      if (len > this.maxFrameSize) return `frame of ${len} bytes exceeds ${this.maxFrameSize}`;
+      if (end - pos - 9 < len) break;
+      onFrame(chunk[pos + 3], chunk[pos + 4], readU31(chunk, pos + 5), chunk, pos + 9, pos + 9 + len);
       if (stop()) return null;
       pos += 9 + len;
     }
     if (pos < end) {
-      if (end - pos < 9) this.need = 9;
-      // keep a private copy: the socket may reuse its buffers
-      const rest = Buffer.allocUnsafe(end - pos);
-      rest.set(buf.subarray(pos, end));
-      this.chunks.push(rest);
-      this.len = rest.length;
+      // a private copy of the cut frame: the socket may reuse its buffer for the next read
+      this.partial ??= Buffer.allocUnsafe(9 + this.maxFrameSize);
+      this.len = end - pos;
+      this.partial.set(chunk.subarray(pos, end));
+      this.need = this.len >= 9 ? 9 + ((chunk[pos] << 16) | (chunk[pos + 1] << 8) | chunk[pos + 2]) : 9;
     }
     return null;
   }

@@ -118,6 +118,11 @@ export interface Http2ConnectionOptions {
   sharedQueue?: ByteBudget;
   /** Request bytes buffered in unfinished messages on all the server's connections. */
   sharedReceive?: ByteBudget;
+  /**
+   * Read the (plain TCP) socket into one buffer of our own (socket_reads.ts); the stream handlers must copy what they
+   * keep of a DATA payload (default false).
+   */
+  ownReadBuffer?: boolean;
 }
 
 /** The DNS and IP subject alternative names of a certificate, as the certificate spells them. */
@@ -284,6 +289,7 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       onClose: options.onClose,
       sharedQueue: options.sharedQueue,
       sharedReceive: options.sharedReceive,
+      ownReadBuffer: options.ownReadBuffer ?? false,
     };
     super(socket, {
       initialWindow: opts.initialWindowSize,
@@ -297,6 +303,7 @@ export class Http2ServerConnection extends H2Connection<Http2Stream> {
       pushPromiseError: "PUSH_PROMISE from a client",
       maxQueuedBytes: MAX_QUEUED_BYTES,
       sharedQueue: options.sharedQueue ?? null,
+      readBuffer: opts.ownReadBuffer,
     });
     this.opts = opts;
     this.peer = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`;

@@ -29,6 +29,7 @@ import {
   SETTINGS_ENABLE_PUSH,
   SETTINGS_INITIAL_WINDOW_SIZE,
 } from "./h2frames.ts";
+import { onreadOption, type ReadTarget } from "./socket_reads.ts";
 
 export { CONNECTION_LOST, ErrorCode };
 
@@ -111,7 +112,12 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
   private nextStreamId = 1;
   private connected = false;
 
-  constructor(socket: net.Socket, private readonly opts: Http2ClientOptions = {}) {
+  /** `readTarget`: where the socket's reads go when it was connected with a read buffer of our own (socket_reads.ts). */
+  constructor(
+    socket: net.Socket,
+    private readonly opts: Http2ClientOptions = {},
+    readTarget: ReadTarget | null = null,
+  ) {
     super(socket, {
       initialWindow: Math.min(opts.initialWindowSize ?? 1 << 20, MAX_WINDOW),
       connectionWindow: Math.min(opts.connectionWindowSize ?? 16 << 20, MAX_WINDOW),
@@ -124,6 +130,7 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
       // our own requests: their callers decide how much to send
       maxQueuedBytes: Infinity,
       sharedQueue: null,
+      readBuffer: readTarget ?? false,
     });
     socket.on("connect", () => {
       this.connected = true;
@@ -138,10 +145,16 @@ export class Http2ClientConnection extends H2Connection<Http2ClientStream> {
 
   /** Connects to host:port. */
   static connect(host: string, port: number, opts: Http2ClientOptions = {}): Http2ClientConnection {
-    const socket = opts.tls
-      ? tls.connect({ ...opts.tls, host, port, ALPNProtocols: ["h2"], servername: net.isIP(host) ? undefined : host })
-      : net.connect({ host, port });
-    return new Http2ClientConnection(socket, opts);
+    if (opts.tls) {
+      const servername = net.isIP(host) ? undefined : host;
+      return new Http2ClientConnection(
+        tls.connect({ ...opts.tls, host, port, ALPNProtocols: ["h2"], servername }),
+        opts,
+      );
+    }
+    // plain TCP: the socket reads into one 64 KiB buffer of ours (socket_reads.ts)
+    const target: ReadTarget = { onChunk: null };
+    return new Http2ClientConnection(net.connect({ host, port, onread: onreadOption(target) }), opts, target);
   }
 
   /** Whether the connection is closed, failed or draining after GOAWAY: no new streams. */
