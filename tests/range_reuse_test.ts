@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import { pbRoot } from "../proto/mod.ts";
-import { buildPoolSizes, RangeResponseBuilder } from "../server/watch/encode.ts";
+import { buildPoolSizes, lentBuildBuffers, RangeResponseBuilder } from "../server/watch/encode.ts";
+import { ByteQueue, lendUntilSent } from "../server/transport/h2frames.ts";
 import { EtcdClient } from "./lib/cluster.ts";
 import { frame, grpcMessage, grpcRequestBlock, PREFACE, settingsFrame, sleep } from "./lib/h2raw.ts";
 import { startServer } from "./lib/server.ts";
@@ -62,6 +63,61 @@ Deno.test("range builder: a grown buffer is kept and reused; every response keep
   // a small response after the big ones
   const small = decodeRange(build("c/", 3));
   assert.deepEqual(small.kvs.map((kv: Loose) => Buffer.from(kv.key).toString()), ["c/00000", "c/00001", "c/00002"]);
+});
+
+Deno.test("range builder: a lent buffer is not reused before its release, and goes back once", () => {
+  const build = (prefix: string) => {
+    const b = new RangeResponseBuilder(false);
+    for (let i = 0; i < KEYS; i++) {
+      b.add({ key: key(prefix, i), create: 1, mod: 1, version: 1, lease: "0", value: Buffer.from(value(prefix, i)) });
+    }
+    return b.lend({ revision: 9 }, false, KEYS);
+  };
+  const lentBefore = lentBuildBuffers();
+  const a = build("a/");
+  assert.ok(a.release, "a large response is lent");
+  assert.equal(lentBuildBuffers(), lentBefore + 1);
+  const poolWithoutA = buildPoolSizes();
+  const b = build("b/"); // may reuse any kept buffer, not a's
+  assertRecords(decodeRange(a.bytes).kvs, "a/", "the lent response");
+  assertRecords(decodeRange(b.bytes).kvs, "b/", "the response built meanwhile");
+  b.release!();
+  a.release!();
+  a.release!(); // a second release changes nothing
+  assert.equal(lentBuildBuffers(), lentBefore);
+  const kept = buildPoolSizes();
+  assert.ok(kept.length <= 2 && kept.length >= Math.min(2, poolWithoutA.length + 1), `kept: ${kept}`);
+  // two builders at once take two distinct buffers
+  const c = build("c/"), d = build("a/");
+  assertRecords(decodeRange(c.bytes).kvs, "c/", "c");
+  assertRecords(decodeRange(d.bytes).kvs, "a/", "d");
+  c.release!();
+  d.release!();
+});
+
+Deno.test("HTTP/2 queue: lent bytes are released once copied into frames in full, or when the queue is dropped", () => {
+  const released: string[] = [];
+  const lentChunk = (name: string, n: number) => {
+    const bytes = new Uint8Array(n).fill(name.charCodeAt(0));
+    lendUntilSent(bytes, () => released.push(name));
+    return bytes;
+  };
+  const q = new ByteQueue();
+  q.push(lentChunk("a", 100));
+  q.push(new Uint8Array(10)); // not lent
+  q.push(lentChunk("b", 100));
+  const out = new Uint8Array(300);
+  q.copyTo(out, 0, 99);
+  assert.deepEqual(released, [], "a is still being read");
+  q.copyTo(out, 99, 1);
+  assert.deepEqual(released, ["a"]);
+  q.copyTo(out, 100, 60);
+  assert.deepEqual(released, ["a"], "b is still being read");
+  q.push(lentChunk("c", 5));
+  q.clear();
+  assert.deepEqual(released, ["a", "b", "c"], "dropped: b and c are released");
+  assert.equal(out[99], 97);
+  assert.equal(out[150], 98);
 });
 
 /**

@@ -366,6 +366,27 @@ export class FrameWriter {
   }
 }
 
+/** Bytes lent to the transport by their owner (see lendUntilSent), and the owner's release. */
+const lentBytes = new WeakMap<Uint8Array, () => void>();
+
+/**
+ * Lends `bytes` (a message body about to be written) to the transport: `release` is called once the transport no
+ * longer reads them (they were copied into frames, or the stream they waited on was dropped), after which the owner
+ * may reuse their memory. Bytes the transport refuses or drops otherwise are never released (the garbage collector
+ * takes them).
+ */
+export function lendUntilSent(bytes: Uint8Array, release: () => void): void {
+  lentBytes.set(bytes, release);
+}
+
+/** The transport is done with `bytes`: their owner's release, if they were lent. */
+export function doneWith(bytes: Uint8Array): void {
+  const release = lentBytes.get(bytes);
+  if (release === undefined) return;
+  lentBytes.delete(bytes);
+  release();
+}
+
 /** A FIFO of byte chunks waiting for flow-control window; frames are cut from it across chunk boundaries. */
 export class ByteQueue {
   private items: Uint8Array[] = [];
@@ -394,6 +415,7 @@ export class ByteQueue {
       if (k === avail) {
         this.head++;
         this.offset = 0;
+        doneWith(c);
       } else this.offset += k;
     }
     if (this.head === this.items.length) {
@@ -408,6 +430,7 @@ export class ByteQueue {
 
   /** Drops everything. */
   clear(): void {
+    for (let i = this.head; i < this.items.length; i++) doneWith(this.items[i]);
     this.items = [];
     this.head = 0;
     this.offset = 0;

@@ -333,6 +333,34 @@ export class RangeResponseBuilder {
 
   /** The whole response: the header, the records added so far, `more` and `count`. */
   done(header: Partial<ResponseHeader>, more: boolean, count: number): Uint8Array {
+    const { bytes, release } = this.#finish(header, more, count, false);
+    if (!release) return bytes;
+    // copied out to its exact size, and the buffer goes back at once
+    const copy = bytes.slice();
+    release();
+    return copy;
+  }
+
+  /**
+   * `done`, with the response left in a kept buffer when it grew into one (see POOL_MIN_BYTES), which is then lent:
+   * `release` gives it back for reuse and must be called only once nothing reads `bytes` any more (or never: the
+   * garbage collector then takes it). A copy out to a fresh buffer costs a page fault per 4 KiB, as much as the
+   * encoding. `release` is null when `bytes` are the caller's to keep.
+   */
+  lend(
+    header: Partial<ResponseHeader>,
+    more: boolean,
+    count: number,
+  ): { bytes: Uint8Array; release: (() => void) | null } {
+    return this.#finish(header, more, count, true);
+  }
+
+  #finish(
+    header: Partial<ResponseHeader>,
+    more: boolean,
+    count: number,
+    lend: boolean,
+  ): { bytes: Uint8Array; release: (() => void) | null } {
     const head = new Msg().bytes(1, encodeHeader(header), true).done();
     const tail = new Msg().int(3, more ? 1 : 0).int(4, count).done();
     if (head.length > HEAD_ROOM) throw new Error(`range response: a header of ${head.length} bytes`);
@@ -342,17 +370,52 @@ export class RangeResponseBuilder {
     const buf = this.#buf;
     const out = buf.subarray(start, this.#len + tail.length);
     if (buf.length >= POOL_MIN_BYTES) {
-      // copied out to its exact size (also what a queue counts is then what it holds), and the buffer goes back
       this.#buf = EMPTY_BYTES;
       this.#len = HEAD_ROOM;
+      if (!lend) return { bytes: out, release: () => keepBuildBuffer(buf) };
+      if (lentBuffers < MAX_LENT_BUFFERS) return { bytes: out, release: lent(buf) };
+      // too many out on loan already: a copy, and the buffer goes back
       const copy = out.slice();
       keepBuildBuffer(buf);
-      return copy;
+      return { bytes: copy, release: null };
     }
     // a response much smaller than its buffer is copied out, so that what a queue holds is what it counts (the
     // transport caps queued bytes by length; a view would keep up to twice that alive)
-    return buf.length - out.length > Math.max(MAX_SLACK_BYTES, out.length >> 3) ? out.slice() : out;
+    return {
+      bytes: buf.length - out.length > Math.max(MAX_SLACK_BYTES, out.length >> 3) ? out.slice() : out,
+      release: null,
+    };
   }
+}
+
+/**
+ * Kept build buffers lent at once. A lent buffer holds up to twice its response's bytes (buffers grow by doubling)
+ * while the transport's queue limits count the response once: this bounds what a peer that does not read can make
+ * the member hold beyond those limits (8 x 8 MiB at most).
+ */
+const MAX_LENT_BUFFERS = 8;
+let lentBuffers = 0;
+/** A lent buffer collected without its release (its response was dropped unsent) is no longer counted. */
+const unreturned = new FinalizationRegistry<null>(() => lentBuffers--);
+
+/** Lends `buf`: its release, which gives it back to the pool once. */
+function lent(buf: Uint8Array): () => void {
+  lentBuffers++;
+  const token = {};
+  unreturned.register(buf.buffer, null, token);
+  let returned = false;
+  return () => {
+    if (returned) return;
+    returned = true;
+    lentBuffers--;
+    unreturned.unregister(token);
+    keepBuildBuffer(buf);
+  };
+}
+
+/** @internal For tests: kept build buffers out on loan. */
+export function lentBuildBuffers(): number {
+  return lentBuffers;
 }
 
 /** Room for the header field before a range response's records: 2 + 4 varints of at most 10 bytes, and their tags. */
