@@ -74,7 +74,7 @@ const EMPTY = Buffer.alloc(0);
  * larger). Batches that outgrow BATCH_POOL_FROM take a buffer of this size from a pool shared by all connections
  * instead of fresh memory: glibc maps allocations from 128 KiB on by themselves (server/util/malloc.ts), and each
  * 4 KiB page of a fresh mapping costs a page fault (15-30 us on a shared VM) when first written. A range response of
- * 2.5 MB went out in batches of up to 4 MiB, each freshly allocated.
+ * 2.9 MB went out in batches of up to 4 MiB, each freshly allocated.
  */
 export const BATCH_BYTES = 512 << 10;
 /** Batches up to this size use their own, growing buffer (malloc's arena, whose pages stay mapped). */
@@ -87,11 +87,6 @@ const BATCH_POOL_FROM = 128 << 10;
 const BATCH_POOL_KEEP = 32;
 /** Pooled batch buffers (BATCH_BYTES each) that no batch and no pending socket write references. */
 const batchPool: Buffer[] = [];
-
-/** @internal For tests: the number of batch buffers in the pool. */
-export function batchPoolSize(): number {
-  return batchPool.length;
-}
 
 /** Big-endian u32 at `p`. */
 export function readU32(buf: Uint8Array, p: number): number {
