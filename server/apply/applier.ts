@@ -52,6 +52,8 @@ export type RangeOut = Omit<RangeResponse, "kvs"> & { kvs: KeyValue[] };
 /** A Range answered with its RangeResponse bytes already encoded (the Range RPC sends them as they are). */
 export interface EncodedRange {
   encoded: Uint8Array;
+  /** `encoded` lies in a buffer lent by the range builder: call once nothing reads it any more (see `lend`) */
+  release?: () => void;
 }
 
 /** A range read visits this many keys between looks at the clock ... */
@@ -176,7 +178,8 @@ export class Applier {
       sliceEnd = performance.now() + SCAN_SLICE_MS;
     }
     if (!builder) return shapeRange(r, q, kvs, scan.count, header);
-    return { encoded: builder.done(header, q.limit > 0 && scan.count > q.limit, scan.count) };
+    const { bytes, release } = builder.lend(header, q.limit > 0 && scan.count > q.limit, scan.count);
+    return release ? { encoded: bytes, release } : { encoded: bytes };
   }
 
   #put(t: WriteTxn, p: PutRequest): PutResponse {

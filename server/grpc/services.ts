@@ -10,6 +10,7 @@ import { Code, Errors, EtcdError } from "../errors.ts";
 import { leaseId } from "../lease/lessor.ts";
 import { Node } from "../node/node.ts";
 import type { GrpcServer, ServerCall } from "../transport/grpc_server.ts";
+import { lendUntilSent } from "../transport/h2frames.ts";
 import { ConfChangeType } from "../raft/types.ts";
 import { memberIdOf } from "../etcd/ids.ts";
 import type { WatchHub } from "../watch/watch_stream.ts";
@@ -520,8 +521,12 @@ export function addEtcdServices(server: GrpcServer, ctx: ServiceContext): void {
 function rangeEncodedByHand(def: ServiceDefinition): ServiceDefinition {
   const serialize = (v: unknown) => {
     // the value is what the Range handler answered: bytes already encoded, or a response to encode
-    const b = (v as Partial<EncodedRange>).encoded ?? encodeRangeResponse(v as RangeResponse);
-    return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+    const e = v as Partial<EncodedRange>;
+    const b = e.encoded ?? encodeRangeResponse(v as RangeResponse);
+    const out = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+    // the builder's buffer goes back once the transport copied the bytes into frames (or dropped them)
+    if (e.release) lendUntilSent(out, e.release);
+    return out;
   };
   return { ...def, Range: { ...def.Range, responseSerialize: serialize } };
 }

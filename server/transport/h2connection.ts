@@ -16,6 +16,7 @@ import {
   DATA,
   DEFAULT_FRAME_SIZE,
   DEFAULT_WINDOW,
+  doneWith,
   ErrorCode,
   FLAG_ACK,
   FLAG_END_HEADERS,
@@ -577,6 +578,7 @@ export abstract class H2Connection<S extends H2Stream> {
         const p = more >= 0 ? more : this.w.frame(total, DATA, end ? FLAG_END_STREAM : 0, s.id);
         if (head) this.w.out.set(head, p);
         this.w.out.set(body, p + hl);
+        doneWith(body);
         s.sendWindow -= total;
         this.connSendWindow -= total;
         this.dataFramed(s);
@@ -593,16 +595,14 @@ export abstract class H2Connection<S extends H2Stream> {
       queueMicrotask(() => this.emitReset(s, ErrorCode.ENHANCE_YOUR_CALM));
       return false;
     }
-    let data = body;
-    if (head && hl > 0) {
-      data = Buffer.allocUnsafe(total);
-      data.set(head, 0);
-      data.set(body, hl);
-    } else if (this.cfg.copyQueuedData && total > 0) {
-      data = Buffer.from(body);
-    }
-    s.queue.push(data);
-    this.queued(data.length);
+    // the head is small and its buffer may be the caller's to reuse: copied; the body is queued by reference unless
+    // the caller may reuse it (a copy of a 2.9 MB range response into fresh memory cost 700 page faults)
+    if (head && hl > 0) s.queue.push(new Uint8Array(head));
+    if (this.cfg.copyQueuedData) {
+      s.queue.push(new Uint8Array(body));
+      doneWith(body);
+    } else s.queue.push(body);
+    this.queued(total);
     if (end) s.queueEnd = true;
     this.pump(s);
     this.w.schedule();

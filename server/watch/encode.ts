@@ -256,13 +256,55 @@ export function encodeRangeResponse(res: RangeResponse): Uint8Array {
 const MAX_SLACK_BYTES = 64 << 10;
 
 /**
+ * Build buffers from this size on are kept for the next responses: glibc maps every allocation of 128 KiB or more
+ * on its own (server/util/malloc.ts), and fresh mapped memory costs a page fault per 4 KiB page when first written
+ * (15-30 us each on a shared VM: with the transport's copies, 3,100 faults for a range of 10,000 keys of 256 B).
+ * Smaller buffers come from malloc's arena, whose pages stay mapped.
+ */
+const POOL_MIN_BYTES = 128 << 10;
+/**
+ * Grown build buffers kept at once: as many as large ranges in flight at once (built, or lent until sent), as with
+ * the scan row's 4 clients. With 2, a third of those ranges grew a fresh buffer: 130 faults a range against 11.
+ */
+export const POOL_BUFFERS = 4;
+/** Bytes of kept build buffers in all (4 of 4 MiB, a range of 10,000 keys of 256 B); a larger one is not kept. */
+export const POOL_MAX_BYTES = 16 << 20;
+/** Grown build buffers that no builder holds (fewest bytes first), reused instead of freshly mapped memory. */
+const buildPool: Uint8Array[] = [];
+
+/**
+ * The largest kept build buffer if it has at least `n` bytes, taken out of the pool; null otherwise. The largest: a
+ * response that outgrew the arena's sizes is likely to grow on (a copy into a still larger buffer costs more).
+ */
+function takeBuildBuffer(n: number): Uint8Array | null {
+  return buildPool.length > 0 && buildPool[buildPool.length - 1].length >= n ? buildPool.pop()! : null;
+}
+
+/** Gives a build buffer whose contents are no longer referenced back for reuse, within the pool's limits. */
+function keepBuildBuffer(b: Uint8Array): void {
+  if (b.length < POOL_MIN_BYTES || b.length > POOL_MAX_BYTES) return;
+  buildPool.push(b);
+  buildPool.sort((x, y) => x.length - y.length);
+  // drop the smallest: a big buffer serves a small response too, not the other way round
+  let total = 0;
+  for (const x of buildPool) total += x.length;
+  while (buildPool.length > POOL_BUFFERS || total > POOL_MAX_BYTES) total -= buildPool.shift()!.length;
+}
+
+/** @internal For tests: the kept build buffers' sizes. */
+export function buildPoolSizes(): number[] {
+  return buildPool.map((b) => b.length);
+}
+
+/**
  * etcdserverpb.RangeResponse bytes built straight from store records, one `add` at a time (no KeyValue objects, no
  * buffer per key): the bytes `encodeRangeResponse` gives for the same records. For the reads of many keys that are
- * encoded in slices.
+ * encoded in slices. A grown buffer is reused by later builders (see POOL_MIN_BYTES): `done` then copies the
+ * response out, `lend` leaves it there until its release.
  */
 export class RangeResponseBuilder {
   /** the records start at HEAD_ROOM: the header field goes in front of them without a copy of the whole */
-  #buf = new Uint8Array(4096);
+  #buf: Uint8Array = new Uint8Array(4096);
   #len = HEAD_ROOM;
   #leases = new Map<string, Uint8Array>();
 
@@ -271,9 +313,13 @@ export class RangeResponseBuilder {
 
   /** Makes room for `n` more bytes, and always for the tail (`more`, `count`), so that `done` never grows the buffer. */
   #room(n: number): void {
-    if (this.#len + n + TAIL_ROOM <= this.#buf.length) return;
-    const b = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + n + TAIL_ROOM));
+    const need = this.#len + n + TAIL_ROOM;
+    if (need <= this.#buf.length) return;
+    const size = Math.max(this.#buf.length * 2, need);
+    const b = (size >= POOL_MIN_BYTES ? takeBuildBuffer(need) : null) ?? new Uint8Array(size);
     b.set(this.#buf.subarray(0, this.#len));
+    // a kept buffer outgrown by this response goes back for another builder
+    if (this.#buf.length >= POOL_MIN_BYTES) keepBuildBuffer(this.#buf);
     this.#buf = b;
   }
 
@@ -321,17 +367,90 @@ export class RangeResponseBuilder {
 
   /** The whole response: the header, the records added so far, `more` and `count`. */
   done(header: Partial<ResponseHeader>, more: boolean, count: number): Uint8Array {
+    const { bytes, release } = this.#finish(header, more, count, false);
+    if (!release) return bytes;
+    // copied out to its exact size, and the buffer goes back at once
+    const copy = bytes.slice();
+    release();
+    return copy;
+  }
+
+  /**
+   * `done`, with the response left in a kept buffer when it grew into one (see POOL_MIN_BYTES), which is then lent:
+   * `release` gives it back for reuse and must be called only once nothing reads `bytes` any more (or never: the
+   * garbage collector then takes it). A copy out to a fresh buffer costs a page fault per 4 KiB, as much as the
+   * encoding. `release` is null when `bytes` are the caller's to keep.
+   */
+  lend(
+    header: Partial<ResponseHeader>,
+    more: boolean,
+    count: number,
+  ): { bytes: Uint8Array; release: (() => void) | null } {
+    return this.#finish(header, more, count, true);
+  }
+
+  #finish(
+    header: Partial<ResponseHeader>,
+    more: boolean,
+    count: number,
+    lend: boolean,
+  ): { bytes: Uint8Array; release: (() => void) | null } {
     const head = new Msg().bytes(1, encodeHeader(header), true).done();
     const tail = new Msg().int(3, more ? 1 : 0).int(4, count).done();
     if (head.length > HEAD_ROOM) throw new Error(`range response: a header of ${head.length} bytes`);
     const start = HEAD_ROOM - head.length;
     this.#buf.set(head, start);
     this.#buf.set(tail, this.#len);
-    const out = this.#buf.subarray(start, this.#len + tail.length);
-    // the buffer grew by doubling: a response much smaller than it is copied out, so that what a queue holds is what
-    // it counts (the transport caps queued bytes by length; a view would keep up to twice that alive)
-    return this.#buf.length - out.length > Math.max(MAX_SLACK_BYTES, out.length >> 3) ? out.slice() : out;
+    const buf = this.#buf;
+    const out = buf.subarray(start, this.#len + tail.length);
+    if (buf.length >= POOL_MIN_BYTES) {
+      this.#buf = EMPTY_BYTES;
+      this.#len = HEAD_ROOM;
+      if (!lend) return { bytes: out, release: () => keepBuildBuffer(buf) };
+      if (lentBuffers < MAX_LENT_BUFFERS && buf.length <= POOL_MAX_BYTES) return { bytes: out, release: lent(buf) };
+      // too many out on loan already (or a buffer too large to keep): a copy, and the buffer goes back
+      const copy = out.slice();
+      keepBuildBuffer(buf);
+      return { bytes: copy, release: null };
+    }
+    // a response much smaller than its buffer is copied out, so that what a queue holds is what it counts (the
+    // transport caps queued bytes by length; a view would keep up to twice that alive)
+    return {
+      bytes: buf.length - out.length > Math.max(MAX_SLACK_BYTES, out.length >> 3) ? out.slice() : out,
+      release: null,
+    };
   }
+}
+
+/**
+ * Build buffers lent at once (only those of a size the pool keeps). A lent buffer holds up to twice its response's
+ * bytes (buffers grow by doubling) while the transport's queue limits count the response once: this bounds what
+ * peers that do not read can make the member hold beyond those limits (8 x 8 MiB, against grpc_server.ts's
+ * MAX_QUEUED_BYTES_TOTAL of 256 MiB).
+ */
+const MAX_LENT_BUFFERS = 8;
+let lentBuffers = 0;
+/** A lent buffer collected without its release (its response was dropped unsent) is no longer counted. */
+const unreturned = new FinalizationRegistry<null>(() => lentBuffers--);
+
+/** Lends `buf`: its release, which gives it back to the pool once. */
+function lent(buf: Uint8Array): () => void {
+  lentBuffers++;
+  const token = {};
+  unreturned.register(buf.buffer, null, token);
+  let returned = false;
+  return () => {
+    if (returned) return;
+    returned = true;
+    lentBuffers--;
+    unreturned.unregister(token);
+    keepBuildBuffer(buf);
+  };
+}
+
+/** @internal For tests: kept build buffers out on loan. */
+export function lentBuildBuffers(): number {
+  return lentBuffers;
 }
 
 /** Room for the header field before a range response's records: 2 + 4 varints of at most 10 bytes, and their tags. */
