@@ -123,7 +123,9 @@ Deno.test({
     }
     assert.deepEqual(failures, [], `failing seeds: ${failures.join(", ")}`);
     // the runs hit the quota, raised and refused for want of space, and compared states many times
-    for (const what of ["noSpaceRefused", "alarmsRaised", "hashChecks", "snapshotsSent", "adminOps", "entriesSkipped"]) {
+    for (
+      const what of ["noSpaceRefused", "alarmsRaised", "hashChecks", "snapshotsSent", "adminOps", "entriesSkipped"]
+    ) {
       assert.ok(covered[what] > 0, `no ${what} in any fixed seed`);
     }
     console.log(
