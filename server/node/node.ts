@@ -158,8 +158,6 @@ export class Node {
   #pauseGaveUp = -1;
   /** ends the pause of applying (a transfer ended, or the member stops) */
   #endPause: (() => void) | undefined;
-  /** committed entries skipped because a leader's snapshot covered them (since start) */
-  skippedEntries = 0;
   #catchUp: CatchUpLog;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
@@ -699,7 +697,6 @@ export class Node {
           if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
           this.metrics.batchApplied(took + performance.now() - start);
           if (skipped > 0) {
-            this.skippedEntries += skipped;
             const last = rd.committedEntries[rd.committedEntries.length - 1].index;
             this.#cfg.log(
               `skipped ${skipped} committed entries (${last - skipped + 1}..${last}): the leader's snapshot at ` +
@@ -794,6 +791,7 @@ export class Node {
     clearTimeout(timer);
     this.#endPause = undefined;
     if (!ended) this.#pauseGaveUp = seq;
+    if (this.stopped) return;
     const ms = (performance.now() - began).toFixed(0);
     this.#cfg.log(
       ended
