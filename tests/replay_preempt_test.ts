@@ -20,10 +20,14 @@ import { PeerTransport, RaftPeerService } from "../server/peer/transport.ts";
 import { GrpcServer } from "../server/transport/grpc_server.ts";
 import { message } from "../server/raft/types.ts";
 
+const env = (k: string, d: number) => Number(Deno.env.get(k) ?? d);
 /** txns of 100 puts m3 applies again at its restart (overwrites of KEYS keys: the leader's snapshot stays small) */
-const TXNS = Number(Deno.env.get("PREEMPT_TXNS") ?? 1000);
+const TXNS = env("PREEMPT_TXNS", 1000);
 const PUTS_PER_TXN = 100;
-const KEYS = 10_000;
+const KEYS = env("PREEMPT_KEYS", 10_000);
+const VALUE_SIZE = env("PREEMPT_VALUE_SIZE", 200);
+/** --snapshot-count of m1 and m2 */
+const SNAPSHOT_COUNT = env("PREEMPT_SNAPSHOT_COUNT", 200);
 
 async function until(what: string, ms: number, ok: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + ms;
@@ -46,7 +50,11 @@ Deno.test({
   async fn() {
     const c = await Cluster.start({
       size: 3,
-      memberArgs: [["--snapshot-count", "200"], ["--snapshot-count", "200"], ["--snapshot-count", "1000000"]],
+      memberArgs: [
+        ["--snapshot-count", `${SNAPSHOT_COUNT}`],
+        ["--snapshot-count", `${SNAPSHOT_COUNT}`],
+        ["--snapshot-count", "1000000"],
+      ],
     });
     try {
       const m3 = c.members[2];
@@ -57,7 +65,7 @@ Deno.test({
         ({ leader } = await c.waitLeader({ notId: m3.id }));
       }
       const lc = c.client(leader);
-      const value = "v".repeat(200);
+      const value = "v".repeat(VALUE_SIZE);
       let next = 0;
       const t0 = performance.now();
       await Promise.all(Array.from({ length: 16 }, async () => {
@@ -65,7 +73,7 @@ Deno.test({
           const t = next++;
           const success = Array.from({ length: PUTS_PER_TXN }, (_, i) => ({
             request_put: {
-              key: Buffer.from(`pre/${String((t * PUTS_PER_TXN + i) % KEYS).padStart(4, "0")}`),
+              key: Buffer.from(`pre/${String((t * PUTS_PER_TXN + i) % KEYS).padStart(7, "0")}`),
               value: Buffer.from(`${value}${t}`),
             },
           }));
@@ -84,7 +92,7 @@ Deno.test({
       await c.kill(m3);
       const stoppedAt = (await c.status(leader)).raftIndex;
       let filler = 0;
-      while ((await c.status(leader)).raftIndex - stoppedAt < 5000 + 4 * 200) {
+      while ((await c.status(leader)).raftIndex - stoppedAt < 5000 + 4 * SNAPSHOT_COUNT) {
         await Promise.all(Array.from({ length: 64 }, () => lc.put("filler", `f${filler++}`, 10000)));
       }
 
