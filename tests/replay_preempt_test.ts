@@ -4,11 +4,15 @@
  *
  *   preempt    3 members; m3 (--snapshot-count 1000000: it never snapshots, so at restart it applies its whole log
  *              again) sees TXNS txns of 100 puts, is killed, and the others (--snapshot-count 200) move on until
- *              the leader no longer holds the entries m3 lacks. Restarted, m3 begins to apply its log; once the
- *              leader's snapshot begins to arrive it pauses, and after it arrived it applies none of the entries of
- *              the batch it was in (they are skipped: the snapshot replaces them) and installs the snapshot. The log
- *              says where it paused and what it skipped: the skipped range begins at the entry it paused at, and the
- *              snapshot's index is above it. Then all members hold the same state.
+ *              the leader no longer holds the entries m3 lacks. Restarted, m3 begins to apply its log and dials its
+ *              peers meanwhile; the leader's snapshot arrives while it applies. Its log says what it skipped: replayed
+ *              entries of one batch only, all below the snapshot's index (the batches after it never came: the
+ *              snapshot replaced them). When the snapshot took several turns of the event loop to arrive (it pauses
+ *              applying then, and logs where), the skipped range begins at the entry it paused at: nothing was applied
+ *              after the pause. Then all members hold the same state. Without the skip, or with the peers dialled only
+ *              after the replayed log was applied (then the snapshot comes after it), no entry is skipped.
+ *              PREEMPT_TXNS, PREEMPT_KEYS, PREEMPT_VALUE_SIZE and PREEMPT_SNAPSHOT_COUNT change the sizes (1000,
+ *              10,000, 200, 200), e.g. to 10000, 1000000, 256, 10000 for the benchmark's follower-restart scale.
  *   redial     a transport that backed off from a peer it could not reach dials it at once when that peer opens a
  *              stream to it (as a restarted member does), instead of waiting for its backoff and next send.
  */
