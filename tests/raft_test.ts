@@ -812,3 +812,47 @@ Deno.test("membership: a conf change at or below a snapshot installed since chan
     learners: ["6"],
   });
 });
+
+Deno.test("snapshot: pendingSnapshotIndex names a leader's snapshot stepped while a Ready is applied, above all its entries", () => {
+  // a restarted follower applies entries 3..7 of its own log when the leader's snapshot at 20 arrives: server/node
+  // skips the rest of that Ready (the next one carries the snapshot)
+  const storage = new MemoryStorage();
+  storage.applySnapshot({
+    metadata: { index: 2, term: 1, confState: { voters: ["1", "2", "3"], learners: [] } },
+    data: new Uint8Array(0),
+  });
+  storage.append([3, 4, 5, 6, 7].map((index) => ({ index, term: 1, type: EntryType.Normal, data: enc.encode("x") })));
+  storage.setHardState({ term: 1, vote: "0", commit: 7 });
+  const raft = new RaftNode({
+    id: "2",
+    storage,
+    random: () => 0.5,
+    electionTick: 10,
+    heartbeatTick: 1,
+    preVote: true,
+    checkQuorum: true,
+    maxInflightMsgs: 256,
+    maxSizePerMsg: 1 << 20,
+  });
+  assert.equal(raft.pendingSnapshotIndex(), 0);
+  const rd = raft.ready();
+  assert.deepEqual(rd.committedEntries.map((e) => e.index), [3, 4, 5, 6, 7]);
+  const snapshot: Snapshot = {
+    data: new Uint8Array(0),
+    metadata: { index: 20, term: 1, confState: { voters: ["1", "2", "3"], learners: [] } },
+  };
+  raft.step(message({ type: "Snap", from: "1", to: "2", term: 1, snapshot }));
+  assert.equal(raft.pendingSnapshotIndex(), 20);
+  raft.advance(rd);
+  const next = raft.ready();
+  assert.equal(next.snapshot?.metadata.index, 20);
+  assert.deepEqual(next.committedEntries, []);
+  assert.equal(raft.pendingSnapshotIndex(), 20);
+  storage.applySnapshot(next.snapshot!);
+  raft.advance(next);
+  assert.equal(raft.pendingSnapshotIndex(), 0);
+  assert.equal(raft.log.applied, 20);
+  // a snapshot at or below the commit index is not restored: nothing pends
+  raft.step(message({ type: "Snap", from: "1", to: "2", term: 1, snapshot }));
+  assert.equal(raft.pendingSnapshotIndex(), 0);
+});

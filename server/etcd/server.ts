@@ -317,8 +317,9 @@ export async function startEtcd(flags: EtcdConfig, log: Logger): Promise<EtcdSer
   for (const u of cfg.listenPeerUrls) log.info("embed", `listening for peers on ${u}`);
   for (const u of cfg.listenClientUrls) log.info("embed", `listening for client requests on ${u}`);
 
-  await node.start();
+  // before the start: a leader's snapshot may replace the state while the replayed log applies (clients may watch)
   node.onRestore = () => hub.resync();
+  await node.start();
   let stopped = false;
   node.onRemoved = () => {
     log.warn("etcdserver", "the member has been permanently removed from the cluster; shutting down");

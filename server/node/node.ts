@@ -105,6 +105,15 @@ const CATCH_UP_ENTRIES = 5000;
  */
 const APPLY_SLICE_MS = 20;
 
+/**
+ * While a snapshot from the leader that is ahead of this member's commit index arrives, applying committed entries
+ * pauses: the snapshot replaces what they would build (a follower restarted on a long log would otherwise spend the
+ * transfer applying replayed entries, for nothing, on the CPU the transfer and its decode need), and once it is stepped
+ * the rest of the Ready is skipped. A pause ends when the transfer ends (received, refused or broken off) or after
+ * this long, so that a sender which stalls without closing its stream cannot stop this member's apply for good.
+ */
+export const APPLY_PAUSE_MAX_MS = 30_000;
+
 /** Why a snapshot of this member's own state was abandoned. */
 const LEADER_SNAPSHOT_COMING = "a snapshot from the leader is on its way (it supersedes this member's own)";
 
@@ -142,6 +151,13 @@ export class Node {
   #ownSnapshot: AbortController | undefined;
   /** snapshots being received from the leader: this member takes none of its own meanwhile */
   #incomingSnapshots = 0;
+  /** the highest index of the snapshots being received (0 when none is) */
+  #incomingIndex = 0;
+  /** the transfers begun so far; the one numbered {@link #pauseGaveUp} outlasted APPLY_PAUSE_MAX_MS */
+  #incomingSeq = 0;
+  #pauseGaveUp = -1;
+  /** ends the pause of applying (a transfer ended, or the member stops) */
+  #endPause: (() => void) | undefined;
   #catchUp: CatchUpLog;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
@@ -255,7 +271,7 @@ export class Node {
       receive: (msgs) => n.#receive(msgs),
       unreachable: (id) => n.raft.reportUnreachable(id),
       disconnected: (id) => n.#leaderDisconnected(id),
-      snapshotIncoming: (receiving) => n.#snapshotIncoming(receiving),
+      snapshotIncoming: (receiving, index) => n.#snapshotIncoming(receiving, index),
       snapshotSent: (id, ok) => {
         n.raft.reportSnapshot(id, ok);
         n.#schedule();
@@ -277,9 +293,12 @@ export class Node {
     return n;
   }
 
-  /** Starts the clock and the Raft loop. */
+  /**
+   * Starts the clock and the Raft loop, and applies the committed entries replayed from the log. The clock runs (and
+   * the peers are dialled) while they apply: a follower restarted on a long log is found by its leader at once, and
+   * a snapshot the leader sends it replaces what it has not applied yet.
+   */
   async start(): Promise<void> {
-    await this.#process();
     this.#ticker = setInterval(() => {
       this.transport.keepConnected(this.members.list().map((m) => m.ID));
       this.#raftCall("tick", () => this.raft.tick());
@@ -290,6 +309,13 @@ export class Node {
       this.#reads.retry();
       this.#schedule();
     }, this.#cfg.heartbeatMs);
+    this.transport.keepConnected(this.members.list().map((m) => m.ID));
+    try {
+      await this.#process();
+    } catch (err) {
+      clearInterval(this.#ticker);
+      throw err;
+    }
     // A lone voter need not wait an election timeout to lead.
     const cs = this.raft.confState();
     if (cs.voters.length === 1 && cs.voters[0] === this.memberId && !this.raft.isLeader) {
@@ -647,8 +673,19 @@ export class Node {
         if (rd.snapshot) this.#apply.install(rd.snapshot, decoder!);
         if (rd.committedEntries.length > 0) {
           if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
-          let start = performance.now(), took = 0;
+          let start = performance.now(), took = 0, skipped = 0;
           for (const e of rd.committedEntries) {
+            if (this.#snapshotAhead()) {
+              took += performance.now() - start;
+              await this.#pauseForSnapshot(e.index, rd.committedEntries[rd.committedEntries.length - 1].index);
+              if (this.stopped) return;
+              start = performance.now();
+            }
+            // a leader's snapshot stepped meanwhile (above the commit index this Ready was cut at) replaces the rest
+            if (e.index <= this.raft.pendingSnapshotIndex()) {
+              skipped++;
+              continue;
+            }
             this.#apply.applyEntry(e);
             const now = performance.now();
             if (now - start >= APPLY_SLICE_MS) {
@@ -659,6 +696,13 @@ export class Node {
           }
           if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
           this.metrics.batchApplied(took + performance.now() - start);
+          if (skipped > 0) {
+            const last = rd.committedEntries[rd.committedEntries.length - 1].index;
+            this.#cfg.log(
+              `skipped ${skipped} committed entries (${last - skipped + 1}..${last}): the leader's snapshot at ` +
+                `${this.raft.pendingSnapshotIndex()} replaces them`,
+            );
+          }
         }
         for (const rs of rd.readStates) this.#reads.confirmed(rs.ctx, rs.index);
         this.raft.advance(rd);
@@ -700,7 +744,7 @@ export class Node {
 
   #maybeSnapshot(): void {
     if (this.#snapshotting || this.#apply.appliedIndex - this.#apply.snapIndex < this.#cfg.snapshotCount) return;
-    if (this.#incomingSnapshots > 0) return;
+    if (this.#incomingSnapshots > 0 || this.raft.pendingSnapshotIndex() > 0) return;
     this.snapshotNow().catch((err) =>
       this.#cfg.log(err === LEADER_SNAPSHOT_COMING ? `abandoned a snapshot: ${err}` : `snapshot failed: ${err}`)
     );
@@ -711,9 +755,49 @@ export class Node {
    * encode of its own snapshot under way is abandoned (it would compete with the transfer and the restore for the
    * event loop and the disk, for nothing), and none is begun until the transfer ended.
    */
-  #snapshotIncoming(receiving: boolean): void {
+  #snapshotIncoming(receiving: boolean, index: number): void {
     this.#incomingSnapshots += receiving ? 1 : -1;
-    if (receiving) this.#ownSnapshot?.abort(LEADER_SNAPSHOT_COMING);
+    if (receiving) {
+      this.#incomingSeq++;
+      this.#incomingIndex = Math.max(this.#incomingIndex, index);
+      this.#ownSnapshot?.abort(LEADER_SNAPSHOT_COMING);
+    } else if (this.#incomingSnapshots === 0) {
+      this.#incomingIndex = 0;
+      // resumes after this call: the transport hands the received snapshot to the core first
+      this.#endPause?.();
+    }
+  }
+
+  /**
+   * Whether a snapshot arriving now will replace the state the committed entries build: it is ahead of the core's
+   * commit index (so of every entry waiting to be applied), this member follows, and it has not outlasted a pause.
+   */
+  #snapshotAhead(): boolean {
+    return this.#incomingSnapshots > 0 && this.#incomingIndex > this.raft.log.committed && !this.raft.isLeader &&
+      this.#pauseGaveUp !== this.#incomingSeq;
+  }
+
+  /** Waits until the snapshot being received stopped arriving, at most APPLY_PAUSE_MAX_MS. */
+  async #pauseForSnapshot(next: number, last: number): Promise<void> {
+    const seq = this.#incomingSeq, index = this.#incomingIndex, began = performance.now();
+    this.#cfg.log(
+      `paused applying at entry ${next} (of a batch up to ${last}): the leader's snapshot at ${index} is arriving`,
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await new Promise<boolean>((resolve) => {
+      this.#endPause = () => resolve(true);
+      timer = setTimeout(() => resolve(false), APPLY_PAUSE_MAX_MS);
+    });
+    clearTimeout(timer);
+    this.#endPause = undefined;
+    if (!ended) this.#pauseGaveUp = seq;
+    if (this.stopped) return;
+    const ms = (performance.now() - began).toFixed(0);
+    this.#cfg.log(
+      ended
+        ? `resumed applying after ${ms} ms: the snapshot stopped arriving`
+        : `resumed applying: the snapshot at ${index} is still arriving after ${ms} ms`,
+    );
   }
 
   /**
@@ -746,6 +830,7 @@ export class Node {
   async close(): Promise<void> {
     this.stopped = true;
     clearInterval(this.#ticker);
+    this.#endPause?.();
     while (this.#processing) await new Promise((r) => setTimeout(r, 5));
     this.#proposals.rejectAll(Errors.stopped());
     this.#reads.rejectAll(Errors.stopped());

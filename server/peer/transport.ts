@@ -2,8 +2,8 @@
  * The peer transport among primaries: Raft messages travel as frames on one long-lived gRPC client stream per peer
  * (`egpb.Raft/Send`), served on the peer URLs next to the etcd client API. Messages are batched per event-loop turn
  * into one frame. A broken stream drops what it held (Raft retransmits) and is re-dialed on the next send (after a
- * short backoff when the peer could not be reached). Every call carries the sender's cluster ID; a member of another
- * cluster is refused with a clear error.
+ * short backoff when the peer could not be reached; at once when the peer opens a stream to us, as a restarted member
+ * does). Every call carries the sender's cluster ID; a member of another cluster is refused with a clear error.
  *
  * The sending side uses our own HTTP/2 client (server/transport/http2_client.ts): all frames of one event-loop turn go
  * out in one socket write. The receiving side is a grpc-js-shaped service served by our GrpcServer, on the peer
@@ -58,8 +58,11 @@ export interface PeerHooks {
   /** an established connection to a peer was closed by the other side or broke (not by us) */
   disconnected(id: string): void;
   snapshotSent(id: string, ok: boolean): void;
-  /** a snapshot from a peer began (true) or ended (false: received, refused or broken off) arriving */
-  snapshotIncoming?(receiving: boolean): void;
+  /**
+   * a snapshot from a peer began (true) or ended (false: received, refused or broken off) arriving; `index`: the
+   * snapshot's, from its header
+   */
+  snapshotIncoming?(receiving: boolean, index: number): void;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
   /** what this member knows of the sender `id`: a current member, one removed from the cluster, or neither */
@@ -172,6 +175,18 @@ class PeerLink {
 
   /** Opens the connection and the message stream if they are not open (unless backing off after a failure). */
   keepConnected(): void {
+    this.#stream();
+  }
+
+  /**
+   * The peer opened a stream to us, so it is up (a restarted member, say): our connection to it is dialled now, not
+   * after the backoff its earlier failed attempts set (up to MAX_BACKOFF_MS), so that what the peer needs (a leader's
+   * appends or snapshot) leaves at once.
+   */
+  peerIsUp(): void {
+    if (this.#client && !this.#client.closed) return;
+    this.#retryAt = 0;
+    this.#backoff = MIN_BACKOFF_MS;
     this.#stream();
   }
 
@@ -529,6 +544,7 @@ export class PeerTransport {
         const who = this.#sender(call);
         if ("refuse" in who) return this.#refuse(call.metadata, who.refuse, cb);
         const { from } = who;
+        this.#link(from).peerIsUp();
         let open = true;
         call.on("data", (bytes: Uint8Array) => {
           if (!open) return;
@@ -581,7 +597,7 @@ export class PeerTransport {
         // the member hears when a snapshot begins to arrive and, once, when it stopped arriving (however it ended)
         let incoming = false;
         const stopped = () => {
-          if (incoming) this.hooks.snapshotIncoming?.(false);
+          if (incoming) this.hooks.snapshotIncoming?.(false, head?.snapshot?.metadata.index ?? 0);
           incoming = false;
         };
         call.on("close", stopped);
@@ -597,7 +613,7 @@ export class PeerTransport {
             if (head) {
               this.hooks.log("receiving database snapshot", about());
               incoming = true;
-              this.hooks.snapshotIncoming?.(true);
+              this.hooks.snapshotIncoming?.(true, head.snapshot?.metadata.index ?? 0);
             }
             return;
           }

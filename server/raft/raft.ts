@@ -239,6 +239,17 @@ export class RaftNode {
     return this.#role === "leader";
   }
 
+  /**
+   * Index of a leader's snapshot stepped into the core and not yet applied (taken by `advance` of the Ready that
+   * carries it), 0 when none. Every committed entry of a Ready still being applied lies below it (a snapshot is only
+   * restored above the commit index): the application may skip those entries, since the next Ready carries the
+   * snapshot that replaces what they would build (a conf change among them is a no-op once the snapshot is restored,
+   * see `applyConfChange`).
+   */
+  pendingSnapshotIndex(): number {
+    return this.log.unstable.snapshot?.metadata.index ?? 0;
+  }
+
   /** Current membership. */
   confState(): ConfState {
     return { voters: [...this.#tracker.voters], learners: [...this.#tracker.learners] };
