@@ -178,6 +178,45 @@ Deno.test("http1: request heads are parsed strictly; every ambiguity is refused"
   assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n"), 400);
 });
 
+Deno.test("http1: common header names in any spelling keep it and get their lower-case key", () => {
+  const h = parse(
+    "POST / HTTP/1.1\r\nhost: x\r\nCONTENT-LENGTH: 2\r\nContent-Type: a\r\ncontent-type: b\r\nContent-type: c\r\n" +
+      "Hosts: y\r\nHosz: z\r\nUser-Agent: u\r\nx-forwarded-for: 1\r\n\r\n",
+  );
+  assert.deepEqual(h.headers.names, [
+    "host",
+    "CONTENT-LENGTH",
+    "Content-Type",
+    "content-type",
+    "Content-type",
+    "Hosts",
+    "Hosz",
+    "User-Agent",
+    "x-forwarded-for",
+  ]);
+  assert.deepEqual(h.headers.keys, [
+    "host",
+    "content-length",
+    "content-type",
+    "content-type",
+    "content-type",
+    "hosts",
+    "hosz",
+    "user-agent",
+    "x-forwarded-for",
+  ]);
+  assert.deepEqual(h.headers.values, ["x", "2", "a", "b", "c", "y", "z", "u", "1"]);
+  assert.equal(h.contentLength, 2);
+  assert.equal(h.headers.getAll("content-type").join(), "a,b,c");
+  const rb = new TextEncoder().encode(
+    "HTTP/1.1 200 OK\r\nServer: n\r\nDate: d\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+  );
+  const r = parseResponseHead(rb, 0, rb.length, "GET");
+  assert.deepEqual(r.headers.keys, ["server", "date", "content-length", "connection"]);
+  assert.equal(r.contentLength, 3);
+  assert.equal(r.close, true);
+});
+
 Deno.test("http1: head lines are found without splitting the head, with the same refusals", () => {
   const h = parse("GET /p HTTP/1.1\r\nHost: x:8\r\nX-A:  one \t\r\nx-a: two\r\nEmpty:\r\nC: a:b\r\n\r\n").headers;
   assert.deepEqual(h.names, ["Host", "X-A", "x-a", "Empty", "C"]);

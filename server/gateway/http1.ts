@@ -276,6 +276,59 @@ function headLines(text: string): number {
   return lineEnds.length - 1;
 }
 
+/**
+ * Header names most heads carry, by length: a name spelled exactly as here (or in lower case) is taken as this constant
+ * with its constant key, so it is neither sliced out of the head nor lower-cased (nginx's five response fields and the
+ * client's Host were six of each per proxied request).
+ */
+const COMMON_NAMES: [name: string, key: string][][] = [];
+for (
+  const n of [
+    "Host",
+    "Date",
+    "Vary",
+    "ETag",
+    "Accept",
+    "Server",
+    "Cookie",
+    "Origin",
+    "Expires",
+    "Referer",
+    "Upgrade",
+    "Location",
+    "Connection",
+    "Keep-Alive",
+    "Set-Cookie",
+    "User-Agent",
+    "Content-Type",
+    "Cache-Control",
+    "Last-Modified",
+    "Authorization",
+    "Content-Length",
+    "Accept-Encoding",
+    "Accept-Language",
+    "X-Forwarded-For",
+    "Content-Encoding",
+    "Transfer-Encoding",
+  ]
+) {
+  const key = n.toLowerCase();
+  (COMMON_NAMES[n.length] ??= []).push([n, key], [key, key]);
+}
+
+/** The [name, key] of the common name (see COMMON_NAMES) text[start, end) spells exactly, if it is one. */
+function commonName(text: string, start: number, end: number): [string, string] | undefined {
+  const list = COMMON_NAMES[end - start];
+  if (list === undefined) return undefined;
+  for (let i = 0; i < list.length; i++) {
+    const n = list[i][0];
+    let j = 0;
+    while (j < n.length && text.charCodeAt(start + j) === n.charCodeAt(j)) j++;
+    if (j === n.length) return list[i];
+  }
+  return undefined;
+}
+
 /** Parses header lines 1 .. count-1 of the head text. */
 function parseHeaderLines(text: string, count: number, headers: HeaderList): void {
   if (count > MAX_HEADER_COUNT + 1) throw new HttpParseError(431, "too many header fields");
@@ -295,7 +348,13 @@ function parseHeaderLines(text: string, count: number, headers: HeaderList): voi
       const c = text.charCodeAt(j);
       if ((c < 32 && c !== 9) || c === 127) throw new HttpParseError(400, "invalid header value");
     }
-    headers.add(text.slice(start, colon), text.slice(a, b));
+    const common = commonName(text, start, colon);
+    if (common === undefined) headers.add(text.slice(start, colon), text.slice(a, b));
+    else {
+      headers.names.push(common[0]);
+      headers.keys.push(common[1]);
+      headers.values.push(text.slice(a, b));
+    }
   }
 }
 
