@@ -239,6 +239,14 @@ memberTest(
       assert.deepStrictEqual(big[0]?.status, 413);
       // others were not affected
       assert.deepStrictEqual((await get(`${base}/pipeline/ok`))[0], 200);
+      // requests and responses of changing sizes on one client connection (and its pooled upstream one): each is
+      // written whole, also when the one before had the same size (the write views of the buffers are reused)
+      const paths = ["/pipeline/a", "/pipeline/a", "/pipeline/abcdefghij", "/pipeline/a", "/pipeline/abcdefghij", "/p"];
+      const sized = await rawExchange(httpPort, paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`).join(""));
+      assert.deepStrictEqual(
+        sized.map((r) => [r.status, r.body]),
+        paths.map((p) => p === "/p" ? [404, ""] : [200, `b GET ${p}`]),
+      );
     } finally {
       await backend.stop();
     }

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { GwRequest } from "../server/gateway/context.ts";
 import {
   ChunkedDecoder,
+  CONNECTION_TOKENS_CACHED,
+  connectionTokens,
   HeaderList,
   HttpParseError,
   MAX_HEADER_COUNT,
@@ -176,6 +178,45 @@ Deno.test("http1: request heads are parsed strictly; every ambiguity is refused"
   assert.equal(refusal("GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n"), 400);
 });
 
+Deno.test("http1: common header names in any spelling keep it and get their lower-case key", () => {
+  const h = parse(
+    "POST / HTTP/1.1\r\nhost: x\r\nCONTENT-LENGTH: 2\r\nContent-Type: a\r\ncontent-type: b\r\nContent-type: c\r\n" +
+      "Hosts: y\r\nHosz: z\r\nUser-Agent: u\r\nx-forwarded-for: 1\r\n\r\n",
+  );
+  assert.deepEqual(h.headers.names, [
+    "host",
+    "CONTENT-LENGTH",
+    "Content-Type",
+    "content-type",
+    "Content-type",
+    "Hosts",
+    "Hosz",
+    "User-Agent",
+    "x-forwarded-for",
+  ]);
+  assert.deepEqual(h.headers.keys, [
+    "host",
+    "content-length",
+    "content-type",
+    "content-type",
+    "content-type",
+    "hosts",
+    "hosz",
+    "user-agent",
+    "x-forwarded-for",
+  ]);
+  assert.deepEqual(h.headers.values, ["x", "2", "a", "b", "c", "y", "z", "u", "1"]);
+  assert.equal(h.contentLength, 2);
+  assert.equal(h.headers.getAll("content-type").join(), "a,b,c");
+  const rb = new TextEncoder().encode(
+    "HTTP/1.1 200 OK\r\nServer: n\r\nDate: d\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+  );
+  const r = parseResponseHead(rb, 0, rb.length, "GET");
+  assert.deepEqual(r.headers.keys, ["server", "date", "content-length", "connection"]);
+  assert.equal(r.contentLength, 3);
+  assert.equal(r.close, true);
+});
+
 Deno.test("http1: head lines are found without splitting the head, with the same refusals", () => {
   const h = parse("GET /p HTTP/1.1\r\nHost: x:8\r\nX-A:  one \t\r\nx-a: two\r\nEmpty:\r\nC: a:b\r\n\r\n").headers;
   assert.deepEqual(h.names, ["Host", "X-A", "x-a", "Empty", "C"]);
@@ -231,6 +272,40 @@ Deno.test("http1: the chunked decoder takes bytes in any split and refuses malfo
   assert.equal(bad("4\nWiki\r\n"), 400);
   assert.equal(bad("ffffffffffffff\r\n"), 400);
   assert.equal(bad("10\r\n", 8), 413);
+});
+
+Deno.test("http1: Connection tokens are one frozen list per header value, shared by every message; the cache is bounded", () => {
+  const heads = (v: string) => {
+    const h = new HeaderList();
+    h.add("Content-Length", "3");
+    h.add("Connection", v);
+    return h;
+  };
+  assert.equal(connectionTokens(new HeaderList()), undefined);
+  const a = connectionTokens(heads("keep-alive"));
+  const b = connectionTokens(heads("keep-alive"));
+  assert.deepEqual(a, ["keep-alive"]);
+  assert.equal(a, b, "the same list for the same value, not a new array per message");
+  assert.ok(Object.isFrozen(a));
+  assert.throws(() => (a as string[]).push("x"));
+  const c = connectionTokens(heads("Keep-Alive, X-Secret ,close"));
+  assert.deepEqual(c, ["keep-alive", "x-secret", "close"]);
+  assert.equal(connectionTokens(heads("Keep-Alive, X-Secret ,close")), c);
+  // a peer sending a new value per message does not grow the cache: beyond the bound each gets a fresh frozen list
+  for (let i = 0; i < CONNECTION_TOKENS_CACHED * 4; i++) {
+    const t = connectionTokens(heads(`x-${i}`))!;
+    assert.deepEqual(t, [`x-${i}`]);
+    assert.ok(Object.isFrozen(t));
+  }
+  const late = `x-${CONNECTION_TOKENS_CACHED * 4 - 1}`;
+  assert.notEqual(connectionTokens(heads(late)), connectionTokens(heads(late)), "not cached beyond the bound");
+  assert.equal(connectionTokens(heads("keep-alive")), a, "values cached early stay shared");
+  // the hop-by-hop fields a Connection header names are dropped from the head
+  const h = heads("x-secret");
+  h.add("X-Secret", "1");
+  h.add("X-Kept", "2");
+  h.removeKeys(new Set(["connection"]), connectionTokens(h));
+  assert.equal(h.serialize(), "Content-Length: 3\r\nX-Kept: 2\r\n");
 });
 
 Deno.test("circuit breaker: opens at the failure rate, rejects while open, half-opens after the wait", () => {

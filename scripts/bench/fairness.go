@@ -1,7 +1,8 @@
 // Command fairness is a closed-loop HTTP/1.1 load generator that reports how evenly a proxy serves its client
 // connections: req/s, p50/p99/p99.9/max latency over every request, and the spread of requests per connection
 // (min, p10, median, p90, max; p90/p10 near 1.0 means every connection got the same share). wrk's percentiles do not
-// show who waited; this does. BYIDX=1 also prints the count of every connection in connect order.
+// show who waited; this does. "slowest1%" is the mean count of the 1 % of connections (at least one) served least, and
+// med/slowest1% the median connection's count over it. BYIDX=1 also prints the count of every connection in connect order.
 //
 // Build and run (standard library only; pin it to the load CPU as the gateway bench does):
 //
@@ -119,9 +120,17 @@ func main() {
 	cs := append([]int(nil), counts...)
 	sort.Ints(cs)
 	mean := float64(total) / float64(len(cs))
-	fmt.Printf("c=%d rps=%.0f p50=%.2f p99=%.1f p99.9=%.1f max=%.1f ms  per-conn: min=%d p10=%d med=%d p90=%d max=%d (max/min %.1f, p90/p10 %.2f, mean %.0f) errs=%d\n",
+	// the slowest 1 % of the connections (at least one): their mean count against the median connection's
+	slow := max(len(cs)/100, 1)
+	slowSum := 0
+	for _, c := range cs[:slow] {
+		slowSum += c
+	}
+	slowMean := float64(slowSum) / float64(slow)
+	fmt.Printf("c=%d rps=%.0f p50=%.2f p99=%.1f p99.9=%.1f max=%.1f ms  per-conn: min=%d p10=%d med=%d p90=%d max=%d (max/min %.1f, p90/p10 %.2f, mean %.0f) slowest1%%=%d conns mean %.0f (med/slowest1%% %.2f) errs=%d\n",
 		*conns, float64(total)/el, pct(0.5), pct(0.99), pct(0.999), pct(1), cs[0], cs[len(cs)/10], cs[len(cs)/2], cs[len(cs)*9/10], cs[len(cs)-1],
-		float64(cs[len(cs)-1])/float64(max(cs[0], 1)), float64(cs[len(cs)*9/10])/float64(max(cs[len(cs)/10], 1)), mean, errs)
+		float64(cs[len(cs)-1])/float64(max(cs[0], 1)), float64(cs[len(cs)*9/10])/float64(max(cs[len(cs)/10], 1)), mean,
+		slow, slowMean, float64(cs[len(cs)/2])/max(slowMean, 1), errs)
 	if os.Getenv("BYIDX") != "" {
 		for i := 0; i < len(counts); i += 16 {
 			fmt.Printf("%v\n", counts[i:i+16])
@@ -129,7 +138,7 @@ func main() {
 	}
 }
 
-func max(a, b int) int {
+func max[T int | float64](a, b T) T {
 	if a > b {
 		return a
 	}

@@ -24,7 +24,9 @@
  * --conns 64,256, --no-pin, --ours-v8 FLAGS (repeatable: adds a contender "ours#N" running our member with
  * --v8-flags=FLAGS instead of deno.json's, to compare V8 settings in the same rounds), --ours-tree DIR (repeatable:
  * adds a contender "ours#N" running the member of another checkout, e.g. `git worktree add /tmp/base main`, to compare
- * code changes in the same rounds).
+ * code changes in the same rounds), --fairness (after the rounds, each proxy once more per connection count under
+ * scripts/bench/fairness.go, a closed-loop generator counting requests per client connection: the spread of the
+ * per-connection counts, among them the slowest 1 % of the connections against the median one; needs `go`).
  */
 import { freePorts } from "../../tests/lib/ports.ts";
 
@@ -350,6 +352,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
   let pin = true;
   const oursV8: string[] = [];
   const oursTrees: string[] = [];
+  let fairness = false;
   for (let i = 0; i < argv.length; i++) {
     const [k, inline] = argv[i].includes("=") && !argv[i].startsWith("--ours-v8=")
       ? argv[i].split("=", 2)
@@ -362,6 +365,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
     else if (k === "--only") only = val().split(",");
     else if (k === "--conns") connsList = val().split(",").map(Number);
     else if (k === "--no-pin") pin = false;
+    else if (k === "--fairness") fairness = true;
     else if (k === "--ours-v8") oursV8.push(val());
     else if (k === "--ours-tree") oursTrees.push(val());
     else if (k === "--") continue; // `deno task bench -- --gateway` passes it through
@@ -383,6 +387,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
   const backend = spawn("nginx", ["-c", `${dir}/backend.conf`, "-p", dir], loadCpu);
   const rows: Row[] = [];
   const idle = new Map<string, number>();
+  const fair: string[] = [];
   const loadBefore = loadAvg();
   const running: { side: Side; proc: Proc; url: string; port: number }[] = [];
   try {
@@ -429,12 +434,36 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
         }
       }
     }
+    if (fairness) {
+      const tool = `${dir}/fairness`;
+      const built = await new Deno.Command("go", {
+        args: ["build", "-o", tool, `${repo}scripts/bench/fairness.go`],
+        env: { GO111MODULE: "off", GOFLAGS: "", GOCACHE: `${dir}/gocache` },
+        stdout: "null",
+        stderr: "inherit",
+      }).output();
+      if (!built.success) throw new Error("building scripts/bench/fairness.go failed");
+      for (const conns of connsList) {
+        for (const r of running) {
+          const load = loadAvg();
+          const [cmd, args] = loadCpu === null ? [tool, [] as string[]] : ["taskset", ["-c", loadCpu, tool]];
+          const out = await new Deno.Command(cmd, {
+            args: [...args, "-addr", `127.0.0.1:${r.port}`, "-c", String(conns), "-d", String(seconds)],
+            stdout: "piped",
+            stderr: "inherit",
+          }).output();
+          const line = `${r.side.name.padEnd(10)} ${new TextDecoder().decode(out.stdout).trim()} [load ${load}]`;
+          console.error(`fairness ${line}`);
+          fair.push(line);
+        }
+      }
+    }
   } finally {
     for (const r of running) await stop(r.proc);
     await stop(backend);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  printGatewayReport(rows, idle, {
+  printGatewayReport(rows, idle, fair, {
     variants: [...oursV8.map((f) => `the same with --v8-flags=${f}`), ...oursTrees.map((d) => `the member of ${d}`)],
     seconds,
     rounds,
@@ -448,6 +477,7 @@ export async function runGatewayBench(argv: string[]): Promise<number> {
 function printGatewayReport(
   rows: Row[],
   idle: Map<string, number>,
+  fair: string[],
   o: { variants: string[]; seconds: number; rounds: number; pinned: boolean; startFlags: string; load: string },
 ): void {
   const names = [...new Set(rows.map((r) => r.side))];
@@ -512,6 +542,13 @@ function printGatewayReport(
   }
   console.log("memory per idle keep-alive connection (RSS growth over 1000 connections):");
   for (const [s, b] of idle) console.log(`  ${s.padEnd(10)} ${(b / 1024).toFixed(1)} KiB`);
+  if (fair.length > 0) {
+    console.log(
+      "fairness (scripts/bench/fairness.go, one run each; per-conn = requests per client connection, slowest1% = the " +
+        "1 % of the connections served least):",
+    );
+    for (const l of fair) console.log(`  ${l}`);
+  }
 }
 
 /** Kills what the benchmark started (on a signal). */

@@ -79,7 +79,7 @@ export class HeaderList {
   }
 
   /** `Name: value\r\n` lines for every header whose key is neither in `skip` nor in `alsoSkip`. */
-  serialize(skip?: Set<string>, alsoSkip?: string[]): string {
+  serialize(skip?: Set<string>, alsoSkip?: readonly string[]): string {
     let s = "";
     for (let i = 0; i < this.names.length; i++) {
       const k = this.keys[i];
@@ -91,7 +91,7 @@ export class HeaderList {
   }
 
   /** The length of `serialize(skip, alsoSkip)`. */
-  serializedLength(skip: Set<string>, alsoSkip?: string[]): number {
+  serializedLength(skip: Set<string>, alsoSkip?: readonly string[]): number {
     let n = 0;
     for (let i = 0; i < this.names.length; i++) {
       const k = this.keys[i];
@@ -102,7 +102,7 @@ export class HeaderList {
   }
 
   /** `serialize(skip, alsoSkip)` written into dst at `o` (see putText; dst has room); returns the end offset. */
-  serializeInto(dst: Uint8Array, o: number, skip: Set<string>, alsoSkip?: string[]): number {
+  serializeInto(dst: Uint8Array, o: number, skip: Set<string>, alsoSkip?: readonly string[]): number {
     for (let i = 0; i < this.names.length; i++) {
       const k = this.keys[i];
       if (skip.has(k) || (alsoSkip !== undefined && alsoSkip.indexOf(k) >= 0)) continue;
@@ -117,7 +117,7 @@ export class HeaderList {
   }
 
   /** Removes, in place, every header whose key is in `skip` or in `alsoSkip`. */
-  removeKeys(skip: Set<string>, alsoSkip?: string[]): void {
+  removeKeys(skip: Set<string>, alsoSkip?: readonly string[]): void {
     const { names, keys, values } = this;
     let o = 0;
     for (let i = 0; i < keys.length; i++) {
@@ -158,15 +158,23 @@ export function canonicalName(name: string): string {
 
 /**
  * The header names a Connection header lists (lower case): hop-by-hop for this message as well (RFC 9110 §7.6.1);
- * undefined when there is no Connection header.
+ * undefined when there is no Connection header. The lists are frozen and shared by every message with the same header
+ * value (`keep-alive` on nearly every upstream response): no array and no strings per request. At most
+ * CONNECTION_TOKENS_CACHED distinct values are kept (the value comes from peers); others get a fresh frozen list.
  */
-export function connectionTokens(headers: HeaderList): string[] | undefined {
+export function connectionTokens(headers: HeaderList): readonly string[] | undefined {
   const v = headers.get("connection");
   if (v === "") return undefined;
-  const out: string[] = [];
-  for (const n of v.split(",")) out.push(n.trim().toLowerCase());
+  let out = tokenLists.get(v);
+  if (out !== undefined) return out;
+  out = Object.freeze(v.split(",").map((n) => n.trim().toLowerCase()));
+  if (tokenLists.size < CONNECTION_TOKENS_CACHED) tokenLists.set(v, out);
   return out;
 }
+
+/** How many distinct Connection header values connectionTokens keeps the lists of. */
+export const CONNECTION_TOKENS_CACHED = 64;
+const tokenLists = new Map<string, readonly string[]>();
 
 /** Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1, as Go's httputil lists them). */
 export const HOP_BY_HOP = new Set([
@@ -268,6 +276,59 @@ function headLines(text: string): number {
   return lineEnds.length - 1;
 }
 
+/**
+ * Header names most heads carry, by length: a name spelled exactly as here (or in lower case) is taken as this constant
+ * with its constant key, so it is neither sliced out of the head nor lower-cased (nginx's five response fields and the
+ * client's Host were six of each per proxied request).
+ */
+const COMMON_NAMES: [name: string, key: string][][] = [];
+for (
+  const n of [
+    "Host",
+    "Date",
+    "Vary",
+    "ETag",
+    "Accept",
+    "Server",
+    "Cookie",
+    "Origin",
+    "Expires",
+    "Referer",
+    "Upgrade",
+    "Location",
+    "Connection",
+    "Keep-Alive",
+    "Set-Cookie",
+    "User-Agent",
+    "Content-Type",
+    "Cache-Control",
+    "Last-Modified",
+    "Authorization",
+    "Content-Length",
+    "Accept-Encoding",
+    "Accept-Language",
+    "X-Forwarded-For",
+    "Content-Encoding",
+    "Transfer-Encoding",
+  ]
+) {
+  const key = n.toLowerCase();
+  (COMMON_NAMES[n.length] ??= []).push([n, key], [key, key]);
+}
+
+/** The [name, key] of the common name (see COMMON_NAMES) text[start, end) spells exactly, if it is one. */
+function commonName(text: string, start: number, end: number): [string, string] | undefined {
+  const list = COMMON_NAMES[end - start];
+  if (list === undefined) return undefined;
+  for (let i = 0; i < list.length; i++) {
+    const n = list[i][0];
+    let j = 0;
+    while (j < n.length && text.charCodeAt(start + j) === n.charCodeAt(j)) j++;
+    if (j === n.length) return list[i];
+  }
+  return undefined;
+}
+
 /** Parses header lines 1 .. count-1 of the head text. */
 function parseHeaderLines(text: string, count: number, headers: HeaderList): void {
   if (count > MAX_HEADER_COUNT + 1) throw new HttpParseError(431, "too many header fields");
@@ -287,7 +348,13 @@ function parseHeaderLines(text: string, count: number, headers: HeaderList): voi
       const c = text.charCodeAt(j);
       if ((c < 32 && c !== 9) || c === 127) throw new HttpParseError(400, "invalid header value");
     }
-    headers.add(text.slice(start, colon), text.slice(a, b));
+    const common = commonName(text, start, colon);
+    if (common === undefined) headers.add(text.slice(start, colon), text.slice(a, b));
+    else {
+      headers.names.push(common[0]);
+      headers.keys.push(common[1]);
+      headers.values.push(text.slice(a, b));
+    }
   }
 }
 

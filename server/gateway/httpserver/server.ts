@@ -87,6 +87,8 @@ class ClientConn {
   buf = new Uint8Array(INITIAL_BUFFER);
   /** response bytes are assembled here (allocated at the first response) */
   wbuf: Uint8Array | null = null;
+  /** the last response's view of wbuf, written through again by the next response of the same size (null: none) */
+  wview: Uint8Array | null = null;
   start = 0;
   end = 0;
   /** close when Date.now() passes it */
@@ -901,10 +903,12 @@ export class HttpServer {
         let w = c.wbuf;
         if (w === null || w.length < n) {
           c.wbuf = w = new Uint8Array(Math.max(512, 1 << (32 - Math.clz32(n))));
+          c.wview = null;
         }
         responseHeadInto(w, sl, resp, cl, date, close);
         if (body.length > 0) w.set(body, headLength);
-        const out = w.subarray(0, n);
+        let out = c.wview;
+        if (out === null || out.length !== n) c.wview = out = w.subarray(0, n);
         const written = await c.conn.write(out);
         if (written < n) await writeRest(c.conn, out, written);
       } else {

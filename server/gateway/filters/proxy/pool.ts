@@ -371,7 +371,7 @@ function setResponse(ctx: Context, status: number, headers: HeaderList, body: Ui
  */
 class UpstreamHead extends OutgoingHead {
   readonly length: number;
-  readonly #tokens: string[] | undefined;
+  readonly #tokens: readonly string[] | undefined;
 
   constructor(
     readonly req: GwRequest,

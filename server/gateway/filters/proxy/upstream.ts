@@ -194,7 +194,9 @@ export interface UpstreamResponse {
 
 class UpstreamConn {
   buf = new Uint8Array(READ_CHUNK);
-  wbuf = new Uint8Array(WRITE_BUFFER);
+  readonly wbuf = new Uint8Array(WRITE_BUFFER);
+  /** the last request's view of wbuf, written through again by the next request of the same size (null: none) */
+  wview: Uint8Array | null = null;
   lastUsed = 0;
   closed = false;
   /** see sockread.ts */
@@ -394,7 +396,8 @@ export class Origin {
     else if (n <= WRITE_BUFFER) {
       headInto(head, c.wbuf);
       if (body.length > 0) c.wbuf.set(body, head.length);
-      const out = c.wbuf.subarray(0, n);
+      let out = c.wview;
+      if (out === null || out.length !== n) c.wview = out = c.wbuf.subarray(0, n);
       const w = await conn.write(out);
       if (w < n) await writeRest(conn, out, w);
     } else {
