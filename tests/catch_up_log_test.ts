@@ -72,3 +72,16 @@ Deno.test("catch-up log: behind at once when probed, throttled progress, caught 
   log.observe({ ...status(20100, {}), progress: undefined, role: "follower" });
   assert.ok(!lines.some(([, f]) => f["remote-peer-id"] === "3"), "a short lag of a replicating follower was reported");
 });
+
+Deno.test("catch-up log: a follower a snapshot catches up between two ticks is reported behind, then caught up", () => {
+  let now = 0;
+  const lines: string[] = [];
+  const log = new CatchUpLog(
+    (msg, fields) => lines.push(`${msg} ${fields["remote-peer-id"]} ${fields.behind}`),
+    () => now,
+  );
+  log.observe(status(7000, { "2": { match: 8, state: "snapshot" } }));
+  now += 100;
+  log.observe(status(7010, { "2": { match: 7000 } }));
+  assert.deepEqual(lines, ["follower is behind, catching up 2 6992", "follower caught up 2 10"]);
+});

@@ -1,9 +1,9 @@
 /**
  * The leader's log lines about a follower catching up (after a restart, a partition, a snapshot): when it is found
  * behind, its progress (entries replicated to it, rate, elapsed; at most one line per PROGRESS_LOG_MS), and when it
- * caught up. A follower being probed or sent a snapshot is reported at once; one that replicates normally and falls
- * behind only for a moment (a burst of writes) is not: its first line is written once it is still behind a progress
- * interval later.
+ * caught up. A follower being probed or sent a snapshot is reported on the first tick that sees it behind (a snapshot
+ * may have caught it up by the next one); one that replicates normally and falls behind only for a moment (a burst of
+ * writes) is not: its first line is written once it is still behind a progress interval later.
  */
 import type { LogFields } from "../etcd/log.ts";
 import type { Status } from "../raft/mod.ts";
@@ -46,7 +46,10 @@ export class CatchUpLog {
       const f = this.#followers.get(id);
       if (!f) {
         if (behind >= CATCH_UP_MIN_ENTRIES && p.recentActive) {
-          this.#followers.set(id, { progress: new Progress("entries", this.now), from: p.match, reported: false });
+          // probed or sent a snapshot: reported now (a snapshot may have caught it up by the next tick)
+          const f = { progress: new Progress("entries", this.now), from: p.match, reported: p.state !== "replicate" };
+          this.#followers.set(id, f);
+          if (f.reported) this.log("follower is behind, catching up", { ...about(), ...f.progress.fields() });
         }
         continue;
       }
