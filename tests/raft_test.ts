@@ -147,6 +147,20 @@ class Net {
   }
 }
 
+/** Member "2" with the server's settings and a fixed random source, for tests that step it by hand. */
+const follower2 = (storage: MemoryStorage) =>
+  new RaftNode({
+    id: "2",
+    storage,
+    random: () => 0.5,
+    electionTick: 10,
+    heartbeatTick: 1,
+    preVote: true,
+    checkQuorum: true,
+    maxInflightMsgs: 256,
+    maxSizePerMsg: 1 << 20,
+  });
+
 const normalData = (m: Member) =>
   m.applied.filter((e) => e.type === EntryType.Normal && e.data.length > 0).map((e) => dec.decode(e.data));
 
@@ -785,17 +799,7 @@ Deno.test("membership: a conf change at or below a snapshot installed since chan
   // a follower still applying entries of an earlier Ready (here: a learner added at index 8, removed at 9) when the
   // leader's snapshot at 10 arrives must not put the learner back (raft sim seed 2377425425)
   const storage = new MemoryStorage();
-  const raft = new RaftNode({
-    id: "2",
-    storage,
-    random: () => 0.5,
-    electionTick: 10,
-    heartbeatTick: 1,
-    preVote: true,
-    checkQuorum: true,
-    maxInflightMsgs: 256,
-    maxSizePerMsg: 1 << 20,
-  });
+  const raft = follower2(storage);
   const snapshot: Snapshot = {
     data: new Uint8Array(0),
     metadata: { index: 10, term: 2, confState: { voters: ["1", "2", "3"], learners: [] } },
@@ -823,17 +827,7 @@ Deno.test("snapshot: pendingSnapshotIndex names a leader's snapshot stepped whil
   });
   storage.append([3, 4, 5, 6, 7].map((index) => ({ index, term: 1, type: EntryType.Normal, data: enc.encode("x") })));
   storage.setHardState({ term: 1, vote: "0", commit: 7 });
-  const raft = new RaftNode({
-    id: "2",
-    storage,
-    random: () => 0.5,
-    electionTick: 10,
-    heartbeatTick: 1,
-    preVote: true,
-    checkQuorum: true,
-    maxInflightMsgs: 256,
-    maxSizePerMsg: 1 << 20,
-  });
+  const raft = follower2(storage);
   assert.equal(raft.pendingSnapshotIndex(), 0);
   const rd = raft.ready();
   assert.deepEqual(rd.committedEntries.map((e) => e.index), [3, 4, 5, 6, 7]);
