@@ -5,8 +5,10 @@ import { pbRoot, type RangeResponse } from "../proto/mod.ts";
 import {
   encodeEvent,
   encodeRangeResponse,
+  eventField,
   eventFields,
   HeaderEncoder,
+  joinFields,
   watchEventsHead,
   type WatchNotice,
   watchNoticeFrame,
@@ -102,8 +104,24 @@ Deno.test("watch responses: watch IDs of every varint size, 1 to 5 events, fragm
       }
     }
   }
-  const one = [encodeEvent(ev(1), false)];
-  assert.equal(eventFields(one), eventFields([one[0]]));
+  // an event's field is encoded once and kept on the event (no WeakMap: a full collection would trace an ephemeron
+  // per event), the same bytes for every watcher; joined fields are the fields eventFields makes of the events
+  const e1 = ev(1), e2 = ev(2);
+  assert.equal(e1.field, undefined);
+  const f1 = eventField(e1, false);
+  assert.equal(e1.field, f1, "kept on the event");
+  assert.equal(eventField(e1, false), f1, "shared");
+  assert.equal(eventField(e1, true), f1, "no prev: the same flavour");
+  assert.equal(joinFields([f1]), f1, "one field alone is its own bytes");
+  assert.deepEqual(
+    joinFields([f1, eventField(e2, false)]),
+    eventFields([encodeEvent(e1, false), encodeEvent(e2, false)]),
+  );
+  const withPrev: StoreEvent = { ...ev(3), prev: ev(2).kv };
+  const fp = eventField(withPrev, true);
+  assert.equal(withPrev.fieldPrev, fp);
+  assert.notDeepEqual(fp, eventField(withPrev, false));
+  assert.deepEqual(fp, eventFields([encodeEvent(withPrev, true)]));
 });
 
 Deno.test("watch responses without events (created, canceled, progress) decode as the messages protobufjs encodes", () => {

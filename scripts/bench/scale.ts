@@ -90,6 +90,8 @@ interface Measured {
   restKb?: number;
   /** our longest event-loop stall during the row, ms ("≤ x" when only the histogram bucket is known) */
   stall?: string;
+  /** the most CPU time our event loop's thread used between two ticks of the monitor during the row, ms */
+  busy?: string;
   /** row-specific facts for the notes */
   note?: string;
 }
@@ -134,10 +136,15 @@ interface Stalls {
   max: number;
   /** count of observations above each bound, by bound (seconds) */
   above: Map<number, number>;
+  /** of the longest stall: the thread's CPU time and its wait for a CPU, s (Linux schedstat; -1 unknown) */
+  maxCpu: number;
+  maxWait: number;
+  /** most CPU time of the thread between two ticks of the monitor, s (-1 unknown) */
+  busy: number;
 }
 
 async function scrapeStalls(c: Cluster): Promise<Stalls | undefined> {
-  const out: Stalls = { max: 0, above: new Map() };
+  const out: Stalls = { max: 0, above: new Map(), maxCpu: -1, maxWait: -1, busy: -1 };
   let found = false;
   for (const m of c.members) {
     if (m.proc.done) continue;
@@ -151,6 +158,12 @@ async function scrapeStalls(c: Cluster): Promise<Stalls | undefined> {
     const mx = text.match(/^eg_event_loop_stall_max_seconds (\S+)/m);
     if (!mx) continue;
     found = true;
+    const g = (name: string) => Number(text.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1] ?? -1);
+    if (Number(mx[1]) >= out.max) {
+      out.maxCpu = g("eg_event_loop_stall_max_cpu_seconds");
+      out.maxWait = g("eg_event_loop_stall_max_wait_seconds");
+    }
+    out.busy = Math.max(out.busy, g("eg_event_loop_busy_max_seconds"));
     out.max = Math.max(out.max, Number(mx[1]));
     const total = Number(text.match(/^eg_event_loop_stall_seconds_count (\S+)/m)?.[1] ?? 0);
     for (const b of text.matchAll(/^eg_event_loop_stall_seconds_bucket\{le="([^"]+)"\} (\S+)/gm)) {
@@ -162,14 +175,19 @@ async function scrapeStalls(c: Cluster): Promise<Stalls | undefined> {
   return found ? out : undefined;
 }
 
-/** The longest stall between two scrapes: exact when it set a new maximum, else the histogram bucket it fell in. */
+/**
+ * The longest stall between two scrapes: exact when it set a new maximum (with the thread's CPU time and wait for a
+ * CPU in it, where known: "127 (cpu 31, wait 90)"), else the histogram bucket it fell in.
+ */
 function stallBetween(a?: Stalls, b?: Stalls): string | undefined {
   if (!b) return undefined;
+  const ms = (s: number) => (s * 1000).toFixed(0);
+  const exact = () => ms(b.max) + (b.maxCpu >= 0 ? ` (cpu ${ms(b.maxCpu)}, wait ${ms(b.maxWait)})` : "");
   // a restarted server: its whole life (start-up included) is the row's
   if (!a || [...b.above.values()].reduce((x, y) => x + y, 0) < [...a.above.values()].reduce((x, y) => x + y, 0)) {
-    return (b.max * 1000).toFixed(0);
+    return exact();
   }
-  if (b.max > a.max) return (b.max * 1000).toFixed(0);
+  if (b.max > a.max) return exact();
   const bounds = [...b.above.keys()].sort((x, y) => x - y);
   let upper: number | undefined;
   for (const bound of bounds) {
@@ -179,6 +197,13 @@ function stallBetween(a?: Stalls, b?: Stalls): string | undefined {
     }
   }
   return upper === undefined ? `> ${bounds.at(-1)! * 1000}` : `≤ ${upper * 1000}`;
+}
+
+/** The busiest tick between two scrapes: exact when it set a new maximum, else at most the earlier maximum. */
+function busyBetween(a?: Stalls, b?: Stalls): string | undefined {
+  if (!b || b.busy < 0) return undefined;
+  if (!a || a.busy < 0 || b.busy > a.busy) return (b.busy * 1000).toFixed(0);
+  return `≤ ${(a.busy * 1000).toFixed(0)}`;
 }
 
 type Raw = Record<string, number | string | undefined>;
@@ -356,14 +381,17 @@ async function runSide(
         m.peakKb = rss.stop();
         await B.sleep(2000);
         m.restKb = clusterRssKb(c);
-        m.stall = stallBetween(before, await scrapeStalls(c));
+        const after = await scrapeStalls(c);
+        m.stall = stallBetween(before, after);
+        m.busy = busyBetween(before, after);
         out.set(row.id, m);
         console.error(
           `[${name}] ${row.id} (${((Date.now() - t0) / 1000).toFixed(0)} s): ` +
             (m.ok
               ? `${B.fmtNum(m.thr ?? 0)}, p50/p99/p99.9 ${m.p50}/${m.p99}/${m.p999} ms, RSS peak ${mb(m.peakKb)} rest ${
                 mb(m.restKb)
-              }` + (m.stall ? `, stall ${m.stall} ms` : "") + (m.note ? `; ${m.note}` : "")
+              }` + (m.stall ? `, stall ${m.stall} ms` : "") + (m.busy ? `, busiest tick ${m.busy} ms cpu` : "") +
+                (m.note ? `; ${m.note}` : "")
               : `failed: ${m.reason}`),
         );
       }

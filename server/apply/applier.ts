@@ -58,8 +58,35 @@ export interface EncodedRange {
 
 /** A range read visits this many keys between looks at the clock ... */
 const SCAN_STEP_KEYS = 256;
-/** ... and yields to the event loop once it has run this long (the longest a read holds the loop). */
-const SCAN_SLICE_MS = 10;
+/** ... and yields to the event loop once it has run this long (a read alone holds the loop at most this long) ... */
+export const SCAN_SLICE_MS = 10;
+/**
+ * ... or, while several reads go on, its share of this: the timers of all of them fire in the same turn, and with a
+ * whole slice each, 4 reads of 10,000 keys held the loop for 40 ms and more at a time.
+ */
+export const SCAN_TURN_MS = 20;
+/** A read's slice is never shorter than this (each slice visits at least SCAN_STEP_KEYS keys anyway). */
+const SCAN_MIN_SLICE_MS = 2;
+/** Range reads under way in slices (all appliers of the process: they share one event loop). */
+let scansActive = 0;
+/** When this turn's SCAN_TURN_MS of reads ends (-1: no read ran a slice yet in this turn). */
+let scanTurnEnd = -1;
+const newScanTurn = () => void (scanTurnEnd = -1);
+/**
+ * When a read's slice starting now yields: after SCAN_SLICE_MS for a read alone; while several go on, after its share
+ * of SCAN_TURN_MS, and all within the SCAN_TURN_MS of the turn (reads that start in the same turn, or whose timers
+ * fire in the same turn, run their slices one after the other). A timer set when the turn's first slice starts, so
+ * before the reads' own, ends it. A slice visits SCAN_STEP_KEYS keys before it first looks at the clock.
+ */
+function scanSliceEnd(): number {
+  const now = performance.now();
+  if (scanTurnEnd < 0) {
+    scanTurnEnd = now + SCAN_TURN_MS;
+    setTimeout(newScanTurn, 0);
+  }
+  const share = scansActive <= 1 ? SCAN_SLICE_MS : Math.max(SCAN_MIN_SLICE_MS, SCAN_TURN_MS / scansActive);
+  return Math.min(now + share, scanTurnEnd);
+}
 
 const num = (s: string | number | undefined): number => (s === undefined ? 0 : Number(s));
 
@@ -151,8 +178,8 @@ export class Applier {
   }
 
   /**
-   * `range` for the Range RPC, with the same result: the keys are visited in slices of SCAN_SLICE_MS that yield to
-   * the event loop between them (a count or scan over a million keys would hold it for a quarter of a second), and,
+   * `range` for the Range RPC, with the same result: the keys are visited in slices of SCAN_SLICE_MS (while several
+   * reads go on, each one's share of SCAN_TURN_MS) that yield to the event loop between them (a count or scan over a million keys would hold it for a quarter of a second), and,
    * unless a sort or filter needs the records as objects, the response is encoded straight from the store's records.
    */
   async rangeInSlices(r: RangeRequest): Promise<RangeOut | EncodedRange> {
@@ -171,11 +198,16 @@ export class Applier {
         if (q.limit <= 0 || scan.count <= q.limit) builder.add(store.record(idx));
       } else if (scan.count <= read) kvs.push(store._kv(idx));
     });
-    let sliceEnd = performance.now() + SCAN_SLICE_MS;
-    while (!scan.step(SCAN_STEP_KEYS)) {
-      if (performance.now() < sliceEnd) continue;
-      await nextTurn();
-      sliceEnd = performance.now() + SCAN_SLICE_MS;
+    scansActive++;
+    try {
+      let sliceEnd = scanSliceEnd();
+      while (!scan.step(SCAN_STEP_KEYS)) {
+        if (performance.now() < sliceEnd) continue;
+        await nextTurn();
+        sliceEnd = scanSliceEnd();
+      }
+    } finally {
+      scansActive--;
     }
     if (!builder) return shapeRange(r, q, kvs, scan.count, header);
     const { bytes, release } = builder.lend(header, q.limit > 0 && scan.count > q.limit, scan.count);

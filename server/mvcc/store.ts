@@ -37,6 +37,13 @@ export interface StoreEvent {
   type: typeof PUT | typeof DELETE;
   kv: KeyValue;
   prev: KeyValue | null;
+  /**
+   * @internal its `events` field of a WatchResponse, without and with the previous key-value, once encoded (by
+   * `eventField` in watch/encode.ts; held here, not in a WeakMap: a WeakMap entry per event made every full
+   * collection trace them as ephemerons)
+   */
+  field?: Uint8Array;
+  fieldPrev?: Uint8Array;
 }
 
 /** The fields of one record (`MvccStore.record`): a key's version as the store holds it. */
@@ -325,6 +332,8 @@ export class MvccStore {
       type: t.f(idx, F_CREATE) === 0 ? DELETE : PUT,
       kv: this.#kv(idx, k),
       prev: p >= 0 && t.f(p, F_CREATE) !== 0 ? this.#kv(p, k) : null,
+      field: undefined,
+      fieldPrev: undefined,
     };
   }
 
@@ -395,7 +404,7 @@ export class MvccStore {
     const version = prev ? prev.version + 1 : 1;
     this.#append(kid, create, rev, version, lease, value.buffer, value.byteOffset, value.length);
     const kv: KeyValue = { key, create_revision: create, mod_revision: rev, version, value, lease };
-    return { type: PUT, kv, prev };
+    return { type: PUT, kv, prev, field: undefined, fieldPrev: undefined };
   }
 
   /** @internal deletes the live keys of [key, end) at revision `rev` (used by WriteTxn). */
@@ -422,7 +431,7 @@ export class MvccStore {
         value: EMPTY,
         lease: "0",
       };
-      events.push({ type: DELETE, kv, prev });
+      events.push({ type: DELETE, kv, prev, field: undefined, fieldPrev: undefined });
     }
     return events;
   }

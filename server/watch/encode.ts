@@ -103,23 +103,34 @@ function encodeKv(kv: KeyValue): Uint8Array {
   return m.done();
 }
 
-/** Cached encodings of an event: without and with its previous key-value. */
-interface Encoded {
-  plain?: Uint8Array;
-  withPrev?: Uint8Array;
-}
-const cache = new WeakMap<StoreEvent, Encoded>();
-
-/** mvccpb.Event bytes of a store event (encoded once per event and flavour). */
+/** mvccpb.Event bytes of a store event. */
 export function encodeEvent(ev: StoreEvent, prevKv: boolean): Uint8Array {
-  let c = cache.get(ev);
-  if (!c) cache.set(ev, c = {});
-  const withPrev = prevKv && ev.prev !== null;
-  if (withPrev) {
-    return c.withPrev ??= new Msg().int(1, ev.type).bytes(2, encodeKv(ev.kv), true).bytes(3, encodeKv(ev.prev!), true)
-      .done();
+  const m = new Msg().int(1, ev.type).bytes(2, encodeKv(ev.kv), true);
+  if (prevKv && ev.prev !== null) m.bytes(3, encodeKv(ev.prev), true);
+  return m.done();
+}
+
+/**
+ * The `events` field (11) of a WatchResponse carrying a store event, encoded once per event and flavour (without,
+ * with its previous key-value) and kept on the event: every watcher that gets it shares the bytes.
+ */
+export function eventField(ev: StoreEvent, prevKv: boolean): Uint8Array {
+  if (prevKv && ev.prev !== null) return ev.fieldPrev ??= new Msg().bytes(11, encodeEvent(ev, true), true).done();
+  return ev.field ??= new Msg().bytes(11, encodeEvent(ev, false), true).done();
+}
+
+/** The `events` fields of a WatchResponse from `eventField`s, in order (one alone is its own bytes). */
+export function joinFields(fields: readonly Uint8Array[]): Uint8Array {
+  if (fields.length === 1) return fields[0];
+  let n = 0;
+  for (const f of fields) n += f.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const f of fields) {
+    out.set(f, n);
+    n += f.length;
   }
-  return c.plain ??= new Msg().int(1, ev.type).bytes(2, encodeKv(ev.kv), true).done();
+  return out;
 }
 
 /** Encodes etcdserverpb.ResponseHeader; the ID parts are fixed per member. */
@@ -137,19 +148,8 @@ export class HeaderEncoder {
   }
 }
 
-const eventFieldCache = new WeakMap<Uint8Array, Uint8Array>();
-
-/**
- * The `events` fields (11) of a WatchResponse carrying these encoded events, in order. For one event the bytes are
- * cached on it: every watcher that gets the same event shares them.
- */
+/** The `events` fields (11) of a WatchResponse carrying these encoded mvccpb.Events, in order. */
 export function eventFields(events: readonly Uint8Array[]): Uint8Array {
-  if (events.length === 1) {
-    const e = events[0];
-    let f = eventFieldCache.get(e);
-    if (!f) eventFieldCache.set(e, f = new Msg().bytes(11, e, true).done());
-    return f;
-  }
   const m = new Msg();
   for (const e of events) m.bytes(11, e, true);
   return m.done();

@@ -15,10 +15,9 @@
 import { type BKey, inRange, type RangeEnd, rangeEndOf, toBKey } from "../mvcc/keys.ts";
 import { type MvccStore, PUT, type StoreEvent } from "../mvcc/store.ts";
 import {
-  encodeEvent,
-  eventFields,
+  eventField,
   type HeaderEncoder,
-  varintLen,
+  joinFields,
   watchEventsHead,
   type WatchNotice,
   watchNoticeFrame,
@@ -59,7 +58,7 @@ interface Commit {
   rev: number;
 }
 
-/** The encoded events of one revision one watcher wants; `size` is their bytes as `events` fields. */
+/** The events of one revision one watcher wants, each as its encoded `events` field (`eventField`); `size`: bytes. */
 interface RevEvents {
   rev: number;
   events: Uint8Array[];
@@ -256,7 +255,7 @@ export class WatchHub {
     let events: Uint8Array[] = [];
     let size = 0, count = 0, last = 0;
     const flush = () => {
-      out.push({ rev: last, fields: eventFields(events), fragment: false });
+      out.push({ rev: last, fields: joinFields(events), fragment: false });
       events = [];
       size = count = 0;
     };
@@ -266,16 +265,16 @@ export class WatchHub {
         let part: Uint8Array[] = [];
         let partSize = 0;
         for (const e of r.events) {
-          const n = 1 + varintLen(e.length) + e.length;
+          const n = e.length;
           if (part.length > 0 && partSize + n > limit) {
-            out.push({ rev: r.rev, fields: eventFields(part), fragment: true });
+            out.push({ rev: r.rev, fields: joinFields(part), fragment: true });
             part = [];
             partSize = 0;
           }
           part.push(e);
           partSize += n;
         }
-        out.push({ rev: r.rev, fields: eventFields(part), fragment: false });
+        out.push({ rev: r.rev, fields: joinFields(part), fragment: false });
         continue;
       }
       for (const e of r.events) events.push(e);
@@ -354,10 +353,10 @@ function matching(w: Watcher, events: StoreEvent[], keys: BKey[], from: number, 
     const ev = events[i];
     if (ev.type === PUT ? w.noPut : w.noDelete) continue;
     if (!inRange(keys[i], w.key, w.end)) continue;
-    const e = encodeEvent(ev, w.prevKv);
+    const e = eventField(ev, w.prevKv);
     out ??= { rev: ev.kv.mod_revision, events: [], size: 0 };
     out.events.push(e);
-    out.size += 1 + varintLen(e.length) + e.length;
+    out.size += e.length;
   }
   return out;
 }
