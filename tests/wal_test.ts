@@ -401,7 +401,7 @@ Deno.test("wal: acknowledged appends survive SIGKILL of the writer process", asy
   await fs.rm(dir, { recursive: true });
 });
 
-Deno.test("wal: syncAsync writes off the event loop; records appended meanwhile go to the next batch, none is lost", async () => {
+Deno.test("wal: syncAsync fdatasyncs off the event loop; records appended meanwhile go to the next batch, none is lost", async () => {
   const dir = await tempDir();
   const { wal } = await Wal.open(dir, { segmentBytes: 64 * 1024 }); // several segments
   let ticks = 0;
@@ -435,6 +435,31 @@ Deno.test("wal: syncAsync writes off the event loop; records appended meanwhile 
   assert.deepEqual([...new Set(marks)], Array.from({ length: 40 }, (_, i) => 15 * (i + 1)), "every mark is durable");
   assert.ok((await segmentFiles(dir)).length > 1, "rolled over to new segments while writing asynchronously");
   r.wal.close();
+});
+
+Deno.test("wal: syncAsync writes a small batch before it returns (one hand-off to the I/O threads), a large one later", async () => {
+  const dir = await tempDir();
+  const { wal } = await Wal.open(dir);
+  wal.append(range(1, 50));
+  await wal.syncAsync();
+  const [file] = await segmentFiles(dir);
+  const before = await Deno.readFile(file);
+  wal.append(range(51, 55));
+  const small = wal.syncAsync(); // not awaited: the write already happened, only the fdatasync is pending
+  assert.notDeepEqual(Deno.readFileSync(file), before, "the small batch is in the file before any await");
+  await small;
+  const big = Array.from({ length: 100 }, (_, i) => ent(56 + i, 1, new Uint8Array(1024).fill(i + 1)));
+  wal.append(big); // 100 KiB: written on the I/O threads
+  const afterSmall = Deno.readFileSync(file);
+  const large = wal.syncAsync();
+  assert.deepEqual(Deno.readFileSync(file), afterSmall, "the large batch is written off the event loop");
+  await large;
+  wal.close();
+  const r = await reopen(dir);
+  assert.deepEqual(r.contents.entries.slice(0, 55), range(1, 55));
+  assert.deepEqual(r.contents.entries.slice(55), big);
+  r.wal.close();
+  await fs.rm(dir, { recursive: true });
 });
 
 Deno.test("wal: close while a syncAsync is writing leaves a log that opens (the batch written or torn, never acked)", async () => {

@@ -17,7 +17,8 @@
  * (EG_EVENT_LOOP_STALLS=1: server/metrics/event_loop.ts). With --snapshot-count 10000 on both sides for 3 members.
  *
  * Environment: SCALE_KEYS (1000000), SCALE_VALUE_SIZE (256, bytes per value of the kv rows), SCALE_SECONDS (10, per closed-loop row), SCALE_LEASES (100000),
- * SCALE_SOAK_SECONDS (90), SCALE_SOAK_RATE (2000 puts/s), SCALE_WATCHERS (10000), and bench.ts's BENCH_ETCD,
+ * SCALE_SOAK_SECONDS (90), SCALE_SOAK_RATE (2000 puts/s), SCALE_WATCHERS (10000), SCALE_WATCH_LAT_PUTS (500, the
+ * put→event samples of watch-distinct, at 100 puts/s), and bench.ts's BENCH_ETCD,
  * BENCH_OURS, BENCH_CACHE.
  */
 import type * as Bench from "../bench.ts";
@@ -55,6 +56,7 @@ const SOAK_SECONDS = num("SCALE_SOAK_SECONDS", 90);
 const SOAK_RATE = num("SCALE_SOAK_RATE", 2000);
 const WATCHERS = num("SCALE_WATCHERS", 10_000);
 const VALUE_SIZE = num("SCALE_VALUE_SIZE", 256);
+const WATCH_LAT_PUTS = num("SCALE_WATCH_LAT_PUTS", 500);
 const kvKeys = ["--key-space", String(KEYS), "--key-size", "16", "--val-size", String(VALUE_SIZE)];
 
 type Group = "kv" | "watch" | "lease" | "soak";
@@ -247,7 +249,14 @@ async function runRow(row: ScaleRow, loadgen: string, c: Cluster): Promise<Measu
           "watch",
           ...(distinct ? ["--distinct", "--puts", "20000", "--clients", "16"] : ["--puts", "100", "--clients", "4"]),
           ...["--watchers", String(WATCHERS), "--streams", "100", "--key-space", String(WATCHERS)],
-          ...["--lat-puts", distinct ? "500" : "50", "--lat-rate", distinct ? "100" : "10", "--watch-max", "120s"],
+          ...[
+            "--lat-puts",
+            distinct ? String(WATCH_LAT_PUTS) : "50",
+            "--lat-rate",
+            distinct ? "100" : "10",
+            "--watch-max",
+            "120s",
+          ],
         ], 400),
       );
       r.note = "p50/p99/p99.9 = put→event at a modest put rate";
