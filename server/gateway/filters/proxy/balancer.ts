@@ -56,6 +56,21 @@ const enum StickyMode {
 
 const RING_REPLICAS = 50;
 
+/**
+ * The ring position of a string: FNV-1a followed by the murmur3 finalizer. FNV-1a alone leaves strings that differ
+ * only in their last characters (`url#0`..`url#49`, `u1`..`u19`) close together, so one server could own most of
+ * the ring (with 3 servers on random ports, 1 in 4 rings sent 20 such keys all to one server).
+ */
+function ringHash(s: string): number {
+  let h = fnv32a(s);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** Picks servers for a pool and sets the sticky-session cookie. */
 export class LoadBalancer {
   #policy: Policy;
@@ -114,7 +129,7 @@ export class LoadBalancer {
     if (this.#sticky === StickyMode.CookieConsistentHash) {
       const ring: { hash: number; server: Server }[] = [];
       for (const s of servers) {
-        for (let i = 0; i < RING_REPLICAS; i++) ring.push({ hash: fnv32a(`${s.url}#${i}`), server: s });
+        for (let i = 0; i < RING_REPLICAS; i++) ring.push({ hash: ringHash(`${s.url}#${i}`), server: s });
       }
       ring.sort((a, b) => a.hash - b.hash);
       this.#ring = ring;
@@ -161,7 +176,7 @@ export class LoadBalancer {
     if (this.#sticky === StickyMode.CookieConsistentHash) {
       const v = req.cookie(this.#appCookie);
       if (v === "" || this.#ring.length === 0) return undefined;
-      const h = fnv32a(v);
+      const h = ringHash(v);
       let lo = 0, hi = this.#ring.length;
       while (lo < hi) {
         const mid = (lo + hi) >> 1;
