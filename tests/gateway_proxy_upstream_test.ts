@@ -58,8 +58,9 @@ memberTest(
       rejectUnauthorized: true,
     }, (req, res) => {
       const peer = (req.socket as TLSSocket).getPeerCertificate();
-      subjects.push(peer?.subject?.CN ?? "");
-      res.end(`cn=${peer?.subject?.CN ?? ""}`);
+      const cn = String(peer?.subject?.CN ?? "");
+      subjects.push(cn);
+      res.end(`cn=${cn}`);
     });
     const bport = await listen(backend);
     try {
