@@ -1,8 +1,10 @@
 /**
  * The Proxy filter's upstream transport through one real member process and backends the test starts: `mtls` (the
  * client certificate presented to an HTTPS upstream that requires and verifies one; without `mtls` the handshake fails
- * and the client gets 503), and connection pooling (sequential requests share one upstream connection;
- * `maxIdleConnsPerHost` caps the idle connections kept after a burst). Certificates are made with openssl by the test.
+ * and the client gets 503), HTTPS without `mtls` (the upstream's certificate is not verified: a self-signed one
+ * serves), and connection pooling (sequential requests share one upstream connection; `maxIdleConnsPerHost` caps the
+ * idle connections kept after a burst, `maxIdleConns` those of all upstreams together, the least recently used closed
+ * first). Certificates are made with openssl by the test.
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -81,9 +83,8 @@ memberTest(
           `  - {pathPrefix: /stranger, backend: strangermtls}\n`,
       );
       const base = `http://127.0.0.1:${port}`;
-      // without mtls no client certificate is sent and the upstream rejects the handshake: a transport error, 503 with no
-      // body. (Easegress would not verify the upstream then; ours still verifies the chain, which fails first here for
-      // a CA outside the system store: Deno.connectTls has no per-connection way to skip it. Same 503 either way.)
+      // without mtls the upstream's certificate is not verified (as Easegress: its CA is outside the system store here),
+      // but no client certificate is sent and the upstream rejects the handshake: a transport error, 503 with no body
       await waitFor("front", async () => (await get(`${base}/plain`).catch(() => [0]))[0] === 503);
       assert.deepStrictEqual(await get(`${base}/plain`), [503, ""]);
       assert.equal(subjects.length, 0);
@@ -162,6 +163,127 @@ memberTest(
       assert.equal(closed.length, 4);
     } finally {
       await close(backend);
+    }
+  },
+);
+
+memberTest(
+  "proxy https without mtls: the upstream's self-signed certificate is not verified; the connection is reused",
+  async (procs) => {
+    const dir = await Deno.makeTempDir({ prefix: "gw-insecure-" });
+    // a self-signed certificate for another name than the address the Proxy dials
+    await makeCa(dir, "selfsigned");
+    let connections = 0;
+    const backend = https.createServer(
+      { cert: read(dir, "selfsigned.pem"), key: read(dir, "selfsigned.key") },
+      (req, res) => res.end(`secure ${req.method} ${req.url}`),
+    );
+    backend.keepAliveTimeout = 60_000;
+    backend.on("secureConnection", () => connections++);
+    const bport = await listen(backend);
+    try {
+      const m = await startGateway(procs, "gwinsecure");
+      const [port] = await freePorts(1);
+      await putObject(m.apiAddr, proxyPipeline("insecure", `https://127.0.0.1:${bport}`));
+      await putObject(
+        m.apiAddr,
+        `kind: HTTPServer\nname: insecurefront\nport: ${port}\nrules:\n- paths:\n  - {pathPrefix: /, backend: insecure}\n`,
+      );
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor("front", async () => (await get(`${base}/x`).catch(() => [0]))[0] === 200);
+      const before = connections;
+      for (let i = 0; i < 3; i++) assert.deepStrictEqual(await get(`${base}/a?i=${i}`), [200, `secure GET /a?i=${i}`]);
+      const post = await fetch(`${base}/p`, { method: "POST", body: "x".repeat(100_000) });
+      assert.deepStrictEqual([post.status, await post.text()], [200, "secure POST /p"]);
+      assert.equal(connections, before, "sequential requests reuse the upstream TLS connection");
+    } finally {
+      await close(backend);
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);
+
+memberTest(
+  "proxy pooling: maxIdleConns caps the idle connections of all upstreams together, least recently used closed first",
+  async (procs) => {
+    // three backends record their connections (by the gateway's source port) and which ones closed
+    const opened = new Map<string, number[]>();
+    const closedPorts = new Set<number>();
+    let delayMs = 0;
+    const backends: http.Server[] = [];
+    const bports: number[] = [];
+    for (const name of ["a", "b", "c"]) {
+      opened.set(name, []);
+      const b = http.createServer((req, res) => {
+        const p = (req.socket as Socket).remotePort!;
+        setTimeout(() => res.end(`${name}:${p}`), delayMs);
+      });
+      b.keepAliveTimeout = 60_000;
+      b.on("connection", (s: Socket) => {
+        const p = s.remotePort!;
+        opened.get(name)!.push(p);
+        s.on("close", () => closedPorts.add(p));
+      });
+      backends.push(b);
+      bports.push(await listen(b));
+    }
+    const live = (name?: string) =>
+      [...opened].filter(([n]) => name === undefined || n === name).flatMap(([, ps]) => ps)
+        .filter((p) => !closedPorts.has(p));
+    const liveTotal = () => live().length;
+    try {
+      const m = await startGateway(procs, "gwidle");
+      const [port] = await freePorts(1);
+      const pipeline =
+        `name: idlecap\nkind: Pipeline\nflow: [{filter: proxy}]\nfilters:\n- name: proxy\n  kind: Proxy\n` +
+        `  maxIdleConns: 2\n  maxIdleConnsPerHost: 2\n  pools:\n` +
+        `  - servers: [{url: "http://127.0.0.1:${bports[1]}"}]\n    filter: {headers: {X-B: {exact: "b"}}}\n` +
+        `  - servers: [{url: "http://127.0.0.1:${bports[2]}"}]\n    filter: {headers: {X-B: {exact: "c"}}}\n` +
+        `  - servers: [{url: "http://127.0.0.1:${bports[0]}"}]\n`;
+      await putObject(m.apiAddr, pipeline);
+      await putObject(
+        m.apiAddr,
+        `kind: HTTPServer\nname: idlefront\nport: ${port}\nrules:\n- paths:\n  - {pathPrefix: /, backend: idlecap}\n`,
+      );
+      const base = `http://127.0.0.1:${port}`;
+      const to = (name: string) => get(`${base}/`, name === "a" ? undefined : { headers: { "X-B": name } });
+      await waitFor("front", async () => (await to("a").catch(() => [0]))[0] === 200);
+
+      // a burst of 3 slow requests to each backend in turn: 3 connections each, then at most 2 idle in all
+      delayMs = 300;
+      for (const name of ["a", "b", "c"]) {
+        const burst = await Promise.all([to(name), to(name), to(name)]);
+        assert.ok(burst.every(([s, b]) => s === 200 && b.startsWith(`${name}:`)), JSON.stringify(burst));
+        assert.equal(new Set(burst.map(([, b]) => b)).size, 3);
+        await waitFor(`2 idle connections in all after the burst to ${name}`, () => liveTotal() === 2, 5000);
+      }
+      // the ones kept are the most recently used: both of c's; a's and b's were closed
+      assert.equal(live("c").length, 2);
+      assert.equal(opened.get("c")!.length, 3);
+      // overlapping requests to c reuse the 2 kept connections: nothing opens, nothing closes
+      const reuse = await Promise.all([to("c"), to("c")]);
+      assert.deepStrictEqual(reuse.map(([, b]) => b).sort(), live("c").map((p) => `c:${p}`).sort());
+      assert.equal(opened.get("c")!.length, 3);
+      assert.equal(liveTotal(), 2);
+      // a needs a new connection; kept idle, it closes the least recently used of c's: still 2 in all, one each
+      delayMs = 0;
+      const aBefore = opened.get("a")!.length;
+      const [sa, ba] = await to("a");
+      assert.equal(sa, 200);
+      assert.equal(opened.get("a")!.length, aBefore + 1);
+      assert.equal(ba, `a:${opened.get("a")!.at(-1)}`);
+      await waitFor("one of c's connections closed", () => live("c").length === 1, 5000);
+      assert.deepStrictEqual(live("a"), [opened.get("a")!.at(-1)]);
+      assert.equal(liveTotal(), 2);
+      // both kept connections are reused
+      const keptC = live("c")[0];
+      assert.deepStrictEqual(await to("c"), [200, `c:${keptC}`]);
+      assert.deepStrictEqual(await to("a"), [200, ba]);
+      assert.equal(opened.get("c")!.length, 3);
+      assert.equal(opened.get("a")!.length, aBefore + 1);
+      assert.equal(liveTotal(), 2);
+    } finally {
+      for (const b of backends) await close(b);
     }
   },
 );

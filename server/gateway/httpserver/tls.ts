@@ -113,8 +113,8 @@ export function listenNodeTls(cfg: NodeTlsConfig, on: NodeTlsHandlers): Promise<
   });
 }
 
-/** A node:tls socket with the part of Deno.Conn the HTTP/1.1 loop and WebSocketProxy use (read, write, close). */
-class NodeTlsConn {
+/** A node:tls socket with the part of Deno.Conn the HTTP/1.1 loop, WebSocketProxy and the Proxy's unverified upstream TLS use (read, write, close). */
+export class NodeTlsConn {
   readonly remoteAddr: Deno.NetAddr;
   readonly localAddr: Deno.NetAddr;
   #chunks: Uint8Array[] = [];

@@ -11,6 +11,7 @@ import type { CircuitBreaker, ResiliencePolicies, RetryPolicy } from "../../pipe
 import { fnv32a, LoadBalancer, type Server } from "./balancer.ts";
 import { HealthChecker } from "./healthcheck.ts";
 import {
+  type IdleBudget,
   Origin,
   OutgoingHead,
   UpstreamError,
@@ -41,6 +42,8 @@ export interface ProxyTransport {
   origins: Map<string, Origin>;
   tls: UpstreamTls | null;
   maxIdleConnsPerHost: number;
+  /** the idle connections of all origins, capped by maxIdleConns */
+  idle: IdleBudget;
   serverMaxBodySize: number;
 }
 
@@ -208,7 +211,7 @@ export class ServerPool {
     let o = this.#transport.origins.get(s.origin);
     if (o === undefined) {
       const tls = s.https ? this.#transport.tls ?? { insecure: true } : null;
-      o = new Origin(s.hostname, s.port, tls, this.#transport.maxIdleConnsPerHost);
+      o = new Origin(s.hostname, s.port, tls, this.#transport.maxIdleConnsPerHost, this.#transport.idle);
       this.#transport.origins.set(s.origin, o);
     }
     return o;

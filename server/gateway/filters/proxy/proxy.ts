@@ -8,7 +8,7 @@ import { type Context, GwRequest } from "../../context.ts";
 import type { Filter, FilterEnv, FilterKind, FilterSpec } from "../filter.ts";
 import type { ProxySpec } from "../../../easegress/specs/mod.ts";
 import { DEFAULT_MAX_BODY, type ProxyTransport, ServerPool } from "./pool.ts";
-import type { Origin, UpstreamTls } from "./upstream.ts";
+import { IdleBudget, type Origin, type UpstreamTls } from "./upstream.ts";
 import { transformStream } from "../gzip.ts";
 
 class Proxy implements Filter {
@@ -40,6 +40,7 @@ class Proxy implements Filter {
       origins: new Map<string, Origin>(),
       tls,
       maxIdleConnsPerHost: Number(spec.maxIdleConnsPerHost ?? 1024) || 1024,
+      idle: new IdleBudget(Number(spec.maxIdleConns ?? 10240) || 0),
       serverMaxBodySize: smbs === 0 ? DEFAULT_MAX_BODY : smbs < 0 ? -1 : smbs,
     };
     const pools = (spec.pools ?? []) as Record<string, unknown>[];

@@ -20,11 +20,15 @@ import {
   type ResponseHead,
 } from "../../http1.ts";
 import { readRid, readSocket } from "../../sockread.ts";
+import tls from "node:tls";
+import { NodeTlsConn } from "../../httpserver/tls.ts";
 
 /** An idle upstream connection older than this is closed instead of reused (Go transport IdleConnTimeout). */
 export const IDLE_CONN_TIMEOUT_MS = 90_000;
 /** Connecting to an upstream fails after this long (Go dialer timeout). */
 export const DIAL_TIMEOUT_MS = 30_000;
+/** A TLS handshake with an upstream fails after this long (Go transport TLSHandshakeTimeout). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 const READ_CHUNK = 16 * 1024;
 /** One read of a streamed response body (Content-Length or until close) takes at most this much from the socket. */
 const STREAM_CHUNK = 64 * 1024;
@@ -226,8 +230,69 @@ export interface UpstreamTls {
   caCerts?: string[];
   cert?: string;
   key?: string;
-  /** skip verification (Easegress's default without mtls) */
+  /**
+   * skip verification of the upstream's certificate, chain and name (Easegress's default without mtls, or mtls
+   * `insecureSkipVerify`): the connection goes through node:tls with rejectUnauthorized false, as Deno.connectTls
+   * can only skip the name check
+   */
   insecure: boolean;
+}
+
+/**
+ * The idle connections of all the origins of one Proxy, capped together (Go transport MaxIdleConns; 0 = no cap): when
+ * a connection put back makes one too many, the least recently used idle connection of any origin is closed. The
+ * count is kept as connections go idle and leave; origins are scanned only when the cap is passed.
+ */
+export class IdleBudget {
+  total = 0;
+  readonly origins = new Set<Origin>();
+  constructor(readonly max: number) {}
+
+  /** Closes the idle connection used least recently across the origins. */
+  evictOldest(): void {
+    let oldest: Origin | undefined;
+    let at = Infinity;
+    for (const o of this.origins) {
+      const t = o.oldestIdle();
+      if (t < at) {
+        at = t;
+        oldest = o;
+      }
+    }
+    oldest?.evictOldest();
+  }
+}
+
+/** Dials TLS through node:tls without verifying the upstream's certificate (see UpstreamTls.insecure). */
+function connectUnverified(hostname: string, port: number, t: UpstreamTls): Promise<Deno.Conn> {
+  return new Promise((resolve, reject) => {
+    const isIp = /^[0-9.]+$/.test(hostname) || hostname.includes(":");
+    const socket = tls.connect({
+      host: hostname,
+      port,
+      servername: isIp ? undefined : hostname,
+      rejectUnauthorized: false,
+      ca: t.caCerts,
+      cert: t.cert,
+      key: t.key,
+      ALPNProtocols: ["http/1.1"],
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("TLS handshake timeout"));
+    }, TLS_HANDSHAKE_TIMEOUT_MS);
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    };
+    socket.once("error", fail);
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      socket.off("error", fail);
+      resolve(new NodeTlsConn(socket) as unknown as Deno.Conn);
+    });
+  });
 }
 
 /** Keep-alive connections to one origin. */
@@ -241,7 +306,10 @@ export class Origin {
     readonly port: number,
     readonly tls: UpstreamTls | null,
     readonly maxIdle: number,
-  ) {}
+    readonly budget: IdleBudget | null = null,
+  ) {
+    budget?.origins.add(this);
+  }
 
   async #dial(): Promise<UpstreamConn> {
     let conn: Deno.Conn;
@@ -250,6 +318,8 @@ export class Origin {
         const c = await Deno.connect({ hostname: this.hostname, port: this.port });
         c.setNoDelay(true);
         conn = c;
+      } else if (this.tls.insecure) {
+        conn = await connectUnverified(this.hostname, this.port, this.tls);
       } else {
         conn = await Deno.connectTls({
           hostname: this.hostname,
@@ -257,8 +327,6 @@ export class Origin {
           caCerts: this.tls.caCerts,
           cert: this.tls.cert,
           key: this.tls.key,
-          // deno-lint-ignore no-explicit-any
-          ...(this.tls.insecure ? { unsafelyDisableHostnameVerification: true } as any : {}),
         });
       }
     } catch (err) {
@@ -275,6 +343,7 @@ export class Origin {
     const now = Date.now();
     while (this.#idle.length > 0) {
       const c = this.#idle.pop()!;
+      if (this.budget !== null) this.budget.total--;
       if (now - c.lastUsed < IDLE_CONN_TIMEOUT_MS) return c;
       this.#drop(c);
     }
@@ -292,6 +361,21 @@ export class Origin {
     if (this.#closed || this.#idle.length >= this.maxIdle) return this.#drop(c);
     c.lastUsed = Date.now();
     this.#idle.push(c);
+    const b = this.budget;
+    if (b !== null && ++b.total > b.max && b.max !== 0) b.evictOldest();
+  }
+
+  /** When the least recently used idle connection went idle (Infinity: none idle). */
+  oldestIdle(): number {
+    return this.#idle.length > 0 ? this.#idle[0].lastUsed : Infinity;
+  }
+
+  /** Closes the least recently used idle connection (the budget's cap was passed). */
+  evictOldest(): void {
+    const c = this.#idle.shift();
+    if (c === undefined) return;
+    if (this.budget !== null) this.budget.total--;
+    this.#drop(c);
   }
 
   /**
@@ -568,6 +652,10 @@ export class Origin {
     this.#closed = true;
     this.#gate.close();
     for (const c of this.#idle) this.#drop(c);
+    if (this.budget !== null) {
+      this.budget.total -= this.#idle.length;
+      this.budget.origins.delete(this);
+    }
     this.#idle.length = 0;
   }
 }
