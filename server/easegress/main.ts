@@ -14,7 +14,7 @@ import { GatewayController, type ObjectStore } from "../gateway/controller.ts";
 const PREFIX_RETRY_MS = 5_000;
 
 /** The gateway's view of the store: objects under /config/objects/, status keys under the member lease. */
-function gatewayStore(cls: Cluster): ObjectStore {
+function gatewayStore(cls: Cluster, log: { info(msg: string): void }): ObjectStore {
   return {
     list: async () => {
       const out = new Map<string, string>();
@@ -23,7 +23,12 @@ function gatewayStore(cls: Cluster): ObjectStore {
       }
       return out;
     },
-    watch: (onChange) => cls.client.watch(layout.configObjectPrefix, { prefix: true }, onChange, onChange),
+    watch: (onChange) =>
+      cls.client.watch(layout.configObjectPrefix, { prefix: true }, onChange, (err) => {
+        // a broken stream is retried every 200 ms while the store is away: only a compaction is worth a line
+        if (/compacted/.test(err.message)) log.info(`gateway: objects watch: ${err.message}; re-reading objects`);
+        onChange();
+      }),
     watchPrefix: (prefix, onChange) => {
       // every change re-reads the whole prefix (small: credentials), the latest read wins; a failed read is retried
       let closed = false;
@@ -162,7 +167,7 @@ export async function runServer(args: string[]): Promise<void> {
     console.error(`panic: ${(err as Error).message}`);
     Deno.exit(2);
   }
-  gateway.attach(gatewayStore(cls));
+  gateway.attach(gatewayStore(cls, log));
   let api;
   try {
     api = await startApiServer(opt, cls, log);
