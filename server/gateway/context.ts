@@ -161,8 +161,16 @@ export class Context {
   #data: Record<string, unknown> | null = null;
   /** tags for the access log (null until the first) */
   tags: string[] | null = null;
-  /** set when the client went away */
+  /** set when the client went away (the HTTP server notices it, see server.ts's client-gone probe) */
   clientGone = false;
+  /** set by the Proxy while it waits for an upstream: that exchange's connection (see upstream.ts) */
+  upstream: { abort(): void } | null = null;
+  /** marks the client gone and cancels the upstream exchange in flight, if any */
+  markClientGone(): void {
+    if (this.clientGone) return;
+    this.clientGone = true;
+    this.upstream?.abort();
+  }
   /**
    * The client connection, for a request asking for a protocol upgrade (plain HTTP/1.1 only): `pending` holds the
    * bytes the client sent after the head.

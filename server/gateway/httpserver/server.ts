@@ -60,6 +60,16 @@ const INITIAL_BUFFER = 1024;
 const MAX_WRITE_BUFFER = 32 * 1024;
 /** Deadlines are checked this often. */
 const SWEEP_MS = 500;
+/**
+ * The client-gone probe's tick. While requests are in flight, one interval per server looks at the busy HTTP/1
+ * connections; one busy with the same request at two ticks in a row gets a read started on its socket: EOF or an error
+ * means the client went away (the context is marked and the upstream exchange cancelled: 499 `clientError`), bytes
+ * (a pipelined next request) are kept in the connection's buffer. Fast requests never see a read or a timer of their
+ * own (the hot path only stores the context on the connection).
+ */
+const GONE_TICK_MS = 200;
+/** the probe's read size (bytes beyond are left in the socket) */
+const PROBE_BYTES = 4096;
 
 /** Fields Easegress applies without restarting the listener (and the object's meta fields, which do not matter). */
 const LIVE_FIELDS = new Set([
@@ -97,6 +107,13 @@ class ClientConn {
   /** a streamed request body waits for the client (the deadline applies while busy) */
   reading = false;
   closed = false;
+  /** the request in flight, while the client-gone probe may read the socket (see GONE_TICK_MS) */
+  ctx: Context | null = null;
+  /** the request the last tick saw in flight */
+  seen: Context | null = null;
+  /** the probe's read (resolves to its byte count, 0 at EOF or error, its bytes appended to buf); the loop's next */
+  probe: Promise<number> | null = null;
+  probing = false;
   /** see sockread.ts */
   readonly rid: number;
   constructor(readonly conn: Deno.Conn, readonly remoteIp: string, readonly remoteAddr: string) {
@@ -255,6 +272,7 @@ export class HttpServer {
   #conns = new Set<ClientConn>();
   #retryTimer?: ReturnType<typeof setTimeout>;
   #sweepTimer?: ReturnType<typeof setInterval>;
+  #goneTimer: ReturnType<typeof setInterval> | undefined = undefined;
   #lookup: PipelineLookup;
   #log: (msg: string) => void;
   #accessLog: AccessLog | null;
@@ -548,6 +566,7 @@ export class HttpServer {
     declared: number,
     readBody: ((limit: number) => Promise<Uint8Array | number | BodyStream>) | null,
     web: WebUpgrade | null = null,
+    signal: AbortSignal | null = null,
   ): Promise<{ code: number; resp: GwResponse | undefined; ctx: Context | null; route: Route | null }> {
     const settings = this.#settings;
     const found = search(req, settings);
@@ -563,7 +582,7 @@ export class HttpServer {
       if (b instanceof Uint8Array) req.body = b;
       else req.stream = b;
     }
-    const r = await this.#dispatch(req, found, settings, null, web);
+    const r = await this.#dispatch(req, found, settings, null, web, null, signal);
     if (typeof r === "number") return { code: r, resp: undefined, ctx: null, route: found };
     const resp = r.defaultResponse;
     return { code: resp?.status ?? 503, resp, ctx: r, route: found };
@@ -573,6 +592,50 @@ export class HttpServer {
     const now = Date.now();
     for (const c of this.#h2conns) c.checkTimeouts(now, DEFAULT_TIMEOUTS);
     for (const c of this.#conns) if ((!c.busy || c.reading) && c.deadline > 0 && now > c.deadline) c.close();
+  }
+
+  /** The client-gone tick (see GONE_TICK_MS); stops when no request is in flight. */
+  #goneTick(): void {
+    let busy = false;
+    for (const c of this.#conns) {
+      const ctx = c.ctx;
+      if (ctx === null) {
+        c.seen = null;
+        continue;
+      }
+      busy = true;
+      if (c.seen !== ctx) {
+        c.seen = ctx;
+        continue;
+      }
+      if (c.probing || ctx.clientGone || c.closed || c.end - c.start >= MAX_HEAD_BYTES) continue;
+      c.probing = true;
+      const tmp = new Uint8Array(PROBE_BYTES);
+      c.probe = readSocket(c.conn, c.rid, tmp).catch(() => 0).then((n) => {
+        c.probing = false;
+        if (n > 0) {
+          // a pipelined request: kept for the loop
+          while (c.buf.length - c.end < n) {
+            if (c.start > 0) {
+              c.buf.copyWithin(0, c.start, c.end);
+              c.end -= c.start;
+              c.start = 0;
+            } else {
+              const nb = new Uint8Array(c.buf.length * 2);
+              nb.set(c.buf.subarray(0, c.end));
+              c.buf = nb;
+            }
+          }
+          c.buf.set(tmp.subarray(0, n), c.end);
+          c.end += n;
+        } else if (c.ctx !== null) c.ctx.markClientGone();
+        return n;
+      });
+    }
+    if (!busy) {
+      clearInterval(this.#goneTimer);
+      this.#goneTimer = undefined;
+    }
   }
 
   /** Reads more bytes into the connection buffer; false at EOF. */
@@ -605,16 +668,24 @@ export class HttpServer {
       while (headEnd < 0) {
         if (c.end - c.start >= MAX_HEAD_BYTES) return this.#fail(c, 431);
         const scanFrom = Math.max(c.start, c.end - 3);
-        // #fill, inlined: one async frame less per request
-        makeRoom(c);
         let n: number;
-        try {
-          n = await readSocket(c.conn, c.rid, c.end === 0 ? c.buf : c.buf.subarray(c.end));
-        } catch {
-          n = 0;
+        if (c.probe !== null) {
+          // the client-gone probe's read (it appends what it read)
+          const p = c.probe;
+          c.probe = null;
+          n = await p;
+          if (n === 0) return;
+        } else {
+          // #fill, inlined: one async frame less per request
+          makeRoom(c);
+          try {
+            n = await readSocket(c.conn, c.rid, c.end === 0 ? c.buf : c.buf.subarray(c.end));
+          } catch {
+            n = 0;
+          }
+          if (n === 0) return;
+          c.end += n;
         }
-        if (n === 0) return;
-        c.end += n;
         readAt = 0;
         if (!headStarted) {
           headStarted = true;
@@ -679,7 +750,17 @@ export class HttpServer {
       let ctx: Context | null = null;
       if (status === 0) {
         const upgrade = head.headers.has("upgrade") ? { conn: c.conn, pending: c.buf.slice(c.start, c.end) } : null;
-        const r = await this.#dispatch(req, route!, settings, upgrade);
+        // the probe may read the socket while the pipeline runs, unless something else reads it (body stream, upgrade)
+        const r = await this.#dispatch(
+          req,
+          route!,
+          settings,
+          upgrade,
+          null,
+          stream === null && upgrade === null ? c : null,
+          null,
+        );
+        c.ctx = null;
         if (typeof r === "number") status = r;
         else {
           ctx = r;
@@ -721,6 +802,8 @@ export class HttpServer {
     settings: Settings,
     upgrade: Context["upgrade"] = null,
     web: WebUpgrade | null = null,
+    cc: ClientConn | null = null,
+    signal: AbortSignal | null = null,
   ): Promise<Context | number> {
     const pipeline = settings.generated.get(route.path.backend) ?? this.#lookup(route.path.backend);
     if (pipeline === undefined) return 503;
@@ -740,12 +823,23 @@ export class HttpServer {
     const ctx = new Context(req);
     ctx.upgrade = upgrade;
     ctx.webUpgrade = web;
+    if (cc !== null) {
+      cc.ctx = ctx;
+      if (this.#goneTimer === undefined) this.#goneTimer = setInterval(() => this.#goneTick(), GONE_TICK_MS);
+    }
+    // Deno.serve's request: its signal aborts when the client goes away
+    let onAbort: (() => void) | null = null;
+    if (signal !== null) {
+      if (signal.aborted) ctx.clientGone = true;
+      else signal.addEventListener("abort", onAbort = () => ctx.markClientGone(), { once: true });
+    }
     try {
       const r = pipeline.handle(ctx);
       if (typeof r !== "string") await r;
     } catch (err) {
       this.#log(`httpserver ${this.name}: pipeline ${pipeline.name}: ${(err as Error).stack ?? err}`);
     }
+    if (onAbort !== null) signal!.removeEventListener("abort", onAbort);
     return ctx;
   }
 
@@ -777,6 +871,7 @@ export class HttpServer {
         ? null
         : (limit) => limit < 0 ? Promise.resolve(webBodyStream(stream, declared)) : readLimited(stream, limit),
       web,
+      request.signal,
     );
     if (web?.response) {
       // a WebSocketProxy took the connection over (wss://)
@@ -998,6 +1093,8 @@ export class HttpServer {
     for (const g of this.#settings.generated.values()) g.close();
     clearTimeout(this.#retryTimer);
     clearInterval(this.#sweepTimer);
+    clearInterval(this.#goneTimer);
+    this.#goneTimer = undefined;
     const l = this.#listener;
     this.#listener = null;
     if (l) closeQuietly(l);

@@ -282,7 +282,15 @@ export class ServerPool {
     const head = new UpstreamHead(req, server.basePath, host, framing, this.name === "mirror");
     let resp: UpstreamResponse;
     try {
-      resp = await this.#origin(server).roundTrip(head, body, req.method, this.#maxBody, this.#timeoutMs, stream);
+      resp = await this.#origin(server).roundTrip(
+        head,
+        body,
+        req.method,
+        this.#maxBody,
+        this.#timeoutMs,
+        stream,
+        this.name === "mirror" ? null : ctx,
+      );
     } catch (err) {
       if (ctx.clientGone) return this.#failStatus(ctx, "clientError", 499);
       const f = err instanceof UpstreamError ? err.failure : UpstreamFailure.Io;

@@ -203,6 +203,8 @@ class UpstreamConn {
   wview: Uint8Array | null = null;
   lastUsed = 0;
   closed = false;
+  /** closed because the client went away (the exchange fails with "client gone", nothing is retried) */
+  aborted = false;
   /** see sockread.ts */
   readonly rid: number;
   /** returns the connection to its origin's pool after a response that borrowed its buffer (one closure per conn) */
@@ -215,6 +217,11 @@ class UpstreamConn {
     if (this.closed) return;
     this.closed = true;
     closeQuietly(this.conn);
+  }
+  /** the client went away: the exchange is cancelled (the upstream sees its connection closed) */
+  abort(): void {
+    this.aborted = true;
+    this.close();
   }
 }
 
@@ -293,6 +300,15 @@ function connectUnverified(hostname: string, port: number, t: UpstreamTls): Prom
       resolve(new NodeTlsConn(socket) as unknown as Deno.Conn);
     });
   });
+}
+
+/**
+ * What an exchange learns of its client: `clientGone` (it went away before the answer), and the connection the exchange
+ * waits on (set while it waits, no closure per request), aborted when the server notices the client gone.
+ */
+export interface ClientGoneHook {
+  clientGone: boolean;
+  upstream: { abort(): void } | null;
 }
 
 /** Keep-alive connections to one origin. */
@@ -391,9 +407,10 @@ export class Origin {
     maxBody: number,
     timeoutMs: number,
     stream: BodyStream | null = null,
+    gone: ClientGoneHook | null = null,
   ): Promise<UpstreamResponse> {
     const turn = this.#gate.enter();
-    if (turn === undefined) return this.#roundTrip(head, body, method, maxBody, timeoutMs, stream);
+    if (turn === undefined) return this.#roundTrip(head, body, method, maxBody, timeoutMs, stream, gone);
     if (typeof head !== "string") head.hold();
     const queuedAt = performance.now();
     return turn.then(() => {
@@ -405,7 +422,7 @@ export class Origin {
           throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
         }
       }
-      return this.#roundTrip(head, body, method, maxBody, left, stream);
+      return this.#roundTrip(head, body, method, maxBody, left, stream, gone);
     });
   }
 
@@ -419,6 +436,7 @@ export class Origin {
     maxBody: number,
     timeoutMs: number,
     stream: BodyStream | null,
+    gone: ClientGoneHook | null,
   ): Promise<UpstreamResponse> {
     let c: UpstreamConn | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -430,6 +448,11 @@ export class Origin {
       if (c === undefined) {
         if (typeof head !== "string") head.hold();
         c = await this.#dial();
+      }
+      if (gone !== null) {
+        // the client went away: this connection is closed (so the upstream sees the request cancelled), never pooled
+        if (gone.clientGone) throw new UpstreamError(UpstreamFailure.Io, "client gone");
+        gone.upstream = c;
       }
       if (timeoutMs > 0) {
         const cc = c;
@@ -443,12 +466,20 @@ export class Origin {
     } catch (err) {
       if (c === undefined) throw err; // the dial failed
       this.#drop(c);
+      if (c.aborted) throw new UpstreamError(UpstreamFailure.Io, "client gone");
       if (timedOut) throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
       if (reused && err instanceof StaleConnection) {
         clearTimeout(timer);
         timer = undefined;
         if (typeof head !== "string") head.hold(c.wbuf); // written there, unless held before
         const fresh = await this.#dial();
+        if (gone !== null) {
+          if (gone.clientGone) {
+            this.#drop(fresh);
+            throw new UpstreamError(UpstreamFailure.Io, "client gone");
+          }
+          gone.upstream = fresh;
+        }
         try {
           return await this.#exchange(fresh, head, body, method, maxBody);
         } catch (e) {
@@ -462,6 +493,7 @@ export class Origin {
       throw new UpstreamError(UpstreamFailure.Io, (err as Error).message);
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      if (gone !== null) gone.upstream = null;
       this.#gate.leave();
     }
   }
