@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import http2 from "node:http2";
 import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import { get, putObject, rawExchange, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
@@ -17,7 +18,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 memberTest("gateway: a client gone before the upstream answered is 499 and cancels the upstream", async (procs) => {
   const [ports] = await memberPorts(1);
-  const [port, tlsPort] = await freePorts(2);
+  const [port, tlsPort, h2Port] = await freePorts(3);
   const dir = await makeTwoLeafDir("gw-gone-tls-");
   const logDir = await Deno.makeTempDir({ prefix: "gw-gone-" });
   // (with a log dir the member logs there, not to stdout: wait for its API instead of its log line)
@@ -112,6 +113,42 @@ memberTest("gateway: a client gone before the upstream answered is 499 and cance
     const after = await fetch(`https://localhost:${tlsPort}/tls-after`, { client });
     assert.deepEqual([after.status, await after.text()], [200, "fast /tls-after"]);
     client.close();
+
+    // HTTP/2 through the node:tls listener (two certificates: SNI), our own HTTP/2 server: a stream the client resets
+    await putObject(
+      m.apiAddr,
+      `kind: HTTPServer\nname: goneh2\nport: ${h2Port}\nhttps: true\ncertBase64: ${b64("leaf.pem")}\n` +
+        `keyBase64: ${b64("leaf.key")}\ncerts: {b: ${b64("leaf.pem")}}\nkeys: {b: ${b64("leaf.key")}}\n` +
+        `rules:\n- paths:\n  - {pathPrefix: /, backend: relay}\n`,
+    );
+    const h2get = (session: http2.ClientHttp2Session, path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const r = session.request({ ":path": path, ":method": "GET" });
+        r.on("response", (h) => resolve(Number(h[":status"])));
+        r.on("error", reject);
+        r.resume();
+      });
+    let session: http2.ClientHttp2Session | null = null;
+    await waitFor("https server (node:tls, HTTP/2)", async () => {
+      session?.destroy();
+      session = http2.connect(`https://localhost:${h2Port}`, { ca: Deno.readTextFileSync(`${dir}/ca.pem`) });
+      session.on("error", () => {});
+      return (await h2get(session, "/h2-up").catch(() => 0)) === 200;
+    });
+    const h2 = session!;
+    const slow = h2.request({ ":path": "/slow/h2", ":method": "GET" });
+    slow.on("error", () => {});
+    await sleep(200);
+    slow.close(http2.constants.NGHTTP2_CANCEL);
+    await waitFor("the upstream cancelled (HTTP/2)", () => outcome.has("/slow/h2"), 5000);
+    const h2AbortedAfter = outcome.get("/slow/h2")!;
+    assert.ok(h2AbortedAfter >= 0 && h2AbortedAfter < SLOW_MS - 500, `HTTP/2: cancelled after ${h2AbortedAfter} ms`);
+    await waitFor("access log 499 (HTTP/2)", async () => {
+      const log = await Deno.readTextFile(`${logDir}/filter_http_access.log`).catch(() => "");
+      return / GET \/slow\/h2 HTTP\/2\.0 499\] \[/.test(log);
+    }, 5000);
+    assert.equal(await h2get(h2, "/h2-after"), 200, "the connection serves the next stream");
+    h2.close();
 
     // two requests pipelined on one connection while the first is slow: both answered, in order
     const both = await rawExchange(

@@ -464,6 +464,8 @@ export class HttpServer {
     let wake: (() => void) | null = null;
     let stream: H2BodyStream | null = null;
     let drained: (() => void) | null = null;
+    // a reset (or the connection lost) while the pipeline runs: the client went away (499, the upstream cancelled)
+    const gone = new AbortController();
     s.handler = {
       onData(chunk) {
         if (stream !== null) return stream.push(chunk);
@@ -482,6 +484,7 @@ export class HttpServer {
       },
       onReset() {
         state = "reset";
+        gone.abort();
         stream?.fail("the client reset the stream");
         wake?.();
         drained?.();
@@ -501,7 +504,7 @@ export class HttpServer {
     };
     const cl = headers.get("content-length");
     const declared = cl === "" ? -1 : Number(cl);
-    const answered = this.#exchange(req, declared, readBody);
+    const answered = this.#exchange(req, declared, readBody, null, gone.signal);
     answered.finally(() => {
       overBudget = true; // answered: DATA still arriving is dropped
       s.reserveReceive(-reserved);
