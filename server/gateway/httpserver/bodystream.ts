@@ -27,17 +27,21 @@ export interface StreamConn {
   reading: boolean;
 }
 
-/** Makes room at the end of a full connection buffer: its unread bytes move to the front, or it doubles. */
-export function makeRoom(c: { buf: Uint8Array; start: number; end: number }): void {
-  if (c.end !== c.buf.length) return;
-  if (c.start > 0) {
-    c.buf.copyWithin(0, c.start, c.end);
-    c.end -= c.start;
-    c.start = 0;
-  } else {
-    const nb = new Uint8Array(c.buf.length * 2);
-    nb.set(c.buf);
-    c.buf = nb;
+/**
+ * Makes room for `need` more bytes (default: one) at the end of a connection buffer: its unread bytes move to the front,
+ * or it doubles, until they fit.
+ */
+export function makeRoom(c: { buf: Uint8Array; start: number; end: number }, need = 1): void {
+  while (c.buf.length - c.end < need) {
+    if (c.start > 0) {
+      c.buf.copyWithin(0, c.start, c.end);
+      c.end -= c.start;
+      c.start = 0;
+    } else {
+      const nb = new Uint8Array(c.buf.length * 2);
+      nb.set(c.buf.subarray(0, c.end));
+      c.buf = nb;
+    }
   }
 }
 

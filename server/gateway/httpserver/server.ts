@@ -617,18 +617,7 @@ export class HttpServer {
       c.probe = readSocket(c.conn, c.rid, tmp).catch(() => 0).then((n) => {
         c.probing = false;
         if (n > 0) {
-          // a pipelined request: kept for the loop
-          while (c.buf.length - c.end < n) {
-            if (c.start > 0) {
-              c.buf.copyWithin(0, c.start, c.end);
-              c.end -= c.start;
-              c.start = 0;
-            } else {
-              const nb = new Uint8Array(c.buf.length * 2);
-              nb.set(c.buf.subarray(0, c.end));
-              c.buf = nb;
-            }
-          }
+          makeRoom(c, n); // a pipelined request: kept for the loop
           c.buf.set(tmp.subarray(0, n), c.end);
           c.end += n;
         } else if (c.ctx !== null) c.ctx.markClientGone();
