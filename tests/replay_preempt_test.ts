@@ -11,7 +11,7 @@
  *              applying then, and logs where), the skipped range begins at the entry it paused at: nothing was applied
  *              after the pause. Then all members hold the same state. Without the skip, or with the peers dialled only
  *              after the replayed log was applied (then the snapshot comes after it), no entry is skipped.
- *              PREEMPT_TXNS, PREEMPT_KEYS, PREEMPT_VALUE_SIZE and PREEMPT_SNAPSHOT_COUNT change the sizes (1000,
+ *              PREEMPT_TXNS, PREEMPT_KEYS, PREEMPT_VALUE_SIZE and PREEMPT_SNAPSHOT_COUNT change the sizes (3000,
  *              10,000, 200, 200), e.g. to 10000, 1000000, 256, 10000 for the benchmark's follower-restart scale.
  *   redial     a transport that backed off from a peer it could not reach dials it at once when that peer opens a
  *              stream to it (as a restarted member does), instead of waiting for its backoff and next send.
@@ -26,7 +26,7 @@ import { message } from "../server/raft/types.ts";
 
 const env = (k: string, d: number) => Number(Deno.env.get(k) ?? d);
 /** txns of 100 puts m3 applies again at its restart (overwrites of KEYS keys: the leader's snapshot stays small) */
-const TXNS = env("PREEMPT_TXNS", 1000);
+const TXNS = env("PREEMPT_TXNS", 3000);
 const PUTS_PER_TXN = 100;
 const KEYS = env("PREEMPT_KEYS", 10_000);
 const VALUE_SIZE = env("PREEMPT_VALUE_SIZE", 200);
