@@ -7,9 +7,10 @@
  * Safety invariants are checked after every step (one event = one step):
  *  - election safety: at most one leader per term;
  *  - log matching: an (index, term) pair always names the same entry, preceded by the same term;
- *  - leader completeness: a new leader of term T holds every entry of an earlier term applied anywhere so far (a
- *    leader of an old term can still win its election late, e.g. through a delayed vote, after a later term
- *    committed entries; it holds none of them and can commit nothing);
+ *  - leader completeness: a new leader of term T holds every entry committed in an earlier term (the term of the
+ *    leader whose commit index first passed it; an old entry is committed in a later term along with that term's
+ *    own). A leader of an old term can still win its election late, e.g. through a delayed vote, after a later term
+ *    committed entries: it need not hold those and can commit nothing. Every applied index was committed by a leader;
  *  - state machine safety: no index is ever applied with different entries on different members, and snapshots
  *    taken at the same index are identical;
  *  - acknowledged writes are applied (a client only hears "ok" after its member applied the write);
@@ -379,6 +380,13 @@ export class Simulation {
   #entryReg = new Map<string, { data: Uint8Array; prevTerm: number; type: number }>();
   #applied: ({ term: number; data: Uint8Array; type: number } | undefined)[] = [];
   #maxApplied = 0;
+  /**
+   * Per index, the term in which it was committed: that of the leader whose commit index first passed it (seen after
+   * every step). An entry of an earlier term is committed in a later one when an entry of the leader's own term after
+   * it is (Raft §5.4.2), so this, not the entry's term, says which leaders must hold it.
+   */
+  #committedIn: number[] = [];
+  #maxCommitSeen = 0;
   #snapReg = new Map<number, Uint8Array>();
   /** state digest at an applied index, with the member that recorded it first */
   #hashReg = new Map<number, { hash: number; by: string; what: string }>();
@@ -394,6 +402,10 @@ export class Simulation {
     for (let i = 1; i <= this.params.members; i++) ids.push(String(i));
     this.#nextId = this.params.members + 1;
     for (const id of ids) this.#start(this.#newNode(id), ids);
+    // the founding members' conf changes are committed at the start, by no leader
+    for (const n of this.nodes.values()) {
+      while (this.#maxCommitSeen < n.raft.log.committed) this.#committedIn[++this.#maxCommitSeen] = 0;
+    }
     for (let c = 0; c < this.params.clients; c++) {
       this.#clientSeq.push(0);
       this.#schedule(EV_CLIENT, this.rng.range(50, 150)).client = c;
@@ -748,6 +760,10 @@ export class Simulation {
   }
 
   #applyEntry(n: SimNode, e: Entry): void {
+    if (n.raft.role === "leader") this.#noteCommits(n);
+    if (e.index > this.#maxCommitSeen) {
+      throw this.#failure(`member ${n.id} applied ${e.index}, which no leader's commit index has reached`);
+    }
     const known = this.#applied[e.index];
     if (known) {
       if (known.term !== e.term || !bytesEqual(known.data, e.data)) {
@@ -1256,6 +1272,7 @@ export class Simulation {
       const role = r.role;
       const term = r.term;
       if (term < n.prevTerm) throw this.#failure(`member ${n.id} term went back ${n.prevTerm} -> ${term}`);
+      if (role === "leader") this.#noteCommits(n);
       if (role === "leader" && (n.prevRole !== "leader" || n.prevTerm !== term)) {
         this.stats.elections++;
         const other = this.#leaderOfTerm.get(term);
@@ -1270,16 +1287,24 @@ export class Simulation {
     }
   }
 
+  /** Records the indexes a leader's commit index passed for the first time as committed in its term. */
+  #noteCommits(n: SimNode): void {
+    const c = n.raft.log.committed;
+    while (this.#maxCommitSeen < c) this.#committedIn[++this.#maxCommitSeen] = n.raft.term;
+  }
+
   #checkCompleteness(n: SimNode): void {
     const log = n.raft.log;
     const last = log.lastIndex();
-    // applied entries are in log order, so their terms never decrease: those of earlier terms form a prefix
-    let upto = this.#maxApplied;
-    while (upto > 0 && (this.#applied[upto]?.term ?? 0) >= n.raft.term) upto--;
+    // commits are prefixes and terms only grow, so the indexes committed in earlier terms form a prefix. A leader of
+    // an old term can still win late (a delayed vote) after a later term committed entries of its own term or older
+    // ones: it need not hold those, and can commit nothing.
+    let upto = this.#maxCommitSeen;
+    while (upto > 0 && this.#committedIn[upto] >= n.raft.term) upto--;
     if (last < upto) {
       throw this.#failure(
         `leader completeness: leader ${n.id} (term ${n.raft.term}) ends at ${last}, ` +
-          `but ${upto} (of an earlier term) was applied`,
+          `but ${upto} was committed in an earlier term (${this.#committedIn[upto]})`,
       );
     }
     const first = log.firstIndex();
