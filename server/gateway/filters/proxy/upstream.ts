@@ -7,7 +7,7 @@
  * body limit (serverMaxBodySize -1) a body that did not come whole with the head is an `UpstreamBodyStream`: read as the
  * client takes it, the connection returning to the pool at its end.
  */
-import type { BodyStream } from "../../context.ts";
+import { type BodyStream, isIp } from "../../context.ts";
 import {
   BodyKind,
   ChunkedDecoder,
@@ -273,11 +273,10 @@ export class IdleBudget {
 /** Dials TLS through node:tls without verifying the upstream's certificate (see UpstreamTls.insecure). */
 function connectUnverified(hostname: string, port: number, t: UpstreamTls): Promise<Deno.Conn> {
   return new Promise((resolve, reject) => {
-    const isIp = /^[0-9.]+$/.test(hostname) || hostname.includes(":");
     const socket = tls.connect({
       host: hostname,
       port,
-      servername: isIp ? undefined : hostname,
+      servername: isIp(hostname) ? undefined : hostname,
       rejectUnauthorized: false,
       ca: t.caCerts,
       cert: t.cert,
@@ -311,11 +310,23 @@ export interface ClientGoneHook {
   upstream: { abort(): void } | null;
 }
 
+/**
+ * Hands the connection an exchange is about to wait on to its client's hook, so that the client going away closes it
+ * (the upstream sees the request cancelled; it is never pooled). A client already gone: the connection is dropped and
+ * the exchange fails with "client gone".
+ */
+function waitOn(gone: ClientGoneHook, c: UpstreamConn): void {
+  if (gone.clientGone) {
+    c.close();
+    throw new UpstreamError(UpstreamFailure.Io, "client gone");
+  }
+  gone.upstream = c;
+}
+
 /** Keep-alive connections to one origin. */
 export class Origin {
   #idle: UpstreamConn[] = [];
   #closed = false;
-  open = 0;
 
   constructor(
     readonly hostname: string,
@@ -351,7 +362,6 @@ export class Origin {
         `dial tcp ${this.hostname}:${this.port}: ${(err as Error).message}`,
       );
     }
-    this.open++;
     return new UpstreamConn(conn, this.#releaseConn);
   }
 
@@ -361,20 +371,15 @@ export class Origin {
       const c = this.#idle.pop()!;
       if (this.budget !== null) this.budget.total--;
       if (now - c.lastUsed < IDLE_CONN_TIMEOUT_MS) return c;
-      this.#drop(c);
+      c.close();
     }
     return undefined;
-  }
-
-  #drop(c: UpstreamConn): void {
-    if (!c.closed) this.open--;
-    c.close();
   }
 
   readonly #releaseConn = (c: UpstreamConn) => this.#release(c);
 
   #release(c: UpstreamConn): void {
-    if (this.#closed || this.#idle.length >= this.maxIdle) return this.#drop(c);
+    if (this.#closed || this.#idle.length >= this.maxIdle) return c.close();
     c.lastUsed = Date.now();
     this.#idle.push(c);
     const b = this.budget;
@@ -391,7 +396,7 @@ export class Origin {
     const c = this.#idle.shift();
     if (c === undefined) return;
     if (this.budget !== null) this.budget.total--;
-    this.#drop(c);
+    c.close();
   }
 
   /**
@@ -449,11 +454,7 @@ export class Origin {
         if (typeof head !== "string") head.hold();
         c = await this.#dial();
       }
-      if (gone !== null) {
-        // the client went away: this connection is closed (so the upstream sees the request cancelled), never pooled
-        if (gone.clientGone) throw new UpstreamError(UpstreamFailure.Io, "client gone");
-        gone.upstream = c;
-      }
+      if (gone !== null) waitOn(gone, c);
       if (timeoutMs > 0) {
         const cc = c;
         timer = setTimeout(() => {
@@ -465,7 +466,7 @@ export class Origin {
       return await this.#exchange(c, head, body, method, maxBody, stream !== null);
     } catch (err) {
       if (c === undefined) throw err; // the dial failed
-      this.#drop(c);
+      c.close();
       if (c.aborted) throw new UpstreamError(UpstreamFailure.Io, "client gone");
       if (timedOut) throw new UpstreamError(UpstreamFailure.Timeout, "context deadline exceeded");
       if (reused && err instanceof StaleConnection) {
@@ -473,17 +474,11 @@ export class Origin {
         timer = undefined;
         if (typeof head !== "string") head.hold(c.wbuf); // written there, unless held before
         const fresh = await this.#dial();
-        if (gone !== null) {
-          if (gone.clientGone) {
-            this.#drop(fresh);
-            throw new UpstreamError(UpstreamFailure.Io, "client gone");
-          }
-          gone.upstream = fresh;
-        }
+        if (gone !== null) waitOn(gone, fresh);
         try {
           return await this.#exchange(fresh, head, body, method, maxBody);
         } catch (e) {
-          this.#drop(fresh);
+          fresh.close();
           throw e instanceof StaleConnection ? new UpstreamError(UpstreamFailure.Io, "EOF") : e;
         }
       }
@@ -666,7 +661,7 @@ export class Origin {
       }
     }
     if (reusable) this.#release(c);
-    else this.#drop(c);
+    else c.close();
     return { status: rh.status, headers: rh.headers, body: respBody, stream: null, release: null };
   }
 
@@ -674,7 +669,7 @@ export class Origin {
   #streamBody(c: UpstreamConn, rh: ResponseHead, headEnd: number, end: number): UpstreamResponse {
     const stream = new UpstreamBodyStream(c, rh, headEnd, end, (reusable) => {
       if (reusable) this.#release(c);
-      else this.#drop(c);
+      else c.close();
     });
     return { status: rh.status, headers: rh.headers, body: EMPTY, stream, release: () => stream.close() };
   }
@@ -683,7 +678,7 @@ export class Origin {
   close(): void {
     this.#closed = true;
     this.#gate.close();
-    for (const c of this.#idle) this.#drop(c);
+    for (const c of this.#idle) c.close();
     if (this.budget !== null) {
       this.budget.total -= this.#idle.length;
       this.budget.origins.delete(this);
