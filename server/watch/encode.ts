@@ -133,6 +133,15 @@ export function joinFields(fields: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** The 5-byte gRPC message prefix (not compressed, `len` bytes) at the start of `out`. */
+function putGrpcPrefix(out: Uint8Array, len: number): void {
+  out[0] = 0;
+  out[1] = len >>> 24;
+  out[2] = (len >>> 16) & 0xff;
+  out[3] = (len >>> 8) & 0xff;
+  out[4] = len & 0xff;
+}
+
 /** Encodes etcdserverpb.ResponseHeader; the ID parts are fixed per member. */
 export class HeaderEncoder {
   #cluster: Uint8Array;
@@ -170,10 +179,7 @@ export function watchEventsHead(
   const idLen = watchId === 0 ? 0 : 1 + (id ? id.length : varintLen(watchId));
   const msgLen = 1 + varintLen(header.length) + header.length + idLen + (fragment ? 2 : 0) + fieldsLength;
   const out = new Uint8Array(5 + msgLen - fieldsLength);
-  out[1] = msgLen >>> 24;
-  out[2] = (msgLen >>> 16) & 0xff;
-  out[3] = (msgLen >>> 8) & 0xff;
-  out[4] = msgLen & 0xff;
+  putGrpcPrefix(out, msgLen);
   out[5] = (1 << 3) | 2;
   let pos = putVarint(out, 6, header.length);
   out.set(header, pos);
@@ -215,10 +221,7 @@ export function watchNoticeFrame(header: Uint8Array, n: WatchNotice): Uint8Array
   if (n.cancelReason) m.bytes(6, utf8.encode(n.cancelReason));
   const body = m.done();
   const out = new Uint8Array(5 + body.length);
-  out[1] = body.length >>> 24;
-  out[2] = (body.length >>> 16) & 0xff;
-  out[3] = (body.length >>> 8) & 0xff;
-  out[4] = body.length & 0xff;
+  putGrpcPrefix(out, body.length);
   out.set(body, 5);
   return out;
 }
