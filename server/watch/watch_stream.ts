@@ -382,8 +382,8 @@ export class WatchStream {
   #nextId = 0;
   #congested = false;
   #closed = false;
-  /** requests not handled yet, oldest first from `#queueHead` */
-  #queue: Queued[] = [];
+  /** requests not handled yet, oldest first from `#queueHead` (those before it let go: undefined) */
+  #queue: (Queued | undefined)[] = [];
   #queueHead = 0;
   /** watchers catching up from history, served in turn */
   #catchingUp = new Set<Watcher>();
@@ -412,8 +412,8 @@ export class WatchStream {
   /** Handles queued requests until `deadline`; true when none are left. */
   runRequests(deadline: number): boolean {
     while (this.#queueHead < this.#queue.length) {
-      const q = this.#queue[this.#queueHead];
-      this.#queue[this.#queueHead++] = undefined as never;
+      const q = this.#queue[this.#queueHead]!;
+      this.#queue[this.#queueHead++] = undefined;
       if (!q.check || q.check()) this.handle(q.req, q.rev);
       if (performance.now() >= deadline) break;
     }
