@@ -47,9 +47,10 @@ export class HeaderList {
     return out;
   }
 
-  add(name: string, value: string): void {
+  /** Appends a field; `key` is the name in lower case (given when known, to save the lower-casing). */
+  add(name: string, value: string, key = name.toLowerCase()): void {
     this.names.push(name);
-    this.keys.push(name.toLowerCase());
+    this.keys.push(key);
     this.values.push(value);
   }
 
@@ -350,11 +351,7 @@ function parseHeaderLines(text: string, count: number, headers: HeaderList): voi
     }
     const common = commonName(text, start, colon);
     if (common === undefined) headers.add(text.slice(start, colon), text.slice(a, b));
-    else {
-      headers.names.push(common[0]);
-      headers.keys.push(common[1]);
-      headers.values.push(text.slice(a, b));
-    }
+    else headers.add(common[0], text.slice(a, b), common[1]);
   }
 }
 
