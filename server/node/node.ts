@@ -693,10 +693,11 @@ export class Node {
         if (rd.snapshot) this.#toApply.length = 0; // all below the snapshot, which replaced what they would build
         if (rd.committedEntries.length > 0) {
           if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
-          this.#enqueueApply(rd.committedEntries);
+          this.#toApply.push(rd.committedEntries);
         }
         for (const rs of rd.readStates) this.#reads.confirmed(rs.ctx, rs.index);
         this.raft.advance(rd);
+        if (this.#toApply.length > 0) this.#applyFirstSlice();
         this.#reads.serve(this.#apply.appliedIndex);
         this.#maybeSnapshot();
       }
@@ -705,12 +706,40 @@ export class Node {
     }
   }
 
-  /** Hands committed entries to the apply loop, which starts (after this turn's `advance`) unless it runs. */
-  #enqueueApply(entries: Entry[]): void {
-    this.#toApply.push(entries);
-    if (this.#applyRunning) return;
-    this.#applyRunning = true;
-    queueMicrotask(() => void this.#drainApply());
+  /**
+   * The apply loop's first slice, run in the Ready loop's own turn when the loop is idle: while applying keeps up (the
+   * common case) the next Ready waits for it, as with applying inline, so the proposals that arrive meanwhile share
+   * the next Ready's fsync. (Handing every Ready's entries to the apply loop at once made the Ready loop cycle faster
+   * with fewer entries per fsync: 15 % more CPU per put at 256 clients on 3 members.) What does not fit in one slice,
+   * or must wait for a leader's snapshot, goes on in the apply loop.
+   */
+  #applyFirstSlice(): void {
+    if (!this.#applyRunning && this.raft.pendingSnapshotIndex() === 0) {
+      const start = performance.now();
+      let now = start;
+      while (this.#toApply.length > 0 && now - start < APPLY_SLICE_MS && !this.#snapshotAhead()) {
+        const batch = this.#toApply[0];
+        let i = 0;
+        while (i < batch.length && now - start < APPLY_SLICE_MS && !this.#snapshotAhead()) {
+          this.#apply.applyEntry(batch[i++]);
+          now = performance.now();
+        }
+        if (i < batch.length) {
+          this.#toApply[0] = batch.slice(i);
+          break;
+        }
+        this.#toApply.shift();
+        if (putTrace.on) putTrace.entries(Stage.apply, batch);
+      }
+      if (now > start) {
+        this.metrics.batchApplied(now - start);
+        this.raft.appliedTo(this.#apply.appliedIndex);
+      }
+    }
+    if (this.#toApply.length > 0 && !this.#applyRunning) {
+      this.#applyRunning = true;
+      queueMicrotask(() => void this.#drainApply());
+    }
   }
 
   /** The apply loop: applies the queued batches in order, beside the Raft loop. */
