@@ -131,14 +131,22 @@ Deno.test({
     assert.deepEqual(failures, [], `failing seeds: ${failures.join(", ")}`);
     // the runs hit the quota, raised and refused for want of space, and compared states many times
     for (
-      const what of ["noSpaceRefused", "alarmsRaised", "hashChecks", "snapshotsSent", "adminOps", "entriesSkipped"]
+      const what of [
+        "noSpaceRefused",
+        "alarmsRaised",
+        "hashChecks",
+        "snapshotsSent",
+        "adminOps",
+        "entriesSkipped",
+        "asyncApplies",
+      ]
     ) {
       assert.ok(covered[what] > 0, `no ${what} in any fixed seed`);
     }
     console.log(
       `raft sim: fixed seeds compared states ${covered.hashChecks} times; ${covered.alarmsRaised} NOSPACE alarms ` +
         `raised, ${covered.noSpaceRefused} writes refused for want of space, ${covered.entriesSkipped} entries ` +
-        `skipped for a leader's snapshot`,
+        `skipped for a leader's snapshot, ${covered.asyncApplies} turns of the apply loop beside the Raft loop`,
     );
   },
 });

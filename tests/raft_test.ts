@@ -41,6 +41,7 @@ interface Opts {
   maxInflightMsgs?: number;
   maxSizePerMsg?: number;
   maxUncommittedBytes?: number;
+  maxApplyingBytes?: number;
 }
 
 /** A cluster stepped by hand: every message goes through `deliver`, which applies the filter. */
@@ -51,6 +52,8 @@ class Net {
   drop: (m: Message) => boolean = () => false;
   rng = new Prng(7);
   opts: Opts;
+  /** members whose committed entries are handed out but not reported applied (their apply loop is busy) */
+  holdApply = new Set<string>();
 
   constructor(ids: string[], opts: Opts = {}) {
     this.opts = opts;
@@ -69,6 +72,7 @@ class Net {
       maxInflightMsgs: this.opts.maxInflightMsgs ?? 256,
       maxSizePerMsg: this.opts.maxSizePerMsg ?? 1 << 20,
       maxUncommittedBytes: this.opts.maxUncommittedBytes,
+      maxApplyingBytes: this.opts.maxApplyingBytes,
       applied: storage.snapshot().metadata.index,
       bootstrap,
     });
@@ -85,7 +89,7 @@ class Net {
   flush(): void {
     for (let again = true; again;) {
       again = false;
-      for (const m of this.members.values()) {
+      for (const [id, m] of this.members) {
         if (!m.raft.hasReady()) continue;
         again = true;
         const rd = m.raft.ready();
@@ -99,6 +103,9 @@ class Net {
         }
         m.readStates.push(...rd.readStates);
         m.raft.advance(rd);
+        if (rd.committedEntries.length > 0 && !this.holdApply.has(id)) {
+          m.raft.appliedTo(rd.committedEntries[rd.committedEntries.length - 1].index);
+        }
       }
     }
   }
@@ -849,4 +856,71 @@ Deno.test("snapshot: pendingSnapshotIndex names a leader's snapshot stepped whil
   // a snapshot at or below the commit index is not restored: nothing pends
   raft.step(message({ type: "Snap", from: "1", to: "2", term: 1, snapshot }));
   assert.equal(raft.pendingSnapshotIndex(), 0);
+});
+
+Deno.test("apply beside the Raft loop: a follower still applying keeps answering its leader, whose quorum needs it", () => {
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  const [f, other] = ["1", "2", "3"].filter((id) => id !== l);
+  net.holdApply.add(f);
+  for (let i = 0; i < 5; i++) net.get(l).raft.propose(enc.encode(`v${i}`));
+  net.settle();
+  const fr = net.get(f).raft;
+  assert.equal(fr.status().commit, net.get(l).raft.status().commit, "the follower learned the commit index");
+  assert.ok(fr.status().applied < fr.status().commit, "and has applied none of the new entries");
+  assert.deepEqual(normalData(net.get(f)).slice(-5), ["v0", "v1", "v2", "v3", "v4"], "they were handed out once");
+  // the other follower is cut off: check-quorum keeps the leader only while the busy follower answers heartbeats
+  net.isolate(other);
+  net.tick(40);
+  assert.equal(net.get(l).raft.isLeader, true, "still leading after 4 election timeouts");
+  net.get(l).raft.propose(enc.encode("while applying"));
+  net.settle();
+  assert.equal(fr.status().commit, net.get(l).raft.status().commit, "a new entry commits with the busy follower");
+  fr.appliedTo(fr.status().commit);
+  assert.equal(fr.status().applied, fr.status().commit);
+  assert.equal(normalData(net.get(f)).filter((d) => d === "v0").length, 1, "no entry is handed out twice");
+});
+
+Deno.test("apply beside the Raft loop: committed entries past maxApplyingBytes wait until appliedTo frees room", () => {
+  const net = new Net(["1"], { maxApplyingBytes: 10 });
+  net.elect();
+  const m = net.get("1");
+  net.holdApply.add("1");
+  const handedBefore = m.applied.length;
+  for (let i = 0; i < 3; i++) m.raft.propose(enc.encode("0123456789"));
+  net.settle();
+  assert.equal(m.applied.length - handedBefore, 3, "one Ready hands out all three (30 bytes, the room was free)");
+  for (let i = 0; i < 2; i++) m.raft.propose(enc.encode("abcdefghij"));
+  net.settle();
+  const s = m.raft.status();
+  assert.equal(s.commit, m.raft.log.lastIndex(), "the next two are committed");
+  assert.equal(m.applied.length - handedBefore, 3, "but not handed out while 30 bytes are being applied");
+  assert.equal(m.raft.hasReady(), false);
+  m.raft.appliedTo(m.applied[m.applied.length - 2].index);
+  assert.equal(m.raft.hasReady(), false, "room is freed by whole hand-outs: part of one frees none");
+  m.raft.appliedTo(m.applied[m.applied.length - 1].index);
+  net.settle();
+  assert.deepEqual(
+    normalData(m).slice(-2),
+    ["abcdefghij", "abcdefghij"],
+    "applied up to the hand-out: the rest follow",
+  );
+  assert.throws(() => m.raft.appliedTo(m.raft.log.committed + 1), RaftInvariantError, "never past the commit index");
+});
+
+Deno.test("apply beside the Raft loop: a conf change is proposed only once the previous one is applied, not handed out", () => {
+  const net = new Net(["1", "2", "3"]);
+  const l = net.elect();
+  const lr = net.get(l).raft;
+  net.holdApply.add(l);
+  lr.proposeConfChange({ type: ConfChangeType.AddLearnerNode, nodeId: "4" });
+  net.settle();
+  const cc = net.get(l).applied.findLast((e) => e.type === EntryType.ConfChange)!;
+  assert.equal(lr.status().commit >= cc.index, true, "committed and handed out");
+  assert.throws(
+    () => lr.proposeConfChange({ type: ConfChangeType.AddLearnerNode, nodeId: "5" }),
+    ConfChangePendingError,
+  );
+  lr.appliedTo(cc.index); // (the harness changed the core's membership when it was handed out)
+  lr.proposeConfChange({ type: ConfChangeType.AddLearnerNode, nodeId: "5" });
 });

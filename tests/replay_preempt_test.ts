@@ -5,9 +5,9 @@
  *   preempt    3 members; m3 (--snapshot-count 1000000: it never snapshots, so at restart it applies its whole log
  *              again) sees TXNS txns of 100 puts, is killed, and the others (--snapshot-count 200) move on until
  *              the leader no longer holds the entries m3 lacks. Restarted, m3 begins to apply its log and dials its
- *              peers meanwhile; the leader's snapshot arrives while it applies. Its log says what it skipped: replayed
- *              entries of one batch only, all below the snapshot's index (the batches after it never came: the
- *              snapshot replaced them). When the snapshot took several turns of the event loop to arrive (it pauses
+ *              peers meanwhile; the leader's snapshot arrives while it applies. Its log says what it skipped, in one
+ *              line: replayed entries only, all below the snapshot's index (the rest of the batch it was applying, and
+ *              the batches queued behind it for the apply loop). When the snapshot took several turns of the event loop to arrive (it pauses
  *              applying then, and logs where), the skipped range begins at the entry it paused at: nothing was applied
  *              after the pause. Then all members hold the same state. Without the skip, or with the peers dialled only
  *              after the replayed log was applied (then the snapshot comes after it), no entry is skipped.

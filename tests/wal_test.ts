@@ -468,7 +468,10 @@ Deno.test("wal: syncAsync writes a small batch before it returns (one hand-off t
     wal.append(big); // 100 KiB: written on the I/O threads
     calls.length = 0;
     const large = wal.syncAsync();
-    assert.ok(calls.length > 0 && calls.every((c) => c.startsWith("write ")), `the large batch goes to fh.write: ${calls}`);
+    assert.ok(
+      calls.length > 0 && calls.every((c) => c.startsWith("write ")),
+      `the large batch goes to fh.write: ${calls}`,
+    );
     await large;
     wal.close();
     const r = await reopen(dir);

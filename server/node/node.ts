@@ -29,6 +29,7 @@ import { MemoryStorage } from "../raft/log.ts";
 import { RaftNode } from "../raft/raft.ts";
 import {
   type ConfChange,
+  type Entry,
   type Message,
   ProposalDroppedError,
   RaftInvariantError,
@@ -114,6 +115,14 @@ const APPLY_SLICE_MS = 20;
  */
 export const APPLY_PAUSE_MAX_MS = 30_000;
 
+/**
+ * Committed entries are applied beside the Raft loop (go.etcd.io/raft's asynchronous apply): the core hands out at
+ * most this many bytes of entry payload that are not yet applied. Meanwhile the Raft loop goes on persisting, sending
+ * and answering its peers (heartbeats included) while the state machine works through a long replayed log or waits
+ * for a leader's snapshot (APPLY_PAUSE_MAX_MS): the leader is not left without this member's votes toward a quorum.
+ */
+const APPLY_AHEAD_BYTES = 16 << 20;
+
 /** Why a snapshot of this member's own state was abandoned. */
 const LEADER_SNAPSHOT_COMING = "a snapshot from the leader is on its way (it supersedes this member's own)";
 
@@ -159,6 +168,12 @@ export class Node {
   /** ends the pause of applying (a transfer ended, or the member stops) */
   #endPause: (() => void) | undefined;
   #catchUp: CatchUpLog;
+  /** committed entries handed out by Readies and not yet applied, one batch per Ready, in order */
+  #toApply: Entry[][] = [];
+  /** whether the apply loop (#drainApply) runs; it ends when the queue is empty */
+  #applyRunning = false;
+  /** when the apply loop's current slice began (it yields to the event loop after APPLY_SLICE_MS) */
+  #sliceStart = 0;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
 
@@ -257,6 +272,7 @@ export class Node {
       maxInflightMsgs: 256,
       maxSizePerMsg: 1 << 20,
       maxUncommittedBytes: 64 << 20,
+      maxApplyingBytes: APPLY_AHEAD_BYTES,
       applied: n.#apply.appliedIndex,
       bootstrap: fresh && cfg.newCluster ? voters : undefined,
     });
@@ -316,6 +332,9 @@ export class Node {
       clearInterval(this.#ticker);
       throw err;
     }
+    // the replayed log is applied (or replaced by a leader's snapshot) before the member counts as started
+    const replayed = this.raft.log.committed;
+    while (!this.stopped && this.#apply.appliedIndex < replayed) await new Promise((r) => setTimeout(r, 5));
     // A lone voter need not wait an election timeout to lead.
     const cs = this.raft.confState();
     if (cs.voters.length === 1 && cs.voters[0] === this.memberId && !this.raft.isLeader) {
@@ -671,47 +690,126 @@ export class Node {
         this.storage.append(rd.entries);
         if (rd.hardState) this.storage.setHardState(rd.hardState);
         if (rd.snapshot) this.#apply.install(rd.snapshot, decoder!);
+        if (rd.snapshot) this.#toApply.length = 0; // all below the snapshot, which replaced what they would build
         if (rd.committedEntries.length > 0) {
           if (putTrace.on) putTrace.entries(Stage.commit, rd.committedEntries);
-          let start = performance.now(), took = 0, skipped = 0;
-          for (const e of rd.committedEntries) {
-            if (this.#snapshotAhead()) {
-              took += performance.now() - start;
-              await this.#pauseForSnapshot(e.index, rd.committedEntries[rd.committedEntries.length - 1].index);
-              if (this.stopped) return;
-              start = performance.now();
-            }
-            // a leader's snapshot stepped meanwhile (above the commit index this Ready was cut at) replaces the rest
-            if (e.index <= this.raft.pendingSnapshotIndex()) {
-              skipped++;
-              continue;
-            }
-            this.#apply.applyEntry(e);
-            const now = performance.now();
-            if (now - start >= APPLY_SLICE_MS) {
-              took += now - start;
-              await nextTurn();
-              start = performance.now();
-            }
-          }
-          if (putTrace.on) putTrace.entries(Stage.apply, rd.committedEntries);
-          this.metrics.batchApplied(took + performance.now() - start);
-          if (skipped > 0) {
-            const last = rd.committedEntries[rd.committedEntries.length - 1].index;
-            this.#cfg.log(
-              `skipped ${skipped} committed entries (${last - skipped + 1}..${last}): the leader's snapshot at ` +
-                `${this.raft.pendingSnapshotIndex()} replaces them`,
-            );
-          }
+          this.#toApply.push(rd.committedEntries);
         }
         for (const rs of rd.readStates) this.#reads.confirmed(rs.ctx, rs.index);
         this.raft.advance(rd);
+        if (this.#toApply.length > 0) this.#applyFirstSlice();
         this.#reads.serve(this.#apply.appliedIndex);
         this.#maybeSnapshot();
       }
     } finally {
       this.#processing = false;
     }
+  }
+
+  /**
+   * The apply loop's first slice, run in the Ready loop's own turn when the loop is idle: while applying keeps up (the
+   * common case) the next Ready waits for it, as with applying inline, so the proposals that arrive meanwhile share
+   * the next Ready's fsync. (Handing every Ready's entries to the apply loop at once made the Ready loop cycle faster
+   * with fewer entries per fsync: 15 % more CPU per put at 256 clients on 3 members.) What does not fit in one slice,
+   * or must wait for a leader's snapshot, goes on in the apply loop.
+   */
+  #applyFirstSlice(): void {
+    if (!this.#applyRunning && this.raft.pendingSnapshotIndex() === 0) {
+      const start = performance.now();
+      let now = start;
+      while (this.#toApply.length > 0 && now - start < APPLY_SLICE_MS && !this.#snapshotAhead()) {
+        const batch = this.#toApply[0];
+        let i = 0;
+        while (i < batch.length && now - start < APPLY_SLICE_MS && !this.#snapshotAhead()) {
+          this.#apply.applyEntry(batch[i++]);
+          now = performance.now();
+        }
+        if (i < batch.length) {
+          this.#toApply[0] = batch.slice(i);
+          break;
+        }
+        this.#toApply.shift();
+        if (putTrace.on) putTrace.entries(Stage.apply, batch);
+      }
+      if (now > start) {
+        this.metrics.batchApplied(now - start);
+        this.raft.appliedTo(this.#apply.appliedIndex);
+      }
+    }
+    if (this.#toApply.length > 0 && !this.#applyRunning) {
+      this.#applyRunning = true;
+      queueMicrotask(() => void this.#drainApply());
+    }
+  }
+
+  /** The apply loop: applies the queued batches in order, beside the Raft loop. */
+  async #drainApply(): Promise<void> {
+    try {
+      this.#sliceStart = performance.now();
+      while (this.#toApply.length > 0 && !this.stopped) await this.#applyBatch(this.#toApply.shift()!);
+    } catch (err) {
+      this.#stopOnInvariant(err, "applying");
+      this.#fatal(err);
+    } finally {
+      this.#applyRunning = false;
+    }
+  }
+
+  /**
+   * Applies one Ready's committed entries, reporting progress and yielding to the event loop once a slice of
+   * APPLY_SLICE_MS is used up (slices span batches: the Ready loop refills the queue within the same turn). Entries
+   * that a leader's snapshot stepped meanwhile covers are skipped (the Ready that carries it replaces their state),
+   * and applying pauses while such a snapshot arrives (see APPLY_PAUSE_MAX_MS).
+   */
+  async #applyBatch(batch: Entry[]): Promise<void> {
+    let last = batch[batch.length - 1].index;
+    let took = 0, skipped = 0, start = performance.now();
+    for (const e of batch) {
+      if (this.#snapshotAhead()) {
+        took += performance.now() - start;
+        this.#reportApplied();
+        await this.#pauseForSnapshot(e.index, last);
+        if (this.stopped) return;
+        start = this.#sliceStart = performance.now();
+      }
+      if (e.index <= this.raft.pendingSnapshotIndex()) {
+        skipped++;
+        continue;
+      }
+      this.#apply.applyEntry(e);
+      const now = performance.now();
+      if (now - this.#sliceStart >= APPLY_SLICE_MS) {
+        took += now - start;
+        this.#reportApplied();
+        await nextTurn();
+        if (this.stopped) return;
+        start = this.#sliceStart = performance.now();
+      }
+    }
+    if (putTrace.on) putTrace.entries(Stage.apply, batch);
+    this.metrics.batchApplied(took + performance.now() - start);
+    if (skipped > 0) {
+      // the batches queued after this one lie below the snapshot too: they go with it, in one log line
+      const covered = this.raft.pendingSnapshotIndex();
+      while (this.#toApply.length > 0 && this.#toApply[0][this.#toApply[0].length - 1].index <= covered) {
+        const next = this.#toApply.shift()!;
+        skipped += next.length;
+        last = next[next.length - 1].index;
+      }
+      this.#cfg.log(
+        `skipped ${skipped} committed entries (${last - skipped + 1}..${last}): the leader's snapshot at ` +
+          `${this.raft.pendingSnapshotIndex()} replaces them`,
+      );
+    }
+    this.#reportApplied();
+  }
+
+  /** Tells the Raft core and the waiting reads how far applying got; a snapshot may be due. */
+  #reportApplied(): void {
+    this.#raftCall("reporting the applied index", () => this.raft.appliedTo(this.#apply.appliedIndex));
+    this.#reads.serve(this.#apply.appliedIndex);
+    this.#maybeSnapshot();
+    this.#schedule(); // more committed entries may be handed out now
   }
 
   #onSoftState(s: SoftState): void {
@@ -831,7 +929,7 @@ export class Node {
     this.stopped = true;
     clearInterval(this.#ticker);
     this.#endPause?.();
-    while (this.#processing) await new Promise((r) => setTimeout(r, 5));
+    while (this.#processing || this.#applyRunning) await new Promise((r) => setTimeout(r, 5));
     this.#proposals.rejectAll(Errors.stopped());
     this.#reads.rejectAll(Errors.stopped());
     this.transport.stop();

@@ -337,22 +337,35 @@ export class Unstable {
   }
 }
 
-/** Stable storage + unstable tail, with the commit and apply cursors. */
+/**
+ * Stable storage + unstable tail, with the commit and apply cursors: committed entries are handed out for applying
+ * (`applying`, moved by `acceptApplying`) and applied later (`applied`, moved by `appliedTo`), so the application may
+ * apply beside the Raft loop. At most `maxApplyingBytes` of entry payload are handed out and not yet applied.
+ */
 export class RaftLog {
   readonly storage: Storage;
   readonly unstable: Unstable;
   committed: number;
+  /** highest index the application has applied (or restored a snapshot at) */
   applied: number;
+  /** highest index handed out for applying (>= applied) */
+  applying: number;
   readonly maxNextEntsSize: number;
+  readonly maxApplyingBytes: number;
+  /** payload bytes handed out and not yet applied, as (last index, bytes) per hand-out */
+  #applyingBatches: { last: number; bytes: number }[] = [];
+  #applyingBytes = 0;
 
-  constructor(storage: Storage, maxNextEntsSize: number) {
+  constructor(storage: Storage, maxNextEntsSize: number, maxApplyingBytes = Infinity) {
     this.storage = storage;
     const first = storage.firstIndex();
     const last = storage.lastIndex();
     this.unstable = new Unstable(last + 1);
     this.committed = first - 1;
     this.applied = first - 1;
+    this.applying = first - 1;
     this.maxNextEntsSize = maxNextEntsSize;
+    this.maxApplyingBytes = maxApplyingBytes;
   }
 
   firstIndex(): number {
@@ -449,15 +462,29 @@ export class RaftLog {
     return this.unstable.entries.slice();
   }
 
-  /** Committed entries not yet applied, bounded by maxNextEntsSize. */
+  /**
+   * Committed entries not yet handed out for applying, bounded by maxNextEntsSize; none while maxApplyingBytes are
+   * handed out and not yet applied.
+   */
   nextEnts(): Entry[] {
-    const off = Math.max(this.applied + 1, this.firstIndex());
-    if (this.committed + 1 > off) return this.slice(off, this.committed + 1, this.maxNextEntsSize);
-    return [];
+    if (!this.hasNextEnts()) return [];
+    return this.slice(Math.max(this.applying + 1, this.firstIndex()), this.committed + 1, this.maxNextEntsSize);
   }
 
   hasNextEnts(): boolean {
-    return this.committed + 1 > Math.max(this.applied + 1, this.firstIndex());
+    return this.#applyingBytes < this.maxApplyingBytes &&
+      this.committed + 1 > Math.max(this.applying + 1, this.firstIndex());
+  }
+
+  /** Entries up to `last`, of `bytes` payload in all, were handed out for applying. */
+  acceptApplying(last: number, bytes: number): void {
+    invariant(
+      last > this.applying && last <= this.committed,
+      () => `applying(${last}) is out of range (${this.applying}, committed(${this.committed})]`,
+    );
+    this.applying = last;
+    this.#applyingBatches.push({ last, bytes });
+    this.#applyingBytes += bytes;
   }
 
   hasPendingSnapshot(): boolean {
@@ -478,6 +505,7 @@ export class RaftLog {
     }
   }
 
+  /** The application applied everything up to `i` (or restored a snapshot at `i`, past what was handed out). */
   appliedTo(i: number): void {
     if (i === 0) return;
     invariant(
@@ -485,6 +513,12 @@ export class RaftLog {
       () => `applied(${i}) is out of range [prevApplied(${this.applied}), committed(${this.committed})]`,
     );
     this.applied = i;
+    if (i > this.applying) this.applying = i;
+    let n = 0;
+    while (n < this.#applyingBatches.length && this.#applyingBatches[n].last <= i) {
+      this.#applyingBytes -= this.#applyingBatches[n++].bytes;
+    }
+    if (n > 0) this.#applyingBatches.splice(0, n);
   }
 
   stableTo(i: number, t: number): void {

@@ -65,6 +65,11 @@ export interface RaftConfig {
   maxSizePerMsg?: number;
   /** maximum bytes of committed entries handed out in one Ready */
   maxCommittedSizePerReady?: number;
+  /**
+   * no committed entries are handed out while this many bytes of entry payload are handed out and not yet reported
+   * applied with `appliedTo` (default: no limit)
+   */
+  maxApplyingBytes?: number;
   /** a leader refuses proposals once this many bytes of entry payload are uncommitted (0 = no limit) */
   maxUncommittedBytes?: number;
   /** last applied index at start (defaults to the storage snapshot's index) */
@@ -180,7 +185,7 @@ export class RaftNode {
     this.#maxUncommittedBytes = cfg.maxUncommittedBytes ?? 0;
     this.#disableForwarding = cfg.disableProposalForwarding ?? false;
     this.#tracker = new Tracker(cfg.maxInflightMsgs ?? 256);
-    this.log = new RaftLog(cfg.storage, cfg.maxCommittedSizePerReady ?? this.#maxSizePerMsg);
+    this.log = new RaftLog(cfg.storage, cfg.maxCommittedSizePerReady ?? this.#maxSizePerMsg, cfg.maxApplyingBytes);
 
     const { hardState, confState } = cfg.storage.initialState();
     const fresh = isEmptyHardState(hardState) && cfg.storage.lastIndex() === 0;
@@ -470,7 +475,11 @@ export class RaftNode {
     return rd;
   }
 
-  /** Acknowledges that `rd` was persisted (and its committed entries taken for applying). */
+  /**
+   * Acknowledges that `rd` was persisted, its snapshot (if any) restored, and its committed entries taken for
+   * applying: the application reports them applied with `appliedTo`, in this turn or later (the Raft loop need not
+   * wait for the state machine).
+   */
   advance(rd: Ready): void {
     invariant(this.#readyOutstanding, () => "advance() without a ready()");
     this.#readyOutstanding = false;
@@ -484,9 +493,9 @@ export class RaftNode {
       this.log.stableTo(last.index, last.term);
     }
     if (rd.committedEntries.length > 0) {
-      this.log.appliedTo(rd.committedEntries[rd.committedEntries.length - 1].index);
       let bytes = 0;
       for (const e of rd.committedEntries) bytes += e.data.length;
+      this.log.acceptApplying(rd.committedEntries[rd.committedEntries.length - 1].index, bytes);
       this.#uncommittedBytes = Math.max(0, this.#uncommittedBytes - bytes);
     }
     if (this.#role === "leader") {
@@ -494,6 +503,16 @@ export class RaftNode {
       const self = this.#tracker.progress.get(this.id);
       if (self && self.maybeUpdate(this.log.stableLastIndex()) && this.#maybeCommit()) this.#bcastAppend();
     }
+  }
+
+  /**
+   * The application applied every committed entry up to `index` (handed out by earlier Readies; entries a restored
+   * snapshot covers count as applied). A conf change proposal waits for the previous one to be applied, a member
+   * campaigns only once the conf changes it has committed are applied, and committed entries beyond
+   * `maxApplyingBytes` are handed out only as earlier ones are applied.
+   */
+  appliedTo(index: number): void {
+    if (index > this.log.applied) this.log.appliedTo(index);
   }
 
   // ---------------------------------------------------------------- network input

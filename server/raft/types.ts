@@ -164,10 +164,12 @@ export interface ReadState {
  *     term whose vote is already durable; the leader counts itself towards a quorum only after step 2, via advance);
  *  2. persist `snapshot` (if any), `entries` and `hardState` (if any) — fsync when `mustSync`;
  *  3. send `messages` (votes, vote replies and append replies promise that step 2 is durable);
- *  4. apply `snapshot` (if any), then `committedEntries` in order; for a conf change entry call
- *     `RaftNode.applyConfChange`; serve `readStates` once the applied index reaches their index;
- *  5. call `advance(ready)`.
- * Steps 3–4 may overlap; step 5 must come after 2 and after 4 has at least taken the entries.
+ *  4. restore `snapshot` (if any), and take `committedEntries` for applying in order; serve `readStates` once the
+ *     applied index reaches their index;
+ *  5. call `advance(ready)`;
+ *  6. apply the taken entries (now or later, beside the Ready loop; for a conf change entry call
+ *     `RaftNode.applyConfChange`) and report how far with `RaftNode.appliedTo`.
+ * Steps 3–4 may overlap; step 5 must come after 2 and 4.
  */
 export interface Ready {
   softState?: SoftState;

@@ -89,6 +89,15 @@ export interface SimParams {
    * the PRNG, so that every seed plays out as it did before the choice existed.
    */
   skipCovered: boolean;
+  /**
+   * 0: a Ready's committed entries are applied when its write completes, before `advance`. Else they are applied
+   * beside the Raft loop as server/node/node.ts does: in later events, up to this many ms on, a few at a time, while
+   * further Readies are written and sent. Chosen by the seed's bits 1 and 4 (no seed of REGRESSION_SEEDS, all older
+   * than the asynchronous apply, has both set), not drawn from the PRNG.
+   */
+  applyLag: number;
+  /** the core's maxApplyingBytes (with applyLag > 0: sometimes small, so that it holds committed entries back) */
+  maxApplyingBytes: number;
 }
 
 export interface SimOptions {
@@ -224,6 +233,10 @@ class SimNode {
   /** until when a NOSPACE alarm proposed by this member is taken to be on its way */
   raisingUntil = -1;
   pendingReady: Ready | null = null;
+  /** index of the last entry applied to `sm` (or of the snapshot it restored); the core hears of it by appliedTo */
+  appliedIndex = 0;
+  /** committed entries handed out by completed Readies, not yet applied (params.applyLag > 0) */
+  toApply: Entry[] = [];
   lastSnapIndex = 0;
   /** membership as of the applied index (raft's own is ahead once a leader's snapshot is stepped, not applied) */
   appliedConf: ConfState = { voters: [], learners: [] };
@@ -255,6 +268,7 @@ const EV_SNAPREPORT = 8;
 const EV_LEADER_LOST = 9;
 const EV_CAMPAIGN = 10;
 const EV_ADMIN = 11;
+const EV_APPLY = 12;
 
 class SimEvent {
   time: number;
@@ -294,12 +308,20 @@ const KIND_NAMES = [
   "leaderlost",
   "campaign",
   "admin",
+  "apply",
 ];
+
+/** Bits of the seed mixed (Knuth's multiplicative hash), for choices made without the PRNG. */
+function seedHash(seed: number): number {
+  return Math.imul(seed, 2654435761) >>> 24;
+}
 
 /** Picks the parameters of a run from its seed. */
 export function paramsFor(rng: Prng, seed: number): SimParams {
   return {
     skipCovered: (seed & 1) === 0,
+    applyLag: (seed & 0b10010) === 0b10010 ? [1, 4, 15, 60][seedHash(seed) & 3] : 0,
+    maxApplyingBytes: (seed & 0b10010) === 0b10010 && (seedHash(seed) & 4) !== 0 ? 300 : Infinity,
     members: rng.pick([3, 5]),
     lossRate: rng.pick([0, 0.01, 0.05, 0.15]),
     dupRate: rng.pick([0, 0.01, 0.05]),
@@ -350,6 +372,8 @@ export class Simulation {
     snapshotsTaken: 0,
     /** committed entries not applied because a leader's snapshot stepped meanwhile covers them */
     entriesSkipped: 0,
+    asyncApplies: 0,
+    appliesDropped: 0,
     confChanges: 0,
     transfers: 0,
     adminOps: 0,
@@ -528,7 +552,8 @@ export class Simulation {
       if (!leader) continue;
       const members = [...this.nodes.values()].filter((n) => n.alive && !n.removed);
       const target = leader.raft.log.committed;
-      const toApply = (n: SimNode) => (n.pendingReady?.committedEntries.length ?? 0) > 0 || n.pendingReady?.snapshot;
+      const toApply = (n: SimNode) =>
+        (n.pendingReady?.committedEntries.length ?? 0) > 0 || n.pendingReady?.snapshot || n.toApply.length > 0;
       if (members.some((n) => n.raft.log.applied !== target || toApply(n))) continue;
       for (const n of members) this.#checkHash(n, target);
       return;
@@ -613,6 +638,12 @@ export class Simulation {
         c.inc = n.incarnation;
         return;
       }
+      case EV_APPLY: {
+        const n = ev.node!;
+        if (!n.alive || ev.inc !== n.incarnation) return;
+        this.#applySome(n);
+        return;
+      }
       case EV_CAMPAIGN: {
         const n = ev.node!;
         if (!n.alive || ev.inc !== n.incarnation || n.raft.lead !== "0" || n.raft.role !== "follower") return;
@@ -648,6 +679,8 @@ export class Simulation {
     if (d.snap) n.sm.restore(d.snap.data);
     n.appliedConf = d.snap ? d.snap.metadata.confState : { voters: [], learners: [] };
     n.lastSnapIndex = d.snap?.metadata.index ?? 0;
+    n.appliedIndex = n.lastSnapIndex;
+    n.toApply = [];
     const rng = this.rng.fork();
     n.raft = new RaftNode({
       id: n.id,
@@ -660,6 +693,7 @@ export class Simulation {
       maxSizePerMsg: this.params.maxSizePerMsg,
       maxInflightMsgs: this.params.maxInflightMsgs,
       maxUncommittedBytes: this.params.maxUncommittedBytes,
+      maxApplyingBytes: this.params.maxApplyingBytes,
       applied: d.snap?.metadata.index ?? 0,
       bootstrap: bootstrap ?? undefined,
     });
@@ -721,13 +755,16 @@ export class Simulation {
     n.storage.append(rd.entries);
     if (rd.hardState) n.storage.setHardState(rd.hardState);
     for (const m of rd.messages) this.#send(n, m);
-    if (rd.snapshot) this.#applySnapshot(n, rd.snapshot);
-    // as server/node/node.ts: entries that a leader's snapshot stepped meanwhile covers are skipped (the next Ready
-    // carries the snapshot, which replaces them)
-    const covered = this.params.skipCovered ? n.raft.pendingSnapshotIndex() : 0;
-    for (const e of rd.committedEntries) {
-      if (e.index <= covered) this.stats.entriesSkipped++;
-      else this.#applyEntry(n, e);
+    if (rd.snapshot) {
+      this.#applySnapshot(n, rd.snapshot);
+      this.stats.appliesDropped += n.toApply.length;
+      n.toApply = []; // all below the snapshot, which replaced what they would build
+    }
+    if (this.params.applyLag === 0) {
+      for (const e of rd.committedEntries) this.#applyCommitted(n, e);
+    } else if (rd.committedEntries.length > 0) {
+      if (n.toApply.length === 0) this.#scheduleApply(n);
+      n.toApply.push(...rd.committedEntries);
     }
     for (const rs of rd.readStates) {
       const key = dec.decode(rs.ctx);
@@ -740,8 +777,37 @@ export class Simulation {
     this.#serveReads(n);
     n.pendingReady = null;
     n.raft.advance(rd);
+    n.raft.appliedTo(n.appliedIndex);
     this.#maybeSnapshot(n);
     this.#drive(n);
+  }
+
+  /**
+   * As server/node/node.ts: a committed entry that a leader's snapshot stepped meanwhile covers is skipped (the Ready
+   * that carries the snapshot replaces its state), as is one below a snapshot installed since it was handed out.
+   */
+  #applyCommitted(n: SimNode, e: Entry): void {
+    if (this.params.skipCovered && e.index <= n.raft.pendingSnapshotIndex()) this.stats.entriesSkipped++;
+    else if (e.index > n.appliedIndex) this.#applyEntry(n, e);
+  }
+
+  #scheduleApply(n: SimNode): void {
+    const ev = this.#schedule(EV_APPLY, this.rng.range(0, this.params.applyLag));
+    ev.node = n;
+    ev.inc = n.incarnation;
+  }
+
+  /** The apply loop's turn: some of the handed-out entries are applied, and the core hears how far it got. */
+  #applySome(n: SimNode): void {
+    const k = this.rng.range(1, Math.min(n.toApply.length, 8));
+    for (const e of n.toApply.splice(0, k)) this.#applyCommitted(n, e);
+    this.stats.asyncApplies++;
+    n.raft.appliedTo(n.appliedIndex);
+    this.#serveReads(n);
+    // a snapshot of its own is taken between writes (as node.ts's, whose saves do not interleave a Ready's)
+    if (n.pendingReady === null) this.#maybeSnapshot(n);
+    if (n.toApply.length > 0) this.#scheduleApply(n);
+    this.#drive(n); // further committed entries may be handed out now
   }
 
   #applySnapshot(n: SimNode, s: Snapshot): void {
@@ -754,6 +820,7 @@ export class Simulation {
     }
     this.#checkSnapshotData(n, idx, s.data);
     n.sm.restore(s.data);
+    n.appliedIndex = idx;
     n.appliedConf = s.metadata.confState;
     n.lastSnapIndex = idx;
     this.#checkHash(n, idx);
@@ -776,6 +843,7 @@ export class Simulation {
       if (e.index > this.#maxApplied) this.#maxApplied = e.index;
       if (e.index > this.stats.maxCommit) this.stats.maxCommit = e.index;
     }
+    n.appliedIndex = e.index;
     if (e.type === EntryType.ConfChange) {
       const cc = decodeConfChange(e.data);
       n.appliedConf = n.raft.applyConfChange(cc, e.index);
@@ -837,7 +905,7 @@ export class Simulation {
 
   #serveReads(n: SimNode): void {
     if (n.readsWaiting.length === 0) return;
-    const applied = n.raft.log.applied;
+    const applied = n.appliedIndex;
     const rest: PendingOp[] = [];
     for (const op of n.readsWaiting) {
       if (op.done) continue;
@@ -848,10 +916,9 @@ export class Simulation {
   }
 
   #maybeSnapshot(n: SimNode, force = false): void {
-    // the core's applied index counts entries skipped for a leader's snapshot not yet installed (as node.ts, which
-    // snapshots at its own applied index, takes none before the leader's is installed)
-    if (this.params.skipCovered && n.raft.pendingSnapshotIndex() > 0) return;
-    const applied = n.raft.log.applied;
+    // as node.ts: none while a leader's snapshot is stepped and not yet installed
+    if (n.raft.pendingSnapshotIndex() > 0) return;
+    const applied = n.appliedIndex;
     if (applied - n.lastSnapIndex < (force ? 1 : this.params.snapshotEvery)) return;
     const data = n.sm.encode(applied, n.appliedConf);
     this.#checkSnapshotData(n, applied, data);
