@@ -172,8 +172,6 @@ export class Node {
   #toApply: Entry[][] = [];
   /** whether the apply loop (#drainApply) runs; it ends when the queue is empty */
   #applyRunning = false;
-  /** when the apply loop's current slice began (it yields to the event loop after APPLY_SLICE_MS) */
-  #sliceStart = 0;
   #lastLeader = "0";
   #raisingNoSpace: Promise<void> | undefined;
 
@@ -709,32 +707,14 @@ export class Node {
   /**
    * The apply loop's first slice, run in the Ready loop's own turn when the loop is idle: while applying keeps up (the
    * common case) the next Ready waits for it, as with applying inline, so the proposals that arrive meanwhile share
-   * the next Ready's fsync. (Handing every Ready's entries to the apply loop at once made the Ready loop cycle faster
-   * with fewer entries per fsync: 15 % more CPU per put at 256 clients on 3 members.) What does not fit in one slice,
-   * or must wait for a leader's snapshot, goes on in the apply loop.
+   * the next Ready's fsync (handed to the apply loop at once, every Ready's entries let the Ready loop cycle sooner
+   * with fewer entries per fsync). What does not fit in one slice, or must wait for a leader's snapshot, goes on in
+   * the apply loop.
    */
   #applyFirstSlice(): void {
-    if (!this.#applyRunning && this.raft.pendingSnapshotIndex() === 0) {
-      const start = performance.now();
-      let now = start;
-      while (this.#toApply.length > 0 && now - start < APPLY_SLICE_MS && !this.#snapshotAhead()) {
-        const batch = this.#toApply[0];
-        let i = 0;
-        while (i < batch.length && now - start < APPLY_SLICE_MS && !this.#snapshotAhead()) {
-          this.#apply.applyEntry(batch[i++]);
-          now = performance.now();
-        }
-        if (i < batch.length) {
-          this.#toApply[0] = batch.slice(i);
-          break;
-        }
-        this.#toApply.shift();
-        if (putTrace.on) putTrace.entries(Stage.apply, batch);
-      }
-      if (now > start) {
-        this.metrics.batchApplied(now - start);
-        this.raft.appliedTo(this.#apply.appliedIndex);
-      }
+    if (!this.#applyRunning) {
+      this.#applySlice();
+      this.raft.appliedTo(this.#apply.appliedIndex);
     }
     if (this.#toApply.length > 0 && !this.#applyRunning) {
       this.#applyRunning = true;
@@ -742,11 +722,18 @@ export class Node {
     }
   }
 
-  /** The apply loop: applies the queued batches in order, beside the Raft loop. */
+  /** The apply loop: applies the queued entries in slices, beside the Raft loop, until the queue is empty. */
   async #drainApply(): Promise<void> {
     try {
-      this.#sliceStart = performance.now();
-      while (this.#toApply.length > 0 && !this.stopped) await this.#applyBatch(this.#toApply.shift()!);
+      while (this.#toApply.length > 0 && !this.stopped) {
+        const pause = this.#applySlice();
+        this.#reportApplied();
+        if (this.#toApply.length === 0) break;
+        if (pause) {
+          const last = this.#toApply[this.#toApply.length - 1];
+          await this.#pauseForSnapshot(this.#toApply[0][0].index, last[last.length - 1].index);
+        } else await nextTurn();
+      }
     } catch (err) {
       this.#stopOnInvariant(err, "applying");
       this.#fatal(err);
@@ -756,52 +743,57 @@ export class Node {
   }
 
   /**
-   * Applies one Ready's committed entries, reporting progress and yielding to the event loop once a slice of
-   * APPLY_SLICE_MS is used up (slices span batches: the Ready loop refills the queue within the same turn). Entries
-   * that a leader's snapshot stepped meanwhile covers are skipped (the Ready that carries it replaces their state),
-   * and applying pauses while such a snapshot arrives (see APPLY_PAUSE_MAX_MS).
+   * Applies queued entries, in order across batches, for up to APPLY_SLICE_MS. Entries that a leader's snapshot
+   * stepped meanwhile covers (all those queued: it is above the commit index they were handed out at) are dropped
+   * with one log line: the Ready that carries it replaces their state. Returns true when it stopped because such a
+   * snapshot is arriving (applying pauses, see APPLY_PAUSE_MAX_MS).
    */
-  async #applyBatch(batch: Entry[]): Promise<void> {
-    let last = batch[batch.length - 1].index;
-    let took = 0, skipped = 0, start = performance.now();
-    for (const e of batch) {
-      if (this.#snapshotAhead()) {
-        took += performance.now() - start;
-        this.#reportApplied();
-        await this.#pauseForSnapshot(e.index, last);
-        if (this.stopped) return;
-        start = this.#sliceStart = performance.now();
-      }
-      if (e.index <= this.raft.pendingSnapshotIndex()) {
-        skipped++;
+  #applySlice(): boolean {
+    const start = performance.now();
+    let now = start, pause = false;
+    while (this.#toApply.length > 0 && now - start < APPLY_SLICE_MS) {
+      const covered = this.raft.pendingSnapshotIndex();
+      if (covered > 0 && this.#toApply[0][0].index <= covered) {
+        this.#dropCovered(covered);
         continue;
       }
-      this.#apply.applyEntry(e);
-      const now = performance.now();
-      if (now - this.#sliceStart >= APPLY_SLICE_MS) {
-        took += now - start;
-        this.#reportApplied();
-        await nextTurn();
-        if (this.stopped) return;
-        start = this.#sliceStart = performance.now();
+      if ((pause = this.#snapshotAhead())) break;
+      const batch = this.#toApply[0];
+      let i = 0;
+      while (i < batch.length && now - start < APPLY_SLICE_MS && !(pause = this.#snapshotAhead())) {
+        this.#apply.applyEntry(batch[i++]);
+        now = performance.now();
       }
-    }
-    if (putTrace.on) putTrace.entries(Stage.apply, batch);
-    this.metrics.batchApplied(took + performance.now() - start);
-    if (skipped > 0) {
-      // the batches queued after this one lie below the snapshot too: they go with it, in one log line
-      const covered = this.raft.pendingSnapshotIndex();
-      while (this.#toApply.length > 0 && this.#toApply[0][this.#toApply[0].length - 1].index <= covered) {
-        const next = this.#toApply.shift()!;
-        skipped += next.length;
-        last = next[next.length - 1].index;
+      if (i < batch.length) {
+        this.#toApply[0] = batch.slice(i);
+        if (pause) break;
+        continue;
       }
-      this.#cfg.log(
-        `skipped ${skipped} committed entries (${last - skipped + 1}..${last}): the leader's snapshot at ` +
-          `${this.raft.pendingSnapshotIndex()} replaces them`,
-      );
+      this.#toApply.shift();
+      if (putTrace.on) putTrace.entries(Stage.apply, batch);
     }
-    this.#reportApplied();
+    if (now > start) this.metrics.batchApplied(now - start);
+    return pause;
+  }
+
+  /** Drops the queued entries up to `covered`, the index of a leader's snapshot stepped and not yet installed. */
+  #dropCovered(covered: number): void {
+    const first = this.#toApply[0][0].index;
+    let last = first - 1;
+    while (this.#toApply.length > 0 && this.#toApply[0][0].index <= covered) {
+      const batch = this.#toApply.shift()!;
+      const keep = batch.findIndex((e) => e.index > covered);
+      if (keep >= 0) {
+        this.#toApply.unshift(batch.slice(keep));
+        last = batch[keep - 1].index;
+        break;
+      }
+      last = batch[batch.length - 1].index;
+    }
+    this.#cfg.log(
+      `skipped ${last - first + 1} committed entries (${first}..${last}): the leader's snapshot at ${covered} ` +
+        `replaces them`,
+    );
   }
 
   /** Tells the Raft core and the waiting reads how far applying got; a snapshot may be due. */
@@ -879,7 +871,7 @@ export class Node {
   async #pauseForSnapshot(next: number, last: number): Promise<void> {
     const seq = this.#incomingSeq, index = this.#incomingIndex, began = performance.now();
     this.#cfg.log(
-      `paused applying at entry ${next} (of a batch up to ${last}): the leader's snapshot at ${index} is arriving`,
+      `paused applying at entry ${next} (entries up to ${last} wait): the leader's snapshot at ${index} is arriving`,
     );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const ended = await new Promise<boolean>((resolve) => {
