@@ -7,21 +7,16 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type Member, memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
-import { type Backend, get, putObject, rawExchange, startBackend } from "./lib/gateway.ts";
+import {
+  type Backend,
+  get,
+  proxyPipeline as pipeline,
+  putObject,
+  rawExchange,
+  servers,
+  startBackend,
+} from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
-
-const pipeline = (name: string, pool: string, extra = "") => `
-name: ${name}
-kind: Pipeline
-flow: [{filter: proxy}]
-filters:
-- name: proxy
-  kind: Proxy
-  pools:
-  - ${pool.trim().split("\n").join("\n    ")}
-${extra}`;
-
-const servers = (bs: Backend[]) => `servers: [${bs.map((b) => `{url: ${b.url}}`).join(", ")}]`;
 
 async function startGateway(procs: Member[], name: string): Promise<Member> {
   const [ports] = await memberPorts(1);

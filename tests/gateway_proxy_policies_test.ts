@@ -6,24 +6,18 @@
  */
 import assert from "node:assert/strict";
 import { memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
-import { type Backend, get, putObject, rawExchange, startBackend } from "./lib/gateway.ts";
+import {
+  type Backend,
+  get,
+  proxyPipeline as pipeline,
+  putObject,
+  rawExchange,
+  servers,
+  startBackend,
+} from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
 import { LoadBalancer, type Server } from "../server/gateway/filters/proxy/balancer.ts";
 import type { GwRequest } from "../server/gateway/context.ts";
-
-const pipeline = (name: string, pool: string, extra = "", flow = "flow: [{filter: proxy}]") => `
-name: ${name}
-kind: Pipeline
-${flow}
-filters:
-- name: proxy
-  kind: Proxy
-  pools:
-  - ${pool.trim().split("\n").join("\n    ")}
-${extra}`;
-
-const servers = (bs: Backend[], extra: (b: Backend, i: number) => string = () => "") =>
-  `servers: [${bs.map((b, i) => `{url: ${b.url}${extra(b, i)}}`).join(", ")}]`;
 
 /** The backend names (first word of the body) answering `n` requests built by `init(i)`. */
 async function names(url: string, n: number, init: (i: number) => RequestInit = () => ({})): Promise<string[]> {

@@ -118,3 +118,22 @@ export async function get(url: string, init?: RequestInit): Promise<[number, str
   const r = await fetch(url, init);
   return [r.status, await r.text()];
 }
+
+/**
+ * A Pipeline named `name` whose one Proxy filter has one pool: `pool` is that pool's YAML (e.g. `servers(bs)` plus
+ * further fields, one per line), `extra` YAML after the filters, `flow` the flow line.
+ */
+export const proxyPipeline = (name: string, pool: string, extra = "", flow = "flow: [{filter: proxy}]") => `
+name: ${name}
+kind: Pipeline
+${flow}
+filters:
+- name: proxy
+  kind: Proxy
+  pools:
+  - ${pool.trim().split("\n").join("\n    ")}
+${extra}`;
+
+/** A pool's `servers` line for the backends; `extra` adds fields to a server's map (e.g. `, weight: 2`). */
+export const servers = (bs: Backend[], extra: (b: Backend, i: number) => string = () => "") =>
+  `servers: [${bs.map((b, i) => `{url: ${b.url}${extra(b, i)}}`).join(", ")}]`;
