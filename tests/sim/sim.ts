@@ -505,8 +505,10 @@ export class Simulation {
         if (!leader) continue;
         // a probe refused for want of space: the operator frees space and disarms, then tries again
         if (probe?.rec.outcome === "fail" && leader.raft.log.applied >= freedAt) {
-          freedAt = leader.raft.log.lastIndex() + 1;
+          const before = leader.raft.log.lastIndex();
           this.#freeSpace(leader);
+          // refused (a leadership transfer in progress) it left the log as it was: the operator tries again
+          if (leader.raft.log.lastIndex() > before) freedAt = before + 1;
         }
         probe = this.#startPut(-1, leader, "probe");
         continue;
