@@ -71,8 +71,63 @@ async function sha256(data: Uint8Array): Promise<string> {
   return [...d].map((x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-/** What the synchronous encoder of 2026-12-05 (before slices) wrote for `buildState()`: the format is unchanged. */
-const GOLDEN = { bytes: 22_612_945, sha256: "d8f52e59b33866b1d554bc10fb023c206c557fec306fc3a31e1c4c3a0bad0970" };
+/** What the encoder wrote for `buildState()` when the layout got its key table ("EGS3", 2026-12-07). */
+const GOLDEN = { bytes: 22_528_045, sha256: "59e3e9581f825a5915b4e8b0fdd518c957c42ad0e9a55fd21f85d033a4e81b2b" };
+
+/** What the synchronous encoder of 2026-12-05 wrote for `buildState()`, in the layout before the key table. */
+const GOLDEN_V2 = { bytes: 22_612_945, sha256: "d8f52e59b33866b1d554bc10fb023c206c557fec306fc3a31e1c4c3a0bad0970" };
+
+/**
+ * The blob of a machine in the layout before the key table ("EGS2"), as the encoder wrote it until 2026-12-07: each
+ * record names its key. Checked against GOLDEN_V2; the decoder still reads this layout (snapshots on disk).
+ */
+function encodeV2(m: ReturnType<typeof machine>, meta: { appliedIndex: number; term: number; confState: unknown }) {
+  const parts: number[] = [];
+  const u8 = (x: number) => parts.push(x);
+  const u32 = (x: number) => parts.push(x & 0xff, (x >>> 8) & 0xff, (x >>> 16) & 0xff, x >>> 24);
+  const f64 = (x: number) => parts.push(...new Uint8Array(new Float64Array([x]).buffer));
+  const bytes = (b: Uint8Array) => {
+    u32(b.length);
+    for (const x of b) parts.push(x);
+  };
+  const str = (s: string) => bytes(new TextEncoder().encode(s));
+  const latin1 = (s: string) => bytes(b(s));
+  u32(0x45475332);
+  f64(meta.appliedIndex);
+  f64(meta.term);
+  str(JSON.stringify(meta.confState));
+  str(JSON.stringify(m.members.toJSON()));
+  f64(m.store.currentRev);
+  f64(m.store.compactRev);
+  u32(m.lessor.leases.size);
+  for (const l of m.lessor.leases.values()) {
+    latin1(l.id);
+    f64(l.ttl);
+  }
+  u32(m.applier.alarms.length);
+  for (const a of m.applier.alarms) {
+    str(a.memberID);
+    u32(a.alarm);
+  }
+  const out: Uint8Array[] = [new Uint8Array(parts)];
+  parts.length = 0;
+  for (const idx of m.store.dumpRecords()) {
+    const r = m.store.record(idx);
+    u8(1);
+    latin1(r.key);
+    f64(r.create);
+    f64(r.mod);
+    f64(r.version);
+    latin1(r.lease);
+    bytes(r.value);
+    out.push(new Uint8Array(parts));
+    parts.length = 0;
+  }
+  u8(0);
+  str("null");
+  out.push(new Uint8Array(parts));
+  return new Uint8Array(Buffer.concat(out));
+}
 
 Deno.test("state codec: the blob of a fixed state is byte for byte what the synchronous encoder wrote", async () => {
   const m = machine();
@@ -85,6 +140,59 @@ Deno.test("state codec: the blob of a fixed state is byte for byte what the sync
   const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
   const inSlices = await new StateEncoder(meta, ...sliced.parts()).inSlices(0);
   assert.equal(await sha256(inSlices), GOLDEN.sha256);
+});
+
+Deno.test("state codec: a blob of the layout before the key table (EGS2) decodes, in slices too, to the same state", async () => {
+  const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
+  const ref = machine();
+  buildState(ref);
+  const v2 = encodeV2(ref, meta);
+  assert.equal(v2.length, GOLDEN_V2.bytes);
+  assert.equal(await sha256(v2), GOLDEN_V2.sha256, "the test's EGS2 writer writes what the old encoder wrote");
+  for (const sliced of [false, true]) {
+    const m = machine();
+    m.put("only/here", "old state");
+    const dec = new StateDecoder(v2);
+    if (sliced) await slicesYieldingToTimers(dec, () => Infinity, "EGS2 decode");
+    assert.deepEqual(dec.install(...m.parts()), meta);
+    assert.deepEqual(view(m), view(ref));
+    assert.equal(await sha256(m.encode()), GOLDEN.sha256, "and encodes to the new layout's blob of the same state");
+    const same = machine();
+    buildState(same);
+    for (const x of [m, same]) {
+      x.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
+      x.put("key/1", "after");
+      x.put("zzz/new", "after");
+    }
+    assert.deepEqual(view(m), view(same), "its key index is whole");
+  }
+});
+
+Deno.test("state codec: a key table out of order, a record of a key past the table, a key without records fail the decode and change nothing", () => {
+  const m = machine();
+  for (const k of ["a", "b", "c"]) m.put(k, "v");
+  const blob = m.encode();
+  // the key table: u32 3, then each key as u32 1 + its byte
+  const table = blob.findIndex((_, i) => [3, 0, 0, 0, 1, 0, 0, 0, 0x61].every((x, j) => blob[i + j] === x));
+  assert.ok(table > 0);
+  // then u32 #records, and records of 38 bytes: u32 key number, 3 f64, lease "0" and value "v" (u32 length + 1 byte)
+  const keyNo = (i: number) => table + 4 + 3 * 5 + 4 + 38 * i;
+  const live = machine();
+  live.put("only/here", "old state");
+  const before = view(live);
+  const broken = (what: RegExp, change: (b: Uint8Array) => void) => {
+    const copy = blob.slice();
+    change(copy);
+    assert.throws(() => decodeState(copy, ...live.parts()), what);
+    assert.deepEqual(view(live), before);
+  };
+  broken(/out of order/, (x) => [x[table + 8], x[table + 13]] = [x[table + 13], x[table + 8]]); // b, a, c
+  broken(/out of order/, (x) => x[table + 13] = 0x61); // a, a, c
+  broken(/record of key 3 of 3/, (x) => x[keyNo(0)] = 3);
+  broken(/key 2 has no records/, (x) => x[keyNo(2)] = 1); // c's record names b
+  const ok = machine();
+  decodeState(blob, ...ok.parts());
+  assert.deepEqual(view(ok), view(m));
 });
 
 Deno.test("state codec: an encode in slices yields to timers and is the state at its start despite writes meanwhile", async () => {

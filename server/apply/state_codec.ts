@@ -2,11 +2,17 @@
  * Serializes the whole applied state (MVCC versions and history, leases, alarms, applied index) into one byte blob:
  * the payload of store snapshots on disk and of Maintenance.Snapshot.
  *
- * Layout (little endian; str = u32 length + UTF-8, bytes = u32 length + bytes): u32 magic, f64 appliedIndex, f64 term,
- * str confState JSON, str members JSON, f64 currentRev, f64 compactRev, u32 #leases {str id, f64 ttl}, u32 #alarms
- * {str memberID, u32 alarm}, then per record u8 1, bytes key, f64 create, f64 mod, f64 version, str lease, bytes
- * value; u8 0 ends the records; then str auth state JSON (users with password hashes, roles, enabled, auth revision;
- * absent in blobs written before auth existed).
+ * Layout "EGS3" (little endian; str = u32 length + UTF-8, bytes = u32 length + bytes): u32 magic, f64 appliedIndex,
+ * f64 term, str confState JSON, str members JSON, f64 currentRev, f64 compactRev, u32 #leases {str id, f64 ttl},
+ * u32 #alarms {str memberID, u32 alarm}, u32 #keys {bytes key} in strictly increasing byte order, u32 #records
+ * {u32 key number (its place in the key table), f64 create, f64 mod, f64 version, str lease, bytes value}, str auth
+ * state JSON (users with password hashes, roles, enabled, auth revision).
+ *
+ * The key table makes a restore cheap: the keys arrive sorted, each once, so the key index is built as it is read, with
+ * no key → id map and no sort (both were most of the time of a restore of a million keys), and a key that has many
+ * records is decoded once. Blobs of the previous layout, "EGS2", are still read: the same fields, but each record
+ * (u8 1, bytes key, f64 create, f64 mod, f64 version, str lease, bytes value) names its key, u8 0 ends the records,
+ * and the auth state is absent in blobs written before auth existed.
  *
  * The blob is sized exactly in a first pass and written in a second (no growing buffer, nothing to trim). Values are
  * never held twice: encoding moves the store's values into the blob (the store then references them there, and the
@@ -22,7 +28,9 @@ import { type DumpBounds, MvccStore } from "../mvcc/store.ts";
 import type { AuthState, AuthStore } from "../auth/store.ts";
 import { nextTurn } from "../util/next_turn.ts";
 
-const MAGIC = 0x45475332; // "EGS2"
+const MAGIC = 0x45475333; // "EGS3"
+/** the layout before the key table */
+const MAGIC_V2 = 0x45475332; // "EGS2"
 
 /** What a state blob holds besides the store contents. */
 export interface StateMeta {
@@ -63,6 +71,13 @@ export class StateEncoder {
   #upTo: number;
   #bounds: DumpBounds;
   #walk: Generator<number>;
+  /** per store key id: -1 not in the dump, -2 in it (found by the sizing walk), else its number in the key table */
+  #keyNo: Int32Array;
+  #keys = 0;
+  #records = 0;
+  /** the key table's walk over the store's keys in order, once it began */
+  #keyWalk: Generator<number> | null = null;
+  #keysWritten = 0;
   #size: number;
   #out: Uint8Array | null = null;
   #view: DataView | null = null;
@@ -70,6 +85,7 @@ export class StateEncoder {
   /** leases written so far, and whether they and the alarms are all written */
   #leasesDone = 0;
   #leasesWritten = false;
+  #keyTableWritten = false;
   #done = false;
   #abandoned = false;
   /** what the store calls before it is restructured */
@@ -90,7 +106,8 @@ export class StateEncoder {
     this.#upTo = store._records();
     this.#bounds = store._dumpBounds();
     this.#walk = store.dumpRecords(this.#bounds);
-    this.#size = 4 + 8 + 8 + 4 + this.#head[0].length + 4 + this.#head[1].length + 8 + 8 + 4 + 4 + 1 + 4 +
+    this.#keyNo = new Int32Array(store._keyIdLimit()).fill(-1);
+    this.#size = 4 + 8 + 8 + 4 + this.#head[0].length + 4 + this.#head[1].length + 8 + 8 + 4 + 4 + 4 + 4 + 4 +
       this.#authJson.length;
     for (const id of this.#leaseIds) this.#size += 4 + id.length + 8;
     for (const a of this.#alarms) this.#size += 4 + a.member.length + 4;
@@ -105,13 +122,21 @@ export class StateEncoder {
     const store = this.#store;
     for (;;) {
       if (this.#out && !this.#leasesWritten && !this.#writeLeases(stop)) return false;
+      if (this.#out && !this.#keyTableWritten && !this.#writeKeyTable(stop)) return false;
       let n = 0;
       for (let r = this.#walk.next(); !r.done; r = this.#walk.next()) {
         if (this.#out) this.#record(r.value);
         else {
-          const rec = store.record(r.value);
+          const idx = r.value, kid = store._recordKeyId(idx);
+          if (this.#keyNo[kid] === -1) {
+            this.#keyNo[kid] = -2;
+            this.#keys++;
+            this.#size += 4 + store._keyOf(kid).length;
+          }
+          this.#records++;
+          const rec = store.record(idx);
           // lease IDs are decimal ASCII: one byte per char
-          this.#size += 1 + 4 + rec.key.length + 24 + 4 + rec.lease.length + 4 + rec.value.length;
+          this.#size += 4 + 24 + 4 + rec.lease.length + 4 + rec.value.length;
         }
         if (++n === RECORDS_PER_CLOCK_CHECK) {
           n = 0;
@@ -163,9 +188,6 @@ export class StateEncoder {
     return this.#out!;
   }
 
-  #u8(x: number) {
-    this.#out![this.#pos++] = x;
-  }
   #u32(x: number) {
     this.#view!.setUint32(this.#pos, x, true);
     this.#pos += 4;
@@ -222,10 +244,39 @@ export class StateEncoder {
     return true;
   }
 
+  /**
+   * Writes the key table (in slices: a million keys take a few hundred ms): the keys the sizing walk found, in key
+   * order, numbered as they are written; then the record count. Returns false when the clock ran out first.
+   */
+  #writeKeyTable(stop: number): boolean {
+    const store = this.#store, keyNo = this.#keyNo;
+    if (!this.#keyWalk) {
+      this.#u32(this.#keys);
+      this.#keyWalk = store._keyIdsInOrder();
+    }
+    let n = 0;
+    for (let r = this.#keyWalk.next(); !r.done; r = this.#keyWalk.next()) {
+      // keys created since the encode began (ids past the table, or reused free ids) are not marked
+      const kid = r.value;
+      if (keyNo[kid] !== -2) continue;
+      keyNo[kid] = this.#keysWritten++;
+      this.#latin1(store._keyOf(kid));
+      if (++n === RECORDS_PER_CLOCK_CHECK) {
+        n = 0;
+        if (performance.now() >= stop) return false;
+      }
+    }
+    if (this.#keysWritten !== this.#keys) {
+      throw new Error(`state snapshot: key table of ${this.#keysWritten} keys, expected ${this.#keys}`);
+    }
+    this.#u32(this.#records);
+    this.#keyTableWritten = true;
+    return true;
+  }
+
   #record(idx: number): void {
     const r = this.#store.record(idx);
-    this.#u8(1);
-    this.#latin1(r.key);
+    this.#u32(this.#keyNo[this.#store._recordKeyId(idx)]);
     this.#f64(r.create);
     this.#f64(r.mod);
     this.#f64(r.version);
@@ -237,7 +288,6 @@ export class StateEncoder {
   }
 
   #end(): void {
-    this.#u8(0);
     this.#bytes(this.#authJson);
     if (this.#pos !== this.#size) throw new Error(`state snapshot: encoded ${this.#pos} bytes, expected ${this.#size}`);
     this.#store._afterDump(this.#finishNow);
@@ -276,12 +326,21 @@ export class StateDecoder {
   #auth: AuthState | null = null;
   /** the store the records are decoded into */
   #side = new MvccStore();
+  /** a blob of the layout before the key table ("EGS2") */
+  #v2: boolean;
+  /** keys in the key table, and of them decoded; records in the blob (-1 until read), and of them decoded */
+  #keys = 0;
+  #keysRead = 0;
+  #records = -1;
+  #recordsRead = 0;
   #done = false;
 
   constructor(data: Uint8Array) {
     this.#data = data;
     this.#v = new DataView(data.buffer, data.byteOffset, data.byteLength);
-    if (this.#u32() !== MAGIC) throw new Error("state snapshot: bad magic");
+    const magic = this.#u32();
+    if (magic !== MAGIC && magic !== MAGIC_V2) throw new Error("state snapshot: bad magic");
+    this.#v2 = magic === MAGIC_V2;
     this.meta = { appliedIndex: this.#f64(), term: this.#f64(), confState: JSON.parse(this.#str()) };
     this.#members = JSON.parse(this.#str());
     const currentRev = this.#f64();
@@ -293,6 +352,7 @@ export class StateDecoder {
     }
     const nAlarms = this.#u32();
     for (let i = 0; i < nAlarms; i++) this.#alarms.push({ memberID: this.#str(), alarm: this.#u32() });
+    if (!this.#v2) this.#keys = this.#u32();
     this.#side._restoreBegin(currentRev, compactRev);
   }
 
@@ -300,6 +360,47 @@ export class StateDecoder {
   step(ms: number): boolean {
     if (this.#done) return true;
     const stop = performance.now() + ms;
+    if (this.#v2) return this.#stepV2(stop);
+    const data = this.#data, side = this.#side;
+    let n = 0;
+    while (this.#keysRead < this.#keys) {
+      side._restoreKey(toBKey(this.#view()));
+      this.#keysRead++;
+      if (++n === RECORDS_PER_CLOCK_CHECK) {
+        n = 0;
+        if (performance.now() >= stop) return false;
+      }
+    }
+    if (this.#records < 0) this.#records = this.#u32();
+    while (this.#recordsRead < this.#records) {
+      const kid = this.#u32();
+      if (kid >= this.#keys) {
+        throw new Error(`state snapshot: record of key ${kid} of ${this.#keys}, at offset ${this.#pos}`);
+      }
+      const create = this.#f64();
+      const mod = this.#f64();
+      const version = this.#f64();
+      const lb = this.#view();
+      const lease = lb.length === 1 && lb[0] === 0x30 ? "0" : toBKey(lb);
+      const len = this.#u32();
+      this.#need(len);
+      side._restoreRecord(kid, create, mod, version, lease, data.buffer, data.byteOffset + this.#pos, len);
+      this.#pos += len;
+      this.#recordsRead++;
+      if (++n === RECORDS_PER_CLOCK_CHECK) {
+        n = 0;
+        if (performance.now() >= stop) return false;
+      }
+    }
+    this.#auth = JSON.parse(this.#str());
+    if (this.#pos !== data.length) throw new Error(`state snapshot: ${data.length - this.#pos} bytes after the end`);
+    side._restoreEnd();
+    this.#done = true;
+    return true;
+  }
+
+  /** `step` for a blob of the layout before the key table: each record names its key. */
+  #stepV2(stop: number): boolean {
     const data = this.#data, side = this.#side;
     let n = 0;
     while (this.#u8() === 1) {

@@ -213,6 +213,8 @@ export class MvccStore {
   #beforeRestructure = new Set<() => void>();
   /** between `_restoreBegin` and `_restoreEnd`: key → id, and the key index being built (once, at the end) */
   #restoring: SortedKeysBuilder | null = null;
+  /** between `_restoreBegin` and `_restoreEnd` of a restore from a key table (`_restoreKey`): its keys, in order */
+  #restoredKeys: BKey[] | null = null;
 
   /** Registers a listener called synchronously after each revision is committed. */
   onCommit(fn: (events: StoreEvent[], rev: number) => void): void {
@@ -706,6 +708,29 @@ export class MvccStore {
     for (const fn of fns) fn();
   }
 
+  /** @internal the key id of a record handle from `dumpRecords`. */
+  _recordKeyId(idx: number): number {
+    return this.#t.i(idx, I_KEY);
+  }
+
+  /** @internal the key of a key id (of a record handle from `dumpRecords`). */
+  _keyOf(kid: number): BKey {
+    return this.#keyStr.get(kid);
+  }
+
+  /** @internal one more than the highest key id in use. */
+  _keyIdLimit(): number {
+    return this.#keyStr.length;
+  }
+
+  /**
+   * @internal the ids of all keys in key order, lazily: safe to resume after writes (see `SortedKeys.values`); keys
+   * that have records throughout the walk are seen once each.
+   */
+  _keyIdsInOrder(): Generator<number> {
+    return this.#index.values();
+  }
+
   /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
   record(idx: number): RecordFields {
     const t = this.#t;
@@ -805,6 +830,7 @@ export class MvccStore {
     this.currentRev = currentRev;
     this.compactRev = compactRev;
     this.#restoring = new SortedKeysBuilder(new Map());
+    this.#restoredKeys = null;
   }
 
   /**
@@ -815,11 +841,40 @@ export class MvccStore {
     this.#restoring?.seal();
   }
 
+  /**
+   * @internal a restore from a key table: the next key, which gets the next key id (0, 1, ...) for `_restoreRecord`.
+   * Keys must come in strictly increasing order (the key index is then built without sorting), before any record.
+   */
+  _restoreKey(k: BKey): void {
+    if (!this.#restoredKeys) {
+      if (this.#restoring?.ids.size !== 0) {
+        throw new Error("store: a key table without _restoreBegin, or after records");
+      }
+      this.#restoring = null;
+      this.#restoredKeys = [];
+    }
+    const keys = this.#restoredKeys;
+    if (keys.length > 0 && !(keys[keys.length - 1] < k)) throw new Error("store: restored keys out of order");
+    keys.push(k);
+    this.#keyStr.push(k);
+    this.#latest.push(-1);
+  }
+
   /** @internal the records are all added: builds the key index. */
   _restoreEnd(): void {
-    if (!this.#restoring) return;
-    this.#index = this.#restoring.build();
-    this.#restoring = null;
+    const keys = this.#restoredKeys;
+    if (keys) {
+      for (let kid = 0; kid < keys.length; kid++) {
+        if (this.#latest.get(kid) < 0) throw new Error(`store: restored key ${kid} has no records`);
+      }
+      this.#index = new SortedKeys();
+      this.#index._fill(keys, Array.from(keys, (_, kid) => kid));
+      this.#restoredKeys = null;
+    }
+    if (this.#restoring) {
+      this.#index = this.#restoring.build();
+      this.#restoring = null;
+    }
   }
 
   /**
@@ -827,7 +882,7 @@ export class MvccStore {
    * a restore built beside this store, while this one kept serving, replaces it at once.
    */
   _adopt(other: MvccStore): void {
-    if (other.#restoring) throw new Error("store: adopting an unfinished restore");
+    if (other.#restoring || other.#restoredKeys) throw new Error("store: adopting an unfinished restore");
     this.#restructuring();
     this.#index = other.#index;
     this.#t = other.#t;
@@ -843,7 +898,7 @@ export class MvccStore {
     this.compactRev = other.compactRev;
   }
 
-  /** @internal adds the next record of a `dump()`; the value is referenced, not copied. */
+  /** @internal adds the next record of a `dump()`, naming its key; the value is referenced, not copied. */
   _restoreAdd(
     key: BKey,
     create: number,
@@ -854,7 +909,25 @@ export class MvccStore {
     off: number,
     len: number,
   ): void {
-    const kid = this.#restoredKeyId(key);
+    this._restoreRecord(this.#restoredKeyId(key), create, mod, version, lease, buf, off, len);
+  }
+
+  /**
+   * @internal adds the next record of a `dump()`, naming its key by id: its number in the key table given by
+   * `_restoreKey`. The value is referenced, not copied.
+   */
+  _restoreRecord(
+    kid: number,
+    create: number,
+    mod: number,
+    version: number,
+    lease: string,
+    buf: ArrayBufferLike,
+    off: number,
+    len: number,
+  ): void {
+    if (!this.#restoring && !this.#restoredKeys) throw new Error("store: a record restored without _restoreBegin");
+    if (!(kid >= 0 && kid < this.#keyStr.length)) throw new Error(`store: restored record of unknown key ${kid}`);
     const prev = this.#latest.get(kid);
     const idx = this.#append(kid, create, mod, version, lease, buf, off, len);
     if (idx === this.#histStart && mod < this.compactRev) this.#histStart++;
@@ -868,7 +941,7 @@ export class MvccStore {
   /** The id of key k during a restore (the index is built at its end). */
   #restoredKeyId(k: BKey): number {
     const r = this.#restoring;
-    if (!r) throw new Error("store: _restoreAdd without _restoreBegin");
+    if (!r) throw new Error("store: a record added by key without _restoreBegin, or in a restore from a key table");
     let kid = r.ids.get(k);
     if (kid === undefined) {
       kid = this.#keyStr.length;
