@@ -182,6 +182,23 @@ export class SortedKeys {
     this.#size = keys.length;
   }
 
+  /**
+   * @internal adds k, with number v, after every key held (a restore from keys in order): chunks fill to the size a
+   * built set has. Throws unless k is above the last key.
+   */
+  _append(k: BKey, v: number): void {
+    const c = this.#chunks;
+    let last = c[c.length - 1];
+    if (last && !(last[last.length - 1] < k)) throw new Error("store: restored keys out of order");
+    if (!last || last.length === BUILD_CHUNK) {
+      c.push(last = []);
+      this.#vals.push([]);
+    }
+    last.push(k);
+    this.#vals[c.length - 1].push(v);
+    this.#size++;
+  }
+
   /** Removes every key for which `drop` returns true, in one pass. */
   filterOut(drop: (k: BKey) => boolean): void {
     const kept: BKey[][] = [];

@@ -213,8 +213,11 @@ export class MvccStore {
   #beforeRestructure = new Set<() => void>();
   /** between `_restoreBegin` and `_restoreEnd`: key → id, and the key index being built (once, at the end) */
   #restoring: SortedKeysBuilder | null = null;
-  /** between `_restoreBegin` and `_restoreEnd` of a restore from a key table (`_restoreKey`): its keys, in order */
-  #restoredKeys: BKey[] | null = null;
+  /**
+   * between `_restoreBegin` and `_restoreEnd` of a restore from a key table (`_restoreKey`): the key index, built as
+   * the keys come, and how many of its keys have records so far
+   */
+  #restoredKeys: { index: SortedKeys; withRecords: number } | null = null;
 
   /** Registers a listener called synchronously after each revision is committed. */
   onCommit(fn: (events: StoreEvent[], rev: number) => void): void {
@@ -851,11 +854,9 @@ export class MvccStore {
         throw new Error("store: a key table without _restoreBegin, or after records");
       }
       this.#restoring = null;
-      this.#restoredKeys = [];
+      this.#restoredKeys = { index: new SortedKeys(), withRecords: 0 };
     }
-    const keys = this.#restoredKeys;
-    if (keys.length > 0 && !(keys[keys.length - 1] < k)) throw new Error("store: restored keys out of order");
-    keys.push(k);
+    this.#restoredKeys.index._append(k, this.#keyStr.length);
     this.#keyStr.push(k);
     this.#latest.push(-1);
   }
@@ -864,11 +865,12 @@ export class MvccStore {
   _restoreEnd(): void {
     const keys = this.#restoredKeys;
     if (keys) {
-      for (let kid = 0; kid < keys.length; kid++) {
-        if (this.#latest.get(kid) < 0) throw new Error(`store: restored key ${kid} has no records`);
+      if (keys.withRecords !== keys.index.size) {
+        let kid = 0;
+        while (this.#latest.get(kid) >= 0) kid++;
+        throw new Error(`store: restored key ${kid} has no records`);
       }
-      this.#index = new SortedKeys();
-      this.#index._fill(keys, Array.from(keys, (_, kid) => kid));
+      this.#index = keys.index;
       this.#restoredKeys = null;
     }
     if (this.#restoring) {
@@ -929,6 +931,7 @@ export class MvccStore {
     if (!this.#restoring && !this.#restoredKeys) throw new Error("store: a record restored without _restoreBegin");
     if (!(kid >= 0 && kid < this.#keyStr.length)) throw new Error(`store: restored record of unknown key ${kid}`);
     const prev = this.#latest.get(kid);
+    if (prev < 0 && this.#restoredKeys) this.#restoredKeys.withRecords++;
     const idx = this.#append(kid, create, mod, version, lease, buf, off, len);
     if (idx === this.#histStart && mod < this.compactRev) this.#histStart++;
     if (mod !== this.compactRev) return;
@@ -960,13 +963,19 @@ export class MvccStore {
     this.sizeBytes -= this.#keyStr.get(t.i(idx, I_KEY)).length + t.i(idx, I_LEN) + OVERHEAD;
   }
 
-  /** Live keys that are attached to a lease, with the lease ID. */
+  /**
+   * Live keys that are attached to a lease, with the lease ID. The walk goes through the records in table order and
+   * looks up a key only for records with a lease: after a restore, key ids are in key order and records in revision
+   * order, and a walk by key id touched the record table at random (a million keys: 110 ms, against 30 ms).
+   */
   *leasedKeys(): Generator<[BKey, string]> {
     const t = this.#t;
-    for (let kid = 0; kid < this.#latest.length; kid++) {
-      const idx = this.#latest.get(kid);
-      if (idx < 0 || t.f(idx, F_CREATE) === 0 || t.i(idx, I_LEASE) === 0) continue;
-      yield [this.#keyStr.get(kid), this.#leases.values[t.i(idx, I_LEASE)]];
+    for (let idx = 0; idx < t.length; idx++) {
+      const lid = t.i(idx, I_LEASE);
+      if (lid === 0) continue;
+      const kid = t.i(idx, I_KEY);
+      if (this.#latest.get(kid) !== idx || t.f(idx, F_CREATE) === 0) continue;
+      yield [this.#keyStr.get(kid), this.#leases.values[lid]];
     }
   }
 
