@@ -165,6 +165,11 @@ Deno.test("peer isolation: Raft only on peer URLs, only from members, snapshots 
         assert.match(err!.details, why);
       }
       assert.equal((await cluster.client(target).get("after-snapshot", { serializable: true })).value, "served");
+      // the file each refused snapshot began to be written to, as it arrived, is deleted
+      await sleep(300);
+      const snapDir = `${target.dataDir}/member/snap`;
+      const files = [...Deno.readDirSync(snapDir)].map((e) => e.name);
+      assert.ok(!files.some((n) => n.endsWith(".tmp")), `left in ${snapDir}: ${files}`);
     });
 
     await t.step("a removed member is told so by its former peers and stops", async () => {

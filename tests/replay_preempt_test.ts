@@ -23,6 +23,7 @@ import { freePorts } from "./lib/ports.ts";
 import { PeerTransport, RaftPeerService } from "../server/peer/transport.ts";
 import { GrpcServer } from "../server/transport/grpc_server.ts";
 import { message } from "../server/raft/types.ts";
+import { Snapshotter } from "../server/snap/snapshotter.ts";
 
 const env = (k: string, d: number) => Number(Deno.env.get(k) ?? d);
 /** txns of 100 puts m3 applies again at its restart (overwrites of KEYS keys: the leader's snapshot stays small) */
@@ -116,9 +117,12 @@ Deno.test({
       const paused = logged(/paused applying at entry \d+/);
       const skipped = logged(/skipped \d+ committed entries/);
       const restored = logged(/restored state from the leader's snapshot at index \d+/);
+      const saved = logged(/saved the leader's snapshot at index \d+/);
       console.log(`  m3 caught up ${(performance.now() - restartAt).toFixed(0)} ms after its restart`);
-      for (const l of [replay, paused, skipped, restored]) if (l) console.log(`  m3: ${l.trim().slice(0, 200)}`);
+      for (const l of [replay, paused, skipped, saved, restored]) if (l) console.log(`  m3: ${l.trim().slice(0, 200)}`);
       assert.ok(replay && restored, `m3 replayed no log or installed no snapshot:\n${out.slice(-4000)}`);
+      // its file was written as it arrived (and is whole: checked below)
+      assert.match(saved ?? "", /written while it arrived/);
       const commit = Number(/\(commit (\d+)/.exec(replay)![1]);
       assert.ok(skipped, `m3 skipped no entry covered by the leader's snapshot:\n${out.slice(-4000)}`);
       const [, n, from, to] = /skipped (\d+) committed entries \((\d+)\.\.(\d+)\)/.exec(skipped)!.map(Number);
@@ -142,6 +146,17 @@ Deno.test({
       assert.equal(want.kvs.length, KEYS + 1);
       assert.deepEqual(got.kvs, want.kvs, "m3's pre/ keys differ from the leader's");
       await c.assertSameState();
+
+      // the snapshot file m3 wrote as it arrived is whole: it loads, crc and all, after a SIGKILL
+      await c.kill(m3);
+      const snapDir = `${m3.dataDir}/member/snap`;
+      const name = [...Deno.readDirSync(snapDir)].map((e) => e.name)
+        .find((n) => n.endsWith(`-${snapIndex.toString(16).padStart(16, "0")}.snap`));
+      assert.ok(name, `no file of the snapshot at ${snapIndex} in ${snapDir}`);
+      const term = parseInt(name.slice(0, 16), 16);
+      const file = await new Snapshotter(snapDir).loadNewest([{ index: snapIndex, term }]);
+      assert.equal(file?.index, snapIndex);
+      assert.ok(!Deno.readDirSync(snapDir).some((e) => e.name.endsWith(".tmp")), "a snapshot tmp file left behind");
     } finally {
       await c.destroy();
     }

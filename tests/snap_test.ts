@@ -3,8 +3,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import zlib from "node:zlib";
-import { crc32InPieces, type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
+import { type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
 
 async function tempDir(): Promise<string> {
   return await fs.mkdtemp(path.join(os.tmpdir(), "snap-test-"));
@@ -104,10 +103,49 @@ Deno.test("snap: only a snapshot the WAL records is loaded; a newer unrecorded o
   await fs.rm(dir, { recursive: true });
 });
 
-Deno.test("snapshot crc in pieces: the crc32 zlib computes in one go, over several pieces", async () => {
-  const data = new Uint8Array(70 << 20); // three pieces of 32 MiB
-  for (let i = 0; i < data.length; i += 997) data[i] = i & 0xff;
-  const seed = zlib.crc32(new Uint8Array([1, 2, 3]));
-  assert.equal(await crc32InPieces(data, seed), zlib.crc32(data, seed));
-  assert.equal(await crc32InPieces(new Uint8Array(0), seed), seed);
+Deno.test("snap: a snapshot written as its data arrives, in pieces of one buffer and of others, is the file save writes", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir);
+  const ref = snap(30, 4, 5 << 20);
+  await s.save(ref);
+  const saved = await fs.readFile(path.join(dir, "0000000000000004-000000000000001e.snap"));
+  await fs.rm(path.join(dir, "0000000000000004-000000000000001e.snap"));
+  // pieces as a transfer hands them over: views of one receive buffer (contiguous), with turns between, and a copy
+  const w = s.begin(30, 4, ref.data.length);
+  let off = 0;
+  for (const n of [1, 65536, 3000, 1 << 20, 7]) {
+    w.write(ref.data.subarray(off, off + n));
+    off += n;
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  w.write(ref.data.slice(off, off + 100_000));
+  off += 100_000;
+  while (off < ref.data.length) {
+    const n = Math.min(65536, ref.data.length - off);
+    w.write(ref.data.subarray(off, off + n));
+    off += n;
+  }
+  assert.throws(() => w.write(new Uint8Array(1)), /more data than announced/);
+  await s.commit(w);
+  const streamed = await fs.readFile(path.join(dir, "0000000000000004-000000000000001e.snap"));
+  assert.ok(streamed.equals(saved), "the same bytes as save's file");
+  assert.deepEqual(await new Snapshotter(dir).loadNewest([{ index: 30, term: 4 }]), ref);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: an aborted or short snapshot writer leaves no file behind, and a finish short of its data throws", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir);
+  const ref = snap(30, 4, 1 << 20);
+  const aborted = s.begin(30, 4, ref.data.length);
+  aborted.write(ref.data.subarray(0, 1000));
+  await aborted.abort();
+  assert.throws(() => aborted.write(ref.data.subarray(1000, 2000)), /after finish or abort/);
+  const short = s.begin(31, 4, ref.data.length);
+  short.write(ref.data.subarray(0, 1000));
+  await assert.rejects(s.commit(short), /1000 of the 1048576 bytes announced/);
+  await short.abort();
+  assert.deepEqual(await fs.readdir(dir), []);
+  assert.equal(await s.loadNewest([{ index: 30, term: 4 }, { index: 31, term: 4 }]), null);
+  await fs.rm(dir, { recursive: true });
 });

@@ -94,10 +94,15 @@ export class ApplyLoop {
    * serves reads meanwhile and is not changed): {@link install} then replaces the state machine with it.
    */
   async decode(s: Snapshot): Promise<StateDecoder> {
+    const start = performance.now();
     const decoder = new StateDecoder(s.data);
     await decoder.inSlices(RESTORE_SLICE_MS);
+    this.#decodeMs = performance.now() - start;
     return decoder;
   }
+
+  /** how long the last `decode` took, for the log line of its install */
+  #decodeMs = 0;
 
   /** Replaces the state machine, at once, with the leader's snapshot `s` that `decoder` decoded. */
   install(s: Snapshot, decoder: StateDecoder): void {
@@ -106,7 +111,11 @@ export class ApplyLoop {
     this.appliedIndex = s.metadata.index;
     this.snapIndex = s.metadata.index;
     this.confState = s.metadata.confState;
-    this.#deps.log(`restored state from the leader's snapshot at index ${s.metadata.index}`);
+    this.#deps.log(
+      `restored state from the leader's snapshot at index ${s.metadata.index} (decoded in ${
+        Math.round(this.#decodeMs)
+      } ms)`,
+    );
     this.#deps.restored();
   }
 

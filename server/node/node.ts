@@ -19,7 +19,8 @@ import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
-import { hostPort, PeerTransport, snapshotLimit } from "../peer/transport.ts";
+import { hostPort, PeerTransport, snapshotLimit, type SnapshotSink } from "../peer/transport.ts";
+import type { SnapshotWriter } from "../snap/snapshotter.ts";
 import type { PeerCertPolicy } from "../peer/peer_cert.ts";
 import { NodeMetrics } from "../metrics/node.ts";
 import type { LogFields } from "../etcd/log.ts";
@@ -160,6 +161,8 @@ export class Node {
   #ownSnapshot: AbortController | undefined;
   /** snapshots being received from the leader: this member takes none of its own meanwhile */
   #incomingSnapshots = 0;
+  /** files of leaders' snapshots being written as they arrive (or arrived, not yet persisted), by their data buffer */
+  #arriving = new Map<Uint8Array, { writer: SnapshotWriter; arrived: boolean }>();
   /** the highest index of the snapshots being received (0 when none is) */
   #incomingIndex = 0;
   /** the transfers begun so far; the one numbered {@link #pauseGaveUp} outlasted APPLY_PAUSE_MAX_MS */
@@ -286,6 +289,7 @@ export class Node {
       unreachable: (id) => n.raft.reportUnreachable(id),
       disconnected: (id) => n.#leaderDisconnected(id),
       snapshotIncoming: (receiving, index) => n.#snapshotIncoming(receiving, index),
+      snapshotSink: (meta, data) => n.#snapshotSink(meta, data),
       snapshotSent: (id, ok) => {
         n.raft.reportSnapshot(id, ok);
         n.#schedule();
@@ -606,8 +610,41 @@ export class Node {
         this.#stopOnInvariant(err, `stepping ${m.type} from ${m.from} (term ${m.term})`);
         this.#cfg.log(`raft: dropped ${m.type} from ${m.from}: ${err}`);
       }
+      if (m.snapshot) this.#dropUnusedSnapshotFiles(m.snapshot.data);
     }
     this.#schedule();
+  }
+
+  /**
+   * The file of a leader's snapshot arriving into `data` is written as it comes ({@link DiskStorage.saveLeaderSnapshot}
+   * then only finishes it): etcd's follower too writes the database file it receives as it arrives.
+   */
+  #snapshotSink(meta: { index: number; term: number }, data: Uint8Array): SnapshotSink {
+    const writer = this.#disk.beginLeaderSnapshot(meta.index, meta.term, data.length);
+    const file = { writer, arrived: false };
+    this.#arriving.set(data, file);
+    return {
+      write: (bytes) => writer.write(bytes),
+      abort: () => {
+        this.#arriving.delete(data);
+        void writer.abort();
+      },
+    };
+  }
+
+  /**
+   * A snapshot that arrived into `data` was stepped: the files of arrived snapshots that the core does not hold to be
+   * persisted (it refused them, or a newer one replaced them) are deleted; their buffers are let go.
+   */
+  #dropUnusedSnapshotFiles(data: Uint8Array): void {
+    const file = this.#arriving.get(data);
+    if (file) file.arrived = true;
+    const pending = this.raft.pendingSnapshot()?.data;
+    for (const [d, f] of this.#arriving) {
+      if (!f.arrived || d === pending) continue;
+      this.#arriving.delete(d);
+      void f.writer.abort();
+    }
   }
 
   #schedule(): void {
@@ -674,7 +711,17 @@ export class Node {
         if (rd.snapshot) this.#ownSnapshot?.abort(LEADER_SNAPSHOT_COMING);
         const decoded = rd.snapshot ? this.#apply.decode(rd.snapshot) : undefined;
         decoded?.catch(() => {});
-        if (rd.snapshot) await this.#disk.saveLeaderSnapshot(rd.snapshot);
+        if (rd.snapshot) {
+          const start = performance.now(), s = rd.snapshot;
+          const written = this.#arriving.get(s.data);
+          this.#arriving.delete(s.data);
+          await this.#disk.saveLeaderSnapshot(s, written?.writer);
+          this.#cfg.log(
+            `saved the leader's snapshot at index ${s.metadata.index} (${s.data.length} bytes${
+              written ? ", written while it arrived" : ""
+            }) in ${Math.round(performance.now() - start)} ms`,
+          );
+        }
         if (rd.entries.length > 0 || rd.hardState) this.#disk.append(rd.entries, rd.hardState);
         if (rd.mustSync) await this.#disk.syncAsync();
         if (putTrace.on) putTrace.entries(Stage.fsync, rd.entries);
@@ -925,6 +972,8 @@ export class Node {
     this.#proposals.rejectAll(Errors.stopped());
     this.#reads.rejectAll(Errors.stopped());
     this.transport.stop();
+    for (const f of this.#arriving.values()) await f.writer.abort();
+    this.#arriving.clear();
     this.#disk.close();
   }
 }

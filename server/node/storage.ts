@@ -4,7 +4,7 @@
  * back happens once, in {@link DiskStorage.open}.
  */
 import type { Entry, HardState, Snapshot } from "../raft/types.ts";
-import { type Snapshot as SnapshotFile, Snapshotter } from "../snap/snapshotter.ts";
+import { type Snapshot as SnapshotFile, Snapshotter, type SnapshotWriter } from "../snap/snapshotter.ts";
 import { Wal, type WalContents, type WalOptions } from "../wal/wal.ts";
 
 export type { SnapshotFile };
@@ -94,8 +94,23 @@ export class DiskStorage {
    * Writes a snapshot received from the leader, then marks it in the WAL; the mark is durable with the Ready's
    * {@link sync}, so a crash before it leaves a file the WAL does not record (ignored at start-up).
    */
-  async saveLeaderSnapshot(s: Snapshot): Promise<void> {
-    await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data });
+  /**
+   * Begins the file of a leader's snapshot of `size` bytes, written as it arrives; {@link saveLeaderSnapshot} finishes
+   * it, or its `abort` deletes it.
+   */
+  beginLeaderSnapshot(index: number, term: number, size: number): SnapshotWriter {
+    return this.#snap.begin(index, term, size);
+  }
+
+  /**
+   * Makes a leader's snapshot durable (before its acknowledgement goes out): `written`, its file written while it
+   * arrived, is finished and put in place; without one the whole file is written now.
+   */
+  async saveLeaderSnapshot(s: Snapshot, written?: SnapshotWriter): Promise<void> {
+    const start = performance.now();
+    if (written) await this.#snap.commit(written);
+    else await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data });
+    this.#stats.snapshotSave.observe((performance.now() - start) / 1000);
     this.#wal.markSnapshot({ index: s.metadata.index, term: s.metadata.term });
   }
 

@@ -44,6 +44,14 @@ const FROM_HEADER = "eg-from";
 /** On a snapshot call: the size of the data that follows, so that the receiver copies each chunk into place once. */
 export const SNAPSHOT_SIZE_HEADER = "eg-snapshot-bytes";
 
+/** Takes the data of an arriving snapshot as it comes ({@link PeerHooks.snapshotSink}). */
+export interface SnapshotSink {
+  /** the next bytes: a view of the buffer the snapshot is assembled in, which is not changed afterwards */
+  write(bytes: Uint8Array): void;
+  /** the transfer broke off or was refused: nothing more comes, and the snapshot is not handed to the member */
+  abort(): void;
+}
+
 /** What the transport needs from its member. */
 export interface PeerHooks {
   selfId: string;
@@ -63,6 +71,11 @@ export interface PeerHooks {
    * snapshot's, from its header
    */
   snapshotIncoming?(receiving: boolean, index: number): void;
+  /**
+   * where the data of a snapshot arriving from a peer (its size announced, `data` the buffer it is assembled in) is
+   * written as it comes, besides that buffer: the member's disk, so that little is left to write once it arrived
+   */
+  snapshotSink?(meta: { index: number; term: number }, data: Uint8Array): SnapshotSink;
   /** answers a lease question when this member leads */
   lease(id: string, renew: boolean): Promise<{ ttl: number; granted_ttl: number }>;
   /** what this member knows of the sender `id`: a current member, one removed from the cluster, or neither */
@@ -591,6 +604,7 @@ export class PeerTransport {
           : null;
         let head: Message | null = null;
         let parts: Uint8Array[] = [];
+        let sink: SnapshotSink | null = null;
         let refused = false;
         const progress = new Progress("bytes");
         const about = () => ({ "remote-peer-id": who.from, "snapshot-index": head?.snapshot?.metadata.index ?? 0 });
@@ -600,7 +614,14 @@ export class PeerTransport {
           if (incoming) this.hooks.snapshotIncoming?.(false, head?.snapshot?.metadata.index ?? 0);
           incoming = false;
         };
-        call.on("close", stopped);
+        const dropSink = () => {
+          sink?.abort();
+          sink = null;
+        };
+        call.on("close", () => {
+          dropSink();
+          stopped();
+        });
         call.on("data", (c: SnapshotChunk) => {
           if (refused) return;
           if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
@@ -614,6 +635,7 @@ export class PeerTransport {
               this.hooks.log("receiving database snapshot", about());
               incoming = true;
               this.hooks.snapshotIncoming?.(true, head.snapshot?.metadata.index ?? 0);
+              if (whole && head.snapshot) sink = this.hooks.snapshotSink?.(head.snapshot.metadata, whole) ?? null;
             }
             return;
           }
@@ -624,6 +646,7 @@ export class PeerTransport {
             refused = true;
             parts = [];
             whole = null;
+            dropSink();
             stopped();
             const details = progress.done > max
               ? `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`
@@ -632,8 +655,10 @@ export class PeerTransport {
             this.#refuse(call.metadata, { code, details } as grpc.ServiceError, cb);
             return;
           }
-          if (whole) whole.set(c.data, at);
-          else parts.push(c.data);
+          if (whole) {
+            whole.set(c.data, at);
+            sink?.write(whole.subarray(at, at + c.data.length));
+          } else parts.push(c.data);
           if (progress.due()) {
             this.hooks.log("receiving database snapshot: progress", { ...about(), ...progress.fields() });
           }
@@ -642,10 +667,12 @@ export class PeerTransport {
           stopped();
           if (refused) return;
           if (!head?.snapshot || head.from !== who.from || head.to !== self) {
+            dropSink();
             const details = "snapshot without a header from its sender to this member";
             return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
           if (whole && progress.done !== whole.length) {
+            dropSink();
             const details = `snapshot from ${who.from} holds ${progress.done} of the ${announced} bytes it announced`;
             return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
@@ -653,6 +680,7 @@ export class PeerTransport {
           parts = [];
           whole = null;
           this.hooks.log("received database snapshot", { ...about(), ...progress.fields() });
+          sink = null; // the member's now, with the snapshot
           this.hooks.receive([head]);
           cb(null, {});
         });
@@ -662,6 +690,7 @@ export class PeerTransport {
           }
           parts = [];
           whole = null;
+          dropSink();
           stopped();
         });
       },

@@ -255,6 +255,11 @@ export class RaftNode {
     return this.log.unstable.snapshot?.metadata.index ?? 0;
   }
 
+  /** The leader's snapshot stepped into the core and not yet taken by `advance`, if any. */
+  pendingSnapshot(): Snapshot | undefined {
+    return this.log.unstable.snapshot ?? undefined;
+  }
+
   /** Current membership. */
   confState(): ConfState {
     return { voters: [...this.#tracker.voters], learners: [...this.#tracker.learners] };
