@@ -35,9 +35,7 @@ export class Snapshotter {
   /** Atomically writes `snap` (tmp file, crc, fdatasync, rename, dir fsync), then deletes files beyond `keep`. */
   async save(snap: Snapshot): Promise<void> {
     const w = this.begin(snap.index, snap.term, snap.data.length);
-    for (let off = 0; off < snap.data.length; off += WRITE_PIECE) {
-      w.write(snap.data.subarray(off, Math.min(off + WRITE_PIECE, snap.data.length)));
-    }
+    w.write(snap.data);
     await this.commit(w);
   }
 
@@ -142,8 +140,18 @@ function verify(buf: Uint8Array, name: string): string | null {
   return null;
 }
 
-/** Snapshots are written in pieces of this size. */
-const WRITE_PIECE = 1 << 20;
+/**
+ * Snapshots are written in pieces of up to this size, one write call (a hop to Deno's I/O threads) each: a writer
+ * gets a turn of the event loop per piece, and while a restore runs in 20 ms slices beside it, 1 MiB pieces wrote a
+ * 300 MB snapshot at 50 MB/s.
+ */
+const WRITE_PIECE = 16 << 20;
+
+/**
+ * A snapshot file being written is fdatasync'ed every this many bytes: a leader's snapshot arrives over seconds, and
+ * without it the kernel held the whole file dirty until the last fdatasync, which then wrote it all (300 MB: 1 s here).
+ */
+const SYNC_EVERY = 32 << 20;
 
 /**
  * The tmp file of one snapshot, written as its data is handed over: the header at once, each piece as it comes (in
@@ -156,6 +164,8 @@ export class SnapshotWriter {
   #pending: Uint8Array[] = [];
   #handed = 0;
   #crc = 0;
+  /** bytes written since the last fdatasync */
+  #unsynced = 0;
   #fh: Promise<Deno.FsFile>;
   #loop: Promise<void> | null = null;
   #failed: unknown = null;
@@ -215,6 +225,11 @@ export class SnapshotWriter {
         const part = piece.subarray(off, Math.min(off + WRITE_PIECE, piece.length));
         this.#crc = zlib.crc32(part, this.#crc);
         await writeAll(fh, part);
+        this.#unsynced += part.length;
+        if (this.#unsynced >= SYNC_EVERY) {
+          this.#unsynced = 0;
+          await fh.syncData();
+        }
       }
     }
   }
