@@ -122,7 +122,8 @@ Deno.test({
       for (const l of [replay, paused, skipped, saved, restored]) if (l) console.log(`  m3: ${l.trim().slice(0, 200)}`);
       assert.ok(replay && restored, `m3 replayed no log or installed no snapshot:\n${out.slice(-4000)}`);
       // its file was written as it arrived (and is whole: checked below)
-      assert.match(saved ?? "", /written while it arrived/);
+      assert.match(saved ?? "", /written as it arrived/);
+      assert.match(restored, /decoded as it arrived/);
       const commit = Number(/\(commit (\d+)/.exec(replay)![1]);
       assert.ok(skipped, `m3 skipped no entry covered by the leader's snapshot:\n${out.slice(-4000)}`);
       const [, n, from, to] = /skipped (\d+) committed entries \((\d+)\.\.(\d+)\)/.exec(skipped)!.map(Number);

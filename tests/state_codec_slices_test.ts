@@ -168,6 +168,48 @@ Deno.test("state codec: a blob of the layout before the key table (EGS2) decodes
   }
 });
 
+Deno.test("state codec: a decode that follows the blob's arrival, in pieces of any size, installs the state of the whole blob", async () => {
+  const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
+  const ref = machine();
+  buildState(ref);
+  const blobs = { EGS3: ref.encode(), EGS2: encodeV2(ref, meta) };
+  let seed = 5;
+  const rand = (n: number) => (seed = (seed * 48271) % 2147483647) % n;
+  for (const [layout, blob] of Object.entries(blobs)) {
+    // the buffer the blob arrives into: zeros where nothing arrived yet
+    const buf = new Uint8Array(blob.length);
+    const dec = new StateDecoder(buf, 0);
+    assert.throws(() => dec.meta, /header not decoded yet/);
+    let end = 0, waits = 0;
+    while (end < blob.length) {
+      // 1 byte to 200 KB at a time: pieces end inside the header, keys, records, values and the auth state
+      const from = end;
+      end = Math.min(blob.length, end + (rand(4) === 0 ? 1 + rand(40) : rand(200_000)));
+      buf.set(blob.subarray(from, end), from);
+      dec.arrived(end);
+      while (!dec.step(rand(2) === 0 ? 0 : Infinity)) {
+        if (dec.waiting) {
+          waits++;
+          break;
+        }
+      }
+    }
+    assert.ok(waits > 100, `${layout}: waited ${waits} times`);
+    const m = machine();
+    assert.deepEqual(dec.install(...m.parts()), meta);
+    assert.deepEqual(view(m), view(ref), layout);
+    assert.equal(await sha256(m.encode()), GOLDEN.sha256, layout);
+  }
+  // installing before the rest arrived is refused
+  const early = new StateDecoder(blobs.EGS3, 0);
+  early.arrived(blobs.EGS3.length - 1);
+  const m = machine();
+  m.put("only/here", "old state");
+  const before = view(m);
+  assert.throws(() => early.install(...m.parts()), /the rest of the blob has not arrived/);
+  assert.deepEqual(view(m), before);
+});
+
 Deno.test("state codec: a key table out of order, a record of a key past the table, a key without records fail the decode and change nothing", () => {
   const m = machine();
   for (const k of ["a", "b", "c"]) m.put(k, "v");

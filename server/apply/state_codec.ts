@@ -43,6 +43,9 @@ export interface StateMeta {
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
+/** Thrown inside a decode that reached the end of what has arrived of the blob (never out of `step`). */
+const NOT_ARRIVED = Symbol("not arrived");
+
 /** Work one slice of an incremental encode does before it yields to the event loop. */
 export const ENCODE_SLICE_MS = 5;
 
@@ -314,11 +317,16 @@ export function encodeState(
  * machine's contents at once. A blob that turns out truncated or malformed throws before anything was replaced.
  */
 export class StateDecoder {
-  readonly meta: StateMeta;
+  #meta: StateMeta | null = null;
   #data: Uint8Array;
   #v: DataView;
   #pos = 0;
-  #members: { members: Member[]; removed: string[] };
+  /** bytes of the blob that are there to decode: all, unless the decode follows its arrival (`arrived`) */
+  #available: number;
+  /** where the unit being decoded (the header, a key, a record, the end) began: a step out of data goes back there */
+  #unit = 0;
+  #waiting = false;
+  #members: { members: Member[]; removed: string[] } = { members: [], removed: [] };
   #leaseIds: string[] = [];
   #leaseTtls: number[] = [];
   #alarms: Alarm[] = [];
@@ -327,7 +335,7 @@ export class StateDecoder {
   /** the store the records are decoded into */
   #side = new MvccStore();
   /** a blob of the layout before the key table ("EGS2") */
-  #v2: boolean;
+  #v2 = false;
   /** keys in the key table, and of them decoded; records in the blob (-1 until read), and of them decoded */
   #keys = 0;
   #keysRead = 0;
@@ -335,35 +343,88 @@ export class StateDecoder {
   #recordsRead = 0;
   #done = false;
 
-  constructor(data: Uint8Array) {
+  /**
+   * A decode of `data`, of which the first `arrived` bytes are there (default: all of it; the header is then decoded
+   * at once, and a blob that does not begin as one throws here). With fewer, the decode follows the blob as it
+   * arrives: `arrived` says when more is there, and `step` decodes what is.
+   */
+  constructor(data: Uint8Array, arrived = data.length) {
     this.#data = data;
     this.#v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    this.#available = arrived;
+    if (arrived === data.length) this.#header();
+  }
+
+  /** The blob's meta (throws until its header is decoded). */
+  get meta(): StateMeta {
+    if (!this.#meta) throw new Error("state snapshot: header not decoded yet");
+    return this.#meta;
+  }
+
+  /** The bytes of the blob up to `end` are there (a decode that follows the blob's arrival). */
+  arrived(end: number): void {
+    this.#available = Math.max(this.#available, Math.min(end, this.#data.length));
+  }
+
+  /** Whether the last `step` stopped because the rest of the blob has not arrived yet. */
+  get waiting(): boolean {
+    return this.#waiting;
+  }
+
+  #header(): void {
+    this.#unit = this.#pos = 0;
     const magic = this.#u32();
     if (magic !== MAGIC && magic !== MAGIC_V2) throw new Error("state snapshot: bad magic");
-    this.#v2 = magic === MAGIC_V2;
-    this.meta = { appliedIndex: this.#f64(), term: this.#f64(), confState: JSON.parse(this.#str()) };
-    this.#members = JSON.parse(this.#str());
+    const v2 = magic === MAGIC_V2;
+    const meta = { appliedIndex: this.#f64(), term: this.#f64(), confState: JSON.parse(this.#str()) };
+    const members = JSON.parse(this.#str());
     const currentRev = this.#f64();
     const compactRev = this.#f64();
     const nLeases = this.#u32();
+    const leaseIds: string[] = [], leaseTtls: number[] = [];
     for (let i = 0; i < nLeases; i++) {
-      this.#leaseIds.push(this.#str());
-      this.#leaseTtls.push(this.#f64());
+      leaseIds.push(this.#str());
+      leaseTtls.push(this.#f64());
     }
     const nAlarms = this.#u32();
-    for (let i = 0; i < nAlarms; i++) this.#alarms.push({ memberID: this.#str(), alarm: this.#u32() });
-    if (!this.#v2) this.#keys = this.#u32();
+    const alarms: Alarm[] = [];
+    for (let i = 0; i < nAlarms; i++) alarms.push({ memberID: this.#str(), alarm: this.#u32() });
+    const keys = v2 ? 0 : this.#u32();
+    // all of it read: nothing above is decoded again
+    this.#v2 = v2;
+    this.#meta = meta;
+    this.#members = members;
+    this.#leaseIds = leaseIds;
+    this.#leaseTtls = leaseTtls;
+    this.#alarms = alarms;
+    this.#keys = keys;
     this.#side._restoreBegin(currentRev, compactRev);
   }
 
-  /** Decodes for about `ms` (Infinity: to the end); returns whether the whole blob is decoded. */
+  /**
+   * Decodes for about `ms` (Infinity: to the end of what is there); returns whether the whole blob is decoded (false:
+   * out of time, or `waiting` for more of the blob).
+   */
   step(ms: number): boolean {
     if (this.#done) return true;
+    this.#waiting = false;
     const stop = performance.now() + ms;
-    if (this.#v2) return this.#stepV2(stop);
+    try {
+      if (!this.#meta) this.#header();
+      return this.#v2 ? this.#stepV2(stop) : this.#stepV3(stop);
+    } catch (err) {
+      if (err !== NOT_ARRIVED) throw err;
+      this.#pos = this.#unit;
+      this.#waiting = true;
+      return false;
+    }
+  }
+
+  #stepV3(stop: number): boolean {
     const data = this.#data, side = this.#side;
     let n = 0;
     while (this.#keysRead < this.#keys) {
+      this.#unit = this.#pos;
       side._restoreKey(toBKey(this.#view()));
       this.#keysRead++;
       if (++n === RECORDS_PER_CLOCK_CHECK) {
@@ -371,8 +432,10 @@ export class StateDecoder {
         if (performance.now() >= stop) return false;
       }
     }
+    this.#unit = this.#pos;
     if (this.#records < 0) this.#records = this.#u32();
     while (this.#recordsRead < this.#records) {
+      this.#unit = this.#pos;
       const kid = this.#u32();
       if (kid >= this.#keys) {
         throw new Error(`state snapshot: record of key ${kid} of ${this.#keys}, at offset ${this.#pos}`);
@@ -392,6 +455,7 @@ export class StateDecoder {
         if (performance.now() >= stop) return false;
       }
     }
+    this.#unit = this.#pos;
     this.#auth = JSON.parse(this.#str());
     if (this.#pos !== data.length) throw new Error(`state snapshot: ${data.length - this.#pos} bytes after the end`);
     side._restoreEnd();
@@ -403,7 +467,9 @@ export class StateDecoder {
   #stepV2(stop: number): boolean {
     const data = this.#data, side = this.#side;
     let n = 0;
-    while (this.#u8() === 1) {
+    for (;;) {
+      this.#unit = this.#pos;
+      if (this.#u8() !== 1) break;
       const key = toBKey(this.#view());
       const create = this.#f64();
       const mod = this.#f64();
@@ -428,9 +494,12 @@ export class StateDecoder {
     return true;
   }
 
-  /** Decodes the rest in slices of `sliceMs`, yielding to the event loop between them. */
+  /** Decodes the rest (all of it arrived) in slices of `sliceMs`, yielding to the event loop between them. */
   async inSlices(sliceMs = ENCODE_SLICE_MS): Promise<void> {
-    while (!this.step(sliceMs)) await nextTurn();
+    while (!this.step(sliceMs)) {
+      if (this.#waiting) throw new Error("state snapshot: the rest of the blob has not arrived");
+      await nextTurn();
+    }
   }
 
   /**
@@ -438,7 +507,7 @@ export class StateDecoder {
    * (decoding what is left first); returns the blob's meta. The decoder is used up.
    */
   install(store: MvccStore, lessor: Lessor, alarms: Alarm[], members: Members, auth?: AuthStore): StateMeta {
-    this.step(Infinity);
+    if (!this.step(Infinity)) throw new Error("state snapshot: the rest of the blob has not arrived");
     members.restore(this.#members);
     lessor.clear();
     for (let i = 0; i < this.#leaseIds.length; i++) lessor.restore(this.#leaseIds[i], this.#leaseTtls[i]);
@@ -452,7 +521,9 @@ export class StateDecoder {
   }
 
   #need(n: number): void {
-    if (this.#pos + n > this.#data.length) throw new Error(`state snapshot: truncated at offset ${this.#pos}`);
+    if (this.#pos + n <= this.#available) return;
+    if (this.#available < this.#data.length) throw NOT_ARRIVED;
+    throw new Error(`state snapshot: truncated at offset ${this.#pos}`);
   }
   #u8(): number {
     this.#need(1);

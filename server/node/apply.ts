@@ -6,6 +6,7 @@
  */
 import type { Applier } from "../apply/applier.ts";
 import { type BackendQuota, requestCost } from "../apply/quota.ts";
+import { nextTurn } from "../util/next_turn.ts";
 import { decodeState, StateDecoder, StateEncoder } from "../apply/state_codec.ts";
 import { EtcdError } from "../errors.ts";
 import type { Lessor } from "../lease/lessor.ts";
@@ -63,6 +64,65 @@ export interface ApplyDeps extends StateMachine {
   log: (msg: string) => void;
 }
 
+/**
+ * The decode of a leader's snapshot that follows its arrival: what has arrived is decoded in slices beside the live
+ * state while the rest comes (the transfer takes seconds at a million keys), so that little is left to decode once
+ * it is all there. {@link ApplyLoop.decode} finishes it.
+ */
+export class ArrivingDecode {
+  readonly #decoder: StateDecoder;
+  #loop: Promise<void> | null = null;
+  /** more arrived while the loop ran */
+  #more = false;
+  #failed: { err: unknown } | null = null;
+  #abandoned = false;
+
+  /** A decode of `data`, a buffer the snapshot arrives into from its start. */
+  constructor(data: Uint8Array) {
+    this.#decoder = new StateDecoder(data, 0);
+  }
+
+  /** The snapshot's bytes up to `end` have arrived. */
+  arrived(end: number): void {
+    this.#decoder.arrived(end);
+    if (this.#loop) this.#more = true;
+    else this.#kick();
+  }
+
+  /** The snapshot will not be installed (its transfer broke off, or the Raft core did not take it). */
+  abandon(): void {
+    this.#abandoned = true;
+  }
+
+  /** The decoder, once the whole snapshot arrived: decodes what is left (a blob that failed its decode throws). */
+  async finish(): Promise<StateDecoder> {
+    while (this.#loop) await this.#loop;
+    if (this.#failed) throw this.#failed.err;
+    await this.#decoder.inSlices(RESTORE_SLICE_MS);
+    return this.#decoder;
+  }
+
+  #kick(): void {
+    if (this.#failed || this.#abandoned) return;
+    this.#more = false;
+    this.#loop = this.#run().finally(() => {
+      this.#loop = null;
+      if (this.#more) this.#kick();
+    });
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (!this.#decoder.step(RESTORE_SLICE_MS)) {
+        if (this.#decoder.waiting || this.#abandoned) return;
+        await nextTurn();
+      }
+    } catch (err) {
+      this.#failed = { err };
+    }
+  }
+}
+
 /** Applies committed entries and snapshots to the state machine, and tracks how far it got. */
 export class ApplyLoop {
   #deps: ApplyDeps;
@@ -93,16 +153,21 @@ export class ApplyLoop {
    * Decodes a snapshot received from the leader, in slices that yield to the event loop, beside the live state (which
    * serves reads meanwhile and is not changed): {@link install} then replaces the state machine with it.
    */
-  async decode(s: Snapshot): Promise<StateDecoder> {
+  async decode(s: Snapshot, arriving?: ArrivingDecode): Promise<StateDecoder> {
     const start = performance.now();
-    const decoder = new StateDecoder(s.data);
-    await decoder.inSlices(RESTORE_SLICE_MS);
-    this.#decodeMs = performance.now() - start;
+    let decoder: StateDecoder;
+    if (arriving) decoder = await arriving.finish();
+    else {
+      decoder = new StateDecoder(s.data);
+      await decoder.inSlices(RESTORE_SLICE_MS);
+    }
+    const ms = Math.round(performance.now() - start);
+    this.#decoded = arriving ? `decoded as it arrived, the rest in ${ms} ms` : `decoded in ${ms} ms`;
     return decoder;
   }
 
-  /** how long the last `decode` took, for the log line of its install */
-  #decodeMs = 0;
+  /** how the last `decode` went, for the log line of its install */
+  #decoded = "";
 
   /** Replaces the state machine, at once, with the leader's snapshot `s` that `decoder` decoded. */
   install(s: Snapshot, decoder: StateDecoder): void {
@@ -111,11 +176,7 @@ export class ApplyLoop {
     this.appliedIndex = s.metadata.index;
     this.snapIndex = s.metadata.index;
     this.confState = s.metadata.confState;
-    this.#deps.log(
-      `restored state from the leader's snapshot at index ${s.metadata.index} (decoded in ${
-        Math.round(this.#decodeMs)
-      } ms)`,
-    );
+    this.#deps.log(`restored state from the leader's snapshot at index ${s.metadata.index} (${this.#decoded})`);
     this.#deps.restored();
   }
 

@@ -46,7 +46,7 @@ import {
   type InternalResponses,
   type ResponseHeader,
 } from "../../proto/mod.ts";
-import { ApplyLoop } from "./apply.ts";
+import { ApplyLoop, ArrivingDecode } from "./apply.ts";
 import { nextTurn } from "../util/next_turn.ts";
 import { LinearizableReads } from "./reads.ts";
 import { DiskStorage } from "./storage.ts";
@@ -162,7 +162,7 @@ export class Node {
   /** snapshots being received from the leader: this member takes none of its own meanwhile */
   #incomingSnapshots = 0;
   /** files of leaders' snapshots being written as they arrive (or arrived, not yet persisted), by their data buffer */
-  #arriving = new Map<Uint8Array, { writer: SnapshotWriter; arrived: boolean }>();
+  #arriving = new Map<Uint8Array, { writer: SnapshotWriter; decode: ArrivingDecode; arrived: boolean }>();
   /** the highest index of the snapshots being received (0 when none is) */
   #incomingIndex = 0;
   /** the transfers begun so far; the one numbered {@link #pauseGaveUp} outlasted APPLY_PAUSE_MAX_MS */
@@ -621,12 +621,16 @@ export class Node {
    */
   #snapshotSink(meta: { index: number; term: number }, data: Uint8Array): SnapshotSink {
     const writer = this.#disk.beginLeaderSnapshot(meta.index, meta.term, data.length);
-    const file = { writer, arrived: false };
-    this.#arriving.set(data, file);
+    const decode = new ArrivingDecode(data);
+    this.#arriving.set(data, { writer, decode, arrived: false });
     return {
-      write: (bytes) => writer.write(bytes),
+      write: (bytes) => {
+        writer.write(bytes);
+        decode.arrived(bytes.byteOffset - data.byteOffset + bytes.length);
+      },
       abort: () => {
         this.#arriving.delete(data);
+        decode.abandon();
         void writer.abort();
       },
     };
@@ -643,6 +647,7 @@ export class Node {
     for (const [d, f] of this.#arriving) {
       if (!f.arrived || d === pending) continue;
       this.#arriving.delete(d);
+      f.decode.abandon();
       void f.writer.abort();
     }
   }
@@ -706,19 +711,20 @@ export class Node {
           this.transport.send(rd.preSyncMessages);
           this.transport.flush();
         }
-        // a leader's snapshot is decoded (beside the live state) while it is written to disk; the acknowledgement
-        // goes out once it is durable, the state is replaced once it is decoded (a bad blob fails below)
+        // a leader's snapshot is decoded (beside the live state) and written to disk as it arrives (#snapshotSink),
+        // both finished here; the acknowledgement goes out once it is durable, the state is replaced once it is decoded
+        // (a bad blob fails below)
         if (rd.snapshot) this.#ownSnapshot?.abort(LEADER_SNAPSHOT_COMING);
-        const decoded = rd.snapshot ? this.#apply.decode(rd.snapshot) : undefined;
+        const arrived = rd.snapshot && this.#arriving.get(rd.snapshot.data);
+        if (rd.snapshot) this.#arriving.delete(rd.snapshot.data);
+        const decoded = rd.snapshot ? this.#apply.decode(rd.snapshot, arrived?.decode) : undefined;
         decoded?.catch(() => {});
         if (rd.snapshot) {
           const start = performance.now(), s = rd.snapshot;
-          const written = this.#arriving.get(s.data);
-          this.#arriving.delete(s.data);
-          await this.#disk.saveLeaderSnapshot(s, written?.writer);
+          await this.#disk.saveLeaderSnapshot(s, arrived?.writer);
           this.#cfg.log(
             `saved the leader's snapshot at index ${s.metadata.index} (${s.data.length} bytes${
-              written ? ", written while it arrived" : ""
+              arrived ? ", written as it arrived" : ""
             }) in ${Math.round(performance.now() - start)} ms`,
           );
         }
@@ -972,7 +978,10 @@ export class Node {
     this.#proposals.rejectAll(Errors.stopped());
     this.#reads.rejectAll(Errors.stopped());
     this.transport.stop();
-    for (const f of this.#arriving.values()) await f.writer.abort();
+    for (const f of this.#arriving.values()) {
+      f.decode.abandon();
+      await f.writer.abort();
+    }
     this.#arriving.clear();
     this.#disk.close();
   }
