@@ -440,15 +440,9 @@ export class StateDecoder {
       if (kid >= this.#keys) {
         throw new Error(`state snapshot: record of key ${kid} of ${this.#keys}, at offset ${this.#pos}`);
       }
-      const create = this.#f64();
-      const mod = this.#f64();
-      const version = this.#f64();
-      const lb = this.#view();
-      const lease = lb.length === 1 && lb[0] === 0x30 ? "0" : toBKey(lb);
-      const len = this.#u32();
-      this.#need(len);
-      side._restoreRecord(kid, create, mod, version, lease, data.buffer, data.byteOffset + this.#pos, len);
-      this.#pos += len;
+      const r = this.#recordFields();
+      side._restoreRecord(kid, r.create, r.mod, r.version, r.lease, data.buffer, data.byteOffset + this.#pos, r.len);
+      this.#pos += r.len;
       this.#recordsRead++;
       if (++n === RECORDS_PER_CLOCK_CHECK) {
         n = 0;
@@ -471,15 +465,9 @@ export class StateDecoder {
       this.#unit = this.#pos;
       if (this.#u8() !== 1) break;
       const key = toBKey(this.#view());
-      const create = this.#f64();
-      const mod = this.#f64();
-      const version = this.#f64();
-      const lb = this.#view();
-      const lease = lb.length === 1 && lb[0] === 0x30 ? "0" : toBKey(lb);
-      const len = this.#u32();
-      this.#need(len);
-      side._restoreAdd(key, create, mod, version, lease, data.buffer, data.byteOffset + this.#pos, len);
-      this.#pos += len;
+      const r = this.#recordFields();
+      side._restoreAdd(key, r.create, r.mod, r.version, r.lease, data.buffer, data.byteOffset + this.#pos, r.len);
+      this.#pos += r.len;
       if (++n === RECORDS_PER_CLOCK_CHECK) {
         n = 0;
         if (performance.now() >= stop) {
@@ -518,6 +506,22 @@ export class StateDecoder {
     // leases know their keys from the live records
     for (const [k, lease] of store.leasedKeys()) lessor.attach(lease, k);
     return this.meta;
+  }
+
+  /** the fields of a record after its key, up to its value (there too, not read): one object, reused */
+  #record = { create: 0, mod: 0, version: 0, lease: "0", len: 0 };
+
+  /** Reads a record's revisions, lease and value length; its value follows at `#pos`. */
+  #recordFields(): { create: number; mod: number; version: number; lease: string; len: number } {
+    const r = this.#record;
+    r.create = this.#f64();
+    r.mod = this.#f64();
+    r.version = this.#f64();
+    const lb = this.#view();
+    r.lease = lb.length === 1 && lb[0] === 0x30 ? "0" : toBKey(lb);
+    r.len = this.#u32();
+    this.#need(r.len);
+    return r;
   }
 
   #need(n: number): void {
