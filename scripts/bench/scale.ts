@@ -15,10 +15,15 @@
  * Each row reports throughput, p50/p99/p99.9 latency, peak RSS (sampled every 250 ms during the row, summed over
  * the members) and RSS at rest (2 s after the row), and for our server the longest event-loop stall during the row
  * (EG_EVENT_LOOP_STALLS=1: server/metrics/event_loop.ts). With --snapshot-count 10000 on both sides for 3 members.
+ * Before the first row of the watch, lease and soak groups, each side's fresh server serves SCALE_WARMUP_PUTS (20,000)
+ * unmeasured puts of 16 clients on keys of their own, as bench.ts does before its first row: V8 runs a function
+ * unoptimized for its first few thousand calls, and the watch rows (20,000 puts) measured our server cold (3 members,
+ * watch-distinct, 2,232-2,972 ev/s cold, 3,433 after the puts). The kv group's first row, the load of the keys, is
+ * long enough to be its own warm-up, and no other key may enter its data.
  *
  * Environment: SCALE_KEYS (1000000), SCALE_VALUE_SIZE (256, bytes per value of the kv rows), SCALE_SECONDS (10, per closed-loop row), SCALE_LEASES (100000),
  * SCALE_SOAK_SECONDS (90), SCALE_SOAK_RATE (2000 puts/s), SCALE_WATCHERS (10000), SCALE_WATCH_LAT_PUTS (500, the
- * put→event samples of watch-distinct, at 100 puts/s), and bench.ts's BENCH_ETCD,
+ * put→event samples of watch-distinct, at 100 puts/s), SCALE_WARMUP_PUTS (20000), and bench.ts's BENCH_ETCD,
  * BENCH_OURS, BENCH_CACHE.
  */
 import type * as Bench from "../bench.ts";
@@ -57,6 +62,7 @@ const SOAK_RATE = num("SCALE_SOAK_RATE", 2000);
 const WATCHERS = num("SCALE_WATCHERS", 10_000);
 const VALUE_SIZE = num("SCALE_VALUE_SIZE", 256);
 const WATCH_LAT_PUTS = num("SCALE_WATCH_LAT_PUTS", 500);
+const WARMUP_PUTS = num("SCALE_WARMUP_PUTS", 20_000);
 const kvKeys = ["--key-space", String(KEYS), "--key-size", "16", "--val-size", String(VALUE_SIZE)];
 
 type Group = "kv" | "watch" | "lease" | "soak";
@@ -372,6 +378,13 @@ async function runSide(
       continue;
     }
     try {
+      if (g !== "kv" && WARMUP_PUTS > 0) {
+        const w = await B.runLoadgen(loadgen, c, [
+          ...["--op", "put", "--clients", "16", "--total", String(WARMUP_PUTS), "--warmup", "0s"],
+          ...["--key-size", "8", "--val-size", "256", "--key-space", "10000"],
+        ]);
+        console.error(`[${name}] ${g} warm-up: ${WARMUP_PUTS} puts${w.ok ? "" : ` failed: ${w.reason}`}`);
+      }
       for (const row of rows.filter((r) => r.group === g)) {
         const dead = c.dead();
         if (dead) {

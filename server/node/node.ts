@@ -886,11 +886,29 @@ export class Node {
   }
 
   #maybeSnapshot(): void {
-    if (this.#snapshotting || this.#apply.appliedIndex - this.#apply.snapIndex < this.#cfg.snapshotCount) return;
+    if (this.#snapshotting || !this.#snapshotDue()) return;
     if (this.#incomingSnapshots > 0 || this.raft.pendingSnapshotIndex() > 0) return;
     this.snapshotNow().catch((err) =>
       this.#cfg.log(err === LEADER_SNAPSHOT_COMING ? `abandoned a snapshot: ${err}` : `snapshot failed: ${err}`)
     );
+  }
+
+  /**
+   * Whether this member's next snapshot is due: every `--snapshot-count` applied entries, as in etcd, but the members
+   * of a cluster take theirs at staggered indexes. Member k of n (by ID) snapshots at k·count/n past each multiple of
+   * count, at least count/2 after its previous snapshot (so between count/2 and 1.5·count apart, count in the steady
+   * state). At one index, every member would encode and write its state at the same moment: on shared cores the
+   * three bursts queued each member's Raft loop behind the others' (3 members on 2 cores, a snapshot every 500
+   * entries: put→event p99.9 57-100 ms, 7-9 ms without snapshots), and a commit needs the leader and one follower.
+   */
+  #snapshotDue(): boolean {
+    const count = this.#cfg.snapshotCount, last = this.#apply.snapIndex, applied = this.#apply.appliedIndex;
+    if (applied - last < count / 2) return false;
+    const members = this.members.list();
+    const rank = Math.max(0, members.findIndex((m) => m.ID === this.memberId));
+    const phase = Math.floor((rank * count) / Math.max(1, members.length));
+    const next = phase + Math.ceil((last + count / 2 - phase) / count) * count;
+    return applied >= next;
   }
 
   /**
