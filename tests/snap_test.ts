@@ -81,6 +81,7 @@ Deno.test("snap: a file whose contents do not match its name is rejected; stale 
   const [name] = await fs.readdir(dir);
   await fs.copyFile(path.join(dir, name), path.join(dir, "0000000000000009-0000000000000009.snap"));
   await fs.writeFile(path.join(dir, "0000000000000009-0000000000000010.snap.tmp"), "partial");
+  await fs.writeFile(path.join(dir, "0000000000000009-0000000000000011.snap.3.tmp"), "partial");
   assert.deepEqual(await s.loadNewest([{ index: 5, term: 1 }, { index: 9, term: 9 }]), snap(5, 1));
   assert.deepEqual((await fs.readdir(dir)).sort(), [name, "0000000000000009-0000000000000009.snap.broken"]);
   await fs.rm(dir, { recursive: true });
@@ -130,6 +131,21 @@ Deno.test("snap: a snapshot written as its data arrives, in pieces of one buffer
   const streamed = await fs.readFile(path.join(dir, "0000000000000004-000000000000001e.snap"));
   assert.ok(streamed.equals(saved), "the same bytes as save's file");
   assert.deepEqual(await new Snapshotter(dir).loadNewest([{ index: 30, term: 4 }]), ref);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: two writers of the same snapshot at once (a transfer sent again) write files of their own", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir);
+  const ref = snap(40, 5, 3 << 20);
+  const first = s.begin(40, 5, ref.data.length), second = s.begin(40, 5, ref.data.length);
+  assert.notEqual(first.tmp, second.tmp);
+  first.write(ref.data.subarray(0, 1 << 20));
+  second.write(ref.data);
+  await first.abort(); // the first transfer broke off: its file goes, the second's stays
+  await s.commit(second);
+  assert.deepEqual(await fs.readdir(dir), ["0000000000000005-0000000000000028.snap"]);
+  assert.deepEqual(await new Snapshotter(dir).loadNewest([{ index: 40, term: 5 }]), ref);
   await fs.rm(dir, { recursive: true });
 });
 

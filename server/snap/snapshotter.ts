@@ -18,6 +18,10 @@ export interface Snapshot {
 const MAGIC = 0x31504e53; // "SNP1" read as little-endian u32
 const HEAD = 24;
 const NAME_RE = /^([0-9a-f]{16})-([0-9a-f]{16})\.snap$/;
+/** a snapshot file being written: `<name>.<n>.tmp` (and `<name>.tmp`, as earlier versions named it) */
+const TMP_RE = /\.snap(\.\d+)?\.tmp$/;
+/** numbers the tmp files of this process: two transfers of the same snapshot must not write one file */
+let tmpSeq = 0;
 const TWO32 = 2 ** 32;
 const hex16 = (n: number): string => n.toString(16).padStart(16, "0");
 
@@ -54,7 +58,7 @@ export class Snapshotter {
    */
   async commit(w: SnapshotWriter): Promise<void> {
     await w.finish();
-    await fs.rename(w.file + ".tmp", w.file);
+    await fs.rename(w.tmp, w.file);
     await this.syncDir();
     const names = await this.list();
     const old = names.slice(0, Math.max(0, names.length - this.keep));
@@ -76,7 +80,7 @@ export class Snapshotter {
       throw e;
     }
     for (const n of await fs.readdir(this.dir)) {
-      if (n.endsWith(".snap.tmp")) await fs.rm(path.join(this.dir, n), { force: true });
+      if (TMP_RE.test(n)) await fs.rm(path.join(this.dir, n), { force: true });
     }
     const marks = new Set(recorded.map((m) => `${hex16(m.term)}-${hex16(m.index)}.snap`));
     const newestMark = Math.max(0, ...recorded.map((m) => m.index));
@@ -173,7 +177,11 @@ export class SnapshotWriter {
   #aborted = false;
 
   /** @internal see `Snapshotter.begin` */
+  /** the file written, renamed to `file` by `Snapshotter.commit` */
+  readonly tmp: string;
+
   constructor(dir: string, readonly file: string, readonly index: number, readonly term: number, size: number) {
+    this.tmp = `${file}.${++tmpSeq}.tmp`;
     this.#size = size;
     this.#head = new Uint8Array(HEAD);
     const v = new DataView(this.#head.buffer);
@@ -184,7 +192,7 @@ export class SnapshotWriter {
     v.setUint32(16, term >>> 0, true);
     v.setUint32(20, size, true);
     this.#fh = fs.mkdir(dir, { recursive: true }).then(() =>
-      Deno.open(file + ".tmp", { write: true, create: true, truncate: true })
+      Deno.open(this.tmp, { write: true, create: true, truncate: true })
     );
     this.#fh.catch(() => {});
     this.#pending.push(this.#head);
@@ -261,7 +269,7 @@ export class SnapshotWriter {
     while (this.#loop) await this.#loop;
     const fh = await this.#fh.catch(() => null);
     fh?.close();
-    await fs.rm(this.file + ".tmp", { force: true });
+    await fs.rm(this.tmp, { force: true });
   }
 }
 
