@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type Member, memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
 import {
-  type Backend,
   get,
   proxyPipeline as pipeline,
   putObject,

@@ -628,12 +628,17 @@ export class Node {
         writer.write(bytes);
         decode.arrived(bytes.byteOffset - data.byteOffset + bytes.length);
       },
-      abort: () => {
-        this.#arriving.delete(data);
-        decode.abandon();
-        void writer.abort();
-      },
+      abort: () => void this.#giveUpArriving(data),
     };
+  }
+
+  /** A leader's snapshot arriving into `data` will not be installed: its decode stops and its file is deleted. */
+  #giveUpArriving(data: Uint8Array): Promise<void> {
+    const f = this.#arriving.get(data);
+    if (!f) return Promise.resolve();
+    this.#arriving.delete(data);
+    f.decode.abandon();
+    return f.writer.abort();
   }
 
   /**
@@ -644,12 +649,7 @@ export class Node {
     const file = this.#arriving.get(data);
     if (file) file.arrived = true;
     const pending = this.raft.pendingSnapshot()?.data;
-    for (const [d, f] of this.#arriving) {
-      if (!f.arrived || d === pending) continue;
-      this.#arriving.delete(d);
-      f.decode.abandon();
-      void f.writer.abort();
-    }
+    for (const [d, f] of this.#arriving) if (f.arrived && d !== pending) void this.#giveUpArriving(d);
   }
 
   #schedule(): void {
@@ -720,12 +720,11 @@ export class Node {
         const decoded = rd.snapshot ? this.#apply.decode(rd.snapshot, arrived?.decode) : undefined;
         decoded?.catch(() => {});
         if (rd.snapshot) {
-          const start = performance.now(), s = rd.snapshot;
-          await this.#disk.saveLeaderSnapshot(s, arrived?.writer);
+          const s = rd.snapshot, ms = await this.#disk.saveLeaderSnapshot(s, arrived?.writer);
           this.#cfg.log(
             `saved the leader's snapshot at index ${s.metadata.index} (${s.data.length} bytes${
               arrived ? ", written as it arrived" : ""
-            }) in ${Math.round(performance.now() - start)} ms`,
+            }) in ${Math.round(ms)} ms`,
           );
         }
         if (rd.entries.length > 0 || rd.hardState) this.#disk.append(rd.entries, rd.hardState);
@@ -996,11 +995,7 @@ export class Node {
     this.#proposals.rejectAll(Errors.stopped());
     this.#reads.rejectAll(Errors.stopped());
     this.transport.stop();
-    for (const f of this.#arriving.values()) {
-      f.decode.abandon();
-      await f.writer.abort();
-    }
-    this.#arriving.clear();
+    for (const d of [...this.#arriving.keys()]) await this.#giveUpArriving(d);
     this.#disk.close();
   }
 }

@@ -91,10 +91,6 @@ export class DiskStorage {
   }
 
   /**
-   * Writes a snapshot received from the leader, then marks it in the WAL; the mark is durable with the Ready's
-   * {@link sync}, so a crash before it leaves a file the WAL does not record (ignored at start-up).
-   */
-  /**
    * Begins the file of a leader's snapshot of `size` bytes, written as it arrives; {@link saveLeaderSnapshot} finishes
    * it, or its `abort` deletes it.
    */
@@ -103,15 +99,19 @@ export class DiskStorage {
   }
 
   /**
-   * Makes a leader's snapshot durable (before its acknowledgement goes out): `written`, its file written while it
-   * arrived, is finished and put in place; without one the whole file is written now.
+   * Writes a snapshot received from the leader (`written`: its file, written while it arrived, is finished and put in
+   * place; without one the whole file is written now), then marks it in the WAL; the mark is durable with the Ready's
+   * {@link sync}, so a crash before it leaves a file the WAL does not record (ignored at start-up). Returns the ms the
+   * file took.
    */
-  async saveLeaderSnapshot(s: Snapshot, written?: SnapshotWriter): Promise<void> {
+  async saveLeaderSnapshot(s: Snapshot, written?: SnapshotWriter): Promise<number> {
     const start = performance.now();
     if (written) await this.#snap.commit(written);
     else await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data });
-    this.#stats.snapshotSave.observe((performance.now() - start) / 1000);
+    const ms = performance.now() - start;
+    this.#stats.snapshotSave.observe(ms / 1000);
     this.#wal.markSnapshot({ index: s.metadata.index, term: s.metadata.term });
+    return ms;
   }
 
   /** Writes a snapshot of this member's applied state and makes its WAL mark durable. */

@@ -614,14 +614,15 @@ export class PeerTransport {
           if (incoming) this.hooks.snapshotIncoming?.(false, head?.snapshot?.metadata.index ?? 0);
           incoming = false;
         };
-        const dropSink = () => {
+        /** the transfer will not be handed to the member: what arrived of it is let go */
+        const giveUp = () => {
+          parts = [];
+          whole = null;
           sink?.abort();
           sink = null;
-        };
-        call.on("close", () => {
-          dropSink();
           stopped();
-        });
+        };
+        call.on("close", giveUp);
         call.on("data", (c: SnapshotChunk) => {
           if (refused) return;
           if (c.data?.length) this.hooks.stats?.peerReceived(who.from, c.data.length);
@@ -644,10 +645,7 @@ export class PeerTransport {
           progress.done += c.data.length;
           if (progress.done > (whole?.length ?? max)) {
             refused = true;
-            parts = [];
-            whole = null;
-            dropSink();
-            stopped();
+            giveUp();
             const details = progress.done > max
               ? `snapshot from ${who.from} exceeds ${max} bytes (the backend quota and its headroom)`
               : `snapshot from ${who.from} exceeds the ${announced} bytes it announced`;
@@ -667,12 +665,12 @@ export class PeerTransport {
           stopped();
           if (refused) return;
           if (!head?.snapshot || head.from !== who.from || head.to !== self) {
-            dropSink();
+            giveUp();
             const details = "snapshot without a header from its sender to this member";
             return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
           if (whole && progress.done !== whole.length) {
-            dropSink();
+            giveUp();
             const details = `snapshot from ${who.from} holds ${progress.done} of the ${announced} bytes it announced`;
             return cb({ code: Status.INVALID_ARGUMENT, details } as grpc.ServiceError, null);
           }
@@ -688,10 +686,7 @@ export class PeerTransport {
           if (head && !refused && progress.done > 0) {
             this.hooks.log("receiving database snapshot failed", { ...about(), ...progress.fields() });
           }
-          parts = [];
-          whole = null;
-          dropSink();
-          stopped();
+          giveUp();
         });
       },
     };
