@@ -7,14 +7,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type Member, memberPorts, memberTest, primaryArgs, startMember, waitFor } from "./easegress_harness.ts";
-import {
-  get,
-  proxyPipeline as pipeline,
-  putObject,
-  rawExchange,
-  servers,
-  startBackend,
-} from "./lib/gateway.ts";
+import { get, proxyPipeline as pipeline, putObject, rawExchange, servers, startBackend } from "./lib/gateway.ts";
 import { freePorts } from "./lib/ports.ts";
 
 async function startGateway(procs: Member[], name: string): Promise<Member> {
