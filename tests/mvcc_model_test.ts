@@ -52,10 +52,14 @@ function compare(a: MvccStore, b: ReferenceStore, rand: (n: number) => number, s
   const at = `step ${step}`;
   assert.equal(a.currentRev, b.currentRev, at);
   assert.equal(a.compactRev, b.compactRev, at);
-  assert.equal(a.sizeBytes, b.sizeBytes, `${at}: sizeBytes`);
   assert.equal(a.keyCount, b.keyCount, `${at}: keyCount`);
-  assert.deepEqual(a.hashKV(0), b.hashKV(0), `${at}: hashKV`);
-  assert.deepEqual([...a.dump()].map(norm), [...b.dump()].map(norm), `${at}: dump`);
+  // a compaction under way still counts the records it drops; a hash or a dump finishes it first (not every step)
+  if (!a.compacting || rand(4) === 0) {
+    assert.deepEqual(a.hashKV(0), b.hashKV(0), `${at}: hashKV`);
+    assert.ok(!a.compacting);
+    assert.equal(a.sizeBytes, b.sizeBytes, `${at}: sizeBytes`);
+    assert.deepEqual([...a.dump()].map(norm), [...b.dump()].map(norm), `${at}: dump`);
+  }
   const low = Math.max(a.compactRev, 1);
   for (let i = 0; i < 4; i++) {
     const rev = low + rand(a.currentRev - low + 1);
@@ -66,7 +70,9 @@ function compare(a: MvccStore, b: ReferenceStore, rand: (n: number) => number, s
     assert.deepEqual(a.range(k, "", { rev }).kvs.map(norm), b.range(k, "", { rev }).kvs.map(norm), `${at}: get`);
     const lim = a.range("b", "e", { rev, limit: 2 }), limb = b.range("b", "e", { rev, limit: 2 });
     assert.deepEqual([lim.kvs.map(norm), lim.count], [limb.kvs.map(norm), limb.count]);
-    if (rev > a.compactRev) assert.equal(a.hashKV(rev).hash, b.hashKV(rev).hash, `${at}: hashKV at ${rev}`);
+    if (rev > a.compactRev && !a.compacting) {
+      assert.equal(a.hashKV(rev).hash, b.hashKV(rev).hash, `${at}: hashKV at ${rev}`);
+    }
   }
   for (const from of [0, low, low + 1, low + rand(a.currentRev - low + 2)]) {
     assert.deepEqual(normEvents(a.eventsSince(from)), normEvents(b.eventsSince(from)), `${at}: eventsSince ${from}`);
@@ -138,7 +144,9 @@ function run(seed: number, steps: number) {
       if (a.currentRev > Math.max(a.compactRev, 1)) {
         const low = Math.max(a.compactRev, 0) + 1;
         const rev = low + rand(a.currentRev - low + 1);
-        a.compact(rev);
+        // in steps (between the operations that follow), or at once
+        if (rand(2) === 0) a.beginCompaction(rev);
+        else a.compact(rev);
         b.compact(rev);
         direct.compact(rev);
       }
@@ -172,7 +180,10 @@ function run(seed: number, steps: number) {
         b = d;
       }
     }
+    // a compaction under way advances by a few records or keys at a time (the clock is looked at every 64)
+    if (a.compacting && rand(3) !== 0) a.compactionStep(0);
     compare(a, b, rand, step);
+    if (a.compacting) continue;
     const at = `step ${step}: restored against never restored`;
     assert.equal(a.sizeBytes, direct.sizeBytes, `${at}: sizeBytes`);
     if (step % 10 === 0) assert.deepEqual([...a.dump()].map(norm), [...direct.dump()].map(norm), `${at}: dump`);

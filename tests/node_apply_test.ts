@@ -256,3 +256,40 @@ Deno.test("apply: recovering from a snapshot file takes the applied index and me
   assert.equal(again.store.keyCount, 1);
   assert.deepEqual(again.calls, [], "recovery at start-up is not a restore watchers must hear of");
 });
+
+Deno.test("apply: a compaction's records are dropped in steps after its entry; a physical one is answered then", async () => {
+  const { loop, store, proposals } = setup();
+  let index = 0;
+  for (let round = 0; round < 4; round++) {
+    for (let i = 0; i < 3000; i++) loop.applyEntry(normal(++index, putRequest("0", `k${i}`, `v${round}`)));
+  }
+  const sizeBefore = store.sizeBytes, rev = store.currentRev;
+  const physical = waitFor(proposals, "5");
+  const compaction = (id: string, revision: number, phys: boolean): InternalRequestShape => ({
+    id,
+    op: "compaction",
+    compaction: { revision: String(revision), physical: phys },
+  });
+  loop.applyEntry(normal(++index, compaction("5", rev, true)));
+  assert.ok(store.compacting, "the entry is applied; its records go in steps");
+  assert.throws(() => store.range("k1", "", { rev: rev - 1 }), /compacted/, "and reads see it at once");
+  let answered = false;
+  physical.then(() => answered = true);
+  await Promise.resolve();
+  assert.ok(!answered, "a physical compaction is not answered before its records are gone");
+  loop.applyEntry(normal(++index, putRequest("0", "during", "x")));
+  const got = await physical;
+  assert.ok("ok" in got);
+  assert.ok(!store.compacting);
+  assert.ok(store.sizeBytes < sizeBefore / 3, `${store.sizeBytes} < ${sizeBefore / 3}`);
+  assert.equal(store.range("during", "").kvs[0].value.toString(), "x");
+  // one that is not physical is answered at once (its first step ran with its entry), and a snapshot's encode waits
+  // for the rest
+  for (let i = 0; i < 3000; i++) loop.applyEntry(normal(++index, putRequest("0", `k${i}`, "last")));
+  const plain = waitFor(proposals, "6");
+  loop.applyEntry(normal(++index, compaction("6", store.currentRev, false)));
+  assert.ok("ok" in await plain);
+  await loop.compactionDone();
+  assert.ok(!store.compacting);
+  loop.stop();
+});

@@ -74,6 +74,9 @@ type result struct {
 	KeptLost       int64   `json:"kept_lost,omitempty"`
 	ExpirySeconds  float64 `json:"expiry_seconds,omitempty"`
 	KeepAliveCount int     `json:"kept,omitempty"`
+	// --compact-after: the physical compaction's own time, and the revision it compacted at
+	CompactMs  float64 `json:"compact_ms,omitempty"`
+	CompactRev int64   `json:"compact_rev,omitempty"`
 	// failover only
 	Leader     string  `json:"leader,omitempty"`
 	NewLeader  string  `json:"new_leader,omitempty"`
@@ -125,6 +128,7 @@ var (
 	keepFrac   = flag.Float64("keep-frac", 0.1, "leases: fraction of the leases kept alive")
 	expiryMax  = flag.Duration("expiry-max", 180*time.Second, "leases: wait at most this long after the last grant")
 	pingWait   = flag.Duration("ping-wait", 0, "ping: retry until the first successful read, at most this long")
+	compactAt  = flag.Duration("compact-after", 0, "closed-loop ops: this long into the measured run, compact (physical) at the current revision")
 )
 
 var (
@@ -485,9 +489,24 @@ func runClosedLoop(base result, cls []*clientv3.Client, n int) {
 		firstErr = atomic.Value{}
 	}
 	mark("start")
+	var compacted chan compaction
+	if *compactAt > 0 {
+		compacted = make(chan compaction, 1)
+		go func() {
+			time.Sleep(*compactAt)
+			compacted <- compactNow(cls[0])
+		}()
+	}
 	lats, secs := runPhase(cls, n, w, *duration, *total, true)
 	mark("end")
 	r := base
+	if compacted != nil {
+		c := <-compacted
+		if c.err != nil {
+			noteErr(fmt.Errorf("compaction: %w", c.err))
+		}
+		r.CompactMs, r.CompactRev = c.ms, c.rev
+	}
 	r.Requests = int64(len(lats))
 	r.Seconds = secs
 	if *op == "load" {
@@ -502,6 +521,26 @@ func runClosedLoop(base result, cls []*clientv3.Client, n int) {
 	}
 	r.P50, r.P99, r.P999 = percentiles(lats)
 	emit(r)
+}
+
+type compaction struct {
+	ms  float64
+	rev int64
+	err error
+}
+
+// compactNow compacts at the current revision and waits until the compacted records are gone (physical).
+func compactNow(cl *clientv3.Client) compaction {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	resp, err := cl.Get(ctx, "\x00", clientv3.WithCountOnly())
+	if err != nil {
+		return compaction{err: err}
+	}
+	rev := resp.Header.Revision
+	t0 := time.Now()
+	_, err = cl.Compact(ctx, rev, clientv3.WithCompactPhysical())
+	return compaction{ms: float64(time.Since(t0).Microseconds()) / 1000, rev: rev, err: err}
 }
 
 // runPhase runs n workers for d (or until total requests are done) and returns all latencies and the wall time.

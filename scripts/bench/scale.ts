@@ -6,7 +6,9 @@
  *   kv     load (1 M keys of 256 B, 16 B keys, txns of 100 puts), mixed (random reads and writes over them, 50/50),
  *          count (count-only range over all keys), scan (range of 10,000 consecutive keys), then restart (1 member:
  *          SIGTERM, start again, time to the first successful read) or follower (3 members: SIGKILL a follower,
- *          30,000 puts so that the leader's log moves past it, restart it: time until it applied the leader's index)
+ *          30,000 puts so that the leader's log moves past it, restart it: time until it applied the leader's index),
+ *          then compact (mixed again, and 2 s in a compaction at the current revision, physical: the compaction of a
+ *          million keys' history while the load runs, and how long the compaction itself took)
  *   watch  watch-distinct (10,000 watchers, one key each), watch-hot (10,000 watchers on one prefix), while puts run
  *   lease  leases (100,000 leases with 3 keys each, 10 % kept alive, the rest expire: lateness after grant + TTL)
  *   soak   a soak with --auto-compaction-mode periodic --auto-compaction-retention 10s: paced puts over 10,000 keys,
@@ -81,6 +83,7 @@ const ROWS: ScaleRow[] = [
   { id: "count", group: "kv", label: "count all keys, 1 client" },
   { id: "scan", group: "kv", label: "range of 10,000 keys, 4 clients" },
   { id: "restart", group: "kv", label: `restart with ${KEYS / 1e6} M keys, s ↓`, lowerBetter: true },
+  { id: "compact", group: "kv", label: "random 50/50 get/put, 64 clients, compaction 2 s in" },
   { id: "watch-distinct", group: "watch", label: `${WATCHERS} watchers, distinct keys, ev/s` },
   { id: "watch-hot", group: "watch", label: `${WATCHERS} watchers, one prefix, ev/s` },
   { id: "leases", group: "lease", label: `${LEASES} leases ×3 keys, set-up req/s` },
@@ -244,6 +247,12 @@ async function runRow(row: ScaleRow, loadgen: string, c: Cluster): Promise<Measu
       return fromLoadgen(await lg(["--op", "count", "--clients", "1", ...closed], SECONDS + 120));
     case "scan":
       return fromLoadgen(await lg(["--op", "scan", "--clients", "4", ...closed], SECONDS + 120));
+    case "compact": {
+      const r = await lg(["--op", "mixed", "--clients", "64", "--compact-after", "2s", ...closed], 900);
+      const m = fromLoadgen(r), raw = (r.raw ?? {}) as Raw;
+      m.note = `physical compaction at revision ${raw.compact_rev ?? "?"} took ${raw.compact_ms ?? "?"} ms`;
+      return m;
+    }
     case "restart":
       return c.members.length === 1 ? await restartSingle(loadgen, c) : await restartFollower(loadgen, c);
     case "watch-distinct":

@@ -124,7 +124,7 @@ export class Applier {
         if (this.noSpace && txnCost(req.txn!) > 0) throw Errors.noSpace();
         return this.#write((t) => this.#txn(t, req.txn!));
       case "compaction": {
-        this.store.compact(num(req.compaction!.revision));
+        this.store.beginCompaction(num(req.compaction!.revision));
         return { header: this.header(this.store.currentRev) };
       }
       case "lease_grant": {

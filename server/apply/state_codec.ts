@@ -106,6 +106,7 @@ export class StateEncoder {
       this.#leaseTtls.push(l.ttl);
     }
     this.#alarms = alarms.map((a) => ({ member: utf8.encode(a.memberID), alarm: a.alarm }));
+    store.settleCompaction(); // the records a compaction drops must not be in the blob
     this.#upTo = store._records();
     this.#bounds = store._dumpBounds();
     this.#walk = store.dumpRecords(this.#bounds);

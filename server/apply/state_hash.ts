@@ -11,6 +11,7 @@ import type { Alarm } from "./applier.ts";
 
 /** The digest of store, lessor and alarms (unsigned 32 bits). */
 export function stateHash(store: MvccStore, lessor: Lessor, alarms: readonly Alarm[]): number {
+  store.settleCompaction(); // its records and size count as they are once the compaction under way is done
   const h = new StateHasher();
   h.number(store.currentRev).number(store.compactRev).number(store.sizeBytes);
   for (const idx of store.dumpRecords()) {

@@ -7,8 +7,10 @@
  * versions are a chain. The table is columnar (typed-array pages, no object per version): a version costs ~56 bytes
  * plus its value, which is not copied but referenced as (ArrayBuffer, offset, length): a slice of the Raft log arena
  * the value arrived in, or of the snapshot blob the state codec last wrote or read (see state_codec.ts). Compaction
- * copies the live values out of buffers that are mostly dead. Reads build mvccpb.KeyValue objects (keepCase names)
- * on demand; the history's events are built when read (watch catch-up) and the recent ones memoized.
+ * takes effect at once for reads and drops the records in steps (a copy of the kept ones into a new table, which then
+ * replaces the old), and copies the live values out of buffers that are mostly dead. Reads build mvccpb.KeyValue
+ * objects (keepCase names) on demand; the history's events are built when read (watch catch-up) and the recent ones
+ * memoized.
  * The store is driven by the apply layer only; it performs no I/O.
  */
 import { Buffer } from "node:buffer";
@@ -139,13 +141,14 @@ class Table {
     this.pages[idx >>> PAGE_BITS].i[(idx & MASK) * NI + col] = v;
   }
 
-  /** Copies record `from` over record `to`. */
-  move(from: number, to: number): void {
-    if (from === to) return;
-    const a = this.pages[from >>> PAGE_BITS], b = this.pages[to >>> PAGE_BITS];
+  /** Appends a copy of record `from` of table `src`; returns its index. */
+  pushCopy(src: Table, from: number): number {
+    const to = this.push();
+    const a = src.pages[from >>> PAGE_BITS], b = this.pages[to >>> PAGE_BITS];
     const fa = (from & MASK) * NF, fb = (to & MASK) * NF, ia = (from & MASK) * NI, ib = (to & MASK) * NI;
     for (let c = 0; c < NF; c++) b.f[fb + c] = a.f[fa + c];
     for (let c = 0; c < NI; c++) b.i[ib + c] = a.i[ia + c];
+    return to;
   }
 }
 
@@ -157,6 +160,51 @@ const EVENT_MEMO = 4096;
 
 /** A value buffer below this size, or used by live values for at least a quarter, is never repacked. */
 const REPACK_MIN_BYTES = 8192;
+
+/** A compaction's steps look at the clock once per this many keys or records (a power of two, minus one). */
+const CLOCK_EVERY_MASK = 63;
+
+/**
+ * A compaction under way ({@link MvccStore.beginCompaction}): the kept records are copied into a new table, a step at
+ * a time, while the old one serves; the new one replaces it when the copy has caught up.
+ */
+interface CompactionJob {
+  rev: number;
+  /** the table's length when the compaction began: the records it may drop (later ones are newer than `rev`) */
+  n: number;
+  /** key ids when it began: the keys the marking visits */
+  keys: number;
+  /** per record below `n`: 0 dropped, 1 kept as a version, 2 kept for the history only */
+  mark: Uint8Array;
+  /** the next key id to mark */
+  nextKid: number;
+  /** key ids left without a kept record below `n`: gone at the swap unless written since */
+  emptied: number[];
+  /** bytes of kept values per buffer id of the old table; then which buffers' values are packed into new ones */
+  bufLive: Float64Array;
+  moved: Uint8Array | null;
+  /** the next record of the old table to copy */
+  next: number;
+  table: Table;
+  /** newest record of each key id, in the new table */
+  latest: PagedArray<number>;
+  /** old record index → new (-1: dropped) */
+  remap: Int32Array;
+  leases: Interned<string>;
+  /** old lease id → new */
+  leaseMap: number[];
+  bufs: Interned<ArrayBufferLike>;
+  /** old buffer id → new (-1: not yet seen) */
+  bufMap: Int32Array;
+  /** the buffer packed values go to, its id in the new table and the bytes used */
+  packed: Uint8Array | null;
+  packedId: number;
+  packedPos: number;
+  /** the new table's first record at or after `rev` (-1: none yet) */
+  histStart: number;
+  /** what `sizeBytes` loses at the swap */
+  sizeDrop: number;
+}
 
 /** Values numbered in order of first use, so that the record table stores a number instead. */
 class Interned<T> {
@@ -211,6 +259,8 @@ export class MvccStore {
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
   #beforeRestructure = new Set<() => void>();
+  /** the compaction under way, if any */
+  #job: CompactionJob | null = null;
   /** between `_restoreBegin` and `_restoreEnd`: key → id, and the key index being built (once, at the end) */
   #restoring: SortedKeysBuilder | null = null;
   /**
@@ -478,6 +528,8 @@ export class MvccStore {
 
   /** Events with revision >= from (up to `max` revisions' worth, whole revisions only). */
   eventsSince(from: number, maxRevs = Infinity): StoreEvent[] {
+    // none below the compaction point: a compaction under way still holds them
+    if (from < this.compactRev) from = this.compactRev;
     const t = this.#t;
     let lo = this.#histStart, hi = t.length;
     while (lo < hi) {
@@ -515,134 +567,239 @@ export class MvccStore {
 
   /**
    * Discards versions superseded at or before `rev` (the newest version <= rev of each key stays, unless it is a
-   * tombstone) and the history below `rev`.
+   * tombstone) and the history below `rev`, at once: {@link beginCompaction} and then {@link settleCompaction}.
    */
   compact(rev: number): void {
+    this.beginCompaction(rev);
+    this.settleCompaction();
+  }
+
+  /**
+   * Compacts at `rev` as etcd does: reads below `rev` are refused from the call on, and what the store sees at `rev`
+   * and later is the same as after `compact(rev)`; the records are dropped in steps (`compactionStep`), as etcd
+   * deletes them from its backend in batches after the apply. Until the last step `sizeBytes` and `recordCount` still
+   * count them. A compaction still under way is finished first, at once.
+   */
+  beginCompaction(rev: number): void {
     if (rev <= this.compactRev) throw Errors.compacted();
     if (rev > this.currentRev) throw Errors.futureRev();
+    this.settleCompaction();
+    // a walk over the records (a snapshot encode, a read in slices) finishes now, on the records as they are: the
+    // encoder moves values between buffers, which the copy below must not race
     this.#restructuring();
     this.compactRev = rev;
-    this.#memo.clear();
-    const t = this.#t;
-    const n = t.length;
-    // 0: dropped, 1: kept as a version, 2: kept for the history only
-    const mark = new Uint8Array(n);
-    for (let kid = 0; kid < this.#latest.length; kid++) {
+    const n = this.#t.length, keys = this.#latest.length, bufs = this.#bufs.values.length;
+    this.#job = {
+      rev,
+      n,
+      keys,
+      mark: new Uint8Array(n),
+      nextKid: 0,
+      emptied: [],
+      bufLive: new Float64Array(bufs),
+      moved: null,
+      next: 0,
+      table: new Table(),
+      latest: new PagedArray<number>(),
+      remap: new Int32Array(Math.max(16, n + (n >>> 3))),
+      leases: new Interned(["0"]),
+      leaseMap: [0],
+      bufs: new Interned<ArrayBufferLike>([]),
+      bufMap: new Int32Array(bufs).fill(-1),
+      packed: null,
+      packedId: -1,
+      packedPos: 0,
+      histStart: -1,
+      sizeDrop: 0,
+    };
+  }
+
+  /** Whether a compaction's records are still being dropped (see `beginCompaction`). */
+  get compacting(): boolean {
+    return this.#job !== null;
+  }
+
+  /** Drops records of the compaction under way for about `ms`; returns whether it is done (or none is under way). */
+  compactionStep(ms: number): boolean {
+    const job = this.#job;
+    if (!job) return true;
+    const stop = performance.now() + ms;
+    if (job.nextKid < job.keys && !this.#markStep(job, stop)) return false;
+    if (!this.#copyStep(job, stop)) return false;
+    this.#swapIn(job);
+    return true;
+  }
+
+  /** Finishes the compaction under way, if any, at once. */
+  settleCompaction(): void {
+    // with no limit on time a step stops short only at the records of a txn being applied
+    if (!this.compactionStep(Infinity)) throw new Error("store: a compaction cannot finish inside a write txn");
+  }
+
+  /**
+   * Marks the records below `job.n` a key at a time: 1 kept as a version, 2 kept for the history only, 0 dropped
+   * (those the walk does not reach). Records written since the compaction began are newer than its revision: kept.
+   */
+  #markStep(job: CompactionJob, stop: number): boolean {
+    const t = this.#t, rev = job.rev, mark = job.mark, n = job.n;
+    while (job.nextKid < job.keys) {
+      const kid = job.nextKid++;
+      job.latest.push(-1);
       let idx = this.#latest.get(kid);
+      while (idx >= n) idx = t.i(idx, I_PREV);
+      if (idx < 0) {
+        if ((kid & CLOCK_EVERY_MASK) === 0 && performance.now() >= stop) return false;
+        continue;
+      }
       let atRev = false; // a record of this key at exactly `rev` was seen: it is the newest version <= rev
+      let kept = false;
       while (idx >= 0) {
         const m = t.f(idx, F_MOD);
         const tomb = t.f(idx, F_CREATE) === 0;
         const historyOnly = (t.i(idx, I_FLAGS) & HISTORY_ONLY) !== 0;
+        let v = 0;
         if (m > rev) {
-          mark[idx] = historyOnly ? 2 : 1;
+          v = historyOnly ? 2 : 1;
         } else if (m === rev) {
-          mark[idx] = atRev || tomb || historyOnly ? 2 : 1;
+          v = atRev || tomb || historyOnly ? 2 : 1;
           atRev = true;
         } else {
           // the newest version < rev: kept as the key's base version unless a tombstone, or, when the key has an
           // event at `rev`, kept as that event's previous record
-          if (!tomb && !historyOnly) mark[idx] = atRev ? 2 : 1;
-          else if (!tomb && atRev) mark[idx] = 2;
-          break;
+          if (!tomb && !historyOnly) v = atRev ? 2 : 1;
+          else if (!tomb && atRev) v = 2;
         }
+        if (v !== 0) {
+          mark[idx] = v;
+          kept = true;
+          const b = t.i(idx, I_BUF);
+          if (b >= 0) job.bufLive[b] += t.i(idx, I_LEN);
+        }
+        if (m < rev) break;
         idx = t.i(idx, I_PREV);
       }
+      if (!kept) job.emptied.push(kid);
+      if ((kid & CLOCK_EVERY_MASK) === 0 && performance.now() >= stop) return false;
     }
-    // squeeze the kept records down in place (order is kept), renumbering leases and value buffers
-    const keyStr = this.#keyStr, latest = this.#latest;
-    const remap = new Int32Array(n);
-    const leases = new Interned(["0"]);
-    const bufMap = new Int32Array(this.#bufs.values.length).fill(-1);
-    const bufs: ArrayBufferLike[] = [];
-    const bufLive: number[] = [];
-    let w = 0, histStart = -1;
-    for (let idx = 0; idx < n; idx++) {
-      const m = mark[idx];
-      const kid = t.i(idx, I_KEY);
-      if (m !== 1 && (t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) {
-        this.sizeBytes -= keyStr.get(kid).length + t.i(idx, I_LEN) + OVERHEAD;
-      }
-      if (m === 0) {
-        remap[idx] = -1;
-        if (latest.get(kid) === idx) latest.set(kid, -2); // the key has no record left
-        continue;
-      }
-      const p = t.i(idx, I_PREV);
-      t.move(idx, w);
-      t.setI(w, I_PREV, p >= 0 ? remap[p] : -1);
-      t.setI(w, I_FLAGS, m === 2 ? HISTORY_ONLY : 0);
-      if (latest.get(kid) === idx) latest.set(kid, w);
-      t.setI(w, I_LEASE, leases.id(this.#leases.values[t.i(w, I_LEASE)]));
-      const b = t.i(w, I_BUF);
-      if (b >= 0) {
-        if (bufMap[b] < 0) {
-          bufMap[b] = bufs.length;
-          bufs.push(this.#bufs.values[b]);
-          bufLive.push(0);
-        }
-        t.setI(w, I_BUF, bufMap[b]);
-        bufLive[bufMap[b]] += t.i(w, I_LEN);
-      }
-      if (histStart < 0 && t.f(w, F_MOD) >= rev) histStart = w;
-      remap[idx] = w++;
-    }
-    t.truncate(w);
-    this.#histStart = histStart < 0 ? w : histStart;
-    // free the ids of the keys left without records
-    const gone = new Set<BKey>();
-    for (let kid = 0; kid < latest.length; kid++) {
-      if (latest.get(kid) !== -2) continue;
-      gone.add(keyStr.get(kid));
-      keyStr.set(kid, "");
-      latest.set(kid, -1);
-      this.#freeKeyIds.push(kid);
-    }
-    if (gone.size > 0) this.#index.filterOut((k) => gone.has(k));
-    this.#leases = leases;
-    this.#bufs = new Interned(this.#repack(bufs, bufLive));
+    return true;
   }
 
   /**
-   * Copies the values that live in mostly-dead buffers (e.g. a Raft log arena chunk most of whose values were
-   * compacted away) into one new buffer, so the old ones can be freed. Returns the new buffer table.
+   * Copies the kept records, in order, into the table that replaces the store's: the records below `job.n` as
+   * marked, then every record written since (up to the store's end, which moves while the copy goes on). Values in
+   * buffers that are mostly dead are copied into one new buffer on the way (see REPACK_MIN_BYTES).
    */
-  #repack(bufs: ArrayBufferLike[], live: number[]): ArrayBufferLike[] {
+  #copyStep(job: CompactionJob, stop: number): boolean {
+    if (!job.moved) this.#chooseRepack(job);
+    const t = this.#t, t2 = job.table, n = job.n, keyStr = this.#keyStr;
+    for (;;) {
+      const idx = job.next;
+      if (idx >= t.length || t.f(idx, F_MOD) > this.currentRev) return idx >= t.length; // the end, or a txn being applied
+      job.next++;
+      const kid = t.i(idx, I_KEY);
+      let m = 1;
+      if (idx < n) {
+        m = job.mark[idx];
+        if (m !== 1 && (t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) {
+          job.sizeDrop += keyStr.get(kid).length + t.i(idx, I_LEN) + OVERHEAD;
+        }
+      }
+      if (idx >= job.remap.length) {
+        const grown = new Int32Array(job.remap.length * 2);
+        grown.set(job.remap);
+        job.remap = grown;
+      }
+      if (m === 0) {
+        job.remap[idx] = -1;
+      } else {
+        // the same fields, with the previous record, the lease and the buffer renumbered for the new table
+        const w = t2.pushCopy(t, idx);
+        const p = t.i(idx, I_PREV);
+        t2.setI(w, I_PREV, p >= 0 ? job.remap[p] : -1);
+        if (idx < n) t2.setI(w, I_FLAGS, m === 2 ? HISTORY_ONLY : 0);
+        const lid = t.i(idx, I_LEASE);
+        if (lid !== 0) t2.setI(w, I_LEASE, job.leaseMap[lid] ??= job.leases.id(this.#leases.values[lid]));
+        const b = t.i(idx, I_BUF);
+        if (b >= 0) t2.setI(w, I_BUF, this.#copyBuf(job, b, t.f(idx, F_OFF), t.i(idx, I_LEN), w));
+        while (job.latest.length <= kid) job.latest.push(-1);
+        job.latest.set(kid, w);
+        if (job.histStart < 0 && t.f(idx, F_MOD) >= job.rev) job.histStart = w;
+        job.remap[idx] = w;
+      }
+      if ((idx & CLOCK_EVERY_MASK) === 0 && performance.now() >= stop) return false;
+    }
+  }
+
+  /** The buffers whose live values are moved into one new buffer: at least REPACK_MIN_BYTES, under a quarter live. */
+  #chooseRepack(job: CompactionJob): void {
+    const bufs = this.#bufs.values, live = job.bufLive;
+    job.moved = new Uint8Array(live.length);
     let total = 0;
-    const moved = new Uint8Array(bufs.length);
-    for (let b = 0; b < bufs.length; b++) {
+    for (let b = 0; b < live.length; b++) {
       if (bufs[b].byteLength >= REPACK_MIN_BYTES && live[b] * 4 < bufs[b].byteLength) {
-        moved[b] = 1;
+        job.moved[b] = 1;
         total += live[b];
       }
     }
-    if (total === 0) return bufs;
-    const packed = new Uint8Array(total);
-    const out: ArrayBufferLike[] = [];
-    const map = new Int32Array(bufs.length);
-    for (let b = 0; b < bufs.length; b++) {
-      if (moved[b]) continue;
-      map[b] = out.length;
-      out.push(bufs[b]);
+    if (total > 0) this.#newPacked(job, total);
+  }
+
+  #newPacked(job: CompactionJob, bytes: number): void {
+    job.packed = new Uint8Array(bytes);
+    job.packedPos = 0;
+    job.packedId = job.bufs.id(job.packed.buffer);
+  }
+
+  /** The new table's buffer id of a value in buffer `b` of the old one; a moved value is copied (record `w`). */
+  #copyBuf(job: CompactionJob, b: number, off: number, len: number, w: number): number {
+    if (b < job.moved!.length && job.moved![b] === 1) {
+      // a record written since the compaction began may use a moved buffer too: it gets a buffer of its own
+      if (!job.packed || job.packedPos + len > job.packed.length) this.#newPacked(job, Math.max(len, 65536));
+      job.packed!.set(new Uint8Array(this.#bufs.values[b], off, len), job.packedPos);
+      job.table.setF(w, F_OFF, job.packedPos);
+      job.packedPos += len;
+      return job.packedId;
     }
-    const packedId = out.length;
-    out.push(packed.buffer);
-    const t = this.#t;
-    let pos = 0;
-    for (let idx = 0; idx < t.length; idx++) {
-      const b = t.i(idx, I_BUF);
-      if (b < 0) continue;
-      if (!moved[b]) {
-        t.setI(idx, I_BUF, map[b]);
-        continue;
-      }
-      const len = t.i(idx, I_LEN);
-      packed.set(new Uint8Array(bufs[b], t.f(idx, F_OFF), len), pos);
-      t.setI(idx, I_BUF, packedId);
-      t.setF(idx, F_OFF, pos);
-      pos += len;
+    if (b >= job.bufMap.length) {
+      const grown = new Int32Array(Math.max(b + 1, job.bufMap.length * 2)).fill(-1);
+      grown.set(job.bufMap);
+      job.bufMap = grown;
     }
-    return out;
+    let id = job.bufMap[b];
+    if (id < 0) id = job.bufMap[b] = job.bufs.id(this.#bufs.values[b]);
+    return id;
+  }
+
+  /**
+   * The copy is complete: the new table replaces the old one. Keys left without records lose their ids; reads in
+   * slices that still walk the old table finish first.
+   */
+  #swapIn(job: CompactionJob): void {
+    this.#job = null;
+    this.#restructuring();
+    const t2 = job.table;
+    this.#t = t2;
+    this.#histStart = job.histStart < 0 ? t2.length : job.histStart;
+    while (job.latest.length < this.#latest.length) job.latest.push(-1);
+    const keyStr = this.#keyStr, latest = job.latest;
+    const gone: BKey[] = [];
+    for (const kid of job.emptied) {
+      // written since the marking: the key has records again
+      if (latest.get(kid) >= 0) continue;
+      gone.push(keyStr.get(kid));
+      keyStr.set(kid, "");
+      this.#freeKeyIds.push(kid);
+    }
+    this.#latest = latest;
+    if (gone.length * 64 < this.#index.size) { for (const k of gone) this.#index.delete(k); }
+    else if (gone.length > 0) {
+      const set = new Set(gone);
+      this.#index.filterOut((k) => set.has(k));
+    }
+    this.#leases = job.leases;
+    this.#bufs = job.bufs;
+    this.#memo.clear();
+    this.sizeBytes -= job.sizeDrop;
   }
 
   /** Records of key id `kid` that are versions, oldest first. */
@@ -677,6 +834,7 @@ export class MvccStore {
 
   /** @internal where a dump taken now starts its history and ends. */
   _dumpBounds(): DumpBounds {
+    this.settleCompaction();
     const t = this.#t, histStart = this.#histStart;
     let end = t.length;
     while (end > histStart && t.f(end - 1, F_MOD) > this.currentRev) end--; // a txn being applied
@@ -820,6 +978,7 @@ export class MvccStore {
   /** @internal empties the store for `_restoreAdd` (restore without KeyValue objects). */
   _restoreBegin(currentRev: number, compactRev: number): void {
     this.#restructuring();
+    this.#job = null;
     this.#index = new SortedKeys();
     this.#t = new Table();
     this.#histStart = 0;
@@ -886,6 +1045,7 @@ export class MvccStore {
   _adopt(other: MvccStore): void {
     if (other.#restoring || other.#restoredKeys) throw new Error("store: adopting an unfinished restore");
     this.#restructuring();
+    this.#job = null;
     this.#index = other.#index;
     this.#t = other.#t;
     this.#histStart = other.#histStart;
@@ -987,6 +1147,7 @@ export class MvccStore {
   hashKV(rev: number): { hash: number; rev: number; compactRev: number } {
     if (rev > 0 && rev <= this.compactRev) throw Errors.compacted();
     if (rev > this.currentRev) throw Errors.futureRev();
+    this.settleCompaction();
     const at = rev <= 0 ? this.currentRev : rev;
     const t = this.#t;
     const h = new StateHasher();

@@ -968,6 +968,7 @@ export class Node {
     if (this.#snapshotting || this.#apply.appliedIndex <= this.#apply.snapIndex) return;
     this.#snapshotting = true;
     try {
+      await this.#apply.compactionDone();
       const index = this.#apply.appliedIndex, confState = this.#apply.confState;
       this.#ownSnapshot = new AbortController();
       const data = await this.#apply.encodeInSlices(this.term, this.#ownSnapshot.signal).finally(() =>
@@ -990,6 +991,7 @@ export class Node {
   async close(): Promise<void> {
     this.stopped = true;
     clearInterval(this.#ticker);
+    this.#apply.stop();
     this.#endPause?.();
     while (this.#processing || this.#applyRunning) await new Promise((r) => setTimeout(r, 5));
     this.#proposals.rejectAll(Errors.stopped());
