@@ -271,7 +271,7 @@ Deno.test("state codec: an encode in slices yields to timers and is the state at
   assert.equal(again.store.hashKV(0).hash, ref.store.hashKV(0).hash);
 });
 
-Deno.test("state codec: a compaction or a restore during an encode in slices finishes it first", async () => {
+Deno.test("state codec: an encode in slices is the state at its start through a compaction (which waits for it) or a restore (which finishes it first)", async () => {
   for (const restructure of ["compaction", "restore"] as const) {
     const ref = machine(), live = machine();
     buildState(ref);
@@ -285,12 +285,27 @@ Deno.test("state codec: a compaction or a restore during an encode in slices fin
     live.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
     live.put("after", "the encode began");
     if (restructure === "compaction") {
-      live.encode(); // another encode, at once, meanwhile: the first is still finished before the compaction
+      live.encode(); // another encode, at once, meanwhile
       live.apply({ op: "compaction", compaction: { revision: String(live.store.currentRev) } });
       ref.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } });
       ref.put("after", "the encode began");
       ref.apply({ op: "compaction", compaction: { revision: String(ref.store.currentRev) } });
+      // the compaction's steps wait for the encode under way, which goes on in its slices
+      for (let i = 0; i < 3; i++) assert.equal(live.store.compactionStep(Infinity), false);
+      await new Promise((r) => setTimeout(r, 5));
+      assert.equal(done, false, "the encode is still under way");
+      assert.equal(await sha256(await pending), expected, restructure);
+      assert.ok(live.store.compacting);
+      assert.equal(live.store.compactionStep(Infinity), true);
       assert.equal(live.store.hashKV(0).hash, ref.store.hashKV(0).hash, restructure);
+      // and something that needs the compaction done at once finishes an encode under way first
+      live.put("one", "more");
+      const again = new StateEncoder(meta, ...live.parts()).inSlices(0);
+      live.apply({ op: "compaction", compaction: { revision: String(live.store.currentRev) } });
+      live.store.settleCompaction();
+      const blob = await again;
+      assert.ok(blob.length > 0 && !live.store.compacting);
+      continue;
     } else {
       decodeState(ref.encode(), live.store, live.lessor, live.applier.alarms, new Members());
     }

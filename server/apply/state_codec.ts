@@ -115,7 +115,7 @@ export class StateEncoder {
       this.#authJson.length;
     for (const id of this.#leaseIds) this.#size += 4 + id.length + 8;
     for (const a of this.#alarms) this.#size += 4 + a.member.length + 4;
-    store._beforeRestructure(this.#finishNow);
+    store._dumpBegin(this.#finishNow);
   }
 
   /** Encodes for about `ms` (Infinity: to the end); returns whether the blob is complete. */
@@ -176,7 +176,7 @@ export class StateEncoder {
    * the (partial) blob stay there, intact.
    */
   #abandon(): void {
-    this.#store._afterDump(this.#finishNow);
+    this.#store._dumpEnd(this.#finishNow);
     this.#abandoned = true;
   }
 
@@ -294,7 +294,7 @@ export class StateEncoder {
   #end(): void {
     this.#bytes(this.#authJson);
     if (this.#pos !== this.#size) throw new Error(`state snapshot: encoded ${this.#pos} bytes, expected ${this.#size}`);
-    this.#store._afterDump(this.#finishNow);
+    this.#store._dumpEnd(this.#finishNow);
     this.#store._moveDone(this.#out!.buffer, this.#upTo);
     this.#done = true;
   }

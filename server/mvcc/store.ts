@@ -170,9 +170,11 @@ const CLOCK_EVERY_MASK = 63;
  */
 interface CompactionJob {
   rev: number;
-  /** the table's length when the compaction began: the records it may drop (later ones are newer than `rev`) */
+  /** whether its first step ran: the fields below are set then */
+  started: boolean;
+  /** the table's length at the first step: the records it may drop (later ones are newer than `rev`) */
   n: number;
-  /** key ids when it began: the keys the marking visits */
+  /** key ids at the first step: the keys the marking visits */
   keys: number;
   /** per record below `n`: 0 dropped, 1 kept as a version, 2 kept for the history only */
   mark: Uint8Array;
@@ -259,6 +261,8 @@ export class MvccStore {
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
   #beforeRestructure = new Set<() => void>();
+  /** the snapshot encodes under way (`_dumpBegin`): a subset of #beforeRestructure */
+  #dumps = new Set<() => void>();
   /** the compaction under way, if any */
   #job: CompactionJob | null = null;
   /** between `_restoreBegin` and `_restoreEnd`: key → id, and the key index being built (once, at the end) */
@@ -584,34 +588,47 @@ export class MvccStore {
     if (rev <= this.compactRev) throw Errors.compacted();
     if (rev > this.currentRev) throw Errors.futureRev();
     this.settleCompaction();
-    // a walk over the records (a snapshot encode, a read in slices) finishes now, on the records as they are: the
-    // encoder moves values between buffers, which the copy below must not race
-    this.#restructuring();
     this.compactRev = rev;
-    const n = this.#t.length, keys = this.#latest.length, bufs = this.#bufs.values.length;
     this.#job = {
       rev,
-      n,
-      keys,
-      mark: new Uint8Array(n),
+      started: false,
+      n: 0,
+      keys: 0,
+      mark: new Uint8Array(0),
       nextKid: 0,
       emptied: [],
-      bufLive: new Float64Array(bufs),
+      bufLive: new Float64Array(0),
       moved: null,
       next: 0,
       table: new Table(),
       latest: new PagedArray<number>(),
-      remap: new Int32Array(Math.max(16, n + (n >>> 3))),
+      remap: new Int32Array(0),
       leases: new Interned(["0"]),
       leaseMap: [0],
       bufs: new Interned<ArrayBufferLike>([]),
-      bufMap: new Int32Array(bufs).fill(-1),
+      bufMap: new Int32Array(0),
       packed: null,
       packedId: -1,
       packedPos: 0,
       histStart: -1,
       sizeDrop: 0,
     };
+  }
+
+  /**
+   * The first step: the records it may drop are those held now (the later ones are newer than its revision), the
+   * buffers as numbered now (a snapshot encode moves values between buffers and renumbers them at its end: the steps
+   * wait for an encode under way).
+   */
+  #startJob(job: CompactionJob): void {
+    const n = this.#t.length, bufs = this.#bufs.values.length;
+    job.started = true;
+    job.n = n;
+    job.keys = this.#latest.length;
+    job.mark = new Uint8Array(n);
+    job.bufLive = new Float64Array(bufs);
+    job.remap = new Int32Array(Math.max(16, n + (n >>> 3)));
+    job.bufMap = new Int32Array(bufs).fill(-1);
   }
 
   /** Whether a compaction's records are still being dropped (see `beginCompaction`). */
@@ -623,6 +640,8 @@ export class MvccStore {
   compactionStep(ms: number): boolean {
     const job = this.#job;
     if (!job) return true;
+    if (this.#dumps.size > 0) return false; // a snapshot encode under way: see #startJob
+    if (!job.started) this.#startJob(job);
     const stop = performance.now() + ms;
     if (job.nextKid < job.keys && !this.#markStep(job, stop)) return false;
     if (!this.#copyStep(job, stop)) return false;
@@ -632,6 +651,8 @@ export class MvccStore {
 
   /** Finishes the compaction under way, if any, at once. */
   settleCompaction(): void {
+    if (!this.#job) return;
+    this.#finishDumps();
     // with no limit on time a step stops short only at the records of a txn being applied
     if (!this.compactionStep(Infinity)) throw new Error("store: a compaction cannot finish inside a write txn");
   }
@@ -826,7 +847,7 @@ export class MvccStore {
    * @internal `dump()` as record handles (read them with `record`), as of the call or of `bounds` (from
    * `_dumpBounds`, to walk the same records again): the walk may be resumed after later writes (a snapshot encoded
    * in slices), which it does not see, but not after the store was restructured (compacted or restored): see
-   * `_beforeRestructure`.
+   * `_dumpBegin`.
    */
   dumpRecords(bounds: DumpBounds = this._dumpBounds()): Generator<number> {
     return this.#dumpWalk(bounds.histStart, bounds.end);
@@ -851,21 +872,32 @@ export class MvccStore {
   }
 
   /**
-   * @internal `fn` runs before the store is next restructured (compact, restore), which would move the records a
-   * `dumpRecords` walk still has to visit: the snapshot encoder finishes its walk then. `_afterDump` unregisters it.
+   * @internal a snapshot encode's `dumpRecords` walk began: `finish` runs it to its end before the store is next
+   * restructured (a compaction's swap, a restore), which would move the records it still has to visit. A
+   * compaction's steps wait until `_dumpEnd` (the encode moves values between buffers), unless something must
+   * finish the compaction at once. The walk's records are the store's as of its start: a compaction begun meanwhile
+   * drops nothing of them before it ended.
    */
-  _beforeRestructure(fn: () => void): void {
-    this.#beforeRestructure.add(fn);
+  _dumpBegin(finish: () => void): void {
+    this.#beforeRestructure.add(finish);
+    this.#dumps.add(finish);
   }
 
-  /** @internal a walk registered with `_beforeRestructure` is done. */
-  _afterDump(fn: () => void): void {
-    this.#beforeRestructure.delete(fn);
+  /** @internal the walk registered with `_dumpBegin` is done (or given up). */
+  _dumpEnd(finish: () => void): void {
+    this.#beforeRestructure.delete(finish);
+    this.#dumps.delete(finish);
+  }
+
+  /** Runs the snapshot encodes under way to their end. */
+  #finishDumps(): void {
+    for (const fn of [...this.#dumps]) fn();
   }
 
   #restructuring(): void {
     const fns = [...this.#beforeRestructure];
     this.#beforeRestructure.clear();
+    this.#dumps.clear();
     for (const fn of fns) fn();
   }
 
@@ -1175,7 +1207,7 @@ export class MvccStore {
  * range and hands each one's record visible at the revision to `visit` (key order), so a caller can yield to the event
  * loop between steps. Writes made between steps are newer than the revision and change nothing it sees; the keys
  * they add have no record at the revision. A compaction or restore, which would move or drop the records it still has
- * to visit, first runs it to its end (see `_beforeRestructure`): the result is the one a read in one go would give.
+ * to visit, first runs it to its end (see `_dumpBegin`): the result is the one a read in one go would give.
  */
 export class RangeScan {
   /** keys visited that had a record at the revision */
