@@ -292,8 +292,6 @@ Deno.test("state codec: an encode in slices is the state at its start through a 
       ref.apply({ op: "compaction", compaction: { revision: String(ref.store.currentRev) } });
       // the compaction's steps wait for the encode under way, which goes on in its slices
       for (let i = 0; i < 3; i++) assert.equal(live.store.compactionStep(Infinity), false);
-      await new Promise((r) => setTimeout(r, 5));
-      assert.equal(done, false, "the encode is still under way");
       assert.equal(await sha256(await pending), expected, restructure);
       assert.ok(live.store.compacting);
       assert.equal(live.store.compactionStep(Infinity), true);
