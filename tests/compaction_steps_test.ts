@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type KeyValue, MvccStore, type StoreEvent } from "../server/mvcc/store.ts";
-import { encodeState } from "../server/apply/state_codec.ts";
+import { encodeState, StateEncoder } from "../server/apply/state_codec.ts";
 import { stateHash } from "../server/apply/state_hash.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { Members } from "../server/membership/members.ts";
@@ -172,4 +172,22 @@ Deno.test("a compaction inside a write txn cannot be finished: a clear error, an
   t.end();
   s.settleCompaction();
   assert.equal(s.range("new", "").kvs[0].value.toString(), "v");
+});
+
+Deno.test("a compaction's steps wait for a snapshot encode under way, and go on once it ended or was abandoned", async () => {
+  const lessor = new Lessor(1);
+  const meta = { appliedIndex: 1, term: 1, confState: { voters: [], learners: [] } };
+  for (const end of ["finished", "abandoned"] as const) {
+    const s = build();
+    const abort = new AbortController();
+    const encode = new StateEncoder(meta, s, lessor, [], new Members()).inSlices(0, abort.signal);
+    s.beginCompaction(s.currentRev - 500);
+    for (let i = 0; i < 5; i++) assert.equal(s.compactionStep(Infinity), false, `${end}: the steps wait`);
+    if (end === "abandoned") {
+      abort.abort(new Error("leader's snapshot coming"));
+      await assert.rejects(encode, /leader's snapshot coming/);
+    } else await encode;
+    assert.equal(s.compactionStep(Infinity), true, `${end}: then the compaction goes on`);
+    assert.ok(!s.compacting);
+  }
 });

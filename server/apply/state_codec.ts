@@ -92,7 +92,13 @@ export class StateEncoder {
   #done = false;
   #abandoned = false;
   /** what the store calls before it is restructured */
-  #finishNow = () => void this.finish();
+  #finishNow = () => {
+    try {
+      this.finish();
+    } catch {
+      this.#abandon(); // its own caller sees the failure at its next step
+    }
+  };
 
   constructor(meta: StateMeta, store: MvccStore, lessor: Lessor, alarms: Alarm[], members: Members, auth?: AuthStore) {
     this.#store = store;
@@ -161,12 +167,15 @@ export class StateEncoder {
    * encode is abandoned at the next slice (rejects with the signal's reason).
    */
   async inSlices(sliceMs = ENCODE_SLICE_MS, signal?: AbortSignal): Promise<Uint8Array> {
-    while (!this.step(sliceMs)) {
-      await nextTurn();
-      if (signal?.aborted) {
-        this.#abandon();
-        throw signal.reason;
+    try {
+      while (!this.step(sliceMs)) {
+        await nextTurn();
+        if (signal?.aborted) throw signal.reason;
       }
+    } catch (err) {
+      // a failed encode must not hold the store's compaction back
+      this.#abandon();
+      throw err;
     }
     return this.result;
   }
