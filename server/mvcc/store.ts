@@ -170,8 +170,6 @@ const CLOCK_EVERY_MASK = 63;
  */
 interface CompactionJob {
   rev: number;
-  /** whether its first step ran: the fields below are set then */
-  started: boolean;
   /** the table's length at the first step: the records it may drop (later ones are newer than `rev`) */
   n: number;
   /** key ids at the first step: the keys the marking visits */
@@ -182,8 +180,9 @@ interface CompactionJob {
   nextKid: number;
   /** key ids left without a kept record below `n`: gone at the swap unless written since */
   emptied: number[];
-  /** bytes of kept values per buffer id of the old table; then which buffers' values are packed into new ones */
+  /** bytes of kept values per buffer id of the old table (found by the marking) */
   bufLive: Float64Array;
+  /** per buffer id of the old table: 1 if its values are packed into new buffers (chosen once the marking is done) */
   moved: Uint8Array | null;
   /** the next record of the old table to copy */
   next: number;
@@ -206,6 +205,14 @@ interface CompactionJob {
   histStart: number;
   /** what `sizeBytes` loses at the swap */
   sizeDrop: number;
+}
+
+/** A copy of `a` with room for at least `need` elements (twice its length or more); new slots hold `fill`. */
+function grown(a: Int32Array, need: number, fill: number): Int32Array {
+  const b = new Int32Array(Math.max(need, a.length * 2));
+  if (fill !== 0) b.fill(fill, a.length);
+  b.set(a);
+  return b;
 }
 
 /** Values numbered in order of first use, so that the record table stores a number instead. */
@@ -263,7 +270,9 @@ export class MvccStore {
   #beforeRestructure = new Set<() => void>();
   /** the snapshot encodes under way (`_dumpBegin`): a subset of #beforeRestructure */
   #dumps = new Set<() => void>();
-  /** the compaction under way, if any */
+  /** the revision of a compaction begun whose first step has not run yet (-1: none) */
+  #pendingRev = -1;
+  /** the compaction under way, from its first step on */
   #job: CompactionJob | null = null;
   /** between `_restoreBegin` and `_restoreEnd`: key → id, and the key index being built (once, at the end) */
   #restoring: SortedKeysBuilder | null = null;
@@ -589,24 +598,33 @@ export class MvccStore {
     if (rev > this.currentRev) throw Errors.futureRev();
     this.settleCompaction();
     this.compactRev = rev;
-    this.#job = {
+    this.#pendingRev = rev;
+  }
+
+  /**
+   * A compaction's first step: the records it may drop are those held now (the later ones are newer than its
+   * revision), the buffers as numbered now (a snapshot encode moves values between buffers and renumbers them at its
+   * end: the steps wait for an encode under way).
+   */
+  #newJob(rev: number): CompactionJob {
+    const n = this.#t.length, bufs = this.#bufs.values.length;
+    return {
       rev,
-      started: false,
-      n: 0,
-      keys: 0,
-      mark: new Uint8Array(0),
+      n,
+      keys: this.#latest.length,
+      mark: new Uint8Array(n),
       nextKid: 0,
       emptied: [],
-      bufLive: new Float64Array(0),
+      bufLive: new Float64Array(bufs),
       moved: null,
       next: 0,
       table: new Table(),
       latest: new PagedArray<number>(),
-      remap: new Int32Array(0),
+      remap: new Int32Array(Math.max(16, n + (n >>> 3))),
       leases: new Interned(["0"]),
       leaseMap: [0],
       bufs: new Interned<ArrayBufferLike>([]),
-      bufMap: new Int32Array(0),
+      bufMap: new Int32Array(bufs).fill(-1),
       packed: null,
       packedId: -1,
       packedPos: 0,
@@ -615,35 +633,28 @@ export class MvccStore {
     };
   }
 
-  /**
-   * The first step: the records it may drop are those held now (the later ones are newer than its revision), the
-   * buffers as numbered now (a snapshot encode moves values between buffers and renumbers them at its end: the steps
-   * wait for an encode under way).
-   */
-  #startJob(job: CompactionJob): void {
-    const n = this.#t.length, bufs = this.#bufs.values.length;
-    job.started = true;
-    job.n = n;
-    job.keys = this.#latest.length;
-    job.mark = new Uint8Array(n);
-    job.bufLive = new Float64Array(bufs);
-    job.remap = new Int32Array(Math.max(16, n + (n >>> 3)));
-    job.bufMap = new Int32Array(bufs).fill(-1);
+  /** Drops a compaction under way (the store's contents are replaced). */
+  #dropCompaction(): void {
+    this.#pendingRev = -1;
+    this.#job = null;
   }
 
   /** Whether a compaction's records are still being dropped (see `beginCompaction`). */
   get compacting(): boolean {
-    return this.#job !== null;
+    return this.#job !== null || this.#pendingRev >= 0;
   }
 
   /** Drops records of the compaction under way for about `ms`; returns whether it is done (or none is under way). */
   compactionStep(ms: number): boolean {
-    const job = this.#job;
-    if (!job) return true;
-    if (this.#dumps.size > 0) return false; // a snapshot encode under way: see #startJob
-    if (!job.started) this.#startJob(job);
-    const stop = performance.now() + ms;
+    if (!this.compacting) return true;
+    if (this.#dumps.size > 0) return false; // a snapshot encode under way: see #newJob
+    if (!this.#job) {
+      this.#job = this.#newJob(this.#pendingRev);
+      this.#pendingRev = -1;
+    }
+    const job = this.#job, stop = performance.now() + ms;
     if (job.nextKid < job.keys && !this.#markStep(job, stop)) return false;
+    job.moved ??= this.#chooseRepack(job);
     if (!this.#copyStep(job, stop)) return false;
     this.#swapIn(job);
     return true;
@@ -651,7 +662,7 @@ export class MvccStore {
 
   /** Finishes the compaction under way, if any, at once. */
   settleCompaction(): void {
-    if (!this.#job) return;
+    if (!this.compacting) return;
     this.#finishDumps();
     // with no limit on time a step stops short only at the records of a txn being applied
     if (!this.compactionStep(Infinity)) throw new Error("store: a compaction cannot finish inside a write txn");
@@ -668,10 +679,7 @@ export class MvccStore {
       job.latest.push(-1);
       let idx = this.#latest.get(kid);
       while (idx >= n) idx = t.i(idx, I_PREV);
-      if (idx < 0) {
-        if ((kid & CLOCK_EVERY_MASK) === 0 && performance.now() >= stop) return false;
-        continue;
-      }
+      const had = idx >= 0; // records below n (a free id, or a key new since, has none)
       let atRev = false; // a record of this key at exactly `rev` was seen: it is the newest version <= rev
       let kept = false;
       while (idx >= 0) {
@@ -699,7 +707,7 @@ export class MvccStore {
         if (m < rev) break;
         idx = t.i(idx, I_PREV);
       }
-      if (!kept) job.emptied.push(kid);
+      if (had && !kept) job.emptied.push(kid);
       if ((kid & CLOCK_EVERY_MASK) === 0 && performance.now() >= stop) return false;
     }
     return true;
@@ -711,7 +719,6 @@ export class MvccStore {
    * buffers that are mostly dead are copied into one new buffer on the way (see REPACK_MIN_BYTES).
    */
   #copyStep(job: CompactionJob, stop: number): boolean {
-    if (!job.moved) this.#chooseRepack(job);
     const t = this.#t, t2 = job.table, n = job.n, keyStr = this.#keyStr;
     for (;;) {
       const idx = job.next;
@@ -725,11 +732,7 @@ export class MvccStore {
           job.sizeDrop += keyStr.get(kid).length + t.i(idx, I_LEN) + OVERHEAD;
         }
       }
-      if (idx >= job.remap.length) {
-        const grown = new Int32Array(job.remap.length * 2);
-        grown.set(job.remap);
-        job.remap = grown;
-      }
+      if (idx >= job.remap.length) job.remap = grown(job.remap, idx + 1, 0);
       if (m === 0) {
         job.remap[idx] = -1;
       } else {
@@ -752,17 +755,18 @@ export class MvccStore {
   }
 
   /** The buffers whose live values are moved into one new buffer: at least REPACK_MIN_BYTES, under a quarter live. */
-  #chooseRepack(job: CompactionJob): void {
+  #chooseRepack(job: CompactionJob): Uint8Array {
     const bufs = this.#bufs.values, live = job.bufLive;
-    job.moved = new Uint8Array(live.length);
+    const moved = new Uint8Array(live.length);
     let total = 0;
     for (let b = 0; b < live.length; b++) {
       if (bufs[b].byteLength >= REPACK_MIN_BYTES && live[b] * 4 < bufs[b].byteLength) {
-        job.moved[b] = 1;
+        moved[b] = 1;
         total += live[b];
       }
     }
     if (total > 0) this.#newPacked(job, total);
+    return moved;
   }
 
   #newPacked(job: CompactionJob, bytes: number): void {
@@ -781,11 +785,7 @@ export class MvccStore {
       job.packedPos += len;
       return job.packedId;
     }
-    if (b >= job.bufMap.length) {
-      const grown = new Int32Array(Math.max(b + 1, job.bufMap.length * 2)).fill(-1);
-      grown.set(job.bufMap);
-      job.bufMap = grown;
-    }
+    if (b >= job.bufMap.length) job.bufMap = grown(job.bufMap, b + 1, -1);
     let id = job.bufMap[b];
     if (id < 0) id = job.bufMap[b] = job.bufs.id(this.#bufs.values[b]);
     return id;
@@ -796,7 +796,7 @@ export class MvccStore {
    * slices that still walk the old table finish first.
    */
   #swapIn(job: CompactionJob): void {
-    this.#job = null;
+    this.#dropCompaction();
     this.#restructuring();
     const t2 = job.table;
     this.#t = t2;
@@ -812,8 +812,10 @@ export class MvccStore {
       this.#freeKeyIds.push(kid);
     }
     this.#latest = latest;
-    if (gone.length * 64 < this.#index.size) { for (const k of gone) this.#index.delete(k); }
-    else if (gone.length > 0) {
+    // a few keys are deleted from the index one by one; many at once in one pass
+    if (gone.length * 64 < this.#index.size) {
+      for (const k of gone) this.#index.delete(k);
+    } else if (gone.length > 0) {
       const set = new Set(gone);
       this.#index.filterOut((k) => set.has(k));
     }
@@ -1010,7 +1012,7 @@ export class MvccStore {
   /** @internal empties the store for `_restoreAdd` (restore without KeyValue objects). */
   _restoreBegin(currentRev: number, compactRev: number): void {
     this.#restructuring();
-    this.#job = null;
+    this.#dropCompaction();
     this.#index = new SortedKeys();
     this.#t = new Table();
     this.#histStart = 0;
@@ -1077,7 +1079,7 @@ export class MvccStore {
   _adopt(other: MvccStore): void {
     if (other.#restoring || other.#restoredKeys) throw new Error("store: adopting an unfinished restore");
     this.#restructuring();
-    this.#job = null;
+    this.#dropCompaction();
     this.#index = other.#index;
     this.#t = other.#t;
     this.#histStart = other.#histStart;
