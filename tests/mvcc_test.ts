@@ -4,6 +4,7 @@ import { Buffer } from "node:buffer";
 import { MvccStore } from "../server/mvcc/store.ts";
 import { prefixEnd, toBKey } from "../server/mvcc/keys.ts";
 import { SortedKeys, SortedKeysBuilder } from "../server/mvcc/sorted_keys.ts";
+import { KeyArena, keyBytes } from "../server/mvcc/key_arena.ts";
 import { PagedArray } from "../server/mvcc/paged_array.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
@@ -211,13 +212,56 @@ Deno.test("the state codec round-trips versions, history, leases, alarms and the
   assert.equal(t.store.hashKV(0).hash, s.store.hashKV(0).hash);
 });
 
+/**
+ * The key index over string keys, for these tests: each key gets an id and its bytes in an arena, as the store gives
+ * them; a key deleted from the index loses its bytes (and its id may be reused), as in the store.
+ */
+class StringIndex {
+  readonly keys = new KeyArena();
+  idx = new SortedKeys(this.keys);
+  readonly ids = new Map<string, number>();
+  #free: number[] = [];
+  #next = 0;
+
+  insert(k: string): number {
+    let id = this.ids.get(k);
+    if (id !== undefined) return id;
+    id = this.#free.pop() ?? this.#next++;
+    this.keys.set(id, keyBytes(k));
+    this.ids.set(k, id);
+    this.idx.insert(id);
+    return id;
+  }
+
+  delete(k: string): void {
+    const id = this.ids.get(k);
+    if (id === undefined) return;
+    this.idx.delete(id);
+    this.keys.free(id);
+    this.ids.delete(k);
+    this.#free.push(id);
+  }
+
+  get(k: string): number | undefined {
+    return this.idx.get(keyBytes(k));
+  }
+
+  /** Keys in [from, end) in index order (end null: no upper bound). */
+  range(from: string, end: string | null): string[] {
+    const out: string[] = [];
+    this.idx.forEach(keyBytes(from), end === null ? null : keyBytes(end), (id) => out.push(this.keys.string(id)));
+    return out;
+  }
+}
+
 Deno.test("the key index stays sorted through random inserts, deletes and filters (against a reference)", () => {
-  const idx = new SortedKeys();
+  const idx = new StringIndex();
   const ref = new Set<string>();
   let seed = 12345;
   const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
   for (let step = 0; step < 20000; step++) {
-    const k = String.fromCharCode(97 + rand(26)) + rand(3000).toString(36);
+    // binary keys too: the order is byte order
+    const k = String.fromCharCode(97 + rand(26)) + rand(3000).toString(36) + (rand(5) === 0 ? "\u00ff\u0000" : "");
     if (rand(3) === 0) {
       idx.delete(k);
       ref.delete(k);
@@ -226,14 +270,57 @@ Deno.test("the key index stays sorted through random inserts, deletes and filter
       ref.add(k);
     }
     if (step % 5000 === 4999) {
-      idx.filterOut((x) => x.endsWith("7"));
-      for (const x of [...ref]) if (x.endsWith("7")) ref.delete(x);
+      const gone = [...ref].filter((x) => x.endsWith("7"));
+      const goneIds = new Set(gone.map((x) => idx.ids.get(x)!));
+      idx.idx.filterOut((id) => goneIds.has(id));
+      for (const x of gone) {
+        idx.keys.free(idx.ids.get(x)!);
+        idx.ids.delete(x);
+        ref.delete(x);
+      }
     }
   }
   const sorted = [...ref].sort();
-  assert.equal(idx.size, sorted.length);
-  assert.deepEqual([...idx.range("", null)], sorted);
-  assert.deepEqual([...idx.range("m", "p")], sorted.filter((k) => k >= "m" && k < "p"));
+  assert.equal(idx.idx.size, sorted.length);
+  assert.deepEqual(idx.range("", null), sorted);
+  assert.deepEqual(idx.range("m", "p"), sorted.filter((k) => k >= "m" && k < "p"));
+  for (const k of sorted) assert.equal(idx.get(k), idx.ids.get(k));
+  assert.equal(idx.get("zzzz-absent"), undefined);
+});
+
+Deno.test("key arena: keys set, freed and set again (slots reused, a repack past the dead-byte limit) read back", () => {
+  const arena = new KeyArena();
+  const ref = new Map<number, string>();
+  let seed = 99;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const key = (id: number, round: number) =>
+    `k${id}/${round}/` + "x".repeat(rand(300)) + String.fromCharCode(rand(256));
+  // enough churn that the freed bytes pass REPACK_MIN_DEAD more than once; a key longer than a page too
+  for (let round = 0; round < 12; round++) {
+    for (let id = 0; id < 8000; id++) {
+      if (ref.has(id) && rand(2) === 0) {
+        arena.free(id);
+        ref.delete(id);
+      } else {
+        const k = id === 7 && round === 3 ? "L".repeat((1 << 20) + 5) : key(id, round);
+        arena.set(id, keyBytes(k));
+        ref.set(id, k);
+      }
+    }
+  }
+  let live = 0;
+  for (let id = 0; id < 8000; id++) {
+    const k = ref.get(id);
+    if (k === undefined) {
+      assert.equal(arena.length(id), -1);
+      continue;
+    }
+    live += k.length;
+    assert.equal(arena.string(id), k);
+    assert.equal(arena.compare(id, keyBytes(k)), 0);
+    assert.ok(arena.compare(id, keyBytes(k + "\u0000")) < 0);
+  }
+  assert.equal(arena.liveBytes, live);
 });
 
 Deno.test("paged array: push, get and set across page boundaries read back like a plain array", () => {
@@ -270,18 +357,18 @@ Deno.test("a store of 10,000 keys (key ids over several pages) reads, deletes an
 });
 
 Deno.test("key index walk: resumed after inserts and deletes (the last key visited included), keys present throughout seen once, in order", () => {
-  const idx = new SortedKeys();
+  const idx = new StringIndex();
   const key = (i: number) => `k${String(i).padStart(5, "0")}`;
-  for (let i = 0; i < 3000; i += 2) idx.insert(key(i), i);
+  for (let i = 0; i < 3000; i += 2) idx.insert(key(i));
   const seen: number[] = [];
-  const walk = idx.walk(key(100), key(2900));
+  const walk = idx.idx.walk(keyBytes(key(100)), keyBytes(key(2900)));
   let steps = 0;
-  while (!walk(37, (v) => seen.push(v))) {
+  while (!walk(37, (id) => seen.push(Number(idx.keys.string(id).slice(1))))) {
     steps++;
     const last = seen.at(-1)!;
-    idx.delete(key(last)); // the key the walk stopped after
-    idx.insert(key(last + 1), last + 1); // odd keys: inserted around the walk's position
-    idx.insert(key(2999 - steps), 2999 - steps);
+    idx.delete(key(last)); // the key the walk stopped after (its id may go to one of the keys inserted next)
+    idx.insert(key(last + 1)); // odd keys: inserted around the walk's position
+    idx.insert(key(2999 - steps));
     if (steps % 5 === 0) idx.delete(key(last + 40)); // a key ahead: deleted before the walk gets there
   }
   assert.ok(steps > 20);
@@ -294,37 +381,62 @@ Deno.test("key index walk: resumed after inserts and deletes (the last key visit
   }
 });
 
+Deno.test("key index values(): a walk held across inserts and deletes sees the keys present throughout once, in order", () => {
+  const idx = new StringIndex();
+  const key = (i: number) => `v${String(i).padStart(5, "0")}`;
+  for (let i = 0; i < 4000; i += 2) idx.insert(key(i));
+  const seen: number[] = [];
+  let n = 0;
+  for (const id of idx.idx.values()) {
+    const v = Number(idx.keys.string(id).slice(1));
+    seen.push(v);
+    if (++n % 50 === 0) {
+      idx.delete(key(v)); // the key the walk holds: its bytes are gone, its id reused by the next insert
+      idx.insert(key(v + 1));
+      idx.insert(key(3999 - n));
+      idx.delete(key(v + 60));
+    }
+  }
+  const even = seen.filter((v) => v % 2 === 0);
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), "in key order");
+  assert.equal(new Set(seen).size, seen.length, "once each");
+  for (let i = 0; i < 4000; i += 2) {
+    if (!even.includes(i)) assert.equal(idx.get(key(i)), undefined, `even key ${i} present throughout was skipped`);
+  }
+});
+
 Deno.test("the key index built at once from keys in any order, sealed at any points, equals one built by inserts", () => {
   let seed = 777;
   const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
   for (const n of [0, 1, 700, 30000]) {
     const ids = new Map<string, number>();
     const builder = new SortedKeysBuilder(ids);
-    const ref = new SortedKeys();
+    const ref = new StringIndex();
     for (let i = 0; i < n; i++) {
       // binary keys too: the order is the byte order of `<`
       const k = String.fromCharCode(rand(256)) + rand(1e6).toString(36) + (rand(4) === 0 ? "\u00ff\u0000" : "");
       if (ids.has(k)) continue;
-      ids.set(k, i);
+      ids.set(k, ref.insert(k));
       builder.add(k);
-      ref.insert(k, i);
       if (rand(500) === 0) builder.seal();
     }
-    const built = builder.build();
-    assert.equal(built.size, ref.size);
-    const all: [number, string][] = [], expected: [number, string][] = [];
-    built.forEach("", null, (v, k) => all.push([v, k]));
-    ref.forEach("", null, (v, k) => expected.push([v, k]));
+    const built = builder.build(ref.keys);
+    assert.equal(built.size, ref.idx.size);
+    const all: number[] = [], expected: number[] = [];
+    built.forEach(keyBytes(""), null, (id) => all.push(id));
+    ref.idx.forEach(keyBytes(""), null, (id) => expected.push(id));
     assert.deepEqual(all, expected, `${n} keys`);
     // it takes inserts, deletes and lookups like any index
-    for (const [v, k] of expected.slice(0, 50)) {
-      assert.equal(built.get(k), v);
-      built.delete(k);
-      assert.equal(built.get(k), undefined);
+    ref.idx = built;
+    for (const id of expected.slice(0, 50)) {
+      const k = ref.keys.string(id);
+      assert.equal(ref.get(k), id);
+      ref.delete(k);
+      assert.equal(ref.get(k), undefined);
     }
-    for (let i = 0; i < 2000; i++) built.insert(`new/${i}`, -i);
-    assert.equal(built.get("new/1999"), -1999);
-    const keys = [...built.range("", null)];
+    for (let i = 0; i < 2000; i++) ref.insert(`new/${i}`);
+    assert.equal(ref.get("new/1999"), ref.ids.get("new/1999"));
+    const keys = ref.range("", null);
     assert.deepEqual(keys, [...keys].sort());
   }
 });

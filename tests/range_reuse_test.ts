@@ -55,7 +55,7 @@ Deno.test("range builder: a grown buffer is kept and reused; every response keep
     const b = new RangeResponseBuilder(false);
     for (let i = 0; i < n; i++) {
       b.add({
-        key: key(prefix, i),
+        key: Buffer.from(key(prefix, i), "latin1"),
         create: i + 1,
         mod: i + 2,
         version: 1,
@@ -82,7 +82,14 @@ Deno.test("range builder: a lent buffer is not reused before its release, and go
   const build = (prefix: string) => {
     const b = new RangeResponseBuilder(false);
     for (let i = 0; i < KEYS; i++) {
-      b.add({ key: key(prefix, i), create: 1, mod: 1, version: 1, lease: "0", value: Buffer.from(value(prefix, i)) });
+      b.add({
+        key: Buffer.from(key(prefix, i), "latin1"),
+        create: 1,
+        mod: 1,
+        version: 1,
+        lease: "0",
+        value: Buffer.from(value(prefix, i)),
+      });
     }
     return b.lend({ revision: 9 }, false, KEYS);
   };

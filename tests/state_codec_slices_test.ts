@@ -114,7 +114,7 @@ function encodeV2(m: ReturnType<typeof machine>, meta: { appliedIndex: number; t
   for (const idx of m.store.dumpRecords()) {
     const r = m.store.record(idx);
     u8(1);
-    latin1(r.key);
+    bytes(r.key);
     f64(r.create);
     f64(r.mod);
     f64(r.version);

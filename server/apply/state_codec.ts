@@ -141,7 +141,7 @@ export class StateEncoder {
           if (this.#keyNo[kid] === -1) {
             this.#keyNo[kid] = -2;
             this.#keys++;
-            this.#size += 4 + store._keyOf(kid).length;
+            this.#size += 4 + store._keyBytes(kid).length;
           }
           this.#records++;
           const rec = store.record(idx);
@@ -273,7 +273,7 @@ export class StateEncoder {
       const kid = r.value;
       if (keyNo[kid] !== -2) continue;
       keyNo[kid] = this.#keysWritten++;
-      this.#latin1(store._keyOf(kid));
+      this.#bytes(store._keyBytes(kid));
       if (++n === RECORDS_PER_CLOCK_CHECK) {
         n = 0;
         if (performance.now() >= stop) return false;
@@ -435,7 +435,7 @@ export class StateDecoder {
     let n = 0;
     while (this.#keysRead < this.#keys) {
       this.#unit = this.#pos;
-      side._restoreKey(toBKey(this.#view()));
+      side._restoreKey(this.#view());
       this.#keysRead++;
       if (++n === RECORDS_PER_CLOCK_CHECK) {
         n = 0;

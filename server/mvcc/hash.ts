@@ -70,8 +70,8 @@ export class StateHasher {
   }
 
   /** One MVCC record: key, create and mod revision, version, lease and value. */
-  record(key: string, create: number, mod: number, version: number, lease: string, value: Uint8Array): this {
-    return this.binary(key).number(create).number(mod).number(version).binary(lease).bytes(value);
+  record(key: Uint8Array, create: number, mod: number, version: number, lease: string, value: Uint8Array): this {
+    return this.bytes(key).number(create).number(mod).number(version).binary(lease).bytes(value);
   }
 
   /** The digest so far (unsigned 32 bits). */

@@ -2,7 +2,7 @@
  * The multi-version key-value store: every change gets a revision, old versions stay readable until compacted,
  * and every change is an event in the history that watchers replay from.
  *
- * Shape: a sorted key index (SortedKeys) over a table of records, one per version, in revision order (the table is
+ * Shape: a sorted key index (SortedKeys, over the keys' bytes in a KeyArena outside V8's heap) over a table of records, one per version, in revision order (the table is
  * also the history). Each key points at its newest record and each record at the key's previous one, so a key's
  * versions are a chain. The table is columnar (typed-array pages, no object per version): a version costs ~56 bytes
  * plus its value, which is not copied but referenced as (ArrayBuffer, offset, length): a slice of the Raft log arena
@@ -16,6 +16,7 @@
 import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "./keys.ts";
+import { KeyArena, keyBytes } from "./key_arena.ts";
 import { PagedArray } from "./paged_array.ts";
 import { SortedKeys, SortedKeysBuilder } from "./sorted_keys.ts";
 import { StateHasher } from "./hash.ts";
@@ -50,7 +51,8 @@ export interface StoreEvent {
 
 /** The fields of one record (`MvccStore.record`): a key's version as the store holds it. */
 export interface RecordFields {
-  key: BKey;
+  /** a view of the key's bytes, valid until the store's next write */
+  key: Uint8Array;
   create: number;
   mod: number;
   version: number;
@@ -252,12 +254,14 @@ export class MvccStore {
   /** Bytes held by all versions (approximate). */
   sizeBytes = 0;
 
-  #index = new SortedKeys();
+  /** key id → key bytes; an id keeps its key while the key has records (the index maps key → id) */
+  #keys = new KeyArena();
+  #index = new SortedKeys(this.#keys);
+  /** the bytes of the key of a lookup (see #probe) */
+  #scratch = new Uint8Array(256);
   #t = new Table();
   /** index of the first record of the history (every record from it on has revision >= max(compactRev, 1)) */
   #histStart = 0;
-  /** key id → key; an id stays the same while its key has records (the index maps key → id) */
-  #keyStr = new PagedArray<BKey>();
   /** newest record of each key id; -1 for a free id */
   #latest = new PagedArray<number>();
   #freeKeyIds: number[] = [];
@@ -320,7 +324,7 @@ export class MvccStore {
     const kvs: KeyValue[] = [];
     let count = 0;
     if (end === "") {
-      const kid = this.#index.get(key);
+      const kid = this.#index.get(this.#probe(key));
       const idx = kid === undefined ? -1 : this.#visible(kid, rev);
       if (idx >= 0) {
         count = 1;
@@ -329,7 +333,7 @@ export class MvccStore {
       return { kvs, count, rev };
     }
     if (end !== null && end <= key) return { kvs, count, rev };
-    this.#index.forEach(key, end, (kid) => {
+    this.#index.forEach(this.#probe(key), end === null ? null : keyBytes(end), (kid) => {
       const idx = this.#visible(kid, rev);
       if (idx < 0) return;
       count++;
@@ -346,13 +350,13 @@ export class MvccStore {
     rev = this.checkRev(rev);
     let walk: KeyWalk;
     if (end === "") {
-      const kid = this.#index.get(key);
+      const kid = this.#index.get(this.#probe(key));
       walk = (max, fn) => {
         if (kid !== undefined && max > 0) fn(kid);
         return true;
       };
     } else if (end !== null && end <= key) walk = () => true;
-    else walk = this.#index.walk(key, end);
+    else walk = this.#index.walk(keyBytes(key), end === null ? null : keyBytes(end));
     return new RangeScan(walk, (kid) => this.#visible(kid, rev), visit, this.#beforeRestructure);
   }
 
@@ -382,7 +386,7 @@ export class MvccStore {
     const f = (idx & MASK) * NF, i = (idx & MASK) * NI;
     const b = p.i[i + I_BUF];
     return {
-      key: key ?? fromBKey(this.#keyStr.get(p.i[i + I_KEY])),
+      key: key ?? this.#keys.buffer(p.i[i + I_KEY]),
       create_revision: p.f[f + F_CREATE],
       mod_revision: p.f[f + F_MOD],
       version: p.f[f + F_VER],
@@ -394,7 +398,7 @@ export class MvccStore {
   /** The event of history record `idx` (a new object unless memoized). */
   #event(idx: number, key?: Buffer): StoreEvent {
     const t = this.#t;
-    const k = key ?? fromBKey(this.#keyStr.get(t.i(idx, I_KEY)));
+    const k = key ?? this.#keys.buffer(t.i(idx, I_KEY));
     const p = t.i(idx, I_PREV);
     return {
       type: t.f(idx, F_CREATE) === 0 ? DELETE : PUT,
@@ -405,16 +409,23 @@ export class MvccStore {
     };
   }
 
+  /** Key `k` as bytes, in a buffer reused by the next call. */
+  #probe(k: BKey): Uint8Array {
+    if (k.length > this.#scratch.length) this.#scratch = new Uint8Array(k.length * 2);
+    return keyBytes(k, this.#scratch);
+  }
+
   #keyId(k: BKey): number {
-    let kid = this.#index.get(k);
+    const probe = this.#probe(k);
+    let kid = this.#index.get(probe);
     if (kid === undefined) {
       kid = this.#freeKeyIds.pop();
       if (kid === undefined) {
-        kid = this.#keyStr.length;
-        this.#keyStr.push(k);
+        kid = this.#latest.length;
         this.#latest.push(-1);
-      } else this.#keyStr.set(kid, k);
-      this.#index.insert(k, kid);
+      }
+      this.#keys.set(kid, probe);
+      this.#index.insert(kid);
     }
     return kid;
   }
@@ -443,7 +454,7 @@ export class MvccStore {
     t.setI(idx, I_LEN, len);
     t.setI(idx, I_FLAGS, 0);
     this.#latest.set(kid, idx);
-    this.sizeBytes += this.#keyStr.get(kid).length + len + OVERHEAD;
+    this.sizeBytes += this.#keys.length(kid) + len + OVERHEAD;
     return idx;
   }
 
@@ -454,7 +465,7 @@ export class MvccStore {
 
   /** @internal the newest record of a key including uncommitted changes of a txn, if not a tombstone. */
   _latest(k: BKey): KeyValue | null {
-    const kid = this.#index.get(k);
+    const kid = this.#index.get(this.#probe(k));
     if (kid === undefined) return null;
     const idx = this.#latest.get(kid);
     return idx < 0 || this.#t.f(idx, F_CREATE) === 0 ? null : this.#kv(idx);
@@ -479,10 +490,10 @@ export class MvccStore {
   _deleteRange(key: BKey, end: RangeEnd, rev: number): StoreEvent[] {
     const kids: number[] = [];
     if (end === "") {
-      const kid = this.#index.get(key);
+      const kid = this.#index.get(this.#probe(key));
       if (kid !== undefined) kids.push(kid);
     } else if (end === null || end > key) {
-      this.#index.forEach(key, end, (kid) => kids.push(kid));
+      this.#index.forEach(this.#probe(key), end === null ? null : keyBytes(end), (kid) => kids.push(kid));
     }
     const events: StoreEvent[] = [];
     const t = this.#t;
@@ -523,9 +534,8 @@ export class MvccStore {
       this.#latest.set(kid, prev);
       if (prev >= 0) continue;
       // the key was new in this txn: free its id again
-      const k = this.#keyStr.get(kid);
-      this.#index.delete(k);
-      this.#keyStr.set(kid, "");
+      this.#index.delete(kid);
+      this.#keys.free(kid);
       this.#freeKeyIds.push(kid);
     }
     t.truncate(records);
@@ -719,7 +729,7 @@ export class MvccStore {
    * buffers that are mostly dead are copied into one new buffer on the way (see REPACK_MIN_BYTES).
    */
   #copyStep(job: CompactionJob, stop: number): boolean {
-    const t = this.#t, t2 = job.table, n = job.n, keyStr = this.#keyStr;
+    const t = this.#t, t2 = job.table, n = job.n, keys = this.#keys;
     for (;;) {
       const idx = job.next;
       if (idx >= t.length || t.f(idx, F_MOD) > this.currentRev) return idx >= t.length; // the end, or a txn being applied
@@ -729,7 +739,7 @@ export class MvccStore {
       if (idx < n) {
         m = job.mark[idx];
         if (m !== 1 && (t.i(idx, I_FLAGS) & HISTORY_ONLY) === 0) {
-          job.sizeDrop += keyStr.get(kid).length + t.i(idx, I_LEN) + OVERHEAD;
+          job.sizeDrop += keys.length(kid) + t.i(idx, I_LEN) + OVERHEAD;
         }
       }
       if (idx >= job.remap.length) job.remap = grown(job.remap, idx + 1, 0);
@@ -802,22 +812,20 @@ export class MvccStore {
     this.#t = t2;
     this.#histStart = job.histStart < 0 ? t2.length : job.histStart;
     while (job.latest.length < this.#latest.length) job.latest.push(-1);
-    const keyStr = this.#keyStr, latest = job.latest;
-    const gone: BKey[] = [];
-    for (const kid of job.emptied) {
-      // written since the marking: the key has records again
-      if (latest.get(kid) >= 0) continue;
-      gone.push(keyStr.get(kid));
-      keyStr.set(kid, "");
-      this.#freeKeyIds.push(kid);
-    }
+    const latest = job.latest;
+    // written since the marking: the key has records again
+    const gone = job.emptied.filter((kid) => latest.get(kid) < 0);
     this.#latest = latest;
     // a few keys are deleted from the index one by one; many at once in one pass
     if (gone.length * 64 < this.#index.size) {
-      for (const k of gone) this.#index.delete(k);
+      for (const kid of gone) this.#index.delete(kid);
     } else if (gone.length > 0) {
       const set = new Set(gone);
-      this.#index.filterOut((k) => set.has(k));
+      this.#index.filterOut((kid) => set.has(kid));
+    }
+    for (const kid of gone) {
+      this.#keys.free(kid);
+      this.#freeKeyIds.push(kid);
     }
     this.#leases = job.leases;
     this.#bufs = job.bufs;
@@ -908,14 +916,14 @@ export class MvccStore {
     return this.#t.i(idx, I_KEY);
   }
 
-  /** @internal the key of a key id (of a record handle from `dumpRecords`). */
-  _keyOf(kid: number): BKey {
-    return this.#keyStr.get(kid);
+  /** @internal the key of a key id (of a record handle from `dumpRecords`), as a view valid until the next write. */
+  _keyBytes(kid: number): Uint8Array {
+    return this.#keys.view(kid);
   }
 
   /** @internal one more than the highest key id in use. */
   _keyIdLimit(): number {
-    return this.#keyStr.length;
+    return this.#latest.length;
   }
 
   /**
@@ -931,7 +939,7 @@ export class MvccStore {
     const t = this.#t;
     const b = t.i(idx, I_BUF);
     return {
-      key: this.#keyStr.get(t.i(idx, I_KEY)),
+      key: this.#keys.view(t.i(idx, I_KEY)),
       create: t.f(idx, F_CREATE),
       mod: t.f(idx, F_MOD),
       version: t.f(idx, F_VER),
@@ -1013,10 +1021,10 @@ export class MvccStore {
   _restoreBegin(currentRev: number, compactRev: number): void {
     this.#restructuring();
     this.#dropCompaction();
-    this.#index = new SortedKeys();
+    this.#keys = new KeyArena();
+    this.#index = new SortedKeys(this.#keys);
     this.#t = new Table();
     this.#histStart = 0;
-    this.#keyStr = new PagedArray<BKey>();
     this.#latest = new PagedArray<number>();
     this.#freeKeyIds = [];
     this.#leases = new Interned(["0"]);
@@ -1041,16 +1049,17 @@ export class MvccStore {
    * @internal a restore from a key table: the next key, which gets the next key id (0, 1, ...) for `_restoreRecord`.
    * Keys must come in strictly increasing order (the key index is then built without sorting), before any record.
    */
-  _restoreKey(k: BKey): void {
+  _restoreKey(k: Uint8Array): void {
     if (!this.#restoredKeys) {
       if (this.#restoring?.ids.size !== 0) {
         throw new Error("store: a key table without _restoreBegin, or after records");
       }
       this.#restoring = null;
-      this.#restoredKeys = { index: new SortedKeys(), withRecords: 0 };
+      this.#restoredKeys = { index: new SortedKeys(this.#keys), withRecords: 0 };
     }
-    this.#restoredKeys.index._append(k, this.#keyStr.length);
-    this.#keyStr.push(k);
+    const kid = this.#latest.length;
+    this.#keys.set(kid, k);
+    this.#restoredKeys.index._append(kid);
     this.#latest.push(-1);
   }
 
@@ -1067,7 +1076,7 @@ export class MvccStore {
       this.#restoredKeys = null;
     }
     if (this.#restoring) {
-      this.#index = this.#restoring.build();
+      this.#index = this.#restoring.build(this.#keys);
       this.#restoring = null;
     }
   }
@@ -1080,10 +1089,10 @@ export class MvccStore {
     if (other.#restoring || other.#restoredKeys) throw new Error("store: adopting an unfinished restore");
     this.#restructuring();
     this.#dropCompaction();
+    this.#keys = other.#keys;
     this.#index = other.#index;
     this.#t = other.#t;
     this.#histStart = other.#histStart;
-    this.#keyStr = other.#keyStr;
     this.#latest = other.#latest;
     this.#freeKeyIds = other.#freeKeyIds;
     this.#leases = other.#leases;
@@ -1123,7 +1132,7 @@ export class MvccStore {
     len: number,
   ): void {
     if (!this.#restoring && !this.#restoredKeys) throw new Error("store: a record restored without _restoreBegin");
-    if (!(kid >= 0 && kid < this.#keyStr.length)) throw new Error(`store: restored record of unknown key ${kid}`);
+    if (!(kid >= 0 && kid < this.#latest.length)) throw new Error(`store: restored record of unknown key ${kid}`);
     const prev = this.#latest.get(kid);
     if (prev < 0 && this.#restoredKeys) this.#restoredKeys.withRecords++;
     const idx = this.#append(kid, create, mod, version, lease, buf, off, len);
@@ -1141,8 +1150,8 @@ export class MvccStore {
     if (!r) throw new Error("store: a record added by key without _restoreBegin, or in a restore from a key table");
     let kid = r.ids.get(k);
     if (kid === undefined) {
-      kid = this.#keyStr.length;
-      this.#keyStr.push(k);
+      kid = this.#latest.length;
+      this.#keys.set(kid, keyBytes(k));
       this.#latest.push(-1);
       r.ids.set(k, kid);
       r.add(k);
@@ -1154,7 +1163,7 @@ export class MvccStore {
     const t = this.#t;
     if ((t.i(idx, I_FLAGS) & HISTORY_ONLY) !== 0) return;
     t.setI(idx, I_FLAGS, HISTORY_ONLY);
-    this.sizeBytes -= this.#keyStr.get(t.i(idx, I_KEY)).length + t.i(idx, I_LEN) + OVERHEAD;
+    this.sizeBytes -= this.#keys.length(t.i(idx, I_KEY)) + t.i(idx, I_LEN) + OVERHEAD;
   }
 
   /**
@@ -1169,7 +1178,7 @@ export class MvccStore {
       if (lid === 0) continue;
       const kid = t.i(idx, I_KEY);
       if (this.#latest.get(kid) !== idx || t.f(idx, F_CREATE) === 0) continue;
-      yield [this.#keyStr.get(kid), this.#leases.values[lid]];
+      yield [this.#keys.string(kid), this.#leases.values[lid]];
     }
   }
 
@@ -1186,9 +1195,9 @@ export class MvccStore {
     const t = this.#t;
     const h = new StateHasher();
     const kids: number[] = [];
-    this.#index.forEach("", null, (kid) => kids.push(kid));
+    this.#index.forEach(keyBytes(""), null, (kid) => kids.push(kid));
     for (const kid of kids) {
-      const k = this.#keyStr.get(kid);
+      const k = this.#keys.view(kid);
       const versions = this.#versionsOf(kid);
       for (let v = 0; v < versions.length; v++) {
         const idx = versions[v];

@@ -5,7 +5,6 @@
  * proto/mvccpb/kv.proto); tests/watch_encode_test.ts checks the output against protobufjs.
  */
 import type { RecordFields, StoreEvent } from "../mvcc/store.ts";
-import { toBKey } from "../mvcc/keys.ts";
 import type { KeyValue, RangeResponse, ResponseHeader } from "../../proto/mod.ts";
 
 /** Length of the varint encoding of a non-negative integer below 2^53. */
@@ -244,7 +243,7 @@ export function encodeRangeResponse(res: RangeResponse): Uint8Array {
   const b = new RangeResponseBuilder(false);
   for (const kv of res.kvs) {
     b.add({
-      key: toBKey(kv.key),
+      key: kv.key,
       create: kv.create_revision,
       mod: kv.mod_revision,
       version: kv.version,
@@ -349,7 +348,8 @@ export class RangeResponseBuilder {
     if (key.length > 0) {
       b[p++] = (1 << 3) | 2;
       p = putVarint(b, p, key.length);
-      for (let i = 0; i < key.length; i++) b[p++] = key.charCodeAt(i);
+      b.set(key, p);
+      p += key.length;
     }
     p = putIntField(b, p, 2, r.create);
     p = putIntField(b, p, 3, r.mod);

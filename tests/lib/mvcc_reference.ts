@@ -6,7 +6,6 @@
 import { Buffer } from "node:buffer";
 import { Errors } from "../../server/errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "../../server/mvcc/keys.ts";
-import { SortedKeys } from "../../server/mvcc/sorted_keys.ts";
 import { StateHasher } from "../../server/mvcc/hash.ts";
 
 import {
@@ -49,7 +48,7 @@ export class ReferenceStore {
   /** Bytes held by all versions (approximate). */
   sizeBytes = 0;
 
-  #index = new SortedKeys();
+  #index = new SortedStrings();
   #versions = new Map<BKey, KeyValue[]>();
   /** Events in revision order, every event with revision >= max(compactRev, 1). */
   #history: StoreEvent[] = [];
@@ -220,7 +219,7 @@ export class ReferenceStore {
 
   /** Rebuilds the store from `dump()` output. */
   restore(currentRev: number, compactRev: number, records: Iterable<KeyValue>): void {
-    this.#index = new SortedKeys();
+    this.#index = new SortedStrings();
     this.#versions.clear();
     this.#history = [];
     this.sizeBytes = 0;
@@ -250,7 +249,7 @@ export class ReferenceStore {
         const kv = list[v];
         if (kv.mod_revision > at) break;
         if (kv.mod_revision <= this.compactRev && v + 1 < list.length && list[v + 1].mod_revision <= at) continue;
-        h.record(k, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.value);
+        h.record(kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.value);
       }
     }
     return { hash: h.value, rev: at, compactRev: this.compactRev };
@@ -334,5 +333,38 @@ export class ReferenceTxn {
   end(): number {
     this.#store._commit(this.events);
     return this.#store.currentRev;
+  }
+}
+
+/** The reference's key index: a sorted array of keys (string order is byte order for store keys). */
+class SortedStrings {
+  #keys: BKey[] = [];
+
+  #lowerBound(k: BKey): number {
+    let lo = 0, hi = this.#keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#keys[mid] < k) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  insert(k: BKey): void {
+    const i = this.#lowerBound(k);
+    if (this.#keys[i] !== k) this.#keys.splice(i, 0, k);
+  }
+
+  filterOut(drop: (k: BKey) => boolean): void {
+    this.#keys = this.#keys.filter((k) => !drop(k));
+  }
+
+  /** Keys in [from, end); end null means no upper bound. */
+  *range(from: BKey, end: BKey | null): Generator<BKey> {
+    for (let i = this.#lowerBound(from); i < this.#keys.length; i++) {
+      const k = this.#keys[i];
+      if (end !== null && k >= end) return;
+      yield k;
+    }
   }
 }
