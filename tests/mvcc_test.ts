@@ -5,7 +5,7 @@ import { MvccStore } from "../server/mvcc/store.ts";
 import { prefixEnd, toBKey } from "../server/mvcc/keys.ts";
 import { SortedKeys, SortedKeysBuilder } from "../server/mvcc/sorted_keys.ts";
 import { KeyArena, keyBytes } from "../server/mvcc/key_arena.ts";
-import { PagedArray } from "../server/mvcc/paged_array.ts";
+import { PagedInt32Array } from "../server/mvcc/paged_array.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { decodeState, encodeState } from "../server/apply/state_codec.ts";
@@ -323,12 +323,12 @@ Deno.test("key arena: keys set, freed and set again (slots reused, a repack past
   assert.equal(arena.liveBytes, live);
 });
 
-Deno.test("paged array: push, get and set across page boundaries read back like a plain array", () => {
-  const paged = new PagedArray<number>(), plain: number[] = [];
+Deno.test("paged int32 array: push, get and set across page boundaries read back like a plain array", () => {
+  const paged = new PagedInt32Array(), plain: number[] = [];
   for (let i = 0; i < 10_000; i++) assert.equal(paged.push(i * 3), plain.push(i * 3) - 1);
   for (let i = 0; i < 10_000; i += 7) {
-    paged.set(i, -i);
-    plain[i] = -i;
+    paged.set(i, -i - 1);
+    plain[i] = -i - 1;
   }
   assert.equal(paged.length, plain.length);
   for (let i = 0; i < plain.length; i++) assert.equal(paged.get(i), plain[i]);

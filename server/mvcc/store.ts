@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer";
 import { Errors } from "../errors.ts";
 import { type BKey, fromBKey, type RangeEnd, toBKey } from "./keys.ts";
 import { KeyArena, keyBytes } from "./key_arena.ts";
-import { PagedArray } from "./paged_array.ts";
+import { PagedInt32Array } from "./paged_array.ts";
 import { SortedKeys, SortedKeysBuilder } from "./sorted_keys.ts";
 import { StateHasher } from "./hash.ts";
 
@@ -190,7 +190,7 @@ interface CompactionJob {
   next: number;
   table: Table;
   /** newest record of each key id, in the new table */
-  latest: PagedArray<number>;
+  latest: PagedInt32Array;
   /** old record index → new (-1: dropped) */
   remap: Int32Array;
   leases: Interned<string>;
@@ -263,7 +263,7 @@ export class MvccStore {
   /** index of the first record of the history (every record from it on has revision >= max(compactRev, 1)) */
   #histStart = 0;
   /** newest record of each key id; -1 for a free id */
-  #latest = new PagedArray<number>();
+  #latest = new PagedInt32Array();
   #freeKeyIds: number[] = [];
   /** lease IDs of records (id 0 is no lease) */
   #leases = new Interned(["0"]);
@@ -629,7 +629,7 @@ export class MvccStore {
       moved: null,
       next: 0,
       table: new Table(),
-      latest: new PagedArray<number>(),
+      latest: new PagedInt32Array(),
       remap: new Int32Array(Math.max(16, n + (n >>> 3))),
       leases: new Interned(["0"]),
       leaseMap: [0],
@@ -1025,7 +1025,7 @@ export class MvccStore {
     this.#index = new SortedKeys(this.#keys);
     this.#t = new Table();
     this.#histStart = 0;
-    this.#latest = new PagedArray<number>();
+    this.#latest = new PagedInt32Array();
     this.#freeKeyIds = [];
     this.#leases = new Interned(["0"]);
     this.#bufs = new Interned<ArrayBufferLike>([]);
