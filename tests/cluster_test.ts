@@ -603,6 +603,42 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cluster: a follower that has not applied a revision yet compacts at it (the apply decides, not its own state)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const c = await Cluster.start({ size: 3, heartbeatMs: 50, electionMs: 500 });
+    let frozen: ClusterMember | undefined;
+    try {
+      const { leader } = await c.waitLeader();
+      const follower = c.members.find((m) => m !== leader)!;
+      const client = c.client(follower);
+      await client.put("k", "0");
+      // the follower misses the next puts until it resumes: the compaction reaches it before their entries
+      Deno.kill(follower.pid!, "SIGSTOP");
+      frozen = follower;
+      let rev = 0;
+      for (let i = 1; i <= 5; i++) rev = (await c.client(leader).put("k", String(i))).revision;
+      const compacted = client.compact(rev, true, 10000);
+      await sleep(100); // the request waits in the frozen member's socket
+      Deno.kill(follower.pid!, "SIGCONT");
+      frozen = undefined;
+      assert.equal(await compacted, rev, "answered at the compaction's revision, not refused as a future revision");
+      await assert.rejects(client.get("k", { revision: rev - 1, serializable: true }), /compacted/);
+      assert.equal((await client.get("k", { serializable: true })).value, "5");
+      // a revision beyond every member's is still refused, by the apply
+      await assert.rejects(client.compact(rev + 100), /future revision/);
+    } catch (e) {
+      console.log(c.logs());
+      throw e;
+    } finally {
+      if (frozen) Deno.kill(frozen.pid!, "SIGCONT");
+      await c.destroy();
+    }
+  },
+});
+
+Deno.test({
   name: "cluster: a write and a read the cluster cannot commit fail with etcd's error once the request timeout passed",
   sanitizeOps: false,
   sanitizeResources: false,

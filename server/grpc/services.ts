@@ -172,10 +172,10 @@ function kv(ctx: ServiceContext): grpc.UntypedServiceImplementation {
       return proposeWithinQuota(node, { op: "txn", txn: r, auth: who });
     }),
     Compact: unary<CompactionRequest, CompactionResponse>(async (r) => {
-      const rev = Number(r.revision);
-      const store = node.store;
-      if (rev <= store.compactRev) throw Errors.compacted();
-      if (rev > store.currentRev) throw Errors.futureRev();
+      // Compacted already: refused without a proposal (the compaction point only moves up). A revision above this
+      // member's is not refused here: a follower may not have applied yet a revision another member served. The
+      // apply, after every entry before it, refuses a future revision, as etcd's does.
+      if (Number(r.revision) <= node.store.compactRev) throw Errors.compacted();
       return await node.propose({ op: "compaction", compaction: r });
     }),
   };

@@ -111,12 +111,12 @@ export class EtcdClient {
   /** Reads one key; `value` is null when the key is absent. */
   async get(
     key: string,
-    opts: { serializable?: boolean; timeoutMs?: number; waitForReady?: boolean } = {},
+    opts: { serializable?: boolean; timeoutMs?: number; waitForReady?: boolean; revision?: number } = {},
   ): Promise<{ value: string | null; modRevision: number; revision: number }> {
     const r = await this.call<Loose>(
       this.kv,
       "Range",
-      { key: Buffer.from(key), serializable: !!opts.serializable },
+      { key: Buffer.from(key), serializable: !!opts.serializable, revision: opts.revision ?? 0 },
       opts.timeoutMs ?? 5000,
       opts.waitForReady ?? false,
     );
@@ -184,6 +184,12 @@ export class EtcdClient {
       isLearner: !!r.isLearner,
       revision: Number(r.header.revision),
     };
+  }
+
+  /** KV.Compact at `revision`; returns the revision of the response header. */
+  async compact(revision: number, physical = false, timeoutMs = 5000): Promise<number> {
+    const r = await this.call<Loose>(this.kv, "Compact", { revision, physical }, timeoutMs, true);
+    return Number(r.header.revision);
   }
 
   /** HashKV at `revision` (0 = current). */
