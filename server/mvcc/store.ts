@@ -2,15 +2,15 @@
  * The multi-version key-value store: every change gets a revision, old versions stay readable until compacted,
  * and every change is an event in the history that watchers replay from.
  *
- * Shape: a sorted key index (SortedKeys, over the keys' bytes in a KeyArena outside V8's heap) over a table of records, one per version, in revision order (the table is
- * also the history). Each key points at its newest record and each record at the key's previous one, so a key's
- * versions are a chain. The table is columnar (typed-array pages, no object per version): a version costs ~56 bytes
- * plus its value, which is not copied but referenced as (ArrayBuffer, offset, length): a slice of the Raft log arena
- * the value arrived in, or of the snapshot blob the state codec last wrote or read (see state_codec.ts). Compaction
- * takes effect at once for reads and drops the records in steps (a copy of the kept ones into a new table, which then
- * replaces the old), and copies the live values out of buffers that are mostly dead. Reads build mvccpb.KeyValue
- * objects (keepCase names) on demand; the history's events are built when read (watch catch-up) and the recent ones
- * memoized.
+ * Shape: a sorted key index (SortedKeys, over the keys' bytes in a KeyArena outside V8's heap) over a table of records,
+ * one per version, in revision order (the table is also the history). Each key points at its newest record and each
+ * record at the key's previous one, so a key's versions are a chain. The table is columnar (typed-array pages, no
+ * object per version): a version costs ~56 bytes plus its value, which is not copied but referenced as (ArrayBuffer,
+ * offset, length): a slice of the Raft log arena the value arrived in, or of the snapshot blob the state codec last
+ * wrote or read (see state_codec.ts). Compaction takes effect at once for reads and drops the records in steps (a copy
+ * of the kept ones into a new table, which then replaces the old), and copies the live values out of buffers that are
+ * mostly dead. Reads build mvccpb.KeyValue objects (keepCase names) on demand; the history's events are built when read
+ * (watch catch-up) and the recent ones memoized.
  * The store is driven by the apply layer only; it performs no I/O.
  */
 import { Buffer } from "node:buffer";
@@ -258,7 +258,7 @@ export class MvccStore {
   #keys = new KeyArena();
   #index = new SortedKeys(this.#keys);
   /** the bytes of the key of a lookup (see #probe) */
-  #scratch = new Uint8Array(256);
+  #scratch = new Uint8Array(1024);
   #t = new Table();
   /** index of the first record of the history (every record from it on has revision >= max(compactRev, 1)) */
   #histStart = 0;
@@ -409,9 +409,8 @@ export class MvccStore {
     };
   }
 
-  /** Key `k` as bytes, in a buffer reused by the next call. */
+  /** Key `k` as bytes, in a buffer reused by the next call (a long key gets its own). */
   #probe(k: BKey): Uint8Array {
-    if (k.length > this.#scratch.length) this.#scratch = new Uint8Array(k.length * 2);
     return keyBytes(k, this.#scratch);
   }
 
