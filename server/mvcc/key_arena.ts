@@ -30,16 +30,12 @@ export class KeyArena {
   #pos = PAGE_BYTES;
   /** per key id, side by side (one cache line for a lookup): page, offset, length (-1: no key) */
   #slots: Int32Array[] = [];
+  /** one more than the highest key id the slots have room for */
   #limit = 0;
   /** freed slots by length: page * PAGE_BYTES + offset */
   #free = new Map<number, number[]>();
   #liveBytes = 0;
   #deadBytes = 0;
-
-  /** One more than the highest key id ever set. */
-  get limit(): number {
-    return this.#limit;
-  }
 
   /** Bytes of the keys held. */
   get liveBytes(): number {
@@ -123,11 +119,6 @@ export class KeyArena {
     return n - m;
   }
 
-  /** Whether key `kid` is `probe`. */
-  equals(kid: number, probe: Uint8Array): boolean {
-    return this.length(kid) === probe.length && this.compare(kid, probe) === 0;
-  }
-
   #grow(): void {
     const slots = new Int32Array(SLOT_PAGE * 3);
     for (let i = 2; i < slots.length; i += 3) slots[i] = -1;
@@ -182,4 +173,14 @@ export function keyBytes(k: string, scratch?: Uint8Array): Uint8Array {
   const out = scratch && n <= scratch.length ? scratch.subarray(0, n) : new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = k.charCodeAt(i);
   return out;
+}
+
+/** Sign of `a` compared with `b` (byte order, a prefix first): `KeyArena.compare` for two arrays. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const d = a[i] - b[i];
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
 }

@@ -5,7 +5,7 @@
  * collector to mark. Lookups take the key as bytes (a probe); an id's own key must be in the arena while the id is in
  * the index.
  */
-import type { KeyArena } from "./key_arena.ts";
+import { compareBytes, type KeyArena } from "./key_arena.ts";
 
 const CHUNK = 512;
 /** Keys per chunk of an index built at once: room for inserts before a chunk splits. */
@@ -214,19 +214,26 @@ export class SortedKeys {
 
   /**
    * @internal adds key id `kid` after every key held (a restore from keys in order): chunks fill to the size a built
-   * set has. Throws unless its key is above the last key.
+   * set has. Throws unless its key is above the last key. `_appendEnd` after the last one.
    */
   _append(kid: number): void {
     const chunks = this.#chunks;
     let last = chunks[chunks.length - 1];
-    if (last && !(compareBytes(last.last, this.keys.view(kid)) < 0)) {
+    if (last && this.keys.compare(last.ids[last.n - 1], this.keys.view(kid)) >= 0) {
       throw new Error("store: restored keys out of order");
     }
     if (!last || last.n === BUILD_CHUNK) chunks.push(last = newChunk());
     last.ids[last.n++] = kid;
-    this.#lastChanged(last);
+    // a chunk's copy of its last key is taken once it is full (or by `_appendEnd`), not at every key
+    if (last.n === BUILD_CHUNK) this.#lastChanged(last);
     this.#size++;
     this.#changes++;
+  }
+
+  /** @internal the last `_append` was made: the last chunk's copy of its last key is taken. */
+  _appendEnd(): void {
+    const last = this.#chunks[this.#chunks.length - 1];
+    if (last) this.#lastChanged(last);
   }
 
   /** Removes every id for which `drop` returns true, in one pass. */
@@ -322,14 +329,4 @@ function merge(a: { keys: string[]; vals: number[] }, b: { keys: string[]; vals:
     vals[o] = b.vals[j];
   }
   return { keys, vals };
-}
-
-/** Sign of `a` compared with `b` (byte order, a prefix first). */
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = a.length < b.length ? a.length : b.length;
-  for (let i = 0; i < n; i++) {
-    const d = a[i] - b[i];
-    if (d !== 0) return d;
-  }
-  return a.length - b.length;
 }

@@ -82,6 +82,8 @@ export interface RangeResult {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** The upper bound of a range (not "" for a single key) as bytes, for the key index; null: no bound. */
+const endBytes = (end: BKey | null): Uint8Array | null => end === null ? null : keyBytes(end);
 
 /** Whether a record is a deletion marker. */
 export function isTombstone(kv: KeyValue): boolean {
@@ -333,7 +335,7 @@ export class MvccStore {
       return { kvs, count, rev };
     }
     if (end !== null && end <= key) return { kvs, count, rev };
-    this.#index.forEach(this.#probe(key), end === null ? null : keyBytes(end), (kid) => {
+    this.#index.forEach(this.#probe(key), endBytes(end), (kid) => {
       const idx = this.#visible(kid, rev);
       if (idx < 0) return;
       count++;
@@ -356,7 +358,7 @@ export class MvccStore {
         return true;
       };
     } else if (end !== null && end <= key) walk = () => true;
-    else walk = this.#index.walk(keyBytes(key), end === null ? null : keyBytes(end));
+    else walk = this.#index.walk(keyBytes(key), endBytes(end));
     return new RangeScan(walk, (kid) => this.#visible(kid, rev), visit, this.#beforeRestructure);
   }
 
@@ -492,7 +494,7 @@ export class MvccStore {
       const kid = this.#index.get(this.#probe(key));
       if (kid !== undefined) kids.push(kid);
     } else if (end === null || end > key) {
-      this.#index.forEach(this.#probe(key), end === null ? null : keyBytes(end), (kid) => kids.push(kid));
+      this.#index.forEach(this.#probe(key), endBytes(end), (kid) => kids.push(kid));
     }
     const events: StoreEvent[] = [];
     const t = this.#t;
@@ -1071,6 +1073,7 @@ export class MvccStore {
         while (this.#latest.get(kid) >= 0) kid++;
         throw new Error(`store: restored key ${kid} has no records`);
       }
+      keys.index._appendEnd();
       this.#index = keys.index;
       this.#restoredKeys = null;
     }
@@ -1150,7 +1153,7 @@ export class MvccStore {
     let kid = r.ids.get(k);
     if (kid === undefined) {
       kid = this.#latest.length;
-      this.#keys.set(kid, keyBytes(k));
+      this.#keys.set(kid, this.#probe(k));
       this.#latest.push(-1);
       r.ids.set(k, kid);
       r.add(k);
