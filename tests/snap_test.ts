@@ -1,5 +1,6 @@
 /** Specification tests for snapshot files (server/snap/snapshotter.ts). */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -163,5 +164,57 @@ Deno.test("snap: an aborted or short snapshot writer leaves no file behind, and 
   await short.abort();
   assert.deepEqual(await fs.readdir(dir), []);
   assert.equal(await s.loadNewest([{ index: 30, term: 4 }, { index: 31, term: 4 }]), null);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: open reads a snapshot's data back piece by piece, and null for a snapshot with no file", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir);
+  await s.save(snap(100, 2, 250_000));
+  await s.save(snap(7, 1, 0));
+  assert.equal(await s.open(100, 3), null, "same index, other term");
+  assert.equal(await s.open(101, 2), null);
+  for (const max of [1, 4096, 100_000, 1 << 20]) {
+    const r = (await s.open(100, 2))!;
+    assert.equal(r.size, 250_000);
+    const pieces: Uint8Array[] = [];
+    for (let p; (p = await r.next(max));) {
+      assert.ok(p.length > 0 && p.length <= max);
+      pieces.push(p);
+      if (max === 1 && pieces.length === 10) break; // byte by byte: enough
+    }
+    if (max === 1) {
+      assert.deepEqual(Buffer.concat(pieces), Buffer.from(snap(100, 2, 250_000).data.subarray(0, 10)));
+      r.close();
+      await assert.rejects(() => r.next(1), /closed/);
+    } else assert.deepEqual(Buffer.concat(pieces), Buffer.from(snap(100, 2, 250_000).data));
+  }
+  const empty = (await s.open(7, 1))!;
+  assert.equal(empty.size, 0);
+  assert.equal(await empty.next(10), null);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: open refuses a damaged file: a bit flip fails the last piece (crc), a short or renamed file at once", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir);
+  await s.save(snap(100, 2, 300_000));
+  const file = path.join(dir, (await fs.readdir(dir))[0]);
+  const good = await fs.readFile(file);
+  const flipped = Buffer.from(good);
+  flipped[24 + 123_456] ^= 0x10;
+  await fs.writeFile(file, flipped);
+  const r = (await s.open(100, 2))!;
+  let read = 0;
+  const drain = async () => {
+    for (let p; (p = await r.next(65536));) read += p.length;
+  };
+  await assert.rejects(drain, /crc mismatch/);
+  assert.ok(read < 300_000, "the last piece was not handed out");
+  await fs.writeFile(file, good.subarray(0, good.length - 10));
+  await assert.rejects(() => s.open(100, 2), /does not match file size/);
+  await fs.writeFile(file, good);
+  await fs.rename(file, path.join(dir, "0000000000000002-0000000000000065.snap")); // index 101
+  await assert.rejects(() => s.open(101, 2), /contents do not match file name/);
   await fs.rm(dir, { recursive: true });
 });

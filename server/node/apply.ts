@@ -134,6 +134,8 @@ export class ApplyLoop {
   #deps: ApplyDeps;
   /** index of the last entry applied to the state machine */
   appliedIndex = 0;
+  /** bytes of entry data applied since the member started (the log a snapshot would let go of: see node.ts) */
+  appliedBytes = 0;
   /** index of the newest snapshot of the applied state (this member's own or the leader's) */
   snapIndex = 0;
   /**
@@ -233,6 +235,7 @@ export class ApplyLoop {
   applyEntry(e: Entry): void {
     if (e.index <= this.appliedIndex) return;
     this.appliedIndex = e.index;
+    this.appliedBytes += e.data.length;
     if (e.type === EntryType.ConfChange) return this.#applyConfChange(decodeConfChange(e.data), e.index);
     if (e.data.length === 0) return; // a new leader's empty entry
     let req: InternalRequestShape;

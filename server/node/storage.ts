@@ -4,7 +4,12 @@
  * back happens once, in {@link DiskStorage.open}.
  */
 import type { Entry, HardState, Snapshot } from "../raft/types.ts";
-import { type Snapshot as SnapshotFile, Snapshotter, type SnapshotWriter } from "../snap/snapshotter.ts";
+import {
+  type Snapshot as SnapshotFile,
+  type SnapshotReader,
+  Snapshotter,
+  type SnapshotWriter,
+} from "../snap/snapshotter.ts";
 import { Wal, type WalContents, type WalOptions } from "../wal/wal.ts";
 
 export type { SnapshotFile };
@@ -121,6 +126,11 @@ export class DiskStorage {
     this.#stats.snapshotSave.observe((performance.now() - start) / 1000);
     this.#wal.markSnapshot({ index, term });
     await this.#wal.syncAsync(); // after the Ready loop's batch being written, if any
+  }
+
+  /** The data of the snapshot file of `index` and `term`, to read piece by piece; null when there is no such file. */
+  openSnapshot(index: number, term: number): Promise<SnapshotReader | null> {
+    return this.#snap.open(index, term);
   }
 
   /** Deletes the WAL segments that only hold entries below `index` (a snapshot at `index` is durable). */

@@ -52,6 +52,30 @@ export interface SnapshotSink {
   abort(): void;
 }
 
+/** The data of a snapshot being sent, read in order piece by piece (from the member's snapshot file). */
+export interface SnapshotSource {
+  readonly size: number;
+  /** the next bytes, at most `max`; null once all were read; rejects when the data is found damaged */
+  next(max: number): Promise<Uint8Array | null>;
+  /** stops reading (the transfer broke off) */
+  close(): void;
+}
+
+/** A snapshot's data held in memory, as a {@link SnapshotSource}. */
+export function snapshotSourceOf(data: Uint8Array): SnapshotSource {
+  let off = 0;
+  return {
+    size: data.length,
+    next: (max) => {
+      if (off === data.length) return Promise.resolve(null);
+      const piece = data.subarray(off, Math.min(data.length, off + max));
+      off += piece.length;
+      return Promise.resolve(piece);
+    },
+    close: () => {},
+  };
+}
+
 /** What the transport needs from its member. */
 export interface PeerHooks {
   selfId: string;
@@ -66,6 +90,11 @@ export interface PeerHooks {
   /** an established connection to a peer was closed by the other side or broke (not by us) */
   disconnected(id: string): void;
   snapshotSent(id: string, ok: boolean): void;
+  /**
+   * The data of a snapshot this member sends, when its message carries none (a member keeps its snapshot's data on
+   * disk, not in memory): read piece by piece; null when the member has no such snapshot.
+   */
+  snapshotData?(meta: { index: number; term: number }): Promise<SnapshotSource | null>;
   /**
    * a snapshot from a peer began (true) or ended (false: received, refused or broken off) arriving; `index`: the
    * snapshot's, from its header
@@ -146,6 +175,8 @@ const SNAPSHOT_PATH = "/egpb.Raft/Snapshot";
  * its buffer for) a 64 KiB message at a time instead of a 1 MiB one before copying it into place.
  */
 const SNAPSHOT_CHUNK = 64 << 10;
+/** A snapshot's data is read from its file in pieces of this size, each sent as chunks of SNAPSHOT_CHUNK. */
+const SNAPSHOT_READ = 1 << 20;
 /** Frames are dropped (Raft retransmits) while this much waits for a peer that does not read (flow control). */
 const MAX_BUFFERED = 32 << 20;
 const MIN_BACKOFF_MS = 100;
@@ -306,17 +337,37 @@ class PeerLink {
   #sendSnapshot(m: Message): void {
     const client = this.client();
     if (!client) return this.hooks.snapshotSent(this.id, false);
-    const data = m.snapshot!.data;
-    const call = client.clientStream(SNAPSHOT_PATH, { ...this.metadata(), [SNAPSHOT_SIZE_HEADER]: `${data.length}` });
-    const about = { "remote-peer-id": this.id, "snapshot-index": m.snapshot!.metadata.index };
+    const meta = m.snapshot!.metadata, about = { "remote-peer-id": this.id, "snapshot-index": meta.index };
+    const held = m.snapshot!.data;
+    const opened = held.length > 0 || !this.hooks.snapshotData
+      ? Promise.resolve(snapshotSourceOf(held))
+      : this.hooks.snapshotData({ index: meta.index, term: meta.term });
+    opened.then(
+      (source) => {
+        if (source) return this.#streamSnapshot(client, m, source, about);
+        this.hooks.log("cannot send database snapshot: this member has no file of it", about);
+        this.hooks.snapshotSent(this.id, false);
+      },
+      (err) => {
+        this.hooks.log(`cannot send database snapshot: ${err}`, about);
+        this.hooks.snapshotSent(this.id, false);
+      },
+    );
+  }
+
+  /** Streams the Snap message `m` with the data of `source` (see {@link #sendSnapshot}). */
+  #streamSnapshot(client: GrpcClient, m: Message, source: SnapshotSource, about: LogFields): void {
+    const size = source.size;
+    const call = client.clientStream(SNAPSHOT_PATH, { ...this.metadata(), [SNAPSHOT_SIZE_HEADER]: `${size}` });
     const progress = new Progress("bytes");
-    this.hooks.log("sending database snapshot", { ...about, total: data.length });
+    this.hooks.log("sending database snapshot", { ...about, total: size });
     let settled = false;
     const settle = (ok: boolean) => {
       if (settled) return;
       settled = true;
-      if (ok) this.hooks.log("sent database snapshot", { ...about, ...progress.fields(data.length) });
-      else this.hooks.log("sending database snapshot failed", { ...about, ...progress.fields(data.length) });
+      source.close();
+      if (ok) this.hooks.log("sent database snapshot", { ...about, ...progress.fields(size) });
+      else this.hooks.log("sending database snapshot failed", { ...about, ...progress.fields(size) });
       this.hooks.snapshotSent(this.id, ok);
     };
     call.on("response", () => settle(true));
@@ -324,21 +375,36 @@ class PeerLink {
     call.on("close", () => settle(false));
     const head = { ...m, snapshot: { metadata: m.snapshot!.metadata, data: new Uint8Array(0) } };
     call.write(serializeChunk({ message: encodeMessages([head]) }));
-    let off = 0;
-    const pump = () => {
-      while (off < data.length) {
-        const end = Math.min(off + SNAPSHOT_CHUNK, data.length);
-        const room = call.write(serializeChunk({ data: data.subarray(off, end) }));
-        this.hooks.stats?.peerSent(this.id, end - off);
-        progress.done = off = end;
-        if (off < data.length && progress.due()) {
-          this.hooks.log("sending database snapshot: progress", { ...about, ...progress.fields(data.length) });
+    // pieces of SNAPSHOT_READ are read while the connection takes the previous one's chunks
+    let piece: Uint8Array | null = null, at = 0;
+    const pump = async () => {
+      while (!settled) {
+        if (!piece || at === piece.length) {
+          piece = await source.next(SNAPSHOT_READ);
+          at = 0;
+          if (!piece) return call.end();
+          if (settled) return;
         }
-        if (!room) return void call.once("drain", pump);
+        const end = Math.min(at + SNAPSHOT_CHUNK, piece.length);
+        const room = call.write(serializeChunk({ data: piece.subarray(at, end) }));
+        this.hooks.stats?.peerSent(this.id, end - at);
+        progress.done += end - at;
+        at = end;
+        if (progress.done < size && progress.due()) {
+          this.hooks.log("sending database snapshot: progress", { ...about, ...progress.fields(size) });
+        }
+        if (!room) return void call.once("drain", resume);
       }
-      call.end();
     };
-    pump();
+    const resume = () => {
+      pump().catch((err) => {
+        if (settled) return; // the call ended first, and closed the source under the read
+        this.hooks.log(`sending database snapshot: ${err}`, about);
+        call.cancel();
+        settle(false);
+      });
+    };
+    resume();
   }
 
   #stream(): GrpcClientStream | null {

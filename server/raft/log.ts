@@ -159,9 +159,22 @@ export class MemoryStorage implements Storage {
     return this.#last;
   }
 
+  /**
+   * The newest snapshot. Once the log was compacted past it ({@link compact} drops entries whether or not a snapshot
+   * covers them), a follower catching up from it would need entries that are gone: throws
+   * SnapshotTemporarilyUnavailableError (the core sends nothing then, and tries again later) and sets
+   * `snapshotWanted`, so that the application takes a newer snapshot.
+   */
   snapshot(): Snapshot {
+    if (this.#snapshot.metadata.index < this.#offset) {
+      this.snapshotWanted = true;
+      throw new SnapshotTemporarilyUnavailableError();
+    }
     return this.#snapshot;
   }
+
+  /** A follower needs a snapshot newer than the log's first entry (see {@link snapshot}); cleared by a new one. */
+  snapshotWanted = false;
 
   /** Number of entries held. */
   get length(): number {
@@ -172,6 +185,7 @@ export class MemoryStorage implements Storage {
   applySnapshot(snap: Snapshot): void {
     if (snap.metadata.index <= this.#snapshot.metadata.index) return;
     this.#snapshot = snap;
+    this.snapshotWanted = false;
     this.#offset = this.#last = snap.metadata.index;
     this.#offsetTerm = snap.metadata.term;
     this.#pages = [];
@@ -186,6 +200,7 @@ export class MemoryStorage implements Storage {
       metadata: { index: i, term: this.term(i), confState: structuredClone(confState) },
       data,
     };
+    this.snapshotWanted = false;
     return this.#snapshot;
   }
 

@@ -109,6 +109,40 @@ export class Snapshotter {
     return null;
   }
 
+  /**
+   * Opens the snapshot file of `index` and `term` to read its data piece by piece (a leader sends it to a follower),
+   * or null when there is none. Its size and header are checked at once, its crc as the last piece is read.
+   */
+  async open(index: number, term: number): Promise<SnapshotReader | null> {
+    const file = path.join(this.dir, `${hex16(term)}-${hex16(index)}.snap`);
+    let fh: Deno.FsFile;
+    try {
+      fh = await Deno.open(file, { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return null;
+      throw e;
+    }
+    try {
+      const head = new Uint8Array(HEAD);
+      await readFully(fh, head);
+      const v = new DataView(head.buffer);
+      const len = v.getUint32(20, true), fileSize = (await fh.stat()).size;
+      const why = v.getUint32(0, true) !== MAGIC
+        ? "bad magic"
+        : v.getUint32(4, true) * TWO32 + v.getUint32(8, true) !== index ||
+            v.getUint32(12, true) * TWO32 + v.getUint32(16, true) !== term
+        ? "contents do not match file name"
+        : HEAD + len + 4 !== fileSize
+        ? `length ${len} does not match file size ${fileSize}`
+        : null;
+      if (why) throw new Error(`snap: ${file} is corrupt (${why})`);
+      return new SnapshotReader(file, fh, len, zlib.crc32(head));
+    } catch (e) {
+      fh.close();
+      throw e;
+    }
+  }
+
   /** Snapshot file names sorted oldest first (by index, then term). */
   private async list(): Promise<string[]> {
     const names = (await fs.readdir(this.dir)).filter((n) => NAME_RE.test(n));
@@ -270,6 +304,62 @@ export class SnapshotWriter {
     const fh = await this.#fh.catch(() => null);
     fh?.close();
     await fs.rm(this.tmp, { force: true });
+  }
+}
+
+/** The data of one snapshot file, read in order piece by piece ({@link Snapshotter.open}). */
+export class SnapshotReader {
+  #fh: Deno.FsFile | null;
+  #read = 0;
+  #crc: number;
+
+  /** @internal see `Snapshotter.open`; `crc`: the crc32 of the header */
+  constructor(readonly file: string, fh: Deno.FsFile, readonly size: number, crc: number) {
+    this.#fh = fh;
+    this.#crc = crc;
+  }
+
+  /**
+   * The next bytes of the data, at most `max`, or null once all were read. Rejects (and closes the file) when the file
+   * ends early or its crc does not match: the last piece is handed out only after the whole data was checked.
+   */
+  async next(max: number): Promise<Uint8Array | null> {
+    if (this.#read === this.size) return null;
+    if (!this.#fh) throw new Error(`snapshot reader: ${this.file} is closed`);
+    try {
+      const piece = new Uint8Array(Math.min(max, this.size - this.#read));
+      await readFully(this.#fh, piece);
+      this.#read += piece.length;
+      this.#crc = zlib.crc32(piece, this.#crc);
+      if (this.#read === this.size) {
+        const tail = new Uint8Array(4);
+        await readFully(this.#fh, tail);
+        if (new DataView(tail.buffer).getUint32(0, true) !== this.#crc) {
+          throw new Error(`snap: ${this.file} is corrupt (crc mismatch)`);
+        }
+        this.close();
+      }
+      return piece;
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  /** Closes the file (a reader that was not read to its end). */
+  close(): void {
+    this.#fh?.close();
+    this.#fh = null;
+  }
+}
+
+/** Fills `buf` from the file's position on; throws if the file ends first. */
+async function readFully(fh: Deno.FsFile, buf: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await fh.read(buf.subarray(off));
+    if (n === null) throw new Error("snapshot file ends early");
+    off += n;
   }
 }
 

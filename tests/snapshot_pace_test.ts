@@ -1,0 +1,69 @@
+/**
+ * The pace of snapshots with a state large against its log (server/node/node.ts: SNAPSHOT_LOG_SHARE,
+ * #maybeCompactLog): a snapshot writes the whole state, so small writes over a large state do not bring one every
+ * --snapshot-count entries; the in-memory log is still dropped at etcd's pace, and a follower that needs entries gone
+ * from it gets a snapshot the leader takes for it.
+ */
+import assert from "node:assert/strict";
+import { Cluster, type ClusterMember, sleep } from "./lib/cluster.ts";
+
+const COUNT = 100;
+/** Entries a leader keeps after a snapshot for slow followers (server/node: CATCH_UP_ENTRIES, as etcd). */
+const CATCH_UP_ENTRIES = 5000;
+
+/** The indexes of the snapshots a member saved of its own state, in order. */
+function ownSnapshots(m: ClusterMember): number[] {
+  return [...m.currentOutput().matchAll(/saved snapshot at index (\d+)/g)].map((x) => Number(x[1]));
+}
+
+Deno.test({
+  name: "snapshot pace: small puts over a large state take no snapshot per count; a follower behind gets a new one",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const c = await Cluster.start({ size: 3, snapshotCount: COUNT });
+    try {
+      const { leader } = await c.waitLeader();
+      const follower = c.members.find((m) => m !== leader)!;
+      const lc = c.client(leader);
+      // a state of about 16 MB: 2,000 values of 8 KiB
+      const big = "b".repeat(8192);
+      for (let i = 0; i < 2000; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, (_, j) => lc.put(`big/${i + j}`, big, 10000)));
+      }
+      assert.ok(ownSnapshots(leader).length > 0, "the leader took snapshots while the state grew");
+      await c.stop(follower);
+      const stoppedAt = (await c.status(leader)).raftIndex;
+      const before = ownSnapshots(leader).length;
+      // small puts: CATCH_UP_ENTRIES and more than COUNT besides, about 150 B of log each (< 1 MB in all, a quarter of
+      // the state would be 4 MB): the leader's log drops the entries the follower needs, and no snapshot is due
+      let n = 0;
+      while ((await c.status(leader)).raftIndex - stoppedAt < CATCH_UP_ENTRIES + 3 * COUNT) {
+        await Promise.all(Array.from({ length: 64 }, () => lc.put(`small/${n++ % 500}`, `v${n}`, 10000)));
+      }
+      const during = ownSnapshots(leader).slice(before);
+      assert.deepEqual(during, [], `snapshots over ${n} small puts at a count of ${COUNT}`);
+      const last = `small/${(n - 1) % 500}`, lastValue = (await lc.get(last)).value;
+
+      await c.restart(follower);
+      const fc = c.client(follower);
+      const deadline = Date.now() + 60000;
+      while ((await fc.get(last, { serializable: true }).catch(() => ({ value: "" }))).value !== lastValue) {
+        if (Date.now() > deadline) throw new Error(`${follower.name} did not catch up:\n${leader.currentOutput()}`);
+        await sleep(100);
+      }
+      // the snapshot the follower got was taken for it, past the entries the leader dropped
+      const taken = ownSnapshots(leader).slice(before);
+      assert.equal(taken.length, 1, `snapshots taken for the follower: ${taken}`);
+      assert.ok(
+        taken[0] >= stoppedAt + CATCH_UP_ENTRIES + 3 * COUNT,
+        `snapshot at ${taken[0]}, stopped at ${stoppedAt}`,
+      );
+      const sent = [...leader.currentOutput().matchAll(/sent database snapshot.*snapshot-index[=":]+(\d+)/g)];
+      assert.ok(sent.some((x) => Number(x[1]) === taken[0]), `no "sent database snapshot" of index ${taken[0]}`);
+      await c.assertSameState();
+    } finally {
+      await c.destroy();
+    }
+  },
+});
