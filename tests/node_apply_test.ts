@@ -204,7 +204,7 @@ Deno.test("apply: the encoded state carries the membership as of the applied ind
   const { loop } = setup({ raftConf: () => ({ voters: [SELF, "2"], learners: [] }) });
   loop.applyEntry(confEntry(1, { type: ConfChangeType.AddNode, nodeId: "2" }));
   loop.applyEntry(normal(2, putRequest("0", "k")));
-  const encoding = loop.encodeInSlices(4);
+  const encoding = loop.encodeInSlices(4, 5);
   loop.applyEntry(normal(3, putRequest("0", "later"))); // applied while the blob is encoded: not in it
   const store = new MvccStore();
   const meta = decodeState(await encoding, store, new Lessor(2), [], new Members());
@@ -217,7 +217,7 @@ Deno.test("apply: a leader's snapshot replaces the state, the applied index and 
   leader.loop.applyEntry(confEntry(1, { type: ConfChangeType.AddNode, nodeId: "2" }));
   leader.loop.applyEntry(normal(2, putRequest("0", "k1")));
   leader.loop.applyEntry(normal(3, putRequest("0", "k2")));
-  const data = await leader.loop.encodeInSlices(2);
+  const data = await leader.loop.encodeInSlices(2, 5);
 
   const follower = setup();
   follower.loop.applyEntry(normal(1, putRequest("0", "old")));
@@ -245,7 +245,7 @@ Deno.test("apply: recovering from a snapshot file takes the applied index and me
   const first = setup();
   first.loop.applyEntry(confEntry(1, { type: ConfChangeType.AddNode, nodeId: "2" }));
   first.loop.applyEntry(normal(2, putRequest("0", "k")));
-  const data = await first.loop.encodeInSlices(1);
+  const data = await first.loop.encodeInSlices(1, 5);
 
   const again = setup();
   const confState = again.loop.recover({ index: 2, data });

@@ -35,8 +35,8 @@ Deno.test({
       await c.stop(follower);
       const stoppedAt = (await c.status(leader)).raftIndex;
       const before = ownSnapshots(leader).length;
-      // small puts: CATCH_UP_ENTRIES and more than COUNT besides, about 150 B of log each (< 1 MB in all, a quarter of
-      // the state would be 4 MB): the leader's log drops the entries the follower needs, and no snapshot is due
+      // small puts: CATCH_UP_ENTRIES and more than COUNT besides, about 150 B of log each (< 1 MB in all, against the
+      // state's 16 MB): the leader's log drops the entries the follower needs, and no snapshot is due
       let n = 0;
       while ((await c.status(leader)).raftIndex - stoppedAt < CATCH_UP_ENTRIES + 3 * COUNT) {
         await Promise.all(Array.from({ length: 64 }, () => lc.put(`small/${n++ % 500}`, `v${n}`, 10000)));

@@ -216,10 +216,10 @@ export class ApplyLoop {
 
   /**
    * The applied state at the call as one blob (snapshots, and what a new member receives), whose index is
-   * `appliedIndex` at the call; `term`: the Raft core's. Encoded in slices that yield to the event loop: entries
+   * `appliedIndex` at the call; `term`: the Raft core's. Encoded in slices of `sliceMs` that yield to the event loop: entries
    * applied meanwhile are not in it. Abandoned (rejected with its reason) once `signal` is aborted.
    */
-  encodeInSlices(term: number, signal?: AbortSignal): Promise<Uint8Array> {
+  encodeInSlices(term: number, sliceMs: number, signal?: AbortSignal): Promise<Uint8Array> {
     const { store, lessor, applier, members } = this.#deps;
     return new StateEncoder(
       { appliedIndex: this.appliedIndex, term, confState: this.confState },
@@ -228,7 +228,7 @@ export class ApplyLoop {
       applier.alarms,
       members,
       applier.auth,
-    ).inSlices(undefined, signal);
+    ).inSlices(sliceMs, signal);
   }
 
   /** Applies one committed entry (entries at or below the applied index are skipped). */
