@@ -71,12 +71,16 @@ Deno.test({
       const follower = leader === c.members[0] ? c.members[1] : c.members[0];
       const lc = c.client(leader);
       await lc.put("seed", "1", 5000);
-      await c.stop(follower);
-      const stoppedAt = (await c.status(leader)).raftIndex;
-      // 4 KiB values under distinct keys: the history (and so the snapshot) grows by about 4 KiB per entry; past
-      // CATCH_UP_ENTRIES + a few snapshots, the entries the follower needs are gone from the leader's log
+      // 4 KiB values under distinct keys: the history (and so the snapshot) grows by about 4 KiB per entry. The
+      // snapshot the follower gets may be the leader's newest rather than one taken for it, and a snapshot is due only
+      // once the log since the last one is as large (server/node: SNAPSHOT_LOG_SHARE): 24 MiB before the follower
+      // stops make every snapshot after them larger than 20 MiB
       const value = "v".repeat(4096);
       let n = 0;
+      while (n < 6144) await Promise.all(Array.from({ length: 64 }, () => lc.put(`k/${n++}`, value, 10000)));
+      await c.stop(follower);
+      const stoppedAt = (await c.status(leader)).raftIndex;
+      // past CATCH_UP_ENTRIES + a few snapshot counts, the entries the follower needs are gone from the leader's log
       while ((await c.status(leader)).raftIndex - stoppedAt < CATCH_UP_ENTRIES + 4 * 500) {
         await Promise.all(Array.from({ length: 64 }, () => lc.put(`k/${n++}`, value, 10000)));
       }
