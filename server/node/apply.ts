@@ -216,8 +216,8 @@ export class ApplyLoop {
 
   /**
    * The applied state at the call as one blob (snapshots, and what a new member receives), whose index is
-   * `appliedIndex` at the call; `term`: the Raft core's. Encoded in slices of `sliceMs` that yield to the event loop: entries
-   * applied meanwhile are not in it. Abandoned (rejected with its reason) once `signal` is aborted.
+   * `appliedIndex` at the call; `term`: the Raft core's. Encoded in slices of `sliceMs` that yield to the event loop:
+   * entries applied meanwhile are not in it. Abandoned (rejected with its reason) once `signal` is aborted.
    */
   encodeInSlices(term: number, sliceMs: number, signal?: AbortSignal): Promise<Uint8Array> {
     const { store, lessor, applier, members } = this.#deps;

@@ -96,12 +96,7 @@ export class Snapshotter {
       const why = verify(buf, n);
       if (why === null) {
         const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-        const len = v.getUint32(20, true);
-        return {
-          index: v.getUint32(4, true) * TWO32 + v.getUint32(8, true),
-          term: v.getUint32(12, true) * TWO32 + v.getUint32(16, true),
-          data: buf.subarray(HEAD, HEAD + len),
-        };
+        return { ...headerPosition(v), data: buf.subarray(HEAD, HEAD + v.getUint32(20, true)) };
       }
       await fs.rename(file, file + ".broken");
       this.log(`snap: ${file} is corrupt (${why}); renamed to ${n}.broken, trying an older snapshot`);
@@ -126,17 +121,9 @@ export class Snapshotter {
       const head = new Uint8Array(HEAD);
       await readFully(fh, head);
       const v = new DataView(head.buffer);
-      const len = v.getUint32(20, true), fileSize = (await fh.stat()).size;
-      const why = v.getUint32(0, true) !== MAGIC
-        ? "bad magic"
-        : v.getUint32(4, true) * TWO32 + v.getUint32(8, true) !== index ||
-            v.getUint32(12, true) * TWO32 + v.getUint32(16, true) !== term
-        ? "contents do not match file name"
-        : HEAD + len + 4 !== fileSize
-        ? `length ${len} does not match file size ${fileSize}`
-        : null;
+      const why = headerProblem(v, (await fh.stat()).size, index, term);
       if (why) throw new Error(`snap: ${file} is corrupt (${why})`);
-      return new SnapshotReader(file, fh, len, zlib.crc32(head));
+      return new SnapshotReader(file, fh, v.getUint32(20, true), zlib.crc32(head));
     } catch (e) {
       fh.close();
       throw e;
@@ -163,19 +150,33 @@ export class Snapshotter {
   }
 }
 
+/** The index and term a snapshot file's header records. */
+function headerPosition(v: DataView): { index: number; term: number } {
+  return {
+    index: v.getUint32(4, true) * TWO32 + v.getUint32(8, true),
+    term: v.getUint32(12, true) * TWO32 + v.getUint32(16, true),
+  };
+}
+
+/** null if `v` (from a file's start) is the header of a file of `fileSize` bytes at `index` and `term`, else why not. */
+function headerProblem(v: DataView, fileSize: number, index: number, term: number): string | null {
+  if (v.getUint32(0, true) !== MAGIC) return "bad magic";
+  const len = v.getUint32(20, true);
+  if (HEAD + len + 4 !== fileSize) return `length ${len} does not match file size ${fileSize}`;
+  const at = headerPosition(v);
+  if (at.index !== index || at.term !== term) return "contents do not match file name";
+  return null;
+}
+
 /** null if `buf` is a valid snapshot file named `name`, else the reason it is not. */
 function verify(buf: Uint8Array, name: string): string | null {
   if (buf.length < HEAD + 4) return "file too short";
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (v.getUint32(0, true) !== MAGIC) return "bad magic";
-  const len = v.getUint32(20, true);
-  if (HEAD + len + 4 !== buf.length) return `length ${len} does not match file size ${buf.length}`;
-  if (zlib.crc32(buf.subarray(0, HEAD + len)) !== v.getUint32(HEAD + len, true)) return "crc mismatch";
   const m = NAME_RE.exec(name)!;
-  const index = v.getUint32(4, true) * TWO32 + v.getUint32(8, true);
-  const term = v.getUint32(12, true) * TWO32 + v.getUint32(16, true);
-  if (parseInt(m[1], 16) !== term || parseInt(m[2], 16) !== index) return "contents do not match file name";
-  return null;
+  const why = headerProblem(v, buf.length, parseInt(m[2], 16), parseInt(m[1], 16));
+  if (why) return why;
+  const len = v.getUint32(20, true);
+  return zlib.crc32(buf.subarray(0, HEAD + len)) === v.getUint32(HEAD + len, true) ? null : "crc mismatch";
 }
 
 /**
