@@ -26,17 +26,25 @@ Deno.test({
       const { leader } = await c.waitLeader();
       const follower = c.members.find((m) => m !== leader)!;
       const lc = c.client(leader);
-      // a state of about 16 MB: 2,000 values of 8 KiB
+      // a state of at least 16 MB: 2,000 values of 8 KiB, and more until the leader took a snapshot after those. Its
+      // snapshots came at about every doubling of the state, and the small puts below must not reach the next one: a
+      // run that stopped just short of a doubling took one during them (CI, once)
       const big = "b".repeat(8192);
-      for (let i = 0; i < 2000; i += 50) {
-        await Promise.all(Array.from({ length: 50 }, (_, j) => lc.put(`big/${i + j}`, big, 10000)));
+      let grown = 0;
+      const putBig = async () => {
+        await Promise.all(Array.from({ length: 50 }, () => lc.put(`big/${grown++}`, big, 10000)));
+      };
+      while (grown < 2000) await putBig();
+      const grownAt = (await c.status(leader)).raftIndex;
+      while (!ownSnapshots(leader).some((index) => index > grownAt)) {
+        assert.ok(grown < 8000, `the leader took no snapshot after index ${grownAt}: ${ownSnapshots(leader)}`);
+        await putBig();
       }
-      assert.ok(ownSnapshots(leader).length > 0, "the leader took snapshots while the state grew");
       await c.stop(follower);
       const stoppedAt = (await c.status(leader)).raftIndex;
       const before = ownSnapshots(leader).length;
       // small puts: CATCH_UP_ENTRIES and more than COUNT besides, about 150 B of log each (< 1 MB in all, against the
-      // state's 16 MB): the leader's log drops the entries the follower needs, and no snapshot is due
+      // newest snapshot's 16 MB and more): the leader's log drops the entries the follower needs, and no snapshot is due
       let n = 0;
       while ((await c.status(leader)).raftIndex - stoppedAt < CATCH_UP_ENTRIES + 3 * COUNT) {
         await Promise.all(Array.from({ length: 64 }, () => lc.put(`small/${n++ % 500}`, `v${n}`, 10000)));
