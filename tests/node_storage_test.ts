@@ -146,3 +146,40 @@ Deno.test("waiters: a taken proposal is settled by its taker; expiry fails the o
   assert.deepEqual(failed, ["one: timeout", "four: stopped"]);
   assert.equal(p.size, 0);
 });
+
+Deno.test("waiters: out-of-order answers, IDs of other members, IDs alike in their last nine digits, long queues", () => {
+  const mine = new Proposals("1", 1000), theirs = new Proposals("2", 1000);
+  const answered: string[] = [];
+  const w = (name: string, deadline = Infinity) =>
+    newWaiter(() => answered.push(name), (e) => answered.push(`${name}: ${e}`), deadline);
+  // another member's IDs, and IDs that end in the same nine digits as ours, are not ours to take
+  const ids = Array.from({ length: 3 }, () => mine.nextId());
+  for (const id of ids) mine.add(id, w(id));
+  for (let i = 0; i < 3; i++) assert.equal(mine.take(theirs.nextId()), undefined);
+  for (const id of ids) assert.equal(mine.take((BigInt(id) + 7n * 10n ** 9n).toString()), undefined);
+  assert.equal(mine.size, 3);
+  assert.equal(mine.take(ids[2])?.settled, true);
+  assert.equal(mine.take(ids[0])?.settled, true);
+  assert.equal(mine.size, 1);
+  // two IDs with the same last nine digits wait side by side
+  mine.add("41000000007", w("a", 50));
+  mine.add("7", w("b", 60));
+  assert.equal(mine.size, 3);
+  assert.equal(mine.take("1000000007"), undefined);
+  assert.equal(mine.expire(55, () => "timeout"), 0, `${ids[1]} waits with no deadline and is older`);
+  assert.equal(mine.take(ids[1])?.settled, true);
+  assert.equal(mine.expire(55, () => "timeout"), 1);
+  assert.deepEqual(answered, ["a: timeout"]);
+  assert.equal(mine.take("7")?.settled, true);
+  assert.equal(mine.size, 0);
+  // 20,000 in flight, answered in a shuffled order; the rest fail in proposal order
+  const many = Array.from({ length: 20000 }, () => mine.nextId());
+  for (const id of many) mine.add(id, w(id));
+  for (let i = 0; i < many.length; i += 3) assert.ok(mine.take(many[(i * 7919) % many.length]));
+  answered.length = 0;
+  const left = mine.size;
+  assert.equal(mine.rejectAll("stopped"), left);
+  const failedOrder = answered.map((x) => BigInt(x.split(":")[0]));
+  assert.ok(failedOrder.every((id, i) => i === 0 || id > failedOrder[i - 1]), "rejected in proposal order");
+  assert.equal(mine.size, 0);
+});

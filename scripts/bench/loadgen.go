@@ -129,6 +129,7 @@ var (
 	expiryMax  = flag.Duration("expiry-max", 180*time.Second, "leases: wait at most this long after the last grant")
 	pingWait   = flag.Duration("ping-wait", 0, "ping: retry until the first successful read, at most this long")
 	compactAt  = flag.Duration("compact-after", 0, "closed-loop ops: this long into the measured run, compact (physical) at the current revision")
+	slowLog    = flag.Duration("slow", 0, "closed-loop ops: print '#slow <unix ms at start> <ms>' to stderr for each request that took at least this long (0 = off)")
 )
 
 var (
@@ -324,6 +325,9 @@ func unary(do func(ctx context.Context, cl *clientv3.Client, r *rand.Rand) error
 			err := do(rctx, cl, r)
 			d := time.Since(t)
 			cancel()
+			if *slowLog > 0 && d >= *slowLog {
+				fmt.Fprintf(os.Stderr, "#slow %d %.3f\n", t.UnixMilli(), float64(d.Microseconds())/1000)
+			}
 			if err != nil {
 				noteErr(err)
 				if ctx.Err() != nil {

@@ -46,6 +46,7 @@ import {
   WINDOW_UPDATE,
 } from "./h2frames.ts";
 import { readIntoOwnBuffer, type ReadTarget } from "./socket_reads.ts";
+import { IntMap } from "../util/int_map.ts";
 
 /** Passed to `onReset` when the connection itself went away (socket closed or connection error). */
 export const CONNECTION_LOST = -1;
@@ -177,7 +178,7 @@ export interface H2ConnectionConfig {
 
 /** One HTTP/2 connection over a socket: everything both ends do alike. */
 export abstract class H2Connection<S extends H2Stream> {
-  protected readonly streams = new Map<number, S>();
+  protected readonly streams = new IntMap<S>();
   protected readonly decoder: HpackDecoder;
   protected readonly encoder = new HpackEncoder();
   private readonly reader = new FrameReader();
