@@ -18,15 +18,20 @@ export class IntMap<V> {
   #values: (V | undefined)[] = new Array(MIN_CAPACITY).fill(undefined);
   #shift = 32 - Math.log2(MIN_CAPACITY);
   #size = 0;
+  /**
+   * Multiply-shift hashing with a random odd multiplier of this table's own: keys with a common stride spread over the
+   * table, and a peer that picks its stream IDs cannot aim them at one run of slots without knowing the multiplier.
+   */
+  readonly #multiplier = (Math.random() * 2 ** 32) | 1;
 
   /** How many keys are held. */
   get size(): number {
     return this.#size;
   }
 
-  /** The home slot of `key`: Fibonacci hashing, so that keys with a common stride spread over the table. */
+  /** The home slot of `key`. */
   #home(key: number): number {
-    return Math.imul(key, 0x9e3779b1) >>> this.#shift;
+    return Math.imul(key, this.#multiplier) >>> this.#shift;
   }
 
   #slot(key: number): number {
