@@ -988,8 +988,8 @@ export class Node {
   /**
    * Drops applied entries from the in-memory log once it holds `--snapshot-count` more than the CATCH_UP_ENTRIES kept
    * for slow followers, as etcd does at each snapshot, whether or not a snapshot was taken (they are rarer with a large
-   * state: SNAPSHOT_LOG_SHARE); the only place the log is cut. A follower that needs entries dropped past the newest snapshot gets a snapshot
-   * taken for it (MemoryStorage.snapshotWanted). Not while a snapshot is being taken (the log would move past its
+   * state: SNAPSHOT_LOG_SHARE); the only place the log is cut. A follower that needs entries dropped past the newest
+   * snapshot gets a snapshot taken for it (MemoryStorage.snapshotWanted). Not while a snapshot is being taken (the log would move past its
    * index) or sent (the follower needs the entries after it).
    */
   #maybeCompactLog(): void {

@@ -49,17 +49,20 @@ function keyOf(id: string): number {
  * Proposals made on this member and not yet applied, by request ID. IDs are unique across members and process starts:
  * the member ID's low 16 bits, the start time's low 40 bits (ms), then a sequence number.
  *
- * Held in an IntMap by {@link keyOf} and in a queue in proposal order (so also by deadline), not in a Map: a Map
+ * Held in a queue in proposal order (so also by deadline), found by {@link keyOf} in an IntMap, not in a Map: a Map
  * with one entry added and one deleted per request copies its table every few requests, and in a heap sampling of
  * 2,000 paced puts/s those copies were a quarter of what the major collector freed. A waiter leaves the queue as soon
  * as every one before it has left (entries mostly apply in proposal order); the others when the queue's head passes.
  */
 export class Proposals {
-  #byKey = new IntMap<Waiter>();
-  #ids = new IntMap<string>();
-  /** IDs whose key was taken by another waiting ID (only IDs not from nextId can meet) */
-  #overflow = new Map<string, Waiter>();
-  /** waiters in proposal order, a ring: slots #head to #tail (counters; a slot is `counter & (length - 1)`) */
+  /** the queue counter of each waiting proposal, by {@link keyOf} of its ID */
+  #byKey = new IntMap<number>();
+  /** the same for IDs whose key another waiting ID holds (only IDs not from nextId can meet) */
+  #overflow = new Map<string, number>();
+  /**
+   * Waiters in proposal order, a ring: counters #head to #tail, counter c in slot `c & (length - 1)`; a slot is
+   * emptied when its waiter leaves.
+   */
   #queue: (Waiter | undefined)[] = new Array(64).fill(undefined);
   #queueIds: (string | undefined)[] = new Array(64).fill(undefined);
   #head = 0;
@@ -82,77 +85,46 @@ export class Proposals {
     return this.#size;
   }
 
-  /** Registers the waiter of proposal `id`. */
+  /** Registers the waiter of proposal `id` (replacing one registered under the same ID). */
   add(id: string, w: Waiter): void {
-    const key = keyOf(id);
-    const held = this.#ids.get(key);
-    if (held === undefined) {
-      this.#byKey.set(key, w);
-      this.#ids.set(key, id);
-    } else if (held === id) {
-      this.#byKey.set(key, w);
-    } else {
-      this.#overflow.set(id, w);
-    }
-    if (held !== id) this.#size++;
+    this.#remove(id);
     if (this.#tail - this.#head === this.#queue.length) this.#growQueue();
-    const slot = this.#tail++ & (this.#queue.length - 1);
+    const c = this.#tail++, slot = c & (this.#queue.length - 1);
     this.#queue[slot] = w;
     this.#queueIds[slot] = id;
+    this.#size++;
+    const key = keyOf(id);
+    if (this.#byKey.has(key)) this.#overflow.set(id, c);
+    else this.#byKey.set(key, c);
   }
 
-  /** Removes proposal `id`'s waiter from the tables; returns it, or undefined when none waits. */
+  /** Removes proposal `id`'s waiter; returns it, or undefined when none waits. */
   #remove(id: string): Waiter | undefined {
-    const key = keyOf(id);
-    let w: Waiter | undefined;
-    if (this.#ids.get(key) === id) {
-      w = this.#byKey.get(key);
-      this.#byKey.delete(key);
-      this.#ids.delete(key);
-    } else if (this.#overflow.size > 0) {
-      w = this.#overflow.get(id);
-      this.#overflow.delete(id);
-    }
-    if (w) {
-      this.#size--;
-      this.#advance();
-    }
+    const key = keyOf(id), mask = this.#queue.length - 1;
+    let c = this.#byKey.get(key);
+    if (c !== undefined && this.#queueIds[c & mask] === id) this.#byKey.delete(key);
+    else if (this.#overflow.size > 0 && (c = this.#overflow.get(id)) !== undefined) this.#overflow.delete(id);
+    else return undefined;
+    const slot = c & mask, w = this.#queue[slot];
+    this.#queue[slot] = undefined;
+    this.#queueIds[slot] = undefined;
+    this.#size--;
+    while (this.#head < this.#tail && this.#queue[this.#head & mask] === undefined) this.#head++;
     return w;
   }
 
-  /** Moves the queue's head past the waiters that have left. */
-  #advance(): void {
-    const q = this.#queue, ids = this.#queueIds, mask = q.length - 1;
-    while (this.#head < this.#tail) {
-      const slot = this.#head & mask;
-      if (this.#waits(q[slot]!, ids[slot]!)) break;
-      q[slot] = undefined;
-      ids[slot] = undefined;
-      this.#head++;
-    }
-  }
-
-  /** Doubles the ring, its waiters in order from slot 0. */
+  /** Doubles the ring; every counter keeps its meaning (the waiting span is shorter than the old ring). */
   #growQueue(): void {
     const q = this.#queue, ids = this.#queueIds, mask = q.length - 1;
-    const n = this.#tail - this.#head;
     const q2: (Waiter | undefined)[] = new Array(q.length * 2).fill(undefined);
     const ids2: (string | undefined)[] = new Array(q.length * 2).fill(undefined);
-    for (let i = 0; i < n; i++) {
-      q2[i] = q[(this.#head + i) & mask];
-      ids2[i] = ids[(this.#head + i) & mask];
+    const mask2 = q2.length - 1;
+    for (let c = this.#head; c < this.#tail; c++) {
+      q2[c & mask2] = q[c & mask];
+      ids2[c & mask2] = ids[c & mask];
     }
     this.#queue = q2;
     this.#queueIds = ids2;
-    this.#head = 0;
-    this.#tail = n;
-  }
-
-  /** Whether `w` is still the waiter registered under `id`. */
-  #waits(w: Waiter, id: string): boolean {
-    const key = keyOf(id);
-    if (this.#ids.get(key) === id) return this.#byKey.get(key) === w;
-    return this.#overflow.get(id) === w;
   }
 
   /** Forgets proposal `id` without settling it (its proposal never reached the Raft core). */
@@ -172,13 +144,9 @@ export class Proposals {
     let n = 0;
     while (this.#head < this.#tail) {
       const slot = this.#head & (this.#queue.length - 1);
-      const w = this.#queue[slot]!, id = this.#queueIds[slot]!;
-      if (!this.#waits(w, id)) {
-        this.#advance();
-        continue;
-      }
+      const w = this.#queue[slot]!; // the head always waits (#remove moves it past those that left)
       if (w.deadline > now) break;
-      this.#remove(id);
+      this.#remove(this.#queueIds[slot]!);
       w.settled = true;
       n++;
       w.reject(failure());
@@ -190,12 +158,10 @@ export class Proposals {
   rejectAll(err: unknown): number {
     const waiting: Waiter[] = [];
     for (let c = this.#head; c < this.#tail; c++) {
-      const slot = c & (this.#queue.length - 1);
-      const w = this.#queue[slot]!;
-      if (this.#waits(w, this.#queueIds[slot]!)) waiting.push(w);
+      const w = this.#queue[c & (this.#queue.length - 1)];
+      if (w) waiting.push(w);
     }
     this.#byKey.clear();
-    this.#ids.clear();
     this.#overflow.clear();
     this.#queue.fill(undefined);
     this.#queueIds.fill(undefined);
