@@ -4,7 +4,7 @@ import { Buffer } from "node:buffer";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
+import { ARRIVING_PACE, SERVING_PACE, type Snapshot, Snapshotter } from "../server/snap/snapshotter.ts";
 
 async function tempDir(): Promise<string> {
   return await fs.mkdtemp(path.join(os.tmpdir(), "snap-test-"));
@@ -132,6 +132,44 @@ Deno.test("snap: a snapshot written as its data arrives, in pieces of one buffer
   const streamed = await fs.readFile(path.join(dir, "0000000000000004-000000000000001e.snap"));
   assert.ok(streamed.equals(saved), "the same bytes as save's file");
   assert.deepEqual(await new Snapshotter(dir).loadNewest([{ index: 30, term: 4 }]), ref);
+  await fs.rm(dir, { recursive: true });
+});
+
+Deno.test("snap: a member's own snapshot is fdatasync'ed every MiB; one arriving from a leader every 32 MiB", async () => {
+  const dir = await tempDir();
+  const s = new Snapshotter(dir);
+  const syncData = Deno.FsFile.prototype.syncData;
+  const writes: number[] = [];
+  const write = Deno.FsFile.prototype.write;
+  let syncs = 0;
+  Deno.FsFile.prototype.syncData = function (this: Deno.FsFile) {
+    syncs++;
+    return syncData.call(this);
+  };
+  Deno.FsFile.prototype.write = function (this: Deno.FsFile, p: Uint8Array) {
+    writes.push(p.length);
+    return write.call(this, p);
+  };
+  try {
+    const own = snap(40, 5, 5 << 20);
+    await s.save(own); // SERVING_PACE
+    // a sync after each of the 5 MiB, then the crc's own (the header goes out before the data)
+    assert.equal(syncs, 6, "fdatasyncs of the own snapshot");
+    assert.ok(Math.max(...writes) <= SERVING_PACE.piece, `own snapshot writes of ${Math.max(...writes)} bytes`);
+    syncs = 0;
+    writes.length = 0;
+    const w = s.begin(41, 5, own.data.length); // ARRIVING_PACE
+    w.write(own.data);
+    await s.commit(w);
+    assert.equal(syncs, 1, "fdatasyncs of an arriving snapshot: the crc's only");
+    assert.equal(Math.max(...writes), own.data.length, "an arriving snapshot's data in one write");
+    assert.deepEqual(ARRIVING_PACE, { piece: 16 << 20, syncEvery: 32 << 20 });
+  } finally {
+    Deno.FsFile.prototype.syncData = syncData;
+    Deno.FsFile.prototype.write = write;
+  }
+  const quiet = new Snapshotter(dir, { log: () => {} }); // the newer file (41) is not recorded: ignored
+  assert.deepEqual(await quiet.loadNewest([{ index: 40, term: 5 }]), snap(40, 5, 5 << 20));
   await fs.rm(dir, { recursive: true });
 });
 

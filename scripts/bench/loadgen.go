@@ -129,7 +129,7 @@ var (
 	expiryMax  = flag.Duration("expiry-max", 180*time.Second, "leases: wait at most this long after the last grant")
 	pingWait   = flag.Duration("ping-wait", 0, "ping: retry until the first successful read, at most this long")
 	compactAt  = flag.Duration("compact-after", 0, "closed-loop ops: this long into the measured run, compact (physical) at the current revision")
-	slowLog    = flag.Duration("slow", 0, "closed-loop ops: print '#slow <unix ms at start> <ms>' to stderr for each request that took at least this long (0 = off)")
+	slowLog    = flag.Duration("slow", 0, "closed-loop ops and the watch latency phase: print '#slow <unix ms at start> <ms>' to stderr for each request (or put→event) that took at least this long (0 = off)")
 )
 
 var (
@@ -738,8 +738,12 @@ func runWatch(base result, cls []*clientv3.Client, eps []string) {
 				sampled := false
 				for _, ev := range resp.Events {
 					if ph, ns := parseWatchValue(ev.Kv.Value); ph == 'L' && ns > 0 {
-						mine = append(mine, time.Duration(now-ns))
+						d := time.Duration(now - ns)
+						mine = append(mine, d)
 						sampled = true
+						if *slowLog > 0 && d >= *slowLog {
+							fmt.Fprintf(os.Stderr, "#slow %d %.3f\n", ns/1e6, float64(d.Microseconds())/1000)
+						}
 					}
 				}
 				if sampled {

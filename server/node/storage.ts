@@ -5,6 +5,7 @@
  */
 import type { Entry, HardState, Snapshot } from "../raft/types.ts";
 import {
+  ARRIVING_PACE,
   type Snapshot as SnapshotFile,
   type SnapshotReader,
   Snapshotter,
@@ -112,7 +113,7 @@ export class DiskStorage {
   async saveLeaderSnapshot(s: Snapshot, written?: SnapshotWriter): Promise<number> {
     const start = performance.now();
     if (written) await this.#snap.commit(written);
-    else await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data });
+    else await this.#snap.save({ index: s.metadata.index, term: s.metadata.term, data: s.data }, ARRIVING_PACE);
     const ms = performance.now() - start;
     this.#stats.snapshotSave.observe(ms / 1000);
     this.#wal.markSnapshot({ index: s.metadata.index, term: s.metadata.term });
