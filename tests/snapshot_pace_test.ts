@@ -1,8 +1,9 @@
 /**
  * The pace of snapshots with a state large against its log (server/node/node.ts: SNAPSHOT_LOG_SHARE,
  * #maybeCompactLog): a snapshot writes the whole state, so small writes over a large state do not bring one every
- * --snapshot-count entries; the in-memory log is still dropped at etcd's pace, and a follower that needs entries gone
- * from it gets a snapshot the leader takes for it.
+ * --snapshot-count entries; the in-memory log is still dropped at etcd's pace (and earlier, once the log since its last
+ * cut is as large as the state: LOG_CUT_SHARE), and a follower that needs entries gone from it gets a snapshot the
+ * leader takes for it.
  */
 import assert from "node:assert/strict";
 import { Cluster, type ClusterMember, sleep } from "./lib/cluster.ts";
@@ -67,6 +68,47 @@ Deno.test({
         taken[0] >= stoppedAt + CATCH_UP_ENTRIES + 3 * COUNT,
         `snapshot at ${taken[0]}, stopped at ${stoppedAt}`,
       );
+      const sent = [...leader.currentOutput().matchAll(/sent database snapshot.*snapshot-index[=":]+(\d+)/g)];
+      assert.ok(sent.some((x) => Number(x[1]) === taken[0]), `no "sent database snapshot" of index ${taken[0]}`);
+      await c.assertSameState();
+    } finally {
+      await c.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "snapshot pace: below --snapshot-count, a log grown past the state's size is cut; a follower that far behind gets a snapshot",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // etcd's default count of 100,000: the entries below are far fewer, and the state stays small (500 keys)
+    const c = await Cluster.start({ size: 3, snapshotCount: 100_000 });
+    try {
+      const { leader } = await c.waitLeader();
+      const follower = c.members.find((m) => m !== leader)!;
+      const lc = c.client(leader);
+      await c.stop(follower);
+      const stoppedAt = (await c.status(leader)).raftIndex;
+      // the log since the last cut (none yet: no snapshot either) reaches CATCH_UP_ENTRIES more than the entries the
+      // leader keeps for slow followers: it is cut, with the entries the follower needs
+      let n = 0;
+      while ((await c.status(leader)).raftIndex - stoppedAt < 2 * CATCH_UP_ENTRIES + 500) {
+        await Promise.all(Array.from({ length: 64 }, () => lc.put(`small/${n++ % 500}`, `v${n}`, 10000)));
+      }
+      const last = `small/${(n - 1) % 500}`, lastValue = (await lc.get(last)).value;
+      assert.deepEqual(ownSnapshots(leader), [], "no snapshot was due");
+
+      await c.restart(follower);
+      const fc = c.client(follower);
+      const deadline = Date.now() + 60000;
+      while ((await fc.get(last, { serializable: true }).catch(() => ({ value: "" }))).value !== lastValue) {
+        if (Date.now() > deadline) throw new Error(`${follower.name} did not catch up:\n${leader.currentOutput()}`);
+        await sleep(100);
+      }
+      const taken = ownSnapshots(leader);
+      assert.equal(taken.length, 1, `snapshots taken for the follower: ${taken}`);
       const sent = [...leader.currentOutput().matchAll(/sent database snapshot.*snapshot-index[=":]+(\d+)/g)];
       assert.ok(sent.some((x) => Number(x[1]) === taken[0]), `no "sent database snapshot" of index ${taken[0]}`);
       await c.assertSameState();
