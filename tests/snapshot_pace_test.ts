@@ -17,6 +17,23 @@ function ownSnapshots(m: ClusterMember): number[] {
   return [...m.currentOutput().matchAll(/saved snapshot at index (\d+)/g)].map((x) => Number(x[1]));
 }
 
+/** Restarts `follower` and waits (at most 60 s) until it serves `lastValue` at `last` from its own state. */
+async function restartUntilCaughtUp(
+  c: Cluster,
+  follower: ClusterMember,
+  leader: ClusterMember,
+  last: string,
+  lastValue: string | null,
+): Promise<void> {
+  await c.restart(follower);
+  const fc = c.client(follower);
+  const deadline = Date.now() + 60000;
+  while ((await fc.get(last, { serializable: true }).catch(() => ({ value: "" }))).value !== lastValue) {
+    if (Date.now() > deadline) throw new Error(`${follower.name} did not catch up:\n${leader.currentOutput()}`);
+    await sleep(100);
+  }
+}
+
 Deno.test({
   name: "snapshot pace: small puts over a large state take no snapshot per count; a follower behind gets a new one",
   sanitizeOps: false,
@@ -54,13 +71,7 @@ Deno.test({
       assert.deepEqual(during, [], `snapshots over ${n} small puts at a count of ${COUNT}`);
       const last = `small/${(n - 1) % 500}`, lastValue = (await lc.get(last)).value;
 
-      await c.restart(follower);
-      const fc = c.client(follower);
-      const deadline = Date.now() + 60000;
-      while ((await fc.get(last, { serializable: true }).catch(() => ({ value: "" }))).value !== lastValue) {
-        if (Date.now() > deadline) throw new Error(`${follower.name} did not catch up:\n${leader.currentOutput()}`);
-        await sleep(100);
-      }
+      await restartUntilCaughtUp(c, follower, leader, last, lastValue);
       // the snapshot the follower got was taken for it, past the entries the leader dropped
       const taken = ownSnapshots(leader).slice(before);
       assert.equal(taken.length, 1, `snapshots taken for the follower: ${taken}`);
@@ -100,13 +111,7 @@ Deno.test({
       const last = `small/${(n - 1) % 500}`, lastValue = (await lc.get(last)).value;
       assert.deepEqual(ownSnapshots(leader), [], "no snapshot was due");
 
-      await c.restart(follower);
-      const fc = c.client(follower);
-      const deadline = Date.now() + 60000;
-      while ((await fc.get(last, { serializable: true }).catch(() => ({ value: "" }))).value !== lastValue) {
-        if (Date.now() > deadline) throw new Error(`${follower.name} did not catch up:\n${leader.currentOutput()}`);
-        await sleep(100);
-      }
+      await restartUntilCaughtUp(c, follower, leader, last, lastValue);
       const taken = ownSnapshots(leader);
       assert.equal(taken.length, 1, `snapshots taken for the follower: ${taken}`);
       const sent = [...leader.currentOutput().matchAll(/sent database snapshot.*snapshot-index[=":]+(\d+)/g)];
