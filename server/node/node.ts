@@ -1007,9 +1007,9 @@ export class Node {
    * (the follower needs the entries after it).
    */
   #maybeCompactLog(): void {
+    if (this.#snapshotting) return;
     const to = Math.min(this.#apply.appliedIndex - CATCH_UP_ENTRIES, this.storage.lastIndex());
     const rest = to - this.storage.firstIndex() + 1;
-    if (this.#snapshotting) return;
     const grown = this.#apply.appliedBytes - this.#logCutBytes;
     const early = rest >= CATCH_UP_ENTRIES && grown >= LOG_CUT_SHARE * this.#snapLog.size;
     if (rest < this.#cfg.snapshotCount && !early) return;
