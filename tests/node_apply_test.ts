@@ -10,7 +10,7 @@ import { EtcdError } from "../server/errors.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { type Member, Members } from "../server/membership/members.ts";
 import { MvccStore } from "../server/mvcc/store.ts";
-import { type ApplyDeps, ApplyLoop } from "../server/node/apply.ts";
+import { type ApplyDeps, ApplyLoop, COMPACTION_STAGGER_MS } from "../server/node/apply.ts";
 import { type ConfChangeReply, newWaiter, Proposals, type Reply } from "../server/node/waiters.ts";
 import {
   type ConfChange,
@@ -30,7 +30,7 @@ function member(ID: string): Member {
 }
 
 /** An ApplyLoop over a fresh state machine, whose callbacks are recorded in `calls`. */
-function setup(opts: { quotaBytes?: number; raftConf?: (cc: ConfChange) => ConfState } = {}) {
+function setup(opts: { quotaBytes?: number; raftConf?: (cc: ConfChange) => ConfState; rank?: number } = {}) {
   const store = new MvccStore();
   const lessor = new Lessor(2);
   const applier = new Applier(
@@ -63,6 +63,7 @@ function setup(opts: { quotaBytes?: number; raftConf?: (cc: ConfChange) => ConfS
     fatal: (err) => {
       throw err;
     },
+    rank: () => opts.rank ?? 0,
     log: (msg) => calls.push(`log ${msg}`),
   };
   return { loop: new ApplyLoop(deps), store, applier, members, proposals, calls, raftConfs };
@@ -302,5 +303,63 @@ Deno.test("apply: a compaction's records are dropped in steps after its entry; a
   assert.ok("ok" in await plain);
   await loop.compactionDone();
   assert.ok(!store.compacting);
+  loop.stop();
+});
+
+Deno.test("apply: member k of a cluster starts dropping a compaction's records k staggers after its entry", async () => {
+  const compactionAt = (id: string, revision: number): InternalRequestShape => ({
+    id,
+    op: "compaction",
+    compaction: { revision: String(revision), physical: true },
+  });
+  const { loop, store, proposals } = setup({ rank: 2 });
+  let index = 0;
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 1000; i++) loop.applyEntry(normal(++index, putRequest("0", `k${i}`, `v${round}`)));
+  }
+  const sizeBefore = store.sizeBytes, rev = store.currentRev;
+  const physical = waitFor(proposals, "7");
+  const applied = performance.now();
+  loop.applyEntry(normal(++index, compactionAt("7", rev)));
+  assert.throws(() => store.range("k1", "", { rev: rev - 1 }), /compacted/, "reads see the compaction at once");
+  // a timer due sooner than the member's turn fires first
+  await new Promise((r) => setTimeout(r, COMPACTION_STAGGER_MS));
+  assert.ok(store.compacting && store.sizeBytes === sizeBefore, "no record is dropped before the member's turn");
+  assert.ok("ok" in await physical);
+  assert.ok(
+    performance.now() - applied >= 2 * COMPACTION_STAGGER_MS,
+    "answered once the records are gone, after the turn",
+  );
+  assert.ok(!store.compacting && store.sizeBytes < sizeBefore / 1.5, `${store.sizeBytes} < ${sizeBefore / 1.5}`);
+
+  // a member that closes while it waits for its turn stops waiting, and drops nothing
+  for (let i = 0; i < 1000; i++) loop.applyEntry(normal(++index, putRequest("0", `k${i}`, "last")));
+  loop.applyEntry(normal(++index, compactionAt("8", store.currentRev)));
+  loop.stop();
+  await loop.compactionDone();
+  assert.ok(store.compacting, "the records stay: the member closed before its turn");
+});
+
+Deno.test("apply: a snapshot due while the compaction waits for the member's turn starts its steps at once", async () => {
+  // a turn far away (rank 1000: 100 s): only an early start lets compactionDone resolve within the test
+  const { loop, store } = setup({ rank: 1000 });
+  let index = 0;
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 1000; i++) loop.applyEntry(normal(++index, putRequest("0", `k${i}`, `v${round}`)));
+  }
+  loop.applyEntry(
+    normal(++index, { id: "0", op: "compaction", compaction: { revision: String(store.currentRev), physical: false } }),
+  );
+  assert.ok(store.compacting);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise((_, reject) =>
+    timer = setTimeout(() => reject(new Error("still waiting for its turn")), 10_000)
+  );
+  try {
+    await Promise.race([loop.compactionDone(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.ok(!store.compacting, "the records are gone");
   loop.stop();
 });

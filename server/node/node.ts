@@ -258,6 +258,7 @@ export class Node {
       overQuota: () => void this.raiseNoSpace(),
       restored: () => this.onRestore(),
       fatal: (err) => this.#fatal(err),
+      rank: () => this.#rank(),
       log: cfg.log,
     });
     this.#reads = new LinearizableReads({
@@ -978,6 +979,11 @@ export class Node {
     );
   }
 
+  /** This member's place among the members (in the order `Members.list` keeps them), 0 when not among them. */
+  #rank(): number {
+    return Math.max(0, this.members.list().findIndex((m) => m.ID === this.memberId));
+  }
+
   /**
    * Whether this member's next snapshot is due: every `--snapshot-count` applied entries, as in etcd, but the members
    * of a cluster take theirs at staggered indexes. Member k of n (by ID) snapshots at k·count/n past each multiple of
@@ -990,9 +996,8 @@ export class Node {
     const count = this.#cfg.snapshotCount, last = this.#apply.snapIndex, applied = this.#apply.appliedIndex;
     if (applied - last < count / 2) return false;
     if (this.#apply.appliedBytes - this.#snapLog.appliedBytes < SNAPSHOT_LOG_SHARE * this.#snapLog.size) return false;
-    const members = this.members.list();
-    const rank = Math.max(0, members.findIndex((m) => m.ID === this.memberId));
-    const phase = Math.floor((rank * count) / Math.max(1, members.length));
+    const members = this.members.list().length;
+    const phase = Math.floor((this.#rank() * count) / Math.max(1, members));
     const next = phase + Math.ceil((last + count / 2 - phase) / count) * count;
     return applied >= next;
   }
