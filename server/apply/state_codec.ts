@@ -24,7 +24,7 @@ import type { ConfState } from "../raft/types.ts";
 import type { Alarm } from "./applier.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import { toBKey } from "../mvcc/keys.ts";
-import { type DumpBounds, MvccStore } from "../mvcc/store.ts";
+import { type DumpBounds, MvccStore, RecordCursor } from "../mvcc/store.ts";
 import type { AuthState, AuthStore } from "../auth/store.ts";
 import { nextTurn } from "../util/next_turn.ts";
 
@@ -82,6 +82,8 @@ export class StateEncoder {
   #keyWalk: Generator<number> | null = null;
   #keysWritten = 0;
   #size: number;
+  /** the record being sized or written (one holder: the walks allocate nothing per record) */
+  #rec = new RecordCursor();
   #out: Uint8Array | null = null;
   #view: DataView | null = null;
   #pos = 0;
@@ -137,16 +139,16 @@ export class StateEncoder {
       for (let r = this.#walk.next(); !r.done; r = this.#walk.next()) {
         if (this.#out) this.#record(r.value);
         else {
-          const idx = r.value, kid = store._recordKeyId(idx);
-          if (this.#keyNo[kid] === -1) {
-            this.#keyNo[kid] = -2;
+          const rec = this.#rec;
+          store._readRecord(r.value, rec);
+          if (this.#keyNo[rec.keyId] === -1) {
+            this.#keyNo[rec.keyId] = -2;
             this.#keys++;
-            this.#size += 4 + store._keyBytes(kid).length;
+            this.#size += 4 + store._keyLength(rec.keyId);
           }
           this.#records++;
-          const rec = store.record(idx);
           // lease IDs are decimal ASCII: one byte per char
-          this.#size += 4 + 24 + 4 + rec.lease.length + 4 + rec.value.length;
+          this.#size += 4 + 24 + 4 + rec.lease.length + 4 + rec.len;
         }
         if (++n === RECORDS_PER_CLOCK_CHECK) {
           n = 0;
@@ -288,16 +290,18 @@ export class StateEncoder {
   }
 
   #record(idx: number): void {
-    const r = this.#store.record(idx);
-    this.#u32(this.#keyNo[this.#store._recordKeyId(idx)]);
+    const r = this.#rec, out = this.#out!;
+    this.#store._readRecord(idx, r);
+    this.#u32(this.#keyNo[r.keyId]);
     this.#f64(r.create);
     this.#f64(r.mod);
     this.#f64(r.version);
     this.#latin1(r.lease);
-    this.#u32(r.value.length);
-    this.#out!.set(r.value, this.#pos);
-    this.#store._moveValue(idx, this.#out!.buffer, this.#pos);
-    this.#pos += r.value.length;
+    this.#u32(r.len);
+    if (r.buf === null) return;
+    out.set(new Uint8Array(r.buf, r.off, r.len), this.#pos);
+    this.#store._moveValue(idx, out.buffer, this.#pos);
+    this.#pos += r.len;
   }
 
   #end(): void {

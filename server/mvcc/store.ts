@@ -50,6 +50,20 @@ export interface StoreEvent {
 }
 
 /** The fields of one record (`MvccStore.record`): a key's version as the store holds it. */
+/** A record's fields as `MvccStore._readRecord` leaves them. */
+export class RecordCursor {
+  keyId = 0;
+  create = 0;
+  mod = 0;
+  version = 0;
+  /** lease ID as a decimal string, "0" for none */
+  lease = "0";
+  /** where the value's bytes are (null: an empty value) */
+  buf: ArrayBufferLike | null = null;
+  off = 0;
+  len = 0;
+}
+
 export interface RecordFields {
   /** a view of the key's bytes, valid until the store's next write */
   key: Uint8Array;
@@ -912,11 +926,6 @@ export class MvccStore {
     for (const fn of fns) fn();
   }
 
-  /** @internal the key id of a record handle from `dumpRecords`. */
-  _recordKeyId(idx: number): number {
-    return this.#t.i(idx, I_KEY);
-  }
-
   /** @internal the key of a key id (of a record handle from `dumpRecords`), as a view valid until the next write. */
   _keyBytes(kid: number): Uint8Array {
     return this.#keys.view(kid);
@@ -933,6 +942,27 @@ export class MvccStore {
    */
   _keyIdsInOrder(): Generator<number> {
     return this.#index.values();
+  }
+
+  /**
+   * @internal reads the fields of a record handle from `dumpRecords` into `into`, a holder the caller reuses from record
+   * to record (`record` makes an object and two views per record). The value is `len` bytes at `off` in `buf`.
+   */
+  _readRecord(idx: number, into: RecordCursor): void {
+    const t = this.#t, b = t.i(idx, I_BUF);
+    into.keyId = t.i(idx, I_KEY);
+    into.create = t.f(idx, F_CREATE);
+    into.mod = t.f(idx, F_MOD);
+    into.version = t.f(idx, F_VER);
+    into.lease = this.#leases.values[t.i(idx, I_LEASE)];
+    into.buf = b < 0 ? null : this.#bufs.values[b];
+    into.off = b < 0 ? 0 : t.f(idx, F_OFF);
+    into.len = b < 0 ? 0 : t.i(idx, I_LEN);
+  }
+
+  /** @internal the length of key id `kid`'s bytes. */
+  _keyLength(kid: number): number {
+    return this.#keys.length(kid);
   }
 
   /** @internal the fields of a record handle from `dumpRecords` (the value as a view, not copied). */
