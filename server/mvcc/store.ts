@@ -50,6 +50,17 @@ export interface StoreEvent {
 }
 
 /** The fields of one record (`MvccStore.record`): a key's version as the store holds it. */
+export interface RecordFields {
+  /** a view of the key's bytes, valid until the store's next write */
+  key: Uint8Array;
+  create: number;
+  mod: number;
+  version: number;
+  /** lease ID as a decimal string, "0" for none */
+  lease: string;
+  value: Uint8Array;
+}
+
 /** A record's fields as `MvccStore._readRecord` leaves them. */
 export class RecordCursor {
   keyId = 0;
@@ -62,17 +73,6 @@ export class RecordCursor {
   buf: ArrayBufferLike | null = null;
   off = 0;
   len = 0;
-}
-
-export interface RecordFields {
-  /** a view of the key's bytes, valid until the store's next write */
-  key: Uint8Array;
-  create: number;
-  mod: number;
-  version: number;
-  /** lease ID as a decimal string, "0" for none */
-  lease: string;
-  value: Uint8Array;
 }
 
 /** A resumable walk over key ids (SortedKeys.walk): visits up to `max` more, returns whether it is done. */

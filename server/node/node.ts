@@ -979,9 +979,9 @@ export class Node {
     );
   }
 
-  /** This member's place among the members (in the order `Members.list` keeps them), 0 when not among them. */
-  #rank(): number {
-    return Math.max(0, this.members.list().findIndex((m) => m.ID === this.memberId));
+  /** This member's place among `members` (in the order `Members.list` keeps them), 0 when not among them. */
+  #rank(members = this.members.list()): number {
+    return Math.max(0, members.findIndex((m) => m.ID === this.memberId));
   }
 
   /**
@@ -996,8 +996,8 @@ export class Node {
     const count = this.#cfg.snapshotCount, last = this.#apply.snapIndex, applied = this.#apply.appliedIndex;
     if (applied - last < count / 2) return false;
     if (this.#apply.appliedBytes - this.#snapLog.appliedBytes < SNAPSHOT_LOG_SHARE * this.#snapLog.size) return false;
-    const members = this.members.list().length;
-    const phase = Math.floor((this.#rank() * count) / Math.max(1, members));
+    const members = this.members.list();
+    const phase = Math.floor((this.#rank(members) * count) / Math.max(1, members.length));
     const next = phase + Math.ceil((last + count / 2 - phase) / count) * count;
     return applied >= next;
   }
