@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { MvccStore } from "../server/mvcc/store.ts";
+import { MvccStore, RecordCursor } from "../server/mvcc/store.ts";
 import { Applier } from "../server/apply/applier.ts";
 import { Lessor } from "../server/lease/lessor.ts";
 import { decodeState, encodeState, StateDecoder, StateEncoder } from "../server/apply/state_codec.ts";
@@ -420,4 +420,102 @@ Deno.test("state codec: an encode in slices abandoned by its signal stops, and l
   assert.throws(() => enc.result, /encode not finished/);
   assert.equal(live.store.hashKV(0).hash, ref.store.hashKV(0).hash);
   assert.equal(await sha256(live.encode()), await sha256(ref.encode()));
+});
+
+/**
+ * A sink that takes the blob as a file writer does: a piece is "written" (copied) only when `written()` settles,
+ * a few timer turns after it was handed over. Keeps which buffers the pieces were views of.
+ */
+function slowSink() {
+  const pending: Uint8Array[] = [], done: Uint8Array[] = [], buffers = new Set<ArrayBufferLike>();
+  let opened = -1;
+  const sink = {
+    write(bytes: Uint8Array) {
+      pending.push(bytes);
+      buffers.add(bytes.buffer);
+    },
+    async written() {
+      await new Promise((r) => setTimeout(r, 1));
+      for (const p of pending.splice(0)) done.push(p.slice());
+    },
+  };
+  return {
+    open: (size: number) => {
+      opened = size;
+      return sink;
+    },
+    blob: () => new Uint8Array(Buffer.concat([...done, ...pending.map((p) => p.slice())])),
+    buffers,
+    opened: () => opened,
+  };
+}
+
+Deno.test("state codec: an encode to a sink hands it the blob of the encode at once, in a few reused pieces, despite writes meanwhile", async () => {
+  const ref = machine(), live = machine();
+  buildState(ref);
+  buildState(live);
+  const meta = { appliedIndex: 4242, term: 7, confState: { voters: ["11"], learners: [] } };
+  const sink = slowSink();
+  let turns = 0;
+  const writer = setInterval(() => {
+    turns++;
+    if (turns === 1) live.apply({ op: "alarm", alarm: { action: 2, memberID: "11", alarm: 1 } }); // writes again
+    for (let i = 0; i < 20; i++) live.put(`key/${(turns * 31 + i).toString(36)}`, "new".repeat(turns % 50));
+    live.del(`key/${(turns * 7).toString(36)}`);
+  }, 0);
+  const size = await new StateEncoder(meta, ...live.parts()).toSink(sink.open, 1);
+  clearInterval(writer);
+  const blob = sink.blob();
+  assert.equal(size, GOLDEN.bytes);
+  assert.equal(sink.opened(), GOLDEN.bytes);
+  assert.equal(blob.length, GOLDEN.bytes);
+  assert.equal(await sha256(blob), GOLDEN.sha256);
+  assert.ok(turns >= 5, `the writes ran ${turns} times during the encode`);
+  // 22 MB in pieces of 1 MiB, each reused once written: never more than PIECES_IN_FLIGHT (2) waiting, and one filling
+  assert.ok(sink.buffers.size <= 3, `${sink.buffers.size} buffers for the pieces`);
+  assert.ok(sink.buffers.size >= 2);
+});
+
+Deno.test("state codec: an encode moves the values that live in request buffers into one buffer of the store's, and only those", () => {
+  const m = machine();
+  // the values of these puts live in one "arena chunk", as values applied from the Raft log do
+  const arena = new Uint8Array(1 << 16);
+  let used = 0;
+  const putFromArena = (k: string, v: string) => {
+    const value = arena.subarray(used, used + v.length);
+    value.set(b(v));
+    used += v.length;
+    m.apply({ op: "put", put: { key: b(k), value: Buffer.from(value.buffer, value.byteOffset, value.length) } });
+  };
+  for (let i = 0; i < 100; i++) putFromArena(`k${i}`, `value ${i}`);
+  const buffersOf = () => {
+    const c = new RecordCursor(), seen = new Map<string, ArrayBufferLike | null>();
+    for (const idx of m.store.dumpRecords()) {
+      m.store._readRecord(idx, c);
+      seen.set(`${m.store._keyLength(c.keyId)}:${c.mod}`, c.buf);
+    }
+    return seen;
+  };
+  assert.ok([...buffersOf().values()].every((buf) => buf === arena.buffer));
+  m.encode();
+  const first = buffersOf();
+  const home = first.values().next().value;
+  assert.ok(home && home !== arena.buffer);
+  assert.ok([...first.values()].every((buf) => buf === home), "all moved into one buffer");
+  // a second encode moves nothing: the values are in the store's own buffer already
+  m.encode();
+  assert.deepEqual(buffersOf(), first);
+  // values written since move at the next encode, into a buffer of their own; the others stay
+  for (let i = 0; i < 10; i++) putFromArena(`n${i}`, `newer ${i}`);
+  m.encode();
+  const third = buffersOf();
+  const moved = [...third].filter(([k]) => !first.has(k));
+  assert.equal(moved.length, 10);
+  assert.ok(moved.every(([, buf]) => buf !== arena.buffer && buf !== home));
+  assert.ok([...first.keys()].every((k) => third.get(k) === home));
+  for (let i = 0; i < 100; i++) assert.equal(m.store.range(`k${i}`, "").kvs[0].value.toString(), `value ${i}`);
+  for (let i = 0; i < 10; i++) assert.equal(m.store.range(`n${i}`, "").kvs[0].value.toString(), `newer ${i}`);
+  // what the store no longer uses is let go: writing over the arena changes no value
+  arena.fill(0);
+  for (let i = 0; i < 100; i++) assert.equal(m.store.range(`k${i}`, "").kvs[0].value.toString(), `value ${i}`);
 });

@@ -73,6 +73,8 @@ export class RecordCursor {
   buf: ArrayBufferLike | null = null;
   off = 0;
   len = 0;
+  /** whether `buf` is one of the store's own value buffers (see `MvccStore._ownBuffer`) */
+  owned = false;
 }
 
 /** A resumable walk over key ids (SortedKeys.walk): visits up to `max` more, returns whether it is done. */
@@ -285,6 +287,14 @@ export class MvccStore {
   #leases = new Interned(["0"]);
   /** buffers the values live in */
   #bufs = new Interned<ArrayBufferLike>([]);
+  /**
+   * the buffers of #bufs that hold values only (the store's own: a compaction's repack, a snapshot encode's move, a
+   * restored snapshot blob); the others are buffers of requests (the Raft log's arena chunks), where a value pins the
+   * rest of its chunk: a snapshot encode moves those values out (`_moveValue`)
+   */
+  #owned = new WeakSet<ArrayBufferLike>();
+  /** #owned by buffer id of #bufs, filled as asked (reset when #bufs is rebuilt) */
+  #ownedById: boolean[] = [];
   #memo = new Map<number, StoreEvent>();
   #listeners: Array<(events: StoreEvent[], rev: number) => void> = [];
   #beforeRestructure = new Set<() => void>();
@@ -796,6 +806,7 @@ export class MvccStore {
 
   #newPacked(job: CompactionJob, bytes: number): void {
     job.packed = new Uint8Array(bytes);
+    this.#owned.add(job.packed.buffer);
     job.packedPos = 0;
     job.packedId = job.bufs.id(job.packed.buffer);
   }
@@ -844,6 +855,7 @@ export class MvccStore {
     }
     this.#leases = job.leases;
     this.#bufs = job.bufs;
+    this.#ownedById = [];
     this.#memo.clear();
     this.sizeBytes -= job.sizeDrop;
   }
@@ -958,6 +970,20 @@ export class MvccStore {
     into.buf = b < 0 ? null : this.#bufs.values[b];
     into.off = b < 0 ? 0 : t.f(idx, F_OFF);
     into.len = b < 0 ? 0 : t.i(idx, I_LEN);
+    into.owned = b >= 0 && this.#isOwned(b);
+  }
+
+  #isOwned(b: number): boolean {
+    return this.#ownedById[b] ??= this.#owned.has(this.#bufs.values[b]);
+  }
+
+  /**
+   * @internal `buf` holds values only, and is the store's to keep (a snapshot blob restored, the buffer a snapshot
+   * encode moves values into): a snapshot encode leaves the values in it where they are.
+   */
+  _ownBuffer(buf: ArrayBufferLike): void {
+    this.#owned.add(buf);
+    this.#ownedById = []; // the buffer may have an id already
   }
 
   /** @internal the length of key id `kid`'s bytes. */
@@ -980,9 +1006,10 @@ export class MvccStore {
   }
 
   /**
-   * @internal points the value of record `idx` (from `dumpRecords`) at a copy of the same bytes at `off` in `buf`:
-   * the state codec moves the values into the snapshot blob it writes, so that the Raft log arena chunks they came
-   * from can be freed once the log is compacted. Call `_moveDone(buf)` after the last one.
+   * @internal points the value of record `idx` (from `dumpRecords`) at a copy of the same bytes at `off` in `buf`, a
+   * buffer of the store's own (`_ownBuffer`): a snapshot encode moves the values that live in request buffers (the
+   * Raft log's arena chunks) out of them, so that those can be freed once the log is compacted. Call `_moveDone`
+   * after the last one.
    */
   _moveValue(idx: number, buf: ArrayBufferLike, off: number): void {
     const t = this.#t;
@@ -992,40 +1019,44 @@ export class MvccStore {
   }
 
   /**
-   * @internal after `_moveValue` calls into `buf` for the records of a dump taken when the table held `upTo` records:
-   * the values of the others below `upTo` (records a dump leaves out: the previous records of the events at the
-   * compaction revision) are copied into one new buffer, so that of the buffers those records used none is
-   * referenced any more. Records from `upTo` on (written while the dump was encoded) keep theirs.
+   * @internal after the `_moveValue` calls of a dump taken when the table held `upTo` records: the values below `upTo`
+   * still in request buffers (records a dump leaves out: the previous records of the events at the compaction
+   * revision) are copied into one new buffer of the store's, and the buffers no record uses any more are let go.
+   * Records from `upTo` on (written while the dump was encoded) keep theirs until the next encode.
    */
-  _moveDone(buf: ArrayBufferLike, upTo: number): void {
+  _moveDone(upTo: number): void {
     const t = this.#t;
-    const target = this.#bufs.id(buf);
     let rest = 0;
     for (let idx = 0; idx < upTo; idx++) {
       const b = t.i(idx, I_BUF);
-      if (b >= 0 && b !== target) rest += t.i(idx, I_LEN);
+      if (b >= 0 && !this.#isOwned(b)) rest += t.i(idx, I_LEN);
     }
-    const bufs = new Interned<ArrayBufferLike>([buf]);
-    let other = -1;
     if (rest > 0) {
       const copy = new Uint8Array(rest);
-      other = bufs.id(copy.buffer);
+      this._ownBuffer(copy.buffer);
+      const id = this.#bufs.id(copy.buffer);
       let pos = 0;
       for (let idx = 0; idx < upTo; idx++) {
         const b = t.i(idx, I_BUF);
-        if (b < 0 || b === target) continue;
+        if (b < 0 || this.#isOwned(b)) continue;
         const len = t.i(idx, I_LEN);
         copy.set(new Uint8Array(this.#bufs.values[b], t.f(idx, F_OFF), len), pos);
+        t.setI(idx, I_BUF, id);
         t.setF(idx, F_OFF, pos);
         pos += len;
       }
     }
+    const bufs = new Interned<ArrayBufferLike>([]);
+    const renumbered = new Int32Array(this.#bufs.values.length).fill(-1);
     for (let idx = 0; idx < t.length; idx++) {
       const b = t.i(idx, I_BUF);
       if (b < 0) continue;
-      t.setI(idx, I_BUF, b === target ? 0 : idx < upTo ? other : bufs.id(this.#bufs.values[b]));
+      let nb = renumbered[b];
+      if (nb < 0) nb = renumbered[b] = bufs.id(this.#bufs.values[b]);
+      t.setI(idx, I_BUF, nb);
     }
     this.#bufs = bufs;
+    this.#ownedById = [];
     this.#memo.clear(); // its events hold views of the old buffers
   }
 
@@ -1060,6 +1091,7 @@ export class MvccStore {
     this.#freeKeyIds = [];
     this.#leases = new Interned(["0"]);
     this.#bufs = new Interned<ArrayBufferLike>([]);
+    this.#ownedById = [];
     this.#memo.clear();
     this.sizeBytes = 0;
     this.currentRev = currentRev;
@@ -1129,6 +1161,8 @@ export class MvccStore {
     this.#freeKeyIds = other.#freeKeyIds;
     this.#leases = other.#leases;
     this.#bufs = other.#bufs;
+    this.#owned = other.#owned;
+    this.#ownedById = [];
     this.#memo.clear();
     this.sizeBytes = other.sizeBytes;
     this.currentRev = other.currentRev;

@@ -7,7 +7,7 @@
 import type { Applier } from "../apply/applier.ts";
 import { type BackendQuota, requestCost } from "../apply/quota.ts";
 import { nextTurn } from "../util/next_turn.ts";
-import { decodeState, StateDecoder, StateEncoder } from "../apply/state_codec.ts";
+import { type BlobSink, decodeState, StateDecoder, StateEncoder } from "../apply/state_codec.ts";
 import { EtcdError } from "../errors.ts";
 import type { Lessor } from "../lease/lessor.ts";
 import type { Member, MemberContext, Members } from "../membership/members.ts";
@@ -256,6 +256,23 @@ export class ApplyLoop {
    * entries applied meanwhile are not in it. Abandoned (rejected with its reason) once `signal` is aborted.
    */
   encodeInSlices(term: number, sliceMs: number, signal?: AbortSignal): Promise<Uint8Array> {
+    return this.#encoder(term).inSlices(sliceMs, signal);
+  }
+
+  /**
+   * Encodes the applied state as `encodeInSlices` does, into the sink `open(size)` returns (this member's snapshot
+   * file), in reused pieces; resolves with the blob's size.
+   */
+  encodeToSink(
+    term: number,
+    open: (size: number) => BlobSink,
+    sliceMs: number,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    return this.#encoder(term).toSink(open, sliceMs, signal);
+  }
+
+  #encoder(term: number): StateEncoder {
     const { store, lessor, applier, members } = this.#deps;
     return new StateEncoder(
       { appliedIndex: this.appliedIndex, term, confState: this.confState },
@@ -264,7 +281,7 @@ export class ApplyLoop {
       applier.alarms,
       members,
       applier.auth,
-    ).inSlices(sliceMs, signal);
+    );
   }
 
   /** Applies one committed entry (entries at or below the applied index are skipped). */

@@ -19,14 +19,7 @@ import { Code, Errors, EtcdError } from "../errors.ts";
 import { Lessor } from "../lease/lessor.ts";
 import { type Member, type MemberContext, Members } from "../membership/members.ts";
 import { MvccStore } from "../mvcc/store.ts";
-import {
-  hostPort,
-  PeerTransport,
-  snapshotLimit,
-  type SnapshotSink,
-  type SnapshotSource,
-  snapshotSourceOf,
-} from "../peer/transport.ts";
+import { hostPort, PeerTransport, snapshotLimit, type SnapshotSink, type SnapshotSource } from "../peer/transport.ts";
 import type { SnapshotWriter } from "../snap/snapshotter.ts";
 import type { PeerCertPolicy } from "../peer/peer_cert.ts";
 import { NodeMetrics } from "../metrics/node.ts";
@@ -203,8 +196,8 @@ export class Node {
   #ticker: ReturnType<typeof setInterval> | undefined;
   #leaderWaiters: Array<() => void> = [];
   #snapshotting = false;
-  /** this member's snapshot whose file is being written (the Raft log already holds it, without its data) */
-  #saving: { index: number; data: Uint8Array } | null = null;
+  /** this member's snapshot being encoded into its file: a follower that needs it waits for the file */
+  #saving: { index: number; done: Promise<void> } | null = null;
   /** the newest snapshot's size, and the entry bytes applied when it was taken (see SNAPSHOT_LOG_SHARE) */
   #snapLog = { size: 0, appliedBytes: 0 };
   /** the applied bytes (Apply.appliedBytes) when the in-memory log was last cut (#maybeCompactLog) */
@@ -1076,42 +1069,54 @@ export class Node {
 
   /**
    * Snapshots the applied state, then releases older log. The state is encoded in slices of `sliceMs` that yield to
-   * the event loop (a large store would hold it for a second); the blob is the state at the index of the call.
+   * the event loop (a large store would hold it for a second) straight into the snapshot file, piece by piece; the file
+   * holds the state at the index of the call.
    */
   async snapshotNow(sliceMs = ENCODE_SLICE_WANTED_MS): Promise<void> {
     if (this.#snapshotting || this.#apply.appliedIndex <= this.#apply.snapIndex) return;
     this.#snapshotting = true;
+    let file: SnapshotWriter | null = null;
+    const saved = Promise.withResolvers<void>();
+    saved.promise.catch(() => {}); // a failure is reported below; followers waiting for the file see none
     try {
       await this.#apply.compactionDone();
       const index = this.#apply.appliedIndex, confState = this.#apply.confState;
       const appliedBytes = this.#apply.appliedBytes;
+      this.#saving = { index, done: saved.promise };
       this.#ownSnapshot = new AbortController();
-      const data = await this.#apply.encodeInSlices(this.term, sliceMs, this.#ownSnapshot.signal).finally(() =>
-        this.#ownSnapshot = undefined
-      );
+      const term = this.storage.term(index);
+      const size = await this.#apply.encodeToSink(
+        this.term,
+        (bytes) => (file = this.#disk.beginSnapshot(index, term, bytes)),
+        sliceMs,
+        this.#ownSnapshot.signal,
+      ).finally(() => this.#ownSnapshot = undefined);
       // a leader's snapshot restored meanwhile is newer: createSnapshot refuses this one
-      const snap = this.storage.createSnapshot(index, confState, ON_DISK);
-      this.#saving = { index, data };
-      try {
-        await this.#disk.saveSnapshot(index, snap.metadata.term, data);
-      } finally {
-        this.#saving = null;
-      }
+      this.storage.createSnapshot(index, confState, ON_DISK);
+      await this.#disk.commitSnapshot(file!);
+      file = null;
+      saved.resolve();
       this.#apply.snapIndex = index;
-      this.#snapLog = { size: data.length, appliedBytes };
+      this.#snapLog = { size, appliedBytes };
       await this.#disk.releaseBefore(index); // the in-memory log is cut by #maybeCompactLog
-      this.#cfg.log(`saved snapshot at index ${index} (${data.length} bytes)`);
+      this.#cfg.log(`saved snapshot at index ${index} (${size} bytes)`);
+    } catch (err) {
+      await (file as SnapshotWriter | null)?.abort();
+      saved.reject(err);
+      throw err;
     } finally {
+      this.#saving = null;
       this.#snapshotting = false;
     }
   }
 
   /**
-   * The data of this member's snapshot at `meta` for a follower: the file, or the blob while it is being written. The
-   * Raft log holds each snapshot with no data (ON_DISK): it would keep a copy of the whole state in memory.
+   * The data of this member's snapshot at `meta` for a follower: its file, once written (the Raft log holds each
+   * snapshot with no data, ON_DISK: it would keep a copy of the whole state in memory).
    */
-  #snapshotData(meta: { index: number; term: number }): Promise<SnapshotSource | null> {
-    if (this.#saving?.index === meta.index) return Promise.resolve(snapshotSourceOf(this.#saving.data));
+  async #snapshotData(meta: { index: number; term: number }): Promise<SnapshotSource | null> {
+    const saving = this.#saving;
+    if (saving?.index === meta.index) await saving.done.catch(() => {});
     return this.#disk.openSnapshot(meta.index, meta.term);
   }
 

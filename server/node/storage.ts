@@ -6,6 +6,7 @@
 import type { Entry, HardState, Snapshot } from "../raft/types.ts";
 import {
   ARRIVING_PACE,
+  SERVING_PACE,
   type Snapshot as SnapshotFile,
   type SnapshotReader,
   Snapshotter,
@@ -51,6 +52,8 @@ export class DiskStorage {
   #wal: Wal;
   #snap: Snapshotter;
   #stats: DiskStorageOptions["stats"];
+  /** when the member's own snapshot file being written was begun (the snapshot-save histogram) */
+  #ownSnapshotBegun = 0;
 
   private constructor(wal: Wal, snap: Snapshotter, stats: DiskStorageOptions["stats"]) {
     this.#wal = wal;
@@ -122,10 +125,25 @@ export class DiskStorage {
 
   /** Writes a snapshot of this member's applied state and makes its WAL mark durable. */
   async saveSnapshot(index: number, term: number, data: Uint8Array): Promise<void> {
-    const start = performance.now();
-    await this.#snap.save({ index, term, data });
-    this.#stats.snapshotSave.observe((performance.now() - start) / 1000);
-    this.#wal.markSnapshot({ index, term });
+    const w = this.beginSnapshot(index, term, data.length);
+    w.write(data);
+    await this.commitSnapshot(w);
+  }
+
+  /**
+   * Begins this member's own snapshot file at `index`, of `size` bytes of data handed to the writer as they are
+   * encoded, written at the pace of a member that serves (SERVING_PACE); `commitSnapshot` ends it (or `abort` it).
+   */
+  beginSnapshot(index: number, term: number, size: number): SnapshotWriter {
+    this.#ownSnapshotBegun = performance.now();
+    return this.#snap.begin(index, term, size, SERVING_PACE);
+  }
+
+  /** Puts the file of `beginSnapshot` in place and records the snapshot in the WAL (synced). */
+  async commitSnapshot(w: SnapshotWriter): Promise<void> {
+    await this.#snap.commit(w);
+    this.#stats.snapshotSave.observe((performance.now() - this.#ownSnapshotBegun) / 1000);
+    this.#wal.markSnapshot({ index: w.index, term: w.term });
     await this.#wal.syncAsync(); // after the Ready loop's batch being written, if any
   }
 

@@ -301,6 +301,12 @@ export class SnapshotWriter {
     }
   }
 
+  /** Resolves once every piece handed over so far is written (rejects if a write failed). */
+  async written(): Promise<void> {
+    while (this.#loop) await this.#loop;
+    if (this.#failed) throw this.#failed;
+  }
+
   /** All data handed over: writes the crc and syncs the file (throws if a write failed or data is missing). */
   async finish(): Promise<void> {
     if (this.#aborted) throw new Error("snapshot writer: finish after abort");
