@@ -54,11 +54,12 @@ const RECORDS_PER_CLOCK_CHECK = 512;
 
 /**
  * The pieces an encode to a sink (`toSink`, a member's own snapshot file) is written in: as large as the pieces the
- * file is written in (SERVING_PACE), each reused once the sink wrote it. Allocating a new blob of the state's size for
- * each snapshot was what made one cost put latency: 3 members, 10,000 keys (a 12 MB state), a snapshot every 2 s
- * per member, put→event at 100 puts/s: p99.9 22-26 ms, and 5 ms with the blob's buffer reused (temporary change).
- * The fresh buffers' first touch, and the V8 collections their size set off (their bytes count towards the heap's
- * limits), fell on every member at each snapshot.
+ * file is written in (SERVING_PACE), each reused once the sink wrote it. A new blob of the state's size for each
+ * snapshot was most of what a snapshot cost the puts of every member: its first touch, and the V8 collections its size
+ * set off (an ArrayBuffer's bytes count towards the heap's limits). 3 members, 10,000 keys (a 12 MB state), a snapshot
+ * forced every 2 s per member, put→event at 100 puts/s, 2,000 samples per run: 14-18 samples of 10 ms or more per run
+ * with a new blob each time, 5-12 in pieces (and 0 with one blob reused, a temporary change that kept every value where
+ * it was).
  */
 export const ENCODE_PIECE_BYTES = 1 << 20;
 
