@@ -854,8 +854,7 @@ export class MvccStore {
       this.#freeKeyIds.push(kid);
     }
     this.#leases = job.leases;
-    this.#bufs = job.bufs;
-    this.#ownedById = [];
+    this.#useBufs(job.bufs);
     this.#memo.clear();
     this.sizeBytes -= job.sizeDrop;
   }
@@ -973,6 +972,12 @@ export class MvccStore {
     into.owned = b >= 0 && this.#isOwned(b);
   }
 
+  /** Makes `bufs` the buffers the records' ids refer to (the owned-by-id cache follows). */
+  #useBufs(bufs: Interned<ArrayBufferLike>): void {
+    this.#bufs = bufs;
+    this.#ownedById = [];
+  }
+
   #isOwned(b: number): boolean {
     return this.#ownedById[b] ??= this.#owned.has(this.#bufs.values[b]);
   }
@@ -1055,8 +1060,7 @@ export class MvccStore {
       if (nb < 0) nb = renumbered[b] = bufs.id(this.#bufs.values[b]);
       t.setI(idx, I_BUF, nb);
     }
-    this.#bufs = bufs;
-    this.#ownedById = [];
+    this.#useBufs(bufs);
     this.#memo.clear(); // its events hold views of the old buffers
   }
 
@@ -1090,8 +1094,7 @@ export class MvccStore {
     this.#latest = new PagedInt32Array();
     this.#freeKeyIds = [];
     this.#leases = new Interned(["0"]);
-    this.#bufs = new Interned<ArrayBufferLike>([]);
-    this.#ownedById = [];
+    this.#useBufs(new Interned<ArrayBufferLike>([]));
     this.#memo.clear();
     this.sizeBytes = 0;
     this.currentRev = currentRev;
@@ -1160,9 +1163,8 @@ export class MvccStore {
     this.#latest = other.#latest;
     this.#freeKeyIds = other.#freeKeyIds;
     this.#leases = other.#leases;
-    this.#bufs = other.#bufs;
     this.#owned = other.#owned;
-    this.#ownedById = [];
+    this.#useBufs(other.#bufs);
     this.#memo.clear();
     this.sizeBytes = other.sizeBytes;
     this.currentRev = other.currentRev;

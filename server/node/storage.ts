@@ -52,8 +52,6 @@ export class DiskStorage {
   #wal: Wal;
   #snap: Snapshotter;
   #stats: DiskStorageOptions["stats"];
-  /** when the member's own snapshot file being written was begun (the snapshot-save histogram) */
-  #ownSnapshotBegun = 0;
 
   private constructor(wal: Wal, snap: Snapshotter, stats: DiskStorageOptions["stats"]) {
     this.#wal = wal;
@@ -135,14 +133,13 @@ export class DiskStorage {
    * encoded, written at the pace of a member that serves (SERVING_PACE); `commitSnapshot` ends it (or `abort` it).
    */
   beginSnapshot(index: number, term: number, size: number): SnapshotWriter {
-    this.#ownSnapshotBegun = performance.now();
     return this.#snap.begin(index, term, size, SERVING_PACE);
   }
 
   /** Puts the file of `beginSnapshot` in place and records the snapshot in the WAL (synced). */
   async commitSnapshot(w: SnapshotWriter): Promise<void> {
     await this.#snap.commit(w);
-    this.#stats.snapshotSave.observe((performance.now() - this.#ownSnapshotBegun) / 1000);
+    this.#stats.snapshotSave.observe((performance.now() - w.begun) / 1000);
     this.#wal.markSnapshot({ index: w.index, term: w.term });
     await this.#wal.syncAsync(); // after the Ready loop's batch being written, if any
   }

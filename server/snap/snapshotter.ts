@@ -230,6 +230,8 @@ export class SnapshotWriter {
   /** @internal see `Snapshotter.begin` */
   /** the file written, renamed to `file` by `Snapshotter.commit` */
   readonly tmp: string;
+  /** when the writer was begun (performance.now()) */
+  readonly begun = performance.now();
 
   constructor(
     dir: string,
@@ -314,8 +316,7 @@ export class SnapshotWriter {
       throw new Error(`snapshot writer: ${this.#handed} of the ${this.#size} bytes announced`);
     }
     this.#finished = true;
-    while (this.#loop) await this.#loop;
-    if (this.#failed) throw this.#failed;
+    await this.written();
     const tail = new Uint8Array(4);
     new DataView(tail.buffer).setUint32(0, this.#crc, true);
     const fh = await this.#fh;
